@@ -1,0 +1,3 @@
+from framepipe.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""The ``framepipe`` command line: click commands that parse options into a config object
+and call the same Python API a user would. One module per command."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+
+import click
+
+from framepipe._version import __version__
+
+# command name -> module that defines it (imported lazily so `--help` stays fast)
+_COMMANDS: dict[str, str] = {
+    "info": "framepipe.cli.info",
+    "sample": "framepipe.cli.sample",
+    "caption": "framepipe.cli.caption",
+    "make-tiny-model": "framepipe.cli.tiny",
+    "shots": "framepipe.cli.shots",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(n for n in _COMMANDS if self._module_exists(n))
+
+    @staticmethod
+    def _module_exists(name: str) -> bool:
+        return importlib.util.find_spec(_COMMANDS[name]) is not None
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS or not self._module_exists(name):
+            return None
+        mod = importlib.import_module(_COMMANDS[name])
+        cmd = mod.command
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="framepipe")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+def cli(verbose: int, quiet: bool) -> None:
+    """Turn videos, multi-view image sets and 3D models into n well-chosen frames, and ask a
+    multi-image vision-language model about each clip."""
+    from framepipe.cli.common import setup_logging
+
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    )
+    setup_logging(level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.main(args=argv, prog_name="framepipe")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

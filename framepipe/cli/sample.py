@@ -1,0 +1,112 @@
+"""``framepipe sample PATH... -n N -o DIR``: choose and save n frames per clip."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from framepipe.cli.common import sample_config_from, sampling_options
+from framepipe.discover import Input, Skipped
+from framepipe.errors import FramepipeError
+from framepipe.types import ClipResult
+
+
+@click.command("sample")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@sampling_options
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder: frames, contact sheets and manifest.jsonl.",
+)
+@click.option(
+    "--format",
+    "image_format",
+    type=click.Choice(["jpg", "png"]),
+    default="jpg",
+    show_default=True,
+    help="Image format of the saved frames.",
+)
+@click.option("--no-sheet", is_flag=True, help="Do not write a contact sheet per clip.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start afresh instead of skipping clips already in the manifest.",
+)
+def command(
+    paths: tuple[str, ...],
+    out_dir: str,
+    image_format: str,
+    no_sheet: bool,
+    overwrite: bool,
+    **kw: Any,
+) -> None:
+    """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
+
+    PATHS are files or folders (searched recursively). Exit status is 1 when any clip
+    failed, after all the others are done.
+    """
+    from tqdm import tqdm
+
+    from framepipe.sample import sample
+
+    try:
+        cfg = sample_config_from(kw)
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    bar: dict[str, Any] = {}
+
+    def on_input(inputs: Sequence[Input], notes: Sequence[Skipped]) -> None:
+        for note in notes:
+            tqdm.write(f"note: skipping {note.path}: {note.reason}", file=sys.stderr)
+        bar["bar"] = tqdm(
+            total=len(inputs),
+            unit="input",
+            desc="sample",
+            file=sys.stderr,
+            disable=None,
+            dynamic_ncols=True,
+        )
+        bar["last"] = None
+
+    def on_record(rec: ClipResult) -> None:
+        b = bar["bar"]
+        if rec.source != bar["last"]:
+            if bar["last"] is not None:
+                b.update(1)
+            bar["last"] = rec.source
+        b.set_postfix_str(f"{len(rec.indices or [])} frames", refresh=False)
+
+    try:
+        summary = sample(
+            paths,
+            out_dir,
+            cfg,
+            overwrite=overwrite,
+            image_format=image_format,
+            sheets=not no_sheet,
+            on_input=on_input,
+            on_record=on_record,
+        )
+    except FramepipeError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        if "bar" in bar:
+            b = bar["bar"]
+            b.update(b.total - b.n)
+            b.close()
+    click.echo(
+        f"{summary.done} clip(s) written, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed -> {out_dir}/manifest.jsonl "
+        f"({summary.elapsed_s:.1f} s)",
+        err=True,
+    )
+    if summary.failed:
+        sys.exit(1)

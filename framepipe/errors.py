@@ -1,0 +1,69 @@
+"""The exceptions framepipe raises; every one derives from :class:`FramepipeError`.
+
+An error that concerns one input (a file that will not decode, a scene with too few views)
+is caught per clip by the pipeline and written as a ``failed`` record; the run goes on. An
+error in the configuration (a bad option, a model that cannot be loaded) stops the run
+before any heavy work. Messages are one line and name the file or value that is wrong.
+"""
+
+from __future__ import annotations
+
+
+class FramepipeError(Exception):
+    """Root of every error framepipe raises on purpose."""
+
+
+class ConfigError(FramepipeError, ValueError):
+    """An option or argument is invalid (names the option and the bad value)."""
+
+
+class MissingDependencyError(FramepipeError, ImportError):
+    """An optional dependency is not installed; the message says which extra provides it."""
+
+    def __init__(self, package: str, extra: str | None = None, purpose: str = "") -> None:
+        hint = f"pip install 'framepipe[{extra}]'" if extra else f"pip install {package}"
+        what = f" (needed for {purpose})" if purpose else ""
+        super().__init__(f"{package} is not installed{what}: {hint}")
+        self.package = package
+        self.extra = extra
+
+
+class SourceError(FramepipeError):
+    """An input cannot be opened or read. ``path`` names the file."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class UnsupportedInputError(SourceError):
+    """The input is not a kind framepipe can read (not a video, scene or 3D model)."""
+
+
+class DecodeError(SourceError):
+    """The input opened but the requested frames could not be decoded."""
+
+
+class DecodeTimeoutError(DecodeError):
+    """A decoder did not return within the time limit and was stopped."""
+
+
+class SamplingError(FramepipeError, ValueError):
+    """A sampler cannot choose frames with the given settings (e.g. n larger than the clip)."""
+
+
+class PromptError(FramepipeError, ValueError):
+    """A prompt cannot be built, or does not fit the model's context window."""
+
+
+class ModelLoadError(FramepipeError):
+    """A model cannot be loaded (missing weights, offline hub, wrong architecture)."""
+
+
+class GenerationError(FramepipeError):
+    """Generation failed for a batch of clips."""
+
+
+class OutputError(FramepipeError):
+    """An output path cannot be written or an existing output cannot be read."""

@@ -1,0 +1,233 @@
+"""Stage functions shared by every engine and command: open a source, plan its clips,
+select indices, read frames, and build the record.
+
+They are plain functions of plain (picklable) arguments, so the local engine can run them
+in worker processes and the Ray engine on a cluster. Errors about one input become
+``failed`` records here; nothing about one input stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from framepipe.clips import plan_clips
+from framepipe.discover import Input
+from framepipe.errors import FramepipeError
+from framepipe.samplers.base import Sampler, get_sampler
+from framepipe.sources.base import Source, open_source
+from framepipe.types import (
+    ClipResult,
+    ClipSpec,
+    FrameBatch,
+    Selection,
+    SourceInfo,
+    one_line_error,
+    timestamps_to_list,
+)
+from framepipe.utils import stable_digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleConfig:
+    """How clips are cut and frames chosen; the same for ``sample`` and ``caption``."""
+
+    n: int = 8
+    """Frames (or views) per clip."""
+    sampler: str | Sampler = "uniform"
+    """A registry name, ``module:function``, or a callable."""
+    sampler_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword parameters for the sampler (mode, fps, overflow ...)."""
+    clips: str = "whole"
+    """``whole``, ``windows`` or ``shots``."""
+    clip_seconds: float | None = None
+    stride_seconds: float | None = None
+    clip_params: dict[str, Any] = field(default_factory=dict)
+    """Extra parameters for the clip planner (e.g. shot min/max duration)."""
+    kind: str | None = None
+    """Force the kind of every input (``video``, ``multiview``, ``render``)."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Options passed to the source (render size, cameras, backend ...)."""
+
+    def sampler_name(self) -> str:
+        return get_sampler(self.sampler)[0]
+
+    def key_parts(self) -> dict[str, Any]:
+        """What, with the source, determines the selected frames (for resume keys)."""
+        return {
+            "n": self.n,
+            "sampler": self.sampler_name(),
+            "sampler_params": self.sampler_params,
+            "clips": self.clips,
+            "clip_seconds": self.clip_seconds,
+            "stride_seconds": self.stride_seconds,
+            "clip_params": self.clip_params,
+            "source_options": self.source_options,
+        }
+
+
+@dataclass
+class ClipJob:
+    """The outcome of reading one clip: a record (ok or failed) and, if ok, its frames."""
+
+    record: ClipResult
+    batch: FrameBatch | None = None
+    selection: Selection | None = None
+    info: SourceInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status == "ok" and self.batch is not None
+
+
+def source_fingerprint(path: Path) -> dict[str, Any]:
+    """Identity of an input for resume keys: its path, size and modification time."""
+    try:
+        st = path.stat()
+        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {"path": str(path)}
+
+
+def clip_key(fingerprint: dict[str, Any], clip: ClipSpec, parts: dict[str, Any]) -> str:
+    return stable_digest(
+        {"src": fingerprint, "clip": [clip.start_frame, clip.end_frame, clip.label], **parts}
+    )
+
+
+def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) -> Selection:
+    name, fn = get_sampler(cfg.sampler)
+    sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
+    if not isinstance(sel, Selection):  # a user's sampler may return plain indices
+        sel = Selection(tuple(int(i) for i in sel), name, {"n": cfg.n, **cfg.sampler_params})
+    bad = [i for i in sel.indices if not 0 <= i < info.num_frames]
+    if bad:
+        raise FramepipeError(
+            f"sampler {name!r} returned indices outside 0..{info.num_frames - 1}: {bad[:5]}"
+        )
+    return sel
+
+
+def base_record(
+    info: SourceInfo | None,
+    source: str,
+    clip: ClipSpec | None = None,
+    sel: Selection | None = None,
+    batch: FrameBatch | None = None,
+) -> ClipResult:
+    rec = ClipResult(source=source, kind=info.kind if info else None)
+    if clip is not None:
+        rec.clip = clip.to_json()
+    if sel is not None:
+        rec.sampler = {"name": sel.sampler, "params": dict(sel.params)}
+        rec.indices = list(sel.indices)
+        rec.selection = dict(sel.extra) or None
+        if info is not None and info.timestamps_s is not None:
+            rec.timestamps_s = timestamps_to_list([info.timestamps_s[i] for i in sel.indices])
+    if batch is not None:
+        if batch.timestamps_s is not None:
+            rec.timestamps_s = timestamps_to_list(batch.timestamps_s)
+        if batch.views is not None:
+            rec.views = [v.to_json() for v in batch.views]
+    return rec
+
+
+def iter_clip_jobs(
+    item: Input,
+    cfg: SampleConfig,
+    *,
+    extra_key: dict[str, Any] | None = None,
+    is_done: Callable[[str], bool] | None = None,
+    read_frames: bool = True,
+) -> Iterator[ClipJob]:
+    """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet.
+
+    Every failure about this input (cannot open, cannot decode a clip, n too large) is
+    yielded as a ``failed`` record; only bugs raise. ``extra_key`` joins the resume key (the
+    caption command adds the model and questions); ``is_done`` skips finished clips before
+    any frame is decoded.
+    """
+    src_id = str(item.path)
+    parts = {**cfg.key_parts(), **(extra_key or {})}
+    fp = source_fingerprint(item.path)
+    if item.error:
+        rec = ClipResult.failed(src_id, item.error, kind=None)
+        rec.key = stable_digest({"src": fp, "input-error": True, **parts})
+        yield ClipJob(rec)
+        return
+    t0 = time.perf_counter()
+    try:
+        source = open_source(item.path, item.kind, **cfg.source_options)
+    except Exception as exc:
+        if not isinstance(exc, FramepipeError):
+            log.exception("%s: unexpected error while opening", src_id)
+        rec = ClipResult.failed(src_id, exc, kind=item.kind)
+        rec.key = stable_digest({"src": fp, "open-error": True, **parts})
+        yield ClipJob(rec)
+        return
+    with source:
+        try:
+            info = source.info()
+            clips = plan_clips(
+                info,
+                mode=cfg.clips,
+                clip_seconds=cfg.clip_seconds,
+                stride_seconds=cfg.stride_seconds,
+                source=source,
+                **cfg.clip_params,
+            )
+        except Exception as exc:
+            if not isinstance(exc, FramepipeError):
+                log.exception("%s: unexpected error while reading metadata", src_id)
+            rec = ClipResult.failed(src_id, exc, kind=item.kind)
+            rec.key = stable_digest({"src": fp, "open-error": True, **parts})
+            yield ClipJob(rec)
+            return
+        t_open = time.perf_counter() - t0
+        for clip in clips:
+            key = clip_key(fp, clip, parts)
+            if is_done is not None and is_done(key):
+                continue
+            yield _one_clip(source, info, clip, cfg, key, t_open, read_frames)
+            t_open = 0.0
+
+
+def _one_clip(
+    source: Source,
+    info: SourceInfo,
+    clip: ClipSpec,
+    cfg: SampleConfig,
+    key: str,
+    t_open: float,
+    read_frames: bool,
+) -> ClipJob:
+    sel = None
+    t0 = time.perf_counter()
+    try:
+        sel = select(source, info, clip, cfg)
+        t1 = time.perf_counter()
+        batch = source.read(list(sel.indices)) if read_frames else None
+        t2 = time.perf_counter()
+    except Exception as exc:  # one clip's failure never stops the run
+        if not isinstance(exc, FramepipeError):
+            log.exception("%s: unexpected error on clip %d", info.id, clip.index)
+        rec = base_record(info, info.id, clip, sel)
+        msg = one_line_error(exc)
+        if info.id not in msg:
+            msg = f"{info.id}: {msg}"
+        rec.status, rec.error, rec.key = "failed", msg, key
+        return ClipJob(rec, None, sel, info)
+    rec = base_record(info, info.id, clip, sel, batch)
+    rec.key = key
+    rec.timings_s = {
+        "open_s": round(t_open, 4),
+        "select_s": round(t1 - t0, 4),
+        "decode_s": round(t2 - t1, 4),
+    }
+    return ClipJob(rec, batch, sel, info)

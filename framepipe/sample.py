@@ -1,0 +1,124 @@
+"""``sample``: choose and save n frames per clip, with a contact sheet and a manifest.
+
+The Python API behind ``framepipe sample``::
+
+    from framepipe import SampleConfig, sample
+    summary = sample(["videos/"], "out/", SampleConfig(n=8))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from framepipe.discover import Input, Skipped, discover
+from framepipe.errors import OutputError
+from framepipe.output import JsonlWriter, contact_sheet, write_frames
+from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs
+from framepipe.types import ClipResult, one_line_error
+from framepipe.utils import safe_stem, stable_digest
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``failed`` lists ``(source, error)`` pairs."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[Skipped] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    records: list[ClipResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def clip_dir_name(source: str, clip_index: int) -> str:
+    """A folder name per clip: readable stem, a digest of the full path (no collisions)."""
+    stem = safe_stem(Path(source).name, 60)
+    return f"{stem}-{stable_digest(source, 8)}/clip_{clip_index:03d}"
+
+
+def save_clip_images(
+    job: ClipJob, out_dir: Path, *, image_format: str = "jpg", sheet: bool = True
+) -> None:
+    """Write the job's frames (and contact sheet) under ``out_dir``; fill the record's paths."""
+    assert job.batch is not None
+    rec = job.record
+    folder = out_dir / clip_dir_name(rec.source, (rec.clip or {}).get("index", 0))
+    rec.frames = write_frames(job.batch, folder, out_dir, fmt=image_format)
+    if sheet:
+        img = contact_sheet(job.batch)
+        p = folder / "contact_sheet.jpg"
+        img.save(p, quality=90)
+        rec.contact_sheet = p.relative_to(out_dir).as_posix()
+
+
+def sample(
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    cfg: SampleConfig | None = None,
+    *,
+    overwrite: bool = False,
+    image_format: str = "jpg",
+    sheets: bool = True,
+    on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
+    on_record: Callable[[ClipResult], None] | None = None,
+) -> RunSummary:
+    """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
+
+    ``out_dir/manifest.jsonl`` gets one record per clip. A re-run skips clips whose ``ok``
+    record is already there (same source file and settings); ``overwrite`` starts afresh.
+    Failures are records; the run always goes on. ``on_input`` is called once with what
+    discovery found, ``on_record`` after each record (for progress bars).
+    """
+    cfg = cfg or SampleConfig()
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    inputs, notes = discover(paths, kind=cfg.kind)
+    for note in notes:
+        log.info("skipping %s: %s", note.path, note.reason)
+    if on_input is not None:
+        on_input(inputs, notes)
+    summary = RunSummary(notes=list(notes))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
+    with JsonlWriter(out / MANIFEST, overwrite=overwrite) as writer:
+
+        def is_done(key: str) -> bool:
+            if writer.is_done(key):
+                summary.skipped += 1
+                return True
+            return False
+
+        for item in inputs:
+            for job in iter_clip_jobs(item, cfg, is_done=is_done):
+                rec = job.record
+                if job.ok:
+                    try:
+                        save_clip_images(job, out, image_format=image_format, sheet=sheets)
+                    except OSError as exc:
+                        rec.status = "failed"
+                        rec.error = f"{rec.source}: cannot write frames ({one_line_error(exc)})"
+                writer.write(rec)
+                summary.records.append(rec)
+                if rec.status == "ok":
+                    summary.done += 1
+                else:
+                    summary.failed.append((rec.source, rec.error or "failed"))
+                    log.error("%s", rec.error)
+                if on_record is not None:
+                    on_record(rec)
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary

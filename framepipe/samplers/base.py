@@ -1,0 +1,122 @@
+"""The sampler interface and the registry of samplers by name.
+
+A sampler is any callable with this signature::
+
+    def my_sampler(info: SourceInfo, clip: ClipSpec, *, n: int,
+                   source: Source | None = None, **params) -> Selection
+
+It chooses indices from metadata alone (``info`` and ``clip``); samplers that need a cheap
+signal (the keyframe sampler's low-resolution frames, the n-view sampler's image
+signatures) may call ``source.read_small(...)`` but never decode full frames. The same
+inputs give the same indices. A user's own sampler is registered with
+:func:`register_sampler` or passed directly to the pipeline as a callable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from framepipe.errors import ConfigError, SamplingError
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+if TYPE_CHECKING:
+    from framepipe.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+OverflowPolicy = Literal["repeat_last", "all", "error"]
+"""What to do when n is larger than the frames in the clip:
+
+- ``repeat_last``: return n indices, repeating the last frame (the model sees n images);
+- ``all``: return every frame of the clip once (fewer than n);
+- ``error``: raise :class:`SamplingError`.
+"""
+
+
+class Sampler(Protocol):
+    def __call__(
+        self,
+        info: SourceInfo,
+        clip: ClipSpec,
+        *,
+        n: int,
+        source: Source | None = None,
+        **params: Any,
+    ) -> Selection: ...
+
+
+_SAMPLERS: dict[str, Sampler] = {}
+_BUILTIN_MODULES = ("uniform", "keyframe", "nview")
+
+
+def register_sampler(name: str) -> Callable[[Any], Any]:
+    """Decorator: register a sampler callable (function or class instance) under ``name``."""
+
+    def deco(fn: Any) -> Any:
+        _SAMPLERS[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_builtin() -> None:
+    for mod in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(f"framepipe.samplers.{mod}")
+        except ImportError as exc:
+            log.debug("sampler module %s unavailable: %s", mod, exc)
+
+
+def available_samplers() -> list[str]:
+    _load_builtin()
+    return sorted(_SAMPLERS)
+
+
+def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
+    """Resolve a sampler by registry name, ``module:function`` path, or pass a callable."""
+    if callable(name_or_fn):
+        fn = name_or_fn
+        return getattr(fn, "__name__", type(fn).__name__), fn
+    name = name_or_fn
+    _load_builtin()
+    if name in _SAMPLERS:
+        return name, _SAMPLERS[name]
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            fn = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"cannot import sampler {name!r}: {exc}") from exc
+        if not callable(fn):
+            raise ConfigError(f"sampler {name!r} is not callable")
+        return name, fn
+    raise ConfigError(
+        f"unknown sampler {name!r}; known: {', '.join(available_samplers())} "
+        "(or give module:function)"
+    )
+
+
+def check_n(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise SamplingError(f"n ({n}) must be >= 1")
+
+
+def apply_overflow(
+    indices: list[int], n: int, policy: OverflowPolicy, clip: ClipSpec, source_id: str
+) -> list[int]:
+    """Complete ``indices`` (all frames of a clip shorter than n) according to ``policy``."""
+    if len(indices) >= n:
+        return indices
+    if policy == "error":
+        raise SamplingError(
+            f"{source_id}: clip has {clip.num_frames} frame(s), fewer than n={n} "
+            "(use --overflow repeat_last or all)"
+        )
+    if policy == "all":
+        return indices
+    if policy == "repeat_last":
+        return indices + [indices[-1]] * (n - len(indices))
+    raise ConfigError(f"unknown overflow policy {policy!r}")

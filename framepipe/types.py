@@ -1,0 +1,310 @@
+"""Value objects that flow between the stages (see DESIGN.md).
+
+Units are in the names: ``*_s`` is seconds, ``*_frame`` is a frame index in presentation
+order. Objects are frozen; ``__repr__`` prints shapes, never pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+Matrix4 = tuple[tuple[float, float, float, float], ...]
+"""A 4x4 matrix as nested tuples (row-major), so that it is hashable and JSON-friendly."""
+
+
+def as_matrix4(m: Any) -> Matrix4:
+    """Convert an array-like 4x4 (or 3x4, completed with ``0 0 0 1``) to :data:`Matrix4`."""
+    a = np.asarray(m, dtype=np.float64)
+    if a.shape == (3, 4):
+        a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
+    if a.shape != (4, 4):
+        raise ValueError(f"a pose must be 4x4 or 3x4, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("a pose must hold finite numbers only")
+    return tuple(tuple(float(v) for v in row) for row in a)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class ViewInfo:
+    """One view of a multi-view scene or a rendered 3D model."""
+
+    name: str
+    """File name relative to the scene folder, or a view label for renders (``view_003``)."""
+    pose_c2w: Matrix4 | None = None
+    """Camera-to-world 4x4 (OpenGL/NeRF convention: camera looks down -z, y up), if known."""
+    intrinsics: Mapping[str, float] | None = None
+    """``fx, fy, cx, cy, width, height`` in pixels, if known."""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name}
+        out["pose_c2w"] = [list(r) for r in self.pose_c2w] if self.pose_c2w is not None else None
+        if self.intrinsics is not None:
+            out["intrinsics"] = dict(self.intrinsics)
+        return out
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What a source knows about an input without decoding its frames."""
+
+    id: str
+    """The input's path as a string (stable key for records and resume)."""
+    kind: str
+    """``video``, ``multiview`` or ``render``."""
+    num_frames: int
+    """Frames (or views) that can really be read: indices run ``0 .. num_frames - 1``."""
+    width: int
+    """Frame width in pixels after rotation (0 when views differ in size)."""
+    height: int
+    """Frame height in pixels after rotation (0 when views differ in size)."""
+    fps: Fraction | None = None
+    """Average frame rate as a Fraction (videos only)."""
+    timestamps_s: tuple[float, ...] | None = None
+    """Presentation time of every frame in seconds, from the container (videos only)."""
+    duration_s: float | None = None
+    """Duration in seconds (videos only): from the first frame's timestamp to the end of the
+    last frame (its timestamp plus its duration)."""
+    keyframe_indices: tuple[int, ...] | None = None
+    """Indices of the codec's keyframes, in presentation order (videos only)."""
+    views: tuple[ViewInfo, ...] | None = None
+    """One entry per view, in index order (scenes and renders)."""
+    backend: str = ""
+    """Which reader serves the frames (``decord``, ``pyav``, ``pil``, ``raycast`` ...)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Anything else worth reporting (codec, container, rotation, scene centre ...)."""
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 0:
+            raise ValueError(f"num_frames ({self.num_frames}) must be >= 0")
+        if self.timestamps_s is not None and len(self.timestamps_s) != self.num_frames:
+            raise ValueError(
+                f"timestamps_s has {len(self.timestamps_s)} entries for {self.num_frames} frames"
+            )
+        if self.views is not None and len(self.views) != self.num_frames:
+            raise ValueError(f"views has {len(self.views)} entries for {self.num_frames} frames")
+
+    @property
+    def end_s(self) -> float | None:
+        """End of the last frame in seconds (videos), on the timestamps' clock."""
+        if self.timestamps_s is None or self.duration_s is None or not self.timestamps_s:
+            return None
+        return self.timestamps_s[0] + self.duration_s
+
+    def time_of(self, index: int) -> float | None:
+        """Presentation time of frame ``index`` in seconds, or None when unknown."""
+        if self.timestamps_s is None:
+            return None
+        return self.timestamps_s[index]
+
+    def index_at(self, t_s: float) -> int:
+        """The last frame whose presentation time is <= ``t_s`` (videos only)."""
+        if self.timestamps_s is None:
+            raise ValueError(f"{self.id}: no timestamps to look up t={t_s}s")
+        ts = np.asarray(self.timestamps_s)
+        i = int(np.searchsorted(ts, t_s + 1e-9, side="right")) - 1
+        return max(0, min(i, self.num_frames - 1))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.id,
+            "kind": self.kind,
+            "num_frames": self.num_frames,
+            "width": self.width,
+            "height": self.height,
+            "fps": None if self.fps is None else f"{self.fps.numerator}/{self.fps.denominator}",
+            "fps_float": None if self.fps is None else float(self.fps),
+            "duration_s": self.duration_s,
+            "num_keyframes": None if self.keyframe_indices is None else len(self.keyframe_indices),
+            "num_views": None if self.views is None else len(self.views),
+            "backend": self.backend,
+            **{k: v for k, v in self.extra.items() if _jsonable(v)},
+        }
+
+    def __repr__(self) -> str:
+        fps = f", fps={float(self.fps):.3f}" if self.fps is not None else ""
+        return (
+            f"SourceInfo(id={self.id!r}, kind={self.kind!r}, num_frames={self.num_frames}, "
+            f"size={self.width}x{self.height}{fps}, backend={self.backend!r})"
+        )
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A range of one source that is sampled and answered on its own."""
+
+    source: str
+    """The source's id."""
+    start_frame: int
+    """First frame of the clip (inclusive)."""
+    end_frame: int
+    """One past the last frame of the clip (exclusive)."""
+    index: int = 0
+    """The clip's number within its source (0 for a whole-source clip)."""
+    start_s: float | None = None
+    """Start time in seconds (videos)."""
+    end_s: float | None = None
+    """End time in seconds (videos): the end of the last frame."""
+    label: str = "whole"
+    """How the clip was made: ``whole``, ``window`` or ``shot``."""
+
+    def __post_init__(self) -> None:
+        if self.start_frame < 0:
+            raise ValueError(f"start_frame ({self.start_frame}) must be >= 0")
+        if self.end_frame <= self.start_frame:
+            raise ValueError(
+                f"end_frame ({self.end_frame}) must be > start_frame ({self.start_frame})"
+            )
+
+    @property
+    def num_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "label": self.label,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "start_s": _round(self.start_s),
+            "end_s": _round(self.end_s),
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a sampler returns: the chosen indices and what it wants on the record."""
+
+    indices: tuple[int, ...]
+    """Chosen frame/view indices (absolute, into the source), in the order to show them."""
+    sampler: str
+    """The sampler's registry name."""
+    params: Mapping[str, Any] = field(default_factory=dict)
+    """The parameters that, with the source, reproduce this selection."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Sampler-specific facts for the record (shot boundaries, coverage radius ...)."""
+
+    def __post_init__(self) -> None:
+        if len(self.indices) == 0:
+            raise ValueError("a selection must hold at least one index")
+        if any(i < 0 for i in self.indices):
+            raise ValueError(f"indices must be >= 0, got {list(self.indices)}")
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Decoded frames: ``frames[k]`` is frame ``indices[k]`` of the source."""
+
+    frames: np.ndarray
+    """uint8 array N x H x W x 3 (RGB). For mixed-size scenes, a list-like of HxWx3 arrays."""
+    indices: tuple[int, ...]
+    """Index of each frame in the source."""
+    timestamps_s: tuple[float | None, ...] | None = None
+    """Presentation time of each frame in seconds (videos)."""
+    views: tuple[ViewInfo, ...] | None = None
+    """View of each frame (scenes and renders)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.indices)
+        if len(self.frames) != n:
+            raise ValueError(f"{len(self.frames)} frames for {n} indices")
+        for f in self.frames:
+            if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] != 3:
+                raise ValueError(f"frames must be uint8 HxWx3, got {f.dtype} {f.shape}")
+        if self.timestamps_s is not None and len(self.timestamps_s) != n:
+            raise ValueError(f"{len(self.timestamps_s)} timestamps for {n} frames")
+        if self.views is not None and len(self.views) != n:
+            raise ValueError(f"{len(self.views)} views for {n} frames")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def images(self) -> list[np.ndarray]:
+        """The frames as a list of HxWx3 arrays."""
+        return [np.asarray(f) for f in self.frames]
+
+    def __repr__(self) -> str:
+        shape = (
+            "x".join(map(str, self.frames.shape))
+            if isinstance(self.frames, np.ndarray)
+            else f"{len(self.frames)} mixed-size"
+        )
+        return f"FrameBatch(frames={shape} uint8, indices={list(self.indices)})"
+
+
+@dataclass
+class ClipResult:
+    """One record per clip: everything needed to reproduce the frames (and the answer).
+
+    Written as one JSON line by :mod:`framepipe.output`. ``status`` is ``ok`` or ``failed``;
+    a failed record carries ``error`` (one line) and whatever was known before the failure.
+    """
+
+    source: str
+    kind: str | None = None
+    clip: dict[str, Any] | None = None
+    sampler: dict[str, Any] | None = None
+    indices: list[int] | None = None
+    timestamps_s: list[float | None] | None = None
+    views: list[dict[str, Any]] | None = None
+    frames: list[str] | None = None
+    contact_sheet: str | None = None
+    selection: dict[str, Any] | None = None
+    """Sampler-specific facts (shots, coverage radius ...)."""
+    model: dict[str, Any] | None = None
+    prompt: str | None = None
+    questions: list[str] | None = None
+    answers: list[str] | None = None
+    generation: dict[str, Any] | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    error: str | None = None
+    key: str | None = None
+    """A digest of the inputs and settings, used to skip finished clips on a re-run."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "extra":
+                out.update(value)
+                continue
+            out[name] = value
+        return out
+
+    @classmethod
+    def failed(cls, source: str, error: BaseException | str, **fields: Any) -> ClipResult:
+        msg = error if isinstance(error, str) else one_line_error(error)
+        return cls(source=source, status="failed", error=msg, **fields)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """``exc`` as one line; framepipe's own errors already name their file."""
+    text = " ".join(str(exc).split())
+    from framepipe.errors import FramepipeError
+
+    if isinstance(exc, FramepipeError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _round(x: float | None, nd: int = 6) -> float | None:
+    return None if x is None else round(float(x), nd)
+
+
+def _jsonable(v: Any) -> bool:
+    return isinstance(v, (str, int, float, bool, type(None), list, tuple, dict)) and not (
+        isinstance(v, float) and math.isnan(v)
+    )
+
+
+def timestamps_to_list(ts: Sequence[float | None] | None) -> list[float | None] | None:
+    if ts is None:
+        return None
+    return [_round(t) for t in ts]

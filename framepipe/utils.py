@@ -1,0 +1,28 @@
+"""Small helpers shared by several stages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+_NUM = re.compile(r"(\d+)")
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key for natural order: ``img2`` before ``img10``, case-insensitive."""
+    parts = _NUM.split(name)
+    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p != "")
+
+
+def stable_digest(obj: Any, length: int = 16) -> str:
+    """A short hex digest of a JSON-able object (keys sorted), stable across runs."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def safe_stem(text: str, max_len: int = 80) -> str:
+    """A file-name-safe version of ``text`` (keeps letters, digits, ``-_.``)."""
+    s = re.sub(r"[^\w.-]+", "_", text, flags=re.UNICODE).strip("._")
+    return (s or "clip")[:max_len]
