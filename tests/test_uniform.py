@@ -1,0 +1,92 @@
+from fractions import Fraction
+
+import pytest
+
+from framepipe.errors import ConfigError, SamplingError
+from framepipe.samplers import available_samplers, get_sampler, register_sampler, uniform
+from framepipe.samplers.uniform import uniform_indices
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+
+def video_info(n: int, fps: float = 30.0, ts: list[float] | None = None) -> SourceInfo:
+    ts = ts if ts is not None else [i / fps for i in range(n)]
+    return SourceInfo(
+        id="v.mp4", kind="video", num_frames=n, width=64, height=48,
+        fps=Fraction(fps).limit_denominator(1000), timestamps_s=tuple(ts),
+        duration_s=ts[-1] - ts[0] + 1 / fps,
+    )
+
+
+def whole(info: SourceInfo) -> ClipSpec:
+    return ClipSpec(info.id, 0, info.num_frames, end_s=info.end_s)
+
+
+def test_centers_are_segment_centres() -> None:
+    assert uniform_indices(0, 100, 4) == [12, 37, 62, 87]
+    assert uniform_indices(0, 10, 5) == [1, 3, 5, 7, 9]
+    assert uniform_indices(10, 20, 1) == [15]
+
+
+def test_endpoints_include_both_ends() -> None:
+    assert uniform_indices(0, 100, 5, mode="endpoints") == [0, 25, 50, 74, 99]
+    assert uniform_indices(5, 9, 2, mode="endpoints") == [5, 8]
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 33, 1000])
+@pytest.mark.parametrize("n", [1, 3, 8, 16])
+def test_indices_in_range_sorted_and_distinct(length: int, n: int) -> None:
+    for mode in ("centers", "endpoints"):
+        idx = uniform_indices(3, 3 + length, n, mode=mode)  # type: ignore[arg-type]
+        assert len(idx) == min(n, length)
+        assert idx == sorted(set(idx))
+        assert all(3 <= i < 3 + length for i in idx)
+
+
+def test_overflow_policies() -> None:
+    info = video_info(3)
+    sel = uniform(info, whole(info), n=5)
+    assert sel.indices == (0, 1, 2, 2, 2)
+    assert uniform(info, whole(info), n=5, overflow="all").indices == (0, 1, 2)
+    with pytest.raises(SamplingError, match="fewer than n=5"):
+        uniform(info, whole(info), n=5, overflow="error")
+
+
+def test_n_must_be_positive() -> None:
+    info = video_info(10)
+    with pytest.raises(SamplingError, match=r"n \(0\) must be >= 1"):
+        uniform(info, whole(info), n=0)
+
+
+def test_rate_sampling_uses_timestamps_and_caps_at_n() -> None:
+    # variable frame rate: first second at 10 fps, then 2 fps
+    ts = [i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(4)]
+    info = SourceInfo(id="vfr", kind="video", num_frames=len(ts), width=8, height=8,
+                      timestamps_s=tuple(ts), duration_s=3.0)
+    sel = uniform(info, whole(info), n=100, fps=1.0)
+    # one frame per second: t=0 -> frame 0, t=1 -> frame 10, t=2 -> frame 12
+    assert sel.indices == (0, 10, 12)
+    capped = uniform(info, whole(info), n=2, fps=10.0)
+    assert len(capped.indices) == 2
+
+
+def test_deterministic() -> None:
+    info = video_info(1234)
+    a = uniform(info, whole(info), n=16)
+    b = uniform(info, whole(info), n=16)
+    assert a == b
+
+
+def test_registry_and_user_sampler() -> None:
+    assert "uniform" in available_samplers()
+    name, fn = get_sampler("uniform")
+    assert name == "uniform" and fn is uniform
+
+    @register_sampler("every_other_test")
+    def every_other(info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None,
+                    **params: object) -> Selection:
+        return Selection(tuple(range(clip.start_frame, clip.end_frame, 2))[:n], "every_other")
+
+    assert get_sampler("every_other_test")[1] is every_other
+    assert get_sampler("framepipe.samplers.uniform:uniform_indices")[1] is uniform_indices
+    with pytest.raises(ConfigError, match="unknown sampler"):
+        get_sampler("nope")
