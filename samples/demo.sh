@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The main job on the bundled samples: n well-chosen frames per clip, then one answer per
+# clip from the model. Usage: bash samples/demo.sh [OUT_DIR]   (default: out)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-out}
+inputs=("$here/shots.mp4" "$here/scene_cubes" "$here/torus_knot.ply")
+model=${FRAMEPIPE_MODEL:-llava-hf/llava-interleave-qwen-0.5b-hf}
+
+echo "== framepipe info"
+framepipe info "${inputs[@]}"
+
+echo "== framepipe sample: 8 frames per clip -> $out/frames"
+framepipe sample "${inputs[@]}" -n 8 -o "$out/frames"
+
+echo "== framepipe caption with $model -> $out/captions.jsonl"
+if python -c "import sys; from framepipe.generate import ModelConfig, ModelSpec; ModelSpec.inspect(ModelConfig(model=sys.argv[1]))" "$model"; then
+  framepipe caption "${inputs[@]}" -n 8 --model "$model" -o "$out/captions.jsonl"
+else
+  echo "The weights of $model are not on this machine and the hub cannot be reached."
+  echo "Running the same job with a tiny RANDOM-WEIGHT model built locally instead: its answers"
+  echo "are noise, and every record says random_weights: true."
+  framepipe make-tiny-model "$out/tiny-random-model"
+  framepipe caption "${inputs[@]}" -n 8 --model "$out/tiny-random-model" \
+    -o "$out/captions-random-weights.jsonl"
+fi
