@@ -145,13 +145,15 @@ def iter_clip_jobs(
     extra_key: dict[str, Any] | None = None,
     is_done: Callable[[str], bool] | None = None,
     read_frames: bool = True,
+    on_clip: Callable[[str, ClipSpec], None] | None = None,
 ) -> Iterator[ClipJob]:
     """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet.
 
     Every failure about this input (cannot open, cannot decode a clip, n too large) is
     yielded as a ``failed`` record; only bugs raise. ``extra_key`` joins the resume key (the
     caption command adds the model and questions); ``is_done`` skips finished clips before
-    any frame is decoded.
+    any frame is decoded. ``on_clip(key, clip)`` is called just before a clip is sampled and
+    read (the local engine uses it to know which clip a hung decoder was working on).
     """
     src_id = str(item.path)
     parts = {**cfg.key_parts(), **(extra_key or {})}
@@ -194,6 +196,8 @@ def iter_clip_jobs(
             key = clip_key(fp, clip, parts)
             if is_done is not None and is_done(key):
                 continue
+            if on_clip is not None:
+                on_clip(key, clip)
             yield _one_clip(source, info, clip, cfg, key, t_open, read_frames)
             t_open = 0.0
 
