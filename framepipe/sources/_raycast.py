@@ -1,0 +1,390 @@
+"""CPU renderers with no display and no GPU: Open3D ray casting for meshes, numpy splats
+for point clouds.
+
+Both work in the normalised frame (object centred, radius 1) and draw one view from a
+camera-to-world pose and pinhole intrinsics. Shading is a head light (the light sits at the
+camera, so nothing the camera sees is in shadow) plus an ambient term and a faint sky term
+from the up axis, which tells top faces from side faces. Output is deterministic: the same
+geometry and camera give the same pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from framepipe.sources._cameras import Intrinsics, camera_ray_directions, project
+from framepipe.sources._geometry import Material
+
+log = logging.getLogger(__name__)
+
+AMBIENT = 0.22
+HEAD = 0.68
+SKY = 0.10
+CREASE_DEG = 50.0
+"""Corners whose vertex normal is further than this from the face normal use the face
+normal: cube edges stay sharp while finely tessellated curved surfaces shade smoothly."""
+
+
+@dataclass
+class Visible:
+    """What one view sees, for coverage estimates: surface points and how squarely."""
+
+    points: np.ndarray
+    """float32 K x 3 hit points (normalised frame)."""
+    normals: np.ndarray
+    """float32 K x 3 unit normals turned towards the camera."""
+    cos: np.ndarray
+    """float32 K: |normal . view direction| (1 = seen face-on)."""
+
+
+def _normalize(v: np.ndarray) -> np.ndarray:
+    sq = np.einsum("...i,...i->...", v, v)
+    return v * (1.0 / np.sqrt(np.maximum(sq, 1e-24)))[..., None]
+
+
+def _finish(
+    img: np.ndarray, supersample: int, background: np.ndarray, out_h: int, out_w: int
+) -> np.ndarray:
+    if supersample > 1:
+        img = img.reshape(out_h, supersample, out_w, supersample, 3).mean(axis=(1, 3))
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+class _RayGrid:
+    """Camera-space ray directions, cached per image size."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[float, ...], np.ndarray] = {}
+
+    def get(self, intr: Intrinsics) -> np.ndarray:
+        key = (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height)
+        grid = self._cache.get(key)
+        if grid is None:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            grid = _normalize(camera_ray_directions(intr)).astype(np.float32)
+            self._cache[key] = grid
+        return grid
+
+
+class MeshRenderer:
+    """Ray-cast a triangle mesh with Open3D's ``RaycastingScene`` (Embree, multi-threaded).
+
+    The scene is built once; each view costs one ``cast_rays`` call plus vectorised shading
+    of the hit pixels: normals interpolated from per-corner normals with the hit's
+    barycentric coordinates, colour = material base colour x vertex colour x texture
+    (bilinear, wrapping UVs).
+    """
+
+    def __init__(
+        self,
+        vertices: np.ndarray,
+        triangles: np.ndarray,
+        *,
+        up: np.ndarray,
+        vertex_normals: np.ndarray | None = None,
+        vertex_colors: np.ndarray | None = None,
+        corner_uvs: np.ndarray | None = None,
+        material_ids: np.ndarray | None = None,
+        materials: list[Material] | None = None,
+        nthreads: int = 0,
+    ) -> None:
+        import open3d
+
+        o3d: Any = open3d
+        self.up = up.astype(np.float32)
+        self.nthreads = nthreads
+        v = np.ascontiguousarray(vertices, dtype=np.float32)
+        t = np.ascontiguousarray(triangles, dtype=np.uint32)
+        self._scene = o3d.t.geometry.RaycastingScene(nthreads=nthreads)
+        self._scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(t))
+        self._o3d = o3d
+        tri = t.astype(np.int64)
+        corners = v[tri]  # F x 3 x 3
+        fn_raw = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+        face_n = _normalize(fn_raw).astype(np.float32)
+        if vertex_normals is None or len(vertex_normals) != len(v):
+            vn = np.zeros_like(v)
+            for k in range(3):
+                np.add.at(vn, tri[:, k], fn_raw)  # area weighted
+            vertex_normals = _normalize(vn).astype(np.float32)
+        cn = vertex_normals[tri]  # F x 3 x 3
+        dots = np.einsum("fkc,fc->fk", cn, face_n)
+        cn = cn * np.where(dots < 0, -1.0, 1.0)[:, :, None].astype(np.float32)
+        sharp = (np.abs(dots) < math.cos(math.radians(CREASE_DEG))) | ~np.isfinite(dots)
+        cn = np.where(sharp[:, :, None], face_n[:, None, :], cn)
+        self._corner_normals = np.ascontiguousarray(cn, dtype=np.float32)
+        self._corner_colors = (
+            np.ascontiguousarray(vertex_colors[tri], dtype=np.float32)
+            if vertex_colors is not None
+            else None
+        )
+        self._materials = materials or [Material(np.ones(3, np.float32))]
+        mids = (
+            material_ids.astype(np.int64)
+            if material_ids is not None
+            else np.zeros(len(tri), np.int64)
+        )
+        self._material_ids = np.clip(mids, 0, len(self._materials) - 1)
+        base = np.stack([m.base_color for m in self._materials]).astype(np.float32)
+        self._face_base = base[self._material_ids]
+        self._textured = [m.texture is not None for m in self._materials]
+        self._corner_uvs = corner_uvs if any(self._textured) else None
+        self._textures = [
+            m.texture.astype(np.float32) if m.texture is not None else None for m in self._materials
+        ]
+        self._rays = _RayGrid()
+
+    # -- ray casting ----------------------------------------------------------------------
+    def _cast(self, c2w: np.ndarray, intr: Intrinsics) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        grid = self._rays.get(intr)
+        rot = c2w[:3, :3].astype(np.float32)
+        rays = np.empty((intr.height, intr.width, 6), np.float32)
+        rays[:, :, :3] = c2w[:3, 3].astype(np.float32)
+        dirs = grid @ rot.T
+        rays[:, :, 3:] = dirs
+        out = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.nthreads)
+        return {k: v.numpy() for k, v in out.items()}, dirs
+
+    def render(
+        self,
+        c2w: np.ndarray,
+        intr: Intrinsics,
+        *,
+        background: np.ndarray,
+        supersample: int = 1,
+    ) -> np.ndarray:
+        """One view as uint8 H x W x 3 (``intr``'s size)."""
+        s = max(1, int(supersample))
+        big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
+        hit, dirs = self._cast(c2w, big)
+        npix = big.height * big.width
+        t_hit = hit["t_hit"].reshape(npix)
+        sel = np.flatnonzero(np.isfinite(t_hit))
+        img = np.empty((npix, 3), np.float32)
+        img[:] = background.astype(np.float32)
+        if len(sel):
+            img[sel] = self._shade(
+                hit["primitive_ids"].reshape(npix)[sel].astype(np.int64),
+                hit["primitive_uvs"].reshape(npix, 2)[sel],
+                dirs.reshape(npix, 3)[sel],
+            )
+        return _finish(
+            img.reshape(big.height, big.width, 3), s, background, intr.height, intr.width
+        )
+
+    def _shade(self, prim: np.ndarray, buv: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+        """Colours (0..255 float) of hit pixels from primitive ids, barycentrics and unit rays."""
+        b1 = buv[:, 0:1]
+        b2 = buv[:, 1:2]
+        b0 = 1.0 - b1 - b2
+        cn = self._corner_normals[prim]
+        n = _normalize(b0 * cn[:, 0] + b1 * cn[:, 1] + b2 * cn[:, 2])
+        ndv = -np.einsum("ij,ij->i", n, dirs)
+        # two-sided: the sky term uses the normal turned towards the camera
+        up = (n @ self.up) * np.sign(ndv)
+        light = AMBIENT + HEAD * np.abs(ndv) + SKY * (0.5 + 0.5 * up)
+        albedo = self._face_base[prim]
+        if self._corner_colors is not None:
+            cc = self._corner_colors[prim]
+            albedo = albedo * (b0 * cc[:, 0] + b1 * cc[:, 1] + b2 * cc[:, 2])
+        if self._corner_uvs is not None:
+            uvc = self._corner_uvs[prim]
+            uv = b0 * uvc[:, 0] + b1 * uvc[:, 1] + b2 * uvc[:, 2]
+            mids = self._material_ids[prim]
+            tex_rgb = np.ones_like(albedo)
+            for m, tex in enumerate(self._textures):
+                if tex is None:
+                    continue
+                sel = mids == m
+                if sel.any():
+                    tex_rgb[sel] = _sample_bilinear(tex, uv[sel]) / 255.0
+            albedo = albedo * tex_rgb
+        return np.asarray(albedo * (light * 255.0)[:, None], dtype=np.float32)
+
+    def visible(self, c2w: np.ndarray, intr: Intrinsics) -> Visible:
+        """Surface points this view sees (for view selection)."""
+        hit, dirs = self._cast(c2w, intr)
+        t = hit["t_hit"]
+        mask = np.isfinite(t)
+        d = dirs[mask]
+        pts = c2w[:3, 3].astype(np.float32) + d * t[mask][:, None]
+        n = hit["primitive_normals"][mask]
+        cos = -np.einsum("ij,ij->i", n, d)
+        n = n * np.where(cos < 0, -1.0, 1.0)[:, None]
+        return Visible(pts.astype(np.float32), n.astype(np.float32), np.abs(cos))
+
+
+def _sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Bilinear texture lookup with wrapping; ``uv`` in OpenGL convention (v = 0 at bottom)."""
+    h, w = tex.shape[:2]
+    x = (uv[:, 0] - np.floor(uv[:, 0])) * w - 0.5
+    y = (1.0 - (uv[:, 1] - np.floor(uv[:, 1]))) * h - 0.5
+    x0 = np.floor(x)
+    y0 = np.floor(y)
+    fx = (x - x0)[:, None]
+    fy = (y - y0)[:, None]
+    x0i = x0.astype(np.int64) % w
+    y0i = y0.astype(np.int64) % h
+    x1i = (x0i + 1) % w
+    y1i = (y0i + 1) % h
+    top = tex[y0i, x0i] * (1 - fx) + tex[y0i, x1i] * fx
+    bot = tex[y1i, x0i] * (1 - fx) + tex[y1i, x1i] * fx
+    return np.asarray(top * (1 - fy) + bot * fy)
+
+
+class PointRenderer:
+    """Depth-tested splats for point clouds, in numpy (no ray casting).
+
+    Every point becomes a disc whose radius in pixels is its world radius (from the cloud's
+    median nearest-neighbour spacing) over its depth, so gaps close on surfaces at any
+    distance. A z-buffer (``np.minimum.at``) keeps the nearest splat per pixel.
+    """
+
+    MAX_RADIUS_PX = 6.0
+
+    def __init__(
+        self,
+        points: np.ndarray,
+        *,
+        up: np.ndarray,
+        colors: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+        spacing: float | None = None,
+        point_scale: float = 1.0,
+    ) -> None:
+        self.points = np.ascontiguousarray(points, dtype=np.float32)
+        self.colors = None if colors is None else np.ascontiguousarray(colors, dtype=np.float32)
+        self.normals = None if normals is None else np.ascontiguousarray(normals, np.float32)
+        self.up = up.astype(np.float32)
+        self.spacing = spacing if spacing is not None else estimate_spacing(self.points)
+        self.world_radius = 0.75 * self.spacing * point_scale
+        self.default_color = np.array([0.72, 0.74, 0.78], np.float32)
+
+    def _splat(
+        self, c2w: np.ndarray, intr: Intrinsics, radius_cap: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per pixel: index of the nearest point (-1 none), its depth; and point depths."""
+        col, row, depth = project(self.points, c2w, intr)
+        w, h = intr.width, intr.height
+        r_px = np.minimum(self.world_radius * intr.fx / np.maximum(depth, 1e-6), radius_cap)
+        ok = (
+            (depth > 1e-4)
+            & (col > -r_px - 1)
+            & (col < w + r_px + 1)
+            & (row > -r_px - 1)
+            & (row < h + r_px + 1)
+        )
+        ids = np.nonzero(ok)[0]
+        ci = np.floor(col[ids]).astype(np.int64)
+        ri = np.floor(row[ids]).astype(np.int64)
+        rr = r_px[ids]
+        zz = depth[ids]
+        rmax = math.ceil(float(rr.max())) if len(rr) else 0
+        pix_parts, z_parts, id_parts = [], [], []
+        for dy in range(-rmax, rmax + 1):
+            for dx in range(-rmax, rmax + 1):
+                dist = math.hypot(dx, dy)
+                sel = slice(None) if dist == 0 else rr >= dist
+                c = ci[sel] + dx
+                r = ri[sel] + dy
+                inside = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+                pix_parts.append((r * w + c)[inside])
+                z_parts.append(zz[sel][inside])
+                id_parts.append(ids[sel][inside])
+        zbuf = np.full(w * h, np.inf, np.float32)
+        index = np.full(w * h, -1, np.int64)
+        if pix_parts:
+            pix = np.concatenate(pix_parts)
+            z = np.concatenate(z_parts).astype(np.float32)
+            pid = np.concatenate(id_parts)
+            np.minimum.at(zbuf, pix, z)
+            win = z <= zbuf[pix]
+            index[pix[win]] = pid[win]
+        return index, zbuf, depth
+
+    def render(
+        self,
+        c2w: np.ndarray,
+        intr: Intrinsics,
+        *,
+        background: np.ndarray,
+        supersample: int = 1,
+    ) -> np.ndarray:
+        s = max(1, int(supersample))
+        big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
+        index, zbuf, _ = self._splat(c2w, big, self.MAX_RADIUS_PX * s)
+        img = np.empty((big.height * big.width, 3), np.float32)
+        img[:] = background.astype(np.float32)
+        hit = index >= 0
+        if hit.any():
+            pid = index[hit]
+            albedo = self.colors[pid] if self.colors is not None else self.default_color
+            if self.normals is not None:
+                pts = self.points[pid]
+                view = _normalize(c2w[:3, 3].astype(np.float32) - pts)
+                n = self.normals[pid]
+                ndv = np.einsum("ij,ij->i", n, view)
+                n = n * np.where(ndv < 0, -1.0, 1.0)[:, None]
+                light = AMBIENT + HEAD * np.abs(ndv) + SKY * (0.5 + 0.5 * (n @ self.up))
+            else:
+                # no normals: nearer is brighter (the object spans depth d-1 .. d+1)
+                dist = float(np.linalg.norm(c2w[:3, 3]))
+                z = zbuf[hit]
+                light = 1.0 - 0.45 * np.clip((z - (dist - 1.0)) / 2.0, 0.0, 1.0)
+            img[hit] = albedo * light[:, None] * 255.0
+        return _finish(
+            img.reshape(big.height, big.width, 3), s, background, intr.height, intr.width
+        )
+
+    def visible(self, c2w: np.ndarray, intr: Intrinsics) -> Visible:
+        index, _, _ = self._splat(c2w, intr, self.MAX_RADIUS_PX)
+        pid = np.unique(index[index >= 0])
+        pts = self.points[pid]
+        view = _normalize(c2w[:3, 3].astype(np.float32) - pts)
+        if self.normals is not None:
+            n = self.normals[pid]
+            cos = np.einsum("ij,ij->i", n, view)
+            n = n * np.where(cos < 0, -1.0, 1.0)[:, None]
+            cos = np.abs(cos)
+        else:
+            n = view
+            cos = np.ones(len(pid), np.float32)
+        return Visible(pts, n.astype(np.float32), cos.astype(np.float32))
+
+
+def estimate_spacing(points: np.ndarray, max_queries: int = 4096) -> float:
+    """Median distance from a point to its nearest neighbour (evenly strided sample)."""
+    n = len(points)
+    if n < 2:
+        return 0.05
+    import open3d
+
+    o3d: Any = open3d
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    step = max(1, n // max_queries)
+    queries = pts[::step]
+    nns = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(pts))
+    nns.knn_index()
+    k = min(4, n)
+    _, d2 = nns.knn_search(o3d.core.Tensor(queries), k)
+    d = np.sqrt(np.maximum(d2.numpy(), 0.0))
+    pos = d[d > 1e-9]  # duplicates (distance 0) say nothing about spacing
+    if len(pos) == 0:
+        return 0.05
+    # the nearest non-duplicate neighbour per query, median over queries
+    first = np.where(d > 1e-9, d, np.inf).min(axis=1)
+    first = first[np.isfinite(first)]
+    return float(np.clip(np.median(first), 1e-4, 0.2))
+
+
+def renderer_for(geometry_kind: str, **kw: Any) -> MeshRenderer | PointRenderer:
+    """Build the renderer for a ``mesh`` or ``points`` geometry."""
+    if geometry_kind == "mesh":
+        return MeshRenderer(**kw)
+    return PointRenderer(**kw)

@@ -1,0 +1,483 @@
+"""The render source: a mesh or point cloud drawn from n cameras, each view one frame.
+
+Rendering is lazy. :meth:`RenderSource.info` reads the geometry and places the cameras
+(metadata only); :meth:`RenderSource.read` renders exactly the views asked for. The default
+renderer runs on the CPU with no display and no GPU (Open3D ray casting for meshes, numpy
+splats for point clouds); ``renderer="filament"`` tries Open3D's ``OffscreenRenderer`` in a
+separate process and falls back to ray casting when it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from framepipe.errors import ConfigError, DecodeError
+from framepipe.sources import _cameras as cams
+from framepipe.sources._geometry import (
+    CLOUD_EXTENSIONS,
+    MESH_EXTENSIONS,
+    Geometry,
+    load_geometry,
+    used_points,
+)
+from framepipe.sources.base import Source, register_source
+from framepipe.types import FrameBatch, Selection, SourceInfo, ViewInfo, as_matrix4
+
+log = logging.getLogger(__name__)
+
+_NAMED_COLORS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "grey": (128, 128, 128),
+    "gray": (128, 128, 128),
+}
+_FIT_POINTS = 20000
+"""Points used to fit the camera distance (an even stride through the geometry)."""
+
+
+def parse_color(value: Any) -> np.ndarray:
+    """``[r, g, b]`` (0..255), ``"#rrggbb"``, ``"r,g,b"`` or a name -> float32 (3,)."""
+    v = value
+    if isinstance(v, str):
+        s = v.strip().lower()
+        if s in _NAMED_COLORS:
+            v = _NAMED_COLORS[s]
+        elif s.startswith("#") and len(s) == 7:
+            try:
+                v = [int(s[i : i + 2], 16) for i in (1, 3, 5)]
+            except ValueError:
+                v = None
+        else:
+            try:
+                v = [float(x) for x in s.strip("[]()").split(",")]
+            except ValueError:
+                v = None
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = [v, v, v]
+    arr = np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple)) else None
+    if arr is None or arr.shape != (3,) or not np.all((arr >= 0) & (arr <= 255)):
+        raise ConfigError(f"background ({value!r}) must be [r, g, b] in 0..255, #rrggbb or a name")
+    return arr.astype(np.float32)
+
+
+def _parse_size(value: Any) -> tuple[int, int]:
+    if isinstance(value, str) and "x" in value.lower():
+        value = value.lower().split("x")
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        w, h = (int(x) for x in value)
+    else:
+        try:
+            w = h = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"size ({value!r}) must be N, WxH or [W, H]") from None
+    if not (16 <= w <= 8192 and 16 <= h <= 8192):
+        raise ConfigError(f"size ({w}x{h}) must be between 16 and 8192 pixels per side")
+    return w, h
+
+
+@register_source
+class RenderSource(Source):
+    """A mesh or point cloud rendered to ``num_views`` candidate views; view i is frame i.
+
+    Options (``--source-opt key=value``):
+
+    - ``cameras``: ``orbit`` (default; a ring at ``elevation_deg``, view 0 in front) or
+      ``sphere`` (a Fibonacci spiral, evenly over the sphere, top to bottom).
+    - ``num_views``: candidate views (default 48, every 7.5 degrees on the orbit); samplers
+      pick n of them (48 divides evenly into 4, 6, 8, 12, 16 and 24 views).
+    - ``size``: image size, ``384`` (default, the model's input size), ``WxH`` or ``[W, H]``.
+    - ``up``: ``auto`` (default: the file format's convention, y for glTF/OBJ/PLY, z for
+      STL/OFF/PCD/XYZ/PTS) or ``x``, ``y``, ``z``, ``-x``, ``-y``, ``-z``.
+    - ``elevation_deg``: the orbit's height above the horizon (default 20).
+    - ``azimuth_deg``: where view 0 sits on the orbit (default 0: in front of the object).
+    - ``fov_deg``: field of view across the shorter side (default 40).
+    - ``fill``: share of the frame the object may fill in its widest view (default 0.9);
+      one camera distance serves all views, so views differ only by rotation.
+    - ``background``: ``[r, g, b]`` in 0..255, ``#rrggbb`` or a name (default white).
+    - ``supersample``: render k x k samples per pixel for anti-aliasing (default 1; 2 costs
+      about 4x).
+    - ``point_size``: scale of point splats relative to the cloud's spacing (default 1).
+    - ``renderer``: ``raycast`` (default, CPU) or ``filament`` (Open3D's OffscreenRenderer
+      in a separate process with ``filament_timeout_s``, default 120; falls back to
+      ``raycast`` with a warning on any failure).
+    - ``threads``: ray-casting threads (default 0: all cores).
+
+    Poses in :class:`~framepipe.types.ViewInfo` are camera-to-world in the file's own
+    coordinates (OpenGL convention: the camera looks down -z); the object's centre and
+    radius are in ``info().extra``.
+    """
+
+    kind: ClassVar[str] = "render"
+    extensions: ClassVar[frozenset[str]] = MESH_EXTENSIONS | CLOUD_EXTENSIONS
+
+    _OPTIONS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "cameras",
+            "num_views",
+            "size",
+            "up",
+            "elevation_deg",
+            "azimuth_deg",
+            "fov_deg",
+            "fill",
+            "background",
+            "supersample",
+            "point_size",
+            "renderer",
+            "filament_timeout_s",
+            "threads",
+        }
+    )
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        cameras: str = "orbit",
+        num_views: int = 48,
+        size: Any = 384,
+        up: str = "auto",
+        elevation_deg: float = 20.0,
+        azimuth_deg: float = 0.0,
+        fov_deg: float = 40.0,
+        fill: float = 0.9,
+        background: Any = (255, 255, 255),
+        supersample: int = 1,
+        point_size: float = 1.0,
+        renderer: str = "raycast",
+        filament_timeout_s: float = 120.0,
+        threads: int = 0,
+        **options: Any,
+    ) -> None:
+        super().__init__(path, **options)
+        if options:
+            # options are shared by every kind in a run (e.g. backend=pyav for videos)
+            log.warning(
+                "%s: render source ignores option(s) %s (known: %s)",
+                path,
+                ", ".join(sorted(options)),
+                ", ".join(sorted(self._OPTIONS)),
+            )
+        if cameras not in ("orbit", "sphere"):
+            raise ConfigError(f"cameras ({cameras!r}) must be orbit or sphere")
+        if renderer not in ("raycast", "filament"):
+            raise ConfigError(f"renderer ({renderer!r}) must be raycast or filament")
+        try:
+            self.num_views = int(num_views)
+            self.supersample = int(supersample)
+            self.threads = int(threads)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"num_views ({num_views!r}), supersample ({supersample!r}) and threads "
+                f"({threads!r}) must be integers"
+            ) from None
+        if not 1 <= self.num_views <= 10000:
+            raise ConfigError(f"num_views ({num_views}) must be in [1, 10000]")
+        if not 1 <= self.supersample <= 8:
+            raise ConfigError(f"supersample ({supersample}) must be in [1, 8]")
+        if not (isinstance(point_size, (int, float)) and 0 < float(point_size) <= 20):
+            raise ConfigError(f"point_size ({point_size!r}) must be in (0, 20]")
+        self.cameras: cams.CameraMode = "sphere" if cameras == "sphere" else "orbit"
+        self.width, self.height = _parse_size(size)
+        self.up_option = str(up)
+        cams.up_vector(self.up_option)  # validate now
+        self.elevation_deg = float(elevation_deg)
+        self.azimuth_deg = float(azimuth_deg)
+        self.fov_deg = float(fov_deg)
+        self.fill = float(fill)
+        self.background = parse_color(background)
+        self.point_size = float(point_size)
+        self.renderer = renderer
+        self.filament_timeout_s = float(filament_timeout_s)
+        self.intrinsics = cams.intrinsics_for(self.width, self.height, self.fov_deg)
+        self._info: SourceInfo | None = None
+        self._geometry: Geometry | None = None
+        self._poses_norm: np.ndarray | None = None
+        self._poses_file: np.ndarray | None = None
+        self._up: np.ndarray | None = None
+        self._centre = np.zeros(3)
+        self._scale = 1.0
+        self._renderer: Any = None
+        self._filament_failed = False
+
+    # -- metadata -------------------------------------------------------------------------
+    def info(self) -> SourceInfo:
+        if self._info is None:
+            self._info = self._prepare()
+        return self._info
+
+    def _prepare(self) -> SourceInfo:
+        g = load_geometry(self.path)
+        pts = used_points(g)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        centre = (lo + hi) / 2.0
+        radius = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).max()))
+        magnitude = max(1.0, float(np.abs(centre).max()))
+        degenerate = radius <= 1e-9 * magnitude
+        if degenerate:
+            g.notes.append("object is a single point")
+            log.warning("%s: object is a single point", self.path)
+            radius = 1.0
+        if g.kind == "mesh" and not degenerate:
+            v = (g.vertices - centre) / radius
+            tri = v[g.triangles]
+            area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+            if float(area.sum()) < 1e-10:
+                g.notes.append("all faces have zero area: rendered as points")
+                log.warning("%s: all faces have zero area: rendered as points", self.path)
+                g.kind = "points"
+                g.vertices = pts
+                g.vertex_normals = None
+                g.vertex_colors = None
+        self._centre, self._scale = centre, radius
+        self._geometry = g
+        up, axis, up_source = cams.up_vector(self.up_option, self.path)
+        self._up = up
+        dirs = cams.view_directions(
+            self.cameras,
+            self.num_views,
+            up,
+            elevation_deg=self.elevation_deg,
+            azimuth_deg=self.azimuth_deg,
+        )
+        rots = cams.look_at_rotations(dirs, up)
+        fit_pts = (pts[:: max(1, len(pts) // _FIT_POINTS)] - centre) / radius
+        distance = (
+            3.0
+            if degenerate
+            else cams.fit_distance(fit_pts, rots, dirs, self.intrinsics, self.fill)
+        )
+        self._poses_norm = cams.poses(dirs, rots, distance)
+        self._poses_file = cams.to_file_frame(self._poses_norm, centre, radius)
+        intr = self.intrinsics.to_json()
+        views = tuple(
+            ViewInfo(name=f"view_{i:03d}", pose_c2w=as_matrix4(p), intrinsics=intr)
+            for i, p in enumerate(self._poses_file)
+        )
+        extra: dict[str, Any] = {
+            "geometry": g.kind,
+            "num_points" if g.kind == "points" else "num_triangles": g.num_primitives,
+            "num_vertices": len(g.vertices),
+            "vertex_colors": g.vertex_colors is not None,
+            "textured": g.has_texture,
+            "cameras": self.cameras,
+            "up": axis,
+            "up_source": up_source,
+            "fov_deg": self.fov_deg,
+            "centre": [float(c) for c in centre],
+            "radius": float(radius),
+            "camera_distance": float(distance * radius),
+            "renderer": self.renderer,
+        }
+        if self.cameras == "orbit":
+            extra["elevation_deg"] = self.elevation_deg
+        if g.notes:
+            extra["notes"] = list(g.notes)
+        return SourceInfo(
+            id=str(self.path),
+            kind="render",
+            num_frames=self.num_views,
+            width=self.width,
+            height=self.height,
+            views=views,
+            backend=self.renderer,
+            extra=extra,
+        )
+
+    # -- rendering ------------------------------------------------------------------------
+    def _raycaster(self) -> Any:
+        if self._renderer is None:
+            from framepipe.sources._raycast import MeshRenderer, PointRenderer
+
+            self.info()
+            g = self._geometry
+            assert g is not None and self._up is not None
+            v = (g.vertices - self._centre) / self._scale
+            if g.kind == "mesh":
+                self._renderer = MeshRenderer(
+                    v,
+                    g.triangles,
+                    up=self._up,
+                    vertex_normals=g.vertex_normals,
+                    vertex_colors=g.vertex_colors,
+                    corner_uvs=g.corner_uvs,
+                    material_ids=g.material_ids,
+                    materials=g.materials,
+                    nthreads=self.threads,
+                )
+            else:
+                self._renderer = PointRenderer(
+                    v,
+                    up=self._up,
+                    colors=g.vertex_colors,
+                    normals=g.vertex_normals,
+                    point_scale=self.point_size,
+                )
+        return self._renderer
+
+    def _check(self, indices: Sequence[int]) -> list[int]:
+        n = self.info().num_frames
+        out = []
+        for i in indices:
+            i = int(i)
+            if not 0 <= i < n:
+                raise DecodeError(self.path, f"view {i} out of range (0..{n - 1})")
+            out.append(i)
+        return out
+
+    def render_views(
+        self, indices: Sequence[int], *, width: int | None = None, height: int | None = None
+    ) -> np.ndarray:
+        """Views ``indices`` as uint8 N x H x W x 3, at the source's size or another."""
+        idx = self._check(indices)
+        intr = self.intrinsics
+        if width is not None and height is not None:
+            intr = intr.scaled(int(width), int(height))
+        out = np.empty((len(idx), intr.height, intr.width, 3), np.uint8)
+        if not idx:
+            return out
+        done: dict[int, np.ndarray] = {}
+        if self.renderer == "filament" and not self._filament_failed and intr is self.intrinsics:
+            done = self._render_filament(sorted(set(idx)))
+        assert self._poses_norm is not None
+        for k, i in enumerate(idx):
+            if i not in done:
+                done[i] = self._raycaster().render(
+                    self._poses_norm[i],
+                    intr,
+                    background=self.background,
+                    supersample=self.supersample,
+                )
+            out[k] = done[i]
+        return out
+
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        info = self.info()
+        idx = self._check(indices)
+        frames = self.render_views(idx)
+        assert info.views is not None
+        return FrameBatch(frames, tuple(idx), views=tuple(info.views[i] for i in idx))
+
+    def read_small(
+        self,
+        start: int,
+        end: int,
+        *,
+        size: tuple[int, int] = (64, 36),
+        step: int = 1,
+    ) -> np.ndarray:
+        """Views ``start, start+step, ... < end`` rendered directly at ``size`` (w, h)."""
+        return self.render_views(list(range(start, end, step)), width=size[0], height=size[1])
+
+    def _render_filament(self, indices: list[int]) -> dict[int, np.ndarray]:
+        from framepipe.sources._filament import FilamentError, render_isolated
+
+        assert self._poses_file is not None
+        try:
+            frames = render_isolated(
+                self.path,
+                [self._poses_file[i] for i in indices],
+                self.intrinsics,
+                background=self.background,
+                point_size_px=max(1.0, 2.0 * self.point_size),
+                timeout_s=self.filament_timeout_s,
+            )
+        except FilamentError as exc:
+            self._filament_failed = True
+            log.warning("%s: filament renderer failed (%s); using ray casting", self.path, exc)
+            return {}
+        return dict(zip(indices, frames))
+
+    # -- view selection -------------------------------------------------------------------
+    def choose_views(
+        self,
+        n: int,
+        *,
+        resolution: int = 64,
+        voxels: int = 32,
+        **params: Any,
+    ) -> Selection:
+        """The n most informative views: greedy maximum coverage of the visible surface.
+
+        Every candidate view is ray cast (splatted for clouds) at ``resolution`` pixels;
+        each hit is binned into a ``voxels``^3 grid over the object and by which side of the
+        surface it shows (the dominant axis of its normal, turned to the camera), scored by
+        how squarely it is seen (``|cos|``). The first pick is the view that sees the most
+        surface; each next pick adds the most not-yet-seen surface (ties: lowest index).
+        Indices come back in view order (around the orbit / down the sphere).
+        """
+        from framepipe.sources._raycast import Visible
+
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"n ({n}) must be >= 1")
+        if not 8 <= int(resolution) <= 1024:
+            raise ConfigError(f"resolution ({resolution}) must be in [8, 1024]")
+        if not 2 <= int(voxels) <= 512:
+            raise ConfigError(f"voxels ({voxels}) must be in [2, 512]")
+        info = self.info()
+        assert self._poses_norm is not None
+        num = info.num_frames
+        res = int(resolution)
+        small = self.intrinsics.scaled(res, max(8, round(res * self.height / self.width)))
+        rend = self._raycaster()
+        keys_per_view: list[np.ndarray] = []
+        w_per_view: list[np.ndarray] = []
+        for i in range(num):
+            vis: Visible = rend.visible(self._poses_norm[i], small)
+            cell = np.clip(((vis.points + 1.0) * 0.5 * voxels).astype(np.int64), 0, voxels - 1)
+            axis = np.abs(vis.normals).argmax(axis=1)
+            sign = np.take_along_axis(vis.normals, axis[:, None], axis=1)[:, 0] > 0
+            side = axis * 2 + sign.astype(np.int64)
+            key = ((cell[:, 0] * voxels + cell[:, 1]) * voxels + cell[:, 2]) * 6 + side
+            order = np.lexsort((-vis.cos, key))
+            key, cos = key[order], vis.cos[order]
+            first = np.ones(len(key), bool)
+            first[1:] = key[1:] != key[:-1]
+            keys_per_view.append(key[first])
+            w_per_view.append(cos[first].astype(np.float64))
+        all_keys = np.unique(np.concatenate(keys_per_view)) if num else np.zeros(0, np.int64)
+        best = np.zeros(len(all_keys))
+        pos = [np.searchsorted(all_keys, k) for k in keys_per_view]
+        total = float(len(all_keys))  # every surface cell any candidate sees, face-on
+        chosen: list[int] = []
+        gains: list[float] = []
+        solo = [float(w.sum()) for w in w_per_view]
+        for _ in range(min(n, num)):
+            gain = np.array(
+                [
+                    -1.0
+                    if i in chosen
+                    else float(np.maximum(w_per_view[i] - best[pos[i]], 0).sum())
+                    for i in range(num)
+                ]
+            )
+            pick = int(np.argmax(gain))  # first maximum: lowest index wins ties
+            chosen.append(pick)
+            gains.append(float(gain[pick]))
+            best[pos[pick]] = np.maximum(best[pos[pick]], w_per_view[pick])
+        coverage = float(best.sum() / total) if total else 0.0
+        indices = tuple(sorted(chosen))
+        return Selection(
+            indices,
+            "nview",
+            {"n": n, "resolution": res, "voxels": int(voxels)},
+            {
+                "method": "greedy visible-surface coverage (render source)",
+                "candidates": num,
+                "coverage": round(coverage, 4),
+                "greedy_order": chosen,
+                "gain": [round(g / total, 4) if total else 0.0 for g in gains],
+                "visible": [round(solo[i] / total, 4) if total else 0.0 for i in indices],
+            },
+        )
+
+    def close(self) -> None:
+        self._renderer = None
+
+    def __repr__(self) -> str:
+        return f"RenderSource({str(self.path)!r}, renderer={self.renderer!r})"
