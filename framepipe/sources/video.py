@@ -1,22 +1,34 @@
-"""The video source (first cut: PyAV only, exact by presentation timestamp).
+"""The video source: exact frames from video files, with decord or PyAV.
 
-Metadata comes from demuxing packets (no decoding): their presentation timestamps, sorted,
-give the frame count, per-frame times (right for variable frame rate) and keyframes. Frame
-``i`` is read by seeking to the keyframe at or before its timestamp and decoding forward
-until the frame with that exact timestamp comes out.
+Opening a video builds its frame index with PyAV by demuxing (no decoding beyond the first
+frame): presentation timestamps, keyframes, rotation and the real frame count. Frames are
+then read by one of two backends:
+
+- ``decord`` (``VideoReader.get_batch``), for files it is known to read exactly: never for
+  VP8/VP9/AV1, AVI with B-frames, rotated video, files cut short or whose header
+  over-reports the frame count (decord can loop forever on those), and only after its own
+  frame count and timestamps agree with the index;
+- ``pyav``, the exact seek-and-decode reader in :mod:`framepipe.sources._video_pyav`, for
+  everything else.
+
+Options (``--source-opt KEY=VALUE``): ``backend`` = ``auto`` (default), ``decord`` or
+``pyav``; ``threads`` = decoders run at once (default: the CPUs, at most 4); ``skip_nonref``
+= let the PyAV reader skip unreferenced frames on the way to a wanted one (default true).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
+from framepipe.errors import ConfigError, DecodeError, SourceError
+from framepipe.sources._video_decord import DecordReader, decord_available, decord_refusal
+from framepipe.sources._video_index import VideoIndex, build_index
+from framepipe.sources._video_pyav import PyAVReader, to_rgb, to_small_rgb
 from framepipe.sources.base import Source, register_source
 from framepipe.types import FrameBatch, SourceInfo
 
@@ -45,9 +57,13 @@ VIDEO_EXTENSIONS = frozenset(
     }
 )
 
+BACKENDS = ("auto", "decord", "pyav")
+
 
 @register_source
 class VideoSource(Source):
+    """A video file. ``info()`` is metadata only; ``read`` decodes just the asked frames."""
+
     kind: ClassVar[str] = "video"
     extensions: ClassVar[frozenset[str]] = VIDEO_EXTENSIONS
 
@@ -62,190 +78,160 @@ class VideoSource(Source):
             or (len(head) > 0 and head[0] == 0x47 and path.suffix.lower() in (".ts", ""))
         )
 
-    def __init__(self, path: str | Path, **options: Any) -> None:
-        super().__init__(path, **options)
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        backend: str = "auto",
+        threads: int | None = None,
+        skip_nonref: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(path, backend=backend, threads=threads, skip_nonref=skip_nonref)
+        if options:  # options for other kinds share the command line: not an error here
+            log.debug("%s: ignoring source option(s) %s", path, sorted(options))
+        backend = str(backend).lower()
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        if threads is not None and int(threads) < 1:
+            raise ConfigError(f"threads ({threads}) must be >= 1")
+        self.backend_option = backend
+        self.threads = int(threads) if threads is not None else None
+        self.skip_nonref = bool(skip_nonref)
+        self._index: VideoIndex | None = None
         self._info: SourceInfo | None = None
-        self._pts: np.ndarray | None = None
-        self._time_base: Fraction | None = None
-        self._rotation = 0
+        self._backend: str | None = None
+        self._why_pyav: str | None = None
+        self._decord: DecordReader | None = None
+        self._pyav: PyAVReader | None = None
 
-    # -- metadata ---------------------------------------------------------------------
+    # -- metadata -------------------------------------------------------------------------
+    @property
+    def index(self) -> VideoIndex:
+        """The frame index (built on first use)."""
+        if self._index is None:
+            self._index = build_index(self.path)
+        return self._index
+
+    @property
+    def backend(self) -> str:
+        """``decord`` or ``pyav``: the reader that serves full-size frames."""
+        if self._backend is None:
+            self._backend = self._choose_backend()
+        return self._backend
+
     def info(self) -> SourceInfo:
         if self._info is None:
-            self._info = self._probe()
-        return self._info
-
-    def _open(self) -> Any:
-        import av
-
-        if not self.path.exists():
-            raise SourceError(self.path, "no such file")
-        if self.path.is_dir():
-            raise UnsupportedInputError(self.path, "is a folder, not a video file")
-        if self.path.stat().st_size == 0:
-            raise UnsupportedInputError(self.path, "empty file (0 bytes)")
-        try:
-            return av.open(str(self.path))
-        except (av.error.FFmpegError, UnicodeDecodeError) as exc:
-            raise UnsupportedInputError(
-                self.path, f"not a readable video ({_av_reason(exc)})"
-            ) from None
-
-    def _probe(self) -> SourceInfo:
-        import av
-
-        container = self._open()
-        try:
-            if not container.streams.video:
-                raise UnsupportedInputError(self.path, "no video stream (audio-only or data file)")
-            stream = container.streams.video[0]
-            tb = stream.time_base or Fraction(1, 90000)
-            pts: list[int] = []
-            key_pts: list[int] = []
-            durations: list[int] = []
-            try:
-                for packet in container.demux(stream):
-                    if packet.pts is None or packet.size == 0:
-                        continue
-                    pts.append(packet.pts)
-                    durations.append(packet.duration or 0)
-                    if packet.is_keyframe:
-                        key_pts.append(packet.pts)
-            except av.error.FFmpegError as exc:
-                log.warning("%s: demuxing stopped early (%s)", self.path, _av_reason(exc))
-            if not pts:
-                raise DecodeError(self.path, "no decodable video frames")
-            order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
-            spts = np.asarray(pts, dtype=np.int64)[order]
-            spts = np.unique(spts)
-            self._pts = spts
-            self._time_base = Fraction(tb)
-            self._rotation = _rotation_of(stream)
-            ts = (spts - spts[0]) * float(tb) + float(spts[0] * tb)
-            dur = np.asarray(durations, dtype=np.int64)[order]
-            last_dur = float(dur[-1] * tb) if len(dur) and dur[-1] > 0 else None
-            rate = stream.average_rate or stream.guessed_rate
-            fps = Fraction(rate) if rate else None
-            if last_dur is None:
-                last_dur = float(1 / fps) if fps else 0.0
-            duration = float(ts[-1] - ts[0]) + last_dur
-            if fps is None and len(ts) > 1:
-                fps = Fraction(len(ts) - 1) / Fraction(float(ts[-1] - ts[0])).limit_denominator(
-                    1_000_000
-                )
-            key_idx = np.searchsorted(spts, np.asarray(sorted(key_pts), dtype=np.int64))
-            w, h = stream.codec_context.width, stream.codec_context.height
-            if self._rotation in (90, 270):
-                w, h = h, w
-            return SourceInfo(
+            idx = self.index
+            backend = self.backend
+            extra: dict[str, Any] = {
+                "codec": idx.codec,
+                "container": idx.container,
+                "rotation": idx.rotation,
+                "reordered": idx.reordered,
+            }
+            if idx.truncated:
+                extra["truncated"] = True
+            if self._why_pyav and self.backend_option == "auto":
+                extra["pyav_because"] = self._why_pyav
+            self._info = SourceInfo(
                 id=str(self.path),
                 kind="video",
-                num_frames=len(spts),
-                width=w,
-                height=h,
-                fps=fps,
-                timestamps_s=tuple(float(t) for t in ts),
-                duration_s=duration,
-                keyframe_indices=tuple(int(i) for i in key_idx),
-                backend="pyav",
-                extra={
-                    "codec": stream.codec_context.name,
-                    "container": container.format.name,
-                    "rotation": self._rotation,
-                },
+                num_frames=idx.num_frames,
+                width=idx.width,
+                height=idx.height,
+                fps=idx.fps,
+                timestamps_s=tuple(float(t) for t in idx.timestamps_s),
+                duration_s=idx.duration_s,
+                keyframe_indices=tuple(int(i) for i in idx.key_indices),
+                backend=backend,
+                extra=extra,
             )
-        finally:
-            container.close()
+        return self._info
 
-    # -- frames -------------------------------------------------------------------------
-    def read(self, indices: Sequence[int]) -> FrameBatch:
-        info = self.info()
-        assert self._pts is not None
+    def _choose_backend(self) -> str:
+        idx = self.index
+        if self.backend_option == "pyav":
+            return "pyav"
+        if not decord_available():
+            if self.backend_option == "decord":
+                raise SourceError(self.path, "backend=decord asked for, but decord is missing")
+            self._why_pyav = "decord is not installed"
+            return "pyav"
+        reason = decord_refusal(idx)
+        if reason is None:
+            reader = DecordReader(idx, threads=self.threads or 0)
+            try:
+                reason = reader.confirm()
+            except Exception as exc:  # decord raises its own DECORDError (a RuntimeError)
+                reason = f"decord cannot open it ({' '.join(str(exc).split())[:120]})"
+            if reason is None:
+                self._decord = reader
+                return "decord"
+        if self.backend_option == "decord":
+            raise SourceError(self.path, f"backend=decord cannot read this file exactly: {reason}")
+        log.debug("%s: using PyAV: %s", self.path, reason)
+        self._why_pyav = reason
+        return "pyav"
+
+    def _pyav_reader(self) -> PyAVReader:
+        if self._pyav is None:
+            self._pyav = PyAVReader(self.index, threads=self.threads, skip_nonref=self.skip_nonref)
+        return self._pyav
+
+    # -- frames ---------------------------------------------------------------------------
+    def _check(self, indices: Sequence[int]) -> list[int]:
+        n = self.index.num_frames
         idx = [int(i) for i in indices]
-        for i in idx:
-            if not 0 <= i < info.num_frames:
-                raise DecodeError(self.path, f"frame {i} out of range 0..{info.num_frames - 1}")
-        wanted = sorted(set(idx))
-        frames = self._decode(wanted)
-        missing = [i for i in wanted if i not in frames]
-        if missing:
-            raise DecodeError(self.path, f"frame(s) {missing[:5]} could not be decoded")
-        arr = np.stack([frames[i] for i in idx])
-        ts = tuple(info.timestamps_s[i] for i in idx) if info.timestamps_s else None
-        return FrameBatch(arr, tuple(idx), ts)
+        bad = [i for i in idx if not 0 <= i < n]
+        if bad:
+            raise DecodeError(self.path, f"frame(s) {bad[:5]} out of range 0..{n - 1}")
+        return idx
 
-    def _decode(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        import av
-
-        assert self._pts is not None
-        pts_to_idx = {int(self._pts[i]): i for i in wanted}
-        out: dict[int, np.ndarray] = {}
-        container = self._open()
-        try:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            pending = list(wanted)
-            while pending:
-                target = int(self._pts[pending[0]])
-                container.seek(target, backward=True, any_frame=False, stream=stream)
-                progressed = False
-                try:
-                    for frame in container.decode(stream):
-                        if frame.pts is None:
-                            continue
-                        i = pts_to_idx.get(int(frame.pts))
-                        if i is not None and i not in out:
-                            out[i] = self._to_rgb(frame)
-                            progressed = True
-                        if frame.pts >= int(self._pts[pending[-1]]):
-                            break
-                        # stop when the next wanted frame is far: seek is cheaper
-                        nxt = [p for p in pending if p not in out]
-                        if nxt and frame.pts > target and self._far(frame.pts, nxt[0]):
-                            break
-                except av.error.FFmpegError as exc:
-                    log.warning("%s: decoding error (%s)", self.path, _av_reason(exc))
-                pending = [p for p in pending if p not in out]
-                if not progressed:
-                    break
-        finally:
-            container.close()
-        return out
-
-    def _far(self, pts: int, idx: int) -> bool:
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        idx = self._check(indices)
         info = self.info()
-        assert info.keyframe_indices is not None and self._pts is not None
-        keys = np.asarray(info.keyframe_indices)
-        k = keys[keys <= idx]
-        if len(k) == 0:
-            return False
-        return int(self._pts[int(k[-1])]) > pts
+        if not idx:
+            empty = np.empty((0, info.height, info.width, 3), dtype=np.uint8)
+            return FrameBatch(empty, (), ())
+        if self.backend == "decord":
+            assert self._decord is not None
+            frames = self._decord.read(idx)
+        else:
+            frames = self._pyav_reader().read(idx, to_rgb(self.index.rotation))
+        arr = np.stack([frames[i] for i in idx])
+        ts = info.timestamps_s
+        assert ts is not None
+        return FrameBatch(arr, tuple(idx), tuple(ts[i] for i in idx))
 
-    def _to_rgb(self, frame: Any) -> np.ndarray:
-        img = frame.to_ndarray(format="rgb24")
-        if self._rotation:
-            img = np.ascontiguousarray(np.rot90(img, k=-self._rotation // 90))
-        return img
+    def read_small(
+        self,
+        start: int,
+        end: int,
+        *,
+        size: tuple[int, int] = (64, 36),
+        step: int = 1,
+    ) -> np.ndarray:
+        """Frames ``start, start+step, ... < end`` scaled to ``size`` = (width, height).
 
+        Scaled while converting from the decoder's picture (never a full-size RGB copy);
+        the PyAV reader decodes them on several threads, skipping unreferenced frames
+        that fall between the wanted ones.
+        """
+        if step < 1:
+            raise ValueError(f"step ({step}) must be >= 1")
+        w, h = int(size[0]), int(size[1])
+        if w < 1 or h < 1:
+            raise ValueError(f"size {size} must be positive")
+        n = self.index.num_frames
+        idx = self._check(range(max(0, start), min(end, n), step))
+        if not idx:
+            return np.empty((0, h, w, 3), dtype=np.uint8)
+        frames = self._pyav_reader().read(idx, to_small_rgb(self.index.rotation, (w, h)))
+        return np.stack([frames[i] for i in idx])
 
-def _rotation_of(stream: Any) -> int:
-    """Clockwise rotation (0, 90, 180, 270) to apply so the picture is upright."""
-    rot = 0
-    try:
-        meta = stream.metadata.get("rotate")
-        if meta is not None:
-            rot = int(meta)
-    except (ValueError, AttributeError):
-        pass
-    try:
-        for sd in getattr(stream, "side_data", {}) or {}:
-            if "display" in str(sd).lower():
-                pass
-    except Exception:  # pragma: no cover
-        pass
-    return rot % 360
-
-
-def _av_reason(exc: BaseException) -> str:
-    msg = getattr(exc, "strerror", None) or str(exc)
-    return " ".join(str(msg).split())
+    def close(self) -> None:
+        if self._decord is not None:
+            self._decord.close()
+        self._decord = None
+        self._pyav = None

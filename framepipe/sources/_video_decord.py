@@ -1,0 +1,113 @@
+"""decord as a reader, and the checks that decide whether it may read a file.
+
+decord 0.6 returns wrong frames on some files and can loop forever in native code on others,
+so it only gets files it is known to read right, decided from the PyAV index before decord
+ever opens the file, then confirmed by comparing decord's own frame count and timestamps
+with the index.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from framepipe.sources._video_index import VideoIndex
+
+log = logging.getLogger(__name__)
+
+# Codecs decord seeks wrongly in (VP8/VP9 in WebM: frames off after a seek).
+_UNSAFE_CODECS = frozenset({"vp8", "vp9", "av1"})
+
+
+def import_decord() -> Any:
+    """Import decord after PyAV: decord's bundled FFmpeg libraries, loaded first, break
+    PyAV's libvpx encoder in the same process (observed with decord 0.6, PyAV 18)."""
+    import av  # noqa: F401
+    import decord
+
+    return decord
+
+
+def decord_available() -> bool:
+    try:
+        import_decord()
+    except ImportError:
+        return False
+    return True
+
+
+def decord_refusal(index: VideoIndex) -> str | None:
+    """Why decord must not read this file (None when it may), from the index alone."""
+    if index.codec in _UNSAFE_CODECS:
+        return f"decord seeks {index.codec} wrongly"
+    if index.header_frames and index.header_frames != index.num_frames:
+        return (
+            f"the header claims {index.header_frames} frames but {index.num_frames} decode "
+            "(decord may loop forever)"
+        )
+    if index.truncated:
+        return "the file is cut short (decord may loop on missing frames)"
+    if index.container == "avi" and index.reordered:
+        return "decord returns AVI frames with B-frames out of order"
+    if index.rotation:
+        return "rotated video (decoded upright by the PyAV reader)"
+    if index.pts[0] != index.decode_pts.min():
+        return "the first frames do not decode"
+    return None
+
+
+class DecordReader:
+    """Reads frames with ``decord.VideoReader`` (full size) after confirming it agrees."""
+
+    def __init__(self, index: VideoIndex, *, threads: int = 0) -> None:
+        self.index = index
+        self.threads = threads
+        self._vr: Any = None
+
+    def confirm(self) -> str | None:
+        """Open decord and compare its count and timestamps with the index; None when fine."""
+        vr = self._reader()
+        n = len(vr)
+        if n != self.index.num_frames:
+            return f"decord counts {n} frames, the index {self.index.num_frames}"
+        ts = np.asarray(vr.get_frame_timestamp(range(n)))[:, 0]
+        ref = self.index.timestamps_s
+        step = float(np.median(np.diff(ref))) if n > 1 else 0.04
+        if not np.all(np.abs(ts - ref) <= max(step / 2, 1e-3)):
+            return "decord's timestamps disagree with the container's"
+        return None
+
+    def _reader(self) -> Any:
+        if self._vr is None:
+            decord = import_decord()
+
+            self._vr = decord.VideoReader(
+                str(self.index.path), ctx=decord.cpu(0), num_threads=self.threads
+            )
+        return self._vr
+
+    def read(self, wanted: Sequence[int]) -> dict[int, np.ndarray]:
+        uniq = sorted(set(int(i) for i in wanted))
+        arr = self._reader().get_batch(uniq).asnumpy()
+        return {i: arr[k] for k, i in enumerate(uniq)}
+
+    def read_small(self, indices: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+        decord = import_decord()
+
+        vr = decord.VideoReader(
+            str(self.index.path),
+            ctx=decord.cpu(0),
+            width=size[0],
+            height=size[1],
+            num_threads=self.threads,
+        )
+        try:
+            return np.asarray(vr.get_batch(list(indices)).asnumpy())
+        finally:
+            del vr
+
+    def close(self) -> None:
+        self._vr = None

@@ -1,0 +1,32 @@
+"""Shared fixtures: generated test media (made once per test session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av  # noqa: F401 - before anything imports decord (see sources/_video_decord.py)
+import media
+import pytest
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of small videos whose frames carry their own index (see tests/media.py)."""
+    d = tmp_path_factory.mktemp("videos")
+    media.h264_mp4(d / "h264.mp4")
+    media.mpeg4_avi(d / "mpeg4.avi")
+    media.vp8_webm(d / "vp8.webm")
+    media.vp9_webm(d / "vp9.webm")
+    media.mjpeg_avi(d / "mjpeg.avi")
+    media.vfr_mp4(d / "vfr.mp4")
+    for rot in (90, 180, 270):
+        media.rotated_mp4(d / f"rot{rot}.mp4", rot)
+    media.encode_video(d / "one.mp4", num_frames=1)
+    media.audio_only(d / "audio.mp4")
+    return d
+
+
+@pytest.fixture(scope="session")
+def h264_path(video_dir: Path) -> Path:
+    """H.264 MP4 with B-frames, 90 frames at 30 fps, keyframe every 30."""
+    return video_dir / "h264.mp4"

@@ -1,0 +1,313 @@
+"""The video source: exact frames for every container/codec and backend path.
+
+Every test video's frames carry their own index in their pixels (tests/media.py), so each
+sampled frame is checked against the index it was asked for.
+"""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+from pathlib import Path
+
+import media
+import numpy as np
+import pytest
+
+from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
+from framepipe.sources import get_source_class, open_source
+from framepipe.sources._video_decord import decord_available
+from framepipe.sources.video import VideoSource
+
+needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
+
+# file -> (frames, backend that auto must pick, keyframe interval)
+FORMATS = {
+    "h264.mp4": (90, "decord", 30),
+    "mpeg4.avi": (90, "pyav", 30),
+    "vp8.webm": (90, "pyav", 30),
+    "vp9.webm": (90, "pyav", 30),
+    "mjpeg.avi": (60, "decord", 1),
+    "vfr.mp4": (60, "decord", 30),
+    "rot90.mp4": (40, "pyav", 30),
+    "rot180.mp4": (40, "pyav", 30),
+    "rot270.mp4": (40, "pyav", 30),
+    "one.mp4": (1, "decord", 30),
+}
+# backend=decord is refused (not silently wrong) on these
+DECORD_REFUSES = {"mpeg4.avi", "vp8.webm", "vp9.webm", "rot90.mp4", "rot180.mp4", "rot270.mp4"}
+
+
+def _indices(n: int, seed: int) -> list[int]:
+    """Random order, a repeat, both ends."""
+    rng = random.Random(seed)
+    idx = rng.sample(range(n), min(n, 14))
+    return [*idx, idx[0], 0, n - 1]
+
+
+def _assert_exact(frames: np.ndarray, indices: list[int]) -> None:
+    got = [media.read_index(f) for f in frames]
+    assert got == indices
+
+
+def test_registered_as_video_kind() -> None:
+    assert get_source_class("video") is VideoSource
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+@pytest.mark.parametrize("backend", ["pyav", "decord", "auto"])
+def test_every_frame_is_exact(video_dir: Path, name: str, backend: str) -> None:
+    n, auto_backend, _ = FORMATS[name]
+    if backend != "pyav" and not decord_available():
+        pytest.skip("decord not installed")
+    src = VideoSource(video_dir / name, backend=backend)
+    if backend == "decord" and name in DECORD_REFUSES:
+        with pytest.raises(SourceError, match="backend=decord cannot read this file"):
+            src.info()
+        return
+    info = src.info()
+    assert info.num_frames == n
+    assert info.backend == (auto_backend if backend == "auto" else backend)
+    idx = _indices(n, seed=len(name))
+    batch = src.read(idx)
+    assert batch.frames.shape == (len(idx), 120, 160, 3)
+    _assert_exact(batch.frames, idx)
+    assert batch.timestamps_s == tuple(info.timestamps_s[i] for i in idx)  # type: ignore[index]
+    # every frame, in order, through one read
+    _assert_exact(src.read(range(n)).frames, list(range(n)))
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.avi", "vp8.webm", "vp9.webm"])
+@pytest.mark.parametrize(("threads", "skip"), [(1, True), (2, True), (2, False), (3, True)])
+def test_pyav_reader_settings_stay_exact(
+    video_dir: Path, name: str, threads: int, skip: bool
+) -> None:
+    n = FORMATS[name][0]
+    src = VideoSource(video_dir / name, backend="pyav", threads=threads, skip_nonref=skip)
+    idx = _indices(n, seed=threads * 7 + skip)
+    _assert_exact(src.read(idx).frames, idx)
+
+
+def test_b_frame_files_really_reorder(video_dir: Path) -> None:
+    for name in ("h264.mp4", "mpeg4.avi"):
+        src = VideoSource(video_dir / name, backend="pyav")
+        assert src.index.reordered, f"{name} should have B-frames"
+        assert src.info().extra["reordered"] is True
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.avi", "vp9.webm", "mjpeg.avi"])
+def test_metadata(video_dir: Path, name: str) -> None:
+    n, _, gop = FORMATS[name]
+    info = VideoSource(video_dir / name).info()
+    assert info.kind == "video"
+    assert info.fps == Fraction(30)
+    assert (info.width, info.height) == (160, 120)
+    ts = np.asarray(info.timestamps_s)
+    assert np.allclose(ts - ts[0], np.arange(n) / 30, atol=1.5e-3)
+    assert info.duration_s == pytest.approx(n / 30, abs=2e-3)
+    assert info.keyframe_indices is not None
+    assert list(info.keyframe_indices[:3]) == [0, gop, 2 * gop]
+    assert info.extra["codec"] in {"h264", "mpeg4", "vp9", "mjpeg"}
+
+
+def test_variable_frame_rate_timestamps(video_dir: Path) -> None:
+    n = FORMATS["vfr.mp4"][0]
+    expected = np.asarray(media.vfr_pts_ms(n)) / 1000
+    for backend in ["pyav", "decord"] if decord_available() else ["pyav"]:
+        src = VideoSource(video_dir / "vfr.mp4", backend=backend)
+        info = src.info()
+        assert np.allclose(info.timestamps_s, expected, atol=1e-6)  # type: ignore[arg-type]
+        # duration: first frame to the end of the last one (its own duration, as muxed)
+        span = expected[-1] - expected[0]
+        assert info.duration_s is not None
+        assert span < info.duration_s <= span + 0.1
+        # not index / fps: frame 10 is at its own presentation time
+        assert info.time_of(10) == pytest.approx(expected[10])
+        assert info.index_at(float(expected[33]) + 0.001) == 33
+        idx = [3, 33, 59, 12]
+        batch = src.read(idx)
+        _assert_exact(batch.frames, idx)
+        assert np.allclose(batch.timestamps_s, expected[idx])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rot", [90, 180, 270])
+def test_rotation_is_applied(video_dir: Path, rot: int) -> None:
+    src = VideoSource(video_dir / f"rot{rot}.mp4")
+    info = src.info()
+    assert info.extra["rotation"] == rot
+    # stored sideways for 90/270, reported and returned upright
+    coded = (src.index.coded_width, src.index.coded_height)
+    assert coded == ((120, 160) if rot in (90, 270) else (160, 120))
+    assert (info.width, info.height) == (160, 120)
+    idx = [5, 0, 39, 31]
+    _assert_exact(src.read(idx).frames, idx)
+    small = src.read_small(0, 40, size=(80, 60), step=4)
+    assert small.shape == (10, 60, 80, 3)
+    _assert_exact(small, list(range(0, 40, 4)))
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.avi", "vp8.webm", "mjpeg.avi"])
+def test_read_small(video_dir: Path, name: str) -> None:
+    n = FORMATS[name][0]
+    src = VideoSource(video_dir / name)
+    for start, end, step in [(0, n, 1), (7, n, 5), (n - 3, n + 10, 1)]:
+        small = src.read_small(start, end, size=(80, 60), step=step)
+        want = list(range(start, min(end, n), step))
+        assert small.shape == (len(want), 60, 80, 3)
+        assert small.dtype == np.uint8
+        _assert_exact(small, want)
+    assert src.read_small(n, n + 5).shape == (0, 36, 64, 3)
+    with pytest.raises(ValueError, match="step"):
+        src.read_small(0, n, step=0)
+
+
+def test_out_of_range_and_empty_reads(h264_path: Path) -> None:
+    src = VideoSource(h264_path)
+    with pytest.raises(DecodeError, match=r"frame\(s\) \[90\] out of range 0..89"):
+        src.read([0, 90])
+    assert len(src.read([])) == 0
+
+
+def test_bad_options(h264_path: Path) -> None:
+    from framepipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backend 'ffmpeg'"):
+        VideoSource(h264_path, backend="ffmpeg")
+    with pytest.raises(ConfigError, match="threads"):
+        VideoSource(h264_path, threads=0)
+
+
+def test_source_options_from_open_source(h264_path: Path) -> None:
+    src = open_source(h264_path, backend="pyav", threads=1)
+    assert isinstance(src, VideoSource)
+    assert src.info().backend == "pyav"
+
+
+# -- damaged and odd files -------------------------------------------------------------------
+def _truncated_faststart(src: Path, dst: Path, fraction: float) -> Path:
+    """An MP4 with its index first (``faststart``), cut short: the index over-reports."""
+    import av
+
+    full = dst.with_suffix(".full.mp4")
+    with av.open(str(src)) as inp, av.open(str(full), "w", options={"movflags": "faststart"}) as o:
+        s = inp.streams.video[0]
+        out_stream = o.add_stream_from_template(s)
+        for p in inp.demux(s):
+            if p.dts is None:
+                continue
+            p.stream = out_stream
+            o.mux(p)
+    return media.truncated_copy(full, dst, fraction)
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.avi", "vp9.webm", "mjpeg.avi"])
+def test_truncated_file_counts_only_frames_that_decode(
+    video_dir: Path, tmp_path: Path, name: str
+) -> None:
+    n = FORMATS[name][0]
+    if name == "h264.mp4":
+        cut = _truncated_faststart(video_dir / name, tmp_path / "cut.mp4", 0.6)
+    else:
+        cut = media.truncated_copy(video_dir / name, tmp_path / f"cut_{name}", 0.6)
+    for backend in ["auto", "pyav"]:
+        src = VideoSource(cut, backend=backend)
+        info = src.info()
+        assert 0 < info.num_frames < n
+        assert info.backend == "pyav"  # decord is never let near a cut-short file
+        # every reported frame decodes, and shows the frame its timestamp says
+        frames = src.read(range(info.num_frames)).frames
+        shown = [media.read_index(f) for f in frames]
+        by_time = [round((t - info.timestamps_s[0]) * 30) for t in info.timestamps_s]  # type: ignore[index]
+        assert shown == by_time
+        assert shown == sorted(shown)
+
+
+def _inflate_avi_header(src: Path, dst: Path, extra: int) -> Path:
+    """Copy an AVI, making its headers claim ``extra`` more frames than it holds."""
+    data = bytearray(src.read_bytes())
+    for tag, offset in ((b"avih", 8 + 16), (b"strh", 8 + 32)):
+        pos = data.find(tag)
+        assert pos >= 0
+        at = pos + offset
+        value = int.from_bytes(data[at : at + 4], "little")
+        data[at : at + 4] = (value + extra).to_bytes(4, "little")
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def test_header_over_reporting_frames_keeps_decord_away(video_dir: Path, tmp_path: Path) -> None:
+    bad = _inflate_avi_header(video_dir / "mjpeg.avi", tmp_path / "inflated.avi", 100)
+    src = VideoSource(bad)
+    assert src.index.header_frames == 160
+    info = src.info()
+    assert info.num_frames == 60
+    assert info.backend == "pyav"
+    _assert_exact(src.read([59, 0, 30]).frames, [59, 0, 30])
+    if decord_available():
+        with pytest.raises(SourceError, match="header claims 160 frames"):
+            VideoSource(bad, backend="decord").info()
+
+
+def _one_line(exc: BaseException, path: Path) -> str:
+    msg = str(exc)
+    assert "\n" not in msg
+    assert str(path) in msg
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("make", "cls", "reason"),
+    [
+        (lambda p: p.write_bytes(b""), UnsupportedInputError, "empty file"),
+        (lambda p: p.write_text("hello, not a video\n" * 20), UnsupportedInputError, "not a"),
+        (lambda p: media.audio_only(p), UnsupportedInputError, "no video stream"),
+        (lambda p: p.mkdir(), UnsupportedInputError, "folder"),
+        (lambda p: None, SourceError, "no such file"),
+    ],
+    ids=["zero-byte", "text", "audio-only", "folder", "missing"],
+)
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_bad_input_one_line_errors(
+    tmp_path: Path, make: object, cls: type[Exception], reason: str, backend: str
+) -> None:
+    p = tmp_path / "bad input.mp4"
+    make(p)  # type: ignore[operator]
+    with pytest.raises(cls) as err:
+        VideoSource(p, backend=backend).info()
+    assert reason in _one_line(err.value, p)
+
+
+def test_moov_at_end_cut_short_is_an_input_error(video_dir: Path, tmp_path: Path) -> None:
+    cut = media.truncated_copy(video_dir / "h264.mp4", tmp_path / "cut.mp4", 0.5)
+    with pytest.raises(SourceError) as err:
+        VideoSource(cut).info()
+    _one_line(err.value, cut)
+
+
+def test_one_frame_video(video_dir: Path) -> None:
+    src = VideoSource(video_dir / "one.mp4")
+    info = src.info()
+    assert info.num_frames == 1
+    assert info.duration_s == pytest.approx(1 / 30, abs=1e-3)
+    _assert_exact(src.read([0, 0]).frames, [0, 0])
+
+
+def test_path_with_spaces_and_non_ascii(video_dir: Path, tmp_path: Path) -> None:
+    d = tmp_path / "vidéos à voir"
+    d.mkdir()
+    p = d / "clip ünïcode 日本.mp4"
+    p.write_bytes((video_dir / "h264.mp4").read_bytes())
+    for backend in ["pyav", "decord"] if decord_available() else ["pyav"]:
+        src = VideoSource(p, backend=backend)
+        _assert_exact(src.read([3, 77]).frames, [3, 77])
+        assert src.info().id == str(p)
+
+
+def test_reads_reuse_nothing_between_calls(h264_path: Path) -> None:
+    """Repeated reads of the same source give the same pixels (no stale decoder state)."""
+    src = VideoSource(h264_path, backend="pyav", threads=2)
+    a = src.read([40, 10, 70]).frames
+    b = src.read([70, 10, 40]).frames
+    assert np.array_equal(a[0], b[2]) and np.array_equal(a[2], b[0])
+    src.close()
+    src.close()
