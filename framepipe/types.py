@@ -200,8 +200,8 @@ class Selection:
 class FrameBatch:
     """Decoded frames: ``frames[k]`` is frame ``indices[k]`` of the source."""
 
-    frames: np.ndarray
-    """uint8 array N x H x W x 3 (RGB). For mixed-size scenes, a list-like of HxWx3 arrays."""
+    frames: np.ndarray | Sequence[np.ndarray]
+    """uint8 array N x H x W x 3 (RGB). For mixed-size scenes, a list of HxWx3 arrays."""
     indices: tuple[int, ...]
     """Index of each frame in the source."""
     timestamps_s: tuple[float | None, ...] | None = None
