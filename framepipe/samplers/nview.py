@@ -1,0 +1,379 @@
+"""The n-view sampler: n views of a scene that cover its viewpoints as evenly as possible.
+
+With camera poses, the distance between two views is an angle about the scene centre: the
+larger of the angle between the two camera positions seen from the centre and the angle
+between the two viewing directions. The scene centre is the point closest (least squares) to
+all optical axes; when the axes do not converge in front of the cameras (a forward-facing
+capture, a rig looking outward), only the viewing directions count. The sampler solves the
+k-centre problem on that distance: farthest-point selection from every start view (from a
+fixed, evenly spaced set of starts for big scenes), the best kept, then improved by swapping
+views while the covering radius drops. The covering radius (the largest angle between any
+view and its nearest chosen view) goes on the record as ``coverage_radius_deg``.
+
+Without poses, views that differ most in appearance are chosen the same way, on tiny colour
+thumbnails from ``source.read_small`` (a cheap decode); when there is no source or every view
+looks the same, n views evenly spaced in name order. A source with its own
+``choose_views(n, **params)`` (rendered 3D models pick from a dense candidate ring) is asked
+instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from framepipe.errors import FramepipeError, SamplingError
+from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_n, register_sampler
+from framepipe.samplers.uniform import uniform_indices
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+if TYPE_CHECKING:
+    from framepipe.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+NViewMethod = Literal["auto", "poses", "appearance", "even"]
+SIGNATURE_SIZE = (16, 12)
+"""Width x height of the colour thumbnails compared when there are no poses."""
+_FULL_MATRIX_MAX = 2048
+"""Up to this many views, all pairwise distances are computed once (32 MiB at most)."""
+_MAX_STARTS = 256
+_SAME_LOOK = 2.0
+"""Below this RMS difference (0..255) between the most different views, all look alike."""
+
+
+# -- geometry ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ViewGeometry:
+    """Unit vectors that place each posed view about the scene."""
+
+    centre: np.ndarray
+    """The scene centre (world coordinates)."""
+    positions: np.ndarray | None
+    """N x 3 unit vectors from the centre to each camera; None when the centre is not
+    meaningful (axes that do not converge in front of the cameras)."""
+    axes: np.ndarray
+    """N x 3 unit viewing directions (the camera's -z axis)."""
+
+    @property
+    def distance(self) -> str:
+        if self.positions is None:
+            return "angle between viewing directions"
+        return "max(angle between camera positions about the centre, angle between directions)"
+
+
+def scene_centre(poses: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The point closest (least squares) to every optical axis, and whether it is a real
+    point of convergence (well conditioned and in front of most cameras). When it is not,
+    the mean camera position is returned with False."""
+    pos = poses[:, :3, 3]
+    d = -poses[:, :3, 2]
+    d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+    mean = pos.mean(axis=0)
+    k = len(poses)
+    if k < 2:
+        return mean, False
+    proj = np.eye(3)[None] - d[:, :, None] * d[:, None, :]  # k x 3 x 3
+    a = proj.sum(axis=0)
+    b = np.einsum("kij,kj->i", proj, pos)
+    eig = np.linalg.eigvalsh(a)
+    if eig[0] < 1e-3 * k:  # axes (nearly) parallel: no point of convergence
+        return mean, False
+    c = np.linalg.solve(a, b)
+    to_c = c[None] - pos
+    dist = np.linalg.norm(to_c, axis=1)
+    in_front = float(np.mean(np.einsum("ij,ij->i", to_c, d) > 0))
+    spread = float(np.linalg.norm(pos - mean, axis=1).max())
+    if in_front < 0.75 or not np.all(dist > 1e-9) or float(np.median(dist)) > 50 * (spread + 1e-12):
+        return mean, False
+    return c, True
+
+
+def view_geometry(poses: np.ndarray) -> ViewGeometry:
+    """:class:`ViewGeometry` of camera-to-world poses (N x 4 x 4, OpenGL convention)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    axes = -poses[:, :3, 2]
+    axes = axes / np.maximum(np.linalg.norm(axes, axis=1, keepdims=True), 1e-12)
+    centre, ok = scene_centre(poses)
+    positions = None
+    if ok:
+        v = poses[:, :3, 3] - centre[None]
+        positions = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    return ViewGeometry(centre, positions, axes)
+
+
+def _angles_deg(vs: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Angles (degrees) between each row of ``vs`` and ``v`` (unit vectors; atan2 form,
+    accurate for small angles)."""
+    cross = np.linalg.norm(np.cross(vs, v[None]), axis=1)
+    return np.degrees(np.arctan2(cross, vs @ v))
+
+
+class Metric:
+    """Distances from one view to all N views, with the full matrix kept when N is small."""
+
+    def __init__(self, n: int, row_fn: Callable[[int], np.ndarray]) -> None:
+        self.n = n
+        self._row_fn = row_fn
+        self._full: np.ndarray | None = None
+        if n <= _FULL_MATRIX_MAX:
+            self._full = np.stack([row_fn(i) for i in range(n)]) if n else np.zeros((0, 0))
+
+    def row(self, i: int) -> np.ndarray:
+        return self._full[i] if self._full is not None else self._row_fn(i)
+
+    def rows(self, idx: Sequence[int]) -> np.ndarray:
+        if self._full is not None:
+            return self._full[list(idx)]
+        return np.stack([self._row_fn(i) for i in idx])
+
+    @classmethod
+    def angular(cls, geom: ViewGeometry) -> Metric:
+        pos, axes = geom.positions, geom.axes
+
+        def row(i: int) -> np.ndarray:
+            d = _angles_deg(axes, axes[i])
+            if pos is not None:
+                d = np.maximum(d, _angles_deg(pos, pos[i]))
+            return d
+
+        return cls(len(axes), row)
+
+    @classmethod
+    def euclidean(cls, feats: np.ndarray) -> Metric:
+        """RMS difference between feature vectors (thumbnails in 0..255)."""
+        f = np.asarray(feats, dtype=np.float64)
+
+        def row(i: int) -> np.ndarray:
+            return np.sqrt(np.mean((f - f[i][None]) ** 2, axis=1))
+
+        return cls(len(f), row)
+
+
+def covering_radius(metric: Metric, chosen: Sequence[int]) -> float:
+    """The largest distance from any view to its nearest chosen view."""
+    if not chosen or metric.n == 0:
+        return float("inf") if metric.n else 0.0
+    return float(metric.rows(sorted(set(chosen))).min(axis=0).max())
+
+
+def _key(mind: np.ndarray) -> tuple[float, int, float]:
+    """Order of solutions: covering radius, then how many views sit at it, then the mean."""
+    r = float(mind.max())
+    return (round(r, 9), int(np.count_nonzero(mind >= r - 1e-9)), round(float(mind.mean()), 9))
+
+
+def _greedy(metric: Metric, n: int, first: Sequence[int]) -> tuple[list[int], np.ndarray]:
+    """Farthest-point selection from the views ``first``; ties go to the lowest index."""
+    chosen = list(first)
+    mind = metric.rows(chosen).min(axis=0)
+    taken = np.zeros(metric.n, dtype=bool)
+    taken[chosen] = True
+    while len(chosen) < n:
+        score = np.where(taken, -1.0, mind)
+        j = int(np.argmax(score))
+        chosen.append(j)
+        taken[j] = True
+        mind = np.minimum(mind, metric.row(j))
+    return chosen, mind
+
+
+def _refine(
+    metric: Metric,
+    chosen: list[int],
+    fixed: int,
+    *,
+    neighbours: int = 16,
+    max_rounds: int = 200,
+) -> list[int]:
+    """Swap one chosen view (after the first ``fixed``) for a view near the worst-covered
+    view while that improves :func:`_key`."""
+    chosen = list(chosen)
+    rows = metric.rows(chosen)
+    best = _key(rows.min(axis=0))
+    for _ in range(max_rounds):
+        mind = rows.min(axis=0)
+        worst = int(np.argmax(mind))
+        taken = set(chosen)
+        near = [int(j) for j in np.argsort(metric.row(worst), kind="stable") if int(j) not in taken]
+        cand = near[:neighbours]
+        move: tuple[int, int, np.ndarray] | None = None
+        for ci in range(fixed, len(chosen)):
+            others = np.delete(rows, ci, axis=0).min(axis=0) if len(chosen) > 1 else None
+            for x in cand:
+                rx = metric.row(x)
+                new_min = rx if others is None else np.minimum(others, rx)
+                k = _key(new_min)
+                if k < best:
+                    best, move = k, (ci, x, rx)
+        if move is None:
+            break
+        ci, x, rx = move
+        chosen[ci] = x
+        rows[ci] = rx
+    return chosen
+
+
+def k_centre(
+    metric: Metric, n: int, *, fixed: Sequence[int] = (), max_starts: int = _MAX_STARTS
+) -> list[int]:
+    """n views (sorted) that make the covering radius small; ``fixed`` views are always in.
+
+    Farthest-point selection (a 2-approximation) from up to ``max_starts`` start views
+    (all views when there are few, otherwise evenly spaced ones), the best result kept and
+    then improved by single swaps. Deterministic.
+    """
+    if n >= metric.n:
+        return list(range(metric.n))
+    if fixed:
+        chosen, _ = _greedy(metric, n, list(fixed))
+        return sorted(_refine(metric, chosen, len(fixed)))
+    starts = range(metric.n) if metric.n <= max_starts else uniform_indices(0, metric.n, max_starts)
+    best: tuple[tuple[float, int, float], list[int]] | None = None
+    for s in starts:
+        chosen, mind = _greedy(metric, n, [s])
+        k = _key(mind)
+        if best is None or k < best[0]:
+            best = (k, chosen)
+    assert best is not None
+    return sorted(_refine(metric, best[1], 0))
+
+
+# -- the sampler ---------------------------------------------------------------------------
+def _poses_of(info: SourceInfo, idx: Sequence[int]) -> tuple[list[int], np.ndarray]:
+    """The indices among ``idx`` whose view has a pose, and those poses (k x 4 x 4)."""
+    if info.views is None:
+        return [], np.zeros((0, 4, 4))
+    have = [i for i in idx if info.views[i].pose_c2w is not None]
+    poses = np.array([info.views[i].pose_c2w for i in have], dtype=np.float64).reshape(-1, 4, 4)
+    return have, poses
+
+
+def coverage_of(
+    info: SourceInfo, chosen: Sequence[int], clip: ClipSpec | None = None
+) -> dict[str, Any] | None:
+    """Covering radius (degrees) of ``chosen`` over the posed views of ``clip`` (the whole
+    source by default); None without at least two posed views. For comparing samplers."""
+    lo, hi = (0, info.num_frames) if clip is None else (clip.start_frame, clip.end_frame)
+    have, poses = _poses_of(info, range(lo, hi))
+    if len(have) < 2:
+        return None
+    geom = view_geometry(poses)
+    metric = Metric.angular(geom)
+    pos = {v: k for k, v in enumerate(have)}
+    local = [pos[i] for i in chosen if i in pos]
+    radius = covering_radius(metric, local) if local else None
+    return {
+        "coverage_radius_deg": None if radius is None else round(radius, 4),
+        "distance": geom.distance,
+        "scene_centre": [round(float(c), 6) for c in geom.centre],
+        "views_with_pose": len(have),
+    }
+
+
+def _appearance_metric(
+    source: Source | None, start: int, end: int, size: tuple[int, int]
+) -> Metric | None:
+    if source is None:
+        return None
+    try:
+        thumbs = source.read_small(start, end, size=size)
+    except FramepipeError as exc:
+        log.warning(
+            "%s: no thumbnails for the n-view sampler (%s); spacing views evenly", source.path, exc
+        )
+        return None
+    feats = thumbs.reshape(len(thumbs), -1).astype(np.float64)
+    metric = Metric.euclidean(feats)
+    if metric.n < 2 or covering_radius(metric, [0]) * 2 < _SAME_LOOK:
+        return None  # every view looks the same: appearance tells nothing
+    return metric
+
+
+@register_sampler("nview")
+def nview(
+    info: SourceInfo,
+    clip: ClipSpec,
+    *,
+    n: int,
+    source: Source | None = None,
+    **params: Any,
+) -> Selection:
+    """n views covering the scene (see the module doc). Parameters:
+
+    - ``method``: ``auto`` (poses when views have them, else appearance, else even
+      spacing), ``poses``, ``appearance`` or ``even``;
+    - ``overflow``: when the scene has fewer views than n (``repeat_last``, ``all``,
+      ``error``);
+    - ``signature_size``: ``[w, h]`` of the appearance thumbnails (default 16 x 12).
+    """
+    check_n(n)
+    choose = getattr(source, "choose_views", None)
+    if callable(choose):
+        sel = choose(n, **params)
+        if not isinstance(sel, Selection):
+            raise SamplingError(f"{info.id}: choose_views returned {type(sel).__name__}")
+        return dataclasses.replace(sel, sampler="nview", extra={"method": "source", **sel.extra})
+    method: str = params.get("method", "auto")
+    overflow: OverflowPolicy = params.get("overflow", "repeat_last")
+    raw_size = params.get("signature_size", SIGNATURE_SIZE)
+    try:
+        size = (int(raw_size[0]), int(raw_size[1]))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SamplingError(f"signature_size ({raw_size!r}) must be [width, height]") from exc
+    if method not in ("auto", "poses", "appearance", "even"):
+        raise SamplingError(f"unknown nview method {method!r} (auto, poses, appearance, even)")
+    out_params: dict[str, Any] = {"n": n, "method": method, "overflow": overflow}
+    if "signature_size" in params:
+        out_params["signature_size"] = list(size)
+    start, end = clip.start_frame, clip.end_frame
+    candidates = list(range(start, end))
+    if not candidates:
+        raise SamplingError(f"{info.id}: empty clip [{start}, {end})")
+    have, poses = _poses_of(info, candidates)
+    if method == "poses" and len(have) < 2:
+        raise SamplingError(
+            f"{info.id}: method 'poses' needs camera poses ({len(have)} posed view(s))"
+        )
+
+    used: str
+    found: dict[str, Any] = {}
+    if n >= len(candidates):
+        chosen = apply_overflow(candidates, n, overflow, clip, info.id)
+        used = "all"
+    elif method == "even":
+        chosen, used = uniform_indices(start, end, n), "even"
+    elif method != "appearance" and len(have) >= n:
+        metric = Metric.angular(view_geometry(poses))
+        chosen = [have[k] for k in k_centre(metric, n)]
+        used = "poses"
+    else:
+        fixed = have if method != "appearance" else []  # too few posed views: take them all
+        metric_a = _appearance_metric(source, start, end, size)
+        if metric_a is not None:
+            chosen = [start + k for k in k_centre(metric_a, n, fixed=[i - start for i in fixed])]
+            found["appearance_radius"] = round(
+                covering_radius(metric_a, [i - start for i in chosen]), 4
+            )
+            used = "appearance" if not fixed else "poses+appearance"
+        else:
+            rest = [i for i in candidates if i not in set(fixed)]
+            pick = uniform_indices(0, len(rest), n - len(fixed)) if n > len(fixed) else []
+            chosen = sorted(fixed + [rest[k] for k in pick])
+            used = "even" if not fixed else "poses+even"
+    cov = coverage_of(info, chosen, clip)
+    extra: dict[str, Any] = {
+        "method": used,
+        "coverage_radius_deg": None if cov is None else cov["coverage_radius_deg"],
+        **found,
+        "views": len(candidates),
+        "views_with_pose": len(have),
+    }
+    if cov is not None:
+        extra["distance"] = cov["distance"]
+        extra["scene_centre"] = cov["scene_centre"]
+    return Selection(tuple(chosen), "nview", out_params, extra)

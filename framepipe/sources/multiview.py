@@ -1,0 +1,469 @@
+"""The multi-view source: a folder of images is one scene, each image one view.
+
+A folder is a scene when it has camera poses (``transforms.json``, NeRF split files, or a
+COLMAP model, see :mod:`framepipe.sources.poses`) or when it holds image files and no file
+of another kind (no video, no 3D model). Views are the posed images that exist on disk plus
+the other images in the scene folder and in the folders of the posed images (those have no
+pose), in natural file-name order (``img2`` before ``img10``).
+
+:meth:`MultiviewSource.info` reads image headers only (size, format, EXIF orientation): it
+decodes no pixels. A JPEG or PNG whose end is missing (a truncated copy) is skipped with a
+note, as is a file that is not an image; the scene goes on with the others.
+:meth:`MultiviewSource.read` decodes only the views asked for, applies the EXIF orientation,
+converts every colour mode (grayscale, palette, RGBA composited on white, 16-bit) to RGB
+8-bit, and bounds the longest side to ``max_side`` (JPEG is decoded at reduced scale with
+``draft``, so memory stays bounded however large the file).
+
+Source options (``--source-opt KEY=VALUE``):
+
+- ``max_side`` (int, default 1536): longest side of the frames ``read`` returns; 0 keeps the
+  full size. The model sees 384x384, so more is rarely useful.
+- ``min_views`` (int, default 1): fewer readable views than this is an error.
+- ``background`` (``[r, g, b]``, default white): what transparent pixels become.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from framepipe.errors import ConfigError, DecodeError, SourceError
+from framepipe.sources.base import Source, register_source, source_kinds
+from framepipe.sources.poses import (
+    IMAGE_EXTENSIONS,
+    PoseFile,
+    complete_intrinsics,
+    find_pose_file,
+    load_poses,
+)
+from framepipe.types import FrameBatch, SourceInfo, ViewInfo, as_matrix4
+from framepipe.utils import natural_key
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_SIDE = 1536
+_TAIL_BYTES = 4096
+
+# EXIF orientation -> PIL transpose method name (as ImageOps.exif_transpose does).
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def is_image_file(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, without decoding pixels."""
+
+    format: str
+    """PIL format name (``JPEG``, ``PNG`` ...)."""
+    mode: str
+    """PIL mode as stored (``RGB``, ``L``, ``I;16``, ``P`` ...)."""
+    stored_size: tuple[int, int]
+    """(width, height) as stored, before the EXIF orientation."""
+    orientation: int
+    """EXIF orientation (1 when absent)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as shown, after the EXIF orientation."""
+        w, h = self.stored_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _orientation(im: Any) -> int:
+    """EXIF orientation from the header; never decodes pixels."""
+    from PIL import Image
+
+    try:
+        if im.format == "PNG":
+            # PngImageFile.getexif() would decode the image to find an eXIf chunk after the
+            # pixels; the PNG specification puts it before them, where open() has read it.
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = im.getexif()
+        value = int(exif.get(0x0112, 1))
+    except Exception:  # a broken EXIF block is not a broken image
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def probe_image(path: Path) -> ImageHeader:
+    """Read ``path``'s header (and, for JPEG and PNG, check that the file is complete).
+
+    Raises :class:`SourceError` naming the file when it is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                header = ImageHeader(str(im.format), im.mode, im.size, _orientation(im))
+    except UnidentifiedImageError as exc:
+        raise SourceError(path, "not a readable image") from exc
+    except Image.DecompressionBombError as exc:
+        raise SourceError(path, f"image too large to read safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SourceError(path, f"cannot read image header ({exc})") from exc
+    if header.stored_size[0] <= 0 or header.stored_size[1] <= 0:
+        raise SourceError(path, f"image has an empty size {header.stored_size}")
+    if header.format in ("JPEG", "PNG") and not _tail_ok(path, header.format):
+        raise SourceError(path, f"truncated {header.format} (the end of the file is missing)")
+    return header
+
+
+def _tail_ok(path: Path, fmt: str) -> bool:
+    """Cheap completeness check: a JPEG ends with its EOI marker, a PNG with IEND. Only when
+    the marker is absent from the file's tail is the image decoded (small) to be sure."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail = fh.read()
+    except OSError:
+        return False
+    marker = b"\xff\xd9" if fmt == "JPEG" else b"IEND"
+    if marker in tail:
+        return True
+    # Trailers after the image data exist (camera maker notes, padding): decode to be sure.
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if fmt == "JPEG":
+                im.draft(None, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except Exception:
+        return False
+    return True
+
+
+def to_rgb8(im: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Any:
+    """A PIL image of any mode as 8-bit RGB: 16-bit and float scaled, transparency
+    composited on ``background``, palette and CMYK converted."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F":
+            a = a.astype(np.float64)
+            finite = a[np.isfinite(a)]
+            top = float(finite.max()) if finite.size else 1.0
+            a = np.nan_to_num(a * (255.0 if top <= 1.0 else 1.0), nan=0.0)
+        elif mode.startswith("I;16") or int(a.max(initial=0)) > 255:
+            a = a.astype(np.float64) / 257.0  # full-range 16-bit -> 8-bit
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(g[:, :, None], 3, axis=2))
+    if mode == "RGB":
+        return im
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` scaled down (never up) so that its longest side is at most ``max_side``."""
+    w, h = size
+    if max_side <= 0 or max(w, h) <= max_side:
+        return w, h
+    s = max_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def decode_image(
+    path: Path,
+    header: ImageHeader,
+    *,
+    max_side: int = 0,
+    size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Decode ``path`` to an upright uint8 HxWx3 array.
+
+    ``size`` (width, height, after orientation) gives an exact output size (aspect not
+    kept: the samplers' thumbnails); otherwise the longest side is bounded by ``max_side``.
+    JPEGs are decoded at the smallest DCT scale that is still at least the output size.
+    """
+    from PIL import Image
+
+    shown = header.size
+    out = size if size is not None else fit_size(shown, max_side)
+    swap = header.orientation in (5, 6, 7, 8)
+    stored_out = (out[1], out[0]) if swap else out
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format == "JPEG" and stored_out != im.size:
+                    im.draft(None, stored_out)
+                im.load()
+                img = to_rgb8(im, background)
+                if img.size != stored_out:
+                    img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
+                method = _TRANSPOSE.get(header.orientation)
+                if method is not None:
+                    img = img.transpose(getattr(Image.Transpose, method))
+                arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DecodeError(path, f"cannot decode image ({exc})") from exc
+    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - to_rgb8 guarantees RGB
+        raise DecodeError(path, f"decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True)
+class _View:
+    path: Path
+    header: ImageHeader
+    view: ViewInfo
+
+
+@register_source
+class MultiviewSource(Source):
+    """A scene folder: one view per image, with camera poses when the folder has them."""
+
+    kind: ClassVar[str] = "multiview"
+    extensions: ClassVar[frozenset[str]] = frozenset()  # single images are not scenes
+
+    @classmethod
+    def claims_dir(cls, path: Path) -> bool:
+        """A folder with a pose file, or with images and no file of another kind."""
+        if find_pose_file(path) is not None:
+            return True
+        others = [k for name, k in source_kinds().items() if name != cls.kind]
+        images = 0
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    if is_image_file(entry.name):
+                        images += 1
+                        continue
+                    p = Path(entry.path)
+                    if any(k.claims_file(p) for k in others):
+                        return False  # videos or 3D models: a folder of inputs, not a scene
+        except OSError:
+            return False
+        return images > 0
+
+    def __init__(self, path: str | Path, **options: Any) -> None:
+        super().__init__(path, **options)
+        self.max_side = _int_option(options, "max_side", DEFAULT_MAX_SIDE, minimum=0)
+        self.min_views = _int_option(options, "min_views", 1, minimum=1)
+        self.background = _colour_option(options.get("background", (255, 255, 255)))
+        self._views: list[_View] | None = None
+        self._info: SourceInfo | None = None
+        self.decode_counts = {"full": 0, "small": 0}
+        """How many images :meth:`read` and :meth:`read_small` decoded (for benchmarks)."""
+
+    # -- metadata ---------------------------------------------------------------------
+    def info(self) -> SourceInfo:
+        if self._info is None:
+            self._info = self._scan()
+        return self._info
+
+    def _scan(self) -> SourceInfo:
+        root = self.path
+        if not root.is_dir():
+            raise SourceError(root, "not a folder (a multi-view scene is a folder of images)")
+        poses = load_poses(root)
+        posed: dict[Path, tuple[np.ndarray, dict[str, float]]] = {}
+        dirs = [root]
+        if poses is not None:
+            for im in poses.images:
+                posed.setdefault(im.path.resolve(), (im.pose_c2w, dict(im.intrinsics)))
+            dirs += [d for d in poses.image_dirs if d.resolve() != root.resolve()]
+            _note_missing(poses)
+        files: dict[Path, Path] = {}
+        for im in poses.images if poses is not None else ():
+            files.setdefault(im.path.resolve(), im.path)
+        for d in dirs:
+            try:
+                names = os.listdir(d)
+            except OSError as exc:
+                raise SourceError(d, f"cannot list folder ({exc.strerror or exc})") from exc
+            for name in names:
+                p = d / name
+                if is_image_file(name) and p.is_file():
+                    files.setdefault(p.resolve(), p)
+        if not files:
+            if poses is not None and poses.missing:
+                raise SourceError(
+                    poses.path,
+                    f"lists {len(poses.missing)} image(s), none found on disk "
+                    f"(e.g. {poses.missing[0]})",
+                )
+            raise SourceError(root, "folder holds no images (.jpg .png .webp .bmp .tif)")
+        named = sorted(
+            ((_rel_name(p, root), key, p) for key, p in files.items()),
+            key=lambda t: natural_key(t[0]),
+        )
+        views: list[_View] = []
+        bad: list[str] = []
+        for name, key, p in named:
+            try:
+                header = probe_image(p)
+            except SourceError as exc:
+                log.warning("%s: skipping view %s: %s", root, name, exc.reason)
+                bad.append(name)
+                continue
+            pose, intr = posed.get(key, (None, {}))
+            intrinsics = complete_intrinsics(intr, *header.stored_size) if intr else None
+            vi = ViewInfo(name, as_matrix4(pose) if pose is not None else None, intrinsics)
+            views.append(_View(p, header, vi))
+        if len(views) < self.min_views:
+            raise SourceError(
+                root,
+                f"{len(views)} readable image(s), fewer than min_views={self.min_views}"
+                + (f" ({len(bad)} unreadable, e.g. {bad[0]})" if bad else ""),
+            )
+        self._views = views
+        sizes = {fit_size(v.header.size, self.max_side) for v in views}
+        width, height = next(iter(sizes)) if len(sizes) == 1 else (0, 0)
+        extra: dict[str, Any] = {
+            "poses": poses.format if poses is not None else None,
+            "pose_file": _rel_name(poses.path, root) if poses is not None else None,
+            "views_with_pose": sum(v.view.pose_c2w is not None for v in views),
+            "max_side": self.max_side,
+        }
+        if poses is not None and poses.missing:
+            extra["missing_files"] = len(poses.missing)
+        if bad:
+            extra["unreadable_images"] = bad
+        return SourceInfo(
+            id=str(root),
+            kind=self.kind,
+            num_frames=len(views),
+            width=width,
+            height=height,
+            views=tuple(v.view for v in views),
+            backend="pil",
+            extra=extra,
+        )
+
+    def _view_list(self) -> list[_View]:
+        self.info()
+        assert self._views is not None
+        return self._views
+
+    # -- reading ----------------------------------------------------------------------
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        views = self._view_list()
+        idx = [int(i) for i in indices]
+        self._check(idx, len(views))
+        decoded: dict[int, np.ndarray] = {}
+        for i in idx:
+            if i not in decoded:
+                v = views[i]
+                decoded[i] = decode_image(
+                    v.path, v.header, max_side=self.max_side, background=self.background
+                )
+                self.decode_counts["full"] += 1
+        arrays = [decoded[i] for i in idx]
+        frames: np.ndarray | list[np.ndarray] = arrays
+        if arrays and all(a.shape == arrays[0].shape for a in arrays):
+            frames = np.stack(arrays)
+        return FrameBatch(frames, tuple(idx), views=tuple(views[i].view for i in idx))
+
+    def read_small(
+        self,
+        start: int,
+        end: int,
+        *,
+        size: tuple[int, int] = (64, 36),
+        step: int = 1,
+    ) -> np.ndarray:
+        """Views ``start, start+step, ... < end`` as tiny thumbnails of exactly ``size``
+        (width, height); JPEGs are decoded at 1/8 scale where that is large enough."""
+        views = self._view_list()
+        idx = list(range(start, end, step))
+        self._check(idx, len(views))
+        out = np.empty((len(idx), size[1], size[0], 3), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            v = views[i]
+            out[k] = decode_image(v.path, v.header, size=size, background=self.background)
+            self.decode_counts["small"] += 1
+        return out
+
+    def _check(self, idx: Sequence[int], count: int) -> None:
+        bad = [i for i in idx if not 0 <= i < count]
+        if bad:
+            raise SourceError(self.path, f"view indices out of range 0..{count - 1}: {bad[:5]}")
+
+
+def _rel_name(p: Path, root: Path) -> str:
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        try:
+            return p.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            return p.as_posix()
+
+
+def _note_missing(poses: PoseFile) -> None:
+    if poses.missing:
+        shown = ", ".join(poses.missing[:3]) + (", ..." if len(poses.missing) > 3 else "")
+        log.warning(
+            "%s: %d listed image(s) not found on disk, skipped (%s)",
+            poses.path,
+            len(poses.missing),
+            shown,
+        )
+
+
+def _int_option(options: dict[str, Any], name: str, default: int, *, minimum: int) -> int:
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise ConfigError(f"source option {name} ({value!r}) must be an integer")
+    if value < minimum:
+        raise ConfigError(f"source option {name} ({value}) must be >= {minimum}")
+    return int(value)
+
+
+def _colour_option(value: Any) -> tuple[int, int, int]:
+    """``[r, g, b]`` in 0..255 or a colour name (``white``, ``#808080``)."""
+    from PIL import ImageColor
+
+    rgb: tuple[int, ...]
+    try:
+        if isinstance(value, str):
+            rgb = tuple(ImageColor.getrgb(value)[:3])
+        else:
+            rgb = tuple(int(c) for c in value)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ConfigError(
+            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
+        )
+    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))

@@ -1,0 +1,474 @@
+"""Camera poses of a multi-view scene: NeRF-style ``transforms.json`` and COLMAP models.
+
+Everything is returned as camera-to-world 4x4 matrices in the OpenGL/NeRF convention (the
+camera looks down its -z axis, y up), the convention of :class:`~framepipe.types.ViewInfo`.
+
+- ``transforms.json`` (NeRF synthetic, instant-ngp, nerfstudio): ``frames[*].file_path``
+  (relative to the file, with or without an extension) and ``frames[*].transform_matrix``
+  (camera-to-world, 4x4 or 3x4). Intrinsics from ``fl_x/fl_y/cx/cy/w/h`` (top level or per
+  frame) or ``camera_angle_x``. NeRF synthetic's split files (``transforms_train.json``,
+  ``transforms_val.json``, ``transforms_test.json``) are merged when there is no
+  ``transforms.json``.
+- COLMAP (text ``images.txt`` / ``cameras.txt``, or binary ``images.bin`` /
+  ``cameras.bin``): world-to-camera rotation (quaternion ``QW QX QY QZ``) and translation in
+  the OpenCV convention (camera looks down +z, y down), turned into camera-to-world OpenGL.
+  Image names are relative to the image folder COLMAP was given (``images/`` by default).
+
+Frames listed but missing on disk are returned in ``missing``; the source skips them with a
+note. A file that cannot be parsed raises :class:`~framepipe.errors.SourceError` naming the
+file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+"""Lower-case suffixes of the image files a scene is made of."""
+
+TRANSFORMS_NAME = "transforms.json"
+SPLIT_TRANSFORMS = ("transforms_train.json", "transforms_val.json", "transforms_test.json")
+COLMAP_DIRS = ("", "sparse/0", "sparse", "colmap/sparse/0", "colmap", "colmap/sparse")
+"""Folders (relative to the scene) searched for a COLMAP model, in this order."""
+
+_OPENCV_TO_OPENGL = np.diag([1.0, -1.0, -1.0, 1.0])
+
+# COLMAP camera models: id -> (name, number of parameters); the first parameters are
+# f (or fx, fy) then cx, cy for all of them.
+_COLMAP_MODELS: dict[int, tuple[str, int]] = {
+    0: ("SIMPLE_PINHOLE", 3),
+    1: ("PINHOLE", 4),
+    2: ("SIMPLE_RADIAL", 4),
+    3: ("RADIAL", 5),
+    4: ("OPENCV", 8),
+    5: ("OPENCV_FISHEYE", 8),
+    6: ("FULL_OPENCV", 12),
+    7: ("FOV", 5),
+    8: ("SIMPLE_RADIAL_FISHEYE", 4),
+    9: ("RADIAL_FISHEYE", 5),
+    10: ("THIN_PRISM_FISHEYE", 12),
+}
+_SINGLE_FOCAL = {"SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE"}
+_SINGLE_FOCAL |= {"RADIAL_FISHEYE"}
+
+
+@dataclass(frozen=True)
+class PosedImage:
+    """One image listed by a pose file and found on disk."""
+
+    path: Path
+    """The image file."""
+    pose_c2w: np.ndarray
+    """float64 4x4 camera-to-world, OpenGL convention."""
+    intrinsics: Mapping[str, float] = field(default_factory=dict)
+    """What the file says about the camera: any of ``fx fy cx cy width height`` (pixels)
+    and ``camera_angle_x`` / ``camera_angle_y`` (radians, to be completed with the image
+    size by :func:`complete_intrinsics`)."""
+
+
+@dataclass(frozen=True)
+class PoseFile:
+    """What a pose file gives: the posed images that exist, and the listed ones that don't."""
+
+    path: Path
+    """The file that was read (the first one when several split files were merged)."""
+    format: str
+    """``transforms.json``, ``colmap-text`` or ``colmap-binary``."""
+    images: tuple[PosedImage, ...]
+    missing: tuple[str, ...] = ()
+    """Listed file paths (as written in the file) that are not on disk."""
+
+    @property
+    def image_dirs(self) -> list[Path]:
+        """Folders that hold posed images (unposed images there are views too)."""
+        seen: dict[Path, None] = {}
+        for im in self.images:
+            seen.setdefault(im.path.parent, None)
+        return list(seen)
+
+
+# -- finding -------------------------------------------------------------------------------
+def find_pose_file(folder: Path) -> Path | None:
+    """The pose file of the scene in ``folder``, or None (cheap: a few ``stat`` calls)."""
+    p = folder / TRANSFORMS_NAME
+    if p.is_file():
+        return p
+    for name in SPLIT_TRANSFORMS:
+        if (folder / name).is_file():
+            return folder / name
+    for sub in COLMAP_DIRS:
+        d = folder / sub if sub else folder
+        for name in ("images.txt", "images.bin"):
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def load_poses(folder: Path) -> PoseFile | None:
+    """Read the scene's pose file (see :func:`find_pose_file`), or None when there is none."""
+    p = find_pose_file(folder)
+    if p is None:
+        return None
+    if p.name == TRANSFORMS_NAME:
+        return parse_transforms(p)
+    if p.name in SPLIT_TRANSFORMS:
+        files = [folder / n for n in SPLIT_TRANSFORMS if (folder / n).is_file()]
+        return merge_pose_files([parse_transforms(f) for f in files])
+    return parse_colmap(p, scene=folder)
+
+
+def merge_pose_files(files: Sequence[PoseFile]) -> PoseFile:
+    """One :class:`PoseFile` from several (NeRF splits); the first pose of an image wins."""
+    images: dict[Path, PosedImage] = {}
+    missing: list[str] = []
+    for f in files:
+        for im in f.images:
+            images.setdefault(im.path, im)
+        missing.extend(f.missing)
+    return PoseFile(files[0].path, files[0].format, tuple(images.values()), tuple(missing))
+
+
+# -- transforms.json -----------------------------------------------------------------------
+_INTRINSIC_KEYS = {
+    "fl_x": "fx",
+    "fl_y": "fy",
+    "cx": "cx",
+    "cy": "cy",
+    "w": "width",
+    "h": "height",
+    "camera_angle_x": "camera_angle_x",
+    "camera_angle_y": "camera_angle_y",
+}
+
+
+def _intrinsics_of(obj: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, name in _INTRINSIC_KEYS.items():
+        v = obj.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out[name] = float(v)
+    return out
+
+
+def parse_transforms(path: Path) -> PoseFile:
+    """Parse a NeRF-style ``transforms.json`` (NeRF synthetic, instant-ngp, nerfstudio)."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(path, "is not UTF-8 text") from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            path, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from exc
+    if not isinstance(meta, dict):
+        raise SourceError(path, f"top level must be a JSON object, got {type(meta).__name__}")
+    frames = meta.get("frames")
+    if frames is None:
+        raise SourceError(path, "has no 'frames' list")
+    if not isinstance(frames, list):
+        raise SourceError(path, f"'frames' must be a list, got {type(frames).__name__}")
+    common = _intrinsics_of(meta)
+    base = path.parent
+    images: list[PosedImage] = []
+    missing: list[str] = []
+    for k, fr in enumerate(frames):
+        if not isinstance(fr, dict):
+            raise SourceError(path, f"frames[{k}] must be an object, got {type(fr).__name__}")
+        fp = fr.get("file_path")
+        if not isinstance(fp, str) or not fp.strip():
+            raise SourceError(path, f"frames[{k}] has no 'file_path' string")
+        if "transform_matrix" not in fr:
+            raise SourceError(path, f"frames[{k}] ({fp}) has no 'transform_matrix'")
+        pose = _matrix(fr["transform_matrix"], path, f"frames[{k}] ({fp}) transform_matrix")
+        found = resolve_image(base, fp)
+        if found is None:
+            missing.append(fp)
+            continue
+        intr = {**common, **_intrinsics_of(fr)}
+        images.append(PosedImage(found, pose, intr))
+    return PoseFile(path, "transforms.json", tuple(images), tuple(missing))
+
+
+def _matrix(value: Any, path: Path, what: str) -> np.ndarray:
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise SourceError(path, f"{what} is not a matrix of numbers") from exc
+    if a.shape == (3, 4):
+        a = np.vstack([a, [0.0, 0.0, 0.0, 1.0]])
+    if a.shape != (4, 4):
+        raise SourceError(path, f"{what} must be 4x4 or 3x4, got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise SourceError(path, f"{what} holds non-finite numbers")
+    if abs(np.linalg.det(a[:3, :3])) < 1e-9:
+        raise SourceError(path, f"{what} has a singular rotation part")
+    return a
+
+
+def resolve_image(base: Path, file_path: str) -> Path | None:
+    """The image file a pose file means by ``file_path`` (relative to ``base``), or None.
+
+    ``file_path`` may lack its extension (NeRF synthetic writes ``./train/r_0``); then the
+    image extensions are tried, lower and upper case.
+    """
+    rel = file_path.strip().replace("\\", "/")
+    p = Path(rel)
+    if not p.is_absolute():
+        p = base / rel
+    if p.is_file():
+        return p
+    if p.suffix.lower() not in IMAGE_EXTENSIONS:
+        for ext in sorted(IMAGE_EXTENSIONS):
+            for cand in (p.with_name(p.name + ext), p.with_name(p.name + ext.upper())):
+                if cand.is_file():
+                    return cand
+    return None
+
+
+def complete_intrinsics(
+    intr: Mapping[str, float], width: int, height: int
+) -> dict[str, float] | None:
+    """``fx fy cx cy width height`` in pixels, from what a pose file gave and the image
+    size; None when the file gave no focal length."""
+    w = float(intr.get("width", width))
+    h = float(intr.get("height", height))
+    fx = intr.get("fx")
+    fy = intr.get("fy")
+    if fx is None and "camera_angle_x" in intr:
+        fx = 0.5 * w / math.tan(0.5 * intr["camera_angle_x"])
+    if fy is None and "camera_angle_y" in intr:
+        fy = 0.5 * h / math.tan(0.5 * intr["camera_angle_y"])
+    if fx is None and fy is None:
+        return None
+    fx = fx if fx is not None else fy
+    fy = fy if fy is not None else fx
+    assert fx is not None and fy is not None
+    return {
+        "fx": float(fx),
+        "fy": float(fy),
+        "cx": float(intr.get("cx", w / 2)),
+        "cy": float(intr.get("cy", h / 2)),
+        "width": w,
+        "height": h,
+    }
+
+
+# -- COLMAP --------------------------------------------------------------------------------
+def quat_to_rotmat(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
+    """Rotation matrix of a (not necessarily unit) quaternion, Hamilton convention."""
+    q = np.array([qw, qx, qy, qz], dtype=np.float64)
+    norm = np.linalg.norm(q)
+    if not np.isfinite(norm) or norm < 1e-12:
+        raise ValueError("zero quaternion")
+    w, x, y, z = q / norm
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def colmap_to_c2w(qvec: Sequence[float], tvec: Sequence[float]) -> np.ndarray:
+    """COLMAP world-to-camera (quaternion, translation; OpenCV axes) -> camera-to-world
+    4x4 in the OpenGL convention. The camera centre is ``-R^T t``."""
+    r = quat_to_rotmat(*qvec)
+    t = np.asarray(tvec, dtype=np.float64)
+    c2w = np.eye(4)
+    c2w[:3, :3] = r.T
+    c2w[:3, 3] = -r.T @ t
+    return c2w @ _OPENCV_TO_OPENGL
+
+
+@dataclass(frozen=True)
+class _ColmapImage:
+    camera_id: int
+    name: str
+    qvec: tuple[float, float, float, float]
+    tvec: tuple[float, float, float]
+
+
+def _is_int(s: str) -> bool:
+    return s.isdigit()
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_image_line(tok: list[str]) -> bool:
+    return (
+        len(tok) >= 10
+        and _is_int(tok[0])
+        and _is_int(tok[8])
+        and all(_is_float(t) for t in tok[1:8])
+    )
+
+
+def read_colmap_images_txt(path: Path) -> list[_ColmapImage]:
+    """Parse ``images.txt``: per image a line ``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME``
+    followed by its 2D points line (possibly empty). Hand-written files without the points
+    lines are accepted too."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
+    out: list[_ColmapImage] = []
+    expect_points = False
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if line.startswith("#"):
+            continue
+        tok = line.split()
+        if expect_points:
+            expect_points = False
+            # The line after an image line lists its 2D points (x y point3D_id)*; it may be
+            # empty. A line that is itself an image line means the points line was left out.
+            if not _looks_like_image_line(tok):
+                if len(tok) % 3 != 0:
+                    raise SourceError(
+                        path, f"line {lineno}: expected 2D points (x y id)*, got {len(tok)} values"
+                    )
+                continue
+        if not tok:
+            continue
+        if not _looks_like_image_line(tok):
+            raise SourceError(
+                path,
+                f"line {lineno}: expected 'IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME', "
+                f"got {line[:60]!r}",
+            )
+        q = tuple(float(t) for t in tok[1:5])
+        t = tuple(float(v) for v in tok[5:8])
+        name = " ".join(tok[9:])
+        out.append(_ColmapImage(int(tok[8]), name, q, t))  # type: ignore[arg-type]
+        expect_points = True
+    return out
+
+
+def read_colmap_cameras_txt(path: Path) -> dict[int, dict[str, float]]:
+    """Parse ``cameras.txt``: ``CAMERA_ID MODEL WIDTH HEIGHT PARAMS...`` -> intrinsics."""
+    out: dict[int, dict[str, float]] = {}
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        tok = line.split()
+        if len(tok) < 5 or not _is_int(tok[0]) or not all(_is_float(t) for t in tok[2:]):
+            raise SourceError(
+                path, f"line {lineno}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...'"
+            )
+        params = [float(t) for t in tok[4:]]
+        out[int(tok[0])] = _colmap_intrinsics(tok[1], float(tok[2]), float(tok[3]), params)
+    return out
+
+
+def _colmap_intrinsics(model: str, w: float, h: float, params: list[float]) -> dict[str, float]:
+    intr: dict[str, float] = {"width": w, "height": h}
+    if model.upper() in _SINGLE_FOCAL and len(params) >= 3:
+        intr.update(fx=params[0], fy=params[0], cx=params[1], cy=params[2])
+    elif len(params) >= 4:
+        intr.update(fx=params[0], fy=params[1], cx=params[2], cy=params[3])
+    return intr
+
+
+def read_colmap_images_bin(path: Path) -> list[_ColmapImage]:
+    """Parse COLMAP's binary ``images.bin``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
+    out: list[_ColmapImage] = []
+    try:
+        (count,) = struct.unpack_from("<Q", data, 0)
+        pos = 8
+        for _ in range(count):
+            _image_id, qw, qx, qy, qz, tx, ty, tz, cam = struct.unpack_from("<i7di", data, pos)
+            pos += 64
+            end = data.index(b"\x00", pos)
+            name = data[pos:end].decode("utf-8", errors="replace")
+            pos = end + 1
+            (npts,) = struct.unpack_from("<Q", data, pos)
+            pos += 8 + 24 * npts
+            out.append(_ColmapImage(cam, name, (qw, qx, qy, qz), (tx, ty, tz)))
+    except (struct.error, ValueError) as exc:
+        raise SourceError(path, f"truncated or not a COLMAP images.bin ({exc})") from exc
+    if pos > len(data):
+        raise SourceError(path, "truncated COLMAP images.bin")
+    return out
+
+
+def read_colmap_cameras_bin(path: Path) -> dict[int, dict[str, float]]:
+    """Parse COLMAP's binary ``cameras.bin``."""
+    try:
+        data = path.read_bytes()
+        (count,) = struct.unpack_from("<Q", data, 0)
+        pos = 8
+        out: dict[int, dict[str, float]] = {}
+        for _ in range(count):
+            cam_id, model_id, w, h = struct.unpack_from("<iiQQ", data, pos)
+            pos += 24
+            name, nparams = _COLMAP_MODELS.get(model_id, ("", -1))
+            if nparams < 0:
+                raise ValueError(f"unknown camera model id {model_id}")
+            params = list(struct.unpack_from(f"<{nparams}d", data, pos))
+            pos += 8 * nparams
+            out[cam_id] = _colmap_intrinsics(name, float(w), float(h), params)
+    except OSError as exc:
+        raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
+    except (struct.error, ValueError) as exc:
+        raise SourceError(path, f"truncated or not a COLMAP cameras.bin ({exc})") from exc
+    return out
+
+
+def parse_colmap(images_file: Path, *, scene: Path) -> PoseFile:
+    """Read a COLMAP model (``images.txt`` or ``images.bin``, and the cameras file beside it
+    when present). Image names are looked up in ``scene/images/``, then ``scene/``, then the
+    model's folder."""
+    binary = images_file.suffix == ".bin"
+    entries = read_colmap_images_bin(images_file) if binary else read_colmap_images_txt(images_file)
+    cam_file = images_file.with_name("cameras.bin" if binary else "cameras.txt")
+    cameras: dict[int, dict[str, float]] = {}
+    if cam_file.is_file():
+        cameras = read_colmap_cameras_bin(cam_file) if binary else read_colmap_cameras_txt(cam_file)
+    roots = [scene / "images", scene, images_file.parent]
+    images: list[PosedImage] = []
+    missing: list[str] = []
+    for e in entries:
+        try:
+            pose = colmap_to_c2w(e.qvec, e.tvec)
+        except ValueError as exc:
+            raise SourceError(images_file, f"image {e.name!r}: {exc}") from exc
+        found = next((r / e.name for r in roots if (r / e.name).is_file()), None)
+        if found is None:
+            missing.append(e.name)
+            continue
+        images.append(PosedImage(found, pose, dict(cameras.get(e.camera_id, {}))))
+    fmt = "colmap-binary" if binary else "colmap-text"
+    return PoseFile(images_file, fmt, tuple(images), tuple(missing))
