@@ -3,7 +3,8 @@
 ``misbehaving`` is a sampler that picks frames like ``uniform`` but, for inputs whose file
 name says so, hangs (``hang``), crashes the process with a segfault (``segv``) or exits it
 (``exit``), on every clip or on clip ``bad_clip`` only: the failures the local engine must
-survive. ``slow`` sleeps a little first.
+survive. ``slow`` sleeps a little first. ``StallSource`` hangs or crashes while opening.
+Also small test videos (:func:`make_video`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
 from framepipe.samplers.uniform import uniform
-from framepipe.types import ClipSpec, Selection, SourceInfo
+from framepipe.sources.base import Source, register_source
+from framepipe.types import ClipSpec, FrameBatch, Selection, SourceInfo
 
 
 def misbehaving(info: SourceInfo, clip: ClipSpec, *, n: int, **params: Any) -> Selection:
@@ -32,3 +36,58 @@ def misbehaving(info: SourceInfo, clip: ClipSpec, *, n: int, **params: Any) -> S
         time.sleep(float(params.pop("delay_s", 0.3)))
     params.pop("delay_s", None)
     return uniform(info, clip, n=n, **params)
+
+
+# -- a source kind whose opening hangs or crashes (files ``*.stall``) ---------------------------
+@register_source
+class StallSource(Source):
+    """Claims ``*.stall`` files; ``info()`` hangs, or crashes when the name says ``segv``."""
+
+    kind: ClassVar[str] = "stall"
+    extensions: ClassVar[frozenset[str]] = frozenset({".stall"})
+
+    def info(self) -> SourceInfo:
+        if "segv" in self.path.name:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(3600)
+        raise AssertionError("unreachable")
+
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        raise AssertionError("unreachable")
+
+
+# -- media ----------------------------------------------------------------------------------------
+def frame_color(i: int, seed: int = 0) -> tuple[int, int, int]:
+    """A distinct flat colour per frame index (and per video seed)."""
+    return ((37 * i + 11 * seed) % 200 + 28, (91 * i + 53 * seed) % 200 + 28, (13 * i) % 200 + 28)
+
+
+def make_video(
+    path: Path,
+    num_frames: int = 30,
+    *,
+    size: tuple[int, int] = (64, 48),
+    fps: int = 30,
+    seed: int = 0,
+) -> Path:
+    """A small H.264 MP4 whose frame i is filled with :func:`frame_color` (i, seed)."""
+    import av
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "18", "x264-params": "bframes=0:keyint=10"}
+        for i in range(num_frames):
+            img = np.empty((h, w, 3), np.uint8)
+            img[:] = frame_color(i, seed)
+            img[: h // 4, : w // 4] = 255  # a marker, so frames are not all flat
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path

@@ -27,7 +27,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -103,11 +103,12 @@ class _Skipped:
 class LocalEngine:
     """Read clips with ``workers`` processes, ``prefetch`` decoded clips ahead of the caller.
 
-    Use :meth:`run` once: it yields a :class:`~framepipe.pipeline.ClipJob` per clip not yet
-    done (``done_keys``), ok or failed, in the order they finish. ``prepare`` (a picklable
-    function) runs on each decoded clip inside the worker, e.g. to save its frames;
-    ``send_frames=False`` then drops the frames instead of shipping them (``job.batch`` is
-    None). ``skipped`` counts clips left out because their key was in ``done_keys``.
+        Use :meth:`run` once: it yields a :class:`~framepipe.pipeline.ClipJob` per clip not yet
+        done (``done_keys``), ok or failed, in the order they finish. ``prepare`` (a picklable
+        function) runs on each decoded clip inside the worker, e.g. to save its frames;
+        ``send_frames=False`` then drops the frames instead of shipping them (``job.batch`` is
+        None). ``skipped`` counts clips left out because their key was in ``done_keys`` (and
+    ``on_skip(count)`` is called in the caller's thread as they are found).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class LocalEngine:
         use_shm: bool = True,
         imports: Sequence[str] = (),
         start_method: str = "spawn",
+        on_skip: Callable[[int], None] | None = None,
     ) -> None:
         self.workers = default_workers() if workers is None else int(workers)
         if self.workers < 0:
@@ -140,6 +142,7 @@ class LocalEngine:
         self.use_shm = use_shm
         self.imports = tuple(dict.fromkeys([*plugin_modules(), *imports]))
         self.start_method = start_method
+        self.on_skip = on_skip
         self.skipped = 0
         self.restarts = 0
         self._stop = threading.Event()
@@ -170,7 +173,7 @@ class LocalEngine:
                 if isinstance(item, _End):
                     return
                 if isinstance(item, _Skipped):
-                    self.skipped += item.count
+                    self._count_skips(item.count)
                     continue
                 if isinstance(item, BaseException):
                     raise item
@@ -181,7 +184,7 @@ class LocalEngine:
     def _run_inline(self, tasks: list[EngineTask]) -> Iterator[ClipJob]:
         def is_done(key: str) -> bool:
             if key in self.done_keys:
-                self.skipped += 1
+                self._count_skips(1)
                 return True
             return False
 
@@ -196,6 +199,12 @@ class LocalEngine:
                 if not self.send_frames:
                     job.batch = None
                 yield job
+
+    def _count_skips(self, count: int) -> None:
+        if count:
+            self.skipped += count
+            if self.on_skip is not None:
+                self.on_skip(count)
 
     def close(self) -> None:
         """Stop the workers and the receiver thread (safe to call twice)."""

@@ -1,0 +1,179 @@
+"""The local engine: worker processes give the same clips as the plain pipeline, prefetch is
+bounded, and a decoder that hangs or crashes is stopped, recorded, and the run goes on."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import engine_plugins
+import numpy as np
+import pytest
+
+from framepipe.discover import discover
+from framepipe.engine import EngineTask, LocalEngine
+from framepipe.engine.transfer import SHM_MIN_BYTES, pack_frames, unpack_frames
+from framepipe.pipeline import ClipJob, SampleConfig
+from framepipe.types import FrameBatch
+
+HANG_CFG = SampleConfig(
+    n=3,
+    sampler="engine_plugins:misbehaving",
+    sampler_params={"bad_clip": 1},
+    clip_seconds=0.34,  # 30 frames at 30 fps: three clips of 10 frames
+)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("engine_videos")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=1)
+    engine_plugins.make_video(d / "b.mp4", 30, seed=2, size=(640, 480))  # frames via shm
+    engine_plugins.make_video(d / "c.mp4", 12, seed=3)
+    return d
+
+
+def _tasks(*paths: Path) -> list[EngineTask]:
+    inputs, _ = discover(paths)
+    return [EngineTask(i, {"model": "x"}) for i in inputs]
+
+
+def _by_key(jobs: list[ClipJob]) -> dict[str, ClipJob]:
+    return {j.record.key: j for j in jobs if j.record.key}
+
+
+def test_workers_give_the_same_clips_as_inline(videos: Path) -> None:
+    cfg = SampleConfig(n=4, clip_seconds=0.5)
+    inline = list(LocalEngine(cfg, workers=0).run(_tasks(videos)))
+    eng = LocalEngine(cfg, workers=2, prefetch=2)
+    parallel = list(eng.run(_tasks(videos)))
+    assert len(inline) == len(parallel) == 5
+    a, b = _by_key(inline), _by_key(parallel)
+    assert a.keys() == b.keys()
+    for key, ja in a.items():
+        jb = b[key]
+        assert jb.ok and ja.ok
+        assert jb.record.to_json()["indices"] == ja.record.to_json()["indices"]
+        assert jb.record.clip == ja.record.clip
+        assert jb.batch is not None and ja.batch is not None
+        np.testing.assert_array_equal(jb.batch.frames, ja.batch.frames)
+        assert jb.batch.timestamps_s == ja.batch.timestamps_s
+    assert eng.restarts == 0
+
+
+def test_done_keys_are_skipped_in_workers(videos: Path) -> None:
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    first = list(LocalEngine(cfg, workers=0).run(_tasks(videos)))
+    done = {j.record.key for j in first[:3] if j.record.key}
+    skips: list[int] = []
+    eng = LocalEngine(cfg, workers=2, done_keys=done, on_skip=skips.append)
+    rest = list(eng.run(_tasks(videos)))
+    assert eng.skipped == sum(skips) == 3
+    assert {j.record.key for j in rest} == {j.record.key for j in first} - done
+
+
+@pytest.mark.parametrize("stacked", [True, False])
+@pytest.mark.parametrize("size", [(8, 6), (640, 480)])
+def test_frames_round_trip(stacked: bool, size: tuple[int, int]) -> None:
+    w, h = size
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(4)]
+    frames = np.stack(arrays) if stacked else [*arrays[:3], arrays[3][: h // 2]]
+    batch = FrameBatch(frames, (0, 3, 5, 9), timestamps_s=(0.0, 0.1, 0.2, 0.3))
+    shell, packed = pack_frames(batch)
+    assert (packed.shm_name is not None) == (w * h * 3 * 4 >= SHM_MIN_BYTES)
+    back = unpack_frames(shell, packed)
+    assert back.indices == batch.indices and back.timestamps_s == batch.timestamps_s
+    assert isinstance(back.frames, np.ndarray) == stacked
+    for x, y in zip(back.images(), batch.images()):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("behaviour", ["hang", "segv", "exit"])
+def test_a_bad_decoder_is_stopped_and_its_clip_recorded(
+    videos: Path, tmp_path: Path, behaviour: str
+) -> None:
+    bad = engine_plugins.make_video(tmp_path / f"x_{behaviour}.mp4", 30, seed=4)
+    t0 = time.monotonic()
+    eng = LocalEngine(HANG_CFG, workers=2, decode_timeout_s=1.5)
+    jobs = list(eng.run(_tasks(videos / "a.mp4", bad, videos / "c.mp4")))
+    elapsed = time.monotonic() - t0
+    failed = [j.record for j in jobs if j.record.status != "ok"]
+    assert len(failed) == 1, [r.error for r in failed]
+    rec = failed[0]
+    assert rec.source == str(bad) and rec.clip is not None and rec.clip["index"] == 1
+    expected = {
+        "hang": "did not finish within 1.5 s",
+        "segv": "died (SIGSEGV)",
+        "exit": "exited with status 3",
+    }[behaviour]
+    assert rec.error is not None and str(bad) in rec.error and expected in rec.error
+    # the rest of the bad input was read by a fresh worker; the others are untouched
+    ok = sorted((j.record.source, j.record.clip["index"]) for j in jobs if j.ok)  # type: ignore[index]
+    a, c = str(videos / "a.mp4"), str(videos / "c.mp4")
+    assert ok == sorted([(a, 0), (a, 1), (a, 2), (str(bad), 0), (str(bad), 2), (c, 0)])
+    assert eng.restarts == 1
+    assert elapsed < 30
+
+
+@pytest.mark.parametrize("name", ["open_hang.stall", "open_segv.stall"])
+def test_a_source_that_hangs_while_opening(videos: Path, tmp_path: Path, name: str) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(b"x")
+    eng = LocalEngine(SampleConfig(n=2), workers=1, decode_timeout_s=1.0)
+    jobs = list(eng.run(_tasks(bad, videos / "c.mp4")))
+    assert [j.record.status for j in jobs] == ["failed", "ok"]
+    rec = jobs[0].record
+    assert rec.source == str(bad) and rec.kind == "stall" and rec.clip is None
+    assert rec.extra["stage"] == "open" and rec.key
+    assert rec.error is not None and ("did not finish" in rec.error or "SIGSEGV" in rec.error)
+
+
+def _log_prepared(job: ClipJob, *, log_path: Path) -> None:
+    with open(log_path, "a") as fh:
+        fh.write(f"{job.record.key}\n")
+
+
+def test_prefetch_is_bounded(tmp_path: Path) -> None:
+    import functools
+
+    for k in range(6):
+        engine_plugins.make_video(tmp_path / "v" / f"{k}.mp4", 6, seed=k)
+    log_path = tmp_path / "prepared.txt"
+    log_path.touch()
+    prefetch, workers = 2, 2
+    eng = LocalEngine(
+        SampleConfig(n=2),
+        workers=workers,
+        prefetch=prefetch,
+        prepare=functools.partial(_log_prepared, log_path=log_path),
+    )
+    consumed = 0
+    most_ahead = 0
+    for _job in eng.run(_tasks(tmp_path / "v")):
+        consumed += 1
+        time.sleep(0.25)  # a slow model: the workers must wait, not run ahead
+        prepared = len(log_path.read_text().split())
+        most_ahead = max(most_ahead, prepared - consumed)
+    assert consumed == 6
+    # at most `prefetch` clips queued, plus one per worker handed over and waiting
+    assert 1 <= most_ahead <= prefetch + workers
+
+
+def test_stopping_early_stops_the_workers(videos: Path) -> None:
+    eng = LocalEngine(SampleConfig(n=2, clip_seconds=0.2), workers=2, prefetch=1)
+    it = eng.run(_tasks(videos))
+    next(it)
+    procs = [w.proc for w in eng._pool if w is not None]
+    assert procs
+    it.close()  # the consumer goes away (e.g. Ctrl-C)
+    assert all(not p.is_alive() for p in procs)
+
+
+def test_bad_settings() -> None:
+    from framepipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers"):
+        LocalEngine(SampleConfig(), workers=-1)
+    with pytest.raises(ConfigError, match="timeout"):
+        LocalEngine(SampleConfig(), decode_timeout_s=0)
