@@ -1,0 +1,264 @@
+"""Pose files: NeRF-style transforms.json (and its instant-ngp / nerfstudio variants) and
+COLMAP models (text and binary), checked against poses the tests chose."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scene_media as sm
+from PIL import Image
+
+from framepipe.errors import SourceError
+from framepipe.sources.poses import (
+    colmap_to_c2w,
+    complete_intrinsics,
+    find_pose_file,
+    load_poses,
+    parse_transforms,
+)
+
+
+def _img(p: Path, size: tuple[int, int] = (40, 30)) -> None:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (10, 20, 30)).save(p)
+
+
+def _pose_by_name(pf: object, root: Path) -> dict[str, np.ndarray]:
+    return {im.path.relative_to(root).as_posix(): im.pose_c2w for im in pf.images}  # type: ignore[attr-defined]
+
+
+def test_nerf_synthetic_paths_without_extension_and_3x4(tmp_path: Path) -> None:
+    poses = [sm.orbit_pose(a) for a in (0, 90, 180)]
+    for k in range(3):
+        _img(tmp_path / "train" / f"r_{k}.png", (40, 30))
+    frames = [
+        {"file_path": "./train/r_0", "transform_matrix": poses[0].tolist()},
+        {"file_path": "train/r_1.png", "transform_matrix": poses[1][:3].tolist()},  # 3x4
+        {"file_path": "./train/r_2", "rotation": 0.1, "transform_matrix": poses[2].tolist()},
+    ]
+    (tmp_path / "transforms.json").write_text(
+        json.dumps({"camera_angle_x": 0.6911, "frames": frames})
+    )
+    pf = load_poses(tmp_path)
+    assert pf is not None and pf.format == "transforms.json" and pf.missing == ()
+    got = _pose_by_name(pf, tmp_path)
+    assert sorted(got) == ["train/r_0.png", "train/r_1.png", "train/r_2.png"]
+    for k in range(3):
+        np.testing.assert_allclose(got[f"train/r_{k}.png"], poses[k], atol=1e-12)
+    intr = complete_intrinsics(pf.images[0].intrinsics, 40, 30)
+    assert intr is not None
+    assert intr["fx"] == pytest.approx(0.5 * 40 / math.tan(0.6911 / 2))
+    assert (intr["cx"], intr["cy"], intr["width"], intr["height"]) == (20, 15, 40, 30)
+
+
+def test_instant_ngp_and_nerfstudio_intrinsics(tmp_path: Path) -> None:
+    pose = sm.orbit_pose(30)
+    _img(tmp_path / "images" / "0001.jpg")
+    _img(tmp_path / "images" / "frame_00002.png")
+    meta = {
+        "fl_x": 500.0,
+        "fl_y": 510.0,
+        "cx": 21.0,
+        "cy": 14.0,
+        "w": 40,
+        "h": 30,
+        "aabb_scale": 16,
+        "camera_model": "OPENCV",
+        "k1": 0.01,
+        "applied_transform": np.eye(4)[:3].tolist(),
+        "frames": [
+            {"file_path": "./images/0001.jpg", "sharpness": 4.0, "transform_matrix": pose.tolist()},
+            {  # nerfstudio: per-frame intrinsics override the common ones
+                "file_path": "images/frame_00002.png",
+                "fl_x": 300.0,
+                "fl_y": 300.0,
+                "transform_matrix": pose.tolist(),
+            },
+        ],
+    }
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    pf = parse_transforms(tmp_path / "transforms.json")
+    by = {im.path.name: complete_intrinsics(im.intrinsics, 1, 1) for im in pf.images}
+    assert by["0001.jpg"] == {
+        "fx": 500.0,
+        "fy": 510.0,
+        "cx": 21.0,
+        "cy": 14.0,
+        "width": 40.0,
+        "height": 30.0,
+    }
+    assert by["frame_00002.png"] is not None
+    assert (by["frame_00002.png"]["fx"], by["frame_00002.png"]["cx"]) == (300.0, 21.0)
+
+
+def test_missing_files_are_reported_not_fatal(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    frames = [
+        {"file_path": "a.png", "transform_matrix": np.eye(4).tolist()},
+        {"file_path": "gone.png", "transform_matrix": np.eye(4).tolist()},
+        {"file_path": "./sub/also_gone", "transform_matrix": np.eye(4).tolist()},
+    ]
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
+    pf = load_poses(tmp_path)
+    assert pf is not None
+    assert [im.path.name for im in pf.images] == ["a.png"]
+    assert pf.missing == ("gone.png", "./sub/also_gone")
+
+
+def test_split_files_are_merged(tmp_path: Path) -> None:
+    for split, k in (("train", 0), ("val", 1), ("test", 2)):
+        _img(tmp_path / split / f"r_{k}.png")
+        meta = {
+            "frames": [
+                {"file_path": f"./{split}/r_{k}", "transform_matrix": sm.orbit_pose(k).tolist()}
+            ]
+        }
+        (tmp_path / f"transforms_{split}.json").write_text(json.dumps(meta))
+    assert find_pose_file(tmp_path) == tmp_path / "transforms_train.json"
+    pf = load_poses(tmp_path)
+    assert pf is not None
+    assert sorted(_pose_by_name(pf, tmp_path)) == ["test/r_2.png", "train/r_0.png", "val/r_1.png"]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"frames": [', "not valid JSON"),
+        ("[1, 2]", "top level must be a JSON object"),
+        ('{"camera_angle_x": 1}', "no 'frames' list"),
+        ('{"frames": {"a": 1}}', "'frames' must be a list"),
+        ('{"frames": [{"transform_matrix": []}]}', "frames[0] has no 'file_path'"),
+        ('{"frames": [{"file_path": "a.png"}]}', "frames[0] (a.png) has no 'transform_matrix'"),
+        ('{"frames": [{"file_path": "a.png", "transform_matrix": [[1, 2]]}]}', "must be 4x4"),
+        (
+            '{"frames": [{"file_path": "a.png", "transform_matrix": '
+            '[[1,0,0,0],[0,1,0,0],[0,0,1,"x"],[0,0,0,1]]}]}',
+            "not a matrix of numbers",
+        ),
+        (
+            '{"frames": [{"file_path": "a.png", "transform_matrix": '
+            "[[1,0,0,0],[0,1,0,0],[0,0,1,NaN],[0,0,0,1]]}]}",
+            "non-finite",
+        ),
+    ],
+)
+def test_malformed_transforms_name_the_file_and_the_problem(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    _img(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text(content)
+    with pytest.raises(SourceError) as err:
+        load_poses(tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "transforms.json") in msg and expected in msg
+    assert "\n" not in msg
+
+
+def _write_colmap_text(model: Path, entries: list[tuple[int, np.ndarray, str]]) -> None:
+    model.mkdir(parents=True, exist_ok=True)
+    lines = ["# Image list with two lines of data per image:", "#   IMAGE_ID, QW, ..., NAME"]
+    for k, (cam, pose, name) in enumerate(entries, 1):
+        q, t = sm.c2w_gl_to_colmap(pose)
+        lines.append(" ".join(map(str, (k, *q, *t, cam, name))))
+        # points lines: one with points, one empty, one left out (hand-written files)
+        if k % 3 == 1:
+            lines.append("12.5 33.0 7 100.25 4.5 -1")
+        elif k % 3 == 2:
+            lines.append("")
+    (model / "images.txt").write_text("\n".join(lines) + "\n")
+    (model / "cameras.txt").write_text(
+        "# Camera list\n1 PINHOLE 40 30 50.0 51.0 20.5 15.5\n"
+        "2 SIMPLE_RADIAL 40 30 60.0 20 15 0.01\n"
+    )
+
+
+def test_colmap_text_world_to_camera_becomes_camera_to_world(tmp_path: Path) -> None:
+    target = (0.5, -1.0, 0.25)
+    poses = [sm.orbit_pose(a, 10 + a / 10, 3.0, target) for a in (0, 70, 140, 210, 280)]
+    names = ["a.jpg", "b.jpg", "with space.jpg", "d.jpg", "e.jpg"]
+    for n in names:
+        _img(tmp_path / "images" / n)
+    entries = [(1 + k % 2, p, n) for k, (p, n) in enumerate(zip(poses, names))]
+    entries.append((1, poses[0], "not_there.jpg"))
+    _write_colmap_text(tmp_path / "sparse" / "0", entries)
+    pf = load_poses(tmp_path)
+    assert pf is not None and pf.format == "colmap-text"
+    assert pf.missing == ("not_there.jpg",)
+    got = {im.path.name: im for im in pf.images}
+    assert sorted(got) == sorted(names)
+    for pose, name in zip(poses, names):
+        c2w = got[name].pose_c2w
+        np.testing.assert_allclose(c2w, pose, atol=1e-9)
+        # the camera looks down -z at the target (OpenGL convention)
+        view = -c2w[:3, 2]
+        to_target = np.asarray(target) - c2w[:3, 3]
+        assert np.dot(view, to_target / np.linalg.norm(to_target)) == pytest.approx(1.0)
+    assert dict(got["a.jpg"].intrinsics) == {
+        "width": 40.0,
+        "height": 30.0,
+        "fx": 50.0,
+        "fy": 51.0,
+        "cx": 20.5,
+        "cy": 15.5,
+    }
+    assert dict(got["b.jpg"].intrinsics)["fy"] == 60.0
+
+
+def test_colmap_camera_centre_is_minus_r_transpose_t() -> None:
+    # identity rotation, t = (1, 2, 3): the camera sits at (-1, -2, -3)
+    c2w = colmap_to_c2w((1.0, 0.0, 0.0, 0.0), (1.0, 2.0, 3.0))
+    np.testing.assert_allclose(c2w[:3, 3], [-1.0, -2.0, -3.0])
+    # OpenCV +z (forward) is OpenGL -z: the GL camera's z axis points to world -z
+    np.testing.assert_allclose(c2w[:3, 2], [0.0, 0.0, -1.0])
+    np.testing.assert_allclose(c2w[:3, 1], [0.0, -1.0, 0.0])
+
+
+def test_colmap_binary_matches_text(tmp_path: Path) -> None:
+    poses = [sm.orbit_pose(a) for a in (0, 120, 240)]
+    names = ["x1.png", "x2.png", "x10.png"]
+    for n in names:
+        _img(tmp_path / "images" / n)
+    model = tmp_path / "sparse" / "0"
+    model.mkdir(parents=True)
+    data = struct.pack("<Q", len(poses))
+    for k, (p, n) in enumerate(zip(poses, names), 1):
+        q, t = sm.c2w_gl_to_colmap(p)
+        data += struct.pack("<i7di", k, *q, *t, 1) + n.encode() + b"\x00"
+        data += struct.pack("<Q", 1) + struct.pack("<ddq", 1.0, 2.0, 5)
+    (model / "images.bin").write_bytes(data)
+    cams = struct.pack("<Q", 1) + struct.pack("<iiQQ", 1, 1, 40, 30)
+    cams += struct.pack("<4d", 50.0, 50.0, 20.0, 15.0)
+    (model / "cameras.bin").write_bytes(cams)
+    pf = load_poses(tmp_path)
+    assert pf is not None and pf.format == "colmap-binary"
+    got = {im.path.name: im for im in pf.images}
+    for p, n in zip(poses, names):
+        np.testing.assert_allclose(got[n].pose_c2w, p, atol=1e-9)
+        assert got[n].intrinsics["fx"] == 50.0
+    (model / "images.bin").write_bytes(data[:-30])
+    with pytest.raises(SourceError, match=r"images\.bin"):
+        load_poses(tmp_path)
+
+
+def test_colmap_garbage_line_is_a_clear_error(tmp_path: Path) -> None:
+    model = tmp_path / "sparse" / "0"
+    model.mkdir(parents=True)
+    (model / "images.txt").write_text("# header\nthis is not colmap\n")
+    with pytest.raises(SourceError) as err:
+        load_poses(tmp_path)
+    assert "images.txt" in str(err.value) and "line 2" in str(err.value)
+
+
+def test_transforms_json_wins_over_colmap(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text(
+        json.dumps({"frames": [{"file_path": "a.png", "transform_matrix": np.eye(4).tolist()}]})
+    )
+    (tmp_path / "images.txt").write_text("# empty\n")
+    assert find_pose_file(tmp_path) == tmp_path / "transforms.json"
+    assert find_pose_file(tmp_path / "a.png") is None
