@@ -150,8 +150,27 @@ def _read_mesh(path: Path) -> Geometry:
     if not materials:
         materials = [Material(np.ones(3, np.float32))]
     if not parts or all(len(m.vertices) == 0 for m, _ in parts):
+        if ext == ".obj":  # Assimp drops an OBJ without faces; its vertices are a cloud
+            pts = _obj_vertices(path)
+            if len(pts):
+                return Geometry("points", pts, np.zeros((0, 3), np.int64), notes=notes)
         raise SourceError(path, "Open3D read no geometry (unreadable or empty file)")
     return _merge(parts, materials, notes)
+
+
+def _obj_vertices(path: Path) -> np.ndarray:
+    """The ``v x y z`` lines of an OBJ file (float64 N x 3)."""
+    rows = []
+    with open(path, errors="replace") as fh:
+        for line in fh:
+            if line.startswith("v "):
+                parts = line.split()
+                if len(parts) >= 4:
+                    try:
+                        rows.append([float(x) for x in parts[1:4]])
+                    except ValueError:
+                        continue
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
 def _material(rec: Any) -> Material:

@@ -246,7 +246,11 @@ class PointRenderer:
     distance. A z-buffer (``np.minimum.at``) keeps the nearest splat per pixel.
     """
 
-    MAX_RADIUS_PX = 6.0
+    MAX_RADIUS_FRACTION = 1.0 / 32.0
+    """Largest splat radius as a share of the image's shorter side (sparse clouds)."""
+    SEE_THROUGH = 0.15
+    """A pixel more than this (object radii) behind its nearest 3x3 neighbour shows the far
+    side through a gap between splats; it takes that neighbour's point instead."""
 
     def __init__(
         self,
@@ -263,8 +267,11 @@ class PointRenderer:
         self.normals = None if normals is None else np.ascontiguousarray(normals, np.float32)
         self.up = up.astype(np.float32)
         self.spacing = spacing if spacing is not None else estimate_spacing(self.points)
-        self.world_radius = 0.75 * self.spacing * point_scale
+        self.world_radius = 1.3 * self.spacing * point_scale
         self.default_color = np.array([0.72, 0.74, 0.78], np.float32)
+
+    def _radius_cap(self, intr: Intrinsics) -> float:
+        return max(2.0, self.MAX_RADIUS_FRACTION * min(intr.width, intr.height))
 
     def _splat(
         self, c2w: np.ndarray, intr: Intrinsics, radius_cap: float
@@ -306,6 +313,9 @@ class PointRenderer:
             np.minimum.at(zbuf, pix, z)
             win = z <= zbuf[pix]
             index[pix[win]] = pid[win]
+            typical = float(np.median(rr)) if len(rr) else 1.0
+            radius = int(np.clip(round(typical / 3.0), 1, 3))
+            _fill_see_through(index, zbuf, h, w, self.SEE_THROUGH, radius)
         return index, zbuf, depth
 
     def render(
@@ -318,7 +328,7 @@ class PointRenderer:
     ) -> np.ndarray:
         s = max(1, int(supersample))
         big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
-        index, zbuf, _ = self._splat(c2w, big, self.MAX_RADIUS_PX * s)
+        index, zbuf, _ = self._splat(c2w, big, self._radius_cap(intr) * s)
         img = np.empty((big.height * big.width, 3), np.float32)
         img[:] = background.astype(np.float32)
         hit = index >= 0
@@ -343,7 +353,7 @@ class PointRenderer:
         )
 
     def visible(self, c2w: np.ndarray, intr: Intrinsics) -> Visible:
-        index, _, _ = self._splat(c2w, intr, self.MAX_RADIUS_PX)
+        index, _, _ = self._splat(c2w, intr, self._radius_cap(intr))
         pid = np.unique(index[index >= 0])
         pts = self.points[pid]
         view = _normalize(c2w[:3, 3].astype(np.float32) - pts)
@@ -353,13 +363,46 @@ class PointRenderer:
             n = n * np.where(cos < 0, -1.0, 1.0)[:, None]
             cos = np.abs(cos)
         else:
-            n = view
+            # no normals: the direction from the centre stands in (the same from every
+            # view, so the same point always falls in the same coverage bin)
+            n = _normalize(pts)
             cos = np.ones(len(pid), np.float32)
         return Visible(pts, n.astype(np.float32), cos.astype(np.float32))
 
 
-def estimate_spacing(points: np.ndarray, max_queries: int = 4096) -> float:
-    """Median distance from a point to its nearest neighbour (evenly strided sample)."""
+def _fill_see_through(
+    index: np.ndarray, zbuf: np.ndarray, h: int, w: int, delta: float, radius: int
+) -> None:
+    """In place: pixels that see through a hole in the front surface take the front point
+    (the nearest one within ``radius`` pixels, if it is more than ``delta`` nearer)."""
+    z = zbuf.reshape(h, w)
+    idx = index.reshape(h, w)
+    k = radius
+    zp = np.pad(z, k, constant_values=np.inf)
+    ip = np.pad(idx, k, constant_values=-1)
+    best_z = z.copy()
+    best_i = idx.copy()
+    for dy in range(-k, k + 1):
+        for dx in range(-k, k + 1):
+            if dx == 0 and dy == 0:
+                continue
+            nz = zp[k + dy : k + dy + h, k + dx : k + dx + w]
+            closer = nz < best_z
+            best_z = np.where(closer, nz, best_z)
+            best_i = np.where(closer, ip[k + dy : k + dy + h, k + dx : k + dx + w], best_i)
+    hole = np.isfinite(z) & (z > best_z + delta)
+    idx[hole] = best_i[hole]
+    z[hole] = best_z[hole]
+
+
+def estimate_spacing(points: np.ndarray, max_queries: int = 4096, k: int = 8) -> float:
+    """The cloud's sampling spacing ``1 / sqrt(surface density)``.
+
+    From the distance to the k-th nearest neighbour (median over an even stride of the
+    points): k neighbours in a disc of radius r on a surface means density k / (pi r^2).
+    Right for both grid-like and random (Poisson) sampling, where the nearest-neighbour
+    distance alone underestimates the gaps.
+    """
     n = len(points)
     if n < 2:
         return 0.05
@@ -367,20 +410,16 @@ def estimate_spacing(points: np.ndarray, max_queries: int = 4096) -> float:
 
     o3d: Any = open3d
     pts = np.ascontiguousarray(points, dtype=np.float32)
-    step = max(1, n // max_queries)
-    queries = pts[::step]
+    queries = pts[:: max(1, n // max_queries)]
     nns = o3d.core.nns.NearestNeighborSearch(o3d.core.Tensor(pts))
     nns.knn_index()
-    k = min(4, n)
-    _, d2 = nns.knn_search(o3d.core.Tensor(queries), k)
-    d = np.sqrt(np.maximum(d2.numpy(), 0.0))
-    pos = d[d > 1e-9]  # duplicates (distance 0) say nothing about spacing
-    if len(pos) == 0:
+    kk = min(k + 1, n)  # the first neighbour is the point itself
+    _, d2 = nns.knn_search(o3d.core.Tensor(queries), kk)
+    r = np.sqrt(np.maximum(d2.numpy()[:, -1], 0.0))
+    r = r[r > 1e-9]  # duplicates say nothing about spacing
+    if len(r) == 0:
         return 0.05
-    # the nearest non-duplicate neighbour per query, median over queries
-    first = np.where(d > 1e-9, d, np.inf).min(axis=1)
-    first = first[np.isfinite(first)]
-    return float(np.clip(np.median(first), 1e-4, 0.2))
+    return float(np.clip(np.median(r) * math.sqrt(math.pi / (kk - 1)), 1e-4, 0.2))
 
 
 def renderer_for(geometry_kind: str, **kw: Any) -> MeshRenderer | PointRenderer:

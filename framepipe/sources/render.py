@@ -429,11 +429,15 @@ class RenderSource(Source):
         w_per_view: list[np.ndarray] = []
         for i in range(num):
             vis: Visible = rend.visible(self._poses_norm[i], small)
-            cell = np.clip(((vis.points + 1.0) * 0.5 * voxels).astype(np.int64), 0, voxels - 1)
+            # the offset keeps planes through the centre (common: symmetric objects) off a
+            # cell boundary, where float noise would split one surface into two cells
+            cell = np.floor((vis.points + 1.0) * 0.5 * voxels + 0.37).astype(np.int64)
+            cell = np.clip(cell, 0, voxels)
             axis = np.abs(vis.normals).argmax(axis=1)
             sign = np.take_along_axis(vis.normals, axis[:, None], axis=1)[:, 0] > 0
             side = axis * 2 + sign.astype(np.int64)
-            key = ((cell[:, 0] * voxels + cell[:, 1]) * voxels + cell[:, 2]) * 6 + side
+            g = voxels + 1
+            key = ((cell[:, 0] * g + cell[:, 1]) * g + cell[:, 2]) * 6 + side
             order = np.lexsort((-vis.cos, key))
             key, cos = key[order], vis.cos[order]
             first = np.ones(len(key), bool)
