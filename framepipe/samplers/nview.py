@@ -42,6 +42,7 @@ SIGNATURE_SIZE = (16, 12)
 _FULL_MATRIX_MAX = 2048
 """Up to this many views, all pairwise distances are computed once (32 MiB at most)."""
 _MAX_STARTS = 256
+_START_BUDGET = 4_000_000
 _SAME_LOOK = 2.0
 """Below this RMS difference (0..255) between the most different views, all look alike."""
 
@@ -107,10 +108,8 @@ def view_geometry(poses: np.ndarray) -> ViewGeometry:
 
 
 def _angles_deg(vs: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Angles (degrees) between each row of ``vs`` and ``v`` (unit vectors; atan2 form,
-    accurate for small angles)."""
-    cross = np.linalg.norm(np.cross(vs, v[None]), axis=1)
-    return np.degrees(np.arctan2(cross, vs @ v))
+    """Angles (degrees) between each row of ``vs`` and ``v`` (unit vectors)."""
+    return np.degrees(np.arccos(np.clip(vs @ v, -1.0, 1.0)))
 
 
 class Metric:
@@ -200,12 +199,11 @@ def _refine(
         worst = int(np.argmax(mind))
         taken = set(chosen)
         near = [int(j) for j in np.argsort(metric.row(worst), kind="stable") if int(j) not in taken]
-        cand = near[:neighbours]
+        cand = [(x, metric.row(x)) for x in near[:neighbours]]
         move: tuple[int, int, np.ndarray] | None = None
         for ci in range(fixed, len(chosen)):
             others = np.delete(rows, ci, axis=0).min(axis=0) if len(chosen) > 1 else None
-            for x in cand:
-                rx = metric.row(x)
+            for x, rx in cand:
                 new_min = rx if others is None else np.minimum(others, rx)
                 k = _key(new_min)
                 if k < best:
@@ -232,6 +230,8 @@ def k_centre(
     if fixed:
         chosen, _ = _greedy(metric, n, list(fixed))
         return sorted(_refine(metric, chosen, len(fixed)))
+    # Each start costs n distance rows of N: bound the work for big scenes.
+    max_starts = max(8, min(max_starts, _START_BUDGET // (n * metric.n)))
     starts = range(metric.n) if metric.n <= max_starts else uniform_indices(0, metric.n, max_starts)
     best: tuple[tuple[float, int, float], list[int]] | None = None
     for s in starts:
