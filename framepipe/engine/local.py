@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 DEFAULT_DECODE_TIMEOUT_S = 300.0
 """How long one clip (open, sample and read) may take before its decoder is stopped."""
 
+STARTUP_TIMEOUT_S = 120.0
+"""How long a new worker process may take to start (import its modules) and say so."""
+
 
 @dataclass(frozen=True)
 class EngineTask:
@@ -305,6 +308,8 @@ class LocalEngine:
 
     def _arm(self, w: _Worker) -> None:
         t = self.decode_timeout_s
+        if t is not None and not w.ready:  # starting a process is not decoding: more time
+            t = max(t, STARTUP_TIMEOUT_S)
         w.deadline = None if t is None else time.monotonic() + t
 
     def _receive(self, w: _Worker) -> None:

@@ -1,0 +1,412 @@
+"""``caption``: ask a multi-image vision-language model about every clip, one record each.
+
+The Python API behind ``framepipe caption``::
+
+    from framepipe import SampleConfig, caption
+    summary = caption(["videos/"], sample=SampleConfig(n=8), questions=["What happens?"],
+                      output="results.jsonl")
+    for rec in summary.records:
+        print(rec.source, rec.answers)
+
+:class:`Pipeline` keeps the model loaded between runs. Frames are decoded by the local
+engine's worker processes, ``prefetch`` clips ahead, while this process answers the current
+batch. Everything that can be checked without loading weights (questions, output path,
+model config, whether n frames fit the context window) is checked before the model loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from framepipe.discover import Input, Skipped, discover
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
+from framepipe.errors import ConfigError, FramepipeError, OutputError
+from framepipe.output import JsonlWriter
+from framepipe.pipeline import ClipJob, SampleConfig
+from framepipe.questions import default_question
+from framepipe.sample import RunSummary, save_clip_images
+from framepipe.types import ClipResult, one_line_error
+
+if TYPE_CHECKING:
+    from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_NOTE = (
+    "made by a model with random weights (a test model): the answers are not captions"
+)
+
+
+@dataclass
+class CaptionSummary(RunSummary):
+    """What a caption run did: ``done``, ``skipped``, ``failed`` (source, error) pairs, the
+    ``records`` written (in the order they were written), and totals of the stage times."""
+
+    model: dict[str, Any] | None = None
+    """The loaded model, as written on every record."""
+    output: Path | None = None
+    decode_s: float = 0.0
+    """Sum of the clips' decode times (spent in worker processes, overlapping generation)."""
+    generate_s: float = 0.0
+    """Sum of the batches' generation times."""
+
+    @property
+    def clips_per_s(self) -> float:
+        """Clips answered per second of wall time (skipped clips not counted)."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
+    """The questions, stripped; ConfigError for an empty one. None means per-kind defaults."""
+    if questions is None:
+        return None
+    if isinstance(questions, str):
+        questions = [questions]
+    out = []
+    for k, q in enumerate(questions, 1):
+        if not isinstance(q, str) or not q.strip():
+            raise ConfigError(f"question {k} is empty")
+        out.append(q.strip())
+    if not out:
+        raise ConfigError("no question given (leave questions unset for the default ones)")
+    return out
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """OutputError unless ``path`` (a file, maybe not there yet) can be written."""
+    if path.is_dir():
+        raise OutputError(f"{path}: the {what} is a folder, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{path}: the {what} file is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
+
+
+class Pipeline:
+    """Sample, decode and answer clips; the model is loaded on first use and kept.
+
+    ``questions`` are asked about every clip (all in one prompt pass: the frames are encoded
+    once); without them each input gets the default question of its kind. ``generator``
+    lets you pass an already loaded :class:`~framepipe.generate.Generator`.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig | str | None = None,
+        settings: GenerationSettings | None = None,
+        *,
+        sample: SampleConfig | None = None,
+        questions: Sequence[str] | str | None = None,
+        system: str | None = None,
+        workers: int | None = None,
+        prefetch: int | None = None,
+        decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+        frames_dir: str | Path | None = None,
+        generator: Generator | None = None,
+    ) -> None:
+        self.questions = check_questions(questions)
+        if system is not None and not system.strip():
+            raise ConfigError("the system prompt is empty")
+        self.system = system
+        self.sample = sample or SampleConfig()
+        self._model_arg = model
+        self._settings_arg = settings
+        self.workers = workers
+        self.prefetch = prefetch
+        self.decode_timeout_s = decode_timeout_s
+        self.frames_dir = None if frames_dir is None else Path(frames_dir)
+        self._generator = generator
+        self._spec: ModelSpec | None = getattr(generator, "spec", None)
+
+    # -- model ------------------------------------------------------------------------------
+    @functools.cached_property
+    def model_config(self) -> ModelConfig:
+        from framepipe.generate import ModelConfig
+
+        m = self._model_arg
+        if m is None:
+            return ModelConfig()
+        if isinstance(m, (str, os.PathLike)):
+            return ModelConfig(model=str(m))
+        return m
+
+    @functools.cached_property
+    def settings(self) -> GenerationSettings:
+        if self._settings_arg is not None:
+            return self._settings_arg
+        from framepipe.generate import GenerationSettings
+
+        return GenerationSettings()
+
+    def questions_for(self, kind: str | None) -> list[str]:
+        """The questions asked about a clip of ``kind``."""
+        return list(self.questions) if self.questions else [default_question(kind)]
+
+    def check(self, kinds: Iterable[str | None] = ("video",)) -> None:
+        """Read the model's config (no weights) and check that n frames and the questions
+        fit its context window; raises ModelLoadError, ConfigError or PromptError."""
+        if self._spec is None and self._generator is None:
+            from framepipe.generate import ModelSpec
+
+            self._spec = ModelSpec.inspect(self.model_config)
+        if self._spec is None:
+            return
+        seen: set[tuple[str, ...]] = set()
+        for kind in kinds:
+            qs = tuple(self.questions_for(kind))
+            if qs not in seen:
+                seen.add(qs)
+                self._spec.check_fits(
+                    self.sample.n,
+                    list(qs),
+                    system=self.system,
+                    max_new_tokens=int(self.settings.max_new_tokens),
+                )
+
+    def load(self) -> Generator:
+        """The generator, loaded once (after :meth:`check`)."""
+        if self._generator is None:
+            from framepipe.generate import Generator
+
+            if self._spec is None:
+                self.check()
+            self._generator = Generator.load(self.model_config, self.settings, spec=self._spec)
+        return self._generator
+
+    # -- running ------------------------------------------------------------------------------
+    def run(
+        self,
+        paths: Iterable[str | Path],
+        output: str | Path | None = "results.jsonl",
+        *,
+        overwrite: bool = False,
+        keep_records: bool = True,
+        on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
+        on_record: Callable[[ClipResult], None] | None = None,
+        on_skip: Callable[[int], None] | None = None,
+    ) -> CaptionSummary:
+        """Answer every clip of every input under ``paths``.
+
+        With ``output`` (a JSONL file), records are appended as they finish and a re-run
+        with the same settings skips the clips already answered (``overwrite`` starts
+        afresh); with ``output=None`` nothing is written and the records are only returned.
+        Failed clips are records with ``status: failed``; the run goes on.
+        """
+        t0 = time.perf_counter()
+        out = None if output is None else Path(output)
+        if out is not None:
+            check_writable(out)
+        if self.frames_dir is not None:
+            check_writable(self.frames_dir / ".framepipe-check", "frames folder")
+        inputs, notes = discover(paths, kind=self.sample.kind)
+        for note in notes:
+            log.info("skipping %s: %s", note.path, note.reason)
+        summary = CaptionSummary(notes=list(notes), output=out)
+        if on_input is not None:
+            on_input(inputs, notes)
+        if not inputs:
+            log.warning("no inputs found: nothing to do")
+            summary.elapsed_s = time.perf_counter() - t0
+            return summary
+
+        self.check(sorted({i.kind for i in inputs}))
+        gen = self.load()
+        summary.model = model_info = dict(gen.describe())
+        random_weights = bool(model_info.get("random_weights"))
+        if random_weights:
+            log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
+        gen_json = dict(self.settings.to_json())
+        key_model = {k: model_info.get(k) for k in ("id", "revision", "path", "dtype", "quantize")}
+        key_gen = {k: v for k, v in gen_json.items() if k != "batch_size"}
+
+        def extra_key(kind: str | None) -> dict[str, Any]:
+            return {
+                "model": key_model,
+                "questions": self.questions_for(kind),
+                "system": self.system,
+                "generation": key_gen,
+            }
+
+        tasks = [EngineTask(item, extra_key(item.kind)) for item in inputs]
+        prepare = None
+        if self.frames_dir is not None:
+            prepare = functools.partial(
+                _save_frames,
+                frames_dir=self.frames_dir.resolve(),
+                rel_to=None if out is None else out.resolve().parent,
+            )
+        writer = None if out is None else JsonlWriter(out, overwrite=overwrite)
+        batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
+
+        def finish(rec: ClipResult) -> None:
+            rec.model = model_info
+            rec.generation = gen_json
+            if random_weights:
+                rec.extra["note"] = RANDOM_WEIGHTS_NOTE
+            if writer is not None:
+                writer.write(rec)
+            if keep_records:
+                summary.records.append(rec)
+            summary.decode_s += float(rec.timings_s.get("decode_s", 0.0))
+            if rec.status == "ok":
+                summary.done += 1
+            else:
+                summary.failed.append((rec.source, rec.error or "failed"))
+                log.error("%s", rec.error)
+            if on_record is not None:
+                on_record(rec)
+
+        def answer(jobs: list[ClipJob]) -> None:
+            t = time.perf_counter()
+            for job, result in zip(jobs, self._answer(gen, jobs)):
+                rec = job.record
+                job.batch = None  # free the frames
+                if isinstance(result, BaseException):
+                    rec.status = "failed"
+                    msg = one_line_error(result)
+                    rec.error = msg if rec.source in msg else f"{rec.source}: {msg}"
+                    rec.extra["stage"] = "generate"
+                else:
+                    rec.prompt = result.prompt
+                    rec.answers = list(result.answers)
+                    rec.timings_s["generate_s"] = round(float(result.generate_s), 4)
+                    rec.extra["tokens"] = {
+                        "prompt": int(result.prompt_tokens),
+                        "new": [int(x) for x in result.new_tokens],
+                    }
+                finish(rec)
+            summary.generate_s += time.perf_counter() - t
+
+        engine = LocalEngine(
+            self.sample,
+            workers=self.workers,
+            prefetch=self.prefetch if self.prefetch is not None else None,
+            decode_timeout_s=self.decode_timeout_s,
+            done_keys=writer.done_keys if writer is not None else (),
+            prepare=prepare,
+            on_skip=on_skip,
+        )
+        try:
+            pending: list[ClipJob] = []
+            for job in engine.run(tasks):
+                rec = job.record
+                rec.questions = self.questions_for(rec.kind)
+                if self.system is not None:
+                    rec.extra["system"] = self.system
+                if not job.ok:
+                    finish(rec)
+                    continue
+                pending.append(job)
+                if len(pending) >= batch_size:
+                    answer(pending)
+                    pending = []
+            if pending:
+                answer(pending)
+        finally:
+            engine.close()
+            summary.skipped = engine.skipped
+            if writer is not None:
+                writer.close()
+            summary.elapsed_s = time.perf_counter() - t0
+        return summary
+
+    def _answer(self, gen: Generator, jobs: list[ClipJob]) -> list[Any]:
+        """Answers (or the exception) per job; a failed batch is retried clip by clip so that
+        one bad clip does not fail the others."""
+        from framepipe.generate import Request
+
+        reqs = []
+        for job in jobs:
+            assert job.batch is not None
+            reqs.append(
+                Request(job.batch.images(), self.questions_for(job.record.kind), self.system)
+            )
+        try:
+            answers = list(gen.answer(reqs))
+            if len(answers) != len(reqs):
+                raise RuntimeError(
+                    f"the generator gave {len(answers)} answers for {len(reqs)} clips"
+                )
+            return answers
+        except Exception as exc:
+            if not isinstance(exc, FramepipeError):
+                log.exception("generation failed for a batch of %d clip(s)", len(reqs))
+            if len(reqs) == 1:
+                return [exc]
+        out: list[Any] = []
+        for req in reqs:
+            try:
+                out.extend(gen.answer([req]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
+def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> None:
+    """Worker-side: write the clip's frames and contact sheet; paths relative to the output."""
+    save_clip_images(job, frames_dir)
+    rec = job.record
+
+    def rel(p: str) -> str:
+        full = frames_dir / p
+        return os.path.relpath(full, rel_to) if rel_to is not None else str(full)
+
+    rec.frames = [rel(p) for p in rec.frames or []]
+    if rec.contact_sheet:
+        rec.contact_sheet = rel(rec.contact_sheet)
+
+
+def caption(
+    paths: Iterable[str | Path],
+    *,
+    sample: SampleConfig | None = None,
+    model: ModelConfig | str | None = None,
+    settings: GenerationSettings | None = None,
+    questions: Sequence[str] | str | None = None,
+    system: str | None = None,
+    output: str | Path | None = "results.jsonl",
+    frames_dir: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
+    on_record: Callable[[ClipResult], None] | None = None,
+    on_skip: Callable[[int], None] | None = None,
+) -> CaptionSummary:
+    """Answer ``questions`` about every clip under ``paths``; see :class:`Pipeline`."""
+    pipe = Pipeline(
+        model,
+        settings,
+        sample=sample,
+        questions=questions,
+        system=system,
+        workers=workers,
+        prefetch=prefetch,
+        decode_timeout_s=decode_timeout_s,
+        frames_dir=frames_dir,
+    )
+    return pipe.run(
+        paths,
+        output,
+        overwrite=overwrite,
+        on_input=on_input,
+        on_record=on_record,
+        on_skip=on_skip,
+    )

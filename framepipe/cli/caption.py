@@ -1,0 +1,308 @@
+"""``framepipe caption PATH... -n N -q QUESTION -o results.jsonl``: answer questions about
+every clip with a multi-image vision-language model."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from framepipe.cli.common import sample_config_from, sampling_options
+from framepipe.discover import Input, Skipped
+from framepipe.errors import FramepipeError
+from framepipe.types import ClipResult
+
+# Generation options: name -> (click type, default shown in --help, help). The defaults are
+# GenerationSettings' own (a test checks that they agree); options left unset are not passed,
+# so the library's defaults apply.
+GENERATION_OPTIONS: dict[str, tuple[Any, Any, str]] = {
+    "batch_size": (int, 4, "Clips answered together (halved on CUDA out-of-memory)."),
+    "max_new_tokens": (int, 128, "Most new tokens per answer."),
+    "temperature": (float, 1.0, "Sampling temperature (with --do-sample)."),
+    "top_p": (float, 1.0, "Nucleus sampling probability mass (with --do-sample)."),
+    "top_k": (int, 50, "Sample among the k most likely tokens (with --do-sample)."),
+    "num_beams": (int, 1, "Beam search width (1: greedy or sampling)."),
+    "repetition_penalty": (float, 1.0, "Penalty for repeated tokens (1: none)."),
+    "seed": (int, 0, "Random seed for sampling."),
+}
+
+
+def _generation_options(fn: Any) -> Any:
+    for name, (typ, default, text) in reversed(GENERATION_OPTIONS.items()):
+        flag = "--" + name.replace("_", "-")
+        fn = click.option(flag, name, type=typ, default=None, help=f"{text}  [default: {default}]")(
+            fn
+        )
+    return fn
+
+
+def read_questions_file(path: str) -> list[str]:
+    """One question per line; blank lines and lines starting with ``#`` are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(
+            f"{path}: cannot read ({exc.strerror or exc})", param_hint="--questions-file"
+        ) from exc
+    qs = [ln.strip() for ln in text.splitlines()]
+    qs = [q for q in qs if q and not q.startswith("#")]
+    if not qs:
+        raise click.BadParameter(f"{path}: holds no question", param_hint="--questions-file")
+    return qs
+
+
+@click.command("caption")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@sampling_options
+@click.option(
+    "-q",
+    "--question",
+    "questions",
+    multiple=True,
+    help="A question about every clip (repeatable: all are answered from one encoding of the "
+    "frames). [default: a description request suited to the input's kind]",
+)
+@click.option(
+    "--questions-file",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="A text file with one question per line (added after any -q).",
+)
+@click.option("--system", default=None, help="A system prompt.")
+@click.option(
+    "-m",
+    "--model",
+    default=None,
+    help="Hub id or local folder of a LLaVA-style model. "
+    "[default: llava-hf/llava-interleave-qwen-0.5b-hf]",
+)
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "bfloat16", "float16", "float32"]),
+    default="auto",
+    show_default=True,
+    help="auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["4bit", "8bit"]),
+    default=None,
+    help="Load the weights quantized with bitsandbytes (CUDA only).",
+)
+@click.option(
+    "--attn",
+    type=click.Choice(["auto", "sdpa", "flash_attention_2", "eager"]),
+    default="auto",
+    show_default=True,
+    help="Attention implementation (auto: FlashAttention 2 when usable, else SDPA).",
+)
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Allow the model repository's own Python code to run.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1).",
+)
+@click.option("--do-sample", is_flag=True, help="Sample instead of greedy decoding.")
+@_generation_options
+@click.option(
+    "-o",
+    "--output",
+    default="results.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="JSONL file, one record per clip (appended; a re-run completes it).",
+)
+@click.option(
+    "--frames-dir",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Also save each clip's frames and contact sheet under this folder.",
+)
+@click.option("--overwrite", is_flag=True, help="Start afresh instead of skipping answered clips.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Decoding processes (0: decode in the main process).  [default: 2, 1 on one core]",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decoded clips kept ready ahead of the model.  [default: 2 x workers]",
+)
+@click.option(
+    "--decode-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    help="Seconds one clip may take to decode before its decoder is stopped (clip failed).",
+)
+def command(
+    paths: tuple[str, ...],
+    questions: tuple[str, ...],
+    questions_file: str | None,
+    system: str | None,
+    model: str | None,
+    revision: str | None,
+    device: str,
+    dtype: str,
+    quantize: str | None,
+    attn: str,
+    trust_remote_code: bool,
+    offline: bool,
+    do_sample: bool,
+    output: str,
+    frames_dir: str | None,
+    overwrite: bool,
+    workers: int | None,
+    prefetch: int | None,
+    decode_timeout: float,
+    **kw: Any,
+) -> None:
+    """Ask a vision-language model about n frames of every clip; one JSON line per clip.
+
+    PATHS are videos, multi-view scene folders, 3D models, or folders of them (searched
+    recursively). A re-run with the same settings answers only the clips not in the output
+    yet. Exit status is 1 when any clip failed, after all the others are done.
+    """
+    from framepipe.caption import Pipeline
+
+    gen_kw = {k: kw.pop(k) for k in GENERATION_OPTIONS}
+    try:
+        cfg = sample_config_from(kw)
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    qs = list(questions)
+    if questions_file:
+        qs += read_questions_file(questions_file)
+
+    try:
+        from framepipe.generate import DEFAULT_MODEL, GenerationSettings, ModelConfig
+
+        model_cfg = ModelConfig(
+            model=model or DEFAULT_MODEL,
+            revision=revision,
+            device=device,
+            dtype=dtype,
+            quantize=quantize,
+            attn=attn,
+            trust_remote_code=trust_remote_code,
+            local_files_only=True if offline else None,
+        )
+        settings = GenerationSettings(
+            do_sample=do_sample, **{k: v for k, v in gen_kw.items() if v is not None}
+        )
+        pipe = Pipeline(
+            model_cfg,
+            settings,
+            sample=cfg,
+            questions=qs or None,
+            system=system,
+            workers=workers,
+            prefetch=prefetch,
+            decode_timeout_s=decode_timeout,
+            frames_dir=frames_dir,
+        )
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+    progress = _Progress(whole=cfg.clips == "whole" and cfg.clip_seconds is None)
+    try:
+        summary = pipe.run(
+            paths,
+            output,
+            overwrite=overwrite,
+            keep_records=False,
+            on_input=progress.on_input,
+            on_record=progress.on_record,
+            on_skip=progress.on_skip,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(
+            f"interrupted: {progress.written} clip(s) written to {output}; run the same "
+            "command again to answer the rest",
+            err=True,
+        )
+        sys.exit(130)
+    except FramepipeError as exc:
+        progress.close()
+        raise click.ClickException(str(exc)) from exc
+    progress.close()
+    rate = f"{summary.clips_per_s:.2f} clips/s" if summary.done else "no clip answered"
+    click.echo(
+        f"{summary.done} clip(s) answered, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed -> {output} ({summary.elapsed_s:.1f} s, {rate}; "
+        f"decode {summary.decode_s:.1f} s in workers, generate {summary.generate_s:.1f} s)",
+        err=True,
+    )
+    if summary.model and summary.model.get("random_weights"):
+        click.echo("note: the model has random weights; its answers are not captions", err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+class _Progress:
+    """A tqdm bar of clips with clips/s and ETA (a total only when there is one clip per
+    input). It appears with the first clip, so model loading does not count in the rate."""
+
+    def __init__(self, *, whole: bool) -> None:
+        self.whole = whole
+        self.total: int | None = None
+        self.bar: Any = None
+        self.written = 0
+        self.failed = 0
+
+    def on_input(self, inputs: Sequence[Input], notes: Sequence[Skipped]) -> None:
+        from tqdm import tqdm
+
+        for note in notes:
+            tqdm.write(f"note: skipping {note.path}: {note.reason}", file=sys.stderr)
+        self.total = len(inputs) if self.whole else None
+
+    def _ensure(self) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                unit="clip",
+                desc="caption",
+                file=sys.stderr,
+                disable=None,
+                dynamic_ncols=True,
+            )
+        return self.bar
+
+    def on_skip(self, count: int) -> None:
+        bar = self._ensure()
+        if bar.total is not None:
+            bar.total = max(bar.n, bar.total - count)
+            bar.refresh()
+
+    def on_record(self, rec: ClipResult) -> None:
+        bar = self._ensure()
+        self.written += 1
+        if rec.status != "ok":
+            self.failed += 1
+            bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+        bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
