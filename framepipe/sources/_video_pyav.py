@@ -26,6 +26,8 @@ from framepipe.sources._video_index import VideoIndex, av_reason, open_container
 log = logging.getLogger(__name__)
 
 Convert = Callable[[Any], np.ndarray]
+Store = Callable[[int, Any], None]
+"""``store(index, frame)``: convert a decoded frame and put it where it belongs."""
 
 
 @dataclass
@@ -89,29 +91,31 @@ class PyAVReader:
         self.threads = threads or default_threads()
         self.skip_nonref = skip_nonref
 
-    def read(self, wanted: Sequence[int], convert: Convert) -> dict[int, np.ndarray]:
-        """Decode the frames ``wanted`` (unique indices) with ``convert(frame) -> array``."""
+    def read(self, wanted: Sequence[int], store: Store) -> None:
+        """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
+
+        ``store`` is called from the worker threads, each index from one thread only.
+        """
         groups = plan_groups(self.index, sorted(set(wanted)))
         shares = split_work(groups, self.threads)
-        out: dict[int, np.ndarray] = {}
+        done: set[int] = set()
         if len(shares) == 1:
-            out.update(self._work(shares[0], convert))
+            done |= self._work(shares[0], store)
         else:
             with ThreadPoolExecutor(len(shares), thread_name_prefix="framepipe-decode") as ex:
-                for part in ex.map(lambda s: self._work(s, convert), shares):
-                    out.update(part)
-        missing = [i for i in wanted if i not in out]
+                for part in ex.map(lambda s: self._work(s, store), shares):
+                    done |= part
+        missing = [i for i in wanted if i not in done]
         if missing:
             raise DecodeError(self.index.path, f"frame(s) {missing[:5]} did not decode")
-        return out
 
     # -- one worker -------------------------------------------------------------------------
-    def _work(self, groups: list[_Group], convert: Convert) -> dict[int, np.ndarray]:
+    def _work(self, groups: list[_Group], store: Store) -> set[int]:
         import av
 
         idx = self.index
         container = open_container(idx.path)
-        out: dict[int, np.ndarray] = {}
+        out: set[int] = set()
         try:
             stream = video_stream(container, idx.path)
             cc = stream.codec_context
@@ -127,15 +131,13 @@ class PyAVReader:
                 k += 1
                 targets = {p: i for g in run for p, i in g.targets.items()}
                 end_pos = max(g.end_pos for g in run)
-                got = self._run(
-                    container, stream, run[0].key_pos, end_pos, targets, pos_of, convert
-                )
+                start = run[0].key_pos
+                got = self._run(container, stream, start, end_pos, targets, pos_of, store)
                 if len(got) < len(targets) and self.skip_nonref:
                     log.debug("%s: retrying a run without frame skipping", idx.path)
-                    got = self._run(
-                        container, stream, run[0].key_pos, end_pos, targets, pos_of, convert, False
-                    )
-                out.update(got)
+                    rest = {p: i for p, i in targets.items() if i not in got}
+                    got |= self._run(container, stream, start, end_pos, rest, pos_of, store, False)
+                out |= got
         except av.error.FFmpegError as exc:
             raise DecodeError(idx.path, f"decoding failed ({av_reason(exc)})") from None
         finally:
@@ -150,16 +152,16 @@ class PyAVReader:
         end_pos: int,
         targets: dict[int, int],
         pos_of: dict[int, int],
-        convert: Convert,
+        store: Store,
         skip: bool | None = None,
-    ) -> dict[int, np.ndarray]:
+    ) -> set[int]:
         import av
 
         idx = self.index
         skip = self.skip_nonref if skip is None else skip
         cc = stream.codec_context
         target_pos = {pos_of[p] for p in targets if p in pos_of}
-        out: dict[int, np.ndarray] = {}
+        out: set[int] = set()
         seek_pts = int(idx.decode_pts[key_pos])
         for attempt in range(3):
             container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
@@ -193,7 +195,8 @@ class PyAVReader:
                 for frame in frames:
                     i = targets.get(frame.pts) if frame.pts is not None else None
                     if i is not None and i not in out:
-                        out[i] = convert(frame)
+                        store(i, frame)
+                        out.add(i)
                 if pos >= end_pos or len(out) == len(targets):
                     break
                 packet = _next_packet(demux)
@@ -201,7 +204,8 @@ class PyAVReader:
             for frame in cc.decode(None):
                 i = targets.get(frame.pts) if frame.pts is not None else None
                 if i is not None and i not in out:
-                    out[i] = convert(frame)
+                    store(i, frame)
+                    out.add(i)
         finally:
             cc.skip_frame = "DEFAULT"
             cc.flush_buffers()

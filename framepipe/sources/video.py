@@ -28,7 +28,7 @@ import numpy as np
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.sources._video_decord import DecordReader, decord_available, decord_refusal
 from framepipe.sources._video_index import VideoIndex, build_index
-from framepipe.sources._video_pyav import PyAVReader, to_rgb, to_small_rgb
+from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
 from framepipe.sources.base import Source, register_source
 from framepipe.types import FrameBatch, SourceInfo
 
@@ -197,9 +197,10 @@ class VideoSource(Source):
         if self.backend == "decord":
             assert self._decord is not None
             frames = self._decord.read(idx)
+            arr = np.stack([frames[i] for i in idx])
         else:
-            frames = self._pyav_reader().read(idx, to_rgb(self.index.rotation))
-        arr = np.stack([frames[i] for i in idx])
+            arr = np.empty((len(idx), info.height, info.width, 3), dtype=np.uint8)
+            self._pyav_reader().read(idx, _filler(arr, idx, to_rgb(self.index.rotation)))
         ts = info.timestamps_s
         assert ts is not None
         return FrameBatch(arr, tuple(idx), tuple(ts[i] for i in idx))
@@ -227,11 +228,26 @@ class VideoSource(Source):
         idx = self._check(range(max(0, start), min(end, n), step))
         if not idx:
             return np.empty((0, h, w, 3), dtype=np.uint8)
-        frames = self._pyav_reader().read(idx, to_small_rgb(self.index.rotation, (w, h)))
-        return np.stack([frames[i] for i in idx])
+        out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
+        self._pyav_reader().read(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
+        return out
 
     def close(self) -> None:
         if self._decord is not None:
             self._decord.close()
         self._decord = None
         self._pyav = None
+
+
+def _filler(out: np.ndarray, idx: list[int], convert: Convert) -> Store:
+    """A ``store`` that converts a frame once and writes it to every row that asked for it."""
+    rows: dict[int, list[int]] = {}
+    for k, i in enumerate(idx):
+        rows.setdefault(i, []).append(k)
+
+    def store(i: int, frame: Any) -> None:
+        img = convert(frame)
+        for k in rows[i]:
+            out[k] = img
+
+    return store
