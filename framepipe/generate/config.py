@@ -1,0 +1,160 @@
+"""What the generator is asked to do: which model and how to run it (:class:`ModelConfig`),
+how to decode (:class:`GenerationSettings`), and the requests and answers themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from framepipe.errors import ConfigError, PromptError
+from framepipe.prompt import Segment, as_texts
+
+DEFAULT_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
+"""The model used when none is given (see ``shared/MODEL_FACTS.md``)."""
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE = ("4bit", "8bit")
+ATTN = ("auto", "sdpa", "flash_attention_2", "eager")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to load and how. Validated by :func:`framepipe.generate.resolve_runtime`
+    (device, dtype, attention, quantization) and :meth:`ModelSpec.inspect` (the model)."""
+
+    model: str = DEFAULT_MODEL
+    """A Hugging Face hub id or a local folder written by ``save_pretrained``."""
+    revision: str | None = None
+    """Hub branch, tag or commit (ignored for a local folder)."""
+    device: str = "auto"
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    dtype: str = "auto"
+    """``auto`` (bfloat16 where the hardware has it, else float16 on GPUs, float32 on CPUs),
+    ``float32``, ``bfloat16`` or ``float16``."""
+    quantize: str | None = None
+    """``4bit`` or ``8bit`` through bitsandbytes (CUDA only), or None."""
+    attn: str = "auto"
+    """``auto`` (FlashAttention 2 when installed and usable, else SDPA), ``sdpa``,
+    ``flash_attention_2`` or ``eager``."""
+    trust_remote_code: bool = False
+    """Run code shipped with the model (never unless asked)."""
+    local_files_only: bool | None = None
+    """True: never contact the hub. None: follow ``HF_HUB_OFFLINE``."""
+
+    def __post_init__(self) -> None:
+        if not self.model or not str(self.model).strip():
+            raise ConfigError("--model is empty")
+        if self.dtype not in DTYPES:
+            aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+            if self.dtype not in aliases:
+                raise ConfigError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+            self.dtype = aliases[self.dtype]
+        dev = self.device.split(":", 1)[0]
+        if dev not in DEVICES:
+            raise ConfigError(f"--device {self.device!r} is not one of auto, cpu, cuda[:N], mps")
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise ConfigError(f"--quantize {self.quantize!r} is not one of {', '.join(QUANTIZE)}")
+        if self.attn not in ATTN:
+            raise ConfigError(f"--attn {self.attn!r} is not one of {', '.join(ATTN)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationSettings:
+    """How answers are decoded. Greedy by default (the same inputs give the same answers)."""
+
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    seed: int | None = 0
+    """Seed of the sampler (set before every generate call); None leaves torch's RNG alone."""
+    batch_size: int = 4
+    """Sequences generated together (clips x questions); halved on CUDA out-of-memory."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"--max-new-tokens ({self.max_new_tokens}) must be >= 1")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size ({self.batch_size}) must be >= 1")
+        if self.num_beams < 1:
+            raise ConfigError(f"--num-beams ({self.num_beams}) must be >= 1")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature ({self.temperature}) must be > 0")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"--top-p ({self.top_p}) must be in (0, 1]")
+        if self.top_k < 0:
+            raise ConfigError(f"--top-k ({self.top_k}) must be >= 0")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"--repetition-penalty ({self.repetition_penalty}) must be > 0")
+
+    def to_json(self) -> dict[str, Any]:
+        """The settings that shape the answers (for the record and the resume key); the
+        sampling knobs only when sampling, since greedy decoding ignores them."""
+        out: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "do_sample": self.do_sample,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        if self.do_sample:
+            out.update(
+                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed
+            )
+        return out
+
+
+@dataclass
+class Request:
+    """One clip's question(s): its frames and what to ask about them."""
+
+    images: Sequence[np.ndarray]
+    """uint8 HxWx3 RGB frames, in the order the model sees them."""
+    questions: Sequence[str]
+    """One answer per question; all questions share the frames' encoding."""
+    system: str | None = None
+    """An optional system prompt."""
+    segments: Sequence[Segment] | None = None
+    """Optional interleaved layout: several sources in one turn, each with its label; their
+    ``num_images`` add up to ``len(images)``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.questions, str):
+            self.questions = [self.questions]
+        as_texts(list(self.questions))  # raises PromptError on an empty question
+        for img in self.images:
+            a = np.asarray(img)
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+                raise PromptError(f"images must be uint8 HxWx3, got {a.dtype} {a.shape}")
+        if self.segments is not None:
+            total = sum(s.num_images for s in self.segments)
+            if total != len(self.images):
+                raise PromptError(
+                    f"the segments hold {total} images but the request has {len(self.images)}"
+                )
+
+
+@dataclass
+class Answer:
+    """The answers to one :class:`Request`, in the order of its questions."""
+
+    prompt: str
+    """The prompt text of the first question (``<image>`` placeholders not expanded)."""
+    answers: list[str]
+    generate_s: float
+    """Seconds of generation attributed to this request (its share of its batches)."""
+    prompt_tokens: int
+    """Tokens of the first question's prompt, image tokens included."""
+    new_tokens: list[int]
+    """Tokens generated per answer (the end-of-turn token not counted)."""
+    prompts: list[str] = field(default_factory=list)
+    """The prompt text of every question."""

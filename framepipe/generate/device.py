@@ -1,0 +1,186 @@
+"""Choosing device, dtype, attention kernel and quantization, before any weight is loaded.
+
+Every choice that cannot work on this machine (``--quantize`` without CUDA or bitsandbytes,
+FlashAttention without flash-attn, ``--device cuda`` without a GPU) is a one-line error here,
+so it surfaces before the model is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from framepipe.errors import ConfigError, MissingDependencyError
+
+if TYPE_CHECKING:
+    import torch
+
+    from framepipe.generate.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+_DTYPE_NAMES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Resolved choices for one model load."""
+
+    device: torch.device
+    dtype: torch.dtype
+    attn: str
+    quantize: str | None
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+def resolve_runtime(cfg: ModelConfig) -> Runtime:
+    """Resolve ``cfg``'s device, dtype, attention and quantization; raises ConfigError or
+    MissingDependencyError (one line) when a choice cannot work here."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    attn = resolve_attn(cfg.attn, device, dtype)
+    check_quantize(cfg.quantize, device)
+    return Runtime(device, dtype, attn, cfg.quantize)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA, then MPS, then CPU. An explicit device must be present."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"--device {name!r} is not a device ({exc})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {name}: no CUDA GPU is available (torch {torch.__version__})"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    elif dev.type == "mps" and not _mps_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {name!r}: framepipe runs on cpu, cuda or mps")
+    return dev
+
+
+def _mps_available() -> bool:
+    import torch
+
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (Intel AMX or AVX-512 BF16)."""
+    f = cpu_flags() if flags is None else flags
+    return "amx_bf16" in f or "avx512_bf16" in f
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on GPUs that have it (else float16); on CPUs, bfloat16 with AMX or
+    AVX-512 BF16, else float32."""
+    import torch
+
+    if name != "auto":
+        if name not in _DTYPE_NAMES:
+            raise ConfigError(f"--dtype {name!r} is not one of auto, float32, bfloat16, float16")
+        dtype: torch.dtype = getattr(torch, _DTYPE_NAMES[name])
+        if dtype == torch.float16 and device.type == "cpu":
+            log.warning("float16 on CPU is slow and lossy; bfloat16 or float32 serve better")
+        return dtype
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def flash_attn_installed() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+def resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
+    """``auto``: FlashAttention 2 when flash-attn is installed and the model runs on CUDA in
+    float16/bfloat16, else PyTorch's SDPA."""
+    import torch
+
+    half = dtype in (torch.float16, torch.bfloat16)
+    if name == "auto":
+        return (
+            "flash_attention_2"
+            if device.type == "cuda" and half and flash_attn_installed()
+            else "sdpa"
+        )
+    if name == "flash_attention_2":
+        if not flash_attn_installed():
+            raise MissingDependencyError("flash-attn", "flash", "--attn flash_attention_2")
+        if device.type != "cuda":
+            raise ConfigError(f"--attn flash_attention_2 needs a CUDA GPU (device is {device})")
+        if not half:
+            raise ConfigError(
+                f"--attn flash_attention_2 needs float16 or bfloat16 (dtype is {dtype})"
+            )
+    elif name not in ("sdpa", "eager"):
+        raise ConfigError(f"--attn {name!r} is not one of auto, sdpa, flash_attention_2, eager")
+    return name
+
+
+def check_quantize(quantize: str | None, device: torch.device) -> None:
+    """``4bit``/``8bit`` need a CUDA device and bitsandbytes."""
+    if quantize is None:
+        return
+    if quantize not in ("4bit", "8bit"):
+        raise ConfigError(f"--quantize {quantize!r} is not one of 4bit, 8bit")
+    if device.type != "cuda":
+        raise ConfigError(f"--quantize {quantize} needs a CUDA GPU (device is {device})")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MissingDependencyError("bitsandbytes", "quant", f"--quantize {quantize}")
+
+
+def quantization_config(quantize: str | None, dtype: torch.dtype) -> Any:
+    """A ``BitsAndBytesConfig`` for ``quantize`` (None for none). The vision tower and the
+    projector stay in ``dtype``: they are small and quantizing them costs accuracy."""
+    if quantize is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    skip = ["vision_tower", "multi_modal_projector", "lm_head"]
+    if quantize == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=skip,
+        )
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)

@@ -1,0 +1,377 @@
+"""The generator: loads a LLaVA model once and answers batches of requests.
+
+How a batch runs. Every request's frames are encoded once: the prompt prefix that all its
+questions share (system turn, user header, every image's tokens - the chat template puts the
+images before the text) goes through the vision tower and the text model in one forward pass
+that fills a KV cache. The cache rows are then copied once per question and all questions
+are generated together, each continuing its clip's cache with its own text. Several
+requests are prefilled side by side with left padding; a question's text is left-padded too,
+so padding may sit between a prefix and its suffix: the attention mask hides it and the
+position ids skip it, so the answers are those of separate runs.
+
+``batch_size`` bounds the sequences generated together (requests x questions). On CUDA
+out-of-memory the batch size is halved and the batch retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from framepipe.errors import GenerationError, ModelLoadError
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
+from framepipe.generate.loading import ModelSpec, quiet_hf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Unit:
+    """Questions that share one prefill: one request, or one question of a request whose
+    prompts share no prefix that covers its images."""
+
+    request: int
+    questions: list[int]
+    """Indices into the request's questions."""
+    ids: list[list[int]]
+    """Token ids of each question's full prompt (images expanded)."""
+    prefix_len: int
+    """Tokens shared by all ``ids`` and prefilled once (always < every prompt's length)."""
+    pixel_values: Any
+    """The request's preprocessed images (n x 3 x H x W tensor) or None without images."""
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs[1:]):
+            return i
+    return n
+
+
+class Generator:
+    """A loaded model that answers :class:`Request` objects. Build it with :meth:`load`."""
+
+    def __init__(
+        self,
+        model: Any,
+        spec: ModelSpec,
+        runtime: Runtime,
+        settings: GenerationSettings,
+        cfg: ModelConfig,
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.runtime = runtime
+        self.settings = settings
+        self.cfg = cfg
+        self.batch_size = settings.batch_size
+        """The current batch size (halved after a CUDA out-of-memory error)."""
+        tok = spec.tokenizer
+        gen_cfg = getattr(model, "generation_config", None)
+        eos = getattr(gen_cfg, "eos_token_id", None)
+        eos_ids = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+        if tok.eos_token_id is not None and tok.eos_token_id not in eos_ids:
+            eos_ids.append(tok.eos_token_id)
+        self.eos_ids: list[int] = [int(i) for i in eos_ids]
+        pad = tok.pad_token_id
+        if pad is None:
+            pad = getattr(gen_cfg, "pad_token_id", None)
+        if pad is None:
+            pad = self.eos_ids[0] if self.eos_ids else 0
+        self.pad_id: int = int(pad)
+
+    # -- loading -------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        cfg: ModelConfig,
+        settings: GenerationSettings | None = None,
+        spec: ModelSpec | None = None,
+    ) -> Generator:
+        """Load ``cfg.model``: device, dtype, attention and quantization are checked first
+        (one-line errors), then the config and processor, then the safetensors weights."""
+        settings = settings or GenerationSettings()
+        runtime = resolve_runtime(cfg)
+        spec = spec or ModelSpec.inspect(cfg)
+
+        import torch
+        from transformers import LlavaForConditionalGeneration
+
+        kwargs: dict[str, Any] = dict(spec.load_kwargs)
+        kwargs.update(dtype=runtime.dtype, attn_implementation=runtime.attn, use_safetensors=True)
+        quant = quantization_config(runtime.quantize, runtime.dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+            kwargs["device_map"] = {"": runtime.device}
+        t0 = time.perf_counter()
+        try:
+            with quiet_hf():
+                model: Any = LlavaForConditionalGeneration.from_pretrained(spec.source, **kwargs)
+            if quant is None:
+                model.to(runtime.device)
+        except torch.OutOfMemoryError:
+            raise ModelLoadError(
+                f"{cfg.model}: out of memory while loading on {runtime.device} "
+                f"({runtime.dtype_name}); try --quantize 4bit or a smaller model"
+            ) from None
+        except Exception as exc:
+            text = " ".join(str(exc).split())[:300]
+            raise ModelLoadError(f"{cfg.model}: cannot load the weights: {text}") from None
+        model.eval()
+        log.info(
+            "loaded %s on %s (%s, attn=%s%s) in %.1fs%s",
+            cfg.model,
+            runtime.device,
+            runtime.dtype_name,
+            runtime.attn,
+            f", {runtime.quantize}" if runtime.quantize else "",
+            time.perf_counter() - t0,
+            " - RANDOM WEIGHTS" if spec.random_weights else "",
+        )
+        return cls(model, spec, runtime, settings, cfg)
+
+    def describe(self) -> dict[str, Any]:
+        """What a record says about the model: id, revision or local path, dtype, device,
+        quantization, attention kernel, and whether the weights are random."""
+        return {
+            **self.spec.describe(),
+            "dtype": self.runtime.dtype_name,
+            "device": str(self.runtime.device),
+            "quantize": self.runtime.quantize,
+            "attn": self.runtime.attn,
+        }
+
+    # -- answering -----------------------------------------------------------------------
+
+    def answer(self, requests: Sequence[Request]) -> list[Answer]:
+        """One :class:`Answer` per request, in order. Raises PromptError (before any
+        generation) when a prompt does not fit the context, GenerationError when a batch
+        fails."""
+        if not requests:
+            return []
+        s = self.settings
+        for r in requests:
+            self.spec.check_fits(
+                len(r.images),
+                list(r.questions),
+                r.system,
+                segments=r.segments,
+                max_new_tokens=s.max_new_tokens,
+            )
+        prompts: list[list[str]] = []
+        units: list[_Unit] = []
+        for i, r in enumerate(requests):
+            p, u = self._prepare(i, r)
+            prompts.append(p)
+            units.extend(u)
+        texts: list[list[str]] = [[""] * len(r.questions) for r in requests]
+        counts: list[list[int]] = [[0] * len(r.questions) for r in requests]
+        seconds = [0.0] * len(requests)
+
+        queue = deque(units)
+        while queue:
+            group = [queue.popleft()]
+            rows = len(group[0].questions)
+            while queue and rows + len(queue[0].questions) <= self.batch_size:
+                rows += len(queue[0].questions)
+                group.append(queue.popleft())
+            try:
+                self._run_group(group, texts, counts, seconds)
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise GenerationError(
+                        f"generation failed for a batch of {len(group)} clip(s): "
+                        f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                    ) from exc
+                _free_cuda()
+                if self.batch_size == 1 and len(group) == 1:
+                    raise GenerationError(
+                        f"out of memory on {self.runtime.device} with batch size 1 "
+                        f"({len(group[0].ids[0])} prompt tokens); use fewer frames, "
+                        "--quantize 4bit or a smaller model"
+                    ) from None
+                self.batch_size = max(1, self.batch_size // 2)
+                log.warning("out of memory: batch size halved to %d, retrying", self.batch_size)
+                queue.extendleft(reversed(group))
+        return [
+            Answer(
+                prompt=prompts[i][0],
+                answers=texts[i],
+                generate_s=round(seconds[i], 4),
+                prompt_tokens=units_len(units, i),
+                new_tokens=counts[i],
+                prompts=prompts[i],
+            )
+            for i in range(len(requests))
+        ]
+
+    def _prepare(self, index: int, r: Request) -> tuple[list[str], list[_Unit]]:
+        spec = self.spec
+        n = len(r.images)
+        prompts = [spec.build_prompt(n, q, r.system, r.segments) for q in r.questions]
+        tok = spec.tokenizer
+        ids = [list(tok(spec.expand(p), add_special_tokens=True)["input_ids"]) for p in prompts]
+        pixel_values = None
+        if n:
+            import numpy as np
+
+            images = [np.asarray(im) for im in r.images]
+            pixel_values = spec.processor.image_processor(images=images, return_tensors="pt")[
+                "pixel_values"
+            ]
+        shared = min(_common_prefix(ids), min(len(x) for x in ids) - 1)
+        last_image = max((k for k, t in enumerate(ids[0]) if t == spec.image_token_id), default=-1)
+        if last_image < shared:
+            return prompts, [_Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
+        # the images are not all inside the shared prefix: each question on its own
+        return prompts, [
+            _Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)
+        ]
+
+    def _run_group(
+        self,
+        group: list[_Unit],
+        texts: list[list[str]],
+        counts: list[list[int]],
+        seconds: list[float],
+    ) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        model, dev = self.model, self.runtime.device
+        t0 = time.perf_counter()
+        width = max(u.prefix_len for u in group)
+        prefix = torch.full((len(group), width), self.pad_id, dtype=torch.long)
+        prefix_mask = torch.zeros((len(group), width), dtype=torch.long)
+        for b, u in enumerate(group):
+            prefix[b, width - u.prefix_len :] = torch.tensor(u.ids[0][: u.prefix_len])
+            prefix_mask[b, width - u.prefix_len :] = 1
+        pv = [u.pixel_values for u in group if u.pixel_values is not None]
+        pixel_values = torch.cat(pv).to(dev, self.runtime.dtype) if pv else None
+        position_ids = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=model.config)
+        with torch.inference_mode():
+            model(
+                input_ids=prefix.to(dev),
+                attention_mask=prefix_mask.to(dev),
+                position_ids=position_ids.to(dev),
+                pixel_values=pixel_values,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        layers = [(k, v) for k, v, *_ in cache]
+        t_prefill = time.perf_counter() - t0
+        for u in group:  # the shared prefill, split evenly over its requests
+            seconds[u.request] += t_prefill / len(group)
+
+        rows = [(b, q) for b, u in enumerate(group) for q in range(len(u.questions))]
+        gen_cfg = self._generation_config()
+        beams = max(1, self.settings.num_beams)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            t1 = time.perf_counter()
+            idx = torch.tensor([b for b, _ in chunk], device=dev)
+            cache_idx = idx.repeat_interleave(beams) if beams > 1 else idx
+            sub = DynamicCache(
+                ddp_cache_data=[
+                    (k.index_select(0, cache_idx), v.index_select(0, cache_idx)) for k, v in layers
+                ],
+                config=model.config,
+            )
+            suffixes = [group[b].ids[q][group[b].prefix_len :] for b, q in chunk]
+            sw = max(len(x) for x in suffixes)
+            suffix = torch.full((len(chunk), sw), self.pad_id, dtype=torch.long)
+            suffix_mask = torch.zeros((len(chunk), sw), dtype=torch.long)
+            for r, x in enumerate(suffixes):
+                suffix[r, sw - len(x) :] = torch.tensor(x)
+                suffix_mask[r, sw - len(x) :] = 1
+            rows_idx = idx.cpu()
+            input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
+            attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
+            if self.settings.do_sample and self.settings.seed is not None:
+                torch.manual_seed(self.settings.seed)
+            with torch.inference_mode():
+                out = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    cache=sub,
+                    generation_config=gen_cfg,
+                )
+            new = out[:, input_ids.shape[1] :].cpu()
+            dt = (time.perf_counter() - t1) / len(chunk)
+            for r, (b, q) in enumerate(chunk):
+                u = group[b]
+                toks = new[r].tolist()
+                n_new = _answer_length(toks, self.eos_ids)
+                qi = u.questions[q]
+                texts[u.request][qi] = self.spec.tokenizer.decode(
+                    toks[:n_new], skip_special_tokens=True
+                ).strip()
+                counts[u.request][qi] = n_new
+                seconds[u.request] += dt
+            del sub
+
+    def _generation_config(self) -> Any:
+        import copy
+
+        from transformers import GenerationConfig
+
+        s = self.settings
+        base = getattr(self.model, "generation_config", None)
+        gc = copy.deepcopy(base) if base is not None else GenerationConfig()
+        gc.max_new_tokens = s.max_new_tokens
+        gc.max_length = None
+        gc.do_sample = s.do_sample
+        gc.num_beams = s.num_beams
+        gc.repetition_penalty = s.repetition_penalty
+        gc.eos_token_id = self.eos_ids or None
+        gc.pad_token_id = self.pad_id
+        if s.do_sample:
+            gc.temperature, gc.top_p, gc.top_k = s.temperature, s.top_p, s.top_k
+        else:
+            gc.temperature, gc.top_p, gc.top_k = None, None, None
+        return gc
+
+
+def units_len(units: list[_Unit], request: int) -> int:
+    """Tokens of the first question's prompt of ``request``."""
+    for u in units:
+        if u.request == request:
+            return len(u.ids[0])
+    return 0
+
+
+def _answer_length(tokens: list[int], eos_ids: list[int]) -> int:
+    """Tokens generated before the first end-of-turn token (padding after it not counted)."""
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            return i
+    return len(tokens)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, torch.OutOfMemoryError)
+
+
+def _free_cuda() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,387 @@
+"""Finding a model and reading what it is, without its weights: :class:`ModelSpec`.
+
+A model is a local folder written by ``save_pretrained`` or a Hugging Face hub id. Hub ids
+are read from the user's HF cache; the hub is contacted only when it can be reached (a quick
+probe first, so that a machine without network fails in seconds instead of retrying for half
+a minute) and offline mode (``HF_HUB_OFFLINE=1`` or ``local_files_only``) is respected.
+Every failure is a one-line :class:`ModelLoadError` naming the model and what is missing.
+
+The spec knows what a prompt costs (tokens per image from the vision tower's config, the
+text's tokens from the tokenizer) and refuses, before anything is loaded, a prompt that
+cannot fit the text model's context window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from framepipe.errors import ModelLoadError, PromptError
+from framepipe.generate.config import DEFAULT_MODEL, ModelConfig
+from framepipe.generate.tiny import RANDOM_WEIGHTS_KEY
+from framepipe.prompt import IMAGE_TOKEN, Segment, render_prompt
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("llava",)
+"""``config.model_type`` values framepipe runs (``LlavaForConditionalGeneration``)."""
+
+# Vision towers that put a class token in front of the patch tokens.
+_CLS_TOWERS = ("clip_vision_model",)
+
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_offline() -> bool:
+    """Whether the user asked for offline mode (read at call time, not at import)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=4)
+def hub_reachable(endpoint: str | None = None, timeout_s: float = 3.0) -> bool | None:
+    """True/False: whether a TCP connection to the hub opens within ``timeout_s``. None
+    when a proxy is configured (the direct probe would say nothing)."""
+    if any(os.environ.get(v) for v in _PROXY_VARS):
+        return None
+    if endpoint is None:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    url = urlparse(endpoint)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def quiet_hf() -> Iterator[None]:
+    """No progress bars from transformers while loading or saving (library code never
+    prints; the CLI owns the terminal)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+class ModelSpec:
+    """A model's config and processor (no weights): cheap, used for checks before loading.
+
+    Use :meth:`inspect`. ``tokens_per_image`` and ``context_window`` come from the model's
+    own config; :meth:`check_fits` and :meth:`max_images` apply them to a prompt.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        source: str,
+        local_dir: Path | None,
+        load_kwargs: dict[str, Any],
+        config: Any,
+        processor: Any,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        """What ``from_pretrained`` is given: the local folder or the hub id."""
+        self.local_dir = local_dir
+        """The model's folder when it is a local one."""
+        self.load_kwargs = load_kwargs
+        """``revision``, ``local_files_only``, ``trust_remote_code`` for ``from_pretrained``."""
+        self.config = config
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_token: str = getattr(processor, "image_token", IMAGE_TOKEN) or IMAGE_TOKEN
+        self.image_token_id: int = int(config.image_token_id)
+        self.tokens_per_image: int = tokens_per_image(config)
+        self.context_window: int = int(config.text_config.max_position_embeddings)
+        self.random_weights: bool = bool(getattr(config, RANDOM_WEIGHTS_KEY, False))
+        self.revision: str | None = getattr(config, "_commit_hash", None) or cfg.revision
+        self._check_processor()
+
+    # -- finding the model -------------------------------------------------------------
+
+    @classmethod
+    def inspect(cls, cfg: ModelConfig) -> ModelSpec:
+        """Read the config and processor of ``cfg.model``; raises :class:`ModelLoadError` (one
+        line) when the model is missing, unreachable, not a model, or not a LLaVA model."""
+        source, local_dir, kwargs = _locate(cfg)
+        from transformers import AutoConfig, AutoProcessor
+
+        try:
+            with quiet_hf():
+                config = AutoConfig.from_pretrained(source, **kwargs)
+        except Exception as exc:  # transformers raises OSError, ValueError, KeyError ...
+            raise ModelLoadError(
+                f"{cfg.model}: cannot read the model's config: {_one_line(exc)}"
+            ) from None
+        model_type = getattr(config, "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ModelLoadError(
+                f"{cfg.model}: model_type {model_type!r} is not a multi-image LLaVA model "
+                f"(framepipe runs LlavaForConditionalGeneration checkpoints such as "
+                f"{DEFAULT_MODEL})"
+            )
+        try:
+            with quiet_hf():
+                processor = AutoProcessor.from_pretrained(source, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{cfg.model}: cannot read the model's processor: {_one_line(exc)}"
+            ) from None
+        if not hasattr(processor, "image_processor") or not hasattr(processor, "tokenizer"):
+            raise ModelLoadError(
+                f"{cfg.model}: no image processor next to the tokenizer "
+                "(preprocessor_config.json missing): not a vision-language model folder"
+            )
+        return cls(
+            cfg,
+            source=source,
+            local_dir=local_dir,
+            load_kwargs=kwargs,
+            config=config,
+            processor=processor,
+        )
+
+    def _check_processor(self) -> None:
+        size = _processor_image_size(self.processor)
+        vc = self.config.vision_config
+        if size is not None and size != (vc.image_size, vc.image_size):
+            raise ModelLoadError(
+                f"{self.cfg.model}: the processor resizes images to {size[0]}x{size[1]} but the "
+                f"vision tower expects {vc.image_size}x{vc.image_size}"
+            )
+        ids = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        if ids != self.image_token_id:
+            raise ModelLoadError(
+                f"{self.cfg.model}: the tokenizer's {self.image_token} is id {ids} but the "
+                f"model's image_token_id is {self.image_token_id}"
+            )
+
+    # -- prompts and the context guard -------------------------------------------------
+
+    def build_prompt(
+        self,
+        n_images: int,
+        question: str | Sequence[str],
+        system: str | None = None,
+        segments: Sequence[Segment] | None = None,
+    ) -> str:
+        """The chat text for ``n_images`` frames and one question (see
+        :func:`framepipe.prompt.render_prompt`)."""
+        return render_prompt(self.processor, n_images, question, system, segments)
+
+    def expand(self, prompt: str) -> str:
+        """``prompt`` with each placeholder expanded to the image's tokens, as the processor
+        does before tokenizing."""
+        return prompt.replace(self.image_token, self.image_token * self.tokens_per_image)
+
+    def text_tokens(self, prompt: str) -> int:
+        """Tokens of ``prompt`` that are not image placeholders."""
+        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        return sum(1 for i in ids if i != self.image_token_id)
+
+    def prompt_tokens(
+        self,
+        n_images: int,
+        question: str | Sequence[str],
+        system: str | None = None,
+        segments: Sequence[Segment] | None = None,
+    ) -> int:
+        """Tokens the model reads for this prompt: ``n_images x tokens_per_image`` + text."""
+        text = self.text_tokens(self.build_prompt(n_images, question, system, segments))
+        return n_images * self.tokens_per_image + text
+
+    def check_fits(
+        self,
+        n_images: int,
+        questions: str | Sequence[str],
+        system: str | None = None,
+        *,
+        segments: Sequence[Segment] | None = None,
+        max_new_tokens: int = 0,
+    ) -> None:
+        """Raise :class:`PromptError` (with the numbers and the largest n that fits) when the
+        prompt of any question, plus ``max_new_tokens``, exceeds the context window."""
+        qs = [questions] if isinstance(questions, str) else list(questions)
+        if not qs:
+            raise PromptError("no question to ask")
+        text = max(self.text_tokens(self.build_prompt(n_images, q, system, segments)) for q in qs)
+        need = n_images * self.tokens_per_image + text + max_new_tokens
+        if need <= self.context_window:
+            return
+        fit = (self.context_window - text - max_new_tokens) // self.tokens_per_image
+        new = f" + {max_new_tokens} new tokens" if max_new_tokens else ""
+        hint = (
+            f"at most {max(fit, 0)} frames fit"
+            if fit >= 1
+            else "not even one frame fits: shorten the question or max_new_tokens"
+        )
+        raise PromptError(
+            f"{n_images} frames x {self.tokens_per_image} tokens + {text} text tokens{new} = "
+            f"{need} tokens > the {self.context_window}-token context of {self.cfg.model}; "
+            f"{hint}"
+        )
+
+    def max_images(
+        self,
+        questions: str | Sequence[str],
+        system: str | None = None,
+        *,
+        max_new_tokens: int = 0,
+    ) -> int:
+        """The largest number of frames whose prompt (every question) fits the window."""
+        qs = [questions] if isinstance(questions, str) else list(questions)
+        text = max(self.text_tokens(self.build_prompt(1, q, system)) for q in qs)
+        return max(0, (self.context_window - text - max_new_tokens) // self.tokens_per_image)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.cfg.model,
+            "revision": self.revision,
+            "path": str(self.local_dir) if self.local_dir is not None else None,
+            "random_weights": self.random_weights,
+            "tokens_per_image": self.tokens_per_image,
+            "context_window": self.context_window,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelSpec({self.cfg.model!r}, tokens_per_image={self.tokens_per_image}, "
+            f"context_window={self.context_window}, random_weights={self.random_weights})"
+        )
+
+
+def tokens_per_image(config: Any) -> int:
+    """Tokens one image becomes, from the model's config: ``(image_size / patch_size)^2``
+    patches, plus a class token for towers that have one (CLIP), minus one when the
+    ``default`` feature strategy drops the first token."""
+    vc = config.vision_config
+    n = (int(vc.image_size) // int(vc.patch_size)) ** 2
+    if getattr(vc, "model_type", "") in _CLS_TOWERS:
+        n += 1
+    if getattr(config, "vision_feature_select_strategy", "full") == "default":
+        n -= 1
+    return n
+
+
+def _processor_image_size(processor: Any) -> tuple[int, int] | None:
+    ip = getattr(processor, "image_processor", None)
+    for attr in ("crop_size", "size"):
+        size = getattr(ip, attr, None)
+        if isinstance(size, dict) and "height" in size and "width" in size:
+            return int(size["height"]), int(size["width"])
+    return None
+
+
+def _locate(cfg: ModelConfig) -> tuple[str, Path | None, dict[str, Any]]:
+    """Where the model is: (what to give ``from_pretrained``, local folder or None, kwargs)."""
+    kwargs: dict[str, Any] = {"trust_remote_code": bool(cfg.trust_remote_code)}
+    path = Path(cfg.model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path}: not a model folder (it is a file)")
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path}: not a model folder (no config.json)")
+        _check_weights_in(path, cfg.model)
+        kwargs["local_files_only"] = True
+        return str(path.resolve()), path.resolve(), kwargs
+
+    repo = cfg.model
+    looks_like_path = repo.startswith((".", "/", "~")) or repo.count("/") > 1 or os.sep in repo
+    if not looks_like_path:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(repo)
+        except HFValidationError:
+            looks_like_path = True
+    if looks_like_path:
+        raise ModelLoadError(f"{repo}: no such model folder, and not a Hugging Face hub id")
+    if cfg.revision is not None:
+        kwargs["revision"] = cfg.revision
+
+    from huggingface_hub import constants
+
+    cached = _cached(repo, "config.json", cfg.revision)
+    offline = cfg.local_files_only if cfg.local_files_only is not None else hub_offline()
+    where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
+    if offline:
+        if not cached:
+            raise ModelLoadError(
+                f"{repo}: not in {where} and offline mode is on; download it where the hub "
+                f"can be reached (`hf download {repo}`) or pass a local folder"
+            )
+        kwargs["local_files_only"] = True
+    else:
+        reachable = hub_reachable()
+        if reachable is False:
+            if not cached:
+                raise ModelLoadError(
+                    f"{repo}: not in {where} and the hub ({constants.ENDPOINT}) cannot be "
+                    "reached; download it where it can be or pass a local folder"
+                )
+            log.info("%s: the hub cannot be reached; using the cached copy", repo)
+            kwargs["local_files_only"] = True
+    if kwargs.get("local_files_only"):
+        _check_weights_cached(repo, cfg.revision)
+    return repo, None, kwargs
+
+
+def _cached(repo: str, filename: str, revision: str | None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(repo, filename, revision=revision)
+    except Exception:  # a malformed cache entry counts as not cached
+        return False
+    return isinstance(hit, str)
+
+
+def _check_weights_in(folder: Path, name: str) -> None:
+    if any(folder.glob("*.safetensors")):
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+        raise ModelLoadError(
+            f"{name}: only pickle (.bin/.pt) weights in the folder; framepipe loads safetensors "
+            "only (convert them with save_pretrained(..., safe_serialization=True))"
+        )
+    raise ModelLoadError(f"{name}: no weights in the folder (no *.safetensors file)")
+
+
+def _check_weights_cached(repo: str, revision: str | None) -> None:
+    if _cached(repo, "model.safetensors", revision) or _cached(
+        repo, "model.safetensors.index.json", revision
+    ):
+        return
+    if _cached(repo, "pytorch_model.bin", revision):
+        raise ModelLoadError(
+            f"{repo}: only pickle (.bin) weights in the cache; framepipe loads safetensors only"
+        )
+    raise ModelLoadError(
+        f"{repo}: the config is in the Hugging Face cache but the weights are not, and the "
+        "hub cannot be used (offline); download the whole model first"
+    )
