@@ -30,3 +30,12 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def h264_path(video_dir: Path) -> Path:
     """H.264 MP4 with B-frames, 90 frames at 30 fps, keyframe every 30."""
     return video_dir / "h264.mp4"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight LLaVA (SigLIP + Qwen2, llava-interleave chat template, 16 tokens
+    per image) saved with save_pretrained, built once per test session."""
+    from framepipe.generate import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
