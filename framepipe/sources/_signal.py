@@ -46,7 +46,8 @@ class SmallFrames:
     indices: np.ndarray
     """int64 frame indices (into the source), strictly increasing."""
     frames: np.ndarray
-    """uint8 N x h x w x 3 RGB frames, ``frames[k]`` is frame ``indices[k]``."""
+    """uint8 N x h x w x 3 YUV frames (limited range, as decoded), ``frames[k]`` is frame
+    ``indices[k]``."""
     errors: int = 0
     """Packets the decoder rejected (a corrupt stretch)."""
 
@@ -106,19 +107,43 @@ def _open(path: Path) -> Any:
 
 
 def _small(frame: Any, size: tuple[int, int], rotation: int) -> np.ndarray:
-    """RGB at ``size``: a fast bilinear scale to twice the size, then a 2x2 mean (cheap
-    anti-aliasing; a plain fast scale aliases fine texture into false motion)."""
+    """YUV (h x w x 3, as decoded: limited range) at ``size``.
+
+    A fast bilinear scale to twice the size in yuv420p (no colour conversion), then a 2x2
+    mean of the luma (cheap anti-aliasing: a plain fast scale aliases fine texture into false
+    motion); the chroma planes of the doubled picture already have the target size.
+    """
     w, h = size
     if rotation in (90, 270):
         w, h = h, w
-    img = frame.reformat(
-        width=2 * w, height=2 * h, format="rgb24", interpolation="FAST_BILINEAR"
-    ).to_ndarray()
-    img = img.reshape(h, 2, w, 2, 3).mean(axis=(1, 3), dtype=np.float32)
-    out = (img + 0.5).astype(np.uint8)
+    flat = (
+        frame.reformat(width=2 * w, height=2 * h, format="yuv420p", interpolation="FAST_BILINEAR")
+        .to_ndarray()
+        .ravel()
+    )
+    n = 4 * w * h
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    y = flat[:n].reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
+    out[..., 0] = (y + 0.5).astype(np.uint8)
+    out[..., 1] = flat[n : n + w * h].reshape(h, w)
+    out[..., 2] = flat[n + w * h : n + 2 * w * h].reshape(h, w)
     if rotation:
         out = np.ascontiguousarray(np.rot90(out, k=-rotation // 90))
     return out
+
+
+def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (... x 3) to limited-range BT.601 YUV uint8, like a decoder's output."""
+    x = rgb.astype(np.float32)
+    m = (
+        np.array(
+            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+            dtype=np.float32,
+        )
+        / 255.0
+    )
+    yuv = x @ m.T + np.array([16.0, 128.0, 128.0], dtype=np.float32)
+    return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)
 
 
 def _decode_packets(container: Any, stream: Any) -> Iterator[tuple[Any, list[Any] | None]]:

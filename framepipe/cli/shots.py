@@ -1,0 +1,131 @@
+"""``framepipe shots PATH...``: the shots the keyframe sampler sees, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from framepipe.discover import discover
+from framepipe.errors import FramepipeError
+from framepipe.types import one_line_error
+
+
+@click.command("shots")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON array with an object per input: source, shots, transitions.",
+)
+@click.option(
+    "--opt",
+    "opts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable).",
+)
+@click.option(
+    "--source-opt",
+    "source_opts",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra source option, e.g. backend=pyav (repeatable).",
+)
+def command(
+    paths: tuple[str, ...], as_json: bool, opts: tuple[str, ...], source_opts: tuple[str, ...]
+) -> None:
+    """Detect the shots of each video: hard cuts, dissolves and fades through black.
+
+    PATHS are video files or folders (searched recursively). Each shot is printed with its
+    first frame, its end frame (exclusive) and their times. Detector settings (--opt):
+    cut_threshold, cut_ratio, cut_concentration, local_window_s, flash_s, flash_return,
+    gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
+    size, skip. Exit status is 1 when any input failed, after all the others are done.
+    """
+    from framepipe.cli.common import parse_kv
+    from framepipe.samplers._shots import DetectorParams
+    from framepipe.samplers.keyframe import detect_shots
+    from framepipe.sources.base import open_source
+
+    params = parse_kv(opts, "--opt")
+    try:
+        DetectorParams.from_params(params)
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+    options = parse_kv(source_opts, "--source-opt")
+    inputs, notes = discover(paths, kind="video")
+    for note in notes:
+        click.echo(f"note: skipping {note.path}: {note.reason}", err=True)
+    results: list[dict[str, Any]] = []
+    failed = 0
+    for item in inputs:
+        try:
+            if item.error:
+                raise FramepipeError(item.error)
+            with open_source(item.path, item.kind, **options) as src:
+                info = src.info()
+                if info.num_frames == 0:
+                    raise FramepipeError(f"{item.path}: no frames")
+                det = detect_shots(src, info, **params)
+                ts = info.timestamps_s
+                end_s = info.end_s
+                shots = []
+                for a, b in det.shots:
+                    shots.append(
+                        {
+                            "start_frame": a,
+                            "end_frame": b,
+                            "start_s": None if ts is None else round(ts[a], 6),
+                            "end_s": None
+                            if ts is None
+                            else round(ts[b] if b < len(ts) else (end_s or ts[-1]), 6),
+                        }
+                    )
+                results.append(
+                    {
+                        "source": str(item.path),
+                        "num_frames": info.num_frames,
+                        "shots": shots,
+                        "transitions": [t.to_json() for t in det.transitions],
+                    }
+                )
+        except Exception as exc:
+            failed += 1
+            msg = one_line_error(exc)
+            if str(item.path) not in msg:
+                msg = f"{item.path}: {msg}"
+            results.append({"source": str(item.path), "status": "failed", "error": msg})
+            click.echo(f"error: {msg}", err=True)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+    else:
+        _table(results)
+    if failed:
+        sys.exit(1)
+
+
+def _table(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        if "shots" not in r:
+            continue
+        kinds = {t["frame"]: t["kind"] for t in r["transitions"]}
+        click.echo(f"{r['source']}: {len(r['shots'])} shot(s)")
+        rows = [["shot", "start_frame", "end_frame", "start_s", "end_s", "begins_with"]]
+        for k, s in enumerate(r["shots"]):
+            rows.append(
+                [
+                    str(k),
+                    str(s["start_frame"]),
+                    str(s["end_frame"]),
+                    "-" if s["start_s"] is None else f"{s['start_s']:.3f}",
+                    "-" if s["end_s"] is None else f"{s['end_s']:.3f}",
+                    kinds.get(s["start_frame"], "start" if k == 0 else "-"),
+                ]
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            click.echo("  " + "  ".join(v.rjust(w) for v, w in zip(row, widths)).rstrip())

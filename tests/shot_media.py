@@ -1,0 +1,169 @@
+"""Tiny edited videos with known shots, for the shot detector's tests.
+
+Each shot is a crop moving over its own random texture (colour blobs, detail and shapes).
+:func:`make_edit_video` writes a 160x90 H.264 file (libx264 through PyAV, with B-frames)
+from a script of shots and transitions and returns the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+W, H, FPS = 160, 90, 25
+
+
+def texture(seed: int) -> np.ndarray:
+    """A 3W x 3H RGB texture, different for every seed."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (5, 8, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(base).resize((3 * W, 3 * H), Image.Resampling.BICUBIC))
+    detail = rng.integers(-40, 40, (3 * H // 3, 3 * W // 3), dtype=np.int16)
+    fine = np.kron(detail, np.ones((3, 3), dtype=np.int16))
+    img = Image.fromarray(np.clip(big.astype(np.int16) + fine[..., None], 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = int(rng.integers(0, 3 * W)), int(rng.integers(0, 3 * H))
+        r = int(rng.integers(6, 24))
+        col = tuple(int(v) for v in rng.integers(0, 256, 3))
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=col)
+    return np.asarray(img)
+
+
+@dataclass
+class ShotSpec:
+    seed: int
+    frames: int
+    speed: float = 0.6
+    """Pixels per frame of the camera pan (at 160x90)."""
+    flash_at: tuple[int, ...] = ()
+    """Frames of this shot (counted from its start) shown much brighter."""
+
+
+@dataclass
+class EditTruth:
+    num_frames: int
+    cuts: list[int] = field(default_factory=list)
+    """First frame of each shot that starts with a hard cut."""
+    gradual: list[tuple[int, int, str]] = field(default_factory=list)
+    """``(first, last, kind)`` frames of each dissolve or fade."""
+    shots: list[tuple[int, int]] = field(default_factory=list)
+    """Clean part ``[a, b)`` of every shot (outside any transition)."""
+
+
+def _frame(tex: np.ndarray, k: int, speed: float, seed: int) -> np.ndarray:
+    ang = (seed * 1.7) % (2 * np.pi)
+    x = _bounce(W + speed * k * np.cos(ang), 2 * W)
+    y = _bounce(H + speed * k * np.sin(ang) * 0.5, 2 * H)
+    return tex[y : y + H, x : x + W]
+
+
+def _bounce(v: float, span: int) -> int:
+    """A camera path that turns back at the texture's edges (no jump)."""
+    p = v % (2 * span)
+    return int(p if p <= span else 2 * span - p)
+
+
+def make_edit_video(
+    path: Path,
+    script: list[ShotSpec | tuple[str, int]],
+    *,
+    gop: int = 250,
+    bframes: int = 3,
+) -> EditTruth:
+    """Write ``script`` to ``path``: shots separated by ``("cut", 0)``,
+    ``("dissolve", L)`` or ``("fade", L)`` (L frames: out, a few black, in)."""
+
+    frames: list[np.ndarray] = []
+    truth = EditTruth(0)
+    shots = [s for s in script if isinstance(s, ShotSpec)]
+    texs = {s.seed: texture(s.seed) for s in shots}
+    consumed = 0
+    clean_start = 0
+    for pos, item in enumerate(script):
+        if isinstance(item, ShotSpec):
+            tex = texs[item.seed]
+            for k in range(consumed, item.frames):
+                img = _frame(tex, k, item.speed, item.seed)
+                if k in item.flash_at:
+                    img = np.minimum(255, img.astype(np.uint16) * 2 + 90).astype(np.uint8)
+                frames.append(img)
+            truth.shots.append((clean_start, len(frames)))
+            continue
+        kind, length = item
+        prev = script[pos - 1]
+        nxt = script[pos + 1]
+        assert isinstance(prev, ShotSpec) and isinstance(nxt, ShotSpec)
+        ta, tb = texs[prev.seed], texs[nxt.seed]
+        first = len(frames)
+        if kind == "cut":
+            truth.cuts.append(first)
+            consumed = 0
+        elif kind == "dissolve":
+            for j in range(length):
+                a = (j + 1) / (length + 1)
+                img = _frame(ta, prev.frames + j, prev.speed, prev.seed) * (1 - a)
+                img = img + _frame(tb, j, nxt.speed, nxt.seed) * a
+                frames.append(img.astype(np.uint8))
+            consumed = length
+        elif kind == "fade":
+            half = length // 2
+            for j in range(half):
+                g = 1 - (j + 1) / half
+                frames.append(
+                    (_frame(ta, prev.frames + j, prev.speed, prev.seed) * g).astype(np.uint8)
+                )
+            for _ in range(4):
+                frames.append(np.zeros((H, W, 3), np.uint8))
+            rest = length - half
+            for j in range(rest):
+                g = (j + 1) / (rest + 1)
+                frames.append((_frame(tb, j, nxt.speed, nxt.seed) * g).astype(np.uint8))
+            consumed = rest
+        else:
+            raise ValueError(kind)
+        if kind != "cut":
+            truth.gradual.append((first, len(frames) - 1, kind))
+        clean_start = len(frames)
+    truth.num_frames = len(frames)
+    write_video(path, frames, gop=gop, bframes=bframes)
+    return truth
+
+
+def write_video(path: Path, frames: list[np.ndarray], *, gop: int = 250, bframes: int = 3) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": str(gop), "bf": str(bframes), "preset": "veryfast", "crf": "20"}
+        for img in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def standard_script() -> list[ShotSpec | tuple[str, int]]:
+    """Seven shots: two cuts, a flash, a fade through black, a dissolve, a fast pan, a cut."""
+    return [
+        ShotSpec(1, 60),
+        ("cut", 0),
+        ShotSpec(2, 60),
+        ("cut", 0),
+        ShotSpec(3, 50, flash_at=(25,)),
+        ("fade", 16),
+        ShotSpec(4, 55),
+        ("dissolve", 15),
+        ShotSpec(5, 65),
+        ("cut", 0),
+        ShotSpec(6, 60, speed=6.0),
+        ("cut", 0),
+        ShotSpec(7, 70),
+    ]
