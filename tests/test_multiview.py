@@ -268,6 +268,37 @@ def test_huge_images_are_downscaled_with_a_reduced_jpeg_decode(
     assert (full.width, full.height) == (4000, 3000)
 
 
+@pytest.mark.parametrize(
+    ("fmt", "stored", "orientation", "max_side", "expected"),
+    [
+        ("jpg", (1920, 1080), 1, 2048, (1920, 1080)),  # fits: returned as stored
+        ("jpg", (1920, 1080), 1, 1536, (960, 540)),  # 1/2-scale DCT decode, no resampling
+        ("jpg", (1920, 1080), 6, 1000, (540, 960)),  # 1/2 scale, then turned upright
+        ("jpg", (1920, 1080), 6, 500, (270, 480)),  # 1/4 scale
+        ("png", (1001, 600), 1, 500, (334, 200)),  # reduced by 3 (box), rounded up
+        ("jpg", (1700, 90), 1, 100, (100, 6)),  # more than 8x too large: 1/8, then resized
+    ],
+)
+def test_read_size_policy_and_info_agree(
+    tmp_path: Path,
+    fmt: str,
+    stored: tuple[int, int],
+    orientation: int,
+    max_side: int,
+    expected: tuple[int, int],
+) -> None:
+    img = Image.fromarray(sm.view_image(0, size=stored))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img.save(tmp_path / f"v.{fmt}", exif=exif.tobytes())
+    src = MultiviewSource(tmp_path, max_side=max_side)
+    info = src.info()
+    assert (info.width, info.height) == expected
+    frame = src.read([0]).images()[0]
+    assert frame.shape == (expected[1], expected[0], 3)
+    assert max(expected) <= max_side
+
+
 # -- bad input --------------------------------------------------------------------------------
 def _truncated_copy(src: Path, dst: Path, keep: float) -> None:
     data = src.read_bytes()

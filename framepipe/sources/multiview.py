@@ -12,12 +12,15 @@ note, as is a file that is not an image; the scene goes on with the others.
 :meth:`MultiviewSource.read` decodes only the views asked for, applies the EXIF orientation,
 converts every colour mode (grayscale, palette, RGBA composited on white, 16-bit) to RGB
 8-bit, and bounds the longest side to ``max_side`` (JPEG is decoded at reduced scale with
-``draft``, so memory stays bounded however large the file).
+``draft``, so memory stays bounded however large the file; other formats are decoded one at
+a time, PIL's decompression-bomb limit refusing absurd sizes).
 
 Source options (``--source-opt KEY=VALUE``):
 
-- ``max_side`` (int, default 1536): longest side of the frames ``read`` returns; 0 keeps the
-  full size. The model sees 384x384, so more is rarely useful.
+- ``max_side`` (int, default 2048): bound on the longest side of the frames ``read``
+  returns; 0 keeps the full size. Larger images are reduced by an integer factor (JPEG:
+  decoded at 1/2, 1/4 or 1/8 scale), so the longest side ends between half of ``max_side``
+  and ``max_side`` without resampling; the model sees 384x384, so this loses nothing.
 - ``min_views`` (int, default 1): fewer readable views than this is an error.
 - ``background`` (``[r, g, b]``, default white): what transparent pixels become.
 """
@@ -48,7 +51,7 @@ from framepipe.utils import natural_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_SIDE = 1536
+DEFAULT_MAX_SIDE = 2048
 _TAIL_BYTES = 4096
 
 # EXIF orientation -> PIL transpose method name (as ImageOps.exif_transpose does).
@@ -198,6 +201,35 @@ def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(w * s)), max(1, round(h * s))
 
 
+def plan_size(fmt: str, stored: tuple[int, int], max_side: int) -> tuple[tuple[int, int], int]:
+    """The stored-orientation size :func:`decode_image` returns under ``max_side``, and the
+    integer reduction that gets there without resampling.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 scale (the smallest reduction whose longest side
+    fits; beyond 1/8 it is then resized); other formats are decoded whole and reduced by
+    the smallest integer factor that fits (box filter). Either way the longest side ends in
+    ``(max_side / 2, max_side]``: an image that already fits is never resampled, so a
+    1920x1080 frame under the default 2048 is returned exactly as stored.
+    """
+    w, h = stored
+    longest = max(w, h)
+    if max_side <= 0 or longest <= max_side:
+        return stored, 1
+    f = -(-longest // max_side)
+    if fmt == "JPEG":
+        f = next((s for s in (2, 4, 8) if s >= f), 8)
+    size = (-(-w // f), -(-h // f))
+    if max(size) > max_side:  # a JPEG more than 8 times too large: resize after 1/8
+        size = fit_size(size, max_side)
+    return size, f
+
+
+def read_size(header: ImageHeader, max_side: int) -> tuple[int, int]:
+    """(width, height) of the frame :func:`decode_image` returns, after the orientation."""
+    (w, h), _ = plan_size(header.format, header.stored_size, max_side)
+    return (h, w) if header.orientation in (5, 6, 7, 8) else (w, h)
+
+
 def decode_image(
     path: Path,
     header: ImageHeader,
@@ -209,23 +241,31 @@ def decode_image(
     """Decode ``path`` to an upright uint8 HxWx3 array.
 
     ``size`` (width, height, after orientation) gives an exact output size (aspect not
-    kept: the samplers' thumbnails); otherwise the longest side is bounded by ``max_side``.
-    JPEGs are decoded at the smallest DCT scale that is still at least the output size.
+    kept: the samplers' thumbnails; JPEGs are decoded at the smallest DCT scale that is
+    still at least that size). Otherwise the size is :func:`read_size` under ``max_side``.
     """
     from PIL import Image
 
-    shown = header.size
-    out = size if size is not None else fit_size(shown, max_side)
     swap = header.orientation in (5, 6, 7, 8)
-    stored_out = (out[1], out[0]) if swap else out
+    factor = 1
+    if size is not None:
+        stored_out = (size[1], size[0]) if swap else size
+    else:
+        stored_out, factor = plan_size(header.format, header.stored_size, max_side)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 if im.format == "JPEG" and stored_out != im.size:
-                    im.draft(None, stored_out)
+                    w, h = im.size
+                    # draft() picks the largest DCT scale with a result at least this size
+                    want = (w // factor, h // factor) if size is None else stored_out
+                    im.draft(None, (max(1, want[0]), max(1, want[1])))
+                    factor = 1
                 im.load()
                 img = to_rgb8(im, background)
+                if factor > 1:
+                    img = img.reduce(factor)
                 if img.size != stored_out:
                     img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
                 method = _TRANSPOSE.get(header.orientation)
@@ -347,7 +387,7 @@ class MultiviewSource(Source):
                 + (f" ({len(bad)} unreadable, e.g. {bad[0]})" if bad else ""),
             )
         self._views = views
-        sizes = {fit_size(v.header.size, self.max_side) for v in views}
+        sizes = {read_size(v.header, self.max_side) for v in views}
         width, height = next(iter(sizes)) if len(sizes) == 1 else (0, 0)
         extra: dict[str, Any] = {
             "poses": poses.format if poses is not None else None,
