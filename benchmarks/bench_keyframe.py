@@ -265,7 +265,7 @@ def run_scenedetect(path: Path, which: str) -> list[int]:
 
     detector = ContentDetector() if which == "content" else AdaptiveDetector()
     scenes = detect(str(path), detector)
-    return [int(s.get_frames()) for s, _ in scenes[1:]]
+    return [int(s.frame_num) for s, _ in scenes[1:]]
 
 
 def coverage(path: Path, truth: dict[str, Any]) -> dict[str, tuple[int, int, int]]:

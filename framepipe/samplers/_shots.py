@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from framepipe.errors import ConfigError
-from framepipe.sources._signal import SkipMode, SmallFrames, merge
+from framepipe.sources._signal import SkipMode, SmallFrames
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +255,25 @@ def compute_features(sf: SmallFrames) -> Features:
     )
 
 
+def merge_features(a: Features, b: Features) -> Features:
+    """Rows of ``a`` and ``b`` together, sorted by frame index (``a`` wins on repeats)."""
+    idx = np.concatenate([a.indices, b.indices])
+    uniq, first = np.unique(idx, return_index=True)
+
+    def cat(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.concatenate([x, y])[first]
+
+    return Features(
+        uniq,
+        cat(a.hist, b.hist),
+        cat(a.grid, b.grid),
+        cat(a.luma, b.luma),
+        cat(a.luma_mean, b.luma_mean),
+        cat(a.luma_std, b.luma_std),
+        cat(a.sharpness, b.sharpness),
+    )
+
+
 def pair_distance(f: Features, a: np.ndarray, b: np.ndarray, *, fine: bool = True) -> np.ndarray:
     """Distance (0..1) between rows ``a`` and ``b``: colour histograms, block layout and,
     with ``fine``, tiny pixels, averaged."""
@@ -335,8 +354,7 @@ def detect(
             extra = refine(gaps)
             stats["refined_frames"] = len(extra)
             if len(extra):
-                merged = merge(SmallFrames(base.indices, signal.frames), extra)
-                feats = compute_features(merged)
+                feats = merge_features(base, compute_features(extra))
     cuts = _confirm_cuts(feats, base, cand, s, params, fps)
 
     fades = _fades(base, start, end, params, fps)
