@@ -311,7 +311,7 @@ def _locate(cfg: ModelConfig) -> tuple[str, Path | None, dict[str, Any]]:
         return str(path.resolve()), path.resolve(), kwargs
 
     repo = cfg.model
-    looks_like_path = repo.startswith((".", "/", "~")) or repo.count("/") > 1 or os.sep in repo
+    looks_like_path = repo.startswith((".", "/", "~")) or repo.count("/") > 1 or "\\" in repo
     if not looks_like_path:
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 

@@ -1,0 +1,319 @@
+"""The generator on the tiny random model: batching, multi-question reuse and the plain
+transformers path give the same greedy answers; loading errors are one line and fast;
+device, dtype, attention and quantization choices are checked before any weight is read."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from framepipe.errors import ConfigError, GenerationError, ModelLoadError, PromptError
+from framepipe.generate import (
+    GenerationSettings,
+    Generator,
+    ModelConfig,
+    ModelSpec,
+    Request,
+    Segment,
+    loading,
+    resolve_runtime,
+)
+from framepipe.generate import device as device_mod
+
+QUESTIONS = [
+    "What are these?",
+    "Describe what happens in the video in detail.",
+    "How many people are there? Answer in one word.",
+]
+
+
+def frames(n: int, seed: int, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """The tiny model's matrices are small: extra intra-op threads only add contention on a
+    shared CI machine (ten times slower under load), so this module runs on one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir: Path) -> Generator:
+    cfg = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    return Generator.load(cfg, GenerationSettings(max_new_tokens=8, batch_size=4))
+
+
+def plain_hf(gen: Generator, images: list[np.ndarray], question: str, **kw: object) -> str:
+    """The model card's way: processor, then generate, one clip at a time."""
+    prompt = gen.spec.build_prompt(len(images), question, **kw)  # type: ignore[arg-type]
+    inputs = gen.spec.processor(text=[prompt], images=images, return_tensors="pt")
+    with torch.inference_mode():
+        out = gen.model.generate(
+            **inputs, max_new_tokens=gen.settings.max_new_tokens, do_sample=False
+        )
+    new = out[0, inputs["input_ids"].shape[1] :]
+    return str(gen.spec.tokenizer.decode(new, skip_special_tokens=True)).strip()
+
+
+def test_describe_says_random_weights(gen: Generator, tiny_model_dir: Path) -> None:
+    d = gen.describe()
+    assert d["random_weights"] is True
+    assert d["path"] == str(tiny_model_dir.resolve())
+    assert d["dtype"] == "float32" and d["device"] == "cpu" and d["attn"] == "sdpa"
+    assert d["quantize"] is None
+    json.dumps(d)
+
+
+def test_answers_equal_the_plain_transformers_path(gen: Generator) -> None:
+    imgs = frames(3, 0)
+    got = gen.answer([Request(imgs, [QUESTIONS[1]])])[0]
+    assert got.answers == [plain_hf(gen, imgs, QUESTIONS[1])]
+    assert got.prompt == gen.spec.build_prompt(3, QUESTIONS[1])
+    assert got.prompt_tokens == gen.spec.prompt_tokens(3, QUESTIONS[1])
+    assert 0 < got.new_tokens[0] <= 8 and got.generate_s > 0
+
+
+def test_multi_question_reuse_equals_separate_runs(gen: Generator) -> None:
+    imgs = frames(4, 1)
+    together = gen.answer([Request(imgs, QUESTIONS)])[0]
+    separate = [gen.answer([Request(imgs, [q])])[0].answers[0] for q in QUESTIONS]
+    assert together.answers == separate
+    assert together.answers == [plain_hf(gen, imgs, q) for q in QUESTIONS]
+    assert together.prompts == [gen.spec.build_prompt(4, q) for q in QUESTIONS]
+    assert len(set(together.answers)) > 1  # the questions really differ in what they produce
+
+
+def test_batched_answers_equal_unbatched(gen: Generator) -> None:
+    reqs = [
+        Request(frames(2, 10), [QUESTIONS[0]]),
+        Request(frames(5, 11), [QUESTIONS[2]]),  # different prompt length: left padding
+        Request(frames(1, 12), QUESTIONS[:2]),
+        Request(frames(3, 13), QUESTIONS),  # 3 questions: a batch of its own (4 rows max)
+        Request(frames(2, 14), [QUESTIONS[1]], system="Answer briefly."),
+    ]
+    batched = gen.answer(reqs)
+    single = [gen.answer([r])[0] for r in reqs]
+    assert [a.answers for a in batched] == [a.answers for a in single]
+    assert [a.new_tokens for a in batched] == [a.new_tokens for a in single]
+    assert [a.prompt_tokens for a in batched] == [a.prompt_tokens for a in single]
+
+
+def test_a_request_with_more_questions_than_the_batch(gen: Generator, tiny_model_dir: Path) -> None:
+    small = Generator(
+        gen.model, gen.spec, gen.runtime, GenerationSettings(8, batch_size=2), gen.cfg
+    )
+    imgs = frames(2, 20)
+    qs = [*QUESTIONS, "Is it day or night?"]
+    assert (
+        small.answer([Request(imgs, qs)])[0].answers == gen.answer([Request(imgs, qs)])[0].answers
+    )
+
+
+def test_interleaved_segments_answer_like_the_plain_path(gen: Generator) -> None:
+    imgs = frames(3, 30)
+    segs = [Segment("Video 1:", 2), Segment("Reference image:", 1)]
+    q = "Which frame shows the reference object?"
+    got = gen.answer([Request(imgs, [q], segments=segs)])[0]
+    assert got.prompt.count("<image>") == 3 and "Video 1: <image><image>\n" in got.prompt
+    assert got.answers == [plain_hf(gen, imgs, q, segments=segs)]
+
+
+def test_sampling_is_seeded(gen: Generator) -> None:
+    s = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)
+    g = Generator(gen.model, gen.spec, gen.runtime, s, gen.cfg)
+    r = Request(frames(2, 40), QUESTIONS[:2])
+    a, b = g.answer([r])[0].answers, g.answer([r])[0].answers
+    assert a == b
+    assert s.to_json()["seed"] == 7 and "seed" not in GenerationSettings().to_json()
+
+
+def test_too_many_frames_refused_before_generation(gen: Generator) -> None:
+    n = gen.spec.max_images(QUESTIONS[0], max_new_tokens=8) + 1
+    imgs = [np.zeros((8, 8, 3), np.uint8)] * n
+    with pytest.raises(PromptError, match=f"at most {n - 1} frames fit"):
+        gen.answer([Request(imgs, [QUESTIONS[0]])])
+
+
+def test_bad_requests() -> None:
+    with pytest.raises(PromptError):
+        Request(frames(1, 0), [""])
+    with pytest.raises(PromptError, match="uint8"):
+        Request([np.zeros((4, 4), np.float32)], ["q"])  # type: ignore[list-item]
+    with pytest.raises(PromptError, match="segments hold 1 images"):
+        Request(frames(2, 0), ["q"], segments=[Segment("Video 1:", 1)])
+
+
+def test_cuda_oom_halves_the_batch(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = Generator(gen.model, gen.spec, gen.runtime, GenerationSettings(8, batch_size=4), gen.cfg)
+    reqs = [Request(frames(2, 50 + i), [QUESTIONS[i % 3]]) for i in range(4)]
+    expected = [gen.answer([r])[0].answers for r in reqs]
+    real = Generator._run_group
+    sizes: list[int] = []
+
+    def fake(self: Generator, group: list, *args: object) -> None:  # type: ignore[type-arg]
+        rows = sum(len(u.questions) for u in group)
+        sizes.append(rows)
+        if rows > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        real(self, group, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Generator, "_run_group", fake)
+    assert [a.answers for a in g.answer(reqs)] == expected
+    assert g.batch_size == 1 and sizes[:3] == [4, 2, 1]
+
+    def always(self: Generator, group: list, *args: object) -> None:  # type: ignore[type-arg]
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(Generator, "_run_group", always)
+    with pytest.raises(GenerationError, match=r"out of memory .* batch size 1"):
+        g.answer(reqs[:1])
+
+
+# -- loading --------------------------------------------------------------------------------
+
+
+def test_load_kwargs_never_trust_remote_code_unless_asked(tiny_model_dir: Path) -> None:
+    spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir)))
+    assert spec.load_kwargs["trust_remote_code"] is False
+    spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir), trust_remote_code=True))
+    assert spec.load_kwargs["trust_remote_code"] is True
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_missing_hub_model_fails_fast_and_clearly(
+    offline: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        for var in loading._PROXY_VARS:
+            monkeypatch.delenv(var, raising=False)
+        loading.hub_reachable.cache_clear()
+    t0 = time.monotonic()
+    with pytest.raises(ModelLoadError) as err:
+        ModelSpec.inspect(ModelConfig(model="framepipe-tests/no-such-model"))
+    assert time.monotonic() - t0 < 15
+    msg = str(err.value)
+    assert msg.startswith("framepipe-tests/no-such-model: not in the Hugging Face cache")
+    assert "\n" not in msg
+    if offline:
+        assert "offline mode is on" in msg
+    elif loading.hub_reachable() is False:
+        assert "cannot be reached" in msg
+
+
+def test_cached_config_without_weights_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from huggingface_hub import constants
+
+    snap = tmp_path / "hub" / "models--org--cfg-only" / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_bytes((tiny_model_dir / "config.json").read_bytes())
+    refs = snap.parent.parent / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("a" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="config is in the Hugging Face cache but the weights"):
+        ModelSpec.inspect(ModelConfig(model="org/cfg-only"))
+
+
+def test_not_a_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
+        ModelSpec.inspect(ModelConfig(model=str(tmp_path)))
+    f = tmp_path / "weights.safetensors"
+    f.write_bytes(b"x")
+    with pytest.raises(ModelLoadError, match="it is a file"):
+        ModelSpec.inspect(ModelConfig(model=str(f)))
+    with pytest.raises(ModelLoadError, match="no such model folder"):
+        ModelSpec.inspect(ModelConfig(model=str(tmp_path / "nope" / "deeper" / "x")))
+
+
+def test_not_a_llava_model(tmp_path: Path) -> None:
+    d = tmp_path / "bert"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
+    (d / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ModelLoadError, match="'bert' is not a multi-image LLaVA model"):
+        ModelSpec.inspect(ModelConfig(model=str(d)))
+
+
+def test_safetensors_only(tmp_path: Path, tiny_model_dir: Path) -> None:
+    d = tmp_path / "pickled"
+    d.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.suffix != ".safetensors":
+            (d / f.name).write_bytes(f.read_bytes())
+    (d / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match="safetensors only"):
+        ModelSpec.inspect(ModelConfig(model=str(d)))
+    (d / "pytorch_model.bin").unlink()
+    with pytest.raises(ModelLoadError, match="no weights"):
+        ModelSpec.inspect(ModelConfig(model=str(d)))
+
+
+# -- device, dtype, attention, quantization -------------------------------------------------
+
+
+def test_cpu_bf16_detection_reads_the_flags() -> None:
+    assert device_mod.cpu_has_fast_bf16(frozenset({"avx2", "avx512_bf16"}))
+    assert device_mod.cpu_has_fast_bf16(frozenset({"amx_bf16"}))
+    assert not device_mod.cpu_has_fast_bf16(frozenset({"avx2", "avx512f"}))
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({"avx512_bf16"}, torch.bfloat16), ({"amx_bf16"}, torch.bfloat16), ({"avx2"}, torch.float32)],
+)
+def test_auto_dtype_on_cpu(
+    flags: set[str], expected: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device_mod, "cpu_flags", lambda: frozenset(flags))
+    assert device_mod.resolve_dtype("auto", torch.device("cpu")) == expected
+    assert device_mod.resolve_dtype("float32", torch.device("cpu")) == torch.float32
+
+
+def test_runtime_choices_on_this_machine() -> None:
+    rt = resolve_runtime(ModelConfig(device="cpu", dtype="bf16"))
+    assert rt.device.type == "cpu" and rt.dtype == torch.bfloat16 and rt.attn == "sdpa"
+    if not torch.cuda.is_available():
+        assert resolve_runtime(ModelConfig()).device.type in ("cpu", "mps")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA errors")
+def test_cuda_only_options_refused_without_cuda() -> None:
+    with pytest.raises(ConfigError, match="--quantize 4bit needs a CUDA GPU"):
+        resolve_runtime(ModelConfig(device="cpu", quantize="4bit"))
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_runtime(ModelConfig(device="cuda"))
+    with pytest.raises((ConfigError, ImportError), match="flash"):
+        resolve_runtime(ModelConfig(device="cpu", attn="flash_attention_2"))
+
+
+def test_bad_option_values() -> None:
+    with pytest.raises(ConfigError, match="--quantize '3bit'"):
+        ModelConfig(quantize="3bit")
+    with pytest.raises(ConfigError, match="--dtype"):
+        ModelConfig(dtype="int8")
+    with pytest.raises(ConfigError, match="--attn"):
+        ModelConfig(attn="magic")
+    with pytest.raises(ConfigError, match="--batch-size"):
+        GenerationSettings(batch_size=0)
+    assert ModelConfig(dtype="bf16").dtype == "bfloat16"
