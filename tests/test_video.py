@@ -21,18 +21,18 @@ from framepipe.sources.video import VideoSource
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
 
-# file -> (frames, backend that auto must pick, keyframe interval)
+# file -> (frames, keyframe interval)
 FORMATS = {
-    "h264.mp4": (90, "decord", 30),
-    "mpeg4.avi": (90, "pyav", 30),
-    "vp8.webm": (90, "pyav", 30),
-    "vp9.webm": (90, "pyav", 30),
-    "mjpeg.avi": (60, "decord", 1),
-    "vfr.mp4": (60, "decord", 30),
-    "rot90.mp4": (40, "pyav", 30),
-    "rot180.mp4": (40, "pyav", 30),
-    "rot270.mp4": (40, "pyav", 30),
-    "one.mp4": (1, "decord", 30),
+    "h264.mp4": (90, 30),
+    "mpeg4.avi": (90, 30),
+    "vp8.webm": (90, 30),
+    "vp9.webm": (90, 30),
+    "mjpeg.avi": (60, 1),
+    "vfr.mp4": (60, 30),
+    "rot90.mp4": (40, 30),
+    "rot180.mp4": (40, 30),
+    "rot270.mp4": (40, 30),
+    "one.mp4": (1, 30),
 }
 # backend=decord is refused (not silently wrong) on these
 DECORD_REFUSES = {"mpeg4.avi", "vp8.webm", "vp9.webm", "rot90.mp4", "rot180.mp4", "rot270.mp4"}
@@ -57,7 +57,7 @@ def test_registered_as_video_kind() -> None:
 @pytest.mark.parametrize("name", sorted(FORMATS))
 @pytest.mark.parametrize("backend", ["pyav", "decord", "auto"])
 def test_every_frame_is_exact(video_dir: Path, name: str, backend: str) -> None:
-    n, auto_backend, _ = FORMATS[name]
+    n = FORMATS[name][0]
     if backend != "pyav" and not decord_available():
         pytest.skip("decord not installed")
     src = VideoSource(video_dir / name, backend=backend)
@@ -67,7 +67,7 @@ def test_every_frame_is_exact(video_dir: Path, name: str, backend: str) -> None:
         return
     info = src.info()
     assert info.num_frames == n
-    assert info.backend == (auto_backend if backend == "auto" else backend)
+    assert info.backend == ("pyav" if backend == "auto" else backend)
     idx = _indices(n, seed=len(name))
     batch = src.read(idx)
     assert batch.frames.shape == (len(idx), 120, 160, 3)
@@ -97,7 +97,7 @@ def test_b_frame_files_really_reorder(video_dir: Path) -> None:
 
 @pytest.mark.parametrize("name", ["h264.mp4", "mpeg4.avi", "vp9.webm", "mjpeg.avi"])
 def test_metadata(video_dir: Path, name: str) -> None:
-    n, _, gop = FORMATS[name]
+    n, gop = FORMATS[name]
     info = VideoSource(video_dir / name).info()
     assert info.kind == "video"
     assert info.fps == Fraction(30)
@@ -166,6 +166,24 @@ def test_out_of_range_and_empty_reads(h264_path: Path) -> None:
     with pytest.raises(DecodeError, match=r"frame\(s\) \[90\] out of range 0..89"):
         src.read([0, 90])
     assert len(src.read([])) == 0
+
+
+def test_auto_falls_back_to_decord_only_where_decord_is_exact(
+    video_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framepipe.sources._video_pyav import PyAVReader
+
+    def broken(self: PyAVReader, wanted: object, store: object) -> None:
+        raise DecodeError(self.index.path, "simulated decoder failure")
+
+    monkeypatch.setattr(PyAVReader, "read", broken)
+    if decord_available():
+        src = VideoSource(video_dir / "h264.mp4")
+        _assert_exact(src.read([5, 61]).frames, [5, 61])
+    with pytest.raises(DecodeError, match="simulated"):
+        VideoSource(video_dir / "mpeg4.avi").read([5])  # decord refused: the error stands
+    with pytest.raises(DecodeError, match="simulated"):
+        VideoSource(video_dir / "h264.mp4", backend="pyav").read([5])
 
 
 def test_bad_options(h264_path: Path) -> None:

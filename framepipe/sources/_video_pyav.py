@@ -90,6 +90,8 @@ class PyAVReader:
         self.index = index
         self.threads = threads or default_threads()
         self.skip_nonref = skip_nonref
+        # pts -> decode position, shared read-only by the workers
+        self._pos_of = {int(p): k for k, p in enumerate(index.decode_pts)}
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -120,7 +122,7 @@ class PyAVReader:
             stream = video_stream(container, idx.path)
             cc = stream.codec_context
             cc.thread_count = 1
-            pos_of = {int(p): k for k, p in enumerate(idx.decode_pts)}
+            pos_of = self._pos_of
             k = 0
             while k < len(groups):
                 # a run: groups that follow on from each other without a seek
