@@ -270,7 +270,7 @@ def coverage_of(
     return {
         "coverage_radius_deg": None if radius is None else round(radius, 4),
         "distance": geom.distance,
-        "scene_centre": [round(float(c), 6) for c in geom.centre],
+        "scene_centre": [round(float(c), 6) + 0.0 for c in geom.centre],
         "views_with_pose": len(have),
     }
 
