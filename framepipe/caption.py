@@ -56,11 +56,15 @@ class CaptionSummary(RunSummary):
     """Sum of the clips' decode times (spent in worker processes, overlapping generation)."""
     generate_s: float = 0.0
     """Sum of the batches' generation times."""
+    load_s: float = 0.0
+    """Time spent checking and loading the model (part of ``elapsed_s``)."""
 
     @property
     def clips_per_s(self) -> float:
-        """Clips answered per second of wall time (skipped clips not counted)."""
-        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Clips answered per second of wall time once the model was loaded (skipped clips
+        not counted)."""
+        t = self.elapsed_s - self.load_s
+        return self.done / t if t > 0 else 0.0
 
 
 def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
@@ -148,8 +152,13 @@ class Pipeline:
 
     @functools.cached_property
     def settings(self) -> GenerationSettings:
+        """The generation settings: given, else those of a given generator, else defaults.
+        Their ``batch_size`` is how many clips go to the generator at once."""
         if self._settings_arg is not None:
             return self._settings_arg
+        given = getattr(self._generator, "settings", None)
+        if given is not None:
+            return given
         from framepipe.generate import GenerationSettings
 
         return GenerationSettings()
@@ -225,8 +234,10 @@ class Pipeline:
             summary.elapsed_s = time.perf_counter() - t0
             return summary
 
+        t_load = time.perf_counter()
         self.check(sorted({i.kind for i in inputs}))
         gen = self.load()
+        summary.load_s = time.perf_counter() - t_load
         summary.model = model_info = dict(gen.describe())
         random_weights = bool(model_info.get("random_weights"))
         if random_weights:

@@ -9,7 +9,12 @@ tests marked ``tiny`` run the real generator on the project's tiny random LLaVA 
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Any
 import engine_plugins
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from framepipe.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
 from framepipe.errors import ConfigError, GenerationError, OutputError
@@ -231,13 +237,39 @@ def test_a_hung_decoder_fails_its_clip_only(videos: Path, tmp_path: Path) -> Non
         [videos / "v0.mp4", hang, videos / "v1.mp4"],
         EchoGenerator(),
         sample=SampleConfig(n=2, sampler="engine_plugins:misbehaving"),
-        decode_timeout_s=1.0,
+        decode_timeout_s=3.0,
         workers=2,
     )
     by = {Path(r.source).name: r for r in s.records}
     assert by["v0.mp4"].status == by["v1.mp4"].status == "ok"
     assert by["x_hang.mp4"].status == "failed"
-    assert "did not finish within 1 s" in (by["x_hang.mp4"].error or "")
+    assert "did not finish within 3 s" in (by["x_hang.mp4"].error or "")
+
+
+def test_ctrl_c_in_the_main_process(videos: Path, tmp_path: Path) -> None:
+    """KeyboardInterrupt while answering: records so far are whole, workers are stopped, and
+    the next run completes the file."""
+    out = tmp_path / "r.jsonl"
+
+    def interrupt(rec: Any) -> None:
+        raise KeyboardInterrupt
+
+    from framepipe.generate import GenerationSettings
+
+    pipe = Pipeline(
+        generator=EchoGenerator(),  # type: ignore[arg-type]
+        settings=GenerationSettings(batch_size=1),
+        sample=SampleConfig(n=2),
+        workers=2,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        pipe.run([videos], out, on_record=interrupt)
+    assert len(list(read_records(out))) == 1
+    import multiprocessing
+
+    assert not multiprocessing.active_children()
+    s = pipe.run([videos], out)
+    assert (s.done, s.skipped) == (3, 1) and len(list(read_records(out))) == 4
 
 
 # -- errors before any heavy work ---------------------------------------------------------------
@@ -271,3 +303,166 @@ def test_api_caption_without_output(videos: Path) -> None:
     s = pipe.run([videos / "v3.mp4"], None, overwrite=False)
     assert s.done == 1 and s.records[0].answers
     assert callable(caption)
+
+
+# -- with the real generator on the tiny random model ------------------------------------------
+TINY_SETTINGS = {"max_new_tokens": 6, "batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_model_dir: Path) -> Any:
+    from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec
+
+    cfg = ModelConfig(model=str(tiny_model_dir), dtype="float32", device="cpu")
+    spec = ModelSpec.inspect(cfg)
+    return Generator.load(cfg, GenerationSettings(**TINY_SETTINGS), spec=spec)  # type: ignore[arg-type]
+
+
+def _tiny_answers(gen: Any, paths: Sequence[Path], questions: list[str], batch_size: int) -> dict:
+    from dataclasses import replace
+
+    pipe = Pipeline(
+        generator=gen,
+        settings=replace(gen.settings, batch_size=batch_size),
+        sample=SampleConfig(n=2),
+        questions=questions,
+        workers=0,
+    )
+    s = pipe.run(paths, None)
+    assert s.done == len(paths) and not s.failed
+    return {r.source: r.answers for r in s.records}
+
+
+def test_tiny_batched_answers_equal_unbatched(tiny_generator: Any, videos: Path) -> None:
+    paths = sorted(videos.glob("*.mp4"))
+    one = _tiny_answers(tiny_generator, paths, ["Describe the video."], batch_size=1)
+    four = _tiny_answers(tiny_generator, paths, ["Describe the video."], batch_size=4)
+    assert one == four
+    assert len({a[0] for a in one.values()}) > 1  # different clips, different answers
+
+
+def test_tiny_several_questions_equal_separate_runs(tiny_generator: Any, videos: Path) -> None:
+    paths = sorted(videos.glob("*.mp4"))[:2]
+    qs = ["What happens?", "Which colours are there?"]
+    together = _tiny_answers(tiny_generator, paths, qs, batch_size=2)
+    for k, q in enumerate(qs):
+        alone = _tiny_answers(tiny_generator, paths, [q], batch_size=2)
+        assert {src: [a[k]] for src, a in together.items()} == alone
+
+
+def _cli(*args: str) -> Any:
+    from framepipe.cli import cli
+
+    return CliRunner().invoke(cli, ["caption", *args], catch_exceptions=False)
+
+
+def test_tiny_cli(tiny_model_dir: Path, videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    args = [str(videos / "v0.mp4"), str(videos / "v1.mp4"), "-n", "2", "--model",
+            str(tiny_model_dir), "-q", "What is shown?", "-q", "Colours?", "-o", str(out),
+            "--max-new-tokens", "4", "--dtype", "float32", "--workers", "1",
+            "--frames-dir", str(tmp_path / "frames")]  # fmt: skip
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    assert "2 clip(s) answered, 0 already done, 0 failed" in res.output
+    assert "random weights" in res.output
+    recs = list(read_records(out))
+    assert len(recs) == 2
+    for r in recs:
+        assert r["status"] == "ok" and len(r["answers"]) == 2
+        assert r["prompt"].count("<image>") == 2 and "What is shown?" in r["prompt"]
+        assert r["model"]["path"] == str(tiny_model_dir) and r["model"]["random_weights"]
+        assert r["model"]["dtype"] == "float32" and r["note"] == RANDOM_WEIGHTS_NOTE
+        assert r["generation"]["max_new_tokens"] == 4
+        assert all(n <= 4 for n in r["tokens"]["new"])
+        assert len(r["frames"]) == 2
+    res = _cli(*args)  # everything done already
+    assert res.exit_code == 0 and "0 clip(s) answered, 2 already done" in res.output
+    assert len(list(read_records(out))) == 2
+
+
+def test_tiny_cli_bad_input_fails_before_loading(
+    tiny_model_dir: Path, videos: Path, tmp_path: Path
+) -> None:
+    from framepipe.generate import ModelConfig, ModelSpec
+
+    out = tmp_path / "r.jsonl"
+    v = str(videos / "v0.mp4")
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    (not_a_model / "readme.txt").write_text("hello")
+    too_many = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir))).max_images("Q?") + 1
+    cases = [
+        (["--model", str(tmp_path / "nowhere")], str(tmp_path / "nowhere")),
+        (["--model", str(not_a_model)], str(not_a_model)),
+        (["--model", str(tiny_model_dir), "-n", str(too_many), "-q", "Q?"], "at most"),
+        (["--model", str(tiny_model_dir), "--quantize", "4bit", "--device", "cpu"], "CUDA"),
+        (["--model", str(tiny_model_dir), "-q", " "], "empty"),
+    ]
+    for extra, needle in cases:
+        res = _cli(v, "-o", str(out), *extra)
+        assert res.exit_code in (1, 2), (extra, res.output)
+        assert needle in res.output, (extra, res.output)
+        assert "Traceback" not in res.output
+        assert not out.exists()  # nothing written, nothing loaded
+    res = _cli(v, "-o", str(tmp_path), "--model", str(tiny_model_dir))
+    assert res.exit_code == 2 and "is a directory" in res.output
+
+
+def _interruptible_run(tiny_model_dir: Path, tmp_path: Path) -> tuple[list[str], Path, Any]:
+    vids = [engine_plugins.make_video(tmp_path / f"slow_{k}.mp4", 8, seed=k) for k in range(4)]
+    out = tmp_path / "r.jsonl"
+    args = [*map(str, vids), "-n", "2", "--sampler", "engine_plugins:misbehaving",
+            "--sampler-opt", "delay_s=0.3", "--model", str(tiny_model_dir),
+            "--dtype", "float32", "--max-new-tokens", "3", "--batch-size", "1",
+            "--workers", "1", "-o", str(out)]  # fmt: skip
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+
+    def until_records_then(sig: int) -> tuple[int, str]:
+        """Run the command in a subprocess; send ``sig`` once a new record is written."""
+        start = len(list(read_records(out)))
+        cmd = [sys.executable, "-m", "framepipe", "caption", *args]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while len(list(read_records(out))) <= start:
+            assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+            assert time.monotonic() < deadline, "no record written in time"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        text = proc.communicate(timeout=60)[0].decode()
+        return proc.returncode, text
+
+    return args, out, until_records_then
+
+
+def _completes(args: list[str], out: Path, already: int) -> None:
+    """A plain re-run answers the rest: no duplicates, every line a whole record."""
+    res = _cli(*args)
+    assert res.exit_code == 0, res.output
+    assert f"{already} already done" in res.output
+    recs = list(read_records(out))
+    assert len(recs) == 4 and len({r["source"] for r in recs}) == 4
+    assert all(r["status"] == "ok" for r in recs)
+    for line in out.read_text().splitlines():
+        json.loads(line)
+
+
+def test_tiny_killed_run_leaves_valid_jsonl(tiny_model_dir: Path, tmp_path: Path) -> None:
+    args, out, until_records_then = _interruptible_run(tiny_model_dir, tmp_path)
+    code, _ = until_records_then(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    n = len(list(read_records(out)))
+    assert 1 <= n < 4
+    _completes(args, out, n)
+
+
+@pytest.mark.slow
+def test_tiny_ctrl_c_leaves_valid_jsonl(tiny_model_dir: Path, tmp_path: Path) -> None:
+    args, out, until_records_then = _interruptible_run(tiny_model_dir, tmp_path)
+    code, text = until_records_then(signal.SIGINT)
+    assert code == 130, text[-2000:]
+    assert "interrupted" in text and "Traceback" not in text
+    n = len(list(read_records(out)))
+    assert 1 <= n < 4
+    _completes(args, out, n)

@@ -246,8 +246,9 @@ def command(
     rate = f"{summary.clips_per_s:.2f} clips/s" if summary.done else "no clip answered"
     click.echo(
         f"{summary.done} clip(s) answered, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed -> {output} ({summary.elapsed_s:.1f} s, {rate}; "
-        f"decode {summary.decode_s:.1f} s in workers, generate {summary.generate_s:.1f} s)",
+        f"{len(summary.failed)} failed -> {output} in {summary.elapsed_s:.1f} s "
+        f"(model loading {summary.load_s:.1f} s; {rate}; decoding {summary.decode_s:.1f} s "
+        f"in workers, generating {summary.generate_s:.1f} s)",
         err=True,
     )
     if summary.model and summary.model.get("random_weights"):
