@@ -2,6 +2,7 @@
 multi-image vision-language model's answer for each clip."""
 
 from framepipe._version import __version__
+from framepipe.caption import CaptionSummary, Pipeline, caption
 from framepipe.clips import plan_clips
 from framepipe.discover import discover
 from framepipe.errors import (
@@ -20,6 +21,7 @@ from framepipe.sources import open_source
 from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
 
 __all__ = [
+    "CaptionSummary",
     "ClipResult",
     "ClipSpec",
     "ConfigError",
@@ -27,6 +29,7 @@ __all__ = [
     "FrameBatch",
     "FramepipeError",
     "ModelLoadError",
+    "Pipeline",
     "PromptError",
     "SampleConfig",
     "SamplingError",
@@ -35,6 +38,7 @@ __all__ = [
     "SourceInfo",
     "ViewInfo",
     "__version__",
+    "caption",
     "discover",
     "get_sampler",
     "open_source",
