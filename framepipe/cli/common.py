@@ -57,7 +57,8 @@ def setup_logging(level: int) -> None:
     handler.setFormatter(_Formatter())
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
+    # propagation stays on: with no handler on the root logger (a plain CLI run) nothing is
+    # printed twice, and an embedding application's own handlers still see our records.
 
 
 def parse_kv(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
