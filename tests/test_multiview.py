@@ -17,7 +17,7 @@ from PIL import Image, ImageFile, JpegImagePlugin
 from framepipe.cli import cli
 from framepipe.clips import whole_clip
 from framepipe.discover import discover
-from framepipe.errors import ConfigError, SourceError
+from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.samplers import get_sampler
 from framepipe.sources.base import open_source
 from framepipe.sources.multiview import MultiviewSource
@@ -329,6 +329,27 @@ def test_corrupt_images_are_skipped_with_a_note(
     assert len(src.read(list(range(6)))) == 6
     with pytest.raises(SourceError, match="fewer than min_views=7"):
         MultiviewSource(tmp_path, min_views=7).info()
+
+
+def test_image_corrupt_in_the_middle(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sm.write_scene(tmp_path, [(0, 0), (90, 0), (180, 0)], fmt="jpg", transforms=False)
+    rng = np.random.default_rng(0)
+    noise = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
+    _save(tmp_path / "bad.jpg", noise, quality=90)
+    data = (tmp_path / "bad.jpg").read_bytes()
+    half = len(data) // 2  # markers in the entropy-coded data: complete file, broken stream
+    (tmp_path / "bad.jpg").write_bytes(data[:half] + b"\xff\xd8" * 25 + data[half + 50 :])
+    src = MultiviewSource(tmp_path)
+    assert src.info().num_frames == 4  # headers and the end marker look fine
+    with pytest.raises(DecodeError) as err:
+        src.read([0])
+    assert str(tmp_path / "bad.jpg") in str(err.value) and "verify=decode" in str(err.value)
+    with caplog.at_level(logging.WARNING, logger="framepipe"):
+        checked = MultiviewSource(tmp_path, verify="decode")
+        info = checked.info()
+    assert [v.name for v in info.views or ()] == ["view_000.jpg", "view_001.jpg", "view_002.jpg"]
+    assert "bad.jpg" in caplog.text and info.extra["unreadable_images"] == ["bad.jpg"]
+    assert checked.decode_counts == {"full": 0, "small": 0}  # verification is not a read
 
 
 def test_all_images_unreadable_or_none_is_a_clear_error(tmp_path: Path) -> None:

@@ -22,6 +22,10 @@ Source options (``--source-opt KEY=VALUE``):
   decoded at 1/2, 1/4 or 1/8 scale), so the longest side ends between half of ``max_side``
   and ``max_side`` without resampling; the model sees 384x384, so this loses nothing.
 - ``min_views`` (int, default 1): fewer readable views than this is an error.
+- ``verify`` (``header`` or ``decode``, default ``header``): ``header`` checks headers and,
+  for JPEG and PNG, that the file is complete; ``decode`` also decodes every view once at
+  reduced size (JPEG at 1/8 scale) in :meth:`~MultiviewSource.info`, so that an image
+  corrupt in the middle is skipped with a note instead of failing the clip that chose it.
 - ``background`` (``[r, g, b]``, default white): what transparent pixels become.
 """
 
@@ -53,6 +57,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 2048
 _TAIL_BYTES = 4096
+_VERIFY_SIZE = (32, 32)
 
 # EXIF orientation -> PIL transpose method name (as ImageOps.exif_transpose does).
 _TRANSPOSE = {
@@ -273,7 +278,9 @@ def decode_image(
                     img = img.transpose(getattr(Image.Transpose, method))
                 arr = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DecodeError(path, f"cannot decode image ({exc})") from exc
+        raise DecodeError(
+            path, f"cannot decode image ({exc}; --source-opt verify=decode skips such views)"
+        ) from exc
     if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - to_rgb8 guarantees RGB
         raise DecodeError(path, f"decoded to an unexpected shape {arr.shape}")
     return np.ascontiguousarray(arr)
@@ -319,6 +326,9 @@ class MultiviewSource(Source):
         super().__init__(path, **options)
         self.max_side = _int_option(options, "max_side", DEFAULT_MAX_SIDE, minimum=0)
         self.min_views = _int_option(options, "min_views", 1, minimum=1)
+        self.verify = str(options.get("verify", "header"))
+        if self.verify not in ("header", "decode"):
+            raise ConfigError(f"source option verify ({self.verify!r}) must be header or decode")
         self.background = _colour_option(options.get("background", (255, 255, 255)))
         self._views: list[_View] | None = None
         self._info: SourceInfo | None = None
@@ -372,7 +382,9 @@ class MultiviewSource(Source):
         for name, key, p in named:
             try:
                 header = probe_image(p)
-            except SourceError as exc:
+                if self.verify == "decode":
+                    decode_image(p, header, size=_VERIFY_SIZE)
+            except SourceError as exc:  # DecodeError too
                 log.warning("%s: skipping view %s: %s", root, name, exc.reason)
                 bad.append(name)
                 continue
