@@ -164,6 +164,17 @@ def test_without_poses_views_that_differ_most_in_appearance(coloured_scene: Path
     assert not {3, 8} <= set(uniform(info, whole_clip(info), n=3).indices)
 
 
+def test_long_clips_compare_every_kth_thumbnail(coloured_scene: Path) -> None:
+    src = MultiviewSource(coloured_scene)
+    info = src.info()
+    sel = nview(info, whole_clip(info), n=2, source=src, max_signatures=4)
+    assert src.decode_counts["small"] == 4  # views 0, 3, 6, 9 only
+    assert set(sel.indices) <= {0, 3, 6, 9} and 3 in sel.indices
+    assert sel.extra["appearance_candidates"] == 4
+    with pytest.raises(SamplingError, match="max_signatures"):
+        nview(info, whole_clip(info), n=2, source=src, max_signatures=1)
+
+
 def test_identical_views_or_no_source_fall_back_to_even_spacing(tmp_path: Path) -> None:
     for k in range(10):
         Image.new("RGB", (20, 20), (90, 90, 90)).save(tmp_path / f"v{k}.png")

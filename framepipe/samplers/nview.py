@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 NViewMethod = Literal["auto", "poses", "appearance", "even"]
 SIGNATURE_SIZE = (16, 12)
 """Width x height of the colour thumbnails compared when there are no poses."""
+MAX_SIGNATURES = 1024
+"""At most this many thumbnails are compared (every k-th view of a longer clip)."""
 _FULL_MATRIX_MAX = 2048
 """Up to this many views, all pairwise distances are computed once (32 MiB at most)."""
 _MAX_STARTS = 256
@@ -276,22 +278,35 @@ def coverage_of(
 
 
 def _appearance_metric(
-    source: Source | None, start: int, end: int, size: tuple[int, int]
-) -> Metric | None:
+    source: Source | None,
+    start: int,
+    end: int,
+    size: tuple[int, int],
+    *,
+    include: Sequence[int] = (),
+    max_views: int = MAX_SIGNATURES,
+) -> tuple[Metric, list[int]] | None:
+    """Thumbnail distances between views of ``[start, end)`` (every ``step``-th view when
+    there are more than ``max_views``, plus ``include``), and the index of each; None when
+    there is no source, it cannot give thumbnails, or every view looks the same."""
     if source is None:
         return None
+    step = max(1, -(-(end - start) // max_views))
+    idx = list(range(start, end, step))
     try:
-        thumbs = source.read_small(start, end, size=size)
+        parts = [source.read_small(start, end, size=size, step=step)]
+        for i in sorted(set(include) - set(idx)):
+            parts.append(source.read_small(i, i + 1, size=size))
+            idx.append(i)
     except FramepipeError as exc:
-        log.warning(
-            "%s: no thumbnails for the n-view sampler (%s); spacing views evenly", source.path, exc
-        )
+        log.warning("%s: no thumbnails for the n-view sampler (%s); spacing evenly", source, exc)
         return None
+    thumbs = np.concatenate(parts)
     feats = thumbs.reshape(len(thumbs), -1).astype(np.float64)
     metric = Metric.euclidean(feats)
     if metric.n < 2 or covering_radius(metric, [0]) * 2 < _SAME_LOOK:
         return None  # every view looks the same: appearance tells nothing
-    return metric
+    return metric, idx
 
 
 @register_sampler("nview")
@@ -309,7 +324,8 @@ def nview(
       spacing), ``poses``, ``appearance`` or ``even``;
     - ``overflow``: when the scene has fewer views than n (``repeat_last``, ``all``,
       ``error``);
-    - ``signature_size``: ``[w, h]`` of the appearance thumbnails (default 16 x 12).
+    - ``signature_size``: ``[w, h]`` of the appearance thumbnails (default 16 x 12);
+    - ``max_signatures``: at most this many thumbnails (every k-th view beyond; 1024).
     """
     check_n(n)
     choose = getattr(source, "choose_views", None)
@@ -321,6 +337,9 @@ def nview(
     method: str = params.get("method", "auto")
     overflow: OverflowPolicy = params.get("overflow", "repeat_last")
     raw_size = params.get("signature_size", SIGNATURE_SIZE)
+    max_sig = params.get("max_signatures", MAX_SIGNATURES)
+    if isinstance(max_sig, bool) or not isinstance(max_sig, int) or max_sig < 2:
+        raise SamplingError(f"max_signatures ({max_sig!r}) must be an integer >= 2")
     try:
         size = (int(raw_size[0]), int(raw_size[1]))
     except (TypeError, ValueError, IndexError) as exc:
@@ -330,6 +349,8 @@ def nview(
     out_params: dict[str, Any] = {"n": n, "method": method, "overflow": overflow}
     if "signature_size" in params:
         out_params["signature_size"] = list(size)
+    if "max_signatures" in params:
+        out_params["max_signatures"] = max_sig
     start, end = clip.start_frame, clip.end_frame
     candidates = list(range(start, end))
     if not candidates:
@@ -353,12 +374,15 @@ def nview(
         used = "poses"
     else:
         fixed = have if method != "appearance" else []  # too few posed views: take them all
-        metric_a = _appearance_metric(source, start, end, size)
-        if metric_a is not None:
-            chosen = [start + k for k in k_centre(metric_a, n, fixed=[i - start for i in fixed])]
-            found["appearance_radius"] = round(
-                covering_radius(metric_a, [i - start for i in chosen]), 4
-            )
+        found_a = _appearance_metric(source, start, end, size, include=fixed, max_views=max_sig)
+        if found_a is not None:
+            metric_a, idx = found_a
+            local = {v: k for k, v in enumerate(idx)}
+            picked = k_centre(metric_a, n, fixed=[local[i] for i in fixed])
+            chosen = sorted(idx[k] for k in picked)
+            found["appearance_radius"] = round(covering_radius(metric_a, picked), 4)
+            if len(idx) < len(candidates):
+                found["appearance_candidates"] = len(idx)
             used = "appearance" if not fixed else "poses+appearance"
         else:
             rest = [i for i in candidates if i not in set(fixed)]
