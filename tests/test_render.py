@@ -39,7 +39,9 @@ FACES = {
 # -- generated media ----------------------------------------------------------------------
 def face_coloured_cube() -> Any:
     """A cube [-1, 1]^3 with 4 vertices per face, each face one pure colour."""
-    verts, tris, cols = [], [], []
+    verts: list[np.ndarray] = []
+    tris: list[list[int]] = []
+    cols: list[tuple[float, float, float]] = []
     for normal, colour in FACES.values():
         n = np.array(normal, float)
         a = np.roll(n, 1)
@@ -187,7 +189,8 @@ def object_mask(img: np.ndarray, bg: tuple[int, int, int] = (255, 255, 255)) -> 
 def dominant(img: np.ndarray, row: int, col: int) -> tuple[float, float, float]:
     """Mean colour in a 5x5 patch, normalised by its maximum (shading cancels out)."""
     patch = img[row - 2 : row + 3, col - 2 : col + 3].reshape(-1, 3).astype(float).mean(0)
-    return tuple(patch / max(patch.max(), 1.0))  # type: ignore[return-value]
+    r, g, b = (float(x) for x in patch / max(patch.max(), 1.0))
+    return r, g, b
 
 
 # -- discovery and metadata ---------------------------------------------------------------

@@ -170,9 +170,9 @@ def fit_distance(
     best = 0.0
     for k in range(len(dirs)):
         rot = rotations[k]
-        px = np.abs(points @ rot[:, 0])
-        py = np.abs(points @ rot[:, 1])
-        pz = points @ dirs[k]
+        px = np.abs(dot3(points, rot[:, 0]))
+        py = np.abs(dot3(points, rot[:, 1]))
+        pz = dot3(points, dirs[k])
         need = np.maximum(pz + px / tx, pz + py / ty)
         best = max(best, float(need.max()), float(pz.max()) + 0.05)
     return best
@@ -209,13 +209,31 @@ def camera_ray_directions(intr: Intrinsics) -> np.ndarray:
     return d
 
 
+def mat3_apply(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``v @ m`` for N x 3 ``v`` and 3 x 3 ``m``, column by column (numpy's matmul takes a
+    slow path for such thin matrices: about 10x slower)."""
+    m = np.asarray(m, dtype=v.dtype)
+    out = np.empty(v.shape, dtype=v.dtype)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    for j in range(3):
+        out[..., j] = x * m[0, j] + y * m[1, j] + z * m[2, j]
+    return out
+
+
+def dot3(v: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``v @ u`` for N x 3 ``v`` and a 3-vector ``u`` (see :func:`mat3_apply`)."""
+    return np.asarray(v[..., 0] * u[0] + v[..., 1] * u[1] + v[..., 2] * u[2])
+
+
 def project(points: np.ndarray, c2w: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, ...]:
     """Pixel coordinates (col, row) and depth along the view axis of world ``points``."""
-    rot = c2w[:3, :3].astype(np.float32)
-    t = c2w[:3, 3].astype(np.float32)
-    pc = (points - t) @ rot  # world -> camera: R^T (p - t)
-    depth = -pc[:, 2]
-    safe = np.where(depth > 1e-6, depth, 1e-6)
-    col = intr.cx + intr.fx * pc[:, 0] / safe
-    row = intr.cy - intr.fy * pc[:, 1] / safe
+    rot = c2w[:3, :3].astype(points.dtype)
+    t = c2w[:3, 3].astype(points.dtype)
+    # world -> camera: R^T (p - t) = p R - t R (row vectors)
+    x = dot3(points, rot[:, 0]) - float(t @ rot[:, 0])
+    y = dot3(points, rot[:, 1]) - float(t @ rot[:, 1])
+    depth = float(t @ rot[:, 2]) - dot3(points, rot[:, 2])
+    inv = 1.0 / np.where(depth > 1e-6, depth, 1e-6)
+    col = intr.cx + intr.fx * x * inv
+    row = intr.cy - intr.fy * y * inv
     return col, row, depth

@@ -96,6 +96,7 @@ def _render_job(job: dict[str, Any]) -> np.ndarray:
     r = rendering.OffscreenRenderer(w, h)
     scene = r.scene
     scene.set_background([*job["background"], 1.0])
+    scene.view.set_post_processing(False)  # no tone mapping: the background stays exact
     if guess_is_mesh(path):
         if path.suffix.lower() in (".obj", ".glb", ".gltf"):
             model = o3d.io.read_triangle_model(str(path))

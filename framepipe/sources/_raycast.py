@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.sources._cameras import Intrinsics, camera_ray_directions, project
+from framepipe.sources._cameras import (
+    Intrinsics,
+    camera_ray_directions,
+    dot3,
+    mat3_apply,
+    project,
+)
 from framepipe.sources._geometry import Material
 
 log = logging.getLogger(__name__)
@@ -146,7 +152,7 @@ class MeshRenderer:
         rot = c2w[:3, :3].astype(np.float32)
         rays = np.empty((intr.height, intr.width, 6), np.float32)
         rays[:, :, :3] = c2w[:3, 3].astype(np.float32)
-        dirs = grid @ rot.T
+        dirs = mat3_apply(grid, rot.T)
         rays[:, :, 3:] = dirs
         out = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.nthreads)
         return {k: v.numpy() for k, v in out.items()}, dirs
@@ -187,7 +193,7 @@ class MeshRenderer:
         n = _normalize(b0 * cn[:, 0] + b1 * cn[:, 1] + b2 * cn[:, 2])
         ndv = -np.einsum("ij,ij->i", n, dirs)
         # two-sided: the sky term uses the normal turned towards the camera
-        up = (n @ self.up) * np.sign(ndv)
+        up = dot3(n, self.up) * np.sign(ndv)
         light = AMBIENT + HEAD * np.abs(ndv) + SKY * (0.5 + 0.5 * up)
         albedo = self._face_base[prim]
         if self._corner_colors is not None:
@@ -287,34 +293,46 @@ class PointRenderer:
             & (row > -r_px - 1)
             & (row < h + r_px + 1)
         )
-        ids = np.nonzero(ok)[0]
-        ci = np.floor(col[ids]).astype(np.int64)
-        ri = np.floor(row[ids]).astype(np.int64)
+        ids = np.flatnonzero(ok)
         rr = r_px[ids]
-        zz = depth[ids]
         rmax = math.ceil(float(rr.max())) if len(rr) else 0
-        pix_parts, z_parts, id_parts = [], [], []
+        # a buffer padded by the largest splat: no bounds checks per offset
+        pad = rmax + 2
+        w2, h2 = w + 2 * pad, h + 2 * pad
+        base = (np.floor(row[ids]).astype(np.int64) + pad) * w2 + (
+            np.floor(col[ids]).astype(np.int64) + pad
+        )
+        zz = depth[ids].astype(np.float32)
+        # One uint64 key per splat pixel: the depth's float32 bits (monotonic for positive
+        # floats) above the point's id. A single minimum per pixel then gives both the
+        # nearest depth and its point (ties: the lowest id, so the result is deterministic).
+        keys = (zz.view(np.uint32).astype(np.uint64) << np.uint64(32)) | ids.astype(np.uint64)
+        # offsets grouped by their distance; a point covers the offsets within its radius.
+        # Sorting points by how many distance levels they cover makes each level a prefix.
+        offsets: dict[float, list[int]] = {}
         for dy in range(-rmax, rmax + 1):
             for dx in range(-rmax, rmax + 1):
-                dist = math.hypot(dx, dy)
-                sel = slice(None) if dist == 0 else rr >= dist
-                c = ci[sel] + dx
-                r = ri[sel] + dy
-                inside = (c >= 0) & (c < w) & (r >= 0) & (r < h)
-                pix_parts.append((r * w + c)[inside])
-                z_parts.append(zz[sel][inside])
-                id_parts.append(ids[sel][inside])
-        zbuf = np.full(w * h, np.inf, np.float32)
-        index = np.full(w * h, -1, np.int64)
-        if pix_parts:
-            pix = np.concatenate(pix_parts)
-            z = np.concatenate(z_parts).astype(np.float32)
-            pid = np.concatenate(id_parts)
-            np.minimum.at(zbuf, pix, z)
-            win = z <= zbuf[pix]
-            index[pix[win]] = pid[win]
-            typical = float(np.median(rr)) if len(rr) else 1.0
-            radius = int(np.clip(round(typical / 3.0), 1, 3))
+                offsets.setdefault(math.hypot(dx, dy), []).append(dy * w2 + dx)
+        levels = sorted(offsets)
+        lvl = np.searchsorted(np.asarray(levels), rr, side="right").astype(np.int16)
+        order = np.argsort(-lvl, kind="stable")
+        base, keys = base[order], keys[order]
+        covered = len(base) - np.cumsum(np.bincount(lvl, minlength=len(levels) + 1))
+        empty = np.iinfo(np.uint64).max
+        kpad = np.full(w2 * h2, empty, np.uint64)
+        for li, dist in enumerate(levels):
+            k = int(covered[li])
+            if k <= 0:
+                break
+            for off in offsets[dist]:
+                np.minimum.at(kpad, base[:k] + off, keys[:k])
+        kbuf = kpad.reshape(h2, w2)[pad : pad + h, pad : pad + w].reshape(-1)
+        hit = kbuf != empty
+        index = np.where(hit, (kbuf & np.uint64(0xFFFFFFFF)).astype(np.int64), -1)
+        zbuf = np.where(hit, (kbuf >> np.uint64(32)).astype(np.uint32).view(np.float32), np.inf)
+        zbuf = zbuf.astype(np.float32)
+        if len(rr):
+            radius = int(np.clip(round(float(np.median(rr)) / 3.0), 1, 3))
             _fill_see_through(index, zbuf, h, w, self.SEE_THROUGH, radius)
         return index, zbuf, depth
 
@@ -341,7 +359,7 @@ class PointRenderer:
                 n = self.normals[pid]
                 ndv = np.einsum("ij,ij->i", n, view)
                 n = n * np.where(ndv < 0, -1.0, 1.0)[:, None]
-                light = AMBIENT + HEAD * np.abs(ndv) + SKY * (0.5 + 0.5 * (n @ self.up))
+                light = AMBIENT + HEAD * np.abs(ndv) + SKY * (0.5 + 0.5 * dot3(n, self.up))
             else:
                 # no normals: nearer is brighter (the object spans depth d-1 .. d+1)
                 dist = float(np.linalg.norm(c2w[:3, 3]))

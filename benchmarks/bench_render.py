@@ -1,0 +1,164 @@
+"""Views per second of the render source, against Open3D's OffscreenRenderer, in one run.
+
+Generates (in a temporary folder) a ~70,000-triangle mesh (a bumpy sphere with vertex
+colours) and a ~300,000-point cloud sampled from it, then renders 384x384 views:
+
+- ``raycast``: the default CPU renderer (Open3D RaycastingScene, numpy shading/splats);
+- ``raycast, supersample=2``: the same with 2x2 anti-aliasing;
+- ``filament``: Open3D's OffscreenRenderer (EGL; on this machine Mesa's software stack)
+  through framepipe's isolated subprocess; its per-view figure excludes process start-up
+  and loading (the difference between a run of 1 + k views and a run of 1 view).
+
+Prints a markdown table. Run: ``python benchmarks/bench_render.py [--views 48] [--no-filament]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_mesh(folder: Path, triangles: int = 70000) -> Path:
+    import open3d as o3d
+
+    res = round(float(np.sqrt(triangles / 4.0)))
+    m = o3d.geometry.TriangleMesh.create_sphere(1.0, res)
+    v = np.asarray(m.vertices)
+    theta = np.arctan2(v[:, 1], v[:, 0])
+    phi = np.arccos(np.clip(v[:, 2], -1, 1))
+    r = 1.0 + 0.12 * np.sin(5 * theta) * np.sin(4 * phi)
+    m.vertices = o3d.utility.Vector3dVector(v * r[:, None])
+    m.vertex_colors = o3d.utility.Vector3dVector((v + 1) / 2)
+    m.compute_vertex_normals()
+    path = folder / "bumpy.ply"
+    o3d.io.write_triangle_mesh(str(path), m)
+    return path
+
+
+def make_cloud(mesh_path: Path, points: int = 300000) -> Path:
+    import open3d as o3d
+
+    m = o3d.io.read_triangle_mesh(str(mesh_path))
+    pc = (
+        m.sample_points_uniformly(points, seed=0)
+        if _has_seed()
+        else m.sample_points_uniformly(points)
+    )
+    path = mesh_path.parent / "cloud.ply"
+    o3d.io.write_point_cloud(str(path), pc)
+    return path
+
+
+def _has_seed() -> bool:
+    import open3d as o3d
+
+    return "seed" in (o3d.geometry.TriangleMesh.sample_points_uniformly.__doc__ or "")
+
+
+def time_views(path: Path, views: int, **opts: object) -> tuple[float, float]:
+    """(seconds to open + first view, views per second over the next ``views`` views)."""
+    from framepipe.sources.render import RenderSource
+
+    t0 = time.perf_counter()
+    src = RenderSource(path, num_views=views + 1, **opts)  # type: ignore[arg-type]
+    src.read([0])
+    t1 = time.perf_counter()
+    for i in range(1, views + 1):
+        src.read([i])
+    t2 = time.perf_counter()
+    return t1 - t0, views / (t2 - t1)
+
+
+def time_filament(path: Path, views: int) -> tuple[float, float] | str:
+    """(seconds for a 1-view run, views per second after start-up) or why it failed."""
+    from framepipe.sources import _cameras as cams
+    from framepipe.sources._filament import FilamentError, render_isolated
+    from framepipe.sources.render import RenderSource
+
+    src = RenderSource(path, num_views=views + 1)
+    src.info()
+    poses = list(src._poses_file if src._poses_file is not None else [])
+    intr = cams.intrinsics_for(384, 384, 40.0)
+    bg = np.array([255.0, 255.0, 255.0])
+    try:
+        t0 = time.perf_counter()
+        render_isolated(path, poses[:1], intr, background=bg, timeout_s=600)
+        t1 = time.perf_counter()
+        render_isolated(path, poses, intr, background=bg, timeout_s=1200)
+        t2 = time.perf_counter()
+    except FilamentError as exc:
+        return f"failed: {exc}"
+    per_view = ((t2 - t1) - (t1 - t0)) / views
+    return t1 - t0, (1.0 / per_view if per_view > 0 else float("inf"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--views", type=int, default=48, help="views timed per row [48]")
+    ap.add_argument("--filament-views", type=int, default=8, help="views for filament [8]")
+    ap.add_argument("--no-filament", action="store_true", help="skip the OffscreenRenderer row")
+    args = ap.parse_args()
+
+    import open3d as o3d
+
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
+        mesh = make_mesh(Path(tmp))
+        cloud = make_cloud(mesh)
+        ntri = len(o3d.io.read_triangle_mesh(str(mesh)).triangles)
+        npts = len(o3d.io.read_point_cloud(str(cloud)).points)
+        rows: list[tuple[str, str, str, str]] = []
+        ray_mesh = time_views(mesh, args.views)
+        rows.append((f"mesh {ntri:,} tris", "raycast", *_fmt(ray_mesh)))
+        rows.append(
+            (
+                f"mesh {ntri:,} tris",
+                "raycast supersample=2",
+                *_fmt(time_views(mesh, 12, supersample=2)),
+            )
+        )
+        ray_cloud = time_views(cloud, args.views)
+        rows.append((f"cloud {npts:,} pts", "splats", *_fmt(ray_cloud)))
+        fil_mesh: tuple[float, float] | str | None = None
+        if not args.no_filament:
+            fil_mesh = time_filament(mesh, args.filament_views)
+            if isinstance(fil_mesh, str):
+                rows.append((f"mesh {ntri:,} tris", "filament (OffscreenRenderer)", "-", fil_mesh))
+            else:
+                rows.append(
+                    (f"mesh {ntri:,} tris", "filament (OffscreenRenderer)", *_fmt(fil_mesh))
+                )
+            fil_cloud = time_filament(cloud, args.filament_views)
+            if isinstance(fil_cloud, str):
+                rows.append((f"cloud {npts:,} pts", "filament (OffscreenRenderer)", "-", fil_cloud))
+            else:
+                rows.append(
+                    (f"cloud {npts:,} pts", "filament (OffscreenRenderer)", *_fmt(fil_cloud))
+                )
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(
+        f"384x384 views; {os.cpu_count()} CPUs; open3d {o3d.__version__}; "
+        f"python {platform.python_version()}; load average {load[0]:.2f} {load[1]:.2f}"
+    )
+    print()
+    print("| input | renderer | open + first view (s) | views/s |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} |")
+    if isinstance(fil_mesh, tuple):
+        print()
+        print(f"raycast / filament on the mesh: {ray_mesh[1] / fil_mesh[1]:.1f}x views/s")
+
+
+def _fmt(t: tuple[float, float]) -> tuple[str, str]:
+    return f"{t[0]:.2f}", f"{t[1]:.1f}" if t[1] >= 1 else f"{t[1]:.2f}"
+
+
+if __name__ == "__main__":
+    main()
