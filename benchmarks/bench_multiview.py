@@ -124,6 +124,54 @@ class LoadSpy:
         ImageFile.ImageFile.load = self._real  # type: ignore[method-assign]
 
 
+_RSS_CHILD = """
+import sys
+from framepipe.sources.multiview import MultiviewSource
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+src = MultiviewSource(sys.argv[1], max_side=int(sys.argv[2]))
+src.info()
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")  # reset the peak (VmHWM) to the current resident size
+base = status("VmRSS")
+frame = src.read([0]).images()[0]
+print(status("VmHWM") - base, frame.shape[1], frame.shape[0])
+"""
+
+
+def huge_read_memory(folder: Path) -> list[tuple[str, str, str]]:
+    """Peak memory added by reading one 8000x6000 JPEG and one 8000x6000 PNG, in fresh
+    processes (Linux: the peak resident size is reset after ``info``, read after ``read``)."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for fmt in ("jpg", "png"):
+        sub = folder / fmt
+        if not (sub / f"huge.{fmt}").exists():
+            sub.mkdir(exist_ok=True)
+            yy, xx = np.mgrid[0:6000, 0:8000].astype(np.float32)
+            arr = np.stack([xx % 251, yy % 241, (xx + yy) % 239], axis=2).astype(np.uint8)
+            Image.fromarray(arr).save(
+                sub / f"huge.{fmt}", **({"quality": 90} if fmt == "jpg" else {})
+            )
+        for max_side in (2048, 0):
+            out = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(sub), str(max_side)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            kib, w, h = (int(v) for v in out)
+            label = f"read one 8000x6000 {fmt.upper()}, max_side={max_side}"
+            rows.append((label, f"{w}x{h}", f"{kib / 1024:.0f} MiB"))
+    return rows
+
+
 def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, float, Any]:
     """Best wall-clock and best process CPU seconds over ``repeat`` runs, and the last result.
 
@@ -239,6 +287,10 @@ def main() -> None:
     )
     print("|---|---|---|---|---|")
     for r in rows:
+        print("| " + " | ".join(r) + " |")
+    print("\n| step | frame returned | peak memory added |")
+    print("|---|---|---|")
+    for r in huge_read_memory(CACHE / "multiview_huge"):
         print("| " + " | ".join(r) + " |")
     print("\n| n | nview covering radius | uniform covering radius |")
     print("|---|---|---|")

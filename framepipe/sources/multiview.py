@@ -432,19 +432,34 @@ class MultiviewSource(Source):
         views = self._view_list()
         idx = [int(i) for i in indices]
         self._check(idx, len(views))
+        sizes = {read_size(views[i].header, self.max_side) for i in idx}
+        if len(sizes) == 1 and idx:
+            # One size (known from the headers): decode straight into the output array, so
+            # the peak is the output plus one image, not the output plus all images.
+            w, h = next(iter(sizes))
+            out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
+            first: dict[int, int] = {}
+            for k, i in enumerate(idx):
+                if i in first:
+                    out[k] = out[first[i]]
+                    continue
+                first[i] = k
+                frame = self._decode(views[i])
+                if frame.shape != (h, w, 3):  # pragma: no cover - read_size mirrors decode
+                    raise DecodeError(views[i].path, f"decoded {frame.shape}, expected {h}x{w}")
+                out[k] = frame
+                del frame
+            return FrameBatch(out, tuple(idx), views=tuple(views[i].view for i in idx))
         decoded: dict[int, np.ndarray] = {}
         for i in idx:
             if i not in decoded:
-                v = views[i]
-                decoded[i] = decode_image(
-                    v.path, v.header, max_side=self.max_side, background=self.background
-                )
-                self.decode_counts["full"] += 1
-        arrays = [decoded[i] for i in idx]
-        frames: np.ndarray | list[np.ndarray] = arrays
-        if arrays and all(a.shape == arrays[0].shape for a in arrays):
-            frames = np.stack(arrays)
+                decoded[i] = self._decode(views[i])
+        frames = [decoded[i] for i in idx]
         return FrameBatch(frames, tuple(idx), views=tuple(views[i].view for i in idx))
+
+    def _decode(self, v: _View) -> np.ndarray:
+        self.decode_counts["full"] += 1
+        return decode_image(v.path, v.header, max_side=self.max_side, background=self.background)
 
     def read_small(
         self,
