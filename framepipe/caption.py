@@ -236,14 +236,8 @@ class Pipeline:
 
         t_load = time.perf_counter()
         self.check(sorted({i.kind for i in inputs}))
-        gen = self.load()
-        summary.load_s = time.perf_counter() - t_load
-        summary.model = model_info = dict(gen.describe())
-        random_weights = bool(model_info.get("random_weights"))
-        if random_weights:
-            log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
+        key_model = self._model_key()
         gen_json = dict(self.settings.to_json())
-        key_model = {k: model_info.get(k) for k in ("id", "revision", "path", "dtype", "quantize")}
         key_gen = {k: v for k, v in gen_json.items() if k != "batch_size"}
 
         def extra_key(kind: str | None) -> dict[str, Any]:
@@ -262,7 +256,73 @@ class Pipeline:
                 frames_dir=self.frames_dir.resolve(),
                 rel_to=None if out is None else out.resolve().parent,
             )
-        writer = None if out is None else JsonlWriter(out, overwrite=overwrite)
+        # Resuming: the records already there (a torn last line is cut off). Overwriting
+        # truncates the file only once the model has loaded.
+        writer = None if out is None or overwrite else JsonlWriter(out)
+        engine = LocalEngine(
+            self.sample,
+            workers=self.workers,
+            prefetch=self.prefetch,
+            decode_timeout_s=self.decode_timeout_s,
+            done_keys=writer.done_keys if writer is not None else (),
+            prepare=prepare,
+            on_skip=on_skip,
+        )
+        try:
+            engine.start(tasks)  # the workers decode the first clips while the model loads
+            gen = self.load()
+            summary.load_s = time.perf_counter() - t_load
+            summary.model = model_info = dict(gen.describe())
+            if out is not None and writer is None:
+                writer = JsonlWriter(out, overwrite=True)
+            self._answer_all(
+                engine,
+                gen,
+                writer,
+                summary,
+                model_info,
+                gen_json,
+                keep_records=keep_records,
+                on_record=on_record,
+            )
+        finally:
+            engine.close()
+            summary.skipped = engine.skipped
+            if writer is not None:
+                writer.close()
+            summary.elapsed_s = time.perf_counter() - t0
+        return summary
+
+    def _model_key(self) -> dict[str, Any]:
+        """What identifies the model's answers in resume keys (id, revision or path, dtype,
+        quantization), known before the weights load."""
+        names = ("id", "revision", "path", "dtype", "quantize")
+        if self._generator is not None:
+            info = dict(self._generator.describe())
+        else:
+            from framepipe.generate import resolve_runtime
+
+            assert self._spec is not None
+            rt = resolve_runtime(self.model_config)
+            info = {**self._spec.describe(), "dtype": rt.dtype_name, "quantize": rt.quantize}
+        return {k: info.get(k) for k in names}
+
+    def _answer_all(
+        self,
+        engine: LocalEngine,
+        gen: Generator,
+        writer: JsonlWriter | None,
+        summary: CaptionSummary,
+        model_info: dict[str, Any],
+        gen_json: dict[str, Any],
+        *,
+        keep_records: bool,
+        on_record: Callable[[ClipResult], None] | None,
+    ) -> None:
+        """Answer the engine's clips in batches and write a record for each."""
+        random_weights = bool(model_info.get("random_weights"))
+        if random_weights:
+            log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
         batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
 
         def finish(rec: ClipResult) -> None:
@@ -304,38 +364,21 @@ class Pipeline:
                 finish(rec)
             summary.generate_s += time.perf_counter() - t
 
-        engine = LocalEngine(
-            self.sample,
-            workers=self.workers,
-            prefetch=self.prefetch if self.prefetch is not None else None,
-            decode_timeout_s=self.decode_timeout_s,
-            done_keys=writer.done_keys if writer is not None else (),
-            prepare=prepare,
-            on_skip=on_skip,
-        )
-        try:
-            pending: list[ClipJob] = []
-            for job in engine.run(tasks):
-                rec = job.record
-                rec.questions = self.questions_for(rec.kind)
-                if self.system is not None:
-                    rec.extra["system"] = self.system
-                if not job.ok:
-                    finish(rec)
-                    continue
-                pending.append(job)
-                if len(pending) >= batch_size:
-                    answer(pending)
-                    pending = []
-            if pending:
+        pending: list[ClipJob] = []
+        for job in engine.results():
+            rec = job.record
+            rec.questions = self.questions_for(rec.kind)
+            if self.system is not None:
+                rec.extra["system"] = self.system
+            if not job.ok:
+                finish(rec)
+                continue
+            pending.append(job)
+            if len(pending) >= batch_size:
                 answer(pending)
-        finally:
-            engine.close()
-            summary.skipped = engine.skipped
-            if writer is not None:
-                writer.close()
-            summary.elapsed_s = time.perf_counter() - t0
-        return summary
+                pending = []
+        if pending:
+            answer(pending)
 
     def _answer(self, gen: Generator, jobs: list[ClipJob]) -> list[Any]:
         """Answers (or the exception) per job; a failed batch is retried clip by clip so that

@@ -466,3 +466,14 @@ def test_tiny_ctrl_c_leaves_valid_jsonl(tiny_model_dir: Path, tmp_path: Path) ->
     n = len(list(read_records(out)))
     assert 1 <= n < 4
     _completes(args, out, n)
+
+
+def test_tiny_resume_key_is_known_before_loading(tiny_model_dir: Path) -> None:
+    from framepipe.generate import ModelConfig
+
+    pipe = Pipeline(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    pipe.check()
+    before = pipe._model_key()
+    info = pipe.load().describe()
+    assert before == {k: info.get(k) for k in before}
+    assert before["path"] == str(tiny_model_dir) and before["dtype"] == info["dtype"]

@@ -106,12 +106,13 @@ class _Skipped:
 class LocalEngine:
     """Read clips with ``workers`` processes, ``prefetch`` decoded clips ahead of the caller.
 
-        Use :meth:`run` once: it yields a :class:`~framepipe.pipeline.ClipJob` per clip not yet
-        done (``done_keys``), ok or failed, in the order they finish. ``prepare`` (a picklable
-        function) runs on each decoded clip inside the worker, e.g. to save its frames;
-        ``send_frames=False`` then drops the frames instead of shipping them (``job.batch`` is
-        None). ``skipped`` counts clips left out because their key was in ``done_keys`` (and
-    ``on_skip(count)`` is called in the caller's thread as they are found).
+    Use :meth:`run` once (or :meth:`start`, then :meth:`results`): it yields a
+    :class:`~framepipe.pipeline.ClipJob` per clip not yet done (``done_keys``), ok or failed,
+    in the order they finish. ``prepare`` (a picklable function) runs on each decoded clip
+    inside the worker, e.g. to save its frames; ``send_frames=False`` then drops the frames
+    instead of shipping them (``job.batch`` is None). ``skipped`` counts clips left out
+    because their key was in ``done_keys`` (``on_skip(count)`` is called in the caller's
+    thread as they are found). ``job.info`` is not sent back from workers.
     """
 
     def __init__(
@@ -153,19 +154,28 @@ class LocalEngine:
         self._thread: threading.Thread | None = None
         self._pool: list[_Worker | None] = []
         self._started = False
+        self._tasks: list[EngineTask] = []
 
     # -- the caller's side ------------------------------------------------------------------
-    def run(self, tasks: Iterable[EngineTask]) -> Iterator[ClipJob]:
-        """Yield the clips of ``tasks`` as they are read (once per engine)."""
+    def start(self, tasks: Iterable[EngineTask]) -> None:
+        """Start the workers on ``tasks``: they decode up to ``prefetch`` clips ahead even
+        before :meth:`results` is read (e.g. while a model loads)."""
         if self._started:
             raise RuntimeError("a LocalEngine runs once")
         self._started = True
-        task_list = list(tasks)
+        self._tasks = list(tasks)
+        if self.workers > 0:
+            self._start(self._tasks)
+
+    def results(self) -> Iterator[ClipJob]:
+        """Yield the clips of the started tasks as they are read; closes the engine at the
+        end (or when the caller stops early)."""
+        if not self._started:
+            raise RuntimeError("start() the engine first")
         if self.workers == 0:
-            yield from self._run_inline(task_list)
+            yield from self._run_inline(self._tasks)
             return
         try:
-            self._start(task_list)
             while True:
                 try:
                     item = self._out.get(timeout=0.5)
@@ -183,6 +193,11 @@ class LocalEngine:
                 yield item
         finally:
             self.close()
+
+    def run(self, tasks: Iterable[EngineTask]) -> Iterator[ClipJob]:
+        """:meth:`start` then :meth:`results`: the clips of ``tasks`` as they are read."""
+        self.start(tasks)
+        return self.results()
 
     def _run_inline(self, tasks: list[EngineTask]) -> Iterator[ClipJob]:
         def is_done(key: str) -> bool:
