@@ -437,3 +437,25 @@ def test_sample_command_forced_kind_and_uniform(tmp_path: Path) -> None:
     assert rec["indices"] == [1, 5, 8]
     assert [v["name"] for v in rec["views"]] == ["view_001.jpg", "view_005.jpg", "view_008.jpg"]  # type: ignore[union-attr]
     assert all(v["pose_c2w"] is None for v in rec["views"])  # type: ignore[union-attr]
+
+
+def test_sample_command_empty_folder_and_too_few_views(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    small = tmp_path / "small"
+    sm.write_scene(small, [(0, 0), (180, 0)])
+    out = tmp_path / "out"
+    args = ["sample", str(empty), str(small), "-n", "3", "--sampler", "nview"]
+    result = CliRunner().invoke(cli, [*args, "--overflow", "error", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    recs = _records(out)
+    assert recs["empty"]["status"] == "failed"
+    assert "folder holds no video, image scene or 3D model" in str(recs["empty"]["error"])
+    assert recs["small"]["status"] == "failed"
+    assert "fewer than n=3" in str(recs["small"]["error"]) and str(small) in str(
+        recs["small"]["error"]
+    )
+    out2 = tmp_path / "out2"
+    result = CliRunner().invoke(cli, [args[0], *args[2:], "--overflow", "all", "-o", str(out2)])
+    assert result.exit_code == 0, result.output
+    assert _records(out2)["small"]["indices"] == [0, 1]
