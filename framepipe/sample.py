@@ -8,6 +8,7 @@ The Python API behind ``framepipe sample``::
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framepipe.discover import Input, Skipped, discover
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
 from framepipe.errors import OutputError
 from framepipe.output import JsonlWriter, contact_sheet, write_frames
-from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs
+from framepipe.pipeline import ClipJob, SampleConfig
 from framepipe.types import ClipResult, one_line_error
 from framepipe.utils import safe_stem, stable_digest
 
@@ -71,6 +73,8 @@ def sample(
     overwrite: bool = False,
     image_format: str = "jpg",
     sheets: bool = True,
+    workers: int = 0,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
     on_record: Callable[[ClipResult], None] | None = None,
 ) -> RunSummary:
@@ -79,7 +83,9 @@ def sample(
     ``out_dir/manifest.jsonl`` gets one record per clip. A re-run skips clips whose ``ok``
     record is already there (same source file and settings); ``overwrite`` starts afresh.
     Failures are records; the run always goes on. ``on_input`` is called once with what
-    discovery found, ``on_record`` after each record (for progress bars).
+    discovery found, ``on_record`` after each record (for progress bars). ``workers`` > 0
+    decodes and writes the frames in that many processes (records then come in the order
+    they finish; ``decode_timeout_s`` stops a decoder stuck on one clip).
     """
     cfg = cfg or SampleConfig()
     out = Path(out_dir)
@@ -95,30 +101,37 @@ def sample(
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
     with JsonlWriter(out / MANIFEST, overwrite=overwrite) as writer:
-
-        def is_done(key: str) -> bool:
-            if writer.is_done(key):
-                summary.skipped += 1
-                return True
-            return False
-
-        for item in inputs:
-            for job in iter_clip_jobs(item, cfg, is_done=is_done):
-                rec = job.record
-                if job.ok:
-                    try:
-                        save_clip_images(job, out, image_format=image_format, sheet=sheets)
-                    except OSError as exc:
-                        rec.status = "failed"
-                        rec.error = f"{rec.source}: cannot write frames ({one_line_error(exc)})"
-                writer.write(rec)
-                summary.records.append(rec)
-                if rec.status == "ok":
-                    summary.done += 1
-                else:
-                    summary.failed.append((rec.source, rec.error or "failed"))
-                    log.error("%s", rec.error)
-                if on_record is not None:
-                    on_record(rec)
+        engine = LocalEngine(
+            cfg,
+            workers=workers,
+            decode_timeout_s=decode_timeout_s,
+            done_keys=writer.done_keys,
+            prepare=functools.partial(
+                _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
+            ),
+            send_frames=False,
+        )
+        for job in engine.run(EngineTask(item) for item in inputs):
+            rec = job.record
+            writer.write(rec)
+            summary.records.append(rec)
+            if rec.status == "ok":
+                summary.done += 1
+            else:
+                summary.failed.append((rec.source, rec.error or "failed"))
+                log.error("%s", rec.error)
+            if on_record is not None:
+                on_record(rec)
+        summary.skipped = engine.skipped
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _save_or_fail(job: ClipJob, *, out_dir: Path, image_format: str, sheet: bool) -> None:
+    """Save the clip's images; a write error makes the clip a failed record."""
+    rec = job.record
+    try:
+        save_clip_images(job, out_dir, image_format=image_format, sheet=sheet)
+    except OSError as exc:
+        rec.status = "failed"
+        rec.error = f"{rec.source}: cannot write frames ({one_line_error(exc)})"

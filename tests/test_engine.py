@@ -177,3 +177,23 @@ def test_bad_settings() -> None:
         LocalEngine(SampleConfig(), workers=-1)
     with pytest.raises(ConfigError, match="timeout"):
         LocalEngine(SampleConfig(), decode_timeout_s=0)
+
+
+def test_sample_with_workers_writes_the_same_manifest(videos: Path, tmp_path: Path) -> None:
+    from framepipe.output import read_records
+    from framepipe.sample import MANIFEST, sample
+
+    cfg = SampleConfig(n=3, clip_seconds=0.5)
+    runs = {}
+    for workers in (0, 2):
+        out = tmp_path / f"w{workers}"
+        s = sample([videos], out, cfg, workers=workers)
+        assert s.done == 5 and not s.failed
+        recs = sorted(read_records(out / MANIFEST), key=lambda r: r["key"])
+        for r in recs:
+            assert len(r["frames"]) == 3 and (out / r["contact_sheet"]).is_file()
+            r.pop("timings_s")
+        runs[workers] = recs
+        again = sample([videos], out, cfg, workers=workers)
+        assert (again.done, again.skipped) == (0, 5)
+    assert runs[0] == runs[2]

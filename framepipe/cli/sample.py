@@ -39,12 +39,20 @@ from framepipe.types import ClipResult
     is_flag=True,
     help="Start afresh instead of skipping clips already in the manifest.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Decode and write clips in this many processes (0: in this one, in input order).",
+)
 def command(
     paths: tuple[str, ...],
     out_dir: str,
     image_format: str,
     no_sheet: bool,
     overwrite: bool,
+    workers: int,
     **kw: Any,
 ) -> None:
     """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
@@ -92,6 +100,7 @@ def command(
             overwrite=overwrite,
             image_format=image_format,
             sheets=not no_sheet,
+            workers=workers,
             on_input=on_input,
             on_record=on_record,
         )
