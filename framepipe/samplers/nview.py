@@ -117,12 +117,20 @@ def _angles_deg(vs: np.ndarray, v: np.ndarray) -> np.ndarray:
 class Metric:
     """Distances from one view to all N views, with the full matrix kept when N is small."""
 
-    def __init__(self, n: int, row_fn: Callable[[int], np.ndarray]) -> None:
+    def __init__(
+        self,
+        n: int,
+        row_fn: Callable[[int], np.ndarray],
+        full_fn: Callable[[], np.ndarray] | None = None,
+    ) -> None:
         self.n = n
         self._row_fn = row_fn
         self._full: np.ndarray | None = None
         if n <= _FULL_MATRIX_MAX:
-            self._full = np.stack([row_fn(i) for i in range(n)]) if n else np.zeros((0, 0))
+            if full_fn is not None:
+                self._full = full_fn()
+            else:
+                self._full = np.stack([row_fn(i) for i in range(n)]) if n else np.zeros((0, 0))
 
     def row(self, i: int) -> np.ndarray:
         return self._full[i] if self._full is not None else self._row_fn(i)
@@ -142,17 +150,31 @@ class Metric:
                 d = np.maximum(d, _angles_deg(pos, pos[i]))
             return d
 
-        return cls(len(axes), row)
+        def full() -> np.ndarray:
+            d = np.degrees(np.arccos(np.clip(axes @ axes.T, -1.0, 1.0)))
+            if pos is not None:
+                d = np.maximum(d, np.degrees(np.arccos(np.clip(pos @ pos.T, -1.0, 1.0))))
+            np.fill_diagonal(d, 0.0)
+            return d
+
+        return cls(len(axes), row, full)
 
     @classmethod
     def euclidean(cls, feats: np.ndarray) -> Metric:
         """RMS difference between feature vectors (thumbnails in 0..255)."""
         f = np.asarray(feats, dtype=np.float64)
+        dim = max(1, f.shape[1]) if f.ndim == 2 else 1
 
         def row(i: int) -> np.ndarray:
             return np.sqrt(np.mean((f - f[i][None]) ** 2, axis=1))
 
-        return cls(len(f), row)
+        def full() -> np.ndarray:
+            sq = np.einsum("ij,ij->i", f, f)
+            d2 = (sq[:, None] + sq[None, :] - 2.0 * (f @ f.T)) / dim
+            np.fill_diagonal(d2, 0.0)
+            return np.sqrt(np.maximum(d2, 0.0))
+
+        return cls(len(f), row, full)
 
 
 def covering_radius(metric: Metric, chosen: Sequence[int]) -> float:
