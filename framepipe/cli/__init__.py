@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "caption": "framepipe.cli.caption",
     "make-tiny-model": "framepipe.cli.tiny",
     "shots": "framepipe.cli.shots",
+    "report": "framepipe.cli.report",
 }
 
 
