@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,18 @@ def make_tiny_model(
     vocab_size: int = 384,
     max_position_embeddings: int = 4096,
     overwrite: bool = False,
+    text_overrides: Mapping[str, Any] | None = None,
+    vision_overrides: Mapping[str, Any] | None = None,
+    save_dtype: str = "float32",
 ) -> Path:
     """Build the tiny model and processor and save both to ``out_dir``; returns the path.
 
     ``image_size / patch_size`` squared is the tokens per image (16 by default, so prompts of
     many frames stay cheap). The same seed gives the same weights and tokenizer.
+
+    ``text_overrides`` / ``vision_overrides`` replace entries of the Qwen2 / SigLIP configs
+    (the benchmark uses them to build a random model of the real model's shapes, saved in
+    ``save_dtype``); a ``vision_overrides["image_size"]`` also sizes the processor.
     """
     import torch
     from transformers import (
@@ -91,8 +99,11 @@ def make_tiny_model(
     )
 
     out = Path(out_dir)
-    if image_size % patch_size:
-        raise ConfigError(f"image_size ({image_size}) must be a multiple of patch_size")
+    vision_kw: dict[str, Any] = dict(vision_overrides or {})
+    image_size = int(vision_kw.pop("image_size", image_size))
+    patch_size = int(vision_kw.pop("patch_size", patch_size))
+    if image_size < patch_size:
+        raise ConfigError(f"image_size ({image_size}) must be >= patch_size ({patch_size})")
     if out.exists() and any(out.iterdir()) and not overwrite:
         if (out / "config.json").is_file() and is_random(out):
             raise ConfigError(f"{out}: a tiny model is already there (pass overwrite=True)")
@@ -102,31 +113,39 @@ def make_tiny_model(
     tokenizer = _build_tokenizer(vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     heads = max(2, hidden_size // 16)
-    text_config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        num_key_value_heads=max(1, heads // 2),
-        max_position_embeddings=max_position_embeddings,
-        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-        tie_word_embeddings=True,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        initializer_range=0.5,  # peaked logits: greedy answers are stable across batchings
-    )
+    text_kw: dict[str, Any] = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": max(1, heads // 2),
+        "max_position_embeddings": max_position_embeddings,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1_000_000.0},
+        "tie_word_embeddings": True,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        **(text_overrides or {}),
+    }
+    if text_kw["vocab_size"] < len(tokenizer):
+        raise ConfigError(
+            f"vocab_size ({text_kw['vocab_size']}) < the tokenizer's {len(tokenizer)}"
+        )
+    text_config = Qwen2Config(**text_kw)
     vision_config = SiglipVisionConfig(
-        hidden_size=hidden_size,
-        intermediate_size=hidden_size * 2,
-        num_hidden_layers=num_layers,
-        num_attention_heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_act="gelu_pytorch_tanh",
-        layer_norm_eps=1e-6,
-        vision_use_head=False,
+        **{
+            "hidden_size": hidden_size,
+            "intermediate_size": hidden_size * 2,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": heads,
+            "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6,
+            "vision_use_head": False,
+            **vision_kw,
+            "image_size": image_size,
+            "patch_size": patch_size,
+        }
     )
     config = LlavaConfig(
         vision_config=vision_config,
@@ -144,6 +163,7 @@ def make_tiny_model(
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     _spread_weights(model, seed)
+    model.to(getattr(torch, save_dtype))
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"],
         eos_token_id=ids["<|im_end|>"],
