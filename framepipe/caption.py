@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.discover import Input, Skipped, discover
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
+from framepipe.engine.local import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    EngineTask,
+    LocalEngine,
+    default_workers,
+)
 from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.output import JsonlWriter
 from framepipe.pipeline import ClipJob, SampleConfig
@@ -259,10 +264,13 @@ class Pipeline:
         # Resuming: the records already there (a torn last line is cut off). Overwriting
         # truncates the file only once the model has loaded.
         writer = None if out is None or overwrite else JsonlWriter(out)
+        workers = default_workers() if self.workers is None else self.workers
+        batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
         engine = LocalEngine(
             self.sample,
-            workers=self.workers,
-            prefetch=self.prefetch,
+            workers=workers,
+            # a whole next batch decoded while the model answers this one
+            prefetch=self.prefetch if self.prefetch is not None else max(2 * workers, batch_size),
             decode_timeout_s=self.decode_timeout_s,
             done_keys=writer.done_keys if writer is not None else (),
             prepare=prepare,

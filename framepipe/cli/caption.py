@@ -142,7 +142,8 @@ def read_questions_file(path: str) -> list[str]:
     "--prefetch",
     type=click.IntRange(min=1),
     default=None,
-    help="Decoded clips kept ready ahead of the model.  [default: 2 x workers]",
+    help="Decoded clips kept ready ahead of the model.  "
+    "[default: the larger of 2 x workers and the batch size]",
 )
 @click.option(
     "--decode-timeout",

@@ -227,14 +227,14 @@ class LocalEngine:
     def close(self) -> None:
         """Stop the workers and the receiver thread (safe to call twice)."""
         self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)  # it checks the stop flag at least twice a second
         for w in self._pool:
             if w is not None:
                 self._drain_and_discard(w)
                 _stop_process(w.proc)
                 w.conn.close()
         self._pool = [None] * len(self._pool)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -296,7 +296,11 @@ class LocalEngine:
                     return
                 if w.conn in ready:
                     self._receive(w)
-                elif w.proc.sentinel in ready:
+                    if w.work is None:  # finished its input, or lost
+                        continue
+                if w.conn.poll():
+                    continue  # more to read first
+                if w.proc.sentinel in ready or not w.proc.is_alive():
                     self._lost(w, _died_reason(w.proc))
                 elif w.deadline is not None and time.monotonic() > w.deadline:
                     self._lost(w, f"did not finish within {self.decode_timeout_s:g} s")
@@ -396,6 +400,10 @@ class LocalEngine:
             rec.extra["stage"] = "decode"
             self._put(ClipJob(rec))
             # the rest of the input (if any) goes to a fresh worker
+            self._pending.appendleft(
+                WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(w.seen))
+            )
+        elif w.seen:  # it died between clips: nothing failed that we know of
             self._pending.appendleft(
                 WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(w.seen))
             )
