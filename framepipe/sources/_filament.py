@@ -32,6 +32,10 @@ class FilamentError(FramepipeError):
     """The Filament renderer failed, crashed or timed out (the caller falls back)."""
 
 
+class FilamentTimeout(FilamentError):
+    """The renderer process did not finish in time (it was killed)."""
+
+
 def render_isolated(
     path: Path,
     poses_c2w: list[np.ndarray],
@@ -39,9 +43,32 @@ def render_isolated(
     *,
     background: np.ndarray,
     point_size_px: float = 2.0,
-    timeout_s: float = 120.0,
+    timeout_s: float = 60.0,
+    attempts: int = 2,
 ) -> list[np.ndarray]:
-    """Render ``path`` from each camera-to-world pose (file coordinates, OpenGL convention)."""
+    """Render ``path`` from each camera-to-world pose (file coordinates, OpenGL convention).
+
+    A run that times out is tried again up to ``attempts`` times in all: on Mesa's software
+    Vulkan (lavapipe) the first frame sometimes never comes back, at random.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _render_once(path, poses_c2w, intr, background, point_size_px, timeout_s)
+        except FilamentTimeout:
+            if attempt == attempts:
+                raise
+            log.info("%s: filament renderer timed out; trying again", path)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _render_once(
+    path: Path,
+    poses_c2w: list[np.ndarray],
+    intr: Intrinsics,
+    background: np.ndarray,
+    point_size_px: float,
+    timeout_s: float,
+) -> list[np.ndarray]:
     with tempfile.TemporaryDirectory(prefix="framepipe-filament-") as tmp:
         job = {
             "path": str(Path(path).resolve()),
@@ -64,7 +91,7 @@ def render_isolated(
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise FilamentError(f"timed out after {timeout_s:g} s") from exc
+            raise FilamentTimeout(f"timed out after {timeout_s:g} s") from exc
         except OSError as exc:
             raise FilamentError(f"cannot start the renderer process: {exc}") from exc
         if proc.returncode != 0:

@@ -103,8 +103,9 @@ class RenderSource(Source):
       about 4x).
     - ``point_size``: scale of point splats relative to the cloud's spacing (default 1).
     - ``renderer``: ``raycast`` (default, CPU) or ``filament`` (Open3D's OffscreenRenderer
-      in a separate process with ``filament_timeout_s``, default 120; falls back to
-      ``raycast`` with a warning on any failure).
+      in a separate process, killed after ``filament_timeout_s`` (default 60) and tried
+      once more; any failure falls back to ``raycast`` with a warning, for the rest of
+      this source).
     - ``threads``: ray-casting threads (default 0: all cores).
 
     Poses in :class:`~framepipe.types.ViewInfo` are camera-to-world in the file's own
@@ -150,7 +151,7 @@ class RenderSource(Source):
         supersample: int = 1,
         point_size: float = 1.0,
         renderer: str = "raycast",
-        filament_timeout_s: float = 120.0,
+        filament_timeout_s: float = 60.0,
         threads: int = 0,
         **options: Any,
     ) -> None:
