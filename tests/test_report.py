@@ -1,0 +1,227 @@
+"""The HTML report: records from a real ``framepipe sample`` run plus caption-like records
+(failed, without frames, from a random-weights model), escaping, relative image paths,
+``--embed``, torn lines, and a large file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import time
+import urllib.parse
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import media
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from framepipe.cli import cli
+from framepipe.errors import OutputError
+from framepipe.output import read_records
+from framepipe.report import THUMB_SIDE, write_report
+
+EVIL_ANSWER = '<script>alert("x")</script> & more'
+EVIL_ERROR = "bad <b>file</b>.mp4: cannot decode & \"quoted\" 'single'"
+VIDEO_NAME = "clip #1 & <b>.mp4"  # needs escaping in HTML and quoting in URLs
+
+
+class _Page(HTMLParser):
+    """Collects the tags (with attributes) and the visible text of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def attrs(self, tag: str, name: str) -> list[str]:
+        return [str(a[name]) for t, a in self.tags if t == tag and a.get(name) is not None]
+
+    def cards(self) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == "section" and "card" in str(a.get("class"))]
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+def local_targets(page: _Page, html_path: Path) -> list[Path]:
+    """Every image and link target of the page, as files relative to the page."""
+    urls = page.attrs("img", "src") + page.attrs("a", "href")
+    assert urls
+    for u in urls:
+        assert "://" not in u and not u.startswith(("/", "data:")), u
+    return [html_path.parent / urllib.parse.unquote(u) for u in urls]
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``framepipe sample`` output folder: one 64x48 30-frame video cut into two clips."""
+    root = tmp_path_factory.mktemp("report")
+    video = media.encode_video(root / VIDEO_NAME, num_frames=30, width=64, height=48)
+    out = root / "sampled"
+    result = CliRunner().invoke(
+        cli, ["sample", str(video), "-n", "3", "--clip-seconds", "0.5", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def caption_records(sampled: Path, dest: Path, *, random_weights: bool) -> Path:
+    """Caption-like records in ``dest``, as ``caption --frames-dir`` writes them: frame paths
+    relative to the JSONL's folder (here ``../sampled/...``); plus one without frames and
+    a failed one."""
+    dest.mkdir(parents=True, exist_ok=True)
+    model = {"id": "tiny/llava", "revision": None, "random_weights": random_weights}
+    recs: list[dict[str, Any]] = []
+    for k, rec in enumerate(read_records(sampled / "manifest.jsonl")):
+        rec = dict(rec)
+        rel = lambda p: os.path.relpath(sampled / p, dest)  # noqa: E731
+        rec["frames"] = [rel(p) for p in rec["frames"]]
+        rec["contact_sheet"] = rel(rec["contact_sheet"])
+        if k == 1:
+            rec["frames"] = rec["contact_sheet"] = None  # run without --frames-dir
+        rec.update(model=model, questions=["What happens?", "Colors?"])
+        rec.update(answers=[EVIL_ANSWER, f"answer {k}"], prompt="<image>x", generation={})
+        recs.append(rec)
+    recs.append(
+        {"source": "broken.mp4", "kind": "video", "status": "failed", "error": EVIL_ERROR,
+         "model": model, "questions": ["What happens?"], "answers": None, "frames": None}
+    )  # fmt: skip
+    path = dest / "captions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    return path
+
+
+def test_sample_manifest_report(sampled: Path, tmp_path: Path) -> None:
+    html_path = tmp_path / "site" / "sub" / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(sampled), "-o", str(html_path)])
+    assert result.exit_code == 0, result.output
+    page = parse(html_path)
+    recs = list(read_records(sampled / "manifest.jsonl"))
+    assert len(recs) == 2 and len(page.cards()) == 2
+    text = "".join(page.text)
+    assert text.count(VIDEO_NAME) == 2  # the source, escaped in the file, read back as is
+    assert "<b>.mp4" not in html_path.read_text(encoding="utf-8")
+    for target in local_targets(page, html_path):
+        assert target.is_file(), target
+    srcs = page.attrs("img", "src")
+    assert len(srcs) == sum(len(r["frames"]) for r in recs)
+    labels = [a["alt"] for t, a in page.tags if t == "img"]
+    want = [f"#{i}" for r in recs for i in r["indices"]]
+    assert [str(lab).split()[0] for lab in labels] == want
+    assert '<div class="banner">' not in html_path.read_text(encoding="utf-8")
+    assert "http" not in html_path.read_text(encoding="utf-8")  # no CDN, no external URL
+
+
+def test_sheet_only_default_output(sampled: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", str(sampled), "--no-thumbnails"])
+    assert result.exit_code == 0, result.output
+    html_path = sampled / "report.html"
+    page = parse(html_path)
+    srcs = page.attrs("img", "src")
+    assert len(srcs) == 2 and all(s.endswith("contact_sheet.jpg") for s in srcs)
+    for target in local_targets(page, html_path):
+        assert target.is_file(), target
+    html_path.unlink()
+
+
+def test_caption_records_escaped_and_banner(sampled: Path, tmp_path: Path) -> None:
+    captions = caption_records(sampled, tmp_path / "results", random_weights=True)
+    html_path = write_report([captions, sampled / "manifest.jsonl"], tmp_path / "r.html")
+    raw = html_path.read_text(encoding="utf-8")
+    page = parse(html_path)
+    text = "".join(page.text)
+    assert EVIL_ANSWER in text and EVIL_ERROR in text
+    assert "<script>alert" not in raw and "<b>file" not in raw
+    assert raw.count("<script>") == 1  # the page's own filter script only
+    assert '<div class="banner">' in raw and "tiny/llava" in raw
+    assert "3 of 5 records" in text  # random weights: the 3 caption records, not the samples
+    assert "clips: 5 (4 ok, 1 failed)" in text
+    failed = [c for c in page.cards() if c.get("data-status") == "failed"]
+    assert len(failed) == 1
+    assert f'<p class="err">{html.escape(EVIL_ERROR)}</p>' in raw  # quotes escaped too
+    assert "frames (not saved)" in text  # the caption record without frames
+    targets = local_targets(page, html_path)
+    assert any("../" in str(t) for t in page.attrs("img", "src"))
+    for target in targets:
+        assert target.is_file(), target
+    options = page.attrs("option", "value")
+    assert {"ok", "failed", "video"} <= set(options)
+
+
+def test_no_banner_for_real_weights(sampled: Path, tmp_path: Path) -> None:
+    captions = caption_records(sampled, tmp_path / "results", random_weights=False)
+    raw = write_report(captions, tmp_path / "r.html").read_text(encoding="utf-8")
+    assert '<div class="banner">' not in raw and 'class="rw"' not in raw
+    assert "tiny/llava (3)" in raw
+
+
+def test_embed_makes_data_uris(sampled: Path, tmp_path: Path) -> None:
+    captions = caption_records(sampled, tmp_path / "results", random_weights=True)
+    html_path = tmp_path / "mail" / "r.html"
+    result = CliRunner().invoke(cli, ["report", str(captions), "-o", str(html_path), "--embed"])
+    assert result.exit_code == 0, result.output
+    page = parse(html_path)
+    srcs = page.attrs("img", "src")
+    want = sum(len(r.get("frames") or []) for r in read_records(captions))
+    assert want > 0 and len(srcs) == want
+    for src in srcs:
+        head, _, data = src.partition(",")
+        assert head == "data:image/jpeg;base64"
+        img = Image.open(io.BytesIO(base64.b64decode(data)))
+        assert img.format == "JPEG" and max(img.size) <= THUMB_SIDE
+    assert page.attrs("a", "href") == []  # nothing points at files
+
+
+def test_torn_last_line_tolerated(sampled: Path, tmp_path: Path) -> None:
+    torn = tmp_path / "torn.jsonl"
+    good = (sampled / "manifest.jsonl").read_text(encoding="utf-8")
+    torn.write_text(good + good.splitlines()[0][:40], encoding="utf-8")
+    html_path = write_report(torn, tmp_path / "r.html", base_dir=sampled)
+    page = parse(html_path)
+    assert len(page.cards()) == 2
+    for target in local_targets(page, html_path):
+        assert target.is_file(), target
+
+
+def test_missing_records_file(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"nope\.jsonl"):
+        write_report([tmp_path / "nope.jsonl"], tmp_path / "r.html")
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_ten_thousand_records(tmp_path: Path) -> None:
+    rec = {
+        "source": "v.mp4", "kind": "video", "clip": {"index": 0, "start_s": 0.0, "end_s": 1.0},
+        "sampler": {"name": "uniform", "params": {"n": 8}}, "indices": list(range(8)),
+        "timestamps_s": [i / 30 for i in range(8)],
+        "frames": [f"v/clip_000/frame_{i:03d}.jpg" for i in range(8)],
+        "questions": ["What happens?"], "answers": ["Something & nothing. " * 10],
+    }  # fmt: skip
+    path = tmp_path / "big.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(10_000):
+            fh.write(json.dumps({**rec, "source": f"v{i}.mp4"}) + "\n")
+    t0 = time.perf_counter()
+    html_path = write_report(path, tmp_path / "big.html")
+    elapsed = time.perf_counter() - t0
+    raw = html_path.read_text(encoding="utf-8")
+    assert raw.count('<section class="card') == 10_000
+    assert 'id="r10000"' in raw and "v9999.mp4" in raw
+    assert elapsed < 30, f"{elapsed:.1f} s for 10,000 records"  # a few seconds when idle
