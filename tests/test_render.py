@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import itertools
 import json
@@ -81,8 +82,10 @@ def write_glb(
     texture: np.ndarray | None = None,
     colors: Any = None,
     base_color: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+    image_uri: str | None = None,
 ) -> Path:
-    """A minimal binary glTF 2.0 writer (Open3D cannot write textured .glb)."""
+    """A minimal glTF 2.0 writer (Open3D cannot write textured .glb): binary .glb, or a
+    .gltf with the buffer inline and the texture as the external file ``image_uri``."""
     chunks: list[bytes] = []
     views: list[dict[str, Any]] = []
     accessors: list[dict[str, Any]] = []
@@ -120,7 +123,12 @@ def write_glb(
         "meshes": [{"primitives": [{"attributes": attrs, "indices": ind, "material": 0}]}],
         "materials": [{"pbrMetallicRoughness": pbr}],
     }
-    if texture is not None:
+    if image_uri is not None:
+        doc["images"] = [{"uri": image_uri}]
+        doc["samplers"] = [{}]
+        doc["textures"] = [{"source": 0, "sampler": 0}]
+        pbr["baseColorTexture"] = {"index": 0}
+    elif texture is not None:
         bio = io.BytesIO()
         Image.fromarray(texture).save(bio, format="PNG")
         doc["images"] = [{"bufferView": add(bio.getvalue()), "mimeType": "image/png"}]
@@ -130,6 +138,12 @@ def write_glb(
     doc["accessors"], doc["bufferViews"] = accessors, views
     binary = b"".join(chunks)
     doc["buffers"] = [{"byteLength": len(binary)}]
+    if path.suffix == ".gltf":
+        doc["buffers"][0]["uri"] = "data:application/octet-stream;base64," + base64.b64encode(
+            binary
+        ).decode("ascii")
+        path.write_text(json.dumps(doc))
+        return path
     js = json.dumps(doc).encode()
     js += b" " * ((-len(js)) % 4)
     with open(path, "wb") as fh:
@@ -442,6 +456,27 @@ def test_missing_texture_renders_with_a_note(
     img = src.read([0]).frames[0]
     mid = SIZE // 2
     assert np.allclose(dominant(img, mid, mid), (0.25, 1.0, 0.25), atol=0.05)  # Kd colour
+
+
+def test_gltf_with_external_texture_and_with_it_missing(tmp_path: Path) -> None:
+    quad_p = [[-1, -1, 0], [1, -1, 0], [1, 1, 0], [-1, 1, 0]]
+    quad_i = [[0, 1, 2], [0, 2, 3]]
+    uv = [[0, 1], [1, 1], [1, 0], [0, 0]]
+    Image.fromarray(RED_TOP_BLUE_BOTTOM).save(tmp_path / "tex.png")
+    good = write_glb(tmp_path / "good.gltf", quad_p, quad_i, uvs=uv, image_uri="tex.png")
+    bad = write_glb(tmp_path / "bad.gltf", quad_p, quad_i, uvs=uv, image_uri="gone.png")
+    src = open_render(good, num_views=4, elevation_deg=0)
+    assert src.info().extra["textured"] is True and "notes" not in src.info().extra
+    img = src.read([0]).frames[0]
+    mid = SIZE // 2
+    rows = np.nonzero(object_mask(img)[:, mid])[0]
+    q = (rows.max() - rows.min()) // 4
+    assert dominant(img, rows.min() + q, mid)[0] == 1.0  # red on top
+    assert dominant(img, rows.max() - q, mid)[2] == 1.0  # blue below
+    src = open_render(bad, num_views=4, elevation_deg=0)
+    assert any("gone.png is missing" in n for n in src.info().extra["notes"])
+    img = src.read([0]).frames[0]
+    assert object_mask(img).mean() > 0.2  # plain material colour, still drawn
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,8 @@ def _read_mesh(path: Path) -> Geometry:
         model = o3d.io.read_triangle_model(str(path))
         if ext == ".obj":
             notes += _missing_obj_textures(path)
+        elif ext == ".gltf":
+            notes += _missing_gltf_files(path)
         parts = [(mi.mesh, mi.material_idx) for mi in model.meshes]
         materials = [_material(m) for m in model.materials]
     else:
@@ -263,6 +265,29 @@ def _missing_obj_textures(path: Path) -> list[str]:
         for tex in re.findall(r"^\s*map_Kd\s+(?:-\S+\s+\S+\s+)*(.+?)\s*$", mtext, re.MULTILINE):
             if not (mtl.parent / tex).is_file():
                 notes.append(f"texture {tex} is missing: rendered with material or vertex colour")
+    return notes
+
+
+def _missing_gltf_files(path: Path) -> list[str]:
+    """Notes for images or buffers a .gltf file names but that are not on disk."""
+    import json
+    from urllib.parse import unquote
+
+    try:
+        doc = json.loads(path.read_text(errors="replace"))
+    except (OSError, ValueError):
+        return []
+    notes = []
+    for what in ("images", "buffers"):
+        for item in doc.get(what, []) if isinstance(doc, dict) else []:
+            uri = item.get("uri") if isinstance(item, dict) else None
+            if (
+                isinstance(uri, str)
+                and not uri.startswith("data:")
+                and not (path.parent / unquote(uri)).is_file()
+            ):
+                kind = "texture" if what == "images" else "buffer"
+                notes.append(f"{kind} {uri} is missing: rendered with material colour")
     return notes
 
 
