@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import logging
 import signal
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -58,6 +59,15 @@ class WorkItem:
     skip: frozenset[str] = frozenset()
 
 
+_SEND_LOCK = threading.RLock()
+
+
+def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
+    """Send one message; a lock keeps a log record from another thread from interleaving."""
+    with _SEND_LOCK:
+        conn.send(msg)
+
+
 class _PipeLogHandler(logging.Handler):
     def __init__(self, conn: Connection) -> None:
         super().__init__()
@@ -68,7 +78,7 @@ class _PipeLogHandler(logging.Handler):
             msg = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 msg += f" ({one_line_error(record.exc_info[1])})"
-            self.conn.send(("log", record.levelno, record.name, msg))
+            _send(self.conn, ("log", record.levelno, record.name, msg))
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
@@ -83,7 +93,7 @@ def worker_main(conn: Connection, setup: WorkerSetup) -> None:
     for name in setup.imports:
         importlib.import_module(name)
     try:
-        conn.send(("ready",))
+        _send(conn, ("ready",))
         while True:
             msg = conn.recv()
             if msg[0] != "input":
@@ -108,7 +118,7 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
         return False
 
     def on_clip(key: str, clip: ClipSpec) -> None:
-        conn.send(("clip", key, clip))
+        _send(conn, ("clip", key, clip))
 
     jobs = iter_clip_jobs(
         work.item,
@@ -134,12 +144,12 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
             else:
                 job.batch = None
         job.info = None  # metadata of the whole source: not needed by the consumer
-        conn.send(("job", job, packed))
+        _send(conn, ("job", job, packed))
         reply = conn.recv()
         if reply[0] != "next":
             close = getattr(jobs, "close", None)
             if close is not None:
                 close()
             return False
-    conn.send(("end", skipped))
+    _send(conn, ("end", skipped))
     return True
