@@ -358,8 +358,11 @@ def _cli(*args: str) -> Any:
 
 def test_tiny_cli(tiny_model_dir: Path, videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "results.jsonl"
+    qfile = tmp_path / "questions.txt"
+    qfile.write_text("# asked after -q\n\nColours?\n")
     args = [str(videos / "v0.mp4"), str(videos / "v1.mp4"), "-n", "2", "--model",
-            str(tiny_model_dir), "-q", "What is shown?", "-q", "Colours?", "-o", str(out),
+            str(tiny_model_dir), "-q", "What is shown?", "--questions-file", str(qfile),
+            "-o", str(out),
             "--max-new-tokens", "4", "--dtype", "float32", "--workers", "1",
             "--frames-dir", str(tmp_path / "frames")]  # fmt: skip
     res = _cli(*args)
@@ -370,6 +373,7 @@ def test_tiny_cli(tiny_model_dir: Path, videos: Path, tmp_path: Path) -> None:
     assert len(recs) == 2
     for r in recs:
         assert r["status"] == "ok" and len(r["answers"]) == 2
+        assert r["questions"] == ["What is shown?", "Colours?"]
         assert r["prompt"].count("<image>") == 2 and "What is shown?" in r["prompt"]
         assert r["model"]["path"] == str(tiny_model_dir) and r["model"]["random_weights"]
         assert r["model"]["dtype"] == "float32" and r["note"] == RANDOM_WEIGHTS_NOTE
@@ -477,3 +481,27 @@ def test_tiny_resume_key_is_known_before_loading(tiny_model_dir: Path) -> None:
     info = pipe.load().describe()
     assert before == {k: info.get(k) for k in before}
     assert before["path"] == str(tiny_model_dir) and before["dtype"] == info["dtype"]
+
+
+def test_cli_generation_defaults_are_the_settings_defaults() -> None:
+    from framepipe.cli.caption import GENERATION_OPTIONS
+    from framepipe.generate import GenerationSettings
+
+    defaults = GenerationSettings()
+    for name, (_, shown, _) in GENERATION_OPTIONS.items():
+        assert getattr(defaults, name) == shown, name
+
+
+def test_questions_file(tmp_path: Path) -> None:
+    import click
+
+    from framepipe.cli.caption import read_questions_file
+
+    p = tmp_path / "q.txt"
+    p.write_text("  First?  \n# a comment\n\nSecond?\n")
+    assert read_questions_file(str(p)) == ["First?", "Second?"]
+    p.write_text("# nothing\n\n")
+    with pytest.raises(click.BadParameter, match="no question"):
+        read_questions_file(str(p))
+    with pytest.raises(click.BadParameter, match="cannot read"):
+        read_questions_file(str(tmp_path / "missing.txt"))

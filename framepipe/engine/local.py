@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DECODE_TIMEOUT_S = 300.0
 """How long one clip (open, sample and read) may take before its decoder is stopped."""
 
-STARTUP_TIMEOUT_S = 120.0
+STARTUP_TIMEOUT_S = 60.0
 """How long a new worker process may take to start (import its modules) and say so."""
 
 
@@ -381,6 +381,7 @@ class LocalEngine:
         if work is None or self._stop.is_set():
             return
         if not w.ready:  # it died starting up: not the input's fault
+            log.warning("a decoder process did not start (the %s); starting another", reason)
             self._pending.appendleft(work)
             self._spawn_failures += 1
             if self._spawn_failures >= 3:
