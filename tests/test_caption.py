@@ -505,3 +505,18 @@ def test_questions_file(tmp_path: Path) -> None:
         read_questions_file(str(p))
     with pytest.raises(click.BadParameter, match="cannot read"):
         read_questions_file(str(tmp_path / "missing.txt"))
+
+
+def test_tiny_cli_exit_status_1_when_a_clip_failed(
+    tiny_model_dir: Path, videos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r.jsonl"
+    missing = tmp_path / "missing.mp4"
+    res = _cli(str(videos / "v2.mp4"), str(missing), "-n", "2", "--model", str(tiny_model_dir),
+               "--max-new-tokens", "2", "--workers", "1", "-o", str(out))  # fmt: skip
+    assert res.exit_code == 1, res.output
+    assert "1 clip(s) answered, 0 already done, 1 failed" in res.output
+    assert f"error: {missing}" in res.output
+    recs = {Path(r["source"]).name: r for r in read_records(out)}
+    assert recs["v2.mp4"]["status"] == "ok" and recs["missing.mp4"]["status"] == "failed"
+    assert recs["missing.mp4"]["model"]["random_weights"] is True
