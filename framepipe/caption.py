@@ -16,6 +16,7 @@ model config, whether n frames fit the context window) is checked before the mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -263,6 +264,7 @@ class Pipeline:
             )
         # Resuming: the records already there (a torn last line is cut off). Overwriting
         # truncates the file only once the model has loaded.
+        created = out is not None and not out.exists()
         writer = None if out is None or overwrite else JsonlWriter(out)
         workers = default_workers() if self.workers is None else self.workers
         batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
@@ -293,6 +295,13 @@ class Pipeline:
                 keep_records=keep_records,
                 on_record=on_record,
             )
+        except BaseException:
+            if writer is not None and out is not None and created:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    if out.stat().st_size == 0:  # e.g. the weights failed to load
+                        out.unlink()
+            raise
         finally:
             engine.close()
             summary.skipped = engine.skipped

@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 
 from framepipe.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
-from framepipe.errors import ConfigError, GenerationError, OutputError
+from framepipe.errors import ConfigError, GenerationError, ModelLoadError, OutputError
 from framepipe.output import read_records
 from framepipe.pipeline import SampleConfig
 from framepipe.questions import default_question
@@ -291,6 +291,29 @@ def test_unwritable_output(videos: Path, tmp_path: Path) -> None:
         _run([videos], _NeverLoaded(), output=a_file / "results.jsonl")
     with pytest.raises(OutputError, match="is a folder"):
         _run([videos], _NeverLoaded(), output=tmp_path)
+
+
+class _FailsOnLoad(EchoGenerator):
+    """Its config reads fine (the resume key), then loading fails (second describe())."""
+
+    calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls > 1:
+            raise ModelLoadError("test/echo: the weights are not there")
+        return super().describe()
+
+
+def test_a_model_that_fails_to_load_leaves_no_empty_output(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(ModelLoadError, match="weights"):
+        _run([videos / "v0.mp4"], _FailsOnLoad(), output=out, workers=1)
+    assert not out.exists()
+    out.write_text("")  # an existing file is left alone
+    with pytest.raises(ModelLoadError):
+        _run([videos / "v0.mp4"], _FailsOnLoad(), output=out, workers=1)
+    assert out.exists()
 
 
 def test_no_inputs_loads_nothing(tmp_path: Path) -> None:
