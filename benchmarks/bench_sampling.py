@@ -144,7 +144,7 @@ def r_pyav_seek(path: str, idx: list[int]) -> np.ndarray:
         start = s.start_time or 0
         out = []
         for i in idx:
-            target = start + int(round(i / fps / tb))
+            target = start + round(i / fps / tb)
             c.seek(target, stream=s)
             for f in c.decode(s):
                 if f.pts is not None and f.pts >= target:
@@ -180,9 +180,20 @@ READERS: dict[str, tuple[Callable[[str, list[int]], np.ndarray], str]] = {
     "decode-all": (r_decode_all, "PyAV decode every frame"),
 }
 SLOW = {"hf-pyav", "decode-all"}
+"""Readers whose cost hardly depends on n (they decode everything up to the last index)."""
+DEFAULT = ["framepipe", "decord", "hf-pyav", "hf-decord", "opencv-seek", "pyav-seek", "decode-all"]
 
 
 def _peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ``ru_maxrss``: on Linux that keeps the
+    forking parent's peak across exec, which would charge the parent's memory to the child."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -222,14 +233,21 @@ def check_exact(path: Path, idx: list[int]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--worker", nargs=3, metavar=("READER", "PATH", "INDICES"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--worker", nargs=3, metavar=("READER", "PATH", "INDICES"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--n", type=int, nargs="+", default=[8, 16, 32])
-    ap.add_argument("--readers", default=",".join(READERS))
+    ap.add_argument("--readers", default=",".join(DEFAULT), help=f"from {', '.join(READERS)}")
+    ap.add_argument(
+        "--slow-all-n",
+        action="store_true",
+        help="measure hf-pyav and decode-all at every n (default: the first n only)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="fresh processes per cell (median)")
     ap.add_argument("--quick", action="store_true", help="skip hf-pyav and decode-all")
     ap.add_argument("--long-minutes", type=int, default=10)
     ap.add_argument("--skip-short", action="store_true", help="only the long video")
-    ap.add_argument("--check", action="store_true", help="also check framepipe's pixels")
+    ap.add_argument("--check", action="store_true", help="also check framepipe's pixels (first n)")
     ap.add_argument("--make-only", action="store_true")
     args = ap.parse_args()
     if args.worker:
@@ -237,9 +255,11 @@ def main() -> None:
         worker(name, path, [int(i) for i in idx.split(",")])
         return
 
-    videos = {f"{args.long_minutes} min": make_video(
-        CACHE / f"h264_720p30_{args.long_minutes}min.mp4", 60 * args.long_minutes
-    )}
+    videos = {
+        f"{args.long_minutes} min": make_video(
+            CACHE / f"h264_720p30_{args.long_minutes}min.mp4", 60 * args.long_minutes
+        )
+    }
     if not args.skip_short:
         videos["1 min"] = make_video(CACHE / "h264_720p30_1min.mp4", 60)
     if args.make_only:
@@ -255,9 +275,11 @@ def main() -> None:
         total = len(decord.VideoReader(str(path)))
         for n in args.n:
             idx = uniform_indices(total, n)
-            if args.check:
+            if args.check and n == args.n[0]:
                 print(f"{label} n={n}: framepipe vs full decode: {check_exact(path, idx)}")
             for name in readers:
+                if name in SLOW and n != args.n[0] and not args.slow_all_n:
+                    continue
                 reps = 1 if name in SLOW else args.repeats
                 runs = []
                 for _ in range(reps):
@@ -279,7 +301,10 @@ def main() -> None:
                     flush=True,
                 )
     print(f"\nload after: {os.getloadavg()}\n")
-    print("| video | n | reader | wall s | x decord time | peak RSS MB | x decord RSS | RSS before read MB |")
+    print(
+        "| video | n | reader | wall s | x decord time | peak RSS MB | x decord RSS "
+        "| RSS before read MB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for (label, n, name), r in results.items():
         ref = results.get((label, n, "decord"))
@@ -296,8 +321,10 @@ def main() -> None:
             a = results.get((long_label, n, "framepipe"))
             b = results.get((short_label, n, "framepipe"))
             if a and b:
-                print(f"- n={n}: {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} MB = "
-                      f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x")
+                print(
+                    f"- n={n}: {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} MB = "
+                    f"{a['peak_rss_mb'] / b['peak_rss_mb']:.2f}x"
+                )
 
 
 if __name__ == "__main__":

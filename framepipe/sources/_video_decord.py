@@ -94,20 +94,5 @@ class DecordReader:
         arr = self._reader().get_batch(uniq).asnumpy()
         return {i: arr[k] for k, i in enumerate(uniq)}
 
-    def read_small(self, indices: Sequence[int], size: tuple[int, int]) -> np.ndarray:
-        decord = import_decord()
-
-        vr = decord.VideoReader(
-            str(self.index.path),
-            ctx=decord.cpu(0),
-            width=size[0],
-            height=size[1],
-            num_threads=self.threads,
-        )
-        try:
-            return np.asarray(vr.get_batch(list(indices)).asnumpy())
-        finally:
-            del vr
-
     def close(self) -> None:
         self._vr = None
