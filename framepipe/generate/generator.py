@@ -3,8 +3,10 @@
 How a batch runs. Every request's frames are encoded once: the prompt prefix that all its
 questions share (system turn, user header, every image's tokens - the chat template puts the
 images before the text) goes through the vision tower and the text model in one forward pass
-that fills a KV cache. The cache rows are then copied once per question and all questions
-are generated together, each continuing its clip's cache with its own text. Several
+that fills a KV cache. The cache rows are then copied once per question, into a static cache
+sized for the whole answer (written in place, where a growing cache would copy every frame's
+keys and values again at each new token), and all questions are generated together, each
+continuing its clip's cache with its own text. Several
 requests are prefilled side by side with left padding; a question's text is left-padded too,
 so padding may sit between a prefix and its suffix: the attention mask hides it and the
 position ids skip it, so the answers are those of separate runs.
@@ -245,7 +247,7 @@ class Generator:
         seconds: list[float],
     ) -> None:
         import torch
-        from transformers import DynamicCache
+        from transformers import DynamicCache, StaticCache
 
         model, dev = self.model, self.runtime.device
         t0 = time.perf_counter()
@@ -282,12 +284,6 @@ class Generator:
             t1 = time.perf_counter()
             idx = torch.tensor([b for b, _ in chunk], device=dev)
             cache_idx = idx.repeat_interleave(beams) if beams > 1 else idx
-            sub = DynamicCache(
-                ddp_cache_data=[
-                    (k.index_select(0, cache_idx), v.index_select(0, cache_idx)) for k, v in layers
-                ],
-                config=model.config,
-            )
             suffixes = [group[b].ids[q][group[b].prefix_len :] for b, q in chunk]
             sw = max(len(x) for x in suffixes)
             suffix = torch.full((len(chunk), sw), self.pad_id, dtype=torch.long)
@@ -295,6 +291,14 @@ class Generator:
             for r, x in enumerate(suffixes):
                 suffix[r, sw - len(x) :] = torch.tensor(x)
                 suffix_mask[r, sw - len(x) :] = 1
+            # A static cache sized for the whole answer: each step writes in place, where a
+            # dynamic cache would copy all of it (frames included) once per new token.
+            sub = StaticCache(
+                config=model.config, max_cache_len=width + sw + gen_cfg.max_new_tokens
+            )
+            static_layers: list[Any] = list(sub.layers)
+            for layer, (k, v) in zip(static_layers, layers):
+                layer.update(k.index_select(0, cache_idx), v.index_select(0, cache_idx))
             rows_idx = idx.cpu()
             input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
@@ -336,6 +340,7 @@ class Generator:
         gc.repetition_penalty = s.repetition_penalty
         gc.eos_token_id = self.eos_ids or None
         gc.pad_token_id = self.pad_id
+        gc.disable_compile = True  # batch shapes vary: compiling would recompile per batch
         if s.do_sample:
             gc.temperature, gc.top_p, gc.top_k = s.temperature, s.top_p, s.top_k
         else:
