@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,11 +147,16 @@ def _render_job(job: dict[str, Any]) -> np.ndarray:
     scene.scene.enable_sun_light(True)
     k = np.array([[intr["fx"], 0.0, intr["cx"]], [0.0, intr["fy"], intr["cy"]], [0.0, 0.0, 1.0]])
     frames = np.empty((len(job["poses_c2w"]), h, w, 3), np.uint8)
+    times: list[float] = []
     for i, c2w in enumerate(job["poses_c2w"]):
+        t0 = time.perf_counter()
         w2c_cv = _GL_TO_CV @ np.linalg.inv(np.asarray(c2w, dtype=np.float64))
         r.setup_camera(k, w2c_cv, w, h)
         img = np.asarray(r.render_to_image())
         frames[i] = img[:, :, :3]
+        times.append(time.perf_counter() - t0)
+    if job.get("timings"):  # seconds per frame, for benchmarks
+        Path(job["timings"]).write_text(json.dumps(times))
     return frames
 
 
