@@ -438,10 +438,3 @@ def estimate_spacing(points: np.ndarray, max_queries: int = 4096, k: int = 8) ->
     if len(r) == 0:
         return 0.05
     return float(np.clip(np.median(r) * math.sqrt(math.pi / (kk - 1)), 1e-4, 0.2))
-
-
-def renderer_for(geometry_kind: str, **kw: Any) -> MeshRenderer | PointRenderer:
-    """Build the renderer for a ``mesh`` or ``points`` geometry."""
-    if geometry_kind == "mesh":
-        return MeshRenderer(**kw)
-    return PointRenderer(**kw)
