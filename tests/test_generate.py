@@ -104,6 +104,9 @@ def test_batched_answers_equal_unbatched(gen: Generator) -> None:
     ]
     batched = gen.answer(reqs)
     single = [gen.answer([r])[0] for r in reqs]
+    padded = Generator(gen.model, gen.spec, gen.runtime, gen.settings, gen.cfg)
+    padded.batched_prefill = not gen.batched_prefill  # the other prefill strategy
+    assert [a.answers for a in padded.answer(reqs)] == [a.answers for a in single]
     assert [a.answers for a in batched] == [a.answers for a in single]
     assert [a.new_tokens for a in batched] == [a.new_tokens for a in single]
     assert [a.prompt_tokens for a in batched] == [a.prompt_tokens for a in single]

@@ -76,6 +76,8 @@ class Generator:
         self.cfg = cfg
         self.batch_size = settings.batch_size
         """The current batch size (halved after a CUDA out-of-memory error)."""
+        self.batched_prefill = runtime.device.type != "cpu"
+        """Prefill prefixes of unequal length as one padded batch (GPUs) or one at a time."""
         tok = spec.tokenizer
         gen_cfg = getattr(model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None)
@@ -247,7 +249,7 @@ class Generator:
         seconds: list[float],
     ) -> None:
         import torch
-        from transformers import DynamicCache, StaticCache
+        from transformers import StaticCache
 
         model, dev = self.model, self.runtime.device
         t0 = time.perf_counter()
@@ -257,21 +259,7 @@ class Generator:
         for b, u in enumerate(group):
             prefix[b, width - u.prefix_len :] = torch.tensor(u.ids[0][: u.prefix_len])
             prefix_mask[b, width - u.prefix_len :] = 1
-        pv = [u.pixel_values for u in group if u.pixel_values is not None]
-        pixel_values = torch.cat(pv).to(dev, self.runtime.dtype) if pv else None
-        position_ids = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=model.config)
-        with torch.inference_mode():
-            model(
-                input_ids=prefix.to(dev),
-                attention_mask=prefix_mask.to(dev),
-                position_ids=position_ids.to(dev),
-                pixel_values=pixel_values,
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-        layers = [(k, v) for k, v, *_ in cache]
+        layers = self._prefill(group, prefix, prefix_mask)
         t_prefill = time.perf_counter() - t0
         for u in group:  # the shared prefill, split evenly over its requests
             seconds[u.request] += t_prefill / len(group)
@@ -325,6 +313,58 @@ class Generator:
                 seconds[u.request] += dt
             del sub
 
+    def _prefill(self, group: list[_Unit], prefix: Any, prefix_mask: Any) -> list[tuple[Any, Any]]:
+        """Run the shared prefixes (frames included) through the model; returns each layer's
+        keys and values, left-padded to ``prefix``'s width.
+
+        Prefixes of equal length run as one batch with no attention mask (the causal kernel
+        never materializes a mask). Unequal ones run as one padded batch on GPUs, but one at a
+        time on CPUs: a padded batch needs an explicit mask, which makes CPU attention build
+        the whole (tokens x tokens) score matrix - slower than the model itself at 8 frames.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        model, dev, dtype = self.model, self.runtime.device, self.runtime.dtype
+        lengths = [u.prefix_len for u in group]
+        equal = len(set(lengths)) == 1
+        if equal or self.batched_prefill:
+            parts = [(group, prefix, prefix_mask, not equal)]
+        else:
+            w = prefix.shape[1]
+            parts = [
+                ([u], prefix[b : b + 1, w - u.prefix_len :], None, False)
+                for b, u in enumerate(group)
+            ]
+        per_part: list[list[tuple[Any, Any]]] = []
+        for units, ids, mask, masked in parts:
+            pv = [u.pixel_values for u in units if u.pixel_values is not None]
+            pixel_values = torch.cat(pv).to(dev, dtype) if pv else None
+            kwargs: dict[str, Any] = {}
+            if masked:
+                kwargs["attention_mask"] = mask.to(dev)
+                kwargs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0)).to(dev)
+            cache = DynamicCache(config=model.config)
+            with torch.inference_mode():
+                model(
+                    input_ids=ids.to(dev),
+                    pixel_values=pixel_values,
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                    **kwargs,
+                )
+            per_part.append([(k, v) for k, v, *_ in cache])
+        if len(per_part) == 1:
+            return per_part[0]
+        width = prefix.shape[1]
+        out: list[tuple[Any, Any]] = []
+        for layer in zip(*per_part):
+            ks = [_pad_left(k, width) for k, _ in layer]
+            vs = [_pad_left(v, width) for _, v in layer]
+            out.append((torch.cat(ks), torch.cat(vs)))
+        return out
+
     def _generation_config(self) -> Any:
         import copy
 
@@ -354,6 +394,14 @@ def units_len(units: list[_Unit], request: int) -> int:
         if u.request == request:
             return len(u.ids[0])
     return 0
+
+
+def _pad_left(t: Any, width: int) -> Any:
+    """Zeros in front of a (batch, heads, tokens, dim) cache tensor up to ``width`` tokens
+    (the attention mask hides them)."""
+    import torch.nn.functional as F
+
+    return F.pad(t, (0, 0, width - t.shape[2], 0))
 
 
 def _answer_length(tokens: list[int], eos_ids: list[int]) -> int:
