@@ -222,9 +222,7 @@ def _one_clip(
         if not isinstance(exc, FramepipeError):
             log.exception("%s: unexpected error on clip %d", info.id, clip.index)
         rec = base_record(info, info.id, clip, sel)
-        msg = one_line_error(exc)
-        if info.id not in msg:
-            msg = f"{info.id}: {msg}"
+        msg = one_line_error(exc, info.id)
         rec.status, rec.error, rec.key = "failed", msg, key
         return ClipJob(rec, None, sel, info)
     rec = base_record(info, info.id, clip, sel, batch)

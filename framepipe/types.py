@@ -284,14 +284,19 @@ class ClipResult:
         return cls(source=source, status="failed", error=msg, **fields)
 
 
-def one_line_error(exc: BaseException) -> str:
-    """``exc`` as one line; framepipe's own errors already name their file."""
+def one_line_error(exc: BaseException, path: object = None) -> str:
+    """``exc`` as one line, starting with ``path`` when given and not already named
+    (framepipe's own errors about an input name their file themselves)."""
     text = " ".join(str(exc).split())
     from framepipe.errors import FramepipeError
 
     if isinstance(exc, FramepipeError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        msg = text or type(exc).__name__
+    else:
+        msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if path is not None and str(path) not in msg:
+        msg = f"{path}: {msg}"
+    return msg
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:

@@ -95,9 +95,7 @@ def command(
                 )
         except Exception as exc:
             failed += 1
-            msg = one_line_error(exc)
-            if str(item.path) not in msg:
-                msg = f"{item.path}: {msg}"
+            msg = one_line_error(exc, item.path)
             results.append({"source": str(item.path), "status": "failed", "error": msg})
             click.echo(f"error: {msg}", err=True)
     if as_json:
