@@ -349,14 +349,8 @@ class Pipeline:
                 rec.extra["note"] = RANDOM_WEIGHTS_NOTE
             if writer is not None:
                 writer.write(rec)
-            if keep_records:
-                summary.records.append(rec)
             summary.decode_s += float(rec.timings_s.get("decode_s", 0.0))
-            if rec.status == "ok":
-                summary.done += 1
-            else:
-                summary.failed.append((rec.source, rec.error or "failed"))
-                log.error("%s", rec.error)
+            summary.add(rec, keep=keep_records)
             if on_record is not None:
                 on_record(rec)
 

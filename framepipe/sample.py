@@ -43,6 +43,17 @@ class RunSummary:
     def ok(self) -> bool:
         return not self.failed
 
+    def add(self, rec: ClipResult, *, keep: bool = True) -> None:
+        """Count one written record (and keep it in ``records`` when ``keep``); a failed
+        record's one-line error is logged as it happens."""
+        if keep:
+            self.records.append(rec)
+        if rec.status == "ok":
+            self.done += 1
+        else:
+            self.failed.append((rec.source, rec.error or "failed"))
+            log.error("%s", rec.error)
+
 
 def clip_dir_name(source: str, clip_index: int) -> str:
     """A folder name per clip: readable stem, a digest of the full path (no collisions)."""
@@ -114,12 +125,7 @@ def sample(
         for job in engine.run(EngineTask(item) for item in inputs):
             rec = job.record
             writer.write(rec)
-            summary.records.append(rec)
-            if rec.status == "ok":
-                summary.done += 1
-            else:
-                summary.failed.append((rec.source, rec.error or "failed"))
-                log.error("%s", rec.error)
+            summary.add(rec)
             if on_record is not None:
                 on_record(rec)
         summary.skipped = engine.skipped
