@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import open3d as o3d  # a core dependency: fail loudly (e.g. libusb-1.0 missing)
 import pytest
 from PIL import Image
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.sources.base import open_source, source_kinds
 from framepipe.sources.render import RenderSource, parse_color
-
-o3d = pytest.importorskip("open3d")
 
 SIZE = 96
 RED_TOP_BLUE_BOTTOM = np.zeros((32, 32, 3), np.uint8)
