@@ -14,7 +14,20 @@ echo "== framepipe sample: 8 frames per clip -> $out/frames"
 framepipe sample "${inputs[@]}" -n 8 -o "$out/frames"
 
 echo "== framepipe caption with $model -> $out/captions.jsonl"
-if python -c "import sys; from framepipe.generate import ModelConfig, ModelSpec; ModelSpec.inspect(ModelConfig(model=sys.argv[1]))" "$model"; then
+model_available() {
+  python - "$1" <<'PY'
+import sys
+from framepipe.errors import FramepipeError
+from framepipe.generate import ModelConfig, ModelSpec
+try:
+    ModelSpec.inspect(ModelConfig(model=sys.argv[1]))
+except FramepipeError as exc:
+    print(f"note: {exc}")
+    sys.exit(1)
+PY
+}
+
+if model_available "$model"; then
   framepipe caption "${inputs[@]}" -n 8 --model "$model" -o "$out/captions.jsonl"
 else
   echo "The weights of $model are not on this machine and the hub cannot be reached."
