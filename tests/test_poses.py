@@ -262,3 +262,10 @@ def test_transforms_json_wins_over_colmap(tmp_path: Path) -> None:
     (tmp_path / "images.txt").write_text("# empty\n")
     assert find_pose_file(tmp_path) == tmp_path / "transforms.json"
     assert find_pose_file(tmp_path / "a.png") is None
+
+
+@pytest.mark.parametrize("bad", [{"camera_angle_x": 0.0}, {"fx": 0.0}, {"camera_angle_x": -1.0}])
+def test_complete_intrinsics_ignores_degenerate_focal(bad: dict[str, float]) -> None:
+    assert complete_intrinsics(bad, 40, 30) is None
+    intr = complete_intrinsics({**bad, "fy": 20.0}, 40, 30)
+    assert intr is not None and intr["fx"] == intr["fy"] == 20.0

@@ -407,7 +407,8 @@ def nview(
                 found["appearance_candidates"] = len(idx)
             used = "appearance" if not fixed else "poses+appearance"
         else:
-            rest = [i for i in candidates if i not in set(fixed)]
+            fixed_set = set(fixed)
+            rest = [i for i in candidates if i not in fixed_set]
             pick = uniform_indices(0, len(rest), n - len(fixed)) if n > len(fixed) else []
             chosen = sorted(fixed + [rest[k] for k in pick])
             used = "even" if not fixed else "poses+even"

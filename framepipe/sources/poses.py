@@ -249,12 +249,15 @@ def complete_intrinsics(
     size; None when the file gave no focal length."""
     w = float(intr.get("width", width))
     h = float(intr.get("height", height))
-    fx = intr.get("fx")
-    fy = intr.get("fy")
-    if fx is None and "camera_angle_x" in intr:
-        fx = 0.5 * w / math.tan(0.5 * intr["camera_angle_x"])
-    if fy is None and "camera_angle_y" in intr:
-        fy = 0.5 * h / math.tan(0.5 * intr["camera_angle_y"])
+    # A zero or negative focal length or field of view (a broken file) counts as absent:
+    # tan(0) would divide by zero.
+    fx = _positive(intr.get("fx"))
+    fy = _positive(intr.get("fy"))
+    ax, ay = intr.get("camera_angle_x"), intr.get("camera_angle_y")
+    if fx is None and ax is not None and 0 < ax < math.pi:
+        fx = 0.5 * w / math.tan(0.5 * ax)
+    if fy is None and ay is not None and 0 < ay < math.pi:
+        fy = 0.5 * h / math.tan(0.5 * ay)
     if fx is None and fy is None:
         return None
     fx = fx if fx is not None else fy
@@ -268,6 +271,10 @@ def complete_intrinsics(
         "width": w,
         "height": h,
     }
+
+
+def _positive(v: float | None) -> float | None:
+    return v if v is not None and v > 0 else None
 
 
 # -- COLMAP --------------------------------------------------------------------------------
