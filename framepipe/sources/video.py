@@ -107,6 +107,7 @@ class VideoSource(Source):
         self._info: SourceInfo | None = None
         self._backend: str | None = None
         self._decord: DecordReader | None = None
+        self._decord_reason: str | None = None
         self._pyav: PyAVReader | None = None
 
     # -- metadata -------------------------------------------------------------------------
@@ -164,6 +165,8 @@ class VideoSource(Source):
         """Why decord must not read this file, or None after it opened and agreed."""
         if self._decord is not None:
             return None
+        if self._decord_reason is not None:  # refused once: never reopen it per clip
+            return self._decord_reason
         if not decord_available():
             return "decord is not installed"
         reason = decord_refusal(self.index)
@@ -176,6 +179,9 @@ class VideoSource(Source):
             reason = f"decord cannot open it ({' '.join(str(exc).split())[:120]})"
         if reason is None:
             self._decord = reader
+        else:
+            reader.close()
+        self._decord_reason = reason
         return reason
 
     def _pyav_reader(self) -> PyAVReader:
