@@ -82,14 +82,15 @@ def command(
             disable=None,
             dynamic_ncols=True,
         )
-        bar["last"] = None
+        bar["seen"] = set()
 
     def on_record(rec: ClipResult) -> None:
         b = bar["bar"]
-        if rec.source != bar["last"]:
-            if bar["last"] is not None:
+        # with --workers, records of several inputs interleave: count each input once
+        if rec.source not in bar["seen"]:
+            if bar["seen"]:
                 b.update(1)
-            bar["last"] = rec.source
+            bar["seen"].add(rec.source)
         b.set_postfix_str(f"{len(rec.indices or [])} frames", refresh=False)
 
     try:
