@@ -69,6 +69,7 @@ class SampleConfig:
             "stride_seconds": self.stride_seconds,
             "clip_params": self.clip_params,
             "source_options": self.source_options,
+            "kind": self.kind,
         }
 
 
@@ -87,10 +88,12 @@ class ClipJob:
 
 
 def source_fingerprint(path: Path) -> dict[str, Any]:
-    """Identity of an input for resume keys: its path, size and modification time."""
+    """Identity of an input for resume keys: its absolute path, size and modification time
+    (so ``videos/a.mp4`` and ``/data/videos/a.mp4`` are the same input)."""
     try:
+        resolved = str(path.resolve())
         st = path.stat()
-        return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return {"path": resolved, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     except OSError:
         return {"path": str(path)}
 
