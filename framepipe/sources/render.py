@@ -10,6 +10,7 @@ separate process and falls back to ray casting when it fails.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -187,14 +188,18 @@ class RenderSource(Source):
         self.width, self.height = _parse_size(size)
         self.up_option = str(up)
         cams.up_vector(self.up_option)  # validate now
-        self.elevation_deg = float(elevation_deg)
-        self.azimuth_deg = float(azimuth_deg)
-        self.fov_deg = float(fov_deg)
-        self.fill = float(fill)
+        self.elevation_deg = _number("elevation_deg", elevation_deg)
+        self.azimuth_deg = _number("azimuth_deg", azimuth_deg)
+        self.fov_deg = _number("fov_deg", fov_deg)
+        if not 1.0 <= self.fov_deg <= 170.0:
+            raise ConfigError(f"fov_deg ({fov_deg}) must be in [1, 170]")
+        self.fill = _number("fill", fill)
+        if not 0.05 <= self.fill <= 1.0:
+            raise ConfigError(f"fill ({fill}) must be in [0.05, 1]")
         self.background = parse_color(background)
         self.point_size = float(point_size)
         self.renderer = renderer
-        self.filament_timeout_s = float(filament_timeout_s)
+        self.filament_timeout_s = _number("filament_timeout_s", filament_timeout_s)
         self.intrinsics = cams.intrinsics_for(self.width, self.height, self.fov_deg)
         self._info: SourceInfo | None = None
         self._geometry: Geometry | None = None
@@ -486,3 +491,14 @@ class RenderSource(Source):
 
     def __repr__(self) -> str:
         return f"RenderSource({str(self.path)!r}, renderer={self.renderer!r})"
+
+
+def _number(name: str, value: object) -> float:
+    """A finite number option, or a one-line ConfigError naming it."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} ({value!r}) must be a number") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{name} ({value!r}) must be finite")
+    return x
