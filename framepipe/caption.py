@@ -33,7 +33,7 @@ from framepipe.engine.local import (
     LocalEngine,
     default_workers,
 )
-from framepipe.errors import ConfigError, FramepipeError, OutputError
+from framepipe.errors import ConfigError, FramepipeError, GenerationError, OutputError
 from framepipe.output import JsonlWriter
 from framepipe.pipeline import ClipJob, SampleConfig
 from framepipe.questions import default_question
@@ -403,12 +403,7 @@ class Pipeline:
                 Request(job.batch.images(), self.questions_for(job.record.kind), self.system)
             )
         try:
-            answers = list(gen.answer(reqs))
-            if len(answers) != len(reqs):
-                raise RuntimeError(
-                    f"the generator gave {len(answers)} answers for {len(reqs)} clips"
-                )
-            return answers
+            return _answers_for(gen, reqs)
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("generation failed for a batch of %d clip(s)", len(reqs))
@@ -417,10 +412,19 @@ class Pipeline:
         out: list[Any] = []
         for req in reqs:
             try:
-                out.extend(gen.answer([req]))
+                out.extend(_answers_for(gen, [req]))
             except Exception as exc:
                 out.append(exc)
         return out
+
+
+def _answers_for(gen: Generator, reqs: list[Any]) -> list[Any]:
+    """``gen``'s answers to ``reqs``; GenerationError unless there is exactly one per request
+    (a shorter or longer list would give clips answers made from other clips' frames)."""
+    answers = list(gen.answer(reqs))
+    if len(answers) != len(reqs):
+        raise GenerationError(f"the generator gave {len(answers)} answers for {len(reqs)} clips")
+    return answers
 
 
 def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> None:

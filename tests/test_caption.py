@@ -231,6 +231,27 @@ def test_failed_clips_are_recorded_and_the_run_goes_on(videos: Path, tmp_path: P
     ]
 
 
+class ShortGenerator(EchoGenerator):
+    """TEST DOUBLE that leaves out the last answer of every call."""
+
+    def answer(self, requests: Sequence[Any]) -> list[_EchoAnswer]:
+        return super().answer(requests)[:-1]
+
+
+def test_a_generator_that_gives_too_few_answers_fails_the_clips(
+    videos: Path, tmp_path: Path
+) -> None:
+    from framepipe.generate import GenerationSettings
+
+    out = tmp_path / "r.jsonl"
+    s = _run([videos], ShortGenerator(), output=out, settings=GenerationSettings(batch_size=2))
+    recs = list(read_records(out))
+    assert len(recs) == 4 and s.done == 0 and len(s.failed) == 4
+    for r in recs:
+        assert r["status"] == "failed" and r["answers"] is None
+        assert "1 answers for 2 clips" in r["error"] or "0 answers for 1 clips" in r["error"]
+
+
 def test_a_hung_decoder_fails_its_clip_only(videos: Path, tmp_path: Path) -> None:
     hang = engine_plugins.make_video(tmp_path / "x_hang.mp4", 20, seed=9)
     s = _run(
