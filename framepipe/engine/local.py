@@ -35,7 +35,7 @@ from typing import Any
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, unpack_frames
 from framepipe.engine.worker import Prepare, WorkerSetup, WorkItem, worker_main
-from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError
+from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError, FramepipeError
 from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs, source_fingerprint
 from framepipe.types import ClipResult, ClipSpec, one_line_error
 from framepipe.utils import stable_digest
@@ -385,7 +385,7 @@ class LocalEngine:
             self._pending.appendleft(work)
             self._spawn_failures += 1
             if self._spawn_failures >= 3:
-                raise RuntimeError(f"decoder processes die at start (the {reason}); see above")
+                raise FramepipeError(f"decoder processes die at start (the {reason}); see above")
             return
         self.restarts += 1
         item = work.item
