@@ -322,7 +322,11 @@ class Pipeline:
             assert self._spec is not None
             rt = resolve_runtime(self.model_config)
             info = {**self._spec.describe(), "dtype": rt.dtype_name, "quantize": rt.quantize}
-        return {k: info.get(k) for k in names}
+        key = {k: info.get(k) for k in names}
+        path = info.get("path")
+        if path and not info.get("revision"):
+            key["weights"] = _local_weights_fingerprint(Path(str(path)))
+        return key
 
     def _answer_all(
         self,
@@ -479,3 +483,15 @@ def caption(
         on_record=on_record,
         on_skip=on_skip,
     )
+
+
+def _local_weights_fingerprint(folder: Path) -> list[list[Any]]:
+    """Names, sizes and modification times of a local model's weight and config files, so a
+    different model saved at the same path does not match the old records' resume keys."""
+    out: list[list[Any]] = []
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.suffix in (".safetensors", ".json"):
+                st = p.stat()
+                out.append([p.name, st.st_size, st.st_mtime_ns])
+    return out

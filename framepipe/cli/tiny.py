@@ -31,4 +31,6 @@ def command(out_dir: str, seed: int, image_size: int, overwrite: bool) -> None:
         path = make_tiny_model(out_dir, seed=seed, image_size=image_size, overwrite=overwrite)
     except FramepipeError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
     click.echo(f"wrote a tiny random-weight model to {path} (use --model {path})")
