@@ -197,3 +197,44 @@ def sample_config_from(kw: dict[str, Any]) -> SampleConfig:
 def fail(message: str) -> None:
     """Exit with a one-line error (status 2, like click's usage errors)."""
     raise click.ClickException(message)
+
+
+def report_per_source(
+    paths: tuple[str, ...],
+    *,
+    kind: str | None,
+    source_options: dict[str, Any],
+    describe: Callable[[Any], dict[str, Any]],
+    as_json: bool,
+    table: Callable[[list[dict[str, Any]]], None],
+) -> None:
+    """Open each input found under ``paths`` and print one row per input: ``describe(source)``,
+    or a ``failed`` row with a one-line error (printed as it happens, the others go on).
+    Prints the rows as a JSON array or with ``table``; exits 1 when any input failed."""
+    from framepipe.discover import discover
+    from framepipe.errors import FramepipeError
+    from framepipe.sources.base import open_source
+    from framepipe.types import one_line_error
+
+    inputs, notes = discover(paths, kind=kind)
+    for note in notes:
+        click.echo(f"note: skipping {note.path}: {note.reason}", err=True)
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    for item in inputs:
+        try:
+            if item.error:
+                raise FramepipeError(item.error)
+            with open_source(item.path, item.kind, **source_options) as src:
+                rows.append(describe(src))
+        except Exception as exc:
+            failed += 1
+            msg = one_line_error(exc, item.path)
+            rows.append({"source": str(item.path), "status": "failed", "error": msg})
+            click.echo(f"error: {msg}", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        table(rows)
+    if failed:
+        sys.exit(1)

@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
-
-from framepipe.discover import discover
-from framepipe.errors import FramepipeError
-from framepipe.sources.base import open_source
-from framepipe.types import one_line_error
 
 
 @click.command("info")
@@ -33,31 +25,17 @@ def command(
     paths: tuple[str, ...], as_json: bool, kind: str | None, source_opts: tuple[str, ...]
 ) -> None:
     """Print each source's metadata: frames, fps, duration, size, keyframes, views."""
-    from framepipe.cli.common import parse_kv
+    from framepipe.cli.common import parse_kv, report_per_source
 
     options = parse_kv(source_opts, "--source-opt")
-    inputs, notes = discover(paths, kind=kind)
-    for note in notes:
-        click.echo(f"note: skipping {note.path}: {note.reason}", err=True)
-    rows: list[dict[str, object]] = []
-    failed = 0
-    for item in inputs:
-        try:
-            if item.error:
-                raise FramepipeError(item.error)
-            with open_source(item.path, item.kind, **options) as src:
-                rows.append(src.info().to_json())
-        except Exception as exc:
-            failed += 1
-            msg = one_line_error(exc, item.path)
-            rows.append({"source": str(item.path), "status": "failed", "error": msg})
-            click.echo(f"error: {msg}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        _table(rows)
-    if failed:
-        sys.exit(1)
+    report_per_source(
+        paths,
+        kind=kind,
+        source_options=options,
+        describe=lambda src: src.info().to_json(),
+        as_json=as_json,
+        table=_table,
+    )
 
 
 def _table(rows: list[dict[str, object]]) -> None:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import click
 
-from framepipe.discover import discover
 from framepipe.errors import FramepipeError
-from framepipe.types import one_line_error
 
 
 @click.command("shots")
@@ -46,10 +42,9 @@ def command(
     gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
     size, skip. Exit status is 1 when any input failed, after all the others are done.
     """
-    from framepipe.cli.common import parse_kv
+    from framepipe.cli.common import parse_kv, report_per_source
     from framepipe.samplers._shots import DetectorParams
     from framepipe.samplers.keyframe import detect_shots
-    from framepipe.sources.base import open_source
 
     params = parse_kv(opts, "--opt")
     try:
@@ -57,53 +52,41 @@ def command(
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
     options = parse_kv(source_opts, "--source-opt")
-    inputs, notes = discover(paths, kind="video")
-    for note in notes:
-        click.echo(f"note: skipping {note.path}: {note.reason}", err=True)
-    results: list[dict[str, Any]] = []
-    failed = 0
-    for item in inputs:
-        try:
-            if item.error:
-                raise FramepipeError(item.error)
-            with open_source(item.path, item.kind, **options) as src:
-                info = src.info()
-                if info.num_frames == 0:
-                    raise FramepipeError(f"{item.path}: no frames")
-                det = detect_shots(src, info, **params)
-                ts = info.timestamps_s
-                end_s = info.end_s
-                shots = []
-                for a, b in det.shots:
-                    shots.append(
-                        {
-                            "start_frame": a,
-                            "end_frame": b,
-                            "start_s": None if ts is None else round(ts[a], 6),
-                            "end_s": None
-                            if ts is None
-                            else round(ts[b] if b < len(ts) else (end_s or ts[-1]), 6),
-                        }
-                    )
-                results.append(
-                    {
-                        "source": str(item.path),
-                        "num_frames": info.num_frames,
-                        "shots": shots,
-                        "transitions": [t.to_json() for t in det.transitions],
-                    }
-                )
-        except Exception as exc:
-            failed += 1
-            msg = one_line_error(exc, item.path)
-            results.append({"source": str(item.path), "status": "failed", "error": msg})
-            click.echo(f"error: {msg}", err=True)
-    if as_json:
-        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
-    else:
-        _table(results)
-    if failed:
-        sys.exit(1)
+
+    def describe(src: Any) -> dict[str, Any]:
+        info = src.info()
+        if info.num_frames == 0:
+            raise FramepipeError(f"{src.path}: no frames")
+        det = detect_shots(src, info, **params)
+        ts = info.timestamps_s
+        end_s = info.end_s
+        shots = []
+        for a, b in det.shots:
+            shots.append(
+                {
+                    "start_frame": a,
+                    "end_frame": b,
+                    "start_s": None if ts is None else round(ts[a], 6),
+                    "end_s": None
+                    if ts is None
+                    else round(ts[b] if b < len(ts) else (end_s or ts[-1]), 6),
+                }
+            )
+        return {
+            "source": str(src.path),
+            "num_frames": info.num_frames,
+            "shots": shots,
+            "transitions": [t.to_json() for t in det.transitions],
+        }
+
+    report_per_source(
+        paths,
+        kind="video",
+        source_options=options,
+        describe=describe,
+        as_json=as_json,
+        table=_table,
+    )
 
 
 def _table(results: list[dict[str, Any]]) -> None:

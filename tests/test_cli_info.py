@@ -1,0 +1,32 @@
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def test_info_json_reports_each_source_and_failures(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.mp4"
+    bad.write_text("not a video")
+    result = CliRunner().invoke(
+        cli, ["info", "--json", str(SAMPLES / "shots.mp4"), str(SAMPLES / "scene_cubes"), str(bad)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    rows = json.loads(result.stdout)
+    video, scene, failed = rows
+    assert video["kind"] == "video" and video["num_frames"] == 144 and video["fps"] == "24/1"
+    assert scene["kind"] == "multiview" and scene["num_views"] == 16
+    assert failed["status"] == "failed" and failed["error"].startswith(str(bad))
+    assert f"error: {bad}" in result.stderr
+
+
+def test_info_table() -> None:
+    result = CliRunner().invoke(cli, ["info", str(SAMPLES / "shots.mp4")])
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split()[:3] == ["source", "kind", "num_frames"]
+    assert row.split()[1:3] == ["video", "144"]
