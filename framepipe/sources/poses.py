@@ -16,7 +16,8 @@ camera looks down its -z axis, y up), the convention of :class:`~framepipe.types
 
 Frames listed but missing on disk are returned in ``missing``; the source skips them with a
 note. A file that cannot be parsed raises :class:`~framepipe.errors.SourceError` naming the
-file and what is wrong.
+file and what is wrong; so does a pose with a non-finite number (naming the image too), and
+an ``images.bin`` whose image count cannot fit the file (refused before any record is read).
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ _COLMAP_MODELS: dict[int, tuple[str, int]] = {
 }
 _SINGLE_FOCAL = {"SIMPLE_PINHOLE", "SIMPLE_RADIAL", "RADIAL", "SIMPLE_RADIAL_FISHEYE"}
 _SINGLE_FOCAL |= {"RADIAL_FISHEYE"}
+# The smallest image record in images.bin: id, qvec, tvec, camera id (64 bytes), an empty
+# name's NUL byte, and a zero count of 2D points (8 bytes).
+_MIN_IMAGE_BYTES = 64 + 1 + 8
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,8 @@ def _positive(v: float | None) -> float | None:
 def quat_to_rotmat(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
     """Rotation matrix of a (not necessarily unit) quaternion, Hamilton convention."""
     q = np.array([qw, qx, qy, qz], dtype=np.float64)
+    if not np.all(np.isfinite(q)):
+        raise ValueError(f"rotation quaternion {_fmt(q)} holds non-finite numbers")
     norm = np.linalg.norm(q)
     if not np.isfinite(norm) or norm < 1e-12:
         raise ValueError("zero quaternion")
@@ -297,16 +303,25 @@ def quat_to_rotmat(qw: float, qx: float, qy: float, qz: float) -> np.ndarray:
 def colmap_to_c2w(qvec: Sequence[float], tvec: Sequence[float]) -> np.ndarray:
     """COLMAP world-to-camera (quaternion, translation; OpenCV axes) -> camera-to-world
     4x4 in the OpenGL convention. The camera centre is ``-R^T t``."""
-    r = quat_to_rotmat(*qvec)
     t = np.asarray(tvec, dtype=np.float64)
+    if t.shape != (3,):
+        raise ValueError(f"translation must have 3 numbers, got {t.size}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError(f"translation {_fmt(t)} holds non-finite numbers")
+    r = quat_to_rotmat(*qvec)
     c2w = np.eye(4)
     c2w[:3, :3] = r.T
     c2w[:3, 3] = -r.T @ t
     return c2w @ _OPENCV_TO_OPENGL
 
 
+def _fmt(a: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in a) + ")"
+
+
 @dataclass(frozen=True)
 class _ColmapImage:
+    image_id: int
     camera_id: int
     name: str
     qvec: tuple[float, float, float, float]
@@ -370,7 +385,7 @@ def read_colmap_images_txt(path: Path) -> list[_ColmapImage]:
         q = tuple(float(t) for t in tok[1:5])
         t = tuple(float(v) for v in tok[5:8])
         name = " ".join(tok[9:])
-        out.append(_ColmapImage(int(tok[8]), name, q, t))  # type: ignore[arg-type]
+        out.append(_ColmapImage(int(tok[0]), int(tok[8]), name, q, t))  # type: ignore[arg-type]
         expect_points = True
     return out
 
@@ -412,18 +427,34 @@ def read_colmap_images_bin(path: Path) -> list[_ColmapImage]:
     except OSError as exc:
         raise SourceError(path, f"cannot read ({exc.strerror or exc})") from exc
     out: list[_ColmapImage] = []
+    if len(data) < 8:
+        raise SourceError(path, f"truncated or not a COLMAP images.bin ({len(data)} bytes)")
+    (count,) = struct.unpack_from("<Q", data, 0)
+    room = (len(data) - 8) // _MIN_IMAGE_BYTES
+    if count > room:  # a garbage count: fail now, not after walking the whole file
+        raise SourceError(
+            path,
+            f"claims {count} images but its {len(data)} bytes hold at most {room} "
+            "(truncated or not a COLMAP images.bin)",
+        )
+    pos = 8
     try:
-        (count,) = struct.unpack_from("<Q", data, 0)
-        pos = 8
         for _ in range(count):
-            _image_id, qw, qx, qy, qz, tx, ty, tz, cam = struct.unpack_from("<i7di", data, pos)
+            image_id, qw, qx, qy, qz, tx, ty, tz, cam = struct.unpack_from("<i7di", data, pos)
             pos += 64
             end = data.index(b"\x00", pos)
             name = data[pos:end].decode("utf-8", errors="replace")
             pos = end + 1
             (npts,) = struct.unpack_from("<Q", data, pos)
-            pos += 8 + 24 * npts
-            out.append(_ColmapImage(cam, name, (qw, qx, qy, qz), (tx, ty, tz)))
+            pos += 8
+            if npts > (len(data) - pos) // 24:
+                raise SourceError(
+                    path,
+                    f"image {name!r} (IMAGE_ID {image_id}) claims {npts} 2D points, more than "
+                    f"the {len(data) - pos} bytes left hold (truncated or not a COLMAP images.bin)",
+                )
+            pos += 24 * npts
+            out.append(_ColmapImage(image_id, cam, name, (qw, qx, qy, qz), (tx, ty, tz)))
     except (struct.error, ValueError) as exc:
         raise SourceError(path, f"truncated or not a COLMAP images.bin ({exc})") from exc
     if pos > len(data):
@@ -436,6 +467,8 @@ def read_colmap_cameras_bin(path: Path) -> dict[int, dict[str, float]]:
     try:
         data = path.read_bytes()
         (count,) = struct.unpack_from("<Q", data, 0)
+        if count > (len(data) - 8) // 24:
+            raise ValueError(f"claims {count} cameras, more than its {len(data)} bytes hold")
         pos = 8
         out: dict[int, dict[str, float]] = {}
         for _ in range(count):
@@ -471,7 +504,9 @@ def parse_colmap(images_file: Path, *, scene: Path) -> PoseFile:
         try:
             pose = colmap_to_c2w(e.qvec, e.tvec)
         except ValueError as exc:
-            raise SourceError(images_file, f"image {e.name!r}: {exc}") from exc
+            raise SourceError(
+                images_file, f"image {e.name!r} (IMAGE_ID {e.image_id}): {exc}"
+            ) from exc
         found = next((r / e.name for r in roots if (r / e.name).is_file()), None)
         if found is None:
             missing.append(e.name)
