@@ -9,11 +9,13 @@ with the index.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from framepipe.errors import DecodeError
 from framepipe.sources._video_index import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,20 @@ def decord_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+# "[12:34:56] /path/to/video_reader.cc:151: " before decord's own words
+_DECORD_PREFIX = re.compile(r"^(\[[0-9:]+\]\s*)?\S+\.(cc|h|cpp):\d+:\s*")
+
+
+def decord_reason(exc: BaseException, limit: int = 160) -> str:
+    """A decord exception as one short line: its message without the source location
+    and the native stack trace that DECORDError carries."""
+    text = str(exc).split("Stack trace")[0]
+    text = " ".join(text.split())
+    text = _DECORD_PREFIX.sub("", text)
+    text = text or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def decord_refusal(index: VideoIndex) -> str | None:
@@ -90,8 +106,16 @@ class DecordReader:
         return self._vr
 
     def read(self, wanted: Sequence[int]) -> dict[int, np.ndarray]:
+        """Frames ``wanted`` by index; a decord failure is a one-line :class:`DecodeError`."""
+        decord = import_decord()
         uniq = sorted(set(int(i) for i in wanted))
-        arr = self._reader().get_batch(uniq).asnumpy()
+        try:
+            arr = self._reader().get_batch(uniq).asnumpy()
+        except (RuntimeError, decord.DECORDError) as exc:
+            shown = ", ".join(map(str, uniq[:5])) + (", ..." if len(uniq) > 5 else "")
+            raise DecodeError(
+                self.index.path, f"decord failed on frame(s) [{shown}] ({decord_reason(exc)})"
+            ) from exc
         return {i: arr[k] for k, i in enumerate(uniq)}
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ keyframes, rotation and the real frame count. Frames are then read by one of two
   decodes different targets on several cores at once and skips frames nothing refers to.
   ``auto`` uses it.
 - ``decord`` (``VideoReader.get_batch``), on request (``backend=decord``), or in ``auto`` when
-  the PyAV reader fails to decode a file. Only for files it is known to read exactly: never
+  the PyAV reader fails to decode a file (decord then serves that file's frames, and
+  ``info().backend`` says ``decord``). A decord failure while reading is a one-line
+  :class:`DecodeError` naming the file. Only for files it is known to read exactly: never
   VP8/VP9/AV1, AVI with B-frames (frames out of order), rotated video, files cut short or
   whose header over-reports the frame count (decord can loop forever in native code on
   those), and only after its own frame count and timestamps agree with the index. A file it
@@ -23,6 +25,7 @@ Options (``--source-opt KEY=VALUE``): ``backend`` = ``auto`` (default), ``pyav``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +34,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources._video_decord import DecordReader, decord_available, decord_refusal
+from framepipe.sources._video_decord import (
+    DecordReader,
+    decord_available,
+    decord_reason,
+    decord_refusal,
+)
 from framepipe.sources._video_index import VideoIndex, build_index
 from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
 from framepipe.sources.base import Source, register_source
@@ -120,7 +128,9 @@ class VideoSource(Source):
 
     @property
     def backend(self) -> str:
-        """``decord`` or ``pyav``: the reader that serves full-size frames."""
+        """``decord`` or ``pyav``: the reader that serves full-size frames. With ``auto`` it
+        is ``pyav`` until the PyAV reader fails on this file and decord (confirmed exact)
+        takes over: from then on ``decord``, in ``info()`` too."""
         if self._backend is None:
             self._backend = self._choose_backend()
         return self._backend
@@ -175,8 +185,8 @@ class VideoSource(Source):
         reader = DecordReader(self.index, threads=self.threads or 0)
         try:
             reason = reader.confirm()
-        except Exception as exc:  # decord raises its own DECORDError (a RuntimeError)
-            reason = f"decord cannot open it ({' '.join(str(exc).split())[:120]})"
+        except Exception as exc:  # decord raises its own DECORDError (or a RuntimeError)
+            reason = f"decord cannot open it ({decord_reason(exc, 120)})"
         if reason is None:
             self._decord = reader
         else:
@@ -216,12 +226,20 @@ class VideoSource(Source):
                 if self.backend_option != "auto" or self._decord_refusal() is not None:
                     raise
                 assert self._decord is not None
-                log.warning("%s; reading with decord instead", exc)
+                log.warning("%s; reading this file with decord instead", exc)
                 frames = self._decord.read(idx)
                 arr = np.stack([frames[i] for i in idx])
+                self._use_decord()
         ts = info.timestamps_s
         assert ts is not None
         return FrameBatch(arr, tuple(idx), tuple(ts[i] for i in idx))
+
+    def _use_decord(self) -> None:
+        """decord read what the PyAV reader could not: it serves this file's frames from
+        now on, and ``info()`` says so."""
+        self._backend = "decord"
+        if self._info is not None:
+            self._info = dataclasses.replace(self._info, backend="decord")
 
     def read_small(
         self,
