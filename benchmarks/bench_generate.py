@@ -164,6 +164,78 @@ def framepipe_way(
     return {"dtype": gen.runtime.dtype_name, "clips": len(clips), "s": dt, "new_tokens": tokens}
 
 
+def _rate(fn: Any, flops: float, reps: int = 3) -> float:
+    """FLOP/s of ``fn`` (best of ``reps`` after a warm-up)."""
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return flops / best
+
+
+def ceiling(n_frames: int, text_tokens: int, card_s: float | None) -> None:
+    """What the hardware allows: the model's matmuls and attention at this machine's measured
+    float32 and bfloat16 rates (same run), and the best clip-rate ratio bfloat16 can give over
+    the card's float32 even if everything else (norms, activations, decoding steps, the
+    processor) took no time at all."""
+    import torch
+    import torch.nn.functional as F
+
+    v, t = REAL_VISION, REAL_TEXT
+    img_tokens = (v["image_size"] // v["patch_size"]) ** 2
+    vt = n_frames * img_tokens
+    tt = vt + text_tokens
+    vh, vi = v["hidden_size"], v["intermediate_size"]
+    th, ti = t["hidden_size"], t["intermediate_size"]
+    # dense layers: 2 FLOPs per multiply-add
+    gemm_vision = 2 * vt * v["num_hidden_layers"] * (4 * vh * vh + 2 * vh * vi)
+    projector = 2 * vt * (vh * th + th * th)
+    gemm_text = 2 * tt * t["num_hidden_layers"] * (4 * th * th + 3 * th * ti)
+    # attention: QK^T and PV, full per image in the tower, causal (half) in the text model
+    attn_vision = 4 * n_frames * img_tokens**2 * vh * v["num_hidden_layers"]
+    attn_text = 2 * tt**2 * th * t["num_hidden_layers"]
+    gemm = gemm_vision + projector + gemm_text
+    rows = []
+    rates: dict[str, dict[str, float]] = {}
+    with torch.inference_mode():
+        for dt in (torch.float32, torch.bfloat16):
+            x = torch.randn(vt, vh, dtype=dt)
+            w = torch.randn(vi, vh, dtype=dt)
+            g = _rate(lambda x=x, w=w: F.linear(x, w), 2 * vt * vh * vi)
+            hd = th // t["num_attention_heads"]
+            q = torch.randn(1, t["num_attention_heads"], tt, hd, dtype=dt)
+            a = _rate(
+                lambda q=q: F.scaled_dot_product_attention(q, q, q, is_causal=True),
+                2 * tt**2 * th,
+                reps=2,
+            )
+            name = str(dt).removeprefix("torch.")
+            rates[name] = {"gemm": g, "attn": a}
+            rows.append((name, g, a, gemm / g + (attn_vision + attn_text) / a))
+    print(
+        f"(ceiling) one {n_frames}-frame clip is {gemm / 1e12:.1f} TFLOP of matmuls and "
+        f"{(attn_vision + attn_text) / 1e12:.1f} TFLOP of attention; this machine's rates, "
+        "measured now:\n"
+    )
+    print("| dtype | matmul GFLOP/s | causal attention GFLOP/s | matmuls + attention, s per clip |")
+    print("|---|---:|---:|---:|")
+    for name, g, a, s in rows:
+        print(f"| {name} | {g / 1e9:.0f} | {a / 1e9:.0f} | {s:.1f} |")
+    bf16_floor = rows[1][3]
+    bf, fp = rates["bfloat16"], rates["float32"]
+    print(
+        f"\nbfloat16 / float32: matmul {bf['gemm'] / fp['gemm']:.2f}x, "
+        f"attention {bf['attn'] / fp['attn']:.2f}x"
+    )
+    if card_s is not None:
+        print(
+            f"best possible ratio over the card's float32 here (card {card_s:.1f} s per clip, "
+            f"bfloat16 floor {bf16_floor:.1f} s): **{card_s / bf16_floor:.2f}x**"
+        )
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -182,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=4, help="framepipe's batch size")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
-    ap.add_argument("--skip", choices=["a", "b"], action="append", default=[])
+    ap.add_argument("--skip", choices=["a", "b", "ceiling"], action="append", default=[])
     args = ap.parse_args(argv)
 
     model_dir = real_shape_model(args.cache)
@@ -221,8 +293,10 @@ def main(argv: list[str] | None = None) -> None:
         gen.settings = settings
         gen.batch_size = settings.batch_size
         fp = framepipe_way(gen, clips[: args.clips], [QUESTION])
-        del gen  # the card's float32 copy needs the memory
-        gc.collect()
+    del gen  # the card's float32 copy needs the memory
+    gc.collect()
+    card_clip_s: float | None = None
+    if "a" not in args.skip:
         card = card_way(model_dir, clips[: args.card_clips], args.new_tokens, device)
         card_rate = card["clips"] / card["s"]
         fp_rate = fp["clips"] / fp["s"]
@@ -238,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
             f"{fp['s']:.1f} | {fp_rate:.4f} | **{fp_rate / card_rate:.2f}x** |"
         )
         print(f"\nnew tokens per answer (framepipe): {sorted(fp['new_tokens'])}\n")
+        card_clip_s = card["s"] / card["clips"]
+    if "ceiling" not in args.skip and device == "cpu":
+        ceiling(args.frames, 40, card_clip_s)
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(f"\nload average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
