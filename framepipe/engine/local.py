@@ -7,14 +7,16 @@ through shared memory. A thread of the calling process receives them into a *bou
 queue of ``prefetch`` clips, so decoding runs ahead of the model by at most that much,
 while the caller's thread is busy generating.
 
-A worker that does not finish a clip within ``decode_timeout_s``, or that dies (a segfault
-in a decoder, ``os._exit`` in a plug-in), is killed; the clip it was on becomes a
-``failed`` record, and the rest of that input is read again by a fresh worker (skipping
-the clips already delivered and the one that failed). Nothing about one input stops the
-others.
+An unexpected exception while a clip is read (a bug in a plug-in, a library error) fails
+that clip only, in the worker, which goes on with the next clip (see
+:mod:`framepipe.engine.worker`). A worker that does not finish a clip within
+``decode_timeout_s``, or that dies (a segfault in a decoder, ``os._exit`` in a plug-in), is
+killed; the clip it was on becomes a ``failed`` record, and the rest of that input is read
+again by a fresh worker (skipping the clips already delivered and the one that failed).
+Nothing about one input stops the others.
 
 ``workers=0`` runs everything in the calling thread: no overlap and no timeout, but easy to
-debug.
+debug; an unexpected exception becomes a failed clip there too.
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ from typing import Any
 
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, unpack_frames
-from framepipe.engine.worker import Prepare, WorkerSetup, WorkItem, worker_main
+from framepipe.engine.worker import (
+    Prepare,
+    WorkerSetup,
+    WorkItem,
+    guarded_clip_jobs,
+    worker_main,
+)
 from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError, FramepipeError
-from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs, source_fingerprint
+from framepipe.pipeline import ClipJob, SampleConfig, source_fingerprint
 from framepipe.types import ClipResult, ClipSpec, one_line_error
 from framepipe.utils import stable_digest
 
@@ -207,7 +215,7 @@ class LocalEngine:
             return False
 
         for task in tasks:
-            jobs = iter_clip_jobs(task.item, self.cfg, extra_key=task.extra_key, is_done=is_done)
+            jobs = guarded_clip_jobs(task.item, self.cfg, extra_key=task.extra_key, is_done=is_done)
             for job in jobs:
                 if self.prepare is not None and job.ok:
                     try:

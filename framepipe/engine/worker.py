@@ -13,6 +13,13 @@ A worker says ``("ready",)`` once it has started. Log records are forwarded as
 ``("log", level, logger_name, message)``. The worker ignores Ctrl-C (the main process
 stops it) and exits as soon as it finds the pipe closed, so it does not outlive a killed
 main process by more than the clip it is on.
+
+An unexpected exception while reading or sending a clip (a bug in a plug-in, a library
+error that the stage functions do not turn into a record) does not end the worker: the
+clip becomes a ``failed`` job whose error is ``"<file>: <ExceptionType>: <message>"``, the
+traceback is logged at DEBUG, and the worker goes on with the next clip
+(:func:`guarded_clip_jobs`). Only a process that really dies (a segfault, ``os._exit``, a
+kill) is left to the main process to notice and replace.
 """
 
 from __future__ import annotations
@@ -21,15 +28,19 @@ import importlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from framepipe.discover import Input
-from framepipe.engine.transfer import pack_frames
-from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs
-from framepipe.types import ClipSpec, one_line_error
+from framepipe.engine.transfer import PackedFrames, discard, pack_frames
+from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs, source_fingerprint
+from framepipe.types import ClipResult, ClipSpec, one_line_error
+from framepipe.utils import stable_digest
+
+log = logging.getLogger(__name__)
 
 Prepare = Callable[[ClipJob], None]
 """A picklable function run on each decoded clip inside the worker (e.g. saving frames)."""
@@ -78,6 +89,9 @@ class _PipeLogHandler(logging.Handler):
             msg = record.getMessage()
             if record.exc_info and record.exc_info[1] is not None:
                 msg += f" ({one_line_error(record.exc_info[1])})"
+                if logging.getLogger("framepipe").isEnabledFor(logging.DEBUG):
+                    # the traceback does not cross the pipe as an object: send its text
+                    msg += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
             _send(self.conn, ("log", record.levelno, record.name, msg))
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
@@ -120,15 +134,26 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
     def on_clip(key: str, clip: ClipSpec) -> None:
         _send(conn, ("clip", key, clip))
 
-    jobs = iter_clip_jobs(
-        work.item,
-        setup.cfg,
-        extra_key=work.extra_key,
-        is_done=is_done,
-        on_clip=on_clip,
-        read_frames=True,
+    jobs = guarded_clip_jobs(
+        work.item, setup.cfg, extra_key=work.extra_key, is_done=is_done, on_clip=on_clip
     )
-    for job in jobs:
+    try:
+        for job in jobs:
+            _send_job(conn, setup, job)
+            reply = conn.recv()
+            if reply[0] != "next":
+                return False
+    finally:
+        jobs.close()
+    _send(conn, ("end", skipped))
+    return True
+
+
+def _send_job(conn: Connection, setup: WorkerSetup, job: ClipJob) -> None:
+    """Prepare ``job`` (e.g. save its frames), pack its frames and send it; an unexpected
+    exception on the way sends a failed record of the clip instead."""
+    packed: PackedFrames | None = None
+    try:
         if setup.prepare is not None and job.ok:
             try:
                 setup.prepare(job)
@@ -137,7 +162,6 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
                 msg = one_line_error(exc)
                 rec.status = "failed"
                 rec.error = msg if rec.source in msg else f"{rec.source}: {msg}"
-        packed = None
         if job.batch is not None:
             if setup.send_frames and job.ok:
                 job.batch, packed = pack_frames(job.batch, use_shm=setup.use_shm)
@@ -145,11 +169,103 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
                 job.batch = None
         job.info = None  # metadata of the whole source: not needed by the consumer
         _send(conn, ("job", job, packed))
-        reply = conn.recv()
-        if reply[0] != "next":
-            close = getattr(jobs, "close", None)
-            if close is not None:
-                close()
-            return False
-    _send(conn, ("end", skipped))
-    return True
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        raise  # the main process went away
+    except Exception as exc:  # e.g. a plug-in's object that cannot be pickled
+        if packed is not None:
+            discard(packed)
+        rec = job.record
+        log.debug("%s: unexpected error sending a clip", rec.source, exc_info=True)
+        failed = ClipResult.failed(
+            rec.source, one_line_error(exc, rec.source), kind=rec.kind, clip=rec.clip
+        )
+        failed.key = rec.key
+        failed.extra["stage"] = "send"
+        _send(conn, ("job", ClipJob(failed), None))
+
+
+def guarded_clip_jobs(
+    item: Input,
+    cfg: SampleConfig,
+    *,
+    extra_key: dict[str, Any] | None = None,
+    is_done: Callable[[str], bool] | None = None,
+    on_clip: Callable[[str, ClipSpec], None] | None = None,
+) -> Generator[ClipJob, None, None]:
+    """:func:`~framepipe.pipeline.iter_clip_jobs` (reading frames) where an unexpected
+    exception escaping it becomes a ``failed`` job instead of ending the caller.
+
+    An exception while a clip is being read fails that clip (error
+    ``"<file>: <ExceptionType>: <message>"``), then the input is opened again and the
+    clips after it are read (those already yielded, failed or done are not read twice).
+    An exception outside any clip (planning, closing the source) fails the input as a
+    whole, as an input that cannot be opened does. The traceback is logged at DEBUG.
+    """
+    extra = dict(extra_key or {})
+    handled: set[str] = set()  # keys yielded, failed, or skipped as done
+    src_id = str(item.path)
+
+    def done(key: str) -> bool:
+        if key in handled:
+            return True
+        if is_done is not None and is_done(key):
+            handled.add(key)  # counted once, not again when the input is reopened
+            return True
+        return False
+
+    current: list[tuple[str, ClipSpec]] = []  # the clip being read, if any
+
+    def started(key: str, clip: ClipSpec) -> None:
+        current[:] = [(key, clip)]
+        handled.add(key)
+        if on_clip is not None:
+            on_clip(key, clip)
+
+    while True:
+        current.clear()
+        jobs = iter_clip_jobs(
+            item, cfg, extra_key=extra, is_done=done, on_clip=started, read_frames=True
+        )
+        try:
+            while True:
+                try:
+                    job = next(jobs)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    error = exc
+                    break
+                current.clear()
+                if job.record.key:
+                    handled.add(job.record.key)
+                yield job
+        finally:
+            _close(jobs)
+        log.debug("%s: unexpected error reading the input", src_id, exc_info=error)
+        msg = one_line_error(error, src_id)
+        if not current:
+            rec = ClipResult.failed(src_id, msg, kind=item.kind)
+            rec.key = _input_error_key(item, cfg, extra)
+            rec.extra["stage"] = "input" if handled else "open"
+            yield ClipJob(rec)
+            return
+        key, clip = current[0]
+        rec = ClipResult.failed(src_id, msg, kind=item.kind, clip=clip.to_json())
+        rec.key = key
+        rec.extra["stage"] = "decode"
+        yield ClipJob(rec)  # then read the rest of the input again
+
+
+def _input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -> str:
+    """The resume key of a record that fails a whole input (as the pipeline makes it)."""
+    try:
+        parts = {**cfg.key_parts(), **extra_key}
+    except Exception:  # the settings themselves may be what failed
+        parts = dict(extra_key)
+    return stable_digest({"src": source_fingerprint(item.path), "open-error": True, **parts})
+
+
+def _close(it: Iterator[Any]) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
