@@ -11,8 +11,13 @@ requests are prefilled side by side with left padding; a question's text is left
 so padding may sit between a prefix and its suffix: the attention mask hides it and the
 position ids skip it, so the answers are those of separate runs.
 
-``batch_size`` bounds the sequences generated together (requests x questions). On CUDA
-out-of-memory the batch size is halved and the batch retried.
+``batch_size`` bounds the sequences generated together (requests x questions). On
+out-of-memory (``torch.OutOfMemoryError``: CUDA's, or any device's) the batch size is halved
+for good and only the questions not answered yet are retried; a clip that still runs out of
+memory at batch size 1 fails with a one-line :class:`GenerationError`.
+
+Each distinct prompt is built and tokenized once per call: the ids serve the context guard
+(their text tokens) and generation (their image placeholders expanded to the image's tokens).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from framepipe.errors import GenerationError, ModelLoadError
+from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, PromptError
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.loading import ModelSpec, quiet_hf
@@ -46,6 +51,19 @@ class _Unit:
     """Tokens shared by all ``ids`` and prefilled once (always < every prompt's length)."""
     pixel_values: Any
     """The request's preprocessed images (n x 3 x H x W tensor) or None without images."""
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """One question's prompt, tokenized once."""
+
+    text: str
+    """The prompt text (``<image>`` placeholders not expanded)."""
+    ids: list[int]
+    """Its token ids with every placeholder expanded to the image's tokens (shared between
+    requests with the same prompt: never modified)."""
+    text_tokens: int
+    """Tokens that are not image placeholders (what the context guard counts as text)."""
 
 
 def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
@@ -91,6 +109,9 @@ class Generator:
         if pad is None:
             pad = self.eos_ids[0] if self.eos_ids else 0
         self.pad_id: int = int(pad)
+        self._expand_ids_ok: bool | None = None
+        """Whether expanding the placeholders' ids gives the ids of the expanded text (checked
+        on the first prompt with images; None until then)."""
 
     # -- loading -------------------------------------------------------------------------
 
@@ -160,25 +181,49 @@ class Generator:
         """One :class:`Answer` per request, in order. Raises PromptError (before any
         generation) when a prompt does not fit the context, GenerationError when a batch
         fails."""
+        out = self._answer(requests, strict=True)
+        return [a for a in out if isinstance(a, Answer)]
+
+    def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
+        """Like :meth:`answer`, but a request whose prompt does not fit (PromptError) or that
+        runs out of memory even at batch size 1 (GenerationError) gets its error in its place
+        and the others are answered. Raises GenerationError when a batch fails otherwise."""
+        return self._answer(requests, strict=False)
+
+    def _answer(
+        self, requests: Sequence[Request], *, strict: bool
+    ) -> list[Answer | FramepipeError]:
         if not requests:
             return []
         s = self.settings
-        for r in requests:
-            self.spec.check_fits(
-                len(r.images),
-                list(r.questions),
-                r.system,
-                segments=r.segments,
-                max_new_tokens=s.max_new_tokens,
-            )
-        prompts: list[list[str]] = []
-        units: list[_Unit] = []
+        results: list[Answer | FramepipeError | None] = [None] * len(requests)
+        memo: dict[tuple[Any, ...], _Prompt] = {}
+        prompts: list[list[_Prompt]] = []
+        # every prompt is checked against the context before any image is processed
         for i, r in enumerate(requests):
-            p, u = self._prepare(i, r)
-            prompts.append(p)
-            units.extend(u)
+            try:
+                ps = [
+                    self._prompt(len(r.images), q, r.system, r.segments, memo) for q in r.questions
+                ]
+                self.spec.check_budget(
+                    len(r.images),
+                    max(p.text_tokens for p in ps),
+                    max_new_tokens=s.max_new_tokens,
+                )
+            except PromptError as exc:
+                if strict:
+                    raise
+                results[i] = exc
+                ps = []
+            prompts.append(ps)
+        units: list[_Unit] = []
+        layouts: dict[tuple[int, ...], int | None] = {}
+        for i, r in enumerate(requests):
+            if results[i] is None:
+                units.extend(self._units(i, r, prompts[i], layouts))
         texts: list[list[str]] = [[""] * len(r.questions) for r in requests]
         counts: list[list[int]] = [[0] * len(r.questions) for r in requests]
+        answered: list[list[bool]] = [[False] * len(r.questions) for r in requests]
         seconds = [0.0] * len(requests)
 
         queue = deque(units)
@@ -188,42 +233,98 @@ class Generator:
             while queue and rows + len(queue[0].questions) <= self.batch_size:
                 rows += len(queue[0].questions)
                 group.append(queue.popleft())
+            tried = min(rows, self.batch_size)
             try:
-                self._run_group(group, texts, counts, seconds)
+                self._run_group(group, texts, counts, seconds, answered)
+                continue
             except Exception as exc:
                 if not _is_oom(exc):
                     raise GenerationError(
                         f"generation failed for a batch of {len(group)} clip(s): "
                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                     ) from exc
-                _free_cuda()
-                if self.batch_size == 1 and len(group) == 1:
-                    raise GenerationError(
-                        f"out of memory on {self.runtime.device} with batch size 1 "
-                        f"({len(group[0].ids[0])} prompt tokens); use fewer frames, "
-                        "--quantize 4bit or a smaller model"
-                    ) from None
-                self.batch_size = max(1, self.batch_size // 2)
+            # out of memory; freed here, once the exception (and the tensors its traceback
+            # holds) is gone. Questions already answered keep their answers.
+            _free_cuda()
+            rest = [x for u in group if (x := _unanswered(u, answered)) is not None]
+            if tried > 1:
+                # halved until smaller than what failed (a smaller group would repeat it)
+                while self.batch_size > 1 and self.batch_size >= tried:
+                    self.batch_size //= 2
                 log.warning("out of memory: batch size halved to %d, retrying", self.batch_size)
-                queue.extendleft(reversed(group))
-        return [
-            Answer(
-                prompt=prompts[i][0],
-                answers=texts[i],
-                generate_s=round(seconds[i], 4),
-                prompt_tokens=units_len(units, i),
-                new_tokens=counts[i],
-                prompts=prompts[i],
-            )
-            for i in range(len(requests))
-        ]
+                queue.extendleft(reversed(rest))
+                continue
+            # one sequence at a time (one unit, one prefix) and it still does not fit
+            for u in rest:
+                err = GenerationError(
+                    f"out of memory on {self.runtime.device} with batch size 1 "
+                    f"({len(u.ids[0])} prompt tokens); use fewer frames, "
+                    "--quantize 4bit or a smaller model"
+                )
+                if strict:
+                    raise err
+                results[u.request] = err
+                # the request's other units (one per question) would be wasted work
+                queue = deque(x for x in queue if x.request != u.request)
+                log.warning("%s", err)
+        for i in range(len(requests)):
+            if results[i] is None:
+                ps = prompts[i]
+                results[i] = Answer(
+                    prompt=ps[0].text,
+                    answers=texts[i],
+                    generate_s=round(seconds[i], 4),
+                    prompt_tokens=len(ps[0].ids),
+                    new_tokens=counts[i],
+                    prompts=[p.text for p in ps],
+                )
+        return [x for x in results if x is not None]
 
-    def _prepare(self, index: int, r: Request) -> tuple[list[str], list[_Unit]]:
+    def _prompt(
+        self,
+        n_images: int,
+        question: str,
+        system: str | None,
+        segments: Sequence[Any] | None,
+        memo: dict[tuple[Any, ...], _Prompt],
+    ) -> _Prompt:
+        """The prompt of one question, built and tokenized once per distinct prompt."""
+        key = (n_images, question, system, tuple(segments) if segments is not None else None)
+        hit = memo.get(key)
+        if hit is not None:
+            return hit
+        spec = self.spec
+        text = spec.build_prompt(n_images, question, system, segments)
+        raw = [int(t) for t in spec.tokenizer(text, add_special_tokens=True)["input_ids"]]
+        image = spec.image_token_id
+        ids = _expand(raw, image, spec.tokens_per_image)
+        if image in raw and self._expand_ids_ok is not True:
+            # The processor expands the text, then tokenizes; expanding the ids is the same
+            # for a placeholder the tokenizer splits off (checked once, else the text way).
+            ref = [
+                int(t)
+                for t in spec.tokenizer(spec.expand(text), add_special_tokens=True)["input_ids"]
+            ]
+            if self._expand_ids_ok is None:
+                self._expand_ids_ok = ref == ids
+                if not self._expand_ids_ok:
+                    log.info("image placeholders do not tokenize alone: expanding the text")
+            ids = ref
+        hit = memo[key] = _Prompt(text, ids, sum(1 for t in raw if t != image))
+        return hit
+
+    def _units(
+        self,
+        index: int,
+        r: Request,
+        prompts: list[_Prompt],
+        layouts: dict[tuple[int, ...], int | None],
+    ) -> list[_Unit]:
+        """The request's units: one sharing the prefix that holds all its images, or one per
+        question. ``layouts`` remembers the shared prefix of prompts seen before."""
         spec = self.spec
         n = len(r.images)
-        prompts = [spec.build_prompt(n, q, r.system, r.segments) for q in r.questions]
-        tok = spec.tokenizer
-        ids = [list(tok(spec.expand(p), add_special_tokens=True)["input_ids"]) for p in prompts]
+        ids = [p.ids for p in prompts]
         pixel_values = None
         if n:
             import numpy as np
@@ -232,14 +333,21 @@ class Generator:
             pixel_values = spec.processor.image_processor(images=images, return_tensors="pt")[
                 "pixel_values"
             ]
-        shared = min(_common_prefix(ids), min(len(x) for x in ids) - 1)
-        last_image = max((k for k, t in enumerate(ids[0]) if t == spec.image_token_id), default=-1)
-        if last_image < shared:
-            return prompts, [_Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
+        key = tuple(id(p) for p in prompts)  # the prompts live in the call's memo
+        if key in layouts:
+            shared: int | None = layouts[key]
+        else:
+            shared = min(_common_prefix(ids), min(len(x) for x in ids) - 1)
+            last_image = max(
+                (k for k, t in enumerate(ids[0]) if t == spec.image_token_id), default=-1
+            )
+            if not last_image < shared or shared < 1:
+                shared = None
+            layouts[key] = shared
+        if shared is not None:
+            return [_Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
         # the images are not all inside the shared prefix: each question on its own
-        return prompts, [
-            _Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)
-        ]
+        return [_Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)]
 
     def _run_group(
         self,
@@ -247,7 +355,10 @@ class Generator:
         texts: list[list[str]],
         counts: list[list[int]],
         seconds: list[float],
+        answered: list[list[bool]],
     ) -> None:
+        """Prefill the group's prefixes and answer their questions, ``batch_size`` rows at a
+        time; each answer is written (and marked in ``answered``) as soon as its rows end."""
         import torch
         from transformers import StaticCache
 
@@ -310,6 +421,7 @@ class Generator:
                     toks[:n_new], skip_special_tokens=True
                 ).strip()
                 counts[u.request][qi] = n_new
+                answered[u.request][qi] = True
                 seconds[u.request] += dt
             del sub
 
@@ -388,12 +500,33 @@ class Generator:
         return gc
 
 
-def units_len(units: list[_Unit], request: int) -> int:
-    """Tokens of the first question's prompt of ``request``."""
-    for u in units:
-        if u.request == request:
-            return len(u.ids[0])
-    return 0
+def _expand(ids: list[int], image: int, per_image: int) -> list[int]:
+    """``ids`` with every ``image`` id repeated ``per_image`` times."""
+    out: list[int] = []
+    run = [image] * per_image
+    for t in ids:
+        if t == image:
+            out.extend(run)
+        else:
+            out.append(t)
+    return out
+
+
+def _unanswered(u: _Unit, answered: list[list[bool]]) -> _Unit | None:
+    """``u`` with only its questions not answered yet (None when all are). The prefix stays
+    the same: shared by all the questions, it is shared by any of them."""
+    keep = [k for k, q in enumerate(u.questions) if not answered[u.request][q]]
+    if not keep:
+        return None
+    if len(keep) == len(u.questions):
+        return u
+    return _Unit(
+        u.request,
+        [u.questions[k] for k in keep],
+        [u.ids[k] for k in keep],
+        u.prefix_len,
+        u.pixel_values,
+    )
 
 
 def _pad_left(t: Any, width: int) -> Any:

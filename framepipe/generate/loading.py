@@ -230,6 +230,13 @@ class ModelSpec:
         if not qs:
             raise PromptError("no question to ask")
         text = max(self.text_tokens(self.build_prompt(n_images, q, system, segments)) for q in qs)
+        self.check_budget(n_images, text, max_new_tokens=max_new_tokens)
+
+    def check_budget(self, n_images: int, text_tokens: int, *, max_new_tokens: int = 0) -> None:
+        """Raise :class:`PromptError` (with the numbers and the largest n that fits) when
+        ``n_images`` frames, ``text_tokens`` tokens of text (the longest question's prompt,
+        placeholders not counted) and ``max_new_tokens`` exceed the context window."""
+        text = text_tokens
         need = n_images * self.tokens_per_image + text + max_new_tokens
         if need <= self.context_window:
             return

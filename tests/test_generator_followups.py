@@ -1,0 +1,318 @@
+"""The generator's bookkeeping on the tiny random model: each prompt is tokenized once, the
+context guard is unchanged, and an out-of-memory retry redoes only what is not answered yet
+(the model call is made to raise ``torch.OutOfMemoryError`` on the CPU), with a one-line
+error for a clip that does not fit even alone."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from framepipe.errors import GenerationError, PromptError
+from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request, Segment
+
+QUESTIONS = [
+    "What are these?",
+    "Describe what happens in the video in detail.",
+    "How many people are there? Answer in one word.",
+    "Is it day or night?",
+]
+LONG = [
+    "Describe every object you can see, where it is, what colour it has, and how it moves "
+    "from the first frame to the last one, in as much detail as you can manage.",
+    "List all the people, animals and vehicles in these frames, one per line, each with what "
+    "it is doing, where it stands and whether it is still there at the end.",
+]
+
+
+def frames(n: int, seed: int, size: tuple[int, int] = (40, 56)) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small matrices: one intra-op thread is faster on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_model_dir: Path) -> Generator:
+    cfg = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    return Generator.load(cfg, GenerationSettings(max_new_tokens=6, batch_size=4))
+
+
+def fresh(gen: Generator, batch_size: int) -> Generator:
+    """A generator on the same loaded model with its own batch size and state."""
+    s = GenerationSettings(max_new_tokens=gen.settings.max_new_tokens, batch_size=batch_size)
+    return Generator(gen.model, gen.spec, gen.runtime, s, gen.cfg)
+
+
+def oom() -> torch.OutOfMemoryError:
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+# -- tokenization -----------------------------------------------------------------------------
+
+
+class CountingTokenizer:
+    """Wraps the real tokenizer and records the texts it is asked to tokenize."""
+
+    def __init__(self, tok: Any) -> None:
+        self.tok = tok
+        self.texts: list[str] = []
+
+    def __call__(self, text: str, *args: Any, **kwargs: Any) -> Any:
+        self.texts.append(text)
+        return self.tok(text, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tok, name)
+
+
+def test_each_distinct_prompt_is_tokenized_once(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reqs = [Request(frames(3, 100 + i), QUESTIONS[:2]) for i in range(3)]
+    reqs.append(Request(frames(2, 103), QUESTIONS[:1]))
+    expected = [a.answers for a in gen.answer(reqs)]
+    g = fresh(gen, 4)
+    counting = CountingTokenizer(gen.spec.tokenizer)
+    monkeypatch.setattr(g.spec, "tokenizer", counting)
+    first = g.answer(reqs)
+    second = g.answer(reqs)
+    assert [a.answers for a in first] == [a.answers for a in second] == expected
+    image = gen.spec.image_token
+    run = image * gen.spec.tokens_per_image
+    expanded = [t for t in counting.texts if run in t]
+    plain = [t for t in counting.texts if run not in t]
+    # 3 distinct prompts per call; the expanded text only once, to check the id expansion
+    assert len(expanded) == 1 and g._expand_ids_ok is True
+    assert len(plain) == 6 and len(set(plain)) == 3
+    assert sorted(set(plain)) == sorted(
+        {gen.spec.build_prompt(3, q) for q in QUESTIONS[:2]}
+        | {gen.spec.build_prompt(2, QUESTIONS[0])}
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "question", "system", "segments"),
+    [
+        (1, QUESTIONS[0], None, None),
+        (4, QUESTIONS[1], "Answer briefly.", None),
+        (3, "Frame <1> or <2>: which one shows  the object?", None, None),
+        (3, QUESTIONS[2], None, [Segment("Video 1:", 2), Segment("Reference image:\n", 1)]),
+        (0, QUESTIONS[3], None, None),
+    ],
+)
+def test_prompt_ids_equal_the_processor_way(
+    gen: Generator, n: int, question: str, system: str | None, segments: list[Segment] | None
+) -> None:
+    """Ids built from the placeholders' ids are the ids of the expanded text (the way the
+    processor tokenizes), and the text count is the context guard's own."""
+    g = fresh(gen, 4)
+    p = g._prompt(n, question, system, segments, {})
+    spec = gen.spec
+    text = spec.build_prompt(n, question, system, segments)
+    assert p.text == text
+    assert p.ids == list(spec.tokenizer(spec.expand(text), add_special_tokens=True)["input_ids"])
+    assert p.text_tokens == spec.text_tokens(text)
+    if n:  # the check ran and agreed; the answers of the text way are the same
+        assert g._expand_ids_ok is True
+        imgs = frames(n, 7)
+        by_ids = g.answer([Request(imgs, [question], system, segments)])[0]
+        g._expand_ids_ok = False  # force the text way
+        by_text = g.answer([Request(imgs, [question], system, segments)])[0]
+        assert by_ids.answers == by_text.answers
+        assert by_ids.prompt_tokens == by_text.prompt_tokens == len(p.ids)
+
+
+def test_context_guard_messages_unchanged(gen: Generator) -> None:
+    spec = gen.spec
+    qs = [QUESTIONS[0], LONG[0]]
+    fit = spec.max_images(qs, "Be brief.", max_new_tokens=gen.settings.max_new_tokens)
+    small = [np.zeros((4, 4, 3), np.uint8)]
+    for n in (fit + 1, fit + 7):
+        with pytest.raises(PromptError) as ref:
+            spec.check_fits(n, qs, "Be brief.", max_new_tokens=gen.settings.max_new_tokens)
+        big = Request(small * n, qs, "Be brief.")
+        with pytest.raises(PromptError) as got:
+            gen.answer([Request(frames(1, 0), QUESTIONS[:1]), big])
+        assert str(got.value) == str(ref.value)
+        assert f"at most {fit} frames fit" in str(got.value)
+        # answer_each: the refused clip gets the same error, the other one its answer
+        each = fresh(gen, 4).answer_each([Request(frames(1, 0), QUESTIONS[:1]), big])
+        assert isinstance(each[1], PromptError) and str(each[1]) == str(ref.value)
+        assert not isinstance(each[0], Exception)
+        assert each[0].answers == gen.answer([Request(frames(1, 0), QUESTIONS[:1])])[0].answers
+    spec.check_fits(fit, qs, "Be brief.", max_new_tokens=gen.settings.max_new_tokens)
+
+
+# -- out of memory ----------------------------------------------------------------------------
+
+
+def patch_call(
+    monkeypatch: pytest.MonkeyPatch, obj: Any, name: str, fails: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Wrap ``obj.name`` (keeping its signature, which transformers inspects) so that it raises
+    a CUDA out-of-memory error where ``fails(kwargs)``; returns the log of the calls that ran."""
+    real = getattr(obj, name)
+    done: list[dict[str, Any]] = []
+
+    @functools.wraps(real)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if fails(kwargs):
+            raise oom()
+        out = real(*args, **kwargs)
+        done.append(kwargs)
+        return out
+
+    monkeypatch.setattr(obj, name, wrapper)
+    return done
+
+
+def rows_of(kwargs: dict[str, Any]) -> int:
+    ids = kwargs.get("input_ids")
+    if ids is None:
+        ids = kwargs["inputs_embeds"]
+    return int(ids.shape[0])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_oom_halves_to_what_fits_and_answers_stay_the_same(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, k: int
+) -> None:
+    reqs = [
+        Request(frames(2, 10), QUESTIONS[:3]),
+        Request(frames(3, 11), [QUESTIONS[1]]),
+        Request(frames(3, 12), QUESTIONS[2:]),
+        Request(frames(2, 13), [QUESTIONS[0]], system="Answer briefly."),
+        Request(frames(1, 14), QUESTIONS),
+        Request(frames(2, 15), ["Is it day or night? Be brief."]),
+    ]
+    expected = fresh(gen, 8).answer(reqs)
+    g = fresh(gen, 8)
+    # any forward pass (prefill or a decoding step) with more than k sequences runs out
+    patch_call(monkeypatch, gen.model, "forward", lambda kw: rows_of(kw) > k)
+    generated = patch_call(monkeypatch, gen.model, "generate", lambda kw: False)
+    got = g.answer(reqs)
+    assert [a.answers for a in got] == [a.answers for a in expected]
+    assert [a.new_tokens for a in got] == [a.new_tokens for a in expected]
+    assert g.batch_size == k
+    # every question was generated once, to the end (no answered row generated again)
+    rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
+    assert len(rows) == sum(len(r.questions) for r in reqs) == len(set(rows))
+
+
+def test_oom_retry_keeps_the_answers_already_given(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One clip with more questions than the batch: its rows go in chunks after one prefill;
+    running out of memory on the second chunk redoes only the second chunk's questions."""
+    qs = [*QUESTIONS, *LONG]
+    req = Request(frames(2, 20), qs)
+    expected = fresh(gen, 4).answer([req])[0]
+    g = fresh(gen, 4)
+    calls = {"n": 0}
+
+    def second_call_fails(kw: dict[str, Any]) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 2
+
+    generated = patch_call(monkeypatch, gen.model, "generate", second_call_fails)
+    got = g.answer([req])[0]
+    assert got.answers == expected.answers and got.new_tokens == expected.new_tokens
+    assert g.batch_size == 2
+    sizes = [rows_of(kw) for kw in generated]
+    assert sizes == [4, 2]  # the 4 answered rows were not generated again
+    rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
+    assert len(set(rows)) == len(qs)
+
+
+def test_a_clip_that_does_not_fit_alone_fails_with_one_line(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reqs = [
+        Request(frames(2, 30), QUESTIONS[:2]),
+        Request(frames(6, 31), [QUESTIONS[0]]),  # too many frames for the memory
+        Request(frames(2, 32), [QUESTIONS[2]]),
+        Request(frames(1, 33), [QUESTIONS[3]]),
+    ]
+    expected = [a.answers for a in fresh(gen, 4).answer([reqs[0], reqs[2], reqs[3]])]
+
+    def too_many_frames(kw: dict[str, Any]) -> bool:
+        pv = kw.get("pixel_values")
+        return pv is not None and int(pv.shape[0]) > 4
+
+    ran = patch_call(monkeypatch, gen.model, "forward", too_many_frames)
+    g = fresh(gen, 4)
+    out = g.answer_each(reqs)
+    assert len(out) == 4 and isinstance(out[1], GenerationError)
+    msg = str(out[1])
+    assert "\n" not in msg
+    assert msg.startswith("out of memory on cpu with batch size 1 (")
+    assert f"({len(g._prompt(6, QUESTIONS[0], None, None, {}).ids)} prompt tokens)" in msg
+    answers = [a for i, a in enumerate(out) if i != 1]
+    assert all(not isinstance(a, Exception) for a in answers)
+    assert [a.answers for a in answers if not isinstance(a, Exception)] == expected
+    assert len(ran) < 200  # it ended: a bounded number of model calls
+
+    # the strict API raises the same one-line error (the batch size is 1 by now)
+    with pytest.raises(GenerationError, match=r"^out of memory on cpu with batch size 1 \("):
+        g.answer(reqs)
+    # and a generator whose every call runs out of memory fails every clip, once each
+    patch_call(monkeypatch, gen.model, "forward", lambda kw: True)
+    out = fresh(gen, 8).answer_each(reqs)
+    assert all(isinstance(a, GenerationError) for a in out)
+
+
+def test_other_errors_still_fail_the_batch(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("device-side assert\ntriggered")
+
+    monkeypatch.setattr(gen.model, "generate", boom)
+    with pytest.raises(GenerationError, match=r"batch of 2 clip\(s\): RuntimeError: device-side"):
+        fresh(gen, 4).answer_each([Request(frames(1, 40), ["a?"]), Request(frames(1, 41), ["b?"])])
+
+
+def test_a_lone_sequence_is_not_retried_at_smaller_batch_sizes(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One clip with one question runs alone whatever the batch size: halving the batch size
+    would only repeat the same call, so it fails at once and the batch size stays."""
+    attempts: list[int] = []
+
+    def always(kw: dict[str, Any]) -> bool:
+        attempts.append(rows_of(kw))
+        return True
+
+    patch_call(monkeypatch, gen.model, "forward", always)
+    g = fresh(gen, 8)
+    out = g.answer_each([Request(frames(2, 50), [QUESTIONS[0]])])
+    assert isinstance(out[0], GenerationError) and "batch size 1" in str(out[0])
+    assert attempts == [1] and g.batch_size == 8
+
+    # two rows at batch size 8: one failed try, then straight to a batch size below 2
+    failed: list[int] = []
+
+    def two_rows(kw: dict[str, Any]) -> bool:
+        if rows_of(kw) > 1:
+            failed.append(rows_of(kw))
+            return True
+        return False
+
+    monkeypatch.undo()
+    patch_call(monkeypatch, gen.model, "forward", two_rows)
+    g = fresh(gen, 8)
+    req = Request(frames(2, 51), QUESTIONS[:2])
+    assert g.answer([req])[0].answers == fresh(gen, 1).answer([req])[0].answers
+    assert failed == [2] and g.batch_size == 1
