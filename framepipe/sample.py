@@ -86,6 +86,7 @@ def sample(
     sheets: bool = True,
     workers: int = 0,
     decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    keep_records: bool = True,
     on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
     on_record: Callable[[ClipResult], None] | None = None,
 ) -> RunSummary:
@@ -97,6 +98,8 @@ def sample(
     discovery found, ``on_record`` after each record (for progress bars). ``workers`` > 0
     decodes and writes the frames in that many processes (records then come in the order
     they finish; ``decode_timeout_s`` stops a decoder stuck on one clip).
+    ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
+    manifest has them all, and a long run does not hold them in memory.
     """
     cfg = cfg or SampleConfig()
     out = Path(out_dir)
@@ -125,7 +128,7 @@ def sample(
         for job in engine.run(EngineTask(item) for item in inputs):
             rec = job.record
             writer.write(rec)
-            summary.add(rec)
+            summary.add(rec, keep=keep_records)
             if on_record is not None:
                 on_record(rec)
         summary.skipped = engine.skipped

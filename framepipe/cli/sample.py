@@ -102,6 +102,7 @@ def command(
             image_format=image_format,
             sheets=not no_sheet,
             workers=workers,
+            keep_records=False,  # only the counts are printed; the manifest has the records
             on_input=on_input,
             on_record=on_record,
         )

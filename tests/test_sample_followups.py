@@ -1,0 +1,78 @@
+"""``sample(keep_records=False)`` counts every record without keeping it; the CLI asks for
+that (it only prints the counts)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+from framepipe.output import read_records
+from framepipe.pipeline import SampleConfig
+from framepipe.sample import MANIFEST, RunSummary, sample
+
+# ``framepipe.sample`` the attribute is the function (re-exported); the module is here
+sample_mod = importlib.import_module("framepipe.sample")
+
+CFG = SampleConfig(n=2, clip_seconds=0.5)  # 30 frames: 2 clips, 12 frames: 1 clip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("keep")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=1)
+    engine_plugins.make_video(d / "b.mp4", 12, seed=2)
+    (d / "broken.mp4").write_bytes(b"not a video")
+    return d
+
+
+def _counts(s: RunSummary) -> tuple[int, int, int]:
+    return s.done, s.skipped, len(s.failed)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_counts_without_keeping_records(inputs: Path, tmp_path: Path, workers: int) -> None:
+    kept = sample([inputs], tmp_path / "kept", CFG, workers=workers)
+    light = sample([inputs], tmp_path / "light", CFG, workers=workers, keep_records=False)
+    assert _counts(kept) == _counts(light) == (3, 0, 1)
+    assert light.records == [] and len(kept.records) == 4
+    assert sorted(light.failed) == sorted(kept.failed)
+    assert light.failed[0][0] == str(inputs / "broken.mp4")
+    # the manifest has every record either way
+    for out, s in ((tmp_path / "kept", kept), (tmp_path / "light", light)):
+        recs = list(read_records(out / MANIFEST))
+        assert len(recs) == 4
+        assert sum(r["status"] == "ok" for r in recs) == s.done
+    assert sorted(r.key or "" for r in kept.records) == sorted(
+        r["key"] for r in read_records(tmp_path / "light" / MANIFEST)
+    )
+    # a re-run counts what is done without keeping anything either
+    again = sample([inputs], tmp_path / "light", CFG, workers=workers, keep_records=False)
+    assert _counts(again) == (0, 3, 1) and again.records == []
+
+
+def test_the_cli_does_not_keep_records(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, Any] = {}
+    real = sample_mod.sample
+
+    def spy(*args: Any, **kwargs: Any) -> RunSummary:
+        summary = real(*args, **kwargs)
+        seen.update(kwargs, summary=summary)
+        return summary
+
+    monkeypatch.setattr(sample_mod, "sample", spy)
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(cli, ["sample", str(inputs), "-n", "2", "-o", str(out)])
+    assert res.exit_code == 1, res.output  # the broken input failed
+    assert seen["keep_records"] is False
+    summary: RunSummary = seen["summary"]
+    assert summary.records == [] and _counts(summary) == (2, 0, 1)
+    assert "2 clip(s) written, 0 already done, 1 failed" in res.output
+    assert len(list(read_records(out / MANIFEST))) == 3
