@@ -423,9 +423,11 @@ class Pipeline:
 
 
 def _answers_for(gen: Generator, reqs: list[Any]) -> list[Any]:
-    """``gen``'s answers to ``reqs``; GenerationError unless there is exactly one per request
-    (a shorter or longer list would give clips answers made from other clips' frames)."""
-    answers = list(gen.answer(reqs))
+    """``gen``'s answers to ``reqs`` (or a clip's own error, where the generator reports them
+    per clip: the others keep their answers); GenerationError unless there is exactly one per
+    request (a shorter or longer list would give clips answers made from other clips' frames)."""
+    each = getattr(gen, "answer_each", None)
+    answers = list(each(reqs) if callable(each) else gen.answer(reqs))
     if len(answers) != len(reqs):
         raise GenerationError(f"the generator gave {len(answers)} answers for {len(reqs)} clips")
     return answers

@@ -316,3 +316,55 @@ def test_a_lone_sequence_is_not_retried_at_smaller_batch_sizes(
     req = Request(frames(2, 51), QUESTIONS[:2])
     assert g.answer([req])[0].answers == fresh(gen, 1).answer([req])[0].answers
     assert failed == [2] and g.batch_size == 1
+
+
+# -- in the caption pipeline --------------------------------------------------------------------
+
+
+def test_caption_fails_only_the_clip_that_does_not_fit(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The pipeline takes the generator's per-clip errors: the clip that runs out of memory
+    alone is a failed record, the others are answered once (not again clip by clip)."""
+    import engine_plugins
+
+    from framepipe.caption import Pipeline
+    from framepipe.pipeline import SampleConfig
+    from framepipe.sources import open_source
+
+    for k in range(3):
+        engine_plugins.make_video(tmp_path / f"v{k}.mp4", 12 + 4 * k, seed=k)
+    paths = sorted(tmp_path.glob("*.mp4"))
+
+    def run() -> dict[str, Any]:
+        pipe = Pipeline(
+            generator=fresh(gen, 4),
+            sample=SampleConfig(n=2),
+            questions=QUESTIONS[:2],
+            workers=0,
+        )
+        return {Path(r.source).name: r for r in pipe.run(paths, None).records}
+
+    expected = run()
+    target = expected["v1.mp4"]
+    with open_source(target.source) as src:
+        images = src.read(target.indices).images()
+    poison = gen.spec.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def holds_target(kw: dict[str, Any]) -> bool:
+        pv = kw.get("pixel_values")
+        if pv is None:
+            return False
+        return any(torch.equal(pv[j : j + 2], poison) for j in range(0, int(pv.shape[0]) - 1))
+
+    patch_call(monkeypatch, gen.model, "forward", holds_target)
+    generated = patch_call(monkeypatch, gen.model, "generate", lambda kw: False)
+    got = run()
+    failed = got.pop("v1.mp4")
+    assert failed.status == "failed" and "out of memory" in (failed.error or "")
+    assert "v1.mp4" in (failed.error or "") and "\n" not in (failed.error or "")
+    assert {k: r.answers for k, r in got.items()} == {
+        k: r.answers for k, r in expected.items() if k != "v1.mp4"
+    }
+    rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
+    assert len(rows) == 2 * len(got)  # each other clip's two questions generated once
