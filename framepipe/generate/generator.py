@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, PromptError
+from framepipe.generate.attention import register as register_cpu_sdpa
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.loading import ModelSpec, quiet_hf
@@ -132,7 +133,10 @@ class Generator:
         from transformers import LlavaForConditionalGeneration
 
         kwargs: dict[str, Any] = dict(spec.load_kwargs)
-        kwargs.update(dtype=runtime.dtype, attn_implementation=runtime.attn, use_safetensors=True)
+        attn = runtime.attn
+        if attn == "sdpa" and runtime.device.type == "cpu":
+            attn = register_cpu_sdpa()  # SDPA, with matmuls for the decoding steps' queries
+        kwargs.update(dtype=runtime.dtype, attn_implementation=attn, use_safetensors=True)
         quant = quantization_config(runtime.quantize, runtime.dtype)
         if quant is not None:
             kwargs["quantization_config"] = quant
@@ -395,9 +399,8 @@ class Generator:
             sub = StaticCache(
                 config=model.config, max_cache_len=width + sw + gen_cfg.max_new_tokens
             )
-            static_layers: list[Any] = list(sub.layers)
-            for layer, (k, v) in zip(static_layers, layers):
-                layer.update(k.index_select(0, cache_idx), v.index_select(0, cache_idx))
+            for layer, (k, v) in zip(list(sub.layers), layers):
+                _fill_static_layer(layer, k, v, cache_idx)
             rows_idx = idx.cpu()
             input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
@@ -527,6 +530,27 @@ def _unanswered(u: _Unit, answered: list[list[bool]]) -> _Unit | None:
         u.prefix_len,
         u.pixel_values,
     )
+
+
+def _fill_static_layer(layer: Any, k: Any, v: Any, rows: Any) -> None:
+    """Start a static cache layer with the prefilled keys and values of ``rows`` (one row of
+    ``k``/``v`` per cache row). The rows are copied straight into the layer's buffers: a
+    gathered copy first (``index_select``) would be one more pass over every frame's keys
+    and values, in fresh memory, per question."""
+    n = len(rows)
+    width = k.shape[2]
+    init = getattr(layer, "lazy_initialization", None)
+    length = getattr(layer, "cumulative_length", None)
+    if init is None or length is None or getattr(layer, "is_initialized", True):
+        # not the StaticLayer this was written against: its own update does the same
+        layer.update(k.index_select(0, rows), v.index_select(0, rows))
+        return
+    init(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
+    keys, values = layer.keys, layer.values
+    for r, b in enumerate(rows.tolist()):
+        keys[r, :, :width].copy_(k[b])
+        values[r, :, :width].copy_(v[b])
+    layer.cumulative_length.fill_(width)
 
 
 def _pad_left(t: Any, width: int) -> Any:
