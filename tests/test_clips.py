@@ -9,8 +9,16 @@ from framepipe.types import SourceInfo
 
 def info(n: int, fps: int = 10) -> SourceInfo:
     ts = tuple(i / fps for i in range(n))
-    return SourceInfo(id="v", kind="video", num_frames=n, width=8, height=8, fps=Fraction(fps),
-                      timestamps_s=ts, duration_s=n / fps)
+    return SourceInfo(
+        id="v",
+        kind="video",
+        num_frames=n,
+        width=8,
+        height=8,
+        fps=Fraction(fps),
+        timestamps_s=ts,
+        duration_s=n / fps,
+    )
 
 
 def test_whole_clip_by_default() -> None:
@@ -20,8 +28,13 @@ def test_whole_clip_by_default() -> None:
 
 def test_windows_back_to_back_cover_everything() -> None:
     clips = plan_clips(info(100), clip_seconds=2.0)
-    assert [(c.start_frame, c.end_frame) for c in clips] == [(0, 20), (20, 40), (40, 60),
-                                                            (60, 80), (80, 100)]
+    assert [(c.start_frame, c.end_frame) for c in clips] == [
+        (0, 20),
+        (20, 40),
+        (40, 60),
+        (60, 80),
+        (80, 100),
+    ]
     assert [c.index for c in clips] == list(range(5))
     assert all(c.label == "window" for c in clips)
 

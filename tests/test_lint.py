@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "cmd",
     [
         ["ruff", "check", "."],
-        ["ruff", "format", "--check", "framepipe"],
+        ["ruff", "format", "--check", "."],
         [sys.executable, "-m", "mypy"],
     ],
     ids=["ruff", "ruff-format", "mypy"],

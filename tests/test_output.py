@@ -32,8 +32,11 @@ def test_write_frames_and_sheet(tmp_path: Path) -> None:
     frames[1] = 255
     batch = FrameBatch(frames, (4, 9, 9), (0.1, 0.3, 0.3))
     paths = write_frames(batch, tmp_path / "c", tmp_path, fmt="png")
-    assert paths == ["c/frame_000_i000004.png", "c/frame_001_i000009.png",
-                     "c/frame_002_i000009_r1.png"]
+    assert paths == [
+        "c/frame_000_i000004.png",
+        "c/frame_001_i000009.png",
+        "c/frame_002_i000009_r1.png",
+    ]
     from PIL import Image
 
     assert np.asarray(Image.open(tmp_path / paths[1])).min() == 255

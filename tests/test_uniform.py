@@ -11,8 +11,13 @@ from framepipe.types import ClipSpec, Selection, SourceInfo
 def video_info(n: int, fps: float = 30.0, ts: list[float] | None = None) -> SourceInfo:
     ts = ts if ts is not None else [i / fps for i in range(n)]
     return SourceInfo(
-        id="v.mp4", kind="video", num_frames=n, width=64, height=48,
-        fps=Fraction(fps).limit_denominator(1000), timestamps_s=tuple(ts),
+        id="v.mp4",
+        kind="video",
+        num_frames=n,
+        width=64,
+        height=48,
+        fps=Fraction(fps).limit_denominator(1000),
+        timestamps_s=tuple(ts),
         duration_s=ts[-1] - ts[0] + 1 / fps,
     )
 
@@ -60,8 +65,15 @@ def test_n_must_be_positive() -> None:
 def test_rate_sampling_uses_timestamps_and_caps_at_n() -> None:
     # variable frame rate: first second at 10 fps, then 2 fps
     ts = [i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(4)]
-    info = SourceInfo(id="vfr", kind="video", num_frames=len(ts), width=8, height=8,
-                      timestamps_s=tuple(ts), duration_s=3.0)
+    info = SourceInfo(
+        id="vfr",
+        kind="video",
+        num_frames=len(ts),
+        width=8,
+        height=8,
+        timestamps_s=tuple(ts),
+        duration_s=3.0,
+    )
     sel = uniform(info, whole(info), n=100, fps=1.0)
     # one frame per second: t=0 -> frame 0, t=1 -> frame 10, t=2 -> frame 12
     assert sel.indices == (0, 10, 12)
@@ -82,8 +94,9 @@ def test_registry_and_user_sampler() -> None:
     assert name == "uniform" and fn is uniform
 
     @register_sampler("every_other_test")
-    def every_other(info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None,
-                    **params: object) -> Selection:
+    def every_other(
+        info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None, **params: object
+    ) -> Selection:
         return Selection(tuple(range(clip.start_frame, clip.end_frame, 2))[:n], "every_other")
 
     assert get_sampler("every_other_test")[1] is every_other
