@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
     "cmd",
     [
         ["ruff", "check", "."],
-        ["ruff", "format", "--check", "."],
+        ["ruff", "format", "--check", "framepipe", "tests", "benchmarks", "samples"],
         [sys.executable, "-m", "mypy"],
     ],
     ids=["ruff", "ruff-format", "mypy"],
