@@ -11,7 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from framepipe.generate import attention
-from framepipe.generate.attention import CPU_SDPA, cpu_sdpa_attention_forward
+from framepipe.generate.attention import (
+    CPU_SDPA,
+    _short_query_attention,
+    cpu_sdpa_attention_forward,
+)
 from framepipe.generate.generator import _fill_static_layer
 
 
@@ -47,14 +51,37 @@ def test_short_query_path_equals_the_kernel_in_float32(
     elif mask_kind == "per_head":
         mask = torch.rand(b, h, q_len, k_len, generator=g) > 0.3
         mask[..., 0] = True
-    module = _module(groups, causal=mask_kind != "none" or q_len == 1)
-    if mask_kind == "none" and q_len > 1:
-        module.is_causal = False  # a non-causal block (a vision tower) without a mask
-    out, weights = cpu_sdpa_attention_forward(module, q, k, v, mask)
-    assert weights is None
+    out = _short_query_attention(q, k, v, mask, None)
     assert out.shape == (b, q_len, h, d)
     ref = _reference(q, k, v, mask, groups)
     torch.testing.assert_close(out, ref, atol=2e-6, rtol=1e-5)
+    if q_len == 1:  # what the model calls
+        via, weights = cpu_sdpa_attention_forward(_module(groups), q, k, v, mask)
+        assert weights is None
+        torch.testing.assert_close(via, out, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("spread", [1.0, 3.0])
+def test_bfloat16_error_is_no_worse_than_the_kernels(spread: float) -> None:
+    """In bfloat16 the path must not lose precision against PyTorch's kernel (scores
+    rounded to bfloat16 before the softmax would: several times the kernel's error)."""
+    g = torch.Generator().manual_seed(int(spread))
+    b, h, k_len, d = 2, 4, 700, 64
+    q, k, v = (
+        (torch.randn(b, h, n, d, generator=g, dtype=torch.float64) * s).to(torch.bfloat16)
+        for n, s in ((1, spread), (k_len, spread), (k_len, 1.0))
+    )
+    mask = torch.ones(b, 1, 1, k_len, dtype=torch.bool)
+    mask[..., -30:] = False
+    exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask)
+    kernel = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    ours = _short_query_attention(q, k, v, mask, None).transpose(1, 2)
+    assert ours.dtype == torch.bfloat16
+
+    def err(x: Any) -> float:
+        return float((x.double() - exact).norm() / exact.norm())
+
+    assert err(ours) <= 1.1 * err(kernel) + 1e-5, (err(ours), err(kernel))
 
 
 def test_short_query_path_is_taken_only_for_short_cpu_queries(monkeypatch: Any) -> None:
@@ -66,16 +93,17 @@ def test_short_query_path_is_taken_only_for_short_cpu_queries(monkeypatch: Any) 
         return real(query, *args)
 
     monkeypatch.setattr(attention, "_short_query_attention", spy)
+    assert attention.SHORT_QUERY == 1  # decoding steps only: the kernel is as fast from 4
     q_long = torch.randn(1, 2, attention.SHORT_QUERY + 1, 8)
     k = torch.randn(1, 2, 20, 8)
     mask = torch.ones(1, 1, attention.SHORT_QUERY + 1, 20, dtype=torch.bool)
     cpu_sdpa_attention_forward(_module(), q_long, k, k, mask)
     assert calls == []  # long query: PyTorch's kernel
     cpu_sdpa_attention_forward(_module(), q_long[:, :, :2], k, k, None)
-    assert calls == []  # causal block of 2 with no mask: the kernel builds the causal mask
+    assert calls == []  # (2 tokens, no mask: causal, built by the kernel)
     cpu_sdpa_attention_forward(_module(), q_long[:, :, :1], k, k, None)
-    cpu_sdpa_attention_forward(_module(), q_long[:, :, :2], k, k, mask[:, :, :2])
-    assert calls == [1, 2]
+    cpu_sdpa_attention_forward(_module(), q_long[:, :, :1], k, k, mask[:, :, :1])
+    assert calls == [1, 1]
 
 
 def test_a_row_with_every_key_masked_gives_zeros_not_nan() -> None:
@@ -115,3 +143,20 @@ def test_static_cache_fill_equals_its_own_update() -> None:
     ours.update(nk, nk)
     theirs.update(nk, nk)
     assert torch.equal(ours.keys, theirs.keys)
+
+
+def test_static_cache_fill_leaves_sliding_window_layers_to_their_own_update() -> None:
+    from transformers.cache_utils import StaticSlidingWindowLayer
+
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(2, 2, 6, 4, generator=g)
+    rows = torch.tensor([1, 1, 0])
+    ours = StaticSlidingWindowLayer(max_cache_len=40, sliding_window=8)
+    theirs = StaticSlidingWindowLayer(max_cache_len=40, sliding_window=8)
+    _fill_static_layer(ours, k, k, rows)
+    theirs.update(k.index_select(0, rows), k.index_select(0, rows))
+    for _ in range(12):  # past the window: the layer must know how full it is
+        nk = torch.randn(3, 2, 1, 4, generator=g)
+        a, _ = ours.update(nk, nk)
+        b, _ = theirs.update(nk, nk)
+        assert torch.equal(a, b)

@@ -368,3 +368,16 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     }
     rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
     assert len(rows) == 2 * len(got)  # each other clip's two questions generated once
+
+
+def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:
+    from framepipe.generate.generator import _is_oom
+
+    try:
+        torch.empty(10**14)  # 400 TB: refused by the allocator at once
+    except RuntimeError as exc:
+        assert _is_oom(exc)
+    else:  # pragma: no cover
+        pytest.skip("this machine allocated 400 TB")
+    assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+    assert not _is_oom(RuntimeError("shape mismatch"))

@@ -12,7 +12,8 @@ so padding may sit between a prefix and its suffix: the attention mask hides it 
 position ids skip it, so the answers are those of separate runs.
 
 ``batch_size`` bounds the sequences generated together (requests x questions). On
-out-of-memory (``torch.OutOfMemoryError``: CUDA's, or any device's) the batch size is halved
+out-of-memory (``torch.OutOfMemoryError`` on CUDA and other accelerators, the CPU allocator's
+"can't allocate memory" error on the CPU) the batch size is halved
 for good and only the questions not answered yet are retried; a clip that still runs out of
 memory at batch size 1 fails with a one-line :class:`GenerationError`.
 
@@ -539,14 +540,22 @@ def _fill_static_layer(layer: Any, k: Any, v: Any, rows: Any) -> None:
     and values, in fresh memory, per question."""
     n = len(rows)
     width = k.shape[2]
+    from transformers.cache_utils import StaticLayer
+
     init = getattr(layer, "lazy_initialization", None)
     length = getattr(layer, "cumulative_length", None)
-    if init is None or length is None or getattr(layer, "is_initialized", True):
-        # not the StaticLayer this was written against: its own update does the same
+    if (
+        type(layer) is not StaticLayer  # e.g. a sliding-window layer keeps more state
+        or init is None
+        or length is None
+        or getattr(layer, "is_initialized", True)
+    ):
+        # not the plain StaticLayer this was written against: its own update does the same
         layer.update(k.index_select(0, rows), v.index_select(0, rows))
         return
     init(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
-    keys, values = layer.keys, layer.values
+    keys: Any = layer.keys
+    values: Any = layer.values
     for r, b in enumerate(rows.tolist()):
         keys[r, :, :width].copy_(k[b])
         values[r, :, :width].copy_(v[b])
@@ -574,7 +583,10 @@ def _is_oom(exc: BaseException) -> bool:
         import torch
     except ImportError:  # pragma: no cover
         return False
-    return isinstance(exc, torch.OutOfMemoryError)
+    if isinstance(exc, torch.OutOfMemoryError):  # CUDA (and other accelerators)
+        return True
+    # the CPU allocator raises a plain RuntimeError
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
 def _free_cuda() -> None:
