@@ -3,8 +3,8 @@
 PyTorch's CPU attention kernel (``scaled_dot_product_attention``'s flash kernel) is slow
 when the query is a single token and the keys are many: every decoding step after a long
 prefix of frames. Measured on a 2-core AVX-512 machine with 5,930 cached bfloat16 keys, 16
-heads of 64: one row took about 6 ms in the kernel and 2 ms here, five rows (five questions
-decoded together) 28-29 ms against 9-10 ms. With 4 or more query tokens the kernel is as
+heads of 64: one row took 6-13 ms in the kernel and 2-4 ms here, five rows (five questions
+decoded together) 28-31 ms against 9-15 ms. With 4 or more query tokens the kernel is as
 fast or faster, so only single-token queries take this path. Decoding runs it once per layer
 per new token, so it decides how much a question costs once its clip is prefilled.
 
