@@ -63,7 +63,17 @@ def as_texts(question: str | Sequence[str]) -> list[str]:
     for t in texts:
         if not isinstance(t, str) or not t.strip():
             raise PromptError(f"a question must be non-empty text, got {t!r}")
+        _no_placeholder(t, "a question")
     return texts
+
+
+def _no_placeholder(text: str, what: str) -> None:
+    """Text may not contain the image placeholder: the model would look for a frame there."""
+    if IMAGE_TOKEN in text:
+        raise PromptError(
+            f"{what} contains {IMAGE_TOKEN}, the model's image placeholder "
+            f"(reword it, e.g. 'image'): {text[:80]!r}"
+        )
 
 
 def build_messages(
@@ -79,6 +89,7 @@ def build_messages(
     if system is not None:
         if not system.strip():
             raise PromptError("the system prompt is empty")
+        _no_placeholder(system, "the system prompt")
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
     messages.append({"role": "user", "content": content})
     return messages
@@ -114,8 +125,12 @@ def render_prompt(
         total = sum(s.num_images for s in segments)
         if total != n_images:
             raise PromptError(f"the segments hold {total} images but the request has {n_images}")
-    if system is not None and not system.strip():
-        raise PromptError("the system prompt is empty")
+        for seg in segments:
+            _no_placeholder(seg.text, "a segment's text")
+    if system is not None:
+        if not system.strip():
+            raise PromptError("the system prompt is empty")
+        _no_placeholder(system, "the system prompt")
     template = getattr(processor, "chat_template", None) if processor is not None else None
     if not template:
         return _plain_prompt(n_images, texts, system, segments)

@@ -381,3 +381,18 @@ def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:
         pytest.skip("this machine allocated 400 TB")
     assert _is_oom(torch.OutOfMemoryError("CUDA out of memory"))
     assert not _is_oom(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.parametrize("where", ["question", "system", "segment"])
+def test_text_holding_the_image_placeholder_is_refused_in_one_line(where: str) -> None:
+    from framepipe.prompt import render_prompt
+
+    text = "What is in <image> 2?"
+    q = text if where == "question" else "What is it?"
+    system = text if where == "system" else None
+    segs = [Segment(text if where == "segment" else "Video 1:", 2)]
+    with pytest.raises(PromptError) as err:
+        render_prompt(None, 2, q, system, segs)
+    msg = str(err.value)
+    assert "\n" not in msg and "<image>" in msg and "image placeholder" in msg
+    render_prompt(None, 2, "What is in image 2?", None, [Segment("Video 1:", 2)])  # fine
