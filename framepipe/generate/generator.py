@@ -538,22 +538,14 @@ def _fill_static_layer(layer: Any, k: Any, v: Any, rows: Any) -> None:
     ``k``/``v`` per cache row). The rows are copied straight into the layer's buffers: a
     gathered copy first (``index_select``) would be one more pass over every frame's keys
     and values, in fresh memory, per question."""
-    n = len(rows)
-    width = k.shape[2]
     from transformers.cache_utils import StaticLayer
 
-    init = getattr(layer, "lazy_initialization", None)
-    length = getattr(layer, "cumulative_length", None)
-    if (
-        type(layer) is not StaticLayer  # e.g. a sliding-window layer keeps more state
-        or init is None
-        or length is None
-        or getattr(layer, "is_initialized", True)
-    ):
-        # not the plain StaticLayer this was written against: its own update does the same
+    if type(layer) is not StaticLayer or layer.is_initialized:
+        # e.g. a sliding-window layer, which keeps more state: its own update does the same
         layer.update(k.index_select(0, rows), v.index_select(0, rows))
         return
-    init(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
+    n, width = len(rows), k.shape[2]
+    layer.lazy_initialization(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
     keys: Any = layer.keys
     values: Any = layer.values
     for r, b in enumerate(rows.tolist()):
