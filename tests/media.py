@@ -221,3 +221,9 @@ def truncated_copy(src: Path, dst: Path, fraction: float) -> Path:
     data = src.read_bytes()
     dst.write_bytes(data[: int(len(data) * fraction)])
     return dst
+
+
+def random_frames(n: int, seed: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """``n`` random RGB frames of ``size`` (height, width), the same for the same seed."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]

@@ -4,14 +4,15 @@ device, dtype, attention and quantization choices are checked before any weight 
 
 from __future__ import annotations
 
+import functools
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from media import random_frames
 
 from framepipe.errors import ConfigError, GenerationError, ModelLoadError, PromptError
 from framepipe.generate import (
@@ -33,19 +34,8 @@ QUESTIONS = [
 ]
 
 
-def frames(n: int, seed: int, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model's matrices are small: extra intra-op threads only add contention on a
-    shared CI machine (ten times slower under load), so this module runs on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+frames = functools.partial(random_frames, size=(48, 64))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,14 @@ error for a clip that does not fit even alone."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from media import random_frames
 
 from framepipe.errors import GenerationError, PromptError
 from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request, Segment
@@ -31,18 +32,8 @@ LONG = [
 ]
 
 
-def frames(n: int, seed: int, size: tuple[int, int] = (40, 56)) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small matrices: one intra-op thread is faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+frames = functools.partial(random_frames, size=(40, 56))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
