@@ -21,11 +21,11 @@ from framepipe.generate import (
     ModelConfig,
     ModelSpec,
     Request,
-    Segment,
-    loading,
+    hub,
     resolve_runtime,
 )
 from framepipe.generate import device as device_mod
+from framepipe.prompt import Segment
 
 QUESTIONS = [
     "What are these?",
@@ -195,9 +195,9 @@ def test_missing_hub_model_fails_fast_and_clearly(
     else:
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        for var in loading._PROXY_VARS:
+        for var in hub._PROXY_VARS:
             monkeypatch.delenv(var, raising=False)
-        loading.hub_reachable.cache_clear()
+        hub.hub_reachable.cache_clear()
     t0 = time.monotonic()
     with pytest.raises(ModelLoadError) as err:
         ModelSpec.inspect(ModelConfig(model="framepipe-tests/no-such-model"))
@@ -207,7 +207,7 @@ def test_missing_hub_model_fails_fast_and_clearly(
     assert "\n" not in msg
     if offline:
         assert "offline mode is on" in msg
-    elif loading.hub_reachable() is False:
+    elif hub.hub_reachable() is False:
         assert "cannot be reached" in msg
 
 

@@ -16,7 +16,8 @@ import torch
 from media import random_frames
 
 from framepipe.errors import GenerationError, PromptError
-from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request, Segment
+from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request
+from framepipe.prompt import Segment
 
 QUESTIONS = [
     "What are these?",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from framepipe.errors import PromptError
-from framepipe.generate import ModelConfig, ModelSpec, Segment, tokens_per_image
-from framepipe.prompt import build_messages, render_prompt
+from framepipe.generate import ModelConfig, ModelSpec, tokens_per_image
+from framepipe.prompt import Segment, build_messages, render_prompt
 
 
 @pytest.fixture(scope="module")

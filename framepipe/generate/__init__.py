@@ -14,9 +14,8 @@ from framepipe.generate.config import (
 )
 from framepipe.generate.device import Runtime, cpu_has_fast_bf16, resolve_runtime
 from framepipe.generate.generator import Generator
-from framepipe.generate.loading import ModelSpec, tokens_per_image
+from framepipe.generate.spec import ModelSpec, tokens_per_image
 from framepipe.generate.tiny import is_random, make_tiny_model
-from framepipe.prompt import Segment
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -27,7 +26,6 @@ __all__ = [
     "ModelSpec",
     "Request",
     "Runtime",
-    "Segment",
     "cpu_has_fast_bf16",
     "is_random",
     "make_tiny_model",

@@ -21,6 +21,11 @@ QUANTIZE = ("4bit", "8bit")
 ATTN = ("auto", "sdpa", "flash_attention_2", "eager")
 
 
+RANDOM_WEIGHTS_KEY = "framepipe_random_weights"
+"""Config attribute that marks a model whose weights are random (see
+:func:`framepipe.generate.is_random`)."""
+
+
 @dataclass
 class ModelConfig:
     """Which model to load and how. Validated by :func:`framepipe.generate.resolve_runtime`

@@ -34,7 +34,8 @@ from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, Pr
 from framepipe.generate.attention import register as register_cpu_sdpa
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
-from framepipe.generate.loading import ModelSpec, quiet_hf
+from framepipe.generate.hub import quiet_hf
+from framepipe.generate.spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import ConfigError
+from framepipe.generate.config import RANDOM_WEIGHTS_KEY
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_KEY = "framepipe_random_weights"
-"""Config attribute that marks a model whose weights are random (see :func:`is_random`)."""
 
 # The llava-interleave chat template: per message, the role header, every image item of the
 # message (in order), then every text item after a newline, then the end of turn.
@@ -169,7 +167,7 @@ def make_tiny_model(
         eos_token_id=ids["<|im_end|>"],
         pad_token_id=ids["<|endoftext|>"],
     )
-    from framepipe.generate.loading import quiet_hf
+    from framepipe.generate.hub import quiet_hf
 
     with quiet_hf():
         model.save_pretrained(out)
