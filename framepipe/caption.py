@@ -33,12 +33,18 @@ from framepipe.engine.local import (
     LocalEngine,
     default_workers,
 )
-from framepipe.errors import ConfigError, FramepipeError, GenerationError, OutputError
+from framepipe.errors import (
+    ConfigError,
+    FramepipeError,
+    GenerationError,
+    OutputError,
+    one_line_error,
+)
 from framepipe.output import JsonlWriter
 from framepipe.pipeline import ClipJob, SampleConfig
 from framepipe.questions import default_question
 from framepipe.sample import RunSummary, save_clip_images
-from framepipe.types import ClipResult, one_line_error
+from framepipe.types import ClipResult
 
 if TYPE_CHECKING:
     from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec

@@ -67,3 +67,16 @@ class GenerationError(FramepipeError):
 
 class OutputError(FramepipeError):
     """An output path cannot be written or an existing output cannot be read."""
+
+
+def one_line_error(exc: BaseException, path: object = None) -> str:
+    """``exc`` as one line, starting with ``path`` when given and not already named
+    (framepipe's own errors about an input name their file themselves)."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, FramepipeError):
+        msg = text or type(exc).__name__
+    else:
+        msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if path is not None and str(path) not in msg:
+        msg = f"{path}: {msg}"
+    return msg

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from framepipe.discover import Input, Skipped, discover
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
-from framepipe.errors import OutputError
+from framepipe.errors import OutputError, one_line_error
 from framepipe.output import JsonlWriter, contact_sheet, write_frames
 from framepipe.pipeline import ClipJob, SampleConfig
-from framepipe.types import ClipResult, one_line_error
+from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.errors import one_line_error
+
 Matrix4 = tuple[tuple[float, float, float, float], ...]
 """A 4x4 matrix as nested tuples (row-major), so that it is hashable and JSON-friendly."""
 
@@ -282,21 +284,6 @@ class ClipResult:
     def failed(cls, source: str, error: BaseException | str, **fields: Any) -> ClipResult:
         msg = error if isinstance(error, str) else one_line_error(error)
         return cls(source=source, status="failed", error=msg, **fields)
-
-
-def one_line_error(exc: BaseException, path: object = None) -> str:
-    """``exc`` as one line, starting with ``path`` when given and not already named
-    (framepipe's own errors about an input name their file themselves)."""
-    text = " ".join(str(exc).split())
-    from framepipe.errors import FramepipeError
-
-    if isinstance(exc, FramepipeError):
-        msg = text or type(exc).__name__
-    else:
-        msg = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    if path is not None and str(path) not in msg:
-        msg = f"{path}: {msg}"
-    return msg
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:

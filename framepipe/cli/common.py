@@ -212,9 +212,8 @@ def report_per_source(
     or a ``failed`` row with a one-line error (printed as it happens, the others go on).
     Prints the rows as a JSON array or with ``table``; exits 1 when any input failed."""
     from framepipe.discover import discover
-    from framepipe.errors import FramepipeError
+    from framepipe.errors import FramepipeError, one_line_error
     from framepipe.sources.base import open_source
-    from framepipe.types import one_line_error
 
     inputs, notes = discover(paths, kind=kind)
     for note in notes:

@@ -43,9 +43,15 @@ from framepipe.engine.worker import (
     guarded_clip_jobs,
     worker_main,
 )
-from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError, FramepipeError
+from framepipe.errors import (
+    ConfigError,
+    DecodeError,
+    DecodeTimeoutError,
+    FramepipeError,
+    one_line_error,
+)
 from framepipe.pipeline import ClipJob, SampleConfig, source_fingerprint
-from framepipe.types import ClipResult, ClipSpec, one_line_error
+from framepipe.types import ClipResult, ClipSpec
 from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)

@@ -36,8 +36,9 @@ from typing import Any
 
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
+from framepipe.errors import one_line_error
 from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs, source_fingerprint
-from framepipe.types import ClipResult, ClipSpec, one_line_error
+from framepipe.types import ClipResult, ClipSpec
 from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
