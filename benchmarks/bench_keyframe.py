@@ -4,7 +4,7 @@ Generates (once; cached in ``.bench_cache/keyframe/``) a set of 720p H.264 video
 B-frames) with known hard cuts, cuts between similar shots, dissolves, fades through black,
 flash frames and fast-motion shots, then measures in one run, on the same files:
 
-- framepipe's detector (``framepipe.samplers.keyframe.detect_shots``, default settings,
+- framepipe's detector (``framepipe.shots.detect_shots``, default settings,
   including reading the video's metadata);
 - PySceneDetect ``ContentDetector()`` and ``AdaptiveDetector()`` at their defaults
   (``scenedetect.detect``, OpenCV backend);
@@ -252,7 +252,7 @@ def prf(c: dict[str, int]) -> tuple[float, float, float]:
 
 
 def run_framepipe(path: Path) -> list[int]:
-    from framepipe.samplers.keyframe import detect_shots
+    from framepipe.shots import detect_shots
     from framepipe.sources.base import open_source
 
     with open_source(path) as src:

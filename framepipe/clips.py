@@ -1,12 +1,14 @@
-"""Cut a source into clips: the whole source (default) or fixed windows in seconds.
+"""Cut a source into clips: the whole source (default), fixed windows in seconds, or its
+shots (``--clips shots``: every shot a clip, from :func:`framepipe.shots.detect_shots`,
+merged up to ``min_shot_s`` and split at ``max_shot_s``).
 
-Shot-based clips (``--clips shots``) are planned by the keyframe module, which registers a
-planner here under the name ``shots``.
+Clip planning sits above the shot stage (:mod:`framepipe.shots`) and beside the samplers;
+it never imports them. Other planners are registered with :func:`register_clip_planner`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import ConfigError
+from framepipe.shots import detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
 if TYPE_CHECKING:
@@ -76,6 +79,95 @@ def window_clips(
     return clips or [whole_clip(info)]
 
 
+# -- shots as clips -----------------------------------------------------------------------
+def shot_ranges(
+    shots: list[tuple[int, int]],
+    timestamps_s: Any,
+    end_s: float | None,
+    *,
+    min_shot_s: float,
+    max_shot_s: float | None,
+) -> list[tuple[int, int]]:
+    """Merge shots shorter than ``min_shot_s`` into a neighbour (the shorter one), then split
+    shots longer than ``max_shot_s`` into equal parts."""
+    if not shots:
+        return []
+    ts = np.asarray(timestamps_s, dtype=np.float64)
+    last_end = end_s if end_s is not None else float(ts[-1])
+
+    def dur(a: int, b: int) -> float:
+        tb = ts[b] if b < len(ts) else last_end
+        return float(tb - ts[a])
+
+    spans = [list(s) for s in shots]
+    while len(spans) > 1:
+        durs = [dur(a, b) for a, b in spans]
+        i = int(np.argmin(durs))
+        if durs[i] >= min_shot_s:
+            break
+        if i == 0:
+            j = 1
+        elif i == len(spans) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if durs[i - 1] <= durs[i + 1] else i + 1
+        a, b = min(spans[i][0], spans[j][0]), max(spans[i][1], spans[j][1])
+        lo = min(i, j)
+        spans[lo : lo + 2] = [[a, b]]
+    out: list[tuple[int, int]] = []
+    for a, b in spans:
+        d = dur(a, b)
+        parts = 1 if not max_shot_s or d <= max_shot_s else int(np.ceil(d / max_shot_s))
+        if parts == 1:
+            out.append((a, b))
+            continue
+        t0 = ts[a]
+        cuts = [a]
+        for p in range(1, parts):
+            i = int(np.searchsorted(ts, t0 + d * p / parts - 1e-9))
+            if cuts[-1] < i < b:
+                cuts.append(i)
+        cuts.append(b)
+        out += list(itertools.pairwise(cuts))
+    return out
+
+
+@register_clip_planner("shots")
+def plan_shot_clips(
+    info: SourceInfo,
+    *,
+    source: Source | None = None,
+    min_shot_s: float = 2.0,
+    max_shot_s: float | None = 30.0,
+    **params: Any,
+) -> list[ClipSpec]:
+    """Every shot of the video a clip (label ``shot``), merged up to ``min_shot_s`` and split
+    at ``max_shot_s`` seconds. ``params`` are shot detector settings."""
+    try:
+        min_s = float(min_shot_s)
+        max_s = None if max_shot_s in (None, 0, "none", "None") else float(max_shot_s)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"min_shot_s ({min_shot_s!r}) and max_shot_s ({max_shot_s!r}) must be numbers"
+        ) from None
+    if min_s < 0 or (max_s is not None and max_s <= 0):
+        raise ConfigError(f"min_shot_s ({min_s}) must be >= 0 and max_shot_s ({max_s}) > 0")
+    if max_s is not None and min_s > max_s:
+        raise ConfigError(f"min_shot_s ({min_s}) must not exceed max_shot_s ({max_s})")
+    if source is None or info.timestamps_s is None or info.num_frames < 2:
+        return [whole_clip(info)]
+    det = detect_shots(source, info, **params)
+    spans = shot_ranges(
+        det.shots, info.timestamps_s, info.end_s, min_shot_s=min_s, max_shot_s=max_s
+    )
+    ts = info.timestamps_s
+    clips: list[ClipSpec] = []
+    for k, (a, b) in enumerate(spans):
+        end_s = ts[b] if b < len(ts) else info.end_s
+        clips.append(ClipSpec(info.id, a, b, k, ts[a], end_s, "shot"))
+    return clips or [whole_clip(info)]
+
+
 def plan_clips(
     info: SourceInfo,
     *,
@@ -95,11 +187,6 @@ def plan_clips(
         if clip_seconds is None:
             raise ConfigError("--clips windows needs --clip-seconds")
         return window_clips(info, clip_seconds, stride_seconds)
-    if mode not in _PLANNERS:
-        import importlib
-
-        with contextlib.suppress(ImportError):
-            importlib.import_module("framepipe.samplers.keyframe")
     if mode in _PLANNERS:
         return _PLANNERS[mode](info, source=source, **params)
     raise ConfigError(f"unknown clip mode {mode!r}; known: whole, windows, {', '.join(_PLANNERS)}")

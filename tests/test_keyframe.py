@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from shot_media import ShotSpec, make_edit_video, standard_script, write_video
 
+from framepipe.clips import shot_ranges
 from framepipe.errors import FramepipeError, SamplingError
-from framepipe.samplers._shots import DetectorParams
 from framepipe.samplers.base import get_sampler
-from framepipe.samplers.keyframe import allocate, detect_shots, nearest_distinct, shot_ranges
+from framepipe.samplers.iframe import nearest_distinct
+from framepipe.samplers.keyframe import allocate
+from framepipe.shots import DetectorParams, detect_shots
 from framepipe.sources.base import open_source
 from framepipe.types import ClipSpec
 

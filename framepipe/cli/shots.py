@@ -43,8 +43,7 @@ def command(
     size, skip. Exit status is 1 when any input failed, after all the others are done.
     """
     from framepipe.cli.common import parse_kv, report_per_source
-    from framepipe.samplers._shots import DetectorParams
-    from framepipe.samplers.keyframe import detect_shots
+    from framepipe.shots import DetectorParams, detect_shots
 
     params = parse_kv(opts, "--opt")
     try:

@@ -49,7 +49,7 @@ class Sampler(Protocol):
 
 
 _SAMPLERS: dict[str, Sampler] = {}
-_BUILTIN_MODULES = ("uniform", "keyframe", "nview")
+_BUILTIN_MODULES = ("uniform", "keyframe", "iframe", "nview")
 
 
 def register_sampler(name: str) -> Callable[[Any], Any]:
