@@ -1,0 +1,131 @@
+"""One small registry type for every plug-in family (source kinds, samplers, clip planners).
+
+A :class:`Registry` maps a name to an object. Built-ins are imported lazily, on the first
+lookup, from the modules that define them; a built-in whose module cannot be imported (a
+missing optional library) is *unavailable*, with the reason, instead of breaking
+``import framepipe``. Third-party plug-ins register themselves with :meth:`Registry.register`
+when their module is imported, or are found through the package entry-point group named
+after the family (``framepipe.samplers``, ``framepipe.sources``, ``framepipe.clip_planners``),
+so an installed plug-in is selectable from the command line without any import by the user.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any, Generic, TypeVar
+
+from framepipe.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Name -> object for one plug-in family.
+
+    ``family`` names it in messages (``"sampler"``); ``builtins`` maps each built-in name to
+    the module that registers it; ``entry_point_group`` is where installed plug-ins are
+    looked up (None: no entry points).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        builtins: Mapping[str, str] | None = None,
+        *,
+        entry_point_group: str | None = None,
+    ) -> None:
+        self.family = family
+        self._builtins = dict(builtins or {})
+        self._group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._unavailable: dict[str, str] = {}
+        self._loaded = False
+
+    # -- registering ---------------------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, a decorator that does so."""
+        if not name or not isinstance(name, str):
+            raise ValueError(f"a {self.family} needs a non-empty name, got {name!r}")
+
+        def deco(o: T) -> T:
+            self._items[name] = o
+            self._unavailable.pop(name, None)
+            return o
+
+        return deco if obj is None else deco(obj)
+
+    def mark_unavailable(self, name: str, reason: str) -> None:
+        """Record that ``name`` exists but cannot be used here (e.g. a missing library)."""
+        if name not in self._items:
+            self._unavailable[name] = reason
+
+    # -- looking up ----------------------------------------------------------------------------
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in dict.fromkeys(self._builtins.values()):
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:  # that module's names are unavailable, with the reason
+                log.debug("%s module %s unavailable: %s", self.family, module, exc)
+                for name, mod in self._builtins.items():
+                    if mod == module:
+                        self.mark_unavailable(name, str(exc))
+        if self._group:
+            self._load_entry_points(self._group)
+
+    def _load_entry_points(self, group: str) -> None:
+        from importlib.metadata import entry_points
+
+        try:
+            eps = list(entry_points(group=group))
+        except Exception as exc:  # a broken installation must not break the built-ins
+            log.warning("cannot list the %s plug-ins (%s)", self.family, exc)
+            return
+        for ep in eps:
+            if ep.name in self._items:
+                continue
+            try:
+                self._items[ep.name] = ep.load()
+            except Exception as exc:
+                self.mark_unavailable(ep.name, f"plug-in {ep.value} failed to load ({exc})")
+
+    def get(self, name: str) -> T:
+        """The object registered as ``name``; ConfigError (one line) when unknown or
+        unavailable here, with the reason or the known names."""
+        self._load()
+        if name in self._items:
+            return self._items[name]
+        if name in self._unavailable:
+            raise ConfigError(f"{self.family} {name!r} is unavailable: {self._unavailable[name]}")
+        raise ConfigError(f"unknown {self.family} {name!r}; known: {', '.join(self.names())}")
+
+    def names(self) -> list[str]:
+        """Available names, built-ins first in their declared order, then plug-ins."""
+        self._load()
+        order = {n: k for k, n in enumerate(self._builtins)}
+        return sorted(self._items, key=lambda n: (order.get(n, len(order)), n))
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(n, self._items[n]) for n in self.names()]
+
+    def unavailable(self) -> dict[str, str]:
+        """Names that exist but cannot be used here, with the reason."""
+        self._load()
+        return dict(self._unavailable)
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.family!r}, {len(self._items)} registered)"
+

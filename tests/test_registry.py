@@ -1,0 +1,73 @@
+"""framepipe.registry: one registry type for every plug-in family."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framepipe.errors import ConfigError
+from framepipe.registry import Registry
+
+
+def _module(monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> None:
+    mod = types.ModuleType(name)
+    monkeypatch.setitem(sys.modules, name, mod)
+    exec(body, mod.__dict__)
+
+
+def test_registry_loads_builtins_lazily_and_keeps_their_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reg: Registry[Any] = Registry("widget", {"b": "fp_test_widgets", "a": "fp_test_widgets"})
+    holder = types.ModuleType("fp_test_reg")
+    holder.reg = reg  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fp_test_reg", holder)
+    (tmp_path / "fp_test_widgets.py").write_text(
+        "from fp_test_reg import reg\nreg.register('a', 1)\nreg.register('b', 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fp_test_widgets", raising=False)
+    assert "fp_test_widgets" not in sys.modules  # nothing imported before the first lookup
+    assert reg.names() == ["b", "a"]
+    assert "fp_test_widgets" in sys.modules
+    assert reg.get("a") == 1
+    reg.register("c")(3)
+    assert reg.names() == ["b", "a", "c"]
+    assert "c" in reg and "d" not in reg
+
+
+def test_registry_unknown_and_unavailable_names_are_one_line_errors() -> None:
+    reg: Registry[int] = Registry("sampler", {"gone": "fp_no_such_module_anywhere"})
+    reg.register("here", 1)
+    assert "gone" in reg.unavailable()
+    with pytest.raises(ConfigError, match=r"^sampler 'gone' is unavailable: No module named"):
+        reg.get("gone")
+    with pytest.raises(ConfigError, match=r"^unknown sampler 'nope'; known: here$"):
+        reg.get("nope")
+    assert reg.names() == ["here"]
+
+
+def test_registry_finds_installed_plugins_through_entry_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.metadata as md
+
+    _module(monkeypatch, "fp_test_plugin", "def pick(*a, **k):\n    return [0]\n")
+    good = md.EntryPoint("mine", "fp_test_plugin:pick", "framepipe.test_family")
+    bad = md.EntryPoint("broken", "fp_test_plugin:missing", "framepipe.test_family")
+
+    def fake(group: str) -> list[md.EntryPoint]:
+        return [good, bad] if group == "framepipe.test_family" else []
+
+    monkeypatch.setattr(md, "entry_points", fake)
+    reg: Registry[Any] = Registry("sampler", entry_point_group="framepipe.test_family")
+    assert reg.names() == ["mine"]
+    assert reg.get("mine")() == [0]
+    with pytest.raises(
+        ConfigError, match="'broken' is unavailable: plug-in fp_test_plugin:missing"
+    ):
+        reg.get("broken")
