@@ -1,8 +1,10 @@
 """Find the inputs among the paths a user gives: files and folders, recursively.
 
 A file is claimed by a source kind by its extension, or, for unknown extensions, by its
-first bytes. A folder is one input when a kind claims it (a multi-view scene); otherwise it
-is walked. Files that no kind claims are skipped with a note, not an error.
+first bytes (:func:`framepipe.sources.base.guess_kind`: the sources know their kinds,
+discovery only walks the paths). A folder is one input when a kind claims it (a multi-view
+scene); otherwise it is walked. Files that no kind claims are skipped with a note, not an
+error.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepipe.sources.base import source_kinds
+from framepipe.sources.base import guess_kind, source_kinds
 from framepipe.utils import natural_key
 
 log = logging.getLogger(__name__)
-
-_SNIFF_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -38,29 +38,6 @@ class Skipped:
 
     path: Path
     reason: str
-
-
-def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
-    """The kind that reads ``path``, or None. Folders: only if a kind claims the folder."""
-    kinds = source_kinds()
-    if path.is_dir():
-        for kind, cls in kinds.items():
-            if cls.claims_dir(path):
-                return kind
-        return None
-    for kind, cls in kinds.items():
-        if cls.claims_file(path):
-            return kind
-    if sniff:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(_SNIFF_BYTES)
-        except OSError:
-            return None
-        for kind, cls in kinds.items():
-            if cls.sniff_file(path, head):
-                return kind
-    return None
 
 
 def discover(

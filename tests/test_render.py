@@ -208,7 +208,7 @@ def dominant(img: np.ndarray, row: int, col: int) -> tuple[float, float, float]:
 
 # -- discovery and metadata ---------------------------------------------------------------
 def test_render_kind_claims_3d_extensions(media: dict[str, Path]) -> None:
-    from framepipe.discover import guess_kind
+    from framepipe.sources import guess_kind
 
     assert "render" in source_kinds()
     for name in ("cube.ply", "cube.off", "cube.stl", "quad.obj", "quad.glb", "sphere.pcd"):

@@ -3,9 +3,17 @@
 from framepipe.sources.base import (
     Source,
     get_source_class,
+    guess_kind,
     open_source,
     register_source,
     source_kinds,
 )
 
-__all__ = ["Source", "get_source_class", "open_source", "register_source", "source_kinds"]
+__all__ = [
+    "Source",
+    "get_source_class",
+    "guess_kind",
+    "open_source",
+    "register_source",
+    "source_kinds",
+]

@@ -123,6 +123,33 @@ def source_kinds() -> dict[str, type[Source]]:
     return dict(_SOURCES)
 
 
+_SNIFF_BYTES = 64
+
+
+def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
+    """The kind that reads ``path``, or None. Folders: only if a kind claims the folder.
+    Files: by extension, then (``sniff``) by their first bytes."""
+    kinds = source_kinds()
+    if path.is_dir():
+        for kind, cls in kinds.items():
+            if cls.claims_dir(path):
+                return kind
+        return None
+    for kind, cls in kinds.items():
+        if cls.claims_file(path):
+            return kind
+    if sniff:
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(_SNIFF_BYTES)
+        except OSError:
+            return None
+        for kind, cls in kinds.items():
+            if cls.sniff_file(path, head):
+                return kind
+    return None
+
+
 def get_source_class(kind: str) -> type[Source]:
     _load_builtin()
     if kind in _SOURCES:
@@ -136,8 +163,6 @@ def open_source(path: str | Path, kind: str | None = None, **options: Any) -> So
     """Open ``path`` as ``kind`` (guessed from the path when None)."""
     p = Path(path)
     if kind is None:
-        from framepipe.discover import guess_kind
-
         guessed = guess_kind(p)
         if guessed is None:
             raise UnsupportedInputError(p, "not a video, image scene or 3D model")
