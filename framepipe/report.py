@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import OutputError
-from framepipe.output import _fmt_time, read_records
+from framepipe.output import read_records
+from framepipe.output.images import fmt_time
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def _labels(rec: dict[str, Any], n: int) -> list[str]:
         if isinstance(view, dict) and view.get("name") is not None:
             label += f" {view['name']}"
         elif isinstance(t, (int, float)):
-            label += f" {_fmt_time(float(t))}"
+            label += f" {fmt_time(float(t))}"
         out.append(label)
     return out
 
@@ -206,7 +207,7 @@ def _clip_text(rec: dict[str, Any]) -> str:
     parts = [str(clip["label"])] if clip.get("label") else []
     a, b = clip.get("start_s"), clip.get("end_s")
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        parts.append(f"{_fmt_time(a)}–{_fmt_time(b)}")
+        parts.append(f"{fmt_time(a)}–{fmt_time(b)}")
     if clip.get("start_frame") is not None and clip.get("end_frame") is not None:
         parts.append(f"frames [{clip['start_frame']}, {clip['end_frame']})")
     return f"clip {clip.get('index', 0)}: " + ", ".join(parts)
