@@ -4,6 +4,7 @@ multi-image vision-language model's answer for each clip."""
 from framepipe._version import __version__
 from framepipe.caption import CaptionSummary, Pipeline, caption
 from framepipe.clips import plan_clips
+from framepipe.config import SampleConfig
 from framepipe.discover import discover
 from framepipe.errors import (
     ConfigError,
@@ -14,7 +15,6 @@ from framepipe.errors import (
     SamplingError,
     SourceError,
 )
-from framepipe.pipeline import SampleConfig
 from framepipe.sample import sample
 from framepipe.samplers import get_sampler, register_sampler
 from framepipe.sources import open_source

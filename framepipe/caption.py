@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input, Skipped, discover
 from framepipe.engine.local import (
     DEFAULT_DECODE_TIMEOUT_S,
@@ -41,9 +42,9 @@ from framepipe.errors import (
     one_line_error,
 )
 from framepipe.output import JsonlWriter
-from framepipe.pipeline import ClipJob, SampleConfig
 from framepipe.questions import default_question
 from framepipe.sample import RunSummary, save_clip_images
+from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 
 if TYPE_CHECKING:

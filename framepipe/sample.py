@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input, Skipped, discover
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
 from framepipe.errors import OutputError, one_line_error
 from framepipe.output import JsonlWriter, contact_sheet, write_frames
-from framepipe.pipeline import ClipJob, SampleConfig
+from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
 

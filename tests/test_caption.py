@@ -26,9 +26,9 @@ import pytest
 from click.testing import CliRunner
 
 from framepipe.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
+from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, GenerationError, ModelLoadError, OutputError
 from framepipe.output import read_records
-from framepipe.pipeline import SampleConfig
 from framepipe.questions import default_question
 from framepipe.sources import open_source
 
@@ -201,7 +201,7 @@ def test_failed_clips_are_recorded_and_the_run_goes_on(videos: Path, tmp_path: P
     missing = tmp_path / "missing.mp4"
     # the generator fails on v2's frames only, inside a batch with others
     with open_source(videos / "v2.mp4") as src:
-        from framepipe.pipeline import select
+        from framepipe.stages import select
 
         info = src.info()
         from framepipe.clips import whole_clip

@@ -10,10 +10,11 @@ import engine_plugins
 import numpy as np
 import pytest
 
+from framepipe.config import SampleConfig
 from framepipe.discover import discover
 from framepipe.engine import EngineTask, LocalEngine
 from framepipe.engine.transfer import SHM_MIN_BYTES, pack_frames, unpack_frames
-from framepipe.pipeline import ClipJob, SampleConfig
+from framepipe.stages import ClipJob
 from framepipe.types import FrameBatch
 
 HANG_CFG = SampleConfig(

@@ -13,9 +13,10 @@ import engine_faults
 import engine_plugins
 import pytest
 
+from framepipe.config import SampleConfig
 from framepipe.discover import discover
 from framepipe.engine import EngineTask, LocalEngine
-from framepipe.pipeline import ClipJob, SampleConfig
+from framepipe.stages import ClipJob
 
 CFG = SampleConfig(n=3, sampler="engine_faults:zero_div", clip_seconds=0.34)  # 3 clips of 10
 

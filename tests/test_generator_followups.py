@@ -321,7 +321,7 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     import engine_plugins
 
     from framepipe.caption import Pipeline
-    from framepipe.pipeline import SampleConfig
+    from framepipe.config import SampleConfig
     from framepipe.sources import open_source
 
     for k in range(3):

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from framepipe.cli import cli
+from framepipe.config import SampleConfig
 from framepipe.output import read_records
-from framepipe.pipeline import SampleConfig
 from framepipe.sample import MANIFEST, RunSummary, sample
 
 # ``framepipe.sample`` the attribute is the function (re-exported); the module is here

@@ -12,12 +12,13 @@ import media
 import numpy as np
 import pytest
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import DecodeError
-from framepipe.pipeline import SampleConfig, iter_clip_jobs
 from framepipe.sources._video_decord import DecordReader, decord_available, decord_reason
 from framepipe.sources._video_pyav import PyAVReader
 from framepipe.sources.video import VideoSource
+from framepipe.stages import iter_clip_jobs
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
 

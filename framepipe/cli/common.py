@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError
-from framepipe.pipeline import SampleConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 

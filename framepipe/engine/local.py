@@ -2,7 +2,7 @@
 
 :class:`LocalEngine` hands inputs to a small pool of worker processes (``spawn`` context:
 a process that has loaded torch must not ``fork``). Each worker runs the ordinary stage
-functions (:func:`framepipe.pipeline.iter_clip_jobs`) and ships every decoded clip back
+functions (:func:`framepipe.stages.iter_clip_jobs`) and ships every decoded clip back
 through shared memory. A thread of the calling process receives them into a *bounded*
 queue of ``prefetch`` clips, so decoding runs ahead of the model by at most that much,
 while the caller's thread is busy generating.
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, unpack_frames
 from framepipe.engine.worker import (
@@ -50,7 +51,7 @@ from framepipe.errors import (
     FramepipeError,
     one_line_error,
 )
-from framepipe.pipeline import ClipJob, SampleConfig, source_fingerprint
+from framepipe.stages import ClipJob, source_fingerprint
 from framepipe.types import ClipResult, ClipSpec
 from framepipe.utils import stable_digest
 
@@ -121,7 +122,7 @@ class LocalEngine:
     """Read clips with ``workers`` processes, ``prefetch`` decoded clips ahead of the caller.
 
     Use :meth:`run` once (or :meth:`start`, then :meth:`results`): it yields a
-    :class:`~framepipe.pipeline.ClipJob` per clip not yet done (``done_keys``), ok or failed,
+    :class:`~framepipe.stages.ClipJob` per clip not yet done (``done_keys``), ok or failed,
     in the order they finish. ``prepare`` (a picklable function) runs on each decoded clip
     inside the worker, e.g. to save its frames; ``send_frames=False`` then drops the frames
     instead of shipping them (``job.batch`` is None). ``skipped`` counts clips left out

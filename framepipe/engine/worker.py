@@ -1,7 +1,7 @@
 """The code that runs inside a decoding worker process of the local engine.
 
 A worker talks to the main process over one duplex pipe. It receives an input, runs
-:func:`framepipe.pipeline.iter_clip_jobs` on it, and for every clip sends:
+:func:`framepipe.stages.iter_clip_jobs` on it, and for every clip sends:
 
 - ``("clip", key, clip)`` just before sampling and reading it (so that the main process
   knows which clip a hung or crashed decoder was on),
@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import one_line_error
-from framepipe.pipeline import ClipJob, SampleConfig, iter_clip_jobs, source_fingerprint
+from framepipe.stages import ClipJob, iter_clip_jobs, source_fingerprint
 from framepipe.types import ClipResult, ClipSpec
 from framepipe.utils import stable_digest
 
@@ -193,7 +194,7 @@ def guarded_clip_jobs(
     is_done: Callable[[str], bool] | None = None,
     on_clip: Callable[[str, ClipSpec], None] | None = None,
 ) -> Generator[ClipJob, None, None]:
-    """:func:`~framepipe.pipeline.iter_clip_jobs` (reading frames) where an unexpected
+    """:func:`~framepipe.stages.iter_clip_jobs` (reading frames) where an unexpected
     exception escaping it becomes a ``failed`` job instead of ending the caller.
 
     An exception while a clip is being read fails that clip (error

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips
+from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import FramepipeError
-from framepipe.samplers.base import Sampler, get_sampler
+from framepipe.samplers.base import get_sampler
 from framepipe.sources.base import Source, open_source
 from framepipe.types import (
     ClipResult,
@@ -32,45 +33,6 @@ from framepipe.types import (
 from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SampleConfig:
-    """How clips are cut and frames chosen; the same for ``sample`` and ``caption``."""
-
-    n: int = 8
-    """Frames (or views) per clip."""
-    sampler: str | Sampler = "uniform"
-    """A registry name, ``module:function``, or a callable."""
-    sampler_params: dict[str, Any] = field(default_factory=dict)
-    """Keyword parameters for the sampler (mode, fps, overflow ...)."""
-    clips: str = "whole"
-    """``whole``, ``windows`` or ``shots``."""
-    clip_seconds: float | None = None
-    stride_seconds: float | None = None
-    clip_params: dict[str, Any] = field(default_factory=dict)
-    """Extra parameters for the clip planner (e.g. shot min/max duration)."""
-    kind: str | None = None
-    """Force the kind of every input (``video``, ``multiview``, ``render``)."""
-    source_options: dict[str, Any] = field(default_factory=dict)
-    """Options passed to the source (render size, cameras, backend ...)."""
-
-    def sampler_name(self) -> str:
-        return get_sampler(self.sampler)[0]
-
-    def key_parts(self) -> dict[str, Any]:
-        """What, with the source, determines the selected frames (for resume keys)."""
-        return {
-            "n": self.n,
-            "sampler": self.sampler_name(),
-            "sampler_params": self.sampler_params,
-            "clips": self.clips,
-            "clip_seconds": self.clip_seconds,
-            "stride_seconds": self.stride_seconds,
-            "clip_params": self.clip_params,
-            "source_options": self.source_options,
-            "kind": self.kind,
-        }
 
 
 @dataclass

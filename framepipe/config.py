@@ -1,0 +1,48 @@
+"""The run configuration shared by ``sample`` and ``caption``: how clips are cut and frames
+chosen (:class:`SampleConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from framepipe.samplers.base import Sampler, get_sampler
+
+
+@dataclass
+class SampleConfig:
+    """How clips are cut and frames chosen; the same for ``sample`` and ``caption``."""
+
+    n: int = 8
+    """Frames (or views) per clip."""
+    sampler: str | Sampler = "uniform"
+    """A registry name, ``module:function``, or a callable."""
+    sampler_params: dict[str, Any] = field(default_factory=dict)
+    """Keyword parameters for the sampler (mode, fps, overflow ...)."""
+    clips: str = "whole"
+    """``whole``, ``windows`` or ``shots``."""
+    clip_seconds: float | None = None
+    stride_seconds: float | None = None
+    clip_params: dict[str, Any] = field(default_factory=dict)
+    """Extra parameters for the clip planner (e.g. shot min/max duration)."""
+    kind: str | None = None
+    """Force the kind of every input (``video``, ``multiview``, ``render``)."""
+    source_options: dict[str, Any] = field(default_factory=dict)
+    """Options passed to the source (render size, cameras, backend ...)."""
+
+    def sampler_name(self) -> str:
+        return get_sampler(self.sampler)[0]
+
+    def key_parts(self) -> dict[str, Any]:
+        """What, with the source, determines the selected frames (for resume keys)."""
+        return {
+            "n": self.n,
+            "sampler": self.sampler_name(),
+            "sampler_params": self.sampler_params,
+            "clips": self.clips,
+            "clip_seconds": self.clip_seconds,
+            "stride_seconds": self.stride_seconds,
+            "clip_params": self.clip_params,
+            "source_options": self.source_options,
+            "kind": self.kind,
+        }
