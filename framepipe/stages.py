@@ -1,5 +1,5 @@
 """Stage functions shared by every engine and command: open a source, plan its clips,
-select indices, read frames, and build the record.
+select indices, read frames, and make the record (with :mod:`framepipe.records`).
 
 They are plain functions of plain (picklable) arguments, so the local engine can run them
 in worker processes and the Ray engine on a cluster. Errors about one input become
@@ -12,25 +12,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import FramepipeError
+from framepipe.records import (
+    clip_fields,
+    clip_key,
+    failed_record,
+    input_key,
+    key_parts,
+    ok_record,
+    source_fingerprint,
+)
 from framepipe.samplers.base import get_sampler
 from framepipe.sources.base import Source, open_source
-from framepipe.types import (
-    ClipResult,
-    ClipSpec,
-    FrameBatch,
-    Selection,
-    SourceInfo,
-    one_line_error,
-    timestamps_to_list,
-)
-from framepipe.utils import stable_digest
+from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -49,23 +48,6 @@ class ClipJob:
         return self.record.status == "ok" and self.batch is not None
 
 
-def source_fingerprint(path: Path) -> dict[str, Any]:
-    """Identity of an input for resume keys: its absolute path, size and modification time
-    (so ``videos/a.mp4`` and ``/data/videos/a.mp4`` are the same input)."""
-    try:
-        resolved = str(path.resolve())
-        st = path.stat()
-        return {"path": resolved, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
-        return {"path": str(path)}
-
-
-def clip_key(fingerprint: dict[str, Any], clip: ClipSpec, parts: dict[str, Any]) -> str:
-    return stable_digest(
-        {"src": fingerprint, "clip": [clip.start_frame, clip.end_frame, clip.label], **parts}
-    )
-
-
 def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) -> Selection:
     name, fn = get_sampler(cfg.sampler)
     sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
@@ -77,30 +59,6 @@ def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) 
             f"sampler {name!r} returned indices outside 0..{info.num_frames - 1}: {bad[:5]}"
         )
     return sel
-
-
-def base_record(
-    info: SourceInfo | None,
-    source: str,
-    clip: ClipSpec | None = None,
-    sel: Selection | None = None,
-    batch: FrameBatch | None = None,
-) -> ClipResult:
-    rec = ClipResult(source=source, kind=info.kind if info else None)
-    if clip is not None:
-        rec.clip = clip.to_json()
-    if sel is not None:
-        rec.sampler = {"name": sel.sampler, "params": dict(sel.params)}
-        rec.indices = list(sel.indices)
-        rec.selection = dict(sel.extra) or None
-        if info is not None and info.timestamps_s is not None:
-            rec.timestamps_s = timestamps_to_list([info.timestamps_s[i] for i in sel.indices])
-    if batch is not None:
-        if batch.timestamps_s is not None:
-            rec.timestamps_s = timestamps_to_list(batch.timestamps_s)
-        if batch.views is not None:
-            rec.views = [v.to_json() for v in batch.views]
-    return rec
 
 
 def iter_clip_jobs(
@@ -121,12 +79,12 @@ def iter_clip_jobs(
     read (the local engine uses it to know which clip a hung decoder was working on).
     """
     src_id = str(item.path)
-    parts = {**cfg.key_parts(), **(extra_key or {})}
+    parts = key_parts(cfg, extra_key)
     fp = source_fingerprint(item.path)
     if item.error:
-        rec = ClipResult.failed(src_id, item.error, kind=None)
-        rec.key = stable_digest({"src": fp, "input-error": True, **parts})
-        yield ClipJob(rec)
+        yield ClipJob(
+            failed_record(src_id, item.error, key=input_key(fp, parts, not_an_input=True))
+        )
         return
     t0 = time.perf_counter()
     try:
@@ -134,9 +92,7 @@ def iter_clip_jobs(
     except Exception as exc:
         if not isinstance(exc, FramepipeError):
             log.exception("%s: unexpected error while opening", src_id)
-        rec = ClipResult.failed(src_id, exc, kind=item.kind)
-        rec.key = stable_digest({"src": fp, "open-error": True, **parts})
-        yield ClipJob(rec)
+        yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=input_key(fp, parts)))
         return
     with source:
         try:
@@ -152,9 +108,7 @@ def iter_clip_jobs(
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("%s: unexpected error while reading metadata", src_id)
-            rec = ClipResult.failed(src_id, exc, kind=item.kind)
-            rec.key = stable_digest({"src": fp, "open-error": True, **parts})
-            yield ClipJob(rec)
+            yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=input_key(fp, parts)))
             return
         t_open = time.perf_counter() - t0
         for clip in clips:
@@ -186,15 +140,12 @@ def _one_clip(
     except Exception as exc:  # one clip's failure never stops the run
         if not isinstance(exc, FramepipeError):
             log.exception("%s: unexpected error on clip %d", info.id, clip.index)
-        rec = base_record(info, info.id, clip, sel)
-        msg = one_line_error(exc, info.id)
-        rec.status, rec.error, rec.key = "failed", msg, key
+        rec = failed_record(info.id, exc, key=key, **clip_fields(info, clip, sel))
         return ClipJob(rec, None, sel, info)
-    rec = base_record(info, info.id, clip, sel, batch)
-    rec.key = key
-    rec.timings_s = {
+    timings_s = {
         "open_s": round(t_open, 4),
         "select_s": round(t1 - t0, 4),
         "decode_s": round(t2 - t1, 4),
     }
+    rec = ok_record(info, clip, sel, batch, key=key, timings_s=timings_s)
     return ClipJob(rec, batch, sel, info)

@@ -1,7 +1,7 @@
 """Plug-ins that raise ordinary exceptions (bugs, not crashes) inside the engine's workers.
 
 Tests import this module by name, and workers import it because it registers a source kind
-and holds a sampler (see :func:`framepipe.engine.local.plugin_modules`).
+and holds a sampler (see :func:`framepipe.engine.worker.plugin_modules`).
 
 ``FaultSource`` claims ``*.fault`` files: a synthetic 30-frame, 30 fps video of flat
 frames. When the file name says so, reading a frame of 10..19 (the second of three

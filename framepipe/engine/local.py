@@ -42,18 +42,15 @@ from framepipe.engine.worker import (
     WorkerSetup,
     WorkItem,
     guarded_clip_jobs,
+    input_error_key,
+    plugin_modules,
+    run_prepare,
     worker_main,
 )
-from framepipe.errors import (
-    ConfigError,
-    DecodeError,
-    DecodeTimeoutError,
-    FramepipeError,
-    one_line_error,
-)
-from framepipe.stages import ClipJob, source_fingerprint
-from framepipe.types import ClipResult, ClipSpec
-from framepipe.utils import stable_digest
+from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError, FramepipeError
+from framepipe.records import failed_record
+from framepipe.stages import ClipJob
+from framepipe.types import ClipSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +72,6 @@ class EngineTask:
 def default_workers() -> int:
     """Decoding processes by default: two, or one on a single-core machine."""
     return max(1, min(2, os.cpu_count() or 1))
-
-
-def plugin_modules() -> tuple[str, ...]:
-    """Modules outside framepipe that registered a source kind or a sampler in this process.
-
-    Workers import them first, so a user's plug-ins work the same in a worker.
-    """
-    from framepipe.samplers.base import available_samplers, get_sampler
-    from framepipe.sources.base import source_kinds
-
-    mods: list[str] = [cls.__module__ for cls in source_kinds().values()]
-    for name in available_samplers():
-        fn = get_sampler(name)[1]
-        mods.append(getattr(fn, "__module__", None) or type(fn).__module__)
-    out = []
-    for m in mods:
-        plugin = m and not m.startswith("framepipe.") and m not in ("__main__", "__mp_main__")
-        if plugin and m not in out:
-            out.append(m)
-    return tuple(out)
 
 
 @dataclass
@@ -225,10 +202,7 @@ class LocalEngine:
             jobs = guarded_clip_jobs(task.item, self.cfg, extra_key=task.extra_key, is_done=is_done)
             for job in jobs:
                 if self.prepare is not None and job.ok:
-                    try:
-                        self.prepare(job)
-                    except Exception as exc:
-                        _fail(job.record, exc)
+                    run_prepare(self.prepare, job)
                 if not self.send_frames:
                     job.batch = None
                 yield job
@@ -409,27 +383,20 @@ class LocalEngine:
         what = "the decoder " + reason + ("; it was stopped" if timed_out else "")
         err = err_cls(item.path, what)
         log.warning("%s", err)
-        if w.clip is not None:
+        src = str(item.path)
+        if w.clip is not None:  # the clip it was on fails
             key, clip = w.clip
-            rec = ClipResult.failed(str(item.path), err, kind=item.kind, clip=clip.to_json())
-            rec.key = key
-            rec.extra["stage"] = "decode"
+            clip_json, stage = clip.to_json(), {"stage": "decode"}
+            rec = failed_record(src, err, kind=item.kind, clip=clip_json, key=key, extra=stage)
             self._put(ClipJob(rec))
+        if w.clip is not None or w.seen:  # (died between clips: nothing failed that we know of)
             # the rest of the input (if any) goes to a fresh worker
             self._pending.appendleft(
                 WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(w.seen))
             )
-        elif w.seen:  # it died between clips: nothing failed that we know of
-            self._pending.appendleft(
-                WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(w.seen))
-            )
         else:  # it never got to a clip: opening or planning the input hung or crashed
-            parts = {**self.cfg.key_parts(), **work.extra_key}
-            rec = ClipResult.failed(str(item.path), err, kind=item.kind)
-            rec.key = stable_digest(
-                {"src": source_fingerprint(item.path), "open-error": True, **parts}
-            )
-            rec.extra["stage"] = "open"
+            key = input_error_key(item, self.cfg, work.extra_key)
+            rec = failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})
             self._put(ClipJob(rec))
 
     def _put(self, item: Any) -> bool:
@@ -451,12 +418,6 @@ class LocalEngine:
                     discard(msg[2])
         except (EOFError, OSError):
             pass
-
-
-def _fail(rec: ClipResult, exc: BaseException) -> None:
-    msg = one_line_error(exc)
-    rec.status = "failed"
-    rec.error = msg if rec.source in msg else f"{rec.source}: {msg}"
 
 
 def _died_reason(proc: Any) -> str:

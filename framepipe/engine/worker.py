@@ -38,14 +38,15 @@ from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import one_line_error
-from framepipe.stages import ClipJob, iter_clip_jobs, source_fingerprint
+from framepipe.records import fail, failed_record, input_key, key_parts, source_fingerprint
+from framepipe.stages import ClipJob, iter_clip_jobs
 from framepipe.types import ClipResult, ClipSpec
-from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
 
-Prepare = Callable[[ClipJob], None]
-"""A picklable function run on each decoded clip inside the worker (e.g. saving frames)."""
+Prepare = Callable[[ClipJob], ClipResult | None]
+"""A picklable function run on each decoded clip inside the worker (e.g. saving frames); it
+returns the clip's record with what it added (e.g. the frames' paths), or None to keep it."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,26 @@ class WorkItem:
     item: Input
     extra_key: dict[str, Any] = field(default_factory=dict)
     skip: frozenset[str] = frozenset()
+
+
+def plugin_modules() -> tuple[str, ...]:
+    """Modules outside framepipe that registered a source kind or a sampler in this process.
+
+    Workers import them first, so a user's plug-ins work the same in a worker.
+    """
+    from framepipe.samplers.base import available_samplers, get_sampler
+    from framepipe.sources.base import source_kinds
+
+    mods: list[str] = [cls.__module__ for cls in source_kinds().values()]
+    for name in available_samplers():
+        fn = get_sampler(name)[1]
+        mods.append(getattr(fn, "__module__", None) or type(fn).__module__)
+    out = []
+    for m in mods:
+        plugin = m and not m.startswith("framepipe.") and m not in ("__main__", "__mp_main__")
+        if plugin and m not in out:
+            out.append(m)
+    return tuple(out)
 
 
 _SEND_LOCK = threading.RLock()
@@ -157,13 +178,7 @@ def _send_job(conn: Connection, setup: WorkerSetup, job: ClipJob) -> None:
     packed: PackedFrames | None = None
     try:
         if setup.prepare is not None and job.ok:
-            try:
-                setup.prepare(job)
-            except Exception as exc:  # one clip's failure never stops the run
-                rec = job.record
-                msg = one_line_error(exc)
-                rec.status = "failed"
-                rec.error = msg if rec.source in msg else f"{rec.source}: {msg}"
+            run_prepare(setup.prepare, job)
         if job.batch is not None:
             if setup.send_frames and job.ok:
                 job.batch, packed = pack_frames(job.batch, use_shm=setup.use_shm)
@@ -178,12 +193,22 @@ def _send_job(conn: Connection, setup: WorkerSetup, job: ClipJob) -> None:
             discard(packed)
         rec = job.record
         log.debug("%s: unexpected error sending a clip", rec.source, exc_info=True)
-        failed = ClipResult.failed(
-            rec.source, one_line_error(exc, rec.source), kind=rec.kind, clip=rec.clip
+        failed = failed_record(
+            rec.source, exc, kind=rec.kind, clip=rec.clip, key=rec.key, extra={"stage": "send"}
         )
-        failed.key = rec.key
-        failed.extra["stage"] = "send"
         _send(conn, ("job", ClipJob(failed), None))
+
+
+def run_prepare(prepare: Prepare, job: ClipJob) -> None:
+    """Run ``prepare`` on a decoded clip and keep the record it returns; an exception fails
+    the clip (one clip's failure never stops the run)."""
+    try:
+        rec = prepare(job)
+    except Exception as exc:
+        job.record = fail(job.record, exc)
+    else:
+        if rec is not None:
+            job.record = rec
 
 
 def guarded_clip_jobs(
@@ -244,27 +269,27 @@ def guarded_clip_jobs(
         finally:
             _close(jobs)
         log.debug("%s: unexpected error reading the input", src_id, exc_info=error)
-        msg = one_line_error(error, src_id)
         if not current:
-            rec = ClipResult.failed(src_id, msg, kind=item.kind)
-            rec.key = _input_error_key(item, cfg, extra)
-            rec.extra["stage"] = "input" if handled else "open"
-            yield ClipJob(rec)
+            stage = "input" if handled else "open"
+            key = input_error_key(item, cfg, extra)
+            yield ClipJob(
+                failed_record(src_id, error, kind=item.kind, key=key, extra={"stage": stage})
+            )
             return
         key, clip = current[0]
-        rec = ClipResult.failed(src_id, msg, kind=item.kind, clip=clip.to_json())
-        rec.key = key
-        rec.extra["stage"] = "decode"
+        rec = failed_record(
+            src_id, error, kind=item.kind, clip=clip.to_json(), key=key, extra={"stage": "decode"}
+        )
         yield ClipJob(rec)  # then read the rest of the input again
 
 
-def _input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -> str:
-    """The resume key of a record that fails a whole input (as the pipeline makes it)."""
+def input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -> str:
+    """The resume key of a record that fails a whole input (as the stages make it)."""
     try:
-        parts = {**cfg.key_parts(), **extra_key}
+        parts = key_parts(cfg, extra_key)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key)
-    return stable_digest({"src": source_fingerprint(item.path), "open-error": True, **parts})
+    return input_key(source_fingerprint(item.path), parts)
 
 
 def _close(it: Iterator[Any]) -> None:
