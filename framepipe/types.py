@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -237,6 +237,32 @@ class FrameBatch:
             else f"{len(self.frames)} mixed-size"
         )
         return f"FrameBatch(frames={shape} uint8, indices={list(self.indices)})"
+
+
+SkipMode = Literal["none", "nonref", "bidir"]
+"""Which frames a signal decoder may drop: ``none`` (decode all), ``nonref`` (frames nothing
+references) or ``bidir`` (every B-frame, the fastest)."""
+
+
+@dataclass(frozen=True)
+class SmallFrames:
+    """The cheap signal of a source (``Source.read_signal``): tiny frames and the index of
+    each, for shot detection."""
+
+    indices: np.ndarray
+    """int64 frame indices (into the source), strictly increasing."""
+    frames: np.ndarray
+    """uint8 N x h x w x 3 YUV frames (limited range, as decoded), ``frames[k]`` is frame
+    ``indices[k]``."""
+    errors: int = 0
+    """Packets the decoder rejected (a corrupt stretch)."""
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.frames.shape))
+        return f"SmallFrames(frames={shape} uint8, errors={self.errors})"
 
 
 @dataclass

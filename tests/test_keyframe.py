@@ -4,20 +4,25 @@ cuts, a fade through black, a dissolve, a flash frame and a fast pan."""
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
-from shot_media import ShotSpec, make_edit_video, standard_script, write_video
+from shot_media import ShotSpec, _frame, make_edit_video, standard_script, texture, write_video
 
 from framepipe.clips import shot_ranges
-from framepipe.errors import FramepipeError, SamplingError
+from framepipe.errors import DecodeError, FramepipeError, SamplingError
 from framepipe.samplers.base import get_sampler
 from framepipe.samplers.iframe import nearest_distinct
 from framepipe.samplers.keyframe import allocate
 from framepipe.shots import DetectorParams, detect_shots
-from framepipe.sources.base import open_source
-from framepipe.types import ClipSpec
+from framepipe.sources._signal import rgb_to_yuv
+from framepipe.sources.base import Source, open_source
+from framepipe.types import ClipSpec, FrameBatch, Selection, SmallFrames, SourceInfo
 
 
 @pytest.fixture(scope="session")
@@ -210,3 +215,102 @@ def test_clip_inside_video_uses_its_own_shots(edit: tuple[Path, object]) -> None
     assert all(40 <= i < 150 for i in sel.indices)
     starts = [s["start_frame"] for s in sel.extra["shots"]]
     assert starts[0] == 40 and len(starts) == 3  # cuts at 60 and 120 inside the clip
+
+
+# -- the signal comes from the source ----------------------------------------------------------
+class ArraySource(Source):
+    """A source held in memory (no file, no decoder): shots must work from its signal."""
+
+    kind: ClassVar[str] = "array"
+
+    def __init__(self, frames: np.ndarray) -> None:
+        super().__init__("<memory>")
+        self.frames = frames
+
+    def info(self) -> SourceInfo:
+        n, h, w, _ = self.frames.shape
+        return SourceInfo(id="memory", kind="array", num_frames=n, width=w, height=h)
+
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        idx = [int(i) for i in indices]
+        return FrameBatch(self.frames[idx], tuple(idx))
+
+
+def two_shots(first: int = 40, second: int = 35) -> np.ndarray:
+    """Frames panning over one texture, then (a hard cut at ``first``) over another."""
+    a = [_frame(texture(51), k, 0.6, 51) for k in range(first)]
+    b = [_frame(texture(52), k, 0.6, 52) for k in range(second)]
+    return np.stack(a + b)
+
+
+def test_read_signal_default_is_every_frame_as_yuv() -> None:
+    src = ArraySource(two_shots(10, 10))
+    sig = src.read_signal(2, 12, size=(32, 18), skip="bidir")  # nothing to skip here
+    assert isinstance(sig, SmallFrames) and sig.errors == 0
+    assert sig.indices.tolist() == list(range(2, 12))
+    assert np.array_equal(sig.frames, rgb_to_yuv(src.read_small(2, 12, size=(32, 18))))
+    ranges = src.read_signal_ranges([(3, 5), (4, 7), (15, 25)], size=(32, 18))
+    assert ranges.indices.tolist() == [3, 4, 5, 6, *range(15, 20)]  # merged, cut to the source
+    whole = src.read_signal(0, 20, size=(32, 18))
+    assert np.array_equal(ranges.frames, whole.frames[ranges.indices])
+    assert len(src.read_signal_ranges([], size=(32, 18))) == 0
+    with pytest.raises(DecodeError, match="outside"):
+        src.read_signal(0, 21)
+
+
+def test_shots_of_a_source_without_a_file() -> None:
+    src = ArraySource(two_shots())
+    det = detect_shots(src)
+    assert det.shots == [(0, 40), (40, 75)]
+    assert det.stats["decode_errors"] == 0 and det.stats["signal_frames"] == 75
+    sel = _whole_of(src, 4)
+    assert len(sel.extra["shots"]) == 2 and sel.extra["frame_shots"] == [0, 0, 1, 1]
+
+
+def test_video_signal_skips_frames_and_refines_exactly(edit: tuple[Path, object]) -> None:
+    path, _ = edit
+    with open_source(path) as src:
+        fast = src.read_signal(0, 60)  # B-frames skipped: gaps
+        full = src.read_signal(0, 60, skip="none")
+        around = src.read_signal_ranges([(10, 14), (12, 20)])
+    assert 0 < len(fast) < 60 and set(fast.indices.tolist()) <= set(range(60))
+    assert full.indices.tolist() == list(range(60))
+    assert around.indices.tolist() == list(range(10, 20))
+    assert np.array_equal(around.frames, full.frames[10:20])
+
+
+def _whole_of(src: Source, n: int, sampler: str = "keyframe", **params: object) -> Selection:
+    info = src.info()
+    _, fn = get_sampler(sampler)
+    return fn(info, ClipSpec(info.id, 0, info.num_frames), n=n, source=src, **params)
+
+
+NO_DECODERS = """
+import sys
+for name in ("av", "decord", "open3d"):
+    sys.modules[name] = None  # importing one now raises ImportError
+sys.path.insert(0, sys.argv[1])
+import test_keyframe as t
+from framepipe.clips import plan_clips
+from framepipe.shots import detect_shots
+src = t.ArraySource(t.two_shots())
+assert detect_shots(src).shots == [(0, 40), (40, 75)]
+for name in ("keyframe", "uniform", "nview"):
+    assert len(t._whole_of(src, 4, name).indices) == 4, name
+assert len(plan_clips(src.info(), mode="shots", source=src)) == 1  # no clock: one clip
+print("ok")
+"""
+
+
+def test_shots_and_samplers_need_no_decoding_library() -> None:
+    """Shot detection and the samplers run with PyAV, decord and Open3D unimportable: they
+    only consume what the source hands them."""
+    tests = Path(__file__).resolve().parent
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_DECODERS, str(tests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tests.parent,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -3,6 +3,9 @@
 Clip planning (``--clips shots``), the keyframe sampler and ``framepipe shots`` all call
 :func:`detect_shots`, so ``--clips shots --sampler keyframe`` detects once per video: a later
 call for a range inside one already detected (with the same settings) is served from it.
+
+The frames come from the source (``source.read_signal`` and, around candidate cuts,
+``source.read_signal_ranges``); this stage never opens a file.
 """
 
 from __future__ import annotations
@@ -11,15 +14,15 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from framepipe.errors import SamplingError
 from framepipe.shots.detector import DetectorParams, ShotDetection, detect
 from framepipe.types import SourceInfo
 
 if TYPE_CHECKING:
-    from framepipe.sources._signal import SmallFrames
+    from collections.abc import Sequence
+
     from framepipe.sources.base import Source
+    from framepipe.types import SmallFrames
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,9 @@ def detect_shots(
 ) -> ShotDetection:
     """Detect the shots of frames ``[start, end)`` of ``source`` (default: all of it).
 
-    ``params`` are :class:`~framepipe.shots.DetectorParams` fields. Videos are read
-    through the fast signal decoder; other kinds of source through ``source.read_small``.
+    ``params`` are :class:`~framepipe.shots.DetectorParams` fields. The frames are the
+    source's cheap signal (``source.read_signal``: for videos a fast decode at the tiny
+    size that skips B-frames; for other kinds every frame, from ``source.read_small``).
     """
     info = info or source.info()
     end = info.num_frames if end is None else end
@@ -65,27 +69,13 @@ def detect_shots(
 def _detect_uncached(
     source: Source, info: SourceInfo, start: int, end: int, p: DetectorParams
 ) -> ShotDetection:
-    from framepipe.sources import _signal
-
     fps = float(info.fps) if info.fps else 25.0
-    if info.kind == "video" and info.timestamps_s is not None and _is_file(source):
-        signal = _signal.read_signal(source.path, info, start, end, size=p.size, skip=p.skip)
+    signal = source.read_signal(start, end, size=p.size, skip=p.skip)
 
-        def refine(ranges: Any) -> SmallFrames:
-            return _signal.read_full_ranges(source.path, info, ranges, size=p.size)
+    def refine(ranges: Sequence[tuple[int, int]]) -> SmallFrames:
+        return source.read_signal_ranges(ranges, size=p.size)
 
-        det = detect(signal, start=start, end=end, fps=fps, params=p, refine=refine)
-        det.stats["decode_errors"] = signal.errors
-    else:
-        small = _signal.rgb_to_yuv(source.read_small(start, end, size=p.size))
-        signal = _signal.SmallFrames(np.arange(start, end, dtype=np.int64), small)
-        det = detect(signal, start=start, end=end, fps=fps, params=p)
+    det = detect(signal, start=start, end=end, fps=fps, params=p, refine=refine)
+    det.stats["decode_errors"] = signal.errors
     log.debug("%s: shots in [%d, %d): %s", info.id, start, end, det.stats)
     return det
-
-
-def _is_file(source: Source) -> bool:
-    try:
-        return source.path.is_file()
-    except (AttributeError, OSError):
-        return False

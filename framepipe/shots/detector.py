@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from framepipe.errors import ConfigError
-from framepipe.sources._signal import SkipMode, SmallFrames
+from framepipe.types import SkipMode, SmallFrames
 
 log = logging.getLogger(__name__)
 

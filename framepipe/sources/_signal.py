@@ -21,42 +21,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
-from framepipe.types import SourceInfo
+from framepipe.types import SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
 
-SkipMode = Literal["none", "nonref", "bidir"]
-"""Which frames the decoder may drop: ``none`` (decode all), ``nonref`` (frames nothing
-references) or ``bidir`` (every B-frame, the fastest)."""
-
 _SKIP = {"none": "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR"}
-
-
-@dataclass(frozen=True)
-class SmallFrames:
-    """Tiny decoded frames of one video and the index of each."""
-
-    indices: np.ndarray
-    """int64 frame indices (into the source), strictly increasing."""
-    frames: np.ndarray
-    """uint8 N x h x w x 3 YUV frames (limited range, as decoded), ``frames[k]`` is frame
-    ``indices[k]``."""
-    errors: int = 0
-    """Packets the decoder rejected (a corrupt stretch)."""
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __repr__(self) -> str:
-        shape = "x".join(map(str, self.frames.shape))
-        return f"SmallFrames(frames={shape} uint8, errors={self.errors})"
 
 
 def merge(a: SmallFrames, b: SmallFrames) -> SmallFrames:

@@ -1,9 +1,11 @@
 """The Source interface and the registry of source kinds.
 
-A source opens cheaply, reports :class:`~framepipe.types.SourceInfo` (metadata only) and
-reads exactly the indices it is asked for. Heavy libraries are imported inside the source
-that needs them, so a missing backend makes that kind unavailable instead of breaking
-``import framepipe``.
+A source opens cheaply, reports :class:`~framepipe.types.SourceInfo` (metadata only),
+hands the stages above it the cheap signals they need (tiny frames for shot detection and
+thumbnails, :meth:`Source.read_signal`) and reads exactly the indices it is asked for. The
+stages above (shots, samplers) never open a file themselves. Heavy libraries are imported
+inside the source that needs them, so a missing backend makes that kind unavailable
+instead of breaking ``import framepipe``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import ConfigError, UnsupportedInputError
-from framepipe.types import FrameBatch, SourceInfo
+from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
+from framepipe.sources._signal import rgb_to_yuv
+from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +28,9 @@ log = logging.getLogger(__name__)
 class Source(ABC):
     """One input (a video file, a scene folder, a 3D model file).
 
-    Subclasses set ``kind`` and implement :meth:`info` and :meth:`read`; :meth:`read_small`
-    has a default built on :meth:`read` that kinds with a cheaper path override.
+    Subclasses set ``kind`` and implement :meth:`info` and :meth:`read`; :meth:`read_small`,
+    :meth:`read_signal` and :meth:`read_signal_ranges` have defaults built on :meth:`read`
+    that kinds with a cheaper path override.
     Sources are context managers; :meth:`close` releases file handles and decoders.
     """
 
@@ -73,17 +77,59 @@ class Source(ABC):
     ) -> np.ndarray:
         """Frames ``start, start+step, ... < end`` at reduced size ``(width, height)``.
 
-        Returns a uint8 array N x height x width x 3. This is the cheap signal that the
-        keyframe and n-view samplers use; kinds override it with a faster path.
+        Returns a uint8 array N x height x width x 3 (RGB); the range is cut to the frames
+        the source has (see :func:`small_request`). This is the cheap signal that the n-view
+        sampler and :meth:`read_signal` use; kinds override it with a faster path.
         """
         from PIL import Image
 
-        idx = list(range(start, end, step))
-        batch = self.read(idx)
+        idx, size = small_request(start, end, size, step, self.info().num_frames)
         out = np.empty((len(idx), size[1], size[0], 3), dtype=np.uint8)
+        if not idx:
+            return out
+        batch = self.read(idx)
         for k, f in enumerate(batch.images()):
             out[k] = np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
         return out
+
+    def read_signal(
+        self,
+        start: int,
+        end: int,
+        *,
+        size: tuple[int, int] = (64, 36),
+        skip: SkipMode = "bidir",
+    ) -> SmallFrames:
+        """Frames of ``[start, end)`` at ``size`` (width, height) as limited-range YUV: the
+        cheap signal that shot detection reads.
+
+        ``skip`` lets a kind with a fast decoder drop frames (B-frames for ``bidir``; the
+        indices of the frames it kept come with them). This default, built on
+        :meth:`read_small`, returns every frame of the range.
+        """
+        n = self.info().num_frames
+        if not 0 <= start < end <= n:
+            raise DecodeError(self.path, f"signal range [{start}, {end}) outside 0..{n}")
+        small = rgb_to_yuv(self.read_small(start, end, size=size))
+        return SmallFrames(np.arange(start, end, dtype=np.int64), small)
+
+    def read_signal_ranges(
+        self, ranges: Sequence[tuple[int, int]], *, size: tuple[int, int] = (64, 36)
+    ) -> SmallFrames:
+        """Every frame of each ``[a, b)`` in ``ranges`` (cut to the source), like
+        :meth:`read_signal`: the few short ranges around candidate cuts that shot detection
+        looks at frame by frame."""
+        n = self.info().num_frames
+        wanted = sorted({i for a, b in ranges for i in range(max(0, int(a)), min(n, int(b)))})
+        runs: list[list[int]] = []
+        for i in wanted:
+            if runs and i == runs[-1][-1] + 1:
+                runs[-1].append(i)
+            else:
+                runs.append([i])
+        parts = [self.read_small(r[0], r[-1] + 1, size=size) for r in runs]
+        frames = np.concatenate(parts) if parts else np.zeros((0, size[1], size[0], 3), np.uint8)
+        return SmallFrames(np.asarray(wanted, dtype=np.int64), rgb_to_yuv(frames))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; safe to call twice."""
@@ -96,6 +142,20 @@ class Source(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
+
+
+def small_request(
+    start: int, end: int, size: tuple[int, int], step: int, count: int
+) -> tuple[list[int], tuple[int, int]]:
+    """The one check of :meth:`Source.read_small`'s arguments, for every kind: the indices
+    ``start, start+step, ... < end`` cut to ``0 .. count-1``, and ``(width, height)``.
+    ``step`` and ``size`` below 1 are a :class:`ValueError`."""
+    if step < 1:
+        raise ValueError(f"step ({step}) must be >= 1")
+    w, h = int(size[0]), int(size[1])
+    if w < 1 or h < 1:
+        raise ValueError(f"size {size} must be positive")
+    return list(range(max(0, start), min(end, count), step)), (w, h)
 
 
 SourceFactory = Callable[..., Source]

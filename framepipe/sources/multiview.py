@@ -42,7 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources.base import Source, register_source, source_kinds
+from framepipe.sources.base import Source, register_source, small_request, source_kinds
 from framepipe.sources.poses import (
     IMAGE_EXTENSIONS,
     PoseFile,
@@ -472,8 +472,7 @@ class MultiviewSource(Source):
         """Views ``start, start+step, ... < end`` as tiny thumbnails of exactly ``size``
         (width, height); JPEGs are decoded at 1/8 scale where that is large enough."""
         views = self._view_list()
-        idx = list(range(start, end, step))
-        self._check(idx, len(views))
+        idx, size = small_request(start, end, size, step, len(views))
         out = np.empty((len(idx), size[1], size[0], 3), dtype=np.uint8)
         for k, i in enumerate(idx):
             v = views[i]

@@ -26,7 +26,7 @@ from framepipe.sources._geometry import (
     load_geometry,
     used_points,
 )
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.base import Source, register_source, small_request
 from framepipe.types import FrameBatch, Selection, SourceInfo, ViewInfo, as_matrix4
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,8 @@ class RenderSource(Source):
         step: int = 1,
     ) -> np.ndarray:
         """Views ``start, start+step, ... < end`` rendered directly at ``size`` (w, h)."""
-        return self.render_views(list(range(start, end, step)), width=size[0], height=size[1])
+        idx, (w, h) = small_request(start, end, size, step, self.info().num_frames)
+        return self.render_views(idx, width=w, height=h)
 
     def _render_filament(self, indices: list[int]) -> dict[int, np.ndarray]:
         from framepipe.sources._filament import FilamentError, render_isolated

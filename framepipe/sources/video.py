@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
+from framepipe.sources import _signal
 from framepipe.sources._video_decord import (
     DecordReader,
     decord_available,
@@ -42,8 +43,8 @@ from framepipe.sources._video_decord import (
 )
 from framepipe.sources._video_index import VideoIndex, build_index
 from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
-from framepipe.sources.base import Source, register_source
-from framepipe.types import FrameBatch, SourceInfo
+from framepipe.sources.base import Source, register_source, small_request
+from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -255,18 +256,31 @@ class VideoSource(Source):
         the PyAV reader decodes them on several threads, skipping unreferenced frames
         that fall between the wanted ones.
         """
-        if step < 1:
-            raise ValueError(f"step ({step}) must be >= 1")
-        w, h = int(size[0]), int(size[1])
-        if w < 1 or h < 1:
-            raise ValueError(f"size {size} must be positive")
-        n = self.index.num_frames
-        idx = self._check(range(max(0, start), min(end, n), step))
+        idx, (w, h) = small_request(start, end, size, step, self.index.num_frames)
         if not idx:
             return np.empty((0, h, w, 3), dtype=np.uint8)
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
         self._pyav_reader().read(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
         return out
+
+    def read_signal(
+        self,
+        start: int,
+        end: int,
+        *,
+        size: tuple[int, int] = (64, 36),
+        skip: SkipMode = "bidir",
+    ) -> SmallFrames:
+        """The fast signal decoder (:func:`framepipe.sources._signal.read_signal`): PyAV at
+        the tiny size, dropping the frames ``skip`` allows (B-frames by default)."""
+        return _signal.read_signal(self.path, self.info(), start, end, size=size, skip=skip)
+
+    def read_signal_ranges(
+        self, ranges: Sequence[tuple[int, int]], *, size: tuple[int, int] = (64, 36)
+    ) -> SmallFrames:
+        """Every frame of each range, decoded from the keyframe before it
+        (:func:`framepipe.sources._signal.read_full_ranges`)."""
+        return _signal.read_full_ranges(self.path, self.info(), ranges, size=size)
 
     def close(self) -> None:
         if self._decord is not None:
