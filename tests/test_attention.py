@@ -16,7 +16,7 @@ from framepipe.generate.attention import (
     _short_query_attention,
     cpu_sdpa_attention_forward,
 )
-from framepipe.generate.generator import _fill_static_layer
+from framepipe.generate.batching import fill_static_layer as _fill_static_layer
 
 
 def _module(groups: int = 1, causal: bool = True) -> Any:

@@ -363,7 +363,7 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
 
 
 def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:
-    from framepipe.generate.generator import _is_oom
+    from framepipe.generate.batching import is_oom as _is_oom
 
     try:
         torch.empty(10**14)  # 400 TB: refused by the allocator at once

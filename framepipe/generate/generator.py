@@ -27,56 +27,29 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, PromptError
 from framepipe.generate.attention import register as register_cpu_sdpa
+from framepipe.generate.batching import (
+    Prompt,
+    Unit,
+    answer_length,
+    common_prefix,
+    expand,
+    fill_static_layer,
+    free_cuda,
+    generation_config,
+    is_oom,
+    prefill,
+    unanswered,
+)
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.hub import quiet_hf
 from framepipe.generate.spec import ModelSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Unit:
-    """Questions that share one prefill: one request, or one question of a request whose
-    prompts share no prefix that covers its images."""
-
-    request: int
-    questions: list[int]
-    """Indices into the request's questions."""
-    ids: list[list[int]]
-    """Token ids of each question's full prompt (images expanded)."""
-    prefix_len: int
-    """Tokens shared by all ``ids`` and prefilled once (always < every prompt's length)."""
-    pixel_values: Any
-    """The request's preprocessed images (n x 3 x H x W tensor) or None without images."""
-
-
-@dataclass(frozen=True)
-class _Prompt:
-    """One question's prompt, tokenized once."""
-
-    text: str
-    """The prompt text (``<image>`` placeholders not expanded)."""
-    ids: list[int]
-    """Its token ids with every placeholder expanded to the image's tokens (shared between
-    requests with the same prompt: never modified)."""
-    text_tokens: int
-    """Tokens that are not image placeholders (what the context guard counts as text)."""
-
-
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    first = seqs[0]
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        t = first[i]
-        if any(s[i] != t for s in seqs[1:]):
-            return i
-    return n
 
 
 class Generator:
@@ -203,8 +176,8 @@ class Generator:
             return []
         s = self.settings
         results: list[Answer | FramepipeError | None] = [None] * len(requests)
-        memo: dict[tuple[Any, ...], _Prompt] = {}
-        prompts: list[list[_Prompt]] = []
+        memo: dict[tuple[Any, ...], Prompt] = {}
+        prompts: list[list[Prompt]] = []
         # every prompt is checked against the context before any image is processed
         for i, r in enumerate(requests):
             try:
@@ -222,7 +195,7 @@ class Generator:
                 results[i] = exc
                 ps = []
             prompts.append(ps)
-        units: list[_Unit] = []
+        units: list[Unit] = []
         layouts: dict[tuple[int, ...], int | None] = {}
         for i, r in enumerate(requests):
             if results[i] is None:
@@ -244,15 +217,15 @@ class Generator:
                 self._run_group(group, texts, counts, seconds, answered)
                 continue
             except Exception as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise GenerationError(
                         f"generation failed for a batch of {len(group)} clip(s): "
                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                     ) from exc
             # out of memory; freed here, once the exception (and the tensors its traceback
             # holds) is gone. Questions already answered keep their answers.
-            _free_cuda()
-            rest = [x for u in group if (x := _unanswered(u, answered)) is not None]
+            free_cuda()
+            rest = [x for u in group if (x := unanswered(u, answered)) is not None]
             if tried > 1:
                 # halved until smaller than what failed (a smaller group would repeat it)
                 while self.batch_size > 1 and self.batch_size >= tried:
@@ -292,8 +265,8 @@ class Generator:
         question: str,
         system: str | None,
         segments: Sequence[Any] | None,
-        memo: dict[tuple[Any, ...], _Prompt],
-    ) -> _Prompt:
+        memo: dict[tuple[Any, ...], Prompt],
+    ) -> Prompt:
         """The prompt of one question, built and tokenized once per distinct prompt."""
         key = (n_images, question, system, tuple(segments) if segments is not None else None)
         hit = memo.get(key)
@@ -303,7 +276,7 @@ class Generator:
         text = spec.build_prompt(n_images, question, system, segments)
         raw = [int(t) for t in spec.tokenizer(text, add_special_tokens=True)["input_ids"]]
         image = spec.image_token_id
-        ids = _expand(raw, image, spec.tokens_per_image)
+        ids = expand(raw, image, spec.tokens_per_image)
         if image in raw and self._expand_ids_ok is not True:
             # The processor expands the text, then tokenizes; expanding the ids is the same
             # for a placeholder the tokenizer splits off (checked once, else the text way).
@@ -316,16 +289,16 @@ class Generator:
                 if not self._expand_ids_ok:
                     log.info("image placeholders do not tokenize alone: expanding the text")
             ids = ref
-        hit = memo[key] = _Prompt(text, ids, sum(1 for t in raw if t != image))
+        hit = memo[key] = Prompt(text, ids, sum(1 for t in raw if t != image))
         return hit
 
     def _units(
         self,
         index: int,
         r: Request,
-        prompts: list[_Prompt],
+        prompts: list[Prompt],
         layouts: dict[tuple[int, ...], int | None],
-    ) -> list[_Unit]:
+    ) -> list[Unit]:
         """The request's units: one sharing the prefix that holds all its images, or one per
         question. ``layouts`` remembers the shared prefix of prompts seen before."""
         spec = self.spec
@@ -343,7 +316,7 @@ class Generator:
         if key in layouts:
             shared: int | None = layouts[key]
         else:
-            shared = min(_common_prefix(ids), min(len(x) for x in ids) - 1)
+            shared = min(common_prefix(ids), min(len(x) for x in ids) - 1)
             last_image = max(
                 (k for k, t in enumerate(ids[0]) if t == spec.image_token_id), default=-1
             )
@@ -351,13 +324,13 @@ class Generator:
                 shared = None
             layouts[key] = shared
         if shared is not None:
-            return [_Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
+            return [Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
         # the images are not all inside the shared prefix: each question on its own
-        return [_Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)]
+        return [Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)]
 
     def _run_group(
         self,
-        group: list[_Unit],
+        group: list[Unit],
         texts: list[list[str]],
         counts: list[list[int]],
         seconds: list[float],
@@ -376,7 +349,15 @@ class Generator:
         for b, u in enumerate(group):
             prefix[b, width - u.prefix_len :] = torch.tensor(u.ids[0][: u.prefix_len])
             prefix_mask[b, width - u.prefix_len :] = 1
-        layers = self._prefill(group, prefix, prefix_mask)
+        layers = prefill(
+            model,
+            dev,
+            self.runtime.dtype,
+            group,
+            prefix,
+            prefix_mask,
+            batched=self.batched_prefill,
+        )
         t_prefill = time.perf_counter() - t0
         for u in group:  # the shared prefill, split evenly over its requests
             seconds[u.request] += t_prefill / len(group)
@@ -402,7 +383,7 @@ class Generator:
                 config=model.config, max_cache_len=width + sw + gen_cfg.max_new_tokens
             )
             for layer, (k, v) in zip(list(sub.layers), layers):
-                _fill_static_layer(layer, k, v, cache_idx)
+                fill_static_layer(layer, k, v, cache_idx)
             rows_idx = idx.cpu()
             input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
@@ -420,7 +401,7 @@ class Generator:
             for r, (b, q) in enumerate(chunk):
                 u = group[b]
                 toks = new[r].tolist()
-                n_new = _answer_length(toks, self.eos_ids)
+                n_new = answer_length(toks, self.eos_ids)
                 qi = u.questions[q]
                 texts[u.request][qi] = self.spec.tokenizer.decode(
                     toks[:n_new], skip_special_tokens=True
@@ -430,163 +411,6 @@ class Generator:
                 seconds[u.request] += dt
             del sub
 
-    def _prefill(self, group: list[_Unit], prefix: Any, prefix_mask: Any) -> list[tuple[Any, Any]]:
-        """Run the shared prefixes (frames included) through the model; returns each layer's
-        keys and values, left-padded to ``prefix``'s width.
-
-        Prefixes of equal length run as one batch with no attention mask (the causal kernel
-        never materializes a mask). Unequal ones run as one padded batch on GPUs, but one at a
-        time on CPUs: a padded batch needs an explicit mask, which makes CPU attention build
-        the whole (tokens x tokens) score matrix - slower than the model itself at 8 frames.
-        """
-        import torch
-        from transformers import DynamicCache
-
-        model, dev, dtype = self.model, self.runtime.device, self.runtime.dtype
-        lengths = [u.prefix_len for u in group]
-        equal = len(set(lengths)) == 1
-        if equal or self.batched_prefill:
-            parts = [(group, prefix, prefix_mask, not equal)]
-        else:
-            w = prefix.shape[1]
-            parts = [
-                ([u], prefix[b : b + 1, w - u.prefix_len :], None, False)
-                for b, u in enumerate(group)
-            ]
-        per_part: list[list[tuple[Any, Any]]] = []
-        for units, ids, mask, masked in parts:
-            pv = [u.pixel_values for u in units if u.pixel_values is not None]
-            pixel_values = torch.cat(pv).to(dev, dtype) if pv else None
-            kwargs: dict[str, Any] = {}
-            if masked:
-                kwargs["attention_mask"] = mask.to(dev)
-                kwargs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0)).to(dev)
-            cache = DynamicCache(config=model.config)
-            with torch.inference_mode():
-                model(
-                    input_ids=ids.to(dev),
-                    pixel_values=pixel_values,
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **kwargs,
-                )
-            per_part.append([(k, v) for k, v, *_ in cache])
-        if len(per_part) == 1:
-            return per_part[0]
-        width = prefix.shape[1]
-        out: list[tuple[Any, Any]] = []
-        for layer in zip(*per_part):
-            ks = [_pad_left(k, width) for k, _ in layer]
-            vs = [_pad_left(v, width) for _, v in layer]
-            out.append((torch.cat(ks), torch.cat(vs)))
-        return out
-
     def _generation_config(self) -> Any:
-        import copy
-
-        from transformers import GenerationConfig
-
-        s = self.settings
-        base = getattr(self.model, "generation_config", None)
-        gc = copy.deepcopy(base) if base is not None else GenerationConfig()
-        gc.max_new_tokens = s.max_new_tokens
-        gc.max_length = None
-        gc.do_sample = s.do_sample
-        gc.num_beams = s.num_beams
-        gc.repetition_penalty = s.repetition_penalty
-        gc.eos_token_id = self.eos_ids or None
-        gc.pad_token_id = self.pad_id
-        gc.disable_compile = True  # batch shapes vary: compiling would recompile per batch
-        if s.do_sample:
-            gc.temperature, gc.top_p, gc.top_k = s.temperature, s.top_p, s.top_k
-        else:
-            gc.temperature, gc.top_p, gc.top_k = None, None, None
-        return gc
-
-
-def _expand(ids: list[int], image: int, per_image: int) -> list[int]:
-    """``ids`` with every ``image`` id repeated ``per_image`` times."""
-    out: list[int] = []
-    run = [image] * per_image
-    for t in ids:
-        if t == image:
-            out.extend(run)
-        else:
-            out.append(t)
-    return out
-
-
-def _unanswered(u: _Unit, answered: list[list[bool]]) -> _Unit | None:
-    """``u`` with only its questions not answered yet (None when all are). The prefix stays
-    the same: shared by all the questions, it is shared by any of them."""
-    keep = [k for k, q in enumerate(u.questions) if not answered[u.request][q]]
-    if not keep:
-        return None
-    if len(keep) == len(u.questions):
-        return u
-    return _Unit(
-        u.request,
-        [u.questions[k] for k in keep],
-        [u.ids[k] for k in keep],
-        u.prefix_len,
-        u.pixel_values,
-    )
-
-
-def _fill_static_layer(layer: Any, k: Any, v: Any, rows: Any) -> None:
-    """Start a static cache layer with the prefilled keys and values of ``rows`` (one row of
-    ``k``/``v`` per cache row). The rows are copied straight into the layer's buffers: a
-    gathered copy first (``index_select``) would be one more pass over every frame's keys
-    and values, in fresh memory, per question."""
-    from transformers.cache_utils import StaticLayer
-
-    if type(layer) is not StaticLayer or layer.is_initialized:
-        # e.g. a sliding-window layer, which keeps more state: its own update does the same
-        layer.update(k.index_select(0, rows), v.index_select(0, rows))
-        return
-    n, width = len(rows), k.shape[2]
-    layer.lazy_initialization(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
-    keys: Any = layer.keys
-    values: Any = layer.values
-    for r, b in enumerate(rows.tolist()):
-        keys[r, :, :width].copy_(k[b])
-        values[r, :, :width].copy_(v[b])
-    layer.cumulative_length.fill_(width)
-
-
-def _pad_left(t: Any, width: int) -> Any:
-    """Zeros in front of a (batch, heads, tokens, dim) cache tensor up to ``width`` tokens
-    (the attention mask hides them)."""
-    import torch.nn.functional as F
-
-    return F.pad(t, (0, 0, width - t.shape[2], 0))
-
-
-def _answer_length(tokens: list[int], eos_ids: list[int]) -> int:
-    """Tokens generated before the first end-of-turn token (padding after it not counted)."""
-    for i, t in enumerate(tokens):
-        if t in eos_ids:
-            return i
-    return len(tokens)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    if isinstance(exc, torch.OutOfMemoryError):  # CUDA (and other accelerators)
-        return True
-    # the CPU allocator raises a plain RuntimeError
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
-
-
-def _free_cuda() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+        """The GenerationConfig of every batch (a hook: the benchmarks force answer lengths)."""
+        return generation_config(self.model, self.settings, self.eos_ids, self.pad_id)
