@@ -14,8 +14,8 @@ import scene_media as sm
 from PIL import Image
 
 from framepipe.errors import SourceError
+from framepipe.sources._colmap import colmap_to_c2w
 from framepipe.sources.poses import (
-    colmap_to_c2w,
     complete_intrinsics,
     find_pose_file,
     load_poses,

@@ -13,7 +13,8 @@ from PIL import Image
 
 from framepipe.errors import SourceError
 from framepipe.sources import open_source
-from framepipe.sources.poses import colmap_to_c2w, load_poses
+from framepipe.sources._colmap import colmap_to_c2w
+from framepipe.sources.poses import load_poses
 
 NAMES = ("a.png", "b.png", "c.png")
 BAD = [
