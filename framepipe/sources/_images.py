@@ -1,0 +1,249 @@
+"""One image file, read the way a multi-view scene needs it: header probing (size, format,
+EXIF orientation, a complete JPEG/PNG tail) without decoding pixels, and decoding at a
+bounded size (JPEG at reduced scale with ``draft``), orientation applied, every colour mode
+converted to 8-bit RGB. Used by :mod:`framepipe.sources.multiview`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.errors import DecodeError, SourceError
+from framepipe.sources.poses import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+_TAIL_BYTES = 4096
+
+# EXIF orientation -> PIL transpose method name (as ImageOps.exif_transpose does).
+_TRANSPOSE = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def is_image_file(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file's header says, without decoding pixels."""
+
+    format: str
+    """PIL format name (``JPEG``, ``PNG`` ...)."""
+    mode: str
+    """PIL mode as stored (``RGB``, ``L``, ``I;16``, ``P`` ...)."""
+    stored_size: tuple[int, int]
+    """(width, height) as stored, before the EXIF orientation."""
+    orientation: int
+    """EXIF orientation (1 when absent)."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) as shown, after the EXIF orientation."""
+        w, h = self.stored_size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+
+def _orientation(im: Any) -> int:
+    """EXIF orientation from the header; never decodes pixels."""
+    from PIL import Image
+
+    try:
+        if im.format == "PNG":
+            # PngImageFile.getexif() would decode the image to find an eXIf chunk after the
+            # pixels; the PNG specification puts it before them, where open() has read it.
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = im.getexif()
+        value = int(exif.get(0x0112, 1))
+    except Exception:  # a broken EXIF block is not a broken image
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def probe_image(path: Path) -> ImageHeader:
+    """Read ``path``'s header (and, for JPEG and PNG, check that the file is complete).
+
+    Raises :class:`SourceError` naming the file when it is not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                header = ImageHeader(str(im.format), im.mode, im.size, _orientation(im))
+    except UnidentifiedImageError as exc:
+        raise SourceError(path, "not a readable image") from exc
+    except Image.DecompressionBombError as exc:
+        raise SourceError(path, f"image too large to read safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise SourceError(path, f"cannot read image header ({exc})") from exc
+    if header.stored_size[0] <= 0 or header.stored_size[1] <= 0:
+        raise SourceError(path, f"image has an empty size {header.stored_size}")
+    if header.format in ("JPEG", "PNG") and not _tail_ok(path, header.format):
+        raise SourceError(path, f"truncated {header.format} (the end of the file is missing)")
+    return header
+
+
+def _tail_ok(path: Path, fmt: str) -> bool:
+    """Cheap completeness check: a JPEG ends with its EOI marker, a PNG with IEND. Only when
+    the marker is absent from the file's tail is the image decoded (small) to be sure."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - _TAIL_BYTES))
+            tail = fh.read()
+    except OSError:
+        return False
+    marker = b"\xff\xd9" if fmt == "JPEG" else b"IEND"
+    if marker in tail:
+        return True
+    # Trailers after the image data exist (camera maker notes, padding): decode to be sure.
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if fmt == "JPEG":
+                im.draft(None, (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            im.load()
+    except Exception:
+        return False
+    return True
+
+
+def to_rgb8(im: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Any:
+    """A PIL image of any mode as 8-bit RGB: 16-bit and float scaled, transparency
+    composited on ``background``, palette and CMYK converted."""
+    from PIL import Image
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F":
+            a = a.astype(np.float64)
+            finite = a[np.isfinite(a)]
+            top = float(finite.max()) if finite.size else 1.0
+            a = np.nan_to_num(a * (255.0 if top <= 1.0 else 1.0), nan=0.0)
+        elif mode.startswith("I;16") or int(a.max(initial=0)) > 255:
+            a = a.astype(np.float64) / 257.0  # full-range 16-bit -> 8-bit
+        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(g[:, :, None], 3, axis=2))
+    if mode == "RGB":
+        return im
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """``size`` scaled down (never up) so that its longest side is at most ``max_side``."""
+    w, h = size
+    if max_side <= 0 or max(w, h) <= max_side:
+        return w, h
+    s = max_side / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def plan_size(fmt: str, stored: tuple[int, int], max_side: int) -> tuple[tuple[int, int], int]:
+    """The stored-orientation size :func:`decode_image` returns under ``max_side``, and the
+    integer reduction that gets there without resampling.
+
+    A JPEG is decoded at 1/2, 1/4 or 1/8 scale (the smallest reduction whose longest side
+    fits; beyond 1/8 it is then resized); other formats are decoded whole and reduced by
+    the smallest integer factor that fits (box filter). Either way the longest side ends in
+    ``(max_side / 2, max_side]``: an image that already fits is never resampled, so a
+    1920x1080 frame under the default 2048 is returned exactly as stored.
+    """
+    w, h = stored
+    longest = max(w, h)
+    if max_side <= 0 or longest <= max_side:
+        return stored, 1
+    f = -(-longest // max_side)
+    if fmt == "JPEG":
+        f = next((s for s in (2, 4, 8) if s >= f), 8)
+    size = (-(-w // f), -(-h // f))
+    if max(size) > max_side:  # a JPEG more than 8 times too large: resize after 1/8
+        size = fit_size(size, max_side)
+    return size, f
+
+
+def read_size(header: ImageHeader, max_side: int) -> tuple[int, int]:
+    """(width, height) of the frame :func:`decode_image` returns, after the orientation."""
+    (w, h), _ = plan_size(header.format, header.stored_size, max_side)
+    return (h, w) if header.orientation in (5, 6, 7, 8) else (w, h)
+
+
+def decode_image(
+    path: Path,
+    header: ImageHeader,
+    *,
+    max_side: int = 0,
+    size: tuple[int, int] | None = None,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> np.ndarray:
+    """Decode ``path`` to an upright uint8 HxWx3 array.
+
+    ``size`` (width, height, after orientation) gives an exact output size (aspect not
+    kept: the samplers' thumbnails; JPEGs are decoded at the smallest DCT scale that is
+    still at least that size). Otherwise the size is :func:`read_size` under ``max_side``.
+    """
+    from PIL import Image
+
+    swap = header.orientation in (5, 6, 7, 8)
+    factor = 1
+    if size is not None:
+        stored_out = (size[1], size[0]) if swap else size
+    else:
+        stored_out, factor = plan_size(header.format, header.stored_size, max_side)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                if im.format == "JPEG" and stored_out != im.size:
+                    w, h = im.size
+                    # draft() picks the largest DCT scale with a result at least this size
+                    want = (w // factor, h // factor) if size is None else stored_out
+                    im.draft(None, (max(1, want[0]), max(1, want[1])))
+                    factor = 1
+                im.load()
+                img = to_rgb8(im, background)
+                if factor > 1:
+                    img = img.reduce(factor)
+                if img.size != stored_out:
+                    img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
+                method = _TRANSPOSE.get(header.orientation)
+                if method is not None:
+                    img = img.transpose(getattr(Image.Transpose, method))
+                arr = np.asarray(img, dtype=np.uint8)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DecodeError(
+            path, f"cannot decode image ({exc}; --source-opt verify=decode skips such views)"
+        ) from exc
+    if arr.ndim != 3 or arr.shape[2] != 3:  # pragma: no cover - to_rgb8 guarantees RGB
+        raise DecodeError(path, f"decoded to an unexpected shape {arr.shape}")
+    return np.ascontiguousarray(arr)
