@@ -265,6 +265,31 @@ class SmallFrames:
         return f"SmallFrames(frames={shape} uint8, errors={self.errors})"
 
 
+@dataclass(frozen=True)
+class VisibleSurface:
+    """What each candidate view of a 3D model sees (``Source.visible_surface``), for
+    choosing views that cover the surface: the surface cells it shows and how squarely."""
+
+    cells: tuple[np.ndarray, ...]
+    """Per candidate view (in index order): the sorted, distinct int64 ids of the surface
+    cells it sees. A cell is a voxel of a grid over the object together with the side of the
+    surface shown (the dominant axis of the normal, turned to the camera)."""
+    weights: tuple[np.ndarray, ...]
+    """Per view, one float64 per cell: how squarely the view sees it (``|cos|`` of its best
+    hit, 1 = face-on)."""
+    resolution: int
+    """Width in pixels at which each view was measured."""
+    voxels: int
+    """Cells per side of the grid over the object."""
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __repr__(self) -> str:
+        size = f"resolution={self.resolution}, voxels={self.voxels}"
+        return f"VisibleSurface(views={len(self)}, {size})"
+
+
 @dataclass
 class ClipResult:
     """One record per clip: everything needed to reproduce the frames (and the answer).

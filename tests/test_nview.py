@@ -1,12 +1,13 @@
 """The n-view sampler: covering radius against brute force, clustered captures against the
-uniform sampler, known geometry, appearance without poses, fallbacks and delegation."""
+uniform sampler, known geometry, appearance without poses, fallbacks and surface coverage."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import scene_media as sm
 from PIL import Image
 
 from framepipe.clips import whole_clip
-from framepipe.errors import SamplingError
+from framepipe.errors import ConfigError, SamplingError
 from framepipe.samplers import get_sampler
 from framepipe.samplers.nview import (
     Metric,
@@ -25,8 +26,9 @@ from framepipe.samplers.nview import (
     view_geometry,
 )
 from framepipe.samplers.uniform import uniform_indices
+from framepipe.sources.base import Source
 from framepipe.sources.multiview import MultiviewSource
-from framepipe.types import ClipSpec, Selection, SourceInfo, ViewInfo, as_matrix4
+from framepipe.types import ClipSpec, FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 
 def _info(poses: list[np.ndarray | None]) -> SourceInfo:
@@ -209,21 +211,38 @@ def test_few_posed_views_are_all_kept_and_the_rest_filled(coloured_scene: Path) 
     assert sel.extra["coverage_radius_deg"] == pytest.approx(0.0)
 
 
-def test_source_with_choose_views_is_asked(tmp_path: Path) -> None:
-    calls: list[tuple[int, dict[str, Any]]] = []
+def test_a_source_measuring_its_surface_gets_the_views_that_cover_it(tmp_path: Path) -> None:
+    """The source only measures what each view sees; the sampler chooses (greedy coverage)."""
+    calls: list[dict[str, Any]] = []
 
-    class Render:
-        path = tmp_path
+    class Render(Source):
+        kind: ClassVar[str] = "measured"
 
-        def choose_views(self, n: int, **params: Any) -> Selection:
-            calls.append((n, params))
-            return Selection(tuple(range(n)), "render", {"n": n}, {"coverage_radius_deg": 12.5})
+        def info(self) -> SourceInfo:
+            return _info([None] * 5)
 
-    info = _info([None] * 50)
-    sel = nview(info, whole_clip(info), n=5, source=Render(), overflow="all")  # type: ignore[arg-type]
-    assert calls == [(5, {"overflow": "all"})]
-    assert sel.sampler == "nview" and sel.indices == (0, 1, 2, 3, 4)
-    assert sel.extra == {"method": "source", "coverage_radius_deg": 12.5}
+        def read(self, indices: Sequence[int]) -> FrameBatch:
+            raise AssertionError("nothing is decoded to choose views")
+
+        def visible_surface(self, **kw: Any) -> VisibleSurface:
+            calls.append(kw)
+            cells = ([0, 1, 2], [2, 3], [0, 1], [4, 5, 6, 7], [7])
+            return VisibleSurface(
+                tuple(np.array(c, np.int64) for c in cells),
+                tuple(np.ones(len(c)) for c in cells),
+                kw.get("resolution", 64),
+                kw.get("voxels", 32),
+            )
+
+    src = Render(tmp_path)
+    info = src.info()
+    sel = nview(info, whole_clip(info), n=2, source=src, overflow="all", resolution=48)
+    assert calls == [{"resolution": 48}]
+    assert sel.sampler == "nview" and sel.indices == (0, 3)
+    assert sel.params == {"n": 2, "resolution": 48, "voxels": 32}
+    assert sel.extra["greedy_order"] == [3, 0]  # the most surface first, then the most new
+    assert sel.extra["coverage"] == 0.875 and sel.extra["gain"] == [0.5, 0.375]
+    assert nview(info, whole_clip(info), n=9, source=src).indices == (0, 1, 2, 3, 4)
 
 
 def test_bad_settings_are_clear_errors() -> None:
@@ -243,3 +262,14 @@ def test_clip_range_is_respected() -> None:
     clip = ClipSpec(info.id, 4, 10)
     sel = nview(info, clip, n=3)
     assert all(4 <= i < 10 for i in sel.indices)
+
+
+def test_unknown_option_is_a_one_line_error() -> None:
+    info = _info([None] * 5)
+    with pytest.raises(ConfigError) as exc:
+        nview(info, whole_clip(info), n=2, metod="even")
+    assert str(exc.value) == (
+        "unknown parameter 'metod' for sampler 'nview' (options: method, overflow, "
+        "signature_size, max_signatures, resolution, voxels)"
+    )
+    assert nview(info, whole_clip(info), n=2, method="even", overflow="all").indices == (1, 3)

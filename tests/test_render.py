@@ -16,7 +16,9 @@ import open3d as o3d  # a core dependency: fail loudly (e.g. libusb-1.0 missing)
 import pytest
 from PIL import Image
 
+from framepipe.clips import whole_clip
 from framepipe.errors import ConfigError, DecodeError, SourceError
+from framepipe.samplers.nview import nview
 from framepipe.sources.base import open_source, source_kinds
 from framepipe.sources.render import RenderSource, parse_color
 
@@ -422,25 +424,45 @@ def test_read_small_renders_at_the_small_size(media: dict[str, Path]) -> None:
 
 
 # -- view choice --------------------------------------------------------------------------
+def choose_views(src: RenderSource, n: int, **params: Any) -> Any:
+    """The n-view sampler on a render source: greedy coverage of what its views see."""
+    info = src.info()
+    return nview(info, whole_clip(info), n=n, source=src, **params)
+
+
+def test_visible_surface_is_measured_per_view(media: dict[str, Path]) -> None:
+    src = open_render(media["quad.obj"], num_views=16, elevation_deg=0)
+    surface = src.visible_surface(resolution=32, voxels=8)
+    assert len(surface) == 16 and (surface.resolution, surface.voxels) == (32, 8)
+    for cells, weights in zip(surface.cells, surface.weights):
+        assert list(cells) == sorted(set(cells.tolist())) and len(weights) == len(cells)
+        assert ((weights >= 0) & (weights <= 1 + 1e-6)).all()
+    assert len(surface.cells[0]) > len(surface.cells[4])  # face-on sees more than edge-on
+    with pytest.raises(ConfigError, match="resolution"):
+        src.visible_surface(resolution=4)
+    with pytest.raises(ConfigError, match="voxels"):
+        src.visible_surface(voxels=1)
+
+
 def test_choose_views_prefers_informative_views(media: dict[str, Path]) -> None:
     src = open_render(media["quad.obj"], num_views=16, elevation_deg=0)
-    one = src.choose_views(1)
+    one = choose_views(src, 1)
     assert one.indices[0] in (0, 8)  # face-on, not edge-on
-    two = src.choose_views(2)
+    two = choose_views(src, 2)
     assert set(two.indices) == {0, 8}  # front and back: both sides of the quad
     assert two.extra["coverage"] > one.extra["coverage"]
-    again = open_render(media["quad.obj"], num_views=16, elevation_deg=0).choose_views(2)
+    again = choose_views(open_render(media["quad.obj"], num_views=16, elevation_deg=0), 2)
     assert again == two  # deterministic
 
 
 def test_choose_views_on_a_cloud_spreads_around(media: dict[str, Path]) -> None:
     src = open_render(media["sphere.ply"], num_views=24)
-    sel = src.choose_views(4, resolution=48)
+    sel = choose_views(src, 4, resolution=48)
     assert len(set(sel.indices)) == 4 and list(sel.indices) == sorted(sel.indices)
     gaps = np.diff([*sel.indices, sel.indices[0] + 24])
     assert gaps.min() >= 4  # no two picks side by side on the orbit
     assert 0 < sel.extra["coverage"] <= 1
-    assert src.choose_views(30).indices == tuple(range(24))  # more than there are: all
+    assert choose_views(src, 30).indices == tuple(range(24))  # more than there are: all
 
 
 # -- bad input ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from framepipe.errors import ConfigError, SamplingError
@@ -97,6 +97,19 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
         f"unknown sampler {name!r}; known: {', '.join(available_samplers())} "
         "(or give module:function)"
     )
+
+
+def check_options(sampler: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """A one-line :class:`ConfigError` naming the sampler and every option in ``params`` it
+    does not have (a typo would otherwise be ignored), with the options it has."""
+    options = list(known)
+    unknown = sorted(set(params) - set(options))
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise ConfigError(
+            f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for sampler "
+            f"{sampler!r} (options: {', '.join(options)})"
+        )
 
 
 def check_n(n: int) -> None:

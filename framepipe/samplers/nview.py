@@ -12,9 +12,9 @@ view and its nearest chosen view) goes on the record as ``coverage_radius_deg``.
 
 Without poses, views that differ most in appearance are chosen the same way, on tiny colour
 thumbnails from ``source.read_small`` (a cheap decode); when there is no source or every view
-looks the same, n views evenly spaced in name order. A source with its own
-``choose_views(n, **params)`` (rendered 3D models pick from a dense candidate ring) is asked
-instead.
+looks the same, n views evenly spaced in name order. A source that measures what each view
+sees of a surface (``source.visible_surface``: rendered 3D models, from a dense candidate
+ring) gets the views that together see the most of it instead (:mod:`._surface`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from framepipe.errors import FramepipeError, SamplingError
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_n, register_sampler
+from framepipe.samplers._surface import surface_coverage
+from framepipe.samplers.base import (
+    OverflowPolicy,
+    apply_overflow,
+    check_n,
+    check_options,
+    register_sampler,
+)
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -47,6 +54,7 @@ _MAX_STARTS = 256
 _START_BUDGET = 4_000_000
 _SAME_LOOK = 2.0
 """Below this RMS difference (0..255) between the most different views, all look alike."""
+OPTIONS = ("method", "overflow", "signature_size", "max_signatures", "resolution", "voxels")
 
 
 # -- geometry ------------------------------------------------------------------------------
@@ -347,15 +355,18 @@ def nview(
     - ``overflow``: when the scene has fewer views than n (``repeat_last``, ``all``,
       ``error``);
     - ``signature_size``: ``[w, h]`` of the appearance thumbnails (default 16 x 12);
-    - ``max_signatures``: at most this many thumbnails (every k-th view beyond; 1024).
+    - ``max_signatures``: at most this many thumbnails (every k-th view beyond; 1024);
+    - ``resolution``, ``voxels``: how finely a source that measures its surface (a render)
+      measures it (64 pixels, 32 cells a side); such a source's views are chosen by surface
+      coverage, whatever the method.
     """
     check_n(n)
-    choose = getattr(source, "choose_views", None)
-    if callable(choose):
-        sel = choose(n, **params)
-        if not isinstance(sel, Selection):
-            raise SamplingError(f"{info.id}: choose_views returned {type(sel).__name__}")
-        return dataclasses.replace(sel, sampler="nview", extra={"method": "source", **sel.extra})
+    check_options("nview", params, OPTIONS)
+    if source is not None:
+        size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
+        surface = source.visible_surface(**size_kw)
+        if surface is not None:
+            return surface_coverage(surface, n)
     method: str = params.get("method", "auto")
     overflow: OverflowPolicy = params.get("overflow", "repeat_last")
     raw_size = params.get("signature_size", SIGNATURE_SIZE)

@@ -20,7 +20,7 @@ import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
 from framepipe.sources._signal import rgb_to_yuv
-from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
+from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo, VisibleSurface
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class Source(ABC):
 
     Subclasses set ``kind`` and implement :meth:`info` and :meth:`read`; :meth:`read_small`,
     :meth:`read_signal` and :meth:`read_signal_ranges` have defaults built on :meth:`read`
-    that kinds with a cheaper path override.
+    that kinds with a cheaper path override; :meth:`visible_surface` only where there is a
+    surface to measure.
     Sources are context managers; :meth:`close` releases file handles and decoders.
     """
 
@@ -130,6 +131,12 @@ class Source(ABC):
         parts = [self.read_small(r[0], r[-1] + 1, size=size) for r in runs]
         frames = np.concatenate(parts) if parts else np.zeros((0, size[1], size[0], 3), np.uint8)
         return SmallFrames(np.asarray(wanted, dtype=np.int64), rgb_to_yuv(frames))
+
+    def visible_surface(self, *, resolution: int = 64, voxels: int = 32) -> VisibleSurface | None:
+        """What each view sees of the surface of a 3D model (:class:`VisibleSurface`), for
+        the n-view sampler's surface coverage; None for kinds with no surface to measure
+        (videos, photographed scenes). The render source measures it."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; safe to call twice."""

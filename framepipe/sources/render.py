@@ -5,6 +5,8 @@ Rendering is lazy. :meth:`RenderSource.info` reads the geometry and places the c
 renderer runs on the CPU with no display and no GPU (Open3D ray casting for meshes, numpy
 splats for point clouds); ``renderer="filament"`` tries Open3D's ``OffscreenRenderer`` in a
 separate process and falls back to ray casting when it fails.
+:meth:`RenderSource.visible_surface` measures what every candidate view sees of the surface;
+the n-view sampler chooses the views from that (the source chooses nothing).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from framepipe.sources._geometry import (
     used_points,
 )
 from framepipe.sources.base import Source, register_source, small_request
-from framepipe.types import FrameBatch, Selection, SourceInfo, ViewInfo, as_matrix4
+from framepipe.types import FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 log = logging.getLogger(__name__)
 
@@ -400,41 +402,29 @@ class RenderSource(Source):
             return {}
         return dict(zip(indices, frames))
 
-    # -- view selection -------------------------------------------------------------------
-    def choose_views(
-        self,
-        n: int,
-        *,
-        resolution: int = 64,
-        voxels: int = 32,
-        **params: Any,
-    ) -> Selection:
-        """The n most informative views: greedy maximum coverage of the visible surface.
+    # -- what the views see ---------------------------------------------------------------
+    def visible_surface(self, *, resolution: int = 64, voxels: int = 32) -> VisibleSurface:
+        """The surface every candidate view sees, for choosing views that cover it.
 
         Every candidate view is ray cast (splatted for clouds) at ``resolution`` pixels;
         each hit is binned into a ``voxels``^3 grid over the object and by which side of the
-        surface it shows (the dominant axis of its normal, turned to the camera), scored by
-        how squarely it is seen (``|cos|``). The first pick is the view that sees the most
-        surface; each next pick adds the most not-yet-seen surface (ties: lowest index).
-        Indices come back in view order (around the orbit / down the sphere).
+        surface it shows (the dominant axis of its normal, turned to the camera), weighted
+        by how squarely it is seen (``|cos|``, the best hit of each cell).
         """
         from framepipe.sources._raycast import Visible
 
-        if not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n ({n}) must be >= 1")
         if not 8 <= int(resolution) <= 1024:
             raise ConfigError(f"resolution ({resolution}) must be in [8, 1024]")
         if not 2 <= int(voxels) <= 512:
             raise ConfigError(f"voxels ({voxels}) must be in [2, 512]")
         info = self.info()
         assert self._poses_norm is not None
-        num = info.num_frames
-        res = int(resolution)
+        res, voxels = int(resolution), int(voxels)
         small = self.intrinsics.scaled(res, max(8, round(res * self.height / self.width)))
         rend = self._raycaster()
         keys_per_view: list[np.ndarray] = []
         w_per_view: list[np.ndarray] = []
-        for i in range(num):
+        for i in range(info.num_frames):
             vis: Visible = rend.visible(self._poses_norm[i], small)
             # the offset keeps planes through the centre (common: symmetric objects) off a
             # cell boundary, where float noise would split one surface into two cells
@@ -451,41 +441,7 @@ class RenderSource(Source):
             first[1:] = key[1:] != key[:-1]
             keys_per_view.append(key[first])
             w_per_view.append(cos[first].astype(np.float64))
-        all_keys = np.unique(np.concatenate(keys_per_view)) if num else np.zeros(0, np.int64)
-        best = np.zeros(len(all_keys))
-        pos = [np.searchsorted(all_keys, k) for k in keys_per_view]
-        total = float(len(all_keys))  # every surface cell any candidate sees, face-on
-        chosen: list[int] = []
-        gains: list[float] = []
-        solo = [float(w.sum()) for w in w_per_view]
-        for _ in range(min(n, num)):
-            gain = np.array(
-                [
-                    -1.0
-                    if i in chosen
-                    else float(np.maximum(w_per_view[i] - best[pos[i]], 0).sum())
-                    for i in range(num)
-                ]
-            )
-            pick = int(np.argmax(gain))  # first maximum: lowest index wins ties
-            chosen.append(pick)
-            gains.append(float(gain[pick]))
-            best[pos[pick]] = np.maximum(best[pos[pick]], w_per_view[pick])
-        coverage = float(best.sum() / total) if total else 0.0
-        indices = tuple(sorted(chosen))
-        return Selection(
-            indices,
-            "nview",
-            {"n": n, "resolution": res, "voxels": int(voxels)},
-            {
-                "method": "greedy visible-surface coverage (render source)",
-                "candidates": num,
-                "coverage": round(coverage, 4),
-                "greedy_order": chosen,
-                "gain": [round(g / total, 4) if total else 0.0 for g in gains],
-                "visible": [round(solo[i] / total, 4) if total else 0.0 for i in indices],
-            },
-        )
+        return VisibleSurface(tuple(keys_per_view), tuple(w_per_view), res, voxels)
 
     def close(self) -> None:
         self._renderer = None
