@@ -15,7 +15,7 @@ import pytest
 from shot_media import ShotSpec, _frame, make_edit_video, standard_script, texture, write_video
 
 from framepipe.clips import shot_ranges
-from framepipe.errors import DecodeError, FramepipeError, SamplingError
+from framepipe.errors import ConfigError, DecodeError, FramepipeError, SamplingError
 from framepipe.samplers.base import get_sampler
 from framepipe.samplers.iframe import nearest_distinct
 from framepipe.samplers.keyframe import allocate
@@ -314,3 +314,18 @@ def test_shots_and_samplers_need_no_decoding_library() -> None:
         cwd=tests.parent,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_unknown_options_are_one_line_errors(edit: tuple[Path, object]) -> None:
+    path, _ = edit
+    with pytest.raises(ConfigError) as exc:
+        _whole(path, 3, "iframe", cut_ratio=3)  # a keyframe setting: not an iframe option
+    assert (
+        str(exc.value) == "unknown parameter 'cut_ratio' for sampler 'iframe' (options: overflow)"
+    )
+    with pytest.raises(ConfigError) as exc:
+        _whole(path, 3, "keyframe", mode="endpoints")  # a uniform option
+    msg = str(exc.value)
+    assert msg.startswith("unknown parameter 'mode' for sampler 'keyframe' (options: overflow, ")
+    assert "cut_threshold" in msg and "min_shot_s" in msg and "\n" not in msg
+    assert len(_whole(path, 3, "iframe", overflow="all").indices) == 3

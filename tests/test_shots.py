@@ -104,3 +104,20 @@ def test_sample_with_keyframe_sampler_and_shot_clips(
         assert all(a <= i < b for i in rec["indices"])
         assert rec["selection"]["frame_shots"] == [0, 0]  # one shot per clip
         assert rec["sampler"]["name"] == "keyframe"
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "keyframe", "iframe", "nview"])
+def test_every_sampler_takes_the_cli_overflow_and_refuses_a_typo(
+    sampler: str, cuts_video: tuple[Path, EditTruth], tmp_path: Path
+) -> None:
+    path, _ = cuts_video
+    args = ["sample", str(path), "-n", "3", "--sampler", sampler, "--no-sheet"]
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "a"), "--overflow", "all"])
+    assert res.exit_code == 0, res.output
+    (rec,) = [json.loads(s) for s in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
+    assert rec["status"] == "ok" and rec["sampler"]["params"]["overflow"] == "all"
+    res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b"), "--sampler-opt", "bogus=1"])
+    assert res.exit_code == 1
+    (rec,) = [json.loads(s) for s in (tmp_path / "b" / "manifest.jsonl").read_text().splitlines()]
+    assert rec["status"] == "failed"
+    assert f"unknown parameter 'bogus' for sampler '{sampler}'" in rec["error"]

@@ -103,3 +103,15 @@ def test_registry_and_user_sampler() -> None:
     assert get_sampler("framepipe.samplers.uniform:uniform_indices")[1] is uniform_indices
     with pytest.raises(ConfigError, match="unknown sampler"):
         get_sampler("nope")
+
+
+def test_unknown_option_is_a_one_line_error() -> None:
+    info = video_info(30)
+    with pytest.raises(ConfigError) as exc:
+        uniform(info, whole(info), n=3, mdoe="endpoints")
+    msg = str(exc.value)
+    assert msg == "unknown parameter 'mdoe' for sampler 'uniform' (options: mode, fps, overflow)"
+    with pytest.raises(ConfigError, match=r"^unknown parameters 'a', 'b' for sampler 'uniform'"):
+        uniform(info, whole(info), n=3, b=1, a=2)
+    sel = uniform(info, whole(info), n=3, mode="endpoints", overflow="all")  # known: fine
+    assert sel.params == {"n": 3, "mode": "endpoints", "overflow": "all"}

@@ -15,8 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.errors import ConfigError, SamplingError
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_n, register_sampler
+from framepipe.errors import SamplingError
+from framepipe.samplers.base import (
+    OverflowPolicy,
+    apply_overflow,
+    check_n,
+    check_options,
+    register_sampler,
+)
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.shots import DetectorParams, ShotDetection, detect_shots
 from framepipe.shots.detector import steps
@@ -28,11 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _split_detector_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    names = set(DetectorParams.__dataclass_fields__)
-    det = {k: v for k, v in params.items() if k in names}
-    rest = {k: v for k, v in params.items() if k not in names}
-    return det, rest
+OPTIONS = ("overflow", *DetectorParams.__dataclass_fields__)
+"""``overflow`` and the shot detector's settings (:class:`~framepipe.shots.DetectorParams`)."""
 
 
 def allocate(lengths: list[int], n: int) -> list[int]:
@@ -171,13 +174,10 @@ def keyframe(
     :class:`~framepipe.shots.DetectorParams`).
     """
     check_n(n)
+    check_options("keyframe", params, OPTIONS)
     if source is None:
         raise SamplingError(f"{info.id}: the keyframe sampler needs the source to detect shots")
-    det_params, rest = _split_detector_params(params)
-    rest.pop("mode", None)  # uniform-only options the CLI may pass along
-    if rest:
-        raise ConfigError(f"keyframe sampler: unknown parameter(s) {', '.join(sorted(rest))}")
-    det = detect_shots(source, info, clip.start_frame, clip.end_frame, **det_params)
+    det = detect_shots(source, info, clip.start_frame, clip.end_frame, **params)
     idx, shot_of = select_from_shots(det, n)
     idx = apply_overflow(idx, n, overflow, clip, info.id)
     shot_of += [shot_of[-1]] * (len(idx) - len(shot_of))
@@ -196,7 +196,7 @@ def keyframe(
         "frame_shots": shot_of,
         "signal_frames": det.stats.get("signal_frames"),
     }
-    sel_params = {"n": n, "overflow": overflow, **det_params}
+    sel_params = {"n": n, "overflow": overflow, **params}
     return Selection(tuple(idx), "keyframe", sel_params, extra)
 
 

@@ -8,13 +8,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from framepipe.errors import SamplingError
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_n, register_sampler
+from framepipe.samplers.base import (
+    OverflowPolicy,
+    apply_overflow,
+    check_n,
+    check_options,
+    register_sampler,
+)
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
     from framepipe.sources.base import Source
 
 UniformMode = Literal["centers", "endpoints"]
+OPTIONS = ("mode", "fps", "overflow")
 
 
 def uniform_indices(start: int, end: int, n: int, *, mode: UniformMode = "centers") -> list[int]:
@@ -84,11 +91,12 @@ def uniform(
     mode: UniformMode = "centers",
     fps: float | None = None,
     overflow: OverflowPolicy = "repeat_last",
-    **unused: Any,
+    **unknown: Any,
 ) -> Selection:
     """n frames at the centres of n equal segments (default), evenly spaced including both
     ends (``mode="endpoints"``), or one every ``1/fps`` seconds capped at n (``fps``)."""
     check_n(n)
+    check_options("uniform", unknown, OPTIONS)
     if fps is not None:
         idx = rate_indices(info, clip, float(fps), n)
         params: dict[str, Any] = {"n": n, "fps": float(fps), "overflow": overflow}
