@@ -2,7 +2,6 @@
 multi-image vision-language model's answer for each clip."""
 
 from framepipe._version import __version__
-from framepipe.caption import CaptionSummary, Pipeline, caption
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import discover
@@ -15,7 +14,8 @@ from framepipe.errors import (
     SamplingError,
     SourceError,
 )
-from framepipe.sample import sample
+from framepipe.runs.caption import CaptionSummary, Pipeline, caption
+from framepipe.runs.sample import sample
 from framepipe.samplers import get_sampler, register_sampler
 from framepipe.sources import open_source
 from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo

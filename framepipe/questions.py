@@ -1,6 +1,11 @@
-"""Default questions per input kind, used when the user gives none."""
+"""The questions asked about a clip: the default question per input kind (used when the
+user gives none), and the checks of the user's questions and system prompt."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from framepipe.errors import ConfigError
 
 DEFAULT_QUESTIONS: dict[str, str] = {
     "video": "These images are frames of one video, in order. Describe what happens in the "
@@ -14,3 +19,26 @@ DEFAULT_QUESTIONS: dict[str, str] = {
 
 def default_question(kind: str | None) -> str:
     return DEFAULT_QUESTIONS.get(kind or "video", DEFAULT_QUESTIONS["video"])
+
+
+def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
+    """The questions, stripped; ConfigError for an empty one. None means per-kind defaults."""
+    if questions is None:
+        return None
+    if isinstance(questions, str):
+        questions = [questions]
+    out = []
+    for k, q in enumerate(questions, 1):
+        if not isinstance(q, str) or not q.strip():
+            raise ConfigError(f"question {k} is empty")
+        out.append(q.strip())
+    if not out:
+        raise ConfigError("no question given (leave questions unset for the default ones)")
+    return out
+
+
+def check_system(system: str | None) -> str | None:
+    """The system prompt; ConfigError when it is given but empty."""
+    if system is not None and not system.strip():
+        raise ConfigError("the system prompt is empty")
+    return system

@@ -48,6 +48,18 @@ def source_fingerprint(path: Path) -> dict[str, Any]:
         return {"path": str(path)}
 
 
+def local_weights_fingerprint(folder: Path) -> list[list[Any]]:
+    """Names, sizes and modification times of a local model's weight and config files, so a
+    different model saved at the same path does not match the old records' resume keys."""
+    out: list[list[Any]] = []
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            if p.suffix in (".safetensors", ".json"):
+                st = p.stat()
+                out.append([p.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
 def key_parts(cfg: SampleConfig, extra_key: dict[str, Any] | None = None) -> dict[str, Any]:
     """The settings that join every key of a run: what determines the frames (``cfg``) and
     what the run adds (``extra_key``: the caption run's model, questions, generation)."""

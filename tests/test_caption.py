@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from framepipe.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, GenerationError, ModelLoadError, OutputError
 from framepipe.output import read_records
 from framepipe.questions import default_question
+from framepipe.runs.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
 from framepipe.sources import open_source
 
 TESTS = Path(__file__).resolve().parent

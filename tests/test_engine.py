@@ -182,7 +182,7 @@ def test_bad_settings() -> None:
 
 def test_sample_with_workers_writes_the_same_manifest(videos: Path, tmp_path: Path) -> None:
     from framepipe.output import read_records
-    from framepipe.sample import MANIFEST, sample
+    from framepipe.runs.sample import MANIFEST, sample
 
     cfg = SampleConfig(n=3, clip_seconds=0.5)
     runs = {}

@@ -320,8 +320,8 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     alone is a failed record, the others are answered once (not again clip by clip)."""
     import engine_plugins
 
-    from framepipe.caption import Pipeline
     from framepipe.config import SampleConfig
+    from framepipe.runs.caption import Pipeline
     from framepipe.sources import open_source
 
     for k in range(3):

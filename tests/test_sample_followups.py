@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
 from framepipe.output import read_records
-from framepipe.sample import MANIFEST, RunSummary, sample
+from framepipe.runs.common import RunSummary
+from framepipe.runs.sample import MANIFEST, sample
 
-# ``framepipe.sample`` the attribute is the function (re-exported); the module is here
-sample_mod = importlib.import_module("framepipe.sample")
+# the module itself (``framepipe.sample`` is the function, re-exported)
+sample_mod = importlib.import_module("framepipe.runs.sample")
 
 CFG = SampleConfig(n=2, clip_seconds=0.5)  # 30 frames: 2 clips, 12 frames: 1 clip
 

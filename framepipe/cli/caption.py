@@ -180,7 +180,8 @@ def command(
     recursively). A re-run with the same settings answers only the clips not in the output
     yet. Exit status is 1 when any clip failed, after all the others are done.
     """
-    from framepipe.caption import Pipeline
+    from framepipe.questions import check_questions, check_system
+    from framepipe.runs.caption import caption
 
     gen_kw = {k: kw.pop(k) for k in GENERATION_OPTIONS}
     try:
@@ -207,26 +208,26 @@ def command(
         settings = GenerationSettings(
             do_sample=do_sample, **{k: v for k, v in gen_kw.items() if v is not None}
         )
-        pipe = Pipeline(
-            model_cfg,
-            settings,
-            sample=cfg,
-            questions=qs or None,
-            system=system,
-            workers=workers,
-            prefetch=prefetch,
-            decode_timeout_s=decode_timeout,
-            frames_dir=frames_dir,
-        )
+        check_questions(qs or None)  # bad text is a usage error, before anything runs
+        check_system(system)
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
 
     progress = _Progress(whole=cfg.clips == "whole" and cfg.clip_seconds is None)
     try:
-        summary = pipe.run(
+        summary = caption(
             paths,
-            output,
+            sample=cfg,
+            model=model_cfg,
+            settings=settings,
+            questions=qs or None,
+            system=system,
+            output=output,
+            frames_dir=frames_dir,
             overwrite=overwrite,
+            workers=workers,
+            prefetch=prefetch,
+            decode_timeout_s=decode_timeout,
             keep_records=False,
             on_input=progress.on_input,
             on_record=progress.on_record,

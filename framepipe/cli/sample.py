@@ -62,7 +62,7 @@ def command(
     """
     from tqdm import tqdm
 
-    from framepipe.sample import sample
+    from framepipe.runs.sample import sample
 
     try:
         cfg = sample_config_from(kw)

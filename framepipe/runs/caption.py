@@ -12,6 +12,9 @@ The Python API behind ``framepipe caption``::
 engine's worker processes, ``prefetch`` clips ahead, while this process answers the current
 batch. Everything that can be checked without loading weights (questions, output path,
 model config, whether n frames fit the context window) is checked before the model loads.
+The run is the shared skeleton (:mod:`framepipe.runs.common`) with the answering between the
+engine and the writer. :func:`caption` is the one place a :class:`Pipeline` is made from the
+options; ``framepipe caption`` calls it too.
 """
 
 from __future__ import annotations
@@ -27,23 +30,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input, Skipped, discover
 from framepipe.engine.local import (
     DEFAULT_DECODE_TIMEOUT_S,
     EngineTask,
     LocalEngine,
     default_workers,
 )
-from framepipe.errors import (
-    ConfigError,
-    FramepipeError,
-    GenerationError,
-    OutputError,
-    one_line_error,
-)
+from framepipe.errors import FramepipeError, GenerationError
 from framepipe.output import JsonlWriter
-from framepipe.questions import default_question
-from framepipe.sample import RunSummary, save_clip_images
+from framepipe.questions import check_questions, check_system, default_question
+from framepipe.records import derive, fail, local_weights_fingerprint
+from framepipe.runs.common import (
+    OnInput,
+    OnRecord,
+    Recorder,
+    RunSummary,
+    accounted,
+    check_writable,
+    find_inputs,
+    save_clip_images,
+)
 from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 
@@ -72,47 +78,17 @@ class CaptionSummary(RunSummary):
     load_s: float = 0.0
     """Time spent checking and loading the model (part of ``elapsed_s``)."""
 
+    def add(self, rec: ClipResult, *, keep: bool = True) -> None:
+        """Count one written record, and its decode time in ``decode_s``."""
+        super().add(rec, keep=keep)
+        self.decode_s += float(rec.timings_s.get("decode_s", 0.0))
+
     @property
     def clips_per_s(self) -> float:
         """Clips answered per second of wall time once the model was loaded (skipped clips
         not counted)."""
         t = self.elapsed_s - self.load_s
         return self.done / t if t > 0 else 0.0
-
-
-def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
-    """The questions, stripped; ConfigError for an empty one. None means per-kind defaults."""
-    if questions is None:
-        return None
-    if isinstance(questions, str):
-        questions = [questions]
-    out = []
-    for k, q in enumerate(questions, 1):
-        if not isinstance(q, str) or not q.strip():
-            raise ConfigError(f"question {k} is empty")
-        out.append(q.strip())
-    if not out:
-        raise ConfigError("no question given (leave questions unset for the default ones)")
-    return out
-
-
-def check_writable(path: Path, what: str = "output") -> None:
-    """OutputError unless ``path`` (a file, maybe not there yet) can be written."""
-    if path.is_dir():
-        raise OutputError(f"{path}: the {what} is a folder, not a file")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise OutputError(f"{path}: the {what} file is not writable")
-        return
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
 
 
 class Pipeline:
@@ -138,9 +114,7 @@ class Pipeline:
         generator: Generator | None = None,
     ) -> None:
         self.questions = check_questions(questions)
-        if system is not None and not system.strip():
-            raise ConfigError("the system prompt is empty")
-        self.system = system
+        self.system = check_system(system)
         self.sample = sample or SampleConfig()
         self._model_arg = model
         self._settings_arg = settings
@@ -219,8 +193,8 @@ class Pipeline:
         *,
         overwrite: bool = False,
         keep_records: bool = True,
-        on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
-        on_record: Callable[[ClipResult], None] | None = None,
+        on_input: OnInput | None = None,
+        on_record: OnRecord | None = None,
         on_skip: Callable[[int], None] | None = None,
     ) -> CaptionSummary:
         """Answer every clip of every input under ``paths``.
@@ -236,12 +210,8 @@ class Pipeline:
             check_writable(out)
         if self.frames_dir is not None:
             check_writable(self.frames_dir / ".framepipe-check", "frames folder")
-        inputs, notes = discover(paths, kind=self.sample.kind)
-        for note in notes:
-            log.info("skipping %s: %s", note.path, note.reason)
+        inputs, notes = find_inputs(paths, kind=self.sample.kind, on_input=on_input)
         summary = CaptionSummary(notes=list(notes), output=out)
-        if on_input is not None:
-            on_input(inputs, notes)
         if not inputs:
             log.warning("no inputs found: nothing to do")
             summary.elapsed_s = time.perf_counter() - t0
@@ -286,22 +256,15 @@ class Pipeline:
             on_skip=on_skip,
         )
         try:
-            engine.start(tasks)  # the workers decode the first clips while the model loads
-            gen = self.load()
-            summary.load_s = time.perf_counter() - t_load
-            summary.model = model_info = dict(gen.describe())
-            if out is not None and writer is None:
-                writer = JsonlWriter(out, overwrite=True)
-            self._answer_all(
-                engine,
-                gen,
-                writer,
-                summary,
-                model_info,
-                gen_json,
-                keep_records=keep_records,
-                on_record=on_record,
-            )
+            with accounted(summary, engine, t0):
+                engine.start(tasks)  # the workers decode the first clips while the model loads
+                gen = self.load()
+                summary.load_s = time.perf_counter() - t_load
+                summary.model = model_info = dict(gen.describe())
+                if out is not None and writer is None:
+                    writer = JsonlWriter(out, overwrite=True)
+                record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
+                self._answer_all(engine, gen, record, summary, model_info, gen_json)
         except BaseException:
             if writer is not None and out is not None and created:
                 writer.close()
@@ -310,11 +273,8 @@ class Pipeline:
                         out.unlink()
             raise
         finally:
-            engine.close()
-            summary.skipped = engine.skipped
             if writer is not None:
                 writer.close()
-            summary.elapsed_s = time.perf_counter() - t0
         return summary
 
     def _model_key(self) -> dict[str, Any]:
@@ -332,68 +292,56 @@ class Pipeline:
         key = {k: info.get(k) for k in names}
         path = info.get("path")
         if path and not info.get("revision"):
-            key["weights"] = _local_weights_fingerprint(Path(str(path)))
+            key["weights"] = local_weights_fingerprint(Path(str(path)))
         return key
 
     def _answer_all(
         self,
         engine: LocalEngine,
         gen: Generator,
-        writer: JsonlWriter | None,
+        record: Recorder,
         summary: CaptionSummary,
         model_info: dict[str, Any],
         gen_json: dict[str, Any],
-        *,
-        keep_records: bool,
-        on_record: Callable[[ClipResult], None] | None,
     ) -> None:
-        """Answer the engine's clips in batches and write a record for each."""
+        """Answer the engine's clips in batches; each clip's final record goes to ``record``."""
         random_weights = bool(model_info.get("random_weights"))
         if random_weights:
             log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
         batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
+        # on every record, in this order: the system prompt, what the outcome adds, the note
+        system = {"system": self.system} if self.system is not None else {}
+        note = {"note": RANDOM_WEIGHTS_NOTE} if random_weights else {}
 
-        def finish(rec: ClipResult) -> None:
-            rec.model = model_info
-            rec.generation = gen_json
-            if random_weights:
-                rec.extra["note"] = RANDOM_WEIGHTS_NOTE
-            if writer is not None:
-                writer.write(rec)
-            summary.decode_s += float(rec.timings_s.get("decode_s", 0.0))
-            summary.add(rec, keep=keep_records)
-            if on_record is not None:
-                on_record(rec)
+        def fields(job: ClipJob) -> dict[str, Any]:
+            qs = self.questions_for(job.record.kind)
+            return {"questions": qs, "model": model_info, "generation": gen_json}
 
         def answer(jobs: list[ClipJob]) -> None:
             t = time.perf_counter()
             for job, result in zip(jobs, self._answer(gen, jobs)):
-                rec = job.record
                 job.batch = None  # free the frames
                 if isinstance(result, BaseException):
-                    rec.status = "failed"
-                    msg = one_line_error(result)
-                    rec.error = msg if rec.source in msg else f"{rec.source}: {msg}"
-                    rec.extra["stage"] = "generate"
-                else:
-                    rec.prompt = result.prompt
-                    rec.answers = list(result.answers)
-                    rec.timings_s["generate_s"] = round(float(result.generate_s), 4)
-                    rec.extra["tokens"] = {
-                        "prompt": int(result.prompt_tokens),
-                        "new": [int(x) for x in result.new_tokens],
-                    }
-                finish(rec)
+                    extra = {**system, "stage": "generate", **note}
+                    record(fail(job.record, result, extra=extra, **fields(job)))
+                    continue
+                new = [int(x) for x in result.new_tokens]
+                tokens = {"prompt": int(result.prompt_tokens), "new": new}
+                rec = derive(
+                    job.record,
+                    prompt=result.prompt,
+                    answers=list(result.answers),
+                    timings_s={"generate_s": round(float(result.generate_s), 4)},
+                    extra={**system, "tokens": tokens, **note},
+                    **fields(job),
+                )
+                record(rec)
             summary.generate_s += time.perf_counter() - t
 
         pending: list[ClipJob] = []
         for job in engine.results():
-            rec = job.record
-            rec.questions = self.questions_for(rec.kind)
-            if self.system is not None:
-                rec.extra["system"] = self.system
             if not job.ok:
-                finish(rec)
+                record(derive(job.record, extra={**system, **note}, **fields(job)))
                 continue
             pending.append(job)
             if len(pending) >= batch_size:
@@ -440,18 +388,16 @@ def _answers_for(gen: Generator, reqs: list[Any]) -> list[Any]:
     return answers
 
 
-def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> None:
-    """Worker-side: write the clip's frames and contact sheet; paths relative to the output."""
-    save_clip_images(job, frames_dir)
-    rec = job.record
+def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> ClipResult:
+    """Worker-side: write the clip's frames and contact sheet; the record with their paths,
+    relative to the output (absolute without one)."""
+    frames, sheet = save_clip_images(job, frames_dir)
 
     def rel(p: str) -> str:
         full = frames_dir / p
         return os.path.relpath(full, rel_to) if rel_to is not None else str(full)
 
-    rec.frames = [rel(p) for p in rec.frames or []]
-    if rec.contact_sheet:
-        rec.contact_sheet = rel(rec.contact_sheet)
+    return derive(job.record, frames=[rel(p) for p in frames], contact_sheet=sheet and rel(sheet))
 
 
 def caption(
@@ -468,11 +414,13 @@ def caption(
     workers: int | None = None,
     prefetch: int | None = None,
     decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
-    on_input: Callable[[Sequence[Input], Sequence[Skipped]], None] | None = None,
-    on_record: Callable[[ClipResult], None] | None = None,
+    keep_records: bool = True,
+    on_input: OnInput | None = None,
+    on_record: OnRecord | None = None,
     on_skip: Callable[[int], None] | None = None,
 ) -> CaptionSummary:
-    """Answer ``questions`` about every clip under ``paths``; see :class:`Pipeline`."""
+    """Answer ``questions`` about every clip under ``paths``: a :class:`Pipeline` made from
+    these options, run once (see :meth:`Pipeline.run`). ``framepipe caption`` calls this."""
     pipe = Pipeline(
         model,
         settings,
@@ -488,19 +436,8 @@ def caption(
         paths,
         output,
         overwrite=overwrite,
+        keep_records=keep_records,
         on_input=on_input,
         on_record=on_record,
         on_skip=on_skip,
     )
-
-
-def _local_weights_fingerprint(folder: Path) -> list[list[Any]]:
-    """Names, sizes and modification times of a local model's weight and config files, so a
-    different model saved at the same path does not match the old records' resume keys."""
-    out: list[list[Any]] = []
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            if p.suffix in (".safetensors", ".json"):
-                st = p.stat()
-                out.append([p.name, st.st_size, st.st_mtime_ns])
-    return out

@@ -1,0 +1,146 @@
+"""What every run shares: the skeleton ``discover -> notes -> writer -> engine -> summary``.
+
+A run (``sample``, ``caption``) finds its inputs with :func:`find_inputs` (the notes about
+paths not taken are logged and handed to ``on_input``), hands them to an engine as
+:class:`~framepipe.engine.local.EngineTask`\\ s, passes every finished record to a
+:class:`Recorder` (written, counted in the :class:`RunSummary`, given to ``on_record``) and
+closes with :func:`accounted` (the engine stopped, the skipped count and elapsed time in the
+summary). What differs between runs (saving images, answering) sits between the engine and
+the recorder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from framepipe.discover import Input, Skipped, discover
+from framepipe.engine.local import LocalEngine
+from framepipe.errors import OutputError
+from framepipe.output import JsonlWriter, contact_sheet, write_frames
+from framepipe.stages import ClipJob
+from framepipe.types import ClipResult
+from framepipe.utils import safe_stem, stable_digest
+
+log = logging.getLogger(__name__)
+
+OnInput = Callable[[Sequence[Input], Sequence[Skipped]], None]
+"""Called once with what discovery found: the inputs, and the paths not taken (notes)."""
+OnRecord = Callable[[ClipResult], None]
+"""Called after each record is written (for progress bars)."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``failed`` lists ``(source, error)`` pairs."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[Skipped] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    records: list[ClipResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def add(self, rec: ClipResult, *, keep: bool = True) -> None:
+        """Count one written record (and keep it in ``records`` when ``keep``); a failed
+        record's one-line error is logged as it happens."""
+        if keep:
+            self.records.append(rec)
+        if rec.status == "ok":
+            self.done += 1
+        else:
+            self.failed.append((rec.source, rec.error or "failed"))
+            log.error("%s", rec.error)
+
+
+def find_inputs(
+    paths: Iterable[str | Path], *, kind: str | None, on_input: OnInput | None = None
+) -> tuple[list[Input], list[Skipped]]:
+    """The inputs under ``paths`` and the notes about paths not taken (logged, and passed to
+    ``on_input`` with the inputs)."""
+    inputs, notes = discover(paths, kind=kind)
+    for note in notes:
+        log.info("skipping %s: %s", note.path, note.reason)
+    if on_input is not None:
+        on_input(inputs, notes)
+    return inputs, notes
+
+
+@dataclass
+class Recorder:
+    """The end of every run's pipe: a finished record is written (when there is a writer),
+    counted in ``summary`` (kept there with ``keep``) and passed to ``on_record``."""
+
+    summary: RunSummary
+    writer: JsonlWriter | None = None
+    keep: bool = True
+    on_record: OnRecord | None = None
+
+    def __call__(self, rec: ClipResult) -> None:
+        if self.writer is not None:
+            self.writer.write(rec)
+        self.summary.add(rec, keep=self.keep)
+        if self.on_record is not None:
+            self.on_record(rec)
+
+
+@contextlib.contextmanager
+def accounted(summary: RunSummary, engine: LocalEngine, t0: float) -> Iterator[None]:
+    """Run the body, then (also on an error) stop the engine and put its skipped count and
+    the time since ``t0`` (``time.perf_counter()``) in ``summary``."""
+    try:
+        yield
+    finally:
+        engine.close()
+        summary.skipped = engine.skipped
+        summary.elapsed_s = time.perf_counter() - t0
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """OutputError unless ``path`` (a file, maybe not there yet) can be written."""
+    if path.is_dir():
+        raise OutputError(f"{path}: the {what} is a folder, not a file")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"{path}: the {what} file is not writable")
+        return
+    parent = path.parent
+    while not parent.exists():
+        if parent == parent.parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
+
+
+def clip_dir_name(source: str, clip_index: int) -> str:
+    """A folder name per clip: readable stem, a digest of the full path (no collisions)."""
+    stem = safe_stem(Path(source).name, 60)
+    return f"{stem}-{stable_digest(source, 8)}/clip_{clip_index:03d}"
+
+
+def save_clip_images(
+    job: ClipJob, out_dir: Path, *, image_format: str = "jpg", sheet: bool = True
+) -> tuple[list[str], str | None]:
+    """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir``;
+    returns their paths relative to ``out_dir`` (the sheet's None without ``sheet``)."""
+    assert job.batch is not None
+    rec = job.record
+    folder = out_dir / clip_dir_name(rec.source, (rec.clip or {}).get("index", 0))
+    frames = write_frames(job.batch, folder, out_dir, fmt=image_format)
+    if not sheet:
+        return frames, None
+    p = folder / "contact_sheet.jpg"
+    contact_sheet(job.batch).save(p, quality=90)
+    return frames, p.relative_to(out_dir).as_posix()

@@ -1,0 +1,98 @@
+"""``sample``: choose and save n frames per clip, with a contact sheet and a manifest.
+
+The Python API behind ``framepipe sample``::
+
+    from framepipe import SampleConfig, sample
+    summary = sample(["videos/"], "out/", SampleConfig(n=8))
+
+The run is the shared skeleton (:mod:`framepipe.runs.common`) with the local engine's
+workers saving each clip's images as it is read (no frames come back to this process).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from framepipe.config import SampleConfig
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
+from framepipe.errors import OutputError
+from framepipe.output import JsonlWriter
+from framepipe.records import derive, fail
+from framepipe.runs.common import (
+    OnInput,
+    OnRecord,
+    Recorder,
+    RunSummary,
+    accounted,
+    find_inputs,
+    save_clip_images,
+)
+from framepipe.stages import ClipJob
+from framepipe.types import ClipResult
+
+MANIFEST = "manifest.jsonl"
+
+
+def sample(
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    cfg: SampleConfig | None = None,
+    *,
+    overwrite: bool = False,
+    image_format: str = "jpg",
+    sheets: bool = True,
+    workers: int = 0,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    keep_records: bool = True,
+    on_input: OnInput | None = None,
+    on_record: OnRecord | None = None,
+) -> RunSummary:
+    """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
+
+    ``out_dir/manifest.jsonl`` gets one record per clip. A re-run skips clips whose ``ok``
+    record is already there (same source file and settings); ``overwrite`` starts afresh.
+    Failures are records; the run always goes on. ``on_input`` is called once with what
+    discovery found, ``on_record`` after each record (for progress bars). ``workers`` > 0
+    decodes and writes the frames in that many processes (records then come in the order
+    they finish; ``decode_timeout_s`` stops a decoder stuck on one clip).
+    ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
+    manifest has them all, and a long run does not hold them in memory.
+    """
+    cfg = cfg or SampleConfig()
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    inputs, notes = find_inputs(paths, kind=cfg.kind, on_input=on_input)
+    summary = RunSummary(notes=list(notes))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
+    with JsonlWriter(out / MANIFEST, overwrite=overwrite) as writer:
+        engine = LocalEngine(
+            cfg,
+            workers=workers,
+            decode_timeout_s=decode_timeout_s,
+            done_keys=writer.done_keys,
+            prepare=functools.partial(
+                _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
+            ),
+            send_frames=False,
+        )
+        record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
+        with accounted(summary, engine, t0):
+            for job in engine.run(EngineTask(item) for item in inputs):
+                record(job.record)
+    return summary
+
+
+def _save_or_fail(job: ClipJob, *, out_dir: Path, image_format: str, sheet: bool) -> ClipResult:
+    """Worker-side: save the clip's images; the record with their paths, or a failed record
+    when they cannot be written."""
+    try:
+        frames, sheet_path = save_clip_images(job, out_dir, image_format=image_format, sheet=sheet)
+    except OSError as exc:
+        return fail(job.record, exc, doing="cannot write frames")
+    return derive(job.record, frames=frames, contact_sheet=sheet_path)
