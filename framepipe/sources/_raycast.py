@@ -53,12 +53,36 @@ def _normalize(v: np.ndarray) -> np.ndarray:
     return v * (1.0 / np.sqrt(np.maximum(sq, 1e-24)))[..., None]
 
 
-def _finish(
-    img: np.ndarray, supersample: int, background: np.ndarray, out_h: int, out_w: int
-) -> np.ndarray:
-    if supersample > 1:
-        img = img.reshape(out_h, supersample, out_w, supersample, 3).mean(axis=(1, 3))
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+class _Renderer:
+    """What both renderers share: :meth:`render` draws a view at ``supersample`` times its
+    size over the background, lets the subclass paint the pixels that hit the object
+    (:meth:`_paint`) and averages back down to uint8 at the asked size."""
+
+    def render(
+        self,
+        c2w: np.ndarray,
+        intr: Intrinsics,
+        *,
+        background: np.ndarray,
+        supersample: int = 1,
+    ) -> np.ndarray:
+        """One view as uint8 H x W x 3 (``intr``'s size)."""
+        s = max(1, int(supersample))
+        big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
+        img = np.empty((big.height * big.width, 3), np.float32)
+        img[:] = background.astype(np.float32)
+        self._paint(img, c2w, big, intr, s)
+        out = img.reshape(big.height, big.width, 3)
+        if s > 1:
+            out = out.reshape(intr.height, s, intr.width, s, 3).mean(axis=(1, 3))
+        return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+    def _paint(
+        self, img: np.ndarray, c2w: np.ndarray, big: Intrinsics, intr: Intrinsics, s: int
+    ) -> None:
+        """Write the colours (0..255 float) of the pixels that see the object into ``img``
+        (float32 (H*W) x 3 at ``big``'s size, ``s`` times ``intr``'s)."""
+        raise NotImplementedError
 
 
 class _RayGrid:
@@ -78,7 +102,7 @@ class _RayGrid:
         return grid
 
 
-class MeshRenderer:
+class MeshRenderer(_Renderer):
     """Ray-cast a triangle mesh with Open3D's ``RaycastingScene`` (Embree, multi-threaded).
 
     The scene is built once; each view costs one ``cast_rays`` call plus vectorised shading
@@ -157,32 +181,19 @@ class MeshRenderer:
         out = self._scene.cast_rays(self._o3d.core.Tensor(rays), nthreads=self.nthreads)
         return {k: v.numpy() for k, v in out.items()}, dirs
 
-    def render(
-        self,
-        c2w: np.ndarray,
-        intr: Intrinsics,
-        *,
-        background: np.ndarray,
-        supersample: int = 1,
-    ) -> np.ndarray:
-        """One view as uint8 H x W x 3 (``intr``'s size)."""
-        s = max(1, int(supersample))
-        big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
+    def _paint(
+        self, img: np.ndarray, c2w: np.ndarray, big: Intrinsics, intr: Intrinsics, s: int
+    ) -> None:
         hit, dirs = self._cast(c2w, big)
         npix = big.height * big.width
         t_hit = hit["t_hit"].reshape(npix)
         sel = np.flatnonzero(np.isfinite(t_hit))
-        img = np.empty((npix, 3), np.float32)
-        img[:] = background.astype(np.float32)
         if len(sel):
             img[sel] = self._shade(
                 hit["primitive_ids"].reshape(npix)[sel].astype(np.int64),
                 hit["primitive_uvs"].reshape(npix, 2)[sel],
                 dirs.reshape(npix, 3)[sel],
             )
-        return _finish(
-            img.reshape(big.height, big.width, 3), s, background, intr.height, intr.width
-        )
 
     def _shade(self, prim: np.ndarray, buv: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """Colours (0..255 float) of hit pixels from primitive ids, barycentrics and unit rays."""
@@ -244,7 +255,7 @@ def _sample_bilinear(tex: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return np.asarray(top * (1 - fy) + bot * fy)
 
 
-class PointRenderer:
+class PointRenderer(_Renderer):
     """Depth-tested splats for point clouds, in numpy (no ray casting).
 
     Every point becomes a disc whose radius in pixels is its world radius (from the cloud's
@@ -336,19 +347,10 @@ class PointRenderer:
             _fill_see_through(index, zbuf, h, w, self.SEE_THROUGH, radius)
         return index, zbuf, depth
 
-    def render(
-        self,
-        c2w: np.ndarray,
-        intr: Intrinsics,
-        *,
-        background: np.ndarray,
-        supersample: int = 1,
-    ) -> np.ndarray:
-        s = max(1, int(supersample))
-        big = intr.scaled(intr.width * s, intr.height * s) if s > 1 else intr
+    def _paint(
+        self, img: np.ndarray, c2w: np.ndarray, big: Intrinsics, intr: Intrinsics, s: int
+    ) -> None:
         index, zbuf, _ = self._splat(c2w, big, self._radius_cap(intr) * s)
-        img = np.empty((big.height * big.width, 3), np.float32)
-        img[:] = background.astype(np.float32)
         hit = index >= 0
         if hit.any():
             pid = index[hit]
@@ -366,9 +368,6 @@ class PointRenderer:
                 z = zbuf[hit]
                 light = 1.0 - 0.45 * np.clip((z - (dist - 1.0)) / 2.0, 0.0, 1.0)
             img[hit] = albedo * light[:, None] * 255.0
-        return _finish(
-            img.reshape(big.height, big.width, 3), s, background, intr.height, intr.width
-        )
 
     def visible(self, c2w: np.ndarray, intr: Intrinsics) -> Visible:
         index, _, _ = self._splat(c2w, intr, self._radius_cap(intr))
