@@ -12,7 +12,6 @@ the n-view sampler chooses the views from that (the source chooses nothing).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,59 +27,14 @@ from framepipe.sources._geometry import (
     load_geometry,
     used_points,
 )
+from framepipe.sources._render_options import number, parse_color, parse_size
 from framepipe.sources.base import Source, register_source, small_request
 from framepipe.types import FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 log = logging.getLogger(__name__)
 
-_NAMED_COLORS = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "grey": (128, 128, 128),
-    "gray": (128, 128, 128),
-}
 _FIT_POINTS = 20000
 """Points used to fit the camera distance (an even stride through the geometry)."""
-
-
-def parse_color(value: Any) -> np.ndarray:
-    """``[r, g, b]`` (0..255), ``"#rrggbb"``, ``"r,g,b"`` or a name -> float32 (3,)."""
-    v = value
-    if isinstance(v, str):
-        s = v.strip().lower()
-        if s in _NAMED_COLORS:
-            v = _NAMED_COLORS[s]
-        elif s.startswith("#") and len(s) == 7:
-            try:
-                v = [int(s[i : i + 2], 16) for i in (1, 3, 5)]
-            except ValueError:
-                v = None
-        else:
-            try:
-                v = [float(x) for x in s.strip("[]()").split(",")]
-            except ValueError:
-                v = None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
-        v = [v, v, v]
-    arr = np.asarray(v, dtype=np.float64) if isinstance(v, (list, tuple)) else None
-    if arr is None or arr.shape != (3,) or not np.all((arr >= 0) & (arr <= 255)):
-        raise ConfigError(f"background ({value!r}) must be [r, g, b] in 0..255, #rrggbb or a name")
-    return arr.astype(np.float32)
-
-
-def _parse_size(value: Any) -> tuple[int, int]:
-    if isinstance(value, str) and "x" in value.lower():
-        value = value.lower().split("x")
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        w, h = (int(x) for x in value)
-    else:
-        try:
-            w = h = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"size ({value!r}) must be N, WxH or [W, H]") from None
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise ConfigError(f"size ({w}x{h}) must be between 16 and 8192 pixels per side")
-    return w, h
 
 
 @register_source
@@ -187,21 +141,21 @@ class RenderSource(Source):
         if not (isinstance(point_size, (int, float)) and 0 < float(point_size) <= 20):
             raise ConfigError(f"point_size ({point_size!r}) must be in (0, 20]")
         self.cameras: cams.CameraMode = "sphere" if cameras == "sphere" else "orbit"
-        self.width, self.height = _parse_size(size)
+        self.width, self.height = parse_size(size)
         self.up_option = str(up)
         cams.up_vector(self.up_option)  # validate now
-        self.elevation_deg = _number("elevation_deg", elevation_deg)
-        self.azimuth_deg = _number("azimuth_deg", azimuth_deg)
-        self.fov_deg = _number("fov_deg", fov_deg)
+        self.elevation_deg = number("elevation_deg", elevation_deg)
+        self.azimuth_deg = number("azimuth_deg", azimuth_deg)
+        self.fov_deg = number("fov_deg", fov_deg)
         if not 1.0 <= self.fov_deg <= 170.0:
             raise ConfigError(f"fov_deg ({fov_deg}) must be in [1, 170]")
-        self.fill = _number("fill", fill)
+        self.fill = number("fill", fill)
         if not 0.05 <= self.fill <= 1.0:
             raise ConfigError(f"fill ({fill}) must be in [0.05, 1]")
         self.background = parse_color(background)
         self.point_size = float(point_size)
         self.renderer = renderer
-        self.filament_timeout_s = _number("filament_timeout_s", filament_timeout_s)
+        self.filament_timeout_s = number("filament_timeout_s", filament_timeout_s)
         self.intrinsics = cams.intrinsics_for(self.width, self.height, self.fov_deg)
         self._info: SourceInfo | None = None
         self._geometry: Geometry | None = None
@@ -448,14 +402,3 @@ class RenderSource(Source):
 
     def __repr__(self) -> str:
         return f"RenderSource({str(self.path)!r}, renderer={self.renderer!r})"
-
-
-def _number(name: str, value: object) -> float:
-    """A finite number option, or a one-line ConfigError naming it."""
-    try:
-        x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} ({value!r}) must be a number") from None
-    if not math.isfinite(x):
-        raise ConfigError(f"{name} ({value!r}) must be finite")
-    return x
