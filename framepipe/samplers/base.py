@@ -99,9 +99,11 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
     )
 
 
-def check_options(sampler: str, params: Mapping[str, Any], known: Iterable[str]) -> None:
-    """A one-line :class:`ConfigError` naming the sampler and every option in ``params`` it
-    does not have (a typo would otherwise be ignored), with the options it has."""
+def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[str]) -> None:
+    """What every built-in sampler checks first: ``n`` (:func:`check_n`), and that
+    ``params`` holds no option it does not have (else a one-line :class:`ConfigError` naming
+    the sampler, the unknown options and the options it has: a typo is never ignored)."""
+    check_n(n)
     options = list(known)
     unknown = sorted(set(params) - set(options))
     if unknown:

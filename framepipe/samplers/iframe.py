@@ -8,13 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.samplers.base import (
-    OverflowPolicy,
-    apply_overflow,
-    check_n,
-    check_options,
-    register_sampler,
-)
+from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -65,8 +59,7 @@ def iframe(
 ) -> Selection:
     """The codec keyframes nearest to n evenly spaced targets (distinct). When the clip
     holds fewer keyframes than n, all of them, completed with the targets themselves."""
-    check_n(n)
-    check_options("iframe", unknown, ("overflow",))
+    check_args("iframe", n, unknown, ("overflow",))
     targets = uniform_indices(clip.start_frame, clip.end_frame, n)
     keys = sorted(
         {int(k) for k in (info.keyframe_indices or ()) if clip.start_frame <= k < clip.end_frame}

@@ -16,13 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import SamplingError
-from framepipe.samplers.base import (
-    OverflowPolicy,
-    apply_overflow,
-    check_n,
-    check_options,
-    register_sampler,
-)
+from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.shots import DetectorParams, ShotDetection, detect_shots
 from framepipe.shots.detector import steps
@@ -173,8 +167,7 @@ def keyframe(
     ``params`` are shot detector settings (``cut_threshold``, ``min_shot_s`` ...; see
     :class:`~framepipe.shots.DetectorParams`).
     """
-    check_n(n)
-    check_options("keyframe", params, OPTIONS)
+    check_args("keyframe", n, params, OPTIONS)
     if source is None:
         raise SamplingError(f"{info.id}: the keyframe sampler needs the source to detect shots")
     det = detect_shots(source, info, clip.start_frame, clip.end_frame, **params)

@@ -28,13 +28,7 @@ import numpy as np
 
 from framepipe.errors import FramepipeError, SamplingError
 from framepipe.samplers._surface import surface_coverage
-from framepipe.samplers.base import (
-    OverflowPolicy,
-    apply_overflow,
-    check_n,
-    check_options,
-    register_sampler,
-)
+from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -360,8 +354,7 @@ def nview(
       measures it (64 pixels, 32 cells a side); such a source's views are chosen by surface
       coverage, whatever the method.
     """
-    check_n(n)
-    check_options("nview", params, OPTIONS)
+    check_args("nview", n, params, OPTIONS)
     if source is not None:
         size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
         surface = source.visible_surface(**size_kw)

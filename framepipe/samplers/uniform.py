@@ -11,8 +11,8 @@ from framepipe.errors import SamplingError
 from framepipe.samplers.base import (
     OverflowPolicy,
     apply_overflow,
+    check_args,
     check_n,
-    check_options,
     register_sampler,
 )
 from framepipe.types import ClipSpec, Selection, SourceInfo
@@ -95,8 +95,7 @@ def uniform(
 ) -> Selection:
     """n frames at the centres of n equal segments (default), evenly spaced including both
     ends (``mode="endpoints"``), or one every ``1/fps`` seconds capped at n (``fps``)."""
-    check_n(n)
-    check_options("uniform", unknown, OPTIONS)
+    check_args("uniform", n, unknown, OPTIONS)
     if fps is not None:
         idx = rate_indices(info, clip, float(fps), n)
         params: dict[str, Any] = {"n": n, "fps": float(fps), "overflow": overflow}
