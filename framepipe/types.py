@@ -14,8 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from framepipe.errors import one_line_error
-
 Matrix4 = tuple[tuple[float, float, float, float], ...]
 """A 4x4 matrix as nested tuples (row-major), so that it is hashable and JSON-friendly."""
 
@@ -290,12 +288,14 @@ class VisibleSurface:
         return f"VisibleSurface(views={len(self)}, {size})"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ClipResult:
     """One record per clip: everything needed to reproduce the frames (and the answer).
 
     Written as one JSON line by :mod:`framepipe.output`. ``status`` is ``ok`` or ``failed``;
     a failed record carries ``error`` (one line) and whatever was known before the failure.
+    Made by :mod:`framepipe.records` (``ok_record``, ``failed_record``) and never changed:
+    a later stage derives a new record (``records.derive``, ``records.fail``).
     """
 
     source: str
@@ -330,11 +330,6 @@ class ClipResult:
                 continue
             out[name] = value
         return out
-
-    @classmethod
-    def failed(cls, source: str, error: BaseException | str, **fields: Any) -> ClipResult:
-        msg = error if isinstance(error, str) else one_line_error(error)
-        return cls(source=source, status="failed", error=msg, **fields)
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 
 from framepipe.output import JsonlWriter, contact_sheet, read_records, write_frames
+from framepipe.records import failed_record
 from framepipe.types import ClipResult, FrameBatch
 
 
@@ -11,7 +12,7 @@ def test_append_resume_and_torn_line(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "r.jsonl"
     with JsonlWriter(out) as w:
         w.write(ClipResult(source="a", key="k1"))
-        w.write(ClipResult.failed("b", "b: broken", key="k2"))
+        w.write(failed_record("b", "b: broken", key="k2"))
     # a killed process leaves half a line behind
     with open(out, "a", encoding="utf-8") as fh:
         fh.write('{"source": "c", "sta')
