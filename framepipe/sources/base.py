@@ -80,16 +80,21 @@ class Source(ABC):
 
         Returns a uint8 array N x height x width x 3 (RGB); the range is cut to the frames
         the source has (see :func:`small_request`). This is the cheap signal that the n-view
-        sampler and :meth:`read_signal` use; kinds override it with a faster path.
+        sampler and :meth:`read_signal` use; kinds give it a faster path by overriding
+        :meth:`_read_small`.
         """
+        idx, (w, h) = small_request(start, end, size, step, self.info().num_frames)
+        if not idx:
+            return np.empty((0, h, w, 3), dtype=np.uint8)
+        return self._read_small(idx, (w, h))
+
+    def _read_small(self, indices: list[int], size: tuple[int, int]) -> np.ndarray:
+        """Frames ``indices`` (checked: in range, at least one) at ``size`` = (width, height);
+        this default reads them whole and scales them down."""
         from PIL import Image
 
-        idx, size = small_request(start, end, size, step, self.info().num_frames)
-        out = np.empty((len(idx), size[1], size[0], 3), dtype=np.uint8)
-        if not idx:
-            return out
-        batch = self.read(idx)
-        for k, f in enumerate(batch.images()):
+        out = np.empty((len(indices), size[1], size[0], 3), dtype=np.uint8)
+        for k, f in enumerate(self.read(indices).images()):
             out[k] = np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR))
         return out
 

@@ -48,7 +48,7 @@ from framepipe.sources._images import (
     probe_image,
     read_size,
 )
-from framepipe.sources.base import Source, register_source, small_request, source_kinds
+from framepipe.sources.base import Source, register_source, source_kinds
 from framepipe.sources.poses import (
     PoseFile,
     complete_intrinsics,
@@ -239,20 +239,12 @@ class MultiviewSource(Source):
         self.decode_counts["full"] += 1
         return decode_image(v.path, v.header, max_side=self.max_side, background=self.background)
 
-    def read_small(
-        self,
-        start: int,
-        end: int,
-        *,
-        size: tuple[int, int] = (64, 36),
-        step: int = 1,
-    ) -> np.ndarray:
-        """Views ``start, start+step, ... < end`` as tiny thumbnails of exactly ``size``
-        (width, height); JPEGs are decoded at 1/8 scale where that is large enough."""
+    def _read_small(self, indices: list[int], size: tuple[int, int]) -> np.ndarray:
+        """Views as tiny thumbnails of exactly ``size`` (width, height); JPEGs are decoded at
+        1/8 scale where that is large enough."""
         views = self._view_list()
-        idx, size = small_request(start, end, size, step, len(views))
-        out = np.empty((len(idx), size[1], size[0], 3), dtype=np.uint8)
-        for k, i in enumerate(idx):
+        out = np.empty((len(indices), size[1], size[0], 3), dtype=np.uint8)
+        for k, i in enumerate(indices):
             v = views[i]
             out[k] = decode_image(v.path, v.header, size=size, background=self.background)
             self.decode_counts["small"] += 1

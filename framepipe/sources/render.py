@@ -28,7 +28,7 @@ from framepipe.sources._geometry import (
     used_points,
 )
 from framepipe.sources._render_options import number, parse_color, parse_size
-from framepipe.sources.base import Source, register_source, small_request
+from framepipe.sources.base import Source, register_source
 from framepipe.types import FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 log = logging.getLogger(__name__)
@@ -325,17 +325,9 @@ class RenderSource(Source):
         assert info.views is not None
         return FrameBatch(frames, tuple(idx), views=tuple(info.views[i] for i in idx))
 
-    def read_small(
-        self,
-        start: int,
-        end: int,
-        *,
-        size: tuple[int, int] = (64, 36),
-        step: int = 1,
-    ) -> np.ndarray:
-        """Views ``start, start+step, ... < end`` rendered directly at ``size`` (w, h)."""
-        idx, (w, h) = small_request(start, end, size, step, self.info().num_frames)
-        return self.render_views(idx, width=w, height=h)
+    def _read_small(self, indices: list[int], size: tuple[int, int]) -> np.ndarray:
+        """Views rendered directly at ``size`` (width, height)."""
+        return self.render_views(indices, width=size[0], height=size[1])
 
     def _render_filament(self, indices: list[int]) -> dict[int, np.ndarray]:
         from framepipe.sources._filament import FilamentError, render_isolated
