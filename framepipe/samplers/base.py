@@ -6,9 +6,11 @@ A sampler is any callable with this signature::
                    source: Source | None = None, **params) -> Selection
 
 It chooses indices from metadata alone (``info`` and ``clip``); samplers that need a cheap
-signal (the keyframe sampler's low-resolution frames, the n-view sampler's image
-signatures) may call ``source.read_small(...)`` but never decode full frames. The same
-inputs give the same indices. A user's own sampler is registered with
+signal ask the source for it and never open a file or decode full frames: the keyframe
+sampler's shots come from :mod:`framepipe.shots` (over ``source.read_signal``), the n-view
+sampler's thumbnails from ``source.read_small`` and a render's surface from
+``source.visible_surface``. The same inputs give the same indices. Built-in samplers refuse
+an option they do not have (:func:`check_args`). A user's own sampler is registered with
 :func:`register_sampler` or passed directly to the pipeline as a callable.
 """
 
