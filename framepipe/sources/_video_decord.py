@@ -68,9 +68,14 @@ def decord_refusal(index: VideoIndex) -> str | None:
         return "the file is cut short (decord may loop on missing frames)"
     if index.container == "avi" and index.reordered:
         return "decord returns AVI frames with B-frames out of order"
+    if index.order != "timestamps":
+        return (
+            "the container's timestamps do not give the decoder's frame order, which decord "
+            "follows (the PyAV reader takes frames as the decoder outputs them)"
+        )
     if index.rotation:
         return "rotated video (decoded upright by the PyAV reader)"
-    if index.pts[0] != index.decode_pts.min():
+    if index.leading_dropped:
         return "the first frames do not decode"
     return None
 

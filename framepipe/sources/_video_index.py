@@ -1,16 +1,30 @@
-"""The frame index of a video file, built by demuxing (no full decode).
+"""The frame index of a video file: frame ``i`` is the ``i``-th frame a full decode outputs.
 
-Every packet of the video stream is read once: its presentation timestamp (pts), decode
-position and keyframe flag. Sorting the timestamps gives the frames in presentation order
-(frame ``i`` is the frame with the ``i``-th smallest pts), their times in seconds (right for
-variable frame rate), and which of them are keyframes. Two cheap decodes check the ends: the
-first frame (its rotation, and that the start really decodes) and, only when the file looks
-cut short, the last group of pictures, so that ``num_frames`` counts frames that decode.
+Every packet of the video stream is read once (no decoding): its timestamps, size and
+keyframe flag. Then one of two ways gives the decoder's output order:
+
+- **From the container's timestamps** (MP4, MKV, WebM, ... the usual case, cheap): sorting
+  the presentation timestamps (pts) gives the frames in presentation order, their times in
+  seconds (right for variable frame rate) and which are keyframes. The first frames are
+  decoded with labels (see :mod:`framepipe.sources._video_decode`) and must come out of the
+  decoder in exactly that order, else the second way is taken. Only when the file looks cut
+  short is the last group of pictures decoded too, so that ``num_frames`` counts frames that
+  decode.
+- **From a full decode**, where the container's timestamps are not presentation times: AVI
+  with a codec that reorders (DivX/XviD B-frames, "packed" or not, whose timestamps are only
+  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts. The
+  whole stream is decoded once with labels: each output frame names its packet, so the count,
+  the order and the keyframes are the decoder's own; the times are the decoder's best-effort
+  presentation times (:func:`framepipe.sources._video_decode.best_effort_ticks`).
+
+Readers take frames by label, check that they come out in index order, and raise
+:class:`IndexMismatch` when they do not (the source then rebuilds the index by decoding).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -19,13 +33,31 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
+from framepipe.sources._video_decode import (
+    MISSING,
+    Decoded,
+    IndexMismatch,
+    Packets,
+    av_reason,
+    best_effort_ticks,
+    decode_labels,
+    demux_packets,
+    ident_kind,
+    needs_decoding,
+    rotation_of,
+)
+
+__all__ = ["IndexMismatch", "VideoIndex", "av_reason", "build_index", "load_index", "rotation_of"]
 
 log = logging.getLogger(__name__)
+
+CHECK_FRAMES = 8
+"""Frames decoded at open to check the container's order against the decoder's."""
 
 
 @dataclass
 class VideoIndex:
-    """Where every frame of a video stream is, in presentation and decode order."""
+    """Where every frame of a video stream comes from, in the decoder's output order."""
 
     path: Path
     container: str
@@ -34,32 +66,51 @@ class VideoIndex:
     time_base: Fraction
     stream_index: int
     pts: np.ndarray
-    """int64 pts of frame ``i`` (presentation order, strictly increasing)."""
-    decode_pts: np.ndarray
-    """int64 pts of every kept packet in decode (file) order."""
-    decode_key: np.ndarray
-    """bool: whether the packet at each decode position is a keyframe."""
+    """int64 presentation time (stream ticks) of frame ``i``, strictly increasing."""
+    packet_ts: np.ndarray
+    """int64, per packet in decode order: the timestamp the demuxer reports for it (how a
+    reader recognises it after a seek, and the time to seek to)."""
+    packet_key: np.ndarray
+    """bool, per packet: a keyframe a reader may start decoding from."""
+    packet_size: np.ndarray
     frame_decode_pos: np.ndarray
-    """int64: decode position of frame ``i``."""
+    """int64: the decode position of the packet whose decoding makes frame ``i``."""
     key_indices: np.ndarray
-    """Presentation indices of the keyframes."""
+    """Output indices of the keyframes."""
     duration_s: float
     fps: Fraction | None
     coded_width: int
     coded_height: int
+    packet_ts_kind: str = "pts"
+    """``pts`` or ``dts``: which of the demuxer's timestamps ``packet_ts`` holds."""
+    order: str = "timestamps"
+    """``timestamps`` (the container's, checked on the first frames) or ``decoded``."""
+    seekable: bool = True
+    """False when packets or frames cannot be told apart: every read decodes from the start
+    and counts the frames."""
+    leading_dropped: bool = False
+    """Whether frames at the start of the stream do not decode (a stream cut before them)."""
+    packed: bool = False
+    """DivX/XviD packed B-frames: a decoder told to skip frames then decodes others in their
+    place (a placeholder packet as a copy of the last picture), so readers never skip."""
     rotation: int = 0
     """Counter-clockwise degrees (0, 90, 180, 270) that turn the stored picture upright."""
     header_frames: int = 0
     """The frame count the container header claims (0 when it does not say)."""
     reordered: bool = False
-    """Whether decode order differs from presentation order (B-frames)."""
+    """Whether decode order differs from output order (B-frames)."""
     truncated: bool = False
     """Whether the file looked cut short (corrupt or missing packets at the end)."""
     notes: list[str] = field(default_factory=list)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
         return len(self.pts)
+
+    @property
+    def num_packets(self) -> int:
+        return len(self.packet_ts)
 
     @property
     def width(self) -> int:
@@ -73,35 +124,51 @@ class VideoIndex:
     def timestamps_s(self) -> np.ndarray:
         return self.pts.astype(np.float64) * float(self.time_base)
 
+    @property
+    def packet_frame(self) -> np.ndarray:
+        """int64, per packet: the index of the frame its decoding makes (-1: none)."""
+        pf = self._cache.get("packet_frame")
+        if pf is None:
+            pf = np.full(self.num_packets, -1, dtype=np.int64)
+            ok = (self.frame_decode_pos >= 0) & (self.frame_decode_pos < self.num_packets)
+            pf[self.frame_decode_pos[ok][::-1]] = np.flatnonzero(ok)[::-1]
+            self._cache["packet_frame"] = pf
+        return pf
+
+    @property
+    def pos_of(self) -> dict[int, int]:
+        """Demuxer timestamp (``packet_ts``) -> decode position."""
+        d = self._cache.get("pos_of")
+        if d is None:
+            d = {int(t): k for k, t in enumerate(self.packet_ts)}
+            self._cache["pos_of"] = d
+        return d
+
     def start_key_pos(self, index: int) -> int:
         """Decode position of the keyframe to start decoding from to reach frame ``index``.
 
-        The last keyframe at or before the frame in decode order whose own pts is not after
-        the frame's (so open-GOP leading pictures start one group earlier).
+        The last keyframe at or before the frame's packet in decode order whose own frame is
+        not after it in output order (so open-GOP leading pictures start one group earlier).
         """
+        if not self.seekable:
+            return 0
         d = int(self.frame_decode_pos[index])
-        p = int(self.pts[index])
         keys = self._key_pos
+        pf = self.packet_frame
         k = int(np.searchsorted(keys, d, side="right")) - 1
-        while k > 0 and int(self.decode_pts[keys[k]]) > p:
+        while k > 0 and not 0 <= int(pf[keys[k]]) <= index:
             k -= 1
         return int(keys[k]) if k >= 0 else 0
 
     @property
     def _key_pos(self) -> np.ndarray:
-        cached = getattr(self, "_key_pos_cache", None)
+        cached = self._cache.get("key_pos")
         if cached is None:
-            cached = np.flatnonzero(self.decode_key)
+            cached = np.flatnonzero(self.packet_key)
             if len(cached) == 0 or cached[0] != 0:
                 cached = np.concatenate([[0], cached]).astype(np.int64)
-            self._key_pos_cache = cached
+            self._cache["key_pos"] = cached
         return cached
-
-
-def av_reason(exc: BaseException) -> str:
-    """An FFmpeg error as a short phrase."""
-    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return " ".join(str(msg).split())
 
 
 def open_container(path: Path) -> Any:
@@ -131,158 +198,221 @@ def video_stream(container: Any, path: Path) -> Any:
     raise UnsupportedInputError(path, "no video stream (audio-only or data file)")
 
 
-def _vp8_shown(data: bytes) -> bool:
-    """VP8 frame header: bit 4 of the first byte is ``show_frame``."""
-    return len(data) == 0 or bool(data[0] & 0x10)
+_INDEXES: OrderedDict[tuple[str, int, int, int], VideoIndex] = OrderedDict()
+_INDEXES_KEPT = 16
 
 
-def build_index(path: Path) -> VideoIndex:
-    """Demux ``path`` once and check its ends; raises SourceError subclasses on bad input."""
-    import av
+def load_index(path: Path, *, rebuild: str | None = None) -> VideoIndex:
+    """The index of ``path``, built once per file version and shared by its readers (the
+    frame reader and the shot-signal reader must agree on every index). ``rebuild`` (a
+    reason) builds it again from a full decode."""
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    except OSError:
+        return build_index(path)
+    idx = _INDEXES.get(key)
+    if idx is None or rebuild is not None:
+        idx = build_index(path, decode_reason=rebuild)
+        _INDEXES[key] = idx
+        while len(_INDEXES) > _INDEXES_KEPT:
+            _INDEXES.popitem(last=False)
+    else:
+        _INDEXES.move_to_end(key)
+    return idx
 
+
+def build_index(path: Path, *, decode_reason: str | None = None) -> VideoIndex:
+    """Index ``path``; raises SourceError subclasses on bad input. ``decode_reason`` forces
+    the index from a full decode."""
     container = open_container(path)
     try:
         stream = video_stream(container, path)
-        tb = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
-        codec = stream.codec_context.name
-        is_vp8 = codec == "vp8"
-        pts_list: list[int] = []
-        key_list: list[bool] = []
-        dur_list: list[int] = []
-        truncated = False
-        notes: list[str] = []
-        try:
-            for packet in container.demux(stream):
-                if packet.size == 0:
-                    continue
-                if packet.is_corrupt:
-                    truncated = True
-                    notes.append("dropped a corrupt (cut short) packet")
-                    continue
-                pts = packet.pts if packet.pts is not None else packet.dts
-                if pts is None:
-                    raise DecodeError(path, "video packets carry no timestamps")
-                if is_vp8 and not _vp8_shown(bytes(packet)):
-                    continue  # an invisible (alternate reference) frame: never shown
-                pts_list.append(int(pts))
-                key_list.append(bool(packet.is_keyframe))
-                dur_list.append(int(packet.duration or 0))
-        except av.error.FFmpegError as exc:
-            truncated = True
-            notes.append(f"demuxing stopped early ({av_reason(exc)})")
-        if not pts_list:
-            raise DecodeError(path, "no video frames in the file")
-        header_frames = int(stream.frames or 0)
-        if header_frames > len(pts_list):
-            truncated = True
-            notes.append(f"header claims {header_frames} frames, {len(pts_list)} present")
-        decode_pts = np.asarray(pts_list, dtype=np.int64)
-        decode_key = np.asarray(key_list, dtype=bool)
-        if not decode_key.any():
-            decode_key[0] = True
-            notes.append("no packet flagged as keyframe; decoding from the start")
-        first, rotation = _first_frame(container, stream, path)
-        # Frames before the first one that decodes (leading pictures of a cut stream) are
-        # not frames a reader can return.
-        keep = decode_pts >= first
-        if truncated:
-            keep &= _tail_decodable(container, stream, decode_pts, decode_key, path)
-        pts = np.unique(decode_pts[keep])
-        if len(pts) == 0:
-            raise DecodeError(path, "no decodable video frames")
-        # decode position of each presentation-order frame (first packet with that pts)
-        order = np.argsort(decode_pts, kind="stable")
-        sorted_pts = decode_pts[order]
-        frame_decode_pos = order[np.searchsorted(sorted_pts, pts, side="left")]
-        key_pts = np.unique(decode_pts[decode_key])
-        key_indices = np.flatnonzero(np.isin(pts, key_pts))
-        reordered = bool(np.any(np.diff(decode_pts) < 0))
-        rate = stream.average_rate or stream.guessed_rate
-        fps = Fraction(rate) if rate else None
-        ts = pts.astype(np.float64) * float(tb)
-        last_pos = int(frame_decode_pos[-1])
-        last_dur = dur_list[last_pos] * float(tb) if dur_list[last_pos] > 0 else None
-        if fps is None and len(ts) > 1 and ts[-1] > ts[0]:
-            fps = Fraction((len(ts) - 1) / (ts[-1] - ts[0])).limit_denominator(1001)
-        if last_dur is None and len(ts) > 1:
-            last_dur = float(ts[-1] - ts[-2])
-        elif last_dur is None:
-            last_dur = float(1 / fps) if fps else 0.0
-        cc = stream.codec_context
-        return VideoIndex(
-            path=path,
-            container=container.format.name,
-            codec=codec,
-            time_base=tb,
-            stream_index=stream.index,
-            pts=pts,
-            decode_pts=decode_pts,
-            decode_key=decode_key,
-            frame_decode_pos=frame_decode_pos.astype(np.int64),
-            key_indices=key_indices.astype(np.int64),
-            duration_s=float(ts[-1] - ts[0]) + last_dur,
-            fps=fps,
-            coded_width=int(cc.width),
-            coded_height=int(cc.height),
-            rotation=rotation,
-            header_frames=header_frames,
-            reordered=reordered,
-            truncated=truncated,
-            notes=notes,
+        packets = demux_packets(container, stream, path)
+        reason = decode_reason or needs_decoding(
+            container.format.name, stream.codec_context.codec, packets
         )
+        if reason is None:
+            idx = _from_timestamps(container, stream, packets, path)
+            if idx is not None:
+                return idx
+            reason = "the decoder's first frames do not follow the container's timestamps"
+        log.info("%s: indexing by decoding every frame: %s", path, reason)
+        return _from_decoding(container, stream, packets, path, reason)
     finally:
         container.close()
 
 
-def rotation_of(frame: Any) -> int:
-    """Counter-clockwise degrees (0/90/180/270) from the frame's display matrix."""
-    try:
-        rot = round(float(frame.rotation) / 90.0) * 90
-    except (AttributeError, TypeError, ValueError):
-        return 0
-    return rot % 360
-
-
-def _first_frame(container: Any, stream: Any, path: Path) -> tuple[int, int]:
-    """Decode the first frame: its pts and the rotation to apply. Raises when none decodes."""
-    import av
-
-    container.seek(0, stream=stream, backward=True, any_frame=False)
+def _common(container: Any, stream: Any, path: Path) -> dict[str, Any]:
     cc = stream.codec_context
+    rate = stream.average_rate or stream.guessed_rate
+    return {
+        "path": path,
+        "container": container.format.name,
+        "codec": cc.name,
+        "time_base": Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
+        "stream_index": stream.index,
+        "fps": Fraction(rate) if rate else None,
+        "coded_width": int(cc.width),
+        "coded_height": int(cc.height),
+        "header_frames": int(stream.frames or 0),
+    }
+
+
+def _timing(pts: np.ndarray, tb: Fraction, fps: Fraction | None, last_ticks: int) -> Any:
+    """(fps, duration_s): fps estimated from the times when the stream does not say;
+    ``last_ticks`` is the last frame's own duration (0: unknown)."""
+    ts = pts.astype(np.float64) * float(tb)
+    if fps is None and len(ts) > 1 and ts[-1] > ts[0]:
+        fps = Fraction((len(ts) - 1) / (ts[-1] - ts[0])).limit_denominator(1001)
+    if last_ticks > 0:
+        last = last_ticks * float(tb)
+    elif len(ts) > 1:
+        last = float(ts[-1] - ts[-2])
+    else:
+        last = float(1 / fps) if fps else 0.0
+    return fps, float(ts[-1] - ts[0]) + last
+
+
+def _decode(container: Any, stream: Any, pk: Packets, path: Path, **kw: Any) -> Decoded:
+    """:func:`decode_labels`, in a freshly opened file when the seek back to the start did
+    not land on the first packet."""
+    kind = ident_kind(container.format.name)
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_corrupt:
-                continue
-            try:
-                frames = cc.decode(packet)
-            except av.error.FFmpegError:
-                continue
-            for frame in frames:
-                if frame.pts is not None:
-                    return int(frame.pts), rotation_of(frame)
-        for frame in cc.decode(None):
-            if frame.pts is not None:
-                return int(frame.pts), rotation_of(frame)
-    except av.error.FFmpegError as exc:
-        raise DecodeError(path, f"video does not decode ({av_reason(exc)})") from None
-    finally:
-        cc.flush_buffers()
-    raise DecodeError(path, "no decodable video frames")
+        return decode_labels(container, stream, pk, path, kind=kind, **kw)
+    except IndexMismatch:
+        fresh = open_container(path)
+        try:
+            return decode_labels(fresh, video_stream(fresh, path), pk, path, kind=kind, **kw)
+        finally:
+            fresh.close()
+
+
+def _from_timestamps(container: Any, stream: Any, pk: Packets, path: Path) -> VideoIndex | None:
+    """The index from sorted container pts, or None when the decoder's first frames say
+    otherwise."""
+    base = _common(container, stream, path)
+    times = pk.ident("pts")
+    kind = ident_kind(container.format.name)
+    key = pk.key.copy()
+    notes = list(pk.notes)
+    truncated = pk.truncated
+    shown = int(np.count_nonzero(pk.shown))
+    if base["header_frames"] > shown:
+        truncated = True
+        notes.append(f"header claims {base['header_frames']} frames, {shown} present")
+    if not key.any():
+        key[0] = True
+        notes.append("no packet flagged as keyframe; decoding from the start")
+    dec = _decode(container, stream, pk, path, limit=CHECK_FRAMES)
+    if not dec.labels:
+        raise DecodeError(path, "no decodable video frames")
+    if not 0 <= dec.labels[0] < len(pk):
+        return None
+    # Frames before the first one that decodes (leading pictures of a cut stream) are not
+    # frames a reader can return.
+    keep = pk.shown & (times >= times[dec.labels[0]])
+    if truncated:
+        keep &= _tail_decodable(container, stream, times, key, path)
+    kept = np.flatnonzero(keep)
+    if len(kept) == 0:
+        raise DecodeError(path, "no decodable video frames")
+    pts, first = np.unique(times[kept], return_index=True)
+    frame_decode_pos = kept[first].astype(np.int64)  # the first packet with each pts
+    m = min(len(dec.labels), len(pts))
+    if dec.labels[:m] != frame_decode_pos[:m].tolist():
+        log.debug("%s: decoder order %s, timestamps say %s", path, dec.labels[:m], pts[:m])
+        return None
+    tb = base["time_base"]
+    last = int(pk.duration[frame_decode_pos[-1]])
+    fps, duration_s = _timing(pts, tb, base.pop("fps"), last)
+    shown_times = times[pk.shown]
+    return VideoIndex(
+        **base,
+        pts=pts,
+        packet_ts=pk.ident(kind),
+        packet_key=key,
+        packet_size=pk.size,
+        frame_decode_pos=frame_decode_pos,
+        key_indices=np.flatnonzero(np.isin(pts, times[key])).astype(np.int64),
+        duration_s=duration_s,
+        fps=fps,
+        packet_ts_kind=kind,
+        leading_dropped=bool(pts[0] != shown_times.min()),
+        rotation=dec.rotation,
+        reordered=bool(np.any(np.diff(shown_times) < 0)),
+        truncated=truncated,
+        notes=notes,
+    )
+
+
+def _from_decoding(container: Any, stream: Any, pk: Packets, path: Path, reason: str) -> VideoIndex:
+    """The index from one full labelled decode: the decoder's frames, order and keyframes."""
+    dec = _decode(container, stream, pk, path, threads=True)
+    labels = np.asarray(dec.labels, dtype=np.int64)
+    n = len(labels)
+    if n == 0:
+        raise DecodeError(path, "no decodable video frames")
+    base = _common(container, stream, path)
+    tb = base["time_base"]
+    notes = [*pk.notes, f"frame order from a full decode ({reason})"]
+    valid = (labels >= 0) & (labels < len(pk))
+    seekable = bool(valid.all()) and len(np.unique(labels)) == n
+    kind = ident_kind(container.format.name)
+    ident = pk.ident(kind)
+    if len(np.unique(ident)) != len(pk):
+        seekable = False
+    if not seekable:
+        notes.append("packets or frames cannot be told apart: reads decode from the start")
+    safe = np.where(valid, labels, 0)
+    raw = np.where(valid, pk.ident("pts")[safe], MISSING)
+    fps = base.pop("fps")
+    step = max(1, round(1 / (fps * tb))) if fps else 1
+    pts = best_effort_ticks(raw, step)
+    made_key = valid & pk.key[safe] & np.asarray(dec.keys, dtype=bool)
+    packet_key = np.zeros(len(pk), dtype=bool)
+    packet_key[labels[made_key]] = True
+    if dec.bad_packets:
+        notes.append(f"{dec.bad_packets} packet(s) did not decode")
+    if dec.stopped:
+        notes.append(f"decoding stopped early ({dec.stopped})")
+    last = int(pk.duration[labels[-1]]) if valid[-1] else 0
+    fps, duration_s = _timing(pts, tb, fps, last or step)
+    return VideoIndex(
+        **base,
+        pts=pts,
+        packet_ts=ident,
+        packet_key=packet_key,
+        packet_size=pk.size,
+        frame_decode_pos=labels,
+        key_indices=np.flatnonzero(made_key).astype(np.int64),
+        duration_s=duration_s,
+        fps=fps,
+        packet_ts_kind=kind,
+        order="decoded",
+        seekable=seekable,
+        packed=pk.max_pictures > 1,
+        leading_dropped=bool(labels[0] != 0),
+        rotation=dec.rotation,
+        reordered=bool(np.any(np.diff(labels) <= 0)),
+        truncated=pk.truncated or dec.stopped is not None,
+        notes=notes,
+    )
 
 
 def _tail_decodable(
-    container: Any, stream: Any, decode_pts: np.ndarray, decode_key: np.ndarray, path: Path
+    container: Any, stream: Any, ident: np.ndarray, key: np.ndarray, path: Path
 ) -> np.ndarray:
     """Which packets really decode, checking the last group of pictures of a cut file."""
     import av
 
-    keep = np.ones(len(decode_pts), dtype=bool)
-    keys = np.flatnonzero(decode_key)
+    keep = np.ones(len(ident), dtype=bool)
+    keys = np.flatnonzero(key)
     k = int(keys[-1]) if len(keys) else 0
-    tail = set(int(p) for p in decode_pts[k:])
+    tail = set(int(p) for p in ident[k:])
     seen: set[int] = set()
     cc = stream.codec_context
-    container.seek(int(decode_pts[k]), stream=stream, backward=True, any_frame=False)
+    container.seek(int(ident[k]), stream=stream, backward=True, any_frame=False)
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_corrupt:
@@ -298,6 +428,6 @@ def _tail_decodable(
         cc.flush_buffers()
     lost = tail - seen
     if lost:
-        keep &= ~np.isin(decode_pts, np.fromiter(lost, dtype=np.int64))
+        keep &= ~np.isin(ident, np.fromiter(lost, dtype=np.int64))
         log.info("%s: %d frame(s) at the cut-off end do not decode; dropped", path, len(lost))
     return keep

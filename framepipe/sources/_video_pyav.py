@@ -1,12 +1,15 @@
-"""Exact frame reads with PyAV: seek to a keyframe, decode forward, match by timestamp.
+"""Exact frame reads with PyAV: seek to a keyframe, decode forward, take frames by label.
 
 The wanted frames are grouped by the keyframe each must be decoded from. Groups are shared
 out, in order, among up to ``threads`` workers, each with its own demuxer and single-threaded
 decoder (PyAV releases the GIL while decoding, so the workers run at once). A worker seeks
-only when its next group starts past where it is; on the way to a wanted frame, it tells the
-decoder to skip frames nothing refers to (``skip_frame = NONREF``), which never changes the
-frames that are decoded. A frame is taken when its pts is a wanted frame's pts, so index
-``i`` is the ``i``-th frame in presentation order whatever order the decoder works in.
+only when its next group starts past where it is, checks where the seek landed, and labels
+every packet with its decode position (see :mod:`framepipe.sources._video_decode`): a frame
+is taken when its label is a wanted frame's packet, so index ``i`` is the ``i``-th frame a
+full decode outputs whatever the container's timestamps say. Frames must come out in index
+order, else :class:`IndexMismatch`. On the way to a wanted frame, it tells the decoder to
+skip frames nothing refers to (``skip_frame = NONREF``), which never changes the frames that
+are decoded, except in streams with packed B-frames, where it is therefore off.
 """
 
 from __future__ import annotations
@@ -21,7 +24,14 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError
-from framepipe.sources._video_index import VideoIndex, av_reason, open_container, video_stream
+from framepipe.sources._video_decode import packet_ident
+from framepipe.sources._video_index import (
+    IndexMismatch,
+    VideoIndex,
+    av_reason,
+    open_container,
+    video_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,8 @@ class _Group:
     key_pos: int
     end_pos: int
     targets: dict[int, int] = field(default_factory=dict)
-    """pts -> frame index."""
+    """label (decode position of the packet that makes the frame) -> frame index; frame
+    index -> frame index when the index is not seekable (frames are counted)."""
 
     @property
     def cost(self) -> int:
@@ -54,6 +65,8 @@ def default_threads() -> int:
 
 def plan_groups(index: VideoIndex, wanted: Sequence[int]) -> list[_Group]:
     """One group per starting keyframe, in decode order."""
+    if not index.seekable:
+        return [_Group(0, index.num_packets - 1, {i: i for i in wanted})] if wanted else []
     groups: dict[int, _Group] = {}
     for i in wanted:
         k = index.start_key_pos(i)
@@ -62,7 +75,7 @@ def plan_groups(index: VideoIndex, wanted: Sequence[int]) -> list[_Group]:
         if g is None:
             g = groups[k] = _Group(k, d)
         g.end_pos = max(g.end_pos, d)
-        g.targets[int(index.pts[i])] = i
+        g.targets[d] = i
     return [groups[k] for k in sorted(groups)]
 
 
@@ -89,9 +102,9 @@ class PyAVReader:
     def __init__(self, index: VideoIndex, *, threads: int | None = None, skip_nonref: bool = True):
         self.index = index
         self.threads = threads or default_threads()
-        self.skip_nonref = skip_nonref
-        # pts -> decode position, shared read-only by the workers
-        self._pos_of = {int(p): k for k, p in enumerate(index.decode_pts)}
+        # counted frames, packed B-frames: skip nothing (see VideoIndex.seekable, .packed)
+        self.skip_nonref = skip_nonref and index.seekable and not index.packed
+        index.pos_of  # noqa: B018 - built once here, then shared read-only by the workers
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -103,7 +116,7 @@ class PyAVReader:
         done: set[int] = set()
         if len(shares) == 1:
             done |= self._work(shares[0], store)
-        else:
+        elif shares:
             with ThreadPoolExecutor(len(shares), thread_name_prefix="framepipe-decode") as ex:
                 for part in ex.map(lambda s: self._work(s, store), shares):
                     done |= part
@@ -122,7 +135,6 @@ class PyAVReader:
             stream = video_stream(container, idx.path)
             cc = stream.codec_context
             cc.thread_count = 1
-            pos_of = self._pos_of
             k = 0
             while k < len(groups):
                 # a run: groups that follow on from each other without a seek
@@ -134,11 +146,11 @@ class PyAVReader:
                 targets = {p: i for g in run for p, i in g.targets.items()}
                 end_pos = max(g.end_pos for g in run)
                 start = run[0].key_pos
-                got = self._run(container, stream, start, end_pos, targets, pos_of, store)
+                got = self._run(container, stream, start, end_pos, targets, store)
                 if len(got) < len(targets) and self.skip_nonref:
                     log.debug("%s: retrying a run without frame skipping", idx.path)
                     rest = {p: i for p, i in targets.items() if i not in got}
-                    got |= self._run(container, stream, start, end_pos, rest, pos_of, store, False)
+                    got |= self._run(container, stream, start, end_pos, rest, store, False)
                 out |= got
         except av.error.FFmpegError as exc:
             raise DecodeError(idx.path, f"decoding failed ({av_reason(exc)})") from None
@@ -153,7 +165,6 @@ class PyAVReader:
         key_pos: int,
         end_pos: int,
         targets: dict[int, int],
-        pos_of: dict[int, int],
         store: Store,
         skip: bool | None = None,
     ) -> set[int]:
@@ -162,64 +173,123 @@ class PyAVReader:
         idx = self.index
         skip = self.skip_nonref if skip is None else skip
         cc = stream.codec_context
-        target_pos = {pos_of[p] for p in targets if p in pos_of}
         out: set[int] = set()
-        seek_pts = int(idx.decode_pts[key_pos])
-        for attempt in range(3):
-            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
-            demux = container.demux(stream)
-            first = _next_packet(demux)
-            if first is None:
-                return out
-            fpos = pos_of.get(_pts(first), -1)
-            if 0 <= fpos <= key_pos or attempt == 2:
-                break
-            # landed after the keyframe we need (or somewhere unknown): aim earlier
-            seek_pts = (
-                int(idx.decode_pts[0])
-                if attempt
-                else seek_pts - (int(idx.pts[-1] - idx.pts[0]) // max(1, idx.num_frames) * 8 + 1)
-            )
+        landed = seek_to(container, stream, idx, key_pos)
+        if landed is None:
+            return out
+        demux, packet, pos = landed
+        take = _Taker(idx, targets, store, out)
         mode = "DEFAULT"
         cc.skip_frame = mode
-        packet: Any = first
         try:
             while packet is not None:
-                pos = pos_of.get(_pts(packet), -1)
-                want = "NONREF" if skip and pos not in target_pos else "DEFAULT"
+                check_packet(idx, packet, pos)
+                packet.pts = pos  # the label: the decoder copies it to the frame it makes
+                want = "NONREF" if skip and pos not in targets else "DEFAULT"
                 if want != mode:
                     cc.skip_frame = mode = want
                 try:
-                    frames = cc.decode(packet)
+                    take(cc.decode(packet))
                 except av.error.InvalidDataError as exc:
                     log.debug("%s: skipping a bad packet (%s)", idx.path, av_reason(exc))
-                    frames = []
-                for frame in frames:
-                    i = targets.get(frame.pts) if frame.pts is not None else None
-                    if i is not None and i not in out:
-                        store(i, frame)
-                        out.add(i)
                 if pos >= end_pos or len(out) == len(targets):
                     break
-                packet = _next_packet(demux)
+                packet = next_packet(demux)
+                pos += 1
             cc.skip_frame = "DEFAULT"
-            for frame in cc.decode(None):
-                i = targets.get(frame.pts) if frame.pts is not None else None
-                if i is not None and i not in out:
-                    store(i, frame)
-                    out.add(i)
+            if len(out) < len(targets):
+                take(cc.decode(None))
         finally:
             cc.skip_frame = "DEFAULT"
             cc.flush_buffers()
         return out
 
 
-def _pts(packet: Any) -> int:
-    p = packet.pts if packet.pts is not None else packet.dts
-    return -1 if p is None else int(p)
+class _Taker:
+    """Maps the frames a run decodes to indices, checks their order, stores the wanted."""
+
+    def __init__(
+        self, index: VideoIndex, targets: dict[int, int], store: Store, out: set[int]
+    ) -> None:
+        self.index = index
+        self.frame_of = index.packet_frame
+        self.targets = targets
+        self.store = store
+        self.out = out
+        self.last = -1
+        self.counted = not index.seekable
+
+    def __call__(self, frames: list[Any]) -> None:
+        idx = self.index
+        for frame in frames:
+            if self.counted:  # decoding from the start: the k-th frame out is frame k
+                i = self.last + 1
+            else:
+                label = -1 if frame.pts is None else int(frame.pts)
+                i = int(self.frame_of[label]) if 0 <= label < len(self.frame_of) else -1
+                if i < 0:
+                    if idx.order == "decoded":
+                        continue  # a frame no full decode outputs (e.g. after a seek): never wanted
+                    raise IndexMismatch(
+                        idx.path, f"the decoder put out a frame the index does not hold ({label})"
+                    )
+                if i <= self.last:
+                    raise IndexMismatch(
+                        idx.path,
+                        f"the decoder put out frame {i} after frame {self.last}: its order is "
+                        "not the one the container's timestamps give",
+                    )
+            self.last = i
+            t = self.targets.get(int(idx.frame_decode_pos[i]) if not self.counted else i)
+            if t is not None and t not in self.out:
+                self.store(t, frame)
+                self.out.add(t)
 
 
-def _next_packet(demux: Any) -> Any:
+def seek_to(container: Any, stream: Any, index: VideoIndex, key_pos: int) -> Any:
+    """Seek so that demuxing resumes at or before packet ``key_pos``.
+
+    Returns ``(demux, first packet, its decode position)``, or None at the end of the
+    stream. Where the seek landed is checked (timestamp and size of the first packet); a
+    landing after ``key_pos`` or on an unknown packet seeks earlier, then to the start.
+    """
+    ts = index.packet_ts
+    if index.seekable and key_pos > 0:
+        pos_of = index.pos_of
+        seek_ts = int(ts[key_pos])
+        for _ in range(2):
+            container.seek(seek_ts, stream=stream, backward=True, any_frame=False)
+            demux = container.demux(stream)
+            first = next_packet(demux)
+            if first is None:
+                return None
+            fpos = pos_of.get(packet_ident(first, index.packet_ts_kind), -1)
+            if 0 <= fpos <= key_pos and int(index.packet_size[fpos]) == first.size:
+                return demux, first, fpos
+            # landed after the keyframe we need (or somewhere unknown): aim earlier
+            step = int(index.pts[-1] - index.pts[0]) // max(1, index.num_frames)
+            seek_ts -= step * 8 + 1
+    container.seek(int(ts[0]), stream=stream, backward=True, any_frame=True)
+    demux = container.demux(stream)
+    first = next_packet(demux)
+    if first is None:
+        return None
+    check_packet(index, first, 0)
+    return demux, first, 0
+
+
+def check_packet(index: VideoIndex, packet: Any, pos: int) -> None:
+    """The packet at decode position ``pos`` must be the one the index holds there."""
+    if (
+        pos >= index.num_packets
+        or packet_ident(packet, index.packet_ts_kind) != int(index.packet_ts[pos])
+        or packet.size != int(index.packet_size[pos])
+    ):
+        raise IndexMismatch(index.path, f"the demuxer's packet {pos} is not the index's")
+
+
+def next_packet(demux: Any) -> Any:
+    """The next packet the index counts (not empty, not corrupt), or None at the end."""
     for packet in demux:
         if packet.size and not packet.is_corrupt:
             return packet

@@ -1,11 +1,17 @@
 """The video source: exact frames from video files, with PyAV or decord.
 
-Opening a video builds its frame index with PyAV by demuxing (no decoding beyond the first
-frame, and the last group of pictures of a file cut short): presentation timestamps,
-keyframes, rotation and the real frame count. Frames are then read by one of two backends:
+Frame ``i`` is the ``i``-th frame a full sequential decode outputs, after the container's
+rotation. Opening a video builds its frame index with PyAV (:mod:`._video_index`): by
+demuxing, with the first frames decoded to check that the container's timestamps give the
+decoder's order, or, where they cannot (DivX/XviD AVI with B-frames, packed or not, H.264 in
+AVI, packets without pts), by decoding the whole stream once: timestamps (the decoder's best
+effort), keyframes, rotation and the real frame count. Frames are then read by one of two
+backends:
 
 - ``pyav``: the seek-and-decode reader in :mod:`framepipe.sources._video_pyav`. Exact by
-  construction (frames are matched by pts), rotation applied, and, measured on a 10-minute
+  construction (each packet is labelled with its decode position and a frame is taken by the
+  label it comes out with; its order is checked, and a file whose timestamps turn out wrong
+  is indexed again by decoding), rotation applied, and, measured on a 10-minute
   720p H.264 file (BENCHMARKS.md), about twice as fast as decord with half its memory: it
   decodes different targets on several cores at once and skips frames nothing refers to.
   ``auto`` uses it.
@@ -13,14 +19,16 @@ keyframes, rotation and the real frame count. Frames are then read by one of two
   the PyAV reader fails to decode a file (decord then serves that file's frames, and
   ``info().backend`` says ``decord``). A decord failure while reading is a one-line
   :class:`DecodeError` naming the file. Only for files it is known to read exactly: never
-  VP8/VP9/AV1, AVI with B-frames (frames out of order), rotated video, files cut short or
+  VP8/VP9/AV1, AVI with B-frames (frames out of order), files whose timestamps do not give
+  the decoder's order (indexed by decoding), rotated video, files cut short or
   whose header over-reports the frame count (decord can loop forever in native code on
   those), and only after its own frame count and timestamps agree with the index. A file it
   must not read gets a one-line :class:`SourceError`, never a wrong frame.
 
 Options (``--source-opt KEY=VALUE``): ``backend`` = ``auto`` (default), ``pyav`` or
 ``decord``; ``threads`` = decoders run at once (default: the CPUs, at most 4); ``skip_nonref``
-= let the PyAV reader skip unreferenced frames on the way to a wanted one (default true).
+= let the PyAV reader skip unreferenced frames on the way to a wanted one (default true;
+never done on packed B-frames).
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ from framepipe.sources._video_decord import (
     decord_reason,
     decord_refusal,
 )
-from framepipe.sources._video_index import VideoIndex, build_index
+from framepipe.sources._video_index import IndexMismatch, VideoIndex, load_index
 from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
 from framepipe.sources.base import Source, register_source, small_request
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
@@ -124,7 +132,7 @@ class VideoSource(Source):
     def index(self) -> VideoIndex:
         """The frame index (built on first use)."""
         if self._index is None:
-            self._index = build_index(self.path)
+            self._index = load_index(self.path)
         return self._index
 
     @property
@@ -222,7 +230,7 @@ class VideoSource(Source):
         else:
             arr = np.empty((len(idx), info.height, info.width, 3), dtype=np.uint8)
             try:
-                self._pyav_reader().read(idx, _filler(arr, idx, to_rgb(self.index.rotation)))
+                self._read_pyav(idx, _filler(arr, idx, to_rgb(self.index.rotation)))
             except DecodeError as exc:
                 if self.backend_option != "auto" or self._decord_refusal() is not None:
                     raise
@@ -231,7 +239,7 @@ class VideoSource(Source):
                 frames = self._decord.read(idx)
                 arr = np.stack([frames[i] for i in idx])
                 self._use_decord()
-        ts = info.timestamps_s
+        ts = self.info().timestamps_s  # info again: a read may have re-indexed the file
         assert ts is not None
         return FrameBatch(arr, tuple(idx), tuple(ts[i] for i in idx))
 
@@ -260,8 +268,30 @@ class VideoSource(Source):
         if not idx:
             return np.empty((0, h, w, 3), dtype=np.uint8)
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
-        self._pyav_reader().read(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
+        self._read_pyav(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
         return out
+
+    def _read_pyav(self, idx: list[int], store: Store) -> None:
+        """The PyAV reader's read. When the decoder disagrees with an index built from the
+        container's timestamps, the index is rebuilt from a full decode and the read done
+        again (an error instead when the frame count changes: the indices asked for were
+        counted on the old one)."""
+        try:
+            self._pyav_reader().read(idx, store)
+        except IndexMismatch as exc:
+            old = self.index
+            if old.order == "decoded":
+                raise
+            log.warning("%s; indexing it again by decoding every frame", exc)
+            new = load_index(self.path, rebuild=str(exc).split(": ", 1)[-1])
+            self._index, self._info, self._pyav = new, None, None
+            if new.num_frames != old.num_frames:
+                raise DecodeError(
+                    self.path,
+                    f"a full decode gives {new.num_frames} frames, not the {old.num_frames} "
+                    "the container's timestamps said: open it again",
+                ) from None
+            self._pyav_reader().read(idx, store)
 
     def read_signal(
         self,
@@ -273,14 +303,18 @@ class VideoSource(Source):
     ) -> SmallFrames:
         """The fast signal decoder (:func:`framepipe.sources._signal.read_signal`): PyAV at
         the tiny size, dropping the frames ``skip`` allows (B-frames by default)."""
-        return _signal.read_signal(self.path, self.info(), start, end, size=size, skip=skip)
+        info = self.info()
+        return _signal.read_signal(
+            self.path, info, start, end, size=size, skip=skip, index=self.index
+        )
 
     def read_signal_ranges(
         self, ranges: Sequence[tuple[int, int]], *, size: tuple[int, int] = (64, 36)
     ) -> SmallFrames:
         """Every frame of each range, decoded from the keyframe before it
         (:func:`framepipe.sources._signal.read_full_ranges`)."""
-        return _signal.read_full_ranges(self.path, self.info(), ranges, size=size)
+        info = self.info()
+        return _signal.read_full_ranges(self.path, info, ranges, size=size, index=self.index)
 
     def close(self) -> None:
         if self._decord is not None:

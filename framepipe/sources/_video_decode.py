@@ -1,0 +1,273 @@
+"""Demuxing, and decoding with labels: which packet made each frame the decoder outputs.
+
+Before a packet goes to the decoder its pts is replaced by the packet's decode position (its
+*label*). A decoder copies the pts of the packet it is decoding to the frame it starts, so
+every frame that comes out names the packet that made it, whatever the container's
+timestamps say and however the decoder reorders (B-frames). That holds through DivX/XviD
+"packed" B-frames too (a packet holding two pictures: the second is decoded with the next
+packet and carries that packet's label) and through their not-coded placeholder packets
+(N-VOPs, which make no picture of their own). A frame index built from labels, and readers
+that take frames by label, therefore agree with a full sequential decode by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.errors import DecodeError
+
+log = logging.getLogger(__name__)
+
+MISSING = np.iinfo(np.int64).min
+"""A packet timestamp the container does not give."""
+
+_VOP_START = b"\x00\x00\x01\xb6"
+_VOP_SAMPLE = 500
+"""MPEG-4 Part 2 packets searched for packed pictures (an encoder setting: it shows early)."""
+
+
+class IndexMismatch(DecodeError):
+    """The decoder or the demuxer disagrees with the frame index (it must be rebuilt)."""
+
+
+@dataclass
+class Packets:
+    """The video packets of a file in decode order (empty and corrupt ones left out)."""
+
+    pts: np.ndarray
+    """int64 container pts (``MISSING`` where absent)."""
+    dts: np.ndarray
+    key: np.ndarray
+    size: np.ndarray
+    duration: np.ndarray
+    shown: np.ndarray
+    """bool: not an invisible frame (VP8 alternate reference frames are never shown)."""
+    max_pictures: int = 1
+    """Most MPEG-4 Part 2 pictures found in one packet (2: packed B-frames)."""
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.size)
+
+    def ident(self, kind: str) -> np.ndarray:
+        """What the demuxer reports for each packet: ``pts`` (dts where it has none) or
+        ``dts`` (pts where it has none)."""
+        a, b = (self.pts, self.dts) if kind == "pts" else (self.dts, self.pts)
+        return np.where(a != MISSING, a, b)
+
+
+def ident_kind(container_name: str) -> str:
+    """Which timestamp names a packet in this container (the one it stores; the other may
+    be a demuxer's guess that changes after a seek): ``dts`` in AVI, else ``pts``."""
+    return "dts" if container_name == "avi" else "pts"
+
+
+def packet_ident(packet: Any, kind: str) -> int:
+    """The demuxer's timestamp for ``packet`` as :meth:`Packets.ident` reads it."""
+    a, b = (packet.pts, packet.dts) if kind == "pts" else (packet.dts, packet.pts)
+    v = a if a is not None else b
+    return int(MISSING) if v is None else int(v)
+
+
+def av_reason(exc: BaseException) -> str:
+    """An FFmpeg error as a short phrase."""
+    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return " ".join(str(msg).split())
+
+
+def _vp8_shown(data: bytes) -> bool:
+    """VP8 frame header: bit 4 of the first byte is ``show_frame``."""
+    return len(data) == 0 or bool(data[0] & 0x10)
+
+
+def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
+    """Read every packet of ``stream`` once (no decoding)."""
+    import av
+
+    codec = stream.codec_context.name
+    is_vp8 = codec == "vp8"
+    count_vops = codec == "mpeg4"
+    pts: list[int] = []
+    dts: list[int] = []
+    key: list[bool] = []
+    size: list[int] = []
+    dur: list[int] = []
+    shown: list[bool] = []
+    max_pictures = 1
+    truncated = False
+    notes: list[str] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.is_corrupt:
+                truncated = True
+                notes.append("dropped a corrupt (cut short) packet")
+                continue
+            p, d = packet.pts, packet.dts
+            if p is None and d is None:
+                raise DecodeError(path, "video packets carry no timestamps")
+            pts.append(MISSING if p is None else int(p))
+            dts.append(MISSING if d is None else int(d))
+            key.append(bool(packet.is_keyframe))
+            size.append(int(packet.size))
+            dur.append(int(packet.duration or 0))
+            shown.append(not is_vp8 or _vp8_shown(bytes(packet)))
+            if count_vops and len(size) <= _VOP_SAMPLE:
+                max_pictures = max(max_pictures, bytes(packet).count(_VOP_START))
+    except av.error.FFmpegError as exc:
+        truncated = True
+        notes.append(f"demuxing stopped early ({av_reason(exc)})")
+    if not size:
+        raise DecodeError(path, "no video frames in the file")
+    return Packets(
+        pts=np.asarray(pts, dtype=np.int64),
+        dts=np.asarray(dts, dtype=np.int64),
+        key=np.asarray(key, dtype=bool),
+        size=np.asarray(size, dtype=np.int64),
+        duration=np.asarray(dur, dtype=np.int64),
+        shown=np.asarray(shown, dtype=bool),
+        max_pictures=max_pictures,
+        truncated=truncated,
+        notes=notes,
+    )
+
+
+def rotation_of(frame: Any) -> int:
+    """Counter-clockwise degrees (0/90/180/270) from the frame's display matrix."""
+    try:
+        rot = round(float(frame.rotation) / 90.0) * 90
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return rot % 360
+
+
+@dataclass
+class Decoded:
+    """What a labelled decode from the first packet put out, in output order."""
+
+    labels: list[int]
+    """The decode position of the packet that made each frame (-1: the frame had no pts)."""
+    keys: list[bool]
+    """Whether the decoder flagged each frame as a keyframe."""
+    rotation: int = 0
+    bad_packets: int = 0
+    stopped: str | None = None
+    """Why decoding stopped before the end (a demuxer error), or None."""
+
+
+def decode_labels(
+    container: Any,
+    stream: Any,
+    packets: Packets,
+    path: Path,
+    *,
+    kind: str = "pts",
+    limit: int | None = None,
+    threads: bool = False,
+) -> Decoded:
+    """Decode from the first packet, labelling packets by decode position.
+
+    Stops after ``limit`` frames (then without draining the decoder), else at the end of
+    the stream. ``threads`` lets the decoder use frame threads (the output and the labels
+    are the same either way). Packets the decoder rejects are skipped, as the reader does.
+    Each packet must be the one ``packets`` holds at its position (``kind``: see
+    :func:`ident_kind`), else :class:`IndexMismatch`.
+    """
+    import av
+
+    ident = packets.ident(kind)
+    container.seek(0, stream=stream, backward=True, any_frame=False)
+    cc = stream.codec_context
+    if threads and not cc.is_open:
+        stream.thread_type = "AUTO"
+    out = Decoded([], [])
+
+    def take(frames: list[Any]) -> None:
+        for frame in frames:
+            if not out.labels:
+                out.rotation = rotation_of(frame)
+            out.labels.append(-1 if frame.pts is None else int(frame.pts))
+            out.keys.append(bool(frame.key_frame))
+
+    pos = 0
+    demux = container.demux(stream)
+    try:
+        while True:
+            try:
+                packet = next(demux)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                out.stopped = av_reason(exc)
+                break
+            if packet.size == 0 or packet.is_corrupt:
+                continue
+            if pos >= len(packets) or (
+                packet_ident(packet, kind) != ident[pos] or packet.size != packets.size[pos]
+            ):
+                raise IndexMismatch(path, "demuxing the file twice gave different packets")
+            packet.pts = pos
+            pos += 1
+            try:
+                take(cc.decode(packet))
+            except av.error.InvalidDataError as exc:
+                out.bad_packets += 1
+                log.debug("%s: skipping a bad packet (%s)", path, av_reason(exc))
+            if limit is not None and len(out.labels) >= limit:
+                return out
+        take(cc.decode(None))
+    except av.error.FFmpegError as exc:
+        if not out.labels:
+            raise DecodeError(path, f"video does not decode ({av_reason(exc)})") from None
+        out.stopped = av_reason(exc)
+    finally:
+        cc.flush_buffers()
+    return out
+
+
+def needs_decoding(container_name: str, codec: Any, packets: Packets) -> str | None:
+    """Why the container's timestamps cannot give the decoder's output order (None: they
+    can). The index is then built from a full labelled decode instead."""
+    if packets.max_pictures > 1:
+        return "packed B-frames (two pictures in one packet, as DivX/XviD write them)"
+    if not getattr(codec, "reorder", True):
+        return None  # decode order is presentation order
+    if container_name == "avi":
+        return "AVI stores no presentation times and the codec may reorder frames"
+    missing = int(np.count_nonzero(packets.pts == MISSING))
+    if missing:
+        return f"{missing} packet(s) carry no presentation time and the codec may reorder"
+    return None
+
+
+def best_effort_ticks(raw: np.ndarray, step: int) -> np.ndarray:
+    """Presentation times of the frames in output order, strictly increasing.
+
+    ``raw`` holds, per frame, the time of the packet that made it (``MISSING`` where there
+    is none): the pts the decoder would have put on the frame. Used as they are when they
+    increase; otherwise sorted (a decoder hands out its frames' times, not their order);
+    gaps are filled from the neighbours and ties moved one tick apart.
+    """
+    n = len(raw)
+    vals = raw.astype(np.int64).copy()
+    have = vals != MISSING
+    if not have.any():
+        return np.arange(n, dtype=np.int64) * max(1, step)
+    if not have.all():
+        k = np.flatnonzero(have)
+        lo, hi = int(k[0]), int(k[-1])
+        filled = np.interp(np.arange(n), k, vals[k].astype(np.float64))
+        filled[:lo] = vals[lo] - (lo - np.arange(lo)) * step
+        filled[hi + 1 :] = vals[hi] + (np.arange(hi + 1, n) - hi) * step
+        vals = np.round(filled).astype(np.int64)
+    if np.any(np.diff(vals) <= 0):
+        vals = np.sort(vals)
+    ramp = np.arange(n, dtype=np.int64)
+    return np.maximum.accumulate(vals - ramp) + ramp
