@@ -8,26 +8,35 @@ Decoding dominates the cost of shot detection, so this module decodes as little 
   the whole (about a third of the frames of an x264 stream). The signal then has gaps: the
   indices of the frames that were decoded are returned with them.
 - :func:`read_full_ranges` decodes every frame of a few short ranges (the neighbourhoods
-  of candidate cuts), seeking to the keyframe before each and again skipping B-frames until
-  the range begins, so that a cut is placed to the exact frame.
+  of candidate cuts), seeking to the keyframe before each and skipping only frames nothing
+  refers to until the range begins, so that a cut is placed to the exact frame.
 
-Frames are mapped to indices by their presentation timestamps against
-``SourceInfo.timestamps_s``, so the indices agree with the video source's. Decoding errors
-(a corrupt stretch) are logged and skipped: the frames that cannot be decoded are missing
-from the result, never invented.
+Frames are mapped to indices as the video source's reader maps them: every packet is
+labelled with its decode position and a frame is the frame of the packet that made it in the
+file's index (:mod:`framepipe.sources._video_index`), so the indices are those of a full
+sequential decode whatever the container's timestamps say. Frames must come out in index
+order; when they do not, an index built from the container's timestamps is rebuilt from a
+full decode. Streams with packed B-frames are decoded without skipping (a decoder told to
+skip there decodes other pictures in their place). Decoding errors (a corrupt stretch) are
+logged and skipped: the frames that cannot be decoded are missing from the result, never
+invented.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
+from framepipe.sources._video_index import IndexMismatch, VideoIndex, load_index, video_stream
+from framepipe.sources._video_pyav import check_packet, next_packet, seek_to
 from framepipe.types import SkipMode, SmallFrames, SourceInfo
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +55,89 @@ def merge(a: SmallFrames, b: SmallFrames) -> SmallFrames:
     return SmallFrames(uniq, frames[first], a.errors + b.errors)
 
 
-class _IndexMap:
-    """Presentation time (stream ticks) -> frame index, tolerant to rounding."""
+def _with_index(
+    path: Path, info: SourceInfo, index: VideoIndex | None, read: Callable[[VideoIndex], T]
+) -> T:
+    """``read(index)`` with the file's index (the shared one when not given), once more
+    with an index from a full decode when the decoder disagrees with the timestamps'."""
+    idx = index if index is not None else load_index(path)
+    if idx.num_frames != info.num_frames:
+        raise SourceError(path, f"the index has {idx.num_frames} frames, info {info.num_frames}")
+    try:
+        return read(idx)
+    except IndexMismatch as exc:
+        if idx.order == "decoded":
+            raise
+        log.warning("%s; indexing it again by decoding every frame", exc)
+        idx = load_index(path, rebuild=str(exc).split(": ", 1)[-1])
+        if idx.num_frames != info.num_frames:
+            raise DecodeError(
+                path, f"a full decode gives {idx.num_frames} frames, not {info.num_frames}"
+            ) from None
+        return read(idx)
 
-    def __init__(self, info: SourceInfo, time_base: float) -> None:
-        if info.timestamps_s is None:
-            raise SourceError(info.id, "no frame timestamps to map decoded frames to indices")
-        self.ts = np.asarray(info.timestamps_s, dtype=np.float64)
-        self.tb = time_base
-        step = np.diff(self.ts)
-        self.tol = 0.5 * float(np.min(step)) if len(step) else 1e-3
 
-    def index(self, pts: int | None) -> int | None:
-        if pts is None:
-            return None
-        t = pts * self.tb
-        i = int(np.searchsorted(self.ts, t))
-        best = None
-        for j in (i - 1, i):
-            if 0 <= j < len(self.ts) and abs(self.ts[j] - t) <= self.tol:
-                best = j if best is None or abs(self.ts[j] - t) < abs(self.ts[best] - t) else best
-        return best
+class _Labels:
+    """Frame index of each decoded frame, from its label; checks the output order."""
 
-    def ticks(self, index: int) -> int:
-        return int(np.floor(self.ts[index] / self.tb + 1e-6))
+    def __init__(self, index: VideoIndex) -> None:
+        self.index = index
+        self.frame_of = index.packet_frame
+        self.last = -1
+
+    def __call__(self, frame: Any) -> int:
+        """The frame's index, or -1 for a frame no full decode outputs."""
+        if not self.index.seekable:  # decoding from the start: the k-th frame out is frame k
+            self.last += 1
+            return self.last
+        label = -1 if frame.pts is None else int(frame.pts)
+        i = int(self.frame_of[label]) if 0 <= label < len(self.frame_of) else -1
+        if i < 0:
+            if self.index.order == "decoded":
+                return -1
+            raise IndexMismatch(self.index.path, f"the decoder put out an unknown frame ({label})")
+        if i <= self.last:
+            raise IndexMismatch(
+                self.index.path, f"the decoder put out frame {i} after frame {self.last}"
+            )
+        self.last = i
+        return i
+
+
+def _labelled(
+    container: Any, stream: Any, index: VideoIndex, key_pos: int
+) -> Iterator[tuple[int, list[Any] | None]]:
+    """From packet ``key_pos`` (or a keyframe before it) on: ``(decode position, frames)``
+    for each packet, labelled; ``frames`` is None when the packet failed to decode."""
+    import av
+
+    if key_pos == 0:  # a freshly opened file: no seek
+        demux: Any = container.demux(stream)
+        packet = next_packet(demux)
+        pos = 0
+    else:
+        landed = seek_to(container, stream, index, key_pos)
+        if landed is None:
+            return
+        demux, packet, pos = landed
+    while packet is not None:
+        check_packet(index, packet, pos)
+        packet.pts = pos
+        try:
+            yield pos, list(stream.codec_context.decode(packet))
+        except av.error.FFmpegError as exc:
+            log.debug("packet %d failed to decode: %s", pos, _reason(exc))
+            yield pos, None
+        try:
+            packet = next_packet(demux)
+        except av.error.FFmpegError as exc:
+            log.warning("demuxing stopped early (%s)", _reason(exc))
+            return
+        pos += 1
+    try:
+        yield pos, list(stream.codec_context.decode(None))
+    except av.error.FFmpegError as exc:
+        log.debug("draining the decoder failed: %s", _reason(exc))
 
 
 def _open(path: Path) -> Any:
@@ -121,26 +189,6 @@ def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
     return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)
 
 
-def _decode_packets(container: Any, stream: Any) -> Iterator[tuple[Any, list[Any] | None]]:
-    """Yield ``(packet, frames)``; ``frames`` is None when the packet failed to decode."""
-    import av
-
-    demux = container.demux(stream)
-    while True:
-        try:
-            packet = next(demux)
-        except StopIteration:
-            return
-        except av.error.FFmpegError as exc:
-            log.warning("demuxing stopped early (%s)", _reason(exc))
-            return
-        try:
-            yield packet, list(packet.decode())
-        except av.error.FFmpegError as exc:
-            log.debug("packet at pts %s failed to decode: %s", packet.pts, _reason(exc))
-            yield packet, None
-
-
 def read_signal(
     path: str | Path,
     info: SourceInfo,
@@ -149,47 +197,53 @@ def read_signal(
     *,
     size: tuple[int, int] = (64, 36),
     skip: SkipMode = "bidir",
+    index: VideoIndex | None = None,
 ) -> SmallFrames:
     """Frames of ``[start, end)`` at ``size`` (width, height), dropping what ``skip`` allows.
 
     Returns the frames that were decoded and their indices (with ``skip="none"``, every
     frame that the stream holds). Raises :class:`DecodeError` when nothing decodes.
+    ``index`` is the file's frame index (the one ``info`` was made from; by default the
+    shared one, see :func:`framepipe.sources._video_index.load_index`).
     """
-    import av
-
     path = Path(path)
     if not 0 <= start < end <= info.num_frames:
         raise DecodeError(path, f"signal range [{start}, {end}) outside 0..{info.num_frames}")
-    rotation = int(info.extra.get("rotation", 0) or 0) % 360
-    container = _open(path)
+    return _with_index(
+        path, info, index, lambda idx: _read_signal(path, idx, start, end, size, skip)
+    )
+
+
+def _read_signal(
+    path: Path, index: VideoIndex, start: int, end: int, size: tuple[int, int], skip: SkipMode
+) -> SmallFrames:
+    import av
+
+    if index.packed or not index.seekable:
+        skip = "none"
     idx: list[int] = []
     frames: list[np.ndarray] = []
     errors = 0
+    container = _open(path)
     try:
-        if not container.streams.video:
-            raise DecodeError(path, "no video stream")
-        stream = container.streams.video[0]
+        stream = video_stream(container, path)
         stream.thread_type = "AUTO"
         stream.codec_context.skip_frame = _SKIP[skip]
-        imap = _IndexMap(info, float(stream.time_base or 0) or 1 / 90000)
-        if start > 0:
-            container.seek(imap.ticks(start), stream=stream, backward=True, any_frame=False)
+        label = _Labels(index)
         done = False
-        for _packet, decoded in _decode_packets(container, stream):
+        for _pos, decoded in _labelled(container, stream, index, index.start_key_pos(start)):
             if decoded is None:
                 errors += 1
                 continue
             for frame in decoded:
-                i = imap.index(frame.pts)
-                if i is None or i < start:
+                i = label(frame)
+                if i < start:
                     continue
                 if i >= end:
                     done = True
                     break
-                if idx and i <= idx[-1]:
-                    continue
                 idx.append(i)
-                frames.append(_small(frame, size, rotation))
+                frames.append(_small(frame, size, index.rotation))
             if done:
                 break
     except av.error.FFmpegError as exc:
@@ -209,63 +263,69 @@ def read_full_ranges(
     ranges: Sequence[tuple[int, int]],
     *,
     size: tuple[int, int] = (64, 36),
+    index: VideoIndex | None = None,
 ) -> SmallFrames:
     """Every frame of each ``[a, b)`` in ``ranges`` at ``size``.
 
-    For each range the decoder seeks to the keyframe at or before ``a`` (unless it is
-    already decoding before it), skips B-frames until the first packet presented at or
-    after ``a`` (the B-frames of the range come after it in decoding order), then decodes
-    everything until frame ``b - 1`` is out. Frames that do not decode are missing.
+    For each range the decoder seeks to the keyframe to start from for ``a`` (unless it is
+    already decoding before it), skips frames nothing refers to until the first packet that
+    makes a frame at or after ``a`` (the frames of the range come after it in decoding
+    order), then decodes everything until frame ``b - 1`` is out, so every frame returned is
+    exact. Frames that do not decode are missing.
     """
-    import av
-
     path = Path(path)
     spans = _merge_ranges(ranges, info.num_frames)
     if not spans:
         return SmallFrames(np.zeros(0, np.int64), np.zeros((0, size[1], size[0], 3), np.uint8))
-    rotation = int(info.extra.get("rotation", 0) or 0) % 360
-    keys = np.asarray(info.keyframe_indices or (0,), dtype=np.int64)
+    return _with_index(path, info, index, lambda idx: _read_ranges(path, idx, spans, size))
+
+
+def _read_ranges(
+    path: Path, index: VideoIndex, spans: list[tuple[int, int]], size: tuple[int, int]
+) -> SmallFrames:
+    import av
+
     out: dict[int, np.ndarray] = {}
     errors = 0
+    # NONREF, not BIDIR: later frames may refer to a reference B-frame (x264's B-pyramid)
+    skip_b = "DEFAULT" if index.packed or not index.seekable else "NONREF"
+    frame_of = index.packet_frame
     container = _open(path)
     try:
-        stream = container.streams.video[0]
+        stream = video_stream(container, path)
         stream.thread_type = "AUTO"
         cc = stream.codec_context
-        imap = _IndexMap(info, float(stream.time_base or 0) or 1 / 90000)
-        packets: Iterator[tuple[Any, list[Any] | None]] | None = None
-        last_out = -1  # last frame index the decoder produced
+        packets: Iterator[tuple[int, list[Any] | None]] | None = None
+        label = _Labels(index)
+        fed = -1  # decode position of the last packet decoded
         for a, b in spans:
-            k = int(keys[max(0, int(np.searchsorted(keys, a, side="right")) - 1)])
-            if packets is None or k > last_out or last_out >= a:
-                container.seek(imap.ticks(k), stream=stream, backward=True, any_frame=False)
-                packets = _decode_packets(container, stream)
-                last_out = -1
-            cc.skip_frame = "BIDIR"
-            a_ticks = imap.ticks(a)
-            full = False
+            k = index.start_key_pos(a)
+            if packets is None or k > fed + 1 or label.last >= a:
+                packets = _labelled(container, stream, index, k)
+                label = _Labels(index)
+            cc.skip_frame = skip_b
+            full = skip_b == "DEFAULT"
             done = False
-            for packet, decoded in packets:
-                if not full and packet.pts is not None and packet.pts >= a_ticks - 1:
+            for pos, decoded in packets:
+                fed = pos
+                if not full and 0 <= pos < len(frame_of) and frame_of[pos] >= a:
                     cc.skip_frame = "DEFAULT"
                     full = True
                 if decoded is None:
                     errors += 1
                     continue
                 for frame in decoded:
-                    i = imap.index(frame.pts)
-                    if i is None:
+                    i = label(frame)
+                    if i < 0:
                         continue
-                    last_out = max(last_out, i)
                     if a <= i < b and i not in out:
-                        out[i] = _small(frame, size, rotation)
+                        out[i] = _small(frame, size, index.rotation)
                     if i >= b - 1:
                         done = True
                 if done:
                     break
             if not done:  # end of stream: nothing more to read for later spans either
                 packets = None
-                last_out = -1
     except av.error.FFmpegError as exc:
         raise DecodeError(path, f"cannot decode around a cut ({_reason(exc)})") from None
     finally:
