@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import os
 import time
@@ -401,43 +402,13 @@ def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> Clip
 
 
 def caption(
-    paths: Iterable[str | Path],
-    *,
-    sample: SampleConfig | None = None,
-    model: ModelConfig | str | None = None,
-    settings: GenerationSettings | None = None,
-    questions: Sequence[str] | str | None = None,
-    system: str | None = None,
-    output: str | Path | None = "results.jsonl",
-    frames_dir: str | Path | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-    prefetch: int | None = None,
-    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
-    keep_records: bool = True,
-    on_input: OnInput | None = None,
-    on_record: OnRecord | None = None,
-    on_skip: Callable[[int], None] | None = None,
+    paths: Iterable[str | Path], output: str | Path | None = "results.jsonl", **options: Any
 ) -> CaptionSummary:
-    """Answer ``questions`` about every clip under ``paths``: a :class:`Pipeline` made from
-    these options, run once (see :meth:`Pipeline.run`). ``framepipe caption`` calls this."""
-    pipe = Pipeline(
-        model,
-        settings,
-        sample=sample,
-        questions=questions,
-        system=system,
-        workers=workers,
-        prefetch=prefetch,
-        decode_timeout_s=decode_timeout_s,
-        frames_dir=frames_dir,
-    )
-    return pipe.run(
-        paths,
-        output,
-        overwrite=overwrite,
-        keep_records=keep_records,
-        on_input=on_input,
-        on_record=on_record,
-        on_skip=on_skip,
-    )
+    """Answer questions about every clip under ``paths`` into ``output``: a :class:`Pipeline`
+    made from its ``options`` (``model``, ``settings``, ``sample``, ``questions``,
+    ``system``, ``workers``, ``prefetch``, ``decode_timeout_s``, ``frames_dir``), run once
+    with those of :meth:`Pipeline.run` (``overwrite``, ``keep_records``, ``on_input``,
+    ``on_record``, ``on_skip``). ``framepipe caption`` calls this too."""
+    run_names = inspect.signature(Pipeline.run).parameters.keys() - {"self", "paths", "output"}
+    run_options = {k: options.pop(k) for k in run_names & options.keys()}
+    return Pipeline(**options).run(paths, output, **run_options)
