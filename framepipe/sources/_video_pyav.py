@@ -104,7 +104,9 @@ class PyAVReader:
         self.threads = threads or default_threads()
         # counted frames, packed B-frames: skip nothing (see VideoIndex.seekable, .packed)
         self.skip_nonref = skip_nonref and index.seekable and not index.packed
-        index.pos_of  # noqa: B018 - built once here, then shared read-only by the workers
+        # built once here, then shared read-only by the workers
+        index.pos_of  # noqa: B018
+        index.packet_frame  # noqa: B018
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -263,8 +265,8 @@ def seek_to(container: Any, stream: Any, index: VideoIndex, key_pos: int) -> Any
             first = next_packet(demux)
             if first is None:
                 return None
-            fpos = pos_of.get(packet_ident(first, index.packet_ts_kind), -1)
-            if 0 <= fpos <= key_pos and int(index.packet_size[fpos]) == first.size:
+            fpos = _landed_at(index, first, pos_of, key_pos)
+            if fpos >= 0:
                 return demux, first, fpos
             # landed after the keyframe we need (or somewhere unknown): aim earlier
             step = int(index.pts[-1] - index.pts[0]) // max(1, index.num_frames)
@@ -276,6 +278,23 @@ def seek_to(container: Any, stream: Any, index: VideoIndex, key_pos: int) -> Any
         return None
     check_packet(index, first, 0)
     return demux, first, 0
+
+
+def _landed_at(index: VideoIndex, packet: Any, pos_of: dict[int, int], key_pos: int) -> int:
+    """Decode position of ``packet`` (the first after a seek) at or before ``key_pos``, told
+    by its timestamp and size; -1 when no such packet is in the index."""
+    ident = packet_ident(packet, index.packet_ts_kind)
+    pos = pos_of.get(ident, -1)
+    if 0 <= pos <= key_pos and int(index.packet_size[pos]) == packet.size:
+        return pos
+    if pos < 0:
+        return -1
+    # a timestamp several packets share (an invisible frame's, say): the last that fits
+    same = np.flatnonzero(
+        (index.packet_ts[: key_pos + 1] == ident)
+        & (index.packet_size[: key_pos + 1] == packet.size)
+    )
+    return int(same[-1]) if len(same) else -1
 
 
 def check_packet(index: VideoIndex, packet: Any, pos: int) -> None:
