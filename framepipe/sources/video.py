@@ -51,7 +51,7 @@ from framepipe.sources._video_decord import (
 )
 from framepipe.sources._video_index import IndexMismatch, VideoIndex, load_index
 from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
-from framepipe.sources.base import Source, register_source, small_request
+from framepipe.sources.base import Source, register_source
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -250,23 +250,11 @@ class VideoSource(Source):
         if self._info is not None:
             self._info = dataclasses.replace(self._info, backend="decord")
 
-    def read_small(
-        self,
-        start: int,
-        end: int,
-        *,
-        size: tuple[int, int] = (64, 36),
-        step: int = 1,
-    ) -> np.ndarray:
-        """Frames ``start, start+step, ... < end`` scaled to ``size`` = (width, height).
-
-        Scaled while converting from the decoder's picture (never a full-size RGB copy);
-        the PyAV reader decodes them on several threads, skipping unreferenced frames
-        that fall between the wanted ones.
-        """
-        idx, (w, h) = small_request(start, end, size, step, self.index.num_frames)
-        if not idx:
-            return np.empty((0, h, w, 3), dtype=np.uint8)
+    def _read_small(self, idx: list[int], size: tuple[int, int]) -> np.ndarray:
+        """Frames scaled to ``size`` = (width, height) while converting from the decoder's
+        picture (never a full-size RGB copy); the PyAV reader decodes them on several
+        threads, skipping unreferenced frames that fall between the wanted ones."""
+        w, h = size
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
         self._read_pyav(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
         return out
