@@ -110,12 +110,19 @@ class Source(ABC):
         cheap signal that shot detection reads.
 
         ``skip`` lets a kind with a fast decoder drop frames (B-frames for ``bidir``; the
-        indices of the frames it kept come with them). This default, built on
-        :meth:`read_small`, returns every frame of the range.
+        indices of the frames it kept come with them). Kinds give it their fast path by
+        overriding :meth:`_read_signal`.
         """
         n = self.info().num_frames
         if not 0 <= start < end <= n:
             raise DecodeError(self.path, f"signal range [{start}, {end}) outside 0..{n}")
+        return self._read_signal(start, end, (int(size[0]), int(size[1])), skip)
+
+    def _read_signal(
+        self, start: int, end: int, size: tuple[int, int], skip: SkipMode
+    ) -> SmallFrames:
+        """The signal of a checked range; this default, built on :meth:`read_small`, returns
+        every frame of it."""
         small = rgb_to_yuv(self.read_small(start, end, size=size))
         return SmallFrames(np.arange(start, end, dtype=np.int64), small)
 

@@ -281,13 +281,8 @@ class VideoSource(Source):
                 ) from None
             self._pyav_reader().read(idx, store)
 
-    def read_signal(
-        self,
-        start: int,
-        end: int,
-        *,
-        size: tuple[int, int] = (64, 36),
-        skip: SkipMode = "bidir",
+    def _read_signal(
+        self, start: int, end: int, size: tuple[int, int], skip: SkipMode
     ) -> SmallFrames:
         """The fast signal decoder (:func:`framepipe.sources._signal.read_signal`): PyAV at
         the tiny size, dropping the frames ``skip`` allows (B-frames by default)."""
