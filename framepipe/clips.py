@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import ConfigError
+from framepipe.registry import Registry
 from framepipe.shots import detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
@@ -23,15 +24,28 @@ if TYPE_CHECKING:
     from framepipe.sources.base import Source
 
 ClipPlanner = Callable[..., list[ClipSpec]]
-_PLANNERS: dict[str, ClipPlanner] = {}
+"""``planner(info, *, source=None, **params) -> list[ClipSpec]``: the clips of one source."""
+
+CLIP_PLANNERS: Registry[ClipPlanner] = Registry(
+    "clip mode",
+    {"whole": __name__, "windows": __name__, "shots": __name__},
+    entry_point_group="framepipe.clip_planners",
+)
+"""Clip planners by name (``--clips``): the built-ins below and installed plug-ins."""
 
 
 def register_clip_planner(name: str) -> Callable[[ClipPlanner], ClipPlanner]:
-    def deco(fn: ClipPlanner) -> ClipPlanner:
-        _PLANNERS[name] = fn
-        return fn
-
+    """Decorator: register a clip planner under ``name``."""
+    deco: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(name)
     return deco
+
+
+def _no_params(mode: str, params: dict[str, Any]) -> None:
+    if params:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(sorted(params))} for --clips {mode} "
+            "(--clip-opt applies to planners that take options, such as shots)"
+        )
 
 
 def whole_clip(info: SourceInfo) -> ClipSpec:
@@ -168,6 +182,29 @@ def plan_shot_clips(
     return clips or [whole_clip(info)]
 
 
+@register_clip_planner("whole")
+def plan_whole(info: SourceInfo, *, source: Source | None = None, **params: Any) -> list[ClipSpec]:
+    """The whole source as one clip."""
+    _no_params("whole", params)
+    return [whole_clip(info)]
+
+
+@register_clip_planner("windows")
+def plan_windows(
+    info: SourceInfo,
+    *,
+    source: Source | None = None,
+    clip_seconds: float | None = None,
+    stride_seconds: float | None = None,
+    **params: Any,
+) -> list[ClipSpec]:
+    """Windows of ``clip_seconds`` every ``stride_seconds`` (see :func:`window_clips`)."""
+    _no_params("windows", params)
+    if clip_seconds is None:
+        raise ConfigError("--clips windows needs --clip-seconds")
+    return window_clips(info, clip_seconds, stride_seconds)
+
+
 def plan_clips(
     info: SourceInfo,
     *,
@@ -177,16 +214,12 @@ def plan_clips(
     source: Source | None = None,
     **params: Any,
 ) -> list[ClipSpec]:
-    """The clips of one source. ``mode``: ``whole``, ``windows`` (implied by
-    ``clip_seconds``) or a registered planner such as ``shots``."""
+    """The clips of one source. ``mode``: a registered planner (``whole``, ``windows``,
+    ``shots`` or a plug-in); ``clip_seconds`` implies ``windows``, which is given
+    ``clip_seconds`` and ``stride_seconds``; ``params`` go to the planner."""
     if clip_seconds is not None and mode == "whole":
         mode = "windows"
-    if mode == "whole":
-        return [whole_clip(info)]
+    planner = CLIP_PLANNERS.get(mode)
     if mode == "windows":
-        if clip_seconds is None:
-            raise ConfigError("--clips windows needs --clip-seconds")
-        return window_clips(info, clip_seconds, stride_seconds)
-    if mode in _PLANNERS:
-        return _PLANNERS[mode](info, source=source, **params)
-    raise ConfigError(f"unknown clip mode {mode!r}; known: whole, windows, {', '.join(_PLANNERS)}")
+        params = {"clip_seconds": clip_seconds, "stride_seconds": stride_seconds, **params}
+    return planner(info, source=source, **params)

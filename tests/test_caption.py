@@ -532,12 +532,21 @@ def test_tiny_resume_key_is_known_before_loading(tiny_model_dir: Path) -> None:
 
 
 def test_cli_generation_defaults_are_the_settings_defaults() -> None:
+    from click.testing import CliRunner
+
+    from framepipe.cli import cli
     from framepipe.cli.caption import GENERATION_OPTIONS
     from framepipe.generate import GenerationSettings
 
     defaults = GenerationSettings()
-    for name, (_, shown, _) in GENERATION_OPTIONS.items():
-        assert getattr(defaults, name) == shown, name
+    shown = " ".join(
+        CliRunner().invoke(cli, ["caption", "--help"], terminal_width=500).output.split()
+    )
+    for name, (typ, text) in GENERATION_OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        metavar = "INTEGER" if typ is int else "FLOAT"
+        expected = f"{flag} {metavar} {text} [default: {getattr(defaults, name)}]"
+        assert expected in shown, name
 
 
 def test_questions_file(tmp_path: Path) -> None:

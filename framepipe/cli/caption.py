@@ -10,29 +10,38 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import sample_config_from, sampling_options
+from framepipe.cli.common import field_default, sample_config_from, sampling_options
 from framepipe.discover import Input, Skipped
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
+from framepipe.generate.config import (
+    ATTN,
+    DEFAULT_MODEL,
+    DTYPES,
+    QUANTIZE,
+    GenerationSettings,
+    ModelConfig,
+)
 from framepipe.types import ClipResult
 
-# Generation options: name -> (click type, default shown in --help, help). The defaults are
-# GenerationSettings' own (a test checks that they agree); options left unset are not passed,
-# so the library's defaults apply.
-GENERATION_OPTIONS: dict[str, tuple[Any, Any, str]] = {
-    "batch_size": (int, 4, "Clips answered together (halved on CUDA out-of-memory)."),
-    "max_new_tokens": (int, 128, "Most new tokens per answer."),
-    "temperature": (float, 1.0, "Sampling temperature (with --do-sample)."),
-    "top_p": (float, 1.0, "Nucleus sampling probability mass (with --do-sample)."),
-    "top_k": (int, 50, "Sample among the k most likely tokens (with --do-sample)."),
-    "num_beams": (int, 1, "Beam search width (1: greedy or sampling)."),
-    "repetition_penalty": (float, 1.0, "Penalty for repeated tokens (1: none)."),
-    "seed": (int, 0, "Random seed for sampling."),
+# Generation options: name -> (click type, help). The default shown in --help is
+# GenerationSettings' own; options left unset are not passed, so the library's defaults apply.
+GENERATION_OPTIONS: dict[str, tuple[Any, str]] = {
+    "batch_size": (int, "Clips answered together (halved on CUDA out-of-memory)."),
+    "max_new_tokens": (int, "Most new tokens per answer."),
+    "temperature": (float, "Sampling temperature (with --do-sample)."),
+    "top_p": (float, "Nucleus sampling probability mass (with --do-sample)."),
+    "top_k": (int, "Sample among the k most likely tokens (with --do-sample)."),
+    "num_beams": (int, "Beam search width (1: greedy or sampling)."),
+    "repetition_penalty": (float, "Penalty for repeated tokens (1: none)."),
+    "seed": (int, "Random seed for sampling."),
 }
 
 
 def _generation_options(fn: Any) -> Any:
-    for name, (typ, default, text) in reversed(GENERATION_OPTIONS.items()):
+    for name, (typ, text) in reversed(GENERATION_OPTIONS.items()):
         flag = "--" + name.replace("_", "-")
+        default = field_default(GenerationSettings, name)
         fn = click.option(flag, name, type=typ, default=None, help=f"{text}  [default: {default}]")(
             fn
         )
@@ -75,33 +84,32 @@ def read_questions_file(path: str) -> list[str]:
     "-m",
     "--model",
     default=None,
-    help="Hub id or local folder of a LLaVA-style model. "
-    "[default: llava-hf/llava-interleave-qwen-0.5b-hf]",
+    help=f"Hub id or local folder of a LLaVA-style model. [default: {DEFAULT_MODEL}]",
 )
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option(
     "--device",
-    default="auto",
+    default=field_default(ModelConfig, "device"),
     show_default=True,
     help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
 )
 @click.option(
     "--dtype",
-    type=click.Choice(["auto", "bfloat16", "float16", "float32"]),
-    default="auto",
+    type=click.Choice(DTYPES),
+    default=field_default(ModelConfig, "dtype"),
     show_default=True,
     help="auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU).",
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["4bit", "8bit"]),
+    type=click.Choice(QUANTIZE),
     default=None,
     help="Load the weights quantized with bitsandbytes (CUDA only).",
 )
 @click.option(
     "--attn",
-    type=click.Choice(["auto", "sdpa", "flash_attention_2", "eager"]),
-    default="auto",
+    type=click.Choice(ATTN),
+    default=field_default(ModelConfig, "attn"),
     show_default=True,
     help="Attention implementation (auto: FlashAttention 2 when usable, else SDPA).",
 )
@@ -148,7 +156,7 @@ def read_questions_file(path: str) -> list[str]:
 @click.option(
     "--decode-timeout",
     type=click.FloatRange(min=0, min_open=True),
-    default=300.0,
+    default=DEFAULT_DECODE_TIMEOUT_S,
     show_default=True,
     help="Seconds one clip may take to decode before its decoder is stopped (clip failed).",
 )
@@ -193,8 +201,6 @@ def command(
         qs += read_questions_file(questions_file)
 
     try:
-        from framepipe.generate import DEFAULT_MODEL, GenerationSettings, ModelConfig
-
         model_cfg = ModelConfig(
             model=model or DEFAULT_MODEL,
             revision=revision,

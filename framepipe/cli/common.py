@@ -3,6 +3,8 @@ table of defaults drives both the click options and their help), and small parse
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import sys
@@ -11,8 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
+from framepipe.clips import CLIP_PLANNERS
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError
+from framepipe.registry import Registry
+from framepipe.samplers.base import SAMPLERS
+from framepipe.sources.base import SOURCES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,51 +81,80 @@ def parse_kv(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
     return out
 
 
-# One table: option name -> (default, help). Used for the click options and their help.
-SAMPLING_DEFAULTS: dict[str, tuple[Any, str]] = {
-    "n": (8, "Frames (or views) per clip."),
-    "sampler": ("uniform", "Sampler name (uniform, keyframe, iframe, nview) or module:function."),
-    "mode": ("centers", "uniform: 'centers' of n equal segments, or 'endpoints' (both ends)."),
-    "fps": (None, "uniform: one frame every 1/FPS seconds, capped at n."),
-    "overflow": (
-        "repeat_last",
-        "When a clip has fewer frames than n: repeat_last, all (use fewer) or error.",
-    ),
-    "clips": ("whole", "How to cut sources into clips: whole, windows or shots."),
-    "clip_seconds": (None, "Cut videos into windows of this many seconds (implies windows)."),
-    "stride_seconds": (None, "Start a window every this many seconds [default: clip length]."),
-    "kind": (None, "Force the input kind: video, multiview or render [default: guessed]."),
-}
+def field_default(cls: type, name: str) -> Any:
+    """The default of dataclass ``cls``'s field ``name``: the one place it is written."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise KeyError(f"{cls.__name__}.{name} has no default")
+
+
+def param_default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of ``fn``'s keyword parameter ``name`` (a sampler's own default)."""
+    return inspect.signature(fn).parameters[name].default
+
+
+class RegistryChoice(click.Choice):
+    """A click choice among a registry's names, read when the command line is parsed (so an
+    installed plug-in is a valid choice) rather than when the module is imported."""
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self.registry = registry
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.registry.names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry rules
+        pass
 
 
 def sampling_options(fn: F) -> F:
-    """The options that choose clips and frames, shared by ``sample`` and ``caption``."""
-    d = SAMPLING_DEFAULTS
+    """The options that choose clips and frames, shared by ``sample`` and ``caption``. Their
+    defaults are those of :class:`SampleConfig` and of the uniform sampler; the choices of
+    ``--kind``, ``--clips`` and the names in ``--sampler``'s help come from the registries."""
+    from framepipe.samplers.uniform import uniform
+
+    n, sampler = field_default(SampleConfig, "n"), field_default(SampleConfig, "sampler")
     opts = [
         click.option(
             "-n",
             "--num-frames",
             "n",
             type=int,
-            default=d["n"][0],
+            default=n,
             show_default=True,
-            help=d["n"][1],
+            help="Frames (or views) per clip.",
         ),
-        click.option("--sampler", default=d["sampler"][0], show_default=True, help=d["sampler"][1]),
+        click.option(
+            "--sampler",
+            default=sampler,
+            show_default=True,
+            help=f"Sampler: {', '.join(SAMPLERS.names())}, or module:function.",
+        ),
         click.option(
             "--mode",
             type=click.Choice(["centers", "endpoints"]),
-            default=d["mode"][0],
+            default=param_default(uniform, "mode"),
             show_default=True,
-            help=d["mode"][1],
+            help="uniform: 'centers' of n equal segments, or 'endpoints' (both ends).",
         ),
-        click.option("--fps", type=float, default=None, help=d["fps"][1]),
+        click.option(
+            "--fps",
+            type=float,
+            default=None,
+            help="uniform: one frame every 1/FPS seconds, capped at n.",
+        ),
         click.option(
             "--overflow",
             type=click.Choice(["repeat_last", "all", "error"]),
-            default=d["overflow"][0],
+            default=param_default(uniform, "overflow"),
             show_default=True,
-            help=d["overflow"][1],
+            help="When a clip has fewer frames than n: repeat_last, all (use fewer) or error.",
         ),
         click.option(
             "--sampler-opt",
@@ -130,13 +165,23 @@ def sampling_options(fn: F) -> F:
         ),
         click.option(
             "--clips",
-            type=click.Choice(["whole", "windows", "shots"]),
-            default=d["clips"][0],
+            type=RegistryChoice(CLIP_PLANNERS),
+            default=field_default(SampleConfig, "clips"),
             show_default=True,
-            help=d["clips"][1],
+            help="How to cut sources into clips.",
         ),
-        click.option("--clip-seconds", type=float, default=None, help=d["clip_seconds"][1]),
-        click.option("--stride-seconds", type=float, default=None, help=d["stride_seconds"][1]),
+        click.option(
+            "--clip-seconds",
+            type=float,
+            default=None,
+            help="Cut videos into windows of this many seconds (implies windows).",
+        ),
+        click.option(
+            "--stride-seconds",
+            type=float,
+            default=None,
+            help="Start a window every this many seconds [default: clip length].",
+        ),
         click.option(
             "--clip-opt",
             "clip_opts",
@@ -144,23 +189,33 @@ def sampling_options(fn: F) -> F:
             metavar="KEY=VALUE",
             help="Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable).",
         ),
-        click.option(
-            "--kind",
-            type=click.Choice(["video", "multiview", "render"]),
-            default=None,
-            help=d["kind"][1],
-        ),
-        click.option(
-            "--source-opt",
-            "source_opts",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Extra source option, e.g. backend=pyav (repeatable).",
-        ),
+        kind_option(),
+        source_opt_option(),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
     return fn
+
+
+def kind_option() -> Callable[[F], F]:
+    """``--kind``: force the kind of every input, a name from the source registry."""
+    return click.option(
+        "--kind",
+        type=RegistryChoice(SOURCES),
+        default=None,
+        help="Force the input kind [default: guessed].",
+    )
+
+
+def source_opt_option() -> Callable[[F], F]:
+    """``--source-opt KEY=VALUE`` (repeatable): options for the sources."""
+    return click.option(
+        "--source-opt",
+        "source_opts",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra source option, e.g. backend=pyav (repeatable).",
+    )
 
 
 def sample_config_from(kw: dict[str, Any]) -> SampleConfig:

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import click
 
+from framepipe.cli.common import kind_option, source_opt_option
+
 
 @click.command("info")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per source, as a list.")
-@click.option(
-    "--kind",
-    type=click.Choice(["video", "multiview", "render"]),
-    default=None,
-    help="Force the input kind [default: guessed].",
-)
-@click.option(
-    "--source-opt",
-    "source_opts",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra source option, e.g. backend=pyav (repeatable).",
-)
+@kind_option()
+@source_opt_option()
 def command(
     paths: tuple[str, ...], as_json: bool, kind: str | None, source_opts: tuple[str, ...]
 ) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from framepipe.errors import ConfigError, SamplingError
+from framepipe.registry import Registry
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
@@ -50,31 +51,29 @@ class Sampler(Protocol):
     ) -> Selection: ...
 
 
-_SAMPLERS: dict[str, Sampler] = {}
-_BUILTIN_MODULES = ("uniform", "keyframe", "iframe", "nview")
+SAMPLERS: Registry[Sampler] = Registry(
+    "sampler",
+    {
+        "uniform": "framepipe.samplers.uniform",
+        "keyframe": "framepipe.samplers.keyframe",
+        "iframe": "framepipe.samplers.iframe",
+        "nview": "framepipe.samplers.nview",
+    },
+    entry_point_group="framepipe.samplers",
+)
+"""Samplers by name: the built-ins, those registered with :func:`register_sampler`, and
+installed plug-ins (entry-point group ``framepipe.samplers``)."""
 
 
 def register_sampler(name: str) -> Callable[[Any], Any]:
     """Decorator: register a sampler callable (function or class instance) under ``name``."""
-
-    def deco(fn: Any) -> Any:
-        _SAMPLERS[name] = fn
-        return fn
-
+    deco: Callable[[Any], Any] = SAMPLERS.register(name)
     return deco
 
 
-def _load_builtin() -> None:
-    for mod in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"framepipe.samplers.{mod}")
-        except ImportError as exc:
-            log.debug("sampler module %s unavailable: %s", mod, exc)
-
-
 def available_samplers() -> list[str]:
-    _load_builtin()
-    return sorted(_SAMPLERS)
+    """Names of the samplers that can be used here (built-ins first)."""
+    return SAMPLERS.names()
 
 
 def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
@@ -83,9 +82,8 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
         fn = name_or_fn
         return getattr(fn, "__name__", type(fn).__name__), fn
     name = name_or_fn
-    _load_builtin()
-    if name in _SAMPLERS:
-        return name, _SAMPLERS[name]
+    if name in SAMPLERS or name in SAMPLERS.unavailable():
+        return name, SAMPLERS.get(name)
     if ":" in name:
         mod_name, _, attr = name.partition(":")
         try:

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
+from framepipe.errors import DecodeError, UnsupportedInputError
+from framepipe.registry import Registry
 from framepipe.sources._signal import rgb_to_yuv
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo, VisibleSurface
 
@@ -179,27 +180,34 @@ def small_request(
 
 SourceFactory = Callable[..., Source]
 
-_SOURCES: dict[str, type[Source]] = {}
-_UNAVAILABLE: dict[str, str] = {}
+SOURCES: Registry[type[Source]] = Registry(
+    "source kind",
+    {
+        "video": "framepipe.sources.video",
+        "multiview": "framepipe.sources.multiview",
+        "render": "framepipe.sources.render",
+    },
+    entry_point_group="framepipe.sources",
+)
+"""Source kinds by name; a kind whose library is missing is unavailable, with the reason."""
 
 
 def register_source(cls: type[Source]) -> type[Source]:
     """Class decorator: make ``cls`` available under ``cls.kind``."""
     if not cls.kind:
         raise ValueError(f"{cls.__name__} has no kind")
-    _SOURCES[cls.kind] = cls
+    SOURCES.register(cls.kind, cls)
     return cls
 
 
 def mark_unavailable(kind: str, reason: str) -> None:
     """Record that a kind exists but cannot be used here (missing library)."""
-    _UNAVAILABLE[kind] = reason
+    SOURCES.mark_unavailable(kind, reason)
 
 
 def source_kinds() -> dict[str, type[Source]]:
-    """Registered kinds, in registration order."""
-    _load_builtin()
-    return dict(_SOURCES)
+    """Available kinds, built-ins first (video, multiview, render), then plug-ins."""
+    return dict(SOURCES.items())
 
 
 _SNIFF_BYTES = 64
@@ -230,12 +238,8 @@ def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
 
 
 def get_source_class(kind: str) -> type[Source]:
-    _load_builtin()
-    if kind in _SOURCES:
-        return _SOURCES[kind]
-    if kind in _UNAVAILABLE:
-        raise ConfigError(f"source kind {kind!r} is unavailable: {_UNAVAILABLE[kind]}")
-    raise ConfigError(f"unknown source kind {kind!r}; known: {', '.join(sorted(_SOURCES))}")
+    """The class of ``kind``; a one-line ConfigError when unknown or unavailable here."""
+    return SOURCES.get(kind)
 
 
 def open_source(path: str | Path, kind: str | None = None, **options: Any) -> Source:
@@ -248,21 +252,3 @@ def open_source(path: str | Path, kind: str | None = None, **options: Any) -> So
         kind = guessed
     cls = get_source_class(kind)
     return cls(p, **options)
-
-
-_loaded = False
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    import importlib
-
-    for mod in ("video", "multiview", "render"):
-        try:
-            importlib.import_module(f"framepipe.sources.{mod}")
-        except ImportError as exc:  # a missing module or backend: that kind is unavailable
-            log.debug("source module %s unavailable: %s", mod, exc)
-            mark_unavailable(mod, str(exc))
