@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from framepipe.cli import cli
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 
 def test_info_json_reports_each_source_and_failures(tmp_path: Path) -> None:

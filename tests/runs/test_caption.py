@@ -32,7 +32,7 @@ from framepipe.questions import default_question
 from framepipe.runs.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
 from framepipe.sources import open_source
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]
 
 
 # -- the test double ------------------------------------------------------------------------
