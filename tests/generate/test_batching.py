@@ -1,7 +1,8 @@
-"""The generator's bookkeeping on the tiny random model: each prompt is tokenized once, the
-context guard is unchanged, and an out-of-memory retry redoes only what is not answered yet
-(the model call is made to raise ``torch.OutOfMemoryError`` on the CPU), with a one-line
-error for a clip that does not fit even alone."""
+"""The generator's batch bookkeeping (framepipe/generate/batching.py and its use), on the
+tiny random model: each prompt is tokenized once, the context guard is unchanged, and an
+out-of-memory retry redoes only what is not answered yet (the model call is made to raise
+``torch.OutOfMemoryError`` on the CPU), with a one-line error for a clip that does not fit
+even alone."""
 
 from __future__ import annotations
 
