@@ -1,5 +1,30 @@
 """framepipe: n well-chosen frames from videos, multi-view scenes and 3D models, and a
-multi-image vision-language model's answer for each clip."""
+multi-image vision-language model's answer for each clip.
+
+Data flows one way; each stage lives in one place and imports only the stages before it:
+
+==================  ==============================================================================
+stage               where
+==================  ==============================================================================
+inputs              :mod:`framepipe.discover` (paths and folders -> inputs and skip notes)
+source              :mod:`framepipe.sources` (one module per kind; ``info``, ``read``, the cheap
+                    signal ``read_signal``, what a render sees ``visible_surface``)
+shots               :mod:`framepipe.shots` (shot detection over a source's signal)
+plan clips          :mod:`framepipe.clips` (``whole``, ``windows``, ``shots`` planners)
+select              :mod:`framepipe.samplers` (pure: indices from metadata and signals)
+stage functions     :mod:`framepipe.stages` (open, plan, select, read one input's clips)
+records             :mod:`framepipe.records` (ok and failed records, resume keys)
+prompt              :mod:`framepipe.prompt` and :mod:`framepipe.questions`
+generate            :mod:`framepipe.generate` (model spec, loading, batched answers)
+write               :mod:`framepipe.output` (JSONL records, frame images, contact sheets)
+engines             :mod:`framepipe.engine` (the local engine: decoding worker processes)
+runs                :mod:`framepipe.runs` (``sample`` and ``caption``, on one skeleton)
+command line        :mod:`framepipe.cli` (parses options, calls the runs)
+==================  ==============================================================================
+
+Plug-in families (source kinds, samplers, clip planners) share one
+:class:`~framepipe.registry.Registry` type.
+"""
 
 from framepipe._version import __version__
 from framepipe.clips import plan_clips
