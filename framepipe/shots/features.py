@@ -1,0 +1,255 @@
+"""Per-frame features of the shot detector's tiny frames, and the distances between them.
+
+Each frame gets colour and luma histograms, an 8x6 grid of block means and its tiny luma
+image, compared by :func:`pair_distance` (0..1). A cut or a dissolve is a change of
+*content*, not of exposure: camera auto-exposure, a sunset, a light switched on or a
+brightness ramp change every pixel's level but not the picture. So every comparison can
+also be made between the **exposure-normalised** frames (``normalised=True``): each frame's
+luma has its mean removed and, with its chroma, is divided by the frame's contrast (the
+spread of luma and chroma together), then shown at a standard mean and contrast. A global
+gain (in linear light or gamma-encoded: both scale luma and chroma alike) or a luma offset
+leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further, so
+the noise of a flat or black frame is not blown up into structure. Histograms are binned
+softly (each value shared between its two nearest bins), so a level drifting across a bin
+edge moves the histogram a little, never by a whole bin at once.
+
+The raw pictures are what changes are found on (a cut between a dark and a bright scene
+is a big change there); the normalised ones decide whether the change is one of content.
+The normalised grid and luma are derived from the raw ones and the frame's gain when asked
+for, so only the normalised histograms are stored. The mean and spread of luma serve fades
+(dark frames) and the keyframe sampler; so does the sharpness (variance of the Laplacian).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from framepipe.types import SmallFrames
+
+CONTRAST = 0.2
+"""Contrast (root mean square spread of luma and chroma, 0..1 units) that every normalised
+frame is shown at: about that of ordinary footage, so distances keep their usual scale."""
+
+GRID = (8, 6)
+"""Columns and rows of block means."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """Per-frame features of a set of small frames (rows follow ``indices``)."""
+
+    indices: np.ndarray
+    hist: np.ndarray
+    """m x 32: soft histograms of chroma (4 x 4 bins of U, V) and luma (16 bins), each
+    summing to 1."""
+    hist_n: np.ndarray
+    """The same of the exposure-normalised frame."""
+    grid: np.ndarray
+    """m x 144: block means (8 x 6) of Y, U, V in 0..1 (8-bit levels / 255)."""
+    luma: np.ndarray
+    """m x h x w luma in 0..1."""
+    luma_mean: np.ndarray
+    """Mean luma (0..1): what fades and dark frames are found on."""
+    luma_std: np.ndarray
+    gain: np.ndarray
+    """What normalisation multiplies the frame's deviations by (``CONTRAST`` over its
+    contrast, the spread of luma and chroma together, floored at ``min_contrast``)."""
+    sharpness: np.ndarray
+    """Variance of the 4-neighbour Laplacian of the luma."""
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def rows(self, keep: np.ndarray) -> Features:
+        """The features of the rows ``keep`` (a boolean mask or row numbers)."""
+        return Features(*(getattr(self, f.name)[keep] for f in fields(self)))
+
+    def grid_of(self, rows: np.ndarray | slice, normalised: bool) -> np.ndarray:
+        """Block means of ``rows``, exposure-normalised or not."""
+        g = self.grid[rows]
+        if not normalised:
+            return g
+        k = self.gain[rows][:, None]
+        mean = (16.0 + 219.0 * self.luma_mean[rows]) / 255.0
+        out = np.empty_like(g)
+        out[:, 0::3] = _Y_MID + (g[:, 0::3] - mean[:, None]) * k
+        out[:, 1::3] = _C_MID + (g[:, 1::3] - _C_MID) * k
+        out[:, 2::3] = _C_MID + (g[:, 2::3] - _C_MID) * k
+        return np.clip(out, 0.0, 1.0)
+
+    def luma_of(self, rows: np.ndarray, normalised: bool) -> np.ndarray:
+        """Tiny luma images of ``rows``, exposure-normalised or not."""
+        y = self.luma[rows]
+        if not normalised:
+            return y
+        k = self.gain[rows][:, None, None].astype(np.float32)
+        mean = self.luma_mean[rows][:, None, None].astype(np.float32)
+        return np.asarray(np.clip(0.5 + (y - mean) * k, 0.0, 1.0))
+
+
+_Y_MID = (16.0 + 219.0 * 0.5) / 255.0
+_C_MID = 128.0 / 255.0
+
+
+STEPS = 8
+"""Positions per bin that values are rounded to before soft binning (a 64th of the luma
+range: finer than 8-bit levels spread over 16 bins)."""
+
+
+def _soft_weights(n: int) -> np.ndarray:
+    """``(n - 1) * STEPS + 1`` x ``n``: the share of each bin that a value at each rounded
+    position (in bin units, bin centres at integers) goes to (linear between neighbours)."""
+    pos = np.arange((n - 1) * STEPS + 1) / STEPS
+    return np.maximum(0.0, 1.0 - np.abs(pos[:, None] - np.arange(n)[None, :]))
+
+
+_W16, _W4 = _soft_weights(16), _soft_weights(4)
+
+
+def _positions(x: np.ndarray, n: int) -> np.ndarray:
+    """Values in bin units (``n`` bins, clamped at the ends) rounded to ``1 / STEPS``."""
+    return np.rint(np.clip(x, 0.0, n - 1.0) * STEPS).astype(np.int64)
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+_Y_OF_LEVEL = np.clip((_LEVELS - 16.0) / 219.0, 0.0, 1.0)
+_C_OF_LEVEL = (_LEVELS - 128.0) / 224.0
+_C_OF_PAIR = (np.arange(64) * 4.0 + 1.5 - 128.0) / 224.0
+"""Chroma of each group of four 8-bit levels (joint U, V counts are kept at that step)."""
+
+
+def _luma_weights(y: np.ndarray) -> np.ndarray:
+    """Share of each of the 16 luma bins that luma ``y`` (0..1, any shape) goes to."""
+    return np.asarray(_W16[_positions(y * 16.0 - 0.5, 16)])
+
+
+def _chroma_weights(c: np.ndarray) -> np.ndarray:
+    """Share of each of the 4 chroma bins (edges 0.14 apart around grey) for chroma ``c``."""
+    return np.asarray(_W4[_positions(np.clip(c, -0.5, 0.5) * 7.0 + 1.5, 4)])
+
+
+CHUNK = 512
+"""Frames whose features are computed at once (bounds the temporary arrays)."""
+
+
+def compute_features(sf: SmallFrames, min_contrast: float = 0.05) -> Features:
+    """Features of every frame of ``sf`` (limited-range YUV frames; see :class:`Features`)."""
+    m = len(sf.frames)
+    parts = [_features(sf.frames[k : k + CHUNK], min_contrast) for k in range(0, m, CHUNK)]
+    if not parts:
+        parts = [_features(sf.frames, min_contrast)]
+    cols = [np.concatenate(col) for col in zip(*parts)]
+    return Features(np.asarray(sf.indices, dtype=np.int64), *cols)
+
+
+def _counts(index: np.ndarray, bins: int) -> np.ndarray:
+    """Per-frame counts of ``index`` (m x pixels, each in ``0..bins - 1``)."""
+    m = len(index)
+    flat = index + (np.arange(m, dtype=np.int32) * bins)[:, None]
+    return np.bincount(flat.ravel(), minlength=m * bins).reshape(m, bins).astype(np.float64)
+
+
+def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
+    """The columns of :class:`Features` after ``indices``, for the YUV frames ``yuv``.
+
+    Everything but the pictures themselves comes from per-frame counts of the 8-bit
+    levels: the mean, spread and contrast exactly, and the soft histograms, raw and
+    normalised, by sharing each level's count between bins (each frame has its own
+    mapping of levels once normalised)."""
+    m, h, w, _ = yuv.shape
+    npx = h * w
+    planes = [yuv[..., c].reshape(m, -1).astype(np.int32) for c in range(3)]
+    ny, nu, nv = (_counts(p, 256) for p in planes)
+    mean = ny @ _Y_OF_LEVEL / npx
+    std = np.sqrt(np.maximum(0.0, ny @ _Y_OF_LEVEL**2 / npx - mean**2))
+    chroma = (nu @ _C_OF_LEVEL**2 + nv @ _C_OF_LEVEL**2) / npx
+    gain = CONTRAST / np.maximum(np.sqrt(std**2 + chroma), max(min_contrast, 1e-3))
+    uv = _counts((planes[1] >> 2) * 64 + (planes[2] >> 2), 64 * 64).reshape(m, 64, 64)
+
+    k = gain[:, None]
+    luma_raw = ny @ _luma_weights(_Y_OF_LEVEL)
+    y_norm = np.clip(0.5 + (_Y_OF_LEVEL[None, :] - mean[:, None]) * k, 0.0, 1.0)
+    luma_norm = (ny[:, None, :] @ _luma_weights(y_norm))[:, 0]
+    c_raw = _chroma_weights(_C_OF_PAIR)  # 64 x 4
+    chroma_raw = c_raw.T @ uv @ c_raw
+    c_norm = _chroma_weights(_C_OF_PAIR[None, :] * k)  # m x 64 x 4
+    chroma_norm = np.swapaxes(c_norm, 1, 2) @ uv @ c_norm
+    hist = np.concatenate([chroma_raw.reshape(m, 16), luma_raw], axis=1) / npx
+    hist_n = np.concatenate([chroma_norm.reshape(m, 16), luma_norm], axis=1) / npx
+
+    y = np.clip((yuv[..., 0].astype(np.float32) - 16.0) * (1.0 / 219.0), 0.0, 1.0)
+    gw, gh = GRID
+    bh, bw = max(1, h // gh), max(1, w // gw)
+    crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
+    grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
+    f32 = np.float32
+    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, gain, _sharpness(y)
+
+
+def _sharpness(luma: np.ndarray) -> np.ndarray:
+    m, h, w = luma.shape
+    if h <= 2 or w <= 2:
+        return np.zeros(m)
+    lap = (
+        -4.0 * luma[:, 1:-1, 1:-1]
+        + luma[:, :-2, 1:-1]
+        + luma[:, 2:, 1:-1]
+        + luma[:, 1:-1, :-2]
+        + luma[:, 1:-1, 2:]
+    )
+    return np.asarray(lap.reshape(m, -1).var(axis=1), dtype=np.float64)
+
+
+def merge_features(a: Features, b: Features) -> Features:
+    """Rows of ``a`` and ``b`` together, sorted by frame index (``a`` wins on repeats)."""
+    idx = np.concatenate([a.indices, b.indices])
+    _, first = np.unique(idx, return_index=True)
+    return Features(
+        *(np.concatenate([getattr(a, f.name), getattr(b, f.name)])[first] for f in fields(Features))
+    )
+
+
+def pair_distance(
+    f: Features, a: np.ndarray, b: np.ndarray, *, fine: bool = True, normalised: bool = False
+) -> np.ndarray:
+    """Distance (0..1) between rows ``a`` and ``b``: colour histograms, block layout and,
+    with ``fine``, tiny pixels, averaged; of the exposure-normalised frames with
+    ``normalised`` (a change of content only)."""
+    hist = f.hist_n if normalised else f.hist
+    hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
+    ga, gb = f.grid_of(a, normalised), f.grid_of(b, normalised)
+    gd = np.minimum(1.0, 4.0 * np.abs(ga - gb).mean(axis=1))
+    if not fine:
+        return np.asarray(0.5 * (hd + gd), dtype=np.float64)
+    m = len(a)
+    la, lb = f.luma_of(a, normalised), f.luma_of(b, normalised)
+    pd = np.minimum(1.0, 4.0 * np.abs(la - lb).reshape(m, -1).mean(axis=1))
+    return np.asarray((hd + gd + pd) / 3.0, dtype=np.float64)
+
+
+def steps(f: Features, *, normalised: bool = False) -> np.ndarray:
+    """``s[k]`` = distance from row ``k - 1`` to row ``k`` (``s[0] = 0``)."""
+    m = len(f)
+    out = np.zeros(m)
+    if m > 1:
+        k = np.arange(1, m)
+        out[1:] = pair_distance(f, k - 1, k, normalised=normalised)
+    return out
+
+
+def local_median(x: np.ndarray, half: int, exclude: int, q: float = 50.0) -> np.ndarray:
+    """Median (or the ``q``-th percentile) of ``x`` over ``[k - half, k + half]`` without
+    ``[k - exclude, k + exclude]``."""
+    m = len(x)
+    if m == 0:
+        return x.copy()
+    pad = np.concatenate([np.full(half, np.nan), x, np.full(half, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1).copy()
+    win[:, half - exclude : half + exclude + 1] = np.nan
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
+        med = np.nanpercentile(win, q, axis=1) if q != 50.0 else np.nanmedian(win, axis=1)
+    return np.nan_to_num(med, nan=0.0)

@@ -1,0 +1,134 @@
+"""The shot detector's settings (:class:`DetectorParams`) and what it finds
+(:class:`Transition`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from framepipe.errors import ConfigError
+from framepipe.types import SkipMode
+
+TransitionKind = Literal["cut", "dissolve", "fade"]
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """Settings of the shot detector; the defaults suit ordinary edited video."""
+
+    size: tuple[int, int] = (64, 36)
+    """Width and height of the decoded signal frames."""
+    skip: SkipMode = "bidir"
+    """Frames the signal decoder may drop: ``bidir`` (B-frames; fastest), ``nonref`` or
+    ``none`` (decode every frame; no refinement needed)."""
+    content_share: float = 0.4
+    """A cut or a dissolve is a change of content, not of exposure: at least this share of
+    its change must remain between the exposure-normalised pictures (mean and contrast of
+    luma and chroma removed), so a brightness ramp, auto-exposure or a sunset is none."""
+    min_contrast: float = 0.05
+    """Frames flatter than this contrast (0..1) are not stretched further when exposure is
+    normalised (so the noise of a flat or black frame does not become structure)."""
+    cut_threshold: float = 0.12
+    """Smallest step score (0..1) that can be a cut: the absolute floor under the adaptive
+    test, so a near-static scene (whose local level is near zero) is not cut by noise."""
+    cut_ratio: float = 2.5
+    """A cut's step score must be this many times the local median step."""
+    cut_concentration: float = 0.5
+    """Share of a candidate's change that its largest single-frame step must carry."""
+    local_window_s: float = 1.0
+    """Seconds each side of a step over which the local motion level is measured."""
+    flash_s: float = 0.4
+    """Longest flash (a few bright frames, then the same shot again) that is ignored."""
+    flash_return: float = 0.5
+    """A flash returns to a picture closer than this share of the jump's distance."""
+    gradual: bool = True
+    """Detect dissolves (fades to and from black are always detected)."""
+    gradual_window_s: float = 0.8
+    """Half-width in seconds of the novelty kernel that finds dissolves."""
+    gradual_threshold: float = 0.08
+    """Smallest rise of novelty (0..1) above its local level for a dissolve."""
+    gradual_ratio: float = 2.0
+    """A dissolve's novelty must be this many times its local level (the 30th percentile
+    of the novelty within four kernel widths)."""
+    gradual_motion: float = 0.5
+    """Steady motion, however fast, is not a dissolve: a novelty peak is dropped when a
+    global shift of the picture (camera motion) explains more than this share of the
+    frame-to-frame change across the kernel's width."""
+    dark_level: float = 0.07
+    """Mean luma (0..1) below which a frame counts as black (fades)."""
+    min_shot_s: float = 0.5
+    """Shortest shot: boundaries closer than this are dropped, weakest first."""
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> DetectorParams:
+        """Build from keyword parameters, rejecting unknown names and bad values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown shot detector parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        kw = dict(params)
+        if "size" in kw:
+            s = kw["size"]
+            if isinstance(s, str):
+                s = s.lower().replace(",", "x").split("x")
+            try:
+                w, h = (int(v) for v in s)
+            except (TypeError, ValueError):
+                raise ConfigError(f"size ({kw['size']!r}) must be WIDTHxHEIGHT") from None
+            if not (16 <= w <= 640 and 16 <= h <= 360):
+                raise ConfigError(f"size ({w}x{h}) must be between 16x16 and 640x360")
+            kw["size"] = (w - w % 2, h - h % 2)
+        if "skip" in kw and kw["skip"] not in ("none", "nonref", "bidir"):
+            raise ConfigError(f"skip ({kw['skip']!r}) must be none, nonref or bidir")
+        for name, value in kw.items():
+            if name in ("size", "skip"):
+                continue
+            if name == "gradual":
+                kw[name] = bool(value)
+                continue
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} ({value!r}) must be a number") from None
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} ({value!r}) must be a finite number >= 0")
+            kw[name] = v
+        return cls(**kw)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        return d
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A transition between two shots (or, for a fade at either end, between a shot and
+    black)."""
+
+    frame: int
+    """First frame of the new shot. A fade in from black at the start of the range has the
+    range's first frame (the first shot begins with it), a fade out to black at its end the
+    range's end (the last shot ends with it): those two are transitions, not boundaries
+    between shots."""
+    kind: TransitionKind
+    """``cut``, ``dissolve`` or ``fade``."""
+    start_frame: int
+    """First frame of the transition (== ``frame`` for a cut)."""
+    end_frame: int
+    """One past its last frame (``frame + 1`` for a cut)."""
+    score: float
+    """Strength (step score for cuts, novelty for dissolves, 1 for fades)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "frame": self.frame,
+            "kind": self.kind,
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "score": round(self.score, 4),
+        }
