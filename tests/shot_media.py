@@ -1,8 +1,10 @@
 """Tiny edited videos with known shots, for the shot detector's tests.
 
-Each shot is a crop moving over its own random texture (colour blobs, detail and shapes).
-:func:`make_edit_video` writes a 160x90 H.264 file (libx264 through PyAV, with B-frames)
-from a script of shots and transitions and returns the ground truth.
+Each shot is a crop moving over its own random texture (colour blobs, detail and shapes),
+optionally with sensor noise and a changing exposure. :func:`make_edit_video` writes a
+160x90 H.264 file (libx264 through PyAV, with B-frames) from a script of shots and
+transitions (cuts, dissolves, fades through black, fades in at the start and out at the end)
+and returns the ground truth; :func:`grey_ramp` writes a brightness ramp with no content.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class ShotSpec:
     """Pixels per frame of the camera pan (at 160x90)."""
     flash_at: tuple[int, ...] = ()
     """Frames of this shot (counted from its start) shown much brighter."""
+    gain: tuple[float, ...] = ()
+    """Exposure of each frame of the shot (a camera's gain, applied in linear light; 1 when
+    missing): auto-exposure, a sunset or a light switched on, with the content unchanged."""
+    noise: float = 0.0
+    """Standard deviation (in 8-bit levels) of fresh sensor noise on every frame."""
 
 
 @dataclass
@@ -74,9 +81,12 @@ def make_edit_video(
     *,
     gop: int = 250,
     bframes: int = 3,
+    black: int = 4,
 ) -> EditTruth:
     """Write ``script`` to ``path``: shots separated by ``("cut", 0)``,
-    ``("dissolve", L)`` or ``("fade", L)`` (L frames: out, a few black, in)."""
+    ``("dissolve", L)`` or ``("fade", L)`` (L frames: out, a few black, in). A ``("fade", L)``
+    first in the script is a fade in from black (a few black frames, then L frames of ramp),
+    last a fade out to black (L frames of ramp, then ``black`` frames)."""
 
     frames: list[np.ndarray] = []
     truth = EditTruth(0)
@@ -91,10 +101,18 @@ def make_edit_video(
                 img = _frame(tex, k, item.speed, item.seed)
                 if k in item.flash_at:
                     img = np.minimum(255, img.astype(np.uint16) * 2 + 90).astype(np.uint8)
+                if k < len(item.gain):
+                    img = expose(img, item.gain[k])
+                if item.noise:
+                    img = add_noise(img, item.noise, seed=item.seed * 100003 + k)
                 frames.append(img)
             truth.shots.append((clean_start, len(frames)))
             continue
         kind, length = item
+        if pos in (0, len(script) - 1):
+            _edge_fade(frames, truth, script, pos, length, black)
+            clean_start = len(frames)
+            continue
         prev = script[pos - 1]
         nxt = script[pos + 1]
         assert isinstance(prev, ShotSpec) and isinstance(nxt, ShotSpec)
@@ -134,6 +152,59 @@ def make_edit_video(
     return truth
 
 
+def _edge_fade(
+    frames: list[np.ndarray],
+    truth: EditTruth,
+    script: list[ShotSpec | tuple[str, int]],
+    pos: int,
+    length: int,
+    black: int,
+) -> None:
+    """A fade in from black before the first shot, or out to black after the last one."""
+    kind = script[pos]
+    assert kind[0] == "fade", kind  # type: ignore[index]
+    if pos == 0:
+        shot = script[1]
+        assert isinstance(shot, ShotSpec)
+        frames += [np.zeros((H, W, 3), np.uint8)] * black
+        tex = texture(shot.seed)
+        for j in range(length):
+            g = (j + 1) / (length + 1)
+            img = _frame(tex, j - length, shot.speed, shot.seed).astype(np.float32) * g
+            frames.append(_finish(img, shot, j - length))
+        truth.gradual.append((0, len(frames) - 1, "fade"))
+        return
+    shot = script[pos - 1]
+    assert isinstance(shot, ShotSpec)
+    first = len(frames)
+    tex = texture(shot.seed)
+    for j in range(length):
+        g = 1 - (j + 1) / length
+        img = _frame(tex, shot.frames + j, shot.speed, shot.seed).astype(np.float32) * g
+        frames.append(_finish(img, shot, shot.frames + j))
+    frames += [np.zeros((H, W, 3), np.uint8)] * black
+    truth.gradual.append((first, len(frames) - 1, "fade"))
+
+
+def _finish(img: np.ndarray, shot: ShotSpec, k: int) -> np.ndarray:
+    out = np.clip(img, 0, 255).astype(np.uint8)
+    return add_noise(out, shot.noise, seed=shot.seed * 100003 + k) if shot.noise else out
+
+
+def expose(img: np.ndarray, gain: float) -> np.ndarray:
+    """``img`` as a camera exposed ``gain`` times longer would see it: the gain applies to
+    linear light (sRGB decoded and encoded again), clipping where it saturates."""
+    lin = (img.astype(np.float32) / 255.0) ** 2.2
+    return np.asarray(np.clip((lin * gain) ** (1 / 2.2) * 255.0 + 0.5, 0, 255), np.uint8)
+
+
+def add_noise(img: np.ndarray, sigma: float, *, seed: int) -> np.ndarray:
+    """``img`` with Gaussian noise of ``sigma`` levels (its own per frame, reproducible)."""
+    rng = np.random.default_rng(seed)
+    noisy = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
 def write_video(path: Path, frames: list[np.ndarray], *, gop: int = 250, bframes: int = 3) -> None:
     import av
 
@@ -148,6 +219,22 @@ def write_video(path: Path, frames: list[np.ndarray], *, gop: int = 250, bframes
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def grey_ramp(
+    path: Path, *, cycles: int, period: int, low: int, high: int, noise: float = 0.0
+) -> int:
+    """A flat grey picture whose level goes ``low`` -> ``high`` -> ``low`` (8-bit levels)
+    ``cycles`` times, ``period`` frames each, with sensor noise: a brightness ramp and
+    nothing else. Returns the number of frames."""
+    frames = []
+    for k in range(cycles * period):
+        phase = (k % period) / period
+        level = low + (high - low) * (1.0 - abs(2.0 * phase - 1.0))
+        img = np.full((H, W, 3), round(level), np.uint8)
+        frames.append(add_noise(img, noise, seed=k) if noise else img)
+    write_video(path, frames)
+    return len(frames)
 
 
 def standard_script() -> list[ShotSpec | tuple[str, int]]:
