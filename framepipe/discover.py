@@ -9,8 +9,10 @@ error.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,22 @@ class Input:
     error: str | None = None
     """Set when the path cannot be an input at all (e.g. a folder with no media): the
     pipeline writes a ``failed`` record with this message instead of opening it."""
+    id: str | None = None
+    """The manifest row's ``id``, written on its records as ``extra["id"]``."""
+    questions: tuple[str, ...] | None = None
+    """The manifest row's questions: asked instead of the run's (caption)."""
+    start_s: float | None = None
+    """Only clips (cut to) from this time on, in seconds (a manifest row's clip range)."""
+    end_s: float | None = None
+    """Only clips (cut to) before this time, in seconds."""
+    uri: str | None = None
+    """A remote input's URI (``s3://``, ``gs://``, ``https://``); ``path`` is then where it
+    is staged in the local cache (by the decode stage, not by discovery)."""
+
+    @property
+    def source(self) -> str:
+        """What records name as their ``source``: the URI of a remote input, else the path."""
+        return self.uri or str(self.path)
 
 
 @dataclass(frozen=True)
@@ -49,13 +67,24 @@ def discover(
     even when no kind claims it: the source then fails on it with a clear error and a
     ``failed`` record (the user asked for it). Inside folders, unclaimed files are skipped.
     ``kind`` forces the kind of every explicit path (and of claimed entries in folders).
+
+    Nothing on the file system stops discovery (see :func:`path_problem`): a path that
+    cannot be an input (a symbolic link loop or a broken link, a FIFO, socket or device, a
+    name that cannot be listed) is an input with ``error`` set when it was named explicitly
+    or its name claims a kind (a ``failed`` record, never opened), and a skip note
+    otherwise. Only regular files are ever opened (to sniff their first bytes). Folders are
+    followed through links, but each real folder is searched once (by device and inode), so
+    a link to a folder above it is a note, not an endless walk. Names that are not valid
+    UTF-8 stay as Python keeps them (surrogate escapes, :func:`os.fsdecode`), so
+    ``os.fsencode(str(input.path))`` gives back the bytes of the name.
     """
     inputs: list[Input] = []
     skipped: list[Skipped] = []
     seen: set[Path] = set()
+    searched: set[tuple[int, int]] = set()
 
     def add(p: Path, k: str, error: str | None = None) -> None:
-        key = p.resolve()
+        key = _identity(p)
         if key in seen:
             return
         seen.add(key)
@@ -63,11 +92,15 @@ def discover(
 
     for raw in paths:
         p = Path(raw)
-        if not p.exists():
+        st, problem = path_problem(p)
+        if problem is not None:
+            add(p, kind or guess_kind(p, sniff=False) or "video", error=f"{p}: {problem}")
+            continue
+        if st is None:
             # Named explicitly: the user expects a record for it.
             add(p, kind or "video")
             continue
-        if p.is_file():
+        if not stat.S_ISDIR(st.st_mode):
             k = kind or guess_kind(p) or "video"
             add(p, k)
             continue
@@ -75,41 +108,120 @@ def discover(
             add(p, kind)
             continue
         before = len(inputs)
-        _walk(p, kind, add, skipped)
-        if len(inputs) == before:
+        walked = _walk(p, st, kind, add, skipped, searched)
+        if walked is not None and len(inputs) == before:
             add(p, kind or "video", error=f"{p}: folder holds no video, image scene or 3D model")
     return inputs, skipped
 
 
+_NOT_REGULAR = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
+    """``p``'s status (links followed) and why it cannot be an input, without opening it.
+
+    ``(stat, None)`` for a regular file or a folder; ``(None, None)`` when nothing is at
+    ``p`` (the source reports a missing file); ``(stat or None, reason)`` for a symbolic
+    link loop, a broken link, a FIFO, socket or device (``"not a regular file (FIFO)"``),
+    or a path that cannot be examined.
+    """
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "symbolic link loop (too many levels of symbolic links)"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(p):
+                return None, "broken symbolic link (its target does not exist)"
+            return None, None
+        return None, f"cannot examine ({exc.strerror or exc})"
+    except ValueError as exc:  # e.g. a NUL byte in the name
+        return None, f"cannot examine ({exc})"
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return st, None
+    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "special file")
+    return st, f"not a regular file ({what})"
+
+
+def _identity(p: Path) -> Path:
+    """The key that makes two spellings of one input one input (never raises)."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        return Path(os.path.abspath(p))
+
+
 def _kind_claims_dir(kind: str, p: Path) -> bool:
     cls = source_kinds().get(kind)
-    return bool(cls and cls.claims_dir(p))
+    try:
+        return bool(cls and cls.claims_dir(p))
+    except OSError:
+        return False
 
 
 def _walk(
     root: Path,
+    st: os.stat_result,
     kind: str | None,
-    add: Callable[[Path, str], None],
+    add: Callable[..., None],
     skipped: list[Skipped],
-) -> None:
+    searched: set[tuple[int, int]],
+) -> int | None:
+    """Add the inputs under the folder ``root`` (``st`` its status) and count what it
+    found (inputs and notes); None when it was searched already (through a link, or named
+    twice): a note, nothing added."""
+    ident = (st.st_dev, st.st_ino)
+    if ident in searched:
+        note = "folder already searched (a link to it or to a folder above it)"
+        skipped.append(Skipped(root, note))
+        return None
+    searched.add(ident)
     claimed = guess_kind(root) if kind is None else (kind if _kind_claims_dir(kind, root) else None)
     if claimed is not None:
         add(root, claimed)
-        return
+        return 1
     try:
-        entries = sorted(os.scandir(root), key=lambda e: natural_key(e.name))
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda e: natural_key(e.name))
     except OSError as exc:
         skipped.append(Skipped(root, f"cannot list folder: {exc.strerror or exc}"))
-        return
+        return 1
+    found = 0
     for entry in entries:
         if entry.name.startswith("."):
             continue
+        found += 1
         p = Path(entry.path)
-        if entry.is_dir():
-            _walk(p, kind, add, skipped)
+        est, problem = path_problem(p)
+        if problem is not None:
+            k = guess_kind(p, sniff=False)
+            if k is not None and (kind is None or k == kind):
+                add(p, k, error=f"{p}: {problem}")  # looks like an input: a record
+            else:
+                skipped.append(Skipped(p, problem))
+            continue
+        if est is None:  # gone since the folder was listed
+            found -= 1
+            continue
+        if stat.S_ISDIR(est.st_mode):
+            below = _walk(p, est, kind, add, skipped, searched)
+            if below == 0 and _looks_like_file(p):
+                skipped.append(Skipped(p, "a folder named like a media file, with nothing in it"))
+            elif below == 0:
+                found -= 1  # an empty folder: nothing to say
             continue
         k = guess_kind(p)
         if k is None or (kind is not None and k != kind):
             skipped.append(Skipped(p, "not a video, image scene or 3D model"))
             continue
         add(p, k)
+    return found
+
+
+def _looks_like_file(p: Path) -> bool:
+    return any(cls.claims_file(p) for cls in source_kinds().values())

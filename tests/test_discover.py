@@ -1,6 +1,14 @@
+import contextlib
+import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 from framepipe.discover import discover
+from framepipe.output import JsonlWriter, read_records
+from framepipe.records import failed_record
+from framepipe.sources.base import guess_kind
 
 
 def test_folder_walk_picks_media_and_notes_the_rest(tmp_path: Path) -> None:
@@ -33,3 +41,130 @@ def test_sniffs_video_without_extension(tmp_path: Path) -> None:
     (sub / "video_noext").write_bytes(f.read_bytes())
     inputs, _ = discover([sub])
     assert [(i.path.name, i.kind) for i in inputs] == [("video_noext", "video")]
+
+
+# -- nothing on the file system stops discovery (issue 11.5) ---------------------------------
+
+
+def _rescue_fifo(fifo: Path, after_s: float = 5.0) -> None:
+    """Open ``fifo`` for writing after a while, so that code blocked reading it (the bug)
+    gets an end of file and the test fails instead of hanging."""
+
+    def open_write_end() -> None:
+        time.sleep(after_s)
+        with contextlib.suppress(OSError):
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            os.close(fd)
+
+    threading.Thread(target=open_write_end, daemon=True).start()
+
+
+def test_symbolic_link_loops_are_failed_inputs_or_notes(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.mp4").symlink_to("b.mp4")
+    (d / "b.mp4").symlink_to("a.mp4")
+    (d / "self_noext").symlink_to("self_noext")
+    (d / "good.mp4").write_bytes(b"x")
+    (d / "sub").mkdir()
+    (d / "sub" / "up").symlink_to("..")  # a folder linking to a folder above it
+    (d / "sub" / "me").symlink_to(".")  # a folder linking to itself
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop.name)
+    inputs, skipped = discover([d, loop])
+    by_name = {i.path.name: i for i in inputs}
+    assert sorted(by_name) == ["a.mp4", "b.mp4", "good.mp4", "loop.mp4"]
+    assert by_name["good.mp4"].error is None
+    for name in ("a.mp4", "b.mp4", "loop.mp4"):
+        err = by_name[name].error or ""
+        assert err.startswith(f"{by_name[name].path}: ") and "symbolic link loop" in err
+        assert "\n" not in err
+    notes = {s.path.name: s.reason for s in skipped}
+    assert "symbolic link loop" in notes["self_noext"]
+    assert "already searched" in notes["up"] and "already searched" in notes["me"]
+
+
+def test_a_folder_named_twice_or_linked_is_searched_once(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "v.mp4").write_bytes(b"x")
+    (tmp_path / "link").symlink_to(d)
+    inputs, skipped = discover([d, tmp_path / "link", d])
+    assert [(i.path, i.error) for i in inputs] == [(d / "v.mp4", None)]
+    assert [s.path for s in skipped] == [tmp_path / "link", d]
+
+
+def test_fifos_sockets_and_devices_are_never_opened(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    fifo, named = d / "pipe_noext", tmp_path / "given_noext"
+    os.mkfifo(fifo)
+    os.mkfifo(named)
+    os.mkfifo(d / "pipe.mp4")
+    (d / "zero_noext").symlink_to("/dev/zero")
+    zero = tmp_path / "zero.ply"
+    zero.symlink_to("/dev/zero")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(d / "sock_noext"))
+        for p in (fifo, named, d / "pipe.mp4"):
+            _rescue_fifo(p)
+        t0 = time.monotonic()
+        inputs, skipped = discover([d, named, zero])
+        assert time.monotonic() - t0 < 4, "discovery waited on a FIFO"
+    finally:
+        sock.close()
+    errors = {i.path.name: i.error for i in inputs}
+    assert errors == {
+        "pipe.mp4": f"{d / 'pipe.mp4'}: not a regular file (FIFO)",
+        "given_noext": f"{named}: not a regular file (FIFO)",
+        "zero.ply": f"{zero}: not a regular file (character device)",
+    }
+    assert {i.path.name: i.kind for i in inputs}["zero.ply"] == "render"
+    notes = {s.path.name: s.reason for s in skipped}
+    assert notes == {
+        "pipe_noext": "not a regular file (FIFO)",
+        "sock_noext": "not a regular file (socket)",
+        "zero_noext": "not a regular file (character device)",
+    }
+    # sniffing itself never opens a FIFO either
+    _rescue_fifo(named)
+    assert guess_kind(named) is None
+    assert guess_kind(zero, sniff=True) == "render"  # by its extension, without opening
+
+
+def test_broken_links_and_folders_named_like_files(tmp_path: Path) -> None:
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "gone.mp4").symlink_to("nowhere.mp4")
+    (d / "gone_noext").symlink_to("nowhere")
+    (d / "folder.mp4").mkdir()
+    (d / "empty").mkdir()
+    (d / "v.mp4").write_bytes(b"x")
+    inputs, skipped = discover([d])
+    assert {i.path.name: i.error for i in inputs} == {
+        "gone.mp4": f"{d / 'gone.mp4'}: broken symbolic link (its target does not exist)",
+        "v.mp4": None,
+    }
+    assert {s.path.name: s.reason for s in skipped} == {
+        "folder.mp4": "a folder named like a media file, with nothing in it",
+        "gone_noext": "broken symbolic link (its target does not exist)",
+    }
+
+
+def test_names_that_are_not_utf8_round_trip_into_records(tmp_path: Path) -> None:
+    raw = os.fsencode(tmp_path) + b"/\xff\xfe clip.mp4"
+    with open(raw, "wb") as fh:
+        fh.write(b"not a video")
+    (inputs, _) = discover([tmp_path])
+    (item,) = inputs
+    assert os.fsencode(str(item.path)) == raw
+    out = tmp_path / "records.jsonl"
+    with JsonlWriter(out) as writer:
+        writer.write(failed_record(str(item.path), "cannot decode", kind="video"))
+        writer.write(failed_record(str(tmp_path / "é.mp4"), "cannot decode", kind="video"))
+    text = out.read_bytes().decode("utf-8")  # the file is valid UTF-8
+    assert "\\udcff\\udcfe clip.mp4" in text and "é.mp4" in text
+    first, second = read_records(out)
+    assert os.fsencode(first["source"]) == raw and first["error"].startswith(first["source"])
+    assert second["source"] == str(tmp_path / "é.mp4")

@@ -11,6 +11,8 @@ instead of breaking ``import framepipe``.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -215,26 +217,51 @@ _SNIFF_BYTES = 64
 
 def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
     """The kind that reads ``path``, or None. Folders: only if a kind claims the folder.
-    Files: by extension, then (``sniff``) by their first bytes."""
+    Files: by extension, then (``sniff``) by their first bytes.
+
+    Only a regular file is ever opened to sniff (never a FIFO, socket or device, which
+    could block or never end), and a path that cannot be examined (a link loop) is simply
+    not claimed: this never raises for a bad path.
+    """
     kinds = source_kinds()
-    if path.is_dir():
+    try:
+        st: os.stat_result | None = os.stat(path)
+    except (OSError, ValueError):
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         for kind, cls in kinds.items():
-            if cls.claims_dir(path):
-                return kind
+            try:
+                if cls.claims_dir(path):
+                    return kind
+            except OSError as exc:  # e.g. a link loop inside the folder
+                log.debug("%s: %s cannot examine the folder (%s)", path, kind, exc)
         return None
     for kind, cls in kinds.items():
         if cls.claims_file(path):
             return kind
-    if sniff:
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(_SNIFF_BYTES)
-        except OSError:
-            return None
+    if sniff and st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
+        head = _read_head(path)
         for kind, cls in kinds.items():
-            if cls.sniff_file(path, head):
+            if head and cls.sniff_file(path, head):
                 return kind
     return None
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the regular file ``path`` (empty if it cannot be read or is not a
+    regular file any more: opened non-blocking, so a FIFO put in its place cannot hang)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (OSError, ValueError):
+        return b""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, _SNIFF_BYTES)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
 
 
 def get_source_class(kind: str) -> type[Source]:
