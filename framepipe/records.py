@@ -44,7 +44,7 @@ def source_fingerprint(path: Path) -> dict[str, Any]:
         resolved = str(path.resolve())
         st = path.stat()
         return {"path": resolved, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a link loop, before Python 3.13
         return {"path": str(path)}
 
 

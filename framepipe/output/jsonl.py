@@ -95,7 +95,7 @@ class JsonlWriter:
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record
-        line = json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n"
+        line = record_line(rec)
         try:
             self._fh.write(line)
             self._fh.flush()
@@ -115,6 +115,23 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_line(rec: dict[str, Any]) -> str:
+    """One record as one JSON line (with its newline), valid UTF-8 whatever it holds.
+
+    A file name that is not valid UTF-8 reaches a record as Python keeps it (lone surrogate
+    escapes, :func:`os.fsdecode`), which UTF-8 cannot encode: such a record is written with
+    every non-ASCII character as a JSON ``\\uXXXX`` escape (``"\\udcff"``), so the line is
+    valid JSON and UTF-8, and ``os.fsencode(json.loads(line)["source"])`` gives back the
+    name's bytes. Every other record keeps its characters as they are.
+    """
+    line = json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(rec, ensure_ascii=True, default=_json_default) + "\n"
+    return line
 
 
 def _json_default(o: Any) -> Any:

@@ -88,7 +88,7 @@ class MultiviewSource(Source):
         try:
             with os.scandir(path) as it:
                 for entry in it:
-                    if entry.name.startswith(".") or not entry.is_file():
+                    if entry.name.startswith(".") or not _entry_is_file(entry):
                         continue
                     if is_image_file(entry.name):
                         images += 1
@@ -303,3 +303,12 @@ def _colour_option(value: Any) -> tuple[int, int, int]:
             f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
         )
     return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+
+
+def _entry_is_file(entry: os.DirEntry[str]) -> bool:
+    """Whether a folder entry is a regular file (links followed); False for a link loop or
+    a broken link rather than an error, so one bad entry does not hide a scene."""
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
