@@ -37,10 +37,10 @@ from framepipe.engine.local import (
     LocalEngine,
     default_workers,
 )
-from framepipe.errors import FramepipeError, GenerationError
 from framepipe.output import JsonlWriter
 from framepipe.questions import check_questions, check_system, default_question
-from framepipe.records import derive, fail, local_weights_fingerprint
+from framepipe.records import derive, local_weights_fingerprint
+from framepipe.runs.answer import RANDOM_WEIGHTS_NOTE, Answerer  # noqa: F401 - re-exported
 from framepipe.runs.common import (
     OnInput,
     OnRecord,
@@ -58,10 +58,6 @@ if TYPE_CHECKING:
     from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_NOTE = (
-    "made by a model with random weights (a test model): the answers are not captions"
-)
 
 
 @dataclass
@@ -306,43 +302,21 @@ class Pipeline:
         gen_json: dict[str, Any],
     ) -> None:
         """Answer the engine's clips in batches; each clip's final record goes to ``record``."""
-        random_weights = bool(model_info.get("random_weights"))
-        if random_weights:
+        answerer = Answerer(self.questions, self.system, model_info, gen_json)
+        if answerer.random_weights:
             log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
         batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
-        # on every record, in this order: the system prompt, what the outcome adds, the note
-        system = {"system": self.system} if self.system is not None else {}
-        note = {"note": RANDOM_WEIGHTS_NOTE} if random_weights else {}
-
-        def fields(job: ClipJob) -> dict[str, Any]:
-            qs = self.questions_for(job.record.kind)
-            return {"questions": qs, "model": model_info, "generation": gen_json}
 
         def answer(jobs: list[ClipJob]) -> None:
             t = time.perf_counter()
-            for job, result in zip(jobs, self._answer(gen, jobs)):
-                job.batch = None  # free the frames
-                if isinstance(result, BaseException):
-                    extra = {**system, "stage": "generate", **note}
-                    record(fail(job.record, result, extra=extra, **fields(job)))
-                    continue
-                new = [int(x) for x in result.new_tokens]
-                tokens = {"prompt": int(result.prompt_tokens), "new": new}
-                rec = derive(
-                    job.record,
-                    prompt=result.prompt,
-                    answers=list(result.answers),
-                    timings_s={"generate_s": round(float(result.generate_s), 4)},
-                    extra={**system, "tokens": tokens, **note},
-                    **fields(job),
-                )
+            for rec in answerer.answer(gen, jobs):
                 record(rec)
             summary.generate_s += time.perf_counter() - t
 
         pending: list[ClipJob] = []
         for job in engine.results():
             if not job.ok:
-                record(derive(job.record, extra={**system, **note}, **fields(job)))
+                record(answerer.passthrough(job.record))
                 continue
             pending.append(job)
             if len(pending) >= batch_size:
@@ -350,43 +324,6 @@ class Pipeline:
                 pending = []
         if pending:
             answer(pending)
-
-    def _answer(self, gen: Generator, jobs: list[ClipJob]) -> list[Any]:
-        """Answers (or the exception) per job; a failed batch is retried clip by clip so that
-        one bad clip does not fail the others."""
-        from framepipe.generate import Request
-
-        reqs = []
-        for job in jobs:
-            assert job.batch is not None
-            reqs.append(
-                Request(job.batch.images(), self.questions_for(job.record.kind), self.system)
-            )
-        try:
-            return _answers_for(gen, reqs)
-        except Exception as exc:
-            if not isinstance(exc, FramepipeError):
-                log.exception("generation failed for a batch of %d clip(s)", len(reqs))
-            if len(reqs) == 1:
-                return [exc]
-        out: list[Any] = []
-        for req in reqs:
-            try:
-                out.extend(_answers_for(gen, [req]))
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-
-def _answers_for(gen: Generator, reqs: list[Any]) -> list[Any]:
-    """``gen``'s answers to ``reqs`` (or a clip's own error, where the generator reports them
-    per clip: the others keep their answers); GenerationError unless there is exactly one per
-    request (a shorter or longer list would give clips answers made from other clips' frames)."""
-    each = getattr(gen, "answer_each", None)
-    answers = list(each(reqs) if callable(each) else gen.answer(reqs))
-    if len(answers) != len(reqs):
-        raise GenerationError(f"the generator gave {len(answers)} answers for {len(reqs)} clips")
-    return answers
 
 
 def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> ClipResult:
