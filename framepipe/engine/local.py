@@ -42,13 +42,12 @@ from framepipe.engine.worker import (
     WorkerSetup,
     WorkItem,
     guarded_clip_jobs,
-    input_error_key,
+    lost_clip,
     plugin_modules,
     run_prepare,
     worker_main,
 )
-from framepipe.errors import ConfigError, DecodeError, DecodeTimeoutError, FramepipeError
-from framepipe.records import failed_record
+from framepipe.errors import ConfigError, FramepipeError
 from framepipe.stages import ClipJob
 from framepipe.types import ClipSpec
 
@@ -377,27 +376,11 @@ class LocalEngine:
                 raise FramepipeError(f"decoder processes die at start (the {reason}); see above")
             return
         self.restarts += 1
-        item = work.item
-        timed_out = reason.startswith("did not finish")
-        err_cls = DecodeTimeoutError if timed_out else DecodeError
-        what = "the decoder " + reason + ("; it was stopped" if timed_out else "")
-        err = err_cls(item.path, what)
-        log.warning("%s", err)
-        src = str(item.path)
-        if w.clip is not None:  # the clip it was on fails
-            key, clip = w.clip
-            clip_json, stage = clip.to_json(), {"stage": "decode"}
-            rec = failed_record(src, err, kind=item.kind, clip=clip_json, key=key, extra=stage)
+        recs, rest = lost_clip(work, w.clip, w.seen, reason, self.cfg)
+        for rec in recs:
             self._put(ClipJob(rec))
-        if w.clip is not None or w.seen:  # (died between clips: nothing failed that we know of)
-            # the rest of the input (if any) goes to a fresh worker
-            self._pending.appendleft(
-                WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(w.seen))
-            )
-        else:  # it never got to a clip: opening or planning the input hung or crashed
-            key = input_error_key(item, self.cfg, work.extra_key)
-            rec = failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})
-            self._put(ClipJob(rec))
+        if rest is not None:  # the rest of the input (if any) goes to a fresh worker
+            self._pending.appendleft(rest)
 
     def _put(self, item: Any) -> bool:
         """Put ``item`` in the bounded queue, waiting for room; False when stopping."""

@@ -29,7 +29,7 @@ import logging
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -37,9 +37,9 @@ from typing import Any
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
-from framepipe.errors import one_line_error
-from framepipe.records import fail, failed_record, input_key, key_parts, source_fingerprint
-from framepipe.stages import ClipJob, iter_clip_jobs
+from framepipe.errors import DecodeError, DecodeTimeoutError, one_line_error
+from framepipe.records import fail, failed_record, input_key, key_parts
+from framepipe.stages import ClipJob, input_fingerprint, iter_clip_jobs, tag_record
 from framepipe.types import ClipResult, ClipSpec
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def guarded_clip_jobs(
     """
     extra = dict(extra_key or {})
     handled: set[str] = set()  # keys yielded, failed, or skipped as done
-    src_id = str(item.path)
+    src_id = item.source
 
     def done(key: str) -> bool:
         if key in handled:
@@ -272,15 +272,14 @@ def guarded_clip_jobs(
         if not current:
             stage = "input" if handled else "open"
             key = input_error_key(item, cfg, extra)
-            yield ClipJob(
-                failed_record(src_id, error, kind=item.kind, key=key, extra={"stage": stage})
-            )
+            rec = failed_record(src_id, error, kind=item.kind, key=key, extra={"stage": stage})
+            yield ClipJob(tag_record(rec, item))
             return
         key, clip = current[0]
         rec = failed_record(
             src_id, error, kind=item.kind, clip=clip.to_json(), key=key, extra={"stage": "decode"}
         )
-        yield ClipJob(rec)  # then read the rest of the input again
+        yield ClipJob(tag_record(rec, item))  # then read the rest of the input again
 
 
 def input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -> str:
@@ -289,7 +288,39 @@ def input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -
         parts = key_parts(cfg, extra_key)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key)
-    return input_key(source_fingerprint(item.path), parts)
+    return input_key(input_fingerprint(item, cfg), parts)
+
+
+def lost_clip(
+    work: WorkItem,
+    clip: tuple[str, ClipSpec] | None,
+    seen: Collection[str],
+    reason: str,
+    cfg: SampleConfig,
+) -> tuple[list[ClipResult], WorkItem | None]:
+    """What a decoder that hung or died on ``work`` leaves: the failed record of the clip it
+    was on (``clip``: key and range; or of the whole input when it never got to a clip), and
+    the rest of the input to read again with a fresh decoder (``seen``: clip keys it had
+    started, not read again), or None. ``reason`` starts with "did not finish" for a timeout.
+    """
+    item = work.item
+    timed_out = reason.startswith("did not finish")
+    err_cls = DecodeTimeoutError if timed_out else DecodeError
+    what = "the decoder " + reason + ("; it was stopped" if timed_out else "")
+    err = err_cls(item.path, what)
+    log.warning("%s", err)
+    src = str(item.path)
+    if clip is not None:  # the clip it was on fails
+        key, spec = clip
+        clip_json, stage = spec.to_json(), {"stage": "decode"}
+        rec = failed_record(src, err, kind=item.kind, clip=clip_json, key=key, extra=stage)
+        rest = WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
+        return [rec], rest
+    if seen:  # died between clips: nothing failed that we know of
+        return [], WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
+    # it never got to a clip: opening or planning the input hung or crashed
+    key = input_error_key(item, cfg, work.extra_key)
+    return [failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})], None
 
 
 def _close(it: Iterator[Any]) -> None:
