@@ -37,7 +37,7 @@ def questions_for(questions: Sequence[str] | None, kind: str | None) -> list[str
 class Answerer:
     """Makes a caption run's final records from decoded clips (picklable: plain fields)."""
 
-    questions: tuple[str, ...] | None
+    questions: Sequence[str] | None
     system: str | None
     model_info: dict[str, Any]
     """The loaded model, as written on every record (``Generator.describe()``)."""
@@ -57,7 +57,7 @@ class Answerer:
         return bool(self._note)
 
     def _fields(self, rec: ClipResult) -> dict[str, Any]:
-        qs = questions_for(self.questions, rec.kind)
+        qs = rec.questions or questions_for(self.questions, rec.kind)  # a manifest row's own
         return {"questions": qs, "model": self.model_info, "generation": self.gen_json}
 
     def passthrough(self, rec: ClipResult) -> ClipResult:
@@ -94,7 +94,7 @@ class Answerer:
         reqs = []
         for job in jobs:
             assert job.batch is not None
-            qs = questions_for(self.questions, job.record.kind)
+            qs = job.record.questions or questions_for(self.questions, job.record.kind)
             reqs.append(Request(job.batch.images(), qs, self.system))
         try:
             return answers_for(gen, reqs)
