@@ -1,8 +1,42 @@
-"""Writers: the records file (:mod:`~framepipe.output.jsonl`: one JSON line per clip,
-appended atomically, resumable) and a clip's frame images and contact sheet
-(:mod:`~framepipe.output.images`). The HTML report is :mod:`framepipe.report`."""
+"""Writers: the records (:mod:`~framepipe.output.store`: one JSONL or Parquet file or a
+folder of part files, one record per clip, resumable, and ``merge``; the JSONL file itself in
+:mod:`~framepipe.output.jsonl`, Parquet in :mod:`~framepipe.output.parquet`, the
+one-record-per-clip rule in :mod:`~framepipe.output.compact`) and a clip's frame images and
+contact sheet (:mod:`~framepipe.output.images`). The HTML report is :mod:`framepipe.report`."""
 
 from framepipe.output.images import contact_sheet, write_frames
-from framepipe.output.jsonl import JsonlWriter, read_records
+from framepipe.output.jsonl import JsonlWriter, compact_jsonl, read_records
+from framepipe.output.store import (
+    FORMATS,
+    MergeResult,
+    ParquetWriter,
+    RecordWriter,
+    format_of,
+    is_folder_output,
+    merge,
+    open_writer,
+    part_path,
+    read_done_keys,
+    read_output,
+    record_files,
+)
 
-__all__ = ["JsonlWriter", "contact_sheet", "read_records", "write_frames"]
+__all__ = [
+    "FORMATS",
+    "JsonlWriter",
+    "MergeResult",
+    "ParquetWriter",
+    "RecordWriter",
+    "compact_jsonl",
+    "contact_sheet",
+    "format_of",
+    "is_folder_output",
+    "merge",
+    "open_writer",
+    "part_path",
+    "read_done_keys",
+    "read_output",
+    "read_records",
+    "record_files",
+    "write_frames",
+]

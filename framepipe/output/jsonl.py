@@ -3,22 +3,31 @@
 Each record is written with a single ``write`` of one complete line and flushed to disk, so
 an interrupted run leaves every finished record intact; a torn last line (a process killed
 mid-write) is detected and dropped on the next open. A re-run reads the keys of the records
-already there and skips those clips.
+already there and skips those clips. At the end of a run the file is compacted to one
+record per clip (:func:`compact_jsonl`, the rule in :mod:`framepipe.output.compact`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from framepipe.errors import OutputError
+from framepipe.output import compact as compact_rule
 from framepipe.types import ClipResult
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no locks between writers
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +54,60 @@ class JsonlWriter:
     """Appends records to a JSONL file; knows which keys are already done.
 
     ``overwrite`` truncates the file first. Otherwise records whose ``status`` is ``ok``
-    count as done (failed clips are retried on a re-run), and a torn last line left by a
-    killed process is cut off before anything new is appended.
+    count as done (failed clips are retried on a re-run; with ``retry_failed=False`` every
+    record counts as done), and a torn last line left by a killed process is cut off before
+    anything new is appended. ``done_keys`` given (e.g. read from several part files by
+    :func:`~framepipe.output.store.open_writer`) replaces reading them from the file.
+
+    Each record is one ``write`` of a whole line, flushed and fsynced. :meth:`close`
+    compacts the file (``compact``): it is rewritten beside itself and moved into place
+    (``os.replace``) with one record per clip (see :mod:`~framepipe.output.compact`), only
+    when something is superseded, and only when no other writer has the file open (writers
+    hold a shared ``flock`` on it; the last one to close compacts). A run killed before
+    that keeps every record it appended; the next run compacts.
     """
 
-    def __init__(self, path: str | Path, *, overwrite: bool = False, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        overwrite: bool = False,
+        fsync: bool = True,
+        retry_failed: bool = True,
+        compact: bool = True,
+        done_keys: Iterable[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.retry_failed = retry_failed
+        self.compact = compact
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and self.path.exists():
                 self.path.unlink()
-            self._repair_tail()
-            self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
-        self.done_keys: set[str] = set()
-        for rec in read_records(self.path):
-            if rec.get("status") == "ok" and rec.get("key"):
-                self.done_keys.add(str(rec["key"]))
+        if done_keys is not None:
+            self.done_keys: set[str] = set(done_keys)
+        else:
+            self.done_keys = compact_rule.done_keys(
+                read_jsonl_meta(self.path), retry_failed=retry_failed
+            )
+
+    def _open(self) -> Any:
+        while True:
+            fh = _open_locked(self.path)
+            if _try_exclusive(fh):  # no other writer: a torn tail is a killed one's
+                self._repair_tail()
+                _lock(fh, shared=True)
+                return fh
+            # a failed upgrade may drop the shared lock (flock(2)): take it again, and
+            # make sure no compaction replaced the file meanwhile
+            _lock(fh, shared=True)
+            if _same_file(fh, self.path):
+                return fh
+            fh.close()
 
     def _repair_tail(self) -> None:
         """Cut a final line that has no newline (a write interrupted by a kill)."""
@@ -103,11 +147,17 @@ class JsonlWriter:
                 os.fsync(self._fh.fileno())
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
-        if rec.get("status") == "ok" and rec.get("key"):
+        if rec.get("key") and (rec.get("status") == "ok" or not self.retry_failed):
             self.done_keys.add(str(rec["key"]))
 
     def close(self) -> None:
-        if not self._fh.closed:
+        """Compact (see the class) and close; safe to call twice."""
+        if self._fh.closed:
+            return
+        try:
+            if self.compact and _try_exclusive(self._fh):
+                compact_jsonl(self.path)
+        finally:
             self._fh.close()
 
     def __enter__(self) -> JsonlWriter:
@@ -117,6 +167,97 @@ class JsonlWriter:
         self.close()
 
 
+def read_jsonl_meta(path: str | Path) -> Iterator[compact_rule.Meta]:
+    """The :class:`~framepipe.output.compact.Meta` of each record of a JSONL file."""
+    for rec in read_records(path):
+        yield compact_rule.record_meta(rec)
+
+
+def compact_jsonl(path: str | Path) -> int:
+    """Rewrite a JSONL records file with one record per clip (atomically: a copy beside it
+    moved into place; untouched when nothing is superseded). Returns how many records were
+    dropped. The caller makes sure no other process appends meanwhile."""
+    p = Path(path)
+    keep = compact_rule.keep_mask(read_jsonl_meta(p))
+    dropped = keep.count(False)
+    if not dropped:
+        return 0
+    kept = (rec for rec, k in zip(read_records(p), keep) if k)
+    with atomic_output(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for rec in kept:
+            fh.write(record_line(rec))
+    log.info("%s: %d superseded record(s) dropped", p, dropped)
+    return dropped
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``; when the body ends without error the file there is
+    fsynced and moved onto ``path`` (``os.replace``), else removed."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if path.exists():
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
+        else:
+            with contextlib.suppress(OSError):
+                os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _lock(fh: Any, *, shared: bool) -> None:
+    if fcntl is not None:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+
+
+def _try_exclusive(fh: Any) -> bool:
+    """Take the exclusive lock of ``fh``'s file unless another writer holds it (then the
+    caller holds no lock: see flock(2) on converting locks)."""
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _open_locked(path: Path) -> Any:
+    """``path`` opened for appending with a shared lock, on the file that is at ``path`` once
+    locked (a compaction by another writer may have moved a new one there meanwhile)."""
+    while True:
+        fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the writer
+        try:
+            _lock(fh, shared=True)
+            if _same_file(fh, path):
+                return fh
+        except BaseException:
+            fh.close()
+            raise
+        fh.close()
+
+
+def _same_file(fh: Any, path: Path) -> bool:
+    try:
+        return os.fstat(fh.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def record_line(rec: dict[str, Any]) -> str:
     """One record as one JSON line (with its newline), valid UTF-8 whatever it holds.
 
@@ -124,17 +265,18 @@ def record_line(rec: dict[str, Any]) -> str:
     escapes, :func:`os.fsdecode`), which UTF-8 cannot encode: such a record is written with
     every non-ASCII character as a JSON ``\\uXXXX`` escape (``"\\udcff"``), so the line is
     valid JSON and UTF-8, and ``os.fsencode(json.loads(line)["source"])`` gives back the
-    name's bytes. Every other record keeps its characters as they are.
+    name's bytes (issue 11.5; tests/test_discover.py). Other records keep their characters.
     """
-    line = json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n"
+    line = json.dumps(rec, ensure_ascii=False, default=json_default) + "\n"
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        line = json.dumps(rec, ensure_ascii=True, default=_json_default) + "\n"
+        line = json.dumps(rec, ensure_ascii=True, default=json_default) + "\n"
     return line
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """JSON for numpy scalars and arrays and paths."""
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):

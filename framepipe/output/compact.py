@@ -1,0 +1,76 @@
+"""Which records of an output survive: exactly one record per clip.
+
+An output is a log of records in write order (one file's lines in order; several files in
+the order of their modification times, see :func:`framepipe.output.store.record_files`).
+The rule, the same for compaction at the end of a run, for ``merge`` and for the resume's
+done keys:
+
+- the **latest record of a key wins** (a retried clip's new record replaces the old one);
+- a failed record of a **whole input** (``clip`` is null: it could not be opened or its
+  clips planned) is dropped once a clip record of the same input under the same settings
+  was written after it: clip records carry the key such a failure would have had, as
+  ``input_key`` (see :func:`framepipe.records.clip_key`'s callers);
+- records without a key are all kept.
+
+Only digests are held per record (never the records), so memory stays small however long
+the output is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+
+class Meta(NamedTuple):
+    """What the rule needs of one record."""
+
+    key: str | None
+    ok: bool
+    whole_input_failure: bool
+    input_key: str | None
+
+
+def record_meta(rec: Mapping[str, Any]) -> Meta:
+    """The :class:`Meta` of a record dict (as written)."""
+    key = rec.get("key")
+    ok = rec.get("status", "ok") == "ok"
+    clip = rec.get("clip")
+    ikey = rec.get("input_key") if clip is not None else None
+    return Meta(
+        None if key is None else str(key),
+        ok,
+        clip is None and not ok,
+        None if ikey is None else str(ikey),
+    )
+
+
+def keep_mask(metas: Iterable[Meta]) -> list[bool]:
+    """For each record (in write order): whether it survives (see the module's rule)."""
+    metas = list(metas)
+    last: dict[str, int] = {}
+    input_last: dict[str, int] = {}
+    for i, m in enumerate(metas):
+        if m.key is not None:
+            last[m.key] = i
+        if m.input_key is not None:
+            input_last[m.input_key] = i
+    out = []
+    for i, m in enumerate(metas):
+        if m.key is None:
+            out.append(True)
+            continue
+        superseded = m.whole_input_failure and input_last.get(m.key, -1) > i
+        out.append(last[m.key] == i and not superseded)
+    return out
+
+
+def done_keys(metas: Iterable[Meta], *, retry_failed: bool = True) -> set[str]:
+    """The keys a re-run skips: those of surviving ``ok`` records (with ``retry_failed=False``
+    those of every surviving record, failed ones too)."""
+    metas = list(metas)
+    return {
+        m.key
+        for m, keep in zip(metas, keep_mask(metas))
+        if keep and m.key is not None and (m.ok or not retry_failed)
+    }

@@ -1,0 +1,173 @@
+"""Records as Parquet (the ``parquet`` extra: pyarrow).
+
+One fixed schema for every file, so that part files concatenate and load alike in pandas
+(``pandas.read_parquet``), pyarrow and ``datasets.load_dataset("parquet", ...)``:
+
+- text columns: ``source``, ``kind``, ``status``, ``error``, ``key``, ``input_key``,
+  ``prompt``, ``contact_sheet``;
+- lists of scalars as Parquet lists: ``indices`` (int64), ``timestamps_s`` (float64, null
+  where unknown), ``frames``, ``questions``, ``answers`` (strings);
+- every field whose value is an object of varying shape as a **JSON string**: ``clip``,
+  ``sampler``, ``selection``, ``views``, ``model``, ``generation``, ``timings_s``, and
+  ``extra``: the record's other top-level fields (``stage``, ``tokens``, ``note`` ...) as one
+  JSON object. ``json.loads`` of a cell gives the value the JSONL record holds;
+  :func:`from_row` rebuilds the JSONL record exactly.
+
+A Parquet file cannot be appended to: a run writes its records to a JSONL journal beside it
+(``.<name>.journal``, fsynced line by line) and folds them into the file at the end (see
+:class:`~framepipe.output.jsonl.ParquetWriter`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from framepipe.errors import MissingDependencyError, OutputError
+from framepipe.output.compact import Meta
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+TEXT = ("source", "kind", "status", "error", "key", "input_key", "prompt", "contact_sheet")
+INT_LISTS = ("indices",)
+FLOAT_LISTS = ("timestamps_s",)
+TEXT_LISTS = ("frames", "questions", "answers")
+JSON_FIELDS = (
+    "clip",
+    "sampler",
+    "selection",
+    "views",
+    "model",
+    "generation",
+    "timings_s",
+    "extra",
+)
+COLUMNS = (*TEXT, *INT_LISTS, *FLOAT_LISTS, *TEXT_LISTS, *JSON_FIELDS)
+ROWS_PER_GROUP = 2048
+
+
+def _pa() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "parquet output needs pyarrow: pip install 'framepipe[parquet]'"
+        ) from exc
+    return pa
+
+
+def schema() -> pa.Schema:
+    """The schema every records file in Parquet has."""
+    pa = _pa()
+    fields = [pa.field(n, pa.string()) for n in TEXT]
+    fields += [pa.field(n, pa.list_(pa.int64())) for n in INT_LISTS]
+    fields += [pa.field(n, pa.list_(pa.float64())) for n in FLOAT_LISTS]
+    fields += [pa.field(n, pa.list_(pa.string())) for n in TEXT_LISTS]
+    fields += [pa.field(n, pa.string()) for n in JSON_FIELDS]
+    return pa.schema(fields)
+
+
+def _dumps(value: Any) -> str | None:
+    from framepipe.output.jsonl import json_default
+
+    return None if value is None else json.dumps(value, ensure_ascii=False, default=json_default)
+
+
+def to_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record dict (as written to JSONL) as a row of :func:`schema`."""
+    known = set(COLUMNS) - {"extra"}
+    row: dict[str, Any] = {}
+    for name in TEXT:
+        v = rec.get(name)
+        row[name] = None if v is None else str(v)
+    for name in (*INT_LISTS, *FLOAT_LISTS, *TEXT_LISTS):
+        v = rec.get(name)
+        row[name] = None if v is None else list(v)
+    for name in JSON_FIELDS:
+        if name != "extra":
+            row[name] = _dumps(rec.get(name))
+    extra = {k: v for k, v in rec.items() if k not in known}
+    row["extra"] = _dumps(extra) if extra else None
+    return row
+
+
+def from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The record dict (as written to JSONL) of a row of :func:`schema`."""
+    rec: dict[str, Any] = {}
+    for name in COLUMNS:
+        if name not in row:
+            continue
+        v = row[name]
+        if name == "extra":
+            if v is not None:
+                rec.update(json.loads(v))
+            continue
+        if name == "input_key" and v is None:
+            continue  # only clip records have one
+        rec[name] = json.loads(v) if name in JSON_FIELDS and v is not None else v
+    return rec
+
+
+def _check(path: Path) -> Any:
+    pa = _pa()
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise OutputError(f"{path}: not a readable Parquet records file ({exc})") from exc
+
+
+def read_parquet(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The records of a Parquet records file, in row order."""
+    p = Path(path)
+    if not p.exists():
+        return
+    pf = _check(p)
+    for batch in pf.iter_batches(batch_size=ROWS_PER_GROUP):
+        for row in batch.to_pylist():
+            yield from_row(row)
+
+
+def read_parquet_meta(path: str | Path) -> Iterator[Meta]:
+    """The :class:`~framepipe.output.compact.Meta` of each row (only the columns it needs)."""
+    p = Path(path)
+    if not p.exists():
+        return
+    pf = _check(p)
+    cols = [c for c in ("key", "status", "clip", "input_key") if c in pf.schema_arrow.names]
+    for batch in pf.iter_batches(batch_size=65536, columns=cols):
+        d = batch.to_pydict()
+        n = batch.num_rows
+        for i in range(n):
+            key = d["key"][i] if "key" in d else None
+            ok = (d["status"][i] if "status" in d else "ok") in ("ok", None)
+            has_clip = "clip" in d and d["clip"][i] is not None
+            ikey = d["input_key"][i] if "input_key" in d and has_clip else None
+            yield Meta(key, ok, not has_clip and not ok, ikey)
+
+
+def write_parquet(records: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write ``records`` (dicts) to a new Parquet file at ``path`` in row groups; returns
+    how many were written. Not atomic by itself (see ``framepipe.output.store``)."""
+    pa = _pa()
+    import pyarrow.parquet as pq
+
+    sch = schema()
+    n = 0
+    with pq.ParquetWriter(str(path), sch) as w:
+        rows: list[dict[str, Any]] = []
+        for rec in records:
+            rows.append(to_row(rec))
+            if len(rows) >= ROWS_PER_GROUP:
+                w.write_table(pa.Table.from_pylist(rows, schema=sch))
+                n += len(rows)
+                rows = []
+        if rows or n == 0:
+            w.write_table(pa.Table.from_pylist(rows, schema=sch))
+            n += len(rows)
+    return n

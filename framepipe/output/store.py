@@ -1,0 +1,379 @@
+"""Outputs as the next tool reads them: one file (JSONL or Parquet) or a folder of part files,
+and ``merge``. The API every run and engine writes records through::
+
+    from framepipe.output import merge, open_writer, read_output
+
+    with open_writer("results.jsonl") as w:           # or "results.parquet", or "results/"
+        for rec in records:
+            if not w.is_done(rec.key):
+                w.write(rec)                          # appended, fsynced
+    # closed: one record per clip (compacted atomically)
+
+    with open_writer("results/", part="00003") as w:  # results/part-00003.jsonl
+        ...
+    merge(["results/"], "all.parquet")                # latest record per clip, atomic
+
+- ``open_writer(path, format=None, *, part=None, overwrite=False, retry_failed=True)`` ->
+  a writer with ``.write(record)``, ``.done_keys`` (a set of resume keys), ``.is_done(key)``,
+  ``.path`` (the file it appends to) and ``.close()``. ``format`` is ``jsonl`` or
+  ``parquet`` (default: from the file's suffix, else ``jsonl``). A ``path`` that is a folder
+  (or ends with ``/``) gets the part file ``part-<part>.<format>`` (``part`` defaults to
+  ``0``); its ``done_keys`` are read from every part in the folder. Give each concurrent
+  writer its own ``part``.
+- ``record_files(path)``: the records files of an output in write order (a folder: its
+  ``part-*`` and ``manifest.*`` files, oldest first by modification time).
+- ``read_output(paths)``: the records of one or more outputs, one per clip (the rule of
+  :mod:`framepipe.output.compact`: the latest record of a key wins).
+- ``read_done_keys(paths, retry_failed=True)``: the keys a re-run skips (digests only).
+- ``merge(inputs, output, format=None)``: ``read_output(inputs)`` written to ``output``
+  atomically (a temporary file moved into place); ``output`` may be one of the inputs.
+
+In write order, files come oldest first (modification time, then name), records in file
+order; a Parquet file's journal (records of a run not folded in yet) comes right after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from framepipe.errors import ConfigError, OutputError
+from framepipe.output import compact as rule
+from framepipe.output.jsonl import (
+    JsonlWriter,
+    _try_exclusive,
+    atomic_output,
+    read_jsonl_meta,
+    read_records,
+    record_line,
+)
+from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
+from framepipe.types import ClipResult
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("jsonl", "parquet")
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+PART_PREFIX = "part-"
+MANIFEST_STEM = "manifest"
+
+PathLike = str | os.PathLike[str]
+
+
+def is_folder_output(path: PathLike) -> bool:
+    """Whether ``path`` names a folder of part files (an existing folder, or ends with /)."""
+    return str(path).endswith(("/", os.sep)) or Path(path).is_dir()
+
+
+def format_of(path: PathLike, format: str | None = None) -> str:
+    """``format`` checked, or the one the file's suffix says (``jsonl`` when it says none)."""
+    if format is not None:
+        if format not in FORMATS:
+            raise ConfigError(f"unknown output format {format!r} (choose from {FORMATS})")
+        return format
+    return SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
+
+
+def journal_of(path: Path) -> Path:
+    """Where a Parquet file's records wait until they are folded in (hidden, JSONL)."""
+    return path.with_name(f".{path.name}.journal")
+
+
+def part_path(folder: PathLike, part: str | int, format: str = "jsonl") -> Path:
+    """The part file ``part`` of a folder output."""
+    name = str(part)
+    if not name or "/" in name or os.sep in name or name.startswith("."):
+        raise ConfigError(f"bad part name {name!r} (a plain file-name piece)")
+    return Path(folder) / f"{PART_PREFIX}{name}.{format_of('', format)}"
+
+
+# -- reading --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Unit:
+    """A records file, with its journal for a Parquet file."""
+
+    path: Path
+    format: str
+
+    @property
+    def mtime_ns(self) -> int:
+        times = [p.stat().st_mtime_ns for p in self.files()]
+        return max(times) if times else 0
+
+    def files(self) -> list[Path]:
+        out = [self.path] if self.path.exists() else []
+        if self.format == "parquet" and journal_of(self.path).exists():
+            out.append(journal_of(self.path))
+        return out
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        if self.format == "parquet":
+            yield from read_parquet(self.path)
+            yield from read_records(journal_of(self.path))
+        else:
+            yield from read_records(self.path)
+
+    def metas(self) -> Iterator[rule.Meta]:
+        if self.format == "parquet":
+            yield from read_parquet_meta(self.path)
+            yield from read_jsonl_meta(journal_of(self.path))
+        else:
+            yield from read_jsonl_meta(self.path)
+
+
+def _units(path: PathLike) -> list[_Unit]:
+    p = Path(path)
+    if not p.is_dir():
+        return [_Unit(p, format_of(p))]
+    found: dict[Path, _Unit] = {}
+    for child in p.iterdir():
+        name = child.name
+        if name.startswith(".") and name.endswith(".journal"):  # a journal without its file
+            name = name[1 : -len(".journal")]
+            child = child.with_name(name)
+        suffix = Path(name).suffix.lower()
+        if suffix in (".jsonl", ".parquet") and (
+            name.startswith(PART_PREFIX) or Path(name).stem == MANIFEST_STEM
+        ):
+            found[child] = _Unit(child, SUFFIXES[suffix])
+    return sorted(found.values(), key=lambda u: (u.mtime_ns, u.path.name))
+
+
+def record_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
+    """The records files of the outputs ``paths``, in write order (journals included)."""
+    return [f for u in _ordered_units(paths) for f in u.files()]
+
+
+def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    units: dict[Path, _Unit] = {}
+    for p in paths:
+        for u in _units(p):
+            units.setdefault(u.path.resolve(), u)
+    return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
+
+
+def _metas(units: Sequence[_Unit]) -> list[rule.Meta]:
+    return [m for u in units for m in u.metas()]
+
+
+def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
+    """The records of the outputs ``paths`` (files or folders), one per clip, in write
+    order (see :mod:`framepipe.output.compact`)."""
+    units = _ordered_units(paths)
+    keep = rule.keep_mask(_metas(units))
+    records = (r for u in units for r in u.records())
+    for rec, k in zip(records, keep):
+        if k:
+            yield rec
+
+
+def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
+    """The resume keys a re-run over the outputs ``paths`` skips (see
+    :func:`framepipe.output.compact.done_keys`)."""
+    return rule.done_keys(_metas(_ordered_units(paths)), retry_failed=retry_failed)
+
+
+# -- writing --------------------------------------------------------------------------------
+class ParquetWriter:
+    """Records into a Parquet file: appended to its JSONL journal during the run (fsynced,
+    so a kill keeps them), folded into the file at :meth:`close` (one record per clip,
+    written beside it and moved into place) when no other writer has the journal open."""
+
+    format = "parquet"
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        overwrite: bool = False,
+        retry_failed: bool = True,
+        done_keys: Iterable[str] | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.journal = journal_of(self.path)
+        if overwrite:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.journal.unlink()
+        if done_keys is None:
+            done_keys = read_done_keys(self.path, retry_failed=retry_failed)
+        self._log = JsonlWriter(
+            self.journal,
+            fsync=fsync,
+            retry_failed=retry_failed,
+            compact=False,
+            done_keys=done_keys,
+        )
+        self.done_keys = self._log.done_keys
+
+    def is_done(self, key: str) -> bool:
+        return key in self.done_keys
+
+    def write(self, record: ClipResult | dict[str, Any]) -> None:
+        self._log.write(record)
+
+    def close(self) -> None:
+        """Fold the journal into the Parquet file (see the class); safe to call twice."""
+        fh = self._log._fh
+        if fh.closed:
+            return
+        try:
+            if _try_exclusive(fh):
+                fold_parquet(self.path)
+        finally:
+            self._log.close()
+
+    def __enter__(self) -> ParquetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fold_parquet(path: PathLike) -> int:
+    """Fold a Parquet file's journal into it (one record per clip, atomically); returns how
+    many records the file holds. The caller holds the journal's lock."""
+    p = Path(path)
+    unit = _Unit(p, "parquet")
+    journal = journal_of(p)
+    if p.exists() and not journal.exists():
+        return -1
+    keep = rule.keep_mask(unit.metas())
+    with atomic_output(p) as tmp:
+        n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
+    journal.unlink(missing_ok=True)
+    return n
+
+
+RecordWriter = JsonlWriter | ParquetWriter
+"""What :func:`open_writer` returns."""
+
+
+def open_writer(
+    path: PathLike,
+    format: str | None = None,
+    *,
+    part: str | int | None = None,
+    overwrite: bool = False,
+    retry_failed: bool = True,
+    fsync: bool = True,
+) -> RecordWriter:
+    """A writer of records into the output ``path`` (see the module). ``overwrite`` starts
+    the file (or the part) afresh; ``retry_failed=False`` counts failed records as done."""
+    folder = is_folder_output(path) or part is not None
+    if folder:
+        fmt = format_of("", format)
+        target = part_path(path, 0 if part is None else part, fmt)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create the output folder ({exc})") from exc
+    else:
+        fmt = format_of(path, format)
+        target = Path(path)
+        suffix = target.suffix.lower()
+        if suffix in SUFFIXES and SUFFIXES[suffix] != fmt:
+            raise ConfigError(f"{target}: a {SUFFIXES[suffix]} file name for {fmt} output")
+    done: set[str] = (
+        set()
+        if overwrite
+        else read_done_keys(target.parent if folder else target, retry_failed=retry_failed)
+    )
+    if fmt == "parquet":
+        return ParquetWriter(
+            target, overwrite=overwrite, retry_failed=retry_failed, done_keys=done, fsync=fsync
+        )
+    return JsonlWriter(
+        target, overwrite=overwrite, retry_failed=retry_failed, done_keys=done, fsync=fsync
+    )
+
+
+# -- merge ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MergeResult:
+    """What :func:`merge` did."""
+
+    output: Path
+    records: int
+    """Records in the output."""
+    dropped: int
+    """Records of the inputs superseded by later ones."""
+    files: int
+    """Records files read."""
+
+
+def merge(
+    inputs: PathLike | Iterable[PathLike], output: PathLike, format: str | None = None
+) -> MergeResult:
+    """Merge outputs (files, folders of parts, ``sample`` output folders) into one file,
+    one record per clip (latest wins), written atomically. Relative frame paths are
+    rewritten to stay right from the output's folder."""
+    out = Path(output)
+    if is_folder_output(out):
+        raise ConfigError(f"{out}: merge writes one file, not a folder")
+    fmt = format_of(out, format)
+    units = _ordered_units(inputs)
+    if not units or not any(u.files() for u in units):
+        raise OutputError("merge: no records files among the inputs")
+    keep = rule.keep_mask(_metas(units))
+    out_dir = out.resolve().parent
+
+    def kept() -> Iterator[dict[str, Any]]:
+        i = 0
+        for u in units:
+            base = u.path.resolve().parent
+            for rec in u.records():
+                if keep[i]:
+                    yield _rebase(rec, base, out_dir)
+                i += 1
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(out) as tmp:
+            write = write_parquet if fmt == "parquet" else _write_jsonl
+            n = write(kept(), tmp)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    if fmt == "parquet":
+        journal_of(out).unlink(missing_ok=True)
+    files = sum(len(u.files()) for u in units)
+    dropped = keep.count(False)
+    log.info("%s: %d record(s) from %d file(s), %d superseded", out, n, files, dropped)
+    return MergeResult(out, n, dropped, files)
+
+
+def _write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(record_line(rec))  # names that are not UTF-8 too (see there)
+            n += 1
+    return n
+
+
+def _rebase(rec: dict[str, Any], base: Path, out_dir: Path) -> dict[str, Any]:
+    """``rec`` with its relative ``frames`` / ``contact_sheet`` paths (relative to ``base``)
+    made relative to ``out_dir``."""
+    if base == out_dir:
+        return rec
+
+    def move(p: Any) -> Any:
+        if not isinstance(p, str) or os.path.isabs(p):
+            return p
+        return Path(os.path.relpath(base / p, out_dir)).as_posix()
+
+    out = dict(rec)
+    if isinstance(out.get("frames"), list):
+        out["frames"] = [move(p) for p in out["frames"]]
+    if out.get("contact_sheet"):
+        out["contact_sheet"] = move(out["contact_sheet"])
+    return out

@@ -1,0 +1,218 @@
+"""Outputs for the next tool: one record per clip after any sequence of runs (compaction),
+Parquet, folders of part files, ``merge``, and loading every kind of output with pandas,
+pyarrow and datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from framepipe.output import (
+    compact_jsonl,
+    merge,
+    open_writer,
+    read_done_keys,
+    read_output,
+    read_records,
+    record_files,
+)
+from framepipe.output.compact import keep_mask, record_meta
+from framepipe.output.parquet import from_row, to_row
+from framepipe.records import failed_record
+from framepipe.types import ClipResult
+
+
+def clip_rec(source: str, key: str, *, ok: bool = True, ikey: str | None = None, **kw: Any):
+    extra = {"input_key": ikey} if ikey else {}
+    clip = {"index": 0, "label": "whole", "start_frame": 0, "end_frame": 9}
+    if ok:
+        return ClipResult(source=source, key=key, clip=clip, extra=extra, **kw)
+    return failed_record(source, "broken", key=key, clip=clip, extra=extra, **kw)
+
+
+def input_failure(source: str, key: str) -> ClipResult:
+    return failed_record(source, "cannot open", key=key)
+
+
+def keys_and_status(path: Any) -> list[tuple[str, str]]:
+    return [(r["key"], r["status"]) for r in read_output(path)]
+
+
+# -- the rule ----------------------------------------------------------------------------------
+def test_latest_record_of_a_key_wins_and_whole_input_failures_are_superseded() -> None:
+    recs = [
+        input_failure("a", "A"),  # a could not be opened ...
+        clip_rec("b", "B1", ok=False),
+        clip_rec("a", "A1", ikey="A"),  # ... later it could: its failure goes
+        clip_rec("b", "B1"),  # the retried clip replaces the failed one
+        input_failure("c", "C"),  # no later clip record of c: stays
+        clip_rec("c", "C1", ikey="OTHER"),  # (another setting's input key)
+    ]
+    metas = [record_meta(r.to_json()) for r in recs]
+    assert keep_mask(metas) == [False, False, True, True, True, True]
+    # a whole-input failure after the input's clips (the rest failed) is kept
+    late = [clip_rec("a", "A1", ikey="A"), input_failure("a", "A")]
+    assert keep_mask([record_meta(r.to_json()) for r in late]) == [True, True]
+
+
+def _write(path: Any, recs: list[ClipResult], **kw: Any) -> Path:
+    with open_writer(path, **kw) as w:
+        for r in recs:
+            w.write(r)
+        return w.path
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_rerun_replaces_retried_records(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"r.{fmt}"
+    first = [clip_rec("a", "k1"), clip_rec("b", "k2", ok=False), input_failure("c", "k3")]
+    _write(out, first)
+    with open_writer(out) as w:
+        assert w.done_keys == {"k1"}
+        w.write(clip_rec("b", "k2"))
+        w.write(clip_rec("c", "k4", ikey="k3"))
+    assert keys_and_status(out) == [("k1", "ok"), ("k2", "ok"), ("k4", "ok")]
+    if fmt == "jsonl":  # the file itself holds one record per clip
+        assert [r["key"] for r in read_records(out)] == ["k1", "k2", "k4"]
+    # --no-retry-failed: failed records count as done and are kept
+    _write(out, [clip_rec("d", "k5", ok=False)])
+    assert read_done_keys(out, retry_failed=False) == {"k1", "k2", "k4", "k5"}
+    with open_writer(out, retry_failed=False) as w:
+        assert "k5" in w.done_keys
+    assert ("k5", "failed") in keys_and_status(out)
+
+
+def test_a_killed_run_keeps_its_records_and_the_next_run_compacts(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    _write(out, [clip_rec("a", "k1", ok=False), clip_rec("b", "k2")])
+    w = open_writer(out)
+    w.write(clip_rec("a", "k1"))
+    # killed here: no close; every record stays on disk
+    assert [r["key"] for r in read_records(out)] == ["k1", "k2", "k1"]
+    assert read_done_keys(out) == {"k1", "k2"}
+    w._fh.close()
+    with open_writer(out) as w2:
+        assert w2.done_keys == {"k1", "k2"}
+    assert [(r["key"], r["status"]) for r in read_records(out)] == [("k2", "ok"), ("k1", "ok")]
+    assert compact_jsonl(out) == 0  # nothing left to drop: the file is not rewritten
+
+
+def test_compaction_waits_for_the_last_writer(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    _write(out, [clip_rec("a", "k1", ok=False)])
+    w1 = open_writer(out)
+    w2 = open_writer(out)
+    w1.write(clip_rec("a", "k1"))
+    w1.close()  # w2 still appends: no rewrite under it
+    w2.write(clip_rec("b", "k2"))
+    assert [r["key"] for r in read_records(out)] == ["k1", "k1", "k2"]
+    w2.close()
+    assert [r["key"] for r in read_records(out)] == ["k1", "k2"]
+
+
+# -- parquet -----------------------------------------------------------------------------------
+def test_parquet_rows_round_trip_to_the_jsonl_record() -> None:
+    rec = clip_rec(
+        "a.mp4",
+        "k",
+        ikey="i",
+        indices=[1, 5],
+        timestamps_s=[0.04, None],
+        views=[{"name": "v", "pose_c2w": None}],
+        selection={"shots": [[0, 5]]},
+        timings_s={"decode_s": 0.1},
+        answers=["x"],
+    ).to_json()
+    rec["tokens"] = {"prompt": 3, "new": [1]}
+    assert from_row(to_row(rec)) == rec
+    failed = input_failure("b", "k2").to_json()
+    assert from_row(to_row(failed)) == failed
+
+
+def test_parquet_journal_survives_a_kill(tmp_path: Path) -> None:
+    out = tmp_path / "r.parquet"
+    _write(out, [clip_rec("a", "k1")])
+    w = open_writer(out)
+    w.write(clip_rec("b", "k2"))  # killed: the record is in the journal only
+    assert read_done_keys(out) == {"k1", "k2"}
+    assert len(record_files(out)) == 2
+    w._log._fh.close()
+    with open_writer(out) as w2:
+        assert w2.done_keys == {"k1", "k2"}
+    assert record_files(out) == [out] and keys_and_status(out) == [("k1", "ok"), ("k2", "ok")]
+
+
+# -- folders of parts and merge ------------------------------------------------------------------
+def test_parts_resume_and_merge(tmp_path: Path) -> None:
+    parts = tmp_path / "results"
+    p0 = _write(f"{parts}/", [clip_rec("a", "k1"), clip_rec("b", "k2", ok=False)], part="00000")
+    p1 = _write(parts, [clip_rec("c", "k3")], part="00001", format="parquet")
+    assert p0.name == "part-00000.jsonl" and p1.name == "part-00001.parquet"
+    os.utime(p0, ns=(time.time_ns() - 10**9,) * 2)
+    assert read_done_keys(parts) == {"k1", "k3"}
+    with open_writer(parts, part="00002") as w:  # done keys from every part
+        assert w.done_keys == {"k1", "k3"}
+        w.write(clip_rec("b", "k2"))
+    for fmt in ("jsonl", "parquet"):
+        res = merge([parts], tmp_path / f"all.{fmt}")
+        assert (res.records, res.dropped, res.files) == (3, 1, 3)
+        got = keys_and_status(tmp_path / f"all.{fmt}")
+        assert sorted(got) == [("k1", "ok"), ("k2", "ok"), ("k3", "ok")]
+    # merging into one of the inputs, again, changes nothing
+    merge([tmp_path / "all.jsonl", parts], tmp_path / "all.jsonl")
+    assert len(list(read_records(tmp_path / "all.jsonl"))) == 3
+
+
+def test_merge_rebases_relative_frame_paths(tmp_path: Path) -> None:
+    shard = tmp_path / "shard1"
+    _write(shard / "manifest.jsonl", [clip_rec("a", "k1", frames=["a/f0.jpg"])])
+    res = merge([shard], tmp_path / "merged" / "all.jsonl")
+    (rec,) = read_records(res.output)
+    assert rec["frames"] == ["../shard1/a/f0.jpg"]
+
+
+# -- loading by the next tool ----------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_outputs_load_in_pandas_pyarrow_and_datasets(tmp_path: Path, fmt: str) -> None:
+    pd = pytest.importorskip("pandas")
+    datasets = pytest.importorskip("datasets")
+    recs = [
+        clip_rec("a", "k1", indices=[0, 4], timestamps_s=[0.0, 0.16], answers=["x"]),
+        input_failure("b", "k2"),
+        clip_rec("c", "k3", ikey="z", views=[{"name": "v0", "pose_c2w": [[1.0] * 4] * 4}]),
+    ]
+    single = _write(tmp_path / f"r.{fmt}", recs)
+    folder = tmp_path / "parts"
+    _write(folder, recs[:2], part="0", format=fmt)
+    _write(folder, recs[2:], part="1", format=fmt)
+    for data_files in ([str(single)], sorted(str(p) for p in folder.glob(f"part-*.{fmt}"))):
+        if fmt == "jsonl":
+            df = pd.concat([pd.read_json(f, lines=True) for f in data_files])
+        else:
+            df = pd.concat([pd.read_parquet(f) for f in data_files])
+        assert list(df["key"]) == ["k1", "k2", "k3"]
+        assert list(df["status"]) == ["ok", "failed", "ok"]
+        if fmt == "jsonl" and len(data_files) > 1:
+            # JSON's types are inferred per file (a column all null in one part is typed
+            # null there): several JSONL parts are merged first, or read as Parquet
+            merged = merge(folder, tmp_path / "merged.jsonl").output
+            data_files = [str(merged)]
+        ds = datasets.load_dataset(
+            "json" if fmt == "jsonl" else "parquet",
+            data_files=data_files,
+            split="train",
+            cache_dir=str(tmp_path / "hf"),
+        )
+        assert ds["key"] == ["k1", "k2", "k3"] and ds.num_rows == 3
+        if fmt == "parquet":  # nested objects are JSON text
+            assert json.loads(ds["clip"][0])["end_frame"] == 9 and ds["clip"][1] is None
+            assert ds["indices"][0] == [0, 4]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(single).num_rows == 3
