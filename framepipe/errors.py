@@ -8,6 +8,14 @@ before any heavy work. Messages are one line and name the file or value that is 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+
+_log = logging.getLogger("framepipe.warnings")
+
 
 class FramepipeError(Exception):
     """Root of every error framepipe raises on purpose."""
@@ -80,3 +88,22 @@ def one_line_error(exc: BaseException, path: object = None) -> str:
     if path is not None and str(path) not in msg:
         msg = f"{path}: {msg}"
     return msg
+
+
+@contextlib.contextmanager
+def captured_warnings(source: object) -> Iterator[None]:
+    """Run the body with Python warnings (numpy's ``RuntimeWarning: invalid value ...``, a
+    library's ``UserWarning``) captured instead of printed: each distinct one is logged at
+    DEBUG, naming ``source``. A bad input's arithmetic warnings are not the user's business
+    on stderr (its failed record, if any, says what went wrong); ``-vv`` shows them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        yield
+    seen: set[tuple[str, str]] = set()
+    for w in caught:
+        what = (w.category.__name__, str(w.message))
+        if what in seen:
+            continue
+        seen.add(what)
+        where = f"{os.path.basename(w.filename)}:{w.lineno}"
+        _log.debug("%s: %s: %s (%s)", source, what[0], " ".join(what[1].split()), where)
