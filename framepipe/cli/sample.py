@@ -10,6 +10,7 @@ import click
 
 from framepipe.cli.common import sample_config_from, sampling_options
 from framepipe.discover import Input, Skipped
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
 from framepipe.types import ClipResult
 
@@ -42,9 +43,18 @@ from framepipe.types import ClipResult
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    default=0,
+    default=1,
     show_default=True,
-    help="Decode and write clips in this many processes (0: in this one, in input order).",
+    help="Decode and write clips in this many processes (0: in this one, for debugging: "
+    "then no --decode-timeout protects the run from a hung decoder).",
+)
+@click.option(
+    "--decode-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_DECODE_TIMEOUT_S,
+    show_default=True,
+    help="Seconds one input may take to open, or one clip to decode, before its decoder "
+    "is stopped (that clip or input failed; the run goes on).",
 )
 def command(
     paths: tuple[str, ...],
@@ -53,6 +63,7 @@ def command(
     no_sheet: bool,
     overwrite: bool,
     workers: int,
+    decode_timeout: float,
     **kw: Any,
 ) -> None:
     """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
@@ -102,6 +113,7 @@ def command(
             image_format=image_format,
             sheets=not no_sheet,
             workers=workers,
+            decode_timeout_s=decode_timeout,
             keep_records=False,  # only the counts are printed; the manifest has the records
             on_input=on_input,
             on_record=on_record,

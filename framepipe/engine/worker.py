@@ -37,7 +37,7 @@ from typing import Any
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
-from framepipe.errors import DecodeError, DecodeTimeoutError, one_line_error
+from framepipe.errors import DecodeError, DecodeTimeoutError, captured_warnings, one_line_error
 from framepipe.records import fail, failed_record, input_key, key_parts
 from framepipe.stages import ClipJob, input_fingerprint, iter_clip_jobs, tag_record
 from framepipe.types import ClipResult, ClipSpec
@@ -256,7 +256,8 @@ def guarded_clip_jobs(
         try:
             while True:
                 try:
-                    job = next(jobs)
+                    with captured_warnings(src_id):  # logged at DEBUG, not printed
+                        job = next(jobs)
                 except StopIteration:
                     return
                 except Exception as exc:

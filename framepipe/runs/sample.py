@@ -44,7 +44,7 @@ def sample(
     overwrite: bool = False,
     image_format: str = "jpg",
     sheets: bool = True,
-    workers: int = 0,
+    workers: int = 1,
     decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
     keep_records: bool = True,
     on_input: OnInput | None = None,
@@ -55,9 +55,12 @@ def sample(
     ``out_dir/manifest.jsonl`` gets one record per clip. A re-run skips clips whose ``ok``
     record is already there (same source file and settings); ``overwrite`` starts afresh.
     Failures are records; the run always goes on. ``on_input`` is called once with what
-    discovery found, ``on_record`` after each record (for progress bars). ``workers`` > 0
-    decodes and writes the frames in that many processes (records then come in the order
-    they finish; ``decode_timeout_s`` stops a decoder stuck on one clip).
+    discovery found, ``on_record`` after each record (for progress bars). ``workers``
+    processes decode and write the frames (one by default; with more, records come in the
+    order they finish), and ``decode_timeout_s`` stops a decoder stuck on one input or clip
+    (its clip becomes a failed record, the run goes on). ``workers=0`` reads everything in
+    this process, in input order: easy to debug, but *unprotected*: no timeout can stop a
+    decoder that hangs there, and a crash in a decoding library ends the run.
     ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
     manifest has them all, and a long run does not hold them in memory.
     """

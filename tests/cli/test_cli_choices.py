@@ -40,7 +40,11 @@ def test_a_registered_clip_planner_is_a_cli_choice(tmp_path: Path) -> None:
     try:
         res = CliRunner().invoke(
             cli,
-            ["sample", str(video), "-n", "2", "--clips", "test_halves", "-o", str(tmp_path / "o")],
+            # in this process: the planner is a closure, which a decoding worker cannot import
+            [
+                *("sample", str(video), "-n", "2", "--clips", "test_halves", "--workers", "0"),
+                *("-o", str(tmp_path / "o")),
+            ],
         )
         assert res.exit_code == 0, res.output
         recs = [json.loads(x) for x in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
