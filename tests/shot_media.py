@@ -44,9 +44,10 @@ class ShotSpec:
     """Pixels per frame of the camera pan (at 160x90)."""
     flash_at: tuple[int, ...] = ()
     """Frames of this shot (counted from its start) shown much brighter."""
-    gain: tuple[float, ...] = ()
-    """Exposure of each frame of the shot (a camera's gain, applied in linear light; 1 when
-    missing): auto-exposure, a sunset or a light switched on, with the content unchanged."""
+    gain: tuple[float | tuple[float, float, float], ...] = ()
+    """Exposure of each frame of the shot (a camera's gain, applied in linear light, one for
+    all channels or one per R, G, B; 1 when missing): auto-exposure, white balance, a sunset
+    or a light switched on, with the content unchanged."""
     noise: float = 0.0
     """Standard deviation (in 8-bit levels) of fresh sensor noise on every frame."""
 
@@ -191,11 +192,12 @@ def _finish(img: np.ndarray, shot: ShotSpec, k: int) -> np.ndarray:
     return add_noise(out, shot.noise, seed=shot.seed * 100003 + k) if shot.noise else out
 
 
-def expose(img: np.ndarray, gain: float) -> np.ndarray:
-    """``img`` as a camera exposed ``gain`` times longer would see it: the gain applies to
-    linear light (sRGB decoded and encoded again), clipping where it saturates."""
-    lin = (img.astype(np.float32) / 255.0) ** 2.2
-    return np.asarray(np.clip((lin * gain) ** (1 / 2.2) * 255.0 + 0.5, 0, 255), np.uint8)
+def expose(img: np.ndarray, gain: float | tuple[float, float, float]) -> np.ndarray:
+    """``img`` as a camera exposed ``gain`` times longer would see it (a gain per channel
+    shifts the white balance): the gain applies to linear light (sRGB decoded and encoded
+    again), clipping where it saturates."""
+    lin = (img.astype(np.float32) / 255.0) ** 2.2 * np.asarray(gain, np.float32)
+    return np.asarray(np.clip(lin ** (1 / 2.2) * 255.0 + 0.5, 0, 255), np.uint8)
 
 
 def add_noise(img: np.ndarray, sigma: float, *, seed: int) -> np.ndarray:

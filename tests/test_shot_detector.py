@@ -87,6 +87,20 @@ def test_gradual_exposure_change_on_textured_content_is_no_cut(tmp_path: Path) -
     assert det.shots == [(0, truth.num_frames)]
 
 
+def test_quick_sunset_is_no_dissolve(tmp_path: Path) -> None:
+    """In one second the light turns orange and dims to a third (white balance and exposure
+    together, as when the sun sets behind a cloud or a camera re-balances): no transition."""
+    path = tmp_path / "sunset.mp4"
+    gains = []
+    for k in range(250):
+        t = min(1.0, max(0.0, (k - 80) / 25))
+        dim = 1.0 - 0.7 * t
+        gains.append(((1.0 + 0.6 * t) * dim, (1.0 - 0.1 * t) * dim, (1.0 - 0.6 * t) * dim))
+    make_edit_video(path, [ShotSpec(95, 250, speed=0.5, gain=tuple(gains), noise=2.0)])
+    det = _detect(path)
+    assert det.transitions == [], det.transitions
+
+
 @pytest.mark.parametrize("gain", [1.8, 0.45], ids=["brighter", "darker"])
 def test_sudden_exposure_jump_is_no_cut(tmp_path: Path, gain: float) -> None:
     """Decided: a sudden exposure jump of the same picture (the camera's gain stepping, a

@@ -5,10 +5,11 @@ image, compared by :func:`pair_distance` (0..1). A cut or a dissolve is a change
 *content*, not of exposure: camera auto-exposure, a sunset, a light switched on or a
 brightness ramp change every pixel's level but not the picture. So every comparison can
 also be made between the **exposure-normalised** frames (``normalised=True``): each frame's
-luma has its mean removed and, with its chroma, is divided by the frame's contrast (the
-spread of luma and chroma together), then shown at a standard mean and contrast. A global
-gain (in linear light or gamma-encoded: both scale luma and chroma alike) or a luma offset
-leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further, so
+luma and chroma have their means removed (the mean chroma is the colour cast that white
+balance or a sunset's light shifts) and are divided by the frame's contrast (the spread of
+luma and chroma together), then shown at a standard mean and contrast. A global gain (in
+linear light or gamma-encoded: both scale luma and chroma alike), a luma offset or a colour
+cast leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further, so
 the noise of a flat or black frame is not blown up into structure. Histograms are binned
 softly (each value shared between its two nearest bins), so a level drifting across a bin
 edge moves the histogram a little, never by a whole bin at once.
@@ -54,6 +55,8 @@ class Features:
     luma_mean: np.ndarray
     """Mean luma (0..1): what fades and dark frames are found on."""
     luma_std: np.ndarray
+    chroma_mean: np.ndarray
+    """m x 2: mean U and V (centred on 0): the colour cast that normalisation removes."""
     gain: np.ndarray
     """What normalisation multiplies the frame's deviations by (``CONTRAST`` over its
     contrast, the spread of luma and chroma together, floored at ``min_contrast``)."""
@@ -76,8 +79,9 @@ class Features:
         mean = (16.0 + 219.0 * self.luma_mean[rows]) / 255.0
         out = np.empty_like(g)
         out[:, 0::3] = _Y_MID + (g[:, 0::3] - mean[:, None]) * k
-        out[:, 1::3] = _C_MID + (g[:, 1::3] - _C_MID) * k
-        out[:, 2::3] = _C_MID + (g[:, 2::3] - _C_MID) * k
+        cast = _C_MID + self.chroma_mean[rows] * (224.0 / 255.0)
+        out[:, 1::3] = _C_MID + (g[:, 1::3] - cast[:, :1]) * k
+        out[:, 2::3] = _C_MID + (g[:, 2::3] - cast[:, 1:]) * k
         return np.clip(out, 0.0, 1.0)
 
     def luma_of(self, rows: np.ndarray, normalised: bool) -> np.ndarray:
@@ -165,8 +169,10 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     ny, nu, nv = (_counts(p, 256) for p in planes)
     mean = ny @ _Y_OF_LEVEL / npx
     std = np.sqrt(np.maximum(0.0, ny @ _Y_OF_LEVEL**2 / npx - mean**2))
-    chroma = (nu @ _C_OF_LEVEL**2 + nv @ _C_OF_LEVEL**2) / npx
-    gain = CONTRAST / np.maximum(np.sqrt(std**2 + chroma), max(min_contrast, 1e-3))
+    cast = np.stack([nu @ _C_OF_LEVEL, nv @ _C_OF_LEVEL], axis=1) / npx
+    chroma = (nu @ _C_OF_LEVEL**2 + nv @ _C_OF_LEVEL**2) / npx - (cast**2).sum(axis=1)
+    spread = np.sqrt(std**2 + np.maximum(0.0, chroma))
+    gain = CONTRAST / np.maximum(spread, max(min_contrast, 1e-3))
     uv = _counts((planes[1] >> 2) * 64 + (planes[2] >> 2), 64 * 64).reshape(m, 64, 64)
 
     k = gain[:, None]
@@ -175,8 +181,9 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     luma_norm = (ny[:, None, :] @ _luma_weights(y_norm))[:, 0]
     c_raw = _chroma_weights(_C_OF_PAIR)  # 64 x 4
     chroma_raw = c_raw.T @ uv @ c_raw
-    c_norm = _chroma_weights(_C_OF_PAIR[None, :] * k)  # m x 64 x 4
-    chroma_norm = np.swapaxes(c_norm, 1, 2) @ uv @ c_norm
+    u_norm = _chroma_weights((_C_OF_PAIR[None, :] - cast[:, :1]) * k)  # m x 64 x 4
+    v_norm = _chroma_weights((_C_OF_PAIR[None, :] - cast[:, 1:]) * k)
+    chroma_norm = np.swapaxes(u_norm, 1, 2) @ uv @ v_norm
     hist = np.concatenate([chroma_raw.reshape(m, 16), luma_raw], axis=1) / npx
     hist_n = np.concatenate([chroma_norm.reshape(m, 16), luma_norm], axis=1) / npx
 
@@ -186,7 +193,7 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
     grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
     f32 = np.float32
-    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, gain, _sharpness(y)
+    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, cast, gain, _sharpness(y)
 
 
 def _sharpness(luma: np.ndarray) -> np.ndarray:

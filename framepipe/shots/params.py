@@ -24,8 +24,9 @@ class DetectorParams:
     ``none`` (decode every frame; no refinement needed)."""
     content_share: float = 0.4
     """A cut or a dissolve is a change of content, not of exposure: at least this share of
-    its change must remain between the exposure-normalised pictures (mean and contrast of
-    luma and chroma removed), so a brightness ramp, auto-exposure or a sunset is none."""
+    its change must remain between the exposure-normalised pictures (means of luma and
+    chroma and the contrast removed), so a brightness ramp, auto-exposure, a white balance
+    shift or a sunset is none."""
     min_contrast: float = 0.05
     """Frames flatter than this contrast (0..1) are not stretched further when exposure is
     normalised (so the noise of a flat or black frame does not become structure)."""
