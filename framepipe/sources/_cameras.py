@@ -93,11 +93,13 @@ def up_vector(up: str, path: Path | None = None) -> tuple[np.ndarray, str, str]:
 
 
 def front_vector(up: np.ndarray) -> np.ndarray:
-    """The object's front for an up axis: +z for y-up (glTF), -y for z-up (Blender, CAD)."""
+    """The object's front for an up axis: +z for y-up (glTF), -y for z-up (Blender, CAD);
+    for an up off the axes, the first of those made perpendicular to it."""
     for cand in ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0), (1.0, 0.0, 0.0)):
         c = np.array(cand)
-        if abs(float(c @ up)) < 1e-6:
-            return c
+        if abs(float(c @ up)) < 0.5:
+            c = c - float(c @ up) * up
+            return np.asarray(c / np.linalg.norm(c))
     raise AssertionError("no axis is perpendicular to up")  # pragma: no cover
 
 

@@ -11,10 +11,8 @@ read with a printed warning and an empty geometry; that is turned into a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +20,14 @@ from typing import Any, Literal
 import numpy as np
 
 from framepipe.errors import MissingDependencyError, SourceError
+from framepipe.sources._validate import (
+    PlyHeader,
+    check_off,
+    check_ply,
+    obj_face_problem,
+    quiet_open3d,
+    read_ply_header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,33 +84,10 @@ def _o3d() -> Any:
     return o3d
 
 
-@contextlib.contextmanager
-def _quiet_open3d() -> Iterator[None]:
-    """Keep Open3D's printed warnings off stdout while reading (we report problems ourselves)."""
-    o3d = _o3d()
-    old = o3d.utility.get_verbosity_level()
-    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
-    try:
-        yield
-    finally:
-        o3d.utility.set_verbosity_level(old)
-
-
 def ply_face_count(path: Path) -> int | None:
-    """Faces declared in a PLY header (0 when none), or None when the header is not PLY."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(65536)
-    except OSError as exc:
-        raise SourceError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if not head.startswith(b"ply"):
-        return None
-    end = head.find(b"end_header")
-    if end < 0:
-        return None
-    text = head[:end].decode("ascii", errors="replace")
-    m = re.search(r"^element\s+face\s+(\d+)", text, flags=re.MULTILINE)
-    return int(m.group(1)) if m else 0
+    """Faces declared in a PLY header (0 when none), or None when the file is not PLY."""
+    header = read_ply_header(path)
+    return None if header is None else header.count("face")
 
 
 def guess_is_mesh(path: Path) -> bool:
@@ -127,9 +110,35 @@ def load_geometry(path: Path) -> Geometry:
     ext = path.suffix.lower()
     if ext not in MESH_EXTENSIONS | CLOUD_EXTENSIONS:
         raise SourceError(path, f"not a 3D model or point cloud extension ({ext or 'none'})")
-    with _quiet_open3d():
+    declared = _check_file(path, ext)
+    o3d = _o3d()
+    with quiet_open3d(o3d, path):
         geom = _read_mesh(path) if guess_is_mesh(path) else _read_cloud(path)
+    if declared is not None:
+        _check_counts(path, geom, declared)
     return _clean(path, geom)
+
+
+def _check_file(path: Path, ext: str) -> PlyHeader | None:
+    """Refuse a file whose header promises more than it holds, before Open3D reads it."""
+    if ext == ".ply":
+        header = read_ply_header(path)
+        if header is None:
+            raise SourceError(path, "not a PLY file (bad header)")
+        check_ply(path, header)
+        return header
+    if ext == ".off":
+        check_off(path)
+    return None
+
+
+def _check_counts(path: Path, g: Geometry, header: PlyHeader) -> None:
+    """Open3D read every vertex and face the (already checked) header declares."""
+    nv, nf = header.count("vertex"), header.count("face")
+    if len(g.vertices) != nv:
+        raise SourceError(path, f"Open3D read {len(g.vertices)} of {nv} vertices")
+    if g.kind == "mesh" and len(g.triangles) < nf:
+        raise SourceError(path, f"truncated: Open3D read {len(g.triangles)} of {nf} faces")
 
 
 # -- meshes -------------------------------------------------------------------------------
@@ -153,8 +162,12 @@ def _read_mesh(path: Path) -> Geometry:
         materials = [Material(np.ones(3, np.float32))]
     if not parts or all(len(m.vertices) == 0 for m, _ in parts):
         if ext == ".obj":  # Assimp drops an OBJ without faces; its vertices are a cloud
+            problem = obj_face_problem(path)
+            if problem is not None:
+                raise SourceError(path, f"bad OBJ: {problem}")
             pts = _obj_vertices(path)
             if len(pts):
+                notes.append("OBJ has no faces: rendered as points")
                 return Geometry("points", pts, np.zeros((0, 3), np.int64), notes=notes)
         raise SourceError(path, "Open3D read no geometry (unreadable or empty file)")
     return _merge(parts, materials, notes)

@@ -46,16 +46,37 @@ def parse_color(value: Any) -> np.ndarray:
 def parse_size(value: Any) -> tuple[int, int]:
     if isinstance(value, str) and "x" in value.lower():
         value = value.lower().split("x")
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        w, h = (int(x) for x in value)
-    else:
-        try:
-            w = h = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"size ({value!r}) must be N, WxH or [W, H]") from None
+    try:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            w, h = (_whole(x) for x in value)
+        else:
+            w = h = _whole(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"size ({value!r}) must be N, WxH or [W, H]") from None
     if not (16 <= w <= 8192 and 16 <= h <= 8192):
         raise ConfigError(f"size ({w}x{h}) must be between 16 and 8192 pixels per side")
     return w, h
+
+
+def _whole(x: Any) -> int:
+    """A whole number from an int, an integral float or a string of digits (ValueError else)."""
+    if isinstance(x, bool):
+        raise ValueError(x)
+    f = float(x)
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError(x)
+    return int(f)
+
+
+def integer(name: str, value: object, lo: int, hi: int) -> int:
+    """A whole-number option in ``[lo, hi]``, or a one-line ConfigError naming it."""
+    try:
+        x = _whole(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name} ({value!r}) must be a whole number") from None
+    if not lo <= x <= hi:
+        raise ConfigError(f"{name} ({value!r}) must be in [{lo}, {hi}]")
+    return x
 
 
 def number(name: str, value: object) -> float:

@@ -27,7 +27,9 @@ from framepipe.sources._geometry import (
     load_geometry,
     used_points,
 )
-from framepipe.sources._render_options import number, parse_color, parse_size
+from framepipe.sources._render_options import integer, number, parse_color, parse_size
+from framepipe.sources._scan import CAP_DEG, around_reason, cap_directions, frame_and_sensor
+from framepipe.sources._upright import choose_up
 from framepipe.sources.base import Source, register_source
 from framepipe.types import FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
@@ -45,11 +47,19 @@ class RenderSource(Source):
 
     - ``cameras``: ``orbit`` (default; a ring at ``elevation_deg``, view 0 in front) or
       ``sphere`` (a Fibonacci spiral, evenly over the sphere, top to bottom).
+    - ``placement``: ``auto`` (default: a one-sided capture -- an organized PCD, a PCD
+      VIEWPOINT, normals facing one way, points the origin sees as one surface -- is viewed
+      from a cone of views around its sensor's side; anything else with ``cameras``),
+      ``around`` (always ``cameras``) or ``sensor``. Far outliers of a cloud are left out
+      of the framing. ``info().extra["placement"]`` says what was chosen and why.
     - ``num_views``: candidate views (default 48, every 7.5 degrees on the orbit); samplers
       pick n of them (48 divides evenly into 4, 6, 8, 12, 16 and 24 views).
     - ``size``: image size, ``384`` (default, the model's input size), ``WxH`` or ``[W, H]``.
-    - ``up``: ``auto`` (default: the file format's convention, y for glTF/OBJ/PLY, z for
-      STL/OFF/PCD/XYZ/PTS) or ``x``, ``y``, ``z``, ``-x``, ``-y``, ``-z``.
+    - ``up``: ``auto`` (default: glTF is y-up; a mesh in a format without an up convention
+      (OBJ, PLY, STL, OFF) stands on its most stable resting face when one is clearly the
+      most stable; a one-sided capture keeps its sensor's image up (-y in camera
+      coordinates); else the format's usual axis, y for OBJ/PLY, z for STL/OFF/PCD/XYZ/PTS)
+      or ``x``, ``y``, ``z``, ``-x``, ``-y``, ``-z``.
     - ``elevation_deg``: the orbit's height above the horizon (default 20).
     - ``azimuth_deg``: where view 0 sits on the orbit (default 0: in front of the object).
     - ``fov_deg``: field of view across the shorter side (default 40).
@@ -76,6 +86,7 @@ class RenderSource(Source):
     _OPTIONS: ClassVar[frozenset[str]] = frozenset(
         {
             "cameras",
+            "placement",
             "num_views",
             "size",
             "up",
@@ -97,6 +108,7 @@ class RenderSource(Source):
         path: str | Path,
         *,
         cameras: str = "orbit",
+        placement: str = "auto",
         num_views: int = 48,
         size: Any = 384,
         up: str = "auto",
@@ -123,21 +135,14 @@ class RenderSource(Source):
             )
         if cameras not in ("orbit", "sphere"):
             raise ConfigError(f"cameras ({cameras!r}) must be orbit or sphere")
+        if placement not in ("auto", "around", "sensor"):
+            raise ConfigError(f"placement ({placement!r}) must be auto, around or sensor")
+        self.placement = placement
         if renderer not in ("raycast", "filament"):
             raise ConfigError(f"renderer ({renderer!r}) must be raycast or filament")
-        try:
-            self.num_views = int(num_views)
-            self.supersample = int(supersample)
-            self.threads = int(threads)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"num_views ({num_views!r}), supersample ({supersample!r}) and threads "
-                f"({threads!r}) must be integers"
-            ) from None
-        if not 1 <= self.num_views <= 10000:
-            raise ConfigError(f"num_views ({num_views}) must be in [1, 10000]")
-        if not 1 <= self.supersample <= 8:
-            raise ConfigError(f"supersample ({supersample}) must be in [1, 8]")
+        self.num_views = integer("num_views", num_views, 1, 10000)
+        self.supersample = integer("supersample", supersample, 1, 8)
+        self.threads = integer("threads", threads, 0, 4096)
         if not (isinstance(point_size, (int, float)) and 0 < float(point_size) <= 20):
             raise ConfigError(f"point_size ({point_size!r}) must be in (0, 20]")
         self.cameras: cams.CameraMode = "sphere" if cameras == "sphere" else "orbit"
@@ -156,6 +161,8 @@ class RenderSource(Source):
         self.point_size = float(point_size)
         self.renderer = renderer
         self.filament_timeout_s = number("filament_timeout_s", filament_timeout_s)
+        if not 0 < self.filament_timeout_s <= 86400:
+            raise ConfigError(f"filament_timeout_s ({filament_timeout_s}) must be in (0, 86400]")
         self.intrinsics = cams.intrinsics_for(self.width, self.height, self.fov_deg)
         self._info: SourceInfo | None = None
         self._geometry: Geometry | None = None
@@ -176,9 +183,12 @@ class RenderSource(Source):
     def _prepare(self) -> SourceInfo:
         g = load_geometry(self.path)
         pts = used_points(g)
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        frame_pts, sensor = frame_and_sensor(
+            self.path, g.kind, pts, g.vertex_normals, self.placement, g.notes
+        )
+        lo, hi = frame_pts.min(axis=0), frame_pts.max(axis=0)
         centre = (lo + hi) / 2.0
-        radius = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).max()))
+        radius = float(np.sqrt(((frame_pts - centre) ** 2).sum(axis=1).max()))
         magnitude = max(1.0, float(np.abs(centre).max()))
         degenerate = radius <= 1e-9 * magnitude
         if degenerate:
@@ -198,17 +208,29 @@ class RenderSource(Source):
                 g.vertex_colors = None
         self._centre, self._scale = centre, radius
         self._geometry = g
-        up, axis, up_source = cams.up_vector(self.up_option, self.path)
+        up, axis, up_source = choose_up(self.up_option, self.path, g, sensor)
         self._up = up
-        dirs = cams.view_directions(
-            self.cameras,
-            self.num_views,
-            up,
-            elevation_deg=self.elevation_deg,
-            azimuth_deg=self.azimuth_deg,
-        )
+        if sensor is not None:
+            dirs = cap_directions(self.num_views, -sensor.forward, up)
+            placement: dict[str, Any] = {
+                "placement": "sensor-side",
+                "reason": sensor.reason,
+                "sensor_forward": [round(float(c), 6) for c in sensor.forward],
+                "cone_deg": CAP_DEG,
+            }
+            if sensor.position is not None:
+                placement["sensor_position"] = [round(float(c), 6) for c in sensor.position]
+        else:
+            dirs = cams.view_directions(
+                self.cameras,
+                self.num_views,
+                up,
+                elevation_deg=self.elevation_deg,
+                azimuth_deg=self.azimuth_deg,
+            )
+            placement = {"placement": self.cameras, "reason": around_reason(g.kind, self.placement)}
         rots = cams.look_at_rotations(dirs, up)
-        fit_pts = (pts[:: max(1, len(pts) // _FIT_POINTS)] - centre) / radius
+        fit_pts = (frame_pts[:: max(1, len(frame_pts) // _FIT_POINTS)] - centre) / radius
         distance = (
             3.0
             if degenerate
@@ -227,7 +249,8 @@ class RenderSource(Source):
             "num_vertices": len(g.vertices),
             "vertex_colors": g.vertex_colors is not None,
             "textured": g.has_texture,
-            "cameras": self.cameras,
+            "cameras": "sensor-side" if sensor is not None else self.cameras,
+            "placement": placement,
             "up": axis,
             "up_source": up_source,
             "fov_deg": self.fov_deg,
@@ -236,7 +259,7 @@ class RenderSource(Source):
             "camera_distance": float(distance * radius),
             "renderer": self.renderer,
         }
-        if self.cameras == "orbit":
+        if self.cameras == "orbit" and sensor is None:
             extra["elevation_deg"] = self.elevation_deg
         if g.notes:
             extra["notes"] = list(g.notes)

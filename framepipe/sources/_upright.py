@@ -1,0 +1,205 @@
+"""``up=auto``: which way is up for a model whose file format does not say.
+
+glTF is y-up by specification. OBJ, PLY, STL and OFF have no convention, so a fixed guess
+lays half of them on their side; for those the object's shape decides: it stands on its
+most stable resting face, the face of its convex hull that its centre of mass projects into
+and that covers the largest solid angle seen from the centre of mass (the pose it most
+likely comes to rest in when dropped). Only a clear winner is taken (a cube or a sphere has
+none); otherwise the format's usual axis stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from framepipe.sources import _cameras as cams
+from framepipe.sources._geometry import Geometry, used_points
+from framepipe.sources._scan import Sensor, is_axis
+
+log = logging.getLogger(__name__)
+
+SHAPE_FORMATS = frozenset({".obj", ".ply", ".stl", ".off"})
+"""Formats without an up-axis convention: their meshes are stood up by shape."""
+MIN_SHARE = 0.03
+"""The resting face must cover at least this share of the sphere of directions ..."""
+MARGIN = 1.3
+"""... and this many times the next best face (with another up axis)."""
+_MAX_POINTS = 20000
+
+
+def choose_up(
+    up: str, path: Path, g: Geometry, sensor: Sensor | None
+) -> tuple[np.ndarray, str | list[float], str]:
+    """``(unit up vector, axis name (or the vector), how it was chosen)``."""
+    vec, axis, source = cams.up_vector(up, path)
+    if str(up).strip().lower() != "auto":
+        return vec, axis, source
+    if sensor is not None and sensor.up is not None:
+        u = sensor.up / np.linalg.norm(sensor.up)
+        name = is_axis(u)
+        return u, name or [round(float(c), 6) for c in u], "the capture's image up (sensor)"
+    ext = path.suffix.lower()
+    if g.kind == "mesh" and ext in SHAPE_FORMATS:
+        rest = resting_up(g)
+        if rest is not None:
+            u, share, second, unsigned = rest
+            tie = ""
+            if unsigned:  # the format's usual sign where it lies along the axis found
+                along = abs(float(u @ vec)) > 0.5
+                u = -u if float(u @ vec) < -0.5 else u
+                tie = f" (its opposite face ties: sign {'by convention' if along else '+'})"
+            name = is_axis(u)
+            assert name is not None
+            why = f"shape: resting face covers {share:.0%} of directions (next {second:.0%}){tie}"
+            return u, name, f"{why}; {ext} files have no up convention"
+        source += " (shape gives no clear resting face)"
+    return vec, axis, source
+
+
+def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, bool] | None:
+    """The up axis (snapped to the nearest of +-x, +-y, +-z) of the mesh's most stable
+    resting pose, its solid-angle share, the next best's and whether only the axis (not
+    its sign: two opposite faces tie) is known; None without a clear winner."""
+    pts = used_points(g)
+    if len(pts) < 4:
+        return None
+    centre = (pts.min(axis=0) + pts.max(axis=0)) / 2.0
+    scale = float(np.abs(pts - centre).max())
+    if scale <= 0:
+        return None
+    com = _centre_of_mass(g, centre, scale)
+    hull = _hull((pts[:: max(1, len(pts) // _MAX_POINTS)] - centre) / scale)
+    if hull is None:
+        return None
+    hv, ht = hull
+    facets = _facets(hv, ht, com)
+    if not facets:
+        return None
+    scores: dict[str, float] = {}
+    for normal, share in facets:
+        name = is_axis(_snap(-normal))
+        if name is not None:
+            scores[name] = max(scores.get(name, 0.0), share)
+    best_share = max(s for _, s in facets)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not ranked:
+        return None
+    name, share = ranked[0]
+    if share < best_share - 1e-9 or share < MIN_SHARE:
+        return None
+
+    def next_best(names: set[str]) -> float:
+        return max((s for n, s in facets if is_axis(_snap(-n)) not in names), default=0.0)
+
+    second = next_best({name})
+    if share >= MARGIN * second:
+        return np.array(cams.UP_AXES[name]), share, second, False
+    # a slab (a tile, a coin): its two faces tie; the axis is clear, the sign is not
+    opposite = name[1:] if name.startswith("-") else "-" + name
+    if scores.get(opposite, 0.0) * MARGIN >= share:
+        third = next_best({name, opposite})
+        if share >= MARGIN * third:
+            return np.array(cams.UP_AXES[name.lstrip("-")]), share, third, True
+    return None
+
+
+def _snap(v: np.ndarray, max_deg: float = 20.0) -> np.ndarray:
+    """``v`` snapped to the nearest axis when within ``max_deg``, else unchanged."""
+    k = int(np.abs(v).argmax())
+    if abs(float(v[k])) < np.cos(np.radians(max_deg)):
+        return v
+    out = np.zeros(3)
+    out[k] = np.sign(v[k])
+    return out
+
+
+def _centre_of_mass(g: Geometry, centre: np.ndarray, scale: float) -> np.ndarray:
+    """Of the solid when the mesh closes a volume, else of its surface (normalised frame)."""
+    v = (g.vertices - centre) / scale
+    tri = v[g.triangles]
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    with np.errstate(all="ignore"):
+        vol6 = np.einsum("ij,ij->i", a, np.cross(b, c))
+        total = float(vol6.sum())
+        area = np.linalg.norm(np.cross(b - a, c - a), axis=1)
+        surface = float(area.sum())
+        if abs(total) > 0.02 * max(surface, 1e-12) ** 1.5:
+            return np.asarray((vol6[:, None] * (a + b + c)).sum(axis=0) / (4.0 * total))
+        if surface > 0:
+            return np.asarray((area[:, None] * (a + b + c)).sum(axis=0) / (3.0 * surface))
+    return np.zeros(3)
+
+
+def _hull(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    import open3d
+
+    o3d: Any = open3d
+    try:
+        pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(pts)))
+        mesh, _ = pc.compute_convex_hull()
+    except RuntimeError:  # flat or degenerate: qhull refuses
+        return None
+    hv = np.asarray(mesh.vertices, np.float64)
+    ht = np.asarray(mesh.triangles, np.int64)
+    if len(ht) < 4:
+        return None
+    return hv, ht
+
+
+def _facets(hv: np.ndarray, ht: np.ndarray, com: np.ndarray) -> list[tuple[np.ndarray, float]]:
+    """``(outward unit normal, share of the sphere seen from com)`` per stable hull facet
+    (coplanar hull triangles merged; stable: com projects inside the facet)."""
+    a, b, c = hv[ht[:, 0]], hv[ht[:, 1]], hv[ht[:, 2]]
+    n = np.cross(b - a, c - a)
+    length = np.linalg.norm(n, axis=1)
+    ok = length > 1e-12
+    a, b, c, n = a[ok], b[ok], c[ok], n[ok] / length[ok, None]
+    inside = hv.mean(axis=0)
+    n = np.where((np.einsum("ij,ij->i", n, a - inside) < 0)[:, None], -n, n)
+    # solid angle of each triangle seen from com (Van Oosterom & Strackee)
+    ra, rb, rc = a - com, b - com, c - com
+    la, lb, lc = (np.linalg.norm(r, axis=1) for r in (ra, rb, rc))
+    num = np.abs(np.einsum("ij,ij->i", ra, np.cross(rb, rc)))
+    den = (
+        la * lb * lc
+        + np.einsum("ij,ij->i", ra, rb) * lc
+        + np.einsum("ij,ij->i", ra, rc) * lb
+        + np.einsum("ij,ij->i", rb, rc) * la
+    )
+    omega = 2.0 * np.arctan2(num, den) / (4.0 * np.pi)
+    # com projected onto each triangle's plane: inside it?
+    d = np.einsum("ij,ij->i", com - a, n)
+    p = com - d[:, None] * n
+    inside_tri = _in_triangle(p, a, b, c, n)
+    offset = np.einsum("ij,ij->i", a, n)
+    order = np.argsort(-omega, kind="stable")
+    label = np.full(len(n), -1, np.int64)
+    gn = np.zeros((len(n), 3))
+    go = np.zeros(len(n))
+    count = 0
+    for i in order:
+        if count:
+            same = (gn[:count] @ n[i] > 0.9995) & (np.abs(go[:count] - offset[i]) < 1e-4)
+            hit = np.flatnonzero(same)
+            if len(hit):
+                label[i] = hit[0]
+                continue
+        gn[count], go[count], label[i] = n[i], offset[i], count
+        count += 1
+    share = np.bincount(label, weights=omega, minlength=count)
+    stable = np.bincount(label, weights=inside_tri.astype(np.float64), minlength=count) > 0
+    return [(gn[k], float(share[k])) for k in range(count) if stable[k]]
+
+
+def _in_triangle(
+    p: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, n: np.ndarray
+) -> np.ndarray:
+    tol = -1e-9
+    e0 = np.einsum("ij,ij->i", np.cross(b - a, p - a), n)
+    e1 = np.einsum("ij,ij->i", np.cross(c - b, p - b), n)
+    e2 = np.einsum("ij,ij->i", np.cross(a - c, p - c), n)
+    return np.asarray((e0 >= tol) & (e1 >= tol) & (e2 >= tol))
