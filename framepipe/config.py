@@ -29,6 +29,10 @@ class SampleConfig:
     """Force the kind of every input (``video``, ``multiview``, ``render``)."""
     source_options: dict[str, Any] = field(default_factory=dict)
     """Options passed to the source (render size, cameras, backend ...)."""
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for remote inputs (``endpoint_url``, ``anon``, ``config_kwargs`` ...),
+    given to the filesystem of every remote input; not part of the resume keys (where an
+    object is read from does not change its frames)."""
 
     def sampler_name(self) -> str:
         return get_sampler(self.sampler)[0]

@@ -8,19 +8,22 @@ in worker processes and the Ray engine on a cluster. Errors about one input beco
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.errors import FramepipeError
+from framepipe.errors import FramepipeError, SamplingError
+from framepipe.inputs.remote import RemoteStat, remote_stat, stage
 from framepipe.records import (
     clip_fields,
     clip_key,
+    derive,
     failed_record,
     input_key,
     key_parts,
@@ -78,9 +81,66 @@ def iter_clip_jobs(
     any frame is decoded. ``on_clip(key, clip)`` is called just before a clip is sampled and
     read (the local engine uses it to know which clip a hung decoder was working on).
     """
-    src_id = str(item.path)
+    jobs = _clip_jobs(item, cfg, extra_key, is_done, read_frames, on_clip)
+    try:
+        for job in jobs:
+            job.record = tag_record(job.record, item)
+            yield job
+    finally:
+        jobs.close()  # closes the source now, also when the caller stops early
+
+
+def input_fingerprint(
+    item: Input, cfg: SampleConfig, *, stat: RemoteStat | FramepipeError | None = None
+) -> dict[str, Any]:
+    """The identity of ``item`` in resume keys: a local file's path, size and mtime; a remote
+    object's URI, size and ETag or mtime (one metadata request, no download); with the clip
+    range of a manifest row, when it has one. ``stat``: the remote object's metadata (or
+    the error reading it), when already known."""
+    if isinstance(stat, RemoteStat):
+        fp = stat.fingerprint()
+    elif item.uri and not item.error and stat is None:
+        try:
+            fp = remote_stat(item.uri, cfg.storage_options).fingerprint()
+        except FramepipeError:
+            fp = {"uri": item.uri}
+    elif item.uri:
+        fp = {"uri": item.uri}
+    else:
+        fp = source_fingerprint(item.path)
+    if item.start_s is not None or item.end_s is not None:
+        fp["range_s"] = [item.start_s, item.end_s]
+    return fp
+
+
+def tag_record(rec: ClipResult, item: Input) -> ClipResult:
+    """``rec`` with what the input's manifest row adds: its ``id`` (as ``extra["id"]``) and
+    its questions (those the clip is asked)."""
+    fields: dict[str, Any] = {}
+    if item.questions is not None and rec.questions is None:
+        fields["questions"] = list(item.questions)
+    if item.id is not None and "id" not in rec.extra:
+        fields["extra"] = {"id": item.id}
+    return derive(rec, **fields) if fields else rec
+
+
+def _clip_jobs(
+    item: Input,
+    cfg: SampleConfig,
+    extra_key: dict[str, Any] | None,
+    is_done: Callable[[str], bool] | None,
+    read_frames: bool,
+    on_clip: Callable[[str, ClipSpec], None] | None,
+) -> Generator[ClipJob, None, None]:
+    src_id = item.source
     parts = key_parts(cfg, extra_key)
-    fp = source_fingerprint(item.path)
+    stat: RemoteStat | FramepipeError | None = None
+    if item.uri and not item.error:
+        try:
+            stat = remote_stat(item.uri, cfg.storage_options)
+        except FramepipeError as exc:
+            stat = exc
+    fp = input_fingerprint(item, cfg, stat=stat)
     if item.error:
         yield ClipJob(
             failed_record(src_id, item.error, key=input_key(fp, parts, not_an_input=True))
@@ -88,6 +148,10 @@ def iter_clip_jobs(
         return
     t0 = time.perf_counter()
     try:
+        if isinstance(stat, FramepipeError):
+            raise stat
+        if stat is not None:  # staged here, in the decode stage (a worker), not by the driver
+            stage(item.source, item.path, stat=stat, storage_options=cfg.storage_options)
         source = open_source(item.path, item.kind, **cfg.source_options)
     except Exception as exc:
         if not isinstance(exc, FramepipeError):
@@ -97,6 +161,8 @@ def iter_clip_jobs(
     with source:
         try:
             info = source.info()
+            if item.uri:  # records name the URI, not the cached copy
+                info = dataclasses.replace(info, id=item.uri)
             clips = plan_clips(
                 info,
                 mode=cfg.clips,
@@ -105,6 +171,8 @@ def iter_clip_jobs(
                 source=source,
                 **cfg.clip_params,
             )
+            if item.start_s is not None or item.end_s is not None:
+                clips = restrict_clips(clips, info, item.start_s, item.end_s)
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("%s: unexpected error while reading metadata", src_id)
@@ -149,3 +217,39 @@ def _one_clip(
     }
     rec = ok_record(info, clip, sel, batch, key=key, timings_s=timings_s)
     return ClipJob(rec, batch, sel, info)
+
+
+def restrict_clips(
+    clips: list[ClipSpec], info: SourceInfo, start_s: float | None, end_s: float | None
+) -> list[ClipSpec]:
+    """The planned ``clips`` cut to the time range ``[start_s, end_s)`` (a manifest row's
+    range): a clip keeps its frames whose timestamps fall in the range, and a clip with none
+    is dropped. SamplingError when the source has no timestamps (not a video) or no frame
+    falls in the range."""
+    lo = 0.0 if start_s is None else start_s
+    hi = float("inf") if end_s is None else end_s
+    what = f"clip range {lo:g}..{'end' if end_s is None else f'{hi:g}'} s"
+    if info.timestamps_s is None:
+        raise SamplingError(f"{info.id}: a {what} applies to videos, not to a {info.kind} input")
+    ts = info.timestamps_s
+    out: list[ClipSpec] = []
+    for clip in clips:
+        inside = [i for i in range(clip.start_frame, clip.end_frame) if lo <= ts[i] < hi]
+        if not inside:
+            continue
+        a, b = inside[0], inside[-1] + 1
+        c_start = lo if clip.start_s is None else max(clip.start_s, lo)
+        c_end = hi if clip.end_s is None else min(clip.end_s, hi)
+        out.append(
+            dataclasses.replace(
+                clip,
+                start_frame=a,
+                end_frame=b,
+                start_s=c_start,
+                end_s=None if c_end == float("inf") else c_end,
+            )
+        )
+    if not out:
+        last = info.end_s if info.end_s is not None else ts[-1]
+        raise SamplingError(f"{info.id}: no frame in the {what} (the video ends at {last:g} s)")
+    return out

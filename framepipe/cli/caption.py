@@ -4,13 +4,14 @@ every clip with a multi-image vision-language model."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from framepipe.cli.common import field_default, sample_config_from, sampling_options
+from framepipe.cli.inputs import input_count, input_kwargs, input_options
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
@@ -64,8 +65,9 @@ def read_questions_file(path: str) -> list[str]:
 
 
 @click.command("caption")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 @sampling_options
+@input_options
 @click.option(
     "-q",
     "--question",
@@ -185,8 +187,10 @@ def command(
     """Ask a vision-language model about n frames of every clip; one JSON line per clip.
 
     PATHS are videos, multi-view scene folders, 3D models, or folders of them (searched
-    recursively). A re-run with the same settings answers only the clips not in the output
-    yet. Exit status is 1 when any clip failed, after all the others are done.
+    recursively), or remote URIs (s3://, gs://, https://); --inputs-from reads them from a
+    manifest (a row's questions replace -q for it). A re-run with the same settings answers
+    only the clips not in the output yet. Exit status is 1 when any clip failed, after all
+    the others are done.
     """
     from framepipe.questions import check_questions, check_system
     from framepipe.runs.caption import caption
@@ -196,6 +200,7 @@ def command(
         cfg = sample_config_from(kw)
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
+    inputs_kw = input_kwargs(paths, kw, cfg)  # manifests, remote inputs, --shard
     qs = list(questions)
     if questions_file:
         qs += read_questions_file(questions_file)
@@ -236,6 +241,7 @@ def command(
             decode_timeout_s=decode_timeout,
             keep_records=False,
             on_input=progress.on_input,
+            **inputs_kw,
             on_record=progress.on_record,
             on_skip=progress.on_skip,
         )
@@ -276,12 +282,12 @@ class _Progress:
         self.written = 0
         self.failed = 0
 
-    def on_input(self, inputs: Sequence[Input], notes: Sequence[Skipped]) -> None:
+    def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
         from tqdm import tqdm
 
         for note in notes:
             tqdm.write(f"note: skipping {note.path}: {note.reason}", file=sys.stderr)
-        self.total = len(inputs) if self.whole else None
+        self.total = input_count(inputs) if self.whole else None  # None for a manifest
 
     def _ensure(self) -> Any:
         if self.bar is None:

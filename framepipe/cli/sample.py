@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
 from framepipe.cli.common import sample_config_from, sampling_options
+from framepipe.cli.inputs import input_count, input_kwargs, input_options
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
@@ -16,8 +17,9 @@ from framepipe.types import ClipResult
 
 
 @click.command("sample")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 @sampling_options
+@input_options
 @click.option(
     "-o",
     "--out",
@@ -68,7 +70,8 @@ def command(
 ) -> None:
     """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
 
-    PATHS are files or folders (searched recursively). Exit status is 1 when any clip
+    PATHS are files or folders (searched recursively) or remote URIs (s3://, gs://,
+    https://); --inputs-from reads them from a manifest. Exit status is 1 when any clip
     failed, after all the others are done.
     """
     from tqdm import tqdm
@@ -79,14 +82,15 @@ def command(
         cfg = sample_config_from(kw)
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
+    inputs_kw = input_kwargs(paths, kw, cfg)  # manifests, remote inputs, --shard
 
     bar: dict[str, Any] = {}
 
-    def on_input(inputs: Sequence[Input], notes: Sequence[Skipped]) -> None:
+    def on_input(inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
         for note in notes:
             tqdm.write(f"note: skipping {note.path}: {note.reason}", file=sys.stderr)
         bar["bar"] = tqdm(
-            total=len(inputs),
+            total=input_count(inputs),  # None (a bar without a total) for a manifest
             unit="input",
             desc="sample",
             file=sys.stderr,
@@ -116,6 +120,7 @@ def command(
             decode_timeout_s=decode_timeout,
             keep_records=False,  # only the counts are printed; the manifest has the records
             on_input=on_input,
+            **inputs_kw,
             on_record=on_record,
         )
     except FramepipeError as exc:
@@ -123,7 +128,8 @@ def command(
     finally:
         if "bar" in bar:
             b = bar["bar"]
-            b.update(b.total - b.n)
+            if b.total is not None:
+                b.update(b.total - b.n)
             b.close()
     click.echo(
         f"{summary.done} clip(s) written, {summary.skipped} already done, "

@@ -145,18 +145,19 @@ class LocalEngine:
         self._thread: threading.Thread | None = None
         self._pool: list[_Worker | None] = []
         self._started = False
-        self._tasks: list[EngineTask] = []
+        self._tasks: Iterable[EngineTask] = ()
 
     # -- the caller's side ------------------------------------------------------------------
     def start(self, tasks: Iterable[EngineTask]) -> None:
         """Start the workers on ``tasks``: they decode up to ``prefetch`` clips ahead even
-        before :meth:`results` is read (e.g. while a model loads)."""
+        before :meth:`results` is read (e.g. while a model loads). ``tasks`` may be an
+        iterator (a streamed manifest): it is read as workers become free, never listed."""
         if self._started:
             raise RuntimeError("a LocalEngine runs once")
         self._started = True
-        self._tasks = list(tasks)
+        self._tasks = tasks
         if self.workers > 0:
-            self._start(self._tasks)
+            self._start(iter(tasks))
 
     def results(self) -> Iterator[ClipJob]:
         """Yield the clips of the started tasks as they are read; closes the engine at the
@@ -190,7 +191,7 @@ class LocalEngine:
         self.start(tasks)
         return self.results()
 
-    def _run_inline(self, tasks: list[EngineTask]) -> Iterator[ClipJob]:
+    def _run_inline(self, tasks: Iterable[EngineTask]) -> Iterator[ClipJob]:
         def is_done(key: str) -> bool:
             if key in self.done_keys:
                 self._count_skips(1)
@@ -231,8 +232,8 @@ class LocalEngine:
         self.close()
 
     # -- the receiver thread ------------------------------------------------------------------
-    def _start(self, tasks: list[EngineTask]) -> None:
-        self._pending: collections.deque[WorkItem] = collections.deque(
+    def _start(self, tasks: Iterator[EngineTask]) -> None:
+        self._pending = _Pending(
             WorkItem(k, t.item, dict(t.extra_key)) for k, t in enumerate(tasks)
         )
         self._ctx: Any = mp.get_context(self.start_method)
@@ -245,7 +246,7 @@ class LocalEngine:
             imports=self.imports,
             log_level=logging.getLogger("framepipe").getEffectiveLevel(),
         )
-        self._pool = [None] * max(1, min(self.workers, len(self._pending)))
+        self._pool = [None] * max(1, self.workers)  # started as inputs come (_assign)
         self._spawn_failures = 0
         self._thread = threading.Thread(target=self._serve, name="framepipe-engine", daemon=True)
         self._thread.start()
@@ -401,6 +402,31 @@ class LocalEngine:
                     discard(msg[2])
         except (EOFError, OSError):
             pass
+
+
+class _Pending:
+    """Work not handed out: inputs put back (first), then the tasks' iterator, lazily."""
+
+    def __init__(self, items: Iterator[WorkItem]) -> None:
+        self._back: collections.deque[WorkItem] = collections.deque()
+        self._items = items
+
+    def __bool__(self) -> bool:
+        if self._back:
+            return True
+        nxt = next(self._items, None)
+        if nxt is None:
+            return False
+        self._back.append(nxt)
+        return True
+
+    def appendleft(self, item: WorkItem) -> None:
+        self._back.appendleft(item)
+
+    def popleft(self) -> WorkItem:
+        if not self:
+            raise IndexError("no pending work")
+        return self._back.popleft()
 
 
 def _died_reason(proc: Any) -> str:

@@ -308,20 +308,21 @@ def lost_clip(
     timed_out = reason.startswith("did not finish")
     err_cls = DecodeTimeoutError if timed_out else DecodeError
     what = "the decoder " + reason + ("; it was stopped" if timed_out else "")
-    err = err_cls(item.path, what)
+    err = err_cls(item.source, what)
     log.warning("%s", err)
-    src = str(item.path)
+    src = item.source
     if clip is not None:  # the clip it was on fails
         key, spec = clip
         clip_json, stage = spec.to_json(), {"stage": "decode"}
         rec = failed_record(src, err, kind=item.kind, clip=clip_json, key=key, extra=stage)
         rest = WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
-        return [rec], rest
+        return [tag_record(rec, item)], rest
     if seen:  # died between clips: nothing failed that we know of
         return [], WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
     # it never got to a clip: opening or planning the input hung or crashed
     key = input_error_key(item, cfg, work.extra_key)
-    return [failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})], None
+    rec = failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})
+    return [tag_record(rec, item)], None
 
 
 def _close(it: Iterator[Any]) -> None:

@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
+from framepipe.discover import Input
 from framepipe.engine.local import (
     DEFAULT_DECODE_TIMEOUT_S,
     EngineTask,
     LocalEngine,
     default_workers,
 )
+from framepipe.inputs import Shard, peek_kinds
 from framepipe.output import JsonlWriter
 from framepipe.questions import check_questions, check_system, default_question
 from framepipe.records import derive, local_weights_fingerprint
@@ -193,13 +195,19 @@ class Pipeline:
         on_input: OnInput | None = None,
         on_record: OnRecord | None = None,
         on_skip: Callable[[int], None] | None = None,
+        inputs_from: str | Path | Iterable[str | Path] | None = None,
+        cache_dir: str | Path | None = None,
+        shard: Shard | str | tuple[int, int] | None = None,
     ) -> CaptionSummary:
         """Answer every clip of every input under ``paths``.
 
         With ``output`` (a JSONL file), records are appended as they finish and a re-run
         with the same settings skips the clips already answered (``overwrite`` starts
         afresh); with ``output=None`` nothing is written and the records are only returned.
-        Failed clips are records with ``status: failed``; the run goes on.
+        Failed clips are records with ``status: failed``; the run goes on. ``paths`` may
+        hold remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed;
+        a row's questions replace ``questions`` for it); remote inputs are staged under
+        ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
         out = None if output is None else Path(output)
@@ -207,28 +215,36 @@ class Pipeline:
             check_writable(out)
         if self.frames_dir is not None:
             check_writable(self.frames_dir / ".framepipe-check", "frames folder")
-        inputs, notes = find_inputs(paths, kind=self.sample.kind, on_input=on_input)
+        inputs, notes = find_inputs(
+            paths,
+            kind=self.sample.kind,
+            on_input=on_input,
+            inputs_from=inputs_from,
+            cache_dir=cache_dir,
+            shard=shard,
+        )
         summary = CaptionSummary(notes=list(notes), output=out)
-        if not inputs:
+        kinds, inputs = peek_kinds(inputs)
+        if not kinds:
             log.warning("no inputs found: nothing to do")
             summary.elapsed_s = time.perf_counter() - t0
             return summary
 
         t_load = time.perf_counter()
-        self.check(sorted({i.kind for i in inputs}))
+        self.check(kinds)
         key_model = self._model_key()
         gen_json = dict(self.settings.to_json())
         key_gen = {k: v for k, v in gen_json.items() if k != "batch_size"}
 
-        def extra_key(kind: str | None) -> dict[str, Any]:
+        def extra_key(item: Input) -> dict[str, Any]:
             return {
                 "model": key_model,
-                "questions": self.questions_for(kind),
+                "questions": list(item.questions or self.questions_for(item.kind)),
                 "system": self.system,
                 "generation": key_gen,
             }
 
-        tasks = [EngineTask(item, extra_key(item.kind)) for item in inputs]
+        tasks = (EngineTask(item, extra_key(item)) for item in inputs)  # lazily: may stream
         prepare = None
         if self.frames_dir is not None:
             prepare = functools.partial(

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framepipe.discover import Input, Skipped, discover
+from framepipe.discover import Input, Skipped
 from framepipe.engine.local import LocalEngine
 from framepipe.errors import OutputError
+from framepipe.inputs import Shard, collect_inputs
 from framepipe.output import JsonlWriter, contact_sheet, write_frames
 from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
@@ -29,8 +30,10 @@ from framepipe.utils import safe_stem, stable_digest
 
 log = logging.getLogger(__name__)
 
-OnInput = Callable[[Sequence[Input], Sequence[Skipped]], None]
-"""Called once with what discovery found: the inputs, and the paths not taken (notes)."""
+OnInput = Callable[[Sequence[Input] | Iterator[Input], Sequence[Skipped]], None]
+"""Called once with what discovery found: the inputs, and the paths not taken (notes). The
+inputs are an iterator when they stream (a manifest): count them only if ``Sized``, and
+never consume them."""
 OnRecord = Callable[[ClipResult], None]
 """Called after each record is written (for progress bars)."""
 
@@ -63,13 +66,23 @@ class RunSummary:
 
 
 def find_inputs(
-    paths: Iterable[str | Path], *, kind: str | None, on_input: OnInput | None = None
-) -> tuple[list[Input], list[Skipped]]:
-    """The inputs under ``paths`` and the notes about paths not taken (logged, and passed to
-    ``on_input`` with the inputs)."""
-    inputs, notes = discover(paths, kind=kind)
-    for note in notes:
-        log.info("skipping %s: %s", note.path, note.reason)
+    paths: Iterable[str | Path | Input],
+    *,
+    kind: str | None,
+    on_input: OnInput | None = None,
+    inputs_from: str | Path | Iterable[str | Path] | None = None,
+    cache_dir: str | Path | None = None,
+    shard: Shard | str | tuple[int, int] | None = None,
+) -> tuple[list[Input] | Iterator[Input], list[Skipped]]:
+    """The inputs under ``paths`` (local paths, remote URIs, ``Input`` objects) and in the
+    manifests ``inputs_from``, those of ``shard`` (``"I/N"``) only, and the notes about paths
+    not taken (logged, and passed to ``on_input`` with the inputs). The inputs are a list,
+    or an iterator when they stream (a manifest; ``paths`` given as an iterator): it has no
+    ``len()`` and is read once, by the engine (see :func:`framepipe.inputs.collect_inputs`).
+    """
+    inputs, notes = collect_inputs(
+        paths, inputs_from=inputs_from, kind=kind, cache_dir=cache_dir, shard=shard
+    )
     if on_input is not None:
         on_input(inputs, notes)
     return inputs, notes

@@ -19,6 +19,7 @@ from pathlib import Path
 from framepipe.config import SampleConfig
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
 from framepipe.errors import OutputError
+from framepipe.inputs import Shard
 from framepipe.output import JsonlWriter
 from framepipe.records import derive, fail
 from framepipe.runs.common import (
@@ -49,6 +50,9 @@ def sample(
     keep_records: bool = True,
     on_input: OnInput | None = None,
     on_record: OnRecord | None = None,
+    inputs_from: str | Path | Iterable[str | Path] | None = None,
+    cache_dir: str | Path | None = None,
+    shard: Shard | str | tuple[int, int] | None = None,
 ) -> RunSummary:
     """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
 
@@ -62,12 +66,22 @@ def sample(
     this process, in input order: easy to debug, but *unprotected*: no timeout can stop a
     decoder that hangs there, and a crash in a decoding library ends the run.
     ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
-    manifest has them all, and a long run does not hold them in memory.
+    manifest has them all, and a long run does not hold them in memory. ``paths`` may hold
+    remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed, never
+    listed); remote inputs are staged under ``cache_dir``; ``shard="I/N"`` samples only that
+    shard of the inputs (see :mod:`framepipe.inputs`).
     """
     cfg = cfg or SampleConfig()
     out = Path(out_dir)
     t0 = time.perf_counter()
-    inputs, notes = find_inputs(paths, kind=cfg.kind, on_input=on_input)
+    inputs, notes = find_inputs(
+        paths,
+        kind=cfg.kind,
+        on_input=on_input,
+        inputs_from=inputs_from,
+        cache_dir=cache_dir,
+        shard=shard,
+    )
     summary = RunSummary(notes=list(notes))
     try:
         out.mkdir(parents=True, exist_ok=True)

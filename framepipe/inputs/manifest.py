@@ -1,0 +1,226 @@
+"""Manifests: files that list the inputs, streamed row by row (millions of rows).
+
+Formats, by extension:
+
+- text (``.txt``, ``.lst``, any other): one path or URI a line; blank lines and lines
+  starting with ``#`` are skipped;
+- CSV (``.csv``; ``.tsv`` tab-separated) with a header, JSON Lines (``.jsonl``, ``.ndjson``)
+  and Parquet (``.parquet``, ``.pq``): a ``path`` column, and optional ``id``,
+  ``questions`` (a JSON list of strings, or one question), ``start_s`` and ``end_s`` (the
+  clip range in seconds). Other columns are ignored.
+
+A relative path is taken relative to the manifest's folder. Rows are read lazily (the csv
+module, one JSON line at a time, Parquet record batches through pyarrow), so memory does not
+grow with the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
+by :func:`check_manifest` before any heavy work; a bad row (empty path, a bad clip range or
+questions) is an input whose ``error`` names the manifest line (``list.csv:7: ...``), so it
+becomes one failed record and the run goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from framepipe.discover import Input
+from framepipe.errors import ConfigError
+
+COLUMNS = ("path", "id", "questions", "start_s", "end_s")
+"""The columns a manifest row may have (``path`` is required, except in text files)."""
+
+PARQUET_BATCH_ROWS = 4096
+
+Row = tuple[str, dict[str, Any]]
+"""``(where, fields)``: the row's location (``list.csv:7``) and its known columns."""
+
+
+def manifest_format(path: Path) -> str:
+    """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension."""
+    ext = path.suffix.lower()
+    if ext in (".csv", ".tsv"):
+        return ext[1:]
+    if ext in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if ext in (".parquet", ".pq"):
+        return "parquet"
+    return "txt"
+
+
+def _open_error(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})")
+
+
+def check_manifest(path: str | Path) -> str:
+    """The manifest's format; a one-line ConfigError when it cannot be read or has no
+    ``path`` column (only the header, or the first row of JSON Lines, is read)."""
+    p = Path(path)
+    fmt = manifest_format(p)
+    if p.is_dir():
+        raise ConfigError(f"{p}: the manifest is a folder, not a file")
+    columns: list[str] | None = None
+    try:
+        if fmt in ("csv", "tsv"):
+            with open(p, newline="", encoding="utf-8-sig") as fh:
+                header = next(csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), None)
+            columns = [c.strip() for c in header or []]
+        elif fmt == "jsonl":
+            first = next(_jsonl_rows(p), None)
+            if first is not None and first[1].get("__bad__") is None:
+                columns = list(first[1])
+            elif first is None:
+                columns = []
+        elif fmt == "parquet":
+            columns = _parquet_columns(p)
+        else:
+            with open(p, "rb"):
+                pass
+    except OSError as exc:
+        raise _open_error(p, exc) from None
+    if columns is not None and "path" not in columns:
+        shown = ", ".join(columns[:8]) or "none"
+        raise ConfigError(f"{p}: the manifest has no 'path' column (columns: {shown})")
+    return fmt
+
+
+def _parquet_columns(p: Path) -> list[str]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError(f"{p}: Parquet manifests need pyarrow: pip install pyarrow") from None
+    try:
+        return list(pq.ParquetFile(p).schema_arrow.names)
+    except OSError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{p}: not a readable Parquet file ({exc})") from None
+
+
+def _txt_rows(p: Path) -> Iterator[Row]:
+    with open(p, encoding="utf-8-sig") as fh:
+        for n, line in enumerate(fh, 1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                yield f"{p}:{n}", {"path": text}
+
+
+def _csv_rows(p: Path, delimiter: str) -> Iterator[Row]:
+    with open(p, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=delimiter)
+        reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+        for row in reader:
+            fields = {k: v for k, v in row.items() if k in COLUMNS and v not in (None, "")}
+            if not any(v not in (None, "") for v in row.values()):
+                continue  # a blank line
+            yield f"{p}:{reader.line_num}", fields
+
+
+def _jsonl_rows(p: Path) -> Iterator[Row]:
+    with open(p, encoding="utf-8-sig") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"{p}:{n}", {"__bad__": f"not a JSON object ({exc.msg})"}
+                continue
+            if not isinstance(obj, dict):
+                yield f"{p}:{n}", {"__bad__": "not a JSON object"}
+                continue
+            yield f"{p}:{n}", {k: v for k, v in obj.items() if k in COLUMNS and v is not None}
+
+
+def _parquet_rows(p: Path) -> Iterator[Row]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(p)
+    columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
+    n = 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
+        for row in batch.to_pylist():
+            n += 1
+            yield f"{p}:row {n}", {k: v for k, v in row.items() if v is not None}
+
+
+def manifest_rows(path: str | Path) -> Iterator[Row]:
+    """The rows of a manifest, lazily, as ``(where, fields)``."""
+    p = Path(path)
+    fmt = check_manifest(p)
+    if fmt in ("csv", "tsv"):
+        return _csv_rows(p, "\t" if fmt == "tsv" else ",")
+    if fmt == "jsonl":
+        return _jsonl_rows(p)
+    if fmt == "parquet":
+        return _parquet_rows(p)
+    return _txt_rows(p)
+
+
+class RowError(ValueError):
+    """A manifest row that cannot be an input."""
+
+
+def _seconds(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"{name} ({value!r}) is not a number of seconds") from None
+    if not math.isfinite(x) or x < 0:
+        raise RowError(f"{name} ({value!r}) must be a finite number >= 0")
+    return x
+
+
+def _questions(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise RowError(f"questions is not a JSON list ({exc.msg})") from None
+        else:
+            value = [text]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise RowError("questions must be a non-empty list of strings, or one string")
+    out = []
+    for k, q in enumerate(value, 1):
+        if not isinstance(q, str) or not q.strip():
+            raise RowError(f"question {k} is empty or not a string")
+        out.append(q.strip())
+    return tuple(out)
+
+
+def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """The checked ``Input`` fields of one row (path as a string); RowError when bad."""
+    bad = fields.get("__bad__")
+    if bad:
+        raise RowError(str(bad))
+    raw = fields.get("path")
+    if not isinstance(raw, str) or not raw.strip():
+        raise RowError("empty path" if raw in (None, "") else f"path {raw!r} is not a string")
+    start_s = _seconds(fields.get("start_s"), "start_s")
+    end_s = _seconds(fields.get("end_s"), "end_s")
+    if start_s is not None and end_s is not None and end_s <= start_s:
+        raise RowError(f"end_s ({end_s:g}) must be greater than start_s ({start_s:g})")
+    ident = fields.get("id")
+    return {
+        "path": raw.strip(),
+        "id": None if ident is None or ident == "" else str(ident),
+        "questions": _questions(fields.get("questions")),
+        "start_s": start_s,
+        "end_s": end_s,
+    }
+
+
+def bad_row(where: str, reason: str, kind: str | None) -> Input:
+    """The input standing for a row that cannot be one: it fails with ``where: reason``."""
+    return Input(Path(where), kind or "video", error=f"{where}: {reason}")

@@ -1,0 +1,248 @@
+"""Remote inputs (``s3://``, ``gs://``, ``https://``) through fsspec, staged to a local cache.
+
+Decoding seeks a lot, which is slow over a network, so a remote input is downloaded whole
+before it is opened: by the decode stage (a worker, not the driver), into
+``<cache>/<digest of the URI>/<file name>``, through a temporary file and an atomic rename.
+A cached copy is used again when the object's size and ETag (or modification time) are those
+recorded beside it, so a re-run downloads nothing that did not change.
+
+The resume key of a remote input is its URI, size and ETag (or modification time), read with
+one metadata request (``fs.info``) and no download (:func:`remote_fingerprint`).
+
+Each scheme needs its fsspec implementation (the package extras ``s3``, ``gcs``, ``http``);
+:func:`check_scheme` says which one is missing, in one line, before any heavy work. Options
+for the filesystems (``endpoint_url``, ``anon``, ``config_kwargs`` ...) come from
+``SampleConfig.storage_options`` or fsspec's own configuration (``FSSPEC_S3_ENDPOINT_URL``).
+Remote folders (scenes) are not supported: a remote input is one file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from framepipe.errors import ConfigError, FramepipeError, MissingDependencyError, SourceError
+from framepipe.utils import safe_stem, stable_digest
+
+log = logging.getLogger(__name__)
+
+EXTRAS: dict[str, tuple[str, str]] = {
+    "s3": ("s3", "s3fs"),
+    "s3a": ("s3", "s3fs"),
+    "gs": ("gcs", "gcsfs"),
+    "gcs": ("gcs", "gcsfs"),
+    "http": ("http", "aiohttp"),
+    "https": ("http", "aiohttp"),
+}
+"""URI scheme -> (framepipe extra, the package it installs)."""
+
+META_SUFFIX = ".framepipe.json"
+"""Beside each cached file: the URI, size, ETag and mtime it was downloaded at."""
+
+
+class RemoteError(SourceError):
+    """A remote input cannot be read (missing object, server down, cache not writable)."""
+
+
+def scheme_of(text: str) -> str | None:
+    """The URI scheme of ``text`` (``s3``, ``https`` ...), or None for a local path (a
+    Windows drive letter is not a scheme)."""
+    head, sep, _ = text.partition("://")
+    if not sep or len(head) < 2 or not head.replace("+", "").replace("-", "").isalnum():
+        return None
+    return head.lower()
+
+
+def is_remote(text: object) -> bool:
+    """Whether ``text`` is a URI with a scheme other than ``file``."""
+    if not isinstance(text, str):
+        return False
+    scheme = scheme_of(text)
+    return scheme is not None and scheme != "file"
+
+
+def check_scheme(uri: str) -> None:
+    """A one-line MissingDependencyError when ``uri``'s scheme has no fsspec implementation
+    here (naming the extra to install), ConfigError for a scheme fsspec does not know."""
+    scheme = scheme_of(uri) or ""
+    extra, package = EXTRAS.get(scheme, (None, None))
+    purpose = f"{scheme}:// inputs such as {uri}"
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec comes with every extra
+        raise MissingDependencyError("fsspec", extra or "s3", purpose) from None
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except ImportError as exc:
+        if package is None:
+            raise ConfigError(f"{uri}: {scheme}:// needs a package ({exc})") from None
+        raise MissingDependencyError(package, extra, purpose) from None
+    except ValueError:
+        raise ConfigError(f"{uri}: unknown URI scheme {scheme!r}") from None
+
+
+def default_cache_dir() -> Path:
+    """Where remote inputs are staged by default: ``$FRAMEPIPE_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/framepipe/remote`` (``~/.cache/framepipe/remote``)."""
+    env = os.environ.get("FRAMEPIPE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "framepipe" / "remote"
+
+
+def file_name(uri: str) -> str:
+    """The file name of a URI's object (its extension tells the kind)."""
+    name = unquote(urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1])
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        return safe_stem(name, 80)
+    return f"{safe_stem(stem, 80)}.{safe_stem(ext, 16)}"
+
+
+def cache_path(uri: str, cache_dir: str | Path | None = None) -> Path:
+    """Where ``uri`` is staged: ``<cache_dir>/<digest of the URI>/<file name>`` (no I/O)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / stable_digest(uri, 20) / file_name(uri)
+
+
+@dataclass(frozen=True)
+class RemoteStat:
+    """What one metadata request tells of a remote object."""
+
+    uri: str
+    size: int | None
+    etag: str | None
+    mtime: str | None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The input's identity in resume keys."""
+        out: dict[str, Any] = {"uri": self.uri, "size": self.size}
+        if self.etag is not None:
+            out["etag"] = self.etag
+        else:
+            out["mtime"] = self.mtime
+        return out
+
+
+def _filesystem(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+    import fsspec
+
+    check_scheme(uri)
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs, path
+
+
+def _why(uri: str, exc: BaseException) -> RemoteError:
+    """A one-line error naming ``uri`` for a failed remote call."""
+    if isinstance(exc, FileNotFoundError) or getattr(exc, "status", None) == 404:
+        return RemoteError(uri, "no such remote object")
+    if isinstance(exc, PermissionError):
+        return RemoteError(uri, f"access denied ({' '.join(str(exc).split())})")
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return RemoteError(uri, f"cannot read the remote object ({type(exc).__name__}: {text})")
+
+
+def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> RemoteStat:
+    """Size, ETag and modification time of ``uri`` (one metadata request); RemoteError when
+    the object is missing or the server cannot be reached."""
+    try:
+        fs, path = _filesystem(uri, storage_options)
+        info = fs.info(path)
+    except FramepipeError:
+        raise
+    except Exception as exc:
+        raise _why(uri, exc) from None
+    if info.get("type") == "directory":
+        raise RemoteError(uri, "is a remote folder (remote inputs are single files)")
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    mtime = (
+        info.get("LastModified")
+        or info.get("Last-Modified")
+        or info.get("last_modified")
+        or info.get("updated")
+        or info.get("mtime")
+    )
+    size = info.get("size")
+    return RemoteStat(
+        uri,
+        None if size is None else int(size),
+        None if etag is None else str(etag).strip('"'),
+        None if mtime is None else str(mtime),
+    )
+
+
+def remote_fingerprint(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The resume identity of ``uri`` (URI, size, ETag or mtime), without downloading it;
+    just the URI when its metadata cannot be read (the input then fails)."""
+    try:
+        return remote_stat(uri, storage_options).fingerprint()
+    except FramepipeError:
+        return {"uri": uri}
+
+
+def _cached(dest: Path, stat: RemoteStat) -> bool:
+    """Whether ``dest`` holds the object ``stat`` describes (size and ETag/mtime match)."""
+    meta = dest.with_name(dest.name + META_SUFFIX)
+    try:
+        recorded = json.loads(meta.read_text(encoding="utf-8"))
+        size = dest.stat().st_size
+    except (OSError, ValueError):
+        return False
+    if stat.etag is None and stat.mtime is None:
+        return False  # nothing tells whether it changed: download again
+    if stat.size is not None and size != stat.size:
+        return False
+    return bool(recorded == stat.fingerprint())
+
+
+def stage(
+    uri: str,
+    dest: Path,
+    *,
+    stat: RemoteStat | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Path:
+    """Download ``uri`` to ``dest`` (unless the cached copy is current) and return ``dest``.
+
+    The object is written to a temporary file beside ``dest`` and renamed into place, so a
+    killed download never leaves a partial file under the final name; concurrent stagings of
+    one URI each rename a whole copy. RemoteError (one line, naming the URI) on failure.
+    """
+    stat = stat or remote_stat(uri, storage_options)
+    if _cached(dest, stat):
+        log.debug("%s: using the cached copy %s", uri, dest)
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = f"cannot create the cache folder {dest.parent} ({exc.strerror or exc})"
+        raise RemoteError(uri, why) from None
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        fs, path = _filesystem(uri, storage_options)
+        fs.get_file(path, str(tmp))
+        got = tmp.stat().st_size
+        if stat.size is not None and got != stat.size:
+            raise RemoteError(uri, f"download incomplete ({got} of {stat.size} bytes)")
+        os.replace(tmp, dest)
+        meta = dest.with_name(dest.name + META_SUFFIX)
+        meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex[:12]}.part")
+        meta_tmp.write_text(json.dumps(stat.fingerprint()), encoding="utf-8")
+        os.replace(meta_tmp, meta)
+    except FramepipeError:
+        raise
+    except Exception as exc:
+        raise _why(uri, exc) from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    log.debug("%s: staged to %s (%s bytes)", uri, dest, stat.size)
+    return dest

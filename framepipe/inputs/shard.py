@@ -1,0 +1,76 @@
+"""``--shard I/N``: split a run into N independent parts, for array jobs (Slurm and the like)
+on clusters without a cluster engine.
+
+Shard ``I`` (0-based) of ``N`` takes the inputs whose identity hashes to ``I`` modulo ``N``:
+the identity is the input's URI or path as given (with its clip range, when a manifest row
+has one), hashed with a stable digest, so the split is the same on every machine and in every
+run, and independent of the order of the inputs. Every clip of an input belongs to the same
+shard, so the N outputs together hold exactly the records of one run (``framepipe merge``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from framepipe.discover import Input
+from framepipe.errors import ConfigError
+from framepipe.utils import stable_digest
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count`` (``0 <= index < count``)."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ConfigError(f"--shard: the number of shards ({self.count}) must be >= 1")
+        if not 0 <= self.index < self.count:
+            raise ConfigError(
+                f"--shard: index {self.index} is not in 0..{self.count - 1} (shards count from 0)"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    def takes(self, item: Input) -> bool:
+        """Whether ``item`` belongs to this shard."""
+        return shard_of(item, self.count) == self.index
+
+
+def parse_shard(text: str | Shard | tuple[int, int] | None) -> Shard | None:
+    """``"I/N"`` (or a Shard, or ``(I, N)``) -> :class:`Shard`; a one-line ConfigError for
+    anything else."""
+    if text is None or isinstance(text, Shard):
+        return text
+    if isinstance(text, tuple):
+        return Shard(int(text[0]), int(text[1]))
+    i, sep, n = str(text).strip().partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return Shard(int(i), int(n))
+    except ValueError:
+        raise ConfigError(
+            f"--shard {text!r}: expected I/N, e.g. 0/4 (shards count from 0)"
+        ) from None
+
+
+def identity(item: Input) -> list[object]:
+    """What decides an input's shard: its URI or path as given, and its clip range."""
+    return [item.source, item.start_s, item.end_s]
+
+
+def shard_of(item: Input, count: int) -> int:
+    """The shard (0..count-1) that ``item`` belongs to."""
+    return int(stable_digest(identity(item), 16), 16) % count
+
+
+def take_shard(inputs: Iterable[Input], shard: Shard | None) -> Iterator[Input]:
+    """The inputs of ``shard`` (all of them without one), lazily, in their order."""
+    for item in inputs:
+        if shard is None or shard.takes(item):
+            yield item

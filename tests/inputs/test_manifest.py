@@ -1,0 +1,180 @@
+"""Manifests (``--inputs-from``): txt, CSV, TSV, JSON Lines and Parquet; a manifest without a
+``path`` column fails before any work; a bad row is one failed record naming its line; a
+row's id, clip range and questions reach its records only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.discover import Input
+from framepipe.errors import ConfigError
+from framepipe.inputs import collect_inputs, manifest_inputs
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST, sample
+
+CFG = SampleConfig(n=2)
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("manifest_videos")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=1)  # 1 s at 30 fps
+    engine_plugins.make_video(d / "b.mp4", 60, seed=2)  # 2 s
+    return d
+
+
+def _write(path: Path, rows: list[dict[str, Any]], fmt: str) -> Path:
+    if fmt == "txt":
+        lines = ["# a comment", ""] + [r["path"] for r in rows]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    elif fmt in ("csv", "tsv"):
+        import csv
+
+        cols = sorted({k for r in rows for k in r})
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, cols, delimiter="\t" if fmt == "tsv" else ",")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        import pandas as pd
+
+        pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "tsv", "jsonl", "parquet"])
+def test_each_format_lists_its_rows(videos: Path, tmp_path: Path, fmt: str) -> None:
+    rows = [{"path": str(videos / "a.mp4")}, {"path": "b.mp4"}]  # relative: to the manifest
+    m = _write(videos / f"list-{fmt}.{fmt}", rows, fmt)
+    items = list(manifest_inputs(m))
+    assert [i.path for i in items] == [videos / "a.mp4", videos / "b.mp4"]
+    assert all(i.kind == "video" and i.error is None and i.uri is None for i in items)
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert (s.done, len(s.failed)) == (2, 0)
+    recs = list(read_records(tmp_path / "out" / MANIFEST))
+    assert sorted(r["source"] for r in recs) == [str(videos / "a.mp4"), str(videos / "b.mp4")]
+
+
+def test_a_manifest_streams_to_the_engine(videos: Path, tmp_path: Path) -> None:
+    m = _write(tmp_path / "l.txt", [{"path": str(videos / "a.mp4")}] * 3, "txt")
+    inputs, notes = collect_inputs([], inputs_from=m)
+    assert not isinstance(inputs, list) and not hasattr(inputs, "__len__") and notes == []
+    seen: list[Any] = []
+    s = sample(
+        [], tmp_path / "o", CFG, inputs_from=m, workers=1, on_input=lambda i, n: seen.append(i)
+    )
+    assert not hasattr(seen[0], "__len__")  # the run was given the stream, not a list
+    # three rows of the same file are three inputs with the same clip: one record (the
+    # writer keeps one record per clip), counted as done once and skipped twice
+    assert s.done + s.skipped >= 1 and not s.failed
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_no_path_column_is_one_error_before_any_work(tmp_path: Path, fmt: str) -> None:
+    m = _write(tmp_path / f"bad.{fmt}", [{"file": "a.mp4", "id": "x"}], fmt)
+    with pytest.raises(ConfigError, match=r"bad\.\w+: the manifest has no 'path' column"):
+        collect_inputs([], inputs_from=m)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sample", "--inputs-from", str(m), "-o", str(out)])
+    assert res.exit_code != 0
+    assert "no 'path' column" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (out / MANIFEST).exists()  # nothing ran
+
+
+def test_a_missing_manifest_is_one_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the manifest"):
+        collect_inputs([], inputs_from=tmp_path / "nope.csv")
+
+
+def test_bad_rows_are_failed_records_naming_the_line(videos: Path, tmp_path: Path) -> None:
+    m = tmp_path / "rows.csv"
+    m.write_text(
+        "path,start_s,end_s,questions\n"
+        f"{videos / 'a.mp4'},,,\n"  # line 2: fine
+        ",,,\n"  # line 3: blank row: skipped
+        '"",1,,\n'  # line 4: empty path
+        f"{videos / 'a.mp4'},2,1,\n"  # line 5: end before start
+        f"{videos / 'a.mp4'},x,,\n"  # line 6: not a number
+        f'{videos / "a.mp4"},,,"[1, 2]"\n'  # line 7: questions not strings
+        f"{videos / 'b.mp4'},5,,\n",  # line 8: no frame in the range
+        encoding="utf-8",
+    )
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert s.done == 1
+    errors = [e for _, e in s.failed]  # in manifest order (one process)
+    assert len(errors) == 5
+    assert errors[0] == f"{m}:4: empty path"
+    assert errors[1] == f"{m}:5: end_s (1) must be greater than start_s (2)"
+    assert errors[2].startswith(f"{m}:6: start_s ('x') is not a number")
+    assert errors[3].startswith(f"{m}:7: question 1 is empty or not a string")
+    assert "no frame in the clip range 5..end s" in errors[4] and str(videos / "b.mp4") in errors[4]
+    recs = list(read_records(tmp_path / "out" / MANIFEST))
+    assert len(recs) == 6 and len({r["key"] for r in recs}) == 6  # one record per bad row
+    assert all("\n" not in r["error"] for r in recs if r["status"] == "failed")
+
+
+def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: Path) -> None:
+    m = tmp_path / "rows.jsonl"
+    rows = [
+        {"path": str(videos / "b.mp4"), "id": "first", "start_s": 0.5, "end_s": 1.0},
+        {"path": str(videos / "b.mp4"), "id": 7},
+        {"path": str(videos / "a.mp4")},
+    ]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    s = sample([], tmp_path / "out", SampleConfig(n=3), inputs_from=m, workers=0)
+    assert (s.done, s.failed) == (3, [])
+    recs = list(read_records(tmp_path / "out" / MANIFEST))
+    by_id = {r.get("id"): r for r in recs}
+    assert set(by_id) == {"first", "7", None}
+    ranged, whole = by_id["first"], by_id["7"]
+    # 30 fps: frames 15..29 are the ones from 0.5 s to before 1.0 s
+    assert (ranged["clip"]["start_frame"], ranged["clip"]["end_frame"]) == (15, 30)
+    assert ranged["clip"]["start_s"] == pytest.approx(0.5)
+    assert ranged["clip"]["end_s"] == pytest.approx(1.0)
+    assert all(15 <= i < 30 for i in ranged["indices"])
+    assert all(0.5 - 1e-6 <= t < 1.0 for t in ranged["timestamps_s"])
+    assert (whole["clip"]["start_frame"], whole["clip"]["end_frame"]) == (0, 60)
+    assert ranged["key"] != whole["key"]
+    assert "id" not in by_id[None]
+
+
+def test_windows_are_cut_to_the_range(videos: Path) -> None:
+    from framepipe.stages import iter_clip_jobs
+
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    item = Input(videos / "b.mp4", "video", start_s=0.7, end_s=1.6)
+    clips = [j.record.clip for j in iter_clip_jobs(item, cfg, read_frames=False)]
+    assert clips is not None
+    spans = [(c["start_frame"], c["end_frame"]) for c in clips if c]
+    assert spans == [(21, 30), (30, 45), (45, 48)]  # windows 0.5-1.0, 1.0-1.5, 1.5-2.0 cut
+    assert all(c and c["label"] == "window" for c in clips)
+
+
+def test_a_range_on_a_scene_is_a_failed_record(tmp_path: Path) -> None:
+    import scene_media
+
+    scene = tmp_path / "scene"
+    scene_media.write_scene(scene, [(a, 0.0) for a in (0, 90, 180, 270)])
+    m = tmp_path / "l.jsonl"
+    m.write_text(json.dumps({"path": str(scene), "start_s": 1}) + "\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert len(s.failed) == 1 and "applies to videos" in s.failed[0][1]
+
+
+def test_inputs_given_as_objects_and_iterators(videos: Path, tmp_path: Path) -> None:
+    items = iter([Input(videos / "a.mp4", "video", id="obj"), str(videos / "b.mp4")])
+    s = sample(items, tmp_path / "out", CFG, workers=0)  # type: ignore[arg-type]
+    assert (s.done, s.failed) == (2, [])
+    ids = sorted(str(r.get("id")) for r in read_records(tmp_path / "out" / MANIFEST))
+    assert ids == ["None", "obj"]
