@@ -39,6 +39,7 @@ from framepipe.engine.local import (
     default_workers,
 )
 from framepipe.inputs import Shard, peek_kinds
+from framepipe.engine.ray import RayOptions, start_engine
 from framepipe.output import JsonlWriter
 from framepipe.questions import check_questions, check_system, default_question
 from framepipe.records import derive, local_weights_fingerprint
@@ -111,6 +112,8 @@ class Pipeline:
         decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
         frames_dir: str | Path | None = None,
         generator: Generator | None = None,
+        engine: str = "local",
+        ray_options: RayOptions | None = None,
     ) -> None:
         self.questions = check_questions(questions)
         self.system = check_system(system)
@@ -123,6 +126,10 @@ class Pipeline:
         self.frames_dir = None if frames_dir is None else Path(frames_dir)
         self._generator = generator
         self._spec: ModelSpec | None = getattr(generator, "spec", None)
+        self.engine = engine
+        """``local`` (decoding worker processes, the model here) or ``ray`` (Ray Data: read
+        and generation actors, see :mod:`framepipe.engine.ray`; ``ray_options``)."""
+        self.ray_options = ray_options
 
     # -- model ------------------------------------------------------------------------------
     @functools.cached_property
@@ -210,6 +217,7 @@ class Pipeline:
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
+        ray_options = start_engine(self.engine, self.ray_options)  # Ray joined or started
         out = None if output is None else Path(output)
         if out is not None:
             check_writable(out)
@@ -251,6 +259,23 @@ class Pipeline:
                 _save_frames,
                 frames_dir=self.frames_dir.resolve(),
                 rel_to=None if out is None else out.resolve().parent,
+            )
+        if ray_options is not None:
+            from framepipe.runs.on_ray import caption_on_ray
+
+            return caption_on_ray(
+                self,
+                ray_options,
+                tasks,
+                out,
+                summary,
+                prepare=prepare,
+                gen_json=gen_json,
+                t0=t0,
+                overwrite=overwrite,
+                keep_records=keep_records,
+                on_record=on_record,
+                on_skip=on_skip,
             )
         # Resuming: the records already there (a torn last line is cut off). Overwriting
         # truncates the file only once the model has loaded.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from framepipe.config import SampleConfig
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
+from framepipe.engine.ray import RayEngine, RayOptions, start_engine
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard
 from framepipe.output import JsonlWriter
@@ -50,6 +51,8 @@ def sample(
     keep_records: bool = True,
     on_input: OnInput | None = None,
     on_record: OnRecord | None = None,
+    engine: str = "local",
+    ray_options: RayOptions | None = None,
     inputs_from: str | Path | Iterable[str | Path] | None = None,
     cache_dir: str | Path | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
@@ -69,9 +72,12 @@ def sample(
     manifest has them all, and a long run does not hold them in memory. ``paths`` may hold
     remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed, never
     listed); remote inputs are staged under ``cache_dir``; ``shard="I/N"`` samples only that
-    shard of the inputs (see :mod:`framepipe.inputs`).
+    shard of the inputs (see :mod:`framepipe.inputs`). ``engine="ray"`` runs the stages on
+    Ray Data (``ray_options``: the cluster, actors and resources; see
+    :mod:`framepipe.engine.ray`); ``workers`` is then not used.
     """
     cfg = cfg or SampleConfig()
+    ray_options = start_engine(engine, ray_options)  # engine="ray": on Ray Data
     out = Path(out_dir)
     t0 = time.perf_counter()
     inputs, notes = find_inputs(
@@ -87,8 +93,28 @@ def sample(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
+    if ray_options is not None:
+        from framepipe.runs.on_ray import run_on_ray
+
+        prepare = functools.partial(
+            _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
+        )
+        ray_engine = RayEngine(
+            cfg, ray_options, decode_timeout_s, prepare=prepare, send_frames=False
+        )
+        tasks = (EngineTask(item) for item in inputs)
+        return run_on_ray(
+            ray_engine,
+            tasks,
+            out / MANIFEST,
+            summary,
+            t0=t0,
+            overwrite=overwrite,
+            keep_records=keep_records,
+            on_record=on_record,
+        )
     with JsonlWriter(out / MANIFEST, overwrite=overwrite) as writer:
-        engine = LocalEngine(
+        local_engine = LocalEngine(
             cfg,
             workers=workers,
             decode_timeout_s=decode_timeout_s,
@@ -99,8 +125,8 @@ def sample(
             send_frames=False,
         )
         record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
-        with accounted(summary, engine, t0):
-            for job in engine.run(EngineTask(item) for item in inputs):
+        with accounted(summary, local_engine, t0):
+            for job in local_engine.run(EngineTask(item) for item in inputs):
                 record(job.record)
     return summary
 
