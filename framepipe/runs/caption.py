@@ -38,8 +38,8 @@ from framepipe.engine.local import (
     LocalEngine,
     default_workers,
 )
-from framepipe.inputs import Shard, peek_kinds
 from framepipe.engine.ray import RayOptions, start_engine
+from framepipe.inputs import Shard, peek_kinds
 from framepipe.output import JsonlWriter
 from framepipe.questions import check_questions, check_system, default_question
 from framepipe.records import derive, local_weights_fingerprint
