@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import open3d as o3d
 import pytest
+from test_render import write_glb  # tests/sources is on the path (no __init__.py)
 
 from framepipe.errors import ConfigError
 from framepipe.sources.render import RenderSource
-from test_render import write_glb  # tests/sources is on the path (no __init__.py)
 
 SIZE = 96
 MUG = (0.8, 0.15, 0.1)
@@ -193,7 +193,7 @@ def test_whole_objects_keep_the_orbit(tmp_path: Path, offset: float) -> None:
     s = rng.normal(size=(4000, 3))
     s /= np.linalg.norm(s, axis=1, keepdims=True)
     p = tmp_path / "ball.xyz"
-    p.write_text("".join(f"{x} {y} {z}\n" for x, y, z in s + [offset, offset, offset]))
+    p.write_text("".join(f"{x} {y} {z}\n" for x, y, z in s + np.full(3, offset)))
     info = RenderSource(p, size=SIZE, num_views=4).info()
     assert info.extra["placement"]["placement"] == "orbit"
     assert info.extra["up"] == "z" and "convention" in info.extra["up_source"]
