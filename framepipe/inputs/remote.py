@@ -142,6 +142,13 @@ def _filesystem(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, 
 
 def _why(uri: str, exc: BaseException) -> RemoteError:
     """A one-line error naming ``uri`` for a failed remote call."""
+    cause = exc.__cause__
+    if isinstance(exc, FileNotFoundError) and cause is not None:
+        # fsspec's HTTP filesystem says "not found" for any failure: the cause tells
+        if getattr(cause, "status", None) in (None, 404) and isinstance(cause, OSError):
+            exc = cause  # the server could not be reached
+        elif getattr(cause, "status", 404) != 404:
+            exc = cause
     if isinstance(exc, FileNotFoundError) or getattr(exc, "status", None) == 404:
         return RemoteError(uri, "no such remote object")
     if isinstance(exc, PermissionError):

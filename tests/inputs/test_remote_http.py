@@ -1,0 +1,160 @@
+"""Remote inputs over HTTP against a real server on 127.0.0.1: staged to the cache before
+decoding (by the decode stage), reused while size and ETag match, the record names the URI;
+a missing object and a dead server are one failed record each; a scheme without its fsspec
+extra is a one-line error before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+from remote_servers import free_port, http_server
+
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.errors import MissingDependencyError
+from framepipe.inputs import collect_inputs
+from framepipe.inputs.remote import cache_path, remote_fingerprint, remote_stat
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST, sample
+
+CFG = SampleConfig(n=2)
+
+
+@pytest.fixture()
+def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+    root = tmp_path / "www"
+    engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
+    engine_plugins.make_video(root / "b.mp4", 20, seed=4)
+    with http_server(root) as (url, gets):
+        yield root, url, gets
+
+
+def test_an_http_input_is_staged_and_named_by_its_uri(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, url, gets = served
+    uri = f"{url}/clips/a.mp4"
+    cache = tmp_path / "cache"
+    s = sample([uri], tmp_path / "out", CFG, cache_dir=cache, workers=1)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["source"] == uri and rec["status"] == "ok" and len(rec["indices"]) == 2
+    staged = cache_path(uri, cache)
+    assert staged.is_file() and staged.read_bytes() == (root / "clips" / "a.mp4").read_bytes()
+    assert gets["/clips/a.mp4"] == 1
+    assert not [p for p in staged.parent.iterdir() if p.name.endswith(".part")]
+    # the same object: the cached copy is used (no second download), the clip is done
+    again = sample([uri], tmp_path / "out", CFG, cache_dir=cache, workers=0)
+    assert (again.done, again.skipped) == (0, 1)
+    fresh = sample([uri], tmp_path / "out2", CFG, cache_dir=cache, workers=0)
+    assert fresh.done == 1 and gets["/clips/a.mp4"] == 1
+    # frames equal those of the local file
+    local = sample([root / "clips" / "a.mp4"], tmp_path / "local", CFG, workers=0)
+    (lrec,) = read_records(tmp_path / "local" / MANIFEST)
+    assert local.done == 1 and lrec["indices"] == rec["indices"]
+    assert lrec["timestamps_s"] == rec["timestamps_s"]
+
+
+def test_the_fingerprint_is_uri_size_and_etag_without_a_download(served) -> None:  # type: ignore[no-untyped-def]
+    root, url, gets = served
+    uri = f"{url}/b.mp4"
+    fp = remote_fingerprint(uri)
+    size = (root / "b.mp4").stat().st_size
+    assert fp["uri"] == uri and fp["size"] == size and fp["etag"]
+    assert gets["/b.mp4"] == 0  # a HEAD request only
+    before = remote_stat(uri)
+    engine_plugins.make_video(root / "b.mp4", 24, seed=5)  # the object changes
+    os.utime(root / "b.mp4", ns=(1, 1))
+    after = remote_stat(uri)
+    assert after.etag != before.etag
+
+
+def test_a_changed_object_is_downloaded_and_answered_again(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root, url, gets = served
+    uri = f"{url}/b.mp4"
+    cache = tmp_path / "cache"
+    assert sample([uri], tmp_path / "out", CFG, cache_dir=cache, workers=0).done == 1
+    engine_plugins.make_video(root / "b.mp4", 40, seed=6)
+    os.utime(root / "b.mp4", ns=(10**18, 10**18))
+    s = sample([uri], tmp_path / "out", CFG, cache_dir=cache, workers=0)
+    assert (s.done, s.skipped) == (1, 0) and gets["/b.mp4"] == 2
+    assert cache_path(uri, cache).read_bytes() == (root / "b.mp4").read_bytes()
+
+
+def test_missing_object_and_dead_server_are_one_failed_record_each(
+    served,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    _, url, _ = served
+    missing = f"{url}/nope.mp4"
+    dead = f"http://127.0.0.1:{free_port()}/a.mp4"
+    good = f"{url}/b.mp4"
+    m = tmp_path / "list.jsonl"
+    rows = [{"path": missing, "id": "m"}, {"path": dead, "id": "d"}, {"path": good, "id": "g"}]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, cache_dir=tmp_path / "c", workers=1)
+    assert s.done == 1 and len(s.failed) == 2
+    recs = {r["id"]: r for r in read_records(tmp_path / "out" / MANIFEST)}
+    assert recs["g"]["status"] == "ok" and recs["g"]["source"] == good
+    assert (
+        recs["m"]["source"] == missing and recs["m"]["error"] == f"{missing}: no such remote object"
+    )
+    assert recs["d"]["source"] == dead and recs["d"]["error"].startswith(
+        f"{dead}: cannot read the remote object"
+    )
+    for r in (recs["m"], recs["d"]):
+        assert r["status"] == "failed" and "\n" not in r["error"] and r["key"]
+        assert r["error"].count(r["source"]) == 1
+
+
+def test_a_scheme_without_its_extra_is_one_error_before_any_work(tmp_path: Path) -> None:
+    try:
+        import gcsfs  # noqa: F401
+
+        pytest.skip("gcsfs is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(MissingDependencyError, match=r"pip install 'framepipe\[gcs\]'"):
+        collect_inputs(["gs://bucket/a.mp4"])
+    m = tmp_path / "l.txt"
+    m.write_text("gs://bucket/a.mp4\n", encoding="utf-8")
+    with pytest.raises(MissingDependencyError, match=r"gcsfs is not installed"):
+        collect_inputs([], inputs_from=m)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sample", "gs://bucket/a.mp4", "-o", str(out)])
+    assert res.exit_code != 0 and "framepipe[gcs]" in res.output
+    assert len(res.output.strip().splitlines()) == 1 and not (out / MANIFEST).exists()
+
+
+def test_a_later_row_without_its_extra_is_a_failed_record(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    try:
+        import gcsfs  # noqa: F401
+
+        pytest.skip("gcsfs is installed here")
+    except ImportError:
+        pass
+    _, url, _ = served
+    m = tmp_path / "l.txt"
+    m.write_text(f"{url}/b.mp4\ngs://bucket/a.mp4\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, cache_dir=tmp_path / "c", workers=0)
+    assert s.done == 1 and len(s.failed) == 1
+    src, err = s.failed[0]
+    assert src == "gs://bucket/a.mp4" and "pip install 'framepipe[gcs]'" in err
+
+
+def test_the_cli_reads_a_manifest_of_uris(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, url, _ = served
+    m = tmp_path / "l.csv"
+    m.write_text(f"path,id\n{url}/b.mp4,x\n{url}/clips/a.mp4,y\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["sample", "--inputs-from", str(m), "-n", "2", "-o", str(out)]
+    res = CliRunner().invoke(cli, [*args, "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    recs = sorted(read_records(out / MANIFEST), key=lambda r: r["id"])
+    assert [(r["id"], r["source"]) for r in recs] == [
+        ("x", f"{url}/b.mp4"),
+        ("y", f"{url}/clips/a.mp4"),
+    ]

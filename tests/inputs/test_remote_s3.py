@@ -1,0 +1,115 @@
+"""Remote inputs on S3, against an S3-compatible server process on 127.0.0.1 (moto's
+server mode): staged before decoding, fingerprinted by URI + size + ETag, the record names
+the URI; a missing object and a dead server are one failed record each."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+from remote_servers import S3_ENV, free_port, moto_s3_server
+
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.inputs.remote import cache_path, remote_fingerprint
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST, sample
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+FAST = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    mp = pytest.MonkeyPatch()
+    for k, v in S3_ENV.items():
+        mp.setenv(k, v)
+    try:
+        with moto_s3_server() as url:
+            yield url
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def bucket(s3: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    import s3fs
+
+    d = tmp_path_factory.mktemp("s3src")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=7)
+    engine_plugins.make_video(d / "b.mp4", 45, seed=8)
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("media")
+    fs.put_file(str(d / "a.mp4"), "media/v/a.mp4")
+    fs.put_file(str(d / "b.mp4"), "media/b.mp4")
+    return s3, d
+
+
+def _cfg(endpoint: str, **kw: Any) -> SampleConfig:
+    return SampleConfig(n=2, storage_options={"endpoint_url": endpoint, **FAST, **kw})
+
+
+def test_an_s3_input_is_staged_and_named_by_its_uri(
+    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    url, src = bucket
+    uri = "s3://media/v/a.mp4"
+    fp = remote_fingerprint(uri, {"endpoint_url": url})
+    assert fp["uri"] == uri and fp["size"] == (src / "a.mp4").stat().st_size and fp["etag"]
+    cache = tmp_path / "cache"
+    s = sample([uri], tmp_path / "out", _cfg(url), cache_dir=cache, workers=1)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["source"] == uri and rec["status"] == "ok"
+    assert cache_path(uri, cache).read_bytes() == (src / "a.mp4").read_bytes()
+    local = sample([src / "a.mp4"], tmp_path / "local", SampleConfig(n=2), workers=0)
+    (lrec,) = read_records(tmp_path / "local" / MANIFEST)
+    assert local.done == 1 and lrec["indices"] == rec["indices"]
+    # a re-run: the clip is done (same URI, size and ETag)
+    again = sample([uri], tmp_path / "out", _cfg(url), cache_dir=cache, workers=0)
+    assert (again.done, again.skipped) == (0, 1)
+
+
+def test_missing_object_and_dead_server_are_one_failed_record_each(
+    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    url, _ = bucket
+    m = tmp_path / "l.jsonl"
+    rows = [{"path": "s3://media/b.mp4", "id": "ok"}, {"path": "s3://media/gone.mp4", "id": "gone"}]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    s = sample([], tmp_path / "out", _cfg(url), inputs_from=m, cache_dir=tmp_path / "c", workers=1)
+    assert s.done == 1 and s.failed == [
+        ("s3://media/gone.mp4", "s3://media/gone.mp4: no such remote object")
+    ]
+    dead = f"http://127.0.0.1:{free_port()}"
+    s = sample(["s3://media/b.mp4"], tmp_path / "dead", _cfg(dead), cache_dir=tmp_path / "c2")
+    assert s.done == 0 and len(s.failed) == 1
+    src, err = s.failed[0]
+    assert src == "s3://media/b.mp4" and err.startswith("s3://media/b.mp4: cannot read the remote")
+    assert "\n" not in err
+
+
+def test_the_cli_takes_the_endpoint_as_a_storage_option(
+    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    url, _ = bucket
+    out = tmp_path / "out"
+    args = ["sample", "s3://media/b.mp4", "-n", "2", "-o", str(out), "--workers", "0"]
+    args += ["--storage-option", f"endpoint_url={url}", "--cache-dir", str(tmp_path / "c")]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["source"] == "s3://media/b.mp4" and rec["status"] == "ok"
