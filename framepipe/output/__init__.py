@@ -19,6 +19,7 @@ from framepipe.output.store import (
     read_done_keys,
     read_output,
     record_files,
+    writer_target,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "read_records",
     "record_files",
     "write_frames",
+    "writer_target",
 ]

@@ -81,6 +81,8 @@ class JsonlWriter:
         self.fsync = fsync
         self.retry_failed = retry_failed
         self.compact = compact
+        self.written = 0
+        """Records written by this writer."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and self.path.exists():
@@ -147,6 +149,7 @@ class JsonlWriter:
                 os.fsync(self._fh.fileno())
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
+        self.written += 1
         if rec.get("key") and (rec.get("status") == "ok" or not self.retry_failed):
             self.done_keys.add(str(rec["key"]))
 

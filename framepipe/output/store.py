@@ -66,8 +66,12 @@ PathLike = str | os.PathLike[str]
 
 
 def is_folder_output(path: PathLike) -> bool:
-    """Whether ``path`` names a folder of part files (an existing folder, or ends with /)."""
-    return str(path).endswith(("/", os.sep)) or Path(path).is_dir()
+    """Whether ``path`` names a folder of part files: it ends with ``/``, or is a folder that
+    holds part files already (any other folder is not an output)."""
+    if str(path).endswith(("/", os.sep)):
+        return True
+    p = Path(path)
+    return p.is_dir() and (any(p.glob(f"{PART_PREFIX}*")) or any(p.glob(f".{PART_PREFIX}*")))
 
 
 def format_of(path: PathLike, format: str | None = None) -> str:
@@ -215,6 +219,11 @@ class ParquetWriter:
         )
         self.done_keys = self._log.done_keys
 
+    @property
+    def written(self) -> int:
+        """Records written by this writer."""
+        return self._log.written
+
     def is_done(self, key: str) -> bool:
         return key in self.done_keys
 
@@ -258,6 +267,18 @@ RecordWriter = JsonlWriter | ParquetWriter
 """What :func:`open_writer` returns."""
 
 
+def writer_target(path: PathLike, format: str | None = None, part: str | int | None = None) -> Path:
+    """The file :func:`open_writer` appends to (checks the format and the part name first:
+    ConfigError)."""
+    if is_folder_output(path) or part is not None:
+        return part_path(path, 0 if part is None else part, format_of("", format))
+    fmt = format_of(path, format)
+    suffix = Path(path).suffix.lower()
+    if suffix in SUFFIXES and SUFFIXES[suffix] != fmt:
+        raise ConfigError(f"{path}: a {SUFFIXES[suffix]} file name for {fmt} output")
+    return Path(path)
+
+
 def open_writer(
     path: PathLike,
     format: str | None = None,
@@ -269,20 +290,14 @@ def open_writer(
 ) -> RecordWriter:
     """A writer of records into the output ``path`` (see the module). ``overwrite`` starts
     the file (or the part) afresh; ``retry_failed=False`` counts failed records as done."""
-    folder = is_folder_output(path) or part is not None
+    target = writer_target(path, format, part)
+    folder = part is not None or is_folder_output(path)
+    fmt = format_of(target)
     if folder:
-        fmt = format_of("", format)
-        target = part_path(path, 0 if part is None else part, fmt)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{path}: cannot create the output folder ({exc})") from exc
-    else:
-        fmt = format_of(path, format)
-        target = Path(path)
-        suffix = target.suffix.lower()
-        if suffix in SUFFIXES and SUFFIXES[suffix] != fmt:
-            raise ConfigError(f"{target}: a {SUFFIXES[suffix]} file name for {fmt} output")
     done: set[str] = (
         set()
         if overwrite

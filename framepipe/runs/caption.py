@@ -19,7 +19,6 @@ options; ``framepipe caption`` calls it too.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import logging
@@ -40,7 +39,7 @@ from framepipe.engine.local import (
 )
 from framepipe.engine.ray import RayOptions, start_engine
 from framepipe.inputs import Shard, peek_kinds
-from framepipe.output import JsonlWriter
+from framepipe.output import open_writer, record_files, writer_target
 from framepipe.questions import check_questions, check_system, default_question
 from framepipe.records import derive, local_weights_fingerprint
 from framepipe.runs.answer import RANDOM_WEIGHTS_NOTE, Answerer  # noqa: F401 - re-exported
@@ -50,7 +49,9 @@ from framepipe.runs.common import (
     Recorder,
     RunSummary,
     accounted,
+    check_output,
     check_writable,
+    discard_if_empty,
     find_inputs,
     save_clip_images,
 )
@@ -198,6 +199,9 @@ class Pipeline:
         output: str | Path | None = "results.jsonl",
         *,
         overwrite: bool = False,
+        format: str | None = None,
+        retry_failed: bool = True,
+        part: str | None = None,
         keep_records: bool = True,
         on_input: OnInput | None = None,
         on_record: OnRecord | None = None,
@@ -208,9 +212,13 @@ class Pipeline:
     ) -> CaptionSummary:
         """Answer every clip of every input under ``paths``.
 
-        With ``output`` (a JSONL file), records are appended as they finish and a re-run
-        with the same settings skips the clips already answered (``overwrite`` starts
-        afresh); with ``output=None`` nothing is written and the records are only returned.
+        With ``output`` (a JSONL or, ``format="parquet"`` or by its suffix, a Parquet file;
+        a folder, or a path ending with ``/``, gets the part file ``part-<part>.<format>``:
+        see :func:`framepipe.output.open_writer`), records are appended as they finish and a
+        re-run with the same settings skips the clips already answered (``retry_failed=False``:
+        failed ones too); its records replace the old ones of the same clips, so the output
+        holds one record per clip (``overwrite`` starts afresh); with ``output=None``
+        nothing is written and the records are only returned.
         Failed clips are records with ``status: failed``; the run goes on. ``paths`` may
         hold remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed;
         a row's questions replace ``questions`` for it); remote inputs are staged under
@@ -219,8 +227,9 @@ class Pipeline:
         t0 = time.perf_counter()
         ray_options = start_engine(self.engine, self.ray_options)  # Ray joined or started
         out = None if output is None else Path(output)
-        if out is not None:
-            check_writable(out)
+        target = None if output is None else writer_target(output, format, part)
+        if output is not None:
+            check_output(output)
         if self.frames_dir is not None:
             check_writable(self.frames_dir / ".framepipe-check", "frames folder")
         inputs, notes = find_inputs(
@@ -258,7 +267,7 @@ class Pipeline:
             prepare = functools.partial(
                 _save_frames,
                 frames_dir=self.frames_dir.resolve(),
-                rel_to=None if out is None else out.resolve().parent,
+                rel_to=None if target is None else target.resolve().parent,
             )
         if ray_options is not None:
             from framepipe.runs.on_ray import caption_on_ray
@@ -279,8 +288,10 @@ class Pipeline:
             )
         # Resuming: the records already there (a torn last line is cut off). Overwriting
         # truncates the file only once the model has loaded.
-        created = out is not None and not out.exists()
-        writer = None if out is None or overwrite else JsonlWriter(out)
+        created = target is not None and not record_files(target)
+        writer = None
+        if output is not None and not overwrite:
+            writer = open_writer(output, format, part=part, retry_failed=retry_failed)
         workers = default_workers() if self.workers is None else self.workers
         batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
         engine = LocalEngine(
@@ -299,16 +310,15 @@ class Pipeline:
                 gen = self.load()
                 summary.load_s = time.perf_counter() - t_load
                 summary.model = model_info = dict(gen.describe())
-                if out is not None and writer is None:
-                    writer = JsonlWriter(out, overwrite=True)
+                if output is not None and writer is None:
+                    writer = open_writer(
+                        output, format, part=part, overwrite=True, retry_failed=retry_failed
+                    )
                 record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
                 self._answer_all(engine, gen, record, summary, model_info, gen_json)
         except BaseException:
-            if writer is not None and out is not None and created:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    if out.stat().st_size == 0:  # e.g. the weights failed to load
-                        out.unlink()
+            if writer is not None and created:
+                discard_if_empty(writer)  # e.g. the weights failed to load
             raise
         finally:
             if writer is not None:
@@ -385,8 +395,9 @@ def caption(
     """Answer questions about every clip under ``paths`` into ``output``: a :class:`Pipeline`
     made from its ``options`` (``model``, ``settings``, ``sample``, ``questions``,
     ``system``, ``workers``, ``prefetch``, ``decode_timeout_s``, ``frames_dir``), run once
-    with those of :meth:`Pipeline.run` (``overwrite``, ``keep_records``, ``on_input``,
-    ``on_record``, ``on_skip``). ``framepipe caption`` calls this too."""
+    with those of :meth:`Pipeline.run` (``overwrite``, ``format``, ``retry_failed``, ``part``,
+    ``keep_records``, ``on_input``, ``on_record``, ``on_skip``). ``framepipe caption``
+    calls this too."""
     run_names = inspect.signature(Pipeline.run).parameters.keys() - {"self", "paths", "output"}
     run_options = {k: options.pop(k) for k in run_names & options.keys()}
     return Pipeline(**options).run(paths, output, **run_options)

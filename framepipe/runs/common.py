@@ -23,7 +23,13 @@ from framepipe.discover import Input, Skipped
 from framepipe.engine.local import LocalEngine
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard, collect_inputs
-from framepipe.output import JsonlWriter, contact_sheet, write_frames
+from framepipe.output import (
+    RecordWriter,
+    contact_sheet,
+    is_folder_output,
+    read_output,
+    write_frames,
+)
 from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
@@ -94,7 +100,7 @@ class Recorder:
     counted in ``summary`` (kept there with ``keep``) and passed to ``on_record``."""
 
     summary: RunSummary
-    writer: JsonlWriter | None = None
+    writer: RecordWriter | None = None
     keep: bool = True
     on_record: OnRecord | None = None
 
@@ -135,6 +141,24 @@ def check_writable(path: Path, what: str = "output") -> None:
         raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
+
+
+def check_output(path: str | Path) -> None:
+    """OutputError unless the output ``path`` (a records file, or a folder of part files:
+    see :func:`framepipe.output.open_writer`) can be written."""
+    if is_folder_output(path):
+        check_writable(Path(path) / ".framepipe-check", "output folder")
+    else:
+        check_writable(Path(path))
+
+
+def discard_if_empty(writer: RecordWriter) -> None:
+    """Close ``writer`` and remove its file when it holds no record (a run that failed
+    before writing any, on an output it created)."""
+    writer.close()
+    with contextlib.suppress(OSError):
+        if not any(True for _ in read_output(writer.path)):
+            writer.path.unlink()
 
 
 def clip_dir_name(source: str, clip_index: int) -> str:

@@ -21,7 +21,7 @@ from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEn
 from framepipe.engine.ray import RayEngine, RayOptions, start_engine
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard
-from framepipe.output import JsonlWriter
+from framepipe.output import format_of, open_writer
 from framepipe.records import derive, fail
 from framepipe.runs.common import (
     OnInput,
@@ -38,12 +38,25 @@ from framepipe.types import ClipResult
 MANIFEST = "manifest.jsonl"
 
 
+def manifest_path(out_dir: str | Path, format: str | None = None) -> Path:
+    """The records file of a ``sample`` output folder: ``manifest.jsonl``, or
+    ``manifest.parquet`` (``format="parquet"``, or without ``format`` when only that one is
+    there)."""
+    out = Path(out_dir)
+    if format is None:
+        parquet = out / "manifest.parquet"
+        format = "parquet" if parquet.exists() and not (out / MANIFEST).exists() else "jsonl"
+    return out / f"manifest.{format_of('', format)}"
+
+
 def sample(
     paths: Iterable[str | Path],
     out_dir: str | Path,
     cfg: SampleConfig | None = None,
     *,
     overwrite: bool = False,
+    format: str | None = None,
+    retry_failed: bool = True,
     image_format: str = "jpg",
     sheets: bool = True,
     workers: int = 1,
@@ -59,8 +72,10 @@ def sample(
 ) -> RunSummary:
     """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
 
-    ``out_dir/manifest.jsonl`` gets one record per clip. A re-run skips clips whose ``ok``
-    record is already there (same source file and settings); ``overwrite`` starts afresh.
+    ``out_dir/manifest.jsonl`` (``format="parquet"``: ``manifest.parquet``) gets one record
+    per clip. A re-run skips clips whose ``ok`` record is already there (same source file
+    and settings; ``retry_failed=False``: failed ones too) and its new records replace the
+    old ones of the same clips; ``overwrite`` starts afresh.
     Failures are records; the run always goes on. ``on_input`` is called once with what
     discovery found, ``on_record`` after each record (for progress bars). ``workers``
     processes decode and write the frames (one by default; with more, records come in the
@@ -113,7 +128,8 @@ def sample(
             keep_records=keep_records,
             on_record=on_record,
         )
-    with JsonlWriter(out / MANIFEST, overwrite=overwrite) as writer:
+    manifest = manifest_path(out, format)
+    with open_writer(manifest, overwrite=overwrite, retry_failed=retry_failed) as writer:
         local_engine = LocalEngine(
             cfg,
             workers=workers,
