@@ -21,7 +21,6 @@ import numpy as np
 
 from framepipe.errors import MissingDependencyError, SourceError
 from framepipe.sources._validate import (
-    PlyHeader,
     check_off,
     check_ply,
     obj_face_problem,
@@ -119,22 +118,23 @@ def load_geometry(path: Path) -> Geometry:
     return _clean(path, geom)
 
 
-def _check_file(path: Path, ext: str) -> PlyHeader | None:
-    """Refuse a file whose header promises more than it holds, before Open3D reads it."""
+def _check_file(path: Path, ext: str) -> tuple[int, int] | None:
+    """Refuse a file whose header promises more than it holds, before Open3D reads it;
+    ``(vertices, faces)`` its header declares (PLY, OFF), else None."""
     if ext == ".ply":
         header = read_ply_header(path)
         if header is None:
             raise SourceError(path, "not a PLY file (bad header)")
         check_ply(path, header)
-        return header
+        return header.count("vertex"), header.count("face")
     if ext == ".off":
-        check_off(path)
+        return check_off(path)
     return None
 
 
-def _check_counts(path: Path, g: Geometry, header: PlyHeader) -> None:
+def _check_counts(path: Path, g: Geometry, declared: tuple[int, int]) -> None:
     """Open3D read every vertex and face the (already checked) header declares."""
-    nv, nf = header.count("vertex"), header.count("face")
+    nv, nf = declared
     if len(g.vertices) != nv:
         raise SourceError(path, f"Open3D read {len(g.vertices)} of {nv} vertices")
     if g.kind == "mesh" and len(g.triangles) < nf:

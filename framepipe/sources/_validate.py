@@ -225,9 +225,9 @@ def _plural(name: str) -> str:
 _OFF_KEYS = re.compile(rb"^(ST)?C?N?4?n?OFF")
 
 
-def check_off(path: Path) -> None:
-    """Raise SourceError unless ``path`` starts with an OFF header whose counts the body can
-    hold (one line per vertex and face)."""
+def check_off(path: Path) -> tuple[int, int]:
+    """``(vertices, faces)`` an OFF header declares; SourceError unless the body holds a
+    line for each."""
     with open(path, "rb") as fh:
         head = fh.read(65536)
     if b"\x00" in head or not _OFF_KEYS.match(head.lstrip()):
@@ -247,10 +247,23 @@ def check_off(path: Path) -> None:
     if nv < 0 or nf < 0:
         raise SourceError(path, f"bad OFF counts ({nv} vertices, {nf} faces)")
     size = path.stat().st_size
-    if (nv + nf) * 2 > size:
+    if (nv + nf) * 2 > size or size > _ASCII_MAX_BYTES:
         raise SourceError(
             path, f"truncated: the header declares {nv} vertices and {nf} faces in {size} bytes"
         )
+    header_lines = 1 if len(toks) > 2 and not toks[0].endswith("nOFF") else 2
+    lines = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.split(b"#", 1)[0].strip():
+                lines += 1
+    if lines - header_lines < nv + nf:
+        raise SourceError(
+            path,
+            f"truncated: the header declares {nv} vertices and {nf} faces, "
+            f"the file holds {max(0, lines - header_lines)} data lines",
+        )
+    return nv, nf
 
 
 def obj_face_problem(path: Path) -> str | None:

@@ -91,7 +91,7 @@ def capture(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def views(path: Path, **kw: Any) -> tuple[RenderSource, np.ndarray]:
     src = RenderSource(path, size=SIZE, num_views=8, **kw)
-    return src, src.read(list(range(8))).frames
+    return src, np.asarray(src.read(list(range(8))).frames)
 
 
 def fill(frames: np.ndarray) -> np.ndarray:
