@@ -52,11 +52,12 @@ def parse_shard(text: str | Shard | tuple[int, int] | None) -> Shard | None:
     try:
         if not sep:
             raise ValueError
-        return Shard(int(i), int(n))
+        index, count = int(i), int(n)
     except ValueError:
         raise ConfigError(
             f"--shard {text!r}: expected I/N, e.g. 0/4 (shards count from 0)"
         ) from None
+    return Shard(index, count)
 
 
 def identity(item: Input) -> list[object]:
