@@ -319,6 +319,13 @@ def lost_clip(
         return [tag_record(rec, item)], rest
     if seen:  # died between clips: nothing failed that we know of
         return [], WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
+    if work.skip:
+        # reading the rest again after a lost clip, it hung or died opening the input: the
+        # lost clip's record already fails this input (a second, input-level record would
+        # be one more record than the input has clips); its later clips, if any, are left
+        # to a re-run, which retries what failed
+        log.warning("%s: not read past the clip that failed (a re-run retries)", src)
+        return [], None
     # it never got to a clip: opening or planning the input hung or crashed
     key = input_error_key(item, cfg, work.extra_key)
     rec = failed_record(src, err, kind=item.kind, key=key, extra={"stage": "open"})
