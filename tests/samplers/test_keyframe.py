@@ -289,7 +289,7 @@ NO_DECODERS = """
 import sys
 for name in ("av", "decord", "open3d"):
     sys.modules[name] = None  # importing one now raises ImportError
-sys.path.insert(0, sys.argv[1])
+sys.path[:0] = sys.argv[1:]
 import test_keyframe as t
 from framepipe.clips import plan_clips
 from framepipe.shots import detect_shots
@@ -305,9 +305,10 @@ print("ok")
 def test_shots_and_samplers_need_no_decoding_library() -> None:
     """Shot detection and the samplers run with PyAV, decord and Open3D unimportable: they
     only consume what the source hands them."""
-    tests = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent
+    tests = here.parent
     proc = subprocess.run(
-        [sys.executable, "-c", NO_DECODERS, str(tests)],
+        [sys.executable, "-c", NO_DECODERS, str(here), str(tests)],
         capture_output=True,
         text=True,
         timeout=120,
