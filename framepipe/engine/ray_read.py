@@ -226,11 +226,13 @@ def frame_reduce_for(spec: Any) -> FrameReduce | None:
         return None
     size = getattr(ip, "size", None)
     resample = getattr(ip, "resample", None)
-    if not isinstance(size, dict) or {"height", "width"} - size.keys() or resample is None:
+    if isinstance(size, dict):
+        height, width = size.get("height"), size.get("width")
+    else:  # transformers' SizeDict
+        height, width = getattr(size, "height", None), getattr(size, "width", None)
+    if height is None or width is None or resample is None or not getattr(ip, "do_resize", 1):
         return None
-    if not getattr(ip, "do_resize", True):
-        return None
-    red = FrameReduce(int(size["height"]), int(size["width"]), int(resample))
+    red = FrameReduce(int(height), int(width), int(resample))
     try:
         rng = np.random.default_rng(0)
         for shape in ((48, 64, 3), (red.height * 2 + 3, red.width + 5, 3)):

@@ -1,0 +1,86 @@
+"""The engine options of ``framepipe sample`` and ``framepipe caption``: ``--engine local|ray``
+and the Ray engine's cluster and resources (defaults from :class:`RayOptions`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from framepipe.engine.ray import ENGINES, RayOptions
+
+
+def engine_options(*, generate: bool) -> Callable[[Any], Any]:
+    """The click options; ``generate`` adds those of the generation actors (caption)."""
+    opts = [
+        click.option(
+            "--engine",
+            type=click.Choice(ENGINES),
+            default="local",
+            show_default=True,
+            help="local: worker processes on this machine; ray: Ray Data on a cluster "
+            "(needs the ray extra).",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            help="Ray cluster to join (host:port, auto, ray://...).  "
+            "[default: RAY_ADDRESS, else a local Ray is started]",
+        ),
+        click.option(
+            "--decode-actors",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Ray read actors (each with one decoder process).  "
+            "[default: the cluster's CPUs left after the generation actors]",
+        ),
+        click.option(
+            "--decode-cpus",
+            type=click.FloatRange(min=0, min_open=True),
+            default=RayOptions.decode_cpus,
+            show_default=True,
+            help="CPUs per Ray read actor.",
+        ),
+    ]
+    if generate:
+        opts += [
+            click.option(
+                "--generate-actors",
+                type=click.IntRange(min=1),
+                default=None,
+                help="Ray generation actors (each loads the model once).  "
+                "[default: one per GPU, one on a cluster without GPUs]",
+            ),
+            click.option(
+                "--generate-gpus",
+                type=click.FloatRange(min=0),
+                default=None,
+                help="GPUs per Ray generation actor (0: CPU actors).  "
+                "[default: 1 where the cluster has GPUs, else 0]",
+            ),
+        ]
+
+    def wrap(fn: Any) -> Any:
+        for opt in reversed(opts):
+            fn = opt(fn)
+        return fn
+
+    return wrap
+
+
+def ray_options_from(kw: dict[str, Any], *, batch_size: int | None = None) -> dict[str, Any]:
+    """Pop the engine options out of ``kw``: ``{"engine": ..., "ray_options": ...}`` for
+    ``sample()`` / ``caption()`` (``ray_options`` None on the local engine)."""
+    engine = kw.pop("engine", "local")
+    fields = {
+        "address": kw.pop("ray_address", None),
+        "decode_actors": kw.pop("decode_actors", None),
+        "decode_cpus": kw.pop("decode_cpus", RayOptions.decode_cpus),
+        "generate_actors": kw.pop("generate_actors", None),
+        "generate_gpus": kw.pop("generate_gpus", None),
+        "batch_size": batch_size,
+    }
+    if engine != "ray":
+        return {"engine": engine, "ray_options": None}
+    return {"engine": engine, "ray_options": RayOptions(**fields)}

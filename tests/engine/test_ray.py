@@ -1,0 +1,307 @@
+"""The Ray engine (``engine="ray"``) on one local Ray for the whole module (2 CPUs, 512 MiB of
+object store): the same records as the local engine on videos, a scene and a mesh (sample)
+and with the tiny model (caption); read and generate stay two operators; every failure the
+local engine survives gives the same failed record; a killed generation actor loses no clip;
+a driver killed mid-run, then the same command: every clip exactly once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import engine_faults  # noqa: F401 - registers the "fault" kind (also in the workers)
+import engine_plugins
+import pytest
+import ray_helpers
+import scene_media
+
+from framepipe.config import SampleConfig
+from framepipe.discover import discover
+from framepipe.engine.local import EngineTask
+from framepipe.engine.ray import RayEngine, RayOptions
+from framepipe.engine.ray_generate import GenerateSpec
+from framepipe.engine.ray_read import frame_reduce_for
+from framepipe.output import read_records
+from framepipe.runs.caption import caption
+from framepipe.runs.on_ray import merge_parts, parts_dir
+from framepipe.runs.sample import sample
+
+TESTS = Path(__file__).resolve().parents[1]
+SAMPLES = TESTS.parent / "samples"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One local Ray for the suite; its workers import the tests' helper modules."""
+    import ray
+
+    path = os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)
+    os.environ["PYTHONPATH"] = path  # also for the drivers started as subprocesses
+    ray.init(
+        num_cpus=2,
+        object_store_memory=512 * 1024**2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("ray_media")
+    engine_plugins.make_video(d / "videos" / "a.mp4", 30, seed=1)
+    engine_plugins.make_video(d / "videos" / "b.mp4", 20, seed=2, size=(96, 64))
+    scene_media.write_scene(d / "scene", [(a, 10.0) for a in range(0, 360, 45)])
+    shutil.copy(SAMPLES / "torus_knot.ply", d / "torus_knot.ply")
+    return {"videos": d / "videos", "scene": d / "scene", "mesh": d / "torus_knot.ply"}
+
+
+def _records(path: Path) -> dict[str, dict[str, Any]]:
+    recs = list(read_records(path))
+    by_key = {r["key"]: r for r in recs}
+    assert len(by_key) == len(recs), "a clip has more than one record"
+    return by_key
+
+
+def _same(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record without what differs between runs (timings)."""
+    return {k: v for k, v in rec.items() if k != "timings_s"}
+
+
+def test_sample_records_equal_the_local_engines(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    paths = [media["videos"], media["scene"], media["mesh"]]
+    cfg = SampleConfig(n=3)
+    local = sample(paths, tmp_path / "local", cfg, workers=1)
+    on_ray = sample(paths, tmp_path / "ray", cfg, engine="ray", ray_options=RayOptions())
+    assert local.ok and on_ray.ok and on_ray.done == local.done == 4
+    a, b = _records(tmp_path / "local/manifest.jsonl"), _records(tmp_path / "ray/manifest.jsonl")
+    assert {r["kind"] for r in a.values()} == {"video", "multiview", "render"}
+    assert a.keys() == b.keys()
+    for key, rec in a.items():
+        assert _same(b[key]) == _same(rec)
+        for frame in rec["frames"]:  # the same pixels saved, from the read actors
+            assert (tmp_path / "ray" / frame).read_bytes() == (
+                tmp_path / "local" / frame
+            ).read_bytes()
+    assert not parts_dir(tmp_path / "ray/manifest.jsonl").exists()
+
+
+def test_caption_records_equal_the_local_engines(
+    ray_cluster: Any, media: dict[str, Path], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from framepipe.generate import GenerationSettings, ModelConfig, ModelSpec
+
+    spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir)))
+    reduce = frame_reduce_for(spec)
+    assert reduce is not None and (reduce.height, reduce.width) == (56, 56)
+    kw: dict[str, Any] = {
+        "model": str(tiny_model_dir),
+        "settings": GenerationSettings(max_new_tokens=4),
+        "sample": SampleConfig(n=2, clip_seconds=0.5),
+        "questions": ["What is shown?"],
+    }
+    local = caption([media["videos"]], tmp_path / "local.jsonl", workers=1, **kw)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    on_ray = caption(
+        [media["videos"]], tmp_path / "ray.jsonl", engine="ray", ray_options=opts, **kw
+    )
+    assert local.ok and on_ray.ok and on_ray.done == local.done == 3
+    assert on_ray.model == local.model
+    a, b = _records(tmp_path / "local.jsonl"), _records(tmp_path / "ray.jsonl")
+    assert a.keys() == b.keys()
+    for key, rec in a.items():
+        assert rec["answers"] and _same(b[key]) == _same(rec)  # frames reduced: same answers
+    again = caption([media["videos"]], tmp_path / "ray.jsonl", engine="ray", ray_options=opts, **kw)
+    assert (again.done, again.skipped) == (0, 3)
+
+
+def _tasks(*paths: Path) -> list[EngineTask]:
+    inputs, _ = discover(paths)
+    return [EngineTask(i, {"model": "echo"}) for i in inputs]
+
+
+def _echo(generator: Any) -> GenerateSpec:
+    return GenerateSpec(None, None, ("q?",), None, {}, batch_size=2, generator=generator)
+
+
+def test_read_and_generate_are_two_operators(ray_cluster: Any, media: dict[str, Path]) -> None:
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    engine = RayEngine(cfg, opts, generate=_echo(ray_helpers.EchoGenerator()))
+    recs = list(engine.run(_tasks(media["videos"])))
+    assert len(recs) == 3 and all(r.status == "ok" and r.answers for r in recs)
+    assert engine.plan["read"] != engine.plan["generate"]
+    stats = engine.stats
+    assert "MapBatches(ReadStage)" in stats and "MapBatches(GenerateStage)" in stats
+    assert "ReadStage)->" not in stats  # not fused into one operator
+
+
+def test_a_killed_generation_actor_loses_no_clip(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    flag = tmp_path / "killed"
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    gen = ray_helpers.KillOnce(ray_helpers.EchoGenerator(), flag)
+    recs = list(RayEngine(cfg, opts, generate=_echo(gen)).run(_tasks(media["videos"])))
+    assert flag.exists()  # the actor did die once
+    assert sorted((r.source, r.clip["index"]) for r in recs if r.clip) == [
+        (str(media["videos"] / "a.mp4"), 0),
+        (str(media["videos"] / "a.mp4"), 1),
+        (str(media["videos"] / "b.mp4"), 0),
+    ]
+    assert all(r.status == "ok" and r.answers for r in recs)
+
+
+FAULTS_CFG = SampleConfig(
+    n=3,
+    sampler="engine_plugins:misbehaving",
+    sampler_params={"bad_clip": 1},
+    clip_seconds=0.34,  # 30 frames at 30 fps: three clips of 10 frames
+)
+
+
+def test_every_failure_is_the_local_engines_failed_record(ray_cluster: Any, tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    for name in ("ok", "segv", "hang"):
+        engine_plugins.make_video(d / f"{name}.mp4", 30)
+    (d / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (d / "raise_view.fault").write_bytes(b"x")  # building clip 1's record raises
+    kw: dict[str, Any] = {"decode_timeout_s": 4.0}
+    local = sample([d], tmp_path / "local", FAULTS_CFG, workers=1, **kw)
+    on_ray = sample([d], tmp_path / "ray", FAULTS_CFG, engine="ray", **kw)
+    a, b = _records(tmp_path / "local/manifest.jsonl"), _records(tmp_path / "ray/manifest.jsonl")
+    assert a.keys() == b.keys() and len(a) == 3 + 3 + 3 + 1 + 3
+    failed = {k: r for k, r in b.items() if r["status"] != "ok"}
+    assert sorted(Path(r["source"]).name for r in failed.values()) == [
+        "corrupt.mp4",
+        "hang.mp4",
+        "raise_view.fault",
+        "segv.mp4",
+    ]
+    for key, rec in a.items():
+        assert (b[key]["status"], b[key]["error"]) == (rec["status"], rec["error"])
+        assert _same(b[key]) == _same(rec)
+    assert "did not finish within 4 s" in failed[_key_of(b, "hang.mp4")]["error"]
+    assert "SIGSEGV" in failed[_key_of(b, "segv.mp4")]["error"]
+    assert len(on_ray.failed) == len(local.failed) == 4
+
+
+def _key_of(recs: dict[str, dict[str, Any]], name: str) -> str:
+    return next(k for k, r in recs.items() if r["status"] != "ok" and r["source"].endswith(name))
+
+
+DRIVER = """
+import sys
+from framepipe.config import SampleConfig
+from framepipe.engine.ray import RayOptions
+from framepipe.runs.sample import sample
+cfg = SampleConfig(n=2, sampler="engine_plugins:misbehaving", sampler_params={"delay_s": 0.4},
+                   clip_seconds=0.34)
+s = sample([sys.argv[1]], sys.argv[2], cfg, engine="ray",
+           ray_options=RayOptions(address=sys.argv[3], decode_actors=2))
+print("DONE", s.done, s.skipped, len(s.failed))
+"""
+
+
+def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    d = tmp_path / "in"
+    for k in range(4):
+        engine_plugins.make_video(d / f"slow_{k}.mp4", 30, seed=k)  # 3 clips each, 0.4 s each
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-c", DRIVER, str(d), str(out), address]
+    parts = parts_dir(out / "manifest.jsonl")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            lines = sum(len(p.read_text().splitlines()) for p in parts.glob("part-*.jsonl"))
+            if lines >= 3:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the driver finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    written = [r["key"] for p in parts.glob("part-*.jsonl") for r in read_records(p)]
+    assert 3 <= len(written) < 12 and not (out / "manifest.jsonl").exists()
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    done, skipped, failed = map(int, rerun.stdout.split("DONE")[1].split())
+    assert skipped == len(set(written)) and done == 12 - skipped and failed == 0
+    recs = _records(out / "manifest.jsonl")  # one record per clip
+    assert len(recs) == 12 and all(r["status"] == "ok" for r in recs.values())
+    assert set(written) <= recs.keys() and not parts.exists()
+
+
+def test_merge_parts_keeps_the_latest_record_per_clip(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    out.write_text(
+        json.dumps({"key": "a", "status": "failed"})
+        + "\n"
+        + json.dumps({"key": "b", "v": 1})
+        + "\n"
+    )
+    parts = parts_dir(out)
+    parts.mkdir()
+    (parts / "part-1.jsonl").write_text(json.dumps({"key": "a", "status": "ok"}) + "\n{torn")
+    (parts / "part-2.jsonl").write_text(json.dumps({"key": "c", "v": 3}) + "\n")
+    assert merge_parts(out) == 3
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [
+        {"key": "b", "v": 1},
+        {"key": "a", "status": "ok"},
+        {"key": "c", "v": 3},
+    ]
+    assert not parts.exists()
+
+
+def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    code = f"{prelude}\nimport sys\nfrom framepipe.cli import main\nmain(sys.argv[1:])"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:
+    video = engine_plugins.make_video(tmp_path / "a.mp4", 5)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = _cli(
+        "sample", str(video), "-o", str(out), "--engine", "ray", "--ray-address", "127.0.0.1:9"
+    )
+    assert r.returncode != 0 and time.monotonic() - t0 < 60
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Error: cannot reach the Ray cluster at 127.0.0.1:9")
+    )
+    r = _cli(
+        "sample",
+        str(video),
+        "-o",
+        str(out),
+        "--engine",
+        "ray",
+        prelude="import sys; sys.modules['ray'] = None",
+    )
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert "--engine ray needs Ray Data" in last and "framepipe[ray]" in last
+    assert not out.exists()  # nothing was done
