@@ -12,7 +12,6 @@ import click
 
 from framepipe.cli.common import field_default, sample_config_from, sampling_options
 from framepipe.cli.engine_options import engine_options, ray_options_from
-from framepipe.cli.engine_options import engine_options, ray_options_from
 from framepipe.cli.inputs import input_count, input_kwargs, input_options
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
@@ -70,7 +69,6 @@ def read_questions_file(path: str) -> list[str]:
 @click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 @sampling_options
 @input_options
-@engine_options(generate=True)
 @engine_options(generate=True)
 @click.option(
     "-q",
@@ -201,7 +199,6 @@ def command(
 
     gen_kw = {k: kw.pop(k) for k in GENERATION_OPTIONS}
     engine_kw = ray_options_from(kw, batch_size=gen_kw["batch_size"])  # --engine ...
-    engine_kw = ray_options_from(kw, batch_size=gen_kw["batch_size"])  # --engine ...
     try:
         cfg = sample_config_from(kw)
     except FramepipeError as exc:
@@ -248,7 +245,6 @@ def command(
             keep_records=False,
             on_input=progress.on_input,
             **inputs_kw,
-            **engine_kw,
             **engine_kw,
             on_record=progress.on_record,
             on_skip=progress.on_skip,

@@ -10,7 +10,6 @@ import click
 
 from framepipe.cli.common import sample_config_from, sampling_options
 from framepipe.cli.engine_options import engine_options, ray_options_from
-from framepipe.cli.engine_options import engine_options, ray_options_from
 from framepipe.cli.inputs import input_count, input_kwargs, input_options
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
@@ -22,7 +21,6 @@ from framepipe.types import ClipResult
 @click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 @sampling_options
 @input_options
-@engine_options(generate=False)
 @engine_options(generate=False)
 @click.option(
     "-o",
@@ -83,7 +81,6 @@ def command(
     from framepipe.runs.sample import sample
 
     engine_kw = ray_options_from(kw)  # --engine and the Ray engine's resources
-    engine_kw = ray_options_from(kw)  # --engine and the Ray engine's resources
     try:
         cfg = sample_config_from(kw)
     except FramepipeError as exc:
@@ -127,7 +124,6 @@ def command(
             keep_records=False,  # only the counts are printed; the manifest has the records
             on_input=on_input,
             **inputs_kw,
-            **engine_kw,
             **engine_kw,
             on_record=on_record,
         )
