@@ -32,7 +32,6 @@ from framepipe.types import ClipResult
 if TYPE_CHECKING:
     from framepipe.engine.ray import RayEngine, RayOptions
     from framepipe.engine.worker import Prepare
-    from framepipe.runs.caption import CaptionSummary, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,11 @@ def run_on_ray(
 
 
 def caption_on_ray(
-    pipe: Pipeline,
+    pipe: Any,
     options: RayOptions,
     tasks: Iterable[EngineTask],
     output: Path | None,
-    summary: CaptionSummary,
+    summary: Any,
     *,
     prepare: Prepare | None,
     gen_json: dict[str, Any],
@@ -170,8 +169,9 @@ def caption_on_ray(
     keep_records: bool = True,
     on_record: OnRecord | None = None,
     on_skip: Callable[[int], None] | None = None,
-) -> CaptionSummary:
-    """:meth:`Pipeline.run <framepipe.runs.caption.Pipeline.run>` on the Ray engine, once
+) -> Any:
+    """:meth:`Pipeline.run <framepipe.runs.caption.Pipeline.run>` (``pipe``; ``summary`` its
+    CaptionSummary: typed loosely, as runs.caption imports this module) on the Ray engine, once
     the model's config is checked (``pipe.check``): the model loads in each generation
     actor, never in the driver; ``summary.model`` is the first record's."""
     from framepipe.engine.ray import RayEngine
