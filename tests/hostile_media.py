@@ -22,8 +22,11 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -32,6 +35,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import engine_plugins
 import media
 import scene_media
+
+from framepipe.sources.base import Source, register_source
+from framepipe.types import FrameBatch, SourceInfo
+
+
+@register_source
+class RaisingSource(Source):
+    """Claims ``*.raises`` files: a 6-frame source that fails the way library code does, with
+    exceptions that are not framepipe's (``open`` in the name: a ``ValueError`` from
+    ``info()``; ``read``: a ``KeyError`` from ``read()``), or that works but makes numpy
+    warn (``warn``: 0/0 while opening and reading)."""
+
+    kind: ClassVar[str] = "raises"
+    extensions: ClassVar[frozenset[str]] = frozenset({".raises"})
+
+    def info(self) -> SourceInfo:
+        if "open" in self.path.name:
+            raise ValueError("a pose must hold finite numbers only")
+        if "warn" in self.path.name:
+            np.zeros(2) / np.zeros(2)  # RuntimeWarning: invalid value encountered
+        ts = tuple(i / 30 for i in range(6))
+        return SourceInfo(str(self.path), self.kind, 6, 32, 24, fps=Fraction(30),
+                          timestamps_s=ts, duration_s=0.2)  # fmt: skip
+
+    def read(self, indices: Sequence[int]) -> FrameBatch:
+        if "read" in self.path.name:
+            raise KeyError("frame table")
+        if "warn" in self.path.name:
+            np.log(np.zeros(1))  # RuntimeWarning: divide by zero
+        frames = np.full((len(indices), 24, 32, 3), 128, np.uint8)
+        return FrameBatch(frames, tuple(indices), timestamps_s=tuple(i / 30 for i in indices))
 
 
 @dataclass(frozen=True)
@@ -194,6 +228,14 @@ def make_battery(root: Path, *, render_fix: str | None = None) -> list[Case]:
     hang = named / "open_hang.stall"
     hang.write_bytes(b"x")
     case(hang, "video", "failed", "a decoder that hangs while opening", explicit=True)
+    for name, why in (
+        ("pose_open.raises", "a ValueError from a library while opening"),
+        ("bad_read.raises", "a KeyError from a library while reading frames"),
+    ):
+        (named / name).write_bytes(b"x")
+        case(named / name, "video", "failed", why, explicit=True)
+    (named / "warn.raises").write_bytes(b"x")
+    case(named / "warn.raises", "video", "ok", "readable, but numpy warns", explicit=True)
     segv = named / "open_segv.stall"
     segv.write_bytes(b"x")
     case(segv, "video", "failed", "a decoder that segfaults while opening", explicit=True)

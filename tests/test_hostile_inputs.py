@@ -28,8 +28,8 @@ from framepipe.output import read_records
 TESTS = Path(__file__).resolve().parent
 DECODE_TIMEOUT_S = 12
 WALL_S = 150
-# The command as a user runs it, with the test plug-ins (the *.stall kind) registered first.
-LAUNCH = "import sys, engine_plugins; from framepipe.cli import main; main(sys.argv[1:])"
+# The command as a user runs it, with the test plug-ins (*.stall, *.raises) registered first.
+LAUNCH = "import sys, hostile_media; from framepipe.cli import main; main(sys.argv[1:])"
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +127,10 @@ def test_one_sample_run_over_the_battery(battery: list[hostile_media.Case], tmp_
     errors = {Path(r["source"]).name: r["error"] for r in records if r["status"] == "failed"}
     assert f"did not finish within {DECODE_TIMEOUT_S} s" in errors["open_hang.stall"]
     assert "SIGSEGV" in errors["open_segv.stall"]
+    # a library's own exception names the file, then says what it was
+    pose = next(c.path for c in battery if c.path.name == "pose_open.raises")
+    assert errors[pose.name] == f"{pose}: ValueError: a pose must hold finite numbers only"
+    assert errors["bad_read.raises"].endswith(": KeyError: 'frame table'")
     # the good video under a name that is not UTF-8 has its frames written
     (odd,) = [c.path for c in battery if c.expect == "ok" and c.kind == "fs"]
     (rec,) = [r for r in records if os.fsencode(r["source"]) == os.fsencode(odd)]
