@@ -18,13 +18,22 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
+from typing import Any
 
 from framepipe.discover import Input, Skipped, discover
 from framepipe.errors import FramepipeError
 from framepipe.inputs.manifest import RowError, bad_row, check_manifest, manifest_rows, row_fields
-from framepipe.inputs.remote import cache_path, check_scheme, file_name, is_remote
-from framepipe.inputs.shard import Shard, parse_shard, take_shard
+from framepipe.inputs.remote import (
+    cache_path,
+    check_scheme,
+    default_cache_dir,
+    file_name,
+    is_remote,
+    scheme_of,
+)
+from framepipe.inputs.shard import Shard, parse_shard, shard_by_identity, take_shard
 from framepipe.sources.base import guess_kind
+from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
 
@@ -40,38 +49,79 @@ def remote_input(uri: str, *, kind: str | None = None, cache_dir: PathLike | Non
     return Input(cache_path(uri, cache_dir), k, uri=uri)
 
 
-def _remote_or_error(uri: str, kind: str | None, cache_dir: PathLike | None) -> Input:
-    item = remote_input(uri, kind=kind, cache_dir=cache_dir)
-    try:
-        check_scheme(uri)
-    except FramepipeError as exc:
-        return dataclasses.replace(item, error=str(exc))
-    return item
+class _RemoteRows:
+    """Remote inputs of a manifest's rows, made without I/O: the cache root, the kind of an
+    extension and whether a scheme has its fsspec extra are found once, not per row."""
+
+    def __init__(self, kind: str | None, cache_dir: PathLike | None) -> None:
+        self.kind = kind
+        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.kinds: dict[str, str] = {}
+        self.schemes: dict[str, str | None] = {}
+
+    def __call__(self, uri: str, row: dict[str, Any]) -> Input:
+        name = file_name(uri)
+        kind = self.kind
+        if kind is None:
+            ext = name.rpartition(".")[2].lower()
+            if ext not in self.kinds:
+                self.kinds[ext] = guess_kind(Path(name), sniff=False) or "video"
+            kind = self.kinds[ext]
+        scheme = scheme_of(uri) or ""
+        if scheme not in self.schemes:
+            try:
+                check_scheme(uri)
+                self.schemes[scheme] = None
+            except FramepipeError as exc:
+                self.schemes[scheme] = str(exc)
+        error = self.schemes[scheme]
+        if error is not None:
+            error = f"{uri}: {error}"
+        path = self.root / stable_digest(uri, 20) / name
+        return Input(path, kind, error=error, uri=uri, **row)
 
 
 def manifest_inputs(
-    manifest: PathLike, *, kind: str | None = None, cache_dir: PathLike | None = None
+    manifest: PathLike,
+    *,
+    kind: str | None = None,
+    cache_dir: PathLike | None = None,
+    shard: Shard | None = None,
 ) -> Iterator[Input]:
     """The inputs a manifest lists, lazily (see :mod:`framepipe.inputs.manifest`). A local
     folder row is discovered (a scene is one input, another folder is walked); a bad row is
-    an input that fails with an error naming the manifest line."""
+    an input that fails with an error naming the manifest line. With ``shard``, rows of
+    other shards are dropped before anything is looked up (a row's shard is that of its
+    path or URI and clip range: the inputs of a folder row stay together)."""
     root = Path(manifest).parent
+    remote = _RemoteRows(kind, cache_dir)
     for where, fields in manifest_rows(manifest):
         try:
             row = row_fields(fields)
         except RowError as exc:
-            yield bad_row(where, str(exc), kind)
+            bad = bad_row(where, str(exc), kind)
+            if shard is None or shard.takes(bad):
+                yield bad
             continue
         raw = row.pop("path")
         if is_remote(raw):
-            items = [_remote_or_error(raw, kind, cache_dir)]
+            source = raw
         else:
             p = Path(raw).expanduser()
-            found, notes = discover([p if p.is_absolute() else root / p], kind=kind)
-            for note in notes:
-                log.info("skipping %s: %s", note.path, note.reason)
-            items = found
-        for item in items:
+            source = str(p if p.is_absolute() else root / p)
+        if (
+            shard is not None
+            and shard_by_identity([source, row["start_s"], row["end_s"]], shard.count)
+            != shard.index
+        ):
+            continue
+        if is_remote(raw):
+            yield remote(raw, row)
+            continue
+        found, notes = discover([Path(source)], kind=kind)
+        for note in notes:
+            log.info("skipping %s: %s", note.path, note.reason)
+        for item in found:
             yield dataclasses.replace(item, **row)
 
 
@@ -160,8 +210,8 @@ def collect_inputs(
     else:
         single = [paths] if isinstance(paths, (str, os.PathLike)) else paths
         head = _given(single, kind=kind, cache_dir=cache_dir, notes=notes, seen=None)
-    streams = [manifest_inputs(m, kind=kind, cache_dir=cache_dir) for m in manifests]
-    return take_shard(itertools.chain(head, *streams), sh), notes
+    streams = [manifest_inputs(m, kind=kind, cache_dir=cache_dir, shard=sh) for m in manifests]
+    return itertools.chain(take_shard(head, sh), *streams), notes
 
 
 def peek_kinds(

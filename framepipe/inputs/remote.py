@@ -73,7 +73,7 @@ def check_scheme(uri: str) -> None:
     here (naming the extra to install), ConfigError for a scheme fsspec does not know."""
     scheme = scheme_of(uri) or ""
     extra, package = EXTRAS.get(scheme, (None, None))
-    purpose = f"{scheme}:// inputs such as {uri}"
+    purpose = f"{scheme}:// inputs"
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec comes with every extra

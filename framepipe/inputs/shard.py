@@ -67,7 +67,12 @@ def identity(item: Input) -> list[object]:
 
 def shard_of(item: Input, count: int) -> int:
     """The shard (0..count-1) that ``item`` belongs to."""
-    return int(stable_digest(identity(item), 16), 16) % count
+    return shard_by_identity(identity(item), count)
+
+
+def shard_by_identity(ident: list[object], count: int) -> int:
+    """The shard (0..count-1) of an identity (see :func:`identity`)."""
+    return int(stable_digest(ident, 16), 16) % count
 
 
 def take_shard(inputs: Iterable[Input], shard: Shard | None) -> Iterator[Input]:
