@@ -101,7 +101,7 @@ CUBE_F = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), 
 CUBE_T = [t for a, b, c, d in CUBE_F for t in ((a, b, c), (a, c, d))]
 
 
-def ascii_ply(vertices: list[tuple[float, ...]], faces: list[tuple[int, ...]], n_v: int) -> str:
+def ascii_ply(vertices: Sequence[Sequence[float]], faces: Sequence[Sequence[int]], n_v: int) -> str:
     head = ["ply", "format ascii 1.0", f"element vertex {n_v}"]
     head += ["property float x", "property float y", "property float z"]
     if faces:
@@ -141,7 +141,7 @@ def pcd(points: np.ndarray) -> str:
     return head + "\n" + "\n".join(" ".join(f"{c:g}" for c in p) for p in points) + "\n"
 
 
-def obj(vertices: list[tuple[float, ...]], faces: list[tuple[int, ...]]) -> str:
+def obj(vertices: Sequence[Sequence[float]], faces: Sequence[Sequence[int]]) -> str:
     lines = [f"v {x:g} {y:g} {z:g}" for x, y, z in vertices]
     lines += ["f " + " ".join(str(i + 1) for i in f) for f in faces]
     return "\n".join(lines) + "\n"
