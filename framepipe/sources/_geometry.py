@@ -111,8 +111,11 @@ def load_geometry(path: Path) -> Geometry:
         raise SourceError(path, f"not a 3D model or point cloud extension ({ext or 'none'})")
     declared = _check_file(path, ext)
     o3d = _o3d()
-    with quiet_open3d(o3d, path):
+    with quiet_open3d(o3d, path) as printed:
         geom = _read_mesh(path) if guess_is_mesh(path) else _read_cloud(path)
+    failed = printed.failure()
+    if failed is not None:  # Open3D says so and still returns what it read so far
+        raise SourceError(path, f"Open3D: {failed}")
     if declared is not None:
         _check_counts(path, geom, declared)
     return _clean(path, geom)

@@ -11,10 +11,12 @@ problem becomes one deterministic :class:`~framepipe.errors.SourceError`.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import mmap
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -290,26 +292,64 @@ def obj_face_problem(path: Path) -> str | None:
     return f"Open3D read none of its {faces} faces" if faces else None
 
 
+_FAILED = re.compile(r"(Read \w+ failed[^\n]*|RPly: [^\n]*)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class Captured:
+    """What Open3D printed while reading (its warnings and its C libraries' messages)."""
+
+    text: str = ""
+
+    def failure(self) -> str | None:
+        """The first line saying the read failed (Open3D still returns partial data)."""
+        m = _FAILED.search(self.text)
+        return m.group(1).strip() if m else None
+
+
+def _flush_c_stdio() -> None:
+    """Flush Python's stdout/stderr (Open3D's logger prints through Python) and C's."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # pragma: no cover - no C library to ask
+        pass
+
+
 @contextlib.contextmanager
-def quiet_open3d(o3d: Any, path: Path) -> Iterator[None]:
-    """Open3D's logger set to errors only, and what its C libraries print to stderr (RPly,
-    Assimp) captured into this module's log, so nothing leaks onto the console."""
+def quiet_open3d(o3d: Any, path: Path) -> Iterator[Captured]:
+    """Capture what Open3D prints while reading (its logger at warning level, RPly and
+    Assimp) off stdout and stderr: the caller checks :meth:`Captured.failure`; the text
+    goes to this module's debug log, nothing leaks onto the console."""
     old = o3d.utility.get_verbosity_level()
-    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Warning)
+    got = Captured()
     with tempfile.TemporaryFile() as tmp:
+        saved: list[tuple[int, int]] = []
+        _flush_c_stdio()  # what was printed before is not ours
         try:
-            saved: int | None = os.dup(2)
-            os.dup2(tmp.fileno(), 2)
-        except OSError:  # pragma: no cover - no fd 2
-            saved = None
+            for fd in (1, 2):
+                saved.append((fd, os.dup(fd)))
+                os.dup2(tmp.fileno(), fd)
+        except OSError:  # pragma: no cover - no such descriptor
+            pass
+        py_out = io.StringIO()  # Open3D's logger prints through Python's sys.stdout
         try:
-            yield
+            with contextlib.redirect_stdout(py_out), contextlib.redirect_stderr(py_out):
+                yield got
         finally:
-            if saved is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
+            _flush_c_stdio()  # flush buffered output into the capture
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
             o3d.utility.set_verbosity_level(old)
             tmp.seek(0)
-            text = tmp.read(4096).decode(errors="replace").strip()
-            if text:
-                log.debug("%s: Open3D printed: %s", path, " | ".join(text.splitlines()[:5]))
+            text = py_out.getvalue() + tmp.read(65536).decode(errors="replace")
+            got.text = _ANSI.sub("", text).strip()
+            if got.text:
+                log.debug("%s: Open3D printed: %s", path, " | ".join(got.text.splitlines()[:5]))

@@ -203,3 +203,16 @@ def test_absurd_options_are_one_line_config_errors(tmp_path: Path, kw: dict[str,
     with pytest.raises(ConfigError) as exc:
         RenderSource(p, **kw).info()
     assert "\n" not in str(exc.value) and next(iter(kw)) in str(exc.value)
+
+
+def test_a_read_open3d_reports_as_failed_fails(tmp_path: Path) -> None:
+    """Counts right, a value not a number: Open3D says the read failed and returns the
+    vertices it allocated (uninitialised after the bad value)."""
+    p = ascii_ply(tmp_path, "token.ply", 0)
+    lines = p.read_text().split("\n")
+    lines[lines.index("end_header") + 3] = "0.1 zz 0.3"
+    p.write_text("\n".join(lines))
+    assert "Open3D: " in failure(p) and "vertex" in failure(p)
+    q = tmp_path / "token.off"
+    q.write_text("OFF\n3 1 0\n0 0 0\n1 x 0\n0 1 0\n3 0 1 2\n")
+    assert "Read OFF failed" in failure(q)
