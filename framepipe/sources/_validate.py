@@ -292,7 +292,7 @@ def obj_face_problem(path: Path) -> str | None:
     return f"Open3D read none of its {faces} faces" if faces else None
 
 
-_FAILED = re.compile(r"(Read \w+ failed[^\n]*|RPly: [^\n]*)")
+_FAILED = (re.compile(r"RPly: [^\n]*"), re.compile(r"Read \w+ failed[^\n]*"))
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -304,8 +304,11 @@ class Captured:
 
     def failure(self) -> str | None:
         """The first line saying the read failed (Open3D still returns partial data)."""
-        m = _FAILED.search(self.text)
-        return m.group(1).strip() if m else None
+        for pattern in _FAILED:  # RPly's says which value; Open3D's names only the file
+            m = pattern.search(self.text)
+            if m:
+                return m.group(0).split(": unable to read file", 1)[0].strip()
+        return None
 
 
 def _flush_c_stdio() -> None:
