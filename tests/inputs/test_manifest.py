@@ -178,3 +178,21 @@ def test_inputs_given_as_objects_and_iterators(videos: Path, tmp_path: Path) -> 
     assert (s.done, s.failed) == (2, [])
     ids = sorted(str(r.get("id")) for r in read_records(tmp_path / "out" / MANIFEST))
     assert ids == ["None", "obj"]
+
+
+def test_the_cli_needs_paths_or_a_manifest(tmp_path: Path) -> None:
+    for cmd in (
+        ["sample", "-o", str(tmp_path / "o")],
+        ["caption", "-o", str(tmp_path / "r.jsonl")],
+    ):
+        res = CliRunner().invoke(cli, cmd)
+        assert res.exit_code == 2 and "give PATHS, --inputs-from FILE, or both" in res.output
+
+
+def test_the_cli_bar_has_no_total_for_a_manifest(videos: Path, tmp_path: Path) -> None:
+    m = _write(tmp_path / "l.txt", [{"path": str(videos / "a.mp4")}, {"path": "b.mp4"}], "txt")
+    (tmp_path / "b.mp4").symlink_to(videos / "b.mp4")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sample", "--inputs-from", str(m), "-n", "2", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "2 clip(s) written, 0 already done, 0 failed" in res.output
