@@ -22,6 +22,7 @@ import numpy as np
 from framepipe.errors import MissingDependencyError, SourceError
 from framepipe.sources._validate import (
     check_off,
+    check_pcd,
     check_ply,
     obj_face_problem,
     quiet_open3d,
@@ -103,13 +104,16 @@ def guess_is_mesh(path: Path) -> bool:
 def load_geometry(path: Path) -> Geometry:
     """Read ``path`` (mesh or point cloud) into a :class:`Geometry`; raise SourceError."""
     if not path.is_file():
-        raise SourceError(path, "no such file")
+        raise SourceError(path, "not a regular file" if path.exists() else "no such file")
     if path.stat().st_size == 0:
         raise SourceError(path, "file is empty")
     ext = path.suffix.lower()
     if ext not in MESH_EXTENSIONS | CLOUD_EXTENSIONS:
         raise SourceError(path, f"not a 3D model or point cloud extension ({ext or 'none'})")
-    declared = _check_file(path, ext)
+    try:
+        declared = _check_file(path, ext)
+    except OSError as exc:
+        raise SourceError(path, f"cannot read file: {exc.strerror or exc}") from exc
     o3d = _o3d()
     with quiet_open3d(o3d, path) as printed:
         geom = _read_mesh(path) if guess_is_mesh(path) else _read_cloud(path)
@@ -132,6 +136,9 @@ def _check_file(path: Path, ext: str) -> tuple[int, int] | None:
         return header.count("vertex"), header.count("face")
     if ext == ".off":
         return check_off(path)
+    if ext == ".pcd":
+        points = check_pcd(path)
+        return None if points is None else (points, 0)
     return None
 
 
@@ -165,7 +172,10 @@ def _read_mesh(path: Path) -> Geometry:
         materials = [Material(np.ones(3, np.float32))]
     if not parts or all(len(m.vertices) == 0 for m, _ in parts):
         if ext == ".obj":  # Assimp drops an OBJ without faces; its vertices are a cloud
-            problem = obj_face_problem(path)
+            try:
+                problem = obj_face_problem(path)
+            except OSError as exc:
+                raise SourceError(path, f"cannot read file: {exc.strerror or exc}") from exc
             if problem is not None:
                 raise SourceError(path, f"bad OBJ: {problem}")
             pts = _obj_vertices(path)

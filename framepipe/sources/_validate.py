@@ -356,3 +356,59 @@ def quiet_open3d(o3d: Any, path: Path) -> Iterator[Captured]:
             got.text = _ANSI.sub("", text).strip()
             if got.text:
                 log.debug("%s: Open3D printed: %s", path, " | ".join(got.text.splitlines()[:5]))
+
+
+def check_pcd(path: Path) -> int | None:
+    """Points a PCD header declares; SourceError unless the body holds them all (ASCII: a
+    line per point, binary: the bytes). None when the header cannot be parsed here (Open3D
+    then decides) or the data is compressed."""
+    with open(path, "rb") as fh:
+        head = fh.read(65536)
+    fields: dict[str, list[str]] = {}
+    offset = 0
+    for raw in head.splitlines(keepends=True):
+        offset += len(raw)
+        tok = raw.decode("ascii", errors="replace").split()
+        if not tok or tok[0].startswith("#"):
+            continue
+        fields[tok[0].upper()] = tok[1:]
+        if tok[0].upper() == "DATA":
+            break
+    else:
+        return None
+    try:
+        points = int(fields["POINTS"][0])
+        data = fields["DATA"][0].lower()
+        counts = fields.get("COUNT", ["1"] * len(fields.get("SIZE", [])))
+        row = sum(int(s) * int(c) for s, c in zip(fields.get("SIZE", []), counts))
+    except (KeyError, IndexError, ValueError):
+        return None
+    if points < 0:
+        raise SourceError(path, f"bad PCD: POINTS {points}")
+    size = path.stat().st_size
+    if data == "binary":
+        if row <= 0:
+            return None
+        have = (size - offset) // row
+        if have < points:
+            raise SourceError(path, f"truncated: {have} of {points} points")
+    elif data == "ascii":
+        if points * 2 > size - offset or size > _ASCII_MAX_BYTES:
+            raise SourceError(path, f"truncated: {points} points declared in {size} bytes")
+        width = len(fields.get("FIELDS", []))
+        lines = 0
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            for raw in fh:
+                values = len(raw.split())
+                if values:
+                    if values < width:
+                        raise SourceError(
+                            path, f"bad PCD: point {lines} has {values} of {width} values"
+                        )
+                    lines += 1
+        if lines < points:
+            raise SourceError(path, f"truncated: {lines} of {points} points")
+    else:
+        return None
+    return points

@@ -177,7 +177,8 @@ class RenderSource(Source):
     # -- metadata -------------------------------------------------------------------------
     def info(self) -> SourceInfo:
         if self._info is None:
-            self._info = self._prepare()
+            with np.errstate(all="ignore"):  # degenerate geometry: no RuntimeWarning leaks
+                self._info = self._prepare()
         return self._info
 
     def _prepare(self) -> SourceInfo:
@@ -332,12 +333,13 @@ class RenderSource(Source):
         assert self._poses_norm is not None
         for k, i in enumerate(idx):
             if i not in done:
-                done[i] = self._raycaster().render(
-                    self._poses_norm[i],
-                    intr,
-                    background=self.background,
-                    supersample=self.supersample,
-                )
+                with np.errstate(all="ignore"):
+                    done[i] = self._raycaster().render(
+                        self._poses_norm[i],
+                        intr,
+                        background=self.background,
+                        supersample=self.supersample,
+                    )
             out[k] = done[i]
         return out
 

@@ -216,3 +216,20 @@ def test_a_read_open3d_reports_as_failed_fails(tmp_path: Path) -> None:
     q = tmp_path / "token.off"
     q.write_text("OFF\n3 1 0\n0 0 0\n1 x 0\n0 1 0\n3 0 1 2\n")
     assert "Read OFF failed" in failure(q)
+
+
+def test_truncated_and_short_pcd_fail(tmp_path: Path) -> None:
+    pc = o3d.geometry.PointCloud(
+        o3d.utility.Vector3dVector(np.random.default_rng(3).random((999, 3)))
+    )
+    for ascii_ in (False, True):
+        good = tmp_path / f"good{ascii_}.pcd"
+        assert o3d.io.write_point_cloud(str(good), pc, write_ascii=ascii_)
+        data = good.read_bytes()
+        cut = tmp_path / f"cut{ascii_}.pcd"
+        cut.write_bytes(data[: len(data) // 3])
+        assert "truncated" in failure(cut) or "values" in failure(cut)
+        assert RenderSource(good, size=32, num_views=2).info().extra["num_points"] == 999
+    short = tmp_path / "short.pcd"
+    short.write_bytes(b"VERSION .7\nFIELDS x y z\nPOINTS 10\nDATA ascii\n1 2\n")
+    failure(short)
