@@ -27,6 +27,7 @@ from framepipe.types import (
     FrameBatch,
     Selection,
     SourceInfo,
+    round_times,
     timestamps_to_list,
 )
 from framepipe.utils import stable_digest
@@ -101,7 +102,7 @@ def clip_fields(
     if sel is not None:
         out["sampler"] = {"name": sel.sampler, "params": dict(sel.params)}
         out["indices"] = list(sel.indices)
-        out["selection"] = dict(sel.extra) or None
+        out["selection"] = round_times(dict(sel.extra)) or None
         if info is not None and info.timestamps_s is not None:
             out["timestamps_s"] = timestamps_to_list([info.timestamps_s[i] for i in sel.indices])
     if batch is not None:
@@ -120,11 +121,15 @@ def ok_record(
     *,
     key: str,
     timings_s: dict[str, float],
+    of_input: str | None = None,
 ) -> ClipResult:
-    """The record of a clip sampled (and, with ``batch``, read) without error."""
-    return ClipResult(
-        source=info.id, key=key, timings_s=dict(timings_s), **clip_fields(info, clip, sel, batch)
-    )
+    """The record of a clip sampled (and, with ``batch``, read) without error. ``of_input``:
+    the key a failure of the whole input would have had (:func:`input_key`), kept on the
+    record as ``input_key`` so that such a failure written before is replaced by the input's
+    clip records (see :mod:`framepipe.output.compact`)."""
+    extra = {} if of_input is None else {"input_key": of_input}
+    fields = clip_fields(info, clip, sel, batch)
+    return ClipResult(source=info.id, key=key, timings_s=dict(timings_s), extra=extra, **fields)
 
 
 def error_text(source: str, error: BaseException | str, doing: str | None = None) -> str:

@@ -141,6 +141,11 @@ def _clip_jobs(
         except FramepipeError as exc:
             stat = exc
     fp = input_fingerprint(item, cfg, stat=stat)
+    whole = input_key(fp, parts)  # the key of a failure of the whole input (on clip records)
+    if is_done is not None and is_done(
+        input_key(fp, parts, not_an_input=True) if item.error else whole
+    ):  # its failed record counts as done (retry_failed=False)
+        return
     if item.error:
         yield ClipJob(
             failed_record(src_id, item.error, key=input_key(fp, parts, not_an_input=True))
@@ -185,7 +190,7 @@ def _clip_jobs(
                 continue
             if on_clip is not None:
                 on_clip(key, clip)
-            yield _one_clip(source, info, clip, cfg, key, t_open, read_frames)
+            yield _one_clip(source, info, clip, cfg, key, t_open, read_frames, whole)
             t_open = 0.0
 
 
@@ -197,6 +202,7 @@ def _one_clip(
     key: str,
     t_open: float,
     read_frames: bool,
+    whole: str | None = None,
 ) -> ClipJob:
     sel = None
     t0 = time.perf_counter()
@@ -208,14 +214,15 @@ def _one_clip(
     except Exception as exc:  # one clip's failure never stops the run
         if not isinstance(exc, FramepipeError):
             log.exception("%s: unexpected error on clip %d", info.id, clip.index)
-        rec = failed_record(info.id, exc, key=key, **clip_fields(info, clip, sel))
+        of_input = {} if whole is None else {"input_key": whole}
+        rec = failed_record(info.id, exc, key=key, extra=of_input, **clip_fields(info, clip, sel))
         return ClipJob(rec, None, sel, info)
     timings_s = {
         "open_s": round(t_open, 4),
         "select_s": round(t1 - t0, 4),
         "decode_s": round(t2 - t1, 4),
     }
-    rec = ok_record(info, clip, sel, batch, key=key, timings_s=timings_s)
+    rec = ok_record(info, clip, sel, batch, key=key, timings_s=timings_s, of_input=whole)
     return ClipJob(rec, batch, sel, info)
 
 

@@ -322,6 +322,8 @@ class ClipResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The record as written: its fields, then ``extra``'s, times rounded
+        (:func:`round_times`)."""
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
@@ -329,7 +331,30 @@ class ClipResult:
                 out.update(value)
                 continue
             out[name] = value
-        return out
+        return round_times(out)
+
+
+TIME_DIGITS = 6
+"""Times in records are rounded to microseconds."""
+
+
+def round_times(value: Any, *, timed: bool = False) -> Any:
+    """``value`` with every number that is a time rounded to :data:`TIME_DIGITS` decimals: a
+    time is a float under a key ending in ``_s`` (``start_s``, ``timestamps_s``,
+    ``timings_s`` ...), at any depth of dicts, lists and tuples. The one rounding rule of
+    records (:meth:`ClipResult.to_json`)."""
+    if isinstance(value, float):
+        return round(float(value), TIME_DIGITS) if timed else value
+    if isinstance(value, dict):
+        return {
+            k: round_times(v, timed=timed or (isinstance(k, str) and k.endswith("_s")))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [round_times(v, timed=timed) for v in value]
+    if type(value) is tuple:
+        return tuple(round_times(v, timed=timed) for v in value)
+    return value
 
 
 def _round(x: float | None, nd: int = 6) -> float | None:

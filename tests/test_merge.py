@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from framepipe.output import (
+    JsonlWriter,
+    ParquetWriter,
     compact_jsonl,
     merge,
     open_writer,
@@ -27,7 +29,9 @@ from framepipe.records import failed_record
 from framepipe.types import ClipResult
 
 
-def clip_rec(source: str, key: str, *, ok: bool = True, ikey: str | None = None, **kw: Any):
+def clip_rec(
+    source: str, key: str, *, ok: bool = True, ikey: str | None = None, **kw: Any
+) -> ClipResult:
     extra = {"input_key": ikey} if ikey else {}
     clip = {"index": 0, "label": "whole", "start_frame": 0, "end_frame": 9}
     if ok:
@@ -90,7 +94,7 @@ def test_a_rerun_replaces_retried_records(tmp_path: Path, fmt: str) -> None:
 def test_a_killed_run_keeps_its_records_and_the_next_run_compacts(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     _write(out, [clip_rec("a", "k1", ok=False), clip_rec("b", "k2")])
-    w = open_writer(out)
+    w = JsonlWriter(out)
     w.write(clip_rec("a", "k1"))
     # killed here: no close; every record stays on disk
     assert [r["key"] for r in read_records(out)] == ["k1", "k2", "k1"]
@@ -137,7 +141,7 @@ def test_parquet_rows_round_trip_to_the_jsonl_record() -> None:
 def test_parquet_journal_survives_a_kill(tmp_path: Path) -> None:
     out = tmp_path / "r.parquet"
     _write(out, [clip_rec("a", "k1")])
-    w = open_writer(out)
+    w = ParquetWriter(out)
     w.write(clip_rec("b", "k2"))  # killed: the record is in the journal only
     assert read_done_keys(out) == {"k1", "k2"}
     assert len(record_files(out)) == 2

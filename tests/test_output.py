@@ -43,3 +43,25 @@ def test_write_frames_and_sheet(tmp_path: Path) -> None:
     assert np.asarray(Image.open(tmp_path / paths[1])).min() == 255
     sheet = contact_sheet(batch, tile_width=60)
     assert sheet.size == (120, 2 * (40 + 18))
+
+
+def test_times_in_records_are_rounded_to_microseconds(tmp_path: Path) -> None:
+    from framepipe.records import clip_fields
+    from framepipe.types import ClipSpec, Selection, SourceInfo
+
+    t = 0.1 + 0.2  # 0.30000000000000004
+    info = SourceInfo("v.mp4", "video", 3, 4, 4, timestamps_s=(0.0, 0.1, t))
+    sel = Selection((2,), "keyframe", {"min_gap_s": t}, {"shots": [{"start_s": t, "score": t}]})
+    fields = clip_fields(info, ClipSpec("v.mp4", 0, 3, start_s=t, end_s=t), sel)
+    rec = ClipResult(source="v.mp4", timings_s={"decode_s": t}, **fields, extra={"t_s": [t]})
+    assert rec.selection == {"shots": [{"start_s": 0.3, "score": t}]}  # a score is no time
+    out = tmp_path / "r.jsonl"
+    with JsonlWriter(out) as w:
+        w.write(rec)
+    line = out.read_text()
+    assert "0.30000000000000004" in line  # the score, only
+    (got,) = read_records(out)
+    assert got["timestamps_s"] == [0.3] and got["clip"]["start_s"] == 0.3
+    assert got["selection"]["shots"][0]["start_s"] == 0.3
+    assert got["sampler"]["params"]["min_gap_s"] == 0.3 and got["timings_s"]["decode_s"] == 0.3
+    assert got["t_s"] == [0.3] and line.count("0.30000000000000004") == 1

@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "make-tiny-model": "framepipe.cli.tiny",
     "shots": "framepipe.cli.shots",
     "report": "framepipe.cli.report",
+    "merge": "framepipe.cli.merge",
 }
 
 

@@ -13,6 +13,7 @@ import click
 from framepipe.cli.common import field_default, sample_config_from, sampling_options
 from framepipe.cli.engine_options import engine_options, ray_options_from
 from framepipe.cli.inputs import input_count, input_kwargs, input_options
+from framepipe.cli.output_options import OutputPath, format_option, retry_option
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
@@ -134,9 +135,12 @@ def read_questions_file(path: str) -> list[str]:
     "--output",
     default="results.jsonl",
     show_default=True,
-    type=click.Path(dir_okay=False, path_type=str),
-    help="JSONL file, one record per clip (appended; a re-run completes it).",
+    type=OutputPath(),
+    help="Records file (.jsonl or .parquet), one record per clip (a re-run completes it and "
+    "replaces retried clips' records); a path ending with / is a folder of part files.",
 )
+@format_option()
+@retry_option
 @click.option(
     "--frames-dir",
     type=click.Path(file_okay=False, path_type=str),
@@ -179,6 +183,8 @@ def command(
     offline: bool,
     do_sample: bool,
     output: str,
+    records_format: str | None,
+    retry_failed: bool,
     frames_dir: str | None,
     overwrite: bool,
     workers: int | None,
@@ -239,6 +245,8 @@ def command(
             output=output,
             frames_dir=frames_dir,
             overwrite=overwrite,
+            format=records_format,
+            retry_failed=retry_failed,
             workers=workers,
             prefetch=prefetch,
             decode_timeout_s=decode_timeout,

@@ -11,6 +11,7 @@ import click
 from framepipe.cli.common import sample_config_from, sampling_options
 from framepipe.cli.engine_options import engine_options, ray_options_from
 from framepipe.cli.inputs import input_count, input_kwargs, input_options
+from framepipe.cli.output_options import format_option, retry_option
 from framepipe.discover import Input, Skipped
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
@@ -44,6 +45,12 @@ from framepipe.types import ClipResult
     is_flag=True,
     help="Start afresh instead of skipping clips already in the manifest.",
 )
+@format_option(
+    "--manifest-format",
+    what="manifest (DIR/manifest.jsonl or .parquet)",
+    default="the existing manifest's, else jsonl",
+)
+@retry_option
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
@@ -66,6 +73,8 @@ def command(
     image_format: str,
     no_sheet: bool,
     overwrite: bool,
+    records_format: str | None,
+    retry_failed: bool,
     workers: int,
     decode_timeout: float,
     **kw: Any,
@@ -78,7 +87,7 @@ def command(
     """
     from tqdm import tqdm
 
-    from framepipe.runs.sample import sample
+    from framepipe.runs.sample import manifest_path, sample
 
     engine_kw = ray_options_from(kw)  # --engine and the Ray engine's resources
     try:
@@ -117,6 +126,8 @@ def command(
             out_dir,
             cfg,
             overwrite=overwrite,
+            format=records_format,
+            retry_failed=retry_failed,
             image_format=image_format,
             sheets=not no_sheet,
             workers=workers,
@@ -137,7 +148,7 @@ def command(
             b.close()
     click.echo(
         f"{summary.done} clip(s) written, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed -> {out_dir}/manifest.jsonl "
+        f"{len(summary.failed)} failed -> {manifest_path(out_dir, records_format)} "
         f"({summary.elapsed_s:.1f} s)",
         err=True,
     )

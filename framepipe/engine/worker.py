@@ -277,8 +277,9 @@ def guarded_clip_jobs(
             yield ClipJob(tag_record(rec, item))
             return
         key, clip = current[0]
+        fields = {"stage": "decode", "input_key": input_error_key(item, cfg, extra)}
         rec = failed_record(
-            src_id, error, kind=item.kind, clip=clip.to_json(), key=key, extra={"stage": "decode"}
+            src_id, error, kind=item.kind, clip=clip.to_json(), key=key, extra=fields
         )
         yield ClipJob(tag_record(rec, item))  # then read the rest of the input again
 
@@ -313,7 +314,8 @@ def lost_clip(
     src = item.source
     if clip is not None:  # the clip it was on fails
         key, spec = clip
-        clip_json, stage = spec.to_json(), {"stage": "decode"}
+        clip_json = spec.to_json()
+        stage = {"stage": "decode", "input_key": input_error_key(item, cfg, work.extra_key)}
         rec = failed_record(src, err, kind=item.kind, clip=clip_json, key=key, extra=stage)
         rest = WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
         return [tag_record(rec, item)], rest

@@ -1,0 +1,167 @@
+"""Exactly one record per clip after any sequence of ``sample`` and ``caption`` runs (issue 11.4),
+``--retry-failed/--no-retry-failed``, and the runs' Parquet and part-file outputs (issue 12.5).
+
+``CountingGenerator`` is a TEST DOUBLE with the Generator's methods: it answers every clip
+with the number of frames it was given, and counts the clips it answered."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+
+import framepipe.stages
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.errors import SourceError
+from framepipe.output import read_output, read_records
+from framepipe.runs.caption import Pipeline
+from framepipe.runs.sample import sample
+
+
+@dataclass
+class _Answer:
+    prompt: str
+    answers: list[str]
+    generate_s: float
+    prompt_tokens: int
+    new_tokens: list[int]
+
+
+class CountingGenerator:
+    """TEST DOUBLE: answers ``"<n> frames"``; ``answered`` counts the clips."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+
+    def describe(self) -> dict[str, Any]:
+        names = ("revision", "path", "quantize")
+        return {"id": "test/count", **dict.fromkeys(names), "dtype": "float32", "device": "cpu",
+                "attn": "eager", "random_weights": True}  # fmt: skip
+
+    def answer(self, requests: Sequence[Any]) -> list[_Answer]:
+        self.answered += len(requests)
+        return [_Answer("p", [f"{len(r.images)} frames"], 0.0, 1, [1]) for r in requests]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("once")
+    engine_plugins.make_video(d / "a.mp4", 20, seed=1)
+    engine_plugins.make_video(d / "b.mp4", 12, seed=2)
+    (d / "broken.mp4").write_bytes(b"not a video")
+    return d
+
+
+def _caption(paths: list[Path], output: Any, **kw: Any) -> Any:
+    gen: Any = CountingGenerator()
+    pipe = Pipeline(generator=gen, sample=SampleConfig(n=2), workers=0)
+    return pipe.run(paths, output, **kw)
+
+
+def _by_source(recs: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in recs:
+        out.setdefault(Path(r["source"]).name, []).append(r["status"])
+    return out
+
+
+def test_caption_twice_with_a_failing_input_keeps_one_record_per_clip(
+    inputs: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r.jsonl"
+    files = sorted(inputs.iterdir())
+    _caption(files, out)
+    s = _caption(files, out)
+    assert (s.done, s.skipped, len(s.failed)) == (0, 2, 1)  # the failed input was retried
+    recs = list(read_records(out))
+    assert len(recs) == 3  # was 4: the retried failure appended a second record
+    assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"], "broken.mp4": ["failed"]}
+    # --no-retry-failed: the failed input counts as done, its record is kept
+    s = _caption(files, out, retry_failed=False)
+    assert (s.done, s.skipped, len(s.failed)) == (0, 3, 0)
+    assert len(list(read_records(out))) == 3
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_sample_twice_with_a_failing_input(inputs: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "s"
+    for _ in range(2):
+        sample([inputs], out, SampleConfig(n=2), format=fmt, workers=0, sheets=False)
+    manifest = out / f"manifest.{fmt}"
+    recs = list(read_output(manifest))
+    assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"], "broken.mp4": ["failed"]}
+    if fmt == "parquet":
+        import pandas as pd
+
+        df = pd.read_parquet(manifest)
+        assert len(df) == 3 and set(df["status"]) == {"ok", "failed"}
+        assert not (out / ".manifest.parquet.journal").exists()
+        # resume from Parquet: everything done (the default format is the manifest there)
+        s = sample([inputs], out, SampleConfig(n=2), workers=0, sheets=False)
+        assert (s.done, s.skipped) == (0, 2) and not (out / "manifest.jsonl").exists()
+
+
+def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "r.jsonl"
+    real_open = framepipe.stages.open_source
+
+    def flaky_open(path: Any, *a: Any, **kw: Any) -> Any:
+        if Path(path).name == "a.mp4":
+            raise SourceError(path, "temporarily unavailable")
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr(framepipe.stages, "open_source", flaky_open)
+    files = [inputs / "a.mp4", inputs / "b.mp4"]
+    _caption(files, out)
+    (failed,) = [r for r in read_records(out) if r["status"] == "failed"]
+    assert failed["clip"] is None  # a failure of the whole input: its own key
+    monkeypatch.setattr(framepipe.stages, "open_source", real_open)
+    s = _caption(files, out)
+    assert (s.done, s.skipped) == (1, 1)
+    recs = list(read_records(out))
+    assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"]}
+    (a,) = [r for r in recs if r["source"].endswith("a.mp4")]
+    assert a["input_key"] == failed["key"]
+
+
+def test_caption_into_a_folder_of_parts_resumes_and_merges(inputs: Path, tmp_path: Path) -> None:
+    files = [inputs / "a.mp4", inputs / "b.mp4"]
+    parts = f"{tmp_path / 'results'}/"
+    _caption(files[:1], parts, part="0")
+    s = _caption(files, parts, part="1", format="parquet")
+    assert (s.done, s.skipped) == (1, 1)  # done keys from every part
+    assert sorted(p.name for p in Path(parts).iterdir()) == ["part-0.jsonl", "part-1.parquet"]
+    res = CliRunner().invoke(cli, ["merge", parts, "-o", str(tmp_path / "all.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "2 record(s) from 2 file(s)" in res.output
+    import pandas as pd
+
+    df = pd.read_parquet(tmp_path / "all.parquet")
+    assert sorted(map(os.path.basename, df["source"])) == ["a.mp4", "b.mp4"]
+    assert [json.loads(c)["index"] for c in df["clip"]] == [0, 0]
+
+
+def test_cli_output_options(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    args = ["sample", str(inputs / "a.mp4"), "-n", "2", "-o", str(out), "--no-sheet",
+            "--workers", "0", "--manifest-format", "parquet"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "manifest.parquet" in res.output and (out / "manifest.parquet").is_file()
+    res = CliRunner().invoke(cli, ["merge", str(out), "-o", str(tmp_path / "m.jsonl")])
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(tmp_path / "m.jsonl")
+    assert rec["frames"][0].startswith("s/")  # rebased from s/ to the merged file's folder
+    assert (tmp_path / rec["frames"][0]).is_file()
+    res = CliRunner().invoke(cli, ["merge", str(tmp_path / "nothing"), "-o", "x.jsonl"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
