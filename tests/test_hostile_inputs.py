@@ -163,6 +163,14 @@ def test_records_with_names_that_are_not_utf8_read_back_exactly(
     assert sorted(os.fsencode(json.loads(x)["source"]) for x in lines) == sorted(
         map(os.fsencode, odd)
     )
+    # Parquet strings are UTF-8 only: there such a name is kept as the console shows it
+    pytest.importorskip("pyarrow")
+    from framepipe.output.parquet import read_parquet
+
+    summary = sample([str(p) for p in odd], tmp_path / "pq", workers=0, format="parquet")
+    assert summary.done == 1 and len(summary.failed) == 1
+    rows = list(read_parquet(tmp_path / "pq" / "manifest.parquet"))
+    assert sorted(r["source"] for r in rows) == sorted(map(_shown, odd))
 
 
 @pytest.mark.timeout(120)

@@ -72,9 +72,21 @@ def schema() -> pa.Schema:
 
 
 def _dumps(value: Any) -> str | None:
-    from framepipe.output.jsonl import json_default
+    from framepipe.output.jsonl import record_line
 
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=json_default)
+    return None if value is None else record_line(value).rstrip("\n")
+
+
+def _text(value: Any) -> str:
+    """``value`` as text a Parquet string holds (UTF-8 only): a file name that is not UTF-8
+    (kept by Python as surrogate escapes, :func:`os.fsdecode`) is stored with those as
+    ``\\udcXX`` text, as the console shows it; JSONL (and the JSON columns) keep it exactly."""
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def to_row(rec: dict[str, Any]) -> dict[str, Any]:
@@ -83,10 +95,13 @@ def to_row(rec: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name in TEXT:
         v = rec.get(name)
-        row[name] = None if v is None else str(v)
-    for name in (*INT_LISTS, *FLOAT_LISTS, *TEXT_LISTS):
+        row[name] = None if v is None else _text(v)
+    for name in (*INT_LISTS, *FLOAT_LISTS):
         v = rec.get(name)
         row[name] = None if v is None else list(v)
+    for name in TEXT_LISTS:
+        v = rec.get(name)
+        row[name] = None if v is None else [None if t is None else _text(t) for t in v]
     for name in JSON_FIELDS:
         if name != "extra":
             row[name] = _dumps(rec.get(name))
