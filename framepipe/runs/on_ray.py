@@ -14,18 +14,17 @@ place) and the parts are removed. A re-run after a killed driver skips every cli
 from __future__ import annotations
 
 import contextlib
-import json
+import functools
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.engine.local import EngineTask
-from framepipe.errors import OutputError
-from framepipe.output import JsonlWriter, read_records
+from framepipe.output import is_folder_output, merge, open_writer, read_done_keys
+from framepipe.output.store import PART_PREFIX
 from framepipe.runs.common import OnRecord, Recorder, RunSummary
 from framepipe.types import ClipResult
 
@@ -37,81 +36,16 @@ log = logging.getLogger(__name__)
 
 
 def parts_dir(output: Path) -> Path:
-    """Where the Ray engine's part files of ``output`` go."""
+    """Where the Ray engine's part files of the records file ``output`` go: beside it in a
+    ``sample`` folder (``manifest.*``), else in ``OUTPUT.parts/``."""
+    if output.stem == "manifest":
+        return output.parent
     return output.with_name(output.name + ".parts")
 
 
 def part_files(parts: Path) -> list[Path]:
-    """The part files in ``parts``, oldest run first (run names sort by start time)."""
-    return sorted(parts.glob("part-*.jsonl")) if parts.is_dir() else []
-
-
-def done_keys(output: Path) -> set[str]:
-    """The keys of the ``ok`` records in ``output`` and in its part files (digests only)."""
-    keys: set[str] = set()
-    for f in [output, *part_files(parts_dir(output))]:
-        for rec in read_records(f):
-            if rec.get("status") == "ok" and rec.get("key"):
-                keys.add(str(rec["key"]))
-    return keys
-
-
-def merge_parts(output: Path, *, keep_old: bool = True) -> int:
-    """Merge ``output`` (unless not ``keep_old``) and its part files into ``output``: one
-    record per key, the latest (the last in file order) winning, lines kept verbatim;
-    written to a temporary file and moved into place; the parts are then removed. Holds
-    only (key -> line) positions in memory. Returns the records written."""
-    parts = part_files(parts_dir(output))
-    files = ([output] if keep_old and output.exists() else []) + parts
-    last: dict[str, tuple[int, int]] = {}
-    for fi, f in enumerate(files):
-        for li, line in enumerate(_lines(f)):
-            key = _key(line)
-            if key:
-                last[key] = (fi, li)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    written = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for fi, f in enumerate(files):
-                for li, line in enumerate(_lines(f)):
-                    key = _key(line)
-                    if key is None or (key and last.get(key) != (fi, li)):
-                        continue
-                    fh.write(line if line.endswith("\n") else line + "\n")
-                    written += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise OutputError(f"{output}: cannot write ({exc.strerror or exc})") from exc
-    for p in parts:
-        p.unlink()
-    with contextlib.suppress(OSError):
-        parts_dir(output).rmdir()
-    return written
-
-
-def _lines(path: Path) -> Iterable[str]:
-    with open(path, encoding="utf-8") as fh:
-        yield from fh
-
-
-def _key(line: str) -> str | None:
-    """A record line's key ('' for a record without one, kept as is); None for a line that
-    is no record (blank, torn by a kill)."""
-    if not line.strip():
-        return None
-    try:
-        rec = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(rec, dict):
-        return None
-    return str(rec.get("key") or "")
+    """The part files in ``parts`` (``part-*.jsonl``)."""
+    return sorted(parts.glob(f"{PART_PREFIX}*.jsonl")) if parts.is_dir() else []
 
 
 def run_on_ray(
@@ -122,21 +56,32 @@ def run_on_ray(
     *,
     t0: float,
     overwrite: bool = False,
+    format: str | None = None,
+    retry_failed: bool = True,
+    part: str | None = None,
     keep_records: bool = True,
     on_record: OnRecord | None = None,
     on_first: Callable[[ClipResult], None] | None = None,
 ) -> RunSummary:
-    """Run ``tasks`` on ``engine``; its records go to ``output`` (part files, then merged)
-    and into ``summary``. ``on_first`` sees the first record (before it is written)."""
+    """Run ``tasks`` on ``engine``; its records go to ``output`` (a file: part files, then
+    merged into it in ``format``; a folder output: a part file there) and into ``summary``.
+    ``on_first`` sees the first record (before it is written)."""
     writer = None
+    parts: Path | None = None
+    folder = output is not None and is_folder_output(output)
     if output is not None:
-        parts = parts_dir(output)
+        parts = output if folder else parts_dir(output)
         if overwrite:
             for p in part_files(parts):  # a killed run's parts: started afresh
                 p.unlink()
-        engine.done_keys = set() if overwrite else done_keys(output)
+        seen = [p for p in ([] if folder else [output]) + [parts] if p.exists()]
+        keys = set()
+        if seen and not overwrite:
+            keys = read_done_keys(seen, retry_failed=retry_failed)
+        engine.done_keys = keys
         run = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
-        writer = JsonlWriter(parts / f"part-{run}.jsonl")
+        name = part if folder and part else run
+        writer = open_writer(parts, "jsonl", part=name, retry_failed=retry_failed)
     record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
     first = True
     try:
@@ -149,8 +94,16 @@ def run_on_ray(
         if writer is not None:
             writer.close()
         summary.skipped = engine.skipped
-    if output is not None:
-        merge_parts(output, keep_old=not overwrite)
+    if output is not None and parts is not None and not folder:
+        found = part_files(parts)
+        old = [output] if output.exists() and not overwrite else []
+        if found or old:
+            merge([*old, *found], output, format)
+        for p in found:
+            p.unlink()
+        if parts != output.parent:
+            with contextlib.suppress(OSError):
+                parts.rmdir()
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 
@@ -166,6 +119,9 @@ def caption_on_ray(
     gen_json: dict[str, Any],
     t0: float,
     overwrite: bool = False,
+    format: str | None = None,
+    retry_failed: bool = True,
+    part: str | None = None,
     keep_records: bool = True,
     on_record: OnRecord | None = None,
     on_skip: Callable[[int], None] | None = None,
@@ -191,6 +147,13 @@ def caption_on_ray(
         batch_size=batch,
         generator=getattr(pipe, "_generator", None),
     )
+    keywords = getattr(prepare, "keywords", {})
+    if output is not None and not is_folder_output(output) and keywords.get("rel_to"):
+        # frames are saved relative to the part files' folder: merge makes them relative
+        # to the output's again
+        assert isinstance(prepare, functools.partial)
+        rel = parts_dir(output).resolve()
+        prepare = functools.partial(prepare.func, *prepare.args, **{**keywords, "rel_to": rel})
     engine = RayEngine(
         pipe.sample,
         options,
@@ -212,6 +175,9 @@ def caption_on_ray(
         summary,
         t0=t0,
         overwrite=overwrite,
+        format=format,
+        retry_failed=retry_failed,
+        part=part,
         keep_records=keep_records,
         on_record=on_record,
         on_first=first,

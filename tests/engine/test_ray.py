@@ -6,7 +6,6 @@ a driver killed mid-run, then the same command: every clip exactly once."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -32,7 +31,7 @@ from framepipe.engine.ray_generate import GenerateSpec
 from framepipe.engine.ray_read import frame_reduce_for
 from framepipe.output import read_records
 from framepipe.runs.caption import caption
-from framepipe.runs.on_ray import merge_parts, parts_dir
+from framepipe.runs.on_ray import part_files, parts_dir
 from framepipe.runs.sample import sample
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -96,7 +95,7 @@ def test_sample_records_equal_the_local_engines(
             assert (tmp_path / "ray" / frame).read_bytes() == (
                 tmp_path / "local" / frame
             ).read_bytes()
-    assert not parts_dir(tmp_path / "ray/manifest.jsonl").exists()
+    assert not part_files(parts_dir(tmp_path / "ray/manifest.jsonl"))  # merged, removed
 
 
 def test_caption_records_equal_the_local_engines(
@@ -248,28 +247,7 @@ def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
     assert skipped == len(set(written)) and done == 12 - skipped and failed == 0
     recs = _records(out / "manifest.jsonl")  # one record per clip
     assert len(recs) == 12 and all(r["status"] == "ok" for r in recs.values())
-    assert set(written) <= recs.keys() and not parts.exists()
-
-
-def test_merge_parts_keeps_the_latest_record_per_clip(tmp_path: Path) -> None:
-    out = tmp_path / "results.jsonl"
-    out.write_text(
-        json.dumps({"key": "a", "status": "failed"})
-        + "\n"
-        + json.dumps({"key": "b", "v": 1})
-        + "\n"
-    )
-    parts = parts_dir(out)
-    parts.mkdir()
-    (parts / "part-1.jsonl").write_text(json.dumps({"key": "a", "status": "ok"}) + "\n{torn")
-    (parts / "part-2.jsonl").write_text(json.dumps({"key": "c", "v": 3}) + "\n")
-    assert merge_parts(out) == 3
-    assert [json.loads(x) for x in out.read_text().splitlines()] == [
-        {"key": "b", "v": 1},
-        {"key": "a", "status": "ok"},
-        {"key": "c", "v": 3},
-    ]
-    assert not parts.exists()
+    assert set(written) <= recs.keys() and not part_files(parts)
 
 
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
