@@ -121,10 +121,12 @@ def sample(
         return run_on_ray(
             ray_engine,
             tasks,
-            out / MANIFEST,
+            manifest_path(out, format),
             summary,
             t0=t0,
             overwrite=overwrite,
+            format=format,
+            retry_failed=retry_failed,
             keep_records=keep_records,
             on_record=on_record,
         )
