@@ -9,7 +9,6 @@ error.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import stat
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from framepipe.sources.base import guess_kind, source_kinds
+from framepipe.sources.base import guess_kind, path_problem, source_kinds
 from framepipe.utils import natural_key
 
 log = logging.getLogger(__name__)
@@ -112,40 +111,6 @@ def discover(
         if walked is not None and len(inputs) == before:
             add(p, kind or "video", error=f"{p}: folder holds no video, image scene or 3D model")
     return inputs, skipped
-
-
-_NOT_REGULAR = {
-    stat.S_IFIFO: "FIFO",
-    stat.S_IFSOCK: "socket",
-    stat.S_IFCHR: "character device",
-    stat.S_IFBLK: "block device",
-}
-
-
-def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
-    """``p``'s status (links followed) and why it cannot be an input, without opening it.
-
-    ``(stat, None)`` for a regular file or a folder; ``(None, None)`` when nothing is at
-    ``p`` (the source reports a missing file); ``(stat or None, reason)`` for a symbolic
-    link loop, a broken link, a FIFO, socket or device (``"not a regular file (FIFO)"``),
-    or a path that cannot be examined.
-    """
-    try:
-        st = os.stat(p)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return None, "symbolic link loop (too many levels of symbolic links)"
-        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            if os.path.islink(p):
-                return None, "broken symbolic link (its target does not exist)"
-            return None, None
-        return None, f"cannot examine ({exc.strerror or exc})"
-    except ValueError as exc:  # e.g. a NUL byte in the name
-        return None, f"cannot examine ({exc})"
-    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
-        return st, None
-    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "special file")
-    return st, f"not a regular file ({what})"
 
 
 def _identity(p: Path) -> Path:

@@ -5,10 +5,13 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from framepipe.discover import discover
+from framepipe.errors import UnsupportedInputError
 from framepipe.output import JsonlWriter, read_records
 from framepipe.records import failed_record
-from framepipe.sources.base import guess_kind
+from framepipe.sources.base import guess_kind, open_source
 
 
 def test_folder_walk_picks_media_and_notes_the_rest(tmp_path: Path) -> None:
@@ -168,3 +171,20 @@ def test_names_that_are_not_utf8_round_trip_into_records(tmp_path: Path) -> None
     first, second = read_records(out)
     assert os.fsencode(first["source"]) == raw and first["error"].startswith(first["source"])
     assert second["source"] == str(tmp_path / "é.mp4")
+
+
+def test_sources_never_open_fifos_or_devices(tmp_path: Path) -> None:
+    """Inputs that do not come from discovery (a manifest row, the Python API) are checked
+    where every source is opened."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.ply"
+    zero.symlink_to("/dev/zero")
+    loop = tmp_path / "loop.obj"
+    loop.symlink_to(loop.name)
+    _rescue_fifo(fifo)
+    cases = [(fifo, "video", "FIFO"), (zero, "render", "character device"), (loop, None, "loop")]
+    for path, kind, needle in cases:
+        with pytest.raises(UnsupportedInputError, match=needle) as exc:
+            open_source(path, kind)
+        assert str(exc.value).startswith(f"{path}: ")

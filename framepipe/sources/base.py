@@ -10,6 +10,7 @@ instead of breaking ``import framepipe``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -264,6 +265,40 @@ def _read_head(path: Path) -> bytes:
         os.close(fd)
 
 
+_NOT_REGULAR = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
+    """``p``'s status (links followed) and why it cannot be an input, without opening it.
+
+    ``(stat, None)`` for a regular file or a folder; ``(None, None)`` when nothing is at
+    ``p`` (the source reports a missing file); ``(stat or None, reason)`` for a symbolic
+    link loop, a broken link, a FIFO, socket or device (``"not a regular file (FIFO)"``),
+    or a path that cannot be examined.
+    """
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "symbolic link loop (too many levels of symbolic links)"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            if os.path.islink(p):
+                return None, "broken symbolic link (its target does not exist)"
+            return None, None
+        return None, f"cannot examine ({exc.strerror or exc})"
+    except ValueError as exc:  # e.g. a NUL byte in the name
+        return None, f"cannot examine ({exc})"
+    if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
+        return st, None
+    what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "special file")
+    return st, f"not a regular file ({what})"
+
+
 def get_source_class(kind: str) -> type[Source]:
     """The class of ``kind``; a one-line ConfigError when unknown or unavailable here."""
     return SOURCES.get(kind)
@@ -272,6 +307,9 @@ def get_source_class(kind: str) -> type[Source]:
 def open_source(path: str | Path, kind: str | None = None, **options: Any) -> Source:
     """Open ``path`` as ``kind`` (guessed from the path when None)."""
     p = Path(path)
+    problem = path_problem(p)[1]
+    if problem is not None:  # never open a FIFO, a device, a link loop
+        raise UnsupportedInputError(p, problem)
     if kind is None:
         guessed = guess_kind(p)
         if guessed is None:
