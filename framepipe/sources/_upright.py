@@ -28,7 +28,8 @@ MIN_SHARE = 0.03
 """The resting face must cover at least this share of the sphere of directions ..."""
 MARGIN = 1.3
 """... and this many times the next best face (with another up axis)."""
-_MAX_POINTS = 20000
+_MAX_POINTS = 4000
+"""Points the convex hull is built from (an even stride, plus the extremes per axis)."""
 
 
 def choose_up(
@@ -46,24 +47,18 @@ def choose_up(
     if g.kind == "mesh" and ext in SHAPE_FORMATS:
         rest = resting_up(g)
         if rest is not None:
-            u, share, second, unsigned = rest
-            tie = ""
-            if unsigned:  # the format's usual sign where it lies along the axis found
-                along = abs(float(u @ vec)) > 0.5
-                u = -u if float(u @ vec) < -0.5 else u
-                tie = f" (its opposite face ties: sign {'by convention' if along else '+'})"
+            u, share, second = rest
             name = is_axis(u)
             assert name is not None
-            why = f"shape: resting face covers {share:.0%} of directions (next {second:.0%}){tie}"
+            why = f"shape: resting face covers {share:.0%} of directions (next {second:.0%})"
             return u, name, f"{why}; {ext} files have no up convention"
         source += " (shape gives no clear resting face)"
     return vec, axis, source
 
 
-def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, bool] | None:
+def resting_up(g: Geometry) -> tuple[np.ndarray, float, float] | None:
     """The up axis (snapped to the nearest of +-x, +-y, +-z) of the mesh's most stable
-    resting pose, its solid-angle share, the next best's and whether only the axis (not
-    its sign: two opposite faces tie) is known; None without a clear winner."""
+    resting pose, its solid-angle share and the next best's; None without a clear winner."""
     pts = used_points(g)
     if len(pts) < 4:
         return None
@@ -72,7 +67,9 @@ def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, bool] | None:
     if scale <= 0:
         return None
     com = _centre_of_mass(g, centre, scale)
-    hull = _hull((pts[:: max(1, len(pts) // _MAX_POINTS)] - centre) / scale)
+    sample = pts[:: max(1, len(pts) // _MAX_POINTS)]
+    extremes = pts[np.r_[pts.argmin(axis=0), pts.argmax(axis=0)]]
+    hull = _hull((np.concatenate([sample, extremes]) - centre) / scale)
     if hull is None:
         return None
     hv, ht = hull
@@ -96,15 +93,9 @@ def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, bool] | None:
         return max((s for n, s in facets if is_axis(_snap(-n)) not in names), default=0.0)
 
     second = next_best({name})
-    if share >= MARGIN * second:
-        return np.array(cams.UP_AXES[name]), share, second, False
-    # a slab (a tile, a coin): its two faces tie; the axis is clear, the sign is not
-    opposite = name[1:] if name.startswith("-") else "-" + name
-    if scores.get(opposite, 0.0) * MARGIN >= share:
-        third = next_best({name, opposite})
-        if share >= MARGIN * third:
-            return np.array(cams.UP_AXES[name.lstrip("-")]), share, third, True
-    return None
+    if share < MARGIN * second:
+        return None  # a cube, a sphere, a slab whose two faces tie: no clear resting face
+    return np.array(cams.UP_AXES[name]), share, second
 
 
 def _snap(v: np.ndarray, max_deg: float = 20.0) -> np.ndarray:
@@ -176,23 +167,27 @@ def _facets(hv: np.ndarray, ht: np.ndarray, com: np.ndarray) -> list[tuple[np.nd
     p = com - d[:, None] * n
     inside_tri = _in_triangle(p, a, b, c, n)
     offset = np.einsum("ij,ij->i", a, n)
-    order = np.argsort(-omega, kind="stable")
-    label = np.full(len(n), -1, np.int64)
-    gn = np.zeros((len(n), 3))
-    go = np.zeros(len(n))
-    count = 0
-    for i in order:
-        if count:
-            same = (gn[:count] @ n[i] > 0.9995) & (np.abs(go[:count] - offset[i]) < 1e-4)
-            hit = np.flatnonzero(same)
-            if len(hit):
-                label[i] = hit[0]
-                continue
-        gn[count], go[count], label[i] = n[i], offset[i], count
-        count += 1
-    share = np.bincount(label, weights=omega, minlength=count)
-    stable = np.bincount(label, weights=inside_tri.astype(np.float64), minlength=count) > 0
-    return [(gn[k], float(share[k])) for k in range(count) if stable[k]]
+    facets: list[tuple[np.ndarray, float]] = []
+    # coplanar hull triangles share a normal and an offset: grouped by rounding both, on
+    # two grids half a cell apart (a face split by one grid's cell boundary is whole on
+    # the other); a facet found twice has the same up axis, so the duplicates do no harm
+    for shift in (0.0, 0.5):
+        q = np.floor(np.c_[n / 2e-3, offset / 1e-3] + shift).astype(np.int64) + 4096
+        key = ((q[:, 0] * 8192 + q[:, 1]) * 8192 + q[:, 2]) * 8192 + q[:, 3]
+        _, label = np.unique(key, return_inverse=True)
+        label = label.reshape(-1)
+        count = int(label.max()) + 1
+        share = np.bincount(label, weights=omega, minlength=count)
+        stable = np.bincount(label, weights=inside_tri.astype(np.float64), minlength=count) > 0
+        mean_n = np.stack(
+            [np.bincount(label, weights=n[:, j] * omega, minlength=count) for j in range(3)], 1
+        )
+        # smaller faces can neither win nor stop a winner (see resting_up)
+        for k in np.flatnonzero(stable & (share >= MIN_SHARE / MARGIN)):
+            length = float(np.linalg.norm(mean_n[k]))
+            if length > 0:
+                facets.append((mean_n[k] / length, float(share[k])))
+    return facets
 
 
 def _in_triangle(
