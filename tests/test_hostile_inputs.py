@@ -190,3 +190,22 @@ def test_sample_stops_a_hung_decoder_by_default(tmp_path: Path) -> None:
     assert summary.done == 1
     ((src, err),) = summary.failed
     assert src == str(hang) and "did not finish within 2 s" in err
+
+
+@pytest.mark.skipif(
+    hasattr(os, "geteuid") and os.geteuid() == 0,
+    reason="runs as root: file permissions do not stop root from reading (chmod 000 is no test)",
+)
+def test_an_unreadable_file_is_one_failed_record(tmp_path: Path) -> None:
+    import engine_plugins
+
+    from framepipe.runs.sample import sample
+
+    locked = engine_plugins.make_video(tmp_path / "locked.mp4", 8, seed=1)
+    locked.chmod(0)
+    try:
+        summary = sample([tmp_path], tmp_path / "o", workers=0)
+    finally:
+        locked.chmod(0o644)
+    ((src, err),) = summary.failed
+    assert src == str(locked) and err == f"{locked}: cannot read (permission denied)"

@@ -279,7 +279,7 @@ def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
     ``(stat, None)`` for a regular file or a folder; ``(None, None)`` when nothing is at
     ``p`` (the source reports a missing file); ``(stat or None, reason)`` for a symbolic
     link loop, a broken link, a FIFO, socket or device (``"not a regular file (FIFO)"``),
-    or a path that cannot be examined.
+    a file this process may not read, or a path that cannot be examined.
     """
     try:
         st = os.stat(p)
@@ -293,6 +293,8 @@ def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
         return None, f"cannot examine ({exc.strerror or exc})"
     except ValueError as exc:  # e.g. a NUL byte in the name
         return None, f"cannot examine ({exc})"
+    if stat.S_ISREG(st.st_mode) and not os.access(p, os.R_OK):
+        return st, "cannot read (permission denied)"
     if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode):
         return st, None
     what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "special file")
