@@ -57,9 +57,9 @@ def http_server(root: Path) -> Iterator[tuple[str, Counter[str]]]:
     handler = type("Handler", (_Handler,), {"gets": gets})
 
     def make(*args: object, **kwargs: object) -> http.server.BaseHTTPRequestHandler:
-        return handler(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+        return handler(*args, directory=str(root), **kwargs)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)  # type: ignore[arg-type]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import engine_plugins
@@ -23,10 +25,11 @@ from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
 
 CFG = SampleConfig(n=2)
+Served = tuple[Path, str, Counter[str]]
 
 
 @pytest.fixture()
-def served(tmp_path: Path):  # type: ignore[no-untyped-def]
+def served(tmp_path: Path) -> Iterator[Served]:
     root = tmp_path / "www"
     engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
     engine_plugins.make_video(root / "b.mp4", 20, seed=4)
@@ -34,7 +37,7 @@ def served(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield root, url, gets
 
 
-def test_an_http_input_is_staged_and_named_by_its_uri(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_http_input_is_staged_and_named_by_its_uri(served: Served, tmp_path: Path) -> None:
     root, url, gets = served
     uri = f"{url}/clips/a.mp4"
     cache = tmp_path / "cache"
@@ -58,7 +61,7 @@ def test_an_http_input_is_staged_and_named_by_its_uri(served, tmp_path: Path) ->
     assert lrec["timestamps_s"] == rec["timestamps_s"]
 
 
-def test_the_fingerprint_is_uri_size_and_etag_without_a_download(served) -> None:  # type: ignore[no-untyped-def]
+def test_the_fingerprint_is_uri_size_and_etag_without_a_download(served: Served) -> None:
     root, url, gets = served
     uri = f"{url}/b.mp4"
     fp = remote_fingerprint(uri)
@@ -72,7 +75,7 @@ def test_the_fingerprint_is_uri_size_and_etag_without_a_download(served) -> None
     assert after.etag != before.etag
 
 
-def test_a_changed_object_is_downloaded_and_answered_again(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_changed_object_is_downloaded_and_answered_again(served: Served, tmp_path: Path) -> None:
     root, url, gets = served
     uri = f"{url}/b.mp4"
     cache = tmp_path / "cache"
@@ -85,8 +88,7 @@ def test_a_changed_object_is_downloaded_and_answered_again(served, tmp_path: Pat
 
 
 def test_missing_object_and_dead_server_are_one_failed_record_each(
-    served,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
+    served: Served, tmp_path: Path
 ) -> None:
     _, url, _ = served
     missing = f"{url}/nope.mp4"
@@ -129,7 +131,7 @@ def test_a_scheme_without_its_extra_is_one_error_before_any_work(tmp_path: Path)
     assert len(res.output.strip().splitlines()) == 1 and not (out / MANIFEST).exists()
 
 
-def test_a_later_row_without_its_extra_is_a_failed_record(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_later_row_without_its_extra_is_a_failed_record(served: Served, tmp_path: Path) -> None:
     try:
         import gcsfs  # noqa: F401
 
@@ -145,7 +147,7 @@ def test_a_later_row_without_its_extra_is_a_failed_record(served, tmp_path: Path
     assert src == "gs://bucket/a.mp4" and "pip install 'framepipe[gcs]'" in err
 
 
-def test_the_cli_reads_a_manifest_of_uris(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_cli_reads_a_manifest_of_uris(served: Served, tmp_path: Path) -> None:
     _, url, _ = served
     m = tmp_path / "l.csv"
     m.write_text(f"path,id\n{url}/b.mp4,x\n{url}/clips/a.mp4,y\n", encoding="utf-8")

@@ -80,12 +80,12 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _caption(paths: Any, output: Path | None, **kw: Any) -> Any:
     run_kw = {k: kw.pop(k) for k in ("shard", "inputs_from") if k in kw}
     pipe = Pipeline(
-        generator=EchoGenerator(),
+        generator=EchoGenerator(),  # type: ignore[arg-type]
         sample=SampleConfig(n=2, clip_seconds=0.4),
         questions=["What?"],
         workers=kw.pop("workers", 0),
         **kw,
-    )  # type: ignore[arg-type]
+    )
     return pipe.run(paths, output, **run_kw)
 
 
