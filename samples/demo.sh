@@ -28,12 +28,18 @@ PY
 }
 
 if model_available "$model"; then
-  framepipe caption "${inputs[@]}" -n 8 --model "$model" -o "$out/captions.jsonl"
+  framepipe caption "${inputs[@]}" -n 8 --model "$model" -o "$out/captions.jsonl" \
+    --frames-dir "$out/caption-frames"
+  captions="$out/captions.jsonl"
 else
   echo "The weights of $model are not on this machine and the hub cannot be reached."
   echo "Running the same job with a tiny RANDOM-WEIGHT model built locally instead: its answers"
   echo "are noise, and every record says random_weights: true."
   framepipe make-tiny-model "$out/tiny-random-model"
   framepipe caption "${inputs[@]}" -n 8 --model "$out/tiny-random-model" \
-    -o "$out/captions-random-weights.jsonl"
+    -o "$out/captions-random-weights.jsonl" --frames-dir "$out/caption-frames"
+  captions="$out/captions-random-weights.jsonl"
 fi
+
+echo "== framepipe report: the frames beside each answer -> $out/report.html"
+framepipe report "$captions" "$out/frames" -o "$out/report.html"

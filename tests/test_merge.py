@@ -106,6 +106,17 @@ def test_a_killed_run_keeps_its_records_and_the_next_run_compacts(tmp_path: Path
     assert compact_jsonl(out) == 0  # nothing left to drop: the file is not rewritten
 
 
+def test_the_file_is_rewritten_only_when_something_is_superseded(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    _write(out, [clip_rec("a", "k1")])
+    inode = out.stat().st_ino
+    _write(out, [clip_rec("b", "k2")])
+    assert out.stat().st_ino == inode  # only appended
+    _write(out, [clip_rec("a", "k1", answers=["new"])])
+    assert out.stat().st_ino != inode  # compacted: a copy moved into place
+    assert [(r["key"], r["answers"]) for r in read_records(out)] == [("k2", None), ("k1", ["new"])]
+
+
 def test_compaction_waits_for_the_last_writer(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     _write(out, [clip_rec("a", "k1", ok=False)])

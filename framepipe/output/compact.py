@@ -65,12 +65,16 @@ def keep_mask(metas: Iterable[Meta]) -> list[bool]:
     return out
 
 
-def done_keys(metas: Iterable[Meta], *, retry_failed: bool = True) -> set[str]:
+def done_keys(
+    metas: Iterable[Meta], *, retry_failed: bool = True, keep: list[bool] | None = None
+) -> set[str]:
     """The keys a re-run skips: those of surviving ``ok`` records (with ``retry_failed=False``
-    those of every surviving record, failed ones too)."""
+    those of every surviving record, failed ones too). ``keep``: the metas'
+    :func:`keep_mask`, when known."""
     metas = list(metas)
+    mask = keep_mask(metas) if keep is None else keep
     return {
         m.key
-        for m, keep in zip(metas, keep_mask(metas))
-        if keep and m.key is not None and (m.ok or not retry_failed)
+        for m, kept in zip(metas, mask)
+        if kept and m.key is not None and (m.ok or not retry_failed)
     }

@@ -90,12 +90,20 @@ class JsonlWriter:
             self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
+        # compacting at close reads the file again: skipped when nothing can be superseded
+        # (the file held one record per clip, no key written here was in it, nobody else
+        # appended); known only when the keys were read here
+        self._keys: set[str] | None = None
+        self._dirty = True
+        self._size = os.fstat(self._fh.fileno()).st_size
         if done_keys is not None:
             self.done_keys: set[str] = set(done_keys)
         else:
-            self.done_keys = compact_rule.done_keys(
-                read_jsonl_meta(self.path), retry_failed=retry_failed
-            )
+            metas = list(read_jsonl_meta(self.path))
+            keep = compact_rule.keep_mask(metas)
+            self.done_keys = compact_rule.done_keys(metas, retry_failed=retry_failed, keep=keep)
+            self._keys = {m.key for m in metas if m.key is not None}
+            self._dirty = not all(keep)
 
     def _open(self) -> Any:
         while True:
@@ -150,6 +158,13 @@ class JsonlWriter:
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.written += 1
+        self._size += len(line.encode("utf-8"))
+        if self._keys is not None:
+            m = compact_rule.record_meta(rec)
+            if m.key in self._keys or (m.input_key is not None and m.input_key in self._keys):
+                self._dirty = True
+            if m.key is not None:
+                self._keys.add(m.key)
         if rec.get("key") and (rec.get("status") == "ok" or not self.retry_failed):
             self.done_keys.add(str(rec["key"]))
 
@@ -159,7 +174,9 @@ class JsonlWriter:
             return
         try:
             if self.compact and _try_exclusive(self._fh):
-                compact_jsonl(self.path)
+                appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
+                if self._dirty or appended:
+                    compact_jsonl(self.path)
         finally:
             self._fh.close()
 

@@ -298,11 +298,11 @@ def open_writer(
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{path}: cannot create the output folder ({exc})") from exc
-    done: set[str] = (
-        set()
-        if overwrite
-        else read_done_keys(target.parent if folder else target, retry_failed=retry_failed)
-    )
+    done: set[str] | None = None  # a single JSONL file reads its own (see JsonlWriter)
+    if overwrite:
+        done = set()
+    elif folder or fmt == "parquet":
+        done = read_done_keys(target.parent if folder else target, retry_failed=retry_failed)
     if fmt == "parquet":
         return ParquetWriter(
             target, overwrite=overwrite, retry_failed=retry_failed, done_keys=done, fsync=fsync

@@ -88,6 +88,15 @@ def test_caption_twice_with_a_failing_input_keeps_one_record_per_clip(
     s = _caption(files, out, retry_failed=False)
     assert (s.done, s.skipped, len(s.failed)) == (0, 3, 0)
     assert len(list(read_records(out))) == 3
+    # the next tool reads it: pandas and datasets
+    import datasets
+    import pandas as pd
+
+    assert sorted(pd.read_json(out, lines=True)["status"]) == ["failed", "ok", "ok"]
+    ds = datasets.load_dataset(
+        "json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert sorted(ds["status"]) == ["failed", "ok", "ok"] and ds["answers"].count(None) == 1
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
