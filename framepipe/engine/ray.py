@@ -184,6 +184,7 @@ class RayEngine:
         self.plan = res = self.resources(ray)
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run INFO lines
         ctx.execution_options.preserve_order = False
         imports = tuple(dict.fromkeys(plugin_modules()))
         level = logging.getLogger("framepipe").getEffectiveLevel()

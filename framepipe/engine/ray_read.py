@@ -191,6 +191,7 @@ class ReadStage:
         logging.getLogger("framepipe").setLevel(rs.setup.log_level)
         self.reduce = rs.reduce
         self.decoder = ChildDecoder(replace(rs.setup, done_keys=done), rs.decode_timeout_s)
+        self.decoder._spawn()  # the child starts (imports) while Ray schedules the first task
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         jobs: list[bytes] = []
