@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import OutputError
-from framepipe.output import compact as compact_rule
+from framepipe.output.compact import Meta, keep_mask, record_meta
+from framepipe.output.compact import done_keys as _done_keys
 from framepipe.types import ClipResult
 
 try:
@@ -100,8 +101,8 @@ class JsonlWriter:
             self.done_keys: set[str] = set(done_keys)
         else:
             metas = list(read_jsonl_meta(self.path))
-            keep = compact_rule.keep_mask(metas)
-            self.done_keys = compact_rule.done_keys(metas, retry_failed=retry_failed, keep=keep)
+            keep = keep_mask(metas)
+            self.done_keys = _done_keys(metas, retry_failed=retry_failed, keep=keep)
             self._keys = {m.key for m in metas if m.key is not None}
             self._dirty = not all(keep)
 
@@ -160,7 +161,7 @@ class JsonlWriter:
         self.written += 1
         self._size += len(line.encode("utf-8"))
         if self._keys is not None:
-            m = compact_rule.record_meta(rec)
+            m = record_meta(rec)
             if m.key in self._keys or (m.input_key is not None and m.input_key in self._keys):
                 self._dirty = True
             if m.key is not None:
@@ -187,10 +188,10 @@ class JsonlWriter:
         self.close()
 
 
-def read_jsonl_meta(path: str | Path) -> Iterator[compact_rule.Meta]:
+def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:
     """The :class:`~framepipe.output.compact.Meta` of each record of a JSONL file."""
     for rec in read_records(path):
-        yield compact_rule.record_meta(rec)
+        yield record_meta(rec)
 
 
 def compact_jsonl(path: str | Path) -> int:
@@ -198,7 +199,7 @@ def compact_jsonl(path: str | Path) -> int:
     moved into place; untouched when nothing is superseded). Returns how many records were
     dropped. The caller makes sure no other process appends meanwhile."""
     p = Path(path)
-    keep = compact_rule.keep_mask(read_jsonl_meta(p))
+    keep = keep_mask(read_jsonl_meta(p))
     dropped = keep.count(False)
     if not dropped:
         return 0

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import ConfigError, OutputError
-from framepipe.output import compact as rule
+from framepipe.output.compact import Meta, done_keys, keep_mask
 from framepipe.output.jsonl import (
     JsonlWriter,
     _try_exclusive,
@@ -122,7 +122,7 @@ class _Unit:
         else:
             yield from read_records(self.path)
 
-    def metas(self) -> Iterator[rule.Meta]:
+    def metas(self) -> Iterator[Meta]:
         if self.format == "parquet":
             yield from read_parquet_meta(self.path)
             yield from read_jsonl_meta(journal_of(self.path))
@@ -163,7 +163,7 @@ def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
     return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
-def _metas(units: Sequence[_Unit]) -> list[rule.Meta]:
+def _metas(units: Sequence[_Unit]) -> list[Meta]:
     return [m for u in units for m in u.metas()]
 
 
@@ -171,7 +171,7 @@ def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]
     """The records of the outputs ``paths`` (files or folders), one per clip, in write
     order (see :mod:`framepipe.output.compact`)."""
     units = _ordered_units(paths)
-    keep = rule.keep_mask(_metas(units))
+    keep = keep_mask(_metas(units))
     records = (r for u in units for r in u.records())
     for rec, k in zip(records, keep):
         if k:
@@ -181,7 +181,7 @@ def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]
 def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
-    return rule.done_keys(_metas(_ordered_units(paths)), retry_failed=retry_failed)
+    return done_keys(_metas(_ordered_units(paths)), retry_failed=retry_failed)
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def fold_parquet(path: PathLike) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    keep = rule.keep_mask(unit.metas())
+    keep = keep_mask(unit.metas())
     with atomic_output(p) as tmp:
         n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
     journal.unlink(missing_ok=True)
@@ -339,7 +339,7 @@ def merge(
     units = _ordered_units(inputs)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
-    keep = rule.keep_mask(_metas(units))
+    keep = keep_mask(_metas(units))
     out_dir = out.resolve().parent
 
     def kept() -> Iterator[dict[str, Any]]:
