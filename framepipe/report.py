@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import OutputError
-from framepipe.output import read_records
+from framepipe.output import is_folder_output, read_output
 from framepipe.output.images import fmt_time
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,10 @@ def write_report(
 ) -> Path:
     """Write the HTML report of the records in ``records_paths`` to ``out_html``.
 
-    A records path may be a JSONL file or a ``framepipe sample`` output folder (its
-    ``manifest.jsonl``). Frame paths in a record are relative to ``base_dir`` when given,
-    else to the folder of the JSONL file they come from. ``thumbnails`` shows every frame
+    A records path may be a JSONL or Parquet file, a folder of part files, or a
+    ``framepipe sample`` output folder (its manifest); each clip is shown once (its latest
+    record). Frame paths in a record are relative to ``base_dir`` when given, else to the
+    folder of the records file they come from. ``thumbnails`` shows every frame
     with its label (else the contact sheet only, where there is one); ``embed`` inlines
     downsized JPEGs as ``data:`` URIs instead of linking the files. Returns the HTML path.
     """
@@ -72,8 +73,9 @@ def write_report(
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent) as cards:
             for path in paths:
-                imgs = _Images(Path(base_dir) if base_dir else path.parent, out.parent, embed)
-                for rec in read_records(path):
+                base = Path(base_dir) if base_dir else path if path.is_dir() else path.parent
+                imgs = _Images(base, out.parent, embed)
+                for rec in read_output(path):  # one record per clip, JSONL or Parquet
                     stats.add(rec)
                     cards.write(_card(rec, stats.total, imgs, thumbnails, path.name))
             cards.seek(0)
@@ -90,8 +92,14 @@ def write_report(
 
 
 def _records_file(p: Path) -> Path:
+    """The records of ``p``: a file, a folder of part files, or a ``sample`` output folder
+    (its ``manifest.jsonl`` or ``manifest.parquet``)."""
+    if p.is_dir() and is_folder_output(p):
+        return p
     if p.is_dir():
-        p = p / "manifest.jsonl"
+        parquet = p / "manifest.parquet"
+        p = parquet if parquet.is_file() and not (p / "manifest.jsonl").exists() else p
+        p = p if p.is_file() else p / "manifest.jsonl"
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")
     return p

@@ -231,3 +231,17 @@ def test_outputs_load_in_pandas_pyarrow_and_datasets(tmp_path: Path, fmt: str) -
         import pyarrow.parquet as pq
 
         assert pq.read_table(single).num_rows == 3
+
+
+def test_the_report_reads_parquet_and_folders_of_parts(tmp_path: Path) -> None:
+    from framepipe.report import write_report
+
+    raw = tmp_path / "raw.jsonl"  # as a killed run leaves it: the retried clip twice
+    lines = [clip_rec("a.mp4", "k1", ok=False), clip_rec("a.mp4", "k1")]
+    raw.write_text("".join(json.dumps(r.to_json()) + "\n" for r in lines))
+    _write(tmp_path / "r.parquet", [clip_rec("c.mp4", "k3")])
+    _write(f"{tmp_path / 'parts'}/", [clip_rec("b.mp4", "k2")], part="x")
+    paths = [raw, tmp_path / "r.parquet", tmp_path / "parts"]
+    html = write_report(paths, tmp_path / "rep.html").read_text()
+    assert all(name in html for name in ("a.mp4", "b.mp4", "c.mp4"))
+    assert "broken" not in html  # the retried clip's old record is not shown
