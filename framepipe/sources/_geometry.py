@@ -20,14 +20,14 @@ from typing import Any, Literal
 import numpy as np
 
 from framepipe.errors import MissingDependencyError, SourceError
-from framepipe.sources._validate import (
+from framepipe.sources._checks import (
+    check_filled,
     check_off,
+    check_other,
     check_pcd,
-    check_ply,
     obj_face_problem,
-    quiet_open3d,
-    read_ply_header,
 )
+from framepipe.sources._validate import check_ply, quiet_open3d, read_ply_header
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def load_geometry(path: Path) -> Geometry:
 def _check_file(path: Path, ext: str) -> tuple[int, int] | None:
     """Refuse a file whose header promises more than it holds, before Open3D reads it;
     ``(vertices, faces)`` its header declares (PLY, OFF), else None."""
+    check_filled(path, path.stat().st_size)
     if ext == ".ply":
         header = read_ply_header(path)
         if header is None:
@@ -139,6 +140,7 @@ def _check_file(path: Path, ext: str) -> tuple[int, int] | None:
     if ext == ".pcd":
         points = check_pcd(path)
         return None if points is None else (points, 0)
+    check_other(path, ext)
     return None
 
 

@@ -48,6 +48,7 @@ _PLY_TYPES = {
     "float64": "f8",
 }
 _HEADER_MAX = 1 << 20
+_WALK_MAX = 2_000_000
 _ASCII_MAX_BYTES = 1 << 31
 """ASCII bodies larger than this are refused (counting their lines is the bounded work)."""
 
@@ -185,6 +186,8 @@ def _walk_element(path: Path, e: PlyElement, mm: Any, offset: int, size: int, en
     if offset + before + ct.itemsize > size:
         raise SourceError(path, f"truncated: 0 of {e.count} {_plural(e.name)}")
     k = int(np.frombuffer(mm, ct, 1, offset + before)[0])
+    if e.name == "face" and k < 3:
+        raise SourceError(path, f"bad PLY: face 0 has {k} vertices")
     if len(lists) == 1 and 0 <= k <= 64:
         rec = fixed + ct.itemsize + k * np.dtype(item_t).itemsize
         have = (size - offset) // rec
@@ -200,9 +203,12 @@ def _walk_element(path: Path, e: PlyElement, mm: Any, offset: int, size: int, en
 
 
 def _walk_records(path: Path, e: PlyElement, mm: Any, offset: int, size: int, endian: str) -> int:
-    """Record by record (lists of varying length); bounded by the file's size."""
+    """Record by record (lists of varying length); bounded by the file's size and by
+    ``_WALK_MAX`` records (beyond that Open3D reads and reports)."""
     if e.count > max(1, size - offset):
         raise SourceError(path, f"truncated: the file cannot hold {e.count} {_plural(e.name)}")
+    if e.count > _WALK_MAX:
+        return size
     for i in range(e.count):
         for _, t, count_t in e.props:
             if count_t is None:
@@ -222,74 +228,6 @@ def _walk_records(path: Path, e: PlyElement, mm: Any, offset: int, size: int, en
 
 def _plural(name: str) -> str:
     return {"vertex": "vertices"}.get(name, name + "s")
-
-
-_OFF_KEYS = re.compile(rb"^(ST)?C?N?4?n?OFF")
-
-
-def check_off(path: Path) -> tuple[int, int]:
-    """``(vertices, faces)`` an OFF header declares; SourceError unless the body holds a
-    line for each."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    if b"\x00" in head or not _OFF_KEYS.match(head.lstrip()):
-        raise SourceError(path, "not an OFF file (bad header)")
-    text = head.decode("ascii", errors="replace")
-    toks: list[str] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0]
-        toks += line.split()
-        if len(toks) >= 4:
-            break
-    try:
-        first = 2 if toks[0].endswith("nOFF") else 1  # nOFF: a dimension comes first
-        nv, nf = int(toks[first]), int(toks[first + 1])
-    except (ValueError, IndexError):
-        raise SourceError(path, "not an OFF file (bad counts line)") from None
-    if nv < 0 or nf < 0:
-        raise SourceError(path, f"bad OFF counts ({nv} vertices, {nf} faces)")
-    size = path.stat().st_size
-    if (nv + nf) * 2 > size or size > _ASCII_MAX_BYTES:
-        raise SourceError(
-            path, f"truncated: the header declares {nv} vertices and {nf} faces in {size} bytes"
-        )
-    header_lines = 1 if len(toks) > 2 and not toks[0].endswith("nOFF") else 2
-    lines = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.split(b"#", 1)[0].strip():
-                lines += 1
-    if lines - header_lines < nv + nf:
-        raise SourceError(
-            path,
-            f"truncated: the header declares {nv} vertices and {nf} faces, "
-            f"the file holds {max(0, lines - header_lines)} data lines",
-        )
-    return nv, nf
-
-
-def obj_face_problem(path: Path) -> str | None:
-    """Why an OBJ with faces gave no mesh (a face index out of range), None when it has none."""
-    nv = 0
-    faces = 0
-    top = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.startswith(b"v "):
-                nv += 1
-            elif raw.startswith(b"f "):
-                faces += 1
-                for tok in raw.split()[1:]:
-                    try:
-                        i = int(tok.split(b"/")[0])
-                    except ValueError:
-                        return f"face {faces} has a bad index {tok[:20].decode(errors='replace')!r}"
-                    if i == 0 or (i < 0 and -i > nv):
-                        return f"face {faces} uses vertex {i} of {nv} before it"
-                    top = max(top, i)
-    if top > nv:
-        return f"a face uses vertex {top} but the file has {nv} vertices"
-    return f"Open3D read none of its {faces} faces" if faces else None
 
 
 _FAILED = (re.compile(r"RPly: [^\n]*"), re.compile(r"Read \w+ failed[^\n]*"))
@@ -356,59 +294,3 @@ def quiet_open3d(o3d: Any, path: Path) -> Iterator[Captured]:
             got.text = _ANSI.sub("", text).strip()
             if got.text:
                 log.debug("%s: Open3D printed: %s", path, " | ".join(got.text.splitlines()[:5]))
-
-
-def check_pcd(path: Path) -> int | None:
-    """Points a PCD header declares; SourceError unless the body holds them all (ASCII: a
-    line per point, binary: the bytes). None when the header cannot be parsed here (Open3D
-    then decides) or the data is compressed."""
-    with open(path, "rb") as fh:
-        head = fh.read(65536)
-    fields: dict[str, list[str]] = {}
-    offset = 0
-    for raw in head.splitlines(keepends=True):
-        offset += len(raw)
-        tok = raw.decode("ascii", errors="replace").split()
-        if not tok or tok[0].startswith("#"):
-            continue
-        fields[tok[0].upper()] = tok[1:]
-        if tok[0].upper() == "DATA":
-            break
-    else:
-        return None
-    try:
-        points = int(fields["POINTS"][0])
-        data = fields["DATA"][0].lower()
-        counts = fields.get("COUNT", ["1"] * len(fields.get("SIZE", [])))
-        row = sum(int(s) * int(c) for s, c in zip(fields.get("SIZE", []), counts))
-    except (KeyError, IndexError, ValueError):
-        return None
-    if points < 0:
-        raise SourceError(path, f"bad PCD: POINTS {points}")
-    size = path.stat().st_size
-    if data == "binary":
-        if row <= 0:
-            return None
-        have = (size - offset) // row
-        if have < points:
-            raise SourceError(path, f"truncated: {have} of {points} points")
-    elif data == "ascii":
-        if points * 2 > size - offset or size > _ASCII_MAX_BYTES:
-            raise SourceError(path, f"truncated: {points} points declared in {size} bytes")
-        width = len(fields.get("FIELDS", []))
-        lines = 0
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            for raw in fh:
-                values = len(raw.split())
-                if values:
-                    if values < width:
-                        raise SourceError(
-                            path, f"bad PCD: point {lines} has {values} of {width} values"
-                        )
-                    lines += 1
-        if lines < points:
-            raise SourceError(path, f"truncated: {lines} of {points} points")
-    else:
-        return None
-    return points
