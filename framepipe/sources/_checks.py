@@ -125,7 +125,9 @@ def check_other(path: Path, ext: str) -> None:
         head = fh.read(65536)
     if ext in _TEXT_FORMATS:
         if b"\x00" in head:
-            raise SourceError(path, f"not a text {_TEXT_FORMATS[ext]} file (NUL bytes)")
+            raise SourceError(
+                path, f"no geometry: not a text {_TEXT_FORMATS[ext]} file (NUL bytes)"
+            )
     elif ext == ".glb":
         if not head.startswith(b"glTF"):
             raise SourceError(path, "not a binary glTF file (no glTF magic)")
