@@ -174,3 +174,17 @@ def test_cli_output_options(inputs: Path, tmp_path: Path) -> None:
     assert (tmp_path / rec["frames"][0]).is_file()
     res = CliRunner().invoke(cli, ["merge", str(tmp_path / "nothing"), "-o", "x.jsonl"])
     assert res.exit_code == 2 and "Traceback" not in res.output
+
+
+def test_the_output_option_takes_a_folder_of_parts_only_when_it_says_so(tmp_path: Path) -> None:
+    import click
+
+    from framepipe.cli.output_options import OutputPath
+
+    t = OutputPath()
+    assert t.convert(f"{tmp_path}/new/", None, None) == f"{tmp_path}/new/"
+    assert t.convert(str(tmp_path / "r.jsonl"), None, None) == str(tmp_path / "r.jsonl")
+    with pytest.raises(click.BadParameter, match="is a directory"):
+        t.convert(str(tmp_path), None, None)  # a folder that is not an output yet
+    (tmp_path / "part-0.jsonl").write_text("")
+    assert t.convert(str(tmp_path), None, None) == str(tmp_path)  # it holds parts now
