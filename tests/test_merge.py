@@ -59,6 +59,9 @@ def test_latest_record_of_a_key_wins_and_whole_input_failures_are_superseded() -
     ]
     metas = [record_meta(r.to_json()) for r in recs]
     assert keep_mask(metas) == [False, False, True, True, True, True]
+    # a failed record never replaces an ok one (two outputs merged may hold both)
+    both = [clip_rec("a", "A1"), clip_rec("a", "A1", ok=False)]
+    assert keep_mask([record_meta(r.to_json()) for r in both]) == [True, False]
     # a whole-input failure after the input's clips (the rest failed) is kept
     late = [clip_rec("a", "A1", ikey="A"), input_failure("a", "A")]
     assert keep_mask([record_meta(r.to_json()) for r in late]) == [True, True]

@@ -22,7 +22,8 @@ from framepipe.errors import FramepipeError
 def command(inputs: tuple[str, ...], output: str, records_format: str | None) -> None:
     """Merge records files into OUTPUT, one record per clip: where several records have the
     same resume key, the latest written wins (files in modification-time order, records in
-    file order), and a failure of a whole input goes once its clips have records.
+    file order) but a failed record never replaces an ok one, and a failure of a whole input
+    goes once its clips have records.
 
     INPUTS are records files (JSONL or Parquet), folders of part files (part-*.jsonl,
     part-*.parquet) and `framepipe sample` output folders (manifest.jsonl). Relative frame

@@ -5,7 +5,10 @@ the order of their modification times, see :func:`framepipe.output.store.record_
 The rule, the same for compaction at the end of a run, for ``merge`` and for the resume's
 done keys:
 
-- the **latest record of a key wins** (a retried clip's new record replaces the old one);
+- the **latest record of a key wins** (a retried clip's new record replaces the old one),
+  except that a failed record never replaces an ``ok`` one: good records are never lost
+  (an ``ok`` key is done, so a run does not write it again; two outputs merged may hold
+  both);
 - a failed record of a **whole input** (``clip`` is null: it could not be opened or its
   clips planned) is dropped once a clip record of the same input under the same settings
   was written after it: clip records carry the key such a failure would have had, as
@@ -49,10 +52,13 @@ def keep_mask(metas: Iterable[Meta]) -> list[bool]:
     """For each record (in write order): whether it survives (see the module's rule)."""
     metas = list(metas)
     last: dict[str, int] = {}
+    last_ok: dict[str, int] = {}
     input_last: dict[str, int] = {}
     for i, m in enumerate(metas):
         if m.key is not None:
             last[m.key] = i
+            if m.ok:
+                last_ok[m.key] = i
         if m.input_key is not None:
             input_last[m.input_key] = i
     out = []
@@ -61,7 +67,7 @@ def keep_mask(metas: Iterable[Meta]) -> list[bool]:
             out.append(True)
             continue
         superseded = m.whole_input_failure and input_last.get(m.key, -1) > i
-        out.append(last[m.key] == i and not superseded)
+        out.append(last_ok.get(m.key, last[m.key]) == i and not superseded)
     return out
 
 

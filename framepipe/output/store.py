@@ -23,7 +23,8 @@ and ``merge``. The API every run and engine writes records through::
 - ``record_files(path)``: the records files of an output in write order (a folder: its
   ``part-*`` and ``manifest.*`` files, oldest first by modification time).
 - ``read_output(paths)``: the records of one or more outputs, one per clip (the rule of
-  :mod:`framepipe.output.compact`: the latest record of a key wins).
+  :mod:`framepipe.output.compact`: the latest record of a key wins, a failed one never over
+  an ``ok`` one).
 - ``read_done_keys(paths, retry_failed=True)``: the keys a re-run skips (digests only).
 - ``merge(inputs, output, format=None)``: ``read_output(inputs)`` written to ``output``
   atomically (a temporary file moved into place); ``output`` may be one of the inputs.
