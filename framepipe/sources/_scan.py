@@ -167,6 +167,8 @@ def _seen_from_origin(pts: np.ndarray) -> Sensor | None:
     extent = float(np.linalg.norm(hi - lo))
     if extent <= 0 or float(np.percentile(dist[ok], 2)) < 0.05 * extent:
         return None  # the origin is inside or at the object
+    if float(np.median(dist[ok])) > 20.0 * extent:
+        return None  # far away (geo-referenced coordinates): the origin is no sensor
     # bin by direction: a depth map has one depth per bin (small spread), an object seen
     # from outside a front and a back surface (a spread of its thickness)
     a = np.cross(m, [1.0, 0.0, 0.0] if abs(m[0]) < 0.9 else [0.0, 1.0, 0.0])
