@@ -108,9 +108,11 @@ def detect_sensor(path: Path, points: np.ndarray, normals: np.ndarray | None) ->
                     else "a PCD VIEWPOINT"
                 )
                 vps = " ".join(f"{x:g}" for x in vp)
-                return _sensor_at(
+                sensor = _sensor_at(
                     pts, np.array(vp[:3]), _quat_matrix(*vp[3:]), f"{why} with VIEWPOINT {vps}"
                 )
+                if sensor is not None:
+                    return sensor
     if normals is not None and len(normals) == len(points):
         s = _one_way_normals(_thin(normals))
         if s is not None:
@@ -118,17 +120,21 @@ def detect_sensor(path: Path, points: np.ndarray, normals: np.ndarray | None) ->
     return _seen_from_origin(pts)
 
 
-def _sensor_at(pts: np.ndarray, position: np.ndarray, rot: np.ndarray, why: str) -> Sensor:
+def _sensor_at(pts: np.ndarray, position: np.ndarray, rot: np.ndarray, why: str) -> Sensor | None:
     """A camera-frame sensor (looks down its +z, image up -y) at ``position``, turned by
-    ``rot``; when most points are not in front of it, it looks at their mean direction."""
+    ``rot``; when most points are not in front of it, it looks at their mean direction;
+    None when they surround it (a panoramic lidar scan: there is no side to view from)."""
     forward = rot @ np.array([0.0, 0.0, 1.0])
     up = rot @ np.array([0.0, -1.0, 0.0])
     rel = pts - position
+    dist = np.linalg.norm(rel, axis=1)
+    unit = rel[dist > 1e-12] / dist[dist > 1e-12, None]
+    mean = unit.mean(axis=0) if len(unit) else np.zeros(3)
+    if float(np.linalg.norm(mean)) < 0.5:
+        return None
     if float(np.mean(rel @ forward > 0)) < 0.9:
-        mean = rel.mean(axis=0)
-        if np.linalg.norm(mean) > 1e-12:
-            forward = mean / np.linalg.norm(mean)
-            why += " (points not in front of it: looking at their mean direction)"
+        forward = mean / np.linalg.norm(mean)
+        why += " (points not in front of it: looking at their mean direction)"
     return Sensor(forward, up, position, why)
 
 

@@ -288,3 +288,15 @@ def test_up_auto_leaves_a_slab_on_convention(tmp_path: Path) -> None:
     q = tmp_path / "tile.ply"
     assert o3d.io.write_triangle_mesh(str(q), tile)
     assert RenderSource(q, num_views=4).info().extra["up"] == "y"
+
+
+def test_organized_panoramic_lidar_scan_keeps_the_orbit(tmp_path: Path) -> None:
+    """HEIGHT 16 rings around the sensor: organized, but seen from inside, no side to take."""
+    az = np.linspace(0, 2 * np.pi, 360, endpoint=False)
+    el = np.radians(np.linspace(-15, 15, 16))
+    a, e = np.meshgrid(az, el)
+    r = 5.0 + np.sin(3 * a)
+    pts = np.stack([r * np.cos(e) * np.cos(a), r * np.cos(e) * np.sin(a), r * np.sin(e)], -1)
+    p = write_pcd(tmp_path / "ring.pcd", pts.reshape(-1, 3), np.full((360 * 16, 3), 0.5), 360, 16)
+    info = RenderSource(p, size=SIZE, num_views=4).info()
+    assert info.extra["placement"]["placement"] == "orbit"
