@@ -127,6 +127,35 @@ def test_caption_records_equal_the_local_engines(
     assert (again.done, again.skipped) == (0, 3)
 
 
+def test_caption_frames_dir_and_a_given_generator(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    kw: dict[str, Any] = {
+        "generator": ray_helpers.EchoGenerator(),  # shipped to the generation actor
+        "sample": SampleConfig(n=2, clip_seconds=0.5),
+    }
+    local = caption(
+        [media["videos"]], tmp_path / "l/out.jsonl", frames_dir=tmp_path / "l/f", workers=1, **kw
+    )
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    out = tmp_path / "r/out.parquet"  # the format asked: the parts merge into Parquet
+    on_ray = caption(
+        [media["videos"]], out, frames_dir=tmp_path / "r/f", engine="ray", ray_options=opts, **kw
+    )
+    assert local.ok and on_ray.ok and on_ray.done == local.done == 3
+    from framepipe.output import read_output
+
+    a = {r["key"]: r for r in read_output(tmp_path / "l/out.jsonl")}
+    b = {r["key"]: r for r in read_output(out)}
+    assert a.keys() == b.keys()
+    for key, rec in a.items():
+        assert b[key]["answers"] == rec["answers"]  # answers made from the same pixels
+        assert b[key]["frames"] == rec["frames"] and rec["frames"][0].startswith("f/")
+        for f in rec["frames"]:
+            assert (tmp_path / "r" / f).read_bytes() == (tmp_path / "l" / f).read_bytes()
+    assert not parts_dir(out).exists()
+
+
 def _tasks(*paths: Path) -> list[EngineTask]:
     inputs, _ = discover(paths)
     return [EngineTask(i, {"model": "echo"}) for i in inputs]
