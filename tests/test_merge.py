@@ -248,3 +248,18 @@ def test_the_report_reads_parquet_and_folders_of_parts(tmp_path: Path) -> None:
     html = write_report(paths, tmp_path / "rep.html").read_text()
     assert all(name in html for name in ("a.mp4", "b.mp4", "c.mp4"))
     assert "broken" not in html  # the retried clip's old record is not shown
+
+
+def test_parquet_keeps_its_types_where_json_inference_fails(tmp_path: Path) -> None:
+    """A long run: the first row group has no failure (``error`` all null, no ``stage``);
+    Parquet's fixed schema still loads in ``datasets`` as one table."""
+    datasets = pytest.importorskip("datasets")
+    n = 3 * 2048
+    recs = [clip_rec("v.mp4", f"k{i}", answers=["a"]) for i in range(n - 10)]
+    recs += [failed_record("v.mp4", "x", key=f"f{i}", extra={"stage": "decode"}) for i in range(10)]
+    out = _write(tmp_path / "long.parquet", recs)
+    ds = datasets.load_dataset(
+        "parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    assert ds.num_rows == n and sum(e is not None for e in ds["error"]) == 10
+    assert [json.loads(x)["stage"] for x in ds["extra"] if x is not None] == ["decode"] * 10
