@@ -113,6 +113,21 @@ def input_fingerprint(
     return fp
 
 
+def whole_input_fingerprint(
+    item: Input, cfg: SampleConfig, fp: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The identity in the key of a failure of the whole input: ``fp`` (the input's
+    fingerprint) for a local file; for a remote one its URI (and range) only, without size
+    and ETag, so that a failure while the object could not be reached is superseded by the
+    clips of a later run (their ``input_key``), and no metadata request is needed for it."""
+    if item.uri:
+        out: dict[str, Any] = {"uri": item.uri}
+        if item.start_s is not None or item.end_s is not None:
+            out["range_s"] = [item.start_s, item.end_s]
+        return out
+    return fp if fp is not None else input_fingerprint(item, cfg)
+
+
 def tag_record(rec: ClipResult, item: Input) -> ClipResult:
     """``rec`` with what the input's manifest row adds: its ``id`` (as ``extra["id"]``) and
     its questions (those the clip is asked)."""
@@ -141,14 +156,15 @@ def _clip_jobs(
         except FramepipeError as exc:
             stat = exc
     fp = input_fingerprint(item, cfg, stat=stat)
-    whole = input_key(fp, parts)  # the key of a failure of the whole input (on clip records)
+    ifp = whole_input_fingerprint(item, cfg, fp)
+    whole = input_key(ifp, parts)  # the key of a failure of the whole input (on clip records)
     if is_done is not None and is_done(
-        input_key(fp, parts, not_an_input=True) if item.error else whole
+        input_key(ifp, parts, not_an_input=True) if item.error else whole
     ):  # its failed record counts as done (retry_failed=False)
         return
     if item.error:
         yield ClipJob(
-            failed_record(src_id, item.error, key=input_key(fp, parts, not_an_input=True))
+            failed_record(src_id, item.error, key=input_key(ifp, parts, not_an_input=True))
         )
         return
     t0 = time.perf_counter()
@@ -161,7 +177,7 @@ def _clip_jobs(
     except Exception as exc:
         if not isinstance(exc, FramepipeError):
             log.exception("%s: unexpected error while opening", src_id)
-        yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=input_key(fp, parts)))
+        yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=whole))
         return
     with source:
         try:
@@ -181,7 +197,7 @@ def _clip_jobs(
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("%s: unexpected error while reading metadata", src_id)
-            yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=input_key(fp, parts)))
+            yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=whole))
             return
         t_open = time.perf_counter() - t0
         for clip in clips:

@@ -51,15 +51,16 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_server(root: Path) -> Iterator[tuple[str, Counter[str]]]:
-    """Serve ``root`` on 127.0.0.1; yields the base URL and the GET count per path."""
+def http_server(root: Path, port: int = 0) -> Iterator[tuple[str, Counter[str]]]:
+    """Serve ``root`` on 127.0.0.1 (on ``port``, else any free one); yields the base URL and
+    the GET count per path."""
     gets: Counter[str] = Counter()
     handler = type("Handler", (_Handler,), {"gets": gets})
 
     def make(*args: object, **kwargs: object) -> http.server.BaseHTTPRequestHandler:
         return handler(*args, directory=str(root), **kwargs)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), make)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), make)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -39,7 +39,7 @@ from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import DecodeError, DecodeTimeoutError, captured_warnings, one_line_error
 from framepipe.records import fail, failed_record, input_key, key_parts
-from framepipe.stages import ClipJob, input_fingerprint, iter_clip_jobs, tag_record
+from framepipe.stages import ClipJob, iter_clip_jobs, tag_record, whole_input_fingerprint
 from framepipe.types import ClipResult, ClipSpec
 
 log = logging.getLogger(__name__)
@@ -290,7 +290,7 @@ def input_error_key(item: Input, cfg: SampleConfig, extra_key: dict[str, Any]) -
         parts = key_parts(cfg, extra_key)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key)
-    return input_key(input_fingerprint(item, cfg), parts)
+    return input_key(whole_input_fingerprint(item, cfg), parts)
 
 
 def lost_clip(

@@ -160,3 +160,21 @@ def test_the_cli_reads_a_manifest_of_uris(served: Served, tmp_path: Path) -> Non
         ("x", f"{url}/b.mp4"),
         ("y", f"{url}/clips/a.mp4"),
     ]
+
+
+def test_a_server_back_up_replaces_the_failed_record(tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    engine_plugins.make_video(root / "a.mp4", 20, seed=9)
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}/a.mp4"
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    down = sample([uri], out, CFG, cache_dir=cache, workers=0)
+    assert down.done == 0 and len(down.failed) == 1
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["status"] == "failed" and rec["clip"] is None
+    with http_server(root, port):
+        up = sample([uri], out, CFG, cache_dir=cache, workers=0)
+    assert (up.done, up.failed) == (1, [])
+    # exactly one record for the input: its clip; the failure while it was down is gone
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["status"] == "ok" and rec["source"] == uri
