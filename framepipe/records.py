@@ -127,7 +127,10 @@ def ok_record(
     the key a failure of the whole input would have had (:func:`input_key`), kept on the
     record as ``input_key`` so that such a failure written before is replaced by the input's
     clip records (see :mod:`framepipe.output.compact`)."""
-    extra = {} if of_input is None else {"input_key": of_input}
+    extra: dict[str, Any] = {} if of_input is None else {"input_key": of_input}
+    recorded = info.extra.get("record")  # what the source wants on its records (render:
+    if isinstance(recorded, dict) and recorded:  # camera placement, up axis, notes)
+        extra[info.kind] = dict(recorded)
     fields = clip_fields(info, clip, sel, batch)
     return ClipResult(source=info.id, key=key, timings_s=dict(timings_s), extra=extra, **fields)
 

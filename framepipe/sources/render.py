@@ -264,6 +264,10 @@ class RenderSource(Source):
             extra["elevation_deg"] = self.elevation_deg
         if g.notes:
             extra["notes"] = list(g.notes)
+        # on every record of this source: how the cameras were placed and why
+        extra["record"] = {
+            k: extra[k] for k in ("geometry", "placement", "up", "up_source", "notes") if k in extra
+        }
         return SourceInfo(
             id=str(self.path),
             kind="render",
