@@ -1,6 +1,6 @@
 """The Ray engine's generate stage: an actor (GPU, or CPU on clusters without GPUs) that loads
 the model once and answers batches of decoded clips with the caption run's own answering
-(:class:`framepipe.runs.answer.Answerer`).
+(:class:`framepipe.engine.answer.Answerer`).
 
 Rows in: the read stage's (``job``, ``skipped``). Rows out: ``{"record": pickle of the final
 ClipResult, "skipped": 0}`` per clip (a clip that failed before generation passes through as
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.runs.answer import Answerer
+from framepipe.engine.answer import Answerer
 from framepipe.stages import ClipJob
 
 log = logging.getLogger(__name__)

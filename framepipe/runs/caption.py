@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
+from framepipe.engine.answer import RANDOM_WEIGHTS_NOTE, Answerer  # noqa: F401 - re-exported
 from framepipe.engine.local import (
     DEFAULT_DECODE_TIMEOUT_S,
     EngineTask,
@@ -42,7 +43,6 @@ from framepipe.inputs import Shard, peek_kinds
 from framepipe.output import open_writer, record_files, writer_target
 from framepipe.questions import check_questions, check_system, default_question
 from framepipe.records import derive, local_weights_fingerprint
-from framepipe.runs.answer import RANDOM_WEIGHTS_NOTE, Answerer  # noqa: F401 - re-exported
 from framepipe.runs.common import (
     OnInput,
     OnRecord,

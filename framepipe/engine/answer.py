@@ -1,4 +1,5 @@
-"""The caption run's answering: decoded clips in, final records out (one per clip).
+"""The caption run's answering (the generate stage of both engines): decoded clips in, final
+records out (one per clip).
 
 :class:`Answerer` holds what every record of a caption run says (questions, system prompt,
 model, generation settings, the random-weights note) and turns a batch of decoded
