@@ -167,7 +167,7 @@ class MultiviewSource(Source):
                 bad.append(name)
                 continue
             pose, intr = posed.get(key, (None, {}))
-            intrinsics = complete_intrinsics(intr, *header.stored_size) if intr else None
+            intrinsics = _intrinsics(p, intr, header.stored_size)
             vi = ViewInfo(name, as_matrix4(pose) if pose is not None else None, intrinsics)
             views.append(_View(p, header, vi))
         if len(views) < self.min_views:
@@ -254,6 +254,21 @@ class MultiviewSource(Source):
         bad = [i for i in idx if not 0 <= i < count]
         if bad:
             raise SourceError(self.path, f"view indices out of range 0..{count - 1}: {bad[:5]}")
+
+
+def _intrinsics(
+    image: Path, intr: dict[str, float], size: tuple[int, int]
+) -> dict[str, float] | None:
+    """The view's intrinsics from what the pose file says, or None: also when what it says
+    is not a camera (then a warning naming the image says why, and the view has no
+    intrinsics rather than absurd ones in its record)."""
+    if not intr:
+        return None
+    try:
+        return complete_intrinsics(intr, *size)
+    except ValueError as exc:
+        log.warning("%s: camera intrinsics ignored (%s)", image, exc)
+        return None
 
 
 def _rel_name(p: Path, root: Path) -> str:

@@ -233,9 +233,14 @@ def complete_intrinsics(
     intr: Mapping[str, float], width: int, height: int
 ) -> dict[str, float] | None:
     """``fx fy cx cy width height`` in pixels, from what a pose file gave and the image
-    size; None when the file gave no focal length."""
+    size; None when the file gave no focal length. ValueError (the reason) when what it gave
+    is not a camera: a size that is not a positive finite number of pixels, a focal length
+    that is not finite or is outside 1e-3 to 1e5 image widths (a field of view of almost 0 or
+    180 degrees), or a principal point far outside the image."""
     w = float(intr.get("width", width))
     h = float(intr.get("height", height))
+    if not (math.isfinite(w) and math.isfinite(h) and 1 <= w <= 1e6 and 1 <= h <= 1e6):
+        raise ValueError(f"image size {w:g} x {h:g} is not a size in pixels")
     # A zero or negative focal length or field of view (a broken file) counts as absent:
     # tan(0) would divide by zero.
     fx = _positive(intr.get("fx"))
@@ -250,14 +255,13 @@ def complete_intrinsics(
     fx = fx if fx is not None else fy
     fy = fy if fy is not None else fx
     assert fx is not None and fy is not None
-    return {
-        "fx": float(fx),
-        "fy": float(fy),
-        "cx": float(intr.get("cx", w / 2)),
-        "cy": float(intr.get("cy", h / 2)),
-        "width": w,
-        "height": h,
-    }
+    for name, f, size in (("fx", fx, w), ("fy", fy, h)):
+        if not (math.isfinite(f) and 1e-3 * size < f < 1e5 * size):
+            raise ValueError(f"focal length {name}={f:g} is not one of a {size:g}-pixel image")
+    cx, cy = float(intr.get("cx", w / 2)), float(intr.get("cy", h / 2))
+    if not (math.isfinite(cx) and math.isfinite(cy) and -w <= cx <= 2 * w and -h <= cy <= 2 * h):
+        raise ValueError(f"principal point ({cx:g}, {cy:g}) is far outside the image")
+    return {"fx": float(fx), "fy": float(fy), "cx": cx, "cy": cy, "width": w, "height": h}
 
 
 def _positive(v: float | None) -> float | None:

@@ -272,6 +272,45 @@ def test_complete_intrinsics_ignores_degenerate_focal(bad: dict[str, float]) -> 
     assert intr is not None and intr["fx"] == intr["fy"] == 20.0
 
 
+@pytest.mark.parametrize(
+    "absurd",
+    [
+        {"fx": 1e300},
+        {"fx": float("inf")},
+        {"fx": 1e-9},
+        {"fx": 30.0, "width": 0},
+        {"fx": 30.0, "height": -5},
+        {"fx": 30.0, "width": float("nan")},
+        {"fx": 30.0, "cx": 1e9},
+        {"camera_angle_x": 1e-12},
+    ],
+)
+def test_complete_intrinsics_refuses_what_is_not_a_camera(absurd: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        complete_intrinsics(absurd, 40, 30)
+
+
+def test_absurd_intrinsics_are_left_out_of_the_record_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from framepipe.sources.multiview import MultiviewSource
+
+    for k in range(3):
+        _img(tmp_path / f"v{k}.png")
+    frames = [
+        {"file_path": f"v{k}.png", "fl_x": fx, "transform_matrix": sm.orbit_pose(30 * k).tolist()}
+        for k, fx in enumerate([1e300, -4.0, 35.0])
+    ]
+    (tmp_path / "transforms.json").write_text(json.dumps({"w": 40, "h": 30, "frames": frames}))
+    with caplog.at_level("WARNING"), MultiviewSource(tmp_path) as src:
+        views = src.info().views
+    assert views is not None
+    assert [v.intrinsics is None for v in views] == [True, True, False]
+    assert views[2].intrinsics is not None and views[2].intrinsics["fx"] == 35.0
+    warned = [r.getMessage() for r in caplog.records if "intrinsics ignored" in r.getMessage()]
+    assert len(warned) == 1 and "v0.png" in warned[0] and "1e+300" in warned[0]
+
+
 # -- COLMAP and transforms.json edge cases -------------------------------------------------
 # COLMAP models with non-finite poses or a garbage image count: one-line errors that name the
 # file (and the image), raised at once.
