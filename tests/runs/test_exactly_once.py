@@ -188,3 +188,40 @@ def test_the_output_option_takes_a_folder_of_parts_only_when_it_says_so(tmp_path
         t.convert(str(tmp_path), None, None)  # a folder that is not an output yet
     (tmp_path / "part-0.jsonl").write_text("")
     assert t.convert(str(tmp_path), None, None) == str(tmp_path)  # it holds parts now
+
+
+def test_a_killed_run_then_a_rerun_leaves_one_record_per_clip(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a_broken.mp4").write_bytes(b"not a video")
+    vids = [engine_plugins.make_video(src / f"v{k:02d}.mp4", 8, seed=k) for k in range(40)]
+    out = tmp_path / "s"
+    args = ["sample", "-n", "2", "-o", str(out), "--no-sheet", "--workers", "0"]
+    assert CliRunner().invoke(cli, [*args, str(src / "a_broken.mp4"), str(vids[0])]).exit_code == 1
+    manifest = out / "manifest.jsonl"
+    assert len(list(read_records(manifest))) == 2
+    # the same command over every input, killed once it has re-written the failed record
+    # and written some new ones: appended records stay, not compacted yet
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "framepipe", *args, str(src)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(read_records(manifest))) < 5:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    lines = list(read_records(manifest))
+    assert len(lines) > len({r["key"] for r in lines})  # the retried failure, twice
+    assert len(list(read_output(manifest))) == len({r["key"] for r in lines})
+    res = CliRunner().invoke(cli, [*args, str(src)])
+    assert res.exit_code == 1, res.output
+    recs = list(read_records(manifest))
+    assert len(recs) == 41 and len({r["key"] for r in recs}) == 41
+    assert _by_source(recs)["a_broken.mp4"] == ["failed"]
