@@ -128,4 +128,3 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}, {len(self._items)} registered)"
-

@@ -116,9 +116,7 @@ def test_no_import_circle_between_stages() -> None:
     stage_graph: dict[str, set[str]] = {}
     for mod, deps in _graph().items():
         a = _package_of(mod)
-        stage_graph.setdefault(a, set()).update(
-            _package_of(d) for d in deps if _package_of(d) != a
-        )
+        stage_graph.setdefault(a, set()).update(_package_of(d) for d in deps if _package_of(d) != a)
     assert _cycles(stage_graph) == []
 
 
@@ -166,9 +164,9 @@ def test_samplers_and_shots_never_open_files_or_decode() -> None:
                 bad.append(f"{name} imports {imp}")
         tree = ast.parse(src)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                if node.func.id == "open":
-                    bad.append(f"{name} calls open()")
+            is_call = isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            if is_call and node.func.id == "open":  # type: ignore[attr-defined]
+                bad.append(f"{name} calls open()")
     assert bad == []
 
 
@@ -181,9 +179,9 @@ def _only_for_typing(src: str, imp: str) -> bool:
             for sub in ast.walk(node):
                 guarded.add(id(sub))
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and imp.startswith(node.module):
-            if id(node) not in guarded:
-                return False
+        is_it = isinstance(node, ast.ImportFrom) and node.module and imp.startswith(node.module)
+        if is_it and id(node) not in guarded:
+            return False
     return True
 
 
