@@ -164,7 +164,7 @@ class RayEngine:
             if g * n > gpus:
                 raise ConfigError(
                     f"{n} generation actor(s) of {g:g} GPU need {g * n:g} GPUs; "
-                    f"the cluster has {gpus:g}"
+                    f"the cluster has {gpus:g} GPUs"
                 )
         d = o.decode_actors or max(1, int((cpus - used) // o.decode_cpus))
         out["read"] = {"actors": d, "num_cpus": o.decode_cpus}
@@ -172,7 +172,7 @@ class RayEngine:
         if need > cpus:
             raise ConfigError(
                 f"the stages need {need:g} CPUs ({d} read actor(s) of {o.decode_cpus:g}"
-                f"{' and the generation actors' if used else ''}); the cluster has {cpus:g}"
+                f"{' and the generation actors' if used else ''}); the cluster has {cpus:g} CPUs"
             )
         return out
 

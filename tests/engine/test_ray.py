@@ -98,6 +98,35 @@ def test_sample_records_equal_the_local_engines(
     assert not part_files(parts_dir(tmp_path / "ray/manifest.jsonl"))  # merged, removed
 
 
+def test_a_manifest_streams_through_windows(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    manifest = tmp_path / "inputs.txt"
+    videos = sorted(media["videos"].glob("*.mp4"))
+    manifest.write_text("".join(f"{v}\n" for v in videos))
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    local = sample([], tmp_path / "local", cfg, workers=1, inputs_from=manifest)
+    opts = RayOptions(window=1)  # one Ray Data execution per input
+    on_ray = sample([], tmp_path / "ray", cfg, inputs_from=manifest, engine="ray", ray_options=opts)
+    assert local.ok and on_ray.ok and on_ray.done == local.done == 3
+    a, b = _records(tmp_path / "local/manifest.jsonl"), _records(tmp_path / "ray/manifest.jsonl")
+    assert {k: _same(r) for k, r in a.items()} == {k: _same(r) for k, r in b.items()}
+
+
+def test_the_cli_runs_on_ray(ray_cluster: Any, media: dict[str, Path], tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from framepipe.cli import cli
+
+    args = ["sample", str(media["videos"]), "-n", "2", "-o", str(tmp_path / "out")]
+    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "1"])
+    assert r.exit_code == 0, r.output
+    assert "2 clip(s) written, 0 already done, 0 failed" in r.output
+    assert len(_records(tmp_path / "out/manifest.jsonl")) == 2
+    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "3"])
+    assert r.exit_code != 0 and "the cluster has 2 CPUs" in r.output  # before any work
+
+
 def test_caption_records_equal_the_local_engines(
     ray_cluster: Any, media: dict[str, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
