@@ -138,12 +138,14 @@ def test_merged_shards_equal_one_run(videos: Path, tmp_path: Path) -> None:
     one = _caption([videos], tmp_path / "one.jsonl")
     assert one.done > 7 and len(one.failed) == 1
     n = 3
-    parts = []
+    parts, counts = [], []
     for i in range(n):
         out = tmp_path / "parts" / f"shard-{i}.jsonl"
         s = _caption([videos], out, shard=f"{i}/{n}", workers=1)
-        parts.append(out)
-        assert s.done + len(s.failed) > 0  # 8 inputs over 3 shards: none is empty here
+        if out.exists():  # a shard may be empty: the split hangs on the folder's absolute path
+            parts.append(out)
+        counts.append(s.done + len(s.failed))
+    assert sum(counts) == one.done + len(one.failed)  # every clip in exactly one shard
     merge(parts, tmp_path / "merged.jsonl")
     merged = list(read_records(tmp_path / "merged.jsonl"))
     single = list(read_records(tmp_path / "one.jsonl"))
