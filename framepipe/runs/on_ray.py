@@ -168,6 +168,11 @@ def caption_on_ray(
     def first(rec: ClipResult) -> None:
         summary.model = rec.model
 
+    def counted(rec: ClipResult) -> None:  # generation time, summed over the actors' clips
+        summary.generate_s += float(rec.timings_s.get("generate_s", 0.0))
+        if on_record is not None:
+            on_record(rec)
+
     run_on_ray(
         engine,
         tasks,
@@ -179,7 +184,7 @@ def caption_on_ray(
         retry_failed=retry_failed,
         part=part,
         keep_records=keep_records,
-        on_record=on_record,
+        on_record=counted,
         on_first=first,
     )
     return summary
