@@ -12,7 +12,9 @@ that take frames by label, therefore agree with a full sequential decode by cons
 
 from __future__ import annotations
 
+import ctypes
 import logging
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,12 +95,9 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
     codec = stream.codec_context.name
     is_vp8 = codec == "vp8"
     count_vops = codec == "mpeg4"
-    pts: list[int] = []
-    dts: list[int] = []
-    key: list[bool] = []
-    size: list[int] = []
-    dur: list[int] = []
-    shown: list[bool] = []
+    # compact arrays, not lists of int objects: a long file has hundreds of thousands
+    pts, dts, size, dur = array("q"), array("q"), array("q"), array("q")
+    key, shown = array("b"), array("b")
     max_pictures = 1
     truncated = False
     notes: list[str] = []
@@ -127,12 +126,12 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
     if not size:
         raise DecodeError(path, "no video frames in the file")
     return Packets(
-        pts=np.asarray(pts, dtype=np.int64),
-        dts=np.asarray(dts, dtype=np.int64),
-        key=np.asarray(key, dtype=bool),
-        size=np.asarray(size, dtype=np.int64),
-        duration=np.asarray(dur, dtype=np.int64),
-        shown=np.asarray(shown, dtype=bool),
+        pts=np.frombuffer(pts, dtype=np.int64).copy(),
+        dts=np.frombuffer(dts, dtype=np.int64).copy(),
+        key=np.frombuffer(key, dtype=np.int8).astype(bool),
+        size=np.frombuffer(size, dtype=np.int64).copy(),
+        duration=np.frombuffer(dur, dtype=np.int64).copy(),
+        shown=np.frombuffer(shown, dtype=np.int8).astype(bool),
         max_pictures=max_pictures,
         truncated=truncated,
         notes=notes,
@@ -185,8 +184,11 @@ def decode_labels(
     ident = packets.ident(kind)
     container.seek(0, stream=stream, backward=True, any_frame=False)
     cc = stream.codec_context
-    if threads and not cc.is_open:
-        stream.thread_type = "AUTO"
+    if not cc.is_open:  # one thread for a few frames: less memory, no slower
+        if threads:
+            stream.thread_type = "AUTO"
+        else:
+            cc.thread_count = 1
     out = Decoded([], [])
 
     def take(frames: list[Any]) -> None:
@@ -271,3 +273,21 @@ def best_effort_ticks(raw: np.ndarray, step: int) -> np.ndarray:
         vals = np.sort(vals)
     ramp = np.arange(n, dtype=np.int64)
     return np.maximum.accumulate(vals - ramp) + ramp
+
+
+def release_freed_memory() -> None:
+    """Hand the decoder's freed picture buffers back to the system (glibc keeps them in
+    this thread's heap, where the reader's threads, with heaps of their own, cannot reuse
+    them: without this a read's peak memory grows by the pictures indexing decoded)."""
+    trim = _MALLOC_TRIM[0]
+    if trim is None:
+        try:  # the running program's symbols: libc's, on Linux
+            trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError, TypeError):  # not glibc
+            trim = False
+        _MALLOC_TRIM[0] = trim
+    if trim:
+        trim(0)
+
+
+_MALLOC_TRIM: list[Any] = [None]

@@ -44,6 +44,7 @@ from framepipe.sources._video_decode import (
     demux_packets,
     ident_kind,
     needs_decoding,
+    release_freed_memory,
     rotation_of,
 )
 
@@ -214,6 +215,7 @@ def load_index(path: Path, *, rebuild: str | None = None) -> VideoIndex:
     idx = _INDEXES.get(key)
     if idx is None or rebuild is not None:
         idx = build_index(path, decode_reason=rebuild)
+        release_freed_memory()  # the decoder is gone now
         _INDEXES[key] = idx
         while len(_INDEXES) > _INDEXES_KEPT:
             _INDEXES.popitem(last=False)
