@@ -332,3 +332,16 @@ def test_wrong_timestamps_after_the_first_frames_are_caught(
     assert "indexing it again" in caplog.text
     assert contents(src.read(range(len(ref))).frames) == ref
     assert load_index(path).order == "decoded"  # the signal reader gets the same index
+
+
+def test_shot_signal_reindexes_on_late_wrong_timestamps(avi_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "late.mkv"  # a copy: an index of its own
+    path.write_bytes((avi_dir / "h264_late_decode_times.mkv").read_bytes())
+    ref = truth(avi_dir / "h264_late_decode_times.mkv").content
+    info = VideoSource(path).info()
+    assert load_index(path).order == "timestamps"
+    size = (media.W, media.H)
+    sig = _signal.read_signal(path, info, 30, 90, size=size, skip="none")
+    assert [int(i) for i in sig.indices] == list(range(30, 90))
+    assert [_luma_index(f) for f in sig.frames] == ref[30:90]
+    assert load_index(path).order == "decoded"
