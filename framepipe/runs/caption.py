@@ -59,7 +59,39 @@ from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 
 if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from typing_extensions import Unpack
+
     from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec
+
+    class CaptionOptions(TypedDict, total=False):
+        """The keywords of :func:`caption`: those of :class:`Pipeline`, then of its ``run``."""
+
+        model: ModelConfig | str | None
+        settings: GenerationSettings | None
+        sample: SampleConfig | None
+        questions: Sequence[str] | str | None
+        system: str | None
+        workers: int | None
+        prefetch: int | None
+        decode_timeout_s: float | None
+        frames_dir: str | Path | None
+        generator: Generator | None
+        engine: str
+        ray_options: RayOptions | None
+        overwrite: bool
+        format: str | None
+        retry_failed: bool
+        part: str | None
+        keep_records: bool
+        on_input: OnInput | None
+        on_record: OnRecord | None
+        on_skip: Callable[[int], None] | None
+        inputs_from: str | Path | Iterable[str | Path] | None
+        cache_dir: str | Path | None
+        shard: Shard | str | tuple[int, int] | None
+
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +425,9 @@ def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> Clip
 
 
 def caption(
-    paths: Iterable[str | Path], output: str | Path | None = "results.jsonl", **options: Any
+    paths: Iterable[str | Path],
+    output: str | Path | None = "results.jsonl",
+    **options: Unpack[CaptionOptions],
 ) -> CaptionSummary:
     """Answer questions about every clip under ``paths`` into ``output``: a :class:`Pipeline`
     made from its ``options`` (``model``, ``settings``, ``sample``, ``questions``,
@@ -402,5 +436,6 @@ def caption(
     ``keep_records``, ``on_input``, ``on_record``, ``on_skip``). ``framepipe caption``
     calls this too."""
     run_names = inspect.signature(Pipeline.run).parameters.keys() - {"self", "paths", "output"}
-    run_options = {k: options.pop(k) for k in run_names & options.keys()}
-    return Pipeline(**options).run(paths, output, **run_options)
+    kw: dict[str, Any] = dict(options)
+    run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
+    return Pipeline(**kw).run(paths, output, **run_options)
