@@ -6,7 +6,8 @@ Data flows one way; each stage lives in one place and imports only the stages be
 ==================  ==============================================================================
 stage               where
 ==================  ==============================================================================
-inputs              :mod:`framepipe.discover` (paths and folders -> inputs and skip notes)
+inputs              :mod:`framepipe.discover` (paths and folders -> inputs and skip notes),
+                    :mod:`framepipe.inputs` (manifests, remote URIs staged locally, shards)
 source              :mod:`framepipe.sources` (one module per kind; ``info``, ``read``, the cheap
                     signal ``read_signal``, what a render sees ``visible_surface``)
 shots               :mod:`framepipe.shots` (shot detection over a source's signal)
@@ -16,8 +17,8 @@ stage functions     :mod:`framepipe.stages` (open, plan, select, read one input'
 records             :mod:`framepipe.records` (ok and failed records, resume keys)
 prompt              :mod:`framepipe.prompt` and :mod:`framepipe.questions`
 generate            :mod:`framepipe.generate` (model spec, loading, batched answers)
-write               :mod:`framepipe.output` (JSONL records, frame images, contact sheets)
-engines             :mod:`framepipe.engine` (the local engine: decoding worker processes)
+write               :mod:`framepipe.output` (JSONL/Parquet records, part files, merge, images)
+engines             :mod:`framepipe.engine` (local: decoding worker processes; ray: Ray Data)
 runs                :mod:`framepipe.runs` (``sample`` and ``caption``, on one skeleton)
 command line        :mod:`framepipe.cli` (parses options, calls the runs)
 ==================  ==============================================================================
