@@ -278,16 +278,18 @@ def _timing(pts: np.ndarray, tb: Fraction, fps: Fraction | None, last_ticks: int
 
 def _decode(container: Any, stream: Any, pk: Packets, path: Path, **kw: Any) -> Decoded:
     """:func:`decode_labels`, in a freshly opened file when the seek back to the start did
-    not land on the first packet."""
+    not land on the first packet (or to decode on threads once the decoder is open)."""
     kind = ident_kind(container.format.name)
-    try:
-        return decode_labels(container, stream, pk, path, kind=kind, **kw)
-    except IndexMismatch:
-        fresh = open_container(path)
+    if not (kw.get("threads") and stream.codec_context.is_open):
         try:
-            return decode_labels(fresh, video_stream(fresh, path), pk, path, kind=kind, **kw)
-        finally:
-            fresh.close()
+            return decode_labels(container, stream, pk, path, kind=kind, **kw)
+        except IndexMismatch:
+            pass
+    fresh = open_container(path)
+    try:
+        return decode_labels(fresh, video_stream(fresh, path), pk, path, kind=kind, **kw)
+    finally:
+        fresh.close()
 
 
 def _from_timestamps(container: Any, stream: Any, pk: Packets, path: Path) -> VideoIndex | None:
