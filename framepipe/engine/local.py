@@ -39,13 +39,14 @@ from framepipe.discover import Input
 from framepipe.engine.transfer import PackedFrames, discard, unpack_frames
 from framepipe.engine.worker import (
     Prepare,
+    SkipCounter,
     WorkerSetup,
     WorkItem,
     guarded_clip_jobs,
     lost_clip,
     plugin_modules,
     run_prepare,
-    worker_main,
+    start_worker,
 )
 from framepipe.errors import ConfigError, FramepipeError
 from framepipe.stages import ClipJob
@@ -94,7 +95,7 @@ class _Skipped:
     count: int
 
 
-class LocalEngine:
+class LocalEngine(SkipCounter):
     """Read clips with ``workers`` processes, ``prefetch`` decoded clips ahead of the caller.
 
     Use :meth:`run` once (or :meth:`start`, then :meth:`results`): it yields a
@@ -207,12 +208,6 @@ class LocalEngine:
                     job.batch = None
                 yield job
 
-    def _count_skips(self, count: int) -> None:
-        if count:
-            self.skipped += count
-            if self.on_skip is not None:
-                self.on_skip(count)
-
     def close(self) -> None:
         """Stop the workers and the receiver thread (safe to call twice)."""
         self._stop.set()
@@ -252,13 +247,7 @@ class LocalEngine:
         self._thread.start()
 
     def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=worker_main, args=(child, self._setup), name="framepipe-decoder", daemon=True
-        )
-        proc.start()
-        child.close()
-        return _Worker(proc, parent)
+        return _Worker(*start_worker(self._ctx, self._setup))
 
     def _serve(self) -> None:
         try:

@@ -41,7 +41,7 @@ from framepipe.config import SampleConfig
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask
 from framepipe.engine.ray_generate import GenerateSpec, GenerateStage
 from framepipe.engine.ray_read import FrameReduce, ReadSpec, ReadStage
-from framepipe.engine.worker import Prepare, WorkerSetup, plugin_modules
+from framepipe.engine.worker import Prepare, SkipCounter, WorkerSetup, plugin_modules
 from framepipe.errors import ConfigError, FramepipeError
 from framepipe.types import ClipResult
 
@@ -127,7 +127,7 @@ def connect(address: str | None = None) -> Any:
 
 
 @dataclass
-class RayEngine:
+class RayEngine(SkipCounter):
     """Run tasks through the read (and generate) stages; :meth:`run` yields final records.
 
     ``prepare`` runs on each decoded clip in the child decoder (e.g. saving frames);
@@ -243,12 +243,6 @@ class RayEngine:
                     obj = pickle.loads(blob)
                     yield obj if column == "record" else obj.record
             self.stats = ds.stats()
-
-    def _count_skips(self, count: int) -> None:
-        if count:
-            self.skipped += count
-            if self.on_skip is not None:
-                self.on_skip(count)
 
     def close(self) -> None:
         """Nothing to stop between runs (the local Ray stays up for the process)."""

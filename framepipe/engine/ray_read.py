@@ -31,7 +31,7 @@ import numpy as np
 
 from framepipe.engine.local import STARTUP_TIMEOUT_S, EngineTask, _died_reason, _stop_process
 from framepipe.engine.transfer import PackedFrames, unpack_frames
-from framepipe.engine.worker import WorkerSetup, WorkItem, lost_clip, worker_main
+from framepipe.engine.worker import WorkerSetup, WorkItem, lost_clip, start_worker
 from framepipe.errors import FramepipeError
 from framepipe.stages import ClipJob
 from framepipe.types import FrameBatch
@@ -82,13 +82,8 @@ class ChildDecoder:
         self.restarts = 0
 
     def _spawn(self) -> None:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(
-            target=worker_main, args=(child, self.setup), name="framepipe-decoder", daemon=True
-        )
-        proc.start()
-        child.close()
-        self._proc, self._conn, self._ready = proc, parent, False
+        self._proc, self._conn = start_worker(self._ctx, self.setup)
+        self._ready = False
 
     def close(self) -> None:
         if self._proc is not None:

@@ -96,6 +96,31 @@ def plugin_modules() -> tuple[str, ...]:
 _SEND_LOCK = threading.RLock()
 
 
+def start_worker(ctx: Any, setup: WorkerSetup) -> tuple[Any, Connection]:
+    """Start one decoding worker process in the multiprocessing context ``ctx``: (process,
+    the main process's end of its pipe)."""
+    parent, child = ctx.Pipe(duplex=True)
+    proc = ctx.Process(
+        target=worker_main, args=(child, setup), name="framepipe-decoder", daemon=True
+    )
+    proc.start()
+    child.close()
+    return proc, parent
+
+
+class SkipCounter:
+    """An engine's count of clips skipped as done; ``on_skip(count)`` sees each batch."""
+
+    skipped: int
+    on_skip: Callable[[int], None] | None
+
+    def _count_skips(self, count: int) -> None:
+        if count:
+            self.skipped += count
+            if self.on_skip is not None:
+                self.on_skip(count)
+
+
 def _send(conn: Connection, msg: tuple[Any, ...]) -> None:
     """Send one message; a lock keeps a log record from another thread from interleaving."""
     with _SEND_LOCK:
