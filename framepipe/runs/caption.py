@@ -302,23 +302,18 @@ class Pipeline:
                 rel_to=None if target is None else target.resolve().parent,
             )
         if ray_options is not None:
-            from framepipe.runs.on_ray import caption_on_ray
+            from framepipe.runs.on_ray import RayOutput, caption_on_ray
 
+            ray_out = RayOutput(out, overwrite, format, retry_failed, part, keep_records, on_record)
             return caption_on_ray(
                 self,
                 ray_options,
                 tasks,
-                out,
+                ray_out,
                 summary,
                 prepare=prepare,
                 gen_json=gen_json,
                 t0=t0,
-                overwrite=overwrite,
-                format=format,
-                retry_failed=retry_failed,
-                part=part,
-                keep_records=keep_records,
-                on_record=on_record,
                 on_skip=on_skip,
             )
         # Resuming: the records already there (a torn last line is cut off). Overwriting

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,24 +49,40 @@ def part_files(parts: Path) -> list[Path]:
     return sorted(parts.glob(f"{PART_PREFIX}*.jsonl")) if parts.is_dir() else []
 
 
+@dataclass(frozen=True)
+class RayOutput:
+    """Where a run on the Ray engine puts its records: the output options of ``sample()`` and
+    :meth:`Pipeline.run <framepipe.runs.caption.Pipeline.run>`, passed on as they came."""
+
+    output: Path | None
+    """The records file (part files, then merged into it) or folder (a part file there)."""
+    overwrite: bool = False
+    """Start afresh: the existing records and a killed run's parts are not resumed."""
+    format: str | None = None
+    """The merged file's format (None: by its suffix)."""
+    retry_failed: bool = True
+    """Whether clips with a ``failed`` record are run again."""
+    part: str | None = None
+    """The part file's name in a folder output (None: the run's time and process id)."""
+    keep_records: bool = True
+    """Whether the summary keeps the records."""
+    on_record: OnRecord | None = None
+    """Called with each record once it is written."""
+
+
 def run_on_ray(
     engine: RayEngine,
     tasks: Iterable[EngineTask],
-    output: Path | None,
+    out: RayOutput,
     summary: RunSummary,
     *,
     t0: float,
-    overwrite: bool = False,
-    format: str | None = None,
-    retry_failed: bool = True,
-    part: str | None = None,
-    keep_records: bool = True,
-    on_record: OnRecord | None = None,
     on_first: Callable[[ClipResult], None] | None = None,
 ) -> RunSummary:
-    """Run ``tasks`` on ``engine``; its records go to ``output`` (a file: part files, then
-    merged into it in ``format``; a folder output: a part file there) and into ``summary``.
-    ``on_first`` sees the first record (before it is written)."""
+    """Run ``tasks`` on ``engine``; its records go to ``out.output`` (a file: part files, then
+    merged into it in ``out.format``; a folder output: a part file there) and into
+    ``summary``. ``on_first`` sees the first record (before it is written)."""
+    output, overwrite, retry_failed, part = out.output, out.overwrite, out.retry_failed, out.part
     writer = None
     parts: Path | None = None
     folder = output is not None and is_folder_output(output)
@@ -82,7 +99,7 @@ def run_on_ray(
         run = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{os.getpid()}"
         name = part if folder and part else run
         writer = open_writer(parts, "jsonl", part=name, retry_failed=retry_failed)
-    record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
+    record = Recorder(summary, writer, keep=out.keep_records, on_record=out.on_record)
     first = True
     try:
         for rec in engine.run(tasks):
@@ -98,7 +115,7 @@ def run_on_ray(
         found = part_files(parts)
         old = [output] if output.exists() and not overwrite else []
         if found or old:
-            merge([*old, *found], output, format)
+            merge([*old, *found], output, out.format)
         for p in found:
             p.unlink()
         if parts != output.parent:
@@ -112,18 +129,12 @@ def caption_on_ray(
     pipe: Any,
     options: RayOptions,
     tasks: Iterable[EngineTask],
-    output: Path | None,
+    out: RayOutput,
     summary: Any,
     *,
     prepare: Prepare | None,
     gen_json: dict[str, Any],
     t0: float,
-    overwrite: bool = False,
-    format: str | None = None,
-    retry_failed: bool = True,
-    part: str | None = None,
-    keep_records: bool = True,
-    on_record: OnRecord | None = None,
     on_skip: Callable[[int], None] | None = None,
 ) -> Any:
     """:meth:`Pipeline.run <framepipe.runs.caption.Pipeline.run>` (``pipe``; ``summary`` its
@@ -148,6 +159,7 @@ def caption_on_ray(
         generator=getattr(pipe, "_generator", None),
     )
     keywords = getattr(prepare, "keywords", {})
+    output = out.output
     if output is not None and not is_folder_output(output) and keywords.get("rel_to"):
         # frames are saved relative to the part files' folder: merge makes them relative
         # to the output's again
@@ -170,21 +182,8 @@ def caption_on_ray(
 
     def counted(rec: ClipResult) -> None:  # generation time, summed over the actors' clips
         summary.generate_s += float(rec.timings_s.get("generate_s", 0.0))
-        if on_record is not None:
-            on_record(rec)
+        if out.on_record is not None:
+            out.on_record(rec)
 
-    run_on_ray(
-        engine,
-        tasks,
-        output,
-        summary,
-        t0=t0,
-        overwrite=overwrite,
-        format=format,
-        retry_failed=retry_failed,
-        part=part,
-        keep_records=keep_records,
-        on_record=counted,
-        on_first=first,
-    )
+    run_on_ray(engine, tasks, replace(out, on_record=counted), summary, t0=t0, on_first=first)
     return summary

@@ -109,7 +109,7 @@ def sample(
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
     if ray_options is not None:
-        from framepipe.runs.on_ray import run_on_ray
+        from framepipe.runs.on_ray import RayOutput, run_on_ray
 
         prepare = functools.partial(
             _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
@@ -118,18 +118,15 @@ def sample(
             cfg, ray_options, decode_timeout_s, prepare=prepare, send_frames=False
         )
         tasks = (EngineTask(item) for item in inputs)
-        return run_on_ray(
-            ray_engine,
-            tasks,
+        ray_out = RayOutput(
             manifest_path(out, format),
-            summary,
-            t0=t0,
-            overwrite=overwrite,
-            format=format,
-            retry_failed=retry_failed,
+            overwrite,
+            format,
+            retry_failed,
             keep_records=keep_records,
             on_record=on_record,
         )
+        return run_on_ray(ray_engine, tasks, ray_out, summary, t0=t0)
     manifest = manifest_path(out, format)
     with open_writer(manifest, overwrite=overwrite, retry_failed=retry_failed) as writer:
         local_engine = LocalEngine(
