@@ -51,6 +51,13 @@ def _generation_options(fn: Any) -> Any:
     return fn
 
 
+def _model_option(name: str, choices: Sequence[str] | None, text: str) -> Any:
+    """``--NAME``, defaulting (shown in --help) to ModelConfig's own ``NAME``."""
+    typ = None if choices is None else click.Choice(choices)
+    default = field_default(ModelConfig, name)
+    return click.option("--" + name, type=typ, default=default, show_default=True, help=text)
+
+
 def read_questions_file(path: str) -> list[str]:
     """One question per line; blank lines and lines starting with ``#`` are skipped."""
     try:
@@ -92,18 +99,9 @@ def read_questions_file(path: str) -> list[str]:
     help=f"Hub id or local folder of a LLaVA-style model. [default: {DEFAULT_MODEL}]",
 )
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option(
-    "--device",
-    default=field_default(ModelConfig, "device"),
-    show_default=True,
-    help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
-)
-@click.option(
-    "--dtype",
-    type=click.Choice(DTYPES),
-    default=field_default(ModelConfig, "dtype"),
-    show_default=True,
-    help="auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU).",
+@_model_option("device", None, "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
+@_model_option(
+    "dtype", DTYPES, "auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU)."
 )
 @click.option(
     "--quantize",
@@ -111,12 +109,8 @@ def read_questions_file(path: str) -> list[str]:
     default=None,
     help="Load the weights quantized with bitsandbytes (CUDA only).",
 )
-@click.option(
-    "--attn",
-    type=click.Choice(ATTN),
-    default=field_default(ModelConfig, "attn"),
-    show_default=True,
-    help="Attention implementation (auto: FlashAttention 2 when usable, else SDPA).",
+@_model_option(
+    "attn", ATTN, "Attention implementation (auto: FlashAttention 2 when usable, else SDPA)."
 )
 @click.option(
     "--trust-remote-code",
