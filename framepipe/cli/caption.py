@@ -10,12 +10,11 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import field_default, sample_config_from, sampling_options
-from framepipe.cli.engine_options import engine_options, ray_options_from
-from framepipe.cli.inputs import input_count, input_kwargs, input_options
+from framepipe.cli.common import field_default, sample_config_from
+from framepipe.cli.engine_options import decode_timeout_option, ray_options_from, run_options
+from framepipe.cli.inputs import input_count, input_kwargs
 from framepipe.cli.output_options import OutputPath, format_option, retry_option
 from framepipe.discover import Input, Skipped
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
 from framepipe.generate.config import (
     ATTN,
@@ -74,10 +73,7 @@ def read_questions_file(path: str) -> list[str]:
 
 
 @click.command("caption")
-@click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
-@sampling_options
-@input_options
-@engine_options(generate=True)
+@run_options(generate=True)
 @click.option(
     "-q",
     "--question",
@@ -155,12 +151,8 @@ def read_questions_file(path: str) -> list[str]:
     help="Decoded clips kept ready ahead of the model.  "
     "[default: the larger of 2 x workers and the batch size]",
 )
-@click.option(
-    "--decode-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_DECODE_TIMEOUT_S,
-    show_default=True,
-    help="Seconds one clip may take to decode before its decoder is stopped (clip failed).",
+@decode_timeout_option(
+    "Seconds one clip may take to decode before its decoder is stopped (clip failed)."
 )
 def command(
     paths: tuple[str, ...],

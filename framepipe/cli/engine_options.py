@@ -1,5 +1,6 @@
 """The engine options of ``framepipe sample`` and ``framepipe caption``: ``--engine local|ray``
-and the Ray engine's cluster and resources (defaults from :class:`RayOptions`)."""
+and the Ray engine's cluster and resources (defaults from :class:`RayOptions`), the
+decode timeout, and :func:`run_options`, all that ``sample`` and ``caption`` share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from typing import Any
 
 import click
 
+from framepipe.cli.common import sampling_options
+from framepipe.cli.inputs import input_options
+from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.engine.ray import ENGINES, RayOptions
 
 
@@ -67,6 +71,35 @@ def engine_options(*, generate: bool) -> Callable[[Any], Any]:
         return fn
 
     return wrap
+
+
+def run_options(*, generate: bool) -> Callable[[Any], Any]:
+    """What ``sample`` and ``caption`` both take: the PATHS argument, the sampling, input and
+    engine options (``generate``: see :func:`engine_options`)."""
+    decorators = [
+        click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str)),
+        sampling_options,
+        input_options,
+        engine_options(generate=generate),
+    ]
+
+    def wrap(fn: Any) -> Any:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return wrap
+
+
+def decode_timeout_option(text: str) -> Callable[[Any], Any]:
+    """``--decode-timeout SECONDS`` (``decode_timeout``, > 0), ``help`` being ``text``."""
+    return click.option(
+        "--decode-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_DECODE_TIMEOUT_S,
+        show_default=True,
+        help=text,
+    )
 
 
 def ray_options_from(kw: dict[str, Any], *, batch_size: int | None = None) -> dict[str, Any]:

@@ -8,21 +8,17 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import sample_config_from, sampling_options
-from framepipe.cli.engine_options import engine_options, ray_options_from
-from framepipe.cli.inputs import input_count, input_kwargs, input_options
+from framepipe.cli.common import sample_config_from
+from framepipe.cli.engine_options import decode_timeout_option, ray_options_from, run_options
+from framepipe.cli.inputs import input_count, input_kwargs
 from framepipe.cli.output_options import format_option, retry_option
 from framepipe.discover import Input, Skipped
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.errors import FramepipeError
 from framepipe.types import ClipResult
 
 
 @click.command("sample")
-@click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
-@sampling_options
-@input_options
-@engine_options(generate=False)
+@run_options(generate=False)
 @click.option(
     "-o",
     "--out",
@@ -59,13 +55,9 @@ from framepipe.types import ClipResult
     help="Decode and write clips in this many processes (0: in this one, for debugging: "
     "then no --decode-timeout protects the run from a hung decoder).",
 )
-@click.option(
-    "--decode-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_DECODE_TIMEOUT_S,
-    show_default=True,
-    help="Seconds one input may take to open, or one clip to decode, before its decoder "
-    "is stopped (that clip or input failed; the run goes on).",
+@decode_timeout_option(
+    "Seconds one input may take to open, or one clip to decode, before its decoder "
+    "is stopped (that clip or input failed; the run goes on)."
 )
 def command(
     paths: tuple[str, ...],
