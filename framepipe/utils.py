@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -26,3 +27,17 @@ def safe_stem(text: str, max_len: int = 80) -> str:
     """A file-name-safe version of ``text`` (keeps letters, digits, ``-_.``)."""
     s = re.sub(r"[^\w.-]+", "_", text, flags=re.UNICODE).strip("._")
     return (s or "clip")[:max_len]
+
+
+def nonnegative(
+    value: Any, name: str, error: type[Exception], not_a_number: str = "must be a number"
+) -> float:
+    """``value`` as a finite float >= 0, else ``error("NAME (VALUE) ...")``: ``not_a_number``
+    when it is no number at all, ``must be a finite number >= 0`` otherwise."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise error(f"{name} ({value!r}) {not_a_number}") from None
+    if not math.isfinite(x) or x < 0:
+        raise error(f"{name} ({value!r}) must be a finite number >= 0")
+    return x

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from framepipe.discover import Input
 from framepipe.errors import ConfigError
+from framepipe.utils import nonnegative
 
 COLUMNS = ("path", "id", "questions", "start_s", "end_s")
 """The columns a manifest row may have (``path`` is required, except in text files)."""
@@ -166,13 +166,7 @@ class RowError(ValueError):
 def _seconds(value: Any, name: str) -> float | None:
     if value is None or value == "":
         return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise RowError(f"{name} ({value!r}) is not a number of seconds") from None
-    if not math.isfinite(x) or x < 0:
-        raise RowError(f"{name} ({value!r}) must be a finite number >= 0")
-    return x
+    return nonnegative(value, name, RowError, "is not a number of seconds")
 
 
 def _questions(value: Any) -> tuple[str, ...] | None:

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from framepipe.errors import ConfigError
 from framepipe.types import SkipMode
+from framepipe.utils import nonnegative
 
 TransitionKind = Literal["cut", "dissolve", "fade"]
 
@@ -91,13 +91,7 @@ class DetectorParams:
             if name == "gradual":
                 kw[name] = bool(value)
                 continue
-            try:
-                v = float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"{name} ({value!r}) must be a number") from None
-            if not math.isfinite(v) or v < 0:
-                raise ConfigError(f"{name} ({value!r}) must be a finite number >= 0")
-            kw[name] = v
+            kw[name] = nonnegative(value, name, ConfigError)
         return cls(**kw)
 
     def to_json(self) -> dict[str, Any]:
