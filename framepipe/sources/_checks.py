@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -144,24 +145,31 @@ def check_other(path: Path, ext: str) -> None:
             raise SourceError(path, "binary STL with no triangles")
 
 
+def pcd_header_fields(lines: Iterable[str]) -> tuple[dict[str, list[str]], int]:
+    """A PCD header's ``KEY values...`` lines (keys upper-cased, ``#`` comments skipped) up to
+    and including ``DATA``, and how many lines that took (0: no DATA line in ``lines``)."""
+    fields: dict[str, list[str]] = {}
+    for n, line in enumerate(lines, 1):
+        tok = line.split()
+        if not tok or tok[0].startswith("#"):
+            continue
+        fields[tok[0].upper()] = tok[1:]
+        if tok[0].upper() == "DATA":
+            return fields, n
+    return fields, 0
+
+
 def check_pcd(path: Path) -> int | None:
     """Points a PCD header declares; SourceError unless the body holds them all (ASCII: a
     line per point, binary: the bytes). None when the header cannot be parsed here (Open3D
     then decides) or the data is compressed."""
     with open(path, "rb") as fh:
         head = fh.read(65536)
-    fields: dict[str, list[str]] = {}
-    offset = 0
-    for raw in head.splitlines(keepends=True):
-        offset += len(raw)
-        tok = raw.decode("ascii", errors="replace").split()
-        if not tok or tok[0].startswith("#"):
-            continue
-        fields[tok[0].upper()] = tok[1:]
-        if tok[0].upper() == "DATA":
-            break
-    else:
+    raws = head.splitlines(keepends=True)
+    fields, n = pcd_header_fields(raw.decode("ascii", errors="replace") for raw in raws)
+    if not n:
         raise SourceError(path, "not a PCD file (no DATA line in its header)")
+    offset = sum(len(raw) for raw in raws[:n])
     try:
         points = int(fields["POINTS"][0])
         data = fields["DATA"][0].lower()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from framepipe.sources._checks import pcd_header_fields
+
 CAP_DEG = 30.0
 """Half-angle of the cone of views around the sensor's direction."""
 _GOLDEN_ANGLE = math.pi * (3.0 - math.sqrt(5.0))
@@ -52,14 +54,7 @@ def read_pcd_header(path: Path) -> PcdHeader | None:
             head = fh.read(8192).decode("ascii", errors="replace")
     except OSError:
         return None
-    fields: dict[str, list[str]] = {}
-    for line in head.splitlines():
-        tok = line.split()
-        if not tok or tok[0].startswith("#"):
-            continue
-        fields[tok[0].upper()] = tok[1:]
-        if tok[0].upper() == "DATA":
-            break
+    fields, _ = pcd_header_fields(head.splitlines())
     try:
         width = int(fields["WIDTH"][0])
         height = int(fields.get("HEIGHT", ["1"])[0])
