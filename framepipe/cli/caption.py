@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import field_default, sample_config_from
+from framepipe.cli.common import field_default, sample_config_from, unset_option
 from framepipe.cli.engine_options import decode_timeout_option, ray_options_from, run_options
 from framepipe.cli.inputs import input_count, input_kwargs
 from framepipe.cli.output_options import OutputPath, format_option, retry_option
@@ -43,10 +43,8 @@ GENERATION_OPTIONS: dict[str, tuple[Any, str]] = {
 def _generation_options(fn: Any) -> Any:
     for name, (typ, text) in reversed(GENERATION_OPTIONS.items()):
         flag = "--" + name.replace("_", "-")
-        default = field_default(GenerationSettings, name)
-        fn = click.option(flag, name, type=typ, default=None, help=f"{text}  [default: {default}]")(
-            fn
-        )
+        default = str(field_default(GenerationSettings, name))
+        fn = unset_option(flag, name, type=typ, text=text, default=default)(fn)
     return fn
 
 
@@ -138,18 +136,17 @@ def read_questions_file(path: str) -> list[str]:
     help="Also save each clip's frames and contact sheet under this folder.",
 )
 @click.option("--overwrite", is_flag=True, help="Start afresh instead of skipping answered clips.")
-@click.option(
+@unset_option(
     "--workers",
     type=click.IntRange(min=0),
-    default=None,
-    help="Decoding processes (0: decode in the main process).  [default: 2, 1 on one core]",
+    text="Decoding processes (0: decode in the main process).",
+    default="2, 1 on one core",
 )
-@click.option(
+@unset_option(
     "--prefetch",
     type=click.IntRange(min=1),
-    default=None,
-    help="Decoded clips kept ready ahead of the model.  "
-    "[default: the larger of 2 x workers and the batch size]",
+    text="Decoded clips kept ready ahead of the model.",
+    default="the larger of 2 x workers and the batch size",
 )
 @decode_timeout_option(
     "Seconds one clip may take to decode before its decoder is stopped (clip failed)."

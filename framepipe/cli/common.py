@@ -96,6 +96,12 @@ def param_default(fn: Callable[..., Any], name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
+def unset_option(*decls: str, text: str, default: str, **kw: Any) -> Callable[[F], F]:
+    """An option that is None unless given (the library then decides); its help is ``text``
+    followed by what that default is (``  [default: DEFAULT]``)."""
+    return click.option(*decls, default=None, help=f"{text}  [default: {default}]", **kw)
+
+
 class RegistryChoice(click.Choice):
     """A click choice among a registry's names, read when the command line is parsed (so an
     installed plug-in is a valid choice) rather than when the module is imported."""

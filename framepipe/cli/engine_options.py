@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import sampling_options
+from framepipe.cli.common import sampling_options, unset_option
 from framepipe.cli.inputs import input_options
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.engine.ray import ENGINES, RayOptions
@@ -26,18 +26,16 @@ def engine_options(*, generate: bool) -> Callable[[Any], Any]:
             help="local: worker processes on this machine; ray: Ray Data on a cluster "
             "(needs the ray extra).",
         ),
-        click.option(
+        unset_option(
             "--ray-address",
-            default=None,
-            help="Ray cluster to join (host:port, auto, ray://...).  "
-            "[default: RAY_ADDRESS, else a local Ray is started]",
+            text="Ray cluster to join (host:port, auto, ray://...).",
+            default="RAY_ADDRESS, else a local Ray is started",
         ),
-        click.option(
+        unset_option(
             "--decode-actors",
             type=click.IntRange(min=1),
-            default=None,
-            help="Ray read actors (each with one decoder process).  "
-            "[default: the cluster's CPUs left after the generation actors]",
+            text="Ray read actors (each with one decoder process).",
+            default="the cluster's CPUs left after the generation actors",
         ),
         click.option(
             "--decode-cpus",
@@ -49,19 +47,17 @@ def engine_options(*, generate: bool) -> Callable[[Any], Any]:
     ]
     if generate:
         opts += [
-            click.option(
+            unset_option(
                 "--generate-actors",
                 type=click.IntRange(min=1),
-                default=None,
-                help="Ray generation actors (each loads the model once).  "
-                "[default: one per GPU, one on a cluster without GPUs]",
+                text="Ray generation actors (each loads the model once).",
+                default="one per GPU, one on a cluster without GPUs",
             ),
-            click.option(
+            unset_option(
                 "--generate-gpus",
                 type=click.FloatRange(min=0),
-                default=None,
-                help="GPUs per Ray generation actor (0: CPU actors).  "
-                "[default: 1 where the cluster has GPUs, else 0]",
+                text="GPUs per Ray generation actor (0: CPU actors).",
+                default="1 where the cluster has GPUs, else 0",
             ),
         ]
 
