@@ -120,10 +120,4 @@ class Transition:
     """Strength (step score for cuts, novelty for dissolves, 1 for fades)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "frame": self.frame,
-            "kind": self.kind,
-            "start_frame": self.start_frame,
-            "end_frame": self.end_frame,
-            "score": round(self.score, 4),
-        }
+        return {**asdict(self), "score": round(self.score, 4)}

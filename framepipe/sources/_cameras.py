@@ -9,7 +9,7 @@ file's coordinates. Pixel (col, row) covers ``[col, col+1) x [row, row+1)``; ``c
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -60,14 +60,7 @@ class Intrinsics:
         return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
 
     def to_json(self) -> dict[str, float]:
-        return {
-            "fx": self.fx,
-            "fy": self.fy,
-            "cx": self.cx,
-            "cy": self.cy,
-            "width": self.width,
-            "height": self.height,
-        }
+        return asdict(self)
 
 
 def intrinsics_for(width: int, height: int, fov_deg: float) -> Intrinsics:
