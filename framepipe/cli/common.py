@@ -8,7 +8,7 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -96,6 +96,24 @@ def param_default(fn: Callable[..., Any], name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
+def stacked(decorators: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One decorator applying ``decorators`` as if stacked in this order (the first on top:
+    ``--help`` lists their options in this order)."""
+
+    def wrap(fn: Any) -> Any:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return wrap
+
+
+def kv_option(flag: str, dest: str, text: str) -> Callable[[F], F]:
+    """A repeatable ``FLAG KEY=VALUE`` option (a tuple of strings in ``dest``; see
+    :func:`parse_kv`)."""
+    return click.option(flag, dest, multiple=True, metavar="KEY=VALUE", help=text)
+
+
 def unset_option(*decls: str, text: str, default: str, **kw: Any) -> Callable[[F], F]:
     """An option that is None unless given (the library then decides); its help is ``text``
     followed by what that default is (``  [default: DEFAULT]``)."""
@@ -162,13 +180,7 @@ def sampling_options(fn: F) -> F:
             show_default=True,
             help="When a clip has fewer frames than n: repeat_last, all (use fewer) or error.",
         ),
-        click.option(
-            "--sampler-opt",
-            "sampler_opts",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Extra sampler parameter (repeatable).",
-        ),
+        kv_option("--sampler-opt", "sampler_opts", "Extra sampler parameter (repeatable)."),
         click.option(
             "--clips",
             type=RegistryChoice(CLIP_PLANNERS),
@@ -188,19 +200,15 @@ def sampling_options(fn: F) -> F:
             default=None,
             help="Start a window every this many seconds [default: clip length].",
         ),
-        click.option(
+        kv_option(
             "--clip-opt",
             "clip_opts",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable).",
+            "Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable).",
         ),
         kind_option(),
         source_opt_option(),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    return stacked(opts)(fn)
 
 
 def kind_option() -> Callable[[F], F]:
@@ -215,12 +223,8 @@ def kind_option() -> Callable[[F], F]:
 
 def source_opt_option() -> Callable[[F], F]:
     """``--source-opt KEY=VALUE`` (repeatable): options for the sources."""
-    return click.option(
-        "--source-opt",
-        "source_opts",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Extra source option, e.g. backend=pyav (repeatable).",
+    return kv_option(
+        "--source-opt", "source_opts", "Extra source option, e.g. backend=pyav (repeatable)."
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import sampling_options, unset_option
+from framepipe.cli.common import sampling_options, stacked, unset_option
 from framepipe.cli.inputs import input_options
 from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
 from framepipe.engine.ray import ENGINES, RayOptions
@@ -61,30 +61,20 @@ def engine_options(*, generate: bool) -> Callable[[Any], Any]:
             ),
         ]
 
-    def wrap(fn: Any) -> Any:
-        for opt in reversed(opts):
-            fn = opt(fn)
-        return fn
-
-    return wrap
+    return stacked(opts)
 
 
 def run_options(*, generate: bool) -> Callable[[Any], Any]:
     """What ``sample`` and ``caption`` both take: the PATHS argument, the sampling, input and
     engine options (``generate``: see :func:`engine_options`)."""
-    decorators = [
-        click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str)),
-        sampling_options,
-        input_options,
-        engine_options(generate=generate),
-    ]
-
-    def wrap(fn: Any) -> Any:
-        for decorate in reversed(decorators):
-            fn = decorate(fn)
-        return fn
-
-    return wrap
+    return stacked(
+        [
+            click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str)),
+            sampling_options,
+            input_options,
+            engine_options(generate=generate),
+        ]
+    )
 
 
 def decode_timeout_option(text: str) -> Callable[[Any], Any]:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from framepipe.cli.common import parse_kv
+from framepipe.cli.common import kv_option, parse_kv, stacked
 from framepipe.config import SampleConfig
 from framepipe.errors import FramepipeError
 
@@ -34,12 +34,10 @@ def input_options(fn: F) -> F:
             help="Where remote inputs (s3://, gs://, https://) are downloaded before decoding.  "
             "[default: $FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote]",
         ),
-        click.option(
+        kv_option(
             "--storage-option",
             "storage_options",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="fsspec option for remote inputs, e.g. endpoint_url=http://127.0.0.1:9000 or "
+            "fsspec option for remote inputs, e.g. endpoint_url=http://127.0.0.1:9000 or "
             "anon=true (repeatable; values parsed as JSON when they can be).",
         ),
         click.option(
@@ -50,9 +48,7 @@ def input_options(fn: F) -> F:
             "merge the N outputs with 'framepipe merge'.",
         ),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    return stacked(opts)(fn)
 
 
 def input_kwargs(paths: tuple[str, ...], kw: dict[str, Any], cfg: SampleConfig) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from framepipe.cli.common import kv_option, source_opt_option
 from framepipe.errors import FramepipeError
 
 
@@ -17,20 +18,8 @@ from framepipe.errors import FramepipeError
     is_flag=True,
     help="One JSON array with an object per input: source, shots, transitions.",
 )
-@click.option(
-    "--opt",
-    "opts",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable).",
-)
-@click.option(
-    "--source-opt",
-    "source_opts",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Extra source option, e.g. backend=pyav (repeatable).",
-)
+@kv_option("--opt", "opts", "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable).")
+@source_opt_option()
 def command(
     paths: tuple[str, ...], as_json: bool, opts: tuple[str, ...], source_opts: tuple[str, ...]
 ) -> None:
