@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 _NUM = re.compile(r"(\d+)")
 
@@ -41,3 +41,20 @@ def nonnegative(
     if not math.isfinite(x) or x < 0:
         raise error(f"{name} ({value!r}) must be a finite number >= 0")
     return x
+
+
+_C = TypeVar("_C", bound="Closing")
+
+
+class Closing:
+    """A context manager that closes what it holds: ``with obj:`` gives ``obj`` and calls
+    ``obj.close()`` on the way out, whether or not the block raised."""
+
+    def close(self) -> None:
+        raise NotImplementedError  # pragma: no cover - each class that mixes it in closes
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -51,6 +51,7 @@ from framepipe.engine.worker import (
 from framepipe.errors import ConfigError, FramepipeError
 from framepipe.stages import ClipJob
 from framepipe.types import ClipSpec
+from framepipe.utils import Closing
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class _Skipped:
     count: int
 
 
-class LocalEngine(SkipCounter):
+class LocalEngine(SkipCounter, Closing):
     """Read clips with ``workers`` processes, ``prefetch`` decoded clips ahead of the caller.
 
     Use :meth:`run` once (or :meth:`start`, then :meth:`results`): it yields a
@@ -219,12 +220,6 @@ class LocalEngine(SkipCounter):
                 _stop_process(w.proc)
                 w.conn.close()
         self._pool = [None] * len(self._pool)
-
-    def __enter__(self) -> LocalEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- the receiver thread ------------------------------------------------------------------
     def _start(self, tasks: Iterator[EngineTask]) -> None:

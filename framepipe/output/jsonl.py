@@ -24,6 +24,7 @@ from framepipe.errors import OutputError
 from framepipe.output.compact import Meta, keep_mask, record_meta
 from framepipe.output.compact import done_keys as _done_keys
 from framepipe.types import ClipResult
+from framepipe.utils import Closing
 
 try:
     import fcntl
@@ -51,7 +52,7 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
                 yield rec
 
 
-class JsonlWriter:
+class JsonlWriter(Closing):
     """Appends records to a JSONL file; knows which keys are already done.
 
     ``overwrite`` truncates the file first. Otherwise records whose ``status`` is ``ok``
@@ -180,12 +181,6 @@ class JsonlWriter:
                     compact_jsonl(self.path)
         finally:
             self._fh.close()
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:

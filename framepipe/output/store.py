@@ -55,6 +55,7 @@ from framepipe.output.jsonl import (
 )
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.types import ClipResult
+from framepipe.utils import Closing
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool =
 
 
 # -- writing --------------------------------------------------------------------------------
-class ParquetWriter:
+class ParquetWriter(Closing):
     """Records into a Parquet file: appended to its JSONL journal during the run (fsynced,
     so a kill keeps them), folded into the file at :meth:`close` (one record per clip,
     written beside it and moved into place) when no other writer has the journal open."""
@@ -241,12 +242,6 @@ class ParquetWriter:
                 fold_parquet(self.path)
         finally:
             self._log.close()
-
-    def __enter__(self) -> ParquetWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def fold_parquet(path: PathLike) -> int:

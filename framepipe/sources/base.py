@@ -25,11 +25,12 @@ from framepipe.errors import DecodeError, UnsupportedInputError
 from framepipe.registry import Registry
 from framepipe.sources._signal import rgb_to_yuv
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo, VisibleSurface
+from framepipe.utils import Closing
 
 log = logging.getLogger(__name__)
 
 
-class Source(ABC):
+class Source(Closing, ABC):
     """One input (a video file, a scene folder, a 3D model file).
 
     Subclasses set ``kind`` and implement :meth:`info` and :meth:`read`; :meth:`read_small`,
@@ -154,14 +155,8 @@ class Source(ABC):
         (videos, photographed scenes). The render source measures it."""
         return None
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources; safe to call twice."""
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
