@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 _NUM = re.compile(r"(\d+)")
@@ -41,6 +43,21 @@ def nonnegative(
     if not math.isfinite(x) or x < 0:
         raise error(f"{name} ({value!r}) must be a finite number >= 0")
     return x
+
+
+def json_lines(
+    path: Path, encoding: str = "utf-8"
+) -> Iterator[tuple[int, Any | json.JSONDecodeError]]:
+    """``(line number, value)`` for each non-blank line of a JSON-lines file, the value being
+    the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError`."""
+    with open(path, encoding=encoding) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, exc
 
 
 _C = TypeVar("_C", bound="Closing")

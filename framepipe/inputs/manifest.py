@@ -27,7 +27,7 @@ from typing import Any
 
 from framepipe.discover import Input
 from framepipe.errors import ConfigError
-from framepipe.utils import nonnegative
+from framepipe.utils import json_lines, nonnegative
 
 COLUMNS = ("path", "id", "questions", "start_s", "end_s")
 """The columns a manifest row may have (``path`` is required, except in text files)."""
@@ -119,18 +119,12 @@ def _csv_rows(p: Path, delimiter: str) -> Iterator[Row]:
 
 
 def _jsonl_rows(p: Path) -> Iterator[Row]:
-    with open(p, encoding="utf-8-sig") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield f"{p}:{n}", {"__bad__": f"not a JSON object ({exc.msg})"}
-                continue
-            if not isinstance(obj, dict):
-                yield f"{p}:{n}", {"__bad__": "not a JSON object"}
-                continue
+    for n, obj in json_lines(p, encoding="utf-8-sig"):
+        if isinstance(obj, json.JSONDecodeError):
+            yield f"{p}:{n}", {"__bad__": f"not a JSON object ({obj.msg})"}
+        elif not isinstance(obj, dict):
+            yield f"{p}:{n}", {"__bad__": "not a JSON object"}
+        else:
             yield f"{p}:{n}", {k: v for k, v in obj.items() if k in COLUMNS and v is not None}
 
 

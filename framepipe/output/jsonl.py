@@ -24,7 +24,7 @@ from framepipe.errors import OutputError
 from framepipe.output.compact import Meta, keep_mask, record_meta
 from framepipe.output.compact import done_keys as _done_keys
 from framepipe.types import ClipResult
-from framepipe.utils import Closing
+from framepipe.utils import Closing, json_lines
 
 try:
     import fcntl
@@ -39,17 +39,11 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     p = Path(path)
     if not p.exists():
         return
-    with open(p, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: skipping an unreadable line (interrupted write?)", p, lineno)
-                continue
-            if isinstance(rec, dict):
-                yield rec
+    for lineno, rec in json_lines(p):
+        if isinstance(rec, json.JSONDecodeError):
+            log.warning("%s:%d: skipping an unreadable line (interrupted write?)", p, lineno)
+        elif isinstance(rec, dict):
+            yield rec
 
 
 class JsonlWriter(Closing):
