@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import engine_plugins
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from generator_doubles import EchoGenerator
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
@@ -24,48 +22,6 @@ from framepipe.inputs import collect_inputs
 from framepipe.inputs.shard import Shard, parse_shard, shard_of
 from framepipe.output import merge, read_records
 from framepipe.runs.caption import Pipeline
-
-
-@dataclass
-class _Answer:
-    prompt: str
-    answers: list[str]
-    generate_s: float
-    prompt_tokens: int
-    new_tokens: list[int]
-
-
-class EchoGenerator:
-    """TEST DOUBLE with the Generator's methods: each answer names the question and the
-    frames' mean brightness."""
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": "test/echo",
-            "revision": None,
-            "path": None,
-            "dtype": "float32",
-            "device": "cpu",
-            "quantize": None,
-            "attn": "eager",
-            "random_weights": True,
-        }
-
-    def answer(self, requests: Sequence[Any]) -> list[_Answer]:
-        out = []
-        for req in requests:
-            sig = ",".join(f"{float(np.asarray(im).mean()):.1f}" for im in req.images)
-            qs = list(req.questions)
-            out.append(
-                _Answer(
-                    f"{len(req.images)}|{qs[0]}",
-                    [f"{q} => {sig}" for q in qs],
-                    0.001,
-                    5,
-                    [1] * len(qs),
-                )
-            )
-        return out
 
 
 @pytest.fixture(scope="module")

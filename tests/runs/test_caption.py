@@ -16,76 +16,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import engine_plugins
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from generator_doubles import EchoAnswer, EchoGenerator, frames_signature
 
 from framepipe.config import SampleConfig
-from framepipe.errors import ConfigError, GenerationError, ModelLoadError, OutputError
+from framepipe.errors import ConfigError, ModelLoadError, OutputError
 from framepipe.output import read_records
 from framepipe.questions import default_question
 from framepipe.runs.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
 from framepipe.sources import open_source
 
 TESTS = Path(__file__).resolve().parents[1]
-
-
-# -- the test double ------------------------------------------------------------------------
-@dataclass
-class _EchoAnswer:
-    prompt: str
-    answers: list[str]
-    generate_s: float
-    prompt_tokens: int
-    new_tokens: list[int]
-
-
-def frames_signature(images: Sequence[np.ndarray]) -> str:
-    return ",".join(str(round(float(np.asarray(im).mean()), 1)) for im in images)
-
-
-class EchoGenerator:
-    """TEST DOUBLE with the Generator's methods: answers describe the frames it was given."""
-
-    def __init__(self, fail_signature: str | None = None) -> None:
-        self.batches: list[int] = []
-        self.fail_signature = fail_signature
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": "test/echo",
-            "revision": None,
-            "path": None,
-            "dtype": "float32",
-            "device": "cpu",
-            "quantize": None,
-            "attn": "eager",
-            "random_weights": True,
-        }
-
-    def answer(self, requests: Sequence[Any]) -> list[_EchoAnswer]:
-        self.batches.append(len(requests))
-        out = []
-        for req in requests:
-            sig = frames_signature(req.images)
-            if sig == self.fail_signature:
-                raise GenerationError("echo: this clip cannot be answered")
-            qs = list(req.questions)
-            out.append(
-                _EchoAnswer(
-                    prompt=f"{req.system or ''}|{len(req.images)} images|{qs[0]}",
-                    answers=[f"{q} => {sig}" for q in qs],
-                    generate_s=0.001,
-                    prompt_tokens=7,
-                    new_tokens=[1] * len(qs),
-                )
-            )
-        return out
 
 
 # -- media ----------------------------------------------------------------------------------
@@ -234,7 +180,7 @@ def test_failed_clips_are_recorded_and_the_run_goes_on(videos: Path, tmp_path: P
 class ShortGenerator(EchoGenerator):
     """TEST DOUBLE that leaves out the last answer of every call."""
 
-    def answer(self, requests: Sequence[Any]) -> list[_EchoAnswer]:
+    def answer(self, requests: Sequence[Any]) -> list[EchoAnswer]:
         return super().answer(requests)[:-1]
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import engine_plugins
 import pytest
 from click.testing import CliRunner
+from generator_doubles import EchoAnswer
 
 import framepipe.stages
 from framepipe.cli import cli
@@ -24,15 +24,6 @@ from framepipe.errors import SourceError
 from framepipe.output import read_output, read_records
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import sample
-
-
-@dataclass
-class _Answer:
-    prompt: str
-    answers: list[str]
-    generate_s: float
-    prompt_tokens: int
-    new_tokens: list[int]
 
 
 class CountingGenerator:
@@ -46,9 +37,9 @@ class CountingGenerator:
         return {"id": "test/count", **dict.fromkeys(names), "dtype": "float32", "device": "cpu",
                 "attn": "eager", "random_weights": True}  # fmt: skip
 
-    def answer(self, requests: Sequence[Any]) -> list[_Answer]:
+    def answer(self, requests: Sequence[Any]) -> list[EchoAnswer]:
         self.answered += len(requests)
-        return [_Answer("p", [f"{len(r.images)} frames"], 0.0, 1, [1]) for r in requests]
+        return [EchoAnswer("p", [f"{len(r.images)} frames"], 0.0, 1, [1]) for r in requests]
 
 
 @pytest.fixture(scope="module")
