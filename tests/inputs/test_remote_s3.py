@@ -52,15 +52,21 @@ def bucket(s3: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path
     return s3, d
 
 
+@pytest.fixture(autouse=True)
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server's credentials, for every test here (the client reads them from the
+    environment, as on a real machine)."""
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+
+
 def _cfg(endpoint: str, **kw: Any) -> SampleConfig:
     return SampleConfig(n=2, storage_options={"endpoint_url": endpoint, **FAST, **kw})
 
 
 def test_an_s3_input_is_staged_and_named_by_its_uri(
-    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: tuple[str, Path], tmp_path: Path
 ) -> None:
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
     url, src = bucket
     uri = "s3://media/v/a.mp4"
     fp = remote_fingerprint(uri, {"endpoint_url": url})
@@ -80,10 +86,8 @@ def test_an_s3_input_is_staged_and_named_by_its_uri(
 
 
 def test_missing_object_and_dead_server_are_one_failed_record_each(
-    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: tuple[str, Path], tmp_path: Path
 ) -> None:
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
     url, _ = bucket
     m = tmp_path / "l.jsonl"
     rows = [{"path": "s3://media/b.mp4", "id": "ok"}, {"path": "s3://media/gone.mp4", "id": "gone"}]
@@ -101,10 +105,8 @@ def test_missing_object_and_dead_server_are_one_failed_record_each(
 
 
 def test_the_cli_takes_the_endpoint_as_a_storage_option(
-    bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bucket: tuple[str, Path], tmp_path: Path
 ) -> None:
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
     url, _ = bucket
     out = tmp_path / "out"
     args = ["sample", "s3://media/b.mp4", "-n", "2", "-o", str(out), "--workers", "0"]
