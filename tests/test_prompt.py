@@ -93,7 +93,7 @@ def test_processor_token_count_is_n_times_image_tokens_plus_text(spec: ModelSpec
     assert tpi == (56 // 14) ** 2  # the tiny model's vision tower: 56 px images, 14 px patches
     assert int((ids == spec.image_token_id).sum()) == n * tpi
     assert len(ids) == n * tpi + spec.text_tokens(prompt)
-    assert len(ids) == spec.prompt_tokens(n, "What are these?")
+    assert len(ids) == spec.prompt_tokens(prompt)
     # the generator's own tokenization of the expanded prompt is the processor's
     assert spec.tokenizer(spec.expand(prompt))["input_ids"] == ids.tolist()
 
@@ -123,8 +123,8 @@ def test_context_guard_names_the_numbers_and_the_largest_n(spec: ModelSpec) -> N
     largest = spec.max_images(q, max_new_tokens=32)
     assert largest > 1
     spec.check_fits(largest, [q], max_new_tokens=32)  # fits exactly
-    assert spec.prompt_tokens(largest, q) + 32 <= spec.context_window
-    assert spec.prompt_tokens(largest + 1, q) + 32 > spec.context_window
+    assert spec.prompt_tokens(spec.build_prompt(largest, q)) + 32 <= spec.context_window
+    assert spec.prompt_tokens(spec.build_prompt(largest + 1, q)) + 32 > spec.context_window
     with pytest.raises(PromptError) as err:
         spec.check_fits(largest + 1, [q], max_new_tokens=32)
     msg = str(err.value)

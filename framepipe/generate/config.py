@@ -70,6 +70,12 @@ class ModelConfig:
         return asdict(self)
 
 
+_SHAPING = ("max_new_tokens", "do_sample", "num_beams", "repetition_penalty")
+"""The settings that shape every answer."""
+_SAMPLING = ("temperature", "top_p", "top_k", "seed")
+"""The settings that shape answers only when sampling."""
+
+
 @dataclass
 class GenerationSettings:
     """How answers are decoded. Greedy by default (the same inputs give the same answers)."""
@@ -105,17 +111,8 @@ class GenerationSettings:
     def to_json(self) -> dict[str, Any]:
         """The settings that shape the answers (for the record and the resume key); the
         sampling knobs only when sampling, since greedy decoding ignores them."""
-        out: dict[str, Any] = {
-            "max_new_tokens": self.max_new_tokens,
-            "do_sample": self.do_sample,
-            "num_beams": self.num_beams,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.do_sample:
-            out.update(
-                temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, seed=self.seed
-            )
-        return out
+        names = _SHAPING + (_SAMPLING if self.do_sample else ())
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass

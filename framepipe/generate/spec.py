@@ -149,16 +149,10 @@ class ModelSpec:
         ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         return sum(1 for i in ids if i != self.image_token_id)
 
-    def prompt_tokens(
-        self,
-        n_images: int,
-        question: str | Sequence[str],
-        system: str | None = None,
-        segments: Sequence[Segment] | None = None,
-    ) -> int:
-        """Tokens the model reads for this prompt: ``n_images x tokens_per_image`` + text."""
-        text = self.text_tokens(self.build_prompt(n_images, question, system, segments))
-        return n_images * self.tokens_per_image + text
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens the model reads for ``prompt`` (from :meth:`build_prompt`): its text, and
+        ``tokens_per_image`` for each image placeholder."""
+        return prompt.count(self.image_token) * self.tokens_per_image + self.text_tokens(prompt)
 
     def check_fits(
         self,
@@ -166,8 +160,8 @@ class ModelSpec:
         questions: str | Sequence[str],
         system: str | None = None,
         *,
-        segments: Sequence[Segment] | None = None,
         max_new_tokens: int = 0,
+        segments: Sequence[Segment] | None = None,
     ) -> None:
         """Raise :class:`PromptError` (with the numbers and the largest n that fits) when the
         prompt of any question, plus ``max_new_tokens``, exceeds the context window."""
