@@ -61,13 +61,13 @@ class Generator:
         spec: ModelSpec,
         runtime: Runtime,
         settings: GenerationSettings,
-        cfg: ModelConfig,
     ) -> None:
         self.model = model
         self.spec = spec
         self.runtime = runtime
         self.settings = settings
-        self.cfg = cfg
+        self.cfg: ModelConfig = spec.cfg
+        """The model's config (the one ``spec`` was inspected with)."""
         self.batch_size = settings.batch_size
         """The current batch size (halved after a CUDA out-of-memory error)."""
         self.batched_prefill = runtime.device.type != "cpu"
@@ -103,6 +103,8 @@ class Generator:
         settings = settings or GenerationSettings()
         runtime = resolve_runtime(cfg)
         spec = spec or ModelSpec.inspect(cfg)
+        if spec.cfg != cfg:
+            raise ValueError(f"spec was inspected for {spec.cfg}, not for {cfg}")
 
         import torch
         from transformers import LlavaForConditionalGeneration
@@ -141,7 +143,7 @@ class Generator:
             time.perf_counter() - t0,
             " - RANDOM WEIGHTS" if spec.random_weights else "",
         )
-        return cls(model, spec, runtime, settings, cfg)
+        return cls(model, spec, runtime, settings)
 
     def describe(self) -> dict[str, Any]:
         """What a record says about the model: id, revision or local path, dtype, device,

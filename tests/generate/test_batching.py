@@ -47,7 +47,7 @@ def gen(tiny_model_dir: Path) -> Generator:
 def fresh(gen: Generator, batch_size: int) -> Generator:
     """A generator on the same loaded model with its own batch size and state."""
     s = GenerationSettings(max_new_tokens=gen.settings.max_new_tokens, batch_size=batch_size)
-    return Generator(gen.model, gen.spec, gen.runtime, s, gen.cfg)
+    return Generator(gen.model, gen.spec, gen.runtime, s)
 
 
 def oom() -> torch.OutOfMemoryError:
