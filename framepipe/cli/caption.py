@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,16 @@ def _model_option(name: str, choices: Sequence[str] | None, text: str) -> Any:
     typ = None if choices is None else click.Choice(choices)
     default = field_default(ModelConfig, name)
     return click.option("--" + name, type=typ, default=default, show_default=True, help=text)
+
+
+def model_config_from(kw: dict[str, Any]) -> ModelConfig:
+    """Build the :class:`ModelConfig` from the parsed model options (popped from ``kw``):
+    each option is named after its field, and ``--offline`` sets ``local_files_only``."""
+    values = {f.name: kw.pop(f.name) for f in fields(ModelConfig) if f.name in kw}
+    values["model"] = values.get("model") or DEFAULT_MODEL
+    if kw.pop("offline"):
+        values["local_files_only"] = True
+    return ModelConfig(**values)
 
 
 def read_questions_file(path: str) -> list[str]:
@@ -156,14 +167,6 @@ def command(
     questions: tuple[str, ...],
     questions_file: str | None,
     system: str | None,
-    model: str | None,
-    revision: str | None,
-    device: str,
-    dtype: str,
-    quantize: str | None,
-    attn: str,
-    trust_remote_code: bool,
-    offline: bool,
     do_sample: bool,
     output: str,
     records_format: str | None,
@@ -198,16 +201,7 @@ def command(
         qs += read_questions_file(questions_file)
 
     try:
-        model_cfg = ModelConfig(
-            model=model or DEFAULT_MODEL,
-            revision=revision,
-            device=device,
-            dtype=dtype,
-            quantize=quantize,
-            attn=attn,
-            trust_remote_code=trust_remote_code,
-            local_files_only=True if offline else None,
-        )
+        model_cfg = model_config_from(kw)
         settings = GenerationSettings(
             do_sample=do_sample, **{k: v for k, v in gen_kw.items() if v is not None}
         )
