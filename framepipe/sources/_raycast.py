@@ -24,7 +24,7 @@ from framepipe.sources._cameras import (
     mat3_apply,
     project,
 )
-from framepipe.sources._geometry import Material
+from framepipe.sources._geometry import Geometry, Material
 
 log = logging.getLogger(__name__)
 
@@ -112,25 +112,17 @@ class MeshRenderer(_Renderer):
     """
 
     def __init__(
-        self,
-        vertices: np.ndarray,
-        triangles: np.ndarray,
-        *,
-        up: np.ndarray,
-        vertex_normals: np.ndarray | None = None,
-        vertex_colors: np.ndarray | None = None,
-        corner_uvs: np.ndarray | None = None,
-        material_ids: np.ndarray | None = None,
-        materials: list[Material] | None = None,
-        nthreads: int = 0,
+        self, mesh: Geometry, vertices: np.ndarray, *, up: np.ndarray, nthreads: int = 0
     ) -> None:
+        """``mesh``'s triangles, normals, colours, UVs and materials, at ``vertices`` (its
+        vertices moved into the render frame)."""
         import open3d
 
         o3d: Any = open3d
         self.up = up.astype(np.float32)
         self.nthreads = nthreads
         v = np.ascontiguousarray(vertices, dtype=np.float32)
-        t = np.ascontiguousarray(triangles, dtype=np.uint32)
+        t = np.ascontiguousarray(mesh.triangles, dtype=np.uint32)
         self._scene = o3d.t.geometry.RaycastingScene(nthreads=nthreads)
         self._scene.add_triangles(o3d.core.Tensor(v), o3d.core.Tensor(t))
         self._o3d = o3d
@@ -138,6 +130,7 @@ class MeshRenderer(_Renderer):
         corners = v[tri]  # F x 3 x 3
         fn_raw = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
         face_n = _normalize(fn_raw).astype(np.float32)
+        vertex_normals = mesh.vertex_normals
         if vertex_normals is None or len(vertex_normals) != len(v):
             vn = np.zeros_like(v)
             for k in range(3):
@@ -150,21 +143,21 @@ class MeshRenderer(_Renderer):
         cn = np.where(sharp[:, :, None], face_n[:, None, :], cn)
         self._corner_normals = np.ascontiguousarray(cn, dtype=np.float32)
         self._corner_colors = (
-            np.ascontiguousarray(vertex_colors[tri], dtype=np.float32)
-            if vertex_colors is not None
+            np.ascontiguousarray(mesh.vertex_colors[tri], dtype=np.float32)
+            if mesh.vertex_colors is not None
             else None
         )
-        self._materials = materials or [Material(np.ones(3, np.float32))]
+        self._materials = mesh.materials or [Material(np.ones(3, np.float32))]
         mids = (
-            material_ids.astype(np.int64)
-            if material_ids is not None
+            mesh.material_ids.astype(np.int64)
+            if mesh.material_ids is not None
             else np.zeros(len(tri), np.int64)
         )
         self._material_ids = np.clip(mids, 0, len(self._materials) - 1)
         base = np.stack([m.base_color for m in self._materials]).astype(np.float32)
         self._face_base = base[self._material_ids]
         self._textured = [m.texture is not None for m in self._materials]
-        self._corner_uvs = corner_uvs if any(self._textured) else None
+        self._corner_uvs = mesh.corner_uvs if any(self._textured) else None
         self._textures = [
             m.texture.astype(np.float32) if m.texture is not None else None for m in self._materials
         ]

@@ -289,17 +289,7 @@ class RenderSource(Source):
             assert g is not None and self._up is not None
             v = (g.vertices - self._centre) / self._scale
             if g.kind == "mesh":
-                self._renderer = MeshRenderer(
-                    v,
-                    g.triangles,
-                    up=self._up,
-                    vertex_normals=g.vertex_normals,
-                    vertex_colors=g.vertex_colors,
-                    corner_uvs=g.corner_uvs,
-                    material_ids=g.material_ids,
-                    materials=g.materials,
-                    nthreads=self.threads,
-                )
+                self._renderer = MeshRenderer(g, v, up=self._up, nthreads=self.threads)
             else:
                 self._renderer = PointRenderer(
                     v,
