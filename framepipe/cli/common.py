@@ -9,7 +9,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 
@@ -17,7 +17,7 @@ from framepipe.clips import CLIP_PLANNERS
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError
 from framepipe.registry import Registry
-from framepipe.samplers.base import SAMPLERS
+from framepipe.samplers.base import SAMPLERS, OverflowPolicy
 from framepipe.sources.base import SOURCES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -139,9 +139,9 @@ class RegistryChoice(click.Choice):
 
 def sampling_options(fn: F) -> F:
     """The options that choose clips and frames, shared by ``sample`` and ``caption``. Their
-    defaults are those of :class:`SampleConfig` and of the uniform sampler; the choices of
+    defaults and choices are those of :class:`SampleConfig` and of the uniform sampler; those of
     ``--kind``, ``--clips`` and the names in ``--sampler``'s help come from the registries."""
-    from framepipe.samplers.uniform import uniform
+    from framepipe.samplers.uniform import UniformMode, uniform
 
     n, sampler = field_default(SampleConfig, "n"), field_default(SampleConfig, "sampler")
     opts = [
@@ -162,7 +162,7 @@ def sampling_options(fn: F) -> F:
         ),
         click.option(
             "--mode",
-            type=click.Choice(["centers", "endpoints"]),
+            type=click.Choice(get_args(UniformMode)),
             default=param_default(uniform, "mode"),
             show_default=True,
             help="uniform: 'centers' of n equal segments, or 'endpoints' (both ends).",
@@ -175,7 +175,7 @@ def sampling_options(fn: F) -> F:
         ),
         click.option(
             "--overflow",
-            type=click.Choice(["repeat_last", "all", "error"]),
+            type=click.Choice(get_args(OverflowPolicy)),
             default=param_default(uniform, "overflow"),
             show_default=True,
             help="When a clip has fewer frames than n: repeat_last, all (use fewer) or error.",

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["repeat_last", "all", "error"]
+DEFAULT_OVERFLOW: OverflowPolicy = "repeat_last"
+"""What a sampler does, unless told otherwise, when a clip has fewer frames than n."""
 """What to do when n is larger than the frames in the clip:
 
 - ``repeat_last``: return n indices, repeating the last frame (the model sees n images);
@@ -117,6 +119,13 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
 def check_n(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SamplingError(f"n ({n}) must be >= 1")
+
+
+def overflow_of(params: Mapping[str, Any]) -> OverflowPolicy:
+    """The ``overflow`` option among a sampler's ``params`` (:data:`DEFAULT_OVERFLOW` when
+    absent; :func:`apply_overflow` refuses an unknown one)."""
+    policy: OverflowPolicy = params.get("overflow", DEFAULT_OVERFLOW)
+    return policy
 
 
 def apply_overflow(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
+from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -54,12 +54,13 @@ def iframe(
     *,
     n: int,
     source: Source | None = None,
-    overflow: OverflowPolicy = "repeat_last",
-    **unknown: Any,
+    **params: Any,
 ) -> Selection:
     """The codec keyframes nearest to n evenly spaced targets (distinct). When the clip
-    holds fewer keyframes than n, all of them, completed with the targets themselves."""
-    check_args("iframe", n, unknown, ("overflow",))
+    holds fewer keyframes than n, all of them, completed with the targets themselves.
+    ``params``: ``overflow`` only."""
+    check_args("iframe", n, params, ("overflow",))
+    overflow = overflow_of(params)
     targets = uniform_indices(clip.start_frame, clip.end_frame, n)
     keys = sorted(
         {int(k) for k in (info.keyframe_indices or ()) if clip.start_frame <= k < clip.end_frame}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import SamplingError
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
+from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.shots import DetectorParams, ShotDetection, detect_shots
 from framepipe.shots.detector import steps
@@ -159,18 +159,19 @@ def keyframe(
     *,
     n: int,
     source: Source | None = None,
-    overflow: OverflowPolicy = "repeat_last",
     **params: Any,
 ) -> Selection:
     """n frames spread over the clip's shots (see the module docstring).
 
-    ``params`` are shot detector settings (``cut_threshold``, ``min_shot_s`` ...; see
-    :class:`~framepipe.shots.DetectorParams`).
+    ``params`` are ``overflow`` and the shot detector's settings (``cut_threshold``,
+    ``min_shot_s`` ...; see :class:`~framepipe.shots.DetectorParams`).
     """
     check_args("keyframe", n, params, OPTIONS)
+    overflow = overflow_of(params)
+    detector = {k: v for k, v in params.items() if k != "overflow"}
     if source is None:
         raise SamplingError(f"{info.id}: the keyframe sampler needs the source to detect shots")
-    det = detect_shots(source, info, clip.start_frame, clip.end_frame, **params)
+    det = detect_shots(source, info, clip.start_frame, clip.end_frame, **detector)
     idx, shot_of = select_from_shots(det, n)
     idx = apply_overflow(idx, n, overflow, clip, info.id)
     shot_of += [shot_of[-1]] * (len(idx) - len(shot_of))
@@ -189,7 +190,7 @@ def keyframe(
         "frame_shots": shot_of,
         "signal_frames": det.stats.get("signal_frames"),
     }
-    sel_params = {"n": n, "overflow": overflow, **params}
+    sel_params = {"n": n, "overflow": overflow, **detector}
     return Selection(tuple(idx), "keyframe", sel_params, extra)
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from framepipe.errors import FramepipeError, SamplingError
 from framepipe.samplers._surface import surface_coverage
-from framepipe.samplers.base import OverflowPolicy, apply_overflow, check_args, register_sampler
+from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -361,7 +361,7 @@ def nview(
         if surface is not None:
             return surface_coverage(surface, n)
     method: str = params.get("method", "auto")
-    overflow: OverflowPolicy = params.get("overflow", "repeat_last")
+    overflow = overflow_of(params)
     raw_size = params.get("signature_size", SIGNATURE_SIZE)
     max_sig = params.get("max_signatures", MAX_SIGNATURES)
     if isinstance(max_sig, bool) or not isinstance(max_sig, int) or max_sig < 2:

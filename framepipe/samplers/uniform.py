@@ -9,6 +9,7 @@ import numpy as np
 
 from framepipe.errors import SamplingError
 from framepipe.samplers.base import (
+    DEFAULT_OVERFLOW,
     OverflowPolicy,
     apply_overflow,
     check_args,
@@ -90,7 +91,7 @@ def uniform(
     source: Source | None = None,
     mode: UniformMode = "centers",
     fps: float | None = None,
-    overflow: OverflowPolicy = "repeat_last",
+    overflow: OverflowPolicy = DEFAULT_OVERFLOW,
     **unknown: Any,
 ) -> Selection:
     """n frames at the centres of n equal segments (default), evenly spaced including both
