@@ -139,8 +139,9 @@ class RegistryChoice(click.Choice):
 
 def sampling_options(fn: F) -> F:
     """The options that choose clips and frames, shared by ``sample`` and ``caption``. Their
-    defaults and choices are those of :class:`SampleConfig` and of the uniform sampler; those of
-    ``--kind``, ``--clips`` and the names in ``--sampler``'s help come from the registries."""
+    defaults and choices are those of :class:`SampleConfig` and of the uniform sampler (its
+    signature and types); the choices of ``--kind``, ``--clips`` and the names in
+    ``--sampler``'s help come from the registries."""
     from framepipe.samplers.uniform import UniformMode, uniform
 
     n, sampler = field_default(SampleConfig, "n"), field_default(SampleConfig, "sampler")

@@ -31,14 +31,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OverflowPolicy = Literal["repeat_last", "all", "error"]
-DEFAULT_OVERFLOW: OverflowPolicy = "repeat_last"
-"""What a sampler does, unless told otherwise, when a clip has fewer frames than n."""
 """What to do when n is larger than the frames in the clip:
 
 - ``repeat_last``: return n indices, repeating the last frame (the model sees n images);
 - ``all``: return every frame of the clip once (fewer than n);
 - ``error``: raise :class:`SamplingError`.
 """
+DEFAULT_OVERFLOW: OverflowPolicy = "repeat_last"
+"""The policy of a sampler that is given no ``overflow``."""
 
 
 class Sampler(Protocol):
