@@ -181,6 +181,14 @@ def test_load_kwargs_never_trust_remote_code_unless_asked(tiny_model_dir: Path) 
     assert spec.load_kwargs["trust_remote_code"] is True
 
 
+def test_load_refuses_a_spec_inspected_for_another_config(tiny_model_dir: Path) -> None:
+    spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir), device="cpu"))
+    other = ModelConfig(model=str(tiny_model_dir), device="cpu", attn="eager")
+    with pytest.raises(ValueError, match="spec was inspected for"):
+        Generator.load(other, spec=spec)
+    assert Generator.load(spec.cfg, spec=spec).cfg is spec.cfg
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_missing_hub_model_fails_fast_and_clearly(
     offline: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
