@@ -33,6 +33,11 @@ class SampleConfig:
     """fsspec options for remote inputs (``endpoint_url``, ``anon``, ``config_kwargs`` ...),
     given to the filesystem of every remote input; not part of the resume keys (where an
     object is read from does not change its frames)."""
+    keep_downloads: bool = True
+    """Keep each downloaded remote input in the cache, where a later run that opens it again
+    (a re-run, a resume) uses it while the object is unchanged. False: each input is
+    downloaded to a copy of its own that is removed once its clips are read, so the cache
+    never grows (a current copy kept by an earlier run is still used, and left in place)."""
 
     def sampler_name(self) -> str:
         return get_sampler(self.sampler)[0]

@@ -8,18 +8,20 @@ in worker processes and the Ray engine on a cluster. Errors about one input beco
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import FramepipeError, SamplingError
-from framepipe.inputs.remote import RemoteStat, remote_stat, stage
+from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     clip_fields,
     clip_key,
@@ -168,17 +170,52 @@ def _clip_jobs(
         )
         return
     t0 = time.perf_counter()
+    local, own_copy = item.path, False
     try:
-        if isinstance(stat, FramepipeError):
-            raise stat
-        if stat is not None:  # staged here, in the decode stage (a worker), not by the driver
-            stage(item.source, item.path, stat=stat, storage_options=cfg.storage_options)
-        source = open_source(item.path, item.kind, **cfg.source_options)
-    except Exception as exc:
-        if not isinstance(exc, FramepipeError):
-            log.exception("%s: unexpected error while opening", src_id)
-        yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=whole))
-        return
+        try:
+            if isinstance(stat, FramepipeError):
+                raise stat
+            if stat is not None:  # staged here, in the decode stage (a worker), not the driver
+                local, own_copy = stage_for_use(
+                    item.source,
+                    item.path,
+                    stat,
+                    keep=cfg.keep_downloads,
+                    storage_options=cfg.storage_options,
+                )
+            source = open_source(local, item.kind, **cfg.source_options)
+        except Exception as exc:
+            if not isinstance(exc, FramepipeError):
+                log.exception("%s: unexpected error while opening", src_id)
+            failed = failed_record(src_id, exc, kind=item.kind, key=whole)
+            yield ClipJob(_uri_named(failed, item, local))
+            return
+        with contextlib.closing(
+            _source_jobs(source, item, cfg, fp, parts, whole, t0, is_done, read_frames, on_clip)
+        ) as jobs:
+            for job in jobs:
+                if item.uri and job.record.status == "failed":
+                    job = dataclasses.replace(job, record=_uri_named(job.record, item, local))
+                yield job
+    finally:
+        if own_copy:
+            discard(local)
+
+
+def _source_jobs(
+    source: Source,
+    item: Input,
+    cfg: SampleConfig,
+    fp: dict[str, Any],
+    parts: dict[str, Any],
+    whole: str,
+    t0: float,
+    is_done: Callable[[str], bool] | None,
+    read_frames: bool,
+    on_clip: Callable[[str, ClipSpec], None] | None,
+) -> Generator[ClipJob, None, None]:
+    """The jobs of the clips of the open ``source`` not done yet (closed at the end)."""
+    src_id = item.source
     with source:
         try:
             info = source.info()
@@ -208,6 +245,15 @@ def _clip_jobs(
                 on_clip(key, clip)
             yield _one_clip(source, info, clip, cfg, key, t_open, read_frames, whole)
             t_open = 0.0
+
+
+def _uri_named(rec: ClipResult, item: Input, local: Path) -> ClipResult:
+    """``rec`` with the local copy of a remote input named by its URI in the error: records
+    never name the cache (its place and its copies differ between runs and machines)."""
+    if not item.uri or rec.error is None or str(local) not in rec.error:
+        return rec
+    text = rec.error.replace(f"{local}: ", "").replace(str(local), item.uri)
+    return dataclasses.replace(rec, error=text)
 
 
 def _one_clip(

@@ -1,5 +1,6 @@
 """The input options shared by ``sample`` and ``caption``: manifests (``--inputs-from``),
-remote inputs (``--cache-dir``, ``--storage-option``) and ``--shard I/N``."""
+remote inputs (``--cache-dir``, ``--keep-downloads``, ``--storage-option``) and
+``--shard I/N``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from framepipe.cli.common import kv_option, parse_kv, stacked
+from framepipe.cli.common import field_default, kv_option, parse_kv, stacked
 from framepipe.config import SampleConfig
 from framepipe.errors import FramepipeError
 
@@ -16,7 +17,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def input_options(fn: F) -> F:
-    """``--inputs-from``, ``--cache-dir``, ``--storage-option`` and ``--shard``."""
+    """``--inputs-from``, ``--cache-dir``, ``--keep-downloads``, ``--storage-option`` and
+    ``--shard``."""
     opts = [
         click.option(
             "--inputs-from",
@@ -33,6 +35,14 @@ def input_options(fn: F) -> F:
             default=None,
             help="Where remote inputs (s3://, gs://, https://) are downloaded before decoding.  "
             "[default: $FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote]",
+        ),
+        click.option(
+            "--keep-downloads/--no-keep-downloads",
+            default=field_default(SampleConfig, "keep_downloads"),
+            show_default=True,
+            help="Keep downloaded remote inputs in --cache-dir for later runs; with "
+            "--no-keep-downloads each is removed once its clips are read (the cache never "
+            "grows; a re-run downloads again what it must reopen).",
         ),
         kv_option(
             "--storage-option",
@@ -58,6 +68,7 @@ def input_kwargs(paths: tuple[str, ...], kw: dict[str, Any], cfg: SampleConfig) 
 
     manifests = list(kw.pop("inputs_from"))
     cfg.storage_options = parse_kv(kw.pop("storage_options"), "--storage-option")
+    cfg.keep_downloads = kw.pop("keep_downloads")
     if not paths and not manifests:
         raise click.UsageError("give PATHS, --inputs-from FILE, or both")
     try:

@@ -4,7 +4,9 @@ Decoding seeks a lot, which is slow over a network, so a remote input is downloa
 before it is opened: by the decode stage (a worker, not the driver), into
 ``<cache>/<digest of the URI>/<file name>``, through a temporary file and an atomic rename.
 A cached copy is used again when the object's size and ETag (or modification time) are those
-recorded beside it, so a re-run downloads nothing that did not change.
+recorded beside it, so a re-run downloads nothing that did not change. Without
+``keep_downloads``, each use has a copy of its own under ``<cache>/.in-use/`` that the decode
+stage removes once the input's clips are read (:func:`stage_for_use`, :func:`discard`).
 
 The resume key of a remote input is its URI, size and ETag (or modification time), read with
 one metadata request (``fs.info``) and no download (:func:`remote_fingerprint`).
@@ -253,3 +255,35 @@ def stage(
             tmp.unlink()
     log.debug("%s: staged to %s (%s bytes)", uri, dest, stat.size)
     return dest
+
+
+IN_USE = ".in-use"
+"""The cache's folder of copies staged for one use (see :func:`stage_for_use`)."""
+
+
+def stage_for_use(
+    uri: str,
+    dest: Path,
+    stat: RemoteStat,
+    *,
+    keep: bool,
+    storage_options: dict[str, Any] | None = None,
+) -> tuple[Path, bool]:
+    """Stage ``uri`` for one input's decoding: at ``dest`` (:func:`stage`) when ``keep`` or
+    when ``dest`` already holds the current object; else to a copy of its own,
+    ``<cache>/.in-use/<unique>/<file name>``, so that no other use of the URI (another
+    worker, a second manifest row) ever loses it. Returns the path and whether it is such a
+    copy, which the caller removes with :func:`discard` once it is closed."""
+    if keep or _cached(dest, stat):
+        return stage(uri, dest, stat=stat, storage_options=storage_options), False
+    own = dest.parent.parent / IN_USE / uuid.uuid4().hex[:16] / dest.name
+    return stage(uri, own, stat=stat, storage_options=storage_options), True
+
+
+def discard(copy: Path) -> None:
+    """Remove a copy staged for one use: the file, what is recorded beside it, its folder."""
+    for path in (copy, copy.with_name(copy.name + META_SUFFIX)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        copy.parent.rmdir()

@@ -1,0 +1,105 @@
+"""What the cache keeps of remote inputs, against a real HTTP server on 127.0.0.1: with
+``keep_downloads`` (the default) each object stays for later runs; without it every use of an
+object has a copy of its own, removed once the input's clips are read, and the records are
+those of a run that keeps them. Records never name the cache."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+from remote_servers import http_server
+
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.inputs.remote import cache_path
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST, sample
+
+KEEP = SampleConfig(n=2)
+NO_KEEP = SampleConfig(n=2, keep_downloads=False)
+Served = tuple[Path, str, Counter[str]]
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[Served]:
+    root = tmp_path / "www"
+    engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
+    engine_plugins.make_video(root / "b.mp4", 20, seed=4)
+    (root / "bad.mp4").write_bytes(bytes(range(256)) * 20)  # not a video
+    with http_server(root) as (url, gets):
+        yield root, url, gets
+
+
+def _files(cache: Path) -> list[Path]:
+    return sorted(p for p in cache.rglob("*") if p.is_file()) if cache.exists() else []
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    recs = [{k: v for k, v in r.items() if k != "timings_s"} for r in read_records(out / MANIFEST)]
+    return sorted(recs, key=lambda r: str(r["key"]))
+
+
+def test_without_keep_downloads_nothing_stays_in_the_cache(served: Served, tmp_path: Path) -> None:
+    _, url, gets = served
+    a, b = f"{url}/clips/a.mp4", f"{url}/b.mp4"
+    rows = [
+        {"path": a, "id": "a-head", "end_s": 0.5},
+        {"path": a, "id": "a-tail", "start_s": 0.5},  # the same object, used twice at once
+        {"path": b, "id": "b"},
+    ]
+    m = tmp_path / "rows.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    args = ["sample", "--inputs-from", str(m), "-n", "2", "--workers", "2"]
+    gone_cache, gone = tmp_path / "c-gone", tmp_path / "gone"
+    res = CliRunner().invoke(
+        cli, [*args, "-o", str(gone), "--cache-dir", str(gone_cache), "--no-keep-downloads"]
+    )
+    assert res.exit_code == 0, res.output
+    assert _files(gone_cache) == []
+    assert (gets["/clips/a.mp4"], gets["/b.mp4"]) == (2, 1)  # one download per use
+    kept_cache, kept = tmp_path / "c-kept", tmp_path / "kept"
+    res = CliRunner().invoke(cli, [*args, "-o", str(kept), "--cache-dir", str(kept_cache)])
+    assert res.exit_code == 0, res.output
+    assert _records(gone) == _records(kept) and len(_records(kept)) == 3
+    assert {p.name for p in _files(kept_cache) if not p.name.endswith(".json")} == {
+        "a.mp4",
+        "b.mp4",
+    }
+
+
+def test_a_current_kept_copy_is_used_and_left_in_place(served: Served, tmp_path: Path) -> None:
+    _, url, gets = served
+    uri, cache = f"{url}/b.mp4", tmp_path / "cache"
+    assert sample([uri], tmp_path / "one", KEEP, cache_dir=cache, workers=0).done == 1
+    assert gets["/b.mp4"] == 1
+    s = sample([uri], tmp_path / "two", NO_KEEP, cache_dir=cache, workers=0)
+    assert (s.done, s.failed) == (1, []) and gets["/b.mp4"] == 1
+    assert cache_path(uri, cache).is_file()
+    assert _records(tmp_path / "one") == _records(tmp_path / "two")
+
+
+@pytest.mark.parametrize("cfg", [KEEP, NO_KEEP], ids=["keep", "no-keep"])
+def test_a_bad_object_is_named_by_its_uri_not_by_its_copy(
+    cfg: SampleConfig, served: Served, tmp_path: Path
+) -> None:
+    _, url, _ = served
+    uri = f"{url}/bad.mp4"
+    errors = []
+    for k in (1, 2):
+        cache = tmp_path / f"cache-{k}"
+        s = sample([uri], tmp_path / f"out-{k}", cfg, cache_dir=cache, workers=0)
+        assert s.done == 0 and len(s.failed) == 1
+        (rec,) = read_records(tmp_path / f"out-{k}" / MANIFEST)
+        assert rec["status"] == "failed" and str(cache) not in rec["error"]
+        assert rec["error"].startswith(f"{uri}: ") and rec["error"].count(uri) == 1
+        errors.append(rec["error"])
+        if not cfg.keep_downloads:
+            assert _files(cache) == []
+    assert errors[0] == errors[1] and "not a readable video" in errors[0]
