@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from framepipe.samplers.base import Sampler, get_sampler
+from framepipe.samplers.base import Sampler, canonical_params, get_sampler
 
 
 @dataclass
@@ -43,11 +43,14 @@ class SampleConfig:
         return get_sampler(self.sampler)[0]
 
     def key_parts(self) -> dict[str, Any]:
-        """What, with the source, determines the selected frames (for resume keys)."""
+        """What, with the source, determines the selected frames (for resume keys). Sampler
+        options given at their default are left out (:func:`canonical_params`): giving one
+        is the same setting as leaving it out."""
+        name, fn = get_sampler(self.sampler)
         return {
             "n": self.n,
-            "sampler": self.sampler_name(),
-            "sampler_params": self.sampler_params,
+            "sampler": name,
+            "sampler_params": canonical_params(fn, self.sampler_params),
             "clips": self.clips,
             "clip_seconds": self.clip_seconds,
             "stride_seconds": self.stride_seconds,

@@ -12,11 +12,18 @@ sampler's thumbnails from ``source.read_small`` and a render's surface from
 ``source.visible_surface``. The same inputs give the same indices. Built-in samplers refuse
 an option they do not have (:func:`check_args`). A user's own sampler is registered with
 :func:`register_sampler` or passed directly to the pipeline as a callable.
+
+An option given at its default is the same setting as one left out, and makes the same
+resume keys (:func:`canonical_params`): the defaults are those of the sampler's keyword
+parameters and those it declares for the options it reads from ``**params``
+(``register_sampler(name, defaults=...)``).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -67,10 +74,55 @@ SAMPLERS: Registry[Sampler] = Registry(
 installed plug-ins (entry-point group ``framepipe.samplers``)."""
 
 
-def register_sampler(name: str) -> Callable[[Any], Any]:
-    """Decorator: register a sampler callable (function or class instance) under ``name``."""
-    deco: Callable[[Any], Any] = SAMPLERS.register(name)
+DEFAULTS_ATTRIBUTE = "framepipe_defaults"
+"""Where :func:`register_sampler` keeps the defaults a sampler declares."""
+
+
+def register_sampler(
+    name: str, *, defaults: Mapping[str, Any] | None = None
+) -> Callable[[Any], Any]:
+    """Decorator: register a sampler callable (function or class instance) under ``name``.
+
+    ``defaults``: the value each option the sampler reads from ``**params`` has when it is
+    not given (the defaults of its keyword parameters are read from its signature).
+    """
+    register: Callable[[Any], Any] = SAMPLERS.register(name)
+
+    def deco(fn: Any) -> Any:
+        if defaults is not None:
+            setattr(fn, DEFAULTS_ATTRIBUTE, dict(defaults))
+        return register(fn)
+
     return deco
+
+
+def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The options of sampler ``fn`` that have a known default, with that default: those of
+    its keyword parameters (but ``n`` and ``source``) and those it declares."""
+    out: dict[str, Any] = {}
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or an odd callable: no signature to read
+        sig = None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for p in sig.parameters.values() if sig is not None else ():
+        if p.kind in keyword and p.default is not p.empty and p.name not in ("n", "source"):
+            out[p.name] = p.default
+    out.update(getattr(fn, DEFAULTS_ATTRIBUTE, None) or {})
+    return out
+
+
+def canonical_params(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` without the options given at their default (:func:`option_defaults`,
+    compared as JSON, so a list equals a tuple): what the resume keys are made of."""
+    defaults = option_defaults(fn)
+
+    def as_json(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=repr)
+
+    return {
+        k: v for k, v in params.items() if k not in defaults or as_json(v) != as_json(defaults[k])
+    }
 
 
 def available_samplers() -> list[str]:
@@ -119,13 +171,6 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
 def check_n(n: int) -> None:
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SamplingError(f"n ({n}) must be >= 1")
-
-
-def overflow_of(params: Mapping[str, Any]) -> OverflowPolicy:
-    """The ``overflow`` option among a sampler's ``params`` (:data:`DEFAULT_OVERFLOW` when
-    absent; :func:`apply_overflow` refuses an unknown one)."""
-    policy: OverflowPolicy = params.get("overflow", DEFAULT_OVERFLOW)
-    return policy
 
 
 def apply_overflow(

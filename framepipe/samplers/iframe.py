@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
+from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from framepipe.sources.base import Source
 
 log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {"overflow": DEFAULT_OVERFLOW}
+"""The options, with their defaults."""
 
 
 def nearest_distinct(targets: list[int], candidates: list[int]) -> list[int]:
@@ -47,7 +50,6 @@ def nearest_distinct(targets: list[int], candidates: list[int]) -> list[int]:
     return [int(c[j]) for j in reversed(out)]
 
 
-@register_sampler("iframe")
 def iframe(
     info: SourceInfo,
     clip: ClipSpec,
@@ -59,8 +61,8 @@ def iframe(
     """The codec keyframes nearest to n evenly spaced targets (distinct). When the clip
     holds fewer keyframes than n, all of them, completed with the targets themselves.
     ``params``: ``overflow`` only."""
-    check_args("iframe", n, params, ("overflow",))
-    overflow = overflow_of(params)
+    check_args("iframe", n, params, DEFAULTS)
+    overflow = params.get("overflow", DEFAULTS["overflow"])
     targets = uniform_indices(clip.start_frame, clip.end_frame, n)
     keys = sorted(
         {int(k) for k in (info.keyframe_indices or ()) if clip.start_frame <= k < clip.end_frame}
@@ -82,6 +84,9 @@ def iframe(
     if not keys:
         log.debug("%s: no keyframe in clip %d; evenly spaced frames", info.id, clip.index)
     return Selection(tuple(idx), "iframe", {"n": n, "overflow": overflow}, extra)
+
+
+register_sampler("iframe", defaults=DEFAULTS)(iframe)
 
 
 __all__ = ["iframe", "nearest_distinct"]

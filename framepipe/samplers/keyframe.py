@@ -10,13 +10,14 @@ is a sharp, representative one away from fades and dissolves.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framepipe.errors import SamplingError
-from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
+from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.shots import DetectorParams, ShotDetection, detect_shots
 from framepipe.shots.detector import steps
@@ -28,8 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-OPTIONS = ("overflow", *DetectorParams.__dataclass_fields__)
-"""``overflow`` and the shot detector's settings (:class:`~framepipe.shots.DetectorParams`)."""
+DEFAULTS: dict[str, Any] = {"overflow": DEFAULT_OVERFLOW, **dataclasses.asdict(DetectorParams())}
+"""The options, with their defaults: ``overflow`` and the shot detector's settings
+(:class:`~framepipe.shots.DetectorParams`)."""
 
 
 def allocate(lengths: list[int], n: int) -> list[int]:
@@ -152,7 +154,6 @@ def select_from_shots(det: ShotDetection, n: int) -> tuple[list[int], list[int]]
     return idx, shot_of
 
 
-@register_sampler("keyframe")
 def keyframe(
     info: SourceInfo,
     clip: ClipSpec,
@@ -166,8 +167,8 @@ def keyframe(
     ``params`` are ``overflow`` and the shot detector's settings (``cut_threshold``,
     ``min_shot_s`` ...; see :class:`~framepipe.shots.DetectorParams`).
     """
-    check_args("keyframe", n, params, OPTIONS)
-    overflow = overflow_of(params)
+    check_args("keyframe", n, params, DEFAULTS)
+    overflow = params.get("overflow", DEFAULTS["overflow"])
     detector = {k: v for k, v in params.items() if k != "overflow"}
     if source is None:
         raise SamplingError(f"{info.id}: the keyframe sampler needs the source to detect shots")
@@ -192,6 +193,9 @@ def keyframe(
     }
     sel_params = {"n": n, "overflow": overflow, **detector}
     return Selection(tuple(idx), "keyframe", sel_params, extra)
+
+
+register_sampler("keyframe", defaults=DEFAULTS)(keyframe)
 
 
 __all__ = ["allocate", "keyframe", "select_from_shots"]

@@ -28,7 +28,7 @@ import numpy as np
 
 from framepipe.errors import FramepipeError, SamplingError
 from framepipe.samplers._surface import surface_coverage
-from framepipe.samplers.base import apply_overflow, check_args, overflow_of, register_sampler
+from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -48,7 +48,16 @@ _MAX_STARTS = 256
 _START_BUDGET = 4_000_000
 _SAME_LOOK = 2.0
 """Below this RMS difference (0..255) between the most different views, all look alike."""
-OPTIONS = ("method", "overflow", "signature_size", "max_signatures", "resolution", "voxels")
+DEFAULTS: dict[str, Any] = {
+    "method": "auto",
+    "overflow": DEFAULT_OVERFLOW,
+    "signature_size": SIGNATURE_SIZE,
+    "max_signatures": MAX_SIGNATURES,
+    "resolution": 64,
+    "voxels": 32,
+}
+"""The options, with their defaults (``resolution`` and ``voxels`` are those of
+:meth:`Source.visible_surface`, which they are passed to)."""
 
 
 # -- geometry ------------------------------------------------------------------------------
@@ -333,7 +342,6 @@ def _appearance_metric(
     return metric, idx
 
 
-@register_sampler("nview")
 def nview(
     info: SourceInfo,
     clip: ClipSpec,
@@ -354,14 +362,14 @@ def nview(
       measures it (64 pixels, 32 cells a side); such a source's views are chosen by surface
       coverage, whatever the method.
     """
-    check_args("nview", n, params, OPTIONS)
+    check_args("nview", n, params, DEFAULTS)
     if source is not None:
         size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
         surface = source.visible_surface(**size_kw)
         if surface is not None:
             return surface_coverage(surface, n)
-    method: str = params.get("method", "auto")
-    overflow = overflow_of(params)
+    method: str = params.get("method", DEFAULTS["method"])
+    overflow = params.get("overflow", DEFAULTS["overflow"])
     raw_size = params.get("signature_size", SIGNATURE_SIZE)
     max_sig = params.get("max_signatures", MAX_SIGNATURES)
     if isinstance(max_sig, bool) or not isinstance(max_sig, int) or max_sig < 2:
@@ -428,3 +436,6 @@ def nview(
         extra["distance"] = cov["distance"]
         extra["scene_centre"] = cov["scene_centre"]
     return Selection(tuple(chosen), "nview", out_params, extra)
+
+
+register_sampler("nview", defaults=DEFAULTS)(nview)

@@ -1,0 +1,110 @@
+"""A sampler option given at its default is the same setting as one left out: the same resume
+keys, so that a run of the command line (which names --overflow and --mode) and a run of the
+Python API with the defaults find each other's clips done, and an output keeps one record per
+clip whichever way it was made."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST, sample
+from framepipe.samplers.base import (
+    DEFAULT_OVERFLOW,
+    SAMPLERS,
+    canonical_params,
+    get_sampler,
+    option_defaults,
+    register_sampler,
+)
+from framepipe.samplers.nview import DEFAULTS as NVIEW_DEFAULTS
+from framepipe.sources.base import Source
+from framepipe.sources.render import RenderSource
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+
+def _parts(sampler: str, **params: Any) -> dict[str, Any]:
+    return SampleConfig(n=4, sampler=sampler, sampler_params=params).key_parts()
+
+
+@pytest.mark.parametrize(
+    ("sampler", "at_default", "other"),
+    [
+        (
+            "uniform",
+            {"overflow": DEFAULT_OVERFLOW, "mode": "centers", "fps": None},
+            {"mode": "endpoints"},
+        ),
+        ("iframe", {"overflow": DEFAULT_OVERFLOW}, {"overflow": "all"}),
+        (
+            "keyframe",
+            {"overflow": DEFAULT_OVERFLOW, "min_shot_s": 0.5, "size": [64, 36]},
+            {"min_shot_s": 1.0},
+        ),
+        ("nview", {"method": "auto", "signature_size": [16, 12], "voxels": 32}, {"method": "even"}),
+    ],
+)
+def test_an_option_at_its_default_makes_the_keys_of_one_left_out(
+    sampler: str, at_default: dict[str, Any], other: dict[str, Any]
+) -> None:
+    assert _parts(sampler, **at_default) == _parts(sampler)
+    assert _parts(sampler, **other) != _parts(sampler)
+    assert _parts(sampler, **{**at_default, **other}) == _parts(sampler, **other)
+
+
+def _plugin(
+    info: SourceInfo,
+    clip: ClipSpec,
+    *,
+    n: int,
+    source: Source | None = None,
+    offset: int = 0,
+    **params: Any,
+) -> Selection:
+    raise AssertionError("never called")
+
+
+def test_a_plugins_defaults_come_from_its_signature_and_its_declaration() -> None:
+    assert option_defaults(_plugin) == {"offset": 0}
+    register_sampler("test_defaults_plugin", defaults={"stride": 2})(_plugin)
+    try:
+        assert get_sampler("test_defaults_plugin")[1] is _plugin
+        assert option_defaults(_plugin) == {"offset": 0, "stride": 2}
+        assert canonical_params(_plugin, {"offset": 0, "stride": 2, "other": 1}) == {"other": 1}
+        assert canonical_params(_plugin, {"offset": 1, "stride": 3}) == {"offset": 1, "stride": 3}
+    finally:
+        SAMPLERS._items.pop("test_defaults_plugin", None)
+
+
+def test_nview_declares_the_surface_defaults_of_the_sources() -> None:
+    for cls in (Source, RenderSource):
+        sig = inspect.signature(cls.visible_surface)
+        for name in ("resolution", "voxels"):
+            assert NVIEW_DEFAULTS[name] == sig.parameters[name].default
+
+
+def test_the_cli_and_the_api_keep_one_record_per_clip(tmp_path: Path) -> None:
+    video = engine_plugins.make_video(tmp_path / "v.mp4", 30, seed=1)
+    out = tmp_path / "out"
+    assert sample([video], out, SampleConfig(n=3), workers=0).done == 1
+    res = CliRunner().invoke(cli, ["sample", str(video), "-n", "3", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 already done" in res.output
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["status"] == "ok"
+    # and the other way: a CLI run, then the API with the options the CLI names
+    out2 = tmp_path / "out2"
+    res = CliRunner().invoke(cli, ["sample", str(video), "-n", "3", "-o", str(out2)])
+    assert res.exit_code == 0, res.output
+    named = SampleConfig(n=3, sampler_params={"overflow": DEFAULT_OVERFLOW, "mode": "centers"})
+    again = sample([video], out2, named, workers=0)
+    assert (again.done, again.skipped) == (0, 1)
+    assert len(list(read_records(out2 / MANIFEST))) == 1
