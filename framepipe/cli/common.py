@@ -137,6 +137,20 @@ class RegistryChoice(click.Choice):
         pass
 
 
+class RegistryHelpOption(click.Option):
+    """An option whose help names a registry's entries (``{names}`` in ``help``), read when
+    the help is shown rather than when the module is imported (so it names plug-ins)."""
+
+    def __init__(self, *args: Any, registry: Registry[Any], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.registry = registry
+        self.template = self.help or ""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.template.format(names=", ".join(self.registry.names()))
+        return super().get_help_record(ctx)
+
+
 def sampling_options(fn: F) -> F:
     """The options that choose clips and frames, shared by ``sample`` and ``caption``. Their
     defaults and choices are those of :class:`SampleConfig` and of the uniform sampler (its
@@ -157,9 +171,11 @@ def sampling_options(fn: F) -> F:
         ),
         click.option(
             "--sampler",
+            cls=RegistryHelpOption,
+            registry=SAMPLERS,
             default=sampler,
             show_default=True,
-            help=f"Sampler: {', '.join(SAMPLERS.names())}, or module:function.",
+            help="Sampler: {names}, or module:function.",
         ),
         click.option(
             "--mode",
