@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips
@@ -132,13 +132,27 @@ def whole_input_fingerprint(
 
 def tag_record(rec: ClipResult, item: Input) -> ClipResult:
     """``rec`` with what the input's manifest row adds: its ``id`` (as ``extra["id"]``) and
-    its questions (those the clip is asked)."""
+    its questions (those the clip is asked); for a remote input, its error names the URI
+    where it named the input's copy in the cache (:func:`named_by_uri`)."""
     fields: dict[str, Any] = {}
+    if item.uri and rec.error is not None:
+        error = named_by_uri(rec.error, item)
+        if error != rec.error:
+            fields["error"] = error
     if item.questions is not None and rec.questions is None:
         fields["questions"] = list(item.questions)
     if item.id is not None and "id" not in rec.extra:
         fields["extra"] = {"id": item.id}
     return derive(rec, **fields) if fields else rec
+
+
+def named_by_uri(error: str, item: Input) -> str:
+    """``error`` with each copy of the remote input ``item`` in the cache (a file below a
+    folder of the cache) named by the URI: records never name a copy, whose place differs
+    between runs and machines. A folder of the cache itself (one that cannot be created)
+    stays named."""
+    copy = re.escape(str(item.path.parent.parent)) + r"(?:/[\w.-]+){2,}"
+    return re.sub(copy, str(item.uri), re.sub(copy + ": ", "", error))
 
 
 def _clip_jobs(
@@ -187,16 +201,12 @@ def _clip_jobs(
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("%s: unexpected error while opening", src_id)
-            failed = failed_record(src_id, exc, kind=item.kind, key=whole)
-            yield ClipJob(_uri_named(failed, item, local))
+            yield ClipJob(failed_record(src_id, exc, kind=item.kind, key=whole))
             return
         with contextlib.closing(
             _source_jobs(source, item, cfg, fp, parts, whole, t0, is_done, read_frames, on_clip)
         ) as jobs:
-            for job in jobs:
-                if item.uri and job.record.status == "failed":
-                    job = dataclasses.replace(job, record=_uri_named(job.record, item, local))
-                yield job
+            yield from jobs
     finally:
         if own_copy:
             discard(local)
@@ -245,15 +255,6 @@ def _source_jobs(
                 on_clip(key, clip)
             yield _one_clip(source, info, clip, cfg, key, t_open, read_frames, whole)
             t_open = 0.0
-
-
-def _uri_named(rec: ClipResult, item: Input, local: Path) -> ClipResult:
-    """``rec`` with the local copy of a remote input named by its URI in the error: records
-    never name the cache (its place and its copies differ between runs and machines)."""
-    if not item.uri or rec.error is None or str(local) not in rec.error:
-        return rec
-    text = rec.error.replace(f"{local}: ", "").replace(str(local), item.uri)
-    return dataclasses.replace(rec, error=text)
 
 
 def _one_clip(

@@ -231,8 +231,10 @@ def stage(
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        why = f"cannot create the cache folder {dest.parent} ({exc.strerror or exc})"
+    except OSError as exc:  # named: the folder that could not be made (the cache's, often)
+        why = (
+            f"cannot create the cache folder {exc.filename or dest.parent} ({exc.strerror or exc})"
+        )
         raise RemoteError(uri, why) from None
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
     try:
@@ -277,7 +279,11 @@ def stage_for_use(
     if keep or _cached(dest, stat):
         return stage(uri, dest, stat=stat, storage_options=storage_options), False
     own = dest.parent.parent / IN_USE / uuid.uuid4().hex[:16] / dest.name
-    return stage(uri, own, stat=stat, storage_options=storage_options), True
+    try:
+        return stage(uri, own, stat=stat, storage_options=storage_options), True
+    except BaseException:
+        discard(own)  # its folder, made before the download failed
+        raise
 
 
 def discard(copy: Path) -> None:

@@ -16,11 +16,14 @@ import pytest
 from click.testing import CliRunner
 from remote_servers import http_server
 
+import framepipe.inputs.remote as remote
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
+from framepipe.inputs import remote_input
 from framepipe.inputs.remote import cache_path
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
+from framepipe.stages import named_by_uri
 
 KEEP = SampleConfig(n=2)
 NO_KEEP = SampleConfig(n=2, keep_downloads=False)
@@ -103,3 +106,44 @@ def test_a_bad_object_is_named_by_its_uri_not_by_its_copy(
         if not cfg.keep_downloads:
             assert _files(cache) == []
     assert errors[0] == errors[1] and "not a readable video" in errors[0]
+
+
+def test_a_failed_download_leaves_nothing_in_the_cache(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, url, _ = served
+    real = remote._filesystem
+
+    class Broken:
+        """The server's filesystem, whose downloads break after the metadata request."""
+
+        def __init__(self, fs: Any) -> None:
+            self.fs = fs
+
+        def info(self, path: str) -> Any:
+            return self.fs.info(path)
+
+        def get_file(self, *_: Any, **__: Any) -> None:
+            raise ConnectionResetError("connection reset by peer")
+
+    def broken(uri: str, options: Any) -> tuple[Any, str]:
+        fs, path = real(uri, options)
+        return Broken(fs), path
+
+    monkeypatch.setattr(remote, "_filesystem", broken)
+    uri, cache = f"{url}/b.mp4", tmp_path / "cache"
+    s = sample([uri], tmp_path / "out", NO_KEEP, cache_dir=cache, workers=0)
+    reset = "cannot read the remote object (ConnectionResetError: connection reset by peer)"
+    assert s.done == 0 and s.failed == [(uri, f"{uri}: {reset}")]
+    assert _files(cache) == [] and list((cache / remote.IN_USE).iterdir()) == []
+
+
+def test_an_error_names_the_uri_for_a_copy_and_keeps_a_cache_folder() -> None:
+    item = remote_input("http://127.0.0.1:1/v/a.mp4", cache_dir="/c")
+    uri = str(item.uri)
+    copy = Path("/c") / remote.IN_USE / "0123abcd" / "a.mp4"
+    bad = f"{uri}: {copy}: not a readable video"
+    assert named_by_uri(bad, item) == f"{uri}: not a readable video"
+    assert named_by_uri(f"{uri}: no such file {item.path}", item) == f"{uri}: no such file {uri}"
+    folder = f"{uri}: cannot create the cache folder /c/{remote.IN_USE} (Permission denied)"
+    assert named_by_uri(folder, item) == folder
