@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -113,16 +112,25 @@ def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
 
 
 def canonical_params(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` without the options given at their default (:func:`option_defaults`,
-    compared as JSON, so a list equals a tuple): what the resume keys are made of."""
+    """``params`` without the options given at their default (:func:`option_defaults`):
+    what the resume keys are made of. Values are compared as values (a list equals a tuple,
+    2 equals 2.0, True is not 1); one written another way (a size as ``"64x36"``) is
+    another setting."""
     defaults = option_defaults(fn)
+    return {k: v for k, v in params.items() if k not in defaults or not _same(v, defaults[k])}
 
-    def as_json(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, default=repr)
 
-    return {
-        k: v for k, v in params.items() if k not in defaults or as_json(v) != as_json(defaults[k])
-    }
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return bool(a == b)
+    except Exception:  # an odd value that cannot be compared: another setting
+        return False
 
 
 def available_samplers() -> list[str]:

@@ -53,11 +53,11 @@ DEFAULTS: dict[str, Any] = {
     "overflow": DEFAULT_OVERFLOW,
     "signature_size": SIGNATURE_SIZE,
     "max_signatures": MAX_SIGNATURES,
-    "resolution": 64,
-    "voxels": 32,
 }
-"""The options, with their defaults (``resolution`` and ``voxels`` are those of
-:meth:`Source.visible_surface`, which they are passed to)."""
+"""The options with a default of their own; ``resolution`` and ``voxels`` take the defaults
+of the source's :meth:`~framepipe.sources.base.Source.visible_surface`, which they are
+passed to."""
+OPTIONS = (*DEFAULTS, "resolution", "voxels")
 
 
 # -- geometry ------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def nview(
       measures it (64 pixels, 32 cells a side); such a source's views are chosen by surface
       coverage, whatever the method.
     """
-    check_args("nview", n, params, DEFAULTS)
+    check_args("nview", n, params, OPTIONS)
     if source is not None:
         size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
         surface = source.visible_surface(**size_kw)
