@@ -71,6 +71,23 @@ def http_server(root: Path, port: int = 0) -> Iterator[tuple[str, Counter[str]]]
         thread.join(timeout=5)
 
 
+Served = tuple[Path, str, Counter[str]]
+"""The served folder, the server's URL and the count of GETs per path."""
+
+
+@contextlib.contextmanager
+def served_videos(root: Path) -> Iterator[Served]:
+    """``root`` served over HTTP, holding two small videos (``clips/a.mp4``: 30 frames,
+    ``b.mp4``: 20) and ``bad.mp4``, which is no video."""
+    import engine_plugins
+
+    engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
+    engine_plugins.make_video(root / "b.mp4", 20, seed=4)
+    (root / "bad.mp4").write_bytes(bytes(range(256)) * 20)
+    with http_server(root) as (url, gets):
+        yield root, url, gets
+
+
 @contextlib.contextmanager
 def moto_s3_server() -> Iterator[str]:
     """An S3-compatible server process (``python -m moto.server``) on 127.0.0.1; yields its

@@ -6,15 +6,13 @@ those of a run that keeps them. Records never name the cache."""
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import engine_plugins
 import pytest
 from click.testing import CliRunner
-from remote_servers import http_server
+from remote_servers import Served, served_videos
 
 import framepipe.inputs.remote as remote
 from framepipe.cli import cli
@@ -27,17 +25,12 @@ from framepipe.stages import named_by_uri
 
 KEEP = SampleConfig(n=2)
 NO_KEEP = SampleConfig(n=2, keep_downloads=False)
-Served = tuple[Path, str, Counter[str]]
 
 
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[Served]:
-    root = tmp_path / "www"
-    engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
-    engine_plugins.make_video(root / "b.mp4", 20, seed=4)
-    (root / "bad.mp4").write_bytes(bytes(range(256)) * 20)  # not a video
-    with http_server(root) as (url, gets):
-        yield root, url, gets
+    with served_videos(tmp_path / "www") as served:
+        yield served
 
 
 def _files(cache: Path) -> list[Path]:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import engine_plugins
 import pytest
 from click.testing import CliRunner
-from remote_servers import free_port, http_server
+from remote_servers import Served, free_port, http_server, served_videos
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
@@ -25,16 +24,12 @@ from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
 
 CFG = SampleConfig(n=2)
-Served = tuple[Path, str, Counter[str]]
 
 
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[Served]:
-    root = tmp_path / "www"
-    engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
-    engine_plugins.make_video(root / "b.mp4", 20, seed=4)
-    with http_server(root) as (url, gets):
-        yield root, url, gets
+    with served_videos(tmp_path / "www") as served:
+        yield served
 
 
 def test_an_http_input_is_staged_and_named_by_its_uri(served: Served, tmp_path: Path) -> None:
