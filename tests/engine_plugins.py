@@ -91,3 +91,12 @@ def make_video(
         for packet in stream.encode(None):
             out.mux(packet)
     return path
+
+
+def video_folder(folder: Path, frame_counts: Sequence[int], *, seed: int = 1) -> Path:
+    """``folder`` holding ``a.mp4``, ``b.mp4`` ... (one :func:`make_video` per frame count,
+    seeds from ``seed``) and ``broken.mp4``, which is not a video."""
+    for k, count in enumerate(frame_counts):
+        make_video(folder / f"{chr(ord('a') + k)}.mp4", count, seed=seed + k)
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    return folder

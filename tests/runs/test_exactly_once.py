@@ -44,11 +44,7 @@ class CountingGenerator:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("once")
-    engine_plugins.make_video(d / "a.mp4", 20, seed=1)
-    engine_plugins.make_video(d / "b.mp4", 12, seed=2)
-    (d / "broken.mp4").write_bytes(b"not a video")
-    return d
+    return engine_plugins.video_folder(tmp_path_factory.mktemp("once"), [20, 12])
 
 
 def _caption(paths: list[Path], output: Any, **kw: Any) -> Any:

@@ -25,11 +25,7 @@ CFG = SampleConfig(n=2, clip_seconds=0.5)  # 30 frames: 2 clips, 12 frames: 1 cl
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("keep")
-    engine_plugins.make_video(d / "a.mp4", 30, seed=1)
-    engine_plugins.make_video(d / "b.mp4", 12, seed=2)
-    (d / "broken.mp4").write_bytes(b"not a video")
-    return d
+    return engine_plugins.video_folder(tmp_path_factory.mktemp("keep"), [30, 12])
 
 
 def _counts(s: RunSummary) -> tuple[int, int, int]:
