@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw, ImageFile
 from framepipe.clips import whole_clip
 from framepipe.samplers.nview import coverage_of, nview
 from framepipe.samplers.uniform import uniform
-from framepipe.sources.multiview import MultiviewSource
+from framepipe.sources.multiview.source import MultiviewSource
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".bench_cache"
@@ -126,7 +126,7 @@ class LoadSpy:
 
 _RSS_CHILD = """
 import sys
-from framepipe.sources.multiview import MultiviewSource
+from framepipe.sources.multiview.source import MultiviewSource
 
 def status(key):
     for line in open("/proc/self/status"):

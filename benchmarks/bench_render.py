@@ -71,7 +71,7 @@ def time_views(path: Path, views: int, **opts: object) -> tuple[float, float, fl
     CPU seconds are this process's, summed over its threads: on a machine that other work
     loads, wall-clock views/s drop while CPU seconds per view stay near their true cost.
     """
-    from framepipe.sources.render import RenderSource
+    from framepipe.sources.render.source import RenderSource
 
     t0 = time.perf_counter()
     src = RenderSource(path, num_views=views + 1, **opts)  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ def time_filament(path: Path, views: int, tries: int = 4) -> tuple[float, ...] |
     import subprocess
     import sys
 
-    from framepipe.sources.render import RenderSource
+    from framepipe.sources.render.source import RenderSource
 
     src = RenderSource(path, num_views=views + 1)
     src.info()
@@ -116,7 +116,12 @@ def time_filament(path: Path, views: int, tries: int = 4) -> tuple[float, ...] |
         (Path(tmp) / "job.json").write_text(json.dumps(job))
         timings = Path(tmp) / "timings.json"
         env = {**os.environ, "EGL_PLATFORM": "surfaceless"}
-        cmd = [sys.executable, "-m", "framepipe.sources._filament", str(Path(tmp) / "job.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "framepipe.sources.render.filament",
+            str(Path(tmp) / "job.json"),
+        ]
         for _ in range(tries):
             t0 = time.perf_counter()
             try:

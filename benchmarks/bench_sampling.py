@@ -77,21 +77,21 @@ def uniform_indices(total: int, n: int) -> list[int]:
 
 # -- readers: each opens the file and returns the n frames as an N x H x W x 3 uint8 array ----
 def r_framepipe(path: str, idx: list[int]) -> np.ndarray:
-    from framepipe.sources.video import VideoSource
+    from framepipe.sources.video.source import VideoSource
 
     with VideoSource(path) as src:
         return src.read(idx).frames
 
 
 def r_framepipe_pyav(path: str, idx: list[int]) -> np.ndarray:
-    from framepipe.sources.video import VideoSource
+    from framepipe.sources.video.source import VideoSource
 
     with VideoSource(path, backend="pyav") as src:
         return src.read(idx).frames
 
 
 def r_framepipe_decord(path: str, idx: list[int]) -> np.ndarray:
-    from framepipe.sources.video import VideoSource
+    from framepipe.sources.video.source import VideoSource
 
     with VideoSource(path, backend="decord") as src:
         return src.read(idx).frames
@@ -199,7 +199,7 @@ def _peak_rss_mb() -> float:
 
 def worker(name: str, path: str, idx: list[int]) -> None:
     """Runs in a fresh process: import, then time one read; prints one JSON line."""
-    import av  # noqa: F401 - PyAV before decord (see framepipe/sources/_video_decord.py)
+    import av  # noqa: F401 - PyAV before decord (see framepipe/sources/video/decord_reader.py)
 
     fn = READERS[name][0]
     if name.startswith("hf-"):

@@ -20,8 +20,7 @@ from framepipe.samplers.base import get_sampler
 from framepipe.samplers.iframe import nearest_distinct
 from framepipe.samplers.keyframe import allocate
 from framepipe.shots import DetectorParams, detect_shots
-from framepipe.sources._signal import rgb_to_yuv
-from framepipe.sources.base import Source, open_source
+from framepipe.sources.base import Source, open_source, rgb_to_yuv
 from framepipe.types import ClipSpec, FrameBatch, Selection, SmallFrames, SourceInfo
 
 

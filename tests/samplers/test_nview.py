@@ -27,7 +27,7 @@ from framepipe.samplers.nview import (
 )
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.sources.base import Source
-from framepipe.sources.multiview import MultiviewSource
+from framepipe.sources.multiview.source import MultiviewSource
 from framepipe.types import ClipSpec, FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 

@@ -25,8 +25,7 @@ from framepipe.samplers.base import get_sampler
 from framepipe.shots import ShotDetection, detect_shots
 from framepipe.shots.features import compute_features, pair_distance
 from framepipe.shots.transitions import motion_share
-from framepipe.sources._signal import rgb_to_yuv
-from framepipe.sources.base import open_source
+from framepipe.sources.base import open_source, rgb_to_yuv
 from framepipe.types import ClipSpec, SmallFrames
 
 

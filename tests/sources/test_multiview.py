@@ -20,7 +20,7 @@ from framepipe.discover import discover
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.samplers import get_sampler
 from framepipe.sources.base import open_source
-from framepipe.sources.multiview import MultiviewSource
+from framepipe.sources.multiview.source import MultiviewSource
 
 
 def _save(path: Path, arr: np.ndarray, **kw: object) -> None:

@@ -15,8 +15,8 @@ from PIL import Image
 
 from framepipe.errors import SourceError
 from framepipe.sources import open_source
-from framepipe.sources._colmap import colmap_to_c2w
-from framepipe.sources.poses import (
+from framepipe.sources.multiview.colmap import colmap_to_c2w
+from framepipe.sources.multiview.poses import (
     complete_intrinsics,
     find_pose_file,
     load_poses,
@@ -293,7 +293,7 @@ def test_complete_intrinsics_refuses_what_is_not_a_camera(absurd: dict[str, floa
 def test_absurd_intrinsics_are_left_out_of_the_record_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from framepipe.sources.multiview import MultiviewSource
+    from framepipe.sources.multiview.source import MultiviewSource
 
     for k in range(3):
         _img(tmp_path / f"v{k}.png")

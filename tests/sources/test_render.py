@@ -20,7 +20,7 @@ from framepipe.clips import whole_clip
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.samplers.nview import nview
 from framepipe.sources.base import open_source, source_kinds
-from framepipe.sources.render import RenderSource, parse_color
+from framepipe.sources.render.source import RenderSource, parse_color
 
 SIZE = 96
 RED_TOP_BLUE_BOTTOM = np.zeros((32, 32, 3), np.uint8)
@@ -587,7 +587,8 @@ def test_unknown_options_are_warned_about(
 def test_filament_failure_falls_back_to_ray_casting(
     media: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from framepipe.sources import _filament
+
+    import framepipe.sources.render.filament as _filament
 
     def broken(*args: Any, **kwargs: Any) -> list[np.ndarray]:
         raise _filament.FilamentError("renderer process exited with -11: EGL")

@@ -16,7 +16,7 @@ import pytest
 from test_render import write_glb  # tests/sources is on the path (no __init__.py)
 
 from framepipe.errors import ConfigError
-from framepipe.sources.render import RenderSource
+from framepipe.sources.render.source import RenderSource
 
 SIZE = 96
 MUG = (0.8, 0.15, 0.1)

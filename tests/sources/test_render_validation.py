@@ -14,8 +14,8 @@ import open3d as o3d
 import pytest
 
 from framepipe.errors import ConfigError, SourceError
-from framepipe.sources._raycast import estimate_spacing
-from framepipe.sources.render import RenderSource
+from framepipe.sources.render.raycast import estimate_spacing
+from framepipe.sources.render.source import RenderSource
 
 
 def icosphere() -> Any:
@@ -53,7 +53,7 @@ def test_ascii_ply_with_a_wrong_vertex_count_fails_the_same_way_every_time(
     assert failure(p) == msg
     # another process (Open3D's reader returned uninitialised memory there): the same line
     code = (
-        "import sys; from framepipe.sources.render import RenderSource\n"
+        "import sys; from framepipe.sources.render.source import RenderSource\n"
         "try:\n RenderSource(sys.argv[1]).info()\n"
         "except Exception as e: print(e)\n"
     )

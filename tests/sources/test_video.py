@@ -16,8 +16,8 @@ import pytest
 
 from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
 from framepipe.sources import get_source_class, open_source
-from framepipe.sources._video_decord import decord_available
-from framepipe.sources.video import VideoSource
+from framepipe.sources.video.decord_reader import decord_available
+from framepipe.sources.video.source import VideoSource
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
 
@@ -171,7 +171,7 @@ def test_out_of_range_and_empty_reads(h264_path: Path) -> None:
 def test_auto_falls_back_to_decord_only_where_decord_is_exact(
     video_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from framepipe.sources._video_pyav import PyAVReader
+    from framepipe.sources.video.pyav import PyAVReader
 
     def broken(self: PyAVReader, wanted: object, store: object) -> None:
         raise DecodeError(self.index.path, "simulated decoder failure")

@@ -22,12 +22,12 @@ import media
 import numpy as np
 import pytest
 
+import framepipe.sources.video.lowres as lowres
 from framepipe.errors import SourceError
-from framepipe.sources import _signal
-from framepipe.sources._video_decord import decord_available
-from framepipe.sources._video_index import build_index, load_index
-from framepipe.sources._video_pyav import PyAVReader
-from framepipe.sources.video import VideoSource
+from framepipe.sources.video.decord_reader import decord_available
+from framepipe.sources.video.index import build_index, load_index
+from framepipe.sources.video.pyav import PyAVReader
+from framepipe.sources.video.source import VideoSource
 
 FFMPEG = shutil.which("ffmpeg")
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command-line tool")
@@ -266,7 +266,7 @@ def test_signal_indices_follow_the_decoder(avi_dir: Path, name: str, skip: str) 
     info = src.info()
     n = info.num_frames
     size = (media.W, media.H)
-    sig = _signal.read_signal(path, info, 7, n - 5, size=size, skip=skip)  # type: ignore[arg-type]
+    sig = lowres.read_signal(path, info, 7, n - 5, size=size, skip=skip)  # type: ignore[arg-type]
     idx = [int(i) for i in sig.indices]
     assert idx == sorted(set(idx)) and idx[0] >= 7 and idx[-1] < n - 5
     if skip == "none":
@@ -274,7 +274,7 @@ def test_signal_indices_follow_the_decoder(avi_dir: Path, name: str, skip: str) 
     if skip != "bidir":  # skipping reference B-frames may leave later frames approximate
         assert [_luma_index(f) for f in sig.frames] == [ref[i] for i in idx]
     ranges = [(n - 20, n - 12), (5, 9), (40, 47)]
-    full = _signal.read_full_ranges(path, info, ranges, size=size)
+    full = lowres.read_full_ranges(path, info, ranges, size=size)
     want = sorted({i for a, b in ranges for i in range(a, b)})
     assert [int(i) for i in full.indices] == want
     assert [_luma_index(f) for f in full.frames] == [ref[i] for i in want]
@@ -341,7 +341,7 @@ def test_shot_signal_reindexes_on_late_wrong_timestamps(avi_dir: Path, tmp_path:
     info = VideoSource(path).info()
     assert load_index(path).order == "timestamps"
     size = (media.W, media.H)
-    sig = _signal.read_signal(path, info, 30, 90, size=size, skip="none")
+    sig = lowres.read_signal(path, info, 30, 90, size=size, skip="none")
     assert [int(i) for i in sig.indices] == list(range(30, 90))
     assert [_luma_index(f) for f in sig.frames] == ref[30:90]
     assert load_index(path).order == "decoded"

@@ -15,9 +15,9 @@ import pytest
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import DecodeError
-from framepipe.sources._video_decord import DecordReader, decord_available, decord_reason
-from framepipe.sources._video_pyav import PyAVReader
-from framepipe.sources.video import VideoSource
+from framepipe.sources.video.decord_reader import DecordReader, decord_available, decord_reason
+from framepipe.sources.video.pyav import PyAVReader
+from framepipe.sources.video.source import VideoSource
 from framepipe.stages import iter_clip_jobs
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
@@ -80,7 +80,7 @@ def _decord_fails(monkeypatch: pytest.MonkeyPatch, exc: BaseException) -> None:
 
 
 def _decord_error(text: str) -> BaseException:
-    from framepipe.sources._video_decord import import_decord
+    from framepipe.sources.video.decord_reader import import_decord
 
     exc: BaseException = import_decord().DECORDError(text)
     return exc

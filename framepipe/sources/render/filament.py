@@ -3,7 +3,7 @@
 The offscreen renderer needs a working EGL (or Vulkan) stack; on headless servers it often
 fails, hangs or kills the process that created it. So it never runs in the caller's
 process: :func:`render_isolated` writes a job file, runs ``python -m
-framepipe.sources._filament JOB`` with a timeout and reads the frames back. Any failure
+framepipe.sources.render.filament JOB`` with a timeout and reads the frames back. Any failure
 raises :class:`FilamentError`, and the render source falls back to ray casting.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import FramepipeError
-from framepipe.sources._cameras import Intrinsics
+from framepipe.sources.render.cameras import Intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _render_once(
         env.setdefault("EGL_PLATFORM", "surfaceless")  # headless Mesa (llvmpipe / lavapipe)
         try:
             proc = subprocess.run(
-                [sys.executable, "-m", "framepipe.sources._filament", str(job_path)],
+                [sys.executable, "-m", "framepipe.sources.render.filament", str(job_path)],
                 capture_output=True,
                 timeout=timeout_s,
                 env=env,
@@ -116,7 +116,7 @@ def _render_job(job: dict[str, Any]) -> np.ndarray:
     o3d: Any = open3d
     rendering: Any = open3d.visualization.rendering
 
-    from framepipe.sources._geometry import guess_is_mesh
+    from framepipe.sources.render.geometry import guess_is_mesh
 
     path = Path(job["path"])
     intr = job["intrinsics"]

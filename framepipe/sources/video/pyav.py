@@ -4,7 +4,7 @@ The wanted frames are grouped by the keyframe each must be decoded from. Groups 
 out, in order, among up to ``threads`` workers, each with its own demuxer and single-threaded
 decoder (PyAV releases the GIL while decoding, so the workers run at once). A worker seeks
 only when its next group starts past where it is, checks where the seek landed, and labels
-every packet with its decode position (see :mod:`framepipe.sources._video_decode`): a frame
+every packet with its decode position (see :mod:`framepipe.sources.video.decode`): a frame
 is taken when its label is a wanted frame's packet, so index ``i`` is the ``i``-th frame a
 full decode outputs whatever the container's timestamps say. Frames must come out in index
 order, else :class:`IndexMismatch`. On the way to a wanted frame, it tells the decoder to
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError
-from framepipe.sources._video_decode import packet_ident
-from framepipe.sources._video_index import (
+from framepipe.sources.video.decode import packet_ident
+from framepipe.sources.video.index import (
     IndexMismatch,
     VideoIndex,
     av_reason,

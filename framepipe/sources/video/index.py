@@ -6,7 +6,7 @@ keyframe flag. Then one of two ways gives the decoder's output order:
 - **From the container's timestamps** (MP4, MKV, WebM, ... the usual case, cheap): sorting
   the presentation timestamps (pts) gives the frames in presentation order, their times in
   seconds (right for variable frame rate) and which are keyframes. The first frames are
-  decoded with labels (see :mod:`framepipe.sources._video_decode`) and must come out of the
+  decoded with labels (see :mod:`framepipe.sources.video.decode`) and must come out of the
   decoder in exactly that order, else the second way is taken. Only when the file looks cut
   short is the last group of pictures decoded too, so that ``num_frames`` counts frames that
   decode.
@@ -15,7 +15,7 @@ keyframe flag. Then one of two ways gives the decoder's output order:
   guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts. The
   whole stream is decoded once with labels: each output frame names its packet, so the count,
   the order and the keyframes are the decoder's own; the times are the decoder's best-effort
-  presentation times (:func:`framepipe.sources._video_decode.best_effort_ticks`).
+  presentation times (:func:`framepipe.sources.video.decode.best_effort_ticks`).
 
 Readers take frames by label, check that they come out in index order, and raise
 :class:`IndexMismatch` when they do not (the source then rebuilds the index by decoding).
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
-from framepipe.sources._video_decode import (
+from framepipe.sources.video.decode import (
     MISSING,
     Decoded,
     IndexMismatch,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from framepipe.sources._checks import pcd_header_fields
+from framepipe.sources.render.check_formats import pcd_header_fields
 
 CAP_DEG = 30.0
 """Half-angle of the cone of views around the sensor's direction."""

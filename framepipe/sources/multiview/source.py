@@ -1,7 +1,7 @@
 """The multi-view source: a folder of images is one scene, each image one view.
 
 A folder is a scene when it has camera poses (``transforms.json``, NeRF split files, or a
-COLMAP model, see :mod:`framepipe.sources.poses`) or when it holds image files and no file
+COLMAP model, see :mod:`framepipe.sources.multiview.poses`) or when it holds image files and no file
 of another kind (no video, no 3D model). Views are the posed images that exist on disk plus
 the other images in the scene folder and in the folders of the posed images (those have no
 pose), in natural file-name order (``img2`` before ``img10``).
@@ -41,15 +41,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources._images import (
+from framepipe.sources.base import Source, register_source, source_kinds
+from framepipe.sources.multiview.images import (
     ImageHeader,
     decode_image,
     is_image_file,
     probe_image,
     read_size,
 )
-from framepipe.sources.base import Source, register_source, source_kinds
-from framepipe.sources.poses import (
+from framepipe.sources.multiview.poses import (
     PoseFile,
     complete_intrinsics,
     find_pose_file,

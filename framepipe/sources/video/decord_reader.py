@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError
-from framepipe.sources._video_index import VideoIndex
+from framepipe.sources.video.index import VideoIndex
 
 log = logging.getLogger(__name__)
 

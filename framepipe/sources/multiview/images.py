@@ -1,7 +1,7 @@
 """One image file, read the way a multi-view scene needs it: header probing (size, format,
 EXIF orientation, a complete JPEG/PNG tail) without decoding pixels, and decoding at a
 bounded size (JPEG at reduced scale with ``draft``), orientation applied, every colour mode
-converted to 8-bit RGB. Used by :mod:`framepipe.sources.multiview`.
+converted to 8-bit RGB. Used by :mod:`framepipe.sources.multiview.source`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
-from framepipe.sources.poses import IMAGE_EXTENSIONS
+from framepipe.sources.multiview.poses import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """COLMAP model files (``images.txt`` / ``cameras.txt`` and their binary twins) read into
 plain records, and COLMAP's world-to-camera poses turned into camera-to-world OpenGL ones.
 
-Used by :mod:`framepipe.sources.poses`, which matches the images to files on disk. A file
+Used by :mod:`framepipe.sources.multiview.poses`, which matches the images to files on disk. A file
 that cannot be parsed raises :class:`~framepipe.errors.SourceError` naming the file; an
 ``images.bin`` whose image count cannot fit the file is refused before any record is read.
 """

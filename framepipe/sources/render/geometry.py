@@ -20,14 +20,14 @@ from typing import Any, Literal
 import numpy as np
 
 from framepipe.errors import MissingDependencyError, SourceError
-from framepipe.sources._checks import (
+from framepipe.sources.render.check_formats import (
     check_filled,
     check_off,
     check_other,
     check_pcd,
     obj_face_problem,
 )
-from framepipe.sources._validate import check_ply, quiet_open3d, read_ply_header
+from framepipe.sources.render.check_ply import check_ply, quiet_open3d, read_ply_header
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
 """The video source: exact frames from video files, with PyAV or decord.
 
 Frame ``i`` is the ``i``-th frame a full sequential decode outputs, after the container's
-rotation. Opening a video builds its frame index with PyAV (:mod:`._video_index`): by
+rotation. Opening a video builds its frame index with PyAV (:mod:`.index`): by
 demuxing, with the first frames decoded to check that the container's timestamps give the
 decoder's order, or, where they cannot (DivX/XviD AVI with B-frames, packed or not, H.264 in
 AVI, packets without pts), by decoding the whole stream once: timestamps (the decoder's best
 effort), keyframes, rotation and the real frame count. Frames are then read by one of two
 backends:
 
-- ``pyav``: the seek-and-decode reader in :mod:`framepipe.sources._video_pyav`. Exact by
+- ``pyav``: the seek-and-decode reader in :mod:`framepipe.sources.video.pyav`. Exact by
   construction (each packet is labelled with its decode position and a frame is taken by the
   label it comes out with; its order is checked, and a file whose timestamps turn out wrong
   is indexed again by decoding), rotation applied, and, measured on a 10-minute
@@ -41,17 +41,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+import framepipe.sources.video.lowres as lowres
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources import _signal
-from framepipe.sources._video_decord import (
+from framepipe.sources.base import Source, register_source
+from framepipe.sources.video.decord_reader import (
     DecordReader,
     decord_available,
     decord_reason,
     decord_refusal,
 )
-from framepipe.sources._video_index import IndexMismatch, VideoIndex, load_index
-from framepipe.sources._video_pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index
+from framepipe.sources.video.pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class VideoSource(Source):
         """The fast signal decoder (:func:`framepipe.sources._signal.read_signal`): PyAV at
         the tiny size, dropping the frames ``skip`` allows (B-frames by default)."""
         info = self.info()
-        return _signal.read_signal(
+        return lowres.read_signal(
             self.path, info, start, end, size=size, skip=skip, index=self.index
         )
 
@@ -295,9 +295,9 @@ class VideoSource(Source):
         self, ranges: Sequence[tuple[int, int]], *, size: tuple[int, int] = (64, 36)
     ) -> SmallFrames:
         """Every frame of each range, decoded from the keyframe before it
-        (:func:`framepipe.sources._signal.read_full_ranges`)."""
+        (:func:`framepipe.sources.lowres.read_full_ranges`)."""
         info = self.info()
-        return _signal.read_full_ranges(self.path, info, ranges, size=size, index=self.index)
+        return lowres.read_full_ranges(self.path, info, ranges, size=size, index=self.index)
 
     def close(self) -> None:
         if self._decord is not None:

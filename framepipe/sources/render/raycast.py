@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.sources._cameras import (
+from framepipe.sources.render.cameras import (
     Intrinsics,
     camera_ray_directions,
     dot3,
     mat3_apply,
     project,
 )
-from framepipe.sources._geometry import Geometry, Material
+from framepipe.sources.render.geometry import Geometry, Material
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Checks for the 3D formats other than PLY (see :mod:`._validate`): OFF and PCD headers
+"""Checks for the 3D formats other than PLY (see :mod:`.check_ply`): OFF and PCD headers
 against their bodies, OBJ face indices, text formats without NUL bytes, binary STL length,
 the .glb magic, and sparse or zero-filled files, each a one-line SourceError, with bounded
 work."""

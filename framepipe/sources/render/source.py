@@ -18,19 +18,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+import framepipe.sources.render.cameras as cams
 from framepipe.errors import ConfigError, DecodeError
-from framepipe.sources import _cameras as cams
-from framepipe.sources._geometry import (
+from framepipe.sources.base import Source, register_source
+from framepipe.sources.render.geometry import (
     CLOUD_EXTENSIONS,
     MESH_EXTENSIONS,
     Geometry,
     load_geometry,
     used_points,
 )
-from framepipe.sources._render_options import integer, number, parse_color, parse_size
-from framepipe.sources._scan import CAP_DEG, around_reason, cap_directions, frame_and_sensor
-from framepipe.sources._upright import choose_up
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.render.options import integer, number, parse_color, parse_size
+from framepipe.sources.render.scans import CAP_DEG, around_reason, cap_directions, frame_and_sensor
+from framepipe.sources.render.upright import choose_up
 from framepipe.types import FrameBatch, SourceInfo, ViewInfo, VisibleSurface, as_matrix4
 
 log = logging.getLogger(__name__)
@@ -282,7 +282,7 @@ class RenderSource(Source):
     # -- rendering ------------------------------------------------------------------------
     def _raycaster(self) -> Any:
         if self._renderer is None:
-            from framepipe.sources._raycast import MeshRenderer, PointRenderer
+            from framepipe.sources.render.raycast import MeshRenderer, PointRenderer
 
             self.info()
             g = self._geometry
@@ -349,7 +349,7 @@ class RenderSource(Source):
         return self.render_views(indices, width=size[0], height=size[1])
 
     def _render_filament(self, indices: list[int]) -> dict[int, np.ndarray]:
-        from framepipe.sources._filament import FilamentError, render_isolated
+        from framepipe.sources.render.filament import FilamentError, render_isolated
 
         assert self._poses_file is not None
         try:
@@ -376,7 +376,7 @@ class RenderSource(Source):
         surface it shows (the dominant axis of its normal, turned to the camera), weighted
         by how squarely it is seen (``|cos|``, the best hit of each cell).
         """
-        from framepipe.sources._raycast import Visible
+        from framepipe.sources.render.raycast import Visible
 
         if not 8 <= int(resolution) <= 1024:
             raise ConfigError(f"resolution ({resolution}) must be in [8, 1024]")

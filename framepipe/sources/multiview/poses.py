@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import SourceError
-from framepipe.sources._colmap import (
+from framepipe.sources.multiview.colmap import (
     colmap_to_c2w,
     read_colmap_cameras_bin,
     read_colmap_cameras_txt,

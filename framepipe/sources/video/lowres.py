@@ -13,7 +13,7 @@ Decoding dominates the cost of shot detection, so this module decodes as little 
 
 Frames are mapped to indices as the video source's reader maps them: every packet is
 labelled with its decode position and a frame is the frame of the packet that made it in the
-file's index (:mod:`framepipe.sources._video_index`), so the indices are those of a full
+file's index (:mod:`framepipe.sources.video.index`), so the indices are those of a full
 sequential decode whatever the container's timestamps say. Frames must come out in index
 order; when they do not, an index built from the container's timestamps is rebuilt from a
 full decode. Streams with packed B-frames are decoded without skipping (a decoder told to
@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
-from framepipe.sources._video_index import IndexMismatch, VideoIndex, load_index, video_stream
-from framepipe.sources._video_pyav import check_packet, next_packet, seek_to
+from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index, video_stream
+from framepipe.sources.video.pyav import check_packet, next_packet, seek_to
 from framepipe.types import SkipMode, SmallFrames, SourceInfo
 
 T = TypeVar("T")
@@ -175,20 +175,6 @@ def _small(frame: Any, size: tuple[int, int], rotation: int) -> np.ndarray:
     return out
 
 
-def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (... x 3) to limited-range BT.601 YUV uint8, like a decoder's output."""
-    x = rgb.astype(np.float32)
-    m = (
-        np.array(
-            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-            dtype=np.float32,
-        )
-        / 255.0
-    )
-    yuv = x @ m.T + np.array([16.0, 128.0, 128.0], dtype=np.float32)
-    return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)
-
-
 def read_signal(
     path: str | Path,
     info: SourceInfo,
@@ -204,7 +190,7 @@ def read_signal(
     Returns the frames that were decoded and their indices (with ``skip="none"``, every
     frame that the stream holds). Raises :class:`DecodeError` when nothing decodes.
     ``index`` is the file's frame index (the one ``info`` was made from; by default the
-    shared one, see :func:`framepipe.sources._video_index.load_index`).
+    shared one, see :func:`framepipe.sources.video.index.load_index`).
     """
     path = Path(path)
     if not 0 <= start < end <= info.num_frames:

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from framepipe.sources import _cameras as cams
-from framepipe.sources._geometry import Geometry, used_points
-from framepipe.sources._scan import Sensor, is_axis
+import framepipe.sources.render.cameras as cams
+from framepipe.sources.render.geometry import Geometry, used_points
+from framepipe.sources.render.scans import Sensor, is_axis
 
 log = logging.getLogger(__name__)
 
