@@ -8,23 +8,27 @@ stage               where
 ==================  ==============================================================================
 inputs              :mod:`framepipe.discover` (paths and folders -> inputs and skip notes),
                     :mod:`framepipe.inputs` (manifests, remote URIs staged locally, shards)
-source              :mod:`framepipe.sources` (one module per kind; ``info``, ``read``, the cheap
-                    signal ``read_signal``, what a render sees ``visible_surface``)
+source              :mod:`framepipe.sources` (one subpackage per kind; ``info``, ``read``, the
+                    cheap signal ``read_signal``, what a render sees ``visible_surface``)
 shots               :mod:`framepipe.shots` (shot detection over a source's signal)
 plan clips          :mod:`framepipe.clips` (``whole``, ``windows``, ``shots`` planners)
 select              :mod:`framepipe.samplers` (pure: indices from metadata and signals)
-stage functions     :mod:`framepipe.stages` (open, plan, select, read one input's clips)
-records             :mod:`framepipe.records` (ok and failed records, resume keys)
+read                :mod:`framepipe.read_clips` (open, plan, select, read one input's clips)
+records             :mod:`framepipe.records` (a clip on its way; its record, built once; keys)
 prompt              :mod:`framepipe.prompt` and :mod:`framepipe.questions`
-generate            :mod:`framepipe.generate` (model spec, loading, batched answers)
+generate            :mod:`framepipe.generate` (the backend protocol; model spec, loading,
+                    batched answers in process)
+answer              :mod:`framepipe.answering` (decoded clips in, records out)
 write               :mod:`framepipe.output` (JSONL/Parquet records, part files, merge, images)
-engines             :mod:`framepipe.engine` (local: decoding worker processes; ray: Ray Data)
-runs                :mod:`framepipe.runs` (``sample`` and ``caption``, on one skeleton)
+engines             :mod:`framepipe.engine` (one protocol; local: decoding worker processes;
+                    ray: Ray Data; one decoder supervisor for both)
+runs                :mod:`framepipe.runs` (``sample`` and ``caption``, on one skeleton that
+                    owns resume and writing)
 command line        :mod:`framepipe.cli` (parses options, calls the runs)
 ==================  ==============================================================================
 
-Plug-in families (source kinds, samplers, clip planners) share one
-:class:`~framepipe.registry.Registry` type.
+Plug-in families (source kinds, samplers, clip planners, engines, generation backends)
+share one :class:`~framepipe.registry.Registry` type.
 """
 
 from framepipe._version import __version__

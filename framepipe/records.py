@@ -1,26 +1,27 @@
-"""The clip record, made in one place: an ``ok`` record, a ``failed`` record, and the resume
-keys that let a re-run skip what is done.
+"""The clip record, made in one place, and the resume key that lets a re-run skip it.
 
-Every run and engine builds its records with these functions and never sets a record's
-attributes (:class:`~framepipe.types.ClipResult` is frozen): a stage that adds to a record
-(the paths of the saved frames, the model's answers) derives a new one with :func:`derive`,
-and one that fails it uses :func:`fail`. The one-line error text of a failed record, which
-names the file, is written only by :func:`failed_record`.
+A clip travels the stages as a :class:`ClipJob`: what is known of it so far (the fields of
+its record), its frames once they are read, or the error that failed it. The stage that
+reads it fills it (:mod:`framepipe.read_clips`), a finishing step may add to it (the paths
+of its saved frames) or fail it, and the end of the line builds its record once, with
+:meth:`ClipJob.record` (the caption run adds the model's answers there). Records are
+:class:`~framepipe.types.ClipResult` objects, frozen once made; the one-line error text of
+a failed record, which names the file once, is written only by :func:`error_text`.
 
-Resume keys: a clip's key (:func:`clip_key`) is a digest of the input's identity
-(:func:`source_fingerprint`: absolute path, size, modification time), the clip's range and
-the settings that determine its frames and answers (:func:`key_parts`). A record that fails
-a whole input before any clip is known gets an input-level key (:func:`input_key`), so that
-it is retried, and replaced, on the next run.
+Resume keys: :func:`record_key` is a digest of the input's identity
+(:func:`source_fingerprint`: absolute path, size, modification time; a remote object's URI,
+size and ETag), the clip's range, and the settings that determine its frames and answers
+(:func:`key_parts`). A record that fails a whole input before any clip is known has an
+input-level key (no clip), so that it is retried, and replaced, on the next run.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framepipe.errors import one_line_error
+from framepipe.errors import FramepipeError, one_line_error
 from framepipe.types import (
     ClipResult,
     ClipSpec,
@@ -67,21 +68,22 @@ def key_parts(cfg: SampleConfig, extra_key: dict[str, Any] | None = None) -> dic
     return {**cfg.key_parts(), **(extra_key or {})}
 
 
-def clip_key(fingerprint: dict[str, Any], clip: ClipSpec, parts: dict[str, Any]) -> str:
-    """The resume key of one clip of the input ``fingerprint`` under the settings ``parts``."""
-    return stable_digest(
-        {"src": fingerprint, "clip": [clip.start_frame, clip.end_frame, clip.label], **parts}
-    )
-
-
-def input_key(
-    fingerprint: dict[str, Any], parts: dict[str, Any], *, not_an_input: bool = False
+def record_key(
+    fingerprint: dict[str, Any],
+    parts: dict[str, Any],
+    clip: ClipSpec | None = None,
+    *,
+    not_an_input: bool = False,
 ) -> str:
-    """The resume key of a record that fails a whole input: it could not be opened or its
-    clips planned (``open-error``), or discovery found it cannot be an input at all
+    """The resume key of a record of the input ``fingerprint`` under the settings ``parts``:
+    of one ``clip``; without one, of a failure of the whole input: it could not be opened
+    or its clips planned (``open-error``), or discovery found it cannot be an input at all
     (``not_an_input``: ``input-error``, e.g. a folder with no media)."""
-    flag = "input-error" if not_an_input else "open-error"
-    return stable_digest({"src": fingerprint, flag: True, **parts})
+    if clip is not None:
+        where: dict[str, Any] = {"clip": [clip.start_frame, clip.end_frame, clip.label]}
+    else:
+        where = {"input-error" if not_an_input else "open-error": True}
+    return stable_digest({"src": fingerprint, **where, **parts})
 
 
 # -- records -----------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def clip_fields(
     return out
 
 
-def ok_record(
+def read_fields(
     info: SourceInfo,
     clip: ClipSpec,
     sel: Selection,
@@ -122,17 +124,17 @@ def ok_record(
     key: str,
     timings_s: dict[str, float],
     of_input: str | None = None,
-) -> ClipResult:
-    """The record of a clip sampled (and, with ``batch``, read) without error. ``of_input``:
-    the key a failure of the whole input would have had (:func:`input_key`), kept on the
-    record as ``input_key`` so that such a failure written before is replaced by the input's
-    clip records (see :mod:`framepipe.output.compact`)."""
+) -> dict[str, Any]:
+    """The fields of the record of a clip sampled (and, with ``batch``, read) without error.
+    ``of_input``: the key a failure of the whole input would have had, kept on the record
+    as ``input_key`` so that such a failure written before is replaced by the input's clip
+    records (see :mod:`framepipe.output.compact`)."""
     extra: dict[str, Any] = {} if of_input is None else {"input_key": of_input}
     recorded = info.extra.get("record")  # what the source wants on its records (render:
     if isinstance(recorded, dict) and recorded:  # camera placement, up axis, notes)
         extra[info.kind] = dict(recorded)
     fields = clip_fields(info, clip, sel, batch)
-    return ClipResult(source=info.id, key=key, timings_s=dict(timings_s), extra=extra, **fields)
+    return {**fields, "key": key, "timings_s": dict(timings_s), "extra": extra}
 
 
 def error_text(source: str, error: BaseException | str, doing: str | None = None) -> str:
@@ -151,41 +153,92 @@ def failed_record(
     source: str, error: BaseException | str, *, doing: str | None = None, **fields: Any
 ) -> ClipResult:
     """A ``failed`` record of ``source``: its error (see :func:`error_text`) and whatever
-    ``fields`` were known before the failure (``kind``, ``clip``, ``key``, ``extra``
-    such as ``{"stage": "decode"}`` ...)."""
+    ``fields`` were known before the failure (``kind``, ``clip``, ``key``, ``extra`` ...)."""
     return ClipResult(
         source=source, status="failed", error=error_text(source, error, doing), **fields
     )
 
 
-def fail(
-    rec: ClipResult,
-    error: BaseException | str,
-    *,
-    doing: str | None = None,
-    extra: dict[str, Any] | None = None,
-    **fields: Any,
-) -> ClipResult:
-    """``rec`` failed at a later stage (saving its frames, generating): a ``failed`` record
-    that keeps everything ``rec`` knew, with ``fields`` set and ``extra`` added."""
-    known = {f.name: getattr(rec, f.name) for f in dataclasses.fields(rec)}
-    for name in ("source", "status", "error"):
-        del known[name]
-    known.update(fields, extra={**rec.extra, **(extra or {})})
-    return failed_record(rec.source, error, doing=doing, **known)
+def ok_record(source: str, **fields: Any) -> ClipResult:
+    """An ``ok`` record of ``source`` with its ``fields`` (see :class:`ClipResult`)."""
+    return ClipResult(source=source, **fields)
 
 
-def derive(
-    rec: ClipResult,
-    *,
-    extra: dict[str, Any] | None = None,
-    timings_s: dict[str, float] | None = None,
-    **fields: Any,
-) -> ClipResult:
-    """A copy of ``rec`` with ``fields`` set and ``extra`` and ``timings_s`` added to its own
-    (``rec`` itself is not changed)."""
-    if extra:
-        fields["extra"] = {**rec.extra, **extra}
-    if timings_s:
-        fields["timings_s"] = {**rec.timings_s, **timings_s}
-    return dataclasses.replace(rec, **fields)
+@dataclass
+class ClipJob:
+    """One clip on its way through the stages (or a whole input that failed): the fields of
+    its record known so far, its frames once read, or the error that failed it. Its record
+    is built once, at the end of the line (:meth:`record`)."""
+
+    source: str
+    """What the record names as its source (a remote input's URI, else its path)."""
+    fields: dict[str, Any] = field(default_factory=dict)
+    """The record's fields known so far (``kind``, ``clip``, ``sampler``, ``indices``,
+    ``key``, ``timings_s``, ``extra`` ...)."""
+    batch: FrameBatch | None = None
+    """The decoded frames (None once they are dropped, or when the clip failed)."""
+    error: str | None = None
+    """The one-line error of a failed clip (None while it is ok)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the clip is ok and has its frames (the answerer needs them)."""
+        return self.error is None and self.batch is not None
+
+    @property
+    def key(self) -> str | None:
+        return self.fields.get("key")
+
+    @property
+    def kind(self) -> str | None:
+        return self.fields.get("kind")
+
+    @property
+    def clip(self) -> dict[str, Any] | None:
+        return self.fields.get("clip")
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return self.fields.setdefault("extra", {})
+
+    def add(self, **fields: Any) -> None:
+        """Add what a stage learnt (e.g. ``frames`` and ``contact_sheet`` once saved)."""
+        self.fields.update(fields)
+
+    def fail(
+        self,
+        error: BaseException | str,
+        *,
+        doing: str | None = None,
+        stage: str | None = None,
+    ) -> ClipJob:
+        """Fail the clip (its frames are dropped); ``stage`` names where an error that is not
+        the input's own (a bug, a crash, a hang, the model) happened. Returns the job."""
+        self.error = error_text(self.source, error, doing)
+        self.batch = None
+        if stage is not None:
+            self.fields["extra"] = {**self.extra, "stage": stage}
+        return self
+
+    def fail_unexpected(self, error: BaseException, stage: str) -> ClipJob:
+        """Fail the clip with ``error``: the input's own problem (a :class:`FramepipeError`)
+        as it is, anything else (a bug in a plug-in, a library error) with its ``stage``."""
+        return self.fail(error, stage=None if isinstance(error, FramepipeError) else stage)
+
+    def record(
+        self,
+        *,
+        extra: dict[str, Any] | None = None,
+        timings_s: dict[str, float] | None = None,
+        **fields: Any,
+    ) -> ClipResult:
+        """The clip's record: what is known, with ``fields`` set and ``extra`` and
+        ``timings_s`` added after the clip's own (the caption run's answers, model and
+        provenance)."""
+        out = {**self.fields, **fields}
+        out["extra"] = {**(self.fields.get("extra") or {}), **(extra or {})}
+        if timings_s:
+            out["timings_s"] = {**(self.fields.get("timings_s") or {}), **timings_s}
+        if self.error is not None:
+            return failed_record(self.source, self.error, **out)
+        return ok_record(self.source, **out)

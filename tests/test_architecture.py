@@ -122,13 +122,16 @@ def test_no_import_circle_between_stages() -> None:
 
 def test_the_data_flow_runs_one_way() -> None:
     """A lower stage never imports a higher one (discover -> sources -> shots -> clips ->
-    samplers -> stages -> prompt/generate -> output -> engine -> runs -> cli)."""
+    samplers -> read_clips -> prompt/generate -> answering -> output -> engine -> runs ->
+    cli)."""
     order = [
         "sources",
         "shots",
         "clips",
         "samplers",
-        "stages",
+        "read_clips",
+        "generate",
+        "answering",
         "engine",
         "runs",
         "cli",

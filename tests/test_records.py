@@ -14,17 +14,16 @@ import pytest
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import DecodeError, SourceError
+from framepipe.read_clips import read_clips
 from framepipe.records import (
-    clip_key,
-    derive,
-    fail,
+    ClipJob,
     failed_record,
-    input_key,
     key_parts,
     ok_record,
+    read_fields,
+    record_key,
     source_fingerprint,
 )
-from framepipe.stages import iter_clip_jobs
 from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
 
 SRC = "/data/videos/a.mp4"
@@ -49,8 +48,8 @@ def test_a_failed_record_names_its_file_exactly_once(error: BaseException | str)
     assert rec.status == "failed" and rec.source == SRC and rec.key == "k"
     assert rec.error is not None and "\n" not in rec.error
     assert rec.error.count(SRC) == 1 and rec.error.startswith(f"{SRC}: ")
-    # a later stage failing a record says the same
-    later = fail(ClipResult(source=SRC, kind="video"), error)
+    # a later stage failing a clip says the same
+    later = ClipJob(SRC, {"kind": "video"}).fail(error).record()
     assert later.error == rec.error
 
 
@@ -66,16 +65,16 @@ def test_failed_record_texts() -> None:
 def test_keys_are_stable() -> None:
     """The digests written in existing outputs: a re-run must find them again."""
     parts = key_parts(SampleConfig(n=4, clip_seconds=2.0))
-    assert clip_key(FP, CLIP, parts) == "6c049842bb801374"
-    assert input_key(FP, parts) == "1783117d3fa8c336"  # open-error
-    assert input_key(FP, parts, not_an_input=True) == "198db4ab2386d4b7"  # input-error
+    assert record_key(FP, parts, CLIP) == "6c049842bb801374"
+    assert record_key(FP, parts) == "1783117d3fa8c336"  # open-error
+    assert record_key(FP, parts, not_an_input=True) == "198db4ab2386d4b7"  # input-error
     # the order settings are given in does not matter; what they say does
-    assert clip_key(dict(reversed(FP.items())), CLIP, dict(reversed(parts.items()))) == (
+    assert record_key(dict(reversed(FP.items())), dict(reversed(parts.items())), CLIP) == (
         "6c049842bb801374"
     )
-    assert clip_key(FP, dataclasses.replace(CLIP, label="shot"), parts) != "6c049842bb801374"
+    assert record_key(FP, parts, dataclasses.replace(CLIP, label="shot")) != "6c049842bb801374"
     assert key_parts(SampleConfig(n=4), {"model": "m"})["model"] == "m"
-    with_model = clip_key(FP, CLIP, key_parts(SampleConfig(n=4, clip_seconds=2.0), {"m": 1}))
+    with_model = record_key(FP, key_parts(SampleConfig(n=4, clip_seconds=2.0), {"m": 1}), CLIP)
     assert with_model != "6c049842bb801374"
 
 
@@ -95,7 +94,8 @@ def _ok() -> ClipResult:
     sel = Selection((30, 50), "uniform", {"n": 2}, {"shots": 1})
     views = (ViewInfo("a"), ViewInfo("b"))
     batch = FrameBatch(np.zeros((2, 4, 4, 3), np.uint8), (30, 50), (1.25, 2.0833333), views)
-    return ok_record(info, CLIP, sel, batch, key="k", timings_s={"open_s": 0.1, "decode_s": 0.2})
+    timings = {"open_s": 0.1, "decode_s": 0.2}
+    return ok_record(SRC, **read_fields(info, CLIP, sel, batch, key="k", timings_s=timings))
 
 
 def test_ok_record_json() -> None:
@@ -129,15 +129,17 @@ def test_records_are_never_changed() -> None:
     before = json.dumps(rec.to_json())
     with pytest.raises(dataclasses.FrozenInstanceError):
         rec.status = "failed"  # type: ignore[misc]
-    more = derive(rec, answers=["x"], timings_s={"generate_s": 0.3}, extra={"tokens": 1})
+    job = ClipJob(SRC, {f: getattr(rec, f) for f in ("kind", "indices", "timings_s", "extra")})
+    more = job.record(answers=["x"], timings_s={"generate_s": 0.3}, extra={"tokens": 1})
     assert more.answers == ["x"] and more.extra == {"tokens": 1}
     assert list(more.timings_s) == ["open_s", "decode_s", "generate_s"]
-    failed = fail(more, ValueError("boom"), extra={"stage": "generate"}, questions=["q"])
+    job.fail(ValueError("boom"), stage="generate")
+    failed = job.record(questions=["q"], answers=["x"], extra={"tokens": 1})
     assert failed.status == "failed" and failed.error == f"{SRC}: ValueError: boom"
     assert failed.indices == [30, 50] and failed.answers == ["x"] and failed.questions == ["q"]
-    assert list(failed.to_json())[-2:] == ["tokens", "stage"]  # extras keep their order
+    assert list(failed.to_json())[-2:] == ["stage", "tokens"]  # extras keep their order
     assert json.dumps(rec.to_json()) == before  # the records it came from are as they were
-    assert more.extra == {"tokens": 1}
+    assert more.extra == {"tokens": 1} and more.status == "ok"
 
 
 def test_stage_records_use_the_helpers(tmp_path: Path) -> None:
@@ -147,12 +149,12 @@ def test_stage_records_use_the_helpers(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     item = Input(empty, "video", error=f"{empty}: folder holds no video, image scene or 3D model")
-    (rec,) = [j.record for j in iter_clip_jobs(item, cfg)]
+    (rec,) = [j.record() for j in read_clips(item, cfg)]
     fp = source_fingerprint(empty)
-    assert rec.key == input_key(fp, key_parts(cfg), not_an_input=True)
+    assert rec.key == record_key(fp, key_parts(cfg), not_an_input=True)
     assert rec.error is not None and rec.error.count(str(empty)) == 1
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
-    (rec,) = [j.record for j in iter_clip_jobs(Input(bad, "video"), cfg)]
-    assert rec.status == "failed" and rec.key == input_key(source_fingerprint(bad), key_parts(cfg))
+    (rec,) = [j.record() for j in read_clips(Input(bad, "video"), cfg)]
+    assert rec.status == "failed" and rec.key == record_key(source_fingerprint(bad), key_parts(cfg))
     assert rec.error is not None and rec.error.count(str(bad)) == 1

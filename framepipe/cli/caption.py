@@ -190,7 +190,7 @@ def command(
     from framepipe.runs.caption import caption
 
     gen_kw = {k: kw.pop(k) for k in GENERATION_OPTIONS}
-    engine_kw = ray_options_from(kw, batch_size=gen_kw["batch_size"])  # --engine ...
+    engine_kw = ray_options_from(kw)  # --engine ...
     try:
         cfg = sample_config_from(kw)
     except FramepipeError as exc:

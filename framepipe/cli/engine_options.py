@@ -11,8 +11,8 @@ import click
 
 from framepipe.cli.common import sampling_options, stacked, unset_option
 from framepipe.cli.inputs import input_options
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S
-from framepipe.engine.ray import ENGINES, RayOptions
+from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, ENGINES
+from framepipe.engine.ray import RayOptions
 
 
 def engine_options(*, generate: bool) -> Callable[[Any], Any]:
@@ -20,7 +20,7 @@ def engine_options(*, generate: bool) -> Callable[[Any], Any]:
     opts = [
         click.option(
             "--engine",
-            type=click.Choice(ENGINES),
+            type=click.Choice(ENGINES.names()),
             default="local",
             show_default=True,
             help="local: worker processes on this machine; ray: Ray Data on a cluster "
@@ -88,7 +88,7 @@ def decode_timeout_option(text: str) -> Callable[[Any], Any]:
     )
 
 
-def ray_options_from(kw: dict[str, Any], *, batch_size: int | None = None) -> dict[str, Any]:
+def ray_options_from(kw: dict[str, Any]) -> dict[str, Any]:
     """Pop the engine options out of ``kw``: ``{"engine": ..., "ray_options": ...}`` for
     ``sample()`` / ``caption()`` (``ray_options`` None on the local engine)."""
     engine = kw.pop("engine", "local")
@@ -98,7 +98,6 @@ def ray_options_from(kw: dict[str, Any], *, batch_size: int | None = None) -> di
         "decode_cpus": kw.pop("decode_cpus", RayOptions.decode_cpus),
         "generate_actors": kw.pop("generate_actors", None),
         "generate_gpus": kw.pop("generate_gpus", None),
-        "batch_size": batch_size,
     }
     if engine != "ray":
         return {"engine": engine, "ray_options": None}

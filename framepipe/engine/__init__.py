@@ -1,8 +1,34 @@
-"""Engines run the stage functions over many inputs: :class:`LocalEngine` overlaps decoding
-in worker processes with the caller's work (generation) on this machine; the Ray engine
-(:mod:`framepipe.engine.ray`, imported on use) runs them on a Ray cluster through Ray Data,
-with the caption run's answering (:mod:`framepipe.engine.answer`) in generation actors."""
+"""Engines run the stages over many inputs, behind one protocol (:mod:`.base`): the run hands
+an engine its tasks and what to do with every clip, the engine yields finished records.
 
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
+- :mod:`.local`: :class:`LocalEngine`, decoding in worker processes on this machine while this
+  process answers;
+- :mod:`.ray`: the Ray engine (imported on use), the same stages on a Ray cluster through Ray
+  Data (:mod:`.ray_stages`: its read and generation actors);
+- :mod:`.supervisor`: the decoder process both use (:mod:`.worker`: its child side;
+  :mod:`.transfer`: frames through shared memory).
+"""
 
-__all__ = ["DEFAULT_DECODE_TIMEOUT_S", "EngineTask", "LocalEngine"]
+from framepipe.engine.base import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    ENGINES,
+    Engine,
+    EngineOptions,
+    EngineTask,
+    Work,
+    default_workers,
+    open_engine,
+)
+from framepipe.engine.local import LocalEngine
+
+__all__ = [
+    "DEFAULT_DECODE_TIMEOUT_S",
+    "ENGINES",
+    "Engine",
+    "EngineOptions",
+    "EngineTask",
+    "LocalEngine",
+    "Work",
+    "default_workers",
+    "open_engine",
+]

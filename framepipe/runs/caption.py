@@ -29,33 +29,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  # noqa: F401 - re-exported
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.engine.answer import RANDOM_WEIGHTS_NOTE, Answerer  # noqa: F401 - re-exported
-from framepipe.engine.local import (
+from framepipe.engine import (
     DEFAULT_DECODE_TIMEOUT_S,
+    EngineOptions,
     EngineTask,
-    LocalEngine,
-    default_workers,
+    Work,
+    open_engine,
 )
-from framepipe.engine.ray import RayOptions, start_engine
+from framepipe.generate.backend import TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
-from framepipe.output import open_writer, record_files, writer_target
-from framepipe.questions import check_questions, check_system, default_question
-from framepipe.records import derive, local_weights_fingerprint
+from framepipe.output import writer_target
+from framepipe.questions import check_questions, check_system
+from framepipe.records import ClipJob
 from framepipe.runs.common import (
     OnInput,
     OnRecord,
-    Recorder,
+    Output,
     RunSummary,
-    accounted,
     check_output,
     check_writable,
-    discard_if_empty,
+    execute,
     find_inputs,
     save_clip_images,
 )
-from framepipe.stages import ClipJob
 from framepipe.types import ClipResult
 
 if TYPE_CHECKING:
@@ -63,7 +62,8 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from framepipe.generate import GenerationSettings, Generator, ModelConfig, ModelSpec
+    from framepipe.engine.ray import RayOptions
+    from framepipe.generate import GenerationSettings, Generator, ModelConfig
 
     class CaptionOptions(TypedDict, total=False):
         """The keywords of :func:`caption`: those of :class:`Pipeline`, then of its ``run``."""
@@ -151,78 +151,50 @@ class Pipeline:
         self.questions = check_questions(questions)
         self.system = check_system(system)
         self.sample = sample or SampleConfig()
-        self._model_arg = model
-        self._settings_arg = settings
+        self.backend = TransformersBackend(model, settings, generator)
+        """The generation backend (the model in this process); loaded once, kept."""
         self.workers = workers
         self.prefetch = prefetch
         self.decode_timeout_s = decode_timeout_s
         self.frames_dir = None if frames_dir is None else Path(frames_dir)
-        self._generator = generator
-        self._spec: ModelSpec | None = getattr(generator, "spec", None)
         self.engine = engine
         """``local`` (decoding worker processes, the model here) or ``ray`` (Ray Data: read
         and generation actors, see :mod:`framepipe.engine.ray`; ``ray_options``)."""
         self.ray_options = ray_options
 
-    # -- model ------------------------------------------------------------------------------
-    @functools.cached_property
+    @property
     def model_config(self) -> ModelConfig:
-        from framepipe.generate import ModelConfig
+        return self.backend.model
 
-        m = self._model_arg
-        if m is None:
-            return ModelConfig()
-        if isinstance(m, (str, os.PathLike)):
-            return ModelConfig(model=str(m))
-        return m
-
-    @functools.cached_property
+    @property
     def settings(self) -> GenerationSettings:
         """The generation settings: given, else those of a given generator, else defaults.
         Their ``batch_size`` is how many clips go to the generator at once."""
-        if self._settings_arg is not None:
-            return self._settings_arg
-        given = getattr(self._generator, "settings", None)
-        if given is not None:
-            return given
-        from framepipe.generate import GenerationSettings
+        return self.backend.settings
 
-        return GenerationSettings()
+    def answer_spec(self) -> AnswerSpec:
+        """What answers every clip of a run."""
+        questions = tuple(self.questions) if self.questions else None
+        return AnswerSpec(self.backend, questions, self.system)
 
     def questions_for(self, kind: str | None) -> list[str]:
         """The questions asked about a clip of ``kind``."""
-        return list(self.questions) if self.questions else [default_question(kind)]
+        return questions_for(self.questions, kind)
 
     def check(self, kinds: Iterable[str | None] = ("video",)) -> None:
         """Read the model's config (no weights) and check that n frames and the questions
         fit its context window; raises ModelLoadError, ConfigError or PromptError."""
-        if self._spec is None and self._generator is None:
-            from framepipe.generate import ModelSpec
+        qs = [self.questions_for(k) for k in kinds]
+        self.backend.check(self.sample.n, qs, self.system)
 
-            self._spec = ModelSpec.inspect(self.model_config)
-        if self._spec is None:
-            return
-        seen: set[tuple[str, ...]] = set()
-        for kind in kinds:
-            qs = tuple(self.questions_for(kind))
-            if qs not in seen:
-                seen.add(qs)
-                self._spec.check_fits(
-                    self.sample.n,
-                    list(qs),
-                    system=self.system,
-                    max_new_tokens=int(self.settings.max_new_tokens),
-                )
+    def model_key(self) -> dict[str, Any]:
+        """What identifies the model's answers in resume keys (id, revision or path, dtype,
+        quantization), known before the weights load."""
+        return self.backend.key()
 
-    def load(self) -> Generator:
+    def load(self) -> Any:
         """The generator, loaded once (after :meth:`check`)."""
-        if self._generator is None:
-            from framepipe.generate import Generator
-
-            if self._spec is None:
-                self.check()
-            self._generator = Generator.load(self.model_config, self.settings, spec=self._spec)
-        return self._generator
+        return self.backend.load()
 
     # -- running ------------------------------------------------------------------------------
     def run(
@@ -257,9 +229,9 @@ class Pipeline:
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
-        ray_options = start_engine(self.engine, self.ray_options)  # Ray joined or started
+        options = EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip)
+        engine = open_engine(self.engine, options)  # a cluster engine joins its cluster now
         out = None if output is None else Path(output)
-        target = None if output is None else writer_target(output, format, part)
         if output is not None:
             check_output(output)
         if self.frames_dir is not None:
@@ -279,144 +251,47 @@ class Pipeline:
             summary.elapsed_s = time.perf_counter() - t0
             return summary
 
-        t_load = time.perf_counter()
+        t_check = time.perf_counter()
         self.check(kinds)
-        key_model = self._model_key()
-        gen_json = dict(self.settings.to_json())
-        key_gen = {k: v for k, v in gen_json.items() if k != "batch_size"}
+        answer = self.answer_spec()
+        if self.backend.random_weights():
+            log.warning(
+                "%s has random weights: its answers are not captions", self.model_config.model
+            )
 
-        def extra_key(item: Input) -> dict[str, Any]:
-            return {
-                "model": key_model,
-                "questions": list(item.questions or self.questions_for(item.kind)),
-                "system": self.system,
-                "generation": key_gen,
-            }
+        def task(item: Input) -> EngineTask:
+            return EngineTask(item, answer.extra_key(item.kind, item.questions))
 
-        tasks = (EngineTask(item, extra_key(item)) for item in inputs)  # lazily: may stream
-        prepare = None
+        finish = None
         if self.frames_dir is not None:
-            prepare = functools.partial(
+            target = None if output is None else writer_target(output, format, part)
+            finish = functools.partial(
                 _save_frames,
                 frames_dir=self.frames_dir.resolve(),
                 rel_to=None if target is None else target.resolve().parent,
             )
-        if ray_options is not None:
-            from framepipe.runs.on_ray import RayOutput, caption_on_ray
-
-            ray_out = RayOutput(out, overwrite, format, retry_failed, part, keep_records, on_record)
-            return caption_on_ray(
-                self,
-                ray_options,
-                tasks,
-                ray_out,
-                summary,
-                prepare=prepare,
-                gen_json=gen_json,
-                t0=t0,
-                on_skip=on_skip,
-            )
-        # Resuming: the records already there (a torn last line is cut off). Overwriting
-        # truncates the file only once the model has loaded.
-        created = target is not None and not record_files(target)
-        writer = None
-        if output is not None and not overwrite:
-            writer = open_writer(output, format, part=part, retry_failed=retry_failed)
-        workers = default_workers() if self.workers is None else self.workers
-        batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
-        engine = LocalEngine(
-            self.sample,
-            workers=workers,
-            # a whole next batch decoded while the model answers this one
-            prefetch=self.prefetch if self.prefetch is not None else max(2 * workers, batch_size),
-            decode_timeout_s=self.decode_timeout_s,
-            done_keys=writer.done_keys if writer is not None else (),
-            prepare=prepare,
-            on_skip=on_skip,
-        )
+        work = Work(self.sample, self.decode_timeout_s, finish=finish, answer=answer)
+        t_check = time.perf_counter() - t_check
+        out_spec = Output(output, format, part, overwrite, retry_failed, keep_records, on_record)
         try:
-            with accounted(summary, engine, t0):
-                engine.start(tasks)  # the workers decode the first clips while the model loads
-                gen = self.load()
-                summary.load_s = time.perf_counter() - t_load
-                summary.model = model_info = dict(gen.describe())
-                if output is not None and writer is None:
-                    writer = open_writer(
-                        output, format, part=part, overwrite=True, retry_failed=retry_failed
-                    )
-                record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
-                self._answer_all(engine, gen, record, summary, model_info, gen_json)
-        except BaseException:
-            if writer is not None and created:
-                discard_if_empty(writer)  # e.g. the weights failed to load
-            raise
+            execute(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
         finally:
-            if writer is not None:
-                writer.close()
+            summary.model = engine.model
+            summary.load_s = t_check + engine.load_s
+            summary.generate_s = engine.generate_s
         return summary
 
-    def _model_key(self) -> dict[str, Any]:
-        """What identifies the model's answers in resume keys (id, revision or path, dtype,
-        quantization), known before the weights load."""
-        names = ("id", "revision", "path", "dtype", "quantize")
-        if self._generator is not None:
-            info = dict(self._generator.describe())
-        else:
-            from framepipe.generate import resolve_runtime
 
-            assert self._spec is not None
-            rt = resolve_runtime(self.model_config)
-            info = {**self._spec.describe(), "dtype": rt.dtype_name, "quantize": rt.quantize}
-        key = {k: info.get(k) for k in names}
-        path = info.get("path")
-        if path and not info.get("revision"):
-            key["weights"] = local_weights_fingerprint(Path(str(path)))
-        return key
-
-    def _answer_all(
-        self,
-        engine: LocalEngine,
-        gen: Generator,
-        record: Recorder,
-        summary: CaptionSummary,
-        model_info: dict[str, Any],
-        gen_json: dict[str, Any],
-    ) -> None:
-        """Answer the engine's clips in batches; each clip's final record goes to ``record``."""
-        answerer = Answerer(self.questions, self.system, model_info, gen_json)
-        if answerer.random_weights:
-            log.warning("%s has random weights: its answers are not captions", model_info.get("id"))
-        batch_size = max(1, int(getattr(self.settings, "batch_size", 1) or 1))
-
-        def answer(jobs: list[ClipJob]) -> None:
-            t = time.perf_counter()
-            for rec in answerer.answer(gen, jobs):
-                record(rec)
-            summary.generate_s += time.perf_counter() - t
-
-        pending: list[ClipJob] = []
-        for job in engine.results():
-            if not job.ok:
-                record(answerer.passthrough(job.record))
-                continue
-            pending.append(job)
-            if len(pending) >= batch_size:
-                answer(pending)
-                pending = []
-        if pending:
-            answer(pending)
-
-
-def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> ClipResult:
-    """Worker-side: write the clip's frames and contact sheet; the record with their paths,
-    relative to the output (absolute without one)."""
+def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> None:
+    """Decoder-side: write the clip's frames and contact sheet and add their paths, relative
+    to the output (absolute without one)."""
     frames, sheet = save_clip_images(job, frames_dir)
 
     def rel(p: str) -> str:
         full = frames_dir / p
         return os.path.relpath(full, rel_to) if rel_to is not None else str(full)
 
-    return derive(job.record, frames=[rel(p) for p in frames], contact_sheet=sheet and rel(sheet))
+    job.add(frames=[rel(p) for p in frames], contact_sheet=sheet and rel(sheet))
 
 
 def caption(

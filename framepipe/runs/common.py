@@ -1,12 +1,11 @@
-"""What every run shares: the skeleton ``discover -> notes -> writer -> engine -> summary``.
+"""What every run shares: the skeleton ``discover -> notes -> engine -> writer -> summary``.
 
 A run (``sample``, ``caption``) finds its inputs with :func:`find_inputs` (the notes about
-paths not taken are logged and handed to ``on_input``), hands them to an engine as
-:class:`~framepipe.engine.local.EngineTask`\\ s, passes every finished record to a
-:class:`Recorder` (written, counted in the :class:`RunSummary`, given to ``on_record``) and
-closes with :func:`accounted` (the engine stopped, the skipped count and elapsed time in the
-summary). What differs between runs (saving images, answering) sits between the engine and
-the recorder.
+paths not taken are logged and handed to ``on_input``), says what to do with every clip (a
+:class:`~framepipe.engine.Work`) and calls :func:`execute`: the engine yields each clip's
+record, which is written (:class:`Output`: resuming what the output holds), counted in the
+:class:`RunSummary` and given to ``on_record``. Resume and writing are the run's alone, the
+same on every engine.
 """
 
 from __future__ import annotations
@@ -20,17 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from framepipe.discover import Input, Skipped
-from framepipe.engine.local import LocalEngine
+from framepipe.engine import Engine, EngineTask, Work
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard, collect_inputs
 from framepipe.output import (
     RecordWriter,
     contact_sheet,
     is_folder_output,
+    open_writer,
     read_output,
+    record_files,
     write_frames,
+    writer_target,
 )
-from framepipe.stages import ClipJob
+from framepipe.records import ClipJob
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
 
@@ -94,32 +96,71 @@ def find_inputs(
     return inputs, notes
 
 
-@dataclass
-class Recorder:
-    """The end of every run's pipe: a finished record is written (when there is a writer),
-    counted in ``summary`` (kept there with ``keep``) and passed to ``on_record``."""
+@dataclass(frozen=True)
+class Output:
+    """Where a run writes its records, and how it resumes."""
 
-    summary: RunSummary
-    writer: RecordWriter | None = None
-    keep: bool = True
+    path: str | os.PathLike[str] | None
+    """A records file, or a folder of part files (a path ending with ``/`` says so: see
+    :func:`framepipe.output.open_writer`); None: nothing is written (the records are only
+    returned)."""
+    format: str | None = None
+    """``jsonl`` or ``parquet`` (None: from the file's suffix)."""
+    part: str | None = None
+    """The part file's name in a folder output."""
+    overwrite: bool = False
+    """Start afresh (the old records are dropped once the first new one is written)."""
+    retry_failed: bool = True
+    """Whether clips with a ``failed`` record are run again."""
+    keep_records: bool = True
+    """Whether the summary keeps the records."""
     on_record: OnRecord | None = None
-
-    def __call__(self, rec: ClipResult) -> None:
-        if self.writer is not None:
-            self.writer.write(rec)
-        self.summary.add(rec, keep=self.keep)
-        if self.on_record is not None:
-            self.on_record(rec)
+    """Called with each record once it is written."""
 
 
-@contextlib.contextmanager
-def accounted(summary: RunSummary, engine: LocalEngine, t0: float) -> Iterator[None]:
-    """Run the body, then (also on an error) stop the engine and put its skipped count and
-    the time since ``t0`` (``time.perf_counter()``) in ``summary``."""
+def execute(
+    engine: Engine,
+    tasks: Iterable[EngineTask],
+    work: Work,
+    out: Output,
+    summary: RunSummary,
+    t0: float,
+) -> None:
+    """Run ``tasks`` on ``engine`` and write every record to ``out``: a re-run skips the
+    clips the output already holds (their keys go to the engine), and its records replace
+    the old ones of the same clips. With ``overwrite`` the output is truncated only when the
+    first record comes (a model that fails to load leaves it as it was). Then (also on an
+    error) the engine is closed and ``summary`` gets its skipped count and the time since
+    ``t0`` (``time.perf_counter()``)."""
+    writer: RecordWriter | None = None
+    created = False
+    if out.path is not None:
+        created = not record_files(writer_target(out.path, out.format, out.part))
+        if not out.overwrite:
+            writer = open_writer(out.path, out.format, part=out.part, retry_failed=out.retry_failed)
     try:
-        yield
+        for rec in engine.run(tasks, work, writer.done_keys if writer is not None else ()):
+            if writer is None and out.path is not None:
+                writer = open_writer(
+                    out.path,
+                    out.format,
+                    part=out.part,
+                    overwrite=True,
+                    retry_failed=out.retry_failed,
+                )
+            if writer is not None:
+                writer.write(rec)
+            summary.add(rec, keep=out.keep_records)
+            if out.on_record is not None:
+                out.on_record(rec)
+    except BaseException:
+        if writer is not None and created:
+            discard_if_empty(writer)  # e.g. the weights failed to load
+        raise
     finally:
         engine.close()
+        if writer is not None:
+            writer.close()
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
 
@@ -173,8 +214,7 @@ def save_clip_images(
     """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir``;
     returns their paths relative to ``out_dir`` (the sheet's None without ``sheet``)."""
     assert job.batch is not None
-    rec = job.record
-    folder = out_dir / clip_dir_name(rec.source, (rec.clip or {}).get("index", 0))
+    folder = out_dir / clip_dir_name(job.source, (job.clip or {}).get("index", 0))
     frames = write_frames(job.batch, folder, out_dir, fmt=image_format)
     if not sheet:
         return frames, None

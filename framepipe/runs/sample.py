@@ -5,8 +5,8 @@ The Python API behind ``framepipe sample``::
     from framepipe import SampleConfig, sample
     summary = sample(["videos/"], "out/", SampleConfig(n=8))
 
-The run is the shared skeleton (:mod:`framepipe.runs.common`) with the local engine's
-workers saving each clip's images as it is read (no frames come back to this process).
+The run is the shared skeleton (:mod:`framepipe.runs.common`): the engine's decoding
+processes save each clip's images as it is read (no frames come back to this process).
 """
 
 from __future__ import annotations
@@ -15,25 +15,32 @@ import functools
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from framepipe.config import SampleConfig
-from framepipe.engine.local import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine
-from framepipe.engine.ray import RayEngine, RayOptions, start_engine
+from framepipe.engine import (
+    DEFAULT_DECODE_TIMEOUT_S,
+    EngineOptions,
+    EngineTask,
+    Work,
+    open_engine,
+)
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard
-from framepipe.output import format_of, open_writer
-from framepipe.records import derive, fail
+from framepipe.output import format_of
+from framepipe.records import ClipJob
 from framepipe.runs.common import (
     OnInput,
     OnRecord,
-    Recorder,
+    Output,
     RunSummary,
-    accounted,
+    execute,
     find_inputs,
     save_clip_images,
 )
-from framepipe.stages import ClipJob
-from framepipe.types import ClipResult
+
+if TYPE_CHECKING:
+    from framepipe.engine.ray import RayOptions
 
 MANIFEST = "manifest.jsonl"
 
@@ -92,7 +99,8 @@ def sample(
     :mod:`framepipe.engine.ray`); ``workers`` is then not used.
     """
     cfg = cfg or SampleConfig()
-    ray_options = start_engine(engine, ray_options)  # engine="ray": on Ray Data
+    options = EngineOptions(workers=workers, ray=ray_options)
+    eng = open_engine(engine, options)  # a cluster engine joins its cluster now
     out = Path(out_dir)
     t0 = time.perf_counter()
     inputs, notes = find_inputs(
@@ -108,49 +116,25 @@ def sample(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
-    if ray_options is not None:
-        from framepipe.runs.on_ray import RayOutput, run_on_ray
-
-        prepare = functools.partial(
-            _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
-        )
-        ray_engine = RayEngine(
-            cfg, ray_options, decode_timeout_s, prepare=prepare, send_frames=False
-        )
-        tasks = (EngineTask(item) for item in inputs)
-        ray_out = RayOutput(
-            manifest_path(out, format),
-            overwrite,
-            format,
-            retry_failed,
-            keep_records=keep_records,
-            on_record=on_record,
-        )
-        return run_on_ray(ray_engine, tasks, ray_out, summary, t0=t0)
-    manifest = manifest_path(out, format)
-    with open_writer(manifest, overwrite=overwrite, retry_failed=retry_failed) as writer:
-        local_engine = LocalEngine(
-            cfg,
-            workers=workers,
-            decode_timeout_s=decode_timeout_s,
-            done_keys=writer.done_keys,
-            prepare=functools.partial(
-                _save_or_fail, out_dir=out, image_format=image_format, sheet=sheets
-            ),
-            send_frames=False,
-        )
-        record = Recorder(summary, writer, keep=keep_records, on_record=on_record)
-        with accounted(summary, local_engine, t0):
-            for job in local_engine.run(EngineTask(item) for item in inputs):
-                record(job.record)
+    save = functools.partial(_save_or_fail, out_dir=out, image_format=image_format, sheet=sheets)
+    work = Work(cfg, decode_timeout_s, finish=save)
+    output = Output(
+        manifest_path(out, format),
+        overwrite=overwrite,
+        retry_failed=retry_failed,
+        keep_records=keep_records,
+        on_record=on_record,
+    )
+    execute(eng, (EngineTask(item) for item in inputs), work, output, summary, t0)
     return summary
 
 
-def _save_or_fail(job: ClipJob, *, out_dir: Path, image_format: str, sheet: bool) -> ClipResult:
-    """Worker-side: save the clip's images; the record with their paths, or a failed record
-    when they cannot be written."""
+def _save_or_fail(job: ClipJob, *, out_dir: Path, image_format: str, sheet: bool) -> None:
+    """Decoder-side: save the clip's images and add their paths, or fail the clip when they
+    cannot be written."""
     try:
         frames, sheet_path = save_clip_images(job, out_dir, image_format=image_format, sheet=sheet)
     except OSError as exc:
-        return fail(job.record, exc, doing="cannot write frames")
-    return derive(job.record, frames=frames, contact_sheet=sheet_path)
+        job.fail(exc, doing="cannot write frames")
+        return
+    job.add(frames=frames, contact_sheet=sheet_path)

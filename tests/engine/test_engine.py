@@ -8,6 +8,7 @@ import pickle
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 import engine_faults
 import engine_plugins
@@ -16,9 +17,9 @@ import pytest
 
 from framepipe.config import SampleConfig
 from framepipe.discover import discover
-from framepipe.engine import EngineTask, LocalEngine
+from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine, Work
 from framepipe.engine.transfer import SHM_MIN_BYTES, pack_frames, unpack_frames
-from framepipe.stages import ClipJob
+from framepipe.records import ClipJob
 from framepipe.types import FrameBatch
 
 HANG_CFG = SampleConfig(
@@ -44,22 +45,27 @@ def _tasks(*paths: Path) -> list[EngineTask]:
 
 
 def _by_key(jobs: list[ClipJob]) -> dict[str, ClipJob]:
-    return {j.record.key: j for j in jobs if j.record.key}
+    return {j.key: j for j in jobs if j.key}
+
+
+def _work(cfg: SampleConfig, timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S, **kw: Any) -> Work:
+    """What the engine's tests ask: read the clips and keep their frames."""
+    return Work(cfg, timeout_s, keep_frames=True, **kw)
 
 
 def test_workers_give_the_same_clips_as_inline(videos: Path) -> None:
     cfg = SampleConfig(n=4, clip_seconds=0.5)
-    inline = list(LocalEngine(cfg, workers=0).run(_tasks(videos)))
-    eng = LocalEngine(cfg, workers=2, prefetch=2)
-    parallel = list(eng.run(_tasks(videos)))
+    inline = list(LocalEngine(workers=0).jobs(_tasks(videos), _work(cfg)))
+    eng = LocalEngine(workers=2, prefetch=2)
+    parallel = list(eng.jobs(_tasks(videos), _work(cfg)))
     assert len(inline) == len(parallel) == 5
     a, b = _by_key(inline), _by_key(parallel)
     assert a.keys() == b.keys()
     for key, ja in a.items():
         jb = b[key]
         assert jb.ok and ja.ok
-        assert jb.record.to_json()["indices"] == ja.record.to_json()["indices"]
-        assert jb.record.clip == ja.record.clip
+        assert jb.record().to_json()["indices"] == ja.record().to_json()["indices"]
+        assert jb.record().clip == ja.record().clip
         assert jb.batch is not None and ja.batch is not None
         np.testing.assert_array_equal(jb.batch.frames, ja.batch.frames)
         assert jb.batch.timestamps_s == ja.batch.timestamps_s
@@ -68,13 +74,13 @@ def test_workers_give_the_same_clips_as_inline(videos: Path) -> None:
 
 def test_done_keys_are_skipped_in_workers(videos: Path) -> None:
     cfg = SampleConfig(n=2, clip_seconds=0.5)
-    first = list(LocalEngine(cfg, workers=0).run(_tasks(videos)))
-    done = {j.record.key for j in first[:3] if j.record.key}
+    first = list(LocalEngine(workers=0).jobs(_tasks(videos), _work(cfg)))
+    done = {j.key for j in first[:3] if j.key}
     skips: list[int] = []
-    eng = LocalEngine(cfg, workers=2, done_keys=done, on_skip=skips.append)
-    rest = list(eng.run(_tasks(videos)))
+    eng = LocalEngine(workers=2, on_skip=skips.append)
+    rest = list(eng.jobs(_tasks(videos), _work(cfg), done))
     assert eng.skipped == sum(skips) == 3
-    assert {j.record.key for j in rest} == {j.record.key for j in first} - done
+    assert {j.key for j in rest} == {j.key for j in first} - done
 
 
 @pytest.mark.parametrize("stacked", [True, False])
@@ -100,10 +106,10 @@ def test_a_bad_decoder_is_stopped_and_its_clip_recorded(
 ) -> None:
     bad = engine_plugins.make_video(tmp_path / f"x_{behaviour}.mp4", 30, seed=4)
     t0 = time.monotonic()
-    eng = LocalEngine(HANG_CFG, workers=2, decode_timeout_s=3.0)
-    jobs = list(eng.run(_tasks(videos / "a.mp4", bad, videos / "c.mp4")))
+    eng = LocalEngine(workers=2)
+    jobs = list(eng.jobs(_tasks(videos / "a.mp4", bad, videos / "c.mp4"), _work(HANG_CFG, 3.0)))
     elapsed = time.monotonic() - t0
-    failed = [j.record for j in jobs if j.record.status != "ok"]
+    failed = [j.record() for j in jobs if j.record().status != "ok"]
     assert len(failed) == 1, [r.error for r in failed]
     rec = failed[0]
     assert rec.source == str(bad) and rec.clip is not None and rec.clip["index"] == 1
@@ -114,7 +120,7 @@ def test_a_bad_decoder_is_stopped_and_its_clip_recorded(
     }[behaviour]
     assert rec.error is not None and str(bad) in rec.error and expected in rec.error
     # the rest of the bad input was read by a fresh worker; the others are untouched
-    ok = sorted((j.record.source, j.record.clip["index"]) for j in jobs if j.ok)  # type: ignore[index]
+    ok = sorted((j.source, j.clip["index"]) for j in jobs if j.ok)  # type: ignore[index]
     a, c = str(videos / "a.mp4"), str(videos / "c.mp4")
     assert ok == sorted([(a, 0), (a, 1), (a, 2), (str(bad), 0), (str(bad), 2), (c, 0)])
     assert eng.restarts == 1
@@ -125,10 +131,10 @@ def test_a_bad_decoder_is_stopped_and_its_clip_recorded(
 def test_a_source_that_hangs_while_opening(videos: Path, tmp_path: Path, name: str) -> None:
     bad = tmp_path / name
     bad.write_bytes(b"x")
-    eng = LocalEngine(SampleConfig(n=2), workers=1, decode_timeout_s=3.0)
-    jobs = list(eng.run(_tasks(bad, videos / "c.mp4")))
-    assert [j.record.status for j in jobs] == ["failed", "ok"]
-    rec = jobs[0].record
+    eng = LocalEngine(workers=1)
+    jobs = list(eng.jobs(_tasks(bad, videos / "c.mp4"), _work(SampleConfig(n=2), 3.0)))
+    assert [j.record().status for j in jobs] == ["failed", "ok"]
+    rec = jobs[0].record()
     assert rec.source == str(bad) and rec.kind == "stall" and rec.clip is None
     assert rec.extra["stage"] == "open" and rec.key
     assert rec.error is not None and ("did not finish" in rec.error or "SIGSEGV" in rec.error)
@@ -136,7 +142,7 @@ def test_a_source_that_hangs_while_opening(videos: Path, tmp_path: Path, name: s
 
 def _log_prepared(job: ClipJob, *, log_path: Path) -> None:
     with open(log_path, "a") as fh:
-        fh.write(f"{job.record.key}\n")
+        fh.write(f"{job.key}\n")
 
 
 def test_prefetch_is_bounded(tmp_path: Path) -> None:
@@ -147,15 +153,11 @@ def test_prefetch_is_bounded(tmp_path: Path) -> None:
     log_path = tmp_path / "prepared.txt"
     log_path.touch()
     prefetch, workers = 2, 2
-    eng = LocalEngine(
-        SampleConfig(n=2),
-        workers=workers,
-        prefetch=prefetch,
-        prepare=functools.partial(_log_prepared, log_path=log_path),
-    )
+    eng = LocalEngine(workers=workers, prefetch=prefetch)
+    work = _work(SampleConfig(n=2), finish=functools.partial(_log_prepared, log_path=log_path))
     consumed = 0
     most_ahead = 0
-    for _job in eng.run(_tasks(tmp_path / "v")):
+    for _job in eng.jobs(_tasks(tmp_path / "v"), work):
         consumed += 1
         time.sleep(0.25)  # a slow model: the workers must wait, not run ahead
         prepared = len(log_path.read_text().split())
@@ -166,10 +168,10 @@ def test_prefetch_is_bounded(tmp_path: Path) -> None:
 
 
 def test_stopping_early_stops_the_workers(videos: Path) -> None:
-    eng = LocalEngine(SampleConfig(n=2, clip_seconds=0.2), workers=2, prefetch=1)
-    it = eng.run(_tasks(videos))
+    eng = LocalEngine(workers=2, prefetch=1)
+    it = eng.jobs(_tasks(videos), _work(SampleConfig(n=2, clip_seconds=0.2)))
     next(it)
-    procs = [w.proc for w in eng._pool if w is not None]
+    procs = [d.process for d in eng.decoders if d.process is not None]
     assert procs
     it.close()  # the consumer goes away (e.g. Ctrl-C)
     assert all(not p.is_alive() for p in procs)
@@ -179,9 +181,9 @@ def test_bad_settings() -> None:
     from framepipe.errors import ConfigError
 
     with pytest.raises(ConfigError, match="workers"):
-        LocalEngine(SampleConfig(), workers=-1)
+        LocalEngine(workers=-1)
     with pytest.raises(ConfigError, match="timeout"):
-        LocalEngine(SampleConfig(), decode_timeout_s=0)
+        Work(SampleConfig(), decode_timeout_s=0)
 
 
 def test_sample_with_workers_writes_the_same_manifest(videos: Path, tmp_path: Path) -> None:
@@ -225,15 +227,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _run(eng: LocalEngine, *paths: Path) -> list[ClipJob]:
+def _run(
+    eng: LocalEngine, *paths: Path, timeout_s: float = 60, done: frozenset[str] = frozenset()
+) -> list[ClipJob]:
     found, _ = discover(paths)
-    return list(eng.run(EngineTask(i, {"model": "x"}) for i in found))
+    tasks = (EngineTask(i, {"model": "x"}) for i in found)
+    return list(eng.jobs(tasks, _work(CFG, timeout_s), done))
 
 
 def _summary(jobs: list[ClipJob]) -> list[tuple[str, int | None, str, str | None]]:
     out = []
     for j in jobs:
-        r = j.record
+        r = j.record()
         out.append((r.source, (r.clip or {}).get("index"), r.status, r.error))
     return sorted(out, key=lambda t: (t[0], -1 if t[1] is None else t[1], t[2]))
 
@@ -259,7 +264,7 @@ def test_an_exception_fails_its_clip_and_the_worker_goes_on(
     inputs: dict[str, Path], workers: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     errors = _expected_errors(inputs)
-    eng = LocalEngine(CFG, workers=workers, decode_timeout_s=60)
+    eng = LocalEngine(workers=workers)
     jobs = _run(eng, *inputs.values())
     got = _summary(jobs)
     s = {k: str(p) for k, p in inputs.items()}
@@ -287,21 +292,21 @@ def test_an_exception_fails_its_clip_and_the_worker_goes_on(
     # one process did it all: nothing was lost, killed or restarted
     assert eng.restarts == 0
     assert not [r for r in caplog.records if "decoder" in r.getMessage()]
-    by = {(j.record.source, (j.record.clip or {}).get("index")): j.record for j in jobs}
+    by = {(j.source, (j.clip or {}).get("index")): j.record() for j in jobs}
     assert by[(s["view"], 1)].extra["stage"] == "decode"
     if workers:
         assert by[(s["pickle"], 1)].extra["stage"] == "send"
     assert by[(s["close"], None)].extra["stage"] == "input"
     # every record has its own resume key; a failed clip keeps the key of its clip
-    keys = [j.record.key for j in jobs]
+    keys = [j.key for j in jobs]
     assert all(keys) and len(set(keys)) == len(keys)
     inline = {
-        (j.record.source, (j.record.clip or {}).get("index")): j.record.key
-        for j in _run(LocalEngine(CFG, workers=0), inputs["view"])
+        (j.source, (j.clip or {}).get("index")): j.key
+        for j in _run(LocalEngine(workers=0), inputs["view"])
     }
     assert by[(s["view"], 1)].key == inline[(s["view"], 1)]
     for j in jobs:
-        assert j.ok == (j.record.status == "ok")
+        assert j.ok == (j.record().status == "ok")
         if j.ok:
             assert j.batch is not None and len(j.batch) == 3
 
@@ -310,9 +315,9 @@ def test_the_traceback_is_logged_at_debug(
     inputs: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="framepipe")
-    eng = LocalEngine(CFG, workers=1, decode_timeout_s=60)
+    eng = LocalEngine(workers=1)
     jobs = _run(eng, inputs["view"])
-    assert [j.record.status for j in jobs].count("failed") == 1
+    assert [j.record().status for j in jobs].count("failed") == 1
     debug = [
         r.getMessage()
         for r in caplog.records
@@ -324,15 +329,15 @@ def test_the_traceback_is_logged_at_debug(
 
 
 def test_a_done_clip_is_skipped_once_when_the_input_is_reopened(inputs: dict[str, Path]) -> None:
-    first = _run(LocalEngine(CFG, workers=0), inputs["view"])
-    done = {j.record.key for j in first if j.ok and j.record.clip["index"] == 0}  # type: ignore[index]
+    first = _run(LocalEngine(workers=0), inputs["view"])
+    done = frozenset(j.key for j in first if j.ok and j.clip["index"] == 0)  # type: ignore[index]
     assert len(done) == 1
     for workers in (0, 1):
-        eng = LocalEngine(CFG, workers=workers, done_keys=done)
-        rest = _run(eng, inputs["view"])
-        # the input is opened again after clip 1 fails; clip 0 is counted as done once
+        eng = LocalEngine(workers=workers)
+        rest = _run(eng, inputs["view"], done=done)
+        # clip 1 fails and clip 2 is still read; clip 0 is counted as done once
         assert eng.skipped == 1
-        assert sorted((j.record.clip or {})["index"] for j in rest) == [1, 2]
+        assert sorted((j.clip or {})["index"] for j in rest) == [1, 2]
 
 
 def test_a_process_that_really_dies_is_still_replaced(
@@ -345,9 +350,10 @@ def test_a_process_that_really_dies_is_still_replaced(
         sampler_params={"bad_clip": 1},
         clip_seconds=0.34,
     )
-    eng = LocalEngine(cfg, workers=1, decode_timeout_s=60)
-    jobs = _run(eng, bad)
-    failed = [j.record for j in jobs if j.record.status != "ok"]
+    eng = LocalEngine(workers=1)
+    found, _ = discover([bad])
+    jobs = list(eng.jobs((EngineTask(i, {"model": "x"}) for i in found), _work(cfg, 60)))
+    failed = [j.record() for j in jobs if j.record().status != "ok"]
     assert len(failed) == 1 and failed[0].error is not None
     assert "exited with status 3" in failed[0].error
     assert eng.restarts == 1

@@ -23,15 +23,15 @@ import pytest
 import ray_helpers
 import scene_media
 
+from framepipe.answering import AnswerSpec
 from framepipe.config import SampleConfig
 from framepipe.discover import discover
-from framepipe.engine.local import EngineTask
+from framepipe.engine import EngineTask, Work
 from framepipe.engine.ray import RayEngine, RayOptions
-from framepipe.engine.ray_generate import GenerateSpec
-from framepipe.engine.ray_read import frame_reduce_for
+from framepipe.generate import GenerationSettings
+from framepipe.generate.backend import TransformersBackend, frame_reduce_for
 from framepipe.output import read_records
 from framepipe.runs.caption import caption
-from framepipe.runs.on_ray import part_files, parts_dir
 from framepipe.runs.sample import sample
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -95,7 +95,8 @@ def test_sample_records_equal_the_local_engines(
             assert (tmp_path / "ray" / frame).read_bytes() == (
                 tmp_path / "local" / frame
             ).read_bytes()
-    assert not part_files(parts_dir(tmp_path / "ray/manifest.jsonl"))  # merged, removed
+    # the driver wrote the manifest itself: nothing else is left beside the frames
+    assert [p.name for p in (tmp_path / "ray").iterdir() if p.is_file()] == ["manifest.jsonl"]
 
 
 def test_a_manifest_streams_through_windows(
@@ -182,7 +183,7 @@ def test_caption_frames_dir_and_a_given_generator(
         assert b[key]["frames"] == rec["frames"] and rec["frames"][0].startswith("f/")
         for f in rec["frames"]:
             assert (tmp_path / "r" / f).read_bytes() == (tmp_path / "l" / f).read_bytes()
-    assert not parts_dir(out).exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["f", "out.parquet"]
 
 
 def _tasks(*paths: Path) -> list[EngineTask]:
@@ -190,15 +191,16 @@ def _tasks(*paths: Path) -> list[EngineTask]:
     return [EngineTask(i, {"model": "echo"}) for i in inputs]
 
 
-def _echo(generator: Any) -> GenerateSpec:
-    return GenerateSpec(None, None, ("q?",), None, {}, batch_size=2, generator=generator)
+def _echo(cfg: SampleConfig, generator: Any) -> Work:
+    backend = TransformersBackend(settings=GenerationSettings(batch_size=2), generator=generator)
+    return Work(cfg, answer=AnswerSpec(backend, ("q?",)))
 
 
 def test_read_and_generate_are_two_operators(ray_cluster: Any, media: dict[str, Path]) -> None:
     cfg = SampleConfig(n=2, clip_seconds=0.5)
     opts = RayOptions(decode_actors=1, generate_actors=1)
-    engine = RayEngine(cfg, opts, generate=_echo(ray_helpers.EchoGenerator()))
-    recs = list(engine.run(_tasks(media["videos"])))
+    engine = RayEngine(opts)
+    recs = list(engine.run(_tasks(media["videos"]), _echo(cfg, ray_helpers.EchoGenerator())))
     assert len(recs) == 3 and all(r.status == "ok" and r.answers for r in recs)
     assert engine.plan["read"] != engine.plan["generate"]
     stats = engine.stats
@@ -213,7 +215,7 @@ def test_a_killed_generation_actor_loses_no_clip(
     cfg = SampleConfig(n=2, clip_seconds=0.5)
     opts = RayOptions(decode_actors=1, generate_actors=1)
     gen = ray_helpers.KillOnce(ray_helpers.EchoGenerator(), flag)
-    recs = list(RayEngine(cfg, opts, generate=_echo(gen)).run(_tasks(media["videos"])))
+    recs = list(RayEngine(opts).run(_tasks(media["videos"]), _echo(cfg, gen)))
     assert flag.exists()  # the actor did die once
     assert sorted((r.source, r.clip["index"]) for r in recs if r.clip) == [
         (str(media["videos"] / "a.mp4"), 0),
@@ -283,12 +285,12 @@ def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
     out = tmp_path / "out"
     address = ray_cluster.get_runtime_context().gcs_address
     cmd = [sys.executable, "-c", DRIVER, str(d), str(out), address]
-    parts = parts_dir(out / "manifest.jsonl")
+    manifest = out / "manifest.jsonl"
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
-            lines = sum(len(p.read_text().splitlines()) for p in parts.glob("part-*.jsonl"))
+            lines = len(manifest.read_text().splitlines()) if manifest.exists() else 0
             if lines >= 3:
                 break
             time.sleep(0.1)
@@ -297,15 +299,15 @@ def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
     finally:
         proc.kill()
         proc.wait()
-    written = [r["key"] for p in parts.glob("part-*.jsonl") for r in read_records(p)]
-    assert 3 <= len(written) < 12 and not (out / "manifest.jsonl").exists()
+    written = [r["key"] for r in read_records(manifest)]  # each record as it came
+    assert 3 <= len(written) < 12
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     done, skipped, failed = map(int, rerun.stdout.split("DONE")[1].split())
     assert skipped == len(set(written)) and done == 12 - skipped and failed == 0
     recs = _records(out / "manifest.jsonl")  # one record per clip
     assert len(recs) == 12 and all(r["status"] == "ok" for r in recs.values())
-    assert set(written) <= recs.keys() and not part_files(parts)
+    assert set(written) <= recs.keys()
 
 
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:

@@ -150,11 +150,11 @@ def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: 
 
 
 def test_windows_are_cut_to_the_range(videos: Path) -> None:
-    from framepipe.stages import iter_clip_jobs
+    from framepipe.read_clips import read_clips
 
     cfg = SampleConfig(n=2, clip_seconds=0.5)
     item = Input(videos / "b.mp4", "video", start_s=0.7, end_s=1.6)
-    clips = [j.record.clip for j in iter_clip_jobs(item, cfg, read_frames=False)]
+    clips = [j.record().clip for j in read_clips(item, cfg, read_frames=False)]
     assert clips is not None
     spans = [(c["start_frame"], c["end_frame"]) for c in clips if c]
     assert spans == [(21, 30), (30, 45), (45, 48)]  # windows 0.5-1.0, 1.0-1.5, 1.5-2.0 cut

@@ -12,7 +12,7 @@ import engine_plugins
 
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.engine.local import EngineTask, LocalEngine
+from framepipe.engine import EngineTask, LocalEngine, Work
 from framepipe.inputs import collect_inputs
 
 
@@ -65,11 +65,11 @@ def test_the_engine_reads_its_tasks_lazily(tmp_path: Path) -> None:
             pulled.append(k)
             yield EngineTask(Input(video, "video", id=str(k)))
 
-    engine = LocalEngine(SampleConfig(n=2), workers=1, prefetch=1)
-    results = engine.run(tasks())
+    engine = LocalEngine(workers=1, prefetch=1)
+    results = engine.run(tasks(), Work(SampleConfig(n=2)))
     first = next(results)
-    assert first.record.status == "ok"
+    assert first.status == "ok"
     assert len(pulled) <= 4  # a stream of 40 is not listed to start
     rest = list(results)
     assert len(pulled) == 40 and 1 + len(rest) == 40
-    assert sorted(int(j.record.extra["id"]) for j in [first, *rest]) == list(range(40))
+    assert sorted(int(r.extra["id"]) for r in [first, *rest]) == list(range(40))

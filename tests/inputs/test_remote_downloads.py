@@ -20,8 +20,8 @@ from framepipe.config import SampleConfig
 from framepipe.inputs import remote_input
 from framepipe.inputs.remote import cache_path
 from framepipe.output import read_records
+from framepipe.read_clips import named_by_uri
 from framepipe.runs.sample import MANIFEST, sample
-from framepipe.stages import named_by_uri
 
 KEEP = SampleConfig(n=2)
 NO_KEEP = SampleConfig(n=2, keep_downloads=False)

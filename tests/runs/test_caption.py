@@ -147,7 +147,7 @@ def test_failed_clips_are_recorded_and_the_run_goes_on(videos: Path, tmp_path: P
     missing = tmp_path / "missing.mp4"
     # the generator fails on v2's frames only, inside a batch with others
     with open_source(videos / "v2.mp4") as src:
-        from framepipe.stages import select
+        from framepipe.read_clips import select
 
         info = src.info()
         from framepipe.clips import whole_clip
@@ -467,9 +467,9 @@ def test_tiny_resume_key_is_known_before_loading(tiny_model_dir: Path) -> None:
 
     pipe = Pipeline(ModelConfig(model=str(tiny_model_dir), device="cpu"))
     pipe.check()
-    before = pipe._model_key()
+    before = pipe.model_key()
     info = pipe.load().describe()
-    assert pipe._model_key() == before
+    assert pipe.model_key() == before
     named = [k for k in before if k != "weights"]
     assert {k: before[k] for k in named} == {k: info.get(k) for k in named}
     # a local model's files are part of the key: another model saved there is not "done"

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from generator_doubles import EchoAnswer
 
-import framepipe.stages
+import framepipe.read_clips
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
 from framepipe.errors import SourceError
@@ -109,19 +109,19 @@ def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
     inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "r.jsonl"
-    real_open = framepipe.stages.open_source
+    real_open = framepipe.read_clips.open_source
 
     def flaky_open(path: Any, *a: Any, **kw: Any) -> Any:
         if Path(path).name == "a.mp4":
             raise SourceError(path, "temporarily unavailable")
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(framepipe.stages, "open_source", flaky_open)
+    monkeypatch.setattr(framepipe.read_clips, "open_source", flaky_open)
     files = [inputs / "a.mp4", inputs / "b.mp4"]
     _caption(files, out)
     (failed,) = [r for r in read_records(out) if r["status"] == "failed"]
     assert failed["clip"] is None  # a failure of the whole input: its own key
-    monkeypatch.setattr(framepipe.stages, "open_source", real_open)
+    monkeypatch.setattr(framepipe.read_clips, "open_source", real_open)
     s = _caption(files, out)
     assert (s.done, s.skipped) == (1, 1)
     recs = list(read_records(out))

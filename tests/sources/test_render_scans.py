@@ -304,12 +304,13 @@ def test_organized_panoramic_lidar_scan_keeps_the_orbit(tmp_path: Path) -> None:
 
 def test_the_record_says_how_the_cameras_were_placed(capture: dict[str, Any]) -> None:
     from framepipe.clips import whole_clip
-    from framepipe.records import ok_record
+    from framepipe.records import ok_record, read_fields
     from framepipe.types import Selection
 
     info = RenderSource(capture["pcd"], size=SIZE, num_views=4).info()
     sel = Selection((0, 1), "uniform", {"n": 2}, {})
-    rec = ok_record(info, whole_clip(info), sel, None, key="k", timings_s={}).to_json()
+    fields = read_fields(info, whole_clip(info), sel, None, key="k", timings_s={})
+    rec = ok_record(info.id, **fields).to_json()
     assert rec["render"]["placement"]["placement"] == "sensor-side"
     assert "organized cloud" in rec["render"]["placement"]["reason"]
     assert rec["render"]["up"] == "-y" and any("outlier" in n for n in rec["render"]["notes"])

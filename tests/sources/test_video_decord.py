@@ -15,10 +15,10 @@ import pytest
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import DecodeError
+from framepipe.read_clips import read_clips
 from framepipe.sources.video.decord_reader import DecordReader, decord_available, decord_reason
 from framepipe.sources.video.pyav import PyAVReader
 from framepipe.sources.video.source import VideoSource
-from framepipe.stages import iter_clip_jobs
 
 needs_decord = pytest.mark.skipif(not decord_available(), reason="decord not installed")
 
@@ -176,9 +176,9 @@ def test_decord_read_error_is_a_failed_record_not_an_unexpected_error(
     path = small_videos["h264"]
     cfg = SampleConfig(n=4, source_options={"backend": "decord"})
     with caplog.at_level(logging.WARNING):
-        jobs = list(iter_clip_jobs(Input(path, "video"), cfg))
+        jobs = list(read_clips(Input(path, "video"), cfg))
     assert len(jobs) == 1
-    rec = jobs[0].record
+    rec = jobs[0].record()
     assert rec.status == "failed" and rec.error is not None
     assert rec.error.startswith(str(path)) and "\n" not in rec.error
     assert "decord failed on frame(s)" in rec.error

@@ -1,0 +1,184 @@
+"""The answer stage of ``caption``: decoded clips in, final records out, one per clip.
+
+:class:`AnswerSpec` says what answers (a generation backend, see
+:mod:`framepipe.generate.backend`, with the run's questions and system prompt); it is
+picklable, so a cluster's generation actors receive it. :class:`Answering` loads the backend
+once where the answers are made and turns a stream of decoded
+:class:`~framepipe.records.ClipJob`\\ s into records, ``batch_size`` clips at a time: a clip
+that failed before passes through as its failed record, a batch that fails is retried clip
+by clip so that one bad clip does not fail the others, and a clip the backend cannot answer
+becomes a failed record (``stage: generate``). Both engines answer through it: the local one
+in the caption process, the Ray engine inside each generation actor.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from framepipe.errors import FramepipeError, GenerationError
+from framepipe.questions import default_question
+from framepipe.records import ClipJob
+from framepipe.types import ClipResult
+
+if TYPE_CHECKING:
+    from framepipe.generate.backend import Backend, BackendSpec
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_NOTE = (
+    "made by a model with random weights (a test model): the answers are not captions"
+)
+
+
+def questions_for(questions: Sequence[str] | None, kind: str | None) -> list[str]:
+    """The questions asked about a clip of ``kind``: those given, else the kind's default."""
+    return list(questions) if questions else [default_question(kind)]
+
+
+@dataclass(frozen=True)
+class AnswerSpec:
+    """What answers every clip of a caption run (picklable)."""
+
+    backend: BackendSpec
+    questions: tuple[str, ...] | None = None
+    """Asked about every clip (a manifest row's own replace them); None: the kind's default."""
+    system: str | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Clips answered together."""
+        return max(1, int(getattr(self.backend.settings, "batch_size", 1) or 1))
+
+    def generation(self) -> dict[str, Any]:
+        """The generation settings, as every record names them."""
+        return dict(self.backend.settings.to_json())
+
+    def extra_key(self, kind: str | None, questions: Sequence[str] | None) -> dict[str, Any]:
+        """What joins the resume key of a clip of ``kind`` (``questions``: its manifest
+        row's): the backend's model, the questions, system prompt and generation settings
+        (not the batch size: it does not change the answers)."""
+        generation = {k: v for k, v in self.generation().items() if k != "batch_size"}
+        return {
+            "model": self.backend.key(),
+            "questions": list(questions or questions_for(self.questions, kind)),
+            "system": self.system,
+            "generation": generation,
+        }
+
+
+class Answering:
+    """The answer stage where it runs: the backend, loaded once, and the run's fields."""
+
+    def __init__(self, spec: AnswerSpec) -> None:
+        t0 = time.perf_counter()
+        self.spec = spec
+        self.backend: Backend = spec.backend.load()
+        self.load_s = time.perf_counter() - t0
+        """Seconds spent loading the backend."""
+        self.generate_s = 0.0
+        """Seconds spent answering."""
+        self.model = dict(self.backend.describe())
+        """The loaded model, as written on every record."""
+        self._generation = spec.generation()
+        # on every record, in this order: the system prompt, what the outcome adds, the note
+        self._system = {"system": spec.system} if spec.system is not None else {}
+        self._note = {"note": RANDOM_WEIGHTS_NOTE} if self.model.get("random_weights") else {}
+
+    def records(self, jobs: Iterable[ClipJob]) -> Iterator[ClipResult]:
+        """The final record of every clip of ``jobs``, answered ``batch_size`` at a time (a
+        failed clip's at once; the last batch when ``jobs`` ends)."""
+        pending: list[ClipJob] = []
+        for job in jobs:
+            if not job.ok:
+                yield self._record(job)
+                continue
+            pending.append(job)
+            if len(pending) >= self.spec.batch_size:
+                yield from self.answer(pending)
+                pending = []
+        if pending:
+            yield from self.answer(pending)
+
+    def answer(self, jobs: list[ClipJob]) -> list[ClipResult]:
+        """The final records of decoded ``jobs``, answered together (their frames freed)."""
+        t0 = time.perf_counter()
+        out: list[ClipResult] = []
+        for job, result in zip(jobs, self._results(jobs)):
+            job.batch = None  # free the frames
+            if isinstance(result, BaseException):
+                out.append(self._record(job.fail(result, stage="generate")))
+                continue
+            tokens = {
+                "prompt": int(result.prompt_tokens),
+                "new": [int(x) for x in result.new_tokens],
+            }
+            rec = self._record(
+                job,
+                prompt=result.prompt,
+                answers=list(result.answers),
+                timings_s={"generate_s": round(float(result.generate_s), 4)},
+                tokens=tokens,
+            )
+            out.append(rec)
+        self.generate_s += time.perf_counter() - t0
+        return out
+
+    def _record(
+        self,
+        job: ClipJob,
+        *,
+        timings_s: dict[str, float] | None = None,
+        tokens: Any = None,
+        **fields: Any,
+    ) -> ClipResult:
+        outcome = {} if tokens is None else {"tokens": tokens}
+        extra = {**self._system, **outcome, **self._note}
+        questions = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
+        return job.record(
+            questions=questions,
+            model=self.model,
+            generation=self._generation,
+            timings_s=timings_s,
+            extra=extra,
+            **fields,
+        )
+
+    def _results(self, jobs: list[ClipJob]) -> list[Any]:
+        """Answers (or the exception) per job; a failed batch is retried clip by clip so that
+        one bad clip does not fail the others."""
+        from framepipe.generate.config import Request
+
+        reqs = []
+        for job in jobs:
+            assert job.batch is not None
+            qs = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
+            reqs.append(Request(job.batch.images(), qs, self.spec.system))
+        try:
+            return self._answers(reqs)
+        except Exception as exc:
+            if not isinstance(exc, FramepipeError):
+                log.exception("generation failed for a batch of %d clip(s)", len(reqs))
+            if len(reqs) == 1:
+                return [exc]
+        out: list[Any] = []
+        for req in reqs:
+            try:
+                out.extend(self._answers([req]))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def _answers(self, reqs: list[Any]) -> list[Any]:
+        """The backend's answers to ``reqs`` (or a clip's own error); GenerationError unless
+        there is exactly one per request (a shorter or longer list would give clips answers
+        made from other clips' frames)."""
+        answers = list(self.backend.answer_each(reqs))
+        if len(answers) != len(reqs):
+            raise GenerationError(
+                f"the generator gave {len(answers)} answers for {len(reqs)} clips"
+            )
+        return answers

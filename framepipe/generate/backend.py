@@ -1,0 +1,225 @@
+"""The generation backend protocol: what the answer stage needs from a model.
+
+A :class:`BackendSpec` is what a run knows before any weight is loaded (picklable, so it
+travels to a cluster's generation actors): it checks that n frames and the questions fit
+(:meth:`~BackendSpec.check`), says what identifies its answers in resume keys
+(:meth:`~BackendSpec.key`) and how its answers are decoded (``settings``), and loads the
+model once where the answers are made (:meth:`~BackendSpec.load`). What it loads is a
+:class:`Backend`: it answers a batch of :class:`~framepipe.generate.config.Request`\\ s, each
+with its answer or its own error, and describes itself for the record (``model``).
+
+Backends are plug-ins in the :data:`BACKENDS` registry. :class:`TransformersBackend` runs the
+model in this process with transformers (:class:`~framepipe.generate.generator.Generator`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from framepipe.errors import FramepipeError
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.registry import Registry
+
+if TYPE_CHECKING:
+    from framepipe.generate.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """A loaded model that answers requests."""
+
+    def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
+        """One answer per request, in order; a request that cannot be answered (its prompt
+        does not fit, it runs out of memory alone) gets its error in its place."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """The model as every record names it (id, revision, dtype, device, random_weights)."""
+        ...
+
+
+class BackendSpec(Protocol):
+    """A backend known before it loads (picklable)."""
+
+    settings: GenerationSettings
+    """How answers are decoded (``batch_size``: requests answered together)."""
+
+    def check(self, n: int, questions: Iterable[Sequence[str]], system: str | None) -> None:
+        """Raise (one line) when ``n`` frames and any of the question sets cannot be asked."""
+        ...
+
+    def key(self) -> dict[str, Any]:
+        """What identifies this backend's answers in resume keys."""
+        ...
+
+    def random_weights(self) -> bool:
+        """Whether its answers are noise (a model with random weights)."""
+        ...
+
+    def frame_size(self) -> FrameReduce | None:
+        """The frame size the model reads, when resizing frames to it first changes nothing
+        (frames then travel between machines at that size); None otherwise."""
+        ...
+
+    def load(self) -> Backend:
+        """The loaded backend (loaded once per process, then kept)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameReduce:
+    """Resize frames to the model's input size before they travel (the processor resizes to
+    this size first anyway: checked to give the same pixels)."""
+
+    height: int
+    width: int
+    resample: int
+
+    def images(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        size = (self.width, self.height)
+        return np.stack(
+            [np.asarray(Image.fromarray(np.asarray(f)).resize(size, self.resample)) for f in frames]
+        )
+
+
+def frame_reduce_for(spec: Any) -> FrameReduce | None:
+    """The reduction for ``spec``'s processor (a :class:`~framepipe.generate.ModelSpec`), when
+    resizing first gives the processor exactly the same pixels (checked on random frames of
+    two sizes); None otherwise (frames then travel at full size)."""
+    ip: Any = getattr(getattr(spec, "processor", None), "image_processor", None)
+    if ip is None or not callable(ip):
+        return None
+    size = getattr(ip, "size", None)
+    resample = getattr(ip, "resample", None)
+    if isinstance(size, dict):
+        height, width = size.get("height"), size.get("width")
+    else:  # transformers' SizeDict
+        height, width = getattr(size, "height", None), getattr(size, "width", None)
+    if height is None or width is None or resample is None or not getattr(ip, "do_resize", 1):
+        return None
+    red = FrameReduce(int(height), int(width), int(resample))
+    try:
+        rng = np.random.default_rng(0)
+        for shape in ((48, 64, 3), (red.height * 2 + 3, red.width + 5, 3)):
+            img = rng.integers(0, 256, shape, dtype=np.uint8)
+            a = ip(images=[img], return_tensors="np")["pixel_values"]
+            b = ip(images=[red.images([img])[0]], return_tensors="np")["pixel_values"]
+            if not np.array_equal(a, b):
+                log.info("frames travel at full size: resizing first changes the model's input")
+                return None
+    except Exception:
+        log.debug("frames travel at full size: the processor check failed", exc_info=True)
+        return None
+    return red
+
+
+class TransformersBackend:
+    """The model in this process, with transformers (the default backend).
+
+    ``generator``: one already loaded (a :class:`~framepipe.generate.Generator`, or any
+    object with ``answer_each`` or ``answer``, and ``describe``), used as it is.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: ModelConfig | str | os.PathLike[str] | None = None,
+        settings: GenerationSettings | None = None,
+        generator: Any = None,
+    ) -> None:
+        if model is None or isinstance(model, (str, os.PathLike)):
+            model = ModelConfig() if model is None else ModelConfig(model=str(model))
+        self.model = model
+        given = getattr(generator, "settings", None)
+        self.settings = settings or given or GenerationSettings()
+        self.generator = generator
+        self.spec: ModelSpec | None = getattr(generator, "spec", None)
+
+    def __getstate__(self) -> dict[str, Any]:  # the spec (processor, tokenizer) stays here
+        return {**self.__dict__, "spec": None, "generator": self.generator}
+
+    def inspect(self) -> ModelSpec | None:
+        """The model's spec (config and processor, no weights), read once; None for a given
+        generator without one."""
+        if self.spec is None and self.generator is None:
+            from framepipe.generate.spec import ModelSpec
+
+            self.spec = ModelSpec.inspect(self.model)
+        return self.spec
+
+    def check(self, n: int, questions: Iterable[Sequence[str]], system: str | None) -> None:
+        spec = self.inspect()
+        if spec is None:
+            return
+        for qs in dict.fromkeys(tuple(q) for q in questions):
+            spec.check_fits(n, list(qs), system=system, max_new_tokens=self.settings.max_new_tokens)
+
+    def key(self) -> dict[str, Any]:
+        names = ("id", "revision", "path", "dtype", "quantize")
+        if self.generator is not None:
+            info = dict(self.generator.describe())
+        else:
+            from framepipe.generate.device import resolve_runtime
+
+            spec = self.inspect()
+            assert spec is not None
+            rt = resolve_runtime(self.model)
+            info = {**spec.describe(), "dtype": rt.dtype_name, "quantize": rt.quantize}
+        key = {k: info.get(k) for k in names}
+        path = info.get("path")
+        if path and not info.get("revision"):
+            from framepipe.records import local_weights_fingerprint
+
+            key["weights"] = local_weights_fingerprint(Path(str(path)))
+        return key
+
+    def random_weights(self) -> bool:
+        if self.generator is not None:
+            return bool(self.generator.describe().get("random_weights"))
+        spec = self.inspect()
+        return bool(spec is not None and spec.random_weights)
+
+    def frame_size(self) -> FrameReduce | None:
+        return frame_reduce_for(self.spec)
+
+    def load(self) -> Backend:
+        if self.generator is None:
+            from framepipe.generate.generator import Generator
+
+            self.generator = Generator.load(self.model, self.settings, spec=self.inspect())
+        return _as_backend(self.generator)
+
+
+def _as_backend(gen: Any) -> Backend:
+    """``gen`` as a :class:`Backend`: one with only ``answer`` (all or nothing) answers
+    through it."""
+    if callable(getattr(gen, "answer_each", None)):
+        return gen
+    return _AllOrNothing(gen)
+
+
+class _AllOrNothing:
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+
+    def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
+        return list(self.gen.answer(requests))
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.gen.describe())
+
+
+BACKENDS: Registry[type[Any]] = Registry("backend", {"transformers": __name__})
+"""Generation backends by name (``--backend``)."""
+BACKENDS.register("transformers", TransformersBackend)

@@ -1,0 +1,305 @@
+"""The read stage: open one input, plan its clips, select their frames and read them.
+
+:func:`read_clips` is the read stage of every engine and command, and one of the two error
+boundaries of a run (the other is the decoder supervisor, :mod:`framepipe.engine.supervisor`,
+for a decoder that crashes or hangs): whatever goes wrong with one input or one of its clips
+becomes a failed :class:`~framepipe.records.ClipJob` here, and nothing about one input stops
+the others. An input's own problem (a :class:`~framepipe.errors.FramepipeError`: a file that
+will not open, n too large) is its error as it is; any other exception (a bug in a plug-in,
+a library error) also names the ``stage`` where it happened (``open``, ``decode``, or
+``input`` after the clips) and has its traceback logged at DEBUG.
+
+Its functions take plain (picklable) arguments, so the local engine runs it in worker
+processes and the Ray engine on a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+from framepipe.clips import plan_clips
+from framepipe.config import SampleConfig
+from framepipe.discover import Input
+from framepipe.errors import FramepipeError, SamplingError, captured_warnings
+from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
+from framepipe.records import (
+    ClipJob,
+    clip_fields,
+    key_parts,
+    read_fields,
+    record_key,
+    source_fingerprint,
+)
+from framepipe.samplers.base import get_sampler
+from framepipe.sources.base import Source, open_source
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+log = logging.getLogger(__name__)
+
+
+def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) -> Selection:
+    name, fn = get_sampler(cfg.sampler)
+    sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
+    if not isinstance(sel, Selection):  # a user's sampler may return plain indices
+        sel = Selection(tuple(int(i) for i in sel), name, {"n": cfg.n, **cfg.sampler_params})
+    bad = [i for i in sel.indices if not 0 <= i < info.num_frames]
+    if bad:
+        raise FramepipeError(
+            f"sampler {name!r} returned indices outside 0..{info.num_frames - 1}: {bad[:5]}"
+        )
+    return sel
+
+
+def read_clips(
+    item: Input,
+    cfg: SampleConfig,
+    *,
+    extra_key: dict[str, Any] | None = None,
+    is_done: Callable[[str], bool] | None = None,
+    read_frames: bool = True,
+    on_clip: Callable[[str, ClipSpec], None] | None = None,
+) -> Generator[ClipJob, None, None]:
+    """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet,
+    ok or failed; then, if closing the input fails, one failed job for the input.
+
+    ``extra_key`` joins the resume key (the caption run adds the model and questions);
+    ``is_done(key)`` skips finished clips before any frame is decoded; ``on_clip(key, clip)``
+    is called just before a clip is sampled and read (the local engine's workers tell the
+    supervisor which clip a hung decoder was on). A manifest row's ``id`` and questions go on
+    every job; a remote input's errors name its URI, never its copy in the cache.
+    """
+    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip)
+    try:
+        while True:
+            with captured_warnings(item.source):  # logged at DEBUG, not printed
+                job = next(jobs, None)
+            if job is None:
+                return
+            yield tagged(job, item)
+    finally:
+        jobs.close()  # closes the source now, also when the caller stops early
+
+
+def tagged(job: ClipJob, item: Input) -> ClipJob:
+    """``job`` with what the input's manifest row adds (its questions, its ``id``); a remote
+    input's error names its URI where it named the input's copy in the cache."""
+    if item.questions is not None and job.fields.get("questions") is None:
+        job.fields["questions"] = list(item.questions)
+    if item.id is not None and "id" not in job.extra:
+        job.fields["extra"] = {**job.extra, "id": item.id}
+    if item.uri and job.error is not None:
+        job.error = named_by_uri(job.error, item)
+    return job
+
+
+def input_failure_key(
+    item: Input, cfg: SampleConfig, extra_key: dict[str, Any] | None = None
+) -> str:
+    """The key of a record that fails the whole input ``item`` (what :func:`read_clips` gives
+    such a record), computed without opening it: for the decoder supervisor, whose decoder
+    died before it could say."""
+    try:
+        parts = key_parts(cfg, extra_key)
+    except Exception:  # the settings themselves may be what failed
+        parts = dict(extra_key or {})
+    return record_key(whole_input_fingerprint(item, cfg), parts)
+
+
+def _read_clips(
+    item: Input,
+    cfg: SampleConfig,
+    extra_key: dict[str, Any] | None,
+    is_done: Callable[[str], bool] | None,
+    read_frames: bool,
+    on_clip: Callable[[str, ClipSpec], None] | None,
+) -> Generator[ClipJob, None, None]:
+    src = item.source
+    whole: str | None = None  # the key of a failure of the whole input
+    started = False  # whether a clip of the input was reached
+    local, own_copy = item.path, False
+    source: Source | None = None
+    try:
+        parts = key_parts(cfg, extra_key)
+        stat: RemoteStat | FramepipeError | None = None
+        if item.uri and not item.error:
+            try:
+                stat = remote_stat(item.uri, cfg.storage_options)
+            except FramepipeError as exc:
+                stat = exc
+        fp = input_fingerprint(item, cfg, stat=stat)
+        ifp = whole_input_fingerprint(item, cfg, fp)
+        whole = record_key(ifp, parts)
+        if item.error:
+            key = record_key(ifp, parts, not_an_input=True)
+            if is_done is None or not is_done(key):  # its failed record counts as done
+                yield ClipJob(src, {"key": key}).fail(item.error)
+            return
+        if is_done is not None and is_done(whole):
+            return
+        t0 = time.perf_counter()
+        if isinstance(stat, FramepipeError):
+            raise stat
+        if stat is not None:  # staged here, in the read stage (a worker), not the driver
+            local, own_copy = stage_for_use(
+                src, item.path, stat, keep=cfg.keep_downloads, storage_options=cfg.storage_options
+            )
+        source = open_source(local, item.kind, **cfg.source_options)
+        info = source.info()
+        if item.uri:  # records name the URI, not the cached copy
+            info = dataclasses.replace(info, id=item.uri)
+        clips = plan_clips(
+            info,
+            mode=cfg.clips,
+            clip_seconds=cfg.clip_seconds,
+            stride_seconds=cfg.stride_seconds,
+            source=source,
+            **cfg.clip_params,
+        )
+        if item.start_s is not None or item.end_s is not None:
+            clips = restrict_clips(clips, info, item.start_s, item.end_s)
+        t_open = time.perf_counter() - t0
+        for clip in clips:
+            key = record_key(fp, parts, clip)
+            if is_done is not None and is_done(key):
+                continue
+            started = True
+            if on_clip is not None:
+                on_clip(key, clip)
+            yield _one_clip(source, info, clip, cfg, key, t_open, read_frames, whole)
+            t_open = 0.0
+        closing, source = source, None
+        closing.close()
+    except Exception as exc:
+        stage = "input" if started else "open"
+        if not isinstance(exc, FramepipeError):
+            log.debug("%s: unexpected error (%s stage)", src, stage, exc_info=True)
+        if whole is None:  # the settings themselves failed
+            whole = input_failure_key(item, cfg, extra_key)
+        yield ClipJob(src, {"kind": item.kind, "key": whole}).fail_unexpected(exc, stage)
+    finally:
+        if source is not None:  # the caller stopped early (or a failure above)
+            try:
+                source.close()
+            except Exception:
+                log.debug("%s: closing failed", src, exc_info=True)
+        if own_copy:
+            discard(local)
+
+
+def _one_clip(
+    source: Source,
+    info: SourceInfo,
+    clip: ClipSpec,
+    cfg: SampleConfig,
+    key: str,
+    t_open: float,
+    read_frames: bool,
+    whole: str,
+) -> ClipJob:
+    sel = None
+    t0 = time.perf_counter()
+    try:
+        sel = select(source, info, clip, cfg)
+        t1 = time.perf_counter()
+        batch = source.read(list(sel.indices)) if read_frames else None
+        t2 = time.perf_counter()
+        timings_s = {
+            "open_s": round(t_open, 4),
+            "select_s": round(t1 - t0, 4),
+            "decode_s": round(t2 - t1, 4),
+        }
+        fields = read_fields(info, clip, sel, batch, key=key, timings_s=timings_s, of_input=whole)
+    except Exception as exc:  # one clip's failure never stops the run
+        if not isinstance(exc, FramepipeError):
+            log.debug("%s: unexpected error on clip %d", info.id, clip.index, exc_info=True)
+        fields = {**clip_fields(info, clip, sel), "key": key, "extra": {"input_key": whole}}
+        return ClipJob(info.id, fields).fail_unexpected(exc, "decode")
+    return ClipJob(info.id, fields, batch)
+
+
+def input_fingerprint(
+    item: Input, cfg: SampleConfig, *, stat: RemoteStat | FramepipeError | None = None
+) -> dict[str, Any]:
+    """The identity of ``item`` in resume keys: a local file's path, size and mtime; a remote
+    object's URI, size and ETag or mtime (one metadata request, no download); with the clip
+    range of a manifest row, when it has one. ``stat``: the remote object's metadata (or
+    the error reading it), when already known."""
+    if isinstance(stat, RemoteStat):
+        fp = stat.fingerprint()
+    elif item.uri and not item.error and stat is None:
+        try:
+            fp = remote_stat(item.uri, cfg.storage_options).fingerprint()
+        except FramepipeError:
+            fp = {"uri": item.uri}
+    elif item.uri:
+        fp = {"uri": item.uri}
+    else:
+        fp = source_fingerprint(item.path)
+    if item.start_s is not None or item.end_s is not None:
+        fp["range_s"] = [item.start_s, item.end_s]
+    return fp
+
+
+def whole_input_fingerprint(
+    item: Input, cfg: SampleConfig, fp: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The identity in the key of a failure of the whole input: ``fp`` (the input's
+    fingerprint) for a local file; for a remote one its URI (and range) only, without size
+    and ETag, so that a failure while the object could not be reached is superseded by the
+    clips of a later run (their ``input_key``), and no metadata request is needed for it."""
+    if item.uri:
+        out: dict[str, Any] = {"uri": item.uri}
+        if item.start_s is not None or item.end_s is not None:
+            out["range_s"] = [item.start_s, item.end_s]
+        return out
+    return fp if fp is not None else input_fingerprint(item, cfg)
+
+
+def named_by_uri(error: str, item: Input) -> str:
+    """``error`` with each copy of the remote input ``item`` in the cache (a file below a
+    folder of the cache) named by the URI: records never name a copy, whose place differs
+    between runs and machines. A folder of the cache itself (one that cannot be created)
+    stays named."""
+    copy = re.escape(str(item.path.parent.parent)) + r"(?:/[\w.-]+){2,}"
+    return re.sub(copy, str(item.uri), re.sub(copy + ": ", "", error))
+
+
+def restrict_clips(
+    clips: list[ClipSpec], info: SourceInfo, start_s: float | None, end_s: float | None
+) -> list[ClipSpec]:
+    """The planned ``clips`` cut to the time range ``[start_s, end_s)`` (a manifest row's
+    range): a clip keeps its frames whose timestamps fall in the range, and a clip with none
+    is dropped. SamplingError when the source has no timestamps (not a video) or no frame
+    falls in the range."""
+    lo = 0.0 if start_s is None else start_s
+    hi = float("inf") if end_s is None else end_s
+    what = f"clip range {lo:g}..{'end' if end_s is None else f'{hi:g}'} s"
+    if info.timestamps_s is None:
+        raise SamplingError(f"{info.id}: a {what} applies to videos, not to a {info.kind} input")
+    ts = info.timestamps_s
+    out: list[ClipSpec] = []
+    for clip in clips:
+        inside = [i for i in range(clip.start_frame, clip.end_frame) if lo <= ts[i] < hi]
+        if not inside:
+            continue
+        a, b = inside[0], inside[-1] + 1
+        c_start = lo if clip.start_s is None else max(clip.start_s, lo)
+        c_end = hi if clip.end_s is None else min(clip.end_s, hi)
+        out.append(
+            dataclasses.replace(
+                clip,
+                start_frame=a,
+                end_frame=b,
+                start_s=c_start,
+                end_s=None if c_end == float("inf") else c_end,
+            )
+        )
+    if not out:
+        last = info.end_s if info.end_s is not None else ts[-1]
+        raise SamplingError(f"{info.id}: no frame in the {what} (the video ends at {last:g} s)")
+    return out
