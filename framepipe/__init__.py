@@ -31,7 +31,6 @@ Plug-in families (source kinds, samplers, clip planners, engines, generation bac
 share one :class:`~framepipe.registry.Registry` type.
 """
 
-from framepipe._version import __version__
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import discover
@@ -49,6 +48,7 @@ from framepipe.runs.sample import sample
 from framepipe.samplers import get_sampler, register_sampler
 from framepipe.sources import open_source
 from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
+from framepipe.version import __version__
 
 __all__ = [
     "CaptionSummary",

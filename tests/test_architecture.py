@@ -192,3 +192,55 @@ def test_the_checks_see_a_circle_and_a_backward_arrow() -> None:
     """The checks above can fail: a made-up graph with a circle is found."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A name (or module) starting with ``_`` belongs to its module: no other module of
+    framepipe imports it."""
+    found = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (
+                node.level or "framepipe" in (node.module or "")
+            ):
+                parts = (node.module or "").split(".")
+                names = [a.name for a in node.names]
+                if any(_private(p) for p in parts) or any(_private(n) for n in names):
+                    found.append(f"{name}:{node.lineno} from {node.module} import {names}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("framepipe.") and any(
+                        _private(p) for p in a.name.split(".")
+                    ):
+                        found.append(f"{name}:{node.lineno} import {a.name}")
+    assert found == []
+
+
+ENGINE_NAMES = ("local", "ray")
+
+
+def test_runs_never_branch_on_the_engine() -> None:
+    """The runs hand any engine the same work (``framepipe/runs/``): they name no engine
+    module and compare nothing with an engine's name."""
+    found = []
+    for name, path in _modules().items():
+        if not name.startswith("framepipe.runs"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for imp in _imports(path, name):
+            if imp.startswith(("framepipe.engine.local", "framepipe.engine.ray")):
+                found.append(f"{name} imports {imp}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare):
+                consts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+                if any(c in ENGINE_NAMES for c in consts):
+                    found.append(f"{name}:{node.lineno} compares with an engine's name")
+            if isinstance(node, ast.match_case):
+                consts = [c.value for c in ast.walk(node.pattern) if isinstance(c, ast.Constant)]
+                if any(c in ENGINE_NAMES for c in consts):
+                    found.append(f"{name}:{node.lineno} matches an engine's name")
+    assert found == []

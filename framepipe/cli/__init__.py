@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from framepipe._version import __version__
+from framepipe.version import __version__
 
 # command name -> module that defines it (imported lazily so `--help` stays fast)
 _COMMANDS: dict[str, str] = {

@@ -1,9 +1,11 @@
 """Where a model's files are: a local folder or a Hugging Face hub id, from the user's cache.
 
-The hub is contacted only when it can be reached (a quick probe first, so that a machine
-without network fails in seconds instead of retrying for half a minute), and offline mode
-(``HF_HUB_OFFLINE=1`` or ``local_files_only``) is respected. Every failure is a one-line
-:class:`ModelLoadError` naming the model and what is missing. Nothing here loads weights.
+Offline mode is huggingface_hub's own (``HF_HUB_OFFLINE=1``) or ``local_files_only``. Online,
+one metadata request of the model's config with a short timeout (huggingface_hub's own
+request, through its proxies and endpoint) tells whether the hub can be reached, so that a
+machine without network uses its cache or fails in seconds instead of retrying for half a
+minute. Every failure is a one-line :class:`ModelLoadError` naming the model and what is
+missing. Nothing here loads weights.
 """
 
 from __future__ import annotations
@@ -11,47 +13,37 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from framepipe.errors import ModelLoadError
 from framepipe.generate.config import ModelConfig
 
 log = logging.getLogger(__name__)
 
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+HUB_TIMEOUT_S = 5.0
+"""How long the hub may take to answer the first request before it counts as unreachable."""
 
 
-def hub_offline() -> bool:
-    """Whether the user asked for offline mode (read at call time, not at import)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in ("1", "ON", "YES", "TRUE"):
-            return True
-    return False
+@functools.lru_cache(maxsize=16)
+def hub_reachable(repo: str, revision: str | None = None) -> bool:
+    """Whether the hub answers a metadata request for ``repo``'s config within
+    :data:`HUB_TIMEOUT_S` (an answer that the repository or file does not exist counts: the
+    hub is there, and loading it gives that error)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
 
-
-@functools.lru_cache(maxsize=4)
-def hub_reachable(endpoint: str | None = None, timeout_s: float = 3.0) -> bool | None:
-    """True/False: whether a TCP connection to the hub opens within ``timeout_s``. None
-    when a proxy is configured (the direct probe would say nothing)."""
-    if any(os.environ.get(v) for v in _PROXY_VARS):
-        return None
-    if endpoint is None:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    url = urlparse(endpoint)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme != "http" else 80)
     try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
+        get_hf_file_metadata(
+            hf_hub_url(repo, "config.json", revision=revision), timeout=HUB_TIMEOUT_S
+        )
+    except HfHubHTTPError:
+        return True
+    except Exception as exc:  # no network, DNS, a proxy that refuses: the library's errors
+        log.debug("%s: the hub cannot be reached (%s)", repo, exc)
         return False
+    return True
 
 
 @contextlib.contextmanager
@@ -99,7 +91,9 @@ def locate(cfg: ModelConfig) -> tuple[str, Path | None, dict[str, Any]]:
     from huggingface_hub import constants
 
     cached = _cached(repo, "config.json", cfg.revision)
-    offline = cfg.local_files_only if cfg.local_files_only is not None else hub_offline()
+    offline = cfg.local_files_only
+    if offline is None:
+        offline = bool(constants.HF_HUB_OFFLINE)
     where = f"the Hugging Face cache ({constants.HF_HUB_CACHE})"
     if offline:
         if not cached:
@@ -108,16 +102,14 @@ def locate(cfg: ModelConfig) -> tuple[str, Path | None, dict[str, Any]]:
                 f"can be reached (`hf download {repo}`) or pass a local folder"
             )
         kwargs["local_files_only"] = True
-    else:
-        reachable = hub_reachable()
-        if reachable is False:
-            if not cached:
-                raise ModelLoadError(
-                    f"{repo}: not in {where} and the hub ({constants.ENDPOINT}) cannot be "
-                    "reached; download it where it can be or pass a local folder"
-                )
-            log.info("%s: the hub cannot be reached; using the cached copy", repo)
-            kwargs["local_files_only"] = True
+    elif not hub_reachable(repo, cfg.revision):
+        if not cached:
+            raise ModelLoadError(
+                f"{repo}: not in {where} and the hub ({constants.ENDPOINT}) cannot be "
+                "reached; download it where it can be or pass a local folder"
+            )
+        log.info("%s: the hub cannot be reached; using the cached copy", repo)
+        kwargs["local_files_only"] = True
     if kwargs.get("local_files_only"):
         _check_weights_cached(repo, cfg.revision)
     return repo, None, kwargs

@@ -104,7 +104,7 @@ class JsonlWriter(Closing):
     def _open(self) -> Any:
         while True:
             fh = _open_locked(self.path)
-            if _try_exclusive(fh):  # no other writer: a torn tail is a killed one's
+            if try_exclusive(fh):  # no other writer: a torn tail is a killed one's
                 self._repair_tail()
                 _lock(fh, shared=True)
                 return fh
@@ -169,7 +169,7 @@ class JsonlWriter(Closing):
         if self._fh.closed:
             return
         try:
-            if self.compact and _try_exclusive(self._fh):
+            if self.compact and try_exclusive(self._fh):
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:
                     compact_jsonl(self.path)
@@ -234,7 +234,7 @@ def _lock(fh: Any, *, shared: bool) -> None:
         fcntl.flock(fh.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
 
 
-def _try_exclusive(fh: Any) -> bool:
+def try_exclusive(fh: Any) -> bool:
     """Take the exclusive lock of ``fh``'s file unless another writer holds it (then the
     caller holds no lock: see flock(2) on converting locks)."""
     if fcntl is None:

@@ -47,11 +47,11 @@ from framepipe.errors import ConfigError, OutputError
 from framepipe.output.compact import Meta, done_keys, keep_mask
 from framepipe.output.jsonl import (
     JsonlWriter,
-    _try_exclusive,
     atomic_output,
     read_jsonl_meta,
     read_records,
     record_line,
+    try_exclusive,
 )
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.types import ClipResult
@@ -238,7 +238,7 @@ class ParquetWriter(Closing):
         if fh.closed:
             return
         try:
-            if _try_exclusive(fh):
+            if try_exclusive(fh):
                 fold_parquet(self.path)
         finally:
             self._log.close()

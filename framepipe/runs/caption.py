@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Unpack
 
-    from framepipe.engine.ray import RayOptions
+    from framepipe.engine import RayOptions
     from framepipe.generate import GenerationSettings, Generator, ModelConfig
 
     class CaptionOptions(TypedDict, total=False):

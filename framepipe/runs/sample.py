@@ -40,7 +40,7 @@ from framepipe.runs.common import (
 )
 
 if TYPE_CHECKING:
-    from framepipe.engine.ray import RayOptions
+    from framepipe.engine import RayOptions
 
 MANIFEST = "manifest.jsonl"
 

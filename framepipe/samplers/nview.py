@@ -14,7 +14,7 @@ Without poses, views that differ most in appearance are chosen the same way, on 
 thumbnails from ``source.read_small`` (a cheap decode); when there is no source or every view
 looks the same, n views evenly spaced in name order. A source that measures what each view
 sees of a surface (``source.visible_surface``: rendered 3D models, from a dense candidate
-ring) gets the views that together see the most of it instead (:mod:`._surface`).
+ring) gets the views that together see the most of it instead (:mod:`.surface`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from framepipe.errors import FramepipeError, SamplingError
-from framepipe.samplers._surface import surface_coverage
 from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
+from framepipe.samplers.surface import surface_coverage
 from framepipe.samplers.uniform import uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
