@@ -48,20 +48,18 @@ def choose_up(
     if g.kind == "mesh" and ext in SHAPE_FORMATS:
         rest = resting_up(g)
         if rest is not None:
-            u, share, total, second = rest
-            name = is_axis(u)
-            assert name is not None
+            name, share, total, second = rest
             why = (
                 f"shape: resting face covers {share:.0%} of directions, its axis {total:.0%} "
                 f"(next {second:.0%})"
             )
-            return u, name, f"{why}; {ext} files have no up convention"
+            return np.array(cams.UP_AXES[name]), name, f"{why}; {ext} files have no up convention"
         source += " (shape gives no clear resting face)"
     return vec, axis, source
 
 
-def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, float] | None:
-    """The up axis (snapped to the nearest of +-x, +-y, +-z) of the mesh's most stable
+def resting_up(g: Geometry) -> tuple[str, float, float, float] | None:
+    """The up axis (the nearest of x, -x, y, -y, z, -z) of the mesh's most stable
     resting pose, the solid-angle share of its face, of its axis (both faces) and of the best
     face on another axis; None without a clear winner.
 
@@ -95,8 +93,8 @@ def resting_up(g: Geometry) -> tuple[np.ndarray, float, float, float] | None:
     if share < MIN_SHARE or share < MARGIN * second:
         return None  # a cube, a sphere: no clear resting axis
     plus, minus = best.get(axis, 0.0), best.get("-" + axis, 0.0)
-    name = "-" + axis if minus >= MARGIN * plus else axis
-    return np.array(cams.UP_AXES[name]), best[name], plus + minus, second
+    name, share = ("-" + axis, minus) if minus >= MARGIN * plus else (axis, plus)
+    return name, share, plus + minus, second
 
 
 def _snap(v: np.ndarray, max_deg: float = 20.0) -> np.ndarray:
