@@ -277,17 +277,74 @@ def test_up_auto_keeps_gltf_and_symmetric_shapes_on_convention(tmp_path: Path) -
     assert RenderSource(g, num_views=4).info().extra["up"] == "y"  # glTF is y-up
 
 
-def test_up_auto_leaves_a_slab_on_convention(tmp_path: Path) -> None:
-    """A tile's two faces tie (it rests on either): no clear resting face, and a sign
-    guessed from the shape would change views of flat models for nothing."""
+def silhouette(img: np.ndarray) -> tuple[int, int]:
+    """(height, width) in pixels of what is drawn on a black background."""
+    mask = np.any(img > 30, axis=-1)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    assert rows.size
+    return int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+
+
+@pytest.mark.parametrize("ext", [".obj", ".ply", ".stl", ".off"])
+@pytest.mark.parametrize(
+    ("dims", "axis"), [((0.5, 1, 2), "x"), ((1, 0.5, 2), "y"), ((1, 2, 0.5), "z")]
+)
+def test_up_auto_lays_a_box_on_its_largest_face(
+    tmp_path: Path, dims: tuple[float, float, float], axis: str, ext: str
+) -> None:
+    """A 1 x 2 x 0.5 box rests on one of its two largest faces: they tie, but both say the
+    same axis (before: no clear resting face, the format's axis stood it on its smallest)."""
+    box = o3d.geometry.TriangleMesh.create_box(*dims)
+    box.compute_vertex_normals()
+    p = tmp_path / f"box{ext}"
+    assert o3d.io.write_triangle_mesh(str(p), box)
+    src = RenderSource(p, size=SIZE, num_views=4, elevation_deg=0, background=(0, 0, 0))
+    info = src.info()
+    assert info.extra["up"] == axis and info.extra["up_source"].startswith("shape")
+    for img in src.read([0, 1, 2, 3]).frames:  # lying down: wider than tall from every side
+        height, width = silhouette(img)
+        assert 1.5 * height < width
+
+
+@pytest.mark.parametrize("ext", [".ply", ".stl"])
+def test_up_auto_lays_a_disc_on_its_face(tmp_path: Path, ext: str) -> None:
+    """A coin (radius 1, 0.3 thick, along x) lies flat, not on its rim."""
+    disc = o3d.geometry.TriangleMesh.create_cylinder(1.0, 0.3, 48)
+    disc.rotate(rotation_onto(np.array([1.0, 0, 0])), center=(0, 0, 0))
+    disc.compute_vertex_normals()
+    p = tmp_path / f"disc{ext}"
+    assert o3d.io.write_triangle_mesh(str(p), disc)
+    src = RenderSource(p, size=SIZE, num_views=4, elevation_deg=0, background=(0, 0, 0))
+    assert src.info().extra["up"] == "x"
+    for img in src.read([0, 1, 2, 3]).frames:
+        height, width = silhouette(img)
+        assert 2 * height < width
+
+
+def test_up_auto_lays_a_slab_on_a_face_whose_sign_is_not_guessed(tmp_path: Path) -> None:
+    """A tile's two faces tie (it rests on either): it lies on them, with the positive axis
+    up whichever way it was built, since a sign guessed from the shape would change views of
+    flat models for nothing. (Before the box fix it kept the format's axis: on edge in .ply.)
+    A cube's three axes tie: no clear resting face, the format's axis stays."""
     tile = o3d.geometry.TriangleMesh.create_box(1.0, 1.0, 0.2)  # thin along z
     p = tmp_path / "tile.off"
     assert o3d.io.write_triangle_mesh(str(p), tile)
     info = RenderSource(p, num_views=4).info()
-    assert info.extra["up"] == "z" and "no clear resting face" in info.extra["up_source"]
+    assert info.extra["up"] == "z" and info.extra["up_source"].startswith("shape")
     q = tmp_path / "tile.ply"
     assert o3d.io.write_triangle_mesh(str(q), tile)
-    assert RenderSource(q, num_views=4).info().extra["up"] == "y"
+    assert RenderSource(q, num_views=4).info().extra["up"] == "z"
+    tile.translate((0, 0, -0.2))
+    tile.rotate(rotation_onto(np.array([-1.0, 0, 0])), center=(0, 0, 0))  # thin along x
+    r = tmp_path / "tile_x.obj"
+    assert o3d.io.write_triangle_mesh(str(r), tile)
+    assert RenderSource(r, num_views=4).info().extra["up"] == "x"
+    cube = o3d.geometry.TriangleMesh.create_box()
+    for ext, axis in ((".off", "z"), (".ply", "y")):
+        c = tmp_path / f"cube{ext}"
+        assert o3d.io.write_triangle_mesh(str(c), cube)
+        info = RenderSource(c, num_views=4).info()
+        assert info.extra["up"] == axis and "no clear resting face" in info.extra["up_source"]
 
 
 def test_organized_panoramic_lidar_scan_keeps_the_orbit(tmp_path: Path) -> None:

@@ -5,7 +5,10 @@ so far: vertices from uninitialised memory when a header's count is wrong (diffe
 every process), the first faces of a truncated file, nothing from a garbage ``.off``. So the
 header's counts are checked against the file here first, with bounded work (the file size
 alone refutes a 500 MB sparse file whose header promises more than it holds), and each
-problem becomes one deterministic :class:`~framepipe.errors.SourceError`.
+problem becomes one deterministic :class:`~framepipe.errors.SourceError`. A general loader
+does not replace these checks: trimesh 5.2 reads an ASCII PLY or OFF whose counts are wrong
+as other geometry without a word, a truncated binary STL as an empty scene, and walks (or
+reads into memory) every byte of a sparse file.
 """
 
 from __future__ import annotations

@@ -84,20 +84,14 @@ def _o3d() -> Any:
     return o3d
 
 
-def ply_face_count(path: Path) -> int | None:
-    """Faces declared in a PLY header (0 when none), or None when the file is not PLY."""
-    header = read_ply_header(path)
-    return None if header is None else header.count("face")
-
-
 def guess_is_mesh(path: Path) -> bool:
     """Whether ``path`` holds a mesh (True) or a point cloud (False), by extension and content."""
     ext = path.suffix.lower()
     if ext == ".ply":
-        faces = ply_face_count(path)
-        if faces is None:
+        header = read_ply_header(path)
+        if header is None:
             raise SourceError(path, "not a PLY file (bad header)")
-        return faces > 0
+        return header.count("face") > 0
     return ext in MESH_EXTENSIONS
 
 

@@ -5,7 +5,8 @@ lays half of them on their side; for those the object's shape decides: it stands
 most stable resting face, the face of its convex hull that its centre of mass projects into
 and that covers the largest solid angle seen from the centre of mass (the pose it most
 likely comes to rest in when dropped). Only a clear winner is taken (a cube or a sphere has
-none); otherwise the format's usual axis stays.
+none; a box's two largest faces tie, but on one axis: it lies on them); otherwise the format's
+usual axis stays.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ SHAPE_FORMATS = frozenset({".obj", ".ply", ".stl", ".off"})
 MIN_SHARE = 0.03
 """The resting face must cover at least this share of the sphere of directions ..."""
 MARGIN = 1.3
-"""... and this many times the next best face (with another up axis)."""
+"""... and this many times the best face on another axis (or off the axes)."""
 _MAX_POINTS = 4000
 """Points the convex hull is built from (an even stride, plus the extremes per axis)."""
 
@@ -47,18 +48,26 @@ def choose_up(
     if g.kind == "mesh" and ext in SHAPE_FORMATS:
         rest = resting_up(g)
         if rest is not None:
-            u, share, second = rest
-            name = is_axis(u)
-            assert name is not None
-            why = f"shape: resting face covers {share:.0%} of directions (next {second:.0%})"
-            return u, name, f"{why}; {ext} files have no up convention"
+            name, share, total, second = rest
+            why = (
+                f"shape: resting face covers {share:.0%} of directions, its axis {total:.0%} "
+                f"(next {second:.0%})"
+            )
+            return np.array(cams.UP_AXES[name]), name, f"{why}; {ext} files have no up convention"
         source += " (shape gives no clear resting face)"
     return vec, axis, source
 
 
-def resting_up(g: Geometry) -> tuple[np.ndarray, float, float] | None:
-    """The up axis (snapped to the nearest of +-x, +-y, +-z) of the mesh's most stable
-    resting pose, its solid-angle share and the next best's; None without a clear winner."""
+def resting_up(g: Geometry) -> tuple[str, float, float, float] | None:
+    """The up axis (the nearest of x, -x, y, -y, z, -z) of the mesh's most stable
+    resting pose, the solid-angle share of its face, of its axis (both faces) and of the best
+    face on another axis; None without a clear winner.
+
+    The largest face must clearly beat the faces on the other axes only: the face opposite
+    it gives the same axis (a box rests on either of its two largest faces). Up is the side
+    that clearly wins (a bottle's base, not its neck), else the positive one, the sign of the
+    formats' conventions (one guessed from float noise would change views for nothing).
+    """
     pts = used_points(g)
     if len(pts) < 4:
         return None
@@ -72,30 +81,20 @@ def resting_up(g: Geometry) -> tuple[np.ndarray, float, float] | None:
     hull = _hull((np.concatenate([sample, extremes]) - centre) / scale)
     if hull is None:
         return None
-    hv, ht = hull
-    facets = _facets(hv, ht, com)
-    if not facets:
-        return None
-    scores: dict[str, float] = {}
-    for normal, share in facets:
-        name = is_axis(_snap(-normal))
-        if name is not None:
-            scores[name] = max(scores.get(name, 0.0), share)
-    best_share = max(s for _, s in facets)
-    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
-    if not ranked:
-        return None
-    name, share = ranked[0]
-    if share < best_share - 1e-9 or share < MIN_SHARE:
-        return None
-
-    def next_best(names: set[str]) -> float:
-        return max((s for n, s in facets if is_axis(_snap(-n)) not in names), default=0.0)
-
-    second = next_best({name})
-    if share < MARGIN * second:
-        return None  # a cube, a sphere, a slab whose two faces tie: no clear resting face
-    return np.array(cams.UP_AXES[name]), share, second
+    best: dict[str, float] = {"": 0.0}  # the largest stable face per signed axis ("": off axis)
+    for normal, share in _facets(*hull, com):
+        name = is_axis(_snap(-normal)) or ""
+        best[name] = max(best.get(name, 0.0), share)
+    top, share = max(
+        ((n, s) for n, s in best.items() if n), key=lambda ns: ns[1], default=("", 0.0)
+    )
+    axis = top.lstrip("-")
+    second = max(s for n, s in best.items() if not n or n.lstrip("-") != axis)
+    if share < MIN_SHARE or share < MARGIN * second:
+        return None  # a cube, a sphere: no clear resting axis
+    plus, minus = best.get(axis, 0.0), best.get("-" + axis, 0.0)
+    name, share = ("-" + axis, minus) if minus >= MARGIN * plus else (axis, plus)
+    return name, share, plus + minus, second
 
 
 def _snap(v: np.ndarray, max_deg: float = 20.0) -> np.ndarray:
