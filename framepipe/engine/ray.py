@@ -59,7 +59,11 @@ def require_ray() -> Any:
 
 def connect(address: str | None = None) -> Any:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray (kept
-    for the process); an already connected Ray is used as is. Returns the ``ray`` module."""
+    for the process); an already connected Ray is used as is. Returns the ``ray`` module.
+
+    A ``host:port`` address is tried with one TCP connection (5 s) first: ``ray.init`` has
+    no connection timeout of its own and, given an address where nothing listens, retries
+    for over a minute (measured with Ray 2.60) before its error."""
     ray = require_ray()
     if ray.is_initialized():
         return ray
