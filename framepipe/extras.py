@@ -1,15 +1,16 @@
 """The optional dependencies, found before any work: one table of what needs which extra.
 
-:data:`EXTRAS` maps a setting (a keyword of the runs and its value, which the command line
-spells ``--NAME VALUE``) to the module it imports, the package that provides it and the
-extra that installs it. :func:`check_extras` looks each setting up (without importing
+:data:`EXTRAS` maps a setting (a keyword of the library and its value, which the command
+line spells ``--NAME VALUE``) to the module it imports, the package that provides it and
+the extra that installs it. :func:`check_extras` looks settings up (without importing
 anything: ``importlib.util.find_spec``) and raises a one-line
-:class:`~framepipe.errors.MissingDependencyError` naming the extra. The command line calls it
-with every option it parsed, the runs with their resolved output format; a new optional
-setting is a row here. Two are checked by their own first step, before any work: remote URI
-schemes where inputs are collected (:func:`framepipe.inputs.remote.check_scheme`, one rule for
-every scheme fsspec knows) and ``engine="ray"`` when the engine is made (it joins its cluster
-then: :func:`framepipe.engine.ray.require_ray`).
+:class:`~framepipe.errors.MissingDependencyError` naming the extra. Each setting is checked
+by what owns it, before any work: the runs and ``merge`` check their output format, the
+device checks ``quantize`` (after saying when there is no CUDA GPU at all) and ``attn``,
+and a shot detector its ``detector``; a new optional setting is a row here and a call there.
+Two are checked by their own first step: remote URI schemes where inputs are collected
+(:func:`framepipe.inputs.remote.check_scheme`, one rule for every scheme fsspec knows) and
+``engine="ray"`` when the engine is made (:func:`framepipe.engine.ray.require_ray`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
-from framepipe.extras import check_extras
 
 if TYPE_CHECKING:
     from framepipe.discover import Input, Skipped
@@ -71,6 +70,11 @@ def note(text: str) -> None:
     from tqdm import tqdm
 
     tqdm.write(text, file=sys.stderr)
+
+
+def deprecated(old: str, use: str) -> None:
+    """The note that an old spelling ``old`` goes in the next release (use ``use``)."""
+    note(f"warning: {old} is deprecated and goes in the next release: use {use}")
 
 
 def parse_kv(pairs: Sequence[str], option: str) -> dict[str, Any]:
@@ -130,8 +134,7 @@ class _Spellings:
             if isinstance(p, OldSpelling):
                 value = ctx.params.pop(p.name or "", None)
                 if value not in (None, False, ()):
-                    old = p.opts[0]
-                    note(f"warning: {old} is deprecated and goes in the next release: use {p.use}")
+                    deprecated(p.opts[0], p.use)
                     ctx.params[p.new] = value
         for p in params:
             if getattr(p, "required_after_spellings", False) and ctx.params.get(p.name) is None:
@@ -141,14 +144,12 @@ class _Spellings:
 
 class Command(_Spellings, click.Command):
     """A framepipe command: old spellings merged into their options (:class:`OldSpelling`),
-    the settings that need an optional extra checked before anything runs
-    (:func:`framepipe.extras.check_extras`), and framepipe's errors as one line: a setting
-    refused before any work (ConfigError, MissingDependencyError) exits with status 2,
+    and framepipe's errors as one line: a setting refused before any work (ConfigError, a
+    MissingDependencyError from :func:`framepipe.extras.check_extras`) exits with status 2,
     another error (a model that will not load, an output that cannot be written) with 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            check_extras(ctx.params)
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
             raise SettingError(str(exc)) from None

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, Progress, note, run_with_progress
+from framepipe.cli.common import Command, Progress, deprecated, run_with_progress
 from framepipe.cli.options import (
     FORMAT_TEXT,
     RETRY,
@@ -27,9 +27,10 @@ ROWS: list[Row] = [
     ("-o --output", click.Path(file_okay=False, path_type=str), None,
      "Output folder: frames, contact sheets and manifest.jsonl.",
      {"required": True, "old": ("--out",)}),
-    # --format jpg|png was the image format: taken for one release, with a note
+    # old spellings, for one release: --format jpg|png (the image format), --manifest-format
     ("--format", FormatChoice(old=IMAGE_FORMATS),
-     Unset("the existing manifest's, else jsonl"), FORMAT_TEXT, {"old": ("--manifest-format",)}),
+     Unset("the existing manifest's, else jsonl"), FORMAT_TEXT),
+    ("--manifest-format", FormatChoice(), None, "", {"hidden": True}),
     ("--image-format", IMAGE_FORMATS, "jpg", "Image format of the saved frames."),
     ("--no-sheet", bool, None, "Do not write a contact sheet per clip."),
     ("--overwrite", bool, None, "Start afresh instead of skipping clips already in the manifest."),
@@ -55,9 +56,11 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
     from framepipe.runs.sample import manifest_path, sample
 
     if format in IMAGE_FORMATS:
-        use = f"--image-format {format} (--format is the manifest's: jsonl or parquet)"
-        note(f"warning: --format {format} is deprecated and goes in the next release: use {use}")
+        deprecated(f"--format {format}", f"--image-format {format} (--format: the manifest's)")
         kw["image_format"], format = format, None
+    if (old := kw.pop("manifest_format")) is not None:
+        deprecated("--manifest-format", "--format")
+        format = old
     cfg, run_kw = run_arguments(paths, kw)
     progress = Progress("sample", whole=cfg.clips == "whole" and cfg.clip_seconds is None)
     summary = run_with_progress(

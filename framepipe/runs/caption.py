@@ -184,9 +184,11 @@ class Pipeline:
 
     def check(self, kinds: Iterable[str | None] = ("video",)) -> None:
         """Read the model's config (no weights) and check that n frames and the questions
-        fit its context window; raises ModelLoadError, ConfigError or PromptError."""
+        fit its context window, and that its device, dtype, attention and quantization work
+        here; raises ModelLoadError, ConfigError, MissingDependencyError or PromptError."""
         qs = [self.questions_for(k) for k in kinds]
         self.backend.check(self.sample.n, qs, self.system)
+        self.backend.describe()
 
     def model_key(self) -> dict[str, Any]:
         """What identifies the model's answers in resume keys (id, revision or path, dtype,
