@@ -163,8 +163,8 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     click.echo(
         f"{summary.done} clip(s) answered, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {output} in {summary.elapsed_s:.1f} s "
-        f"(model loading {summary.load_s:.1f} s; {rate}; decoding {summary.decode_s:.1f} s "
-        f"in workers, generating {summary.generate_s:.1f} s)",
+        f"(model check and loading {summary.load_s:.1f} s; {rate}; decoding "
+        f"{summary.decode_s:.1f} s in workers, generating {summary.generate_s:.1f} s)",
         err=True,
     )
     if summary.model and summary.model.get("random_weights"):
