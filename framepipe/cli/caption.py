@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, Progress, field_default, run_with_progress
+from framepipe.cli.common import Command, field_default, run_with_progress
 from framepipe.cli.options import (
     FORMAT,
     GENERATE_ACTORS,
@@ -80,6 +80,8 @@ ROWS: list[Row] = [
     ("--frames-dir", click.Path(file_okay=False, path_type=str), None,
      "Also save each clip's frames and contact sheet under this folder."),
     ("--overwrite", bool, None, "Start afresh instead of skipping answered clips."),
+]
+LOCAL: list[Row] = [
     ("--workers", click.IntRange(min=0), Unset("2, 1 on one core"),
      "Decoding processes (0: decode in the main process)."),
     ("--prefetch", click.IntRange(min=1), Unset("the larger of 2 x workers and the batch size"),
@@ -120,7 +122,7 @@ def read_questions_file(path: str) -> list[str]:
 
 
 @click.command("caption", cls=Command)
-@options(ROWS, MODEL, GENERATION_ROWS, RUN, GENERATE_ACTORS)
+@options(ROWS, MODEL, GENERATION_ROWS, RUN, LOCAL, GENERATE_ACTORS)
 def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     """Ask a vision-language model about n frames of every clip; one JSON line per clip.
 
@@ -143,19 +145,17 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     model = model_config_from(kw)
     check_questions(qs or None)  # bad text is a usage error, before anything runs
     check_system(kw["system"])
-    progress = Progress("caption", whole=cfg.clips == "whole" and cfg.clip_seconds is None)
     summary = run_with_progress(
         caption,
-        progress,
+        cfg,
         output,
         "answer the rest",
         paths=paths,
-        output=output,
         sample=cfg,
+        output=output,
         model=model,
         settings=settings,
         questions=qs or None,
-        decode_timeout_s=kw.pop("decode_timeout"),
         **kw,
         **run_kw,
     )

@@ -17,6 +17,7 @@ import click
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
 
 if TYPE_CHECKING:
+    from framepipe.config import SampleConfig
     from framepipe.discover import Input, Skipped
     from framepipe.types import ClipResult
 
@@ -219,11 +220,14 @@ class Progress:
 
 
 def run_with_progress(
-    run: Callable[..., Any], progress: Progress, written_to: object, rest: str, **kw: Any
+    run: Callable[..., Any], config: SampleConfig, written_to: object, rest: str, **kw: Any
 ) -> Any:
-    """``run(**kw)`` (``sample`` or ``caption``) with ``progress``'s callbacks, keeping no
-    records in memory (the output has them); Ctrl-C says how many clips were written and
-    exits with status 130 (``rest``: what the same command does again)."""
+    """``run(**kw)`` (``sample`` or ``caption``, with ``config``) with a :class:`Progress`
+    bar of its clips, keeping no records in memory (the output has them); Ctrl-C says how
+    many clips were written to ``written_to`` and exits with status 130 (``rest``: what the
+    same command does again)."""
+    whole = config.clips == "whole" and config.clip_seconds is None
+    progress = Progress(run.__name__, whole=whole)
     try:
         return run(
             keep_records=False,

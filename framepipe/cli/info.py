@@ -20,7 +20,12 @@ from framepipe.cli.options import KIND, SOURCE_OPT, options
 def command(
     paths: tuple[str, ...], as_json: bool, kind: str | None, source_opt: tuple[str, ...]
 ) -> None:
-    """Print each source's metadata: frames, fps, duration, size, keyframes, views."""
+    """Print each source's metadata: frames, fps, duration, size, keyframes, views.
+
+    PATHS are files or folders (searched recursively). Exit status is 1 when any input
+    failed, after all the others are printed; 2 for a bad setting, refused before any input
+    is opened.
+    """
     from framepipe.cli.common import parse_kv, report_per_source
 
     options = parse_kv(source_opt, "--source-opt")

@@ -30,7 +30,7 @@ def command(inputs: tuple[str, ...], output: str, format: str | None) -> None:
     goes once its clips have records.
 
     INPUTS are records files (JSONL or Parquet), folders of part files (part-*.jsonl,
-    part-*.parquet) and `framepipe sample` output folders (manifest.jsonl). Relative frame
+    part-*.parquet) and 'framepipe sample' output folders (manifest.jsonl). Relative frame
     paths are rewritten to stay right from OUTPUT's folder. OUTPUT is written to a temporary
     file beside it and moved into place, so a failed merge leaves it as it was.
     """

@@ -172,7 +172,8 @@ def options(*tables: Sequence[Row | Callable[[Any], Any]]) -> Callable[[Any], An
 def decode_timeout(text: str) -> Row:
     """``--decode-timeout SECONDS`` (> 0), ``text`` its help."""
     positive = click.FloatRange(min=0, min_open=True)
-    return ("--decode-timeout", positive, DEFAULT_DECODE_TIMEOUT_S, text)
+    return ("--decode-timeout", positive, DEFAULT_DECODE_TIMEOUT_S, text,
+            {"dest": "decode_timeout_s"})  # fmt: skip
 
 
 KIND: Row = ("--kind", SOURCES, Unset("guessed"), "Force the input kind.")

@@ -40,8 +40,8 @@ def command(
     title: str,
 ) -> None:
     """Write one self-contained HTML page for the records in RECORDS (JSONL files written by
-    ``sample`` or ``caption``, or ``sample`` output folders): a summary, filters, and one card
-    per clip with its frames, questions and answers, or its error."""
+    'framepipe sample' or 'framepipe caption', or 'sample' output folders): a summary,
+    filters, and one card per clip with its frames, questions and answers, or its error."""
     from framepipe.report import write_report
 
     if output is None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, Progress, deprecated, run_with_progress
+from framepipe.cli.common import Command, deprecated, run_with_progress
 from framepipe.cli.options import (
     FORMAT_TEXT,
     RETRY,
@@ -35,6 +35,8 @@ ROWS: list[Row] = [
     ("--no-sheet", bool, None, "Do not write a contact sheet per clip."),
     ("--overwrite", bool, None, "Start afresh instead of skipping clips already in the manifest."),
     RETRY,
+]
+LOCAL: list[Row] = [
     ("--workers", click.IntRange(min=0), 1,
      "Decode and write clips in this many processes (0: in this one, for debugging: then no "
      "--decode-timeout protects the run from a hung decoder)."),
@@ -45,7 +47,7 @@ ROWS: list[Row] = [
 
 
 @click.command("sample", cls=Command)
-@options(ROWS, RUN)
+@options(ROWS, RUN, LOCAL)
 def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) -> None:
     """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
 
@@ -62,18 +64,16 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
         deprecated("--manifest-format", "--format")
         format = old
     cfg, run_kw = run_arguments(paths, kw)
-    progress = Progress("sample", whole=cfg.clips == "whole" and cfg.clip_seconds is None)
     summary = run_with_progress(
         sample,
-        progress,
+        cfg,
         output,
         "do the rest",
         paths=paths,
-        out_dir=output,
         cfg=cfg,
+        out_dir=output,
         format=format,
         sheets=not kw.pop("no_sheet"),
-        decode_timeout_s=kw.pop("decode_timeout"),
         **kw,
         **run_kw,
     )

@@ -34,7 +34,8 @@ def command(
     first frame, its end frame (exclusive) and their times. Detector settings (--opt):
     cut_threshold, cut_ratio, cut_concentration, local_window_s, flash_s, flash_return,
     gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
-    size, skip. Exit status is 1 when any input failed, after all the others are done.
+    size, skip. Exit status is 1 when any input failed, after all the others are done; 2 for
+    a bad setting, refused before any input is opened.
     """
     from framepipe.cli.common import parse_kv, report_per_source
     from framepipe.shots import DetectorParams, detect_shots
