@@ -71,18 +71,20 @@ class AnswerSpec:
 
 
 class Answering:
-    """The answer stage where it runs: the backend, loaded once, and the run's fields."""
+    """The answer stage where it runs: the backend, loaded once, with the first clip that
+    needs an answer (a run with nothing left to answer loads nothing), and the run's
+    fields."""
 
     def __init__(self, spec: AnswerSpec) -> None:
-        t0 = time.perf_counter()
         self.spec = spec
-        self.backend: Backend = spec.backend.load()
-        self.load_s = time.perf_counter() - t0
+        self.backend: Backend | None = None
+        """The loaded backend (None until a clip needs an answer)."""
+        self.load_s = 0.0
         """Seconds spent loading the backend."""
         self.generate_s = 0.0
         """Seconds spent answering."""
-        self.model = dict(self.backend.describe())
-        """The loaded model, as written on every record."""
+        self.model = dict(spec.backend.describe())
+        """The model, as written on every record (known before it loads)."""
         self._generation = spec.generation()
         # on every record, in this order: the system prompt, what the outcome adds, the note
         self._system = {"system": spec.system} if spec.system is not None else {}
@@ -96,12 +98,21 @@ class Answering:
             if not job.ok:
                 yield self._record(job)
                 continue
+            self.load()  # with the first clip to answer, while the next ones decode
             pending.append(job)
             if len(pending) >= self.spec.batch_size:
                 yield from self.answer(pending)
                 pending = []
         if pending:
             yield from self.answer(pending)
+
+    def load(self) -> Backend:
+        """The backend, loaded on first use."""
+        if self.backend is None:
+            t0 = time.perf_counter()
+            self.backend = self.spec.backend.load()
+            self.load_s = time.perf_counter() - t0
+        return self.backend
 
     def answer(self, jobs: list[ClipJob]) -> list[ClipResult]:
         """The final records of decoded ``jobs``, answered together (their frames freed)."""
@@ -176,7 +187,7 @@ class Answering:
         """The backend's answers to ``reqs`` (or a clip's own error); GenerationError unless
         there is exactly one per request (a shorter or longer list would give clips answers
         made from other clips' frames)."""
-        answers = list(self.backend.answer_each(reqs))
+        answers = list(self.load().answer_each(reqs))
         if len(answers) != len(reqs):
             raise GenerationError(
                 f"the generator gave {len(answers)} answers for {len(reqs)} clips"

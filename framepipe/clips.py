@@ -17,7 +17,7 @@ import numpy as np
 
 from framepipe.errors import ConfigError
 from framepipe.registry import Registry
-from framepipe.shots import detect_shots
+from framepipe.shots import DetectorParams, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
 if TYPE_CHECKING:
@@ -34,9 +34,23 @@ CLIP_PLANNERS: Registry[ClipPlanner] = Registry(
 """Clip planners by name (``--clips``): the built-ins below and installed plug-ins."""
 
 
-def register_clip_planner(name: str) -> Callable[[ClipPlanner], ClipPlanner]:
-    """Decorator: register a clip planner under ``name``."""
-    deco: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(name)
+CHECK_ATTRIBUTE = "framepipe_check"
+"""Where :func:`register_clip_planner` keeps a planner's check of its settings."""
+
+
+def register_clip_planner(
+    name: str, *, check: Callable[..., object] | None = None
+) -> Callable[[ClipPlanner], ClipPlanner]:
+    """Decorator: register a clip planner under ``name``. ``check(**params)``: the planner's
+    own check of its settings (the first thing it does), which a run also calls before any
+    input is read (:func:`check_clips`)."""
+    register: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(name)
+
+    def deco(fn: ClipPlanner) -> ClipPlanner:
+        if check is not None:
+            setattr(fn, CHECK_ATTRIBUTE, check)
+        return register(fn)
+
     return deco
 
 
@@ -55,6 +69,18 @@ def whole_clip(info: SourceInfo) -> ClipSpec:
     return ClipSpec(info.id, 0, max(1, info.num_frames), 0, start_s, end_s, "whole")
 
 
+def check_windows(
+    clip_seconds: float | None = None, stride_seconds: float | None = None, **params: Any
+) -> None:
+    """The windows planner's check: a window length, and lengths that are > 0 seconds."""
+    _no_params("windows", params)
+    if clip_seconds is None:
+        raise ConfigError("--clips windows needs --clip-seconds")
+    for name, value in (("--clip-seconds", clip_seconds), ("--stride-seconds", stride_seconds)):
+        if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
+            raise ConfigError(f"{name} ({value}) must be > 0")
+
+
 def window_clips(
     info: SourceInfo, clip_seconds: float, stride_seconds: float | None = None
 ) -> list[ClipSpec]:
@@ -64,11 +90,8 @@ def window_clips(
     equal duration, not of equal frame count. A last window shorter than half a window is
     merged into the previous one; a source shorter than one window is one clip.
     """
-    if clip_seconds <= 0 or not math.isfinite(clip_seconds):
-        raise ConfigError(f"--clip-seconds ({clip_seconds}) must be > 0")
+    check_windows(clip_seconds=clip_seconds, stride_seconds=stride_seconds)
     stride = clip_seconds if stride_seconds is None else stride_seconds
-    if stride <= 0 or not math.isfinite(stride):
-        raise ConfigError(f"--stride-seconds ({stride}) must be > 0")
     if info.timestamps_s is None or info.duration_s is None:
         return [whole_clip(info)]
     ts = np.asarray(info.timestamps_s)
@@ -146,17 +169,12 @@ def shot_ranges(
     return out
 
 
-@register_clip_planner("shots")
-def plan_shot_clips(
-    info: SourceInfo,
-    *,
-    source: Source | None = None,
-    min_shot_s: float = 2.0,
-    max_shot_s: float | None = 30.0,
-    **params: Any,
-) -> list[ClipSpec]:
-    """Every shot of the video a clip (label ``shot``), merged up to ``min_shot_s`` and split
-    at ``max_shot_s`` seconds. ``params`` are shot detector settings."""
+def shot_limits(
+    min_shot_s: float = 2.0, max_shot_s: float | None = 30.0, **params: Any
+) -> tuple[float, float | None]:
+    """The shots planner's check: ``min_shot_s`` and ``max_shot_s`` (in seconds; None, 0
+    or ``none``: no split) and the shot detector's settings ``params``; the two limits."""
+    DetectorParams.from_params(params)
     try:
         min_s = float(min_shot_s)
         max_s = None if max_shot_s in (None, 0, "none", "None") else float(max_shot_s)
@@ -168,6 +186,21 @@ def plan_shot_clips(
         raise ConfigError(f"min_shot_s ({min_s}) must be >= 0 and max_shot_s ({max_s}) > 0")
     if max_s is not None and min_s > max_s:
         raise ConfigError(f"min_shot_s ({min_s}) must not exceed max_shot_s ({max_s})")
+    return min_s, max_s
+
+
+@register_clip_planner("shots", check=shot_limits)
+def plan_shot_clips(
+    info: SourceInfo,
+    *,
+    source: Source | None = None,
+    min_shot_s: float = 2.0,
+    max_shot_s: float | None = 30.0,
+    **params: Any,
+) -> list[ClipSpec]:
+    """Every shot of the video a clip (label ``shot``), merged up to ``min_shot_s`` and split
+    at ``max_shot_s`` seconds. ``params`` are shot detector settings."""
+    min_s, max_s = shot_limits(min_shot_s, max_shot_s, **params)
     if source is None or info.timestamps_s is None or info.num_frames < 2:
         return [whole_clip(info)]
     det = detect_shots(source, info, **params)
@@ -182,14 +215,19 @@ def plan_shot_clips(
     return clips or [whole_clip(info)]
 
 
-@register_clip_planner("whole")
+def check_whole(**params: Any) -> None:
+    """The whole planner's check: it takes no option."""
+    _no_params("whole", params)
+
+
+@register_clip_planner("whole", check=check_whole)
 def plan_whole(info: SourceInfo, *, source: Source | None = None, **params: Any) -> list[ClipSpec]:
     """The whole source as one clip."""
-    _no_params("whole", params)
+    check_whole(**params)
     return [whole_clip(info)]
 
 
-@register_clip_planner("windows")
+@register_clip_planner("windows", check=check_windows)
 def plan_windows(
     info: SourceInfo,
     *,
@@ -199,10 +237,39 @@ def plan_windows(
     **params: Any,
 ) -> list[ClipSpec]:
     """Windows of ``clip_seconds`` every ``stride_seconds`` (see :func:`window_clips`)."""
-    _no_params("windows", params)
-    if clip_seconds is None:
-        raise ConfigError("--clips windows needs --clip-seconds")
+    check_windows(clip_seconds, stride_seconds, **params)
+    assert clip_seconds is not None
     return window_clips(info, clip_seconds, stride_seconds)
+
+
+def planner_params(
+    mode: str, clip_seconds: float | None, stride_seconds: float | None, params: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The planner a run uses and what it is given: ``clip_seconds`` implies ``windows``,
+    which gets ``clip_seconds`` and ``stride_seconds``; other planners take neither."""
+    if clip_seconds is not None and mode == "whole":
+        mode = "windows"
+    if mode == "windows":
+        return mode, {"clip_seconds": clip_seconds, "stride_seconds": stride_seconds, **params}
+    for name, value in (("--clip-seconds", clip_seconds), ("--stride-seconds", stride_seconds)):
+        if value is not None:
+            raise ConfigError(f"{name} applies to --clips windows, not to --clips {mode}")
+    return mode, params
+
+
+def check_clips(
+    mode: str = "whole",
+    clip_seconds: float | None = None,
+    stride_seconds: float | None = None,
+    **params: Any,
+) -> None:
+    """ConfigError (one line) when the clips cannot be planned with these settings: an
+    unknown planner, or what the planner's own check refuses (a planner registered without
+    ``check`` is not checked). Called before any input is read."""
+    mode, params = planner_params(mode, clip_seconds, stride_seconds, params)
+    check = getattr(CLIP_PLANNERS.get(mode), CHECK_ATTRIBUTE, None)
+    if check is not None:
+        check(**params)
 
 
 def plan_clips(
@@ -217,9 +284,5 @@ def plan_clips(
     """The clips of one source. ``mode``: a registered planner (``whole``, ``windows``,
     ``shots`` or a plug-in); ``clip_seconds`` implies ``windows``, which is given
     ``clip_seconds`` and ``stride_seconds``; ``params`` go to the planner."""
-    if clip_seconds is not None and mode == "whole":
-        mode = "windows"
-    planner = CLIP_PLANNERS.get(mode)
-    if mode == "windows":
-        params = {"clip_seconds": clip_seconds, "stride_seconds": stride_seconds, **params}
-    return planner(info, source=source, **params)
+    mode, params = planner_params(mode, clip_seconds, stride_seconds, params)
+    return CLIP_PLANNERS.get(mode)(info, source=source, **params)

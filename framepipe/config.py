@@ -3,10 +3,13 @@ chosen (:class:`SampleConfig`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from framepipe.samplers.base import Sampler, canonical_params, get_sampler
+from framepipe.clips import check_clips
+from framepipe.samplers.base import Sampler, canonical_params, check_sampler, get_sampler
+from framepipe.sources.base import check_source_options
 
 
 @dataclass
@@ -38,6 +41,18 @@ class SampleConfig:
     (a re-run, a resume) uses it while the object is unchanged. False: each input is
     downloaded to a copy of its own that is removed once its clips are read, so the cache
     never grows (a current copy kept by an earlier run is still used, and left in place)."""
+
+    def check(self, kinds: Iterable[str] | None = None) -> None:
+        """ConfigError (one line) for a setting the sampler, the clip planner or the sources
+        refuse (their own checks: an unknown sampler, n < 1, an option one does not take, a
+        bad value), before any input is read. The source options are checked against
+        ``kinds`` (the kinds of the run's inputs, once known), else ``kind``, else every
+        kind."""
+        check_sampler(self.sampler, self.n, self.sampler_params)
+        check_clips(self.clips, self.clip_seconds, self.stride_seconds, **self.clip_params)
+        if kinds is None and self.kind is not None:
+            kinds = [self.kind]
+        check_source_options(self.source_options, kinds)
 
     def sampler_name(self) -> str:
         return get_sampler(self.sampler)[0]

@@ -109,8 +109,19 @@ def discover(
         before = len(inputs)
         walked = _walk(p, st, kind, add, skipped, searched)
         if walked is not None and len(inputs) == before:
-            add(p, kind or "video", error=f"{p}: folder holds no video, image scene or 3D model")
+            add(p, kind or "video", error=f"{p}: folder holds no {wanted(kind)}")
     return inputs, skipped
+
+
+KIND_NOUNS = {"video": "video", "multiview": "image scene", "render": "3D model"}
+
+
+def wanted(kind: str | None) -> str:
+    """What discovery looks for: ``video, image scene or 3D model``, or the forced kind's
+    inputs (``video`` for ``framepipe shots``)."""
+    if kind is None:
+        return "video, image scene or 3D model"
+    return KIND_NOUNS.get(kind, f"{kind} input")
 
 
 def _identity(p: Path) -> Path:
@@ -182,7 +193,7 @@ def _walk(
             continue
         k = guess_kind(p)
         if k is None or (kind is not None and k != kind):
-            skipped.append(Skipped(p, "not a video, image scene or 3D model"))
+            skipped.append(Skipped(p, f"not a {wanted(kind)}"))
             continue
         add(p, k)
     return found

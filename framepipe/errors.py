@@ -77,6 +77,16 @@ class OutputError(FramepipeError):
     """An output path cannot be written or an existing output cannot be read."""
 
 
+class AlreadyThereError(OutputError):
+    """An output is already there and is replaced only on request (``overwrite``); the
+    command line names its own flag (``--overwrite``)."""
+
+    def __init__(self, path: object, what: str) -> None:
+        super().__init__(f"{path}: {what} is already there (pass overwrite=True)")
+        self.path = str(path)
+        self.what = what
+
+
 def one_line_error(exc: BaseException, path: object = None) -> str:
     """``exc`` as one line, starting with ``path`` when given and not already named
     (framepipe's own errors about an input name their file themselves)."""

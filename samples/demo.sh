@@ -35,11 +35,13 @@ else
   echo "The weights of $model are not on this machine and the hub cannot be reached."
   echo "Running the same job with a tiny RANDOM-WEIGHT model built locally instead: its answers"
   echo "are noise, and every record says random_weights: true."
-  framepipe make-tiny-model "$out/tiny-random-model"
+  if [ ! -f "$out/tiny-random-model/config.json" ]; then  # a second run reuses it
+    framepipe make-tiny-model "$out/tiny-random-model"
+  fi
   framepipe caption "${inputs[@]}" -n 8 --model "$out/tiny-random-model" \
     -o "$out/captions-random-weights.jsonl" --frames-dir "$out/caption-frames"
   captions="$out/captions-random-weights.jsonl"
 fi
 
 echo "== framepipe report: the frames beside each answer -> $out/report.html"
-framepipe report "$captions" "$out/frames" -o "$out/report.html"
+framepipe report "$captions" -o "$out/report.html"  # one card per clip

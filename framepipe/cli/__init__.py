@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from framepipe.cli.common import Group, OldSpelling, setup_logging
 from framepipe.version import __version__
 
 # command name -> module that defines it (imported lazily so `--help` stays fast)
@@ -24,7 +25,7 @@ _COMMANDS: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
+class _LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(n for n in _COMMANDS if self._module_exists(n))
 
@@ -44,11 +45,14 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="framepipe")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.option("--quiet", is_flag=True, help="Only errors.")
+@click.option("-q", "old_quiet", cls=OldSpelling, is_flag=True, new="quiet", use="--quiet")
 def cli(verbose: int, quiet: bool) -> None:
     """Turn videos, multi-view image sets and 3D models into n well-chosen frames, and ask a
-    multi-image vision-language model about each clip."""
-    from framepipe.cli.common import setup_logging
+    multi-image vision-language model about each clip.
+
+    Every command that writes takes -o/--output, and --format jsonl|parquet where it writes
+    records; a bad setting is refused before any work (exit status 2)."""
 
     level = (
         logging.ERROR

@@ -4,19 +4,25 @@ every clip with a multi-image vision-language model."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import click
 
-from framepipe.cli.common import field_default, sample_config_from, unset_option
-from framepipe.cli.engine_options import decode_timeout_option, ray_options_from, run_options
-from framepipe.cli.inputs import input_count, input_kwargs
-from framepipe.cli.output_options import OutputPath, format_option, retry_option
-from framepipe.discover import Input, Skipped
-from framepipe.errors import FramepipeError
+from framepipe.cli.common import Command, field_default, run_with_progress
+from framepipe.cli.options import (
+    FORMAT,
+    GENERATE_ACTORS,
+    RETRY,
+    RUN,
+    OutputPath,
+    Row,
+    Unset,
+    decode_timeout,
+    options,
+    run_arguments,
+)
 from framepipe.generate.config import (
     ATTN,
     DEFAULT_MODEL,
@@ -25,7 +31,30 @@ from framepipe.generate.config import (
     GenerationSettings,
     ModelConfig,
 )
-from framepipe.types import ClipResult
+
+# fmt: off
+MODEL: list[Row] = [
+    ("-q --question", str, Unset("a description request suited to the input's kind"),
+     "A question about every clip (repeatable: all are answered from one encoding of the "
+     "frames).", {"dest": "questions", "multiple": True}),
+    ("--questions-file", click.Path(dir_okay=False, path_type=str), None,
+     "A text file with one question per line (added after any -q)."),
+    ("--system", str, None, "A system prompt."),
+    ("-m --model", str, Unset(DEFAULT_MODEL), "Hub id or local folder of a LLaVA-style model."),
+    ("--revision", str, None, "Hub revision (branch, tag or commit)."),
+    ("--device", str, field_default(ModelConfig, "device"),
+     "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."),
+    ("--dtype", DTYPES, field_default(ModelConfig, "dtype"),
+     "auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU)."),
+    ("--quantize", QUANTIZE, None, "Load the weights quantized with bitsandbytes (CUDA only)."),
+    ("--attn", ATTN, field_default(ModelConfig, "attn"),
+     "Attention implementation (auto: FlashAttention 2 when usable, else SDPA)."),
+    ("--trust-remote-code", bool, None, "Allow the model repository's own Python code to run."),
+    ("--offline", bool, None,
+     "Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1)."),
+    ("--do-sample", bool, None, "Sample instead of greedy decoding."),
+]
+# fmt: on
 
 # Generation options: name -> (click type, help). The default shown in --help is
 # GenerationSettings' own; options left unset are not passed, so the library's defaults apply.
@@ -40,20 +69,31 @@ GENERATION_OPTIONS: dict[str, tuple[Any, str]] = {
     "seed": (int, "Random seed for sampling."),
 }
 
-
-def _generation_options(fn: Any) -> Any:
-    for name, (typ, text) in reversed(GENERATION_OPTIONS.items()):
-        flag = "--" + name.replace("_", "-")
-        default = str(field_default(GenerationSettings, name))
-        fn = unset_option(flag, name, type=typ, text=text, default=default)(fn)
-    return fn
-
-
-def _model_option(name: str, choices: Sequence[str] | None, text: str) -> Any:
-    """``--NAME``, defaulting (shown in --help) to ModelConfig's own ``NAME``."""
-    typ = None if choices is None else click.Choice(choices)
-    default = field_default(ModelConfig, name)
-    return click.option("--" + name, type=typ, default=default, show_default=True, help=text)
+# fmt: off
+ROWS: list[Row] = [
+    ("-o --output", OutputPath(), None,
+     "Records file (.jsonl or .parquet), one record per clip (a re-run completes it and "
+     "replaces retried clips' records); a path ending with / is a folder of part files.",
+     {"required": True}),
+    FORMAT,
+    RETRY,
+    ("--frames-dir", click.Path(file_okay=False, path_type=str), None,
+     "Also save each clip's frames and contact sheet under this folder."),
+    ("--overwrite", bool, None, "Start afresh instead of skipping answered clips."),
+]
+LOCAL: list[Row] = [
+    ("--workers", click.IntRange(min=0), Unset("2, 1 on one core"),
+     "Decoding processes (0: decode in the main process)."),
+    ("--prefetch", click.IntRange(min=1), Unset("the larger of 2 x workers and the batch size"),
+     "Decoded clips kept ready ahead of the model."),
+    decode_timeout("Seconds one clip may take to decode before its decoder is stopped (clip "
+                   "failed)."),
+]
+# fmt: on
+GENERATION_ROWS = [
+    (f"--{name.replace('_', '-')}", typ, Unset(field_default(GenerationSettings, name)), text)
+    for name, (typ, text) in GENERATION_OPTIONS.items()
+]
 
 
 def model_config_from(kw: dict[str, Any]) -> ModelConfig:
@@ -81,232 +121,53 @@ def read_questions_file(path: str) -> list[str]:
     return qs
 
 
-@click.command("caption")
-@run_options(generate=True)
-@click.option(
-    "-q",
-    "--question",
-    "questions",
-    multiple=True,
-    help="A question about every clip (repeatable: all are answered from one encoding of the "
-    "frames). [default: a description request suited to the input's kind]",
-)
-@click.option(
-    "--questions-file",
-    type=click.Path(dir_okay=False, path_type=str),
-    help="A text file with one question per line (added after any -q).",
-)
-@click.option("--system", default=None, help="A system prompt.")
-@click.option(
-    "-m",
-    "--model",
-    default=None,
-    help=f"Hub id or local folder of a LLaVA-style model. [default: {DEFAULT_MODEL}]",
-)
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@_model_option("device", None, "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
-@_model_option(
-    "dtype", DTYPES, "auto: bfloat16 where the device has it, else float16 (GPU) or float32 (CPU)."
-)
-@click.option(
-    "--quantize",
-    type=click.Choice(QUANTIZE),
-    default=None,
-    help="Load the weights quantized with bitsandbytes (CUDA only).",
-)
-@_model_option(
-    "attn", ATTN, "Attention implementation (auto: FlashAttention 2 when usable, else SDPA)."
-)
-@click.option(
-    "--trust-remote-code",
-    is_flag=True,
-    help="Allow the model repository's own Python code to run.",
-)
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1).",
-)
-@click.option("--do-sample", is_flag=True, help="Sample instead of greedy decoding.")
-@_generation_options
-@click.option(
-    "-o",
-    "--output",
-    default="results.jsonl",
-    show_default=True,
-    type=OutputPath(),
-    help="Records file (.jsonl or .parquet), one record per clip (a re-run completes it and "
-    "replaces retried clips' records); a path ending with / is a folder of part files.",
-)
-@format_option()
-@retry_option
-@click.option(
-    "--frames-dir",
-    type=click.Path(file_okay=False, path_type=str),
-    default=None,
-    help="Also save each clip's frames and contact sheet under this folder.",
-)
-@click.option("--overwrite", is_flag=True, help="Start afresh instead of skipping answered clips.")
-@unset_option(
-    "--workers",
-    type=click.IntRange(min=0),
-    text="Decoding processes (0: decode in the main process).",
-    default="2, 1 on one core",
-)
-@unset_option(
-    "--prefetch",
-    type=click.IntRange(min=1),
-    text="Decoded clips kept ready ahead of the model.",
-    default="the larger of 2 x workers and the batch size",
-)
-@decode_timeout_option(
-    "Seconds one clip may take to decode before its decoder is stopped (clip failed)."
-)
-def command(
-    paths: tuple[str, ...],
-    questions: tuple[str, ...],
-    questions_file: str | None,
-    system: str | None,
-    do_sample: bool,
-    output: str,
-    records_format: str | None,
-    retry_failed: bool,
-    frames_dir: str | None,
-    overwrite: bool,
-    workers: int | None,
-    prefetch: int | None,
-    decode_timeout: float,
-    **kw: Any,
-) -> None:
+@click.command("caption", cls=Command)
+@options(ROWS, MODEL, GENERATION_ROWS, RUN, LOCAL, GENERATE_ACTORS)
+def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     """Ask a vision-language model about n frames of every clip; one JSON line per clip.
 
     PATHS are videos, multi-view scene folders, 3D models, or folders of them (searched
     recursively), or remote URIs (s3://, gs://, https://); --inputs-from reads them from a
     manifest (a row's questions replace -q for it). A re-run with the same settings answers
     only the clips not in the output yet. Exit status is 1 when any clip failed, after all
-    the others are done.
+    the others are done; 2 for a bad setting, refused before any work (no model loaded).
     """
     from framepipe.questions import check_questions, check_system
     from framepipe.runs.caption import caption
 
-    gen_kw = {k: kw.pop(k) for k in GENERATION_OPTIONS}
-    engine_kw = ray_options_from(kw)  # --engine ...
-    try:
-        cfg = sample_config_from(kw)
-    except FramepipeError as exc:
-        raise click.UsageError(str(exc)) from exc
-    inputs_kw = input_kwargs(paths, kw, cfg)  # manifests, remote inputs, --shard
-    qs = list(questions)
+    gen = {k: v for k in GENERATION_OPTIONS if (v := kw.pop(k)) is not None}
+    settings = GenerationSettings(do_sample=kw.pop("do_sample"), **gen)
+    cfg, run_kw = run_arguments(paths, kw)
+    qs = list(kw.pop("questions"))
+    questions_file = kw.pop("questions_file")
     if questions_file:
         qs += read_questions_file(questions_file)
-
-    try:
-        model_cfg = model_config_from(kw)
-        settings = GenerationSettings(
-            do_sample=do_sample, **{k: v for k, v in gen_kw.items() if v is not None}
-        )
-        check_questions(qs or None)  # bad text is a usage error, before anything runs
-        check_system(system)
-    except FramepipeError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-    progress = _Progress(whole=cfg.clips == "whole" and cfg.clip_seconds is None)
-    try:
-        summary = caption(
-            paths,
-            sample=cfg,
-            model=model_cfg,
-            settings=settings,
-            questions=qs or None,
-            system=system,
-            output=output,
-            frames_dir=frames_dir,
-            overwrite=overwrite,
-            format=records_format,
-            retry_failed=retry_failed,
-            workers=workers,
-            prefetch=prefetch,
-            decode_timeout_s=decode_timeout,
-            keep_records=False,
-            on_input=progress.on_input,
-            **inputs_kw,
-            **engine_kw,
-            on_record=progress.on_record,
-            on_skip=progress.on_skip,
-        )
-    except KeyboardInterrupt:
-        progress.close()
-        click.echo(
-            f"interrupted: {progress.written} clip(s) written to {output}; run the same "
-            "command again to answer the rest",
-            err=True,
-        )
-        sys.exit(130)
-    except FramepipeError as exc:
-        progress.close()
-        raise click.ClickException(str(exc)) from exc
-    progress.close()
+    model = model_config_from(kw)
+    check_questions(qs or None)  # bad text is a usage error, before anything runs
+    check_system(kw["system"])
+    summary = run_with_progress(
+        caption,
+        cfg,
+        output,
+        "answer the rest",
+        paths=paths,
+        sample=cfg,
+        output=output,
+        model=model,
+        settings=settings,
+        questions=qs or None,
+        **kw,
+        **run_kw,
+    )
     rate = f"{summary.clips_per_s:.2f} clips/s" if summary.done else "no clip answered"
     click.echo(
         f"{summary.done} clip(s) answered, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {output} in {summary.elapsed_s:.1f} s "
-        f"(model loading {summary.load_s:.1f} s; {rate}; decoding {summary.decode_s:.1f} s "
-        f"in workers, generating {summary.generate_s:.1f} s)",
+        f"(model check and loading {summary.load_s:.1f} s; {rate}; decoding "
+        f"{summary.decode_s:.1f} s in workers, generating {summary.generate_s:.1f} s)",
         err=True,
     )
     if summary.model and summary.model.get("random_weights"):
         click.echo("note: the model has random weights; its answers are not captions", err=True)
     if summary.failed:
         sys.exit(1)
-
-
-class _Progress:
-    """A tqdm bar of clips with clips/s and ETA (a total only when there is one clip per
-    input). It appears with the first clip, so model loading does not count in the rate."""
-
-    def __init__(self, *, whole: bool) -> None:
-        self.whole = whole
-        self.total: int | None = None
-        self.bar: Any = None
-        self.written = 0
-        self.failed = 0
-
-    def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
-        from tqdm import tqdm
-
-        for note in notes:
-            tqdm.write(f"note: skipping {note.path}: {note.reason}", file=sys.stderr)
-        self.total = input_count(inputs) if self.whole else None  # None for a manifest
-
-    def _ensure(self) -> Any:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=self.total,
-                unit="clip",
-                desc="caption",
-                file=sys.stderr,
-                disable=None,
-                dynamic_ncols=True,
-            )
-        return self.bar
-
-    def on_skip(self, count: int) -> None:
-        bar = self._ensure()
-        if bar.total is not None:
-            bar.total = max(bar.n, bar.total - count)
-            bar.refresh()
-
-    def on_record(self, rec: ClipResult) -> None:
-        bar = self._ensure()
-        self.written += 1
-        if rec.status != "ok":
-            self.failed += 1
-            bar.set_postfix_str(f"{self.failed} failed", refresh=False)
-        bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None

@@ -1,5 +1,6 @@
-"""What the commands share: logging through the progress bar, the sampling options (one
-table of defaults drives both the click options and their help), and small parsers."""
+"""What the commands share: logging through the progress bar, the command class (old
+spellings, optional extras and framepipe's errors, the same for every command), the progress
+bar of a run, and the per-source report of ``info`` and ``shots``."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ import inspect
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, get_args
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from framepipe.clips import CLIP_PLANNERS
-from framepipe.config import SampleConfig
-from framepipe.errors import ConfigError
-from framepipe.registry import Registry
-from framepipe.samplers.base import SAMPLERS, OverflowPolicy
-from framepipe.sources.base import SOURCES
+from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
+from framepipe.extras import AFTER_THE_DEVICE, check_extras
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from framepipe.config import SampleConfig
+    from framepipe.discover import Input, Skipped
+    from framepipe.types import ClipResult
 
 
 class _TqdmHandler(logging.Handler):
@@ -67,7 +67,19 @@ def setup_logging(level: int) -> None:
     # printed twice, and an embedding application's own handlers still see our records.
 
 
-def parse_kv(pairs: tuple[str, ...], option: str) -> dict[str, Any]:
+def note(text: str) -> None:
+    """A one-line note on stderr, above any progress bar."""
+    from tqdm import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def deprecated(old: str, use: str) -> None:
+    """The note that an old spelling ``old`` goes in the next release (use ``use``)."""
+    note(f"warning: {old} is deprecated and goes in the next release: use {use}")
+
+
+def parse_kv(pairs: Sequence[str], option: str) -> dict[str, Any]:
     """``("a=1", "b=x")`` -> ``{"a": 1, "b": "x"}``; values parsed as JSON when they can be."""
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -96,191 +108,150 @@ def param_default(fn: Callable[..., Any], name: str) -> Any:
     return inspect.signature(fn).parameters[name].default
 
 
-def stacked(decorators: Sequence[Callable[[Any], Any]]) -> Callable[[Any], Any]:
-    """One decorator applying ``decorators`` as if stacked in this order (the first on top:
-    ``--help`` lists their options in this order)."""
+# -- the command class ----------------------------------------------------------------------
+class OldSpelling(click.Option):
+    """A hidden option that is an old spelling of another (``new``, its destination): its
+    value goes there, with a note that it goes in the next release (use ``use``)."""
 
-    def wrap(fn: Any) -> Any:
-        for decorate in reversed(decorators):
-            fn = decorate(fn)
-        return fn
-
-    return wrap
-
-
-def kv_option(flag: str, dest: str, text: str) -> Callable[[F], F]:
-    """A repeatable ``FLAG KEY=VALUE`` option (a tuple of strings in ``dest``; see
-    :func:`parse_kv`)."""
-    return click.option(flag, dest, multiple=True, metavar="KEY=VALUE", help=text)
+    def __init__(self, decls: list[str], *, new: str, use: str, **kw: Any) -> None:
+        super().__init__(decls, hidden=True, **kw)
+        self.new = new
+        self.use = use
 
 
-def unset_option(*decls: str, text: str, default: str, **kw: Any) -> Callable[[F], F]:
-    """An option that is None unless given (the library then decides); its help is ``text``
-    followed by what that default is (``  [default: DEFAULT]``)."""
-    return click.option(*decls, default=None, help=f"{text}  [default: {default}]", **kw)
+class SettingError(click.ClickException):
+    """A setting refused before any work (a bad value, a missing extra): one line, exit 2."""
+
+    exit_code = 2
 
 
-class RegistryChoice(click.Choice):
-    """A click choice among a registry's names, read when the command line is parsed (so an
-    installed plug-in is a valid choice) rather than when the module is imported."""
+class _Spellings:
+    """Parsing that moves the values of old spellings to their new options (with a note),
+    then asks for the options that are required but have old spellings (click cannot)."""
 
-    def __init__(self, registry: Registry[Any]) -> None:
-        self.registry = registry
-        super().__init__([], case_sensitive=True)
-
-    @property
-    def choices(self) -> tuple[str, ...]:
-        return tuple(self.registry.names())
-
-    @choices.setter
-    def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry rules
-        pass
-
-
-class RegistryHelpOption(click.Option):
-    """An option whose help names a registry's entries (``{names}`` in ``help``), read when
-    the help is shown rather than when the module is imported (so it names plug-ins)."""
-
-    def __init__(self, *args: Any, registry: Registry[Any], **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.registry = registry
-        self.template = self.help or ""
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        self.help = self.template.format(names=", ".join(self.registry.names()))
-        return super().get_help_record(ctx)
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
+        params: list[click.Parameter] = self.params  # type: ignore[attr-defined]
+        for p in params:
+            if isinstance(p, OldSpelling):
+                value = ctx.params.pop(p.name or "", None)
+                if value not in (None, False, ()):
+                    deprecated(p.opts[0], p.use)
+                    ctx.params[p.new] = value
+        for p in params:
+            if getattr(p, "required_after_spellings", False) and ctx.params.get(p.name) is None:
+                raise click.MissingParameter(ctx=ctx, param=p)
+        return rest
 
 
-def sampling_options(fn: F) -> F:
-    """The options that choose clips and frames, shared by ``sample`` and ``caption``. Their
-    defaults and choices are those of :class:`SampleConfig` and of the uniform sampler (its
-    signature and types); the choices of ``--kind``, ``--clips`` and the names in
-    ``--sampler``'s help come from the registries."""
-    from framepipe.samplers.uniform import UniformMode, uniform
+class Command(_Spellings, click.Command):
+    """A framepipe command: old spellings merged into their options (:class:`OldSpelling`),
+    the options that need an optional extra checked before it runs
+    (:func:`framepipe.extras.check_extras`), and framepipe's errors as one line: a setting
+    refused before any work (ConfigError, MissingDependencyError) exits with status 2,
+    another error (a model that will not load, an output that cannot be written) with 1."""
 
-    n, sampler = field_default(SampleConfig, "n"), field_default(SampleConfig, "sampler")
-    opts = [
-        click.option(
-            "-n",
-            "--num-frames",
-            "n",
-            type=int,
-            default=n,
-            show_default=True,
-            help="Frames (or views) per clip.",
-        ),
-        click.option(
-            "--sampler",
-            cls=RegistryHelpOption,
-            registry=SAMPLERS,
-            default=sampler,
-            show_default=True,
-            help="Sampler: {names}, or module:function.",
-        ),
-        click.option(
-            "--mode",
-            type=click.Choice(get_args(UniformMode)),
-            default=param_default(uniform, "mode"),
-            show_default=True,
-            help="uniform: 'centers' of n equal segments, or 'endpoints' (both ends).",
-        ),
-        click.option(
-            "--fps",
-            type=float,
-            default=None,
-            help="uniform: one frame every 1/FPS seconds, capped at n.",
-        ),
-        click.option(
-            "--overflow",
-            type=click.Choice(get_args(OverflowPolicy)),
-            default=param_default(uniform, "overflow"),
-            show_default=True,
-            help="When a clip has fewer frames than n: repeat_last, all (use fewer) or error.",
-        ),
-        kv_option("--sampler-opt", "sampler_opts", "Extra sampler parameter (repeatable)."),
-        click.option(
-            "--clips",
-            type=RegistryChoice(CLIP_PLANNERS),
-            default=field_default(SampleConfig, "clips"),
-            show_default=True,
-            help="How to cut sources into clips.",
-        ),
-        click.option(
-            "--clip-seconds",
-            type=float,
-            default=None,
-            help="Cut videos into windows of this many seconds (implies windows).",
-        ),
-        click.option(
-            "--stride-seconds",
-            type=float,
-            default=None,
-            help="Start a window every this many seconds [default: clip length].",
-        ),
-        kv_option(
-            "--clip-opt",
-            "clip_opts",
-            "Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable).",
-        ),
-        kind_option(),
-        source_opt_option(),
-    ]
-    return stacked(opts)(fn)
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            check_extras({k: v for k, v in ctx.params.items() if k not in AFTER_THE_DEVICE})
+            return super().invoke(ctx)
+        except (ConfigError, MissingDependencyError) as exc:
+            raise SettingError(str(exc)) from None
+        except AlreadyThereError as exc:
+            msg = f"{exc.path}: {exc.what} is already there (pass --overwrite to replace it)"
+            raise click.ClickException(msg) from None
+        except FramepipeError as exc:
+            raise click.ClickException(str(exc)) from None
 
 
-def kind_option() -> Callable[[F], F]:
-    """``--kind``: force the kind of every input, a name from the source registry."""
-    return click.option(
-        "--kind",
-        type=RegistryChoice(SOURCES),
-        default=None,
-        help="Force the input kind [default: guessed].",
-    )
+class Group(_Spellings, click.Group):
+    """The ``framepipe`` group: old spellings of its own options merged too."""
 
 
-def source_opt_option() -> Callable[[F], F]:
-    """``--source-opt KEY=VALUE`` (repeatable): options for the sources."""
-    return kv_option(
-        "--source-opt", "source_opts", "Extra source option, e.g. backend=pyav (repeatable)."
-    )
+# -- runs: a progress bar of clips ----------------------------------------------------------
+class Progress:
+    """A tqdm bar of clips with clips/s and ETA (a total only when ``whole``: one clip per
+    input). It appears with the first clip, so model loading does not count in the rate.
+    Its methods are a run's ``on_input``, ``on_record`` and ``on_skip``."""
+
+    def __init__(self, desc: str, *, whole: bool) -> None:
+        self.desc = desc
+        self.whole = whole
+        self.total: int | None = None
+        self.bar: Any = None
+        self.written = 0
+        self.failed = 0
+
+    def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
+        for n in notes:
+            note(f"note: skipping {n.path}: {n.reason}")
+        # a streamed manifest has no len(): no total
+        self.total = len(inputs) if self.whole and isinstance(inputs, Sized) else None
+
+    def _ensure(self) -> Any:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=self.total,
+                unit="clip",
+                desc=self.desc,
+                file=sys.stderr,
+                disable=None,
+                dynamic_ncols=True,
+            )
+        return self.bar
+
+    def on_skip(self, count: int) -> None:
+        bar = self._ensure()
+        if bar.total is not None:
+            bar.total = max(bar.n, bar.total - count)
+            bar.refresh()
+
+    def on_record(self, rec: ClipResult) -> None:
+        bar = self._ensure()
+        self.written += 1
+        if rec.status != "ok":
+            self.failed += 1
+            bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+        bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
-def sample_config_from(kw: dict[str, Any]) -> SampleConfig:
-    """Build a :class:`SampleConfig` from the parsed sampling options (popped from ``kw``)."""
-    n = kw.pop("n")  # n < 1 is reported per clip by the sampler, as a failed record
-    sampler = kw.pop("sampler")
-    params: dict[str, Any] = {"overflow": kw.pop("overflow")}
-    mode = kw.pop("mode")
-    fps = kw.pop("fps")
-    if sampler == "uniform":
-        params["mode"] = mode
-        if fps is not None:
-            params["fps"] = fps
-    elif fps is not None:
-        raise ConfigError(f"--fps applies to the uniform sampler, not {sampler!r}")
-    params.update(parse_kv(kw.pop("sampler_opts"), "--sampler-opt"))
-    clip_seconds = kw.pop("clip_seconds")
-    clips = kw.pop("clips")
-    if clips == "windows" and clip_seconds is None:
-        raise ConfigError("--clips windows needs --clip-seconds")
-    return SampleConfig(
-        n=n,
-        sampler=sampler,
-        sampler_params=params,
-        clips=clips,
-        clip_seconds=clip_seconds,
-        stride_seconds=kw.pop("stride_seconds"),
-        clip_params=parse_kv(kw.pop("clip_opts"), "--clip-opt"),
-        kind=kw.pop("kind"),
-        source_options=parse_kv(kw.pop("source_opts"), "--source-opt"),
-    )
+def run_with_progress(
+    run: Callable[..., Any], config: SampleConfig, written_to: object, rest: str, **kw: Any
+) -> Any:
+    """``run(**kw)`` (``sample`` or ``caption``, with ``config``) with a :class:`Progress`
+    bar of its clips, keeping no records in memory (the output has them); Ctrl-C says how
+    many clips were written to ``written_to`` and exits with status 130 (``rest``: what the
+    same command does again)."""
+    whole = config.clips == "whole" and config.clip_seconds is None
+    progress = Progress(run.__name__, whole=whole)
+    try:
+        return run(
+            keep_records=False,
+            on_input=progress.on_input,
+            on_record=progress.on_record,
+            on_skip=progress.on_skip,
+            **kw,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        click.echo(
+            f"interrupted: {progress.written} clip(s) written to {written_to}; run the same "
+            f"command again to {rest}",
+            err=True,
+        )
+        sys.exit(130)
+    finally:
+        progress.close()
 
 
-def fail(message: str) -> None:
-    """Exit with a one-line error (status 2, like click's usage errors)."""
-    raise click.ClickException(message)
-
-
+# -- info and shots: one row per source -----------------------------------------------------
 def report_per_source(
     paths: tuple[str, ...],
     *,
@@ -292,14 +263,17 @@ def report_per_source(
 ) -> None:
     """Open each input found under ``paths`` and print one row per input: ``describe(source)``,
     or a ``failed`` row with a one-line error (printed as it happens, the others go on).
-    Prints the rows as a JSON array or with ``table``; exits 1 when any input failed."""
+    Prints the rows as a JSON array or with ``table``; exits 1 when any input failed. The
+    source options are checked against the kinds found before any input is opened."""
     from framepipe.discover import discover
-    from framepipe.errors import FramepipeError, one_line_error
-    from framepipe.sources.base import open_source
+    from framepipe.errors import one_line_error
+    from framepipe.sources.base import check_source_options, open_source
 
+    check_source_options(source_options, [kind] if kind else None)
     inputs, notes = discover(paths, kind=kind)
-    for note in notes:
-        click.echo(f"note: skipping {note.path}: {note.reason}", err=True)
+    check_source_options(source_options, [i.kind for i in inputs if not i.error])
+    for n in notes:
+        click.echo(f"note: skipping {n.path}: {n.reason}", err=True)
     rows: list[dict[str, Any]] = []
     failed = 0
     for item in inputs:

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import click
 
-from framepipe.cli.common import kind_option, source_opt_option
+from framepipe.cli.common import Command
+from framepipe.cli.options import KIND, SOURCE_OPT, options
 
 
-@click.command("info")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per source, as a list.")
-@kind_option()
-@source_opt_option()
+@click.command("info", cls=Command)
+@options(
+    [
+        click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str)),
+        ("--json", bool, None, "One JSON object per source, as a list.", {"dest": "as_json"}),
+        KIND,
+        SOURCE_OPT,
+    ]
+)
 def command(
-    paths: tuple[str, ...], as_json: bool, kind: str | None, source_opts: tuple[str, ...]
+    paths: tuple[str, ...], as_json: bool, kind: str | None, source_opt: tuple[str, ...]
 ) -> None:
-    """Print each source's metadata: frames, fps, duration, size, keyframes, views."""
+    """Print each source's metadata: frames, fps, duration, size, keyframes, views.
+
+    PATHS are files or folders (searched recursively). Exit status is 1 when any input
+    failed, after all the others are printed; 2 for a bad setting, refused before any input
+    is opened.
+    """
     from framepipe.cli.common import parse_kv, report_per_source
 
-    options = parse_kv(source_opts, "--source-opt")
+    options = parse_kv(source_opt, "--source-opt")
     report_per_source(
         paths,
         kind=kind,

@@ -3,64 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from framepipe.errors import FramepipeError
+from framepipe.cli.common import Command
+from framepipe.cli.options import Unset, options
+
+# fmt: off
+ROWS: list[Any] = [
+    click.argument(
+        "records", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
+    ),
+    ("-o --output", click.Path(dir_okay=False, path_type=Path),
+     Unset("report.html next to the first records file"), "HTML file to write.",
+     {"old": ("--out",)}),
+    ("--base-dir", click.Path(file_okay=False, path_type=Path),
+     Unset("each JSONL file's folder"), "Folder the records' frame paths are relative to."),
+    ("--embed", bool, None,
+     "Inline small JPEG thumbnails (data: URIs) so the file stands alone and can be mailed."),
+    ("--no-thumbnails", bool, None,
+     "Show each clip's contact sheet instead of its frames one by one."),
+    ("--title", str, "framepipe report", "Page title."),
+]
+# fmt: on
 
 
-@click.command("report")
-@click.argument("records", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    "out_html",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="HTML file to write [default: report.html next to the first records file].",
-)
-@click.option(
-    "--base-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Folder the records' frame paths are relative to [default: each JSONL file's folder].",
-)
-@click.option(
-    "--embed",
-    is_flag=True,
-    help="Inline small JPEG thumbnails (data: URIs) so the file stands alone and can be mailed.",
-)
-@click.option(
-    "--no-thumbnails",
-    is_flag=True,
-    help="Show each clip's contact sheet instead of its frames one by one.",
-)
-@click.option("--title", default="framepipe report", show_default=True, help="Page title.")
+@click.command("report", cls=Command)
+@options(ROWS)
 def command(
     records: tuple[Path, ...],
-    out_html: Path | None,
+    output: Path | None,
     base_dir: Path | None,
     embed: bool,
     no_thumbnails: bool,
     title: str,
 ) -> None:
     """Write one self-contained HTML page for the records in RECORDS (JSONL files written by
-    ``sample`` or ``caption``, or ``sample`` output folders): a summary, filters, and one card
-    per clip with its frames, questions and answers, or its error."""
+    'framepipe sample' or 'framepipe caption', or 'sample' output folders): a summary,
+    filters, and one card per clip with its frames, questions and answers, or its error."""
     from framepipe.report import write_report
 
-    if out_html is None:
+    if output is None:
         first = records[0]
-        out_html = (first if first.is_dir() else first.parent) / "report.html"
-    try:
-        path = write_report(
-            records,
-            out_html,
-            base_dir=base_dir,
-            thumbnails=not no_thumbnails,
-            embed=embed,
-            title=title,
-        )
-    except FramepipeError as exc:
-        raise click.ClickException(str(exc)) from exc
+        output = (first if first.is_dir() else first.parent) / "report.html"
+    path = write_report(
+        records, output, base_dir=base_dir, thumbnails=not no_thumbnails, embed=embed, title=title
+    )
     click.echo(f"report -> {path}", err=True)

@@ -6,22 +6,27 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import kv_option, source_opt_option
+from framepipe.cli.common import Command
+from framepipe.cli.options import KV, SOURCE_OPT, options
 from framepipe.errors import FramepipeError
 
+# fmt: off
+ROWS: list[Any] = [
+    click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str)),
+    ("--json", bool, None,
+     "One JSON array with an object per input: source, shots, transitions.",
+     {"dest": "as_json"}),
+    ("--opt", KV, None,
+     "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable)."),
+    SOURCE_OPT,
+]
+# fmt: on
 
-@click.command("shots")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str))
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="One JSON array with an object per input: source, shots, transitions.",
-)
-@kv_option("--opt", "opts", "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable).")
-@source_opt_option()
+
+@click.command("shots", cls=Command)
+@options(ROWS)
 def command(
-    paths: tuple[str, ...], as_json: bool, opts: tuple[str, ...], source_opts: tuple[str, ...]
+    paths: tuple[str, ...], as_json: bool, opt: tuple[str, ...], source_opt: tuple[str, ...]
 ) -> None:
     """Detect the shots of each video: hard cuts, dissolves and fades through black.
 
@@ -29,17 +34,15 @@ def command(
     first frame, its end frame (exclusive) and their times. Detector settings (--opt):
     cut_threshold, cut_ratio, cut_concentration, local_window_s, flash_s, flash_return,
     gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
-    size, skip. Exit status is 1 when any input failed, after all the others are done.
+    size, skip. Exit status is 1 when any input failed, after all the others are done; 2 for
+    a bad setting, refused before any input is opened.
     """
     from framepipe.cli.common import parse_kv, report_per_source
     from framepipe.shots import DetectorParams, detect_shots
 
-    params = parse_kv(opts, "--opt")
-    try:
-        DetectorParams.from_params(params)
-    except FramepipeError as exc:
-        raise click.UsageError(str(exc)) from exc
-    options = parse_kv(source_opts, "--source-opt")
+    params = parse_kv(opt, "--opt")
+    DetectorParams.from_params(params)  # a bad setting: refused before any input is read
+    options = parse_kv(source_opt, "--source-opt")
 
     def describe(src: Any) -> dict[str, Any]:
         info = src.info()

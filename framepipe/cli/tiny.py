@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import click
 
-from framepipe.errors import FramepipeError
+from framepipe.cli.common import Command
+from framepipe.cli.options import options
 
 
-@click.command("make-tiny-model")
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=str))
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights.")
-@click.option(
-    "--image-size",
-    type=int,
-    default=56,
-    show_default=True,
-    help="Input image size in pixels ((size/14)^2 tokens per image).",
+@click.command("make-tiny-model", cls=Command)
+@options(
+    [
+        click.argument("out_dir", type=click.Path(file_okay=False, path_type=str)),
+        ("--seed", int, 0, "Seed of the weights."),
+        ("--image-size", int, 56, "Input image size in pixels ((size/14)^2 tokens per image)."),
+        ("--overwrite", bool, None, "Replace a tiny model already in OUT_DIR."),
+    ]
 )
-@click.option("--overwrite", is_flag=True, help="Replace a tiny model already in OUT_DIR.")
 def command(out_dir: str, seed: int, image_size: int, overwrite: bool) -> None:
     """Write a tiny LLaVA with RANDOM weights (SigLIP vision tower, 2-layer Qwen2, the
     llava-interleave chat template) to OUT_DIR, loadable with --model OUT_DIR.
@@ -29,8 +28,6 @@ def command(out_dir: str, seed: int, image_size: int, overwrite: bool) -> None:
 
     try:
         path = make_tiny_model(out_dir, seed=seed, image_size=image_size, overwrite=overwrite)
-    except FramepipeError as exc:
-        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"{out_dir}: cannot write ({exc.strerror or exc})") from None
     click.echo(f"wrote a tiny random-weight model to {path} (use --model {path})")

@@ -88,7 +88,8 @@ class LocalEngine(EngineBase, Closing):
         self, tasks: Iterable[EngineTask], work: Work, done: Collection[str] = ()
     ) -> Iterator[ClipResult]:
         """The record of every clip of ``tasks`` not in ``done``, as they finish; the
-        workers decode the first clips while the model loads."""
+        workers start first, and decode the next clips while the model loads (with the first
+        clip to answer: a resume with nothing left to answer loads nothing)."""
         jobs = self.jobs(tasks, work, done)
         try:
             if work.answer is None:
@@ -96,11 +97,11 @@ class LocalEngine(EngineBase, Closing):
                     yield job.record()
                 return
             answering = Answering(work.answer)
-            self.load_s, self.model = answering.load_s, answering.model
+            self.model = answering.model
             try:
                 yield from answering.records(jobs)
             finally:
-                self.generate_s = answering.generate_s
+                self.load_s, self.generate_s = answering.load_s, answering.generate_s
         finally:
             jobs.close()
 

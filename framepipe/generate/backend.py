@@ -60,6 +60,11 @@ class BackendSpec(Protocol):
         """What identifies this backend's answers in resume keys."""
         ...
 
+    def describe(self) -> dict[str, Any]:
+        """The model as every record names it, known before it loads (so that a run with
+        nothing to answer loads nothing, and its records are the same)."""
+        ...
+
     def random_weights(self) -> bool:
         """Whether its answers are noise (a model with random weights)."""
         ...
@@ -165,18 +170,19 @@ class TransformersBackend:
         for qs in dict.fromkeys(tuple(q) for q in questions):
             spec.check_fits(n, list(qs), system=system, max_new_tokens=self.settings.max_new_tokens)
 
-    def key(self) -> dict[str, Any]:
-        names = ("id", "revision", "path", "dtype", "quantize")
+    def describe(self) -> dict[str, Any]:
         if self.generator is not None:
-            info = dict(self.generator.describe())
-        else:
-            from framepipe.generate.device import resolve_runtime
+            return dict(self.generator.describe())
+        from framepipe.generate.device import resolve_runtime
+        from framepipe.generate.spec import describe_model
 
-            spec = self.inspect()
-            assert spec is not None
-            rt = resolve_runtime(self.model)
-            info = {**spec.describe(), "dtype": rt.dtype_name, "quantize": rt.quantize}
-        key = {k: info.get(k) for k in names}
+        spec = self.inspect()
+        assert spec is not None
+        return describe_model(spec, resolve_runtime(self.model))
+
+    def key(self) -> dict[str, Any]:
+        info = self.describe()
+        key = {k: info.get(k) for k in ("id", "revision", "path", "dtype", "quantize")}
         path = info.get("path")
         if path and not info.get("revision"):
             from framepipe.records import local_weights_fingerprint

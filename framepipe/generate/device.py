@@ -8,13 +8,13 @@ so it surfaces before the model is read.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framepipe.errors import ConfigError, MissingDependencyError
+from framepipe.errors import ConfigError
+from framepipe.extras import check_extras, installed
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +127,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def flash_attn_installed() -> bool:
-    return importlib.util.find_spec("flash_attn") is not None
+    return installed("flash_attn")
 
 
 def resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -143,8 +143,7 @@ def resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
             else "sdpa"
         )
     if name == "flash_attention_2":
-        if not flash_attn_installed():
-            raise MissingDependencyError("flash-attn", "flash", "--attn flash_attention_2")
+        check_extras(attn=name)
         if device.type != "cuda":
             raise ConfigError(f"--attn flash_attention_2 needs a CUDA GPU (device is {device})")
         if not half:
@@ -164,8 +163,7 @@ def check_quantize(quantize: str | None, device: torch.device) -> None:
         raise ConfigError(f"--quantize {quantize!r} is not one of 4bit, 8bit")
     if device.type != "cuda":
         raise ConfigError(f"--quantize {quantize} needs a CUDA GPU (device is {device})")
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise MissingDependencyError("bitsandbytes", "quant", f"--quantize {quantize}")
+    check_extras(quantize=quantize)
 
 
 def quantization_config(quantize: str | None, dtype: torch.dtype) -> Any:

@@ -47,7 +47,7 @@ from framepipe.generate.batching import (
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.hub import quiet_hf
-from framepipe.generate.spec import ModelSpec
+from framepipe.generate.spec import ModelSpec, describe_model
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +146,8 @@ class Generator:
         return cls(model, spec, runtime, settings)
 
     def describe(self) -> dict[str, Any]:
-        """What a record says about the model: id, revision or local path, dtype, device,
-        quantization, attention kernel, and whether the weights are random."""
-        return {
-            **self.spec.describe(),
-            "dtype": self.runtime.dtype_name,
-            "device": str(self.runtime.device),
-            "quantize": self.runtime.quantize,
-            "attn": self.runtime.attn,
-        }
+        """What a record says about the model (:func:`describe_model`)."""
+        return describe_model(self.spec, self.runtime)
 
     # -- answering -----------------------------------------------------------------------
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framepipe.errors import ModelLoadError, PromptError
 from framepipe.generate.config import DEFAULT_MODEL, RANDOM_WEIGHTS_KEY, ModelConfig
 from framepipe.generate.hub import locate, quiet_hf
 from framepipe.prompt import IMAGE_TOKEN, Segment, render_prompt
+
+if TYPE_CHECKING:
+    from framepipe.generate.device import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -241,3 +244,16 @@ def _processor_image_size(processor: Any) -> tuple[int, int] | None:
         if isinstance(size, dict) and "height" in size and "width" in size:
             return int(size["height"]), int(size["width"])
     return None
+
+
+def describe_model(spec: ModelSpec, runtime: Runtime) -> dict[str, Any]:
+    """What a record says about a model, known before its weights load: id, revision or
+    local path, dtype, device, quantization, attention kernel, and whether the weights are
+    random."""
+    return {
+        **spec.describe(),
+        "dtype": runtime.dtype_name,
+        "device": str(runtime.device),
+        "quantize": runtime.quantize,
+        "attn": runtime.attn,
+    }

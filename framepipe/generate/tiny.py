@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from framepipe.errors import ConfigError
+from framepipe.errors import AlreadyThereError, ConfigError
 from framepipe.generate.config import RANDOM_WEIGHTS_KEY
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def make_tiny_model(
         raise ConfigError(f"image_size ({image_size}) must be >= patch_size ({patch_size})")
     if out.exists() and any(out.iterdir()) and not overwrite:
         if (out / "config.json").is_file() and is_random(out):
-            raise ConfigError(f"{out}: a tiny model is already there (pass overwrite=True)")
+            raise AlreadyThereError(out, "a tiny model")
         raise ConfigError(f"{out}: the folder is not empty")
     out.mkdir(parents=True, exist_ok=True)
 

@@ -99,7 +99,7 @@ def manifest_inputs(
         try:
             row = row_fields(fields)
         except RowError as exc:
-            bad = bad_row(where, str(exc), kind)
+            bad = bad_row(where, str(exc), kind, fields.get("id"))
             if shard is None or shard.takes(bad):
                 yield bad
             continue

@@ -209,6 +209,8 @@ def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def bad_row(where: str, reason: str, kind: str | None) -> Input:
-    """The input standing for a row that cannot be one: it fails with ``where: reason``."""
-    return Input(Path(where), kind or "video", error=f"{where}: {reason}")
+def bad_row(where: str, reason: str, kind: str | None, ident: Any = None) -> Input:
+    """The input standing for a row that cannot be one: it fails with ``where: reason``,
+    and keeps the row's ``id`` (``ident``) when it has one."""
+    ident = None if ident is None or ident == "" else str(ident)
+    return Input(Path(where), kind or "video", error=f"{where}: {reason}", id=ident)

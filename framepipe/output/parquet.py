@@ -54,9 +54,7 @@ def _pa() -> Any:
         import pyarrow as pa
         import pyarrow.parquet
     except ImportError as exc:
-        raise MissingDependencyError(
-            "parquet output needs pyarrow: pip install 'framepipe[parquet]'"
-        ) from exc
+        raise MissingDependencyError("pyarrow", "parquet", "parquet output") from exc
     return pa
 
 

@@ -39,9 +39,10 @@ from framepipe.engine import (
     Work,
     open_engine,
 )
+from framepipe.extras import check_extras
 from framepipe.generate.backend import TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
-from framepipe.output import writer_target
+from framepipe.output import format_of, writer_target
 from framepipe.questions import check_questions, check_system
 from framepipe.records import ClipJob
 from framepipe.runs.common import (
@@ -183,9 +184,11 @@ class Pipeline:
 
     def check(self, kinds: Iterable[str | None] = ("video",)) -> None:
         """Read the model's config (no weights) and check that n frames and the questions
-        fit its context window; raises ModelLoadError, ConfigError or PromptError."""
+        fit its context window, and that its device, dtype, attention and quantization work
+        here; raises ModelLoadError, ConfigError, MissingDependencyError or PromptError."""
         qs = [self.questions_for(k) for k in kinds]
         self.backend.check(self.sample.n, qs, self.system)
+        self.backend.describe()
 
     def model_key(self) -> dict[str, Any]:
         """What identifies the model's answers in resume keys (id, revision or path, dtype,
@@ -229,6 +232,9 @@ class Pipeline:
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
+        self.sample.check()  # a bad setting is refused before anything runs
+        if output is not None:
+            check_extras(format=format_of(writer_target(output, format, part)))
         options = EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip)
         engine = open_engine(self.engine, options)  # a cluster engine joins its cluster now
         out = None if output is None else Path(output)
@@ -246,6 +252,8 @@ class Pipeline:
         )
         summary = CaptionSummary(notes=list(notes), output=out)
         kinds, inputs = peek_kinds(inputs)
+        if isinstance(inputs, list):  # the source options against the kinds found
+            self.sample.check([i.kind for i in inputs if not i.error])
         if not kinds:
             log.warning("no inputs found: nothing to do")
             summary.elapsed_s = time.perf_counter() - t0

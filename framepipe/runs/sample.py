@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ from framepipe.engine import (
     open_engine,
 )
 from framepipe.errors import OutputError
+from framepipe.extras import check_extras
 from framepipe.inputs import Shard
 from framepipe.output import format_of
 from framepipe.records import ClipJob
@@ -71,6 +72,7 @@ def sample(
     keep_records: bool = True,
     on_input: OnInput | None = None,
     on_record: OnRecord | None = None,
+    on_skip: Callable[[int], None] | None = None,
     engine: str = "local",
     ray_options: RayOptions | None = None,
     inputs_from: str | Path | Iterable[str | Path] | None = None,
@@ -84,12 +86,14 @@ def sample(
     and settings; ``retry_failed=False``: failed ones too) and its new records replace the
     old ones of the same clips; ``overwrite`` starts afresh.
     Failures are records; the run always goes on. ``on_input`` is called once with what
-    discovery found, ``on_record`` after each record (for progress bars). ``workers``
-    processes decode and write the frames (one by default; with more, records come in the
-    order they finish), and ``decode_timeout_s`` stops a decoder stuck on one input or clip
-    (its clip becomes a failed record, the run goes on). ``workers=0`` reads everything in
-    this process, in input order: easy to debug, but *unprotected*: no timeout can stop a
-    decoder that hangs there, and a crash in a decoding library ends the run.
+    discovery found, ``on_record`` after each record, ``on_skip`` with each count of clips
+    skipped as done (for progress bars); a bad setting is refused (ConfigError) before
+    anything runs. ``workers`` processes decode and write the frames (one by default; with
+    more, records come in the order they finish), and ``decode_timeout_s`` stops a decoder
+    stuck on one input or clip (its clip becomes a failed record, the run goes on).
+    ``workers=0`` reads everything in this process, in input order: easy to debug, but
+    *unprotected*: no timeout can stop a decoder that hangs there, and a crash in a
+    decoding library ends the run.
     ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
     manifest has them all, and a long run does not hold them in memory. ``paths`` may hold
     remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed, never
@@ -99,7 +103,9 @@ def sample(
     :mod:`framepipe.engine.ray`); ``workers`` is then not used.
     """
     cfg = cfg or SampleConfig()
-    options = EngineOptions(workers=workers, ray=ray_options)
+    cfg.check()  # a bad setting is refused before anything runs
+    check_extras(format=format_of(manifest_path(out_dir, format)))
+    options = EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip)
     eng = open_engine(engine, options)  # a cluster engine joins its cluster now
     out = Path(out_dir)
     t0 = time.perf_counter()
@@ -111,6 +117,8 @@ def sample(
         cache_dir=cache_dir,
         shard=shard,
     )
+    if isinstance(inputs, list):  # the source options against the kinds found
+        cfg.check([i.kind for i in inputs if not i.error])
     summary = RunSummary(notes=list(notes))
     try:
         out.mkdir(parents=True, exist_ok=True)

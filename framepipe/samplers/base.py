@@ -10,8 +10,10 @@ signal ask the source for it and never open a file or decode full frames: the ke
 sampler's shots come from :mod:`framepipe.shots` (over ``source.read_signal``), the n-view
 sampler's thumbnails from ``source.read_small`` and a render's surface from
 ``source.visible_surface``. The same inputs give the same indices. Built-in samplers refuse
-an option they do not have (:func:`check_args`). A user's own sampler is registered with
-:func:`register_sampler` or passed directly to the pipeline as a callable.
+an option they do not have or a bad value (:func:`check_args` and their own check, which a
+run also calls before any input is read: :func:`check_sampler`). A user's own sampler is
+registered with :func:`register_sampler` (``check=`` its own check) or passed directly to
+the pipeline as a callable.
 
 An option given at its default is the same setting as one left out, and makes the same
 resume keys (:func:`canonical_params`): the defaults are those of the sampler's keyword
@@ -25,7 +27,7 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from framepipe.errors import ConfigError, SamplingError
 from framepipe.registry import Registry
@@ -75,24 +77,48 @@ installed plug-ins (entry-point group ``framepipe.samplers``)."""
 
 DEFAULTS_ATTRIBUTE = "framepipe_defaults"
 """Where :func:`register_sampler` keeps the defaults a sampler declares."""
+CHECK_ATTRIBUTE = "framepipe_check"
+"""Where :func:`register_sampler` keeps a sampler's check of its settings."""
+
+SamplerCheck = Callable[[int, Mapping[str, Any]], object]
+"""``check(n, params)``: raise (one line) when a sampler cannot run with these settings."""
 
 
 def register_sampler(
-    name: str, *, defaults: Mapping[str, Any] | None = None
+    name: str, *, defaults: Mapping[str, Any] | None = None, check: SamplerCheck | None = None
 ) -> Callable[[Any], Any]:
     """Decorator: register a sampler callable (function or class instance) under ``name``.
 
     ``defaults``: the value each option the sampler reads from ``**params`` has when it is
     not given (the defaults of its keyword parameters are read from its signature).
+    ``check(n, params)``: the sampler's own check of its settings (the first thing it does),
+    which a run also calls before any input is read (:func:`check_sampler`).
     """
     register: Callable[[Any], Any] = SAMPLERS.register(name)
 
     def deco(fn: Any) -> Any:
         if defaults is not None:
             setattr(fn, DEFAULTS_ATTRIBUTE, dict(defaults))
+        if check is not None:
+            setattr(fn, CHECK_ATTRIBUTE, check)
         return register(fn)
 
     return deco
+
+
+def check_sampler(sampler: str | Sampler, n: int, params: Mapping[str, Any]) -> None:
+    """ConfigError (one line) when the sampler cannot run with ``n`` and ``params``: an
+    unknown sampler, n below 1, or what the sampler's own check refuses (an option it does not
+    take, a bad value; a sampler registered without ``check`` has n checked only). Called
+    before any input is read, so that a bad setting is refused once, not once per clip."""
+    _, fn = get_sampler(sampler)
+    check: SamplerCheck | None = getattr(fn, CHECK_ATTRIBUTE, None)
+    try:
+        check_n(n)
+        if check is not None:
+            check(n, params)
+    except SamplingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -162,9 +188,10 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
 
 
 def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[str]) -> None:
-    """What every built-in sampler checks first: ``n`` (:func:`check_n`), and that
-    ``params`` holds no option it does not have (else a one-line :class:`ConfigError` naming
-    the sampler, the unknown options and the options it has: a typo is never ignored)."""
+    """What every built-in sampler checks first: ``n`` (:func:`check_n`), that ``params``
+    holds no option it does not have (else a one-line :class:`ConfigError` naming the
+    sampler, the unknown options and the options it has: a typo is never ignored), and an
+    ``overflow`` policy that exists."""
     check_n(n)
     options = list(known)
     unknown = sorted(set(params) - set(options))
@@ -173,6 +200,11 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
         raise ConfigError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for sampler "
             f"{sampler!r} (options: {', '.join(options)})"
+        )
+    policy = params.get("overflow", DEFAULT_OVERFLOW)
+    if policy not in get_args(OverflowPolicy):
+        raise ConfigError(
+            f"overflow ({policy!r}) must be one of {', '.join(get_args(OverflowPolicy))}"
         )
 
 

@@ -3,6 +3,7 @@ free (the keyframes are in ``SourceInfo``, nothing is decoded)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 
 DEFAULTS: dict[str, Any] = {"overflow": DEFAULT_OVERFLOW}
 """The options, with their defaults."""
+check_iframe = functools.partial(check_args, "iframe", known=DEFAULTS)
+"""The iframe sampler's check of its settings (``check_iframe(n, params)``)."""
 
 
 def nearest_distinct(targets: list[int], candidates: list[int]) -> list[int]:
@@ -61,7 +64,7 @@ def iframe(
     """The codec keyframes nearest to n evenly spaced targets (distinct). When the clip
     holds fewer keyframes than n, all of them, completed with the targets themselves.
     ``params``: ``overflow`` only."""
-    check_args("iframe", n, params, DEFAULTS)
+    check_iframe(n, params)
     overflow = params.get("overflow", DEFAULTS["overflow"])
     targets = uniform_indices(clip.start_frame, clip.end_frame, n)
     keys = sorted(
@@ -86,7 +89,7 @@ def iframe(
     return Selection(tuple(idx), "iframe", {"n": n, "overflow": overflow}, extra)
 
 
-register_sampler("iframe", defaults=DEFAULTS)(iframe)
+register_sampler("iframe", defaults=DEFAULTS, check=check_iframe)(iframe)
 
 
 __all__ = ["iframe", "nearest_distinct"]

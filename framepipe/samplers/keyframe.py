@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -154,6 +155,13 @@ def select_from_shots(det: ShotDetection, n: int) -> tuple[list[int], list[int]]
     return idx, shot_of
 
 
+def check_keyframe(n: int, params: Mapping[str, Any]) -> None:
+    """The keyframe sampler's check of its settings: n, its options and the shot detector's
+    values."""
+    check_args("keyframe", n, params, DEFAULTS)
+    DetectorParams.from_params({k: v for k, v in params.items() if k != "overflow"})
+
+
 def keyframe(
     info: SourceInfo,
     clip: ClipSpec,
@@ -167,7 +175,7 @@ def keyframe(
     ``params`` are ``overflow`` and the shot detector's settings (``cut_threshold``,
     ``min_shot_s`` ...; see :class:`~framepipe.shots.DetectorParams`).
     """
-    check_args("keyframe", n, params, DEFAULTS)
+    check_keyframe(n, params)
     overflow = params.get("overflow", DEFAULTS["overflow"])
     detector = {k: v for k, v in params.items() if k != "overflow"}
     if source is None:
@@ -195,7 +203,7 @@ def keyframe(
     return Selection(tuple(idx), "keyframe", sel_params, extra)
 
 
-register_sampler("keyframe", defaults=DEFAULTS)(keyframe)
+register_sampler("keyframe", defaults=DEFAULTS, check=check_keyframe)(keyframe)
 
 
 __all__ = ["allocate", "keyframe", "select_from_shots"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -342,6 +342,24 @@ def _appearance_metric(
     return metric, idx
 
 
+def nview_settings(n: int, params: Mapping[str, Any]) -> tuple[str, tuple[int, int], int]:
+    """The n-view sampler's check of its settings: its options, and the method, thumbnail
+    size and most thumbnails they give."""
+    check_args("nview", n, params, OPTIONS)
+    method: str = params.get("method", DEFAULTS["method"])
+    raw_size = params.get("signature_size", SIGNATURE_SIZE)
+    max_sig = params.get("max_signatures", MAX_SIGNATURES)
+    if isinstance(max_sig, bool) or not isinstance(max_sig, int) or max_sig < 2:
+        raise SamplingError(f"max_signatures ({max_sig!r}) must be an integer >= 2")
+    try:
+        size = (int(raw_size[0]), int(raw_size[1]))
+    except (TypeError, ValueError, IndexError) as exc:
+        raise SamplingError(f"signature_size ({raw_size!r}) must be [width, height]") from exc
+    if method not in ("auto", "poses", "appearance", "even"):
+        raise SamplingError(f"unknown nview method {method!r} (auto, poses, appearance, even)")
+    return method, size, max_sig
+
+
 def nview(
     info: SourceInfo,
     clip: ClipSpec,
@@ -362,24 +380,13 @@ def nview(
       measures it (64 pixels, 32 cells a side); such a source's views are chosen by surface
       coverage, whatever the method.
     """
-    check_args("nview", n, params, OPTIONS)
+    method, size, max_sig = nview_settings(n, params)
     if source is not None:
         size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
         surface = source.visible_surface(**size_kw)
         if surface is not None:
             return surface_coverage(surface, n)
-    method: str = params.get("method", DEFAULTS["method"])
     overflow = params.get("overflow", DEFAULTS["overflow"])
-    raw_size = params.get("signature_size", SIGNATURE_SIZE)
-    max_sig = params.get("max_signatures", MAX_SIGNATURES)
-    if isinstance(max_sig, bool) or not isinstance(max_sig, int) or max_sig < 2:
-        raise SamplingError(f"max_signatures ({max_sig!r}) must be an integer >= 2")
-    try:
-        size = (int(raw_size[0]), int(raw_size[1]))
-    except (TypeError, ValueError, IndexError) as exc:
-        raise SamplingError(f"signature_size ({raw_size!r}) must be [width, height]") from exc
-    if method not in ("auto", "poses", "appearance", "even"):
-        raise SamplingError(f"unknown nview method {method!r} (auto, poses, appearance, even)")
     out_params: dict[str, Any] = {"n": n, "method": method, "overflow": overflow}
     if "signature_size" in params:
         out_params["signature_size"] = list(size)
@@ -438,4 +445,4 @@ def nview(
     return Selection(tuple(chosen), "nview", out_params, extra)
 
 
-register_sampler("nview", defaults=DEFAULTS)(nview)
+register_sampler("nview", defaults=DEFAULTS, check=nview_settings)(nview)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -53,14 +54,13 @@ def uniform_indices(start: int, end: int, n: int, *, mode: UniformMode = "center
 
 
 def rate_indices(info: SourceInfo, clip: ClipSpec, fps: float, n: int) -> list[int]:
-    """Frames every ``1/fps`` seconds of presentation time, from the clip's start, capped at n.
+    """Frames every ``1/fps`` seconds of presentation time, from the clip's start, capped at n
+    (``fps`` checked by :func:`check_uniform`).
 
     Uses the container's timestamps, so variable frame rate is right. When the rate gives
     more than n frames, n of those times are taken evenly (the cap keeps the whole clip
     covered rather than its beginning).
     """
-    if fps <= 0 or not math.isfinite(fps):
-        raise SamplingError(f"fps ({fps}) must be > 0")
     if info.timestamps_s is None:
         # No clock (scenes, renders): one view per 1/fps "seconds" makes no sense.
         raise SamplingError(f"{info.id}: --fps needs a video with timestamps")
@@ -82,7 +82,23 @@ def rate_indices(info: SourceInfo, clip: ClipSpec, fps: float, n: int) -> list[i
     return out
 
 
-@register_sampler("uniform")
+def check_uniform(n: int, params: Mapping[str, Any]) -> None:
+    """The uniform sampler's check of its settings: n, its options, ``mode`` and ``fps``."""
+    check_args("uniform", n, params, OPTIONS)
+    mode = params.get("mode", "centers")
+    if mode not in get_args(UniformMode):
+        raise SamplingError(f"unknown uniform mode {mode!r} (centers or endpoints)")
+    fps = params.get("fps")
+    if fps is not None:
+        try:
+            ok = float(fps) > 0 and math.isfinite(float(fps))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise SamplingError(f"fps ({fps}) must be > 0")
+
+
+@register_sampler("uniform", check=check_uniform)
 def uniform(
     info: SourceInfo,
     clip: ClipSpec,
@@ -96,7 +112,7 @@ def uniform(
 ) -> Selection:
     """n frames at the centres of n equal segments (default), evenly spaced including both
     ends (``mode="endpoints"``), or one every ``1/fps`` seconds capped at n (``fps``)."""
-    check_args("uniform", n, unknown, OPTIONS)
+    check_uniform(n, {"mode": mode, "fps": fps, "overflow": overflow, **unknown})
     if fps is not None:
         idx = rate_indices(info, clip, float(fps), n)
         params: dict[str, Any] = {"n": n, "fps": float(fps), "overflow": overflow}

@@ -11,17 +11,18 @@ instead of breaking ``import framepipe``.
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import DecodeError, UnsupportedInputError
+from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
 from framepipe.registry import Registry
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo, VisibleSurface
 from framepipe.utils import Closing
@@ -44,8 +45,20 @@ class Source(Closing, ABC):
     """Lower-case file suffixes (with the dot) this kind claims, for discovery."""
 
     def __init__(self, path: str | Path, **options: Any) -> None:
+        """Check the options (a one-line ConfigError naming a bad one) and open nothing: the
+        file is opened by :meth:`info` (so :func:`check_source_options` can make a kind on
+        no file to check a run's options before any input is read)."""
         self.path = Path(path)
         self.options = options
+
+    @classmethod
+    def option_names(cls) -> frozenset[str] | None:
+        """The source options this kind takes: its constructor's keyword parameters; None
+        when it names none (it takes any)."""
+        keyword = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        params = inspect.signature(cls.__init__).parameters.values()
+        names = {p.name for p in params if p.kind in keyword} - {"self", "path"}
+        return frozenset(names) or None
 
     # -- discovery ------------------------------------------------------------------------
     @classmethod
@@ -293,6 +306,33 @@ def path_problem(p: Path) -> tuple[os.stat_result | None, str | None]:
         return st, None
     what = _NOT_REGULAR.get(stat.S_IFMT(st.st_mode), "special file")
     return st, f"not a regular file ({what})"
+
+
+def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None = None) -> None:
+    """ConfigError (one line) for a source option that none of ``kinds`` (default: every
+    available kind) takes, or whose value a kind that takes it refuses: each kind is made
+    on no file with its own options (constructors check them and open nothing). Called
+    before any input is opened. A kind that names no option, or cannot be used here, is
+    not held against an option."""
+    names = list(dict.fromkeys(SOURCES.names() if kinds is None else kinds))
+    if not options or not names:
+        return
+    takes: dict[str, frozenset[str] | None] = {
+        k: SOURCES.get(k).option_names() if k in SOURCES else None for k in names
+    }
+    for kind, accepts in takes.items():
+        own = {k: v for k, v in options.items() if accepts is not None and k in accepts}
+        if own:
+            SOURCES.get(kind)(Path(os.devnull), **own).close()
+    if any(accepts is None for accepts in takes.values()):
+        return
+    unknown = sorted(set(options).difference(*(a or () for a in takes.values())))
+    if unknown:
+        known = "; ".join(f"{k}: {', '.join(sorted(a or ()))}" for k, a in takes.items())
+        raise ConfigError(
+            f"unknown source option{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(map(repr, unknown))} for {' or '.join(names)} inputs ({known})"
+        )
 
 
 def get_source_class(kind: str) -> type[Source]:

@@ -166,7 +166,7 @@ def test_cli_output_options(inputs: Path, tmp_path: Path) -> None:
 def test_the_output_option_takes_a_folder_of_parts_only_when_it_says_so(tmp_path: Path) -> None:
     import click
 
-    from framepipe.cli.output_options import OutputPath
+    from framepipe.cli.options import OutputPath
 
     t = OutputPath()
     assert t.convert(f"{tmp_path}/new/", None, None) == f"{tmp_path}/new/"

@@ -117,7 +117,6 @@ def test_every_sampler_takes_the_cli_overflow_and_refuses_a_typo(
     (rec,) = [json.loads(s) for s in (tmp_path / "a" / "manifest.jsonl").read_text().splitlines()]
     assert rec["status"] == "ok" and rec["sampler"]["params"]["overflow"] == "all"
     res = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "b"), "--sampler-opt", "bogus=1"])
-    assert res.exit_code == 1
-    (rec,) = [json.loads(s) for s in (tmp_path / "b" / "manifest.jsonl").read_text().splitlines()]
-    assert rec["status"] == "failed"
-    assert f"unknown parameter 'bogus' for sampler '{sampler}'" in rec["error"]
+    assert res.exit_code == 2  # refused before any work, not a failed record per input
+    assert f"unknown parameter 'bogus' for sampler '{sampler}'" in res.output
+    assert not (tmp_path / "b").exists()

@@ -100,14 +100,27 @@ class MultiviewSource(Source):
             return False
         return images > 0
 
-    def __init__(self, path: str | Path, **options: Any) -> None:
-        super().__init__(path, **options)
-        self.max_side = _int_option(options, "max_side", DEFAULT_MAX_SIDE, minimum=0)
-        self.min_views = _int_option(options, "min_views", 1, minimum=1)
-        self.verify = str(options.get("verify", "header"))
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_side: int = DEFAULT_MAX_SIDE,
+        min_views: int = 1,
+        verify: str = "header",
+        background: Any = (255, 255, 255),
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            path, max_side=max_side, min_views=min_views, verify=verify, background=background
+        )
+        if options:  # options for other kinds share the command line: not an error here
+            log.debug("%s: ignoring source option(s) %s", path, sorted(options))
+        self.max_side = _int_option("max_side", max_side, minimum=0)
+        self.min_views = _int_option("min_views", min_views, minimum=1)
+        self.verify = str(verify)
         if self.verify not in ("header", "decode"):
             raise ConfigError(f"source option verify ({self.verify!r}) must be header or decode")
-        self.background = _colour_option(options.get("background", (255, 255, 255)))
+        self.background = _colour_option(background)
         self._views: list[_View] | None = None
         self._info: SourceInfo | None = None
         self.decode_counts = {"full": 0, "small": 0}
@@ -292,8 +305,7 @@ def _note_missing(poses: PoseFile) -> None:
         )
 
 
-def _int_option(options: dict[str, Any], name: str, default: int, *, minimum: int) -> int:
-    value = options.get(name, default)
+def _int_option(name: str, value: Any, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise ConfigError(f"source option {name} ({value!r}) must be an integer")
     if value < minimum:

@@ -267,13 +267,11 @@ def _timing(pts: np.ndarray, tb: Fraction, fps: Fraction | None, last_ticks: int
     ts = pts.astype(np.float64) * float(tb)
     if fps is None and len(ts) > 1 and ts[-1] > ts[0]:
         fps = Fraction((len(ts) - 1) / (ts[-1] - ts[0])).limit_denominator(1001)
-    if last_ticks > 0:
-        last = last_ticks * float(tb)
-    elif len(ts) > 1:
-        last = float(ts[-1] - ts[-2])
-    else:
-        last = float(1 / fps) if fps else 0.0
-    return fps, float(ts[-1] - ts[0]) + last
+    # in ticks, exactly (4 s of 30 fps is 4.0, not a sum of rounded frame times)
+    if last_ticks <= 0 and len(pts) > 1:
+        last_ticks = int(pts[-1]) - int(pts[-2])
+    last = last_ticks * tb if last_ticks > 0 else (1 / fps if fps else Fraction(0))
+    return fps, float((int(pts[-1]) - int(pts[0])) * tb + last)
 
 
 def _decode(container: Any, stream: Any, pk: Packets, path: Path, **kw: Any) -> Decoded:

@@ -1,0 +1,315 @@
+"""Option declarations as tables: one row per option, ``(flags, type, default, help)`` with an
+optional fifth item of click keywords, made into click options by :func:`options`.
+
+- ``flags``: ``"-o --output"`` (click's ``"--x/--no-x"`` for an on/off flag).
+- ``type``: a click type or a Python one; ``bool`` is a flag; :data:`KV` a repeatable
+  ``KEY=VALUE``; a ``Literal`` or a tuple of strings a choice; a :class:`Registry` a choice
+  among its names, read when the command line is parsed (so a plug-in is a choice), or, when
+  the help has ``{names}``, free text whose help names them.
+- ``default``: shown in ``--help``; None: none; :class:`Unset`: None, the library then
+  decides, and the help says what it does.
+- keywords: click's (``dest``, ``multiple``, ``metavar``, ``required`` ...) and ``old``: old
+  spellings, hidden, whose values go to this option with a deprecation note.
+
+The rows shared by ``sample`` and ``caption`` are here (:data:`RUN`); each command's own are
+in its module, and :func:`run_arguments` turns the shared ones into a run's arguments. The
+defaults are those of the library's configs (one place each).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+import click
+
+from framepipe.cli.common import OldSpelling, field_default, param_default, parse_kv
+from framepipe.clips import CLIP_PLANNERS
+from framepipe.config import SampleConfig
+from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, ENGINES
+from framepipe.engine.base import RayOptions
+from framepipe.errors import ConfigError
+from framepipe.output import FORMATS, is_folder_output
+from framepipe.registry import Registry
+from framepipe.samplers.base import SAMPLERS, OverflowPolicy
+from framepipe.samplers.uniform import UniformMode, uniform
+from framepipe.sources.base import SOURCES
+
+KV = "KEY=VALUE"
+"""The type of a repeatable ``KEY=VALUE`` option (a tuple of strings; see :func:`parse_kv`)."""
+
+
+@dataclass(frozen=True)
+class Unset:
+    """A default of None (the option is not passed on: the library decides); ``text`` says
+    what it then is."""
+
+    text: object
+
+
+Row = tuple[Any, ...]
+
+
+class RegistryChoice(click.Choice):
+    """A click choice among a registry's names, read when the command line is parsed (so an
+    installed plug-in is a valid choice) rather than when the module is imported."""
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self.registry = registry
+        super().__init__([], case_sensitive=True)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.registry.names())
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry rules
+        pass
+
+
+class RegistryHelpOption(click.Option):
+    """An option whose help names a registry's entries (``{names}`` in ``help``), read when
+    the help is shown rather than when the module is imported (so it names plug-ins)."""
+
+    def __init__(self, *args: Any, registry: Registry[Any], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.registry = registry
+        self.template = self.help or ""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.template.format(names=", ".join(self.registry.names()))
+        return super().get_help_record(ctx)
+
+
+class OutputPath(click.Path):
+    """A records file (not a folder), or a folder of part files: a path ending with ``/``, or
+    a folder that holds part files already."""
+
+    name = "output"
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False, path_type=str)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and is_folder_output(value):
+            return value
+        return super().convert(value, param, ctx)
+
+
+class FormatChoice(click.Choice):
+    """``jsonl`` or ``parquet``; ``old`` values are taken too (not shown): an old meaning of
+    the option that the command moves elsewhere, with a note."""
+
+    def __init__(self, old: Sequence[str] = ()) -> None:
+        super().__init__(FORMATS)
+        self.old = tuple(old)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value if value in self.old else super().convert(value, param, ctx)
+
+
+def option(row: Row) -> Callable[[Any], Any]:
+    """The click option of one table row (see the module)."""
+    flags, typ, default, text, *more = row
+    kw: dict[str, Any] = dict(more[0]) if more else {}
+    decls = flags.split()
+    old: tuple[str, ...] = tuple(kw.pop("old", ()))
+    dest = kw.pop("dest", None)
+    if isinstance(typ, Registry):
+        if "{names}" in text:
+            kw.update(cls=RegistryHelpOption, registry=typ)
+        else:
+            kw["type"] = RegistryChoice(typ)
+    elif typ is bool:
+        kw["is_flag"] = True
+    elif typ == KV:
+        kw.update(multiple=True, metavar=KV)
+    elif get_origin(typ) is Literal or isinstance(typ, (tuple, list)):
+        kw["type"] = click.Choice(get_args(typ) if get_origin(typ) is Literal else typ)
+    elif typ is not None:
+        kw["type"] = typ
+    if isinstance(default, Unset):
+        text = f"{text}  [default: {default.text}]"
+    elif default is not None:
+        kw.update(default=default, show_default=True)
+    if old and kw.pop("required", False):
+        text = f"{text}  [required]"  # asked for once the old spellings are in
+        kw["cls"] = _Required
+    name = dest or max(decls, key=len).split("/")[0].lstrip("-").replace("-", "_")
+    made = click.option(*decls, *([dest] if dest else []), help=text, **kw)
+    if not old:
+        return made
+    use = "/".join(d for d in decls if d.startswith("-"))
+    alias_kw = {k: v for k, v in kw.items() if k in ("type", "is_flag", "multiple", "metavar")}
+
+    def with_old(fn: Any) -> Any:
+        for k, spelling in enumerate(old):
+            alias = f"old_{name}_{k}"
+            fn = click.option(spelling, alias, cls=OldSpelling, new=name, use=use, **alias_kw)(fn)
+        return made(fn)
+
+    return with_old
+
+
+class _Required(click.Option):
+    required_after_spellings = True
+
+
+def options(*tables: Sequence[Row | Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    """One decorator with the options of ``tables`` (rows, or click decorators such as an
+    argument), in their order in ``--help``."""
+    decorators = [r if callable(r) else option(r) for t in tables for r in t]
+
+    def wrap(fn: Any) -> Any:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return wrap
+
+
+def decode_timeout(text: str) -> Row:
+    """``--decode-timeout SECONDS`` (> 0), ``text`` its help."""
+    positive = click.FloatRange(min=0, min_open=True)
+    return ("--decode-timeout", positive, DEFAULT_DECODE_TIMEOUT_S, text,
+            {"dest": "decode_timeout_s"})  # fmt: skip
+
+
+KIND: Row = ("--kind", SOURCES, Unset("guessed"), "Force the input kind.")
+SOURCE_OPT: Row = ("--source-opt", KV, None, "Extra source option, e.g. backend=pyav (repeatable).")
+FORMAT_TEXT = "Format of the records: jsonl or parquet (needs pyarrow)."
+FORMAT: Row = ("--format", FormatChoice(), Unset("from the file's suffix, else jsonl"), FORMAT_TEXT)
+RETRY: Row = (
+    "--retry-failed/--no-retry-failed",
+    bool,
+    True,
+    "Try failed clips again on a re-run (their new records replace the old ones); with "
+    "--no-retry-failed a failed record counts as done and is kept.",
+)
+
+# fmt: off
+SAMPLING: list[Row] = [
+    ("-n --num-frames", int, field_default(SampleConfig, "n"), "Frames (or views) per clip.",
+     {"dest": "n"}),
+    ("--sampler", SAMPLERS, field_default(SampleConfig, "sampler"),
+     "Sampler: {names}, or module:function."),
+    ("--mode", UniformMode, param_default(uniform, "mode"),
+     "uniform: 'centers' of n equal segments, or 'endpoints' (both ends)."),
+    ("--fps", float, None, "uniform: one frame every 1/FPS seconds, capped at n."),
+    ("--overflow", OverflowPolicy, param_default(uniform, "overflow"),
+     "When a clip has fewer frames than n: repeat_last, all (use fewer) or error."),
+    ("--sampler-opt", KV, None, "Extra sampler parameter (repeatable)."),
+    ("--clips", CLIP_PLANNERS, field_default(SampleConfig, "clips"),
+     "How to cut sources into clips."),
+    ("--clip-seconds", float, None,
+     "Cut videos into windows of this many seconds (implies windows)."),
+    ("--stride-seconds", float, Unset("clip length"), "Start a window every this many seconds."),
+    ("--clip-opt", KV, None, "Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable)."),
+    KIND,
+    SOURCE_OPT,
+]
+# fmt: on
+
+# fmt: off
+INPUTS: list[Row] = [
+    ("--inputs-from", click.Path(dir_okay=False, path_type=str), None,
+     "A manifest of inputs (repeatable): .txt (one path or URI a line), .csv, .jsonl or "
+     ".parquet with a 'path' column and optional id, questions, start_s, end_s. Streamed: "
+     "millions of rows are fine.", {"multiple": True}),
+    ("--cache-dir", click.Path(file_okay=False, path_type=str),
+     Unset("$FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote"),
+     "Where remote inputs (s3://, gs://, https://) are downloaded before decoding."),
+    ("--keep-downloads/--no-keep-downloads", bool, field_default(SampleConfig, "keep_downloads"),
+     "Keep downloaded remote inputs in --cache-dir for later runs; with --no-keep-downloads "
+     "each is removed once its clips are read (the cache never grows; a re-run downloads "
+     "again what it must reopen)."),
+    ("--storage-option", KV, None,
+     "fsspec option for remote inputs, e.g. endpoint_url=http://127.0.0.1:9000 or anon=true "
+     "(repeatable; values parsed as JSON when they can be)."),
+    ("--shard", str, None,
+     "Run only shard I (from 0) of N: a stable 1/N of the inputs, for array jobs; merge the "
+     "N outputs with 'framepipe merge'.", {"metavar": "I/N"}),
+]
+# fmt: on
+
+# fmt: off
+ENGINE: list[Row] = [
+    ("--engine", ENGINES, "local",
+     "local: worker processes on this machine; ray: Ray Data on a cluster (needs the ray "
+     "extra)."),
+    ("--ray-address", str, Unset("RAY_ADDRESS, else a local Ray is started"),
+     "Ray cluster to join (host:port, auto, ray://...)."),
+    ("--decode-actors", click.IntRange(min=1),
+     Unset("the cluster's CPUs left after the generation actors"),
+     "Ray read actors (each with one decoder process)."),
+    ("--decode-cpus", click.FloatRange(min=0, min_open=True), RayOptions.decode_cpus,
+     "CPUs per Ray read actor."),
+]
+# fmt: on
+
+# fmt: off
+GENERATE_ACTORS: list[Row] = [
+    ("--generate-actors", click.IntRange(min=1),
+     Unset("one per GPU, one on a cluster without GPUs"),
+     "Ray generation actors (each loads the model once)."),
+    ("--generate-gpus", click.FloatRange(min=0), Unset("1 where the cluster has GPUs, else 0"),
+     "GPUs per Ray generation actor (0: CPU actors)."),
+]
+# fmt: on
+
+RAY_FIELDS = {
+    "ray_address": "address",
+    "decode_actors": "decode_actors",
+    "decode_cpus": "decode_cpus",
+    "generate_actors": "generate_actors",
+    "generate_gpus": "generate_gpus",
+}
+"""Engine option -> :class:`RayOptions` field."""
+
+PATHS = click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
+RUN: list[Row | Callable[[Any], Any]] = [PATHS, *SAMPLING, *INPUTS, *ENGINE]
+"""What ``sample`` and ``caption`` both take: PATHS and the sampling, input and engine
+options."""
+
+
+def run_arguments(
+    paths: tuple[str, ...], kw: dict[str, Any]
+) -> tuple[SampleConfig, dict[str, Any]]:
+    """Pop the options of :data:`RUN` (and :data:`GENERATE_ACTORS`) out of ``kw``: the run's
+    :class:`SampleConfig` and its other keyword arguments (inputs, engine)."""
+    from framepipe.inputs import parse_shard
+
+    sampler = kw.pop("sampler")
+    params: dict[str, Any] = {"overflow": kw.pop("overflow")}
+    mode, fps = kw.pop("mode"), kw.pop("fps")
+    if sampler == "uniform":
+        params.update({"mode": mode} if fps is None else {"mode": mode, "fps": fps})
+    elif fps is not None or mode != param_default(uniform, "mode"):
+        raise ConfigError(f"--fps and --mode apply to the uniform sampler, not {sampler!r}")
+    params.update(parse_kv(kw.pop("sampler_opt"), "--sampler-opt"))
+    cfg = SampleConfig(
+        n=kw.pop("n"),
+        sampler=sampler,
+        sampler_params=params,
+        clips=kw.pop("clips"),
+        clip_seconds=kw.pop("clip_seconds"),
+        stride_seconds=kw.pop("stride_seconds"),
+        clip_params=parse_kv(kw.pop("clip_opt"), "--clip-opt"),
+        kind=kw.pop("kind"),
+        source_options=parse_kv(kw.pop("source_opt"), "--source-opt"),
+        storage_options=parse_kv(kw.pop("storage_option"), "--storage-option"),
+        keep_downloads=kw.pop("keep_downloads"),
+    )
+    manifests = list(kw.pop("inputs_from"))
+    if not paths and not manifests:
+        raise click.UsageError("give PATHS, --inputs-from FILE, or both")
+    engine = kw.pop("engine")
+    ray = {field: kw.pop(name) for name, field in RAY_FIELDS.items() if name in kw}
+    return cfg, {
+        "inputs_from": manifests or None,
+        "cache_dir": kw.pop("cache_dir"),
+        "shard": parse_shard(kw.pop("shard")),
+        "engine": engine,
+        "ray_options": RayOptions(**ray) if engine == "ray" else None,
+    }
