@@ -6,8 +6,9 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import kv_option, source_opt_option
+from framepipe.cli.common import RegistryChoice, kv_option, source_opt_option
 from framepipe.errors import FramepipeError
+from framepipe.shots.detectors import DETECTORS
 
 
 @click.command("shots")
@@ -18,27 +19,46 @@ from framepipe.errors import FramepipeError
     is_flag=True,
     help="One JSON array with an object per input: source, shots, transitions.",
 )
+@click.option(
+    "--detector",
+    type=RegistryChoice(DETECTORS),
+    default="builtin",
+    show_default=True,
+    help="Shot detector: builtin (fast, CPU) or transnetv2 (pip install 'framepipe[transnet]'; "
+    "CUDA when present).",
+)
 @kv_option("--opt", "opts", "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable).")
 @source_opt_option()
 def command(
-    paths: tuple[str, ...], as_json: bool, opts: tuple[str, ...], source_opts: tuple[str, ...]
+    paths: tuple[str, ...],
+    as_json: bool,
+    detector: str,
+    opts: tuple[str, ...],
+    source_opts: tuple[str, ...],
 ) -> None:
     """Detect the shots of each video: hard cuts, dissolves and fades through black.
 
     PATHS are video files or folders (searched recursively). Each shot is printed with its
-    first frame, its end frame (exclusive) and their times. Detector settings (--opt):
-    cut_threshold, cut_ratio, cut_concentration, local_window_s, flash_s, flash_return,
-    gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
-    size, skip. Exit status is 1 when any input failed, after all the others are done.
+    first frame, its end frame (exclusive) and their times. Detector settings (--opt) of the
+    built-in detector: content_share, min_contrast, cut_threshold, cut_ratio,
+    cut_concentration, local_window_s, flash_s, flash_return, gradual, gradual_window_s,
+    gradual_threshold, gradual_ratio, gradual_motion, dark_level, min_shot_s, size, skip; of
+    transnetv2: transnet_threshold. Exit status is 1 when any input failed, after all the
+    others are done.
     """
     from framepipe.cli.common import parse_kv, report_per_source
     from framepipe.shots import DetectorParams, detect_shots
+    from framepipe.shots.detectors import get_detector
 
-    params = parse_kv(opts, "--opt")
+    params = {"detector": detector, **parse_kv(opts, "--opt")}
     try:
-        DetectorParams.from_params(params)
+        checked = DetectorParams.from_params(params)
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
+    try:
+        get_detector(checked.detector)  # a missing extra: one line, before any input
+    except FramepipeError as exc:
+        raise click.ClickException(str(exc)) from exc
     options = parse_kv(source_opts, "--source-opt")
 
     def describe(src: Any) -> dict[str, Any]:
@@ -62,6 +82,7 @@ def command(
             )
         return {
             "source": str(src.path),
+            "detector": det.params.detector,
             "num_frames": info.num_frames,
             "shots": shots,
             "transitions": [t.to_json() for t in det.transitions],

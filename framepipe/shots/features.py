@@ -1,9 +1,10 @@
 """Per-frame features of the shot detector's tiny frames, and the distances between them.
 
-Each frame gets colour and luma histograms, an 8x6 grid of block means and its tiny luma
-image, compared by :func:`pair_distance` (0..1). A cut or a dissolve is a change of
-*content*, not of exposure: camera auto-exposure, a sunset, a light switched on or a
-brightness ramp change every pixel's level but not the picture. So every comparison can
+Each frame gets colour and luma histograms, an 8x6 grid of block means, its tiny luma
+image and its structure (how its gradient energy spreads over orientations and over the
+picture, blind to exposure), compared by :func:`pair_distance` (0..1). A cut or a
+dissolve is a change of *content*, not of exposure: camera auto-exposure, a sunset, a
+light switched on or a brightness ramp change every pixel's level but not the picture. So every comparison can
 also be made between the **exposure-normalised** frames (``normalised=True``): each frame's
 luma and chroma have their means removed (the mean chroma is the colour cast that white
 balance or a sunset's light shifts) and are divided by the frame's contrast (the spread of
@@ -62,6 +63,13 @@ class Features:
     contrast, the spread of luma and chroma together, floored at ``min_contrast``)."""
     sharpness: np.ndarray
     """Variance of the 4-neighbour Laplacian of the luma."""
+    edges: np.ndarray
+    """m x 59: the picture's *structure*, blind to exposure: how its
+    exposure-normalised gradient energy is spread over orientations (8 soft bins over 180
+    degrees, then the flatness share) and over an 8 x 6 grid of blocks (then the flatness
+    share again), each part summing to 1; the flatness share is 1 for a flat field, whose
+    noise is no structure. Two pictures with alike tones
+    but different patterns (stripes and rings, a flat field and a fractal) differ here."""
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -193,7 +201,49 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
     grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
     f32 = np.float32
-    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, cast, gain, _sharpness(y)
+    edges = _edges(y, gain).astype(f32)
+    sharp = _sharpness(y)
+    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, cast, gain, sharp, edges
+
+
+ORIENTATIONS = 8
+"""Orientation bins of the structure descriptor (over 180 degrees)."""
+FLAT_ENERGY = 0.02
+"""Mean normalised gradient magnitude (luma units at ``CONTRAST``) below which a picture
+counts as partly flat: ordinary footage has several times more, a flat field's noise less
+(its gain is capped by ``min_contrast``)."""
+
+
+def _edges(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The ``edges`` column of :class:`Features` for luma ``y`` (m x h x w, 0..1)."""
+    m, h, w = y.shape
+    if h < 3 or w < 3:
+        return np.zeros((m, ORIENTATIONS + GRID[0] * GRID[1] + 2))
+    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) * 0.5
+    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) * 0.5
+    k = gain.astype(np.float32)[:, None, None]
+    mag = np.hypot(gx, gy) * k
+    total = mag.reshape(m, -1).mean(axis=1)
+    ang = (np.arctan2(gy, gx) % np.pi) * (ORIENTATIONS / np.pi) - 0.5
+    lo = np.floor(ang)
+    frac = ang - lo
+    b0 = lo.astype(np.int64) % ORIENTATIONS
+    b1 = (b0 + 1) % ORIENTATIONS
+    rows = (np.arange(m, dtype=np.int64) * ORIENTATIONS)[:, None, None]
+    orient = np.bincount(
+        np.concatenate([(rows + b0).ravel(), (rows + b1).ravel()]),
+        np.concatenate([(mag * (1 - frac)).ravel(), (mag * frac).ravel()]),
+        minlength=m * ORIENTATIONS,
+    ).reshape(m, ORIENTATIONS)
+    npx = mag[0].size
+    scale = np.maximum(total, FLAT_ENERGY)
+    flat = np.maximum(0.0, 1.0 - total / FLAT_ENERGY)[:, None]
+    orient = orient / (npx * scale)[:, None] * (1.0 - flat)
+    gw, gh = GRID
+    hh, ww = mag.shape[1] // gh * gh, mag.shape[2] // gw * gw
+    blocks = mag[:, :hh, :ww].reshape(m, gh, hh // gh, gw, ww // gw).mean(axis=(2, 4))
+    blocks = blocks.reshape(m, -1) / (gw * gh * scale)[:, None] * (1.0 - flat)
+    return np.concatenate([orient, flat, blocks, flat], axis=1)
 
 
 def _sharpness(luma: np.ndarray) -> np.ndarray:
@@ -229,12 +279,22 @@ def pair_distance(
     hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
     ga, gb = f.grid_of(a, normalised), f.grid_of(b, normalised)
     gd = np.minimum(1.0, 4.0 * np.abs(ga - gb).mean(axis=1))
+    ed = structure_distance(f.edges[a], f.edges[b])
     if not fine:
-        return np.asarray(0.5 * (hd + gd), dtype=np.float64)
+        return np.asarray((hd + gd + ed) / 3.0, dtype=np.float64)
     m = len(a)
     la, lb = f.luma_of(a, normalised), f.luma_of(b, normalised)
     pd = np.minimum(1.0, 4.0 * np.abs(la - lb).reshape(m, -1).mean(axis=1))
-    return np.asarray((hd + gd + pd) / 3.0, dtype=np.float64)
+    return np.asarray((hd + gd + pd + ed) / 4.0, dtype=np.float64)
+
+
+def structure_distance(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """Distance (0..1) between ``edges`` rows: half the L1 distance of the orientation part
+    and of the layout part, averaged."""
+    n = ORIENTATIONS + 1
+    od = 0.5 * np.abs(ea[:, :n] - eb[:, :n]).sum(axis=1)
+    ld = 0.5 * np.abs(ea[:, n:] - eb[:, n:]).sum(axis=1)
+    return np.asarray(0.5 * (od + ld), dtype=np.float64)
 
 
 def steps(f: Features, *, normalised: bool = False) -> np.ndarray:

