@@ -1,17 +1,17 @@
 """Per-frame features of the shot detector's tiny frames, and the distances between them.
 
-Each frame gets colour and luma histograms, an 8x6 grid of block means, its tiny luma
-image and its structure (how its gradient energy spreads over orientations and over the
-picture, blind to exposure), compared by :func:`pair_distance` (0..1). A cut or a
-dissolve is a change of *content*, not of exposure: camera auto-exposure, a sunset, a
-light switched on or a brightness ramp change every pixel's level but not the picture. So every comparison can
+Each frame gets colour and luma histograms, an 8x6 grid of block means, its tiny luma image
+and its structure (how its gradient energy spreads over orientations and over the picture,
+blind to exposure), compared by :func:`pair_distance` (0..1). A cut or a dissolve is a
+change of *content*, not of exposure: camera auto-exposure, a sunset, a light switched on or
+a brightness ramp change every pixel's level but not the picture. So every comparison can
 also be made between the **exposure-normalised** frames (``normalised=True``): each frame's
 luma and chroma have their means removed (the mean chroma is the colour cast that white
 balance or a sunset's light shifts) and are divided by the frame's contrast (the spread of
 luma and chroma together), then shown at a standard mean and contrast. A global gain (in
 linear light or gamma-encoded: both scale luma and chroma alike), a luma offset or a colour
-cast leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further, so
-the noise of a flat or black frame is not blown up into structure. Histograms are binned
+cast leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further,
+so the noise of a flat or black frame is not blown up into structure. Histograms are binned
 softly (each value shared between its two nearest bins), so a level drifting across a bin
 edge moves the histogram a little, never by a whole bin at once.
 
