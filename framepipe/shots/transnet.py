@@ -185,7 +185,7 @@ def detect_transnet(
     indices = np.arange(start, start + len(frames), dtype=np.int64)
     feats = compute_features(SmallFrames(indices, rgb_to_yuv(frames)), p.min_contrast)
     probs = predict(frames, dev)
-    found = transitions(probs, indices, feats.luma_mean < p.dark_level, p.transnet_threshold)
+    found = transitions(probs, indices, feats.dark(p.dark_level), p.transnet_threshold)
     stats = {"signal_frames": len(frames), "device": dev, "transitions": len(found)}
     return ShotDetection(start, end, found, feats, p, stats)
 
