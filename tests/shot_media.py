@@ -301,3 +301,25 @@ def waves(
         a = 0.5 + 0.5 * np.sin(2 * np.pi * (base - speed * k) / period)
         out[k] = (c0 + (c1 - c0) * a[..., None]).astype(np.uint8)
     return out
+
+
+def write_vfr_video(path: Path, frames: list[np.ndarray], pts_ms: list[int]) -> None:
+    """H.264 (no B-frames) whose frames have the presentation times ``pts_ms``
+    (milliseconds): variable frame rate, as a phone or a screen recorder writes it."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "0", "preset": "veryfast", "crf": "20"}
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for img, t in zip(frames, pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)

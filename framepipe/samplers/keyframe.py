@@ -164,8 +164,9 @@ def keyframe(
 ) -> Selection:
     """n frames spread over the clip's shots (see the module docstring).
 
-    ``params`` are ``overflow`` and the shot detector's settings (``cut_threshold``,
-    ``min_shot_s`` ...; see :class:`~framepipe.shots.DetectorParams`).
+    ``params`` are ``overflow`` and the shot detector's settings (``detector``:
+    ``builtin`` or ``transnetv2``, ``cut_threshold``, ``min_shot_s`` ...; see
+    :class:`~framepipe.shots.DetectorParams`). The record's selection names the detector.
     """
     check_args("keyframe", n, params, DEFAULTS)
     overflow = params.get("overflow", DEFAULTS["overflow"])
@@ -186,6 +187,7 @@ def keyframe(
         for s, e in det.shots
     ]
     extra = {
+        "detector": det.params.detector,
         "shots": shots_json,
         "transitions": [t.to_json() for t in det.transitions],
         "frame_shots": shot_of,
