@@ -64,7 +64,7 @@ class Features:
     sharpness: np.ndarray
     """Variance of the 4-neighbour Laplacian of the luma."""
     edges: np.ndarray
-    """m x 59: the picture's *structure*, blind to exposure: how its
+    """m x 58: the picture's *structure*, blind to exposure: how its
     exposure-normalised gradient energy is spread over orientations (8 soft bins over 180
     degrees, then the flatness share) and over an 8 x 6 grid of blocks (then the flatness
     share again), each part summing to 1; the flatness share is 1 for a flat field, whose
@@ -222,34 +222,40 @@ field (a dissolve) instead of jumping on its first faint trace."""
 
 
 def _edges(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """The ``edges`` column of :class:`Features` for luma ``y`` (m x h x w, 0..1)."""
+    """The ``edges`` column of :class:`Features` for luma ``y`` (m x h x w, 0..1).
+
+    Orientations are binned by their doubled angle (so opposite gradients agree), each
+    gradient shared between the bins by a squared-cosine lobe (no arctangent: this runs on
+    every frame)."""
     m, h, w = y.shape
     if h < 3 or w < 3:
         return np.zeros((m, ORIENTATIONS + GRID[0] * GRID[1] + 2))
-    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) * 0.5
-    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) * 0.5
+    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) * np.float32(0.5)
+    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) * np.float32(0.5)
+    sq = gx * gx + gy * gy
     k = gain.astype(np.float32)[:, None, None]
-    mag = np.hypot(gx, gy) * k
-    total = mag.reshape(m, -1).mean(axis=1)
-    ang = (np.arctan2(gy, gx) % np.pi) * (ORIENTATIONS / np.pi) - 0.5
-    lo = np.floor(ang)
-    frac = ang - lo
-    b0 = lo.astype(np.int64) % ORIENTATIONS
-    b1 = (b0 + 1) % ORIENTATIONS
-    rows = (np.arange(m, dtype=np.int64) * ORIENTATIONS)[:, None, None]
-    orient = np.bincount(
-        np.concatenate([(rows + b0).ravel(), (rows + b1).ravel()]),
-        np.concatenate([(mag * (1 - frac)).ravel(), (mag * frac).ravel()]),
-        minlength=m * ORIENTATIONS,
-    ).reshape(m, ORIENTATIONS)
-    npx = mag[0].size
+    mag = np.sqrt(sq) * k
+    total = mag.reshape(m, -1).mean(axis=1).astype(np.float64)
+    inv = 1.0 / (sq + np.float32(1e-12))
+    cos2, sin2 = (gx * gx - gy * gy) * inv, (2.0 * gx * gy) * inv
+    orient = np.empty((m, ORIENTATIONS))
+    lobe = np.empty_like(cos2)
+    for b, phi in enumerate(np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)):
+        np.multiply(cos2, np.float32(np.cos(phi)), out=lobe)
+        lobe += sin2 * np.float32(np.sin(phi))
+        np.maximum(lobe, 0.0, out=lobe)
+        lobe *= lobe
+        lobe *= mag
+        orient[:, b] = lobe.reshape(m, -1).sum(axis=1)
+    # each part sums to 1 - flat: structure in proportion to the gradient energy
     scale = np.maximum(total, FLAT_ENERGY)
     flat = np.maximum(0.0, 1.0 - total / FLAT_ENERGY)[:, None]
-    orient = orient / (npx * scale)[:, None] * (1.0 - flat)
+    orient *= (total / scale / np.maximum(orient.sum(axis=1), 1e-12))[:, None]
     gw, gh = GRID
     hh, ww = mag.shape[1] // gh * gh, mag.shape[2] // gw * gw
     blocks = mag[:, :hh, :ww].reshape(m, gh, hh // gh, gw, ww // gw).mean(axis=(2, 4))
-    blocks = blocks.reshape(m, -1) / (gw * gh * scale)[:, None] * (1.0 - flat)
+    blocks = blocks.reshape(m, -1)
+    blocks *= (total / scale / np.maximum(blocks.sum(axis=1), 1e-12))[:, None]
     return np.concatenate([orient, flat, blocks, flat], axis=1)
 
 
