@@ -1,4 +1,4 @@
-"""Shot boundary detection on a cheap low-resolution signal.
+"""The built-in shot detector (``detector=builtin``), on a cheap low-resolution signal.
 
 The detector works in three passes over tiny frames (64x36 by default):
 
@@ -6,28 +6,39 @@ The detector works in three passes over tiny frames (64x36 by default):
    chroma and luma histograms (colour content), an 8x6 grid of block means (coarse layout)
    and the tiny luma image (fine change), each also of the *exposure-normalised* frame, so
    that a brightness ramp, camera auto-exposure or a sunset (a global gain or offset of the
-   picture, content unchanged) can be told from a change of content; the mean and spread of
+   picture, content unchanged) can be told from a change of content; the picture's
+   *structure* (how its normalised gradient energy spreads over orientations and over the
+   picture, and how flat it is), which no exposure change moves; the mean and spread of
    luma (fades) and the variance of the Laplacian (sharpness, used later to choose frames).
 2. **Hard cuts**. Between consecutive decoded frames a step score mixes the histogram,
-   block and pixel differences (each in 0..1). A step is a candidate cut when it exceeds
-   both ``cut_threshold`` (an absolute floor) and ``cut_ratio`` times the median step
-   around it (``local_window_s`` each side, the step itself and its neighbours left out):
-   the threshold follows the local level of motion, so a fast pan is not cut to pieces. The
-   signal skips B-frames, so every candidate is then *refined*: all frames between the two
-   decoded frames are decoded and the cut is put on the largest single-frame step, which
-   must carry at least ``cut_concentration`` of the change (a change spread over several
-   frames is motion or a gradual transition, not a cut). A **flash** (the picture after
-   the jump matches a frame shortly before it, or the picture before matches one shortly
-   after, within ``flash_s``) is not a cut. Nor is a change of exposure: the jump must keep
-   ``content_share`` of its size between the exposure-normalised frames. So a sudden
-   exposure jump of the same picture (a camera's gain stepping, a light switched on) is no
-   cut: normalised, the pictures either side are the same (only where it saturates much of
-   the frame, wiping out content, can it become one).
+   block, pixel and structure differences (each in 0..1). A step is a candidate cut when it
+   exceeds both ``cut_threshold`` (an absolute floor) and ``cut_ratio`` times the median
+   step around it (``local_window_s`` each side, the step itself and its neighbours left
+   out): the threshold follows the local level of motion, so a fast pan is not cut to
+   pieces. The structure step alone is a candidate too (above ``structure_threshold`` and
+   ``cut_ratio`` times its own local median): a cut between pictures of alike tones (their
+   colour histograms matched) changes little else. The signal skips B-frames, so every
+   candidate is then *refined*: all frames between the two decoded frames are decoded and
+   the cut is put on the largest single-frame step, which must carry at least
+   ``cut_concentration`` of the change (a change spread over several frames is motion or a
+   gradual transition, not a cut); a structure candidate must also carry that share of the
+   change over 0.2 s either side (a dissolve into fine detail switches the structure early
+   while its pictures keep blending). A **flash** (the picture after the jump matches a
+   frame shortly before it, or the picture before matches one shortly after, within
+   ``flash_s``) is not a cut. Nor is a change of exposure: the jump must keep
+   ``content_share`` of its size between the exposure-normalised frames, or be a change of
+   content of at least ``cut_threshold`` there (a flat field cut to a fractal is a big
+   change of exposure *and* of content). So a sudden exposure jump of the same picture (a
+   camera's gain stepping, a light switched on) is no cut: normalised, the pictures either
+   side are the same (only where it saturates much of the frame, wiping out content, can it
+   become one). Between two pictures without structure (flat fields, a field under fine
+   noise) there is nothing to normalise: their level and colour are their content.
 3. **Gradual transitions** (:mod:`framepipe.shots.transitions`): dissolves are novelty
-   peaks that are neither a change of exposure nor steady camera motion (a global shift
-   explains most of motion's frame-to-frame change, none of a dissolve's); fades are runs
-   of dark frames with the ramps around them, including a fade in from black at the start
-   and a fade out to black at the end.
+   peaks that are neither a change of exposure, nor a passage through black, nor steady
+   camera motion (a global shift explains most of motion's frame-to-frame change on both
+   sides of the peak, none of a dissolve's); fades are runs of black frames with the ramps
+   around them, including a fade in from black at the start and a fade out to black at the
+   end; a fade through black is a fade even where the same picture comes back.
 
 Finally boundaries closer than ``min_shot_s`` to each other or to the ends of the range are
 dropped, weakest first. Everything is deterministic.
