@@ -22,7 +22,8 @@ against the class of the nearest true transition. ``overall`` counts each transi
 each false boundary once.
 
 ``--speed N``: whole processes, ``framepipe shots X`` against ``scenedetect -i X
-detect-content``, alternating, N rounds over the files; the ratio of the summed times.
+detect-content``, alternating, N rounds over the files (the corpus, or with ``--speed-on
+real`` the real clips); the ratio of the summed times.
 ``--real``: on the real clips (no labels) each detector against TransNetV2's boundaries.
 ``--checks``: flat red cut to a Mandelbrot zoom, PySceneDetect's ``fades.mp4`` and
 ``goldeneye-vfr-drop3.mp4`` (when in ``.bench_cache/checks/`` or ``.bench_cache/real/``).
@@ -244,6 +245,9 @@ def main() -> None:
     ap.add_argument("--size", default="640x360")
     ap.add_argument("--detectors", default="builtin,transnetv2,content,adaptive")
     ap.add_argument("--speed", type=int, default=0, help="Rounds of the whole-process timing.")
+    ap.add_argument(
+        "--speed-on", choices=["corpus", "real"], default="corpus", help="Files --speed times."
+    )
     ap.add_argument("--real", action="store_true")
     ap.add_argument("--checks", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
@@ -258,7 +262,8 @@ def main() -> None:
     if args.real:
         real([n for n in names if n != "transnetv2"])
     if args.speed:
-        speed([p for p, _ in data], args.speed)
+        files = [p for p, _ in data] if args.speed_on == "corpus" else corpus.real_clips()
+        speed(files, args.speed)
 
 
 if __name__ == "__main__":
