@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framepipe.clips import check_clips
+from framepipe.extras import check_extras
 from framepipe.samplers.base import Sampler, canonical_params, check_sampler, get_sampler
 from framepipe.sources.base import check_source_options
 
@@ -49,6 +50,8 @@ class SampleConfig:
         ``kinds`` (the kinds of the run's inputs, once known), else ``kind``, else every
         kind."""
         check_sampler(self.sampler, self.n, self.sampler_params)
+        check_extras(self.sampler_params)  # e.g. detector=transnetv2: its extra, up front
+        check_extras(self.clip_params)
         check_clips(self.clips, self.clip_seconds, self.stride_seconds, **self.clip_params)
         if kinds is None and self.kind is not None:
             kinds = [self.kind]

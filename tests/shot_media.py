@@ -256,3 +256,70 @@ def standard_script() -> list[ShotSpec | tuple[str, int]]:
         ("cut", 0),
         ShotSpec(7, 70),
     ]
+
+
+def lavfi_frames(graph: str, frames: int, w: int = W, h: int = H) -> np.ndarray:
+    """``frames`` RGB frames (``frames x h x w x 3``) of an ffmpeg lavfi graph (ffmpeg's own
+    test sources: content the detector was not designed on), scaled to ``w`` x ``h``."""
+    import subprocess
+
+    cmd = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"{graph},scale={w}:{h},fps={FPS}"]
+    cmd += ["-frames:v", str(frames), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    out = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3).copy()
+    assert len(out) == frames, (graph, len(out))
+    return out
+
+
+def match_tones(pics: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``pics`` with each colour channel's histogram matched to ``target``'s (one mapping,
+    from the first frame, for all of them): alike tones, another picture."""
+    out = np.empty_like(pics)
+    for c in range(3):
+        src, dst = pics[0, ..., c].ravel(), target[..., c].ravel()
+        src_cdf = np.cumsum(np.bincount(src, minlength=256)) / src.size
+        dst_cdf = np.cumsum(np.bincount(dst, minlength=256)) / dst.size
+        lut = np.searchsorted(dst_cdf, src_cdf).clip(0, 255).astype(np.uint8)
+        out[..., c] = lut[pics[..., c]]
+    return out
+
+
+def waves(
+    frames: int,
+    *,
+    rings: bool,
+    period: float,
+    speed: float,
+    colours: tuple[tuple[int, int, int], tuple[int, int, int]],
+) -> np.ndarray:
+    """Scrolling sinusoidal stripes (``rings=False``) or rings between two colours."""
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    base = np.hypot(xx - W / 3, yy - H / 2) if rings else xx * 0.8 + yy * 0.6
+    c0, c1 = (np.asarray(c, np.float32) for c in colours)
+    out = np.empty((frames, H, W, 3), np.uint8)
+    for k in range(frames):
+        a = 0.5 + 0.5 * np.sin(2 * np.pi * (base - speed * k) / period)
+        out[k] = (c0 + (c1 - c0) * a[..., None]).astype(np.uint8)
+    return out
+
+
+def write_vfr_video(path: Path, frames: list[np.ndarray], pts_ms: list[int]) -> None:
+    """H.264 (no B-frames) whose frames have the presentation times ``pts_ms``
+    (milliseconds): variable frame rate, as a phone or a screen recorder writes it."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"bf": "0", "preset": "veryfast", "crf": "20"}
+        stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        for img, t in zip(frames, pts_ms):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = int(t), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)

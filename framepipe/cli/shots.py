@@ -9,6 +9,7 @@ import click
 from framepipe.cli.common import Command
 from framepipe.cli.options import KV, SOURCE_OPT, options
 from framepipe.errors import FramepipeError
+from framepipe.shots.detectors import DETECTORS
 
 # fmt: off
 ROWS: list[Any] = [
@@ -16,6 +17,9 @@ ROWS: list[Any] = [
     ("--json", bool, None,
      "One JSON array with an object per input: source, shots, transitions.",
      {"dest": "as_json"}),
+    ("--detector", DETECTORS, "builtin",
+     "Shot detector: builtin (fast, CPU) or transnetv2 (pip install 'framepipe[transnet]'; "
+     "CUDA when present)."),
     ("--opt", KV, None,
      "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable)."),
     SOURCE_OPT,
@@ -26,21 +30,26 @@ ROWS: list[Any] = [
 @click.command("shots", cls=Command)
 @options(ROWS)
 def command(
-    paths: tuple[str, ...], as_json: bool, opt: tuple[str, ...], source_opt: tuple[str, ...]
+    paths: tuple[str, ...],
+    as_json: bool,
+    detector: str,
+    opt: tuple[str, ...],
+    source_opt: tuple[str, ...],
 ) -> None:
     """Detect the shots of each video: hard cuts, dissolves and fades through black.
 
     PATHS are video files or folders (searched recursively). Each shot is printed with its
-    first frame, its end frame (exclusive) and their times. Detector settings (--opt):
-    cut_threshold, cut_ratio, cut_concentration, local_window_s, flash_s, flash_return,
-    gradual, gradual_window_s, gradual_threshold, gradual_ratio, dark_level, min_shot_s,
-    size, skip. Exit status is 1 when any input failed, after all the others are done; 2 for
-    a bad setting, refused before any input is opened.
+    first frame, its end frame (exclusive) and their times. Detector settings (--opt) of the
+    built-in detector: content_share, min_contrast, cut_threshold, cut_ratio,
+    cut_concentration, local_window_s, flash_s, flash_return, gradual, gradual_window_s,
+    gradual_threshold, gradual_ratio, gradual_motion, dark_level, min_shot_s, size, skip; of
+    transnetv2: transnet_threshold. Exit status is 1 when any input failed, after all the
+    others are done; 2 for a bad setting, refused before any input is opened.
     """
     from framepipe.cli.common import parse_kv, report_per_source
     from framepipe.shots import DetectorParams, detect_shots
 
-    params = parse_kv(opt, "--opt")
+    params = {"detector": detector, **parse_kv(opt, "--opt")}
     DetectorParams.from_params(params)  # a bad setting: refused before any input is read
     options = parse_kv(source_opt, "--source-opt")
 
@@ -65,6 +74,7 @@ def command(
             )
         return {
             "source": str(src.path),
+            "detector": det.params.detector,
             "num_frames": info.num_frames,
             "shots": shots,
             "transitions": [t.to_json() for t in det.transitions],

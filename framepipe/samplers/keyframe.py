@@ -134,7 +134,7 @@ def select_from_shots(det: ShotDetection, n: int) -> tuple[list[int], list[int]]
     lengths = [e - s for s, e in shots]
     alloc = allocate(lengths, n)
     f = det.features
-    excluded = f.luma_mean < det.params.dark_level
+    excluded = f.dark(det.params.dark_level)
     if not excluded.all():
         pass
     else:
@@ -172,8 +172,9 @@ def keyframe(
 ) -> Selection:
     """n frames spread over the clip's shots (see the module docstring).
 
-    ``params`` are ``overflow`` and the shot detector's settings (``cut_threshold``,
-    ``min_shot_s`` ...; see :class:`~framepipe.shots.DetectorParams`).
+    ``params`` are ``overflow`` and the shot detector's settings (``detector``:
+    ``builtin`` or ``transnetv2``, ``cut_threshold``, ``min_shot_s`` ...; see
+    :class:`~framepipe.shots.DetectorParams`). The record's selection names the detector.
     """
     check_keyframe(n, params)
     overflow = params.get("overflow", DEFAULTS["overflow"])
@@ -194,6 +195,7 @@ def keyframe(
         for s, e in det.shots
     ]
     extra = {
+        "detector": det.params.detector,
         "shots": shots_json,
         "transitions": [t.to_json() for t in det.transitions],
         "frame_shots": shot_of,

@@ -1,10 +1,12 @@
 """Shot detection: the stage below clip planning and the samplers.
 
-:func:`detect_shots` finds the hard cuts, dissolves and fades of a source from its cheap
-signal (tiny frames) and caches the result per open source. Clip planning
+:func:`detect_shots` finds the hard cuts, dissolves and fades of a source from frames the
+source hands it and caches the result per open source and settings. Clip planning
 (``--clips shots``, :mod:`framepipe.clips`), the keyframe sampler
-(:mod:`framepipe.samplers.keyframe`) and ``framepipe shots`` all use it. The algorithm is in
-:mod:`framepipe.shots.detector`.
+(:mod:`framepipe.samplers.keyframe`) and ``framepipe shots`` all use it. The detector is a
+setting (``detector``, :mod:`framepipe.shots.detectors`): the built-in one
+(:mod:`framepipe.shots.detector`, on the cheap signal) or TransNetV2
+(:mod:`framepipe.shots.transnet`, the ``transnet`` extra).
 """
 
 from framepipe.shots.cache import detect_shots

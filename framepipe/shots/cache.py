@@ -4,8 +4,11 @@ Clip planning (``--clips shots``), the keyframe sampler and ``framepipe shots`` 
 :func:`detect_shots`, so ``--clips shots --sampler keyframe`` detects once per video: a later
 call for a range inside one already detected (with the same settings) is served from it.
 
-The frames come from the source (``source.read_signal`` and, around candidate cuts,
-``source.read_signal_ranges``); this stage never opens a file.
+The detector is a setting (``detector``: ``builtin`` or ``transnetv2``, see
+:mod:`framepipe.shots.detectors`), part of the cache key like every other. The frames come
+from the source (the built-in detector: ``source.read_signal`` and, around candidate cuts,
+``source.read_signal_ranges``; TransNetV2: ``source.read_small`` at 48x27); this stage never
+opens a file.
 """
 
 from __future__ import annotations
@@ -15,14 +18,12 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from framepipe.errors import SamplingError
-from framepipe.shots.detector import DetectorParams, ShotDetection, detect
+from framepipe.shots.detector import DetectorParams, ShotDetection
+from framepipe.shots.detectors import get_detector
 from framepipe.types import SourceInfo
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from framepipe.sources.base import Source
-    from framepipe.types import SmallFrames
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +45,19 @@ def detect_shots(
 ) -> ShotDetection:
     """Detect the shots of frames ``[start, end)`` of ``source`` (default: all of it).
 
-    ``params`` are :class:`~framepipe.shots.DetectorParams` fields. The frames are the
-    source's cheap signal (``source.read_signal``: for videos a fast decode at the tiny
-    size that skips B-frames; for other kinds every frame, from ``source.read_small``).
+    ``params`` are :class:`~framepipe.shots.DetectorParams` fields, ``detector`` among
+    them. For the built-in detector the frames are the source's cheap signal
+    (``source.read_signal``: for videos a fast decode at the tiny size that skips B-frames;
+    for other kinds every frame, from ``source.read_small``). A detector that cannot run
+    here (TransNetV2 without its extra) raises MissingDependencyError before any frame is
+    read.
     """
     info = info or source.info()
     end = info.num_frames if end is None else end
     if not 0 <= start < end <= info.num_frames:
         raise SamplingError(f"{info.id}: range [{start}, {end}) outside 0..{info.num_frames}")
     p = DetectorParams.from_params(params)
+    detector = get_detector(p.detector)
     key = _params_key(p)
     try:
         cache = _CACHE.setdefault(source, {})
@@ -61,21 +66,8 @@ def detect_shots(
     for (s, e, k), det in cache.items():
         if k == key and s <= start and end <= e:
             return det if (s, e) == (start, end) else det.restrict(start, end)
-    det = _detect_uncached(source, info, start, end, p)
-    cache[(start, end, key)] = det
-    return det
-
-
-def _detect_uncached(
-    source: Source, info: SourceInfo, start: int, end: int, p: DetectorParams
-) -> ShotDetection:
-    fps = float(info.fps) if info.fps else 25.0
-    signal = source.read_signal(start, end, size=p.size, skip=p.skip)
-
-    def refine(ranges: Sequence[tuple[int, int]]) -> SmallFrames:
-        return source.read_signal_ranges(ranges, size=p.size)
-
-    det = detect(signal, start=start, end=end, fps=fps, params=p, refine=refine)
-    det.stats["decode_errors"] = signal.errors
+    det = detector.detect(source, info, start, end, p)
+    det.stats["detector"] = p.detector
     log.debug("%s: shots in [%d, %d): %s", info.id, start, end, det.stats)
+    cache[(start, end, key)] = det
     return det

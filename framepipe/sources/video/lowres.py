@@ -149,21 +149,22 @@ def _open(path: Path) -> Any:
         raise SourceError(path, f"cannot open for the shot signal ({_reason(exc)})") from None
 
 
-def _small(frame: Any, size: tuple[int, int], rotation: int) -> np.ndarray:
+def _small(frame: Any, size: tuple[int, int], rotation: int, scaler: Any = None) -> np.ndarray:
     """YUV (h x w x 3, as decoded: limited range) at ``size``.
 
     A fast bilinear scale to twice the size in yuv420p (no colour conversion), then a 2x2
     mean of the luma (cheap anti-aliasing: a plain fast scale aliases fine texture into false
     motion); the chroma planes of the doubled picture already have the target size.
+    ``scaler`` (a ``VideoReformatter`` kept for a whole read) reuses one swscale context: a
+    frame's own ``reformat`` sets up a new one each time, which costs far more than the
+    scaling itself.
     """
     w, h = size
     if rotation in (90, 270):
         w, h = h, w
-    flat = (
-        frame.reformat(width=2 * w, height=2 * h, format="yuv420p", interpolation="FAST_BILINEAR")
-        .to_ndarray()
-        .ravel()
-    )
+    kw = {"width": 2 * w, "height": 2 * h, "format": "yuv420p", "interpolation": "FAST_BILINEAR"}
+    scaled = frame.reformat(**kw) if scaler is None else scaler.reformat(frame, **kw)
+    flat = scaled.to_ndarray().ravel()
     n = 4 * w * h
     out = np.empty((h, w, 3), dtype=np.uint8)
     y = flat[:n].reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
@@ -204,12 +205,14 @@ def _read_signal(
     path: Path, index: VideoIndex, start: int, end: int, size: tuple[int, int], skip: SkipMode
 ) -> SmallFrames:
     import av
+    from av.video.reformatter import VideoReformatter
 
     if index.packed or not index.seekable:
         skip = "none"
     idx: list[int] = []
     frames: list[np.ndarray] = []
     errors = 0
+    scaler = VideoReformatter()
     container = _open(path)
     try:
         stream = video_stream(container, path)
@@ -229,7 +232,7 @@ def _read_signal(
                     done = True
                     break
                 idx.append(i)
-                frames.append(_small(frame, size, index.rotation))
+                frames.append(_small(frame, size, index.rotation, scaler))
             if done:
                 break
     except av.error.FFmpegError as exc:
@@ -270,9 +273,11 @@ def _read_ranges(
     path: Path, index: VideoIndex, spans: list[tuple[int, int]], size: tuple[int, int]
 ) -> SmallFrames:
     import av
+    from av.video.reformatter import VideoReformatter
 
     out: dict[int, np.ndarray] = {}
     errors = 0
+    scaler = VideoReformatter()
     # NONREF, not BIDIR: later frames may refer to a reference B-frame (x264's B-pyramid)
     skip_b = "DEFAULT" if index.packed or not index.seekable else "NONREF"
     frame_of = index.packet_frame
@@ -305,7 +310,7 @@ def _read_ranges(
                     if i < 0:
                         continue
                     if a <= i < b and i not in out:
-                        out[i] = _small(frame, size, index.rotation)
+                        out[i] = _small(frame, size, index.rotation, scaler)
                     if i >= b - 1:
                         done = True
                 if done:

@@ -1,0 +1,90 @@
+"""The shot detectors by name (``framepipe shots --detector``, ``detector=`` for the keyframe
+sampler and the shots clip planner).
+
+A :class:`ShotDetector` gets the open source, its info, the range and the settings, and
+returns a :class:`~framepipe.shots.ShotDetection`; it reads its frames from the source
+(never a file). ``check`` raises :class:`~framepipe.errors.MissingDependencyError` (one line,
+naming the extra) when the detector cannot run here, before any frame is read.
+
+Built in: ``builtin`` (:mod:`framepipe.shots.detector`, on the source's cheap signal) and
+``transnetv2`` (:mod:`framepipe.shots.transnet`, ``pip install 'framepipe[transnet]'``).
+Plug-ins register with :func:`register_detector` or through the entry-point group
+``framepipe.shot_detectors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from framepipe.registry import Registry
+from framepipe.shots.detector import ShotDetection, detect
+from framepipe.shots.params import DetectorParams
+
+if TYPE_CHECKING:
+    from framepipe.sources.base import Source
+    from framepipe.types import SmallFrames, SourceInfo
+
+log = logging.getLogger(__name__)
+
+DetectFn = Callable[["Source", "SourceInfo", int, int, DetectorParams], ShotDetection]
+"""``detect(source, info, start, end, params)``: the shots of frames ``[start, end)``."""
+
+
+def _always() -> None:
+    """A detector that needs nothing beyond framepipe's own dependencies."""
+
+
+@dataclass(frozen=True)
+class ShotDetector:
+    """One shot detector."""
+
+    name: str
+    detect: DetectFn
+    """Finds the shots of a range of an open source."""
+    check: Callable[[], None] = _always
+    """Raises MissingDependencyError when the detector cannot run here (cheap; no model is
+    loaded)."""
+
+
+DETECTORS: Registry[ShotDetector] = Registry(
+    "shot detector",
+    {"builtin": __name__, "transnetv2": "framepipe.shots.transnet"},
+    entry_point_group="framepipe.shot_detectors",
+)
+"""Shot detectors by name: the built-ins and installed plug-ins."""
+
+
+def register_detector(detector: ShotDetector) -> ShotDetector:
+    """Make ``detector`` available under its name."""
+    DETECTORS.register(detector.name, detector)
+    return detector
+
+
+def get_detector(name: str) -> ShotDetector:
+    """The detector ``name``, checked usable here: ConfigError for an unknown name,
+    MissingDependencyError (naming the extra) for a missing library."""
+    detector = DETECTORS.get(name)
+    detector.check()
+    return detector
+
+
+def detect_builtin(
+    source: Source, info: SourceInfo, start: int, end: int, p: DetectorParams
+) -> ShotDetection:
+    """The built-in detector on the source's cheap signal (B-frames skipped), decoding every
+    frame only around candidate cuts."""
+    fps = float(info.fps) if info.fps else 25.0
+    signal = source.read_signal(start, end, size=p.size, skip=p.skip)
+
+    def refine(ranges: Sequence[tuple[int, int]]) -> SmallFrames:
+        return source.read_signal_ranges(ranges, size=p.size)
+
+    det = detect(signal, start=start, end=end, fps=fps, params=p, refine=refine)
+    det.stats["decode_errors"] = signal.errors
+    return det
+
+
+register_detector(ShotDetector("builtin", detect_builtin))
