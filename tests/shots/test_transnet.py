@@ -131,6 +131,6 @@ def test_missing_transnet_is_one_line_before_any_work(
             detect_shots(src, info, detector="transnetv2")
     assert "\n" not in str(exc.value)
     res = CliRunner().invoke(cli, ["shots", str(path), "--detector", "transnetv2"])
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # refused before any work, as every missing extra
     assert "pip install 'framepipe[transnet]'" in res.output and str(path) not in res.output
     assert "Traceback" not in res.output
