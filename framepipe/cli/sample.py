@@ -105,6 +105,8 @@ def command(
 
     def on_record(rec: ClipResult) -> None:
         b = bar["bar"]
+        if not bar["seen"]:  # the rate and ETA start with the first record, after start-up
+            b.reset(total=b.total)
         # with --workers, records of several inputs interleave: count each input once
         if rec.source not in bar["seen"]:
             if bar["seen"]:
