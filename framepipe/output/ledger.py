@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
@@ -27,8 +26,6 @@ from typing import Any
 from framepipe.errors import OutputError
 from framepipe.records import InputPlan
 from framepipe.utils import json_lines, sync_due
-
-log = logging.getLogger(__name__)
 
 
 def ledger_of(path: str | os.PathLike[str]) -> Path:
@@ -57,11 +54,6 @@ def done_inputs(ledgers: Iterable[Path], done_keys: Collection[str]) -> dict[str
     return out
 
 
-def plan_line(plan: InputPlan) -> str:
-    entry: dict[str, Any] = {"input": plan.key, "source": plan.source, "clips": list(plan.clips)}
-    return json.dumps(entry, ensure_ascii=True) + "\n"
-
-
 class Ledger:
     """Appends plans to the ledger of one records file (each plan once per file); the file
     is made with the first plan."""
@@ -84,7 +76,8 @@ class Ledger:
         try:
             if self._fh is None:
                 self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close
-            self._fh.write(plan_line(plan))
+            entry = {"input": plan.key, "source": plan.source, "clips": list(plan.clips)}
+            self._fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
             self._fh.flush()
             if self.fsync:
                 self._sync_at = sync_due(self._fh, self._sync_at)
