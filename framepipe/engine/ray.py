@@ -106,9 +106,10 @@ def ray_console_level() -> int:
 
 
 def quiet_ray_data() -> None:
-    """Ray Data's terminal handlers at :func:`ray_console_level` (its log file keeps all)."""
+    """Ray Data's own terminal handlers at :func:`ray_console_level` (its log file keeps
+    all; other handlers there, an application's, are left alone)."""
     for h in logging.getLogger("ray.data").handlers:
-        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+        if isinstance(h, logging.StreamHandler) and type(h).__module__.startswith("ray."):
             h.setLevel(ray_console_level())
 
 

@@ -130,8 +130,8 @@ class RemoteOutput:
     def publish(self) -> None:
         """Merge the staging folder and put it in place in the store (see the module)."""
         files = record_files(self.folder)
-        if not files:
-            return
+        if all(f == self.published for f in files):
+            return  # nothing new to publish
         merged = self.folder / f".merging.{self.format}"
         merge([self.folder], merged, self.format)
         fs, path = filesystem(self.uri, self.storage_options)

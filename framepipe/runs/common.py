@@ -152,8 +152,8 @@ def execute(
     clips the output already holds (their keys go to the engine), and its records replace
     the old ones of the same clips. With ``overwrite`` the output is truncated only when the
     first record comes (a model that fails to load leaves it as it was). Then (also on an
-    error) the engine is closed and ``summary`` gets its skipped count and the time since
-    ``t0`` (``time.perf_counter()``)."""
+    error) the engine is closed, an output in an object store is published, and ``summary``
+    gets its skipped count and the time since ``t0`` (``time.perf_counter()``)."""
     writer: RecordWriter | None = None
     created = False
     plans: list[InputPlan] = []  # until the writer is open (``overwrite``)
