@@ -11,6 +11,14 @@
     GPU on a GPU cluster, one CPU actor here).
 (c) The read stage's scaling: ``sample`` on Ray with 1, 2, 4 read actors (``--actors``);
     counts the cluster cannot place are reported as skipped, not run.
+(d) The driver's ceiling (``--driver-records N``, default 1,000,000; ``--driver-only`` runs
+    only this): what the driver spends per record, on ``N`` small caption records made by
+    Ray tasks: *receive* (Ray Data hands the stage's rows to the driver, which unpickles
+    them), *write* (the run's writer appends each record: with an fsync per record, measured
+    on the first 5,000, and with group commit, the writer's behaviour: an fsync at most every
+    0.1 s), *bookkeeping* (the summary, the done keys, one ledger plan per 4 clips) and
+    *resume* (a re-run opening the finished output: its done keys and ledger). The ceiling
+    is 1 / (receive + write + bookkeeping) records/s, in GPUs at 40 clips/s each.
 
 Ray is joined (``--address``, or ``RAY_ADDRESS``) or started once before timing, and one
 untimed run of one video pays Ray's cold worker start; every figure then still includes its
@@ -102,6 +110,97 @@ def _row(name: str, dt: float, clips: int, base: float | None = None) -> str:
     return f"| {name} | {clips} | {dt:.1f} | {clips / dt:.2f} | {ratio} | {first:.1f} | {steady} |"
 
 
+def _make_records(batch: dict[str, Any]) -> dict[str, Any]:
+    """Ray task: a small caption record per id, pickled as the generation actors send them."""
+    import pickle
+
+    import numpy as np
+
+    from framepipe.types import ClipResult
+
+    out = []
+    for i in batch["id"]:
+        rec = ClipResult(
+            source=f"s3://bucket/videos/{int(i) // 4:08d}.mp4",
+            kind="video",
+            clip={"index": int(i) % 4, "start_frame": 0, "end_frame": 60, "label": None},
+            sampler={"name": "uniform", "params": {"n": 8}},
+            indices=list(range(0, 64, 8)),
+            timestamps_s=[k / 30 for k in range(0, 64, 8)],
+            model={"id": "llava-hf/llava-interleave-qwen-0.5b-hf", "dtype": "bfloat16"},
+            questions=["What happens?"],
+            answers=["A person walks a dog along a beach at sunset."],
+            timings_s={"decode_s": 0.05, "generate_s": 0.02},
+            key=f"{int(i):016x}",
+        )
+        out.append(pickle.dumps(rec, protocol=5))
+    return {"out": np.array(out, dtype=object)}
+
+
+def _driver(ray: Any, n: int, work: Path) -> None:
+    """(d): see the module's docstring."""
+    import pickle
+
+    import framepipe.utils
+    from framepipe.output import open_writer
+    from framepipe.records import InputPlan
+    from framepipe.runs.common import RunSummary
+
+    t = time.perf_counter()
+    ds = ray.data.range(n).map_batches(_make_records, batch_size=4096).materialize()
+    made = time.perf_counter() - t
+    out = work / "driver.jsonl"
+    every = framepipe.utils.SYNC_EVERY_S
+    framepipe.utils.SYNC_EVERY_S = 0.0  # an fsync per record, as before group commit
+    with open_writer(work / "driver_fsync.jsonl", overwrite=True) as w:
+        first = ds.take_batch(5000, batch_format="numpy")["out"]
+        t = time.perf_counter()
+        for blob in first:
+            w.write(pickle.loads(blob))
+        per_fsync = (time.perf_counter() - t) / len(first)
+    framepipe.utils.SYNC_EVERY_S = every
+    summary = RunSummary()
+    receive = write = keep = 0.0
+    keys: list[str] = []
+    clock = time.perf_counter
+    with open_writer(out, overwrite=True) as w:
+        t0 = clock()
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for blob in batch["out"]:
+                t1 = clock()
+                rec = pickle.loads(blob)
+                t2 = clock()
+                w.write(rec)
+                t3 = clock()
+                summary.add(rec, keep=False)
+                keys.append(rec.key)
+                if len(keys) == 4:
+                    w.plan(InputPlan(f"p{rec.key}", tuple(keys)))
+                    keys.clear()
+                t4 = clock()
+                receive += t2 - t1
+                write += t3 - t2
+                keep += t4 - t3
+        receive += clock() - t0 - receive - write - keep  # Ray Data's own share
+    receive, write, keep = receive / n, write / n, keep / n
+    del ds
+    t = time.perf_counter()
+    with open_writer(out) as w:
+        assert len(w.done_keys) == n and len(w.done_inputs) == n // 4
+    resume = (time.perf_counter() - t) / n
+    us = 1e6
+    print(f"\n| driver (d): {n:,} records (made by Ray tasks in {made:.1f} s) | us/record |")
+    print("|---|---:|")
+    print(f"| receive (Ray Data to the driver, unpickled) | {receive * us:.1f} |")
+    print(f"| write, an fsync per record (first {min(n, 5000):,}) | {per_fsync * us:.1f} |")
+    print(f"| write, group commit (the writer) | {write * us:.1f} |")
+    print(f"| bookkeeping (summary, done keys, ledger) | {keep * us:.1f} |")
+    print(f"| resume: opening the finished output (done keys, ledger) | {resume * us:.1f} |")
+    for name, cost in (("an fsync per record", per_fsync), ("group commit", write)):
+        rate = 1 / (receive + cost + keep)
+        print(f"ceiling with {name}: {rate:,.0f} clips/s = {rate / 40:,.0f} GPUs at 40 clips/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--address", default=None, help="Ray cluster (default: RAY_ADDRESS/local)")
@@ -110,6 +209,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model folder for (b) (default: tiny)")
     ap.add_argument("--no-caption", action="store_true")
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--driver-records", type=int, default=1_000_000, help="records for (d)")
+    ap.add_argument("--driver-only", action="store_true", help="run (d) only")
     args = ap.parse_args()
 
     from framepipe.engine.ray import RayOptions, connect
@@ -124,10 +225,13 @@ def main() -> None:
         f"Ray up in {time.perf_counter() - t:.1f} s: {cpus} CPUs, {gpus} GPUs; "
         f"this machine has {os.cpu_count()} cores\n"
     )
+    if args.driver_only:
+        _driver(ray, args.driver_records, work)
+        return
     addr = RayOptions(address=args.address)
     # the first stage actors of a fresh Ray pay its workers' cold start: shown, not counted
-    one = _videos(work / "warm", 1)
-    dt, _ = _sample(one, work / "s_warm", engine="ray", ray_options=addr)
+    warm = _videos(work / "warm", 1)
+    dt, _ = _sample(warm, work / "s_warm", engine="ray", ray_options=addr)
     print(f"first Ray run (1 video, cold worker start): {dt:.1f} s\n")
 
     print(f"| sample (a) {HEAD}")
@@ -160,6 +264,7 @@ def main() -> None:
         dt, n = _sample(src, work / f"s_ray{k}", engine="ray", ray_options=opts)
         print(_row(f"{k} read actor(s)", dt, n, one))
         one = one or n / dt
+    _driver(ray, args.driver_records, work)
     print(f"\ninputs and outputs in {work}")
 
 

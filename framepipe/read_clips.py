@@ -29,8 +29,10 @@ from framepipe.errors import FramepipeError, SamplingError, captured_warnings
 from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     ClipJob,
+    InputPlan,
     clip_fields,
     key_parts,
+    plan_key,
     read_fields,
     record_key,
     source_fingerprint,
@@ -63,17 +65,21 @@ def read_clips(
     is_done: Callable[[str], bool] | None = None,
     read_frames: bool = True,
     on_clip: Callable[[str, ClipSpec], None] | None = None,
+    on_plan: Callable[[InputPlan], None] | None = None,
 ) -> Generator[ClipJob, None, None]:
     """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet,
     ok or failed; then, if closing the input fails, one failed job for the input.
 
     ``extra_key`` joins the resume key (the caption run adds the model and questions);
-    ``is_done(key)`` skips finished clips before any frame is decoded; ``on_clip(key, clip)``
-    is called just before a clip is sampled and read (the local engine's workers tell the
-    supervisor which clip a hung decoder was on). A manifest row's ``id`` and questions go on
-    every job; a remote input's errors name its URI, never its copy in the cache.
+    ``is_done(key)`` skips finished clips before any frame is decoded, and a whole input
+    when its plan key is done (the ledger: it is then neither opened nor downloaded);
+    ``on_clip(key, clip)`` is called just before a clip is sampled and read (the local
+    engine's workers tell the supervisor which clip a hung decoder was on), ``on_plan`` with
+    the input's plan once it is read to its end and closed without error. A manifest row's
+    ``id`` and questions go on every job; a remote input's errors name its URI, never its
+    copy in the cache.
     """
-    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip)
+    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip, on_plan)
     try:
         while True:
             with captured_warnings(item.source):  # logged at DEBUG, not printed
@@ -107,7 +113,7 @@ def input_failure_key(
         parts = key_parts(cfg, extra_key)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key or {})
-    return record_key(whole_input_fingerprint(item, cfg), parts)
+    return record_key(whole_input_fingerprint(item), parts)
 
 
 def _read_clips(
@@ -117,6 +123,7 @@ def _read_clips(
     is_done: Callable[[str], bool] | None,
     read_frames: bool,
     on_clip: Callable[[str, ClipSpec], None] | None,
+    on_plan: Callable[[InputPlan], None] | None,
 ) -> Generator[ClipJob, None, None]:
     src = item.source
     whole: str | None = None  # the key of a failure of the whole input
@@ -131,8 +138,8 @@ def _read_clips(
                 stat = remote_stat(item.uri, cfg.storage_options)
             except FramepipeError as exc:
                 stat = exc
-        fp = input_fingerprint(item, cfg, stat=stat)
-        ifp = whole_input_fingerprint(item, cfg, fp)
+        fp = input_fingerprint(item, stat)
+        ifp = whole_input_fingerprint(item, fp)
         whole = record_key(ifp, parts)
         if item.error:
             key = record_key(ifp, parts, not_an_input=True)
@@ -141,9 +148,12 @@ def _read_clips(
             return
         if is_done is not None and is_done(whole):
             return
-        t0 = time.perf_counter()
         if isinstance(stat, FramepipeError):
             raise stat
+        planned = plan_key(fp, parts)
+        if is_done is not None and is_done(planned):
+            return
+        t0 = time.perf_counter()
         if stat is not None:  # staged here, in the read stage (a worker), not the driver
             local, own_copy = stage_for_use(
                 src, item.path, stat, keep=cfg.keep_downloads, storage_options=cfg.storage_options
@@ -163,8 +173,8 @@ def _read_clips(
         if item.start_s is not None or item.end_s is not None:
             clips = restrict_clips(clips, info, item.start_s, item.end_s)
         t_open = time.perf_counter() - t0
-        for clip in clips:
-            key = record_key(fp, parts, clip)
+        keys = [record_key(fp, parts, clip) for clip in clips]
+        for clip, key in zip(clips, keys):
             if is_done is not None and is_done(key):
                 continue
             started = True
@@ -174,6 +184,8 @@ def _read_clips(
             t_open = 0.0
         closing, source = source, None
         closing.close()
+        if on_plan is not None:
+            on_plan(InputPlan(planned, tuple(keys), src))
     except Exception as exc:
         stage = "input" if started else "open"
         if not isinstance(exc, FramepipeError):
@@ -222,20 +234,13 @@ def _one_clip(
     return ClipJob(info.id, fields, batch)
 
 
-def input_fingerprint(
-    item: Input, cfg: SampleConfig, *, stat: RemoteStat | FramepipeError | None = None
-) -> dict[str, Any]:
+def input_fingerprint(item: Input, stat: RemoteStat | FramepipeError | None) -> dict[str, Any]:
     """The identity of ``item`` in resume keys: a local file's path, size and mtime; a remote
-    object's URI, size and ETag or mtime (one metadata request, no download); with the clip
-    range of a manifest row, when it has one. ``stat``: the remote object's metadata (or
-    the error reading it), when already known."""
+    object's URI, size and ETag or mtime (``stat``: its metadata, one request and no
+    download, or the error reading it); with the clip range of a manifest row, when it has
+    one."""
     if isinstance(stat, RemoteStat):
         fp = stat.fingerprint()
-    elif item.uri and not item.error and stat is None:
-        try:
-            fp = remote_stat(item.uri, cfg.storage_options).fingerprint()
-        except FramepipeError:
-            fp = {"uri": item.uri}
     elif item.uri:
         fp = {"uri": item.uri}
     else:
@@ -245,9 +250,7 @@ def input_fingerprint(
     return fp
 
 
-def whole_input_fingerprint(
-    item: Input, cfg: SampleConfig, fp: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def whole_input_fingerprint(item: Input, fp: dict[str, Any] | None = None) -> dict[str, Any]:
     """The identity in the key of a failure of the whole input: ``fp`` (the input's
     fingerprint) for a local file; for a remote one its URI (and range) only, without size
     and ETag, so that a failure while the object could not be reached is superseded by the
@@ -257,7 +260,7 @@ def whole_input_fingerprint(
         if item.start_s is not None or item.end_s is not None:
             out["range_s"] = [item.start_s, item.end_s]
         return out
-    return fp if fp is not None else input_fingerprint(item, cfg)
+    return fp if fp is not None else input_fingerprint(item, None)
 
 
 def named_by_uri(error: str, item: Input) -> str:

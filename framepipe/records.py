@@ -13,10 +13,16 @@ Resume keys: :func:`record_key` is a digest of the input's identity
 size and ETag), the clip's range, and the settings that determine its frames and answers
 (:func:`key_parts`). A record that fails a whole input before any clip is known has an
 input-level key (no clip), so that it is retried, and replaced, on the next run.
+
+The ledger: an input read to its end leaves its :class:`InputPlan` (its plan key, from the
+same identity and settings, and its clips' keys); a re-run given the plans of inputs whose
+clips are all done (:func:`done_count`) skips them after the metadata check that gives the
+identity (a stat, a HEAD), without opening or downloading them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,6 +90,31 @@ def record_key(
     else:
         where = {"input-error" if not_an_input else "open-error": True}
     return stable_digest({"src": fingerprint, **where, **parts})
+
+
+def plan_key(fingerprint: dict[str, Any], parts: dict[str, Any]) -> str:
+    """The ledger key of the input ``fingerprint`` under the settings ``parts``: what its
+    :class:`InputPlan` is filed under (a changed input, or other settings, plan again)."""
+    return stable_digest({"src": fingerprint, "plan": True, **parts})
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """An input whose clips were all planned (and read): what the ledger keeps of it."""
+
+    key: str
+    """Its :func:`plan_key`."""
+    clips: tuple[str, ...]
+    """The resume keys of all its clips."""
+    source: str = ""
+    """What its records name as their source (for people reading the ledger)."""
+
+
+def done_count(done: Collection[str], key: str) -> int:
+    """How many clips ``key`` stands for in what a run skips (0: not done): ``done`` holds
+    clip keys, or maps keys to their clip counts (a finished input's plan key to its clips,
+    as a run passes it)."""
+    return int(done.get(key, 0)) if isinstance(done, Mapping) else int(key in done)
 
 
 # -- records -----------------------------------------------------------------------------

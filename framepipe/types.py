@@ -337,6 +337,10 @@ class ClipResult:
 TIME_DIGITS = 6
 """Times in records are rounded to microseconds."""
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""Values :func:`round_times` returns as they are (checked without a call: it runs on every
+value of every record a run writes)."""
+
 
 def round_times(value: Any, *, timed: bool = False) -> Any:
     """``value`` with every number that is a time rounded to :data:`TIME_DIGITS` decimals: a
@@ -347,11 +351,13 @@ def round_times(value: Any, *, timed: bool = False) -> Any:
         return round(float(value), TIME_DIGITS) if timed else value
     if isinstance(value, dict):
         return {
-            k: round_times(v, timed=timed or (isinstance(k, str) and k.endswith("_s")))
+            k: v
+            if type(v) in _PLAIN
+            else round_times(v, timed=timed or (isinstance(k, str) and k.endswith("_s")))
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [round_times(v, timed=timed) for v in value]
+        return [v if type(v) in _PLAIN else round_times(v, timed=timed) for v in value]
     if type(value) is tuple:
         return tuple(round_times(v, timed=timed) for v in value)
     return value

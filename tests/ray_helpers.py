@@ -4,11 +4,15 @@
 the mean of its pixels, so answers depend on the frames the actor received. ``KillOnce``
 wraps a generator and kills its own process (the generation actor) on its first call,
 leaving a flag file so that the retried call, on the restarted actor, answers.
+``SlowEcho`` takes a known time per batch. ``on_node`` is a sampler like ``uniform`` (after
+``delay_s``) whose records name the node that read them: the process id of the node's
+raylet (each node of a cluster has its own).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,18 @@ from typing import Any
 import numpy as np
 
 from framepipe.generate.config import Answer
+from framepipe.samplers.uniform import uniform
+from framepipe.types import ClipSpec, Selection, SourceInfo
+
+
+def on_node(
+    info: SourceInfo, clip: ClipSpec, *, n: int, delay_s: float = 0.0, source: Any = None
+) -> Selection:
+    """``uniform``'s frames, ``delay_s`` later; ``selection.raylet_pid`` names the node."""
+    time.sleep(delay_s)
+    sel = uniform(info, clip, n=n)
+    raylet = int(os.environ.get("RAY_RAYLET_PID", "0"))
+    return Selection(sel.indices, "on_node", {"n": n, "delay_s": delay_s}, {"raylet_pid": raylet})
 
 
 class EchoGenerator:
@@ -31,6 +47,17 @@ class EchoGenerator:
             text = f"{len(r.images)} frames, mean {mean:.3f}"
             out.append(Answer("p", [text for _ in r.questions], 0.0, 1, [1] * len(r.questions)))
         return out
+
+
+class SlowEcho(EchoGenerator):
+    """:class:`EchoGenerator` taking ``delay_s`` per batch it answers."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+
+    def answer_each(self, requests: Sequence[Any]) -> list[Answer]:
+        time.sleep(self.delay_s)
+        return super().answer_each(requests)
 
 
 class KillOnce:

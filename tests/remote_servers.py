@@ -1,6 +1,7 @@
-"""Real servers on 127.0.0.1 for the remote-input tests: an HTTP file server in a thread
-(Content-Length, Last-Modified, ETag, HEAD; it counts the GETs of each path) and an
-S3-compatible server process (moto's server mode)."""
+"""Real servers on 127.0.0.1 for the remote-input and remote-output tests: an HTTP file
+server in a thread (Content-Length, Last-Modified, ETag, HEAD; it counts the GETs of each
+path) and an S3-compatible server process (moto's server mode; the ``s3`` and
+``s3_credentials`` fixtures, for the modules that import them)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 S3_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -119,3 +122,24 @@ def moto_s3_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """An S3-compatible server for the module; yields its endpoint URL."""
+    mp = pytest.MonkeyPatch()
+    for k, v in S3_ENV.items():
+        mp.setenv(k, v)
+    try:
+        with moto_s3_server() as url:
+            yield url
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server's credentials, for every test of a module that imports this fixture
+    (the client reads them from the environment, as on a real machine)."""
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)

@@ -28,7 +28,7 @@ from framepipe.cli.common import OldSpelling, field_default, param_default, pars
 from framepipe.clips import CLIP_PLANNERS
 from framepipe.config import SampleConfig
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, ENGINES
-from framepipe.engine.base import RayOptions
+from framepipe.engine.base import RayOptions, pool_bounds
 from framepipe.errors import ConfigError
 from framepipe.output import FORMATS, is_folder_output
 from framepipe.registry import Registry
@@ -49,6 +49,19 @@ class Unset:
 
 
 Row = tuple[Any, ...]
+
+
+class PoolSize(click.ParamType):
+    """An actor pool's size: ``N``, or ``MIN:MAX`` (a pool that grows with the cluster; an
+    empty MAX: no limit)."""
+
+    name = "N|MIN:MAX"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return pool_bounds(str(value), "the pool size")
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class RegistryChoice(click.Choice):
@@ -240,9 +253,10 @@ ENGINE: list[Row] = [
      "extra)."),
     ("--ray-address", str, Unset("RAY_ADDRESS, else a local Ray is started"),
      "Ray cluster to join (host:port, auto, ray://...)."),
-    ("--decode-actors", click.IntRange(min=1),
-     Unset("the cluster's CPUs left after the generation actors"),
-     "Ray read actors (each with one decoder process)."),
+    ("--decode-actors", PoolSize(),
+     Unset("the cluster's CPUs left after the generation actors, growing"),
+     "Ray read actors (each with one decoder process): N, or MIN:MAX to grow with the "
+     "cluster."),
     ("--decode-cpus", click.FloatRange(min=0, min_open=True), RayOptions.decode_cpus,
      "CPUs per Ray read actor."),
 ]
@@ -250,9 +264,10 @@ ENGINE: list[Row] = [
 
 # fmt: off
 GENERATE_ACTORS: list[Row] = [
-    ("--generate-actors", click.IntRange(min=1),
-     Unset("one per GPU, one on a cluster without GPUs"),
-     "Ray generation actors (each loads the model once)."),
+    ("--generate-actors", PoolSize(),
+     Unset("one per GPU, growing; one on a cluster without GPUs"),
+     "Ray generation actors (each loads the model once): N, or MIN:MAX to grow with the "
+     "cluster."),
     ("--generate-gpus", click.FloatRange(min=0), Unset("1 where the cluster has GPUs, else 0"),
      "GPUs per Ray generation actor (0: CPU actors)."),
 ]
@@ -305,6 +320,11 @@ def run_arguments(
     if not paths and not manifests:
         raise click.UsageError("give PATHS, --inputs-from FILE, or both")
     engine = kw.pop("engine")
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # Ray's native log lines stay in its logs while the command runs
+        from framepipe.cli.ray_logs import native_ray_lines_to_log
+
+        ctx.with_resource(native_ray_lines_to_log(engine))
     ray = {field: kw.pop(name) for name, field in RAY_FIELDS.items() if name in kw}
     return cfg, {
         "inputs_from": manifests or None,

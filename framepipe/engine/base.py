@@ -1,6 +1,6 @@
 """The engine protocol: the run hands an engine its tasks and what to do with every clip
 (:class:`Work`); the engine yields each clip's finished record. The run alone owns resume
-(it passes the keys already done) and writing.
+(it passes the keys already done, and gets each input's plan for its ledger) and writing.
 
 Engines are plug-ins in the :data:`ENGINES` registry (``local``, ``ray``), made with
 :func:`open_engine` from one :class:`EngineOptions`; the command line reads its choices from
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.errors import ConfigError
-from framepipe.records import ClipJob
+from framepipe.records import ClipJob, InputPlan
 from framepipe.registry import Registry
 from framepipe.types import ClipResult
 
@@ -32,6 +32,10 @@ DEFAULT_DECODE_TIMEOUT_S = 300.0
 Finish = Callable[[ClipJob], None]
 """A picklable function run on each clip read without error, in the decoding process (e.g.
 saving its frames: it adds their paths with ``job.add``, or fails the job)."""
+
+OnPlan = Callable[[InputPlan], None]
+"""Called in the caller's thread with the plan of each input read to its end (the run keeps
+it in its ledger, so that a re-run skips the input once its clips are all done)."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,28 @@ class Work:
             raise ConfigError(f"decode timeout ({t}) must be > 0 seconds")
 
 
+Pool = int | tuple[int, int | None]
+"""An actor pool's size: a count, or ``(min, max)``: it starts with ``min`` actors and grows
+up to ``max`` (None: no limit) as the cluster does (Ray Data's ``ActorPoolStrategy``)."""
+
+
+def pool_bounds(pool: Pool | str | None, name: str) -> tuple[int, int | None] | None:
+    """``pool`` as ``(min, max)`` (``"MIN:MAX"``, ``"N"``, ``N`` or a pair; None stays None);
+    ConfigError unless 1 <= min <= max."""
+    if pool is None:
+        return None
+    if isinstance(pool, str):
+        lo_text, sep, hi_text = pool.partition(":")
+        try:
+            pool = (int(lo_text), int(hi_text) if hi_text else None) if sep else int(pool)
+        except ValueError:
+            raise ConfigError(f"{name} ({pool!r}) must be N or MIN:MAX") from None
+    lo, hi = (pool, pool) if isinstance(pool, int) else pool
+    if int(lo) < 1 or (hi is not None and int(hi) < int(lo)):
+        raise ConfigError(f"{name} ({pool!r}) must be >= 1, and MIN <= MAX")
+    return int(lo), None if hi is None else int(hi)
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """Where and with what the Ray engine runs; None picks a default from the cluster."""
@@ -75,12 +101,14 @@ class RayOptions:
     address: str | None = None
     """A cluster to join (``host:port``, ``auto``, ``ray://...``); default ``RAY_ADDRESS``,
     else a local Ray is started."""
-    decode_actors: int | None = None
-    """Read actors (default: the cluster's CPUs left after the generation actors)."""
+    decode_actors: Pool | None = None
+    """Read actors, a count or ``(min, max)`` (default: from the cluster's CPUs left after
+    the generation actors, growing with the cluster)."""
     decode_cpus: float = 1.0
     """CPUs reserved per read actor (its child decoder process uses them)."""
-    generate_actors: int | None = None
-    """Generation actors (default: one per ``generate_gpus`` GPUs, or one without GPUs)."""
+    generate_actors: Pool | None = None
+    """Generation actors, a count or ``(min, max)`` (default: from one per
+    ``generate_gpus`` GPUs, growing with the cluster; one without GPUs)."""
     generate_gpus: float | None = None
     """GPUs per generation actor (default: 1 where the cluster has GPUs, else 0: CPU actors)."""
     generate_cpus: float = 1.0
@@ -90,9 +118,7 @@ class RayOptions:
 
     def __post_init__(self) -> None:
         for name in ("decode_actors", "generate_actors"):
-            v = getattr(self, name)
-            if v is not None and int(v) < 1:
-                raise ConfigError(f"{name.replace('_', ' ')} ({v}) must be >= 1")
+            pool_bounds(getattr(self, name), name.replace("_", " "))
         if not self.decode_cpus > 0 or self.generate_cpus < 0:
             raise ConfigError("CPUs per actor must be > 0")
         if self.generate_gpus is not None and self.generate_gpus < 0:
@@ -127,16 +153,23 @@ class Engine(Protocol):
     skipped: int
     """Clips skipped because their key was done."""
     load_s: float
-    """Seconds spent loading the model (caption)."""
+    """Seconds spent loading the model (caption; where several actors load it at once, the
+    longest of their loads)."""
     generate_s: float
-    """Seconds spent generating (caption)."""
+    """Seconds spent generating (caption; summed over the actors that generate)."""
     model: dict[str, Any] | None
     """The loaded model as its records describe it (caption), once known."""
 
     def run(
-        self, tasks: Iterable[EngineTask], work: Work, done: Collection[str] = ()
+        self,
+        tasks: Iterable[EngineTask],
+        work: Work,
+        done: Collection[str] = (),
+        on_plan: OnPlan | None = None,
     ) -> Iterator[ClipResult]:
-        """The record of every clip of ``tasks`` whose key is not in ``done``."""
+        """The record of every clip of ``tasks`` whose key is not in ``done`` (clip keys, or
+        keys and their clip counts, with the plan keys of finished inputs, which are skipped
+        whole: :func:`~framepipe.records.done_count`); ``on_plan`` gets each input's plan."""
         ...
 
     def close(self) -> None:
@@ -153,12 +186,19 @@ class EngineBase:
         self.load_s = 0.0
         self.generate_s = 0.0
         self.model: dict[str, Any] | None = None
+        self.on_plan: OnPlan | None = None
 
     def count_skips(self, count: int) -> None:
         if count:
             self.skipped += count
             if self.on_skip is not None:
                 self.on_skip(count)
+
+    def input_end(self, skipped: int, plan: InputPlan | None) -> None:
+        """An input is done with: count its clips skipped, hand its plan on."""
+        self.count_skips(skipped)
+        if plan is not None and self.on_plan is not None:
+            self.on_plan(plan)
 
 
 ENGINES: Registry[Callable[[EngineOptions], Engine]] = Registry(

@@ -26,6 +26,7 @@ from framepipe.engine.base import (
     EngineBase,
     EngineOptions,
     EngineTask,
+    OnPlan,
     Work,
     default_workers,
 )
@@ -33,7 +34,7 @@ from framepipe.engine.supervisor import DecoderProcess, Skipped
 from framepipe.engine.worker import WorkerSetup, WorkItem, plugin_modules, run_finish
 from framepipe.errors import ConfigError
 from framepipe.read_clips import read_clips
-from framepipe.records import ClipJob
+from framepipe.records import ClipJob, done_count
 from framepipe.types import ClipResult
 from framepipe.utils import Closing
 
@@ -85,11 +86,17 @@ class LocalEngine(EngineBase, Closing):
 
     # -- the caller's side ------------------------------------------------------------------
     def run(
-        self, tasks: Iterable[EngineTask], work: Work, done: Collection[str] = ()
+        self,
+        tasks: Iterable[EngineTask],
+        work: Work,
+        done: Collection[str] = (),
+        on_plan: OnPlan | None = None,
     ) -> Iterator[ClipResult]:
-        """The record of every clip of ``tasks`` not in ``done``, as they finish; the
-        workers start first, and decode the next clips while the model loads (with the first
-        clip to answer: a resume with nothing left to answer loads nothing)."""
+        """The record of every clip of ``tasks`` not in ``done``, as they finish (each
+        input's plan to ``on_plan``); the workers start first, and decode the next clips
+        while the model loads (with the first clip to answer: a resume with nothing left to
+        answer loads nothing)."""
+        self.on_plan = on_plan
         jobs = self.jobs(tasks, work, done)
         try:
             if work.answer is None:
@@ -116,13 +123,13 @@ class LocalEngine(EngineBase, Closing):
         self._started = True
         keep = work.sends_frames
         if self.workers == 0:
-            return self._inline(tasks, work, frozenset(done), keep)
+            return self._inline(tasks, work, done, keep)
         batch = work.answer.batch_size if work.answer is not None else 1
         prefetch = self.prefetch or max(2 * self.workers, batch)
         self._out = queue.Queue(maxsize=prefetch)
         setup = WorkerSetup(
             cfg=work.cfg,
-            done_keys=frozenset(done),
+            done=done,
             finish=work.finish,
             send_frames=keep,
             use_shm=self.use_shm,
@@ -156,7 +163,7 @@ class LocalEngine(EngineBase, Closing):
                 if isinstance(item, _End):
                     ended += 1
                 elif isinstance(item, Skipped):
-                    self.count_skips(item.count)
+                    self.input_end(item.count, item.plan)
                 elif isinstance(item, BaseException):
                     raise item
                 else:
@@ -165,16 +172,22 @@ class LocalEngine(EngineBase, Closing):
             self.close()
 
     def _inline(
-        self, tasks: Iterable[EngineTask], work: Work, done: frozenset[str], keep: bool
+        self, tasks: Iterable[EngineTask], work: Work, done: Collection[str], keep: bool
     ) -> Generator[ClipJob, None, None]:
         def is_done(key: str) -> bool:
-            if key in done:
-                self.count_skips(1)
-                return True
-            return False
+            count = done_count(done, key)
+            self.count_skips(count)
+            return count > 0
 
         for task in tasks:
-            for job in read_clips(task.item, work.cfg, extra_key=task.extra_key, is_done=is_done):
+            reads = read_clips(
+                task.item,
+                work.cfg,
+                extra_key=task.extra_key,
+                is_done=is_done,
+                on_plan=lambda plan: self.input_end(0, plan),
+            )
+            for job in reads:
                 run_finish(work.finish, job)
                 if not keep:
                     job.batch = None

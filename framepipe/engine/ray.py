@@ -21,7 +21,9 @@ any length holds at most a window in the driver)::
 
 :func:`connect` joins ``address`` (or ``RAY_ADDRESS``) or starts a local Ray; an
 unreachable address or a missing ``ray`` extra is a one-line :class:`FramepipeError`
-before any heavy work.
+before any heavy work. Ray's own messages reach the terminal as framepipe's verbosity says
+(:func:`ray_console_level`); Ray Data's stay in its log file (``ray-data.log`` in the
+session's logs).
 """
 
 from __future__ import annotations
@@ -35,7 +37,16 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
-from framepipe.engine.base import ENGINES, EngineBase, EngineOptions, EngineTask, RayOptions, Work
+from framepipe.engine.base import (
+    ENGINES,
+    EngineBase,
+    EngineOptions,
+    EngineTask,
+    OnPlan,
+    RayOptions,
+    Work,
+    pool_bounds,
+)
 from framepipe.engine.ray_stages import GenerateSpec, GenerateStage, ReadSpec, ReadStage
 from framepipe.engine.worker import WorkerSetup, plugin_modules
 from framepipe.errors import ConfigError, FramepipeError
@@ -76,7 +87,7 @@ def connect(address: str | None = None) -> Any:
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise FramepipeError(f"cannot reach the Ray cluster at {address} ({reason})") from None
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"logging_level": ray_console_level(), "log_to_driver": True}
     if not address:  # a local Ray: workers import what this process can (plug-ins, tests)
         path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
@@ -87,6 +98,23 @@ def connect(address: str | None = None) -> Any:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise FramepipeError(f"cannot start or join {where}: {text}") from None
     return ray
+
+
+def ray_console_level() -> int:
+    """Which of Ray's own messages reach the terminal: its errors at framepipe's default
+    verbosity, its warnings too with ``-v`` (framepipe at INFO), everything with ``-vv``."""
+    level = logging.getLogger("framepipe").getEffectiveLevel()
+    if level >= logging.WARNING:
+        return logging.ERROR
+    return logging.WARNING if level >= logging.INFO else logging.INFO
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's own terminal handlers at :func:`ray_console_level` (its log file keeps
+    all; other handlers there, an application's, are left alone)."""
+    for h in logging.getLogger("ray.data").handlers:
+        if isinstance(h, logging.StreamHandler) and type(h).__module__.startswith("ray."):
+            h.setLevel(ray_console_level())
 
 
 class RayEngine(EngineBase):
@@ -112,44 +140,58 @@ class RayEngine(EngineBase):
         return cls(options.ray, on_skip=options.on_skip)
 
     def resources(self, generate: bool) -> dict[str, Any]:
-        """Actors and resources per stage, from the options and the cluster."""
+        """Actors (``(min, max)``, max None: as many as the cluster places) and resources per
+        stage, from the options and the cluster. ConfigError only for what can never be
+        placed: an actor bigger than every node (and node type the autoscaler may add), or
+        minimum pools larger than a cluster without an autoscaler."""
         o = self.options
         total = self.ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+        shapes, grows = node_shapes(self.ray)
         out: dict[str, Any] = {"cluster_cpus": cpus, "cluster_gpus": gpus}
         used = 0.0
         if generate:
             g = o.generate_gpus if o.generate_gpus is not None else (1.0 if gpus >= 1 else 0.0)
-            n = o.generate_actors or (max(1, int(gpus // g)) if g > 0 else 1)
-            out["generate"] = {"actors": n, "num_gpus": g, "num_cpus": o.generate_cpus}
-            used += n * o.generate_cpus
-            if g * n > gpus:
+            given = pool_bounds(o.generate_actors, "generate actors")
+            lo, hi = given or ((max(1, int(gpus // g)), None) if g > 0 else (1, 1))
+            out["generate"] = {"actors": (lo, hi), "num_gpus": g, "num_cpus": o.generate_cpus}
+            fits(shapes, "generation actor", CPU=o.generate_cpus, GPU=g)
+            used += lo * o.generate_cpus
+            if g * lo > gpus and not grows:
                 raise ConfigError(
-                    f"{n} generation actor(s) of {g:g} GPU need {g * n:g} GPUs; "
+                    f"{lo} generation actor(s) of {g:g} GPU need {g * lo:g} GPUs; "
                     f"the cluster has {gpus:g} GPUs"
                 )
-        d = o.decode_actors or max(1, int((cpus - used) // o.decode_cpus))
-        out["read"] = {"actors": d, "num_cpus": o.decode_cpus}
-        need = used + d * o.decode_cpus
-        if need > cpus:
+        given = pool_bounds(o.decode_actors, "decode actors")
+        lo, hi = given or (max(1, int((cpus - used) // o.decode_cpus)), None)
+        out["read"] = {"actors": (lo, hi), "num_cpus": o.decode_cpus}
+        fits(shapes, "read actor", CPU=o.decode_cpus)
+        need = used + lo * o.decode_cpus
+        if need > cpus and not grows:
             raise ConfigError(
-                f"the stages need {need:g} CPUs ({d} read actor(s) of {o.decode_cpus:g}"
+                f"the stages need {need:g} CPUs ({lo} read actor(s) of {o.decode_cpus:g}"
                 f"{' and the generation actors' if used else ''}); the cluster has {cpus:g} CPUs"
             )
         return out
 
     def run(
-        self, tasks: Iterable[EngineTask], work: Work, done: Collection[str] = ()
+        self,
+        tasks: Iterable[EngineTask],
+        work: Work,
+        done: Collection[str] = (),
+        on_plan: OnPlan | None = None,
     ) -> Iterator[ClipResult]:
-        """The final record of every clip of ``tasks`` not in ``done``, as they finish."""
+        """The final record of every clip of ``tasks`` not in ``done``, as they finish (each
+        input's plan to ``on_plan``)."""
         from ray.data import ActorPoolStrategy, DataContext
 
         ray = self.ray
+        self.on_plan = on_plan
         answer = work.answer
         self.plan = res = self.resources(answer is not None)
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run INFO lines
+        quiet_ray_data()
         ctx.execution_options.preserve_order = False
         imports = plugin_modules()
         level = logging.getLogger("framepipe").getEffectiveLevel()
@@ -162,7 +204,7 @@ class RayEngine(EngineBase):
         )
         reduce = answer.backend.frame_size() if answer is not None else None
         read_spec = pickle.dumps(ReadSpec(setup, work.decode_timeout_s, reduce))
-        done_ref = [ray.put(frozenset(done))] if done else []
+        done_ref = [ray.put(done)] if done else []
         gen_spec = None if answer is None else pickle.dumps(GenerateSpec(answer, imports, level))
         it = iter(tasks)
         base = 0
@@ -170,19 +212,20 @@ class RayEngine(EngineBase):
             window = list(islice(it, self.options.window))
             if not window:
                 return
+            count = len(window)
             rows = [{"task": pickle.dumps((base + k, t))} for k, t in enumerate(window)]
-            base += len(window)
+            base += count
             del window
-            blocks = min(len(rows), max(200, 8 * res["read"]["actors"]))
+            blocks = min(count, max(200, 8 * res["read"]["actors"][0]))
             ds = ray.data.from_items(rows, override_num_blocks=blocks)
             del rows
             ds = ds.map_batches(
                 ReadStage,
                 batch_size=1,
                 batch_format="numpy",
-                compute=ActorPoolStrategy(size=res["read"]["actors"]),
+                compute=pool(ActorPoolStrategy, res["read"]["actors"], count),
                 num_cpus=res["read"]["num_cpus"],
-                fn_constructor_kwargs={"spec": read_spec, "done_keys": done_ref},
+                fn_constructor_kwargs={"spec": read_spec, "done": done_ref},
             )
             if answer is not None:
                 g = res["generate"]
@@ -190,15 +233,17 @@ class RayEngine(EngineBase):
                     GenerateStage,
                     batch_size=answer.batch_size,
                     batch_format="numpy",
-                    compute=ActorPoolStrategy(size=g["actors"]),
+                    compute=pool(ActorPoolStrategy, g["actors"]),
                     num_cpus=g["num_cpus"],
                     num_gpus=g["num_gpus"],
                     fn_constructor_kwargs={"spec": gen_spec},
                 )
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                for blob, count in zip(batch["out"], batch["skipped"]):
+                self.load_s = max(self.load_s, float(batch["load_s"].max(initial=0.0)))
+                self.generate_s += float(batch["generate_s"].sum())
+                for blob, count, plan in zip(batch["out"], batch["skipped"], batch["plan"]):
                     if not blob:
-                        self.count_skips(int(count))
+                        self.input_end(int(count), pickle.loads(plan) if plan else None)
                         continue
                     yield self._received(pickle.loads(blob))
             self.stats = ds.stats()
@@ -207,11 +252,45 @@ class RayEngine(EngineBase):
         rec = out.record() if isinstance(out, ClipJob) else out
         if self.model is None and rec.model is not None:
             self.model = rec.model
-        self.generate_s += float(rec.timings_s.get("generate_s", 0.0))
         return rec
 
     def close(self) -> None:
         """Nothing to stop between runs (the local Ray stays up for the process)."""
+
+
+def pool(strategy: Any, bounds: tuple[int, int | None], inputs: int | None = None) -> Any:
+    """Ray Data's actor pool of ``(min, max)`` actors (max None: no limit), no more than
+    ``inputs`` (an actor without an input to read is never started)."""
+    lo, hi = bounds
+    if inputs is not None:
+        lo, hi = min(lo, inputs), min(hi or inputs, inputs)
+    return strategy(size=lo) if lo == hi else strategy(min_size=lo, max_size=hi)
+
+
+def node_shapes(ray: Any) -> tuple[list[dict[str, float]], bool]:
+    """The resources of each node of the cluster and of each node type its autoscaler may
+    add, and whether it may add any."""
+    shapes = [dict(n.get("Resources") or {}) for n in ray.nodes() if n.get("Alive")]
+    grows = False
+    try:  # Ray's own test of an autoscaling cluster (ray.data's cluster_autoscaler.util)
+        import ray._private.state as state
+
+        config = state.state.get_cluster_config()
+        for group in getattr(config, "node_group_configs", None) or ():
+            if group.resources and group.max_count != 0:
+                shapes.append({k: float(v) for k, v in group.resources.items()})
+                grows = grows or group.max_count == -1 or group.max_count > group.min_count
+    except Exception:  # no autoscaler, or another Ray: the nodes there are
+        log.debug("no autoscaler configuration", exc_info=True)
+    return shapes, grows
+
+
+def fits(shapes: list[dict[str, float]], what: str, **need: float) -> None:
+    """ConfigError unless some node (or node type) has ``need`` (``CPU``, ``GPU``)."""
+    if any(all(shape.get(k, 0.0) >= v for k, v in need.items() if v) for shape in shapes):
+        return
+    wants = " and ".join(f"{v:g} {k}s" for k, v in need.items() if v)
+    raise ConfigError(f"one {what} needs {wants}; no node of the cluster has that much")
 
 
 ENGINES.register("ray", RayEngine.from_options)

@@ -4,13 +4,15 @@
   (:class:`~framepipe.engine.supervisor.DecoderProcess`), the same read stage and the same
   failed records as the local engine; frames reduced to the model's input size before they
   enter the object store. Rows in: ``{"task": pickle of (task id, EngineTask)}``, one input
-  per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0}`` per clip, and one
-  ``{"out": b"", "skipped": k}`` per input counting its clips skipped as done.
+  per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0, "plan": b""}`` per clip,
+  and one ``{"out": b"", "skipped": k, "plan": pickle of its InputPlan or b""}`` per input
+  counting its clips skipped as done.
 - :class:`GenerateStage` (GPU, or CPU on clusters without GPUs): loads the backend once and
   answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
-  final ClipResult, "skipped": 0}`` per clip, the skip counters unchanged. An actor that
-  dies (killed, out of host memory) is restarted by Ray and its batch retried, so no clip
-  is lost.
+  final ClipResult, ...}`` per clip, the inputs' rows unchanged; ``load_s`` and
+  ``generate_s`` carry the actor's own seconds (each on one row) for the run's summary. An
+  actor that dies (killed, out of host memory) is restarted by Ray and its batch retried,
+  so no clip is lost.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class ReadSpec:
     """What every read actor needs (sent once, pickled)."""
 
     setup: WorkerSetup
-    """The decoder's setup; its ``done_keys`` are left empty and sent by reference."""
+    """The decoder's setup; what is ``done`` is left empty and sent by reference."""
     decode_timeout_s: float | None
     reduce: FrameReduce | None = None
 
@@ -61,34 +63,30 @@ def _prepare(imports: tuple[str, ...], log_level: int) -> None:
 class ReadStage:
     """The read actor: one supervised decoder process per actor."""
 
-    def __init__(self, spec: bytes, done_keys: list[Any]) -> None:
+    def __init__(self, spec: bytes, done: list[Any]) -> None:
         import ray
 
         rs: ReadSpec = pickle.loads(spec)
         _prepare(rs.setup.imports, rs.setup.log_level)
-        done: frozenset[str] = frozenset(ray.get(done_keys[0])) if done_keys else frozenset()
         self.reduce = rs.reduce
-        setup = dataclasses.replace(rs.setup, done_keys=done)
+        setup = dataclasses.replace(rs.setup, done=ray.get(done[0]) if done else {})
         self.decoder = DecoderProcess(setup, rs.decode_timeout_s)
         self.decoder.start()  # the child starts (imports) while Ray schedules the first task
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        out: list[bytes] = []
-        skipped: list[int] = []
+        rows = []
         for blob in batch["task"]:
             task_id, task = pickle.loads(blob)
             assert isinstance(task, EngineTask)
             for job in self.decoder.run(WorkItem(int(task_id), task.item, dict(task.extra_key))):
                 if isinstance(job, Skipped):
-                    out.append(b"")
-                    skipped.append(job.count)
+                    rows.append((b"", job.count, pickle.dumps(job.plan) if job.plan else b""))
                     continue
                 if job.ok and self.reduce is not None and job.batch is not None:
                     frames = self.reduce.images(job.batch.frames)
                     job.batch = dataclasses.replace(job.batch, frames=frames)
-                out.append(pickle.dumps(job, protocol=5))
-                skipped.append(0)
-        return {"out": np.array(out, dtype=object), "skipped": np.array(skipped, np.int64)}
+                rows.append((pickle.dumps(job, protocol=5), 0, b""))
+        return _batch(rows)
 
     def __del__(self) -> None:
         decoder = getattr(self, "decoder", None)
@@ -103,18 +101,28 @@ class GenerateStage:
         gs: GenerateSpec = pickle.loads(spec)
         _prepare(gs.imports, gs.log_level)
         self.answering = Answering(gs.answer)
+        self.load_s = self.answering.load_s  # reported once, with the first batch
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        out: list[bytes] = []
-        skipped: list[int] = []
-        jobs = []
-        for blob, count in zip(batch["out"], batch["skipped"]):
-            if blob:
-                jobs.append(pickle.loads(blob))
-            else:
-                out.append(b"")
-                skipped.append(int(count))
-        for rec in self.answering.records(jobs):
-            out.append(pickle.dumps(rec, protocol=5))
-            skipped.append(0)
-        return {"out": np.array(out, dtype=object), "skipped": np.array(skipped, np.int64)}
+        inputs = zip(batch["out"], batch["skipped"], batch["plan"])
+        rows = [(b"", int(n), plan) for blob, n, plan in inputs if not blob]
+        jobs = [pickle.loads(blob) for blob in batch["out"] if blob]
+        t = self.answering.generate_s
+        rows += [(pickle.dumps(rec, protocol=5), 0, b"") for rec in self.answering.records(jobs)]
+        load_s, self.load_s = self.load_s, 0.0
+        return _batch(rows, load_s, self.answering.generate_s - t)
+
+
+def _batch(rows: list[tuple[bytes, int, bytes]], load_s: float = 0.0, gen_s: float = 0.0) -> Any:
+    """A stage's output batch of ``(out, skipped, plan)`` rows; the actor's seconds go on
+    the first row."""
+    seconds = np.zeros((2, len(rows)))
+    if rows:
+        seconds[:, 0] = load_s, gen_s
+    return {
+        "out": np.array([r[0] for r in rows], dtype=object),
+        "skipped": np.array([r[1] for r in rows], np.int64),
+        "plan": np.array([r[2] for r in rows], dtype=object),
+        "load_s": seconds[0],
+        "generate_s": seconds[1],
+    }

@@ -37,7 +37,7 @@ from framepipe.engine.transfer import PackedFrames, unpack_frames
 from framepipe.engine.worker import WorkerSetup, WorkItem, worker_main
 from framepipe.errors import DecodeError, DecodeTimeoutError, FramepipeError
 from framepipe.read_clips import input_failure_key, tagged
-from framepipe.records import ClipJob
+from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipSpec
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,11 @@ MAX_FAILED_STARTS = 3
 
 @dataclass(frozen=True)
 class Skipped:
-    """The end of an input: how many of its clips were skipped as done."""
+    """The end of an input: how many of its clips were skipped as done, and its plan when
+    it was read to its end (for the run's ledger)."""
 
     count: int
+    plan: InputPlan | None = None
 
 
 class DecoderProcess:
@@ -135,6 +137,7 @@ class DecoderProcess:
     def _run(self, work: WorkItem) -> Iterator[ClipJob | Skipped]:
         pending = [work]
         skipped = 0
+        plan: InputPlan | None = None
         failed_starts = 0
         while pending and not self._closed:
             item = pending.pop()
@@ -193,6 +196,7 @@ class DecoderProcess:
                             break
                     elif kind == "end":
                         skipped += int(msg[1])
+                        plan = msg[2]
                         break
                     else:  # pragma: no cover - protocol bug
                         raise RuntimeError(f"unknown message from a decoder: {kind!r}")
@@ -217,7 +221,7 @@ class DecoderProcess:
             yield from jobs
             if rest is not None:
                 pending.append(rest)
-        yield Skipped(skipped)
+        yield Skipped(skipped, plan)
 
 
 def lost_clip(

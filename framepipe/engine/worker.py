@@ -10,7 +10,9 @@ stage (:func:`framepipe.read_clips.read_clips`) on it, and for every clip sends:
 - ``("job", job, packed_frames)`` when the clip is read (and finished: e.g. its frames
   saved), then waits for ``("next",)``: that credit is how the supervisor's consumer bounds
   the number of decoded clips in memory,
-- ``("end", skipped)`` when the input has no more clips.
+- ``("end", skipped, plan)`` when the input has no more clips: how many were skipped as
+  done, and its :class:`~framepipe.records.InputPlan` when it was read to its end (None
+  else).
 
 It says ``("ready",)`` once it has started. Log records are forwarded as
 ``("log", level, logger_name, message)``. It ignores Ctrl-C (the supervisor stops it) and
@@ -37,7 +39,7 @@ from framepipe.engine.base import Finish
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import one_line_error
 from framepipe.read_clips import read_clips
-from framepipe.records import ClipJob
+from framepipe.records import ClipJob, InputPlan, done_count
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,9 @@ class WorkerSetup:
     """What every decoder process needs, sent once when it starts."""
 
     cfg: SampleConfig
-    done_keys: Collection[str] = frozenset()
+    done: Collection[str] = frozenset()
+    """What is skipped: done clips, and inputs whose clips are all done (see
+    :func:`~framepipe.records.done_count`)."""
     finish: Finish | None = None
     send_frames: bool = True
     use_shm: bool = True
@@ -146,21 +150,26 @@ def worker_main(conn: Connection, setup: WorkerSetup) -> None:
 def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
     """Stream the clips of one input; False when the supervisor asked to stop."""
     skipped = 0
+    plan: list[InputPlan] = []
 
     def is_done(key: str) -> bool:
         nonlocal skipped
         if key in work.skip:
             return True
-        if key in setup.done_keys:
-            skipped += 1
-            return True
-        return False
+        count = done_count(setup.done, key)
+        skipped += count
+        return count > 0
 
     def on_clip(key: str, clip: Any) -> None:
         _send(conn, ("clip", key, clip))
 
     jobs = read_clips(
-        work.item, setup.cfg, extra_key=work.extra_key, is_done=is_done, on_clip=on_clip
+        work.item,
+        setup.cfg,
+        extra_key=work.extra_key,
+        is_done=is_done,
+        on_clip=on_clip,
+        on_plan=plan.append,
     )
     try:
         for job in jobs:
@@ -169,7 +178,7 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
                 return False
     finally:
         jobs.close()
-    _send(conn, ("end", skipped))
+    _send(conn, ("end", skipped, plan[0] if plan else None))
     return True
 
 

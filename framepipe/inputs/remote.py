@@ -9,7 +9,7 @@ recorded beside it, so a re-run downloads nothing that did not change. Without
 stage removes once the input's clips are read (:func:`stage_for_use`, :func:`discard`).
 
 The resume key of a remote input is its URI, size and ETag (or modification time), read with
-one metadata request (``fs.info``) and no download (:func:`remote_fingerprint`).
+one metadata request (``fs.info``) and no download (:func:`remote_stat`).
 
 Each scheme needs its fsspec implementation (the package extras ``s3``, ``gcs``, ``http``);
 :func:`check_scheme` says which one is missing, in one line, before any heavy work. Options
@@ -51,6 +51,10 @@ META_SUFFIX = ".framepipe.json"
 
 class RemoteError(SourceError):
     """A remote input cannot be read (missing object, server down, cache not writable)."""
+
+
+class RemoteMissing(RemoteError):
+    """There is no such remote object."""
 
 
 def scheme_of(text: str) -> str | None:
@@ -134,7 +138,8 @@ class RemoteStat:
         return out
 
 
-def _filesystem(uri: str, storage_options: dict[str, Any] | None) -> tuple[Any, str]:
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """The fsspec filesystem of ``uri`` and the path on it (the scheme's extra checked)."""
     import fsspec
 
     check_scheme(uri)
@@ -152,7 +157,7 @@ def _why(uri: str, exc: BaseException) -> RemoteError:
         elif getattr(cause, "status", 404) != 404:
             exc = cause
     if isinstance(exc, FileNotFoundError) or getattr(exc, "status", None) == 404:
-        return RemoteError(uri, "no such remote object")
+        return RemoteMissing(uri, "no such remote object")
     if isinstance(exc, PermissionError):
         return RemoteError(uri, f"access denied ({' '.join(str(exc).split())})")
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -163,7 +168,7 @@ def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> Remo
     """Size, ETag and modification time of ``uri`` (one metadata request); RemoteError when
     the object is missing or the server cannot be reached."""
     try:
-        fs, path = _filesystem(uri, storage_options)
+        fs, path = filesystem(uri, storage_options)
         info = fs.info(path)
     except FramepipeError:
         raise
@@ -186,15 +191,6 @@ def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> Remo
         None if etag is None else str(etag).strip('"'),
         None if mtime is None else str(mtime),
     )
-
-
-def remote_fingerprint(uri: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The resume identity of ``uri`` (URI, size, ETag or mtime), without downloading it;
-    just the URI when its metadata cannot be read (the input then fails)."""
-    try:
-        return remote_stat(uri, storage_options).fingerprint()
-    except FramepipeError:
-        return {"uri": uri}
 
 
 def _cached(dest: Path, stat: RemoteStat) -> bool:
@@ -238,16 +234,13 @@ def stage(
         raise RemoteError(uri, why) from None
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
     try:
-        fs, path = _filesystem(uri, storage_options)
+        fs, path = filesystem(uri, storage_options)
         fs.get_file(path, str(tmp))
         got = tmp.stat().st_size
         if stat.size is not None and got != stat.size:
             raise RemoteError(uri, f"download incomplete ({got} of {stat.size} bytes)")
         os.replace(tmp, dest)
-        meta = dest.with_name(dest.name + META_SUFFIX)
-        meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex[:12]}.part")
-        meta_tmp.write_text(json.dumps(stat.fingerprint()), encoding="utf-8")
-        os.replace(meta_tmp, meta)
+        remember(dest, stat)
     except FramepipeError:
         raise
     except Exception as exc:
@@ -257,6 +250,15 @@ def stage(
             tmp.unlink()
     log.debug("%s: staged to %s (%s bytes)", uri, dest, stat.size)
     return dest
+
+
+def remember(dest: Path, stat: RemoteStat) -> None:
+    """Record beside ``dest`` that it holds the object ``stat`` describes (see
+    :func:`stage`: it is then used again while the object is unchanged)."""
+    meta = dest.with_name(dest.name + META_SUFFIX)
+    meta_tmp = meta.with_name(f".{meta.name}.{uuid.uuid4().hex[:12]}.part")
+    meta_tmp.write_text(json.dumps(stat.fingerprint()), encoding="utf-8")
+    os.replace(meta_tmp, meta)
 
 
 IN_USE = ".in-use"

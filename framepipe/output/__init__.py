@@ -1,11 +1,13 @@
 """Writers: the records (:mod:`~framepipe.output.store`: one JSONL or Parquet file or a
-folder of part files, one record per clip, resumable, and ``merge``; the JSONL file itself in
+folder of part files, one record per clip, resumable, and ``merge``; each records file's
+input ledger in :mod:`~framepipe.output.ledger`; the JSONL file itself in
 :mod:`~framepipe.output.jsonl`, Parquet in :mod:`~framepipe.output.parquet`, the
 one-record-per-clip rule in :mod:`~framepipe.output.compact`) and a clip's frame images and
 contact sheet (:mod:`~framepipe.output.images`). The HTML report is :mod:`framepipe.report`."""
 
 from framepipe.output.images import contact_sheet, write_frames
 from framepipe.output.jsonl import JsonlWriter, compact_jsonl, read_records
+from framepipe.output.ledger import ledger_of
 from framepipe.output.store import (
     FORMATS,
     MergeResult,
@@ -32,6 +34,7 @@ __all__ = [
     "contact_sheet",
     "format_of",
     "is_folder_output",
+    "ledger_of",
     "merge",
     "open_writer",
     "part_path",

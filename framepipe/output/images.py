@@ -1,44 +1,46 @@
-"""Frame images and contact sheets of a clip, written next to (or under) its record."""
+"""Frame images and contact sheets of a clip, written next to (or under) its record, in a
+local folder or an object store (:mod:`~framepipe.output.remote`)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from framepipe.output.remote import join, relative, save_image
 from framepipe.types import FrameBatch
 
 
 def write_frames(
     batch: FrameBatch,
-    out_dir: Path,
-    rel_to: Path,
+    out_dir: str | os.PathLike[str],
+    rel_to: str | os.PathLike[str],
     *,
     prefix: str = "frame",
     fmt: str = "jpg",
     quality: int = 92,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Save each frame as an image in ``out_dir``; returns paths relative to ``rel_to``, in
-    the order of ``batch.indices``. A repeated index gets its own file name (``_r1``)."""
+    """Save each frame as an image in ``out_dir`` (a folder or a URI); returns paths relative
+    to ``rel_to``, in the order of ``batch.indices``. A repeated index gets its own file name
+    (``_r1``)."""
     from PIL import Image
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"format": Image.registered_extensions()[f".{fmt}"]}
+    if fmt in ("jpg", "jpeg"):
+        options["quality"] = quality
     paths: list[str] = []
     seen: dict[int, int] = {}
     for k, (idx, frame) in enumerate(zip(batch.indices, batch.images())):
         rep = seen.get(idx, 0)
         seen[idx] = rep + 1
         suffix = f"_r{rep}" if rep else ""
-        name = f"{prefix}_{k:03d}_i{idx:06d}{suffix}.{fmt}"
-        p = out_dir / name
-        img = Image.fromarray(frame)
-        if fmt in ("jpg", "jpeg"):
-            img.save(p, quality=quality)
-        else:
-            img.save(p)
-        paths.append(p.relative_to(rel_to).as_posix())
+        target = join(out_dir, f"{prefix}_{k:03d}_i{idx:06d}{suffix}.{fmt}")
+        save_image(Image.fromarray(frame), target, storage_options, **options)
+        paths.append(Path(relative(target, rel_to)).as_posix())
     return paths
 
 

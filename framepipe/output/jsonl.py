@@ -1,7 +1,8 @@
 """The records file: one JSON line per clip, appended atomically, resumable.
 
-Each record is written with a single ``write`` of one complete line and flushed to disk, so
-an interrupted run leaves every finished record intact; a torn last line (a process killed
+Each record is written with a single ``write`` of one complete line and flushed to the
+operating system (and fsynced to disk at least every :data:`~framepipe.utils.SYNC_EVERY_S`), so an
+interrupted run leaves every finished record intact; a torn last line (a process killed
 mid-write) is detected and dropped on the next open. A re-run reads the keys of the records
 already there and skips those clips. At the end of a run the file is compacted to one
 record per clip (:func:`compact_jsonl`, the rule in :mod:`framepipe.output.compact`).
@@ -23,8 +24,10 @@ import numpy as np
 from framepipe.errors import OutputError
 from framepipe.output.compact import Meta, keep_mask, record_meta
 from framepipe.output.compact import done_keys as _done_keys
+from framepipe.output.ledger import Ledger
+from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing, json_lines
+from framepipe.utils import Closing, json_lines, sync_due
 
 try:
     import fcntl
@@ -54,8 +57,11 @@ class JsonlWriter(Closing):
     record counts as done), and a torn last line left by a killed process is cut off before
     anything new is appended. ``done_keys`` given (e.g. read from several part files by
     :func:`~framepipe.output.store.open_writer`) replaces reading them from the file.
+    ``ledger``: where :meth:`plan` keeps the inputs' plans (see :mod:`.ledger`); the
+    ``done_inputs`` a re-run skips whole are filled in by ``open_writer``.
 
-    Each record is one ``write`` of a whole line, flushed and fsynced. :meth:`close`
+    Each record is one ``write`` of a whole line, flushed (fsynced at least every
+    :data:`~framepipe.utils.SYNC_EVERY_S`, and at the end). :meth:`close`
     compacts the file (``compact``): it is rewritten beside itself and moved into place
     (``os.replace``) with one record per clip (see :mod:`~framepipe.output.compact`), only
     when something is superseded, and only when no other writer has the file open (writers
@@ -72,9 +78,14 @@ class JsonlWriter(Closing):
         retry_failed: bool = True,
         compact: bool = True,
         done_keys: Iterable[str] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.path = Path(path)
+        self.ledger = ledger
+        self.done_inputs: dict[str, int] = {}
+        """Plan keys of inputs whose clips are all done, with their clip counts."""
         self.fsync = fsync
+        self._sync_at = 0.0
         self.retry_failed = retry_failed
         self.compact = compact
         self.written = 0
@@ -143,6 +154,17 @@ class JsonlWriter(Closing):
     def is_done(self, key: str) -> bool:
         return key in self.done_keys
 
+    @property
+    def done(self) -> dict[str, int]:
+        """What the run skips: each done clip's key (one clip), and the plan key of each
+        input whose clips are all done (its clips; see :func:`~framepipe.records.done_count`)."""
+        return {**dict.fromkeys(self.done_keys, 1), **self.done_inputs}
+
+    def plan(self, plan: InputPlan) -> None:
+        """Keep an input's plan in the ledger."""
+        if self.ledger is not None:
+            self.ledger.add(plan)
+
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record
         line = record_line(rec)
@@ -150,7 +172,7 @@ class JsonlWriter(Closing):
             self._fh.write(line)
             self._fh.flush()
             if self.fsync:
-                os.fsync(self._fh.fileno())
+                self._sync_at = sync_due(self._fh, self._sync_at)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.written += 1
@@ -169,6 +191,10 @@ class JsonlWriter(Closing):
         if self._fh.closed:
             return
         try:
+            if self.ledger is not None:
+                self.ledger.close()
+            if self.fsync and self.written:
+                sync_due(self._fh, 0.0, now=True)
             if self.compact and try_exclusive(self._fh):
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:

@@ -15,6 +15,8 @@ and ``merge``. The API every run and engine writes records through::
 
 - ``open_writer(path, format=None, *, part=None, overwrite=False, retry_failed=True)`` ->
   a writer with ``.write(record)``, ``.done_keys`` (a set of resume keys), ``.is_done(key)``,
+  ``.plan(input_plan)`` (kept in the file's ledger, :mod:`~framepipe.output.ledger`),
+  ``.done`` (the done keys and the inputs whose clips are all done, for the engine),
   ``.path`` (the file it appends to) and ``.close()``. ``format`` is ``jsonl`` or
   ``parquet`` (default: from the file's suffix, else ``jsonl``). A ``path`` that is a folder
   (or ends with ``/``) gets the part file ``part-<part>.<format>`` (``part`` defaults to
@@ -27,7 +29,8 @@ and ``merge``. The API every run and engine writes records through::
   an ``ok`` one).
 - ``read_done_keys(paths, retry_failed=True)``: the keys a re-run skips (digests only).
 - ``merge(inputs, output, format=None)``: ``read_output(inputs)`` written to ``output``
-  atomically (a temporary file moved into place); ``output`` may be one of the inputs.
+  atomically (a temporary file moved into place), the inputs' ledgers merged into its
+  ledger; ``output`` may be one of the inputs.
 
 In write order, files come oldest first (modification time, then name), records in file
 order; a Parquet file's journal (records of a run not folded in yet) comes right after it.
@@ -53,7 +56,9 @@ from framepipe.output.jsonl import (
     record_line,
     try_exclusive,
 )
+from framepipe.output.ledger import Ledger, done_inputs, ledger_of, merge_ledgers
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
+from framepipe.records import InputPlan
 from framepipe.types import ClipResult
 from framepipe.utils import Closing
 
@@ -123,6 +128,10 @@ class _Unit:
             yield from read_records(journal_of(self.path))
         else:
             yield from read_records(self.path)
+
+    @property
+    def ledger(self) -> Path:
+        return ledger_of(self.path)
 
     def metas(self) -> Iterator[Meta]:
         if self.format == "parquet":
@@ -202,6 +211,7 @@ class ParquetWriter(Closing):
         retry_failed: bool = True,
         done_keys: Iterable[str] | None = None,
         fsync: bool = True,
+        ledger: Ledger | None = None,
     ) -> None:
         self.path = Path(path)
         self.journal = journal_of(self.path)
@@ -218,16 +228,25 @@ class ParquetWriter(Closing):
             retry_failed=retry_failed,
             compact=False,
             done_keys=done_keys,
+            ledger=ledger,
         )
         self.done_keys = self._log.done_keys
+        self.done_inputs = self._log.done_inputs
 
     @property
     def written(self) -> int:
         """Records written by this writer."""
         return self._log.written
 
+    @property
+    def done(self) -> dict[str, int]:
+        return self._log.done
+
     def is_done(self, key: str) -> bool:
         return key in self.done_keys
+
+    def plan(self, plan: InputPlan) -> None:
+        self._log.plan(plan)
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         self._log.write(record)
@@ -294,18 +313,23 @@ def open_writer(
             target.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{path}: cannot create the output folder ({exc})") from exc
+    scope = target.parent if folder else target
     done: set[str] | None = None  # a single JSONL file reads its own (see JsonlWriter)
     if overwrite:
         done = set()
     elif folder or fmt == "parquet":
-        done = read_done_keys(target.parent if folder else target, retry_failed=retry_failed)
+        done = read_done_keys(scope, retry_failed=retry_failed)
+    ledger = Ledger(target, overwrite=overwrite, fsync=fsync)
+    kw: dict[str, Any] = {"overwrite": overwrite, "retry_failed": retry_failed, "fsync": fsync}
+    writer: RecordWriter
     if fmt == "parquet":
-        return ParquetWriter(
-            target, overwrite=overwrite, retry_failed=retry_failed, done_keys=done, fsync=fsync
-        )
-    return JsonlWriter(
-        target, overwrite=overwrite, retry_failed=retry_failed, done_keys=done, fsync=fsync
-    )
+        writer = ParquetWriter(target, done_keys=done, ledger=ledger, **kw)
+    else:
+        writer = JsonlWriter(target, done_keys=done, ledger=ledger, **kw)
+    if not overwrite:
+        ledgers = {u.ledger for u in _ordered_units(scope)} if folder else set()
+        writer.done_inputs.update(done_inputs(ledgers | {ledger.path}, writer.done_keys))
+    return writer
 
 
 # -- merge ----------------------------------------------------------------------------------
@@ -349,6 +373,7 @@ def merge(
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        merge_ledgers([u.ledger for u in units], out)
         with atomic_output(out) as tmp:
             write = write_parquet if fmt == "parquet" else _write_jsonl
             n = write(kept(), tmp)

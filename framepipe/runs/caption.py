@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,9 @@ from framepipe.engine import (
 from framepipe.extras import check_extras
 from framepipe.generate.backend import TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
+from framepipe.inputs.remote import is_remote
 from framepipe.output import format_of, writer_target
+from framepipe.output.remote import join, relative
 from framepipe.questions import check_questions, check_system
 from framepipe.records import ClipJob
 from framepipe.runs.common import (
@@ -104,7 +105,7 @@ class CaptionSummary(RunSummary):
 
     model: dict[str, Any] | None = None
     """The loaded model, as written on every record."""
-    output: Path | None = None
+    output: Path | str | None = None
     decode_s: float = 0.0
     """Sum of the clips' decode times (spent in worker processes, overlapping generation)."""
     generate_s: float = 0.0
@@ -157,7 +158,7 @@ class Pipeline:
         self.workers = workers
         self.prefetch = prefetch
         self.decode_timeout_s = decode_timeout_s
-        self.frames_dir = None if frames_dir is None else Path(frames_dir)
+        self.frames_dir = None if frames_dir is None else local_or_uri(frames_dir)
         self.engine = engine
         """``local`` (decoding worker processes, the model here) or ``ray`` (Ray Data: read
         and generation actors, see :mod:`framepipe.engine.ray`; ``ray_options``)."""
@@ -237,10 +238,10 @@ class Pipeline:
             check_extras(format=format_of(writer_target(output, format, part)))
         options = EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip)
         engine = open_engine(self.engine, options)  # a cluster engine joins its cluster now
-        out = None if output is None else Path(output)
+        out = None if output is None else local_or_uri(output)
         if output is not None:
             check_output(output)
-        if self.frames_dir is not None:
+        if isinstance(self.frames_dir, Path):
             check_writable(self.frames_dir / ".framepipe-check", "frames folder")
         inputs, notes = find_inputs(
             paths,
@@ -271,16 +272,21 @@ class Pipeline:
             return EngineTask(item, answer.extra_key(item.kind, item.questions))
 
         finish = None
+        so = self.sample.storage_options
         if self.frames_dir is not None:
-            target = None if output is None else writer_target(output, format, part)
+            frames = self.frames_dir
+            rel_to = None if out is None else records_folder(out, format, part)
             finish = functools.partial(
                 _save_frames,
-                frames_dir=self.frames_dir.resolve(),
-                rel_to=None if target is None else target.resolve().parent,
+                frames_dir=frames.resolve() if isinstance(frames, Path) else frames,
+                rel_to=rel_to,
+                storage_options=so,
             )
         work = Work(self.sample, self.decode_timeout_s, finish=finish, answer=answer)
         t_check = time.perf_counter() - t_check
-        out_spec = Output(output, format, part, overwrite, retry_failed, keep_records, on_record)
+        out_spec = Output(
+            output, format, part, overwrite, retry_failed, keep_records, on_record, so, cache_dir
+        )
         try:
             execute(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
         finally:
@@ -290,14 +296,33 @@ class Pipeline:
         return summary
 
 
-def _save_frames(job: ClipJob, *, frames_dir: Path, rel_to: Path | None) -> None:
-    """Decoder-side: write the clip's frames and contact sheet and add their paths, relative
-    to the output (absolute without one)."""
-    frames, sheet = save_clip_images(job, frames_dir)
+def local_or_uri(path: str | Path) -> str | Path:
+    """A URI as it is (``Path`` would fold its ``//``), a local path as a ``Path``."""
+    return str(path) if is_remote(str(path)) else Path(path)
+
+
+def records_folder(output: str | Path, format: str | None, part: str | None) -> str | Path:
+    """The folder of the records file the output ``output`` is written to."""
+    if isinstance(output, str):  # a URI
+        return output.rstrip("/") if output.endswith("/") else output.rpartition("/")[0]
+    return writer_target(output, format, part).resolve().parent
+
+
+def _save_frames(
+    job: ClipJob,
+    *,
+    frames_dir: str | Path,
+    rel_to: str | Path | None,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Decoder-side: write the clip's frames and contact sheet (in a folder, or straight to
+    an object store) and add their paths, relative to the output (absolute without one, or
+    when the output is elsewhere)."""
+    frames, sheet = save_clip_images(job, frames_dir, storage_options=storage_options)
 
     def rel(p: str) -> str:
-        full = frames_dir / p
-        return os.path.relpath(full, rel_to) if rel_to is not None else str(full)
+        full = join(frames_dir, p)
+        return relative(full, rel_to) if rel_to is not None else full
 
     job.add(frames=[rel(p) for p in frames], contact_sheet=sheet and rel(sheet))
 

@@ -14,25 +14,30 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from framepipe.discover import Input, Skipped
 from framepipe.engine import Engine, EngineTask, Work
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard, collect_inputs
+from framepipe.inputs.remote import is_remote
 from framepipe.output import (
     RecordWriter,
     contact_sheet,
     is_folder_output,
+    ledger_of,
     open_writer,
     read_output,
     record_files,
     write_frames,
     writer_target,
 )
-from framepipe.records import ClipJob
+from framepipe.output.remote import RemoteOutput, join, save_image
+from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
 
@@ -102,8 +107,9 @@ class Output:
 
     path: str | os.PathLike[str] | None
     """A records file, or a folder of part files (a path ending with ``/`` says so: see
-    :func:`framepipe.output.open_writer`); None: nothing is written (the records are only
-    returned)."""
+    :func:`framepipe.output.open_writer`), or a URI in an object store (its records file
+    is published whole at the end: :mod:`framepipe.output.remote`); None: nothing is
+    written (the records are only returned)."""
     format: str | None = None
     """``jsonl`` or ``parquet`` (None: from the file's suffix)."""
     part: str | None = None
@@ -116,6 +122,22 @@ class Output:
     """Whether the summary keeps the records."""
     on_record: OnRecord | None = None
     """Called with each record once it is written."""
+    storage_options: dict[str, Any] | None = None
+    """fsspec options of an output in an object store."""
+    cache_dir: str | os.PathLike[str] | None = None
+    """Where an output in an object store is staged (default: the remote inputs' cache)."""
+
+    def remote(self) -> RemoteOutput | None:
+        """The output in an object store (a URI ending with ``/``: its part file)."""
+        uri = str(self.path) if self.path is not None else ""
+        if not is_remote(uri):
+            return None
+        if uri.endswith("/"):
+            fmt = self.format or "jsonl"
+            uri = join(uri, f"part-{self.part or 0}.{fmt}")
+        return RemoteOutput(
+            uri, self.format, storage_options=self.storage_options, cache_dir=self.cache_dir
+        )
 
 
 def execute(
@@ -130,24 +152,35 @@ def execute(
     clips the output already holds (their keys go to the engine), and its records replace
     the old ones of the same clips. With ``overwrite`` the output is truncated only when the
     first record comes (a model that fails to load leaves it as it was). Then (also on an
-    error) the engine is closed and ``summary`` gets its skipped count and the time since
-    ``t0`` (``time.perf_counter()``)."""
+    error) the engine is closed, an output in an object store is published, and ``summary``
+    gets its skipped count and the time since ``t0`` (``time.perf_counter()``)."""
     writer: RecordWriter | None = None
     created = False
-    if out.path is not None:
-        created = not record_files(writer_target(out.path, out.format, out.part))
+    plans: list[InputPlan] = []  # until the writer is open (``overwrite``)
+    path, part, fmt, remote = out.path, out.part, out.format, out.remote()
+    if remote is not None:  # staged here, published at the end
+        path, fmt = remote.fetch(overwrite=out.overwrite), remote.format
+        part = f"run-{uuid.uuid4().hex[:12]}"
+    if path is not None:
+        created = not record_files(writer_target(path, fmt, part))
         if not out.overwrite:
-            writer = open_writer(out.path, out.format, part=out.part, retry_failed=out.retry_failed)
+            writer = open_writer(path, fmt, part=part, retry_failed=out.retry_failed)
+
+    def on_plan(plan: InputPlan) -> None:
+        if writer is not None:
+            writer.plan(plan)
+        elif path is not None:
+            plans.append(plan)
+
     try:
-        for rec in engine.run(tasks, work, writer.done_keys if writer is not None else ()):
-            if writer is None and out.path is not None:
+        for rec in engine.run(tasks, work, writer.done if writer is not None else (), on_plan):
+            if writer is None and path is not None:
                 writer = open_writer(
-                    out.path,
-                    out.format,
-                    part=out.part,
-                    overwrite=True,
-                    retry_failed=out.retry_failed,
+                    path, fmt, part=part, overwrite=True, retry_failed=out.retry_failed
                 )
+                for plan in plans:
+                    writer.plan(plan)
+                plans.clear()
             if writer is not None:
                 writer.write(rec)
             summary.add(rec, keep=out.keep_records)
@@ -161,6 +194,8 @@ def execute(
         engine.close()
         if writer is not None:
             writer.close()
+        if remote is not None:
+            remote.publish()
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
 
@@ -186,7 +221,10 @@ def check_writable(path: Path, what: str = "output") -> None:
 
 def check_output(path: str | Path) -> None:
     """OutputError unless the output ``path`` (a records file, or a folder of part files:
-    see :func:`framepipe.output.open_writer`) can be written."""
+    see :func:`framepipe.output.open_writer`) can be written (one in an object store is
+    checked when the run reads its state from there)."""
+    if is_remote(str(path)):
+        return
     if is_folder_output(path):
         check_writable(Path(path) / ".framepipe-check", "output folder")
     else:
@@ -200,6 +238,7 @@ def discard_if_empty(writer: RecordWriter) -> None:
     with contextlib.suppress(OSError):
         if not any(True for _ in read_output(writer.path)):
             writer.path.unlink()
+            ledger_of(writer.path).unlink(missing_ok=True)
 
 
 def clip_dir_name(source: str, clip_index: int) -> str:
@@ -209,15 +248,29 @@ def clip_dir_name(source: str, clip_index: int) -> str:
 
 
 def save_clip_images(
-    job: ClipJob, out_dir: Path, *, image_format: str = "jpg", sheet: bool = True
+    job: ClipJob,
+    out_dir: str | Path,
+    *,
+    image_format: str = "jpg",
+    sheet: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> tuple[list[str], str | None]:
-    """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir``;
-    returns their paths relative to ``out_dir`` (the sheet's None without ``sheet``)."""
+    """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir`` (a
+    folder, or a URI: straight to the store); returns their paths relative to ``out_dir``
+    (the sheet's None without ``sheet``)."""
     assert job.batch is not None
-    folder = out_dir / clip_dir_name(job.source, (job.clip or {}).get("index", 0))
-    frames = write_frames(job.batch, folder, out_dir, fmt=image_format)
+    name = clip_dir_name(job.source, (job.clip or {}).get("index", 0))
+    folder = join(out_dir, name)
+    frames = write_frames(
+        job.batch, folder, out_dir, fmt=image_format, storage_options=storage_options
+    )
     if not sheet:
         return frames, None
-    p = folder / "contact_sheet.jpg"
-    contact_sheet(job.batch).save(p, quality=90)
-    return frames, p.relative_to(out_dir).as_posix()
+    save_image(
+        contact_sheet(job.batch),
+        join(folder, "contact_sheet.jpg"),
+        storage_options,
+        format="JPEG",
+        quality=90,
+    )
+    return frames, f"{name}/contact_sheet.jpg"

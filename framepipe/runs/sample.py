@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
 from framepipe.engine import (
@@ -28,7 +28,9 @@ from framepipe.engine import (
 from framepipe.errors import OutputError
 from framepipe.extras import check_extras
 from framepipe.inputs import Shard
+from framepipe.inputs.remote import is_remote
 from framepipe.output import format_of
+from framepipe.output.remote import join
 from framepipe.records import ClipJob
 from framepipe.runs.common import (
     OnInput,
@@ -46,10 +48,12 @@ if TYPE_CHECKING:
 MANIFEST = "manifest.jsonl"
 
 
-def manifest_path(out_dir: str | Path, format: str | None = None) -> Path:
+def manifest_path(out_dir: str | Path, format: str | None = None) -> Path | str:
     """The records file of a ``sample`` output folder: ``manifest.jsonl``, or
     ``manifest.parquet`` (``format="parquet"``, or without ``format`` when only that one is
-    there)."""
+    there); in a folder in an object store (a URI), ``manifest.<format>``."""
+    if is_remote(str(out_dir)):
+        return join(out_dir, f"manifest.{format_of('', format)}")
     out = Path(out_dir)
     if format is None:
         parquet = out / "manifest.parquet"
@@ -107,7 +111,7 @@ def sample(
     check_extras(format=format_of(manifest_path(out_dir, format)))
     options = EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip)
     eng = open_engine(engine, options)  # a cluster engine joins its cluster now
-    out = Path(out_dir)
+    out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
     t0 = time.perf_counter()
     inputs, notes = find_inputs(
         paths,
@@ -121,10 +125,17 @@ def sample(
         cfg.check([i.kind for i in inputs if not i.error])
     summary = RunSummary(notes=list(notes))
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        if isinstance(out, Path):
+            out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
-    save = functools.partial(_save_or_fail, out_dir=out, image_format=image_format, sheet=sheets)
+    save = functools.partial(
+        _save_or_fail,
+        out_dir=out,
+        image_format=image_format,
+        sheet=sheets,
+        storage_options=cfg.storage_options,
+    )
     work = Work(cfg, decode_timeout_s, finish=save)
     output = Output(
         manifest_path(out, format),
@@ -132,16 +143,27 @@ def sample(
         retry_failed=retry_failed,
         keep_records=keep_records,
         on_record=on_record,
+        storage_options=cfg.storage_options,
+        cache_dir=cache_dir,
     )
     execute(eng, (EngineTask(item) for item in inputs), work, output, summary, t0)
     return summary
 
 
-def _save_or_fail(job: ClipJob, *, out_dir: Path, image_format: str, sheet: bool) -> None:
-    """Decoder-side: save the clip's images and add their paths, or fail the clip when they
-    cannot be written."""
+def _save_or_fail(
+    job: ClipJob,
+    *,
+    out_dir: str | Path,
+    image_format: str,
+    sheet: bool,
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Decoder-side: save the clip's images (in a folder, or straight to an object store)
+    and add their paths, or fail the clip when they cannot be written."""
     try:
-        frames, sheet_path = save_clip_images(job, out_dir, image_format=image_format, sheet=sheet)
+        frames, sheet_path = save_clip_images(
+            job, out_dir, image_format=image_format, sheet=sheet, storage_options=storage_options
+        )
     except OSError as exc:
         job.fail(exc, doing="cannot write frames")
         return

@@ -22,6 +22,7 @@ import engine_plugins
 import pytest
 import ray_helpers
 import scene_media
+from remote_servers import http_server
 
 from framepipe.answering import AnswerSpec
 from framepipe.config import SampleConfig
@@ -30,7 +31,7 @@ from framepipe.engine import EngineTask, Work
 from framepipe.engine.ray import RayEngine, RayOptions
 from framepipe.generate import GenerationSettings
 from framepipe.generate.backend import TransformersBackend, frame_reduce_for
-from framepipe.output import read_records
+from framepipe.output import ledger_of, read_records
 from framepipe.runs.caption import caption
 from framepipe.runs.sample import sample
 
@@ -95,8 +96,14 @@ def test_sample_records_equal_the_local_engines(
             assert (tmp_path / "ray" / frame).read_bytes() == (
                 tmp_path / "local" / frame
             ).read_bytes()
-    # the driver wrote the manifest itself: nothing else is left beside the frames
-    assert [p.name for p in (tmp_path / "ray").iterdir() if p.is_file()] == ["manifest.jsonl"]
+    # the driver wrote the manifest and its ledger itself: nothing else is beside the frames
+    files = sorted(p.name for p in (tmp_path / "ray").iterdir() if p.is_file())
+    assert files == [".manifest.jsonl.inputs", "manifest.jsonl"]
+    plans = [
+        sorted(ledger_of(tmp_path / e / "manifest.jsonl").read_text().splitlines())
+        for e in ("local", "ray")
+    ]
+    assert plans[0] == plans[1] and len(plans[0]) == 4  # the same plans, one per input
 
 
 def test_a_manifest_streams_through_windows(
@@ -183,7 +190,38 @@ def test_caption_frames_dir_and_a_given_generator(
         assert b[key]["frames"] == rec["frames"] and rec["frames"][0].startswith("f/")
         for f in rec["frames"]:
             assert (tmp_path / "r" / f).read_bytes() == (tmp_path / "l" / f).read_bytes()
-    assert sorted(p.name for p in out.parent.iterdir()) == ["f", "out.parquet"]
+    names = sorted(p.name for p in out.parent.iterdir())
+    assert names == [".out.parquet.inputs", "f", "out.parquet"]
+
+
+def test_a_ray_caption_summary_reports_the_actors_seconds(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    kw: dict[str, Any] = {
+        "generator": ray_helpers.SlowEcho(0.5),  # 0.5 s a batch, in the generation actor
+        "sample": SampleConfig(n=2, clip_seconds=0.5),
+        "settings": GenerationSettings(batch_size=1),
+    }
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    s = caption([media["videos"]], tmp_path / "r.jsonl", engine="ray", ray_options=opts, **kw)
+    assert s.ok and s.done == 3
+    assert 1.5 <= s.generate_s < s.elapsed_s  # three batches of 0.5 s each
+    assert 0 < s.load_s < s.elapsed_s  # the actor's own load, not Ray's start-up
+
+
+def test_ray_s_own_messages_stay_in_its_logs(ray_cluster: Any, tmp_path: Path) -> None:
+    video = engine_plugins.make_video(tmp_path / "a.mp4", 10)
+    address = ray_cluster.get_runtime_context().gcs_address
+    args = ["sample", str(video), "-n", "2", "--engine", "ray", "--ray-address", address]
+    quiet = _cli(*args, "-o", str(tmp_path / "q"))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stderr.strip().splitlines() == [
+        f"1 clip(s) written, 0 already done, 0 failed -> {tmp_path / 'q/manifest.jsonl'}"
+        + quiet.stderr.strip().rsplit("manifest.jsonl", 1)[1]
+    ]
+    loud = _cli("-v", *args, "-o", str(tmp_path / "v"))
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    assert "Progress bars disabled" in loud.stderr and "core_worker.cc" in loud.stderr
 
 
 def _tasks(*paths: Path) -> list[EngineTask]:
@@ -315,6 +353,21 @@ def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
     )
+
+
+def test_a_no_op_resume_on_ray_downloads_nothing(ray_cluster: Any, tmp_path: Path) -> None:
+    root = tmp_path / "www"
+    for k in range(3):
+        engine_plugins.make_video(root / f"v{k}.mp4", 20, seed=k)
+    cfg = SampleConfig(n=2, clip_seconds=0.34)
+    opts = RayOptions(decode_actors=1)
+    with http_server(root) as (url, gets):
+        uris = [f"{url}/v{k}.mp4" for k in range(3)]
+        out = tmp_path / "out"
+        first = sample(uris, out, cfg, cache_dir=tmp_path / "c1", engine="ray", ray_options=opts)
+        assert first.ok and first.done == 6 and sum(gets.values()) == 3
+        again = sample(uris, out, cfg, cache_dir=tmp_path / "c2", engine="ray", ray_options=opts)
+        assert (again.done, again.skipped) == (0, 6) and sum(gets.values()) == 3
 
 
 def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:

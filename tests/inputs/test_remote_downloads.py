@@ -105,7 +105,7 @@ def test_a_failed_download_leaves_nothing_in_the_cache(
     served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, url, _ = served
-    real = remote._filesystem
+    real = remote.filesystem
 
     class Broken:
         """The server's filesystem, whose downloads break after the metadata request."""
@@ -123,7 +123,7 @@ def test_a_failed_download_leaves_nothing_in_the_cache(
         fs, path = real(uri, options)
         return Broken(fs), path
 
-    monkeypatch.setattr(remote, "_filesystem", broken)
+    monkeypatch.setattr(remote, "filesystem", broken)
     uri, cache = f"{url}/b.mp4", tmp_path / "cache"
     s = sample([uri], tmp_path / "out", NO_KEEP, cache_dir=cache, workers=0)
     reset = "cannot read the remote object (ConnectionResetError: connection reset by peer)"

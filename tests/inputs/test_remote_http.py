@@ -19,7 +19,7 @@ from framepipe.cli import cli
 from framepipe.config import SampleConfig
 from framepipe.errors import MissingDependencyError
 from framepipe.inputs import collect_inputs
-from framepipe.inputs.remote import cache_path, remote_fingerprint, remote_stat
+from framepipe.inputs.remote import cache_path, remote_stat
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
 
@@ -59,7 +59,7 @@ def test_an_http_input_is_staged_and_named_by_its_uri(served: Served, tmp_path: 
 def test_the_fingerprint_is_uri_size_and_etag_without_a_download(served: Served) -> None:
     root, url, gets = served
     uri = f"{url}/b.mp4"
-    fp = remote_fingerprint(uri)
+    fp = remote_stat(uri).fingerprint()
     size = (root / "b.mp4").stat().st_size
     assert fp["uri"] == uri and fp["size"] == size and fp["etag"]
     assert gets["/b.mp4"] == 0  # a HEAD request only

@@ -5,18 +5,17 @@ the URI; a missing object and a dead server are one failed record each."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import engine_plugins
 import pytest
 from click.testing import CliRunner
-from remote_servers import S3_ENV, free_port, moto_s3_server
+from remote_servers import free_port, s3, s3_credentials  # noqa: F401 - fixtures
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
-from framepipe.inputs.remote import cache_path, remote_fingerprint
+from framepipe.inputs.remote import cache_path, remote_stat
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
 
@@ -27,19 +26,7 @@ FAST = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
 
 
 @pytest.fixture(scope="module")
-def s3() -> Iterator[str]:
-    mp = pytest.MonkeyPatch()
-    for k, v in S3_ENV.items():
-        mp.setenv(k, v)
-    try:
-        with moto_s3_server() as url:
-            yield url
-    finally:
-        mp.undo()
-
-
-@pytest.fixture(scope="module")
-def bucket(s3: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+def bucket(s3: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:  # noqa: F811
     import s3fs
 
     d = tmp_path_factory.mktemp("s3src")
@@ -52,14 +39,6 @@ def bucket(s3: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path
     return s3, d
 
 
-@pytest.fixture(autouse=True)
-def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test server's credentials, for every test here (the client reads them from the
-    environment, as on a real machine)."""
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
-
-
 def _cfg(endpoint: str, **kw: Any) -> SampleConfig:
     return SampleConfig(n=2, storage_options={"endpoint_url": endpoint, **FAST, **kw})
 
@@ -69,7 +48,7 @@ def test_an_s3_input_is_staged_and_named_by_its_uri(
 ) -> None:
     url, src = bucket
     uri = "s3://media/v/a.mp4"
-    fp = remote_fingerprint(uri, {"endpoint_url": url})
+    fp = remote_stat(uri, {"endpoint_url": url}).fingerprint()
     assert fp["uri"] == uri and fp["size"] == (src / "a.mp4").stat().st_size and fp["etag"]
     cache = tmp_path / "cache"
     s = sample([uri], tmp_path / "out", _cfg(url), cache_dir=cache, workers=1)

@@ -136,7 +136,12 @@ def test_caption_into_a_folder_of_parts_resumes_and_merges(inputs: Path, tmp_pat
     _caption(files[:1], parts, part="0")
     s = _caption(files, parts, part="1", format="parquet")
     assert (s.done, s.skipped) == (1, 1)  # done keys from every part
-    assert sorted(p.name for p in Path(parts).iterdir()) == ["part-0.jsonl", "part-1.parquet"]
+    assert sorted(p.name for p in Path(parts).iterdir()) == [
+        ".part-0.jsonl.inputs",  # each part's input ledger
+        ".part-1.parquet.inputs",
+        "part-0.jsonl",
+        "part-1.parquet",
+    ]
     res = CliRunner().invoke(cli, ["merge", parts, "-o", str(tmp_path / "all.parquet")])
     assert res.exit_code == 0, res.output
     assert "2 record(s) from 2 file(s)" in res.output

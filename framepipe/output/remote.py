@@ -1,0 +1,170 @@
+"""Outputs in an object store (``s3://``, ``gs://`` ... through fsspec), published whole.
+
+A run whose records file is a URI writes where it runs, into a staging folder of part files
+(``<cache>/.outputs/<digest of the URI>/``): ``part-published.<format>``, the store's copy
+of the output (with its ledger), and this run's own part. At the end, :meth:`RemoteOutput.
+publish` merges them (one record per clip, :func:`~framepipe.output.store.merge`) and puts
+the result in the store under a temporary key beside the output, then moves it into place,
+ledger first: a reader never sees half a file. A resume reads its state from the store (the
+copy is downloaded again only when the object's ETag changed) and from the parts of a run
+on this machine that was killed before it could publish. One driver per output URI: two
+publishing to one URI keep only the last one's (give shards outputs of their own).
+
+Frames go to the store from where they are decoded (:func:`save_image`), straight to their
+final keys: each is one object, whole or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from framepipe.errors import FramepipeError, OutputError
+from framepipe.inputs.remote import (
+    RemoteMissing,
+    default_cache_dir,
+    filesystem,
+    is_remote,
+    remember,
+    remote_stat,
+    stage,
+)
+from framepipe.output.ledger import ledger_of
+from framepipe.output.store import format_of, merge, part_path, record_files
+from framepipe.utils import stable_digest
+
+PUBLISHED = "published"
+"""The part name of the store's copy in the staging folder."""
+
+
+def join(folder: str | os.PathLike[str], name: str) -> str:
+    """``folder/name`` for a local folder or a URI."""
+    return (
+        f"{str(folder).rstrip('/')}/{name}" if is_remote(str(folder)) else str(Path(folder) / name)
+    )
+
+
+def relative(target: str, base: str | os.PathLike[str]) -> str:
+    """``target`` relative to the folder ``base`` where both are local, or both in one bucket
+    of one store; else ``target`` as it is (absolute)."""
+    t, b = urlsplit(target), urlsplit(str(base))
+    if is_remote(target) != is_remote(str(base)) or (t.scheme, t.netloc) != (b.scheme, b.netloc):
+        return target
+    if not is_remote(target):
+        return os.path.relpath(target, base)
+    return posixpath.relpath(t.path or "/", b.path or "/")
+
+
+def save_image(
+    img: Any, target: str, storage_options: dict[str, Any] | None = None, **kw: Any
+) -> None:
+    """Save the PIL image ``img`` at ``target``: a local path (its folder made), or a URI
+    (one object, written whole). ``kw``: PIL's ``save`` options (``format``, ``quality``)."""
+    if not is_remote(target):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        img.save(target, **kw)
+        return
+    buf = io.BytesIO()
+    img.save(buf, **kw)
+    fs, path = filesystem(target, storage_options)
+    fs.pipe_file(path, buf.getvalue())
+
+
+class RemoteOutput:
+    """The records file ``uri`` in a store, written through a local staging folder."""
+
+    def __init__(
+        self,
+        uri: str,
+        format: str | None = None,
+        *,
+        storage_options: dict[str, Any] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.format = format_of(urlsplit(uri).path, format)
+        self.storage_options = storage_options
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.folder = root / ".outputs" / stable_digest(uri, 20)
+        """The staging folder (a folder output of part files)."""
+        self.published = part_path(self.folder, PUBLISHED, self.format)
+
+    def ledger_uri(self) -> str:
+        head, _, name = self.uri.rpartition("/")
+        return f"{head}/.{name}.inputs"
+
+    def fetch(self, *, overwrite: bool = False) -> Path:
+        """The staging folder, holding the store's copy of the output and of its ledger
+        (OutputError, one line, when the store cannot be reached)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for p in record_files(self.folder):
+                for f in (p, ledger_of(p)):
+                    f.unlink(missing_ok=True)
+            return self.folder
+        for uri, dest in (
+            (self.ledger_uri(), ledger_of(self.published)),
+            (self.uri, self.published),
+        ):
+            try:
+                stage(
+                    uri,
+                    dest,
+                    stat=remote_stat(uri, self.storage_options),
+                    storage_options=self.storage_options,
+                )
+            except RemoteMissing:
+                dest.unlink(missing_ok=True)
+            except FramepipeError as exc:
+                raise OutputError(f"{self.uri}: cannot read the output's state ({exc})") from None
+            else:
+                os.utime(dest, ns=(0, 0))  # older than any part written here
+        return self.folder
+
+    def publish(self) -> None:
+        """Merge the staging folder and put it in place in the store (see the module)."""
+        files = record_files(self.folder)
+        if all(f == self.published for f in files):
+            return  # nothing new to publish
+        merged = self.folder / f".merging.{self.format}"
+        merge([self.folder], merged, self.format)
+        fs, path = filesystem(self.uri, self.storage_options)
+        try:
+            if ledger_of(merged).exists():
+                _put(fs, ledger_of(merged), filesystem(self.ledger_uri(), self.storage_options)[1])
+            _put(fs, merged, path)
+        except Exception as exc:
+            raise OutputError(
+                f"{self.uri}: cannot publish ({' '.join(str(exc).split())})"
+            ) from None
+        for f in files:  # what is published is now the store's copy here
+            if f != self.published:
+                f.unlink(missing_ok=True)
+                ledger_of(f).unlink(missing_ok=True)
+        os.replace(merged, self.published)
+        if ledger_of(merged).exists():
+            os.replace(ledger_of(merged), ledger_of(self.published))
+        os.utime(self.published, ns=(0, 0))
+        with contextlib.suppress(FramepipeError):
+            remember(self.published, remote_stat(self.uri, self.storage_options))
+            remember(
+                ledger_of(self.published), remote_stat(self.ledger_uri(), self.storage_options)
+            )
+
+
+def _put(fs: Any, local: Path, path: str) -> None:
+    """Upload ``local`` under a temporary key beside ``path``, then move it into place."""
+    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    fs.put_file(str(local), tmp)
+    try:
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise

@@ -1,0 +1,134 @@
+"""The input ledger: a re-run skips a finished input after a metadata check only (a stat, a
+HEAD), without opening or downloading it; failed clips are still retried, a changed input is
+planned again, and the ledger follows shards and ``framepipe merge``. The records files stay
+what they were (the ledger is a file of its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import engine_faults  # noqa: F401 - registers the zero_div sampler's module
+import engine_plugins
+import pytest
+from click.testing import CliRunner
+from generator_doubles import EchoGenerator
+from remote_servers import http_server
+
+import framepipe.read_clips
+from framepipe.cli import cli
+from framepipe.config import SampleConfig
+from framepipe.output import ledger_of, read_output, read_records
+from framepipe.runs.caption import Pipeline
+from framepipe.runs.sample import MANIFEST, sample
+
+CFG = SampleConfig(n=2, clip_seconds=0.34)
+
+
+@pytest.fixture()
+def opened(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The inputs the read stage opens (``workers=0``: in this process), by file name."""
+    counts: Counter[str] = Counter()
+    real = framepipe.read_clips.open_source
+
+    def counting(path: Any, *args: Any, **kw: Any) -> Any:
+        counts[Path(path).name] += 1
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(framepipe.read_clips, "open_source", counting)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("ledger")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=1)  # three clips of 10 frames
+    engine_plugins.make_video(d / "b.mp4", 20, seed=2)  # two
+    return d
+
+
+def _copy(videos: Path, to: Path) -> Path:
+    to.mkdir(parents=True, exist_ok=True)
+    for p in videos.iterdir():
+        (to / p.name).write_bytes(p.read_bytes())
+    return to
+
+
+def test_a_finished_input_is_not_opened_again(
+    videos: Path, tmp_path: Path, opened: Counter[str]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "out"
+    first = sample([src], out, CFG, workers=0)
+    assert (first.done, first.skipped) == (5, 0) and opened == {"a.mp4": 1, "b.mp4": 1}
+    records = (out / MANIFEST).read_text()
+    plans = [json.loads(line) for line in ledger_of(out / MANIFEST).read_text().splitlines()]
+    assert sorted((Path(p["source"]).name, len(p["clips"])) for p in plans) == [
+        ("a.mp4", 3),
+        ("b.mp4", 2),
+    ]
+    again = sample([src], out, CFG, workers=0)
+    assert (again.done, again.skipped) == (0, 5) and opened == {"a.mp4": 1, "b.mp4": 1}
+    assert (out / MANIFEST).read_text() == records  # the records file is untouched
+    # a changed input has another identity: planned (opened) again, its clips redone
+    os.utime(src / "b.mp4", ns=(10**18, 10**18))
+    changed = sample([src], out, CFG, workers=0)
+    assert (changed.done, changed.skipped) == (2, 3) and opened["b.mp4"] == 2
+    assert opened["a.mp4"] == 1
+    # --overwrite starts afresh: the ledger too
+    fresh = sample([src], out, CFG, workers=0, overwrite=True)
+    assert fresh.done == 5 and opened == {"a.mp4": 2, "b.mp4": 3}
+    assert len(ledger_of(out / MANIFEST).read_text().splitlines()) == 2
+
+
+def test_an_input_with_a_failed_clip_is_opened_to_retry_it(
+    videos: Path, tmp_path: Path, opened: Counter[str]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    (src / "a.mp4").rename(src / "zdiv.mp4")  # the sampler fails its clip 1
+    cfg = SampleConfig(n=2, clip_seconds=0.34, sampler="engine_faults:zero_div")
+    first = sample([src / "zdiv.mp4"], tmp_path / "out", cfg, workers=0)
+    assert (first.done, len(first.failed)) == (2, 1)
+    again = sample([src / "zdiv.mp4"], tmp_path / "out", cfg, workers=0)
+    assert (again.done, again.skipped, len(again.failed)) == (0, 2, 1)  # only the failed clip
+    assert opened["zdiv.mp4"] == 2
+    kept = sample([src / "zdiv.mp4"], tmp_path / "out", cfg, workers=0, retry_failed=False)
+    assert (kept.done, kept.skipped, kept.failed) == (0, 3, [])  # its failure counts as done
+    assert opened["zdiv.mp4"] == 2
+
+
+def test_the_ledger_follows_shards_and_merge(
+    videos: Path, tmp_path: Path, opened: Counter[str]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    pipe = Pipeline(generator=EchoGenerator(), sample=CFG, workers=0)  # type: ignore[arg-type]
+    parts = f"{tmp_path / 'results'}/"
+    for i in range(2):
+        assert pipe.run([src], parts, shard=f"{i}/2", part=str(i)).ok
+    assert opened == {"a.mp4": 1, "b.mp4": 1}
+    folder = pipe.run([src], parts, part="x")  # resumes from every part's ledger
+    assert (folder.done, folder.skipped) == (0, 5) and opened == {"a.mp4": 1, "b.mp4": 1}
+    merged = tmp_path / "all.jsonl"
+    res = CliRunner().invoke(cli, ["merge", parts, "-o", str(merged)])
+    assert res.exit_code == 0 and "5 record(s)" in res.output, res.output
+    assert len(list(read_output(parts))) == len(list(read_records(merged))) == 5  # records only
+    assert len(ledger_of(merged).read_text().splitlines()) == 2  # each input once
+    resumed = pipe.run([src], merged)
+    assert (resumed.done, resumed.skipped) == (0, 5) and opened == {"a.mp4": 1, "b.mp4": 1}
+
+
+def test_a_no_op_resume_from_a_fresh_cache_downloads_nothing(videos: Path, tmp_path: Path) -> None:
+    root = _copy(videos, tmp_path / "www")
+    engine_plugins.make_video(root / "c.mp4", 10, seed=3)
+    with http_server(root) as (url, gets):
+        uris = [f"{url}/{name}" for name in ("a.mp4", "b.mp4", "c.mp4")]
+        out = tmp_path / "out"
+        first = sample(uris, out, CFG, cache_dir=tmp_path / "cache1", workers=1)
+        assert first.ok and first.done == 6 and sum(gets.values()) == 3
+        again = sample(uris, out, CFG, cache_dir=tmp_path / "cache2", workers=1)
+        assert (again.done, again.skipped) == (0, 6)
+        assert sum(gets.values()) == 3  # metadata requests only: no GET
+        assert not (tmp_path / "cache2").exists()

@@ -1,0 +1,133 @@
+"""Outputs in an object store, against an S3-compatible server process on 127.0.0.1 (moto's
+server mode): a ``sample`` folder and ``caption``'s records and ``--frames-dir`` on
+``s3://``: the frames are written to the store by the decoding processes, the records file
+is published whole (under a temporary key, then moved), a resume on another machine (a
+fresh cache) reads its state from the store, and a publish that fails leaves the store's
+file as it was and loses nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+from generator_doubles import EchoGenerator
+from remote_servers import s3, s3_credentials  # noqa: F401 - fixtures
+
+import framepipe.read_clips
+from framepipe.config import SampleConfig
+from framepipe.errors import OutputError
+from framepipe.output import read_output, read_records
+from framepipe.runs.caption import Pipeline
+from framepipe.runs.sample import sample
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto")
+
+FAST = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
+
+
+@pytest.fixture(scope="module")
+def store(s3: str) -> Iterator[tuple[str, Any]]:  # noqa: F811
+    """The endpoint and a client of the server, with a bucket ``out``."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3, skip_instance_cache=True)
+    fs.mkdir("out")
+    yield s3, fs
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("videos")
+    engine_plugins.make_video(d / "a.mp4", 30, seed=1)  # three clips
+    engine_plugins.make_video(d / "b.mp4", 20, seed=2)  # two
+    return d
+
+
+def _cfg(endpoint: str) -> SampleConfig:
+    return SampleConfig(n=2, clip_seconds=0.34, storage_options={"endpoint_url": endpoint, **FAST})
+
+
+def _same(rec: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k != "timings_s"}
+
+
+def test_a_sample_folder_in_the_store(
+    store: tuple[str, Any], videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, fs = store
+    s = sample([videos], "s3://out/s/", _cfg(url), workers=1, cache_dir=tmp_path / "c1")
+    assert s.ok and s.done == 5
+    fs.invalidate_cache()
+    fs.get_file("out/s/manifest.jsonl", str(tmp_path / "manifest.jsonl"))
+    remote = {r["key"]: r for r in read_records(tmp_path / "manifest.jsonl")}
+    assert sample([videos], tmp_path / "local", _cfg(url), workers=1).ok
+    recs = {r["key"]: r for r in read_records(tmp_path / "local/manifest.jsonl")}
+    assert remote.keys() == recs.keys() and len(remote) == 5
+    for key, rec in recs.items():
+        assert _same(remote[key]) == _same(rec)
+        for frame in [*rec["frames"], rec["contact_sheet"]]:  # written by the worker
+            assert fs.cat_file(f"out/s/{frame}") == (tmp_path / "local" / frame).read_bytes()
+    keys = fs.find("out/s")
+    assert "out/s/.manifest.jsonl.inputs" in keys  # its ledger, beside it
+    assert not [k for k in keys if k.endswith(".tmp")]
+    # another machine resumes from the store: nothing done again, no input opened
+    opened: list[str] = []
+    real = framepipe.read_clips.open_source
+    monkeypatch.setattr(
+        framepipe.read_clips, "open_source", lambda p, *a, **k: opened.append(p) or real(p, *a, **k)
+    )
+    again = sample([videos], "s3://out/s/", _cfg(url), workers=0, cache_dir=tmp_path / "c2")
+    assert (again.done, again.skipped) == (0, 5) and opened == []
+
+
+def test_caption_records_and_frames_in_the_store(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    pipe = Pipeline(
+        generator=EchoGenerator(),  # type: ignore[arg-type]
+        sample=_cfg(url),
+        workers=1,
+        frames_dir="s3://out/c/frames",
+    )
+    s = pipe.run([videos], "s3://out/c/results.parquet", cache_dir=tmp_path / "c")
+    assert s.ok and s.done == 5
+    fs.invalidate_cache()
+    fs.get_file("out/c/results.parquet", str(tmp_path / "results.parquet"))
+    recs = list(read_output(tmp_path / "results.parquet"))
+    assert len(recs) == 5 and all(r["answers"] for r in recs)
+    for rec in recs:  # relative to the records file's folder in the store
+        assert rec["frames"][0].startswith("frames/") and fs.exists(f"out/c/{rec['frames'][0]}")
+
+
+def test_a_failed_publish_keeps_the_store_as_it_was_and_loses_nothing(
+    store: tuple[str, Any], videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import s3fs
+
+    url, fs = store
+    cfg, cache, uri = _cfg(url), tmp_path / "cache", "s3://out/p/results.jsonl"
+    pipe = Pipeline(generator=EchoGenerator(), sample=cfg, workers=0)  # type: ignore[arg-type]
+    assert pipe.run([videos / "a.mp4"], uri, cache_dir=cache).done == 3
+    fs.invalidate_cache()
+    before = fs.cat_file("out/p/results.jsonl")
+
+    def fail(*args: Any, **kw: Any) -> None:
+        raise OSError("the store went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(s3fs.S3FileSystem, "mv", fail)
+        with pytest.raises(OutputError, match=r"s3://out/p/results.jsonl: cannot publish"):
+            pipe.run([videos], uri, cache_dir=cache)
+    fs.invalidate_cache()
+    assert fs.cat_file("out/p/results.jsonl") == before  # whole, as it was
+    assert not [k for k in fs.find("out/p") if k.endswith(".tmp")]
+    s = pipe.run([videos], uri, cache_dir=cache)  # the failed run's records were kept here
+    assert (s.done, s.skipped) == (0, 5)
+    fs.invalidate_cache()
+    fs.get_file("out/p/results.jsonl", str(tmp_path / "r.jsonl"))
+    assert len(list(read_records(tmp_path / "r.jsonl"))) == 5
