@@ -30,7 +30,13 @@ from framepipe.engine.base import (
     default_workers,
 )
 from framepipe.engine.supervisor import DecoderProcess, Skipped
-from framepipe.engine.worker import WorkerSetup, WorkItem, plugin_modules, run_finish
+from framepipe.engine.worker import (
+    WorkerSetup,
+    WorkItem,
+    plugin_modules,
+    run_finish,
+    run_prepare,
+)
 from framepipe.errors import ConfigError
 from framepipe.read_clips import read_clips
 from framepipe.records import ClipJob
@@ -123,6 +129,7 @@ class LocalEngine(EngineBase, Closing):
             cfg=work.cfg,
             done_keys=frozenset(done),
             finish=work.finish,
+            prepare=work.preparer(),
             send_frames=keep,
             use_shm=self.use_shm,
             imports=self.imports,
@@ -172,9 +179,10 @@ class LocalEngine(EngineBase, Closing):
                 return True
             return False
 
+        prepare = work.preparer() if keep else None
         for task in tasks:
             for job in read_clips(task.item, work.cfg, extra_key=task.extra_key, is_done=is_done):
-                run_finish(work.finish, job)
+                run_prepare(prepare, run_finish(work.finish, job))
                 if not keep:
                     job.batch = None
                 yield job

@@ -2,15 +2,16 @@
 
 - :class:`ReadStage` (CPU): one supervised decoder process per actor
   (:class:`~framepipe.engine.supervisor.DecoderProcess`), the same read stage and the same
-  failed records as the local engine; frames reduced to the model's input size before they
-  enter the object store. Rows in: ``{"task": pickle of (task id, EngineTask)}``, one input
+  failed records as the local engine; frames prepared for the answering backend (e.g. its
+  pixel values) before they enter the object store. Rows in: ``{"task": pickle of (task id, EngineTask)}``, one input
   per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0}`` per clip, and one
   ``{"out": b"", "skipped": k}`` per input counting its clips skipped as done.
 - :class:`GenerateStage` (GPU, or CPU on clusters without GPUs): loads the backend once and
   answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
-  final ClipResult, "skipped": 0}`` per clip, the skip counters unchanged. An actor that
-  dies (killed, out of host memory) is restarted by Ray and its batch retried, so no clip
-  is lost.
+  final ClipResult, "skipped": 0}`` per clip, the skip counters unchanged; an error that
+  stops the run (:class:`~framepipe.errors.StopRunError`) comes as its pickle after the
+  records made before it. An actor that dies (killed, out of host memory) is restarted by
+  Ray and its batch retried, so no clip is lost.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from framepipe.answering import Answering, AnswerSpec
 from framepipe.engine.base import EngineTask
 from framepipe.engine.supervisor import DecoderProcess, Skipped
 from framepipe.engine.worker import WorkerSetup, WorkItem
-from framepipe.generate.backend import FrameReduce
+from framepipe.errors import StopRunError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ class ReadSpec:
     setup: WorkerSetup
     """The decoder's setup; its ``done_keys`` are left empty and sent by reference."""
     decode_timeout_s: float | None
-    reduce: FrameReduce | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,6 @@ class ReadStage:
         rs: ReadSpec = pickle.loads(spec)
         _prepare(rs.setup.imports, rs.setup.log_level)
         done: frozenset[str] = frozenset(ray.get(done_keys[0])) if done_keys else frozenset()
-        self.reduce = rs.reduce
         setup = dataclasses.replace(rs.setup, done_keys=done)
         self.decoder = DecoderProcess(setup, rs.decode_timeout_s)
         self.decoder.start()  # the child starts (imports) while Ray schedules the first task
@@ -83,9 +82,6 @@ class ReadStage:
                     out.append(b"")
                     skipped.append(job.count)
                     continue
-                if job.ok and self.reduce is not None and job.batch is not None:
-                    frames = self.reduce.images(job.batch.frames)
-                    job.batch = dataclasses.replace(job.batch, frames=frames)
                 out.append(pickle.dumps(job, protocol=5))
                 skipped.append(0)
         return {"out": np.array(out, dtype=object), "skipped": np.array(skipped, np.int64)}
@@ -114,7 +110,11 @@ class GenerateStage:
             else:
                 out.append(b"")
                 skipped.append(int(count))
-        for rec in self.answering.records(jobs):
-            out.append(pickle.dumps(rec, protocol=5))
+        try:
+            for rec in self.answering.records(jobs):
+                out.append(pickle.dumps(rec, protocol=5))
+                skipped.append(0)
+        except StopRunError as exc:  # to the driver, which stops the run
+            out.append(pickle.dumps(exc))
             skipped.append(0)
         return {"out": np.array(out, dtype=object), "skipped": np.array(skipped, np.int64)}

@@ -3,20 +3,25 @@
 A :class:`BackendSpec` is what a run knows before any weight is loaded (picklable, so it
 travels to a cluster's generation actors): it checks that n frames and the questions fit
 (:meth:`~BackendSpec.check`), says what identifies its answers in resume keys
-(:meth:`~BackendSpec.key`) and how its answers are decoded (``settings``), and loads the
-model once where the answers are made (:meth:`~BackendSpec.load`). What it loads is a
-:class:`Backend`: it answers a batch of :class:`~framepipe.generate.config.Request`\\ s, each
-with its answer or its own error, and describes itself for the record (``model``).
+(:meth:`~BackendSpec.key`) and how its answers are decoded (``settings``), what the decoding
+processes make of each clip's frames for it (:meth:`~BackendSpec.prepare`), whether it wants
+a GPU (``wants_gpu``), and loads the model once where the answers are made
+(:meth:`~BackendSpec.load`). What it loads is a :class:`Backend`: it answers a batch of
+:class:`~framepipe.generate.config.Request`\\ s, each with its answer or its own error, and
+describes itself for the record (``model``). An error every later request would hit too is a
+:class:`~framepipe.errors.StopRunError`, which stops the run instead of failing every clip.
 
 Backends are plug-ins in the :data:`BACKENDS` registry. :class:`TransformersBackend` runs the
-model in this process with transformers (:class:`~framepipe.generate.generator.Generator`).
+model in this process with transformers (:class:`~framepipe.generate.generator.Generator`);
+``openai`` (:class:`~framepipe.generate.server.OpenAIBackend`) asks an OpenAI-compatible
+server.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -24,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from framepipe.errors import FramepipeError
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.registry import Registry
 
 if TYPE_CHECKING:
@@ -64,9 +69,13 @@ class BackendSpec(Protocol):
         """Whether its answers are noise (a model with random weights)."""
         ...
 
-    def frame_size(self) -> FrameReduce | None:
-        """The frame size the model reads, when resizing frames to it first changes nothing
-        (frames then travel between machines at that size); None otherwise."""
+    wants_gpu: bool
+    """Whether answering runs a model here (a cluster gives its generation actors a GPU)."""
+
+    def prepare(self) -> Callable[[list[np.ndarray]], Prepared] | None:
+        """What the decoding processes make of each clip's frames for this backend (a
+        picklable step, run where the clip is decoded so the answer stage never waits on
+        it), or None to hand the frames over as they are."""
         ...
 
     def load(self) -> Backend:
@@ -131,6 +140,7 @@ class TransformersBackend:
     """
 
     name = "transformers"
+    wants_gpu = True
 
     def __init__(
         self,
@@ -190,8 +200,12 @@ class TransformersBackend:
         spec = self.inspect()
         return bool(spec is not None and spec.random_weights)
 
-    def frame_size(self) -> FrameReduce | None:
-        return frame_reduce_for(self.spec)
+    def prepare(self) -> Callable[[list[np.ndarray]], Prepared] | None:
+        if self.spec is None:  # a given generator without a spec reads frames itself
+            return None
+        from framepipe.generate.spec import PixelValues
+
+        return PixelValues(self.spec)
 
     def load(self) -> Backend:
         if self.generator is None:

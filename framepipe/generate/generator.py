@@ -9,16 +9,25 @@ keys and values again at each new token), and all questions are generated togeth
 continuing its clip's cache with its own text. Several
 requests are prefilled side by side with left padding; a question's text is left-padded too,
 so padding may sit between a prefix and its suffix: the attention mask hides it and the
-position ids skip it, so the answers are those of separate runs.
+position ids skip it, so the answers are those of separate runs. On a transformers release
+this path was not tested on (:func:`~framepipe.generate.batching.fast_path_supported`), or
+when its first batch finds an API changed, every question is answered by plain
+``model.generate`` instead (slower, the same answers).
 
 ``batch_size`` bounds the sequences generated together (requests x questions). On
 out-of-memory (``torch.OutOfMemoryError`` on CUDA and other accelerators, the CPU allocator's
-"can't allocate memory" error on the CPU) the batch size is halved
-for good and only the questions not answered yet are retried; a clip that still runs out of
-memory at batch size 1 fails with a one-line :class:`GenerationError`.
+"can't allocate memory" error on the CPU) the batch size is halved for good and only the
+questions not answered yet are retried; once one sequence fails alone, the images the vision
+tower encodes at once are halved (the prefix is then prefilled in pieces); a clip that still
+runs out of memory with one image at a time fails with a one-line
+:class:`GenerationError`. A CUDA error that leaves the GPU unusable (an illegal memory
+access, a device-side assert) stops the run (:class:`StopRunError`): every later clip would
+fail the same way.
 
 Each distinct prompt is built and tokenized once per call: the ids serve the context guard
 (their text tokens) and generation (their image placeholders expanded to the image's tokens).
+Images come preprocessed (:class:`~framepipe.generate.config.Prepared` pixel values, made
+where the clip was decoded: see :class:`PixelValues`) or are preprocessed here.
 """
 
 from __future__ import annotations
@@ -29,25 +38,35 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, PromptError
+from framepipe.errors import (
+    FramepipeError,
+    GenerationError,
+    ModelLoadError,
+    PromptError,
+    StopRunError,
+)
 from framepipe.generate.attention import register as register_cpu_sdpa
 from framepipe.generate.batching import (
     Prompt,
     Unit,
     answer_length,
     common_prefix,
+    cache_argument,
     expand,
-    fill_static_layer,
+    fast_path_supported,
     free_cuda,
     generation_config,
+    images_of,
     is_oom,
+    is_sticky_cuda_error,
+    plain_generate,
     prefill,
     unanswered,
 )
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.hub import quiet_hf
-from framepipe.generate.spec import ModelSpec
+from framepipe.generate.spec import ModelSpec, PixelValues
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +89,14 @@ class Generator:
         """The model's config (the one ``spec`` was inspected with)."""
         self.batch_size = settings.batch_size
         """The current batch size (halved after a CUDA out-of-memory error)."""
+        self.image_batch: int | None = None
+        """The most images the vision tower encodes at once (None: no limit; halved after an
+        out-of-memory error of one sequence)."""
+        self.fast = fast_path_supported()
+        """Whether questions share their clip's prefill (else plain ``model.generate``)."""
+        self._fast_ok = False
+        """Whether the shared-prefix path has answered once (an API error before that turns
+        it off)."""
         self.batched_prefill = runtime.device.type != "cpu"
         """Prefill prefixes of unequal length as one padded batch (GPUs) or one at a time."""
         tok = spec.tokenizer
@@ -113,17 +140,16 @@ class Generator:
         attn = runtime.attn
         if attn == "sdpa" and runtime.device.type == "cpu":
             attn = register_cpu_sdpa()  # SDPA, with matmuls for the decoding steps' queries
+        # straight onto the device (no copy in host memory first)
         kwargs.update(dtype=runtime.dtype, attn_implementation=attn, use_safetensors=True)
+        kwargs["device_map"] = {"": runtime.device}
         quant = quantization_config(runtime.quantize, runtime.dtype)
         if quant is not None:
             kwargs["quantization_config"] = quant
-            kwargs["device_map"] = {"": runtime.device}
         t0 = time.perf_counter()
         try:
             with quiet_hf():
                 model: Any = LlavaForConditionalGeneration.from_pretrained(spec.source, **kwargs)
-            if quant is None:
-                model.to(runtime.device)
         except torch.OutOfMemoryError:
             raise ModelLoadError(
                 f"{cfg.model}: out of memory while loading on {runtime.device} "
@@ -206,6 +232,7 @@ class Generator:
         counts: list[list[int]] = [[0] * len(r.questions) for r in requests]
         answered: list[list[bool]] = [[False] * len(r.questions) for r in requests]
         seconds = [0.0] * len(requests)
+        widths = [0] * len(requests)
 
         queue = deque(units)
         while queue:
@@ -216,9 +243,15 @@ class Generator:
                 group.append(queue.popleft())
             tried = min(rows, self.batch_size)
             try:
-                self._run_group(group, texts, counts, seconds, answered)
+                self._run_group(group, texts, counts, seconds, answered, widths)
                 continue
             except Exception as exc:
+                if is_sticky_cuda_error(exc):
+                    raise StopRunError(
+                        f"{self.runtime.device}: {' '.join(str(exc).split())[:200]}: the GPU "
+                        "cannot be used again in this process; the run stops here (what is "
+                        "written stays: run the same command again to resume)"
+                    ) from None
                 if not is_oom(exc):
                     raise GenerationError(
                         f"generation failed for a batch of {len(group)} clip(s): "
@@ -228,6 +261,7 @@ class Generator:
             # holds) is gone. Questions already answered keep their answers.
             free_cuda()
             rest = [x for u in group if (x := unanswered(u, answered)) is not None]
+            images = sum(images_of(u) for u in group)
             if tried > 1:
                 # halved until smaller than what failed (a smaller group would repeat it)
                 while self.batch_size > 1 and self.batch_size >= tried:
@@ -235,7 +269,13 @@ class Generator:
                 log.warning("out of memory: batch size halved to %d, retrying", self.batch_size)
                 queue.extendleft(reversed(rest))
                 continue
-            # one sequence at a time (one unit, one prefix) and it still does not fit
+            if images > 1 and (self.image_batch or images) > 1:
+                # one sequence: fewer images through the vision tower at once
+                self.image_batch = min(self.image_batch or images, images) // 2
+                log.warning("out of memory: encoding %d image(s) at once, retrying", self.image_batch)
+                queue.extendleft(reversed(rest))
+                continue
+            # one sequence and one image at a time, and it still does not fit
             for u in rest:
                 err = GenerationError(
                     f"out of memory on {self.runtime.device} with batch size 1 "
@@ -258,6 +298,7 @@ class Generator:
                     prompt_tokens=len(ps[0].ids),
                     new_tokens=counts[i],
                     prompts=[p.text for p in ps],
+                    batch_size=widths[i],
                 )
         return [x for x in results if x is not None]
 
@@ -308,12 +349,12 @@ class Generator:
         ids = [p.ids for p in prompts]
         pixel_values = None
         if n:
-            import numpy as np
+            import torch
 
-            images = [np.asarray(im) for im in r.images]
-            pixel_values = spec.processor.image_processor(images=images, return_tensors="pt")[
-                "pixel_values"
-            ]
+            if isinstance(r.images, Prepared):  # made where the clip was decoded
+                pixel_values = torch.as_tensor(r.images.data)
+            else:
+                pixel_values = torch.as_tensor(PixelValues(spec)(r.images).data)
         key = tuple(id(p) for p in prompts)  # the prompts live in the call's memo
         if key in layouts:
             shared: int | None = layouts[key]
@@ -337,13 +378,50 @@ class Generator:
         counts: list[list[int]],
         seconds: list[float],
         answered: list[list[bool]],
+        widths: list[int],
     ) -> None:
-        """Prefill the group's prefixes and answer their questions, ``batch_size`` rows at a
-        time; each answer is written (and marked in ``answered``) as soon as its rows end."""
+        """Answer the group's questions not answered yet, ``batch_size`` rows at a time; each
+        answer is written (and marked in ``answered``) as soon as its rows end."""
+        out = (texts, counts, seconds, answered, widths)
+        if self.fast:
+            try:
+                self._shared_prefix(group, out)
+                self._fast_ok = True
+                return
+            except (TypeError, AttributeError, ValueError) as exc:
+                if self._fast_ok:
+                    raise
+                import transformers
+
+                log.warning(
+                    "transformers %s: the shared-prefix path failed (%s: %s); answering "
+                    "with model.generate from now on (slower, the same answers)",
+                    transformers.__version__,
+                    type(exc).__name__,
+                    " ".join(str(exc).split())[:200],
+                )
+                self.fast = False
+        import torch
+
+        rows = [(u, k) for u in group for k, q in enumerate(u.questions) if not answered[u.request][q]]
+        gen_cfg = self._generation_config()
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            t1 = time.perf_counter()
+            if self.settings.do_sample and self.settings.seed is not None:
+                torch.manual_seed(self.settings.seed)
+            dev, dtype = self.runtime.device, self.runtime.dtype
+            new = plain_generate(self.model, dev, dtype, chunk, self.pad_id, gen_cfg)
+            self._write(chunk, new, time.perf_counter() - t1, out)
+
+    def _shared_prefix(self, group: list[Unit], out: tuple[list[Any], ...]) -> None:
+        """Prefill the group's prefixes once and answer their questions from copies of the
+        prefilled cache rows."""
         import torch
         from transformers import StaticCache
 
         model, dev = self.model, self.runtime.device
+        seconds = out[2]
         t0 = time.perf_counter()
         width = max(u.prefix_len for u in group)
         prefix = torch.full((len(group), width), self.pad_id, dtype=torch.long)
@@ -359,20 +437,23 @@ class Generator:
             prefix,
             prefix_mask,
             batched=self.batched_prefill,
+            image_batch=self.image_batch,
+            image_id=self.spec.image_token_id,
         )
         t_prefill = time.perf_counter() - t0
         for u in group:  # the shared prefill, split evenly over its requests
             seconds[u.request] += t_prefill / len(group)
 
-        rows = [(b, q) for b, u in enumerate(group) for q in range(len(u.questions))]
+        rows = [(b, k) for b, u in enumerate(group) for k in range(len(u.questions))]
         gen_cfg = self._generation_config()
         beams = max(1, self.settings.num_beams)
+        arg = cache_argument(model)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             t1 = time.perf_counter()
             idx = torch.tensor([b for b, _ in chunk], device=dev)
             cache_idx = idx.repeat_interleave(beams) if beams > 1 else idx
-            suffixes = [group[b].ids[q][group[b].prefix_len :] for b, q in chunk]
+            suffixes = [group[b].ids[k][group[b].prefix_len :] for b, k in chunk]
             sw = max(len(x) for x in suffixes)
             suffix = torch.full((len(chunk), sw), self.pad_id, dtype=torch.long)
             suffix_mask = torch.zeros((len(chunk), sw), dtype=torch.long)
@@ -384,34 +465,42 @@ class Generator:
             sub = StaticCache(
                 config=model.config, max_cache_len=width + sw + gen_cfg.max_new_tokens
             )
-            for layer, (k, v) in zip(list(sub.layers), layers):
-                fill_static_layer(layer, k, v, cache_idx)
+            for i, (k, v) in enumerate(layers):
+                sub.update(k.index_select(0, cache_idx), v.index_select(0, cache_idx), i)
             rows_idx = idx.cpu()
             input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
             if self.settings.do_sample and self.settings.seed is not None:
                 torch.manual_seed(self.settings.seed)
             with torch.inference_mode():
-                out = model.generate(
+                ids = model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
-                    cache=sub,
                     generation_config=gen_cfg,
+                    **{arg: sub},
                 )
-            new = out[:, input_ids.shape[1] :].cpu()
-            dt = (time.perf_counter() - t1) / len(chunk)
-            for r, (b, q) in enumerate(chunk):
-                u = group[b]
-                toks = new[r].tolist()
-                n_new = answer_length(toks, self.eos_ids)
-                qi = u.questions[q]
-                texts[u.request][qi] = self.spec.tokenizer.decode(
-                    toks[:n_new], skip_special_tokens=True
-                ).strip()
-                counts[u.request][qi] = n_new
-                answered[u.request][qi] = True
-                seconds[u.request] += dt
+            new = ids[:, input_ids.shape[1] :].cpu()
+            done = [(group[b], k) for b, k in chunk]
+            self._write(done, new, time.perf_counter() - t1, out)
             del sub
+
+    def _write(
+        self, chunk: list[tuple[Unit, int]], new: Any, dt: float, out: tuple[list[Any], ...]
+    ) -> None:
+        """Write the answers of ``chunk`` (a unit and the index of one of its questions per
+        row of ``new``, the new tokens) that took ``dt`` seconds together."""
+        texts, counts, seconds, answered, widths = out
+        for r, (u, k) in enumerate(chunk):
+            toks = new[r].tolist()
+            n_new = answer_length(toks, self.eos_ids)
+            q = u.questions[k]
+            texts[u.request][q] = self.spec.tokenizer.decode(
+                toks[:n_new], skip_special_tokens=True
+            ).strip()
+            counts[u.request][q] = n_new
+            answered[u.request][q] = True
+            seconds[u.request] += dt / len(chunk)
+            widths[u.request] = max(widths[u.request], len(chunk))
 
     def _generation_config(self) -> Any:
         """The GenerationConfig of every batch (a hook: the benchmarks force answer lengths)."""
