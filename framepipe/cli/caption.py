@@ -66,6 +66,56 @@ def model_config_from(kw: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**values)
 
 
+# -- generation backend: --backend, --base-url, --api-key, --max-concurrency -------------------
+def _backend_options(fn: Any) -> Any:
+    from framepipe.generate.backend import BACKENDS
+
+    openai = "--backend openai: "
+    for option in reversed(
+        [
+            click.option(
+                "--backend",
+                type=click.Choice(BACKENDS.names()),
+                default="transformers",
+                show_default=True,
+                help="Where answers are made: transformers (the model in this process) or "
+                "openai (an OpenAI-compatible server: vLLM, SGLang, TGI, transformers serve; "
+                "--model then names the server's model, by default its only one).",
+            ),
+            click.option("--base-url", help=openai + "the server's API root, http://HOST:PORT/v1."),
+            click.option("--api-key", help=openai + "its API key. [default: OPENAI_API_KEY]"),
+            click.option(
+                "--max-concurrency",
+                type=click.IntRange(min=1),
+                default=8,
+                show_default=True,
+                help=openai + "requests in flight at once.",
+            ),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSettings) -> Any:
+    """The generation backend the options name (popped from ``kw``); None for the model in
+    this process."""
+    from framepipe.generate.backend import BACKENDS
+
+    name, url = kw.pop("backend"), kw.pop("base_url")
+    key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
+    if name == "transformers":
+        if url:
+            raise click.UsageError("--base-url is for --backend openai")
+        return None
+    if not url:
+        raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
+    try:
+        return BACKENDS.get(name)(url, model, settings, api_key=key, max_concurrency=concurrency)
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 def read_questions_file(path: str) -> list[str]:
     """One question per line; blank lines and lines starting with ``#`` are skipped."""
     try:
@@ -127,6 +177,7 @@ def read_questions_file(path: str) -> list[str]:
     is_flag=True,
     help="Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1).",
 )
+@_backend_options
 @click.option("--do-sample", is_flag=True, help="Sample instead of greedy decoding.")
 @_generation_options
 @click.option(
@@ -200,6 +251,7 @@ def command(
     if questions_file:
         qs += read_questions_file(questions_file)
 
+    model_id = kw.get("model")
     try:
         model_cfg = model_config_from(kw)
         settings = GenerationSettings(
@@ -210,13 +262,14 @@ def command(
     except FramepipeError as exc:
         raise click.UsageError(str(exc)) from exc
 
+    backend = backend_from(kw, model_id, settings)
+    model_kw = {"backend": backend} if backend else {"model": model_cfg, "settings": settings}
     progress = _Progress(whole=cfg.clips == "whole" and cfg.clip_seconds is None)
     try:
         summary = caption(
             paths,
             sample=cfg,
-            model=model_cfg,
-            settings=settings,
+            **model_kw,
             questions=qs or None,
             system=system,
             output=output,

@@ -3,9 +3,10 @@
 - :class:`ReadStage` (CPU): one supervised decoder process per actor
   (:class:`~framepipe.engine.supervisor.DecoderProcess`), the same read stage and the same
   failed records as the local engine; frames prepared for the answering backend (e.g. its
-  pixel values) before they enter the object store. Rows in: ``{"task": pickle of (task id, EngineTask)}``, one input
-  per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0}`` per clip, and one
-  ``{"out": b"", "skipped": k}`` per input counting its clips skipped as done.
+  pixel values) before they enter the object store. Rows in: ``{"task": pickle of (task id,
+  EngineTask)}``, one input per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0}``
+  per clip, and one ``{"out": b"", "skipped": k}`` per input counting its clips skipped as
+  done.
 - :class:`GenerateStage` (GPU, or CPU on clusters without GPUs): loads the backend once and
   answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
   final ClipResult, "skipped": 0}`` per clip, the skip counters unchanged; an error that

@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -81,55 +80,6 @@ class BackendSpec(Protocol):
     def load(self) -> Backend:
         """The loaded backend (loaded once per process, then kept)."""
         ...
-
-
-@dataclass(frozen=True)
-class FrameReduce:
-    """Resize frames to the model's input size before they travel (the processor resizes to
-    this size first anyway: checked to give the same pixels)."""
-
-    height: int
-    width: int
-    resample: int
-
-    def images(self, frames: Iterable[np.ndarray]) -> np.ndarray:
-        from PIL import Image
-
-        size = (self.width, self.height)
-        return np.stack(
-            [np.asarray(Image.fromarray(np.asarray(f)).resize(size, self.resample)) for f in frames]
-        )
-
-
-def frame_reduce_for(spec: Any) -> FrameReduce | None:
-    """The reduction for ``spec``'s processor (a :class:`~framepipe.generate.ModelSpec`), when
-    resizing first gives the processor exactly the same pixels (checked on random frames of
-    two sizes); None otherwise (frames then travel at full size)."""
-    ip: Any = getattr(getattr(spec, "processor", None), "image_processor", None)
-    if ip is None or not callable(ip):
-        return None
-    size = getattr(ip, "size", None)
-    resample = getattr(ip, "resample", None)
-    if isinstance(size, dict):
-        height, width = size.get("height"), size.get("width")
-    else:  # transformers' SizeDict
-        height, width = getattr(size, "height", None), getattr(size, "width", None)
-    if height is None or width is None or resample is None or not getattr(ip, "do_resize", 1):
-        return None
-    red = FrameReduce(int(height), int(width), int(resample))
-    try:
-        rng = np.random.default_rng(0)
-        for shape in ((48, 64, 3), (red.height * 2 + 3, red.width + 5, 3)):
-            img = rng.integers(0, 256, shape, dtype=np.uint8)
-            a = ip(images=[img], return_tensors="np")["pixel_values"]
-            b = ip(images=[red.images([img])[0]], return_tensors="np")["pixel_values"]
-            if not np.array_equal(a, b):
-                log.info("frames travel at full size: resizing first changes the model's input")
-                return None
-    except Exception:
-        log.debug("frames travel at full size: the processor check failed", exc_info=True)
-        return None
-    return red
 
 
 class TransformersBackend:
@@ -234,6 +184,8 @@ class _AllOrNothing:
         return dict(self.gen.describe())
 
 
-BACKENDS: Registry[type[Any]] = Registry("backend", {"transformers": __name__})
+BACKENDS: Registry[type[Any]] = Registry(
+    "backend", {"transformers": __name__, "openai": "framepipe.generate.server"}
+)
 """Generation backends by name (``--backend``)."""
 BACKENDS.register("transformers", TransformersBackend)

@@ -249,7 +249,7 @@ def pieces(
     per = len(where) // images
     ends = [where[(k + 1) * per - 1] + 1 for k in range(images)]
     cuts = [0, *(ends[k - 1] for k in range(image_batch, images, image_batch)), n]
-    firsts = list(range(0, images, image_batch)) + [images]
+    firsts = [*range(0, images, image_batch), images]
     return [((cuts[c], cuts[c + 1]), (firsts[c], firsts[c + 1])) for c in range(len(cuts) - 1)]
 
 

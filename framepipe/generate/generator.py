@@ -50,8 +50,8 @@ from framepipe.generate.batching import (
     Prompt,
     Unit,
     answer_length,
-    common_prefix,
     cache_argument,
+    common_prefix,
     expand,
     fast_path_supported,
     free_cuda,
@@ -272,7 +272,9 @@ class Generator:
             if images > 1 and (self.image_batch or images) > 1:
                 # one sequence: fewer images through the vision tower at once
                 self.image_batch = min(self.image_batch or images, images) // 2
-                log.warning("out of memory: encoding %d image(s) at once, retrying", self.image_batch)
+                log.warning(
+                    "out of memory: encoding %d image(s) at once, retrying", self.image_batch
+                )
                 queue.extendleft(reversed(rest))
                 continue
             # one sequence and one image at a time, and it still does not fit
@@ -403,7 +405,9 @@ class Generator:
                 self.fast = False
         import torch
 
-        rows = [(u, k) for u in group for k, q in enumerate(u.questions) if not answered[u.request][q]]
+        rows = [
+            (u, k) for u in group for k, q in enumerate(u.questions) if not answered[u.request][q]
+        ]
         gen_cfg = self._generation_config()
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]

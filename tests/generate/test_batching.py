@@ -321,7 +321,7 @@ def test_a_sticky_cuda_error_stops_the_run(
 
     def boom(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        raise RuntimeError(text + "\nCompile with TORCH_USE_CUDA_DSA to enable device-side assertions.")
+        raise RuntimeError(text + "\nCompile with TORCH_USE_CUDA_DSA for device-side assertions.")
 
     monkeypatch.setattr(gen.model, "generate", boom)
     reqs = [Request(frames(1, 40), ["a?"]), Request(frames(1, 41), ["b?"])]
