@@ -4,6 +4,7 @@
 the mean of its pixels, so answers depend on the frames the actor received. ``KillOnce``
 wraps a generator and kills its own process (the generation actor) on its first call,
 leaving a flag file so that the retried call, on the restarted actor, answers.
+``StopsTheRun`` answers its first batch, then raises the error that stops a run.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.errors import StopRunError
 from framepipe.generate.config import Answer
 
 
@@ -48,3 +50,17 @@ class KillOnce:
             self.flag.write_text(str(os.getpid()))
             os._exit(9)
         return list(self.inner.answer_each(requests))
+
+
+class StopsTheRun(EchoGenerator):
+    """Answers the first batch, then raises :class:`StopRunError` (as a GPU left unusable
+    by a CUDA error does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer_each(self, requests: Sequence[Any]) -> list[Answer]:
+        self.calls += 1
+        if self.calls > 1:
+            raise StopRunError("cuda:0: CUDA error: an illegal memory access was encountered")
+        return super().answer_each(requests)

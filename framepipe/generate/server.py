@@ -223,6 +223,8 @@ class OpenAIBackend:
         self.spec: Any = None
         """The served model's config and processor, when they can be read here (else None)."""
         self.reduce: FrameReduce | None = None
+        self.random = False
+        """Whether the served model is known (from its local copy) to have random weights."""
         self._checked = False
 
     def __getstate__(self) -> dict[str, Any]:  # the spec (processor, tokenizer) stays here
@@ -270,6 +272,7 @@ class OpenAIBackend:
             raise ConfigError(self._not_served(", ".join(served) or "none"))
         self.spec = self._local_spec()
         self.reduce = frame_reduce_for(self.spec)
+        self.random = bool(self.spec is not None and self.spec.random_weights)
         self._checked = True
 
     def _not_served(self, detail: str) -> str:
@@ -292,7 +295,7 @@ class OpenAIBackend:
         return {"backend": self.name, "id": self.model}
 
     def random_weights(self) -> bool:
-        return bool(self.spec is not None and self.spec.random_weights)
+        return self.random
 
     def prepare(self) -> EncodeImages:
         return EncodeImages(self.reduce)

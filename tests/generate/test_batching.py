@@ -16,6 +16,7 @@ import pytest
 import torch
 from media import random_frames
 
+from framepipe.config import SampleConfig
 from framepipe.errors import GenerationError, PromptError, StopRunError
 from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request
 from framepipe.prompt import Segment
@@ -419,6 +420,42 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     }
     rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
     assert len(rows) == 2 * len(got)  # each other clip's two questions generated once
+
+
+def test_caption_stops_at_a_sticky_cuda_error_and_a_rerun_resumes(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A CUDA error that leaves the GPU unusable stops the run with one line; the records
+    already written stay, and the same run again answers only the rest."""
+    import engine_plugins
+
+    from framepipe.output import read_records
+    from framepipe.runs.caption import caption
+
+    for k in range(4):
+        engine_plugins.make_video(tmp_path / "in" / f"v{k}.mp4", 12, seed=k)
+    out = tmp_path / "out.jsonl"
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "questions": QUESTIONS[:1], "workers": 0}
+    calls = {"n": 0}
+    real = gen.model.generate
+
+    @functools.wraps(real)
+    def second_batch_crashes(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen.model, "generate", second_batch_crashes)
+    with pytest.raises(StopRunError, match=r"^cpu: CUDA error: an illegal memory access"):
+        caption([tmp_path / "in"], out, generator=fresh(gen, 2), **kw)
+    written = list(read_records(out))
+    assert len(written) == 2 and all(r["status"] == "ok" for r in written)  # the first batch
+    monkeypatch.undo()
+    again = caption([tmp_path / "in"], out, generator=fresh(gen, 2), **kw)
+    assert (again.done, again.skipped, len(again.failed)) == (2, 2, 0)
+    recs = list(read_records(out))
+    assert len({r["key"] for r in recs}) == len(recs) == 4
 
 
 def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:
