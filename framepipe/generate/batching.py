@@ -49,6 +49,54 @@ class Prompt:
     """Tokens that are not image placeholders (what the context guard counts as text)."""
 
 
+@dataclass
+class Progress:
+    """What one call has answered so far, per request (and per question)."""
+
+    texts: list[list[str]]
+    counts: list[list[int]]
+    """New tokens of each answer."""
+    answered: list[list[bool]]
+    seconds: list[float]
+    widths: list[int]
+    """The most sequences decoded together with each request's."""
+
+    @classmethod
+    def of(cls, questions: Sequence[int]) -> Progress:
+        """Nothing answered yet, for requests of ``questions`` questions each."""
+        n = len(questions)
+        return cls(
+            [[""] * q for q in questions],
+            [[0] * q for q in questions],
+            [[False] * q for q in questions],
+            [0.0] * n,
+            [0] * n,
+        )
+
+    def write(self, chunk: list[tuple[Unit, int]], new: Any, dt: float, decode: Any) -> None:
+        """The answers of ``chunk`` (a unit and the index of one of its questions per row of
+        ``new``): ``decode(tokens)`` gives (text, new tokens); they took ``dt`` seconds."""
+        for r, (u, k) in enumerate(chunk):
+            q = u.questions[k]
+            self.texts[u.request][q], self.counts[u.request][q] = decode(new[r].tolist())
+            self.answered[u.request][q] = True
+            self.seconds[u.request] += dt / len(chunk)
+            self.widths[u.request] = max(self.widths[u.request], len(chunk))
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    """``seqs`` left-padded to one width: (ids, attention mask), long tensors."""
+    import torch
+
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, x in enumerate(seqs):
+        ids[r, width - len(x) :] = torch.tensor(list(x), dtype=torch.long)
+        mask[r, width - len(x) :] = 1
+    return ids, mask
+
+
 def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
     first = seqs[0]
     n = min(len(s) for s in seqs)
@@ -69,6 +117,27 @@ def expand(ids: list[int], image: int, per_image: int) -> list[int]:
         else:
             out.append(t)
     return out
+
+
+def units_of(
+    index: int,
+    ids: list[list[int]],
+    pixel_values: Any,
+    image_id: int,
+    layouts: dict[tuple[int, ...], int | None],
+    key: tuple[int, ...],
+) -> list[Unit]:
+    """Request ``index``'s units, from its questions' prompt ``ids``: one sharing the prefix
+    that holds all its images, or one per question when the images are not all inside the
+    shared prefix. ``layouts`` remembers the shared prefix of the prompts ``key`` names."""
+    if key not in layouts:
+        shared: int | None = min(common_prefix(ids), min(len(x) for x in ids) - 1)
+        last_image = max((k for k, t in enumerate(ids[0]) if t == image_id), default=-1)
+        layouts[key] = shared if shared is not None and last_image < shared >= 1 else None
+    shared = layouts[key]
+    if shared is not None:
+        return [Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
+    return [Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)]
 
 
 def unanswered(u: Unit, answered: list[list[bool]]) -> Unit | None:
@@ -262,13 +331,8 @@ def plain_generate(
     on)."""
     import torch
 
-    ids = [u.ids[q] for u, q in rows]
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, x in enumerate(ids):
-        input_ids[r, width - len(x) :] = torch.tensor(x)
-        mask[r, width - len(x) :] = 1
+    input_ids, mask = left_pad([u.ids[q] for u, q in rows], pad_id)
+    width = input_ids.shape[1]
     pv = [u.pixel_values for u, _ in rows if u.pixel_values is not None]
     kwargs = {"pixel_values": torch.cat(pv).to(device, dtype)} if pv else {}
     with torch.inference_mode():
