@@ -145,17 +145,28 @@ class ModelServer:
 
 @contextlib.contextmanager
 def transformers_serve(
-    model_dir: Path, log: Path, *, max_model_len: int | None = None, port: int = 0
+    model_dir: Path,
+    log: Path,
+    *,
+    max_model_len: int | None = None,
+    port: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    extra: tuple[str, ...] = (),
+    threads: int | None = 1,
 ) -> Iterator[ModelServer]:
-    """``transformers serve`` with the model at ``model_dir`` on 127.0.0.1 (CPU, float32,
-    offline), as the only model it serves; its output goes to ``log``."""
+    """``transformers serve`` with the model at ``model_dir`` on 127.0.0.1 (offline), as the
+    only model it serves, with ``extra`` options and ``threads`` CPU threads (None: torch's
+    default); its output goes to ``log``."""
     port = port or free_port()
     exe = Path(sys.executable).with_name("transformers")
     args = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
-    args += ["--device", "cpu", "--dtype", "float32", "--log-level", "warning"]
+    args += ["--device", device, "--dtype", dtype, "--log-level", "warning", *extra]
     if max_model_len is not None:
         args += ["--max-model-len", str(max_model_len)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     with open(log, "ab") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=out, start_new_session=True)
     server = ModelServer(proc, f"http://127.0.0.1:{port}/v1", log)
