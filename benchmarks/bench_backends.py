@@ -11,10 +11,10 @@ openai`` against ``transformers serve`` of the same model, started here on 127.0
 each concurrency. clips/s is counted from the model loaded to the last record (the
 summary's ``clips_per_s``; it includes starting the decoding processes, which import
 transformers to run the image processor there for the in-process backend); the in-process
-run is repeated last, to show the noise of a shared machine. The answers of every later run are compared with the first
-one's (equal expected in float32). ``--model``: the tiny random model (default), ``real``:
-the random real-shape model ``bench_generate.py`` caches in ``.bench_cache/``, or a folder.
-Prints a markdown table.
+run is repeated last, to show the noise of a shared machine. The answers of every later run
+are compared with the first one's (equal expected in float32). ``--model``: the tiny random
+model (default), ``real``: the random real-shape model ``bench_generate.py`` caches in
+``.bench_cache/``, or a folder. Prints a markdown table.
 """
 
 from __future__ import annotations
