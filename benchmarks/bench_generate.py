@@ -254,10 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=4, help="framepipe's batch size")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
+    ap.add_argument("--model", type=Path, default=None, help="a model folder instead")
     ap.add_argument("--skip", choices=["a", "b", "ceiling"], action="append", default=[])
     args = ap.parse_args(argv)
 
-    model_dir = real_shape_model(args.cache)
+    model_dir = args.model or real_shape_model(args.cache)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -270,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     device = str(gen.runtime.device)
     n_params = sum(p.numel() for p in gen.model.parameters())
     print(
-        f"model: random weights, real shapes, {n_params / 1e9:.2f} B parameters, "
+        f"model: {model_dir.name}, random weights, {n_params / 1e9:.2f} B parameters, "
         f"{gen.spec.tokens_per_image} tokens per image; framepipe: {gen.describe()['dtype']}, "
         f"attn {gen.runtime.attn}, batch size {args.batch_size}\n"
     )
