@@ -251,14 +251,38 @@ def test_a_request_that_keeps_failing_is_its_clips_failed_record(
     assert all(r["status"] == "failed" for r in by_clip(out).values())
 
 
-def test_a_refused_key_stops_the_run(videos: Path, tmp_path: Path) -> None:
-    def reply(body: dict[str, Any]) -> Reply:
-        return 401, {"error": {"message": "Incorrect API key provided"}}, {}
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (401, "Incorrect API key provided", "refused the API key (401: Incorrect API key"),
+        (404, "The model `scripted` does not exist.", "does not serve model 'scripted'"),
+        (
+            400,
+            "This model's maximum context length is 4096 tokens. However, you requested 9000 "
+            "tokens (8900 in the messages, 100 in the completion).",
+            "too short a context for 2 frames",
+        ),
+        (
+            400,
+            "The decoder prompt (length 9000) is longer than the maximum model length of 4096.",
+            "too short a context for 2 frames",
+        ),
+    ],
+)
+def test_an_error_every_request_would_hit_stops_the_run(
+    videos: Path, tmp_path: Path, status: int, message: str, expected: str
+) -> None:
+    """What vLLM and OpenAI answer for a refused key, a model not served and a context too
+    short: one line, no failed record per clip, no retry."""
 
-    refused = pytest.raises(StopRunError, match=r"refused the API key \(401: Incorrect API key")
-    with scripted_openai_server(reply) as (url, received), refused:
-        caption([videos], tmp_path / "o.jsonl", backend=OpenAIBackend(url), workers=1)
-    assert 1 <= len(received) <= 8  # the requests already in flight, no retries, no more
+    def reply(body: dict[str, Any]) -> Reply:
+        return status, {"object": "error", "message": message, "code": status}, {}
+
+    out = tmp_path / "o.jsonl"
+    with scripted_openai_server(reply) as (url, received), pytest.raises(StopRunError) as err:
+        caption([videos], out, backend=OpenAIBackend(url, max_concurrency=2), workers=1)
+    assert expected in str(err.value) and "\n" not in str(err.value)
+    assert 1 <= len(received) <= 2 and not out.exists()  # those in flight, no retries
 
 
 def test_sampling_settings_are_sent_as_api_parameters(videos: Path, tmp_path: Path) -> None:
