@@ -280,7 +280,8 @@ def test_an_error_every_request_would_hit_stops_the_run(
 
     out = tmp_path / "o.jsonl"
     with scripted_openai_server(reply) as (url, received), pytest.raises(StopRunError) as err:
-        caption([videos], out, backend=OpenAIBackend(url, max_concurrency=2), workers=1)
+        backend = OpenAIBackend(url, max_concurrency=2)
+        caption([videos], out, backend=backend, sample=SampleConfig(n=2), workers=1)
     assert expected in str(err.value) and "\n" not in str(err.value)
     assert 1 <= len(received) <= 2 and not out.exists()  # those in flight, no retries
 
