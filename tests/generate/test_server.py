@@ -92,13 +92,11 @@ def test_same_answers_as_the_in_process_backend(
 
 
 def test_a_server_killed_mid_run_gives_failed_records_and_a_rerun_completes_them(
-    tiny_model_dir: Path, videos: Path, tmp_path: Path
+    openai_server: ModelServer, tiny_model_dir: Path, videos: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
-    port = free_port()
     kw: dict[str, Any] = {"sample": SampleConfig(n=2, clip_seconds=0.5), "workers": 1}
-    log = tmp_path / "serve.log"
-    with transformers_serve(tiny_model_dir, log, port=port) as server:
+    with transformers_serve(tiny_model_dir, tmp_path / "serve.log") as server:
         backend = OpenAIBackend(
             server.url, settings=SETTINGS, max_concurrency=1, retries=1, backoff_s=0.05
         )
@@ -107,9 +105,10 @@ def test_a_server_killed_mid_run_gives_failed_records_and_a_rerun_completes_them
     for source, error in first.failed:
         assert error.startswith(source) and "\n" not in error
         assert f"the server at {server.url} failed" in error and "after 2 tries" in error
-    with transformers_serve(tiny_model_dir, log, port=port) as server:
-        backend = OpenAIBackend(server.url, settings=SETTINGS)
-        second = caption([videos], out, backend=backend, **kw)
+    # the same model served at another address: the resume key holds the model, not the URL
+    second = caption(
+        [videos], out, backend=OpenAIBackend(openai_server.url, settings=SETTINGS), **kw
+    )
     assert (second.done, second.skipped, len(second.failed)) == (2, 4, 0)
     recs = by_clip(out)  # exactly one record per clip, all answered
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs.values())
