@@ -1,14 +1,16 @@
 """The pieces of a generation batch that need no model: the units that share one prefill,
-token-id arithmetic, the prefill itself, padding, and out-of-memory and CUDA-error detection.
+token-id arithmetic, the prefill itself, the static cache fill and padding, and
+out-of-memory and CUDA-error detection.
 
 Used by :class:`framepipe.generate.generator.Generator`; see its module docstring for how a
-batch runs. Everything here that calls transformers uses its public API only (``forward``
-and ``generate`` with a cache, ``DynamicCache``/``StaticCache`` and their ``update``); the
-one thing that changed name between releases, the cache argument (``past_key_values``, then
-``cache``), is read from the model's own signature (:func:`cache_argument`).
-:func:`fast_path_supported` says whether this transformers is one the shared-prefix path was
-tested on; elsewhere the generator answers through plain ``model.generate``
-(:func:`plain_generate`).
+batch runs. What calls transformers uses its public API (``forward`` and ``generate`` with a
+cache, ``DynamicCache``, ``StaticCache``), with two exceptions kept here: the cache argument,
+renamed between releases (``past_key_values``, then ``cache``), is read from the model's own
+signature (:func:`cache_argument`), and :func:`fill_static_layer` writes a static cache
+layer's buffers itself, because the public ``update`` needs a gathered copy of the prefix
+first (1.3-2x the time of the fill on the CPU, measured: BENCHMARKS.md). The generator takes
+this path only on the transformers releases it was tested on (:func:`fast_path_supported`);
+elsewhere it answers through plain ``model.generate`` (:func:`plain_generate`).
 """
 
 from __future__ import annotations
@@ -155,6 +157,27 @@ def unanswered(u: Unit, answered: list[list[bool]]) -> Unit | None:
         u.prefix_len,
         u.pixel_values,
     )
+
+
+def fill_static_layer(layer: Any, k: Any, v: Any, rows: Any) -> None:
+    """Start a static cache layer with the prefilled keys and values of ``rows`` (one row of
+    ``k``/``v`` per cache row). The rows are copied straight into the layer's buffers: a
+    gathered copy first (``index_select``, what the public ``update`` needs) would be one
+    more pass over every frame's keys and values, in fresh memory, per question."""
+    from transformers.cache_utils import StaticLayer
+
+    if type(layer) is not StaticLayer or layer.is_initialized:
+        # e.g. a sliding-window layer, which keeps more state: its own update does the same
+        layer.update(k.index_select(0, rows), v.index_select(0, rows))
+        return
+    n, width = len(rows), k.shape[2]
+    layer.lazy_initialization(k[:1].expand(n, -1, -1, -1), v[:1].expand(n, -1, -1, -1))
+    keys: Any = layer.keys
+    values: Any = layer.values
+    for r, b in enumerate(rows.tolist()):
+        keys[r, :, :width].copy_(k[b])
+        values[r, :, :width].copy_(v[b])
+    layer.cumulative_length.fill_(width)
 
 
 def pad_left(t: Any, width: int) -> Any:

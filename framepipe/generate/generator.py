@@ -49,6 +49,7 @@ from framepipe.generate.batching import (
     cache_argument,
     expand,
     fast_path_supported,
+    fill_static_layer,
     free_cuda,
     generation_config,
     images_of,
@@ -415,8 +416,8 @@ class Generator:
             # dynamic cache would copy all of it (frames included) once per new token.
             size = prefix.shape[1] + suffix.shape[1] + gen_cfg.max_new_tokens
             sub = StaticCache(config=model.config, max_cache_len=size)
-            for i, (k, v) in enumerate(layers):
-                sub.update(k.index_select(0, cache_idx), v.index_select(0, cache_idx), i)
+            for layer, (k, v) in zip(list(sub.layers), layers):
+                fill_static_layer(layer, k, v, cache_idx)
             input_ids = torch.cat([prefix[idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[idx], suffix_mask], dim=1).to(dev)
             self._seed()

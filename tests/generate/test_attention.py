@@ -16,6 +16,7 @@ from framepipe.generate.attention import (
     _short_query_attention,
     cpu_sdpa_attention_forward,
 )
+from framepipe.generate.batching import fill_static_layer as _fill_static_layer
 
 
 def _module(groups: int = 1, causal: bool = True) -> Any:
@@ -121,3 +122,40 @@ def test_registered_with_transformers() -> None:
     assert attention.register() == CPU_SDPA
     assert AttentionInterface()[CPU_SDPA] is attention.cpu_sdpa_attention_forward
     assert AttentionMaskInterface()[CPU_SDPA] is AttentionMaskInterface()["sdpa"]
+
+
+def test_static_cache_fill_equals_its_own_update() -> None:
+    from transformers.cache_utils import StaticLayer
+
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(3, 4, 7, 8, generator=g).to(torch.bfloat16)
+    v = torch.randn(3, 4, 7, 8, generator=g).to(torch.bfloat16)
+    rows = torch.tensor([2, 0, 2, 1])
+    ours, theirs = StaticLayer(max_cache_len=12), StaticLayer(max_cache_len=12)
+    _fill_static_layer(ours, k, v, rows)
+    theirs.update(k.index_select(0, rows), v.index_select(0, rows))
+    assert torch.equal(ours.keys, theirs.keys)
+    assert torch.equal(ours.values, theirs.values)
+    assert int(ours.get_seq_length()) == int(theirs.get_seq_length()) == 7
+    # the next token lands after the prefix in both
+    nk = torch.randn(4, 4, 1, 8, generator=g).to(torch.bfloat16)
+    ours.update(nk, nk)
+    theirs.update(nk, nk)
+    assert torch.equal(ours.keys, theirs.keys)
+
+
+def test_static_cache_fill_leaves_sliding_window_layers_to_their_own_update() -> None:
+    from transformers.cache_utils import StaticSlidingWindowLayer
+
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(2, 2, 6, 4, generator=g)
+    rows = torch.tensor([1, 1, 0])
+    ours = StaticSlidingWindowLayer(max_cache_len=40, sliding_window=8)
+    theirs = StaticSlidingWindowLayer(max_cache_len=40, sliding_window=8)
+    _fill_static_layer(ours, k, k, rows)
+    theirs.update(k.index_select(0, rows), k.index_select(0, rows))
+    for _ in range(12):  # past the window: the layer must know how full it is
+        nk = torch.randn(3, 2, 1, 4, generator=g)
+        a, _ = ours.update(nk, nk)
+        b, _ = theirs.update(nk, nk)
+        assert torch.equal(a, b)
