@@ -458,6 +458,38 @@ def test_caption_stops_at_a_sticky_cuda_error_and_a_rerun_resumes(
     assert len({r["key"] for r in recs}) == len(recs) == 4
 
 
+def test_pixel_values_are_made_in_the_decoding_processes(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image processor runs where the clips are decoded: the generation process gets
+    pixel values and never preprocesses (it would fail here), with the same answers."""
+    import engine_plugins
+
+    from framepipe.generate.config import Prepared
+    from framepipe.generate.spec import PixelValues
+    from framepipe.runs.caption import caption
+
+    for k in range(2):
+        engine_plugins.make_video(tmp_path / f"v{k}.mp4", 12, seed=k)
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "questions": QUESTIONS[:1]}
+    expected = caption([tmp_path], None, generator=fresh(gen, 4), workers=0, **kw)
+    seen: list[type] = []
+
+    class Spy(Generator):
+        def _units(self, index: int, r: Request, *args: Any) -> Any:
+            seen.append(type(r.images))
+            return super()._units(index, r, *args)
+
+    def boom(self: PixelValues, images: Any) -> Any:
+        raise AssertionError("preprocessed in the generation process")
+
+    monkeypatch.setattr(PixelValues, "__call__", boom)
+    spy = Spy(gen.model, gen.spec, gen.runtime, GenerationSettings(6, batch_size=4))
+    got = caption([tmp_path], None, generator=spy, workers=1, **kw)
+    assert got.ok and seen == [Prepared, Prepared]
+    assert [r.answers for r in got.records] == [r.answers for r in expected.records]
+
+
 def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:
     from framepipe.generate.batching import is_oom as _is_oom
 
