@@ -190,8 +190,10 @@ class ClipJob:
 
     def images(self) -> Any:
         """The frames for the answerer: prepared, else as read."""
-        assert self.ok, "the clip has no frames"
-        return self.prepared if self.prepared is not None else self.batch.images()  # type: ignore[union-attr]
+        if self.prepared is not None:
+            return self.prepared
+        assert self.batch is not None, "the clip has no frames"
+        return self.batch.images()
 
     @property
     def key(self) -> str | None:

@@ -179,8 +179,7 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
     )
     try:
         for job in jobs:
-            job = run_finish(setup.finish, job)
-            _send_job(conn, setup, run_prepare(setup.prepare if setup.send_frames else None, job))
+            _send_job(conn, setup, run_prepare(setup.prepare, run_finish(setup.finish, job)))
             if conn.recv()[0] != "next":
                 return False
     finally:
