@@ -236,6 +236,39 @@ def ceiling(n_frames: int, text_tokens: int, card_s: float | None) -> None:
         )
 
 
+def cache_fill(device: str, rows: int = 5, tokens: int = 8 * 729 + 40, reps: int = 3) -> None:
+    """(fill) Starting each question's static cache from the prefilled prefix: framepipe's
+    fill (straight into StaticLayer's buffers) against the public ``Cache.update`` of the
+    gathered rows, for the real text model's shapes (24 layers, 16 heads of 64, bfloat16)."""
+    import torch
+    from transformers import Qwen2Config, StaticCache
+
+    from framepipe.generate.batching import fill_static_layer
+
+    shape = (2, 16, tokens, 64)
+    layers = [(torch.randn(shape, dtype=torch.bfloat16, device=device),) * 2 for _ in range(24)]
+    idx = torch.tensor([0] * (rows - 2) + [1, 1], device=device)
+    text = Qwen2Config(**{**REAL_TEXT, "vocab_size": 16})
+    seconds = {}
+    for way in ("framepipe", "public update", "framepipe", "public update"):
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            cache = StaticCache(config=text, max_cache_len=tokens + 64)
+            for i, (k, v) in enumerate(layers):
+                if way == "framepipe":
+                    fill_static_layer(cache.layers[i], k, v, idx)
+                else:
+                    cache.update(k.index_select(0, idx), v.index_select(0, idx), i)
+        _sync(device)
+        seconds[way] = min(seconds.get(way, 1e9), (time.perf_counter() - t0) / reps)
+    print(f"(fill) {rows} question rows from 2 prefixes of {tokens} tokens, 24 layers, {device}\n")
+    print("| way | ms per fill | vs framepipe |\n|---|---:|---:|")
+    for way, s_ in seconds.items():
+        print(f"| {way} | {s_ * 1000:.0f} | {s_ / seconds['framepipe']:.2f}x |")
+    print()
+
+
 def _sync(device: str) -> None:
     import torch
 
@@ -254,10 +287,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=4, help="framepipe's batch size")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--cache", type=Path, default=ROOT / ".bench_cache")
-    ap.add_argument("--skip", choices=["a", "b", "ceiling"], action="append", default=[])
+    ap.add_argument("--model", type=Path, default=None, help="a model folder instead")
+    ap.add_argument("--skip", choices=["a", "b", "ceiling", "fill"], action="append", default=[])
     args = ap.parse_args(argv)
 
-    model_dir = real_shape_model(args.cache)
+    model_dir = args.model or real_shape_model(args.cache)
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -270,12 +304,14 @@ def main(argv: list[str] | None = None) -> None:
     device = str(gen.runtime.device)
     n_params = sum(p.numel() for p in gen.model.parameters())
     print(
-        f"model: random weights, real shapes, {n_params / 1e9:.2f} B parameters, "
+        f"model: {model_dir.name}, random weights, {n_params / 1e9:.2f} B parameters, "
         f"{gen.spec.tokens_per_image} tokens per image; framepipe: {gen.describe()['dtype']}, "
         f"attn {gen.runtime.attn}, batch size {args.batch_size}\n"
     )
     gen.answer([Request(make_clips(1, 1)[0], ["Hi?"])])  # warm-up
 
+    if "fill" not in args.skip:
+        cache_fill(device)
     if "b" not in args.skip:
         gen.settings = GenerationSettings(max_new_tokens=32, batch_size=max(5, args.batch_size))
         gen.batch_size = gen.settings.batch_size

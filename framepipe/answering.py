@@ -7,8 +7,9 @@ once where the answers are made and turns a stream of decoded
 :class:`~framepipe.records.ClipJob`\\ s into records, ``batch_size`` clips at a time: a clip
 that failed before passes through as its failed record, a batch that fails is retried clip
 by clip so that one bad clip does not fail the others, and a clip the backend cannot answer
-becomes a failed record (``stage: generate``). Both engines answer through it: the local one
-in the caption process, the Ray engine inside each generation actor.
+becomes a failed record (``stage: generate``); an error every later clip would hit too
+(:class:`~framepipe.errors.StopRunError`) stops the run. Both engines answer through it: the
+local one in the caption process, the Ray engine inside each generation actor.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from framepipe.errors import FramepipeError, GenerationError
+from framepipe.errors import FramepipeError, GenerationError, StopRunError
 from framepipe.questions import default_question
 from framepipe.records import ClipJob
 from framepipe.types import ClipResult
@@ -119,7 +120,7 @@ class Answering:
         t0 = time.perf_counter()
         out: list[ClipResult] = []
         for job, result in zip(jobs, self._results(jobs)):
-            job.batch = None  # free the frames
+            job.batch = job.prepared = None  # free the frames
             if isinstance(result, BaseException):
                 out.append(self._record(job.fail(result, stage="generate")))
                 continue
@@ -127,12 +128,16 @@ class Answering:
                 "prompt": int(result.prompt_tokens),
                 "new": [int(x) for x in result.new_tokens],
             }
+            width = getattr(result, "batch_size", None)
             rec = self._record(
                 job,
                 prompt=result.prompt,
                 answers=list(result.answers),
                 timings_s={"generate_s": round(float(result.generate_s), 4)},
                 tokens=tokens,
+                generation={**self._generation, "effective_batch_size": width}
+                if width
+                else self._generation,
             )
             out.append(rec)
         self.generate_s += time.perf_counter() - t0
@@ -149,13 +154,9 @@ class Answering:
         outcome = {} if tokens is None else {"tokens": tokens}
         extra = {**self._system, **outcome, **self._note}
         questions = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
+        fields.setdefault("generation", self._generation)
         return job.record(
-            questions=questions,
-            model=self.model,
-            generation=self._generation,
-            timings_s=timings_s,
-            extra=extra,
-            **fields,
+            questions=questions, model=self.model, timings_s=timings_s, extra=extra, **fields
         )
 
     def _results(self, jobs: list[ClipJob]) -> list[Any]:
@@ -165,11 +166,12 @@ class Answering:
 
         reqs = []
         for job in jobs:
-            assert job.batch is not None
             qs = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
-            reqs.append(Request(job.batch.images(), qs, self.spec.system))
+            reqs.append(Request(job.images(), qs, self.spec.system))
         try:
             return self._answers(reqs)
+        except StopRunError:
+            raise
         except Exception as exc:
             if not isinstance(exc, FramepipeError):
                 log.exception("generation failed for a batch of %d clip(s)", len(reqs))
@@ -179,6 +181,8 @@ class Answering:
         for req in reqs:
             try:
                 out.extend(self._answers([req]))
+            except StopRunError:
+                raise
             except Exception as exc:
                 out.append(exc)
         return out

@@ -73,6 +73,12 @@ class GenerationError(FramepipeError):
     """Generation failed for a batch of clips."""
 
 
+class StopRunError(FramepipeError):
+    """An error every later clip would hit too (a server that refuses every request for the
+    same reason, a GPU left unusable by a CUDA error): the run stops with its one line, what
+    was written stays, and the same command run again resumes."""
+
+
 class OutputError(FramepipeError):
     """An output path cannot be written or an existing output cannot be read."""
 

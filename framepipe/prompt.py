@@ -173,13 +173,16 @@ def _one_text(text: Any) -> str:
     return text
 
 
+def user_body(n_images: int, texts: Sequence[str], segments: Sequence[Segment] | None) -> str:
+    """The user turn's content as text: the images as placeholders (each source's after its
+    label), then the text items, one per line."""
+    if segments is not None:
+        return segments_body(segments, texts)
+    return IMAGE_TOKEN * n_images + "\n" + "\n".join(texts)
+
+
 def _plain_prompt(
     n_images: int, texts: Sequence[str], system: str | None, segments: Sequence[Segment] | None
 ) -> str:
-    body = (
-        segments_body(segments, texts)
-        if segments is not None
-        else IMAGE_TOKEN * n_images + "\n" + "\n".join(texts)
-    )
     head = f"{system}\n" if system else ""
-    return f"{head}USER: {body} ASSISTANT:"
+    return f"{head}USER: {user_body(n_images, texts, segments)} ASSISTANT:"

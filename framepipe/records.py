@@ -210,11 +210,21 @@ class ClipJob:
     """The decoded frames (None once they are dropped, or when the clip failed)."""
     error: str | None = None
     """The one-line error of a failed clip (None while it is ok)."""
+    prepared: Any = None
+    """Its frames as the answering backend's prepare step made them where the clip was read
+    (the frames themselves are then dropped); None otherwise."""
 
     @property
     def ok(self) -> bool:
         """Whether the clip is ok and has its frames (the answerer needs them)."""
-        return self.error is None and self.batch is not None
+        return self.error is None and (self.batch is not None or self.prepared is not None)
+
+    def images(self) -> Any:
+        """The frames for the answerer: prepared, else as read."""
+        if self.prepared is not None:
+            return self.prepared
+        assert self.batch is not None, "the clip has no frames"
+        return self.batch.images()
 
     @property
     def key(self) -> str | None:
@@ -246,7 +256,7 @@ class ClipJob:
         """Fail the clip (its frames are dropped); ``stage`` names where an error that is not
         the input's own (a bug, a crash, a hang, the model) happened. Returns the job."""
         self.error = error_text(self.source, error, doing)
-        self.batch = None
+        self.batch = self.prepared = None
         if stage is not None:
             self.fields["extra"] = {**self.extra, "stage": stage}
         return self

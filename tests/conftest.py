@@ -1,4 +1,5 @@
-"""Shared fixtures: generated test media (made once per test session)."""
+"""Shared fixtures: generated test media and models, and an OpenAI-compatible server (made
+once per test session)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import av  # noqa: F401 - before anything imports decord (see sources/_video_decord.py)
 import media
 import pytest
+from remote_servers import ModelServer, transformers_serve
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +54,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def openai_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServer]:
+    """``transformers serve`` with the tiny model on 127.0.0.1 (CPU, float32), started once
+    per test session; its context is cut to 100 tokens (4 frames of the tiny model fit, 6 do
+    not), as a server started with too short a ``--max-model-len`` would be."""
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with transformers_serve(tiny_model_dir, log, max_model_len=100) as server:
+        yield server

@@ -7,6 +7,7 @@ leaving a flag file so that the retried call, on the restarted actor, answers.
 ``SlowEcho`` takes a known time per batch. ``on_node`` is a sampler like ``uniform`` (after
 ``delay_s``) whose records name the node that read them: the process id of the node's
 raylet (each node of a cluster has its own).
+``StopsTheRun`` answers its first batch, then raises the error that stops a run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe.errors import StopRunError
 from framepipe.generate.config import Answer
 from framepipe.samplers.uniform import uniform
 from framepipe.types import ClipSpec, Selection, SourceInfo
@@ -75,3 +77,17 @@ class KillOnce:
             self.flag.write_text(str(os.getpid()))
             os._exit(9)
         return list(self.inner.answer_each(requests))
+
+
+class StopsTheRun(EchoGenerator):
+    """Answers the first batch, then raises :class:`StopRunError` (as a GPU left unusable
+    by a CUDA error does)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def answer_each(self, requests: Sequence[Any]) -> list[Answer]:
+        self.calls += 1
+        if self.calls > 1:
+            raise StopRunError("cuda:0: CUDA error: an illegal memory access was encountered")
+        return super().answer_each(requests)

@@ -1,13 +1,17 @@
-"""Real servers on 127.0.0.1 for the remote-input and remote-output tests: an HTTP file
-server in a thread (Content-Length, Last-Modified, ETag, HEAD; it counts the GETs of each
-path) and an S3-compatible server process (moto's server mode; the ``s3`` and
-``s3_credentials`` fixtures, for the modules that import them)."""
+"""Real servers on 127.0.0.1 for the tests: an HTTP file server in a thread (Content-Length,
+Last-Modified, ETag, HEAD; it counts the GETs of each path), an S3-compatible server process
+(moto's server mode; the ``s3`` and ``s3_credentials`` fixtures, for the modules that import
+them), an OpenAI-compatible server process (``transformers serve`` with a local model) and a
+scripted OpenAI-shaped server in a thread (it answers what a test tells it to, e.g. the
+errors vLLM sends)."""
 
 from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +19,8 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -143,3 +148,125 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     (the client reads them from the environment, as on a real machine)."""
     for k, v in S3_ENV.items():
         monkeypatch.setenv(k, v)
+
+
+@dataclass
+class ModelServer:
+    """A running ``transformers serve`` process (its own process group)."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    """The API root, ``http://127.0.0.1:PORT/v1``."""
+    log: Path
+
+    def kill(self) -> None:
+        """Kill the server and the model process it started."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@contextlib.contextmanager
+def transformers_serve(
+    model_dir: Path,
+    log: Path,
+    *,
+    max_model_len: int | None = None,
+    port: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+    extra: tuple[str, ...] = (),
+    threads: int | None = 1,
+) -> Iterator[ModelServer]:
+    """``transformers serve`` with the model at ``model_dir`` on 127.0.0.1 (offline), as the
+    only model it serves, with ``extra`` options and ``threads`` CPU threads (None: torch's
+    default); its output goes to ``log``."""
+    port = port or free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    args = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    args += ["--device", device, "--dtype", dtype, "--log-level", "warning", *extra]
+    if max_model_len is not None:
+        args += ["--max-model-len", str(max_model_len)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=out, start_new_session=True)
+    server = ModelServer(proc, f"http://127.0.0.1:{port}/v1", log)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(server.url + "/models", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"transformers serve did not start:\n{tail}") from None
+                time.sleep(0.3)
+        yield server
+    finally:
+        server.kill()
+
+
+Reply = tuple[int, dict[str, object], dict[str, str]]
+"""A scripted answer: status, JSON body, headers."""
+
+
+def chat_reply(text: str, model: str = "scripted") -> Reply:
+    """A successful chat completion answering ``text``."""
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13},
+    }
+    return 200, body, {}
+
+
+@contextlib.contextmanager
+def scripted_openai_server(
+    reply: Callable[[dict[str, object]], Reply], models: tuple[str, ...] = ("scripted",)
+) -> Iterator[tuple[str, list[dict[str, object]]]]:
+    """An OpenAI-shaped server in a thread: ``GET /v1/models`` lists ``models``; each
+    ``POST /v1/chat/completions`` gets ``reply(body)``. Yields the API root and the bodies
+    received."""
+    received: list[dict[str, object]] = []
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+        def send(self, status: int, body: object, headers: dict[str, str]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            data = [{"id": m, "object": "model", "max_model_len": 4096} for m in models]
+            self.send(200, {"object": "list", "data": data}, {})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body["authorization"] = self.headers.get("Authorization")
+            with lock:
+                received.append(body)
+            self.send(*reply(body))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

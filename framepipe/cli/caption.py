@@ -23,6 +23,8 @@ from framepipe.cli.options import (
     options,
     run_arguments,
 )
+from framepipe.errors import FramepipeError
+from framepipe.generate.backend import BACKENDS
 from framepipe.generate.config import (
     ATTN,
     DEFAULT_MODEL,
@@ -53,6 +55,16 @@ MODEL: list[Row] = [
     ("--offline", bool, None,
      "Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1)."),
     ("--do-sample", bool, None, "Sample instead of greedy decoding."),
+]
+OPENAI = "--backend openai: "
+BACKEND: list[Row] = [
+    ("--backend", BACKENDS, "transformers",
+     "Where answers are made: transformers (the model in this process) or openai (an "
+     "OpenAI-compatible server: vLLM, SGLang, TGI, transformers serve; --model then names the "
+     "server's model, by default its only one)."),
+    ("--base-url", str, None, OPENAI + "the server's API root, http://HOST:PORT/v1."),
+    ("--api-key", str, Unset("OPENAI_API_KEY"), OPENAI + "its API key."),
+    ("--max-concurrency", click.IntRange(min=1), 8, OPENAI + "requests in flight at once."),
 ]
 # fmt: on
 
@@ -106,6 +118,23 @@ def model_config_from(kw: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**values)
 
 
+def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSettings) -> Any:
+    """The generation backend the options name (popped from ``kw``); None for the model in
+    this process."""
+    name, url = kw.pop("backend"), kw.pop("base_url")
+    key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
+    if name == "transformers":
+        if url:
+            raise click.UsageError("--base-url is for --backend openai")
+        return None
+    if not url:
+        raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
+    try:
+        return BACKENDS.get(name)(url, model, settings, api_key=key, max_concurrency=concurrency)
+    except FramepipeError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
 def read_questions_file(path: str) -> list[str]:
     """One question per line; blank lines and lines starting with ``#`` are skipped."""
     try:
@@ -122,7 +151,7 @@ def read_questions_file(path: str) -> list[str]:
 
 
 @click.command("caption", cls=Command)
-@options(ROWS, MODEL, GENERATION_ROWS, RUN, LOCAL, GENERATE_ACTORS)
+@options(ROWS, MODEL, BACKEND, GENERATION_ROWS, RUN, LOCAL, GENERATE_ACTORS)
 def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     """Ask a vision-language model about n frames of every clip; one JSON line per clip.
 
@@ -142,9 +171,12 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     questions_file = kw.pop("questions_file")
     if questions_file:
         qs += read_questions_file(questions_file)
+    model_id = kw.get("model")
     model = model_config_from(kw)
     check_questions(qs or None)  # bad text is a usage error, before anything runs
     check_system(kw["system"])
+    backend = backend_from(kw, model_id, settings)
+    model_kw = {"backend": backend} if backend else {"model": model, "settings": settings}
     summary = run_with_progress(
         caption,
         cfg,
@@ -153,8 +185,7 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
         paths=paths,
         sample=cfg,
         output=output,
-        model=model,
-        settings=settings,
+        **model_kw,
         questions=qs or None,
         **kw,
         **run_kw,

@@ -32,6 +32,9 @@ DEFAULT_DECODE_TIMEOUT_S = 300.0
 Finish = Callable[[ClipJob], None]
 """A picklable function run on each clip read without error, in the decoding process (e.g.
 saving its frames: it adds their paths with ``job.add``, or fails the job)."""
+Prepare = Callable[[list[Any]], Any]
+"""A picklable function that makes a clip's frames into what the answering backend takes,
+in the decoding process (see :meth:`~framepipe.generate.backend.BackendSpec.prepare`)."""
 
 OnPlan = Callable[[InputPlan], None]
 """Called in the caller's thread with the plan of each input read to its end (the run keeps
@@ -65,6 +68,11 @@ class Work:
     def sends_frames(self) -> bool:
         """Whether decoded frames come back from the decoding processes."""
         return self.keep_frames or self.answer is not None
+
+    def preparer(self) -> Prepare | None:
+        """What the decoding processes make of each clip's frames for the answering backend
+        (None: the frames come back as they are)."""
+        return self.answer.backend.prepare() if self.answer is not None else None
 
     def __post_init__(self) -> None:
         t = self.decode_timeout_s

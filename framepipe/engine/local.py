@@ -31,7 +31,13 @@ from framepipe.engine.base import (
     default_workers,
 )
 from framepipe.engine.supervisor import DecoderProcess, Skipped
-from framepipe.engine.worker import WorkerSetup, WorkItem, plugin_modules, run_finish
+from framepipe.engine.worker import (
+    WorkerSetup,
+    WorkItem,
+    plugin_modules,
+    run_finish,
+    run_prepare,
+)
 from framepipe.errors import ConfigError
 from framepipe.read_clips import read_clips
 from framepipe.records import ClipJob, done_count
@@ -131,6 +137,7 @@ class LocalEngine(EngineBase, Closing):
             cfg=work.cfg,
             done=done,
             finish=work.finish,
+            prepare=work.preparer(),
             send_frames=keep,
             use_shm=self.use_shm,
             imports=self.imports,
@@ -179,6 +186,7 @@ class LocalEngine(EngineBase, Closing):
             self.count_skips(count)
             return count > 0
 
+        prepare = work.preparer() if keep else None
         for task in tasks:
             reads = read_clips(
                 task.item,
@@ -188,7 +196,7 @@ class LocalEngine(EngineBase, Closing):
                 on_plan=lambda plan: self.input_end(0, plan),
             )
             for job in reads:
-                run_finish(work.finish, job)
+                run_prepare(prepare, run_finish(work.finish, job))
                 if not keep:
                     job.batch = None
                 yield job

@@ -5,10 +5,10 @@ records back, one Ray Data execution per window of ``window`` inputs (so an inpu
 any length holds at most a window in the driver)::
 
     inputs ──► read: ReadStage actors (CPU) ──► generate: GenerateStage actors (GPU/CPU) ──► driver
-               plan, select, decode in a        load the model once, answer         records to
+               plan, select, decode in a        load the backend once, answer       records to
                supervised decoder process;      batches; failed clips pass          the run
-               frames resized to the model's    through as records
-               input size
+               frames prepared for the          through as records
+               backend (pixel values)
 
 - **read** (:class:`~framepipe.engine.ray_stages.ReadStage`): ``decode_actors`` actors of
   ``decode_cpus`` CPUs, each with one decoder process under the decoder supervisor (a crash
@@ -16,7 +16,8 @@ any length holds at most a window in the driver)::
   done (their keys are put in the object store once) are skipped before decoding.
 - **generate** (:class:`~framepipe.engine.ray_stages.GenerateStage`, caption only):
   ``generate_actors`` actors of ``generate_gpus`` GPUs each (default: one per GPU; on a
-  cluster without GPUs CPU actors of ``generate_cpus``). Its resources differ from the read
+  cluster without GPUs, or for a backend that runs no model here such as a server's HTTP
+  clients, CPU actors of ``generate_cpus``). Its resources differ from the read
   stage's, so Ray Data never fuses the two operators (:attr:`RayEngine.stats` shows both).
 
 :func:`connect` joins ``address`` (or ``RAY_ADDRESS``) or starts a local Ray; an
@@ -139,11 +140,12 @@ class RayEngine(EngineBase):
     def from_options(cls, options: EngineOptions) -> RayEngine:
         return cls(options.ray, on_skip=options.on_skip)
 
-    def resources(self, generate: bool) -> dict[str, Any]:
+    def resources(self, generate: bool, gpu: bool = True) -> dict[str, Any]:
         """Actors (``(min, max)``, max None: as many as the cluster places) and resources per
-        stage, from the options and the cluster. ConfigError only for what can never be
-        placed: an actor bigger than every node (and node type the autoscaler may add), or
-        minimum pools larger than a cluster without an autoscaler."""
+        stage, from the options and the cluster (``gpu``: whether the backend wants one).
+        ConfigError only for what can never be placed: an actor bigger than every node (and
+        node type the autoscaler may add), or minimum pools larger than a cluster without an
+        autoscaler."""
         o = self.options
         total = self.ray.cluster_resources()
         cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
@@ -151,7 +153,9 @@ class RayEngine(EngineBase):
         out: dict[str, Any] = {"cluster_cpus": cpus, "cluster_gpus": gpus}
         used = 0.0
         if generate:
-            g = o.generate_gpus if o.generate_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+            g = o.generate_gpus
+            if g is None:
+                g = 1.0 if gpus >= 1 and gpu else 0.0
             given = pool_bounds(o.generate_actors, "generate actors")
             lo, hi = given or ((max(1, int(gpus // g)), None) if g > 0 else (1, 1))
             out["generate"] = {"actors": (lo, hi), "num_gpus": g, "num_cpus": o.generate_cpus}
@@ -188,7 +192,8 @@ class RayEngine(EngineBase):
         ray = self.ray
         self.on_plan = on_plan
         answer = work.answer
-        self.plan = res = self.resources(answer is not None)
+        gpu = answer is not None and bool(getattr(answer.backend, "wants_gpu", True))
+        self.plan = res = self.resources(answer is not None, gpu)
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False
         quiet_ray_data()
@@ -198,12 +203,12 @@ class RayEngine(EngineBase):
         setup = WorkerSetup(
             cfg=work.cfg,
             finish=work.finish,
+            prepare=work.preparer(),
             send_frames=work.sends_frames,
             imports=imports,
             log_level=level,
         )
-        reduce = answer.backend.frame_size() if answer is not None else None
-        read_spec = pickle.dumps(ReadSpec(setup, work.decode_timeout_s, reduce))
+        read_spec = pickle.dumps(ReadSpec(setup, work.decode_timeout_s))
         done_ref = [ray.put(done)] if done else []
         gen_spec = None if answer is None else pickle.dumps(GenerateSpec(answer, imports, level))
         it = iter(tasks)
@@ -248,7 +253,9 @@ class RayEngine(EngineBase):
                     yield self._received(pickle.loads(blob))
             self.stats = ds.stats()
 
-    def _received(self, out: ClipJob | ClipResult) -> ClipResult:
+    def _received(self, out: ClipJob | ClipResult | Exception) -> ClipResult:
+        if isinstance(out, Exception):  # an error that stops the run (StopRunError)
+            raise out
         rec = out.record() if isinstance(out, ClipJob) else out
         if self.model is None and rec.model is not None:
             self.model = rec.model

@@ -2,17 +2,18 @@
 
 - :class:`ReadStage` (CPU): one supervised decoder process per actor
   (:class:`~framepipe.engine.supervisor.DecoderProcess`), the same read stage and the same
-  failed records as the local engine; frames reduced to the model's input size before they
-  enter the object store. Rows in: ``{"task": pickle of (task id, EngineTask)}``, one input
-  per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0, "plan": b""}`` per clip,
-  and one ``{"out": b"", "skipped": k, "plan": pickle of its InputPlan or b""}`` per input
-  counting its clips skipped as done.
+  failed records as the local engine; frames prepared for the answering backend (e.g. its
+  pixel values) before they enter the object store. Rows in: ``{"task": pickle of (task id,
+  EngineTask)}``, one input per call. Rows out: ``{"out": pickle of ClipJob, "skipped": 0,
+  "plan": b""}`` per clip, and one ``{"out": b"", "skipped": k, "plan": pickle of its
+  InputPlan or b""}`` per input counting its clips skipped as done.
 - :class:`GenerateStage` (GPU, or CPU on clusters without GPUs): loads the backend once and
   answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
   final ClipResult, ...}`` per clip, the inputs' rows unchanged; ``load_s`` and
-  ``generate_s`` carry the actor's own seconds (each on one row) for the run's summary. An
-  actor that dies (killed, out of host memory) is restarted by Ray and its batch retried,
-  so no clip is lost.
+  ``generate_s`` carry the actor's own seconds (each on one row) for the run's summary; an
+  error that stops the run (:class:`~framepipe.errors.StopRunError`) comes as its pickle
+  after the records made before it. An actor that dies (killed, out of host memory) is
+  restarted by Ray and its batch retried, so no clip is lost.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from framepipe.answering import Answering, AnswerSpec
 from framepipe.engine.base import EngineTask
 from framepipe.engine.supervisor import DecoderProcess, Skipped
 from framepipe.engine.worker import WorkerSetup, WorkItem
-from framepipe.generate.backend import FrameReduce
+from framepipe.errors import StopRunError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ class ReadSpec:
     setup: WorkerSetup
     """The decoder's setup; what is ``done`` is left empty and sent by reference."""
     decode_timeout_s: float | None
-    reduce: FrameReduce | None = None
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,6 @@ class ReadStage:
 
         rs: ReadSpec = pickle.loads(spec)
         _prepare(rs.setup.imports, rs.setup.log_level)
-        self.reduce = rs.reduce
         setup = dataclasses.replace(rs.setup, done=ray.get(done[0]) if done else {})
         self.decoder = DecoderProcess(setup, rs.decode_timeout_s)
         self.decoder.start()  # the child starts (imports) while Ray schedules the first task
@@ -82,9 +81,6 @@ class ReadStage:
                 if isinstance(job, Skipped):
                     rows.append((b"", job.count, pickle.dumps(job.plan) if job.plan else b""))
                     continue
-                if job.ok and self.reduce is not None and job.batch is not None:
-                    frames = self.reduce.images(job.batch.frames)
-                    job.batch = dataclasses.replace(job.batch, frames=frames)
                 rows.append((pickle.dumps(job, protocol=5), 0, b""))
         return _batch(rows)
 
@@ -101,15 +97,19 @@ class GenerateStage:
         gs: GenerateSpec = pickle.loads(spec)
         _prepare(gs.imports, gs.log_level)
         self.answering = Answering(gs.answer)
-        self.load_s = self.answering.load_s  # reported once, with the first batch
+        self.load_s = 0.0  # the load seconds reported so far (the backend loads on first use)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         inputs = zip(batch["out"], batch["skipped"], batch["plan"])
         rows = [(b"", int(n), plan) for blob, n, plan in inputs if not blob]
         jobs = [pickle.loads(blob) for blob in batch["out"] if blob]
         t = self.answering.generate_s
-        rows += [(pickle.dumps(rec, protocol=5), 0, b"") for rec in self.answering.records(jobs)]
-        load_s, self.load_s = self.load_s, 0.0
+        try:
+            for rec in self.answering.records(jobs):
+                rows.append((pickle.dumps(rec, protocol=5), 0, b""))
+        except StopRunError as exc:  # to the driver, which stops the run
+            rows.append((pickle.dumps(exc), 0, b""))
+        load_s, self.load_s = self.answering.load_s - self.load_s, self.answering.load_s
         return _batch(rows, load_s, self.answering.generate_s - t)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.engine.base import Finish
+from framepipe.engine.base import Finish, Prepare
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import one_line_error
 from framepipe.read_clips import read_clips
@@ -53,6 +53,8 @@ class WorkerSetup:
     """What is skipped: done clips, and inputs whose clips are all done (see
     :func:`~framepipe.records.done_count`)."""
     finish: Finish | None = None
+    prepare: Prepare | None = None
+    """The answering backend's step for each clip's frames (see :func:`run_prepare`)."""
     send_frames: bool = True
     use_shm: bool = True
     imports: tuple[str, ...] = ()
@@ -98,6 +100,19 @@ def run_finish(finish: Finish | None, job: ClipJob) -> ClipJob:
             finish(job)
         except Exception as exc:
             job.fail(exc)
+    return job
+
+
+def run_prepare(prepare: Prepare | None, job: ClipJob) -> ClipJob:
+    """Make a read clip's frames into what the answering backend takes (their pixel values,
+    their encoded images), here where the clip was read; the frames are then dropped. An
+    exception fails the clip."""
+    if prepare is not None and job.ok and job.batch is not None:
+        try:
+            job.prepared = prepare(job.batch.images())
+        except Exception as exc:
+            job.fail_unexpected(exc, "prepare")
+        job.batch = None
     return job
 
 
@@ -173,7 +188,7 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
     )
     try:
         for job in jobs:
-            _send_job(conn, setup, run_finish(setup.finish, job))
+            _send_job(conn, setup, run_prepare(setup.prepare, run_finish(setup.finish, job)))
             if conn.recv()[0] != "next":
                 return False
     finally:

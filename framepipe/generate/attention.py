@@ -13,14 +13,15 @@ are all computed in float32 (the keys and values converted a few heads at a time
 result is rounded to the model's dtype once. Against a float64 reference the relative error
 measured 0.16 % where the kernel's was 0.16-0.24 %.
 
-:data:`CPU_SDPA` is registered with transformers' ``AttentionInterface`` (and its mask
-function with ``AttentionMaskInterface``, so masks are built exactly as for ``sdpa``);
-everything but single-token CPU queries - prefill, other devices, features this path does
-not cover - goes to transformers' own ``sdpa`` function.
+:data:`CPU_SDPA` is registered with transformers' public ``AttentionInterface`` (and
+``sdpa``'s mask function with ``AttentionMaskInterface``, so masks are built exactly as for
+``sdpa``); everything but single-token CPU queries - prefill, other devices, features this
+path does not cover - goes to the function registered there as ``sdpa``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -42,11 +43,10 @@ def register() -> str:
     """Register :data:`CPU_SDPA` with transformers (once per process); returns the name."""
     global _registered
     if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+        from transformers import AttentionInterface, AttentionMaskInterface
 
         AttentionInterface.register(CPU_SDPA, cpu_sdpa_attention_forward)
-        ALL_MASK_ATTENTION_FUNCTIONS.register(CPU_SDPA, sdpa_mask)
+        AttentionMaskInterface.register(CPU_SDPA, AttentionMaskInterface()["sdpa"])
         _registered = True
     return CPU_SDPA
 
@@ -65,8 +65,6 @@ def cpu_sdpa_attention_forward(
     """transformers' attention-function signature: ``query`` (batch, heads, q, dim),
     ``key``/``value`` (batch, kv_heads, k, dim), ``attention_mask`` boolean (True = attend)
     or additive, broadcastable to (batch, 1, q, k); returns (batch, q, heads, dim)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     q_len = query.shape[2]
     short = (
         q_len <= SHORT_QUERY
@@ -80,7 +78,7 @@ def cpu_sdpa_attention_forward(
         and key.shape[-1] == query.shape[-1]
     )
     if not short:
-        return sdpa_attention_forward(
+        return _sdpa()(
             module,
             query,
             key,
@@ -92,6 +90,14 @@ def cpu_sdpa_attention_forward(
             **kwargs,
         )
     return _short_query_attention(query, key, value, attention_mask, scaling), None
+
+
+@functools.cache
+def _sdpa() -> Any:
+    """transformers' own ``sdpa`` attention function."""
+    from transformers import AttentionInterface
+
+    return AttentionInterface()["sdpa"]
 
 
 def _causal(module: Any, is_causal: bool | None) -> bool:

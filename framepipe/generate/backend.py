@@ -3,28 +3,32 @@
 A :class:`BackendSpec` is what a run knows before any weight is loaded (picklable, so it
 travels to a cluster's generation actors): it checks that n frames and the questions fit
 (:meth:`~BackendSpec.check`), says what identifies its answers in resume keys
-(:meth:`~BackendSpec.key`) and how its answers are decoded (``settings``), and loads the
-model once where the answers are made (:meth:`~BackendSpec.load`). What it loads is a
-:class:`Backend`: it answers a batch of :class:`~framepipe.generate.config.Request`\\ s, each
-with its answer or its own error, and describes itself for the record (``model``).
+(:meth:`~BackendSpec.key`) and how its answers are decoded (``settings``), what the decoding
+processes make of each clip's frames for it (:meth:`~BackendSpec.prepare`), whether it wants
+a GPU (``wants_gpu``), and loads the model once where the answers are made
+(:meth:`~BackendSpec.load`). What it loads is a :class:`Backend`: it answers a batch of
+:class:`~framepipe.generate.config.Request`\\ s, each with its answer or its own error, and
+describes itself for the record (``model``). An error every later request would hit too is a
+:class:`~framepipe.errors.StopRunError`, which stops the run instead of failing every clip.
 
 Backends are plug-ins in the :data:`BACKENDS` registry. :class:`TransformersBackend` runs the
-model in this process with transformers (:class:`~framepipe.generate.generator.Generator`).
+model in this process with transformers (:class:`~framepipe.generate.generator.Generator`);
+``openai`` (:class:`~framepipe.generate.server.OpenAIBackend`) asks an OpenAI-compatible
+server.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from framepipe.errors import FramepipeError
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.registry import Registry
 
 if TYPE_CHECKING:
@@ -69,63 +73,18 @@ class BackendSpec(Protocol):
         """Whether its answers are noise (a model with random weights)."""
         ...
 
-    def frame_size(self) -> FrameReduce | None:
-        """The frame size the model reads, when resizing frames to it first changes nothing
-        (frames then travel between machines at that size); None otherwise."""
+    wants_gpu: bool
+    """Whether answering runs a model here (a cluster gives its generation actors a GPU)."""
+
+    def prepare(self) -> Callable[[list[np.ndarray]], Prepared] | None:
+        """What the decoding processes make of each clip's frames for this backend (a
+        picklable step, run where the clip is decoded so the answer stage never waits on
+        it), or None to hand the frames over as they are."""
         ...
 
     def load(self) -> Backend:
         """The loaded backend (loaded once per process, then kept)."""
         ...
-
-
-@dataclass(frozen=True)
-class FrameReduce:
-    """Resize frames to the model's input size before they travel (the processor resizes to
-    this size first anyway: checked to give the same pixels)."""
-
-    height: int
-    width: int
-    resample: int
-
-    def images(self, frames: Iterable[np.ndarray]) -> np.ndarray:
-        from PIL import Image
-
-        size = (self.width, self.height)
-        return np.stack(
-            [np.asarray(Image.fromarray(np.asarray(f)).resize(size, self.resample)) for f in frames]
-        )
-
-
-def frame_reduce_for(spec: Any) -> FrameReduce | None:
-    """The reduction for ``spec``'s processor (a :class:`~framepipe.generate.ModelSpec`), when
-    resizing first gives the processor exactly the same pixels (checked on random frames of
-    two sizes); None otherwise (frames then travel at full size)."""
-    ip: Any = getattr(getattr(spec, "processor", None), "image_processor", None)
-    if ip is None or not callable(ip):
-        return None
-    size = getattr(ip, "size", None)
-    resample = getattr(ip, "resample", None)
-    if isinstance(size, dict):
-        height, width = size.get("height"), size.get("width")
-    else:  # transformers' SizeDict
-        height, width = getattr(size, "height", None), getattr(size, "width", None)
-    if height is None or width is None or resample is None or not getattr(ip, "do_resize", 1):
-        return None
-    red = FrameReduce(int(height), int(width), int(resample))
-    try:
-        rng = np.random.default_rng(0)
-        for shape in ((48, 64, 3), (red.height * 2 + 3, red.width + 5, 3)):
-            img = rng.integers(0, 256, shape, dtype=np.uint8)
-            a = ip(images=[img], return_tensors="np")["pixel_values"]
-            b = ip(images=[red.images([img])[0]], return_tensors="np")["pixel_values"]
-            if not np.array_equal(a, b):
-                log.info("frames travel at full size: resizing first changes the model's input")
-                return None
-    except Exception:
-        log.debug("frames travel at full size: the processor check failed", exc_info=True)
-        return None
-    return red
 
 
 class TransformersBackend:
@@ -136,6 +95,7 @@ class TransformersBackend:
     """
 
     name = "transformers"
+    wants_gpu = True
 
     def __init__(
         self,
@@ -196,8 +156,12 @@ class TransformersBackend:
         spec = self.inspect()
         return bool(spec is not None and spec.random_weights)
 
-    def frame_size(self) -> FrameReduce | None:
-        return frame_reduce_for(self.spec)
+    def prepare(self) -> Callable[[list[np.ndarray]], Prepared] | None:
+        if self.spec is None:  # a given generator without a spec reads frames itself
+            return None
+        from framepipe.generate.spec import PixelValues
+
+        return PixelValues(self.spec)
 
     def load(self) -> Backend:
         if self.generator is None:
@@ -226,6 +190,8 @@ class _AllOrNothing:
         return dict(self.gen.describe())
 
 
-BACKENDS: Registry[type[Any]] = Registry("backend", {"transformers": __name__})
+BACKENDS: Registry[type[Any]] = Registry(
+    "backend", {"transformers": __name__, "openai": "framepipe.generate.server"}
+)
 """Generation backends by name (``--backend``)."""
 BACKENDS.register("transformers", TransformersBackend)

@@ -115,12 +115,28 @@ class GenerationSettings:
         return {name: getattr(self, name) for name in names}
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A clip's frames as a backend's prepare step made them, where they were decoded (see
+    :meth:`~framepipe.generate.backend.BackendSpec.prepare`): the transformers backend's
+    pixel values, the openai backend's encoded images."""
+
+    count: int
+    """How many frames."""
+    data: Any
+    """The frames in the backend's own form."""
+
+    def __len__(self) -> int:
+        return self.count
+
+
 @dataclass
 class Request:
     """One clip's question(s): its frames and what to ask about them."""
 
-    images: Sequence[np.ndarray]
-    """uint8 HxWx3 RGB frames, in the order the model sees them."""
+    images: Sequence[np.ndarray] | Prepared
+    """uint8 HxWx3 RGB frames, in the order the model sees them (or the backend's own
+    :class:`Prepared` form of them)."""
     questions: Sequence[str]
     """One answer per question; all questions share the frames' encoding."""
     system: str | None = None
@@ -133,7 +149,7 @@ class Request:
         if isinstance(self.questions, str):
             self.questions = [self.questions]
         as_texts(list(self.questions))  # raises PromptError on an empty question
-        for img in self.images:
+        for img in () if isinstance(self.images, Prepared) else self.images:
             a = np.asarray(img)
             if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
                 raise PromptError(f"images must be uint8 HxWx3, got {a.dtype} {a.shape}")
@@ -160,3 +176,6 @@ class Answer:
     """Tokens generated per answer (the end-of-turn token not counted)."""
     prompts: list[str] = field(default_factory=list)
     """The prompt text of every question."""
+    batch_size: int | None = None
+    """The most sequences decoded together with this request's (its effective batch size:
+    in half precision the answers may depend on it); None where the backend cannot tell."""

@@ -107,9 +107,24 @@ def cpu_has_fast_bf16(flags: frozenset[str] | None = None) -> bool:
     return "amx_bf16" in f or "avx512_bf16" in f
 
 
+def cuda_capability(device: torch.device) -> tuple[int, int]:
+    """The compute capability of the CUDA ``device`` itself (not of the current device)."""
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return int(major), int(minor)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes bfloat16 natively (Ampere, sm80, and newer).
+    ``torch.cuda.is_bf16_supported()`` is not asked: by default it also counts the slow
+    emulation of older GPUs (V100, T4), and it looks at the current device, not ``device``."""
+    return cuda_capability(device) >= (8, 0)
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on GPUs that have it (else float16); on CPUs, bfloat16 with AMX or
-    AVX-512 BF16, else float32."""
+    """``auto``: bfloat16 on GPUs that have it natively (else float16); on CPUs, bfloat16
+    with AMX or AVX-512 BF16, else float32."""
     import torch
 
     if name != "auto":
@@ -118,9 +133,11 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         dtype: torch.dtype = getattr(torch, _DTYPE_NAMES[name])
         if dtype == torch.float16 and device.type == "cpu":
             log.warning("float16 on CPU is slow and lossy; bfloat16 or float32 serve better")
+        if dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
+            log.warning("%s has no native bfloat16 (emulated, slow); float16 serves better", device)
         return dtype
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     if device.type == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
@@ -131,21 +148,26 @@ def flash_attn_installed() -> bool:
 
 
 def resolve_attn(name: str, device: torch.device, dtype: torch.dtype) -> str:
-    """``auto``: FlashAttention 2 when flash-attn is installed and the model runs on CUDA in
-    float16/bfloat16, else PyTorch's SDPA."""
+    """``auto``: FlashAttention 2 when flash-attn is installed and the model runs on a CUDA
+    GPU of compute capability 8.0 or newer (what FlashAttention 2 needs) in float16/bfloat16,
+    else PyTorch's SDPA."""
     import torch
 
     half = dtype in (torch.float16, torch.bfloat16)
+    cuda = device.type == "cuda"
     if name == "auto":
-        return (
-            "flash_attention_2"
-            if device.type == "cuda" and half and flash_attn_installed()
-            else "sdpa"
-        )
+        usable = cuda and half and flash_attn_installed() and cuda_capability(device) >= (8, 0)
+        return "flash_attention_2" if usable else "sdpa"
     if name == "flash_attention_2":
         check_extras(attn=name)
-        if device.type != "cuda":
+        if not cuda:
             raise ConfigError(f"--attn flash_attention_2 needs a CUDA GPU (device is {device})")
+        major, minor = cuda_capability(device)
+        if major < 8:
+            raise ConfigError(
+                f"--attn flash_attention_2 needs a GPU of compute capability 8.0 or newer "
+                f"({device} is {major}.{minor}); use --attn sdpa"
+            )
         if not half:
             raise ConfigError(
                 f"--attn flash_attention_2 needs float16 or bfloat16 (dtype is {dtype})"

@@ -3,22 +3,26 @@
 How a batch runs. Every request's frames are encoded once: the prompt prefix that all its
 questions share (system turn, user header, every image's tokens - the chat template puts the
 images before the text) goes through the vision tower and the text model in one forward pass
-that fills a KV cache. The cache rows are then copied once per question, into a static cache
+that fills a KV cache. The cache rows are then copied once per question into a static cache
 sized for the whole answer (written in place, where a growing cache would copy every frame's
-keys and values again at each new token), and all questions are generated together, each
-continuing its clip's cache with its own text. Several
-requests are prefilled side by side with left padding; a question's text is left-padded too,
-so padding may sit between a prefix and its suffix: the attention mask hides it and the
-position ids skip it, so the answers are those of separate runs.
+keys and values again at each new token), and all questions are generated together. Several
+requests are prefilled side by side with left padding; a question's text is left-padded too:
+the attention mask hides the padding and the position ids skip it, so the answers are those
+of separate runs. On a transformers release this path was not tested on
+(:func:`~framepipe.generate.batching.fast_path_supported`), or when its first batch finds an
+API changed, plain ``model.generate`` answers instead (slower, the same answers).
 
 ``batch_size`` bounds the sequences generated together (requests x questions). On
-out-of-memory (``torch.OutOfMemoryError`` on CUDA and other accelerators, the CPU allocator's
-"can't allocate memory" error on the CPU) the batch size is halved
-for good and only the questions not answered yet are retried; a clip that still runs out of
-memory at batch size 1 fails with a one-line :class:`GenerationError`.
+out-of-memory (``torch.OutOfMemoryError``; the CPU allocator's "can't allocate memory") it
+is halved for good and only the questions not answered yet are retried; once one sequence
+fails alone, the images the vision tower encodes at once are halved (the prefix is then
+prefilled in pieces); a clip that still runs out of memory with one image at a time fails
+with a one-line :class:`GenerationError`. A CUDA error that leaves the GPU unusable (an
+illegal memory access, a device-side assert) stops the run (:class:`StopRunError`).
 
-Each distinct prompt is built and tokenized once per call: the ids serve the context guard
-(their text tokens) and generation (their image placeholders expanded to the image's tokens).
+Each distinct prompt is built and tokenized once per call. Images come preprocessed
+(:class:`~framepipe.generate.config.Prepared` pixel values, made where the clip was decoded:
+see :class:`PixelValues`) or are preprocessed here.
 """
 
 from __future__ import annotations
@@ -29,25 +33,38 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from framepipe.errors import FramepipeError, GenerationError, ModelLoadError, PromptError
+from framepipe.errors import (
+    FramepipeError,
+    GenerationError,
+    ModelLoadError,
+    PromptError,
+    StopRunError,
+)
 from framepipe.generate.attention import register as register_cpu_sdpa
 from framepipe.generate.batching import (
+    Progress,
     Prompt,
     Unit,
     answer_length,
-    common_prefix,
+    cache_argument,
     expand,
+    fast_path_supported,
     fill_static_layer,
     free_cuda,
     generation_config,
+    images_of,
     is_oom,
+    is_sticky_cuda_error,
+    left_pad,
+    plain_generate,
     prefill,
     unanswered,
+    units_of,
 )
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Request
+from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
 from framepipe.generate.hub import quiet_hf
-from framepipe.generate.spec import ModelSpec, describe_model
+from framepipe.generate.spec import ModelSpec, PixelValues, describe_model
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +87,14 @@ class Generator:
         """The model's config (the one ``spec`` was inspected with)."""
         self.batch_size = settings.batch_size
         """The current batch size (halved after a CUDA out-of-memory error)."""
+        self.image_batch: int | None = None
+        """The most images the vision tower encodes at once (None: no limit; halved after an
+        out-of-memory error of one sequence)."""
+        self.fast = fast_path_supported()
+        """Whether questions share their clip's prefill (else plain ``model.generate``)."""
+        self._fast_ok = False
+        """Whether the shared-prefix path has answered once (an API error before that turns
+        it off)."""
         self.batched_prefill = runtime.device.type != "cpu"
         """Prefill prefixes of unequal length as one padded batch (GPUs) or one at a time."""
         tok = spec.tokenizer
@@ -113,17 +138,16 @@ class Generator:
         attn = runtime.attn
         if attn == "sdpa" and runtime.device.type == "cpu":
             attn = register_cpu_sdpa()  # SDPA, with matmuls for the decoding steps' queries
+        # straight onto the device (no copy in host memory first)
         kwargs.update(dtype=runtime.dtype, attn_implementation=attn, use_safetensors=True)
+        kwargs["device_map"] = {"": runtime.device}
         quant = quantization_config(runtime.quantize, runtime.dtype)
         if quant is not None:
             kwargs["quantization_config"] = quant
-            kwargs["device_map"] = {"": runtime.device}
         t0 = time.perf_counter()
         try:
             with quiet_hf():
                 model: Any = LlavaForConditionalGeneration.from_pretrained(spec.source, **kwargs)
-            if quant is None:
-                model.to(runtime.device)
         except torch.OutOfMemoryError:
             raise ModelLoadError(
                 f"{cfg.model}: out of memory while loading on {runtime.device} "
@@ -195,10 +219,7 @@ class Generator:
         for i, r in enumerate(requests):
             if results[i] is None:
                 units.extend(self._units(i, r, prompts[i], layouts))
-        texts: list[list[str]] = [[""] * len(r.questions) for r in requests]
-        counts: list[list[int]] = [[0] * len(r.questions) for r in requests]
-        answered: list[list[bool]] = [[False] * len(r.questions) for r in requests]
-        seconds = [0.0] * len(requests)
+        done = Progress.of([len(r.questions) for r in requests])
 
         queue = deque(units)
         while queue:
@@ -209,9 +230,15 @@ class Generator:
                 group.append(queue.popleft())
             tried = min(rows, self.batch_size)
             try:
-                self._run_group(group, texts, counts, seconds, answered)
+                self._run_group(group, done)
                 continue
             except Exception as exc:
+                if is_sticky_cuda_error(exc):
+                    raise StopRunError(
+                        f"{self.runtime.device}: {' '.join(str(exc).split())[:200]}: the GPU "
+                        "cannot be used again in this process; the run stops here (what is "
+                        "written stays: run the same command again to resume)"
+                    ) from None
                 if not is_oom(exc):
                     raise GenerationError(
                         f"generation failed for a batch of {len(group)} clip(s): "
@@ -220,15 +247,19 @@ class Generator:
             # out of memory; freed here, once the exception (and the tensors its traceback
             # holds) is gone. Questions already answered keep their answers.
             free_cuda()
-            rest = [x for u in group if (x := unanswered(u, answered)) is not None]
-            if tried > 1:
-                # halved until smaller than what failed (a smaller group would repeat it)
-                while self.batch_size > 1 and self.batch_size >= tried:
-                    self.batch_size //= 2
-                log.warning("out of memory: batch size halved to %d, retrying", self.batch_size)
+            rest = [x for u in group if (x := unanswered(u, done.answered)) is not None]
+            images = sum(images_of(u) for u in group)
+            if tried > 1 or (images > 1 and (self.image_batch or images) > 1):
+                if tried > 1:  # halved until smaller than what failed (else it would repeat)
+                    while self.batch_size > 1 and self.batch_size >= tried:
+                        self.batch_size //= 2
+                else:  # one sequence: fewer images through the vision tower at once
+                    self.image_batch = min(self.image_batch or images, images) // 2
+                what = f"batch size {self.batch_size}, {self.image_batch or 'all'} image(s) at once"
+                log.warning("out of memory: retrying with %s", what)
                 queue.extendleft(reversed(rest))
                 continue
-            # one sequence at a time (one unit, one prefix) and it still does not fit
+            # one sequence and one image at a time, and it still does not fit
             for u in rest:
                 err = GenerationError(
                     f"out of memory on {self.runtime.device} with batch size 1 "
@@ -246,11 +277,12 @@ class Generator:
                 ps = prompts[i]
                 results[i] = Answer(
                     prompt=ps[0].text,
-                    answers=texts[i],
-                    generate_s=round(seconds[i], 4),
+                    answers=done.texts[i],
+                    generate_s=round(done.seconds[i], 4),
                     prompt_tokens=len(ps[0].ids),
-                    new_tokens=counts[i],
+                    new_tokens=done.counts[i],
                     prompts=[p.text for p in ps],
+                    batch_size=done.widths[i],
                 )
         return [x for x in results if x is not None]
 
@@ -294,56 +326,60 @@ class Generator:
         prompts: list[Prompt],
         layouts: dict[tuple[int, ...], int | None],
     ) -> list[Unit]:
-        """The request's units: one sharing the prefix that holds all its images, or one per
-        question. ``layouts`` remembers the shared prefix of prompts seen before."""
-        spec = self.spec
-        n = len(r.images)
-        ids = [p.ids for p in prompts]
+        """The request's units (see :func:`~framepipe.generate.batching.units_of`), its
+        images preprocessed unless they come so."""
         pixel_values = None
-        if n:
-            import numpy as np
+        if len(r.images):
+            import torch
 
-            images = [np.asarray(im) for im in r.images]
-            pixel_values = spec.processor.image_processor(images=images, return_tensors="pt")[
-                "pixel_values"
-            ]
-        key = tuple(id(p) for p in prompts)  # the prompts live in the call's memo
-        if key in layouts:
-            shared: int | None = layouts[key]
-        else:
-            shared = min(common_prefix(ids), min(len(x) for x in ids) - 1)
-            last_image = max(
-                (k for k, t in enumerate(ids[0]) if t == spec.image_token_id), default=-1
+            images = (
+                r.images if isinstance(r.images, Prepared) else PixelValues(self.spec)(r.images)
             )
-            if not last_image < shared or shared < 1:
-                shared = None
-            layouts[key] = shared
-        if shared is not None:
-            return [Unit(index, list(range(len(ids))), ids, shared, pixel_values)]
-        # the images are not all inside the shared prefix: each question on its own
-        return [Unit(index, [q], [x], len(x) - 1, pixel_values) for q, x in enumerate(ids)]
+            pixel_values = torch.as_tensor(images.data)
+        key = tuple(id(p) for p in prompts)  # the prompts live in the call's memo
+        ids = [p.ids for p in prompts]
+        return units_of(index, ids, pixel_values, self.spec.image_token_id, layouts, key)
 
-    def _run_group(
-        self,
-        group: list[Unit],
-        texts: list[list[str]],
-        counts: list[list[int]],
-        seconds: list[float],
-        answered: list[list[bool]],
-    ) -> None:
-        """Prefill the group's prefixes and answer their questions, ``batch_size`` rows at a
-        time; each answer is written (and marked in ``answered``) as soon as its rows end."""
+    def _run_group(self, group: list[Unit], done: Progress) -> None:
+        """Answer the group's questions not answered yet, ``batch_size`` rows at a time; each
+        answer is written (and marked answered) as soon as its rows end."""
+        if self.fast:
+            try:
+                self._shared_prefix(group, done)
+                self._fast_ok = True
+                return
+            except (TypeError, AttributeError, ValueError) as exc:
+                if self._fast_ok:
+                    raise
+                import transformers
+
+                log.warning(
+                    "transformers %s: the shared-prefix path failed (%s); answering with "
+                    "model.generate from now on (slower, the same answers)",
+                    transformers.__version__,
+                    " ".join(f"{type(exc).__name__}: {exc}".split())[:200],
+                )
+                self.fast = False
+        todo = [(u, k) for u in group for k, q in enumerate(u.questions)]
+        rows = [(u, k) for u, k in todo if not done.answered[u.request][u.questions[k]]]
+        gen_cfg = self._generation_config()
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            t1 = time.perf_counter()
+            self._seed()
+            dev, dtype = self.runtime.device, self.runtime.dtype
+            new = plain_generate(self.model, dev, dtype, chunk, self.pad_id, gen_cfg)
+            done.write(chunk, new, time.perf_counter() - t1, self._decode)
+
+    def _shared_prefix(self, group: list[Unit], done: Progress) -> None:
+        """Prefill the group's prefixes once and answer their questions from copies of the
+        prefilled cache rows."""
         import torch
         from transformers import StaticCache
 
         model, dev = self.model, self.runtime.device
         t0 = time.perf_counter()
-        width = max(u.prefix_len for u in group)
-        prefix = torch.full((len(group), width), self.pad_id, dtype=torch.long)
-        prefix_mask = torch.zeros((len(group), width), dtype=torch.long)
-        for b, u in enumerate(group):
-            prefix[b, width - u.prefix_len :] = torch.tensor(u.ids[0][: u.prefix_len])
-            prefix_mask[b, width - u.prefix_len :] = 1
+        prefix, prefix_mask = left_pad([u.ids[0][: u.prefix_len] for u in group], self.pad_id)
         layers = prefill(
             model,
             dev,
@@ -352,59 +388,54 @@ class Generator:
             prefix,
             prefix_mask,
             batched=self.batched_prefill,
+            image_batch=self.image_batch,
+            image_id=self.spec.image_token_id,
         )
-        t_prefill = time.perf_counter() - t0
         for u in group:  # the shared prefill, split evenly over its requests
-            seconds[u.request] += t_prefill / len(group)
+            done.seconds[u.request] += (time.perf_counter() - t0) / len(group)
 
-        rows = [(b, q) for b, u in enumerate(group) for q in range(len(u.questions))]
+        rows = [(b, k) for b, u in enumerate(group) for k in range(len(u.questions))]
         gen_cfg = self._generation_config()
         beams = max(1, self.settings.num_beams)
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             t1 = time.perf_counter()
-            idx = torch.tensor([b for b, _ in chunk], device=dev)
-            cache_idx = idx.repeat_interleave(beams) if beams > 1 else idx
-            suffixes = [group[b].ids[q][group[b].prefix_len :] for b, q in chunk]
-            sw = max(len(x) for x in suffixes)
-            suffix = torch.full((len(chunk), sw), self.pad_id, dtype=torch.long)
-            suffix_mask = torch.zeros((len(chunk), sw), dtype=torch.long)
-            for r, x in enumerate(suffixes):
-                suffix[r, sw - len(x) :] = torch.tensor(x)
-                suffix_mask[r, sw - len(x) :] = 1
+            idx = torch.tensor([b for b, _ in chunk])
+            cache_idx = (idx.repeat_interleave(beams) if beams > 1 else idx).to(dev)
+            suffix, suffix_mask = left_pad(
+                [group[b].ids[k][group[b].prefix_len :] for b, k in chunk], self.pad_id
+            )
             # A static cache sized for the whole answer: each step writes in place, where a
             # dynamic cache would copy all of it (frames included) once per new token.
-            sub = StaticCache(
-                config=model.config, max_cache_len=width + sw + gen_cfg.max_new_tokens
-            )
+            size = prefix.shape[1] + suffix.shape[1] + gen_cfg.max_new_tokens
+            sub = StaticCache(config=model.config, max_cache_len=size)
             for layer, (k, v) in zip(list(sub.layers), layers):
                 fill_static_layer(layer, k, v, cache_idx)
-            rows_idx = idx.cpu()
-            input_ids = torch.cat([prefix[rows_idx], suffix], dim=1).to(dev)
-            attention_mask = torch.cat([prefix_mask[rows_idx], suffix_mask], dim=1).to(dev)
-            if self.settings.do_sample and self.settings.seed is not None:
-                torch.manual_seed(self.settings.seed)
+            input_ids = torch.cat([prefix[idx], suffix], dim=1).to(dev)
+            attention_mask = torch.cat([prefix_mask[idx], suffix_mask], dim=1).to(dev)
+            self._seed()
             with torch.inference_mode():
-                out = model.generate(
+                ids = model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
-                    cache=sub,
                     generation_config=gen_cfg,
+                    **{cache_argument(model): sub},
                 )
-            new = out[:, input_ids.shape[1] :].cpu()
-            dt = (time.perf_counter() - t1) / len(chunk)
-            for r, (b, q) in enumerate(chunk):
-                u = group[b]
-                toks = new[r].tolist()
-                n_new = answer_length(toks, self.eos_ids)
-                qi = u.questions[q]
-                texts[u.request][qi] = self.spec.tokenizer.decode(
-                    toks[:n_new], skip_special_tokens=True
-                ).strip()
-                counts[u.request][qi] = n_new
-                answered[u.request][qi] = True
-                seconds[u.request] += dt
+            new = ids[:, input_ids.shape[1] :].cpu()
+            chunk_units = [(group[b], k) for b, k in chunk]
+            done.write(chunk_units, new, time.perf_counter() - t1, self._decode)
             del sub
+
+    def _decode(self, tokens: list[int]) -> tuple[str, int]:
+        """An answer's text and its new tokens (up to the end of its turn)."""
+        n = answer_length(tokens, self.eos_ids)
+        return self.spec.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(), n
+
+    def _seed(self) -> None:
+        if self.settings.do_sample and self.settings.seed is not None:
+            import torch
+
+            torch.manual_seed(self.settings.seed)
 
     def _generation_config(self) -> Any:
         """The GenerationConfig of every batch (a hook: the benchmarks force answer lengths)."""

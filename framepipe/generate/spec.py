@@ -13,8 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from framepipe.errors import ModelLoadError, PromptError
-from framepipe.generate.config import DEFAULT_MODEL, RANDOM_WEIGHTS_KEY, ModelConfig
+from framepipe.generate.config import DEFAULT_MODEL, RANDOM_WEIGHTS_KEY, ModelConfig, Prepared
 from framepipe.generate.hub import locate, quiet_hf
 from framepipe.prompt import IMAGE_TOKEN, Segment, render_prompt
 
@@ -222,6 +224,21 @@ class ModelSpec:
             f"ModelSpec({self.cfg.model!r}, tokens_per_image={self.tokens_per_image}, "
             f"context_window={self.context_window}, random_weights={self.random_weights})"
         )
+
+
+class PixelValues:
+    """The model's image preprocessing as a picklable step: frames in, their pixel values
+    (float32 N x 3 x H x W, a :class:`~framepipe.generate.config.Prepared`) out, exactly
+    what the generator would make of them itself. It runs where clips are decoded, so the
+    process that drives the model never waits on it."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.image_processor = spec.processor.image_processor
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Prepared:
+        arrays = [np.asarray(im) for im in images]
+        out = self.image_processor(images=arrays, return_tensors="np")["pixel_values"]
+        return Prepared(len(arrays), np.asarray(out))
 
 
 def tokens_per_image(config: Any) -> int:

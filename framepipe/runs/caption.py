@@ -38,8 +38,9 @@ from framepipe.engine import (
     Work,
     open_engine,
 )
+from framepipe.errors import ConfigError
 from framepipe.extras import check_extras
-from framepipe.generate.backend import TransformersBackend
+from framepipe.generate.backend import BackendSpec, TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
 from framepipe.inputs.remote import is_remote
 from framepipe.output import format_of, writer_target
@@ -80,6 +81,7 @@ if TYPE_CHECKING:
         decode_timeout_s: float | None
         frames_dir: str | Path | None
         generator: Generator | None
+        backend: BackendSpec | None
         engine: str
         ray_options: RayOptions | None
         overwrite: bool
@@ -131,7 +133,10 @@ class Pipeline:
 
     ``questions`` are asked about every clip (all in one prompt pass: the frames are encoded
     once); without them each input gets the default question of its kind. ``generator``
-    lets you pass an already loaded :class:`~framepipe.generate.Generator`.
+    lets you pass an already loaded :class:`~framepipe.generate.Generator`; ``backend``
+    another generation backend instead of the model in this process, e.g.
+    ``OpenAIBackend("http://host:8000/v1", settings=...)`` (a server; ``model``,
+    ``settings`` and ``generator`` then belong to it).
     """
 
     def __init__(
@@ -147,14 +152,17 @@ class Pipeline:
         decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
         frames_dir: str | Path | None = None,
         generator: Generator | None = None,
+        backend: BackendSpec | None = None,
         engine: str = "local",
         ray_options: RayOptions | None = None,
     ) -> None:
         self.questions = check_questions(questions)
         self.system = check_system(system)
         self.sample = sample or SampleConfig()
-        self.backend = TransformersBackend(model, settings, generator)
-        """The generation backend (the model in this process); loaded once, kept."""
+        if backend is not None and (model, settings, generator) != (None, None, None):
+            raise ConfigError("pass the model and its settings to the backend itself")
+        self.backend: BackendSpec = backend or TransformersBackend(model, settings, generator)
+        """The generation backend (default: the model in this process); loaded once, kept."""
         self.workers = workers
         self.prefetch = prefetch
         self.decode_timeout_s = decode_timeout_s
@@ -166,6 +174,8 @@ class Pipeline:
 
     @property
     def model_config(self) -> ModelConfig:
+        """The in-process backend's model config."""
+        assert isinstance(self.backend, TransformersBackend), "not the in-process backend"
         return self.backend.model
 
     @property
@@ -264,9 +274,8 @@ class Pipeline:
         self.check(kinds)
         answer = self.answer_spec()
         if self.backend.random_weights():
-            log.warning(
-                "%s has random weights: its answers are not captions", self.model_config.model
-            )
+            name = self.backend.key().get("id")
+            log.warning("%s has random weights: its answers are not captions", name)
 
         def task(item: Input) -> EngineTask:
             return EngineTask(item, answer.extra_key(item.kind, item.questions))

@@ -30,7 +30,7 @@ from framepipe.discover import discover
 from framepipe.engine import EngineTask, Work
 from framepipe.engine.ray import RayEngine, RayOptions
 from framepipe.generate import GenerationSettings
-from framepipe.generate.backend import TransformersBackend, frame_reduce_for
+from framepipe.generate.backend import TransformersBackend
 from framepipe.output import ledger_of, read_records
 from framepipe.runs.caption import caption
 from framepipe.runs.sample import sample
@@ -138,11 +138,16 @@ def test_the_cli_runs_on_ray(ray_cluster: Any, media: dict[str, Path], tmp_path:
 def test_caption_records_equal_the_local_engines(
     ray_cluster: Any, media: dict[str, Path], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    from framepipe.generate import GenerationSettings, ModelConfig, ModelSpec
+    import numpy as np
 
-    spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir)))
-    reduce = frame_reduce_for(spec)
-    assert reduce is not None and (reduce.height, reduce.width) == (56, 56)
+    from framepipe.generate import GenerationSettings
+
+    backend = TransformersBackend(str(tiny_model_dir))
+    backend.inspect()
+    prepare = backend.prepare()  # the read actors send the model's pixel values
+    assert prepare is not None
+    frames = [np.zeros((48, 64, 3), np.uint8)] * 2
+    assert prepare(frames).data.shape == (2, 3, 56, 56)
     kw: dict[str, Any] = {
         "model": str(tiny_model_dir),
         "settings": GenerationSettings(max_new_tokens=4),
@@ -159,7 +164,7 @@ def test_caption_records_equal_the_local_engines(
     a, b = _records(tmp_path / "local.jsonl"), _records(tmp_path / "ray.jsonl")
     assert a.keys() == b.keys()
     for key, rec in a.items():
-        assert rec["answers"] and _same(b[key]) == _same(rec)  # frames reduced: same answers
+        assert rec["answers"] and _same(b[key]) == _same(rec)  # prepared there: same answers
     again = caption([media["videos"]], tmp_path / "ray.jsonl", engine="ray", ray_options=opts, **kw)
     assert (again.done, again.skipped) == (0, 3)
 
@@ -222,6 +227,51 @@ def test_ray_s_own_messages_stay_in_its_logs(ray_cluster: Any, tmp_path: Path) -
     loud = _cli("-v", *args, "-o", str(tmp_path / "v"))
     assert loud.returncode == 0, loud.stderr[-2000:]
     assert "Progress bars disabled" in loud.stderr and "core_worker.cc" in loud.stderr
+
+
+def test_caption_through_a_server_uses_cpu_clients_and_the_local_engines_records(
+    ray_cluster: Any, media: dict[str, Path], openai_server: Any, tmp_path: Path
+) -> None:
+    from framepipe.generate import OpenAIBackend
+
+    kw: dict[str, Any] = {
+        "sample": SampleConfig(n=2, clip_seconds=0.5),
+        "questions": ["What is shown?"],
+    }
+    settings = GenerationSettings(max_new_tokens=4)
+    backend = OpenAIBackend(openai_server.url, settings=settings, max_concurrency=2)
+    local = caption([media["videos"]], tmp_path / "local.jsonl", backend=backend, **kw)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    engine_kw: dict[str, Any] = {"engine": "ray", "ray_options": opts}
+    on_ray = caption([media["videos"]], tmp_path / "ray.jsonl", backend=backend, **engine_kw, **kw)
+    assert local.ok and on_ray.ok and on_ray.done == local.done == 3
+    a, b = _records(tmp_path / "local.jsonl"), _records(tmp_path / "ray.jsonl")
+    assert {k: _same(r) for k, r in a.items()} == {k: _same(r) for k, r in b.items()}
+    assert {r["model"]["backend"] for r in b.values()} == {"openai"}
+    # HTTP clients need no GPU, even on a cluster that has some
+    engine = RayEngine(opts)
+    fake = {"CPU": 2.0, "GPU": 4.0}
+    engine.ray = type("FakeRay", (), {"cluster_resources": staticmethod(lambda: fake)})
+    assert engine.resources(True, gpu=False)["generate"]["num_gpus"] == 0
+    assert engine.resources(True, gpu=True)["generate"]["num_gpus"] == 1
+
+
+def test_an_error_that_stops_the_run_stops_it_on_ray(
+    ray_cluster: Any, media: dict[str, Path]
+) -> None:
+    from framepipe.errors import StopRunError
+
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    backend = TransformersBackend(
+        settings=GenerationSettings(batch_size=1), generator=ray_helpers.StopsTheRun()
+    )
+    work = Work(cfg, answer=AnswerSpec(backend, ("q?",)))
+    got = []
+    with pytest.raises(StopRunError, match="illegal memory access"):
+        for rec in RayEngine(opts).run(_tasks(media["videos"]), work):
+            got.append(rec)
+    assert len(got) <= 1 and all(r.status == "ok" for r in got)  # no failed record per clip
 
 
 def _tasks(*paths: Path) -> list[EngineTask]:

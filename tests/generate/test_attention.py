@@ -117,12 +117,11 @@ def test_a_row_with_every_key_masked_gives_zeros_not_nan() -> None:
 
 
 def test_registered_with_transformers() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+    from transformers import AttentionInterface, AttentionMaskInterface
 
     assert attention.register() == CPU_SDPA
-    assert CPU_SDPA in AttentionInterface._global_mapping
-    assert CPU_SDPA in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping
+    assert AttentionInterface()[CPU_SDPA] is attention.cpu_sdpa_attention_forward
+    assert AttentionMaskInterface()[CPU_SDPA] is AttentionMaskInterface()["sdpa"]
 
 
 def test_static_cache_fill_equals_its_own_update() -> None:

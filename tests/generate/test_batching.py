@@ -16,7 +16,8 @@ import pytest
 import torch
 from media import random_frames
 
-from framepipe.errors import GenerationError, PromptError
+from framepipe.config import SampleConfig
+from framepipe.errors import GenerationError, PromptError, StopRunError
 from framepipe.generate import GenerationSettings, Generator, ModelConfig, Request
 from framepipe.prompt import Segment
 
@@ -231,6 +232,33 @@ def test_oom_retry_keeps_the_answers_already_given(
     assert len(set(rows)) == len(qs)
 
 
+def cached_tokens(kw: dict[str, Any]) -> int:
+    """Tokens a forward pass attends to: those in its cache already and its own."""
+    cache = kw.get("cache", kw.get("past_key_values"))
+    past = 0 if cache is None else int(cache.get_seq_length())
+    return past + int(kw["input_ids"].shape[1])
+
+
+def test_one_sequence_out_of_memory_encodes_fewer_images_at_once(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Halving counts images too: a clip whose images do not fit the vision tower at once
+    is prefilled in pieces of fewer images, with the same answers."""
+    reqs = [Request(frames(6, 31), QUESTIONS[:2]), Request(frames(2, 32), [QUESTIONS[2]])]
+    expected = [a.answers for a in fresh(gen, 4).answer(reqs)]
+
+    def too_many_frames(kw: dict[str, Any]) -> bool:
+        pv = kw.get("pixel_values")
+        return pv is not None and int(pv.shape[0]) > 2
+
+    ran = patch_call(monkeypatch, gen.model, "forward", too_many_frames)
+    g = fresh(gen, 4)
+    assert [a.answers for a in g.answer(reqs)] == expected
+    assert g.batch_size == 1 and g.image_batch == 1  # 6 -> 3 -> 1 image at a time
+    encoded = [int(kw["pixel_values"].shape[0]) for kw in ran if kw.get("pixel_values") is not None]
+    assert max(encoded) <= 2 and sum(encoded) >= 8  # every image encoded, in pieces
+
+
 def test_a_clip_that_does_not_fit_alone_fails_with_one_line(
     gen: Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,12 +269,12 @@ def test_a_clip_that_does_not_fit_alone_fails_with_one_line(
         Request(frames(1, 33), [QUESTIONS[3]]),
     ]
     expected = [a.answers for a in fresh(gen, 4).answer([reqs[0], reqs[2], reqs[3]])]
+    limit = len(fresh(gen, 4)._prompt(2, QUESTIONS[2], None, None, {}).ids) + 20
 
-    def too_many_frames(kw: dict[str, Any]) -> bool:
-        pv = kw.get("pixel_values")
-        return pv is not None and int(pv.shape[0]) > 4
+    def too_many_tokens(kw: dict[str, Any]) -> bool:  # the 6 frames never fit, in any piece
+        return cached_tokens(kw) > limit
 
-    ran = patch_call(monkeypatch, gen.model, "forward", too_many_frames)
+    ran = patch_call(monkeypatch, gen.model, "forward", too_many_tokens)
     g = fresh(gen, 4)
     out = g.answer_each(reqs)
     assert len(out) == 4 and isinstance(out[1], GenerationError)
@@ -270,18 +298,48 @@ def test_a_clip_that_does_not_fit_alone_fails_with_one_line(
 
 def test_other_errors_still_fail_the_batch(gen: Generator, monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("device-side assert\ntriggered")
+        raise RuntimeError("expected all tensors\nto match")
 
     monkeypatch.setattr(gen.model, "generate", boom)
-    with pytest.raises(GenerationError, match=r"batch of 2 clip\(s\): RuntimeError: device-side"):
+    with pytest.raises(GenerationError, match=r"batch of 2 clip\(s\): RuntimeError: expected all"):
         fresh(gen, 4).answer_each([Request(frames(1, 40), ["a?"]), Request(frames(1, 41), ["b?"])])
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CUDA error: an illegal memory access was encountered",
+        "CUDA error: device-side assert triggered",
+        "CUBLAS_STATUS_EXECUTION_FAILED when calling cublasGemmEx",
+    ],
+)
+def test_a_sticky_cuda_error_stops_the_run(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    """A CUDA error that leaves the GPU unusable is not one clip's failure: every later clip
+    would fail the same way, so the run stops with one line."""
+    calls = []
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise RuntimeError(text + "\nCompile with TORCH_USE_CUDA_DSA for device-side assertions.")
+
+    monkeypatch.setattr(gen.model, "generate", boom)
+    reqs = [Request(frames(1, 40), ["a?"]), Request(frames(1, 41), ["b?"])]
+    with pytest.raises(StopRunError) as err:
+        fresh(gen, 4).answer_each(reqs)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("cpu: " + text.split(" when")[0])
+    assert "run the same command again to resume" in msg
+    assert calls == [1]  # not retried clip by clip
 
 
 def test_a_lone_sequence_is_not_retried_at_smaller_batch_sizes(
     gen: Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One clip with one question runs alone whatever the batch size: halving the batch size
-    would only repeat the same call, so it fails at once and the batch size stays."""
+    """One clip with one question (and one frame) runs alone whatever the batch size:
+    halving the batch size would only repeat the same call, so it fails at once and the
+    batch size stays."""
     attempts: list[int] = []
 
     def always(kw: dict[str, Any]) -> bool:
@@ -290,7 +348,7 @@ def test_a_lone_sequence_is_not_retried_at_smaller_batch_sizes(
 
     patch_call(monkeypatch, gen.model, "forward", always)
     g = fresh(gen, 8)
-    out = g.answer_each([Request(frames(2, 50), [QUESTIONS[0]])])
+    out = g.answer_each([Request(frames(1, 50), [QUESTIONS[0]])])
     assert isinstance(out[0], GenerationError) and "batch size 1" in str(out[0])
     assert attempts == [1] and g.batch_size == 8
 
@@ -318,7 +376,8 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The pipeline takes the generator's per-clip errors: the clip that runs out of memory
-    alone is a failed record, the others are answered once (not again clip by clip)."""
+    alone (even one image at a time) is a failed record, the others are answered once (not
+    again clip by clip)."""
     import engine_plugins
 
     from framepipe.config import SampleConfig
@@ -348,7 +407,7 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
         pv = kw.get("pixel_values")
         if pv is None:
             return False
-        return any(torch.equal(pv[j : j + 2], poison) for j in range(0, int(pv.shape[0]) - 1))
+        return any(torch.equal(pv[j], poison[0]) for j in range(int(pv.shape[0])))
 
     patch_call(monkeypatch, gen.model, "forward", holds_target)
     generated = patch_call(monkeypatch, gen.model, "generate", lambda kw: False)
@@ -361,6 +420,74 @@ def test_caption_fails_only_the_clip_that_does_not_fit(
     }
     rows = [tuple(r.tolist()) for kw in generated for r in kw["input_ids"]]
     assert len(rows) == 2 * len(got)  # each other clip's two questions generated once
+
+
+def test_caption_stops_at_a_sticky_cuda_error_and_a_rerun_resumes(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A CUDA error that leaves the GPU unusable stops the run with one line; the records
+    already written stay, and the same run again answers only the rest."""
+    import engine_plugins
+
+    from framepipe.output import read_records
+    from framepipe.runs.caption import caption
+
+    for k in range(4):
+        engine_plugins.make_video(tmp_path / "in" / f"v{k}.mp4", 12, seed=k)
+    out = tmp_path / "out.jsonl"
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "questions": QUESTIONS[:1], "workers": 0}
+    calls = {"n": 0}
+    real = gen.model.generate
+
+    @functools.wraps(real)
+    def second_batch_crashes(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen.model, "generate", second_batch_crashes)
+    with pytest.raises(StopRunError, match=r"^cpu: CUDA error: an illegal memory access"):
+        caption([tmp_path / "in"], out, generator=fresh(gen, 2), **kw)
+    written = list(read_records(out))
+    assert len(written) == 2 and all(r["status"] == "ok" for r in written)  # the first batch
+    monkeypatch.undo()
+    again = caption([tmp_path / "in"], out, generator=fresh(gen, 2), **kw)
+    assert (again.done, again.skipped, len(again.failed)) == (2, 2, 0)
+    recs = list(read_records(out))
+    assert len({r["key"] for r in recs}) == len(recs) == 4
+
+
+def test_pixel_values_are_made_in_the_decoding_processes(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The image processor runs where the clips are decoded: the generation process gets
+    pixel values and never preprocesses (it would fail here), with the same answers."""
+    import engine_plugins
+
+    from framepipe.generate.config import Prepared
+    from framepipe.generate.spec import PixelValues
+    from framepipe.runs.caption import caption
+
+    for k in range(2):
+        engine_plugins.make_video(tmp_path / f"v{k}.mp4", 12, seed=k)
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "questions": QUESTIONS[:1]}
+    expected = caption([tmp_path], None, generator=fresh(gen, 4), workers=0, **kw)
+    seen: list[type] = []
+
+    class Spy(Generator):
+        def _units(self, index: int, r: Request, *args: Any) -> Any:
+            seen.append(type(r.images))
+            return super()._units(index, r, *args)
+
+    def boom(self: PixelValues, images: Any) -> Any:
+        raise AssertionError("preprocessed in the generation process")
+
+    monkeypatch.setattr(PixelValues, "__call__", boom)
+    spy = Spy(gen.model, gen.spec, gen.runtime, GenerationSettings(6, batch_size=4))
+    got = caption([tmp_path], None, generator=spy, workers=1, **kw)
+    assert got.ok and seen == [Prepared, Prepared]
+    assert [r.answers for r in got.records] == [r.answers for r in expected.records]
 
 
 def test_the_cpu_allocators_failure_counts_as_out_of_memory() -> None:

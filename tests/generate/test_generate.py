@@ -171,7 +171,80 @@ def test_cuda_oom_halves_the_batch(gen: Generator, monkeypatch: pytest.MonkeyPat
         g.answer(reqs[:1])
 
 
+def test_float32_answers_do_not_depend_on_the_batch_and_it_is_recorded(gen: Generator) -> None:
+    """In float32 a clip's answers are the same whatever the batch size and whichever clips
+    share its batch (in bfloat16 they may not be: the README says so); the effective batch
+    size goes to each answer, and so to the record's provenance."""
+    reqs = [Request(frames(1 + i % 3, 60 + i), [QUESTIONS[i % 3]]) for i in range(6)]
+    answers = {}
+    for size in (1, 2, 4, 8):
+        g = Generator(gen.model, gen.spec, gen.runtime, GenerationSettings(8, batch_size=size))
+        got = g.answer(reqs)
+        answers[size] = [a.answers for a in got]
+        assert [a.batch_size for a in got] == [min(size, 6 - size * (i // size)) for i in range(6)]
+    assert answers[1] == answers[2] == answers[4] == answers[8]
+    shuffled = gen.answer(reqs[::-1])  # other batch companions
+    assert [a.answers for a in shuffled][::-1] == answers[4]
+
+
+def test_the_plain_generate_fallback_gives_the_same_answers(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the shared-prefix path is not known to work (a transformers release it was not
+    tested on, or one whose API changed under it), plain ``model.generate`` answers the
+    same."""
+    import transformers
+
+    from framepipe.generate import batching
+
+    reqs = [
+        Request(frames(2, 70), QUESTIONS),
+        Request(frames(3, 71), [QUESTIONS[1]], system="Answer briefly."),
+        Request(frames(1, 72), QUESTIONS[:2], segments=None),
+    ]
+    expected = [a.answers for a in gen.answer(reqs)]
+    monkeypatch.setattr(transformers, "__version__", "6.0.0")
+    assert not batching.fast_path_supported()
+    plain = Generator(gen.model, gen.spec, gen.runtime, gen.settings)
+    assert plain.fast is False
+    assert [a.answers for a in plain.answer(reqs)] == expected
+    monkeypatch.undo()
+    # an API that changed under the shared-prefix path: found at the first batch, then plain
+    g = Generator(gen.model, gen.spec, gen.runtime, gen.settings)
+    assert g.fast is True
+    monkeypatch.setattr(
+        "framepipe.generate.generator.cache_argument", lambda model: "renamed_cache"
+    )
+    assert [a.answers for a in g.answer(reqs)] == expected
+    assert g.fast is False and "answering with model.generate from now on" in caplog.text
+
+
 # -- loading --------------------------------------------------------------------------------
+
+
+def test_weights_load_straight_onto_the_device(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import LlavaForConditionalGeneration
+
+    real = LlavaForConditionalGeneration.from_pretrained
+    seen: dict[str, object] = {}
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.update(kwargs)
+        model = real(*args, **kwargs)  # type: ignore[arg-type]
+
+        def moved(*a: object, **k: object) -> None:
+            raise AssertionError("the model was moved after loading")
+
+        model.to = moved  # type: ignore[method-assign]
+        return model
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "from_pretrained", spy)
+    cfg = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    g = Generator.load(cfg)
+    assert seen["device_map"] == {"": torch.device("cpu")}
+    assert all(p.device.type == "cpu" for p in g.model.parameters())
 
 
 def test_load_kwargs_never_trust_remote_code_unless_asked(tiny_model_dir: Path) -> None:

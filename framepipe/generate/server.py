@@ -1,0 +1,354 @@
+"""The ``openai`` backend: an OpenAI-compatible server answers (vLLM, SGLang, TGI,
+``transformers serve``); the pipeline stays the same.
+
+Each question about a clip is one chat request: a user message with the clip's frames as
+``image_url`` parts (lossless PNG data URLs, encoded where the clip was decoded) and then the
+question, so the server sees the pixels the in-process backend would. ``max_new_tokens`` is
+sent as ``max_tokens``; greedy decoding as ``temperature`` 0; sampling as ``temperature``,
+``top_p`` and ``seed``. ``top_k``, beams and a repetition penalty have no OpenAI API
+equivalent: the server's own ``top_k`` applies, the other two are refused.
+
+Requests run ``max_concurrency`` at a time. A connection error, a 429 or a 5xx is retried
+with exponential backoff (the server's ``Retry-After`` when it sends one), at most
+``retries`` times; a request that still fails makes its clip a failed record with the
+server's message, and the run goes on. An error every request would hit stops the run after
+the first one (:class:`~framepipe.errors.StopRunError`) with one line that names the fix: a
+server that takes fewer images per prompt than a clip has (vLLM without
+``--limit-mm-per-prompt``), a context too short for n frames, a model the server does not
+serve, a refused API key. A server that cannot be reached at start is a one-line error
+before any decoding. Records name the backend, the base URL (never a key) and the server's
+model id; resume keys the backend and the model.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from framepipe.errors import (
+    ConfigError,
+    FramepipeError,
+    GenerationError,
+    ModelLoadError,
+    StopRunError,
+)
+from framepipe.generate.backend import BACKENDS
+from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request
+from framepipe.generate.tiny import is_random
+from framepipe.prompt import as_texts, user_body
+
+log = logging.getLogger(__name__)
+
+_CONTEXT = re.compile(
+    r"context length|max_model_len|max-model-len|maximum model length|takes at most \d+"
+    r"|max_new_tokens`? must be <=",
+    re.IGNORECASE,
+)
+"""What vLLM, SGLang, TGI and transformers serve say of a prompt longer than their context."""
+
+
+@dataclass
+class APISettings(GenerationSettings):
+    """:class:`GenerationSettings` as the OpenAI API takes them: records and resume keys name
+    what is sent (no ``top_k``, beams or repetition penalty)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_beams != 1 or self.repetition_penalty != 1.0:
+            raise ConfigError(
+                "--num-beams and --repetition-penalty have no OpenAI API equivalent "
+                "(--backend openai): leave them at 1"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        skip = ("top_k", "num_beams", "repetition_penalty")
+        return {k: v for k, v in super().to_json().items() if k not in skip}
+
+    def body(self) -> dict[str, Any]:
+        """The request's generation parameters."""
+        if not self.do_sample:
+            return {"max_tokens": self.max_new_tokens, "temperature": 0.0}
+        out = {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        out["top_p"] = self.top_p
+        return out if self.seed is None else {**out, "seed": self.seed}
+
+
+def encode_images(images: Sequence[np.ndarray]) -> Prepared:
+    """Frames as PNG data URLs (lossless); run where clips are decoded."""
+    from PIL import Image
+
+    urls = []
+    for f in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.asarray(f)).save(buf, format="PNG", compress_level=1)
+        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    return Prepared(len(urls), urls)
+
+
+def _message(raw: bytes) -> str:
+    """The server's error message in its response body (OpenAI, vLLM, TGI or FastAPI
+    shapes), as one line."""
+    text = raw.decode("utf-8", "replace")
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        found = (err.get("message") if isinstance(err, dict) else err) or body.get("message")
+        found = found or body.get("detail")
+        if found:
+            text = found if isinstance(found, str) else json.dumps(found)
+    return " ".join(text.split())[:300]
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible server at ``base_url`` (``http://host:8000/v1``).
+
+    ``model``: the server's model id (None: the one model it serves). ``api_key``: default
+    ``OPENAI_API_KEY``. ``max_concurrency``: requests in flight at once (a batch holds at
+    least twice as many clips). ``retries``, ``backoff_s``: retries of a request after a
+    connection error, 429 or 5xx, and the first wait (doubled each time, 30 s at most).
+    Loaded, it is its own :class:`~framepipe.generate.backend.Backend`.
+    """
+
+    name = "openai"
+    wants_gpu = False
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        settings: GenerationSettings | None = None,
+        *,
+        api_key: str | None = None,
+        max_concurrency: int = 8,
+        timeout_s: float = 600.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+    ) -> None:
+        url = urlsplit(base_url or "")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ConfigError(f"--base-url {base_url!r} is not an http(s) URL")
+        if max_concurrency < 1:
+            raise ConfigError(f"--max-concurrency ({max_concurrency}) must be >= 1")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        """The server's model id (found by :meth:`check` when not given)."""
+        s = settings or GenerationSettings()
+        batch = max(s.batch_size, 2 * max_concurrency)
+        self.settings = APISettings(**{**dataclasses.asdict(s), "batch_size": batch})
+        self.api_key = api_key
+        self.max_concurrency = max_concurrency
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), backoff_s
+        self.random = False
+        """Whether the served model is a local folder marked as random weights."""
+        self._checked = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._stop: StopRunError | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
+        return {**self.__dict__, "_pool": None, "_stop": None, "_lock": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
+
+    def where(self) -> str:
+        """The base URL as records name it (no user or password)."""
+        url = urlsplit(self.base_url)
+        netloc = f"[{url.hostname}]" if ":" in (url.hostname or "") else url.hostname or ""
+        netloc += f":{url.port}" if url.port else ""
+        return urlunsplit((url.scheme, netloc, url.path, url.query, ""))
+
+    # -- the spec: before loading --------------------------------------------------------------
+    def check(self, n: int, questions: Iterable[Sequence[str]], system: str | None) -> None:
+        """Reach the server and find the model (one-line errors before any decoding)."""
+        for qs in questions:
+            as_texts(list(qs))
+        if self._checked:
+            return
+        try:
+            data = self._request("/models", None, timeout=15)
+        except urllib.error.HTTPError as exc:
+            raise ModelLoadError(
+                f"the server at {self.where()} refused GET /models "
+                f"({exc.code}: {_message(exc.read())})"
+            ) from None
+        except OSError as exc:
+            raise ModelLoadError(
+                f"cannot reach the server at {self.where()} "
+                f"({getattr(exc, 'reason', None) or exc}): start it, or fix --base-url"
+            ) from None
+        served = [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
+        if self.model is None and len(served) != 1:
+            raise ConfigError(
+                f"the server at {self.where()} serves {len(served)} models "
+                f"({', '.join(served) or 'none'}): name one with --model"
+            )
+        self.model = self.model or served[0]
+        if self.model not in served:
+            raise ConfigError(self._not_served(", ".join(served) or "none"))
+        self.random = is_random(self.model)
+        self._checked = True
+
+    def _not_served(self, detail: str) -> str:
+        return (
+            f"the server at {self.where()} does not serve model {self.model!r} ({detail}); "
+            "name one it serves with --model"
+        )
+
+    def key(self) -> dict[str, Any]:
+        return {"backend": self.name, "id": self.model}
+
+    def random_weights(self) -> bool:
+        return self.random
+
+    def prepare(self) -> Any:
+        return encode_images
+
+    def load(self) -> OpenAIBackend:
+        self.check(0, (), None)
+        self._pool = self._pool or ThreadPoolExecutor(self.max_concurrency)
+        return self
+
+    # -- the loaded backend ------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        s = {"backend": self.name, "base_url": self.where(), "id": self.model}
+        return {**s, "random_weights": self.random}
+
+    def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
+        """One answer per request (its questions asked concurrently), or its clip's error;
+        raises StopRunError for an error every request would hit."""
+        assert self._pool is not None, "load() first"
+        asks = [(r, q) for r in requests for q in r.questions]
+        done = iter(list(self._pool.map(lambda a: self._ask(*a), asks)))
+        if self._stop is not None:
+            raise self._stop
+        out: list[Answer | FramepipeError] = []
+        for r in requests:
+            mine: list[Any] = [next(done) for _ in r.questions]
+            err = next((x for x in mine if isinstance(x, FramepipeError)), None)
+            texts = [user_body(len(r.images), [q], r.segments) for q in r.questions]
+            out.append(
+                err
+                or Answer(
+                    prompt=texts[0],
+                    answers=[m[0] for m in mine],
+                    generate_s=round(sum(m[3] for m in mine), 4),
+                    prompt_tokens=mine[0][1],
+                    new_tokens=[m[2] for m in mine],
+                    prompts=texts,
+                )
+            )
+        return out
+
+    def _ask(self, r: Request, question: str) -> tuple[str, int, int, float] | FramepipeError:
+        """One question: (answer, prompt tokens, new tokens, seconds), or the error."""
+        urls = (r.images if isinstance(r.images, Prepared) else encode_images(r.images)).data
+        parts = iter({"type": "image_url", "image_url": {"url": u}} for u in urls)
+        content: list[dict[str, Any]] = []
+        for seg in r.segments or ():  # each source's label, then its images
+            content += [
+                {"type": "text", "text": seg.text},
+                *(next(parts) for _ in range(seg.num_images)),
+            ]
+        content += [*parts, {"type": "text", "text": question}]
+        system = [] if r.system is None else [{"role": "system", "content": r.system}]
+        messages = [*system, {"role": "user", "content": content}]
+        body = {"model": self.model, "messages": messages, **self.settings.body()}
+        t0 = time.perf_counter()
+        data: Any = None
+        try:
+            data = self._post(body, len(urls))
+            text = data["choices"][0]["message"]["content"] or ""
+        except FramepipeError as exc:
+            return exc
+        except (KeyError, IndexError, TypeError):
+            return GenerationError(f"the server at {self.where()} sent no answer: {data!s:.200}")
+        usage = data.get("usage") or {}
+        tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        return text.strip(), *tokens, time.perf_counter() - t0
+
+    def _request(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
+        """GET (no ``body``) or POST ``path`` under the base URL; the JSON answer."""
+        headers = {"Content-Type": "application/json"}
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base_url + path, data, headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            out = json.loads(resp.read())
+        return out if isinstance(out, dict) else {}
+
+    def _post(self, body: dict[str, Any], n: int) -> dict[str, Any]:
+        """POST /chat/completions, retried with backoff on connection errors, 429 and 5xx."""
+        why = ""
+        for attempt in range(self.retries + 1):
+            if self._stop is not None:
+                raise self._stop
+            wait = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+            try:
+                return self._request("/chat/completions", body, timeout=self.timeout_s)
+            except urllib.error.HTTPError as exc:
+                why = f"{exc.code}: {_message(exc.read())}"
+                fatal = self._fatal(exc.code, why, n)
+                if fatal is not None:
+                    with self._lock:
+                        self._stop = self._stop or StopRunError(fatal)
+                    raise self._stop from None
+                if exc.code != 429 and exc.code < 500:
+                    raise GenerationError(f"the server at {self.where()} refused ({why})") from None
+                after = exc.headers.get("Retry-After") if exc.headers else None
+                wait = min(60.0, float(after)) if after and after.strip().isdigit() else wait
+            except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
+                why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if attempt < self.retries:
+                log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
+                time.sleep(wait)
+        tries = self.retries + 1
+        raise GenerationError(f"the server at {self.where()} failed ({why}) after {tries} tries")
+
+    def _fatal(self, code: int, why: str, n: int) -> str | None:
+        """The one line that stops the run, for an error every request would hit."""
+        where = f"the server at {self.where()}"
+        most = re.search(r"At most (\d+) image", why)
+        if most:
+            return (
+                f"{where} takes at most {most.group(1)} image(s) per prompt and a clip has {n} "
+                f"({why}); start vLLM with --limit-mm-per-prompt '{{\"image\": {n}}}'"
+            )
+        if code in (400, 413, 422) and _CONTEXT.search(why):
+            return (
+                f"{where} has too short a context for {n} frames ({why}); start it with a "
+                "longer one (vLLM: --max-model-len) or ask for fewer frames (-n)"
+            )
+        if code == 404 or re.search(r"does not exist|not served|pinned to", why):
+            return self._not_served(why)
+        if code in (401, 403):
+            return f"{where} refused the API key ({why}): set --api-key or OPENAI_API_KEY"
+        return None
+
+
+BACKENDS.register("openai", OpenAIBackend)
