@@ -251,7 +251,9 @@ def test_caption_through_a_server_uses_cpu_clients_and_the_local_engines_records
     # HTTP clients need no GPU, even on a cluster that has some
     engine = RayEngine(opts)
     fake = {"CPU": 2.0, "GPU": 4.0}
-    engine.ray = type("FakeRay", (), {"cluster_resources": staticmethod(lambda: fake)})
+    nodes = [{"Alive": True, "Resources": fake}]
+    calls = {"cluster_resources": staticmethod(lambda: fake), "nodes": staticmethod(lambda: nodes)}
+    engine.ray = type("FakeRay", (), calls)
     assert engine.resources(True, gpu=False)["generate"]["num_gpus"] == 0
     assert engine.resources(True, gpu=True)["generate"]["num_gpus"] == 1
 

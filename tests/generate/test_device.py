@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from framepipe import extras
 from framepipe.errors import ConfigError
 from framepipe.generate import ModelConfig, resolve_runtime
 from framepipe.generate import device as device_mod
@@ -34,6 +35,8 @@ def gpus(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
         monkeypatch.setattr(device_mod, "flash_attn_installed", lambda: flash)
+        real = extras.installed
+        monkeypatch.setattr(extras, "installed", lambda m: flash if m == "flash_attn" else real(m))
 
     return install
 

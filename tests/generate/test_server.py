@@ -139,7 +139,7 @@ def test_the_cli_asks_the_server(openai_server: ModelServer, videos: Path, tmp_p
     assert r.exit_code == 0, r.output
     assert "3 clip(s) answered" in r.output and "sk-cli-secret" not in r.output
     assert {rec["model"]["backend"] for rec in by_clip(out).values()} == {"openai"}
-    r = CliRunner().invoke(cli, ["caption", str(videos), "--backend", "openai"])
+    r = CliRunner().invoke(cli, ["caption", str(videos), "-o", str(out), "--backend", "openai"])
     assert r.exit_code == 2 and "--backend openai needs --base-url" in r.output
 
 
