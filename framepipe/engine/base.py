@@ -80,6 +80,21 @@ class Work:
             raise ConfigError(f"decode timeout ({t}) must be > 0 seconds")
 
 
+@dataclass(frozen=True)
+class Resume:
+    """What the run already holds, so that an engine skips it."""
+
+    done: Collection[str] = ()
+    """Clip keys, or keys and their clip counts, with the plan keys of finished inputs,
+    which are skipped whole (:func:`~framepipe.records.done_count`)."""
+    on_plan: OnPlan | None = None
+    """Gets the plan of each input read to its end."""
+
+
+FRESH = Resume()
+"""Nothing done yet."""
+
+
 Pool = int | tuple[int, int | None]
 """An actor pool's size: a count, or ``(min, max)``: it starts with ``min`` actors and grows
 up to ``max`` (None: no limit) as the cluster does (Ray Data's ``ActorPoolStrategy``)."""
@@ -169,15 +184,10 @@ class Engine(Protocol):
     """The loaded model as its records describe it (caption), once known."""
 
     def run(
-        self,
-        tasks: Iterable[EngineTask],
-        work: Work,
-        done: Collection[str] = (),
-        on_plan: OnPlan | None = None,
+        self, tasks: Iterable[EngineTask], work: Work, resume: Resume = FRESH
     ) -> Iterator[ClipResult]:
-        """The record of every clip of ``tasks`` whose key is not in ``done`` (clip keys, or
-        keys and their clip counts, with the plan keys of finished inputs, which are skipped
-        whole: :func:`~framepipe.records.done_count`); ``on_plan`` gets each input's plan."""
+        """The record of every clip of ``tasks`` that ``resume`` does not hold, as they
+        finish; ``resume.on_plan`` gets each input's plan."""
         ...
 
     def close(self) -> None:

@@ -23,10 +23,11 @@ from typing import Any
 from framepipe.answering import Answering
 from framepipe.engine.base import (
     ENGINES,
+    FRESH,
     EngineBase,
     EngineOptions,
     EngineTask,
-    OnPlan,
+    Resume,
     Work,
     default_workers,
 )
@@ -92,18 +93,14 @@ class LocalEngine(EngineBase, Closing):
 
     # -- the caller's side ------------------------------------------------------------------
     def run(
-        self,
-        tasks: Iterable[EngineTask],
-        work: Work,
-        done: Collection[str] = (),
-        on_plan: OnPlan | None = None,
+        self, tasks: Iterable[EngineTask], work: Work, resume: Resume = FRESH
     ) -> Iterator[ClipResult]:
-        """The record of every clip of ``tasks`` not in ``done``, as they finish (each
-        input's plan to ``on_plan``); the workers start first, and decode the next clips
-        while the model loads (with the first clip to answer: a resume with nothing left to
-        answer loads nothing)."""
-        self.on_plan = on_plan
-        jobs = self.jobs(tasks, work, done)
+        """The record of every clip of ``tasks`` not in ``resume.done``, as they finish
+        (each input's plan to ``resume.on_plan``); the workers start first, and decode the
+        next clips while the model loads (with the first clip to answer: a resume with
+        nothing left to answer loads nothing)."""
+        self.on_plan = resume.on_plan
+        jobs = self.jobs(tasks, work, resume.done)
         try:
             if work.answer is None:
                 for job in jobs:

@@ -34,17 +34,18 @@ import os
 import pickle
 import socket
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
 from framepipe.engine.base import (
     ENGINES,
+    FRESH,
     EngineBase,
     EngineOptions,
     EngineTask,
-    OnPlan,
     RayOptions,
+    Resume,
     Work,
     pool_bounds,
 )
@@ -179,18 +180,14 @@ class RayEngine(EngineBase):
         return out
 
     def run(
-        self,
-        tasks: Iterable[EngineTask],
-        work: Work,
-        done: Collection[str] = (),
-        on_plan: OnPlan | None = None,
+        self, tasks: Iterable[EngineTask], work: Work, resume: Resume = FRESH
     ) -> Iterator[ClipResult]:
-        """The final record of every clip of ``tasks`` not in ``done``, as they finish (each
-        input's plan to ``on_plan``)."""
+        """The final record of every clip of ``tasks`` not in ``resume.done``, as they
+        finish (each input's plan to ``resume.on_plan``)."""
         from ray.data import ActorPoolStrategy, DataContext
 
         ray = self.ray
-        self.on_plan = on_plan
+        self.on_plan, done = resume.on_plan, resume.done
         answer = work.answer
         gpu = answer is not None and bool(getattr(answer.backend, "wants_gpu", True))
         self.plan = res = self.resources(answer is not None, gpu)

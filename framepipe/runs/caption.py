@@ -31,19 +31,12 @@ from typing import TYPE_CHECKING, Any
 from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  # noqa: F401 - re-exported
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.engine import (
-    DEFAULT_DECODE_TIMEOUT_S,
-    EngineOptions,
-    EngineTask,
-    Work,
-    open_engine,
-)
+from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError
-from framepipe.extras import check_extras
 from framepipe.generate.backend import BackendSpec, TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
 from framepipe.inputs.remote import is_remote
-from framepipe.output import format_of, writer_target
+from framepipe.output import writer_target
 from framepipe.output.remote import join, relative
 from framepipe.questions import check_questions, check_system
 from framepipe.records import ClipJob
@@ -52,10 +45,10 @@ from framepipe.runs.common import (
     OnRecord,
     Output,
     RunSummary,
+    begin,
     check_output,
     check_writable,
     execute,
-    find_inputs,
     save_clip_images,
 )
 from framepipe.types import ClipResult
@@ -243,28 +236,24 @@ class Pipeline:
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
-        self.sample.check()  # a bad setting is refused before anything runs
-        if output is not None:
-            check_extras(format=format_of(writer_target(output, format, part)))
-        options = EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip)
-        engine = open_engine(self.engine, options)  # a cluster engine joins its cluster now
-        out = None if output is None else local_or_uri(output)
         if output is not None:
             check_output(output)
         if isinstance(self.frames_dir, Path):
             check_writable(self.frames_dir / ".framepipe-check", "frames folder")
-        inputs, notes = find_inputs(
+        engine, inputs, notes = begin(
             paths,
-            kind=self.sample.kind,
+            self.sample,
+            self.engine,
+            EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip),
+            None if output is None else writer_target(output, format, part),
             on_input=on_input,
             inputs_from=inputs_from,
             cache_dir=cache_dir,
             shard=shard,
         )
+        out = None if output is None else local_or_uri(output)
         summary = CaptionSummary(notes=list(notes), output=out)
         kinds, inputs = peek_kinds(inputs)
-        if isinstance(inputs, list):  # the source options against the kinds found
-            self.sample.check([i.kind for i in inputs if not i.error])
         if not kinds:
             log.warning("no inputs found: nothing to do")
             summary.elapsed_s = time.perf_counter() - t0

@@ -1,11 +1,11 @@
 """What every run shares: the skeleton ``discover -> notes -> engine -> writer -> summary``.
 
-A run (``sample``, ``caption``) finds its inputs with :func:`find_inputs` (the notes about
-paths not taken are logged and handed to ``on_input``), says what to do with every clip (a
-:class:`~framepipe.engine.Work`) and calls :func:`execute`: the engine yields each clip's
-record, which is written (:class:`Output`: resuming what the output holds), counted in the
-:class:`RunSummary` and given to ``on_record``. Resume and writing are the run's alone, the
-same on every engine.
+A run (``sample``, ``caption``) starts with :func:`begin` (settings checked, the engine
+opened, the inputs found: the notes about paths not taken are logged and handed to
+``on_input``), says what to do with every clip (a :class:`~framepipe.engine.Work`) and
+calls :func:`execute`: the engine yields each clip's record, which is written
+(:class:`Output`: resuming what the output holds), counted in the :class:`RunSummary` and
+given to ``on_record``. Resume and writing are the run's alone, the same on every engine.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from framepipe.config import SampleConfig
 from framepipe.discover import Input, Skipped
-from framepipe.engine import Engine, EngineTask, Work
+from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
 from framepipe.errors import OutputError
+from framepipe.extras import check_extras
 from framepipe.inputs import Shard, collect_inputs
 from framepipe.inputs.remote import is_remote
 from framepipe.output import (
     RecordWriter,
     contact_sheet,
+    format_of,
     is_folder_output,
     ledger_of,
     open_writer,
@@ -78,27 +81,38 @@ class RunSummary:
             log.error("%s", rec.error)
 
 
-def find_inputs(
+def begin(
     paths: Iterable[str | Path | Input],
+    cfg: SampleConfig,
+    engine: str,
+    options: EngineOptions,
+    records: str | Path | None,
     *,
-    kind: str | None,
     on_input: OnInput | None = None,
     inputs_from: str | Path | Iterable[str | Path] | None = None,
     cache_dir: str | Path | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
-) -> tuple[list[Input] | Iterator[Input], list[Skipped]]:
-    """The inputs under ``paths`` (local paths, remote URIs, ``Input`` objects) and in the
-    manifests ``inputs_from``, those of ``shard`` (``"I/N"``) only, and the notes about paths
-    not taken (logged, and passed to ``on_input`` with the inputs). The inputs are a list,
-    or an iterator when they stream (a manifest; ``paths`` given as an iterator): it has no
-    ``len()`` and is read once, by the engine (see :func:`framepipe.inputs.collect_inputs`).
-    """
+) -> tuple[Engine, list[Input] | Iterator[Input], list[Skipped]]:
+    """What every run does first: a bad setting (``cfg``, the extra that the ``records``
+    file's format needs) is refused before any work; the engine opens (a cluster engine
+    joins its cluster now); the inputs under ``paths`` and in the manifests ``inputs_from``
+    are found, those of ``shard`` (``"I/N"``) only, with the notes about paths not taken
+    (logged, and passed to ``on_input`` with the inputs); the source options are checked
+    against the kinds found. The inputs are a list, or an iterator when they stream (a
+    manifest; ``paths`` given as an iterator): it has no ``len()`` and is read once, by the
+    engine (see :func:`framepipe.inputs.collect_inputs`)."""
+    cfg.check()
+    if records is not None:
+        check_extras(format=format_of(records))
+    opened = open_engine(engine, options)
     inputs, notes = collect_inputs(
-        paths, inputs_from=inputs_from, kind=kind, cache_dir=cache_dir, shard=shard
+        paths, inputs_from=inputs_from, kind=cfg.kind, cache_dir=cache_dir, shard=shard
     )
     if on_input is not None:
         on_input(inputs, notes)
-    return inputs, notes
+    if isinstance(inputs, list):
+        cfg.check([i.kind for i in inputs if not i.error])
+    return opened, inputs, notes
 
 
 @dataclass(frozen=True)
@@ -173,7 +187,8 @@ def execute(
             plans.append(plan)
 
     try:
-        for rec in engine.run(tasks, work, writer.done if writer is not None else (), on_plan):
+        resume = Resume(writer.done if writer is not None else (), on_plan)
+        for rec in engine.run(tasks, work, resume):
             if writer is None and path is not None:
                 writer = open_writer(
                     path, fmt, part=part, overwrite=True, retry_failed=out.retry_failed

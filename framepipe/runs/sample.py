@@ -18,15 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
-from framepipe.engine import (
-    DEFAULT_DECODE_TIMEOUT_S,
-    EngineOptions,
-    EngineTask,
-    Work,
-    open_engine,
-)
+from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import OutputError
-from framepipe.extras import check_extras
 from framepipe.inputs import Shard
 from framepipe.inputs.remote import is_remote
 from framepipe.output import format_of
@@ -37,8 +30,8 @@ from framepipe.runs.common import (
     OnRecord,
     Output,
     RunSummary,
+    begin,
     execute,
-    find_inputs,
     save_clip_images,
 )
 
@@ -107,22 +100,19 @@ def sample(
     :mod:`framepipe.engine.ray`); ``workers`` is then not used.
     """
     cfg = cfg or SampleConfig()
-    cfg.check()  # a bad setting is refused before anything runs
-    check_extras(format=format_of(manifest_path(out_dir, format)))
-    options = EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip)
-    eng = open_engine(engine, options)  # a cluster engine joins its cluster now
-    out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
     t0 = time.perf_counter()
-    inputs, notes = find_inputs(
+    eng, inputs, notes = begin(
         paths,
-        kind=cfg.kind,
+        cfg,
+        engine,
+        EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip),
+        manifest_path(out_dir, format),
         on_input=on_input,
         inputs_from=inputs_from,
         cache_dir=cache_dir,
         shard=shard,
     )
-    if isinstance(inputs, list):  # the source options against the kinds found
-        cfg.check([i.kind for i in inputs if not i.error])
+    out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
     summary = RunSummary(notes=list(notes))
     try:
         if isinstance(out, Path):
