@@ -25,7 +25,7 @@ from typing import Any
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.errors import FramepipeError, SamplingError, captured_warnings
+from framepipe.errors import FramepipeError, SamplingError, captured_warnings, one_line_error
 from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     ClipJob,
@@ -68,7 +68,8 @@ def read_clips(
     on_plan: Callable[[InputPlan], None] | None = None,
 ) -> Generator[ClipJob, None, None]:
     """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet,
-    ok or failed; then, if closing the input fails, one failed job for the input.
+    ok or failed (an input that cannot be opened or planned: one failed job for the input;
+    one that fails to close after its clips: a warning, its clips' records stand).
 
     ``extra_key`` joins the resume key (the caption run adds the model and questions);
     ``is_done(key)`` skips finished clips before any frame is decoded, and a whole input
@@ -183,7 +184,11 @@ def _read_clips(
             yield _one_clip(source, info, clip, cfg, key, t_open, read_frames, whole)
             t_open = 0.0
         closing, source = source, None
-        closing.close()
+        try:
+            closing.close()
+        except Exception as exc:  # every clip has its record: a failed record here would
+            # outlive a clean re-run (it skips the clips, and nothing would supersede it)
+            log.warning("closing failed: %s", one_line_error(exc, src))
         if on_plan is not None:
             on_plan(InputPlan(planned, tuple(keys), src))
     except Exception as exc:

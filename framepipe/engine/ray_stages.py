@@ -11,9 +11,10 @@
   answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
   final ClipResult, ...}`` per clip, the inputs' rows unchanged; ``load_s`` and
   ``generate_s`` carry the actor's own seconds (each on one row) for the run's summary; an
-  error that stops the run (:class:`~framepipe.errors.StopRunError`) comes as its pickle
-  after the records made before it. An actor that dies (killed, out of host memory) is
-  restarted by Ray and its batch retried, so no clip is lost.
+  error that stops the run (a model that does not load, decoders that die at start, a
+  :class:`~framepipe.errors.StopRunError`) comes as a pickled StopRunError after the records
+  made before it, so the driver stops with its one line. An actor that dies (killed, out of
+  host memory) is restarted by Ray and its batch retried, so no clip is lost.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from framepipe.answering import Answering, AnswerSpec
 from framepipe.engine.base import EngineTask
 from framepipe.engine.supervisor import DecoderProcess, Skipped
 from framepipe.engine.worker import WorkerSetup, WorkItem
-from framepipe.errors import StopRunError
+from framepipe.errors import FramepipeError, StopRunError, one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,18 @@ class ReadStage:
         for blob in batch["task"]:
             task_id, task = pickle.loads(blob)
             assert isinstance(task, EngineTask)
-            for job in self.decoder.run(WorkItem(int(task_id), task.item, dict(task.extra_key))):
-                if isinstance(job, Skipped):
-                    rows.append((b"", job.count, pickle.dumps(job.plan) if job.plan else b""))
-                    continue
-                rows.append((pickle.dumps(job, protocol=5), 0, b""))
+            try:
+                for job in self.decoder.run(
+                    WorkItem(int(task_id), task.item, dict(task.extra_key))
+                ):
+                    if isinstance(job, Skipped):
+                        plan = pickle.dumps(job.plan) if job.plan else b""
+                        rows.append((b"", job.count, plan))
+                        continue
+                    rows.append((pickle.dumps(job, protocol=5), 0, b""))
+            except FramepipeError as exc:  # e.g. decoders that die at start: to the driver
+                rows.append((stop_row(exc), 0, b""))
+                break
         return _batch(rows)
 
     def __del__(self) -> None:
@@ -96,21 +104,43 @@ class GenerateStage:
     def __init__(self, spec: bytes) -> None:
         gs: GenerateSpec = pickle.loads(spec)
         _prepare(gs.imports, gs.log_level)
-        self.answering = Answering(gs.answer)
+        self.answering: Answering | None = None
+        self.failed: FramepipeError | None = None  # sent to the driver with the first batch
+        try:
+            self.answering = Answering(gs.answer)  # reads the model's config (no weights)
+        except FramepipeError as exc:
+            self.failed = exc
         self.load_s = 0.0  # the load seconds reported so far (the backend loads on first use)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         inputs = zip(batch["out"], batch["skipped"], batch["plan"])
         rows = [(b"", int(n), plan) for blob, n, plan in inputs if not blob]
-        jobs = [pickle.loads(blob) for blob in batch["out"] if blob]
-        t = self.answering.generate_s
+        jobs: list[Any] = []
+        stops: list[FramepipeError] = []
+        for blob in batch["out"]:
+            if blob:
+                out = pickle.loads(blob)
+                (stops if isinstance(out, Exception) else jobs).append(out)
+        answering = self.answering
+        if answering is None:
+            assert self.failed is not None
+            return _batch([*rows, (stop_row(self.failed), 0, b"")])
+        t = answering.generate_s
         try:
-            for rec in self.answering.records(jobs):
+            for rec in answering.records(jobs):
                 rows.append((pickle.dumps(rec, protocol=5), 0, b""))
-        except StopRunError as exc:  # to the driver, which stops the run
-            rows.append((pickle.dumps(exc), 0, b""))
-        load_s, self.load_s = self.answering.load_s - self.load_s, self.answering.load_s
-        return _batch(rows, load_s, self.answering.generate_s - t)
+        except FramepipeError as exc:  # the model does not load, or a stop: to the driver
+            stops.append(exc)
+        rows += [(stop_row(exc), 0, b"") for exc in stops]
+        load_s, self.load_s = answering.load_s - self.load_s, answering.load_s
+        return _batch(rows, load_s, answering.generate_s - t)
+
+
+def stop_row(exc: FramepipeError) -> bytes:
+    """``exc`` as a row that stops the run on the driver: a :class:`StopRunError` with its
+    one line (framepipe's errors with their own arguments would not unpickle as they are)."""
+    stop = exc if type(exc) is StopRunError else StopRunError(one_line_error(exc))
+    return pickle.dumps(stop)
 
 
 def _batch(rows: list[tuple[bytes, int, bytes]], load_s: float = 0.0, gen_s: float = 0.0) -> Any:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import pickle
 import signal
 import threading
 import traceback
@@ -214,5 +215,14 @@ def _send_job(conn: Connection, setup: WorkerSetup, job: ClipJob) -> None:
         if packed is not None:
             discard(packed)
         log.debug("%s: unexpected error sending a clip", job.source, exc_info=True)
-        known = {"kind": job.kind, "clip": job.clip, "key": job.key}
+        known = {k: v for k, v in job.fields.items() if k != "extra" and _picklable(v)}
+        known["extra"] = {k: v for k, v in job.extra.items() if _picklable(v)}  # input_key, id
         _send(conn, ("job", ClipJob(job.source, known).fail(exc, stage="send"), None))
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:
+        return False
+    return True

@@ -155,7 +155,8 @@ class OpenAIBackend:
         s = settings or GenerationSettings()
         batch = max(s.batch_size, 2 * max_concurrency)
         self.settings = APISettings(**{**dataclasses.asdict(s), "batch_size": batch})
-        self.api_key = api_key
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        """Read here, where the run starts: a cluster's actors get it with the backend."""
         self.max_concurrency = max_concurrency
         self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), backoff_s
         self.random = False
@@ -228,6 +229,8 @@ class OpenAIBackend:
         return encode_images
 
     def load(self) -> OpenAIBackend:
+        if self._stop is not None:  # an earlier run stopped: the server may be fixed since
+            self._stop, self._checked = None, False
         self.check(0, (), None)
         self._pool = self._pool or ThreadPoolExecutor(self.max_concurrency)
         return self
@@ -293,9 +296,8 @@ class OpenAIBackend:
     def _request(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         """GET (no ``body``) or POST ``path`` under the base URL; the JSON answer."""
         headers = {"Content-Type": "application/json"}
-        key = self.api_key or os.environ.get("OPENAI_API_KEY")
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data, headers)
         with urllib.request.urlopen(req, timeout=timeout) as resp:

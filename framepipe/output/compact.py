@@ -12,7 +12,7 @@ done keys:
 - a failed record of a **whole input** (``clip`` is null: it could not be opened or its
   clips planned) is dropped once a clip record of the same input under the same settings
   was written after it: clip records carry the key such a failure would have had, as
-  ``input_key`` (see :func:`framepipe.records.clip_key`'s callers);
+  ``input_key`` (see :func:`framepipe.records.read_fields`);
 - records without a key are all kept.
 
 Only digests are held per record (never the records), so memory stays small however long

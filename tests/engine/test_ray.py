@@ -29,7 +29,7 @@ from framepipe.config import SampleConfig
 from framepipe.discover import discover
 from framepipe.engine import EngineTask, Work
 from framepipe.engine.ray import RayEngine, RayOptions
-from framepipe.generate import GenerationSettings
+from framepipe.generate import GenerationSettings, ModelConfig
 from framepipe.generate.backend import TransformersBackend
 from framepipe.output import ledger_of, read_records
 from framepipe.runs.caption import caption
@@ -274,6 +274,20 @@ def test_an_error_that_stops_the_run_stops_it_on_ray(
         for rec in RayEngine(opts).run(_tasks(media["videos"]), work):
             got.append(rec)
     assert len(got) <= 1 and all(r.status == "ok" for r in got)  # no failed record per clip
+
+
+def test_a_model_that_does_not_load_on_the_actors_stops_the_run_with_one_line(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    from framepipe.errors import FramepipeError
+
+    missing = tmp_path / "no-model-here"  # the driver's checks were skipped: only actors load
+    backend = TransformersBackend(ModelConfig(str(missing)), GenerationSettings(batch_size=1))
+    work = Work(SampleConfig(n=2, clip_seconds=0.5), answer=AnswerSpec(backend, ("q?",)))
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    with pytest.raises(FramepipeError) as err:
+        list(RayEngine(opts).run(_tasks(media["videos"]), work))
+    assert str(err.value) == f"{missing}: no such model folder, and not a Hugging Face hub id"
 
 
 def _tasks(*paths: Path) -> list[EngineTask]:

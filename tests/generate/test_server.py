@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, ModelLoadError, StopRunError
 from framepipe.generate import GenerationSettings, ModelConfig, OpenAIBackend
 from framepipe.output import read_records
-from framepipe.runs.caption import caption
+from framepipe.runs.caption import Pipeline, caption
 from framepipe.sources import open_source
 
 QUESTIONS = ["What is shown?", "Describe the colours."]
@@ -200,6 +201,40 @@ def test_vllms_one_image_limit_stops_the_run_after_the_first_request(
     assert "takes at most 1 image(s) per prompt and a clip has 4" in msg and "\n" not in msg
     assert "start vLLM with --limit-mm-per-prompt '{\"image\": 4}'" in msg
     assert len(received) == 1 and not out.exists()
+
+
+def test_a_pipeline_run_again_after_the_server_is_fixed_asks_it_again(
+    videos: Path, tmp_path: Path
+) -> None:
+    fixed = False
+
+    def reply(body: dict[str, Any]) -> Reply:
+        return chat_reply("ok") if fixed else (400, VLLM_ONE_IMAGE, {})
+
+    out = tmp_path / "out.jsonl"
+    with scripted_openai_server(reply) as (url, received):
+        pipe = Pipeline(backend=OpenAIBackend(url, max_concurrency=1), sample=SampleConfig(n=2))
+        with pytest.raises(StopRunError):
+            pipe.run([videos], out)
+        fixed = True  # restarted with --limit-mm-per-prompt: the same pipeline goes on
+        summary = pipe.run([videos], out)
+    assert summary.ok and summary.done == 3 and len(received) == 1 + 3
+
+
+def test_the_api_key_from_the_environment_travels_with_the_backend(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's actors may not have the driver's environment: the key is read where the
+    run starts and goes with the backend (never into its repr or the records)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    with scripted_openai_server(lambda body: chat_reply("x")) as (url, received):
+        backend = OpenAIBackend(url, max_concurrency=1)
+        monkeypatch.delenv("OPENAI_API_KEY")
+        on_actor = pickle.loads(pickle.dumps(backend))
+        caption([videos], tmp_path / "o.jsonl", backend=on_actor, sample=SampleConfig(n=2))
+    assert received and all(b["authorization"] == "Bearer sk-from-env" for b in received)
+    assert "sk-from-env" not in repr(on_actor)
+    assert "sk-from-env" not in (tmp_path / "o.jsonl").read_text()
 
 
 def test_429_and_5xx_are_retried_and_frames_arrive_losslessly(videos: Path, tmp_path: Path) -> None:
