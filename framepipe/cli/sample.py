@@ -55,7 +55,7 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
     https://); --inputs-from reads them from a manifest. Exit status is 1 when any clip
     failed, after all the others are done; 2 for a bad setting, refused before any work.
     """
-    from framepipe.runs.sample import manifest_path, sample
+    from framepipe.runs.sample import sample
 
     if format in IMAGE_FORMATS:
         deprecated(f"--format {format}", f"--image-format {format} (--format: the manifest's)")
@@ -79,7 +79,7 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
     )
     click.echo(
         f"{summary.done} clip(s) written, {summary.skipped} already done, "
-        f"{len(summary.failed)} failed -> {manifest_path(output, format)} "
+        f"{len(summary.failed)} failed -> {summary.output} "
         f"({summary.elapsed_s:.1f} s)",
         err=True,
     )

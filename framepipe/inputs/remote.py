@@ -74,12 +74,13 @@ def is_remote(text: object) -> bool:
     return scheme is not None and scheme != "file"
 
 
-def check_scheme(uri: str) -> None:
+def check_scheme(uri: str, what: str = "inputs") -> None:
     """A one-line MissingDependencyError when ``uri``'s scheme has no fsspec implementation
-    here (naming the extra to install), ConfigError for a scheme fsspec does not know."""
+    here (naming the extra to install, and ``what`` needs it), ConfigError for a scheme
+    fsspec does not know."""
     scheme = scheme_of(uri) or ""
     extra, package = EXTRAS.get(scheme, (None, None))
-    purpose = f"{scheme}:// inputs"
+    purpose = f"{scheme}:// {what}"
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec comes with every extra

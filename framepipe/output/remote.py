@@ -25,14 +25,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from framepipe.errors import FramepipeError, OutputError
+from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.inputs.remote import (
     RemoteMissing,
+    check_scheme,
     default_cache_dir,
     filesystem,
     is_remote,
     remember,
     remote_stat,
+    scheme_of,
     stage,
 )
 from framepipe.output.ledger import ledger_of
@@ -74,6 +76,31 @@ def save_image(
     img.save(buf, **kw)
     fs, path = filesystem(target, storage_options)
     fs.pipe_file(path, buf.getvalue())
+
+
+def check_store(
+    uri: str, storage_options: dict[str, Any] | None = None, what: str = "output"
+) -> None:
+    """Before any work (``uri``: a file, or a folder ending with ``/``): a one-line
+    MissingDependencyError or ConfigError for a scheme that cannot be used here or cannot be
+    written (``http(s)://``), OutputError unless a small object can be written and removed
+    beside ``uri`` (the bucket is there, the credentials may write)."""
+    scheme = scheme_of(uri)
+    if scheme in ("http", "https"):
+        raise ConfigError(
+            f"{uri}: {scheme}:// cannot be written: an output goes to a folder or an object "
+            "store (s3://, gs://, ...)"
+        )
+    check_scheme(uri, "outputs")
+    fs, path = filesystem(uri, storage_options)
+    folder = path.rstrip("/") if uri.endswith("/") else posixpath.dirname(path)
+    probe = f"{folder}/.framepipe-check-{uuid.uuid4().hex[:12]}"
+    try:
+        fs.pipe_file(probe, b"")
+        fs.rm(probe)
+    except Exception as exc:
+        why = " ".join(str(exc).split()) or type(exc).__name__
+        raise OutputError(f"{uri}: cannot write the {what} ({why})") from None
 
 
 class RemoteOutput:

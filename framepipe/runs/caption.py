@@ -37,7 +37,7 @@ from framepipe.generate.backend import BackendSpec, TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
 from framepipe.inputs.remote import is_remote
 from framepipe.output import writer_target
-from framepipe.output.remote import join, relative
+from framepipe.output.remote import check_store, join, relative
 from framepipe.questions import check_questions, check_system
 from framepipe.records import ClipJob
 from framepipe.runs.common import (
@@ -46,7 +46,6 @@ from framepipe.runs.common import (
     Output,
     RunSummary,
     begin,
-    check_output,
     check_writable,
     execute,
     save_clip_images,
@@ -100,7 +99,6 @@ class CaptionSummary(RunSummary):
 
     model: dict[str, Any] | None = None
     """The loaded model, as written on every record."""
-    output: Path | str | None = None
     decode_s: float = 0.0
     """Sum of the clips' decode times (spent in worker processes, overlapping generation)."""
     generate_s: float = 0.0
@@ -236,16 +234,19 @@ class Pipeline:
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
         """
         t0 = time.perf_counter()
-        if output is not None:
-            check_output(output)
-        if isinstance(self.frames_dir, Path):
-            check_writable(self.frames_dir / ".framepipe-check", "frames folder")
+        frames, so = self.frames_dir, self.sample.storage_options
+        if isinstance(frames, Path):
+            check_writable(frames / ".framepipe-check", "frames folder")
+        elif frames is not None:
+            check_store(join(frames, ""), so, "frames folder")
         engine, inputs, notes = begin(
             paths,
             self.sample,
             self.engine,
             EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip),
-            None if output is None else writer_target(output, format, part),
+            output,
+            format,
+            part,
             on_input=on_input,
             inputs_from=inputs_from,
             cache_dir=cache_dir,
@@ -270,9 +271,7 @@ class Pipeline:
             return EngineTask(item, answer.extra_key(item.kind, item.questions))
 
         finish = None
-        so = self.sample.storage_options
-        if self.frames_dir is not None:
-            frames = self.frames_dir
+        if frames is not None:
             rel_to = None if out is None else records_folder(out, format, part)
             finish = functools.partial(
                 _save_frames,

@@ -39,7 +39,7 @@ from framepipe.output import (
     write_frames,
     writer_target,
 )
-from framepipe.output.remote import RemoteOutput, join, save_image
+from framepipe.output.remote import RemoteOutput, check_store, join, save_image
 from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
@@ -64,6 +64,8 @@ class RunSummary:
     notes: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
     records: list[ClipResult] = field(default_factory=list)
+    output: Path | str | None = None
+    """The records file (a URI for one in an object store; None: nothing written)."""
 
     @property
     def ok(self) -> bool:
@@ -86,15 +88,18 @@ def begin(
     cfg: SampleConfig,
     engine: str,
     options: EngineOptions,
-    records: str | Path | None,
+    output: str | Path | None,
+    format: str | None = None,
+    part: str | None = None,
     *,
     on_input: OnInput | None = None,
     inputs_from: str | Path | Iterable[str | Path] | None = None,
     cache_dir: str | Path | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
 ) -> tuple[Engine, list[Input] | Iterator[Input], list[Skipped]]:
-    """What every run does first: a bad setting (``cfg``, the extra that the ``records``
-    file's format needs) is refused before any work; the engine opens (a cluster engine
+    """What every run does first: a bad setting (``cfg``, the extra that the records
+    format needs) and an ``output`` that cannot be written (see :func:`check_output`) are
+    refused before any work; the engine opens (a cluster engine
     joins its cluster now); the inputs under ``paths`` and in the manifests ``inputs_from``
     are found, those of ``shard`` (``"I/N"``) only, with the notes about paths not taken
     (logged, and passed to ``on_input`` with the inputs); the source options are checked
@@ -102,8 +107,9 @@ def begin(
     manifest; ``paths`` given as an iterator): it has no ``len()`` and is read once, by the
     engine (see :func:`framepipe.inputs.collect_inputs`)."""
     cfg.check()
-    if records is not None:
-        check_extras(format=format_of(records))
+    if output is not None:
+        check_extras(format=format_of(writer_target(output, format, part)))
+        check_output(output, cfg.storage_options)
     opened = open_engine(engine, options)
     inputs, notes = collect_inputs(
         paths, inputs_from=inputs_from, kind=cfg.kind, cache_dir=cache_dir, shard=shard
@@ -169,16 +175,9 @@ def execute(
     error) the engine is closed, an output in an object store is published, and ``summary``
     gets its skipped count and the time since ``t0`` (``time.perf_counter()``)."""
     writer: RecordWriter | None = None
-    created = False
+    created = stopped = False
     plans: list[InputPlan] = []  # until the writer is open (``overwrite``)
     path, part, fmt, remote = out.path, out.part, out.format, out.remote()
-    if remote is not None:  # staged here, published at the end
-        path, fmt = remote.fetch(overwrite=out.overwrite), remote.format
-        part = f"run-{uuid.uuid4().hex[:12]}"
-    if path is not None:
-        created = not record_files(writer_target(path, fmt, part))
-        if not out.overwrite:
-            writer = open_writer(path, fmt, part=part, retry_failed=out.retry_failed)
 
     def on_plan(plan: InputPlan) -> None:
         if writer is not None:
@@ -187,6 +186,13 @@ def execute(
             plans.append(plan)
 
     try:
+        if remote is not None:  # staged here, published at the end
+            path, fmt = remote.fetch(overwrite=out.overwrite), remote.format
+            part = f"run-{uuid.uuid4().hex[:12]}"
+        if path is not None:
+            created = not record_files(writer_target(path, fmt, part))
+            if not out.overwrite:
+                writer = open_writer(path, fmt, part=part, retry_failed=out.retry_failed)
         resume = Resume(writer.done if writer is not None else (), on_plan)
         for rec in engine.run(tasks, work, resume):
             if writer is None and path is not None:
@@ -202,6 +208,7 @@ def execute(
             if out.on_record is not None:
                 out.on_record(rec)
     except BaseException:
+        stopped = True
         if writer is not None and created:
             discard_if_empty(writer)  # e.g. the weights failed to load
         raise
@@ -210,9 +217,21 @@ def execute(
         if writer is not None:
             writer.close()
         if remote is not None:
-            remote.publish()
+            publish(remote, stopped)
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
+
+
+def publish(remote: RemoteOutput, stopped: bool) -> None:
+    """Publish what a run wrote to the store; when the run stopped on an error (or Ctrl-C),
+    a failure to publish is logged, not raised over what stopped it (its records stay
+    staged here, and the next run publishes them)."""
+    try:
+        remote.publish()
+    except OutputError as exc:
+        if not stopped:
+            raise
+        log.error("%s", exc)
 
 
 def check_writable(path: Path, what: str = "output") -> None:
@@ -234,11 +253,11 @@ def check_writable(path: Path, what: str = "output") -> None:
         raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
 
 
-def check_output(path: str | Path) -> None:
+def check_output(path: str | Path, storage_options: dict[str, Any] | None = None) -> None:
     """OutputError unless the output ``path`` (a records file, or a folder of part files:
-    see :func:`framepipe.output.open_writer`) can be written (one in an object store is
-    checked when the run reads its state from there)."""
+    see :func:`framepipe.output.open_writer`; or one in an object store) can be written."""
     if is_remote(str(path)):
+        check_store(str(path), storage_options)
         return
     if is_folder_output(path):
         check_writable(Path(path) / ".framepipe-check", "output folder")

@@ -12,6 +12,7 @@ processes save each clip's images as it is read (no frames come back to this pro
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,7 +22,7 @@ from framepipe.config import SampleConfig
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import OutputError
 from framepipe.inputs import Shard
-from framepipe.inputs.remote import is_remote
+from framepipe.inputs.remote import filesystem, is_remote
 from framepipe.output import format_of
 from framepipe.output.remote import join
 from framepipe.records import ClipJob
@@ -38,20 +39,38 @@ from framepipe.runs.common import (
 if TYPE_CHECKING:
     from framepipe.engine import RayOptions
 
+
 MANIFEST = "manifest.jsonl"
+"""The records file of a ``sample`` output folder, by default."""
 
 
-def manifest_path(out_dir: str | Path, format: str | None = None) -> Path | str:
+def manifest_path(
+    out_dir: str | Path, format: str | None = None, storage_options: dict[str, Any] | None = None
+) -> Path | str:
     """The records file of a ``sample`` output folder: ``manifest.jsonl``, or
     ``manifest.parquet`` (``format="parquet"``, or without ``format`` when only that one is
-    there); in a folder in an object store (a URI), ``manifest.<format>``."""
-    if is_remote(str(out_dir)):
-        return join(out_dir, f"manifest.{format_of('', format)}")
-    out = Path(out_dir)
+    there: in a folder, or in an object store under ``out_dir``, a URI)."""
     if format is None:
-        parquet = out / "manifest.parquet"
-        format = "parquet" if parquet.exists() and not (out / MANIFEST).exists() else "jsonl"
-    return out / f"manifest.{format_of('', format)}"
+        remote = is_remote(str(out_dir))
+        exists = remote_exists(storage_options) if remote else os.path.exists
+        names = [join(out_dir, f"manifest.{f}") for f in ("parquet", "jsonl")]
+        format = "parquet" if exists(names[0]) and not exists(names[1]) else "jsonl"
+    name = f"manifest.{format_of('', format)}"
+    return join(out_dir, name) if is_remote(str(out_dir)) else Path(out_dir) / name
+
+
+def remote_exists(storage_options: dict[str, Any] | None) -> Callable[[str], bool]:
+    """Whether an object is there (False when the store cannot say: the run's own check of
+    the output names what is wrong)."""
+
+    def exists(uri: str) -> bool:
+        try:
+            fs, path = filesystem(uri, storage_options)
+            return bool(fs.exists(path))
+        except Exception:
+            return False
+
+    return exists
 
 
 def sample(
@@ -101,19 +120,20 @@ def sample(
     """
     cfg = cfg or SampleConfig()
     t0 = time.perf_counter()
+    manifest = manifest_path(out_dir, format, cfg.storage_options)
     eng, inputs, notes = begin(
         paths,
         cfg,
         engine,
         EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip),
-        manifest_path(out_dir, format),
+        manifest,
         on_input=on_input,
         inputs_from=inputs_from,
         cache_dir=cache_dir,
         shard=shard,
     )
     out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
-    summary = RunSummary(notes=list(notes))
+    summary = RunSummary(notes=list(notes), output=manifest)
     try:
         if isinstance(out, Path):
             out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +148,7 @@ def sample(
     )
     work = Work(cfg, decode_timeout_s, finish=save)
     output = Output(
-        manifest_path(out, format),
+        manifest,
         overwrite=overwrite,
         retry_failed=retry_failed,
         keep_records=keep_records,

@@ -7,6 +7,7 @@ file as it was and loses nothing."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from remote_servers import s3, s3_credentials  # noqa: F401 - fixtures
 
 import framepipe.read_clips
 from framepipe.config import SampleConfig
-from framepipe.errors import OutputError
+from framepipe.errors import ConfigError, OutputError
 from framepipe.output import read_output, read_records
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import sample
@@ -131,3 +132,58 @@ def test_a_failed_publish_keeps_the_store_as_it_was_and_loses_nothing(
     fs.invalidate_cache()
     fs.get_file("out/p/results.jsonl", str(tmp_path / "r.jsonl"))
     assert len(list(read_records(tmp_path / "r.jsonl"))) == 5
+
+
+def test_a_parquet_folder_in_the_store_resumes_without_its_format_named(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    first = sample(
+        [videos], "s3://out/pq/", _cfg(url), format="parquet", workers=0, cache_dir=tmp_path / "a"
+    )
+    assert first.done == 5 and first.output == "s3://out/pq/manifest.parquet"
+    again = sample([videos], "s3://out/pq/", _cfg(url), workers=0, cache_dir=tmp_path / "b")
+    assert (again.done, again.skipped) == (0, 5)
+    assert again.output == "s3://out/pq/manifest.parquet"
+    fs.invalidate_cache()
+    assert not fs.exists("out/pq/manifest.jsonl")
+
+
+def test_an_output_the_store_cannot_take_is_refused_before_any_work(
+    store: tuple[str, Any], videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, _ = store
+    opened: list[str] = []
+    real = framepipe.read_clips.open_source
+    monkeypatch.setattr(
+        framepipe.read_clips, "open_source", lambda p, *a, **k: opened.append(p) or real(p, *a, **k)
+    )
+    with pytest.raises(OutputError, match=r"^s3://nobucket/s/manifest.jsonl: cannot write the "):
+        sample([videos], "s3://nobucket/s/", _cfg(url), workers=0, cache_dir=tmp_path)
+    pipe = Pipeline(
+        generator=EchoGenerator(),  # type: ignore[arg-type]
+        sample=_cfg(url),
+        workers=0,
+        frames_dir="s3://nobucket/f",
+    )
+    with pytest.raises(OutputError, match=r"^s3://nobucket/f/: cannot write the frames folder"):
+        pipe.run([videos], tmp_path / "r.jsonl")
+    with pytest.raises(
+        ConfigError, match=r"^http://127.0.0.1:9/o/manifest.jsonl: http:// cannot be"
+    ):
+        sample([videos], "http://127.0.0.1:9/o/", _cfg(url), workers=0)
+    assert opened == [] and not (tmp_path / "r.jsonl").exists()
+
+
+def test_an_output_whose_store_has_no_package_here_exits_2_naming_the_extra(
+    videos: Path, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from framepipe.cli import cli
+
+    pytest.importorskip("fsspec")
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    r = CliRunner().invoke(cli, ["sample", str(videos), "-o", "gs://b/out/"])
+    assert r.exit_code == 2 and "gs:// outputs" in r.output and "framepipe[gcs]" in r.output
