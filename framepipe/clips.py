@@ -17,7 +17,7 @@ import numpy as np
 
 from framepipe.errors import ConfigError
 from framepipe.registry import Registry
-from framepipe.shots import DetectorParams, detect_shots
+from framepipe.shots import checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def shot_limits(
 ) -> tuple[float, float | None]:
     """The shots planner's check: ``min_shot_s`` and ``max_shot_s`` (in seconds; None, 0
     or ``none``: no split) and the shot detector's settings ``params``; the two limits."""
-    DetectorParams.from_params(params)
+    checked_params(params)
     try:
         min_s = float(min_shot_s)
         max_s = None if max_shot_s in (None, 0, "none", "None") else float(max_shot_s)

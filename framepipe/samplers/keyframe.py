@@ -20,7 +20,7 @@ import numpy as np
 from framepipe.errors import SamplingError
 from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
 from framepipe.samplers.uniform import uniform_indices
-from framepipe.shots import DetectorParams, ShotDetection, detect_shots
+from framepipe.shots import DetectorParams, ShotDetection, checked_params, detect_shots
 from framepipe.shots.detector import steps
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -159,7 +159,7 @@ def check_keyframe(n: int, params: Mapping[str, Any]) -> None:
     """The keyframe sampler's check of its settings: n, its options and the shot detector's
     values."""
     check_args("keyframe", n, params, DEFAULTS)
-    DetectorParams.from_params({k: v for k, v in params.items() if k != "overflow"})
+    checked_params({k: v for k, v in params.items() if k != "overflow"})
 
 
 def keyframe(

@@ -11,5 +11,6 @@ setting (``detector``, :mod:`framepipe.shots.detectors`): the built-in one
 
 from framepipe.shots.cache import detect_shots
 from framepipe.shots.detector import DetectorParams, ShotDetection, Transition
+from framepipe.shots.detectors import checked_params
 
-__all__ = ["DetectorParams", "ShotDetection", "Transition", "detect_shots"]
+__all__ = ["DetectorParams", "ShotDetection", "Transition", "checked_params", "detect_shots"]

@@ -15,9 +15,9 @@ Plug-ins register with :func:`register_detector` or through the entry-point grou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from framepipe.registry import Registry
 from framepipe.shots.detector import ShotDetection, detect
@@ -69,6 +69,14 @@ def get_detector(name: str) -> ShotDetector:
     detector = DETECTORS.get(name)
     detector.check()
     return detector
+
+
+def checked_params(params: Mapping[str, Any]) -> DetectorParams:
+    """The shot detector's settings ``params`` checked, its name included (an unknown
+    detector is a ConfigError, a missing library a MissingDependencyError, before any work)."""
+    p = DetectorParams.from_params(dict(params))
+    get_detector(p.detector)
+    return p
 
 
 def detect_builtin(

@@ -195,6 +195,21 @@ def test_bad_parameters_are_config_errors(edit: tuple[Path, object]) -> None:
         _whole(path, 3, cut_ratio="x")
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"sampler": "keyframe", "sampler_params": {"detector": "nope"}},
+        {"clips": "shots", "clip_params": {"detector": "nope"}},
+    ],
+)
+def test_an_unknown_detector_is_refused_by_the_settings_check(settings: dict) -> None:
+    """Before any input is opened: the same check every command calls first."""
+    from framepipe.config import SampleConfig
+
+    with pytest.raises(ConfigError, match=r"^unknown shot detector 'nope'; known: builtin"):
+        SampleConfig(n=3, **settings).check()
+
+
 def test_keyframe_without_source_is_a_clear_error(edit: tuple[Path, object]) -> None:
     path, _ = edit
     with open_source(path) as src:
