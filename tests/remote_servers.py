@@ -68,11 +68,17 @@ def http_server(root: Path, port: int = 0) -> Iterator[tuple[str, Counter[str]]]
     def make(*args: object, **kwargs: object) -> http.server.BaseHTTPRequestHandler:
         return handler(*args, directory=str(root), **kwargs)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), make)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", port), make)) as url:
+        yield url, gets
+
+
+@contextlib.contextmanager
+def serving(server: http.server.ThreadingHTTPServer) -> Iterator[str]:
+    """Run ``server`` in a thread until the block ends; yields its base URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", gets
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -261,12 +267,5 @@ def scripted_openai_server(
                 received.append(body)
             self.send(*reply(body))
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1", received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
+        yield f"{url}/v1", received
