@@ -213,8 +213,9 @@ class Progress:
         self.failed = 0
 
     def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
-        for n in notes:
-            note(f"note: skipping {n.path}: {n.reason}")
+        if not logging.getLogger("framepipe.inputs").isEnabledFor(logging.INFO):
+            for n in notes:  # else the library's own line (-v) says it, once
+                note(f"note: skipping {n.path}: {n.reason}")
         # a streamed manifest has no len(): no total
         self.total = len(inputs) if self.whole and isinstance(inputs, Sized) else None
 
