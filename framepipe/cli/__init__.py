@@ -51,8 +51,10 @@ def cli(verbose: int, quiet: bool) -> None:
     """Turn videos, multi-view image sets and 3D models into n well-chosen frames, and ask a
     multi-image vision-language model about each clip.
 
-    Every command that writes takes -o/--output, and --format jsonl|parquet where it writes
-    records; a bad setting is refused before any work (exit status 2)."""
+    Every command that writes records or a page takes -o/--output (make-tiny-model takes
+    its folder as OUT_DIR), and --format jsonl|parquet where it writes records; a bad
+    setting, or an option that does not apply (a Ray option without --engine ray), is
+    refused before any work (exit status 2)."""
 
     level = (
         logging.ERROR

@@ -124,9 +124,7 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     name, url = kw.pop("backend"), kw.pop("base_url")
     key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
     if name == "transformers":
-        if url:
-            raise click.UsageError("--base-url is for --backend openai")
-        return None
+        return None  # the server's options were refused with it (see options.APPLIES)
     if not url:
         raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:

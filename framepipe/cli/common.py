@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
 from framepipe.extras import AFTER_THE_DEVICE, check_extras
@@ -125,9 +126,35 @@ class SettingError(click.ClickException):
     exit_code = 2
 
 
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (on the command line or in its environment
+    variable), not left it at its default."""
+    source = ctx.get_parameter_source(name)
+    return source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def flag(ctx: click.Context, name: str) -> str:
+    """The flag the user knows option ``name`` by (its first: ``-n``, ``--fps``)."""
+    p = next((p for p in ctx.command.params if p.name == name), None)
+    return p.opts[0] if isinstance(p, click.Option) else name
+
+
+def both_given(old: str, new: str) -> SettingError:
+    """The refusal of an old spelling given with its new one (which should win is a guess)."""
+    return SettingError(f"{old} and {new} are the same option, given twice: give {new} only")
+
+
+def named_by_flag(ctx: click.Context, msg: str) -> str:
+    """A library message about a setting (``n (0) must be >= 1``: the Python API's names)
+    with the setting named by the flag the user gave it with (``-n (0) ...``)."""
+    name, sep, rest = msg.partition(" (")
+    return f"{flag(ctx, name)} ({rest}" if sep and name.isidentifier() and given(ctx, name) else msg
+
+
 class _Spellings:
-    """Parsing that moves the values of old spellings to their new options (with a note),
-    then asks for the options that are required but have old spellings (click cannot)."""
+    """Parsing that moves the values of old spellings to their new options (with a note;
+    both given: refused), then asks for the options that are required but have old
+    spellings (click cannot)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         rest: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
@@ -136,8 +163,11 @@ class _Spellings:
             if isinstance(p, OldSpelling):
                 value = ctx.params.pop(p.name or "", None)
                 if value not in (None, False, ()):
+                    if given(ctx, p.new):
+                        raise both_given(p.opts[0], p.use)
                     deprecated(p.opts[0], p.use)
                     ctx.params[p.new] = value
+                    ctx.set_parameter_source(p.new, ParameterSource.COMMANDLINE)
         for p in params:
             if getattr(p, "required_after_spellings", False) and ctx.params.get(p.name) is None:
                 raise click.MissingParameter(ctx=ctx, param=p)
@@ -156,7 +186,7 @@ class Command(_Spellings, click.Command):
             check_extras({k: v for k, v in ctx.params.items() if k not in AFTER_THE_DEVICE})
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
-            raise SettingError(str(exc)) from None
+            raise SettingError(named_by_flag(ctx, str(exc))) from None
         except AlreadyThereError as exc:
             msg = f"{exc.path}: {exc.what} is already there (pass --overwrite to replace it)"
             raise click.ClickException(msg) from None
@@ -183,8 +213,9 @@ class Progress:
         self.failed = 0
 
     def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
-        for n in notes:
-            note(f"note: skipping {n.path}: {n.reason}")
+        if not logging.getLogger("framepipe.inputs").isEnabledFor(logging.INFO):
+            for n in notes:  # else the library's own line (-v) says it, once
+                note(f"note: skipping {n.path}: {n.reason}")
         # a streamed manifest has no len(): no total
         self.total = len(inputs) if self.whole and isinstance(inputs, Sized) else None
 

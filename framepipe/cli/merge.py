@@ -32,13 +32,16 @@ def command(inputs: tuple[str, ...], output: str, format: str | None) -> None:
     INPUTS are records files (JSONL or Parquet), folders of part files (part-*.jsonl,
     part-*.parquet) and 'framepipe sample' output folders (manifest.jsonl). Relative frame
     paths are rewritten to stay right from OUTPUT's folder. OUTPUT is written to a temporary
-    file beside it and moved into place, so a failed merge leaves it as it was.
+    file beside it and moved into place, so a failed merge leaves it as it was. Inputs
+    with no record at all are an error (exit status 1).
     """
     from framepipe.extras import check_extras
     from framepipe.output import format_of, merge
 
     check_extras(format=format_of(output, format))  # before any input is read
     res = merge(inputs, output, format)
+    if not res.records:  # not one record among them: surely not what was meant
+        raise click.ClickException(f"{', '.join(inputs)}: no record to merge ({output} is empty)")
     click.echo(
         f"{res.records} record(s) from {res.files} file(s) -> {res.output} "
         f"({res.dropped} superseded)",

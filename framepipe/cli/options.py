@@ -24,7 +24,15 @@ from typing import Any, Literal, get_args, get_origin
 
 import click
 
-from framepipe.cli.common import OldSpelling, field_default, param_default, parse_kv
+from framepipe.cli.common import (
+    OldSpelling,
+    SettingError,
+    field_default,
+    flag,
+    given,
+    param_default,
+    parse_kv,
+)
 from framepipe.clips import CLIP_PLANNERS
 from framepipe.config import SampleConfig
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, ENGINES
@@ -232,14 +240,17 @@ INPUTS: list[Row] = [
      "millions of rows are fine.", {"multiple": True}),
     ("--cache-dir", click.Path(file_okay=False, path_type=str),
      Unset("$FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote"),
-     "Where remote inputs (s3://, gs://, https://) are downloaded before decoding."),
+     "Where remote inputs (s3://, gs://, https://) are downloaded before decoding, and "
+     "where the records of a remote -o (s3://...) wait, in .outputs/, until the run "
+     "publishes them."),
     ("--keep-downloads/--no-keep-downloads", bool, field_default(SampleConfig, "keep_downloads"),
      "Keep downloaded remote inputs in --cache-dir for later runs; with --no-keep-downloads "
      "each is removed once its clips are read (the cache never grows; a re-run downloads "
      "again what it must reopen)."),
     ("--storage-option", KV, None,
-     "fsspec option for remote inputs, e.g. endpoint_url=http://127.0.0.1:9000 or anon=true "
-     "(repeatable; values parsed as JSON when they can be)."),
+     "fsspec option for remote inputs and remote outputs (-o s3://..., caption's --frames-dir "
+     "s3://...), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true (repeatable; values "
+     "parsed as JSON when they can be)."),
     ("--shard", str, None,
      "Run only shard I (from 0) of N: a stable 1/N of the inputs, for array jobs; merge the "
      "N outputs with 'framepipe merge'.", {"metavar": "I/N"}),
@@ -282,6 +293,36 @@ RAY_FIELDS = {
 }
 """Engine option -> :class:`RayOptions` field."""
 
+MODEL_IN_PROCESS = ("revision", "device", "dtype", "quantize", "attn", "trust_remote_code",
+                    "offline")  # fmt: skip
+"""``caption``'s options of the model loaded in this process (``--backend transformers``)."""
+SERVER = ("base_url", "api_key", "max_concurrency")
+"""``caption``'s options of a model server (every other backend)."""
+
+APPLIES: dict[str, tuple[str, str, bool]] = {
+    **dict.fromkeys(RAY_FIELDS, ("engine", "ray", True)),
+    **dict.fromkeys(("workers", "prefetch"), ("engine", "ray", False)),
+    **dict.fromkeys(MODEL_IN_PROCESS, ("backend", "transformers", True)),
+    **dict.fromkeys(SERVER, ("backend", "transformers", False)),
+}
+"""Which options belong to which engine or backend: option -> ``(chooser, value, only)``:
+the option applies only when the option ``chooser`` is ``value`` (``only``), or never then
+(not ``only``). One given where it does not apply is refused before any work."""
+
+
+def refuse_what_does_not_apply(ctx: click.Context) -> None:
+    """SettingError (one line, exit 2) for the first option the user gave (its default never
+    counts) that the chosen engine or backend would ignore (see :data:`APPLIES`)."""
+    for name, (chooser, value, only) in APPLIES.items():
+        if name not in ctx.params or not given(ctx, name):
+            continue
+        chosen = ctx.params[chooser]
+        if (chosen == value) != only:
+            what = "applies to" if only else "does not apply to"
+            why = f", not {flag(ctx, chooser)} {chosen}" if only else ""
+            raise SettingError(f"{flag(ctx, name)} {what} {flag(ctx, chooser)} {value}{why}")
+
+
 PATHS = click.argument("paths", nargs=-1, required=False, type=click.Path(path_type=str))
 RUN: list[Row | Callable[[Any], Any]] = [PATHS, *SAMPLING, *INPUTS, *ENGINE]
 """What ``sample`` and ``caption`` both take: PATHS and the sampling, input and engine
@@ -295,6 +336,9 @@ def run_arguments(
     :class:`SampleConfig` and its other keyword arguments (inputs, engine)."""
     from framepipe.inputs import parse_shard
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:  # before anything is made of the options
+        refuse_what_does_not_apply(ctx)
     sampler = kw.pop("sampler")
     params: dict[str, Any] = {"overflow": kw.pop("overflow")}
     mode, fps = kw.pop("mode"), kw.pop("fps")
@@ -320,7 +364,6 @@ def run_arguments(
     if not paths and not manifests:
         raise click.UsageError("give PATHS, --inputs-from FILE, or both")
     engine = kw.pop("engine")
-    ctx = click.get_current_context(silent=True)
     if ctx is not None:  # Ray's native log lines stay in its logs while the command runs
         from framepipe.cli.ray_logs import native_ray_lines_to_log
 

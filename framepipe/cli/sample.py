@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, deprecated, run_with_progress
+from framepipe.cli.common import Command, both_given, deprecated, given, run_with_progress
 from framepipe.cli.options import (
     FORMAT_TEXT,
     RETRY,
@@ -57,10 +57,15 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
     """
     from framepipe.runs.sample import sample
 
+    ctx = click.get_current_context()
     if format in IMAGE_FORMATS:
+        if given(ctx, "image_format"):
+            raise both_given(f"--format {format}", "--image-format")
         deprecated(f"--format {format}", f"--image-format {format} (--format: the manifest's)")
         kw["image_format"], format = format, None
     if (old := kw.pop("manifest_format")) is not None:
+        if format is not None:
+            raise both_given("--manifest-format", "--format")
         deprecated("--manifest-format", "--format")
         format = old
     cfg, run_kw = run_arguments(paths, kw)

@@ -174,3 +174,23 @@ def test_the_command_line_checks_every_option_it_parsed(monkeypatch: pytest.Monk
     res = CliRunner().invoke(cli, ["info", "--kind", "multiview", "nowhere"])
     _one_line_usage_error(res, "not-there is not installed (needed for --kind multiview)")
     assert "pip install 'framepipe[missing-extra]'" in res.output
+
+
+FLAGGED = [
+    (["-n", "0"], "-n (0) must be >= 1"),
+    (["--num-frames", "0"], "-n (0) must be >= 1"),
+    (["--fps", "0"], "--fps (0.0) must be > 0"),
+    (["--sampler-opt", "fps=0"], "fps (0) must be > 0"),  # given as a sampler option: its name
+]
+
+
+@pytest.mark.parametrize(("args", "line"), FLAGGED, ids=[" ".join(a) for a, _ in FLAGGED])
+def test_a_refused_setting_is_named_by_its_flag(
+    video: Path, tmp_path: Path, args: list[str], line: str
+) -> None:
+    """The checks are the library's (its names, ``n``, ``fps``); the command line names the
+    flag the user gave the value with."""
+    for command in (["sample", str(video), "-o", str(tmp_path / "out")],
+                    ["caption", str(video), "-o", str(tmp_path / "r.jsonl")]):  # fmt: skip
+        res = CliRunner().invoke(cli, [*command, *args])
+        assert res.exit_code == 2 and res.output.strip().splitlines() == [f"Error: {line}"]

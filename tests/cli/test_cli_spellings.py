@@ -91,3 +91,35 @@ def test_the_old_spellings_still_work_with_a_note(tmp_path: Path) -> None:
 def test_an_old_spelling_of_a_required_option_counts(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["sample", str(tmp_path)])
     assert res.exit_code == 2 and "Missing option '-o' / '--output'" in res.output
+
+
+BOTH = [
+    (["--out", "A", "-o", "B"], "--out and -o/--output"),
+    (["-o", "B", "--manifest-format", "parquet", "--format", "jsonl"],
+     "--manifest-format and --format"),
+    (["-o", "B", "--format", "png", "--image-format", "jpg"], "--format png and --image-format"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "names"), BOTH, ids=[" ".join(a) for a, _ in BOTH])
+def test_an_old_spelling_given_with_its_new_one_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], names: str
+) -> None:
+    """Which of the two was meant is a guess: neither wins, the command stops before any
+    work (exit 2, one line naming both)."""
+    monkeypatch.chdir(tmp_path)
+    video = engine_plugins.make_video(tmp_path / "v.mp4", 6)
+    res = CliRunner().invoke(cli, ["sample", str(video), "-n", "2", "--workers", "0", *args])
+    assert res.exit_code == 2, res.output
+    (line,) = res.output.strip().splitlines()
+    assert names in line and "given twice" in line, line
+    assert "deprecated" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]  # nothing written
+
+
+def test_the_old_quiet_flag_given_with_the_new_one_is_refused() -> None:
+    res = CliRunner().invoke(cli, ["-q", "--quiet", "info", "nowhere"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "Error: -q and --quiet are the same option, given twice: give --quiet only"
+    ]

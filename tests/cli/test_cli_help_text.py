@@ -1,0 +1,35 @@
+"""The help says what the options do: the remote-storage options govern remote outputs as
+well as inputs, and the top-level help's promise about -o/--output holds for every command."""
+
+from __future__ import annotations
+
+import click
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+
+
+def _help(*args: str) -> str:
+    return " ".join(CliRunner().invoke(cli, [*args, "--help"], terminal_width=300).output.split())
+
+
+def test_the_storage_options_and_the_cache_say_they_serve_remote_outputs() -> None:
+    for command in ("sample", "caption"):
+        text = _help(command)
+        storage = text.split("--storage-option KEY=VALUE", 1)[1].split("--shard", 1)[0]
+        assert "remote inputs and remote outputs (-o s3://..., caption's --frames-dir" in storage
+        cache = text.split("--cache-dir DIRECTORY", 1)[1].split("--keep-downloads", 1)[0]
+        assert "records of a remote -o (s3://...) wait, in .outputs/" in cache
+
+
+def test_every_command_that_writes_takes_what_the_top_level_help_says() -> None:
+    top = _help()
+    assert "make-tiny-model takes its folder as OUT_DIR" in top
+    assert "Every command that writes records or a page takes -o/--output" in top
+    ctx = click.Context(cli)
+    assert isinstance(cli, click.Group)
+    tiny = cli.get_command(ctx, "make-tiny-model")
+    assert tiny is not None
+    assert [p.name for p in tiny.params if isinstance(p, click.Argument)] == ["out_dir"]
+    assert not any("--output" in p.opts for p in tiny.params)
+    assert "OUT_DIR" in _help("make-tiny-model")
