@@ -39,9 +39,7 @@ def command(inputs: tuple[str, ...], output: str, format: str | None) -> None:
     from framepipe.output import format_of, merge
 
     check_extras(format=format_of(output, format))  # before any input is read
-    res = merge(inputs, output, format)
-    if not res.records:  # not one record among them: surely not what was meant
-        raise click.ClickException(f"{', '.join(inputs)}: no record to merge ({output} is empty)")
+    res = merge(inputs, output, format)  # inputs without a record: an error, nothing written
     click.echo(
         f"{res.records} record(s) from {res.files} file(s) -> {res.output} "
         f"({res.dropped} superseded)",

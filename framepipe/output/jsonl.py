@@ -37,14 +37,16 @@ except ImportError:  # pragma: no cover - not POSIX: no locks between writers
 log = logging.getLogger(__name__)
 
 
-def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSONL file; a torn or invalid line is skipped with a warning."""
+def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
+    """The records of a JSONL file; a torn or invalid line is skipped with a warning
+    (``warn=False``: silently, on a second pass over a file already read)."""
     p = Path(path)
     if not p.exists():
         return
     for lineno, rec in json_lines(p):
         if isinstance(rec, json.JSONDecodeError):
-            log.warning("%s:%d: skipping an unreadable line (interrupted write?)", p, lineno)
+            if warn:
+                log.warning("%s:%d: skipping an unreadable line (interrupted write?)", p, lineno)
         elif isinstance(rec, dict):
             yield rec
 
@@ -218,7 +220,7 @@ def compact_jsonl(path: str | Path) -> int:
     dropped = keep.count(False)
     if not dropped:
         return 0
-    kept = (rec for rec, k in zip(read_records(p), keep) if k)
+    kept = (rec for rec, k in zip(read_records(p, warn=False), keep) if k)
     with atomic_output(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for rec in kept:
             fh.write(record_line(rec))

@@ -38,7 +38,7 @@ from framepipe.inputs.remote import (
     stage,
 )
 from framepipe.output.ledger import ledger_of
-from framepipe.output.store import format_of, merge, part_path, record_files
+from framepipe.output.store import NothingToMerge, format_of, merge, part_path, record_files
 from framepipe.utils import stable_digest
 
 PUBLISHED = "published"
@@ -160,7 +160,10 @@ class RemoteOutput:
         if all(f == self.published for f in files):
             return  # nothing new to publish
         merged = self.folder / f".merging.{self.format}"
-        merge([self.folder], merged, self.format)
+        try:
+            merge([self.folder], merged, self.format)
+        except NothingToMerge:
+            return  # a run that wrote no record (and none was there)
         fs, path = filesystem(self.uri, self.storage_options)
         try:
             if ledger_of(merged).exists():

@@ -123,11 +123,12 @@ class _Unit:
         return out
 
     def records(self) -> Iterator[dict[str, Any]]:
+        """Its records, on a second pass (its metas were read first, with the warnings)."""
         if self.format == "parquet":
             yield from read_parquet(self.path)
-            yield from read_records(journal_of(self.path))
+            yield from read_records(journal_of(self.path), warn=False)
         else:
-            yield from read_records(self.path)
+            yield from read_records(self.path, warn=False)
 
     @property
     def ledger(self) -> Path:
@@ -346,6 +347,10 @@ class MergeResult:
     """Records files read."""
 
 
+class NothingToMerge(OutputError):
+    """The inputs of a merge hold no record at all."""
+
+
 def merge(
     inputs: PathLike | Iterable[PathLike], output: PathLike, format: str | None = None
 ) -> MergeResult:
@@ -360,6 +365,9 @@ def merge(
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
     keep = keep_mask(_metas(units))
+    if not keep:  # before anything is written: an output that held records stays
+        names = ", ".join(str(u.path) for u in units)
+        raise NothingToMerge(f"{names}: no record to merge")
     out_dir = out.resolve().parent
 
     def kept() -> Iterator[dict[str, Any]]:

@@ -29,8 +29,12 @@ def test_a_merge_of_inputs_without_any_record_is_an_error_naming_them(tmp_path: 
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\nworld\n")
     out = tmp_path / "m.jsonl"
+    out.write_text('{"key": "k1", "status": "ok"}\n')  # an output from before: kept
     res = CliRunner().invoke(cli, ["merge", str(notes), "-o", str(out)])
     assert res.exit_code == 1, res.output
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("Error: ")]
-    assert errors == [f"Error: {notes}: no record to merge ({out} is empty)"]
+    assert errors == [f"Error: {notes}: no record to merge"]
     assert "record(s) from" not in res.stderr  # no summary as if it had worked
+    assert out.read_text() == '{"key": "k1", "status": "ok"}\n'
+    unreadable = [ln for ln in res.stderr.splitlines() if "unreadable line" in ln]
+    assert len(unreadable) == 2  # each of its two lines once
