@@ -203,8 +203,9 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     y = np.clip((yuv[..., 0].astype(np.float32) - 16.0) * (1.0 / 219.0), 0.0, 1.0)
     gw, gh = GRID
     bh, bw = max(1, h // gh), max(1, w // gw)
-    crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
-    grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
+    rows = yuv[:, : bh * gh, : bw * gw].reshape(m, gh, bh, -1).sum(axis=2, dtype=np.int32)
+    sums = rows.reshape(m, gh, gw, bw, 3).sum(axis=3).reshape(m, -1)
+    grid = sums.astype(np.float32) * np.float32(1.0 / (255.0 * bh * bw))
     f32 = np.float32
     edges = _edges(y, gain).astype(f32)
     sharp = _sharpness(y)
