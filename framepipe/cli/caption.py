@@ -11,18 +11,8 @@ from typing import Any
 import click
 
 from framepipe.cli.common import Command, field_default, run_with_progress
-from framepipe.cli.options import (
-    FORMAT,
-    GENERATE_ACTORS,
-    RETRY,
-    RUN,
-    OutputPath,
-    Row,
-    Unset,
-    decode_timeout,
-    options,
-    run_arguments,
-)
+from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
+from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
 from framepipe.generate.config import (
     ATTN,
     DEFAULT_MODEL,
