@@ -338,9 +338,14 @@ def local_median(x: np.ndarray, half: int, exclude: int, q: float = 50.0) -> np.
     if m == 0:
         return x.copy()
     pad = np.concatenate([np.full(half, np.nan), x, np.full(half, np.nan)])
-    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1).copy()
-    win[:, half - exclude : half + exclude + 1] = np.nan
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
-        med = np.nanpercentile(win, q, axis=1) if q != 50.0 else np.nanmedian(win, axis=1)
+    width = 2 * half + 1
+    keep = np.r_[0 : max(0, half - exclude), min(width, half + exclude + 1) : width]
+    win = np.lib.stride_tricks.sliding_window_view(pad, width)[:, keep]
+    whole = ~np.isnan(win).any(axis=1)  # one vectorised percentile for these rows
+    med = np.zeros(m)
+    if keep.size:
+        med[whole] = np.percentile(win[whole], q, axis=1)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
+            med[~whole] = np.nanpercentile(win[~whole], q, axis=1)
     return np.nan_to_num(med, nan=0.0)
