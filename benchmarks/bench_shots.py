@@ -23,7 +23,7 @@ each false boundary once.
 
 ``--speed N``: whole processes, ``framepipe shots X`` against ``scenedetect -i X
 detect-content``, alternating, N rounds over the files (the corpus, or with ``--speed-on
-real`` the real clips); the ratio of the summed times.
+real`` the real clips); the ratios of the summed wall and CPU times.
 ``--real``: on the real clips (no labels) each detector against TransNetV2's boundaries.
 ``--checks``: flat red cut to a Mandelbrot zoom, PySceneDetect's ``fades.mp4`` and
 ``goldeneye-vfr-drop3.mp4`` (when in ``.bench_cache/checks/`` or ``.bench_cache/real/``).
@@ -35,6 +35,7 @@ real`` the real clips); the ratio of the summed times.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -146,25 +147,44 @@ def accuracy(data: list[tuple[Path, dict[str, Any]]], names: list[str], tune: se
 
 
 def speed(files: list[Path], rounds: int) -> None:
-    """Whole processes: ``framepipe shots`` against ``scenedetect detect-content``."""
+    """Whole processes: ``framepipe shots`` against ``scenedetect detect-content``; wall time
+    and CPU time (user + system of the processes, all their threads: on a shared machine the
+    steadier of the two)."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
     cmds = {
         "framepipe shots": lambda p: [sys.executable, "-m", "framepipe", "shots", str(p)],
         "scenedetect detect-content": lambda p: ["scenedetect", "-i", str(p), "detect-content"],
     }
     totals: dict[str, list[float]] = {k: [] for k in cmds}
+    cpus: dict[str, list[float]] = {k: [] for k in cmds}
+    loads = []
     for r in range(rounds):
         order = list(cmds) if r % 2 == 0 else list(cmds)[::-1]
         for name in order:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu()
             for p in files:
                 subprocess.run(cmds[name](p), check=True, capture_output=True)
             totals[name].append(time.perf_counter() - t0)
-    ratios = [b / a for a, b in zip(*totals.values())]
-    print(f"\nwhole processes on {len(files)} files, {rounds} rounds (seconds per round):\n")
-    for name, ts in totals.items():
-        print(f"- {name}: {', '.join(f'{t:.1f}' for t in ts)}")
-    print(f"- ratio per round: {', '.join(f'{x:.2f}x' for x in ratios)}; "
-          f"median {statistics.median(ratios):.2f}x")  # fmt: skip
+            cpus[name].append(cpu() - c0)
+        loads.append(os.getloadavg()[0])
+    print(
+        f"\nwhole processes on {len(files)} files, {rounds} rounds (seconds per round, "
+        f"wall / CPU; load average {', '.join(f'{x:.1f}' for x in loads)}):\n"
+    )
+    for name in cmds:
+        pairs = ", ".join(f"{t:.1f} / {c:.1f}" for t, c in zip(totals[name], cpus[name]))
+        print(f"- {name}: {pairs}")
+    for what, d in (("wall", totals), ("CPU", cpus)):
+        ratios = [b / a for a, b in zip(*d.values())]
+        print(
+            f"- {what} ratio per round: {', '.join(f'{x:.2f}x' for x in ratios)}; "
+            f"median {statistics.median(ratios):.2f}x"
+        )
 
 
 def real(names: list[str]) -> None:

@@ -298,8 +298,11 @@ def make_video(path: Path, seed: int, seconds: float, w: int, h: int) -> dict[st
     for p in plan:
         kind, t_in = p["kind"], p["t_in"]
         pics, family = make_shot(rng, p["length"] + p["t_out"], w, h)
-        if kind == "alike" and family in ("flat", "noise"):
-            kind = "cut"  # no structure to tell them apart: an ordinary cut
+        flat_before = prev_last is not None and int(np.ptp(prev_last.reshape(-1, 3), 0).max()) == 0
+        if kind == "alike" and (family in ("flat", "noise") or flat_before):
+            # no structure to tell them apart, or nothing to match: the tones of a flat field
+            # are one colour, and matching them makes a copy of it (no transition at all)
+            kind = "cut"
         fast = family not in ("flat", "noise") and rng.random() < 0.2
         if fast:
             pics = scroll(pics, rng)

@@ -31,24 +31,74 @@ Plug-in families (source kinds, samplers, clip planners, engines, generation bac
 share one :class:`~framepipe.registry.Registry` type.
 """
 
-from framepipe.clips import plan_clips
-from framepipe.config import SampleConfig
-from framepipe.discover import discover
-from framepipe.errors import (
-    ConfigError,
-    DecodeError,
-    FramepipeError,
-    ModelLoadError,
-    PromptError,
-    SamplingError,
-    SourceError,
-)
-from framepipe.runs.caption import CaptionSummary, Pipeline, caption
-from framepipe.runs.sample import sample
-from framepipe.samplers import get_sampler, register_sampler
-from framepipe.sources import open_source
-from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from framepipe.version import __version__
+
+# name -> module that defines it: imported on first use (PEP 562), so that a command or a
+# library user pays only for what it touches (``framepipe shots`` needs no engine, run or
+# model code).
+_LAZY = {
+    "plan_clips": "framepipe.clips",
+    "SampleConfig": "framepipe.config",
+    "discover": "framepipe.discover",
+    "ConfigError": "framepipe.errors",
+    "DecodeError": "framepipe.errors",
+    "FramepipeError": "framepipe.errors",
+    "ModelLoadError": "framepipe.errors",
+    "PromptError": "framepipe.errors",
+    "SamplingError": "framepipe.errors",
+    "SourceError": "framepipe.errors",
+    "CaptionSummary": "framepipe.runs.caption",
+    "Pipeline": "framepipe.runs.caption",
+    "caption": "framepipe.runs.caption",
+    "sample": "framepipe.runs.sample",
+    "get_sampler": "framepipe.samplers",
+    "register_sampler": "framepipe.samplers",
+    "open_source": "framepipe.sources",
+    "ClipResult": "framepipe.types",
+    "ClipSpec": "framepipe.types",
+    "FrameBatch": "framepipe.types",
+    "Selection": "framepipe.types",
+    "SourceInfo": "framepipe.types",
+    "ViewInfo": "framepipe.types",
+}
+
+if TYPE_CHECKING:
+    from framepipe.clips import plan_clips
+    from framepipe.config import SampleConfig
+    from framepipe.discover import discover
+    from framepipe.errors import (
+        ConfigError,
+        DecodeError,
+        FramepipeError,
+        ModelLoadError,
+        PromptError,
+        SamplingError,
+        SourceError,
+    )
+    from framepipe.runs.caption import CaptionSummary, Pipeline, caption
+    from framepipe.runs.sample import sample
+    from framepipe.samplers import get_sampler, register_sampler
+    from framepipe.sources import open_source
+    from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'framepipe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "CaptionSummary",

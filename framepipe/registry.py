@@ -69,15 +69,18 @@ class Registry(Generic[T]):
             return
         self._loaded = True
         for module in dict.fromkeys(self._builtins.values()):
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:  # that module's names are unavailable, with the reason
-                log.debug("%s module %s unavailable: %s", self.family, module, exc)
-                for name, mod in self._builtins.items():
-                    if mod == module:
-                        self.mark_unavailable(name, str(exc))
+            self._load_builtin(module)
         if self._group:
             self._load_entry_points(self._group)
+
+    def _load_builtin(self, module: str) -> None:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # that module's names are unavailable, with the reason
+            log.debug("%s module %s unavailable: %s", self.family, module, exc)
+            for name, mod in self._builtins.items():
+                if mod == module:
+                    self.mark_unavailable(name, str(exc))
 
     def _load_entry_points(self, group: str) -> None:
         from importlib.metadata import entry_points
@@ -97,8 +100,12 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; ConfigError (one line) when unknown or
-        unavailable here, with the reason or the known names."""
-        self._load()
+        unavailable here, with the reason or the known names. A built-in imports only its
+        own module (a command that opens videos pays nothing for 3D models)."""
+        if name not in self._items and name in self._builtins and not self._loaded:
+            self._load_builtin(self._builtins[name])
+        if name not in self._items:
+            self._load()
         if name in self._items:
             return self._items[name]
         if name in self._unavailable:

@@ -40,6 +40,25 @@ def test_registry_loads_builtins_lazily_and_keeps_their_order(
     assert "c" in reg and "d" not in reg
 
 
+def test_registry_get_of_a_builtin_imports_only_its_own_module(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    reg: Registry[Any] = Registry("widget", {"a": "fp_test_widget_a", "b": "fp_test_widget_b"})
+    holder = types.ModuleType("fp_test_reg_own")
+    holder.reg = reg  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fp_test_reg_own", holder)
+    for name, value in (("a", 1), ("b", 2)):
+        (tmp_path / f"fp_test_widget_{name}.py").write_text(
+            f"from fp_test_reg_own import reg\nreg.register('{name}', {value})\n"
+        )
+        monkeypatch.delitem(sys.modules, f"fp_test_widget_{name}", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert reg.get("a") == 1
+    assert "fp_test_widget_a" in sys.modules and "fp_test_widget_b" not in sys.modules
+    assert reg.names() == ["a", "b"]  # listing the names loads every built-in
+    assert "fp_test_widget_b" in sys.modules
+
+
 def test_registry_unknown_and_unavailable_names_are_one_line_errors() -> None:
     reg: Registry[int] = Registry("sampler", {"gone": "fp_no_such_module_anywhere"})
     reg.register("here", 1)

@@ -11,18 +11,8 @@ from typing import Any
 import click
 
 from framepipe.cli.common import Command, field_default, run_with_progress
-from framepipe.cli.options import (
-    FORMAT,
-    GENERATE_ACTORS,
-    RETRY,
-    RUN,
-    OutputPath,
-    Row,
-    Unset,
-    decode_timeout,
-    options,
-    run_arguments,
-)
+from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
+from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
 from framepipe.errors import FramepipeError
 from framepipe.generate.backend import BACKENDS
 from framepipe.generate.config import (
@@ -124,7 +114,7 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     name, url = kw.pop("backend"), kw.pop("base_url")
     key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
     if name == "transformers":
-        return None  # the server's options were refused with it (see options.APPLIES)
+        return None  # the server's options were refused with it (see run_options.APPLIES)
     if not url:
         raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:

@@ -8,17 +8,8 @@ from typing import Any
 import click
 
 from framepipe.cli.common import Command, both_given, deprecated, given, run_with_progress
-from framepipe.cli.options import (
-    FORMAT_TEXT,
-    RETRY,
-    RUN,
-    FormatChoice,
-    Row,
-    Unset,
-    decode_timeout,
-    options,
-    run_arguments,
-)
+from framepipe.cli.options import FORMAT_TEXT, RETRY, FormatChoice, Row, Unset, options
+from framepipe.cli.run_options import RUN, decode_timeout, run_arguments
 
 IMAGE_FORMATS = ("jpg", "png")
 

@@ -66,7 +66,7 @@ from framepipe.shots.features import (
     structure_steps,
 )
 from framepipe.shots.params import DetectorParams, Transition, TransitionKind
-from framepipe.shots.transitions import dissolves, fades, near_boundary, novelty, resolve
+from framepipe.shots.transitions import dissolves, fades, novelty, resolve
 from framepipe.types import SmallFrames
 
 log = logging.getLogger(__name__)
@@ -156,13 +156,7 @@ def detect(
     fade_list = fades(base, start, end, params, fps)
     gradual: list[Transition] = []
     if params.gradual:
-        gradual = dissolves(
-            base,
-            per_s,
-            params,
-            fps,
-            skip=lambda frame: near_boundary(frame, cuts, fade_list, params, fps),
-        )
+        gradual = dissolves(base, per_s, params, fps, cuts, fade_list)
     transitions = resolve(cuts, fade_list, gradual, start, end, params, fps)
     stats.update(candidates=len(cand), cuts=len(cuts), fades=len(fade_list), dissolves=len(gradual))
     return ShotDetection(start, end, transitions, feats, params, stats)

@@ -203,8 +203,9 @@ def _features(yuv: np.ndarray, min_contrast: float) -> tuple[np.ndarray, ...]:
     y = np.clip((yuv[..., 0].astype(np.float32) - 16.0) * (1.0 / 219.0), 0.0, 1.0)
     gw, gh = GRID
     bh, bw = max(1, h // gh), max(1, w // gw)
-    crop = yuv[:, : bh * gh, : bw * gw].astype(np.float32) * (1.0 / 255.0)
-    grid = crop.reshape(m, gh, bh, gw, bw, 3).mean(axis=(2, 4)).reshape(m, -1)
+    rows = yuv[:, : bh * gh, : bw * gw].reshape(m, gh, bh, -1).sum(axis=2, dtype=np.int32)
+    sums = rows.reshape(m, gh, gw, bw, 3).sum(axis=3).reshape(m, -1)
+    grid = sums.astype(np.float32) * np.float32(1.0 / (255.0 * bh * bw))
     f32 = np.float32
     edges = _edges(y, gain).astype(f32)
     sharp = _sharpness(y)
@@ -337,9 +338,14 @@ def local_median(x: np.ndarray, half: int, exclude: int, q: float = 50.0) -> np.
     if m == 0:
         return x.copy()
     pad = np.concatenate([np.full(half, np.nan), x, np.full(half, np.nan)])
-    win = np.lib.stride_tricks.sliding_window_view(pad, 2 * half + 1).copy()
-    win[:, half - exclude : half + exclude + 1] = np.nan
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
-        med = np.nanpercentile(win, q, axis=1) if q != 50.0 else np.nanmedian(win, axis=1)
+    width = 2 * half + 1
+    keep = np.r_[0 : max(0, half - exclude), min(width, half + exclude + 1) : width]
+    win = np.lib.stride_tricks.sliding_window_view(pad, width)[:, keep]
+    whole = ~np.isnan(win).any(axis=1)  # one vectorised percentile for these rows
+    med = np.zeros(m)
+    if keep.size:
+        med[whole] = np.percentile(win[whole], q, axis=1)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
+            med[~whole] = np.nanpercentile(win[~whole], q, axis=1)
     return np.nan_to_num(med, nan=0.0)

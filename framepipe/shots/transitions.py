@@ -2,12 +2,21 @@
 transition.
 
 **Dissolves.** A novelty curve (Foote's checkerboard kernel over the self-similarity of
-colour and layout, half-width ``gradual_window_s``) compares what comes before each point
-with what comes after, minus what changes within each side. A dissolve peaks once in its
-middle. So do three things that are not dissolves, and each peak is checked for them:
+the pictures, half-width ``gradual_window_s``) compares what comes before each point with
+what comes after, minus what changes within each side. Two pictures are as different as
+their most different aspect: their colour and layout, or their structure (how their
+gradient energy spreads over orientations and over the picture). Averaging the two would
+let the one that did not change dilute the one that did: two textures of the same kind
+in other colours and places, or two pictures of alike tones built differently, are other
+pictures all the same. A dissolve peaks once in its middle (the largest novelty within
+the kernel's reach, away from the bumps that cuts and fades raise around them). Three
+things that are not dissolves peak too, and each peak is checked for them:
 
 - a change of exposure (a brightness ramp, auto-exposure, a sunset): the novelty of the
-  exposure-normalised pictures must keep ``content_share`` of the peak;
+  exposure-normalised pictures must keep ``content_share`` of the peak somewhere within
+  the kernel's width (normalisation is not linear in a blend: between a busy picture and a
+  flat one, the busy one sets the contrast of every blend until late in the dissolve, so
+  the normalised pictures change late, not in the middle);
 - a passage through black (a fade, found as one, or a light switched off and on): black
   frames within the kernel;
 - steady camera motion, however fast, which changes what the camera sees within a second
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,7 +50,9 @@ from framepipe.shots.params import DetectorParams, Transition
 
 def novelty(f: Features, half: int, *, normalised: bool = False) -> np.ndarray:
     """Checkerboard-kernel novelty: ``nov[k]`` compares rows ``[k - half, k)`` with
-    ``[k, k + half)`` (mean cross distance minus mean distance within each side)."""
+    ``[k, k + half)`` (mean cross distance minus mean distance within each side). The
+    distance of two rows is the larger of their colour-and-layout distance (histograms and
+    block means) and their structure distance."""
     m = len(f)
     pad = np.concatenate([np.zeros(half, np.int64), np.arange(m), np.full(half, m - 1)])
     dist_cache: dict[int, np.ndarray] = {}
@@ -55,7 +66,7 @@ def novelty(f: Features, half: int, *, normalised: bool = False) -> np.ndarray:
             hd = 0.25 * np.abs(hist[a] - hist[b]).sum(axis=1)
             gd = np.minimum(1.0, 4.0 * np.abs(grid[a] - grid[b]).mean(axis=1))
             ed = structure_distance(f.edges[a], f.edges[b])
-            dist_cache[o] = (hd + gd + ed) / 3.0
+            dist_cache[o] = np.maximum(0.5 * (hd + gd), ed)
         return dist_cache[o]
 
     ks = np.arange(m) + half  # position of row k in pad
@@ -124,10 +135,11 @@ def dissolves(
     per_s: float,
     params: DetectorParams,
     fps: float,
-    skip: Callable[[int], bool] | None = None,
+    cuts: Sequence[Transition] = (),
+    fade_list: Sequence[Transition] = (),
 ) -> list[Transition]:
-    """Peaks of novelty that are dissolves (see the module docstring); peaks at a frame
-    for which ``skip`` is true are not looked at (the bumps around cuts and fades)."""
+    """Peaks of novelty that are dissolves (see the module docstring), away from the bumps
+    that ``cuts`` and ``fade_list`` raise around them."""
     m = len(f)
     half = max(2, round(params.gradual_window_s * per_s))
     reach = max(1, round(params.gradual_window_s * fps))
@@ -137,24 +149,24 @@ def dissolves(
     content = novelty(f, half, normalised=True)
     dark = f.dark(params.dark_level)
     level = local_median(nov, 4 * half, half, q=30.0)
+    free = ~near_boundary(f.indices, cuts, fade_list, params, fps)
+    rise = (nov - level >= params.gradual_threshold) & (nov >= params.gradual_ratio * level)
+    rise[0] = rise[-1] = False
     out: list[Transition] = []
-    for k in range(1, m - 1):
+    for k in map(int, np.flatnonzero(rise & free)):
         v = nov[k]
-        if v - level[k] < params.gradual_threshold or v < params.gradual_ratio * level[k]:
-            continue
-        near = np.abs(f.indices - f.indices[k]) <= reach
-        if v < nov[near].max() or np.any(nov[:k][near[:k]] == v):
+        lo_r = int(np.searchsorted(f.indices, f.indices[k] - reach))
+        hi_r = int(np.searchsorted(f.indices, f.indices[k] + reach, side="right"))
+        near = nov[lo_r:hi_r]
+        if v < near.max() or np.any(nov[lo_r:k] == v):
             continue  # not the (first) maximum within the kernel's reach in frames
-        if skip is not None and skip(int(f.indices[k])):
-            continue
-        if content[k] < min(params.content_share * v, params.gradual_threshold):
-            continue  # a change of exposure (a brightness ramp), not of content
         lo, hi = max(0, k - half), min(m - 1, k + half)
+        if content[lo : hi + 1].max() < min(params.content_share * v, params.gradual_threshold):
+            continue  # a change of exposure (a brightness ramp), not of content
         if dark[lo : hi + 1].any():
             continue  # by black frames: a fade (found as one) or a dip, never a dissolve
-        before = motion_share(f, max(0, k - half), k)
-        if before > params.gradual_motion and motion_share(f, k, min(m - 1, k + half)) > (
-            params.gradual_motion
+        if motion_share(f, lo, k) > params.gradual_motion and (
+            motion_share(f, k, hi) > params.gradual_motion
         ):
             continue  # the camera moves over the picture, it does not blend into another
         a = k
@@ -221,31 +233,36 @@ def fades(
 
 def _ramp(f: Features, r: int, step: int, max_ramp: int) -> int:
     """The last row of the luma ramp leading away from dark row ``r`` (backwards for
-    ``step = -1``): rows keep getting brighter, within ``max_ramp`` frames."""
+    ``step = -1``): within ``max_ramp`` frames, rows keep getting brighter by at least what
+    a linear ramp over ``max_ramp`` frames adds (``1 / max_ramp`` of the level a frame), so
+    the slow top of a long linear fade belongs to it."""
     y, idx, m = f.luma_mean, f.indices, len(f)
     a = r
     while (
         0 <= a + step < m
-        and y[a + step] > 1.08 * y[a] + 2e-3
         and abs(int(idx[a + step]) - int(idx[r])) <= max_ramp
+        and y[a + step] > y[a] * (1.0 + abs(int(idx[a + step]) - int(idx[a])) / max_ramp) + 2e-3
     ):
         a += step
     return a
 
 
 def near_boundary(
-    frame: int,
+    frames: np.ndarray,
     cuts: Sequence[Transition],
     fade_list: Sequence[Transition],
     params: DetectorParams,
     fps: float,
-) -> bool:
-    """Whether ``frame`` lies in the novelty bump that a cut or a fade raises a kernel width
-    around it (such a bump is not a dissolve)."""
+) -> np.ndarray:
+    """Which of ``frames`` (sorted) lie in the novelty bump that a cut or a fade raises a
+    kernel width around it (such a bump is not a dissolve)."""
     reach = max(1, round(params.min_shot_s * fps), round(params.gradual_window_s * fps))
-    return any(c.frame - reach < frame < c.frame + reach for c in cuts) or any(
-        fd.start_frame - reach < frame < fd.end_frame + reach for fd in fade_list
-    )
+    out = np.zeros(len(frames), bool)
+    spans = [(c.frame, c.frame) for c in cuts] + [(t.start_frame, t.end_frame) for t in fade_list]
+    for a, b in spans:
+        lo = int(np.searchsorted(frames, a - reach, side="right"))
+        out[lo : int(np.searchsorted(frames, b + reach, side="left"))] = True
+    return out
 
 
 def resolve(
@@ -257,26 +274,27 @@ def resolve(
     params: DetectorParams,
     fps: float,
 ) -> list[Transition]:
-    """One boundary per transition, shots at least ``min_shot_s`` long."""
+    """One boundary per transition, shots at least ``min_shot_s`` long: the fades, then the
+    cuts (but those inside a fade kept: the steps of its ramps), then the dissolves, each
+    strongest first. ``gradual`` are dissolves away from ``cuts`` and ``fade_list`` (see
+    :func:`near_boundary`)."""
     min_len = max(1, round(params.min_shot_s * fps))
     edge = [fd for fd in fade_list if fd.frame in (start, end)]
-    kept: list[Transition] = [fd for fd in fade_list if fd.frame not in (start, end)]
-
-    def inside_fade(t: Transition) -> bool:
-        return any(fd.start_frame <= t.frame < fd.end_frame for fd in fade_list)
-
-    kept += [c for c in cuts if not inside_fade(c)]
-    kept += [g for g in gradual if not near_boundary(g.frame, cuts, fade_list, params, fps)]
-    # strongest first: fades, then cuts, then dissolves, each by score
-    rank = {"fade": 0, "cut": 1, "dissolve": 2}
-    kept.sort(key=lambda t: (rank[t.kind], -t.score, t.frame))
     final: list[Transition] = []
-    for t in kept:
-        if t.frame - start < min_len or end - t.frame < min_len:
-            continue
-        if any(abs(t.frame - u.frame) < min_len for u in final):
-            continue
-        final.append(t)
+
+    def keep(ts: list[Transition]) -> None:  # strongest first
+        for t in sorted(ts, key=lambda t: (-t.score, t.frame)):
+            if t.frame - start < min_len or end - t.frame < min_len:
+                continue
+            if any(abs(t.frame - u.frame) < min_len for u in final):
+                continue
+            final.append(t)
+
+    # fades first, then the cuts outside the fades kept, then dissolves
+    keep([fd for fd in fade_list if fd.frame not in (start, end)])
+    fades_kept = [*final, *edge]
+    keep([c for c in cuts if not any(t.start_frame <= c.frame < t.end_frame for t in fades_kept)])
+    keep(gradual)
     final += edge
     final.sort(key=lambda t: (t.frame, t.start_frame))
     return final

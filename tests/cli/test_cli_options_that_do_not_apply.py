@@ -1,6 +1,6 @@
 """An option the chosen engine or backend would ignore is refused before any work (exit
 status 2, one line naming it and what it applies to), when the user gave it: a default
-never counts. Which options belong where is one table, ``framepipe.cli.options.APPLIES``."""
+never counts. Which options belong where is one table, ``framepipe.cli.run_options.APPLIES``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import framepipe.runs.caption as runs_caption
 import framepipe.runs.sample as runs_sample
 from framepipe.cli import cli
-from framepipe.cli.options import APPLIES
+from framepipe.cli.run_options import APPLIES
 
 REFUSED = [
     ("sample", ["--ray-address", "10.0.0.1:6379"], "--ray-address applies to --engine ray"),

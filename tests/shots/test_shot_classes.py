@@ -5,7 +5,9 @@ B-frames, read through the ordinary source.
 
 Classes: hard cuts, cuts between alike tones (the new shot's colour histograms matched to
 the old one's: only structure tells them apart), a flat field cut to a busy picture,
-dissolves, fades through black, flashes (no cut) and fast motion (no cut).
+dissolves (also between textures of one kind, whose structure does not change), fades
+through black (also the long linear fade of a bright flat field), flashes (no cut) and fast
+motion (no cut).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shot_media import FPS, lavfi_frames, match_tones, waves, write_video
+from shot_media import FPS, ShotSpec, lavfi_frames, make_edit_video, match_tones, waves, write_video
 
 from framepipe.shots import ShotDetection, detect_shots
 from framepipe.sources.base import open_source
@@ -105,20 +107,48 @@ def test_dissolve_between_lavfi_sources(tmp_path: Path, first: str, second: str)
     assert 50 - 2 <= found[0][0] <= 75 + 2, found
 
 
-@pytest.mark.parametrize(("first", "second"), [("smptebars", "mandelbrot"), ("flat", "flat")])
-def test_fade_through_black(tmp_path: Path, first: str, second: str) -> None:
+@pytest.mark.parametrize(
+    ("first", "second", "ramp_frames"),
+    [
+        ("smptebars", "mandelbrot", 12),
+        ("flat", "flat", 12),
+        ("color=c=#f0d0b0:s=160x90", "noise", 16),
+    ],
+)
+def test_fade_through_black(tmp_path: Path, first: str, second: str, ramp_frames: int) -> None:
     """Out to black over 12 frames, 4 black frames, in over 12 frames: one fade, spanning
-    the black frames. Between two flat fields too (the same flat field: still a fade)."""
-    a, b = lavfi_frames(SOURCES[first], 62), lavfi_frames(SOURCES[second], 62)
-    ramp = (1 - np.arange(1, 13) / 12)[:, None, None, None]
+    the black frames. Between two flat fields too (the same flat field: still a fade). A
+    bright flat field fading out linearly over 16 frames (its first steps are a few per cent
+    of its level, and a step of level between flat fields is a cut) is one fade too, with no
+    cut where it begins."""
+    n = ramp_frames
+    a = lavfi_frames(SOURCES.get(first, first), 50 + n)
+    b = lavfi_frames(SOURCES[second], 50 + n)
+    ramp = (1 - np.arange(1, n + 1) / n)[:, None, None, None]
     black = np.zeros((4, *a.shape[1:]), np.uint8)
     frames = [*a[:50], *(a[50:] * ramp).astype(np.uint8), *black]
-    frames += [*(b[:12] * ramp[::-1]).astype(np.uint8), *b[12:]]
+    frames += [*(b[:n] * ramp[::-1]).astype(np.uint8), *b[n:]]
     path = tmp_path / "fade.mp4"
     write_video(path, frames)
     found = _inner(_detect(path))
     assert [k for _, k in found] == ["fade"], found
-    assert 50 <= found[0][0] <= 50 + 12 + 4 + 12, found
+    assert 50 <= found[0][0] <= 50 + n + 4 + n, found
+
+
+def test_dissolves_between_textures_of_one_kind(tmp_path: Path) -> None:
+    """Slow pans over four textures of one kind (colour blobs, fine detail and discs: the
+    same structure, other colours and places) joined by dissolves of 16, 24 and 32 frames:
+    three dissolves, nothing else. Their structure does not change, so it must not dilute
+    the change of colour and layout."""
+    script: list[ShotSpec | tuple[str, int]] = [ShotSpec(31, 100, noise=2.0)]
+    for k, length in enumerate((16, 24, 32)):
+        script += [("dissolve", length), ShotSpec(32 + k, 100, noise=2.0)]
+    path = tmp_path / "textures.mp4"
+    truth = make_edit_video(path, script)
+    found = _inner(_detect(path))
+    assert [k for _, k in found] == ["dissolve"] * 3, (found, truth.gradual)
+    for (f, _), (a, b, _) in zip(found, truth.gradual):
+        assert a - 2 <= f <= b + 2, (found, truth.gradual)
 
 
 def test_flashes_are_no_cut(tmp_path: Path) -> None:

@@ -149,31 +149,67 @@ def _open(path: Path) -> Any:
         raise SourceError(path, f"cannot open for the shot signal ({_reason(exc)})") from None
 
 
-def _small(frame: Any, size: tuple[int, int], rotation: int, scaler: Any = None) -> np.ndarray:
-    """YUV (h x w x 3, as decoded: limited range) at ``size``.
+class _Shrink:
+    """Decoded frames made small: YUV (h x w x 3, as decoded: limited range) at ``size``.
 
     A fast bilinear scale to twice the size in yuv420p (no colour conversion), then a 2x2
     mean of the luma (cheap anti-aliasing: a plain fast scale aliases fine texture into false
-    motion); the chroma planes of the doubled picture already have the target size.
-    ``scaler`` (a ``VideoReformatter`` kept for a whole read) reuses one swscale context: a
-    frame's own ``reformat`` sets up a new one each time, which costs far more than the
-    scaling itself.
+    motion); the chroma planes of the doubled picture already have the target size. One
+    ``VideoReformatter`` serves the whole read (a frame's own ``reformat`` sets up a new
+    swscale context each time, which costs far more than the scaling itself), the planes are
+    copied out as they come, and the luma is averaged for ``CHUNK`` frames at once (per
+    frame, numpy's overhead cost more than the scaling).
     """
-    w, h = size
-    if rotation in (90, 270):
-        w, h = h, w
-    kw = {"width": 2 * w, "height": 2 * h, "format": "yuv420p", "interpolation": "FAST_BILINEAR"}
-    scaled = frame.reformat(**kw) if scaler is None else scaler.reformat(frame, **kw)
-    flat = scaled.to_ndarray().ravel()
-    n = 4 * w * h
-    out = np.empty((h, w, 3), dtype=np.uint8)
-    y = flat[:n].reshape(h, 2, w, 2).mean(axis=(1, 3), dtype=np.float32)
-    out[..., 0] = (y + 0.5).astype(np.uint8)
-    out[..., 1] = flat[n : n + w * h].reshape(h, w)
-    out[..., 2] = flat[n + w * h : n + 2 * w * h].reshape(h, w)
-    if rotation:
-        out = np.ascontiguousarray(np.rot90(out, k=-rotation // 90))
-    return out
+
+    CHUNK = 256
+
+    def __init__(self, size: tuple[int, int], rotation: int) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        w, h = size
+        self.size = size
+        if rotation in (90, 270):
+            w, h = h, w
+        self.w, self.h, self.rotation = w, h, rotation
+        self.scaler = VideoReformatter()
+        self.planes = [np.empty((self.CHUNK, 2 * h, 2 * w), np.uint8)]
+        self.planes += [np.empty((self.CHUNK, h, w), np.uint8) for _ in range(2)]
+        self.n = 0
+        self.done: list[np.ndarray] = []
+
+    def add(self, frame: Any) -> None:
+        w, h = self.w, self.h
+        scaled = self.scaler.reformat(
+            frame, width=2 * w, height=2 * h, format="yuv420p", interpolation="FAST_BILINEAR"
+        )
+        for buf, plane in zip(self.planes, scaled.planes):
+            rows, cols = buf.shape[1:]
+            buf[self.n] = np.frombuffer(memoryview(plane), np.uint8).reshape(rows, -1)[:, :cols]
+        self.n += 1
+        if self.n == self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        n, w, h = self.n, self.w, self.h
+        if not n:
+            return
+        y = self.planes[0][:n].reshape(n, h, 2, w, 2).astype(np.uint16)
+        out = np.empty((n, h, w, 3), np.uint8)
+        quad = y[:, :, 0, :, 0] + y[:, :, 0, :, 1] + y[:, :, 1, :, 0] + y[:, :, 1, :, 1]
+        out[..., 0] = (quad + 2) >> 2  # the rounded mean of four levels
+        out[..., 1] = self.planes[1][:n]
+        out[..., 2] = self.planes[2][:n]
+        if self.rotation:
+            out = np.ascontiguousarray(np.rot90(out, k=-self.rotation // 90, axes=(1, 2)))
+        self.done.append(out)
+        self.n = 0
+
+    def frames(self) -> np.ndarray:
+        """Every frame added, in order."""
+        self._flush()
+        if not self.done:
+            return np.zeros((0, self.size[1], self.size[0], 3), np.uint8)
+        return self.done[0] if len(self.done) == 1 else np.concatenate(self.done)
 
 
 def read_signal(
@@ -205,14 +241,12 @@ def _read_signal(
     path: Path, index: VideoIndex, start: int, end: int, size: tuple[int, int], skip: SkipMode
 ) -> SmallFrames:
     import av
-    from av.video.reformatter import VideoReformatter
 
     if index.packed or not index.seekable:
         skip = "none"
     idx: list[int] = []
-    frames: list[np.ndarray] = []
+    small = _Shrink(size, index.rotation)
     errors = 0
-    scaler = VideoReformatter()
     container = _open(path)
     try:
         stream = video_stream(container, path)
@@ -232,18 +266,18 @@ def _read_signal(
                     done = True
                     break
                 idx.append(i)
-                frames.append(_small(frame, size, index.rotation, scaler))
+                small.add(frame)
             if done:
                 break
     except av.error.FFmpegError as exc:
         raise DecodeError(path, f"cannot decode the shot signal ({_reason(exc)})") from None
     finally:
         container.close()
-    if not frames:
+    if not idx:
         raise DecodeError(path, f"no frame of [{start}, {end}) could be decoded")
     if errors:
         log.warning("%s: %d packet(s) could not be decoded; skipped", path, errors)
-    return SmallFrames(np.asarray(idx, dtype=np.int64), np.stack(frames), errors)
+    return SmallFrames(np.asarray(idx, dtype=np.int64), small.frames(), errors)
 
 
 def read_full_ranges(
@@ -273,11 +307,10 @@ def _read_ranges(
     path: Path, index: VideoIndex, spans: list[tuple[int, int]], size: tuple[int, int]
 ) -> SmallFrames:
     import av
-    from av.video.reformatter import VideoReformatter
 
-    out: dict[int, np.ndarray] = {}
+    got: list[int] = []  # frame indices in the order they were added to ``small``
+    small = _Shrink(size, index.rotation)
     errors = 0
-    scaler = VideoReformatter()
     # NONREF, not BIDIR: later frames may refer to a reference B-frame (x264's B-pyramid)
     skip_b = "DEFAULT" if index.packed or not index.seekable else "NONREF"
     frame_of = index.packet_frame
@@ -309,8 +342,9 @@ def _read_ranges(
                     i = label(frame)
                     if i < 0:
                         continue
-                    if a <= i < b and i not in out:
-                        out[i] = _small(frame, size, index.rotation, scaler)
+                    if a <= i < b and (not got or i > got[-1]):
+                        got.append(i)
+                        small.add(frame)
                     if i >= b - 1:
                         done = True
                 if done:
@@ -321,12 +355,7 @@ def _read_ranges(
         raise DecodeError(path, f"cannot decode around a cut ({_reason(exc)})") from None
     finally:
         container.close()
-    if not out:
-        return SmallFrames(
-            np.zeros(0, np.int64), np.zeros((0, size[1], size[0], 3), np.uint8), errors
-        )
-    order = sorted(out)
-    return SmallFrames(np.asarray(order, np.int64), np.stack([out[i] for i in order]), errors)
+    return SmallFrames(np.asarray(got, np.int64), small.frames(), errors)
 
 
 def _merge_ranges(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:
