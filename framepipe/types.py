@@ -377,3 +377,17 @@ def timestamps_to_list(ts: Sequence[float | None] | None) -> list[float | None] 
     if ts is None:
         return None
     return [_round(t) for t in ts]
+
+
+def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (... x 3) to limited-range BT.601 YUV uint8, like a decoder's output."""
+    x = rgb.astype(np.float32)
+    m = (
+        np.array(
+            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
+            dtype=np.float32,
+        )
+        / 255.0
+    )
+    yuv = x @ m.T + np.array([16.0, 128.0, 128.0], dtype=np.float32)
+    return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)

@@ -33,7 +33,7 @@ from framepipe.shots.detector import ShotDetection
 from framepipe.shots.detectors import ShotDetector, register_detector
 from framepipe.shots.features import compute_features
 from framepipe.shots.params import DetectorParams, Transition, TransitionKind
-from framepipe.types import SmallFrames
+from framepipe.types import SmallFrames, rgb_to_yuv
 
 if TYPE_CHECKING:
     from framepipe.sources.base import Source
@@ -162,18 +162,6 @@ def transitions(
         kind: TransitionKind = "fade" if bool(dark[lo : hi + 1].any()) else "dissolve"
         out.append(Transition(frame, kind, int(indices[lo]), int(indices[hi]) + 1, score))
     return out
-
-
-def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 to limited-range BT.601 YUV, as a decoder outputs (for the features the
-    keyframe sampler chooses frames by)."""
-    x = rgb.astype(np.float32)
-    m = np.array(
-        [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-        dtype=np.float32,
-    )
-    yuv = x @ (m.T / 255.0) + np.array([16.0, 128.0, 128.0], dtype=np.float32)
-    return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)
 
 
 def detect_transnet(

@@ -24,7 +24,14 @@ import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
 from framepipe.registry import Registry
-from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo, VisibleSurface
+from framepipe.types import (
+    FrameBatch,
+    SkipMode,
+    SmallFrames,
+    SourceInfo,
+    VisibleSurface,
+    rgb_to_yuv,
+)
 from framepipe.utils import Closing
 
 log = logging.getLogger(__name__)
@@ -353,17 +360,3 @@ def open_source(path: str | Path, kind: str | None = None, **options: Any) -> So
         kind = guessed
     cls = get_source_class(kind)
     return cls(p, **options)
-
-
-def rgb_to_yuv(rgb: np.ndarray) -> np.ndarray:
-    """RGB uint8 (... x 3) to limited-range BT.601 YUV uint8, like a decoder's output."""
-    x = rgb.astype(np.float32)
-    m = (
-        np.array(
-            [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]],
-            dtype=np.float32,
-        )
-        / 255.0
-    )
-    yuv = x @ m.T + np.array([16.0, 128.0, 128.0], dtype=np.float32)
-    return np.clip(yuv + 0.5, 0, 255).astype(np.uint8)
