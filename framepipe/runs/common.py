@@ -99,13 +99,13 @@ def begin(
 ) -> tuple[Engine, list[Input] | Iterator[Input], list[Skipped]]:
     """What every run does first: a bad setting (``cfg``, the extra that the records
     format needs) and an ``output`` that cannot be written (see :func:`check_output`) are
-    refused before any work; the engine opens (a cluster engine
-    joins its cluster now); the inputs under ``paths`` and in the manifests ``inputs_from``
-    are found, those of ``shard`` (``"I/N"``) only, with the notes about paths not taken
-    (logged, and passed to ``on_input`` with the inputs); the source options are checked
-    against the kinds found. The inputs are a list, or an iterator when they stream (a
-    manifest; ``paths`` given as an iterator): it has no ``len()`` and is read once, by the
-    engine (see :func:`framepipe.inputs.collect_inputs`)."""
+    refused before any work; the engine opens (a cluster engine joins its cluster now); the
+    inputs under ``paths`` and in the manifests ``inputs_from`` are found, those of
+    ``shard`` (``"I/N"``) only, with the notes about paths not taken (logged, and passed to
+    ``on_input`` with the inputs); the source options are checked against the kinds found.
+    The inputs are a list, or an iterator when they stream (a manifest; ``paths`` given as
+    an iterator): it has no ``len()`` and is read once, by the engine (see
+    :func:`framepipe.inputs.collect_inputs`)."""
     cfg.check()
     if output is not None:
         check_extras(format=format_of(writer_target(output, format, part)))
