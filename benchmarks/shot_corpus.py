@@ -191,6 +191,7 @@ def quiet_spans(path: Path) -> list[tuple[int, int]]:
         from scenedetect import ContentDetector, detect
 
         found = [int(s.frame_num) for s, _ in detect(str(path), ContentDetector())[1:]]
+        key.parent.mkdir(parents=True, exist_ok=True)
         key.write_text(json.dumps(found))
     shots = reference_shots(path)
     edges = sorted({a for a, _ in shots} | set(json.loads(key.read_text())) | {shots[-1][1]})

@@ -349,3 +349,10 @@ def local_median(x: np.ndarray, half: int, exclude: int, q: float = 50.0) -> np.
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows (tiny inputs)
             med[~whole] = np.nanpercentile(win[~whole], q, axis=1)
     return np.nan_to_num(med, nan=0.0)
+
+
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in ``mask``, as ``[start, end)`` row pairs in order."""
+    padded = np.concatenate([[False], np.asarray(mask, dtype=bool), [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]

@@ -44,7 +44,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from framepipe.shots.features import Features, local_median, pair_distance, structure_distance
+from framepipe.shots.features import (
+    Features,
+    local_median,
+    pair_distance,
+    structure_distance,
+    true_runs,
+)
 from framepipe.shots.params import DetectorParams, Transition
 
 
@@ -199,15 +205,7 @@ def fades(
     m = len(f)
     out: list[Transition] = []
     max_ramp = max(2, round(2.0 * fps))
-    k = 0
-    while k < m:
-        if not dark[k]:
-            k += 1
-            continue
-        r0 = k
-        while k < m and dark[k]:
-            k += 1
-        r1 = k  # dark rows are [r0, r1)
+    for r0, r1 in true_runs(dark):  # dark rows are [r0, r1)
         if r0 == 0 and r1 == m:
             break  # black throughout: no transition
         a = _ramp(f, r0, -1, max_ramp) if r0 > 0 else 0

@@ -31,7 +31,7 @@ import numpy as np
 from framepipe.errors import MissingDependencyError
 from framepipe.shots.detector import ShotDetection
 from framepipe.shots.detectors import ShotDetector, register_detector
-from framepipe.shots.features import compute_features
+from framepipe.shots.features import compute_features, true_runs
 from framepipe.shots.params import DetectorParams, Transition, TransitionKind
 from framepipe.types import SmallFrames, rgb_to_yuv
 
@@ -138,15 +138,8 @@ def transitions(
     many = probs[:, 1] > threshold
     m = len(above)
     out: list[Transition] = []
-    k = 0
-    while k < m:
-        if not above[k]:
-            k += 1
-            continue
-        a = k
-        while k < m and above[k]:
-            k += 1
-        b = k - 1  # the run is rows [a, b]
+    for a, end in true_runs(above):
+        b = end - 1  # the run is rows [a, b]
         if a == 0 or b == m - 1:
             continue  # no shot begins after a run at either end of the range
         lo, hi = a, b
