@@ -19,18 +19,28 @@ def _module(monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> None:
     exec(body, mod.__dict__)
 
 
-def test_registry_loads_builtins_lazily_and_keeps_their_order(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    reg: Registry[Any] = Registry("widget", {"b": "fp_test_widgets", "a": "fp_test_widgets"})
+def _registry_of_modules(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, builtins: dict[str, str], files: dict[str, str]
+) -> Registry[Any]:
+    """A registry whose built-ins are the modules ``files`` (name -> body, importing the
+    registry as ``reg`` from ``fp_test_reg``), none imported yet."""
+    reg: Registry[Any] = Registry("widget", builtins)
     holder = types.ModuleType("fp_test_reg")
     holder.reg = reg  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fp_test_reg", holder)
-    (tmp_path / "fp_test_widgets.py").write_text(
-        "from fp_test_reg import reg\nreg.register('a', 1)\nreg.register('b', 2)\n"
-    )
+    for name, body in files.items():
+        (tmp_path / f"{name}.py").write_text(f"from fp_test_reg import reg\n{body}")
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fp_test_widgets", raising=False)
+    return reg
+
+
+def test_registry_loads_builtins_lazily_and_keeps_their_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    builtins = {"b": "fp_test_widgets", "a": "fp_test_widgets"}
+    body = "reg.register('a', 1)\nreg.register('b', 2)\n"
+    reg = _registry_of_modules(monkeypatch, tmp_path, builtins, {"fp_test_widgets": body})
     assert "fp_test_widgets" not in sys.modules  # nothing imported before the first lookup
     assert reg.names() == ["b", "a"]
     assert "fp_test_widgets" in sys.modules
@@ -43,16 +53,9 @@ def test_registry_loads_builtins_lazily_and_keeps_their_order(
 def test_registry_get_of_a_builtin_imports_only_its_own_module(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    reg: Registry[Any] = Registry("widget", {"a": "fp_test_widget_a", "b": "fp_test_widget_b"})
-    holder = types.ModuleType("fp_test_reg_own")
-    holder.reg = reg  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fp_test_reg_own", holder)
-    for name, value in (("a", 1), ("b", 2)):
-        (tmp_path / f"fp_test_widget_{name}.py").write_text(
-            f"from fp_test_reg_own import reg\nreg.register('{name}', {value})\n"
-        )
-        monkeypatch.delitem(sys.modules, f"fp_test_widget_{name}", raising=False)
-    monkeypatch.syspath_prepend(str(tmp_path))
+    builtins = {"a": "fp_test_widget_a", "b": "fp_test_widget_b"}
+    files = {f"fp_test_widget_{n}": f"reg.register('{n}', {v})\n" for n, v in (("a", 1), ("b", 2))}
+    reg = _registry_of_modules(monkeypatch, tmp_path, builtins, files)
     assert reg.get("a") == 1
     assert "fp_test_widget_a" in sys.modules and "fp_test_widget_b" not in sys.modules
     assert reg.names() == ["a", "b"]  # listing the names loads every built-in
