@@ -130,6 +130,24 @@ def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
     assert a["input_key"] == failed["key"]
 
 
+def test_an_input_missing_or_not_readable_then_fixed_leaves_only_its_clip_records(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    a, b = src / "a.mp4", src / "b.mp4"  # a: not copied yet; b: a link to nothing yet
+    b.symlink_to(src / "b-target.mp4")
+    out = tmp_path / "s"
+    s = sample([a, b], out, SampleConfig(n=2), workers=0, sheets=False)
+    assert (s.done, len(s.failed)) == (0, 2)
+    engine_plugins.make_video(a, 8, seed=1)  # the files are there now
+    engine_plugins.make_video(src / "b-target.mp4", 8, seed=2)
+    s = sample([a, b], out, SampleConfig(n=2), workers=0, sheets=False)
+    assert (s.done, s.failed) == (2, [])
+    recs = list(read_records(out / "manifest.jsonl"))
+    assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"]}  # the failures went
+
+
 def test_caption_into_a_folder_of_parts_resumes_and_merges(inputs: Path, tmp_path: Path) -> None:
     files = [inputs / "a.mp4", inputs / "b.mp4"]
     parts = f"{tmp_path / 'results'}/"
