@@ -20,7 +20,7 @@ from generator_doubles import EchoAnswer
 import framepipe.read_clips
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
-from framepipe.errors import SourceError
+from framepipe.errors import ConfigError, SourceError
 from framepipe.output import read_output, read_records
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import sample
@@ -103,6 +103,20 @@ def test_sample_twice_with_a_failing_input(inputs: Path, tmp_path: Path, fmt: st
         # resume from Parquet: everything done (the default format is the manifest there)
         s = sample([inputs], out, SampleConfig(n=2), workers=0, sheets=False)
         assert (s.done, s.skipped) == (0, 2) and not (out / "manifest.jsonl").exists()
+
+
+def test_a_sample_folder_keeps_the_format_of_its_manifest(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    sample([inputs / "a.mp4"], out, SampleConfig(n=2), workers=0, sheets=False)
+    # another format would start a second manifest (a resume or --overwrite beside the old
+    # one, which a plain resume then goes back to): refused before any work
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"manifest.jsonl: this output's manifest is jsonl"):
+            sample([inputs / "a.mp4"], out, SampleConfig(n=3), format="parquet",
+                   overwrite=overwrite, workers=0, sheets=False)  # fmt: skip
+    assert sorted(p.name for p in out.glob("manifest.*")) == ["manifest.jsonl"]
+    s = sample([inputs / "a.mp4"], out, SampleConfig(n=2), format="jsonl", workers=0)
+    assert (s.done, s.skipped) == (0, 1)
 
 
 def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
