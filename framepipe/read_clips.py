@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips

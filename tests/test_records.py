@@ -154,5 +154,6 @@ def test_stage_records_use_the_helpers(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video")
     (rec,) = [j.record() for j in read_clips(Input(bad, "video"), cfg)]
-    assert rec.status == "failed" and rec.key == record_key({"path": str(bad.resolve())}, key_parts(cfg))
+    assert rec.status == "failed"
+    assert rec.key == record_key({"path": str(bad.resolve())}, key_parts(cfg))
     assert rec.error is not None and rec.error.count(str(bad)) == 1
