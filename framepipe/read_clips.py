@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 from typing import Any
 
 from framepipe.clips import plan_clips
@@ -140,12 +141,10 @@ def _read_clips(
             except FramepipeError as exc:
                 stat = exc
         fp = input_fingerprint(item, stat)
-        ifp = whole_input_fingerprint(item, fp)
-        whole = record_key(ifp, parts)
-        if item.error:
-            key = record_key(ifp, parts, not_an_input=True)
-            if is_done is None or not is_done(key):  # its failed record counts as done
-                yield ClipJob(src, {"key": key}).fail(item.error)
+        whole = record_key(whole_input_fingerprint(item), parts)
+        if item.error:  # not an input (yet): a broken link, a file it may not read ...
+            if is_done is None or not is_done(whole):  # its failed record counts as done
+                yield ClipJob(src, {"key": whole}).fail(item.error)
             return
         if is_done is not None and is_done(whole):
             return
@@ -255,17 +254,24 @@ def input_fingerprint(item: Input, stat: RemoteStat | FramepipeError | None) -> 
     return fp
 
 
-def whole_input_fingerprint(item: Input, fp: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The identity in the key of a failure of the whole input: ``fp`` (the input's
-    fingerprint) for a local file; for a remote one its URI (and range) only, without size
-    and ETag, so that a failure while the object could not be reached is superseded by the
-    clips of a later run (their ``input_key``), and no metadata request is needed for it."""
-    if item.uri:
-        out: dict[str, Any] = {"uri": item.uri}
-        if item.start_s is not None or item.end_s is not None:
-            out["range_s"] = [item.start_s, item.end_s]
-        return out
-    return fp if fp is not None else input_fingerprint(item, None)
+def whole_input_fingerprint(item: Input) -> dict[str, Any]:
+    """The identity in the key of a failure of the whole input: its URI, or a local file's
+    absolute path (and range), without size, ETag or modification time, so that a failure
+    while the input could not be reached, read or found (missing, half copied, its server
+    down) is superseded by the clips of a later run (their ``input_key``) once it can, and
+    no metadata request is needed for it."""
+    out: dict[str, Any] = {"uri": item.uri} if item.uri else {"path": absolute(item.path)}
+    if item.start_s is not None or item.end_s is not None:
+        out["range_s"] = [item.start_s, item.end_s]
+    return out
+
+
+def absolute(path: Path) -> str:
+    """``path`` resolved as the resume keys name it (as given where it cannot be)."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: a link loop, before Python 3.13
+        return str(path)
 
 
 def named_by_uri(error: str, item: Input) -> str:

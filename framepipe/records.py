@@ -12,7 +12,8 @@ Resume keys: :func:`record_key` is a digest of the input's identity
 (:func:`source_fingerprint`: absolute path, size, modification time; a remote object's URI,
 size and ETag), the clip's range, and the settings that determine its frames and answers
 (:func:`key_parts`). A record that fails a whole input before any clip is known has an
-input-level key (no clip), so that it is retried, and replaced, on the next run.
+input-level key (no clip; its identity the path or URI alone, whatever the file held then),
+so that it is retried, and replaced by the input's clip records, on the next run.
 
 The ledger: an input read to its end leaves its :class:`InputPlan` (its plan key, from the
 same identity and settings, and its clips' keys); a re-run given the plans of inputs whose
@@ -75,20 +76,15 @@ def key_parts(cfg: SampleConfig, extra_key: dict[str, Any] | None = None) -> dic
 
 
 def record_key(
-    fingerprint: dict[str, Any],
-    parts: dict[str, Any],
-    clip: ClipSpec | None = None,
-    *,
-    not_an_input: bool = False,
+    fingerprint: dict[str, Any], parts: dict[str, Any], clip: ClipSpec | None = None
 ) -> str:
     """The resume key of a record of the input ``fingerprint`` under the settings ``parts``:
-    of one ``clip``; without one, of a failure of the whole input: it could not be opened
-    or its clips planned (``open-error``), or discovery found it cannot be an input at all
-    (``not_an_input``: ``input-error``, e.g. a folder with no media)."""
+    of one ``clip``; without one, of a failure of the whole input (it is not an input, or
+    could not be opened or its clips planned)."""
     if clip is not None:
         where: dict[str, Any] = {"clip": [clip.start_frame, clip.end_frame, clip.label]}
     else:
-        where = {"input-error" if not_an_input else "open-error": True}
+        where = {"open-error": True}
     return stable_digest({"src": fingerprint, **where, **parts})
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
-from framepipe.errors import OutputError
+from framepipe.errors import ConfigError, OutputError
 from framepipe.inputs import Shard
 from framepipe.inputs.remote import filesystem, is_remote
 from framepipe.output import format_of
@@ -47,16 +47,22 @@ MANIFEST = "manifest.jsonl"
 def manifest_path(
     out_dir: str | Path, format: str | None = None, storage_options: dict[str, Any] | None = None
 ) -> Path | str:
-    """The records file of a ``sample`` output folder: ``manifest.jsonl``, or
-    ``manifest.parquet`` (``format="parquet"``, or without ``format`` when only that one is
-    there: in a folder, or in an object store under ``out_dir``, a URI)."""
+    """The records file of a ``sample`` output folder (in an object store: ``out_dir`` a
+    URI): ``manifest.jsonl``, or ``manifest.parquet`` (``format="parquet"``, or without
+    ``format`` when only that one is there). ConfigError when ``format`` names another
+    than the manifest the folder holds: its resume, or its ``overwrite``, would leave two."""
+    remote = is_remote(str(out_dir))
+    exists = remote_exists(storage_options) if remote else os.path.exists
+    there = [f for f in ("parquet", "jsonl") if exists(join(out_dir, f"manifest.{f}"))]
     if format is None:
-        remote = is_remote(str(out_dir))
-        exists = remote_exists(storage_options) if remote else os.path.exists
-        names = [join(out_dir, f"manifest.{f}") for f in ("parquet", "jsonl")]
-        format = "parquet" if exists(names[0]) and not exists(names[1]) else "jsonl"
+        format = "parquet" if there == ["parquet"] else "jsonl"
+    elif there and format_of("", format) not in there:
+        raise ConfigError(
+            f"{join(out_dir, f'manifest.{there[0]}')}: this output's manifest is {there[0]}, "
+            f"not {format} (leave the format out to resume it, or write to another folder)"
+        )
     name = f"manifest.{format_of('', format)}"
-    return join(out_dir, name) if is_remote(str(out_dir)) else Path(out_dir) / name
+    return join(out_dir, name) if remote else Path(out_dir) / name
 
 
 def remote_exists(storage_options: dict[str, Any] | None) -> Callable[[str], bool]:

@@ -20,7 +20,7 @@ from generator_doubles import EchoAnswer
 import framepipe.read_clips
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
-from framepipe.errors import SourceError
+from framepipe.errors import ConfigError, SourceError
 from framepipe.output import read_output, read_records
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import sample
@@ -105,6 +105,20 @@ def test_sample_twice_with_a_failing_input(inputs: Path, tmp_path: Path, fmt: st
         assert (s.done, s.skipped) == (0, 2) and not (out / "manifest.jsonl").exists()
 
 
+def test_a_sample_folder_keeps_the_format_of_its_manifest(inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    sample([inputs / "a.mp4"], out, SampleConfig(n=2), workers=0, sheets=False)
+    # another format would start a second manifest (a resume or --overwrite beside the old
+    # one, which a plain resume then goes back to): refused before any work
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"manifest.jsonl: this output's manifest is jsonl"):
+            sample([inputs / "a.mp4"], out, SampleConfig(n=3), format="parquet",
+                   overwrite=overwrite, workers=0, sheets=False)  # fmt: skip
+    assert sorted(p.name for p in out.glob("manifest.*")) == ["manifest.jsonl"]
+    s = sample([inputs / "a.mp4"], out, SampleConfig(n=2), format="jsonl", workers=0)
+    assert (s.done, s.skipped) == (0, 1)
+
+
 def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
     inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,6 +142,24 @@ def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(
     assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"]}
     (a,) = [r for r in recs if r["source"].endswith("a.mp4")]
     assert a["input_key"] == failed["key"]
+
+
+def test_an_input_missing_or_not_readable_then_fixed_leaves_only_its_clip_records(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    a, b = src / "a.mp4", src / "b.mp4"  # a: not copied yet; b: a link to nothing yet
+    b.symlink_to(src / "b-target.mp4")
+    out = tmp_path / "s"
+    s = sample([a, b], out, SampleConfig(n=2), workers=0, sheets=False)
+    assert (s.done, len(s.failed)) == (0, 2)
+    engine_plugins.make_video(a, 8, seed=1)  # the files are there now
+    engine_plugins.make_video(src / "b-target.mp4", 8, seed=2)
+    s = sample([a, b], out, SampleConfig(n=2), workers=0, sheets=False)
+    assert (s.done, s.failed) == (2, [])
+    recs = list(read_records(out / "manifest.jsonl"))
+    assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"]}  # the failures went
 
 
 def test_caption_into_a_folder_of_parts_resumes_and_merges(inputs: Path, tmp_path: Path) -> None:
