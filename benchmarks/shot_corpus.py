@@ -278,6 +278,8 @@ def _plan(rng: np.random.Generator, total: int) -> list[dict[str, Any]]:
             plan[-1]["t_out"] = t if kind == "dissolve" else (t // 2 if kind == "fade" else 0)
         plan.append(shot)
         n += shot["length"] + shot["black"]
+    for shot in plan:  # a dissolve longer than the pictures of the shot it leads into
+        shot["length"] = max(shot["length"], shot["t_in"] - shot["t_out"])
     return plan
 
 
