@@ -189,7 +189,7 @@ def _read_clips(
             # outlive a clean re-run (it skips the clips, and nothing would supersede it)
             log.warning("closing failed: %s", one_line_error(exc, src))
         if on_plan is not None:
-            on_plan(InputPlan(planned, tuple(keys), src))
+            on_plan(InputPlan(planned, tuple(keys), src, of=whole or ""))
     except Exception as exc:
         stage = "input" if started else "open"
         if not isinstance(exc, FramepipeError):

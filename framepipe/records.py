@@ -104,6 +104,10 @@ class InputPlan:
     """The resume keys of all its clips."""
     source: str = ""
     """What its records name as their source (for people reading the ledger)."""
+    of: str = ""
+    """The input's own key under the settings, whatever version of it was read (its clip
+    records' ``input_key``): the latest plan of an input supersedes the records of its
+    earlier versions (see :mod:`framepipe.output.compact`)."""
 
 
 def done_count(done: Collection[str], key: str) -> int:

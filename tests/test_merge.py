@@ -24,8 +24,9 @@ from framepipe.output import (
     record_files,
 )
 from framepipe.output.compact import keep_mask, record_meta
+from framepipe.output.ledger import Ledger, current_clips, ledger_of, merge_ledgers
 from framepipe.output.parquet import from_row, to_row
-from framepipe.records import failed_record
+from framepipe.records import InputPlan, failed_record
 from framepipe.types import ClipResult
 
 
@@ -65,6 +66,49 @@ def test_latest_record_of_a_key_wins_and_whole_input_failures_are_superseded() -
     # a whole-input failure after the input's clips (the rest failed) is kept
     late = [clip_rec("a", "A1", ikey="A"), input_failure("a", "A")]
     assert keep_mask([record_meta(r.to_json()) for r in late]) == [True, True]
+
+
+def test_an_inputs_latest_plan_supersedes_the_records_of_its_earlier_versions() -> None:
+    recs = [
+        clip_rec("a", "A1v1", ikey="A"),  # a's first version: two clips
+        clip_rec("a", "A2v1", ikey="A"),
+        clip_rec("b", "B1", ikey="B"),  # b has no plan yet: its records stay
+        clip_rec("a", "A1v2", ikey="A"),  # a changed in place: one clip so far
+        clip_rec("c", "C1", ikey="C"),
+    ]
+    metas = [record_meta(r.to_json()) for r in recs]
+    # no plan of a: nothing to tell versions apart, all stay
+    assert keep_mask(metas, {}) == [True] * 5
+    # until the new version was read to its end, the old one's plan is the latest: the new
+    # version's record goes (a run stopped half-way through it does that input again)
+    assert keep_mask(metas, {"A": frozenset({"A1v1", "A2v1"})}) == [True, True, True, False, True]
+    # once it was, only its own clips' records stay (here one of its two, a run stopped)
+    latest = {"A": frozenset({"A1v2", "A2v2"}), "C": frozenset({"C1"})}
+    assert keep_mask(metas, latest) == [False, False, True, True, True]
+
+
+def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
+    plans = [  # a read as version 1, then 2, then 1 again (the file put back)
+        InputPlan("a1", ("A1v1",), "a", of="A"),
+        InputPlan("a2", ("A1v2",), "a", of="A"),
+        InputPlan("a1", ("A1v1",), "a", of="A"),
+    ]
+    ledgers = []
+    for k, plan in enumerate(plans):
+        ledger = Ledger(tmp_path / f"part-{k}.jsonl")
+        ledger.add(plan)
+        ledger.close()
+        ledgers.append(ledger.path)
+    assert current_clips(ledgers) == {"A": frozenset({"A1v1"})}
+    merge_ledgers(ledgers, tmp_path / "all.jsonl")
+    assert current_clips([ledger_of(tmp_path / "all.jsonl")]) == {"A": frozenset({"A1v1"})}
+    # one ledger: the same plan again after another is written again (it is the latest)
+    one = Ledger(tmp_path / "one.jsonl")
+    assert [one.add(p) for p in plans] == [False, True, True]
+    assert one.add(plans[2]) is False
+    one.close()
+    assert len(one.path.read_text().splitlines()) == 3
+    assert current_clips([one.path]) == {"A": frozenset({"A1v1"})}
 
 
 def _write(path: Any, recs: list[ClipResult], **kw: Any) -> Path:

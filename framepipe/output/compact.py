@@ -13,6 +13,14 @@ done keys:
   clips planned) is dropped once a clip record of the same input under the same settings
   was written after it: clip records carry the key such a failure would have had, as
   ``input_key`` (see :func:`framepipe.records.read_fields`);
+- the records of an input's **earlier versions** go once a later version of it was read to
+  its end (a file changed in place, an object replaced): ``current`` holds, for each input
+  (its ``input_key``), the clip keys of its latest plan in the output's ledger (see
+  :func:`framepipe.output.ledger.current_clips`); a clip record of that input whose key is
+  not among them was made from another version. Until the new version's plan is there (a
+  run on it stopped half-way) the earlier version's plan is the latest: its records stay
+  and the new version's few go (the next run does that input again), so an output never
+  holds two versions of a clip;
 - records without a key are all kept.
 
 Only digests are held per record (never the records), so memory stays small however long
@@ -48,9 +56,13 @@ def record_meta(rec: Mapping[str, Any]) -> Meta:
     )
 
 
-def keep_mask(metas: Iterable[Meta]) -> list[bool]:
-    """For each record (in write order): whether it survives (see the module's rule)."""
+def keep_mask(
+    metas: Iterable[Meta], current: Mapping[str, frozenset[str]] | None = None
+) -> list[bool]:
+    """For each record (in write order): whether it survives (see the module's rule);
+    ``current``: each input's clip keys in its latest plan."""
     metas = list(metas)
+    current = current or {}
     last: dict[str, int] = {}
     last_ok: dict[str, int] = {}
     input_last: dict[str, int] = {}
@@ -67,6 +79,8 @@ def keep_mask(metas: Iterable[Meta]) -> list[bool]:
             out.append(True)
             continue
         superseded = m.whole_input_failure and input_last.get(m.key, -1) > i
+        if m.input_key is not None and m.input_key in current:
+            superseded = superseded or m.key not in current[m.input_key]
         out.append(last_ok.get(m.key, last[m.key]) == i and not superseded)
     return out
 

@@ -24,7 +24,7 @@ import numpy as np
 from framepipe.errors import OutputError
 from framepipe.output.compact import Meta, keep_mask, record_meta
 from framepipe.output.compact import done_keys as _done_keys
-from framepipe.output.ledger import Ledger
+from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
 from framepipe.utils import Closing, json_lines, sync_due
@@ -109,7 +109,7 @@ class JsonlWriter(Closing):
             self.done_keys: set[str] = set(done_keys)
         else:
             metas = list(read_jsonl_meta(self.path))
-            keep = keep_mask(metas)
+            keep = keep_mask(metas, current_clips([ledger_of(self.path)]))
             self.done_keys = _done_keys(metas, retry_failed=retry_failed, keep=keep)
             self._keys = {m.key for m in metas if m.key is not None}
             self._dirty = not all(keep)
@@ -164,8 +164,8 @@ class JsonlWriter(Closing):
 
     def plan(self, plan: InputPlan) -> None:
         """Keep an input's plan in the ledger."""
-        if self.ledger is not None:
-            self.ledger.add(plan)
+        if self.ledger is not None and self.ledger.add(plan):
+            self._dirty = True  # the records of the input's earlier version go at close
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record
@@ -216,7 +216,7 @@ def compact_jsonl(path: str | Path) -> int:
     moved into place; untouched when nothing is superseded). Returns how many records were
     dropped. The caller makes sure no other process appends meanwhile."""
     p = Path(path)
-    keep = keep_mask(read_jsonl_meta(p))
+    keep = keep_mask(read_jsonl_meta(p), current_clips([ledger_of(p)]))
     dropped = keep.count(False)
     if not dropped:
         return 0

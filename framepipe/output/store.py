@@ -56,7 +56,7 @@ from framepipe.output.jsonl import (
     record_line,
     try_exclusive,
 )
-from framepipe.output.ledger import Ledger, done_inputs, ledger_of, merge_ledgers
+from framepipe.output.ledger import Ledger, current_clips, done_inputs, ledger_of, merge_ledgers
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
@@ -179,11 +179,18 @@ def _metas(units: Sequence[_Unit]) -> list[Meta]:
     return [m for u in units for m in u.metas()]
 
 
+def _keep(units: Sequence[_Unit], metas: list[Meta] | None = None) -> list[bool]:
+    """Which records of ``units`` (in write order; ``metas``: theirs, when read already)
+    survive, their ledgers read."""
+    metas = _metas(units) if metas is None else metas
+    return keep_mask(metas, current_clips([u.ledger for u in units]))
+
+
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
     """The records of the outputs ``paths`` (files or folders), one per clip, in write
     order (see :mod:`framepipe.output.compact`)."""
     units = _ordered_units(paths)
-    keep = keep_mask(_metas(units))
+    keep = _keep(units)
     records = (r for u in units for r in u.records())
     for rec, k in zip(records, keep):
         if k:
@@ -193,7 +200,9 @@ def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]
 def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
-    return done_keys(_metas(_ordered_units(paths)), retry_failed=retry_failed)
+    units = _ordered_units(paths)
+    metas = _metas(units)
+    return done_keys(metas, retry_failed=retry_failed, keep=_keep(units, metas))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -272,7 +281,7 @@ def fold_parquet(path: PathLike) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    keep = keep_mask(unit.metas())
+    keep = _keep([unit])
     with atomic_output(p) as tmp:
         n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
     journal.unlink(missing_ok=True)
@@ -364,7 +373,7 @@ def merge(
     units = _ordered_units(inputs)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
-    keep = keep_mask(_metas(units))
+    keep = _keep(units)
     if not keep:  # before anything is written: an output that held records stays
         names = ", ".join(str(u.path) for u in units)
         raise NothingToMerge(f"{names}: no record to merge")

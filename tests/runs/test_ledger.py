@@ -132,3 +132,45 @@ def test_a_no_op_resume_from_a_fresh_cache_downloads_nothing(videos: Path, tmp_p
         assert (again.done, again.skipped) == (0, 6)
         assert sum(gets.values()) == 3  # metadata requests only: no GET
         assert not (tmp_path / "cache2").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_input_changed_in_place_keeps_only_the_records_of_its_latest_version(
+    videos: Path, tmp_path: Path, fmt: str
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "out"
+    b = src / "b.mp4"
+    first_mtime = b.stat().st_mtime_ns
+
+    def b_keys() -> list[str]:
+        recs = list(read_output(out))
+        assert len({r["key"] for r in recs}) == len(recs)  # one record per clip
+        return sorted(r["key"] for r in recs if Path(r["source"]).name == "b.mp4")
+
+    assert sample([src], out, CFG, workers=0, format=fmt).done == 5
+    v1 = b_keys()
+    assert len(v1) == 2
+    engine_plugins.make_video(b, 30, seed=3)  # replaced in place: three clips now
+    os.utime(b, ns=(10**18, 10**18))
+    assert sample([src], out, CFG, workers=0, format=fmt).done == 3
+    v2 = b_keys()
+    assert len(v2) == 3 and not set(v1) & set(v2)
+    assert len(list(read_output(out))) == 6
+    (src / "b.mp4").write_bytes((videos / "b.mp4").read_bytes())  # the first version back
+    os.utime(b, ns=(first_mtime, first_mtime))
+    assert sample([src], out, CFG, workers=0, format=fmt).done == 2
+    assert b_keys() == v1 and len(list(read_output(out))) == 5
+    # nothing left to do, and the records stay as they are
+    again = sample([src], out, CFG, workers=0, format=fmt)
+    assert (again.done, again.skipped) == (0, 5) and b_keys() == v1
+
+
+def test_other_settings_into_one_output_keep_their_own_records(
+    videos: Path, tmp_path: Path
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "out"
+    assert sample([src], out, CFG, workers=0).done == 5
+    assert sample([src], out, SampleConfig(n=3, clip_seconds=0.34), workers=0).done == 5
+    assert len(list(read_output(out))) == 10
