@@ -111,6 +111,41 @@ def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
     assert current_clips([one.path]) == {"A": frozenset({"A1v1"})}
 
 
+def _run(path: Path, plan: InputPlan, *keys: str, part: str | None = None) -> None:
+    """A run that reads ``plan``'s input to its end: its records, then its plan."""
+    with open_writer(path, part=part) as w:
+        for key in keys:
+            w.write(clip_rec("a", key, ikey=plan.of))
+        w.plan(plan)
+
+
+def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
+    tmp_path: Path,
+) -> None:
+    v1, v2 = InputPlan("a1", ("A1v1",), "a", of="A"), InputPlan("a2", ("A1v2",), "a", of="A")
+    # two outputs (shards, part files): a read in one, then changed in place and read in
+    # the other; then copied (scp, rsync without -t) newest first
+    first, second = tmp_path / "s1.jsonl", tmp_path / "s0.jsonl"
+    _run(first, v1, "A1v1")
+    _run(second, v2, "A1v2")
+    os.utime(second, ns=(10**18, 10**18))
+    os.utime(first, ns=(2 * 10**18, 2 * 10**18))
+    assert [r["key"] for r in read_output([first, second])] == ["A1v2"]
+    merge([first, second], tmp_path / "all.jsonl")
+    assert [r["key"] for r in read_output(tmp_path / "all.jsonl")] == ["A1v2"]
+    # a folder: the first version put back and read again into the part that held it
+    folder = tmp_path / "out"
+    _run(folder, v1, "A1v1", part="0")
+    _run(folder, v2, "A1v2", part="1")
+    _run(folder, v1, "A1v1", part="0")
+    os.utime(folder / "part-0.jsonl", ns=(10**18, 10**18))
+    assert [r["key"] for r in read_output(folder)] == ["A1v1"]
+    # a clip of it retried into the part whose own latest plan is the second version
+    _run(folder, v1, "A1v1", part="1")
+    assert [r["key"] for r in read_records(folder / "part-1.jsonl")] == ["A1v1"]
+    assert [r["key"] for r in read_output(folder)] == ["A1v1"]
+
+
 def _write(path: Any, recs: list[ClipResult], **kw: Any) -> Path:
     with open_writer(path, **kw) as w:
         for r in recs:

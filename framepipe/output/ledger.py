@@ -3,13 +3,15 @@
 Beside each records file ``NAME`` (a part file, a ``sample`` manifest, a Parquet file) a
 hidden ``.NAME.inputs`` holds one JSON line per input read to its end:
 ``{"input": plan key, "source": ..., "clips": [the keys of all its clips], "of": the
-input's key whatever its version}`` (see :class:`~framepipe.records.InputPlan`). A re-run
+input's key whatever its version, "at": when it was written (ns)}`` (see
+:class:`~framepipe.records.InputPlan`). A re-run
 reads it with the records: an input whose clips are all done is skipped after the metadata
 check that gives its plan key (a stat, a HEAD), never opened or downloaded
 (:func:`done_inputs`). A failed clip is not done, so its input is opened again and the clip
 retried; a changed input has another plan key, and once it is read to its end its plan is
-the input's latest (:func:`current_clips`): the records of its earlier versions are
-superseded (see :mod:`framepipe.output.compact`).
+the input's latest (:func:`current_clips`; latest by ``at``, not by the files' modification
+times, which copies and later runs into another part reorder): the records of its earlier
+versions are superseded (see :mod:`framepipe.output.compact`).
 
 It is a file of its own, not lines in the records file, so that the records file stays one
 record per line (or row) for every reader (pandas, ``datasets``, Parquet's one schema) and
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,15 +55,23 @@ def read_plans(ledger: Path) -> Iterator[tuple[str, list[str]]]:
         yield entry["input"], [str(k) for k in entry.get("clips") or ()]
 
 
+def _in_time_order(ledgers: Iterable[Path]) -> list[dict[str, Any]]:
+    """The entries of ``ledgers`` in the order they were written: by ``at`` (an entry
+    without one first), then in the order of ``ledgers`` and of each file."""
+    entries = [e for ledger in ledgers for e in _entries(ledger)]
+    return sorted(entries, key=lambda e: e["at"] if isinstance(e.get("at"), int) else 0)
+
+
+def _latest(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each input's (its ``of`` key's) last entry among ``entries``."""
+    return {e["of"]: e for e in entries if isinstance(e.get("of"), str) and e["of"]}
+
+
 def current_clips(ledgers: Iterable[Path]) -> dict[str, frozenset[str]]:
-    """For each input (its ``of`` key) the clip keys of its latest plan in ``ledgers``
-    (taken in write order): the clips of the version of it read last."""
-    out: dict[str, frozenset[str]] = {}
-    for ledger in ledgers:
-        for entry in _entries(ledger):
-            if isinstance(entry.get("of"), str) and entry["of"]:
-                out[entry["of"]] = frozenset(str(k) for k in entry.get("clips") or ())
-    return out
+    """For each input (its ``of`` key) the clip keys of its latest plan in ``ledgers``: the
+    clips of the version of it read last."""
+    latest = _latest(_in_time_order(ledgers))
+    return {of: frozenset(str(k) for k in e.get("clips") or ()) for of, e in latest.items()}
 
 
 def done_inputs(ledgers: Iterable[Path], done_keys: Collection[str]) -> dict[str, int]:
@@ -76,22 +87,28 @@ def done_inputs(ledgers: Iterable[Path], done_keys: Collection[str]) -> dict[str
 
 class Ledger:
     """Appends plans to the ledger of one records file (each plan once per file); the file
-    is made with the first plan."""
+    is made with the first plan. ``scope``: the other ledgers read with it (a folder's
+    parts), where a later plan of an input makes its plan here no longer its latest."""
 
     def __init__(
-        self, records: str | os.PathLike[str], *, overwrite: bool = False, fsync: bool = True
+        self,
+        records: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        fsync: bool = True,
+        scope: Iterable[Path] = (),
     ) -> None:
         self.path = ledger_of(records)
         self.fsync = fsync
         if overwrite:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        self.keys: set[str] = set()
-        self.latest: dict[str, str] = {}  # each input's latest plan key
-        for entry in _entries(self.path):
-            self.keys.add(entry["input"])
-            if isinstance(entry.get("of"), str):
-                self.latest[entry["of"]] = entry["input"]
+        own = list(_entries(self.path))
+        self.keys = {e["input"] for e in own}
+        # each input's latest plan key, here and in the scope
+        self.latest = {of: e["input"] for of, e in _latest(own).items()}
+        others = _latest(_in_time_order(dict.fromkeys([*scope, self.path])))
+        self.newest = {of: e["input"] for of, e in others.items()}
         self._fh: Any = None
         self._sync_at = 0.0
 
@@ -99,7 +116,8 @@ class Ledger:
         """Keep ``plan`` (once, unless a plan of another version of the input came since);
         True when it supersedes another plan of the input (records to drop)."""
         before = self.latest.get(plan.of) if plan.of else None
-        if plan.key in self.keys and before in (None, plan.key):
+        newest = self.newest.get(plan.of) if plan.of else None
+        if plan.key in self.keys and before in (None, plan.key) and newest in (None, plan.key):
             return False
         try:
             if self._fh is None:
@@ -108,6 +126,7 @@ class Ledger:
                 "input": plan.key,
                 "source": plan.source,
                 "clips": list(plan.clips),
+                "at": time.time_ns(),
             }
             if plan.of:
                 entry["of"] = plan.of
@@ -119,7 +138,7 @@ class Ledger:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.keys.add(plan.key)
         if plan.of:
-            self.latest[plan.of] = plan.key
+            self.latest[plan.of] = self.newest[plan.of] = plan.key
         return before is not None and before != plan.key
 
     def close(self) -> None:
@@ -131,19 +150,18 @@ class Ledger:
 
 
 def merge_ledgers(ledgers: Iterable[Path], records: Path) -> None:
-    """The ledger of the records file ``records``: every entry of ``ledgers`` (in write
-    order), each plan once where it came last (so each input's latest plan stays its
-    latest), written beside it and moved into place (none when they hold none)."""
+    """The ledger of the records file ``records``: every entry of ``ledgers`` (in the order
+    they were written), each plan once where it came last (so each input's latest plan stays
+    its latest), written beside it and moved into place (none when they hold none)."""
     ledgers = [p for p in ledgers if p.exists()]
     target = ledger_of(records)
     if not ledgers:
         target.unlink(missing_ok=True)
         return
     last: dict[str, dict[str, Any]] = {}
-    for ledger in ledgers:
-        for entry in _entries(ledger):
-            last.pop(entry["input"], None)
-            last[entry["input"]] = entry
+    for entry in _in_time_order(ledgers):
+        last.pop(entry["input"], None)
+        last[entry["input"]] = entry
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         for entry in last.values():

@@ -329,7 +329,8 @@ def open_writer(
         done = set()
     elif folder or fmt == "parquet":
         done = read_done_keys(scope, retry_failed=retry_failed)
-    ledger = Ledger(target, overwrite=overwrite, fsync=fsync)
+    ledgers = [u.ledger for u in _ordered_units(scope)] if folder else []
+    ledger = Ledger(target, overwrite=overwrite, fsync=fsync, scope=ledgers)
     kw: dict[str, Any] = {"overwrite": overwrite, "retry_failed": retry_failed, "fsync": fsync}
     writer: RecordWriter
     if fmt == "parquet":
@@ -337,8 +338,7 @@ def open_writer(
     else:
         writer = JsonlWriter(target, done_keys=done, ledger=ledger, **kw)
     if not overwrite:
-        ledgers = {u.ledger for u in _ordered_units(scope)} if folder else set()
-        writer.done_inputs.update(done_inputs(ledgers | {ledger.path}, writer.done_keys))
+        writer.done_inputs.update(done_inputs({*ledgers, ledger.path}, writer.done_keys))
     return writer
 
 
