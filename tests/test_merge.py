@@ -146,6 +146,21 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
 
 
+def test_a_part_is_compacted_by_the_latest_version_in_its_whole_folder(tmp_path: Path) -> None:
+    v1 = InputPlan("a1", ("A1v1",), "a", of="A")
+    v2 = InputPlan("a2", ("A1v2", "A2v2"), "a", of="A")
+    folder = tmp_path / "out"
+    _run(folder, v1, "A1v1", part="0")
+    _run(folder, v2, "A1v2", part="1")
+    # a run stopped before its plan: a clip of the second version into part 0, whose own
+    # ledger ends with the first version; its records stay (the folder's latest is the
+    # second version), the first version's go
+    with open_writer(folder, part="0") as w:
+        w.write(clip_rec("a", "A2v2", ikey="A"))
+    assert [r["key"] for r in read_records(folder / "part-0.jsonl")] == ["A2v2"]
+    assert sorted(r["key"] for r in read_output(folder)) == ["A1v2", "A2v2"]
+
+
 def _write(path: Any, recs: list[ClipResult], **kw: Any) -> Path:
     with open_writer(path, **kw) as w:
         for r in recs:

@@ -200,7 +200,7 @@ class JsonlWriter(Closing):
             if self.compact and try_exclusive(self._fh):
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:
-                    compact_jsonl(self.path)
+                    compact_jsonl(self.path, self.ledger.scope if self.ledger else None)
         finally:
             self._fh.close()
 
@@ -211,12 +211,14 @@ def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:
         yield record_meta(rec)
 
 
-def compact_jsonl(path: str | Path) -> int:
+def compact_jsonl(path: str | Path, ledgers: Iterable[Path] | None = None) -> int:
     """Rewrite a JSONL records file with one record per clip (atomically: a copy beside it
-    moved into place; untouched when nothing is superseded). Returns how many records were
-    dropped. The caller makes sure no other process appends meanwhile."""
+    moved into place; untouched when nothing is superseded). ``ledgers``: those that say
+    each input's latest version (by default its own; a part file's folder holds more).
+    Returns how many records were dropped. The caller makes sure no other process appends
+    meanwhile."""
     p = Path(path)
-    keep = keep_mask(read_jsonl_meta(p), current_clips([ledger_of(p)]))
+    keep = keep_mask(read_jsonl_meta(p), current_clips(ledgers or [ledger_of(p)]))
     dropped = keep.count(False)
     if not dropped:
         return 0

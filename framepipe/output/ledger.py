@@ -107,7 +107,8 @@ class Ledger:
         self.keys = {e["input"] for e in own}
         # each input's latest plan key, here and in the scope
         self.latest = {of: e["input"] for of, e in _latest(own).items()}
-        others = _latest(_in_time_order(dict.fromkeys([*scope, self.path])))
+        self.scope = list(dict.fromkeys([*scope, self.path]))
+        others = _latest(_in_time_order(self.scope))
         self.newest = {of: e["input"] for of, e in others.items()}
         self._fh: Any = None
         self._sync_at = 0.0
