@@ -23,7 +23,7 @@ from framepipe.output import (
     read_records,
     record_files,
 )
-from framepipe.output.compact import keep_mask, record_meta
+from framepipe.output.compact import Current, keep_mask, record_meta
 from framepipe.output.ledger import Ledger, current_clips, ledger_of, merge_ledgers
 from framepipe.output.parquet import from_row, to_row
 from framepipe.records import InputPlan, failed_record
@@ -78,13 +78,17 @@ def test_an_inputs_latest_plan_supersedes_the_records_of_its_earlier_versions() 
     ]
     metas = [record_meta(r.to_json()) for r in recs]
     # no plan of a: nothing to tell versions apart, all stay
-    assert keep_mask(metas, {}) == [True] * 5
+    assert keep_mask(metas, Current(frozenset(), frozenset())) == [True] * 5
     # until the new version was read to its end, the old one's plan is the latest: the new
     # version's record goes (a run stopped half-way through it does that input again)
-    assert keep_mask(metas, {"A": frozenset({"A1v1", "A2v1"})}) == [True, True, True, False, True]
+    v1 = Current(frozenset({"A"}), frozenset({"A1v1", "A2v1"}))
+    assert keep_mask(metas, v1) == [True, True, True, False, True]
     # once it was, only its own clips' records stay (here one of its two, a run stopped)
-    latest = {"A": frozenset({"A1v2", "A2v2"}), "C": frozenset({"C1"})}
+    latest = Current(frozenset({"A", "C"}), frozenset({"A1v2", "A2v2", "C1"}))
     assert keep_mask(metas, latest) == [False, False, True, True, True]
+
+
+A_V1 = Current(frozenset({"A"}), frozenset({"A1v1"}))
 
 
 def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
@@ -99,16 +103,16 @@ def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
         ledger.add(plan)
         ledger.close()
         ledgers.append(ledger.path)
-    assert current_clips(ledgers) == {"A": frozenset({"A1v1"})}
+    assert current_clips(ledgers) == A_V1
     merge_ledgers(ledgers, tmp_path / "all.jsonl")
-    assert current_clips([ledger_of(tmp_path / "all.jsonl")]) == {"A": frozenset({"A1v1"})}
+    assert current_clips([ledger_of(tmp_path / "all.jsonl")]) == A_V1
     # one ledger: the same plan again after another is written again (it is the latest)
     one = Ledger(tmp_path / "one.jsonl")
     assert [one.add(p) for p in plans] == [False, True, True]
     assert one.add(plans[2]) is False
     one.close()
     assert len(one.path.read_text().splitlines()) == 3
-    assert current_clips([one.path]) == {"A": frozenset({"A1v1"})}
+    assert current_clips([one.path]) == A_V1
 
 
 def _run(path: Path, plan: InputPlan, *keys: str, part: str | None = None) -> None:

@@ -14,10 +14,11 @@ done keys:
   was written after it: clip records carry the key such a failure would have had, as
   ``input_key`` (see :func:`framepipe.records.read_fields`);
 - the records of an input's **earlier versions** go once a later version of it was read to
-  its end (a file changed in place, an object replaced): ``current`` holds, for each input
-  (its ``input_key``), the clip keys of its latest plan in the output's ledger (see
-  :func:`framepipe.output.ledger.current_clips`); a clip record of that input whose key is
-  not among them was made from another version. Until the new version's plan is there (a
+  its end (a file changed in place, an object replaced): ``current`` holds the inputs
+  (their ``input_key``) with a plan in the output's ledger and the clip keys of each one's
+  latest plan (see :func:`framepipe.output.ledger.current_clips`; a key names its input's
+  version, so one set serves them all); a clip record of such an input whose key is not
+  among them was made from another version. Until the new version's plan is there (a
   run on it stopped half-way) the earlier version's plan is the latest: its records stay
   and the new version's few go (the next run does that input again), so an output never
   holds two versions of a clip;
@@ -42,6 +43,16 @@ class Meta(NamedTuple):
     input_key: str | None
 
 
+class Current(NamedTuple):
+    """What an output's ledgers say of its inputs' versions (see
+    :func:`framepipe.output.ledger.current_clips`)."""
+
+    inputs: frozenset[str]
+    """The inputs (``input_key``) with a plan."""
+    clips: frozenset[str]
+    """The keys of the clips of each such input's latest plan."""
+
+
 def record_meta(rec: Mapping[str, Any]) -> Meta:
     """The :class:`Meta` of a record dict (as written)."""
     key = rec.get("key")
@@ -56,13 +67,11 @@ def record_meta(rec: Mapping[str, Any]) -> Meta:
     )
 
 
-def keep_mask(
-    metas: Iterable[Meta], current: Mapping[str, frozenset[str]] | None = None
-) -> list[bool]:
+def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[bool]:
     """For each record (in write order): whether it survives (see the module's rule);
-    ``current``: each input's clip keys in its latest plan."""
+    ``current``: the inputs with a plan and their latest plans' clips."""
     metas = list(metas)
-    current = current or {}
+    current = current or Current(frozenset(), frozenset())
     last: dict[str, int] = {}
     last_ok: dict[str, int] = {}
     input_last: dict[str, int] = {}
@@ -79,8 +88,8 @@ def keep_mask(
             out.append(True)
             continue
         superseded = m.whole_input_failure and input_last.get(m.key, -1) > i
-        if m.input_key is not None and m.input_key in current:
-            superseded = superseded or m.key not in current[m.input_key]
+        if m.input_key is not None and m.input_key in current.inputs:
+            superseded = superseded or m.key not in current.clips  # another version's
         out.append(last_ok.get(m.key, last[m.key]) == i and not superseded)
     return out
 

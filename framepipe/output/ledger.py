@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import OutputError
+from framepipe.output.compact import Current
 from framepipe.records import InputPlan
 from framepipe.utils import json_lines, sync_due
 
@@ -55,23 +56,49 @@ def read_plans(ledger: Path) -> Iterator[tuple[str, list[str]]]:
         yield entry["input"], [str(k) for k in entry.get("clips") or ()]
 
 
-def _in_time_order(ledgers: Iterable[Path]) -> list[dict[str, Any]]:
-    """The entries of ``ledgers`` in the order they were written: by ``at`` (an entry
-    without one first), then in the order of ``ledgers`` and of each file."""
-    entries = [e for ledger in ledgers for e in _entries(ledger)]
-    return sorted(entries, key=lambda e: e["at"] if isinstance(e.get("at"), int) else 0)
+Order = tuple[int, int]
+"""When an entry was written: its ``at`` (0 without one), then its place in the ledgers
+read (for entries of one time, or without one)."""
 
 
-def _latest(entries: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each input's (its ``of`` key's) last entry among ``entries``."""
-    return {e["of"]: e for e in entries if isinstance(e.get("of"), str) and e["of"]}
+def _ordered(ledgers: Iterable[Path]) -> Iterator[tuple[Order, dict[str, Any]]]:
+    """The entries of ``ledgers`` (in that order, each file's in its own), each with its
+    :data:`Order`."""
+    seq = 0
+    for ledger in ledgers:
+        for entry in _entries(ledger):
+            at = entry.get("at")
+            yield (at if isinstance(at, int) else 0, seq), entry
+            seq += 1
 
 
-def current_clips(ledgers: Iterable[Path]) -> dict[str, frozenset[str]]:
-    """For each input (its ``of`` key) the clip keys of its latest plan in ``ledgers``: the
-    clips of the version of it read last."""
-    latest = _latest(_in_time_order(ledgers))
-    return {of: frozenset(str(k) for k in e.get("clips") or ()) for of, e in latest.items()}
+def _of(entry: dict[str, Any]) -> str | None:
+    of = entry.get("of")
+    return of if isinstance(of, str) and of else None
+
+
+def _latest(ledgers: Iterable[Path]) -> dict[str, tuple[Order, str]]:
+    """Each input's (its ``of`` key's) latest plan in ``ledgers``: its order and plan key."""
+    out: dict[str, tuple[Order, str]] = {}
+    for order, entry in _ordered(ledgers):
+        of = _of(entry)
+        if of is not None and (of not in out or out[of][0] < order):
+            out[of] = (order, entry["input"])
+    return out
+
+
+def current_clips(ledgers: Iterable[Path]) -> Current:
+    """The inputs (their ``of`` keys) with a plan in ``ledgers``, and the clip keys of each
+    one's latest plan: the clips of the version of it read last (two passes over the
+    ledgers; what is held is one key per input and per current clip)."""
+    ledgers = list(ledgers)
+    latest = _latest(ledgers)
+    clips: set[str] = set()
+    for order, entry in _ordered(ledgers):
+        of = _of(entry)
+        if of is not None and latest[of][0] == order:
+            clips.update(str(k) for k in entry.get("clips") or ())
+    return Current(frozenset(latest), frozenset(clips))
 
 
 def done_inputs(ledgers: Iterable[Path], done_keys: Collection[str]) -> dict[str, int]:
@@ -103,13 +130,11 @@ class Ledger:
         if overwrite:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        own = list(_entries(self.path))
-        self.keys = {e["input"] for e in own}
+        self.keys = {e["input"] for e in _entries(self.path)}
         # each input's latest plan key, here and in the scope
-        self.latest = {of: e["input"] for of, e in _latest(own).items()}
+        self.latest = {of: key for of, (_, key) in _latest([self.path]).items()}
         self.scope = list(dict.fromkeys([*scope, self.path]))
-        others = _latest(_in_time_order(self.scope))
-        self.newest = {of: e["input"] for of, e in others.items()}
+        self.newest = {of: key for of, (_, key) in _latest(self.scope).items()}
         self._fh: Any = None
         self._sync_at = 0.0
 
@@ -159,12 +184,12 @@ def merge_ledgers(ledgers: Iterable[Path], records: Path) -> None:
     if not ledgers:
         target.unlink(missing_ok=True)
         return
-    last: dict[str, dict[str, Any]] = {}
-    for entry in _in_time_order(ledgers):
-        last.pop(entry["input"], None)
-        last[entry["input"]] = entry
+    last: dict[str, Order] = {}  # each plan's latest entry
+    for order, entry in _ordered(ledgers):
+        last[entry["input"]] = max(order, last.get(entry["input"], order))
     tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for entry in last.values():
-            fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+    with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
+        for order, entry in _ordered(ledgers):
+            if last[entry["input"]] == order:
+                fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
     os.replace(tmp, target)
