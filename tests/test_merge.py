@@ -25,7 +25,7 @@ from framepipe.output import (
 )
 from framepipe.output.compact import Current, keep_mask, record_meta
 from framepipe.output.ledger import Ledger, current_clips, ledger_of, merge_ledgers
-from framepipe.output.parquet import from_row, to_row
+from framepipe.output.parquet import from_row, read_parquet, to_row
 from framepipe.records import InputPlan, failed_record
 from framepipe.types import ClipResult
 
@@ -115,9 +115,11 @@ def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
     assert current_clips([one.path]) == A_V1
 
 
-def _run(path: Path, plan: InputPlan, *keys: str, part: str | None = None) -> None:
+def _run(
+    path: Path, plan: InputPlan, *keys: str, part: str | None = None, fmt: str | None = None
+) -> None:
     """A run that reads ``plan``'s input to its end: its records, then its plan."""
-    with open_writer(path, part=part) as w:
+    with open_writer(path, fmt, part=part) as w:
         for key in keys:
             w.write(clip_rec("a", key, ikey=plan.of))
         w.plan(plan)
@@ -150,18 +152,22 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
 
 
-def test_a_part_is_compacted_by_the_latest_version_in_its_whole_folder(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_part_is_compacted_by_the_latest_version_in_its_whole_folder(
+    tmp_path: Path, fmt: str
+) -> None:
     v1 = InputPlan("a1", ("A1v1",), "a", of="A")
     v2 = InputPlan("a2", ("A1v2", "A2v2"), "a", of="A")
     folder = tmp_path / "out"
-    _run(folder, v1, "A1v1", part="0")
-    _run(folder, v2, "A1v2", part="1")
+    _run(folder, v1, "A1v1", part="0", fmt=fmt)
+    _run(folder, v2, "A1v2", part="1", fmt=fmt)
     # a run stopped before its plan: a clip of the second version into part 0, whose own
     # ledger ends with the first version; its records stay (the folder's latest is the
     # second version), the first version's go
-    with open_writer(folder, part="0") as w:
+    with open_writer(folder, fmt, part="0") as w:
         w.write(clip_rec("a", "A2v2", ikey="A"))
-    assert [r["key"] for r in read_records(folder / "part-0.jsonl")] == ["A2v2"]
+    read = read_records if fmt == "jsonl" else read_parquet  # the file as it is
+    assert [r["key"] for r in read(folder / f"part-0.{fmt}")] == ["A2v2"]
     assert sorted(r["key"] for r in read_output(folder)) == ["A1v2", "A2v2"]
 
 

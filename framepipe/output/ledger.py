@@ -4,14 +4,14 @@ Beside each records file ``NAME`` (a part file, a ``sample`` manifest, a Parquet
 hidden ``.NAME.inputs`` holds one JSON line per input read to its end:
 ``{"input": plan key, "source": ..., "clips": [the keys of all its clips], "of": the
 input's key whatever its version, "at": when it was written (ns)}`` (see
-:class:`~framepipe.records.InputPlan`). A re-run
-reads it with the records: an input whose clips are all done is skipped after the metadata
-check that gives its plan key (a stat, a HEAD), never opened or downloaded
-(:func:`done_inputs`). A failed clip is not done, so its input is opened again and the clip
-retried; a changed input has another plan key, and once it is read to its end its plan is
-the input's latest (:func:`current_clips`; latest by ``at``, not by the files' modification
-times, which copies and later runs into another part reorder): the records of its earlier
-versions are superseded (see :mod:`framepipe.output.compact`).
+:class:`~framepipe.records.InputPlan`). A re-run reads it with the records: an input whose
+clips are all done is skipped after the metadata check that gives its plan key (a stat, a
+HEAD), never opened or downloaded (:func:`done_inputs`). A failed clip is not done, so its
+input is opened again and the clip retried; a changed input has another plan key, and once
+it is read to its end its plan is the input's latest (:func:`current_clips`; latest by
+``at``, not by the files' modification times, which copies and later runs into another part
+reorder): the records of its earlier versions are superseded (see
+:mod:`framepipe.output.compact`).
 
 It is a file of its own, not lines in the records file, so that the records file stays one
 record per line (or row) for every reader (pandas, ``datasets``, Parquet's one schema) and

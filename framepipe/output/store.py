@@ -268,20 +268,23 @@ class ParquetWriter(Closing):
             return
         try:
             if try_exclusive(fh):
-                fold_parquet(self.path)
+                ledger = self._log.ledger
+                fold_parquet(self.path, ledger.scope if ledger is not None else None)
         finally:
             self._log.close()
 
 
-def fold_parquet(path: PathLike) -> int:
+def fold_parquet(path: PathLike, ledgers: Iterable[Path] | None = None) -> int:
     """Fold a Parquet file's journal into it (one record per clip, atomically); returns how
-    many records the file holds. The caller holds the journal's lock."""
+    many records the file holds. ``ledgers``: those that say each input's latest version (by
+    default its own; a part file's folder holds more). The caller holds the journal's
+    lock."""
     p = Path(path)
     unit = _Unit(p, "parquet")
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    keep = _keep([unit])
+    keep = keep_mask(_metas([unit]), current_clips(ledgers or [unit.ledger]))
     with atomic_output(p) as tmp:
         n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
     journal.unlink(missing_ok=True)
