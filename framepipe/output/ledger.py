@@ -130,9 +130,13 @@ class Ledger:
         if overwrite:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
-        self.keys = {e["input"] for e in _entries(self.path)}
-        # each input's latest plan key, here and in the scope
-        self.latest = {of: key for of, (_, key) in _latest([self.path]).items()}
+        self.keys: set[str] = set()
+        self.latest: dict[str, str] = {}  # each input's latest plan key, here
+        for entry in _entries(self.path):  # (appended in time order)
+            self.keys.add(entry["input"])
+            if (of := _of(entry)) is not None:
+                self.latest[of] = entry["input"]
+        # and in the whole scope
         self.scope = list(dict.fromkeys([*scope, self.path]))
         self.newest = {of: key for of, (_, key) in _latest(self.scope).items()}
         self._fh: Any = None

@@ -179,11 +179,15 @@ def _metas(units: Sequence[_Unit]) -> list[Meta]:
     return [m for u in units for m in u.metas()]
 
 
-def _keep(units: Sequence[_Unit], metas: list[Meta] | None = None) -> list[bool]:
+def _keep(
+    units: Sequence[_Unit],
+    metas: list[Meta] | None = None,
+    ledgers: Iterable[Path] | None = None,
+) -> list[bool]:
     """Which records of ``units`` (in write order; ``metas``: theirs, when read already)
-    survive, their ledgers read."""
+    survive, by the inputs' latest versions in ``ledgers`` (by default the units' own)."""
     metas = _metas(units) if metas is None else metas
-    return keep_mask(metas, current_clips([u.ledger for u in units]))
+    return keep_mask(metas, current_clips(ledgers or [u.ledger for u in units]))
 
 
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
@@ -284,7 +288,7 @@ def fold_parquet(path: PathLike, ledgers: Iterable[Path] | None = None) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    keep = keep_mask(_metas([unit]), current_clips(ledgers or [unit.ledger]))
+    keep = _keep([unit], ledgers=ledgers)
     with atomic_output(p) as tmp:
         n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
     journal.unlink(missing_ok=True)
