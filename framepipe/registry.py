@@ -112,6 +112,15 @@ class Registry(Generic[T]):
             raise ConfigError(f"{self.family} {name!r} is unavailable: {self._unavailable[name]}")
         raise ConfigError(f"unknown {self.family} {name!r}; known: {', '.join(self.names())}")
 
+    def has(self, name: str) -> bool:
+        """Whether ``name`` can be used here; a built-in is checked by importing its own
+        module only (no plug-in listing)."""
+        try:
+            self.get(name)
+        except ConfigError:
+            return False
+        return True
+
     def names(self) -> list[str]:
         """Available names, built-ins first in their declared order, then plug-ins."""
         self._load()

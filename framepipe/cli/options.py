@@ -25,7 +25,6 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from framepipe.cli.common import OldSpelling
-from framepipe.output import FORMATS, is_folder_output
 from framepipe.registry import Registry
 from framepipe.sources.base import SOURCES
 
@@ -60,6 +59,11 @@ class RegistryChoice(click.Choice):
     def choices(self, value: Any) -> None:  # click's __init__ assigns it; the registry rules
         pass
 
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and self.registry.has(value):
+            return value  # a built-in costs its own module only, not every plug-in's
+        return super().convert(value, param, ctx)
+
 
 class RegistryHelpOption(click.Option):
     """An option whose help names a registry's entries (``{names}`` in ``help``), read when
@@ -85,6 +89,8 @@ class OutputPath(click.Path):
         super().__init__(dir_okay=False, path_type=str)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from framepipe.output.store import is_folder_output  # (``shots`` writes no records)
+
         if isinstance(value, str) and is_folder_output(value):
             return value
         return super().convert(value, param, ctx)
@@ -95,8 +101,18 @@ class FormatChoice(click.Choice):
     the option that the command moves elsewhere, with a note."""
 
     def __init__(self, old: Sequence[str] = ()) -> None:
-        super().__init__(FORMATS)
+        super().__init__([])
         self.old = tuple(old)
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from framepipe.output.store import FORMATS  # when asked (``shots`` writes no records)
+
+        return FORMATS
+
+    @choices.setter
+    def choices(self, value: Any) -> None:  # click's __init__ assigns it
+        pass
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         return value if value in self.old else super().convert(value, param, ctx)

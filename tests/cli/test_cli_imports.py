@@ -1,6 +1,6 @@
 """What a ``framepipe shots`` process imports: the video source and the shot detector, not
-the engines, the model code or the other source kinds (each costs start-up time on every
-file a user checks)."""
+the engines, the model code, the other source kinds, the records writers or the detectors it
+was not asked for (each costs start-up time on every file a user checks)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ HEAVY = (
     "framepipe.generate",
     "framepipe.sources.render",
     "framepipe.sources.multiview",
+    "framepipe.output",
+    "framepipe.shots.transnet",
     "torch",
     "transformers",
 )
 
 
-def test_shots_process_imports_no_engine_model_or_other_source_kind(h264_path: Path) -> None:
+def test_shots_process_imports_no_engine_model_writer_or_other_source_kind(h264_path: Path) -> None:
     code = (
         "import sys\n"
         "from framepipe.cli import cli\n"
