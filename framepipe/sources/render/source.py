@@ -83,26 +83,6 @@ class RenderSource(Source):
     kind: ClassVar[str] = "render"
     extensions: ClassVar[frozenset[str]] = MESH_EXTENSIONS | CLOUD_EXTENSIONS
 
-    _OPTIONS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "cameras",
-            "placement",
-            "num_views",
-            "size",
-            "up",
-            "elevation_deg",
-            "azimuth_deg",
-            "fov_deg",
-            "fill",
-            "background",
-            "supersample",
-            "point_size",
-            "renderer",
-            "filament_timeout_s",
-            "threads",
-        }
-    )
-
     def __init__(
         self,
         path: str | Path,
@@ -131,7 +111,7 @@ class RenderSource(Source):
                 "%s: render source ignores option(s) %s (known: %s)",
                 path,
                 ", ".join(sorted(options)),
-                ", ".join(sorted(self._OPTIONS)),
+                ", ".join(sorted(self.option_names() or ())),
             )
         if cameras not in ("orbit", "sphere"):
             raise ConfigError(f"cameras ({cameras!r}) must be orbit or sphere")
