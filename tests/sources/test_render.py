@@ -582,6 +582,7 @@ def test_unknown_options_are_warned_about(
     with caplog.at_level(logging.WARNING):
         open_render(media["cube.ply"], backend="pyav")
     assert "ignores option(s) backend" in caplog.text
+    assert "(known: azimuth_deg, background, cameras, elevation_deg, " in caplog.text
 
 
 def test_filament_failure_falls_back_to_ray_casting(
