@@ -288,20 +288,28 @@ def report_per_source(
     *,
     kind: str | None,
     source_options: dict[str, Any],
-    describe: Callable[[Any], dict[str, Any]],
+    describe: Callable[[Any, str], dict[str, Any]],
     as_json: bool,
     table: Callable[[list[dict[str, Any]]], None],
 ) -> None:
-    """Open each input found under ``paths`` and print one row per input: ``describe(source)``,
-    or a ``failed`` row with a one-line error (printed as it happens, the others go on).
-    Prints the rows as a JSON array or with ``table``; exits 1 when any input failed. The
-    source options are checked against the kinds found before any input is opened."""
+    """Open each input found under ``paths`` and print one row per input: ``describe(source,
+    name)`` (``name``: the path, or the URI of a remote input, which is downloaded to the
+    cache first, as a run does), or a ``failed`` row with a one-line error naming it (printed
+    as it happens, the others go on). Prints the rows as a JSON array or with ``table``;
+    exits 1 when any input failed. The source options are checked against the kinds found
+    before any input is opened."""
     from framepipe.discover import discover
     from framepipe.errors import one_line_error
+    from framepipe.inputs import collect_inputs
+    from framepipe.inputs.remote import is_remote, stage
+    from framepipe.read_clips import named_by_uri
     from framepipe.sources.base import check_source_options, open_source
 
     check_source_options(source_options, [kind] if kind else None)
-    inputs, notes = discover(paths, kind=kind)
+    if any(is_remote(p) for p in paths):  # their schemes' extras checked before any work
+        inputs, notes = collect_inputs(list(paths), kind=kind)
+    else:
+        inputs, notes = discover(paths, kind=kind)
     check_source_options(source_options, [i.kind for i in inputs if not i.error])
     for n in notes:
         click.echo(f"note: skipping {n.path}: {n.reason}", err=True)
@@ -311,12 +319,15 @@ def report_per_source(
         try:
             if item.error:
                 raise FramepipeError(item.error)
-            with open_source(item.path, item.kind, **source_options) as src:
-                rows.append(describe(src))
+            local = stage(item.uri, item.path) if item.uri else item.path
+            with open_source(local, item.kind, **source_options) as src:
+                rows.append(describe(src, item.source))
         except Exception as exc:
             failed += 1
-            msg = one_line_error(exc, item.path)
-            rows.append({"source": str(item.path), "status": "failed", "error": msg})
+            msg = one_line_error(exc, item.source)
+            if item.uri:  # never the cached copy
+                msg = named_by_uri(msg, item)
+            rows.append({"source": item.source, "status": "failed", "error": msg})
             click.echo(f"error: {msg}", err=True)
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))

@@ -22,7 +22,8 @@ def command(
 ) -> None:
     """Print each source's metadata: frames, fps, duration, size, keyframes, views.
 
-    PATHS are files or folders (searched recursively). Exit status is 1 when any input
+    PATHS are files or folders (searched recursively) or remote URIs (s3://, gs://,
+    https://: downloaded to the cache first, as by sample). Exit status is 1 when any input
     failed, after all the others are printed; 2 for a bad setting, refused before any input
     is opened.
     """
@@ -33,7 +34,7 @@ def command(
         paths,
         kind=kind,
         source_options=options,
-        describe=lambda src: src.info().to_json(),
+        describe=lambda src, name: {**src.info().to_json(), "source": name},
         as_json=as_json,
         table=_table,
     )

@@ -38,7 +38,8 @@ def command(
 ) -> None:
     """Detect the shots of each video: hard cuts, dissolves and fades through black.
 
-    PATHS are video files or folders (searched recursively). Each shot is printed with its
+    PATHS are video files or folders (searched recursively) or remote URIs (s3://, gs://,
+    https://: downloaded to the cache first, as by sample). Each shot is printed with its
     first frame, its end frame (exclusive) and their times. Detector settings (--opt) of the
     built-in detector: content_share, min_contrast, cut_threshold, cut_ratio,
     cut_concentration, local_window_s, flash_s, flash_return, gradual, gradual_window_s,
@@ -53,10 +54,10 @@ def command(
     DetectorParams.from_params(params)  # a bad setting: refused before any input is read
     options = parse_kv(source_opt, "--source-opt")
 
-    def describe(src: Any) -> dict[str, Any]:
+    def describe(src: Any, name: str) -> dict[str, Any]:
         info = src.info()
         if info.num_frames == 0:
-            raise FramepipeError(f"{src.path}: no frames")
+            raise FramepipeError(f"{name}: no frames")
         det = detect_shots(src, info, **params)
         ts = info.timestamps_s
         end_s = info.end_s
@@ -73,7 +74,7 @@ def command(
                 }
             )
         return {
-            "source": str(src.path),
+            "source": name,
             "detector": det.params.detector,
             "num_frames": info.num_frames,
             "shots": shots,

@@ -12,6 +12,7 @@ extra of the URI schemes in the arguments and in a manifest's first row.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -21,15 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.discover import Input, Skipped, discover
-from framepipe.errors import FramepipeError
 from framepipe.inputs.manifest import RowError, bad_row, check_manifest, manifest_rows, row_fields
 from framepipe.inputs.remote import (
+    UnknownScheme,
     cache_path,
     check_scheme,
     default_cache_dir,
     file_name,
     is_remote,
     scheme_of,
+    scheme_problem,
 )
 from framepipe.inputs.shard import Shard, parse_shard, shard_by_identity, take_shard
 from framepipe.sources.base import guess_kind
@@ -68,12 +70,9 @@ class _RemoteRows:
                 self.kinds[ext] = guess_kind(Path(name), sniff=False) or "video"
             kind = self.kinds[ext]
         scheme = scheme_of(uri) or ""
-        if scheme not in self.schemes:
-            try:
-                check_scheme(uri)
-                self.schemes[scheme] = None
-            except FramepipeError as exc:
-                self.schemes[scheme] = str(exc)
+        if scheme not in self.schemes:  # checked once a scheme; the message names no URI
+            problem = scheme_problem(scheme)
+            self.schemes[scheme] = None if problem is None else str(problem)
         error = self.schemes[scheme]
         if error is not None:
             error = f"{uri}: {error}"
@@ -190,7 +189,8 @@ def collect_inputs(
         check_manifest(m)
         first = _first_remote_row(m)
         if first is not None:
-            check_scheme(first)
+            with contextlib.suppress(UnknownScheme):  # a typo in a row: that row's record
+                check_scheme(first)
     notes: list[Skipped] = []
     if isinstance(paths, Sized) and not isinstance(paths, (str, os.PathLike)):
         given: list[PathLike | Input] = list(paths)

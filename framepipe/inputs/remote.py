@@ -74,25 +74,42 @@ def is_remote(text: object) -> bool:
     return scheme is not None and scheme != "file"
 
 
-def check_scheme(uri: str, what: str = "inputs") -> None:
-    """A one-line MissingDependencyError when ``uri``'s scheme has no fsspec implementation
-    here (naming the extra to install, and ``what`` needs it), ConfigError for a scheme
-    fsspec does not know."""
-    scheme = scheme_of(uri) or ""
+class UnknownScheme(ConfigError):
+    """A URI scheme that fsspec does not know (a typo, ``foo://``): the URI is no input at
+    all, unlike a known scheme whose package is missing here."""
+
+
+def scheme_problem(scheme: str, what: str = "inputs") -> FramepipeError | None:
+    """Why URIs of ``scheme`` cannot be read here, or None: MissingDependencyError naming
+    the extra to install (``what`` needs it), ConfigError for a scheme whose package is
+    missing and has no extra, UnknownScheme for one fsspec does not know. The message
+    names no URI, so that one check serves every URI of the scheme."""
     extra, package = EXTRAS.get(scheme, (None, None))
     purpose = f"{scheme}:// {what}"
     try:
         import fsspec
     except ImportError:  # pragma: no cover - fsspec comes with every extra
-        raise MissingDependencyError("fsspec", extra or "s3", purpose) from None
+        return MissingDependencyError("fsspec", extra or "s3", purpose)
     try:
         fsspec.get_filesystem_class(scheme)
     except ImportError as exc:
         if package is None:
-            raise ConfigError(f"{uri}: {scheme}:// needs a package ({exc})") from None
-        raise MissingDependencyError(package, extra, purpose) from None
+            return ConfigError(f"{scheme}:// needs a package ({exc})")
+        return MissingDependencyError(package, extra, purpose)
     except ValueError:
-        raise ConfigError(f"{uri}: unknown URI scheme {scheme!r}") from None
+        return UnknownScheme(f"unknown URI scheme {scheme!r}")
+    return None
+
+
+def check_scheme(uri: str, what: str = "inputs") -> None:
+    """A one-line MissingDependencyError when ``uri``'s scheme has no fsspec implementation
+    here (naming the extra to install, and ``what`` needs it), ConfigError naming ``uri``
+    for a scheme without a package here or unknown to fsspec (UnknownScheme)."""
+    problem = scheme_problem(scheme_of(uri) or "", what)
+    if isinstance(problem, ConfigError):
+        raise type(problem)(f"{uri}: {problem}") from None
+    if problem is not None:
+        raise problem
 
 
 def default_cache_dir() -> Path:

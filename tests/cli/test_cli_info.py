@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from framepipe.cli import cli
@@ -30,3 +31,26 @@ def test_info_table() -> None:
     header, row = result.stdout.splitlines()
     assert header.split()[:3] == ["source", "kind", "num_frames"]
     assert row.split()[1:3] == ["video", "144"]
+
+
+def test_info_and_shots_read_remote_uris_and_name_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from remote_servers import served_videos
+
+    monkeypatch.setenv("FRAMEPIPE_CACHE_DIR", str(tmp_path / "cache"))
+    with served_videos(tmp_path / "www") as (_, url, _):
+        good, missing, bad = f"{url}/b.mp4", f"{url}/nope.mp4", f"{url}/bad.mp4"
+        for command in ("info", "shots"):
+            result = CliRunner().invoke(cli, [command, "--json", good, missing, bad])
+            assert result.exit_code == 1, result.output
+            assert "Traceback" not in result.output
+            ok, gone, broken = json.loads(result.stdout)
+            assert ok["source"] == good and ok["num_frames"] == 20
+            assert gone == {
+                "source": missing,
+                "status": "failed",
+                "error": f"{missing}: no such remote object",
+            }
+            assert broken["source"] == bad and broken["error"].startswith(f"{bad}: ")
+            assert str(tmp_path / "cache") not in result.output  # never the cached copy

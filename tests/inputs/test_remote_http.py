@@ -142,6 +142,29 @@ def test_a_later_row_without_its_extra_is_a_failed_record(served: Served, tmp_pa
     assert src == "gs://bucket/a.mp4" and "pip install 'framepipe[gcs]'" in err
 
 
+def test_rows_with_an_unknown_scheme_are_failed_records_naming_their_own_uri(
+    served: Served, tmp_path: Path
+) -> None:
+    _, url, _ = served
+    first, later = "foo://bucket/x.mp4", "foo://other/y.mp4"
+    for name, rows in (
+        ("first.txt", [first, f"{url}/b.mp4", later]),
+        ("later.txt", [f"{url}/b.mp4", first, later]),
+    ):
+        m = tmp_path / name
+        m.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+        out = tmp_path / f"out-{name}"
+        args = ["sample", "--inputs-from", str(m), "-n", "2", "-o", str(out)]
+        res = CliRunner().invoke(cli, [*args, "--cache-dir", str(tmp_path / "c")])
+        # a typo in a row is that row's failure, wherever the row is: the run goes on
+        assert res.exit_code == 1, res.output
+        recs = {r["source"]: r for r in read_records(out / MANIFEST)}
+        assert recs[f"{url}/b.mp4"]["status"] == "ok"
+        for uri in (first, later):
+            assert recs[uri]["status"] == "failed"
+            assert recs[uri]["error"] == f"{uri}: unknown URI scheme 'foo'"
+
+
 def test_the_cli_reads_a_manifest_of_uris(served: Served, tmp_path: Path) -> None:
     _, url, _ = served
     m = tmp_path / "l.csv"
