@@ -110,8 +110,6 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
                 notes.append("dropped a corrupt (cut short) packet")
                 continue
             p, d = packet.pts, packet.dts
-            if p is None and d is None:
-                raise DecodeError(path, "video packets carry no timestamps")
             pts.append(MISSING if p is None else int(p))
             dts.append(MISSING if d is None else int(d))
             key.append(bool(packet.is_keyframe))
@@ -136,6 +134,16 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
         truncated=truncated,
         notes=notes,
     )
+
+
+def open_decoder(cc: Any) -> None:
+    """Open the decoder with ``skip_frame`` at ``DEFAULT`` (before a reader changes it per
+    packet). Some decoders read ``skip_frame`` only when opened: libdav1d (AV1) opened with
+    ``NONREF`` decodes reference frames only, for good, whatever is asked of it later, so
+    a wanted frame that nothing refers to would never come out."""
+    cc.skip_frame = "DEFAULT"
+    if not cc.is_open:
+        cc.open()
 
 
 def rotation_of(frame: Any) -> int:
@@ -170,6 +178,7 @@ def decode_labels(
     kind: str = "pts",
     limit: int | None = None,
     threads: bool = False,
+    rewind: bool = True,
 ) -> Decoded:
     """Decode from the first packet, labelling packets by decode position.
 
@@ -177,12 +186,15 @@ def decode_labels(
     the stream. ``threads`` lets the decoder use frame threads (the output and the labels
     are the same either way). Packets the decoder rejects are skipped, as the reader does.
     Each packet must be the one ``packets`` holds at its position (``kind``: see
-    :func:`ident_kind`), else :class:`IndexMismatch`.
+    :func:`ident_kind`), else :class:`IndexMismatch`. ``rewind=False``: ``container`` is
+    freshly opened, so not seeked (a seek to 0 may land on the first keyframe, after
+    packets that come before it).
     """
     import av
 
     ident = packets.ident(kind)
-    container.seek(0, stream=stream, backward=True, any_frame=False)
+    if rewind:
+        container.seek(0, stream=stream, backward=True, any_frame=False)
     cc = stream.codec_context
     if not cc.is_open:  # one thread for a few frames: less memory, no slower
         if threads:
@@ -239,6 +251,9 @@ def needs_decoding(container_name: str, codec: Any, packets: Packets) -> str | N
     can). The index is then built from a full labelled decode instead."""
     if packets.max_pictures > 1:
         return "packed B-frames (two pictures in one packet, as DivX/XviD write them)"
+    untimed = int(np.count_nonzero((packets.pts == MISSING) & (packets.dts == MISSING)))
+    if untimed:
+        return f"{untimed} packet(s) carry no timestamp at all"
     if not getattr(codec, "reorder", True):
         return None  # decode order is presentation order
     if container_name == "avi":

@@ -285,7 +285,8 @@ def _decode(container: Any, stream: Any, pk: Packets, path: Path, **kw: Any) -> 
             pass
     fresh = open_container(path)
     try:
-        return decode_labels(fresh, video_stream(fresh, path), pk, path, kind=kind, **kw)
+        stream = video_stream(fresh, path)
+        return decode_labels(fresh, stream, pk, path, kind=kind, rewind=False, **kw)
     finally:
         fresh.close()
 

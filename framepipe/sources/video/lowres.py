@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
+from framepipe.sources.video.decode import open_decoder
 from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index, video_stream
 from framepipe.sources.video.pyav import check_packet, next_packet, seek_to
 from framepipe.types import SkipMode, SmallFrames, SourceInfo
@@ -319,6 +320,7 @@ def _read_ranges(
         stream = video_stream(container, path)
         stream.thread_type = "AUTO"
         cc = stream.codec_context
+        open_decoder(cc)  # before skip_frame turns to NONREF (see open_decoder)
         packets: Iterator[tuple[int, list[Any] | None]] | None = None
         label = _Labels(index)
         fed = -1  # decode position of the last packet decoded

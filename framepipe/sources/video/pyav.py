@@ -3,13 +3,16 @@
 The wanted frames are grouped by the keyframe each must be decoded from. Groups are shared
 out, in order, among up to ``threads`` workers, each with its own demuxer and single-threaded
 decoder (PyAV releases the GIL while decoding, so the workers run at once). A worker seeks
-only when its next group starts past where it is, checks where the seek landed, and labels
-every packet with its decode position (see :mod:`framepipe.sources.video.decode`): a frame
-is taken when its label is a wanted frame's packet, so index ``i`` is the ``i``-th frame a
-full decode outputs whatever the container's timestamps say. Frames must come out in index
-order, else :class:`IndexMismatch`. On the way to a wanted frame, it tells the decoder to
-skip frames nothing refers to (``skip_frame = NONREF``), which never changes the frames that
-are decoded, except in streams with packed B-frames, where it is therefore off.
+only when its next group starts past where it is (a group that starts at the first packet
+is read from a freshly opened file, never after a seek), checks where the seek landed, and
+labels every packet with its decode position (see :mod:`framepipe.sources.video.decode`): a
+frame is taken when its label is a wanted frame's packet, so index ``i`` is the ``i``-th
+frame a full decode outputs whatever the container's timestamps say. Frames must come out in
+index order, else :class:`IndexMismatch`. On the way to a wanted frame, it tells the decoder
+to skip frames nothing refers to (``skip_frame = NONREF``), which never changes the frames
+that are decoded, except in streams with packed B-frames, where it is therefore off. The
+decoder is opened before that (a decoder that reads ``skip_frame`` only when opened,
+libdav1d, then never skips).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError
-from framepipe.sources.video.decode import packet_ident
+from framepipe.sources.video.decode import MISSING, open_decoder, packet_ident
 from framepipe.sources.video.index import (
     IndexMismatch,
     VideoIndex,
@@ -131,12 +134,10 @@ class PyAVReader:
         import av
 
         idx = self.index
-        container = open_container(idx.path)
         out: set[int] = set()
+        opened: tuple[Any, Any] | None = None  # (container, stream)
+        fresh = False  # nothing demuxed from ``opened`` yet
         try:
-            stream = video_stream(container, idx.path)
-            cc = stream.codec_context
-            cc.thread_count = 1
             k = 0
             while k < len(groups):
                 # a run: groups that follow on from each other without a seek
@@ -148,17 +149,45 @@ class PyAVReader:
                 targets = {p: i for g in run for p, i in g.targets.items()}
                 end_pos = max(g.end_pos for g in run)
                 start = run[0].key_pos
-                got = self._run(container, stream, start, end_pos, targets, store)
-                if len(got) < len(targets) and self.skip_nonref:
-                    log.debug("%s: retrying a run without frame skipping", idx.path)
+                got: set[int] = set()
+                for skip in (True, False) if self.skip_nonref else (False,):
                     rest = {p: i for p, i in targets.items() if i not in got}
-                    got |= self._run(container, stream, start, end_pos, rest, store, False)
+                    if not rest:
+                        break
+                    if not skip and self.skip_nonref:
+                        log.debug("%s: retrying a run without frame skipping", idx.path)
+                    if opened is None or (start == 0 and not fresh):
+                        # the start of the stream is read from a freshly opened file: a
+                        # seek back to packet 0 can land after it (MPEG-TS/PS, and files
+                        # whose first packets are not keyframes or carry no timestamps)
+                        if opened is not None:
+                            opened[0].close()
+                            opened = None
+                        opened = self._open()
+                        fresh = True
+                    container, stream = opened
+                    got |= self._run(container, stream, start, end_pos, rest, store, skip, fresh)
+                    fresh = False
                 out |= got
         except av.error.FFmpegError as exc:
             raise DecodeError(idx.path, f"decoding failed ({av_reason(exc)})") from None
         finally:
-            container.close()
+            if opened is not None:
+                opened[0].close()
         return out
+
+    def _open(self) -> tuple[Any, Any]:
+        """A freshly opened file and its video stream, the decoder opened on one thread."""
+        container = open_container(self.index.path)
+        try:
+            stream = video_stream(container, self.index.path)
+            cc = stream.codec_context
+            cc.thread_count = 1
+            open_decoder(cc)  # before any skip_frame change (see open_decoder)
+        except BaseException:
+            container.close()
+            raise
+        return container, stream
 
     def _run(
         self,
@@ -168,18 +197,24 @@ class PyAVReader:
         end_pos: int,
         targets: dict[int, int],
         store: Store,
-        skip: bool | None = None,
+        skip: bool,
+        fresh: bool = False,
     ) -> set[int]:
+        """Decode packets ``key_pos .. end_pos`` (or until every target is out); ``fresh``:
+        nothing has been demuxed from ``container`` yet (packet 0 comes without a seek)."""
         import av
 
         idx = self.index
-        skip = self.skip_nonref if skip is None else skip
         cc = stream.codec_context
         out: set[int] = set()
-        landed = seek_to(container, stream, idx, key_pos)
-        if landed is None:
-            return out
-        demux, packet, pos = landed
+        if fresh and key_pos == 0:
+            demux: Any = container.demux(stream)
+            packet, pos = next_packet(demux), 0
+        else:
+            landed = seek_to(container, stream, idx, key_pos)
+            if landed is None:
+                return out
+            demux, packet, pos = landed
         take = _Taker(idx, targets, store, out)
         mode = "DEFAULT"
         cc.skip_frame = mode
@@ -271,13 +306,39 @@ def seek_to(container: Any, stream: Any, index: VideoIndex, key_pos: int) -> Any
             # landed after the keyframe we need (or somewhere unknown): aim earlier
             step = int(index.pts[-1] - index.pts[0]) // max(1, index.num_frames)
             seek_ts -= step * 8 + 1
-    container.seek(int(ts[0]), stream=stream, backward=True, any_frame=True)
-    demux = container.demux(stream)
-    first = next_packet(demux)
-    if first is None:
-        return None
-    check_packet(index, first, 0)
-    return demux, first, 0
+    return _seek_start(container, stream, index)
+
+
+_BEFORE_ALL = 1 << 40
+"""Ticks before the first packet's timestamp where a second seek to the start aims."""
+
+
+def _seek_start(container: Any, stream: Any, index: VideoIndex) -> Any:
+    """Seek back to packet 0: to its timestamp, and where a demuxer that seeks by decode
+    time (MPEG-TS/PS, fragmented MP4) lands after it, to a time before every packet."""
+    import av
+
+    ts = index.packet_ts
+    timed = ts[ts != MISSING]
+    earliest = int(timed.min()) if len(timed) else 0
+    targets = [earliest if ts[0] == MISSING else int(ts[0]), earliest - _BEFORE_ALL]
+    first: Any = None
+    for k, target in enumerate(targets):
+        try:
+            container.seek(target, stream=stream, backward=True, any_frame=True)
+        except av.error.FFmpegError:  # AVI, FLV: no seek before the start
+            if k == 0:
+                raise
+            break
+        demux = container.demux(stream)
+        first = next_packet(demux)
+        if first is None:
+            return None
+        ident = packet_ident(first, index.packet_ts_kind)
+        if ident == int(ts[0]) and first.size == int(index.packet_size[0]):
+            return demux, first, 0
+    check_packet(index, first, 0)  # raises: the demuxer does not go back to packet 0
+    return None
 
 
 def _landed_at(index: VideoIndex, packet: Any, pos_of: dict[int, int], key_pos: int) -> int:
