@@ -160,6 +160,46 @@ class Output:
         )
 
 
+class HeldPlans:
+    """Input plans on their way to the ledger, each held until every clip of its input has
+    a record in the output (written by this run, or done before it). A plan in the ledger
+    supersedes the records of the input's earlier versions (see
+    :mod:`framepipe.output.compact`), and an engine hands it on once the input is read,
+    which may be before its clips' records come (they wait in a batch to be answered): a
+    run stopped between would leave neither version's records of those clips. Held, a
+    stopped run keeps the earlier version's records, and a plan whose clips never all get
+    a record is never written (a missing plan costs reopening the input, never a record).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[Any]] = {}  # clip key -> [plan, its clips still to come]
+        self._failed: set[str] = set()  # failed records written (not done keys)
+
+    def add(self, plan: InputPlan, writer: RecordWriter) -> None:
+        """``plan`` to the ledger now if its clips all have records, else once they do."""
+        todo = {k for k in plan.clips if not writer.is_done(k) and k not in self._failed}
+        if not todo:
+            writer.plan(plan)
+            return
+        entry = [plan, len(todo)]
+        for k in todo:
+            self._waiting[k] = entry
+        self._failed -= set(plan.clips)
+
+    def written(self, rec: ClipResult, writer: RecordWriter) -> None:
+        """``rec`` is in the output: a plan waiting for it alone goes to the ledger."""
+        if rec.key is None:
+            return
+        entry = self._waiting.pop(rec.key, None)
+        if entry is None:
+            if rec.status != "ok":
+                self._failed.add(rec.key)
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            writer.plan(entry[0])
+
+
 def execute(
     engine: Engine,
     tasks: Iterable[EngineTask],
@@ -177,11 +217,12 @@ def execute(
     writer: RecordWriter | None = None
     created = stopped = False
     plans: list[InputPlan] = []  # until the writer is open (``overwrite``)
+    held = HeldPlans()  # until their clips' records are written
     path, part, fmt, remote = out.path, out.part, out.format, out.remote()
 
     def on_plan(plan: InputPlan) -> None:
         if writer is not None:
-            writer.plan(plan)
+            held.add(plan, writer)
         elif path is not None:
             plans.append(plan)
 
@@ -200,10 +241,11 @@ def execute(
                     path, fmt, part=part, overwrite=True, retry_failed=out.retry_failed
                 )
                 for plan in plans:
-                    writer.plan(plan)
+                    held.add(plan, writer)
                 plans.clear()
             if writer is not None:
                 writer.write(rec)
+                held.written(rec, writer)
             summary.add(rec, keep=out.keep_records)
             if out.on_record is not None:
                 out.on_record(rec)

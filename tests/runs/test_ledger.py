@@ -166,6 +166,46 @@ def test_an_input_changed_in_place_keeps_only_the_records_of_its_latest_version(
     assert (again.done, again.skipped) == (0, 5) and b_keys() == v1
 
 
+class StoppedWhileAnswering(EchoGenerator):
+    """TEST DOUBLE: a Ctrl-C while the model answers (the clips are read, none answered)."""
+
+    def answer(self, requests: Any) -> Any:
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_run_stopped_before_a_changed_input_is_answered_keeps_its_earlier_records(
+    videos: Path, tmp_path: Path, fmt: str
+) -> None:
+    # the clips of b's new version are read (its plan handed on) and wait in a batch to
+    # be answered when the run stops: b's earlier records must stand until its new ones
+    # are written (they vanished: the plan reached the ledger before its clips' records)
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / f"r.{fmt}"
+    b = src / "b.mp4"
+
+    def b_keys() -> list[str]:
+        recs = list(read_output(out))
+        assert len({r["key"] for r in recs}) == len(recs)  # one record per clip
+        return sorted(r["key"] for r in recs if Path(r["source"]).name == "b.mp4")
+
+    def caption(gen: Any) -> Any:
+        return Pipeline(generator=gen, sample=CFG, workers=0).run([src], out)
+
+    assert caption(EchoGenerator()).done == 5
+    v1 = b_keys()
+    assert len(v1) == 2
+    engine_plugins.make_video(b, 30, seed=3)  # replaced in place: three clips now
+    os.utime(b, ns=(10**18, 10**18))
+    with pytest.raises(KeyboardInterrupt):
+        caption(StoppedWhileAnswering())
+    assert b_keys() == v1  # was []: neither version's records
+    assert caption(EchoGenerator()).done == 3
+    v2 = b_keys()
+    assert len(v2) == 3 and not set(v1) & set(v2)
+    assert len(list(read_output(out))) == 6
+
+
 def test_other_settings_into_one_output_keep_their_own_records(
     videos: Path, tmp_path: Path
 ) -> None:
