@@ -152,6 +152,34 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
 
 
+def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v1, v2 = InputPlan("a1", ("A1v1",), "a", of="A"), InputPlan("a2", ("A1v2",), "a", of="A")
+    parts, out = tmp_path / "parts", tmp_path / "all.jsonl"
+    _run(parts, v1, "A1v1", part="0")
+    merge([parts], out)
+    _run(parts, v2, "A1v2", part="0")  # the input changed in place and read again
+    real = os.replace
+    # stopped (Ctrl-C, a kill) just before the records move, then just before the ledger's
+    for stop_at, left in ((out, ["A1v1"]), (ledger_of(out), ["A1v2"])):
+
+        def replace(src: Any, dst: Any, stop: Path = stop_at) -> None:
+            if Path(dst) == stop:
+                raise KeyboardInterrupt
+            real(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            merge([parts], out)
+        monkeypatch.setattr(os, "replace", real)
+        assert [r["key"] for r in read_output(out)] == left
+    merge([parts], out)
+    assert [r["key"] for r in read_output(out)] == ["A1v2"]
+    assert current_clips([ledger_of(out)]).clips == {"A1v2"}
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_part_is_compacted_by_the_latest_version_in_its_whole_folder(
     tmp_path: Path, fmt: str

@@ -183,11 +183,20 @@ def merge_ledgers(ledgers: Iterable[Path], records: Path) -> None:
     """The ledger of the records file ``records``: every entry of ``ledgers`` (in the order
     they were written), each plan once where it came last (so each input's latest plan stays
     its latest), written beside it and moved into place (none when they hold none)."""
+    staged = stage_merged_ledger(ledgers, records)
+    if staged is None:
+        ledger_of(records).unlink(missing_ok=True)
+    else:
+        os.replace(staged, ledger_of(records))
+
+
+def stage_merged_ledger(ledgers: Iterable[Path], records: Path) -> Path | None:
+    """What :func:`merge_ledgers` moves into place, left beside it under a temporary name
+    for the caller to move (None when ``ledgers`` hold no entry)."""
     ledgers = [p for p in ledgers if p.exists()]
-    target = ledger_of(records)
     if not ledgers:
-        target.unlink(missing_ok=True)
-        return
+        return None
+    target = ledger_of(records)
     last: dict[str, Order] = {}  # each plan's latest entry
     for order, entry in _ordered(ledgers):
         last[entry["input"]] = max(order, last.get(entry["input"], order))
@@ -196,4 +205,4 @@ def merge_ledgers(ledgers: Iterable[Path], records: Path) -> None:
         for order, entry in _ordered(ledgers):
             if last[entry["input"]] == order:
                 fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
-    os.replace(tmp, target)
+    return tmp

@@ -56,7 +56,13 @@ from framepipe.output.jsonl import (
     record_line,
     try_exclusive,
 )
-from framepipe.output.ledger import Ledger, current_clips, done_inputs, ledger_of, merge_ledgers
+from framepipe.output.ledger import (
+    Ledger,
+    current_clips,
+    done_inputs,
+    ledger_of,
+    stage_merged_ledger,
+)
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
@@ -395,14 +401,24 @@ def merge(
                     yield _rebase(rec, base, out_dir)
                 i += 1
 
+    staged: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        merge_ledgers([u.ledger for u in units], out)
+        staged = stage_merged_ledger([u.ledger for u in units], out)
         with atomic_output(out) as tmp:
             write = write_parquet if fmt == "parquet" else _write_jsonl
             n = write(kept(), tmp)
+            # the old ledger goes before the records move, the new one comes after them:
+            # stopped between, the file's records stand with no ledger (every one kept),
+            # never under a ledger whose plans supersede records that are not written yet
+            ledger_of(out).unlink(missing_ok=True)
+        if staged is not None:
+            os.replace(staged, ledger_of(out))
     except OSError as exc:
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
     if fmt == "parquet":
         journal_of(out).unlink(missing_ok=True)
     files = sum(len(u.files()) for u in units)
