@@ -12,7 +12,8 @@ keyframe flag. Then one of two ways gives the decoder's output order:
   decode.
 - **From a full decode**, where the container's timestamps are not presentation times: AVI
   with a codec that reorders (DivX/XviD B-frames, "packed" or not, whose timestamps are only
-  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts. The
+  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts, and
+  damaged streams (corrupt packets, kept as a plain decode feeds them; MPEG-TS holes). The
   whole stream is decoded once with labels: each output frame names its packet, so the count,
   the order and the keyframes are the decoder's own; the times are the decoder's best-effort
   presentation times (:func:`framepipe.sources.video.decode.best_effort_ticks`).
