@@ -11,6 +11,12 @@ used to fail.
 - AV1 (libdav1d reads ``skip_frame`` only when it is opened): a reader that asked it to skip
   unreferenced frames on the way to a wanted one never got a wanted frame that nothing
   refers to, and the shot signal's "every frame" ranges came back with holes.
+- MPEG-TS with a hole (packet loss, as in IPTV and broadcast recordings): a corrupt packet in
+  the middle was dropped as if the file ended there, so frames went missing and later ones
+  shifted; frames decoded after the hole came out differently when read alone (the decoder
+  fills in what is lost from whatever it decoded before, and differently on other threads).
+- MPEG-TS cut mid-picture: its last frame, filled in by the decoder, was not the full
+  decode's.
 
 Every file's frames are checked pixel for pixel against a full sequential decode with plain
 PyAV (the truth: frame i is the i-th frame it outputs).
@@ -70,6 +76,24 @@ def _has_encoder(name: str) -> bool:
     return True
 
 
+def busy_ts(path: Path) -> Path:
+    """4 s of ``testsrc2`` in MPEG-TS, open GOPs and B-pyramid (a broadcast-like stream)."""
+    src = "testsrc2=size=160x120:rate=25"
+    x264 = "open-gop=1:b-pyramid=normal:bframes=3:keyint=20"
+    args = ["-c:v", "libx264", "-x264-params", x264, "-pix_fmt", "yuv420p"]
+    ffmpeg("-f", "lavfi", "-i", src, "-t", "4", *args, str(path))
+    return path
+
+
+def corrupt_packets(path: Path) -> list[int]:
+    """Decode positions of the packets the demuxer flags corrupt."""
+    import av
+
+    with av.open(str(path)) as c:
+        packets = [p for p in c.demux(video=0) if p.size]
+    return [i for i, p in enumerate(packets) if p.is_corrupt] or [-1]
+
+
 def untimed_packets(path: Path) -> int:
     import av
 
@@ -91,6 +115,14 @@ def stream_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *("-i", str(mkv), "-c", "copy", "-output_ts_offset", "-0.5"),
         *("-avoid_negative_ts", "disabled", str(d / "untimed.mkv")),
     )
+    ts = busy_ts(d / "opengop.ts")
+    data = ts.read_bytes()
+    (d / "ts_cut.ts").write_bytes(data[: len(data) * 7 // 10])
+    (d / "ts_gap.ts").write_bytes(data[: 188 * 150] + data[188 * 190 :])
+    for at in range(100, 300, 10):  # where a cut leaves a corrupt packet in the middle
+        (d / "ts_hole.ts").write_bytes(data[: 188 * at] + data[188 * (at + 40) :])
+        if 0 < corrupt_packets(d / "ts_hole.ts")[0] < 90:
+            break
     if _has_encoder("libsvtav1"):
         media.encode_video(
             d / "av1.webm", codec="libsvtav1", num_frames=N, gop=30, options={"preset": "10"}
@@ -99,6 +131,7 @@ def stream_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 NAMES = ["h264.ts", "mpeg2.mpg", "fragmented.mp4", "cut.mkv", "untimed.mkv", "av1.webm"]
+NAMES += ["ts_hole.ts", "ts_gap.ts", "ts_cut.ts"]
 _TRUTH: dict[Path, list[np.ndarray]] = {}
 
 
@@ -131,6 +164,16 @@ def test_the_files_are_what_they_claim(stream_dir: Path) -> None:
     with av.open(str(stream_dir / "h264.ts")) as c:
         pts = [p.pts for p in c.demux(video=0) if p.size]
     assert pts != sorted(pts)  # B-frames
+    assert 0 < corrupt_packets(stream_dir / "ts_hole.ts")[0] < 90  # a hole in the middle
+    assert corrupt_packets(stream_dir / "ts_gap.ts") == [-1]  # whole packets missing
+
+
+def test_a_damaged_stream_counts_what_a_full_decode_outputs(stream_dir: Path) -> None:
+    """The frames of a stream with a hole are what decodes, the damaged ones included."""
+    for name in ("ts_hole.ts", "ts_gap.ts", "ts_cut.ts"):
+        path = stream_dir / name
+        info = VideoSource(path).info()
+        assert info.num_frames == len(truth(path)), name
 
 
 @pytest.mark.parametrize("name", NAMES)

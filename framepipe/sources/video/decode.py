@@ -39,7 +39,8 @@ class IndexMismatch(DecodeError):
 
 @dataclass
 class Packets:
-    """The video packets of a file in decode order (empty and corrupt ones left out)."""
+    """The video packets of a file in decode order (empty ones left out; corrupt ones kept,
+    as a plain decode feeds them to the decoder)."""
 
     pts: np.ndarray
     """int64 container pts (``MISSING`` where absent)."""
@@ -52,10 +53,17 @@ class Packets:
     max_pictures: int = 1
     """Most MPEG-4 Part 2 pictures found in one packet (2: packed B-frames)."""
     truncated: bool = False
+    damage_pos: int = -1
+    """Decode position of the first packet flagged corrupt or (MPEG-TS/PS) right after
+    missing ones, a hole as packet loss leaves (-1: none; a corrupt last packet is a cut)."""
     notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.size)
+
+    @property
+    def damaged(self) -> bool:
+        return self.damage_pos >= 0
 
     def ident(self, kind: str) -> np.ndarray:
         """What the demuxer reports for each packet: ``pts`` (dts where it has none) or
@@ -88,8 +96,27 @@ def _vp8_shown(data: bytes) -> bool:
     return len(data) == 0 or bool(data[0] & 0x10)
 
 
+LOSSY = ("mpegts", "mpeg")
+"""Containers sent over lossy links (broadcast, IPTV): a recording may miss packets."""
+
+
+def _holes(dts: np.ndarray) -> np.ndarray:
+    """Decode positions of the packets after a decode-time step over twice the usual one:
+    where packets went missing."""
+    timed = np.flatnonzero(dts != MISSING)
+    steps = np.diff(dts[timed])
+    if np.count_nonzero(steps > 0) < 4:
+        return timed[:0]
+    return timed[1:][steps > 2 * np.median(steps[steps > 0])]
+
+
 def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
-    """Read every packet of ``stream`` once (no decoding)."""
+    """Read every packet of ``stream`` once (no decoding).
+
+    Corrupt packets are kept, as a plain decode feeds them to the decoder (it makes a frame of
+    what they hold): one in the middle is damage (MPEG-TS packet loss), a corrupt last packet
+    a file cut short (its frame counts if it decodes, see the index's check of the end).
+    """
     import av
 
     codec = stream.codec_context.name
@@ -100,15 +127,14 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
     key, shown = array("b"), array("b")
     max_pictures = 1
     truncated = False
+    corrupt = array("q")
     notes: list[str] = []
     try:
         for packet in container.demux(stream):
             if packet.size == 0:
                 continue
             if packet.is_corrupt:
-                truncated = True
-                notes.append("dropped a corrupt (cut short) packet")
-                continue
+                corrupt.append(len(size))
             p, d = packet.pts, packet.dts
             pts.append(MISSING if p is None else int(p))
             dts.append(MISSING if d is None else int(d))
@@ -123,15 +149,26 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
         notes.append(f"demuxing stopped early ({av_reason(exc)})")
     if not size:
         raise DecodeError(path, "no video frames in the file")
+    dts_arr = np.frombuffer(dts, dtype=np.int64).copy()
+    bad = [p for p in corrupt if p < len(size) - 1]
+    if len(bad) < len(corrupt):
+        truncated = True
+        notes.append("the last packet is corrupt (the file is cut short)")
+    if bad:
+        notes.append(f"{len(bad)} corrupt packet(s) in the stream")
+    holes = _holes(dts_arr).tolist() if container.format.name in LOSSY else []
+    if holes:
+        notes.append(f"packets missing at {len(holes)} place(s)")
     return Packets(
         pts=np.frombuffer(pts, dtype=np.int64).copy(),
-        dts=np.frombuffer(dts, dtype=np.int64).copy(),
+        dts=dts_arr,
         key=np.frombuffer(key, dtype=np.int8).astype(bool),
         size=np.frombuffer(size, dtype=np.int64).copy(),
         duration=np.frombuffer(dur, dtype=np.int64).copy(),
         shown=np.frombuffer(shown, dtype=np.int8).astype(bool),
         max_pictures=max_pictures,
         truncated=truncated,
+        damage_pos=min(bad + holes, default=-1),
         notes=notes,
     )
 
@@ -165,6 +202,8 @@ class Decoded:
     """Whether the decoder flagged each frame as a keyframe."""
     rotation: int = 0
     bad_packets: int = 0
+    damage_pos: int = -1
+    """The first packet the decoder rejected or made a frame it flags corrupt of (-1: none)."""
     stopped: str | None = None
     """Why decoding stopped before the end (a demuxer error), or None."""
 
@@ -178,14 +217,16 @@ def decode_labels(
     kind: str = "pts",
     limit: int | None = None,
     threads: bool = False,
+    plain: bool = False,
     rewind: bool = True,
 ) -> Decoded:
     """Decode from the first packet, labelling packets by decode position.
 
     Stops after ``limit`` frames (then without draining the decoder), else at the end of
     the stream. ``threads`` lets the decoder use frame threads (the output and the labels
-    are the same either way). Packets the decoder rejects are skipped, as the reader does.
-    Each packet must be the one ``packets`` holds at its position (``kind``: see
+    are the same either way); ``plain`` leaves its threads as PyAV sets them (a plain
+    decode's: see :func:`plain_decoder`). Packets the decoder rejects are skipped, as the
+    reader does. Each packet must be the one ``packets`` holds at its position (``kind``: see
     :func:`ident_kind`), else :class:`IndexMismatch`. ``rewind=False``: ``container`` is
     freshly opened, so not seeked (a seek to 0 may land on the first keyframe, after
     packets that come before it).
@@ -197,7 +238,9 @@ def decode_labels(
         container.seek(0, stream=stream, backward=True, any_frame=False)
     cc = stream.codec_context
     if not cc.is_open:  # one thread for a few frames: less memory, no slower
-        if threads:
+        if plain:
+            plain_decoder(cc)
+        elif threads:
             stream.thread_type = "AUTO"
         else:
             cc.thread_count = 1
@@ -209,6 +252,8 @@ def decode_labels(
                 out.rotation = rotation_of(frame)
             out.labels.append(-1 if frame.pts is None else int(frame.pts))
             out.keys.append(bool(frame.key_frame))
+            if frame.is_corrupt:
+                out.damage_pos = earliest(out.damage_pos, max(0, out.labels[-1]))
 
     pos = 0
     demux = container.demux(stream)
@@ -221,7 +266,7 @@ def decode_labels(
             except av.error.FFmpegError as exc:
                 out.stopped = av_reason(exc)
                 break
-            if packet.size == 0 or packet.is_corrupt:
+            if packet.size == 0:
                 continue
             if pos >= len(packets) or (
                 packet_ident(packet, kind) != ident[pos] or packet.size != packets.size[pos]
@@ -233,6 +278,7 @@ def decode_labels(
                 take(cc.decode(packet))
             except av.error.InvalidDataError as exc:
                 out.bad_packets += 1
+                out.damage_pos = earliest(out.damage_pos, pos - 1)
                 log.debug("%s: skipping a bad packet (%s)", path, av_reason(exc))
             if limit is not None and len(out.labels) >= limit:
                 return out
@@ -246,9 +292,89 @@ def decode_labels(
     return out
 
 
+def plain_decoder(cc: Any) -> None:
+    """Set the unopened decoder ``cc`` to decode as a plain ``container.decode`` does: slice
+    threads, as many as PyAV's default. Where data is damaged (a corrupt packet, a missing
+    reference) the decoder fills in what is lost differently with another thread setting
+    (one thread, frame threads), so a damaged stream's frames are only those of a full
+    decode when decoded like this, and without skipping frames (what a damaged picture is
+    filled from may be a frame nothing refers to)."""
+    cc.thread_type = "SLICE"
+    cc.thread_count = 0
+
+
+def earliest(a: int, b: int) -> int:
+    """The earlier of two decode positions, -1 meaning none."""
+    return b if a < 0 else min(a, b) if b >= 0 else a
+
+
+def _pos(ident: np.ndarray, packet: Any) -> int:
+    """Decode position of a demuxed packet by its pts (the number of packets when unknown)."""
+    t = packet.pts if packet.pts is not None else packet.dts
+    hit = np.flatnonzero(ident == (MISSING if t is None else int(t)))
+    return int(hit[0]) if len(hit) else len(ident)
+
+
+def tail_decodable(
+    container: Any, stream: Any, pk: Packets, key: np.ndarray, path: Path
+) -> tuple[np.ndarray, int]:
+    """Which packets really decode, checking the last group of pictures of a cut file, and
+    the decode position of the first there that makes a frame the decoder flags corrupt (a
+    picture cut off, filled in by the decoder), -1 when none does."""
+    import av
+
+    ident = pk.ident("pts")
+    keep = np.ones(len(ident), dtype=bool)
+    keys = np.flatnonzero(key)
+    k = int(keys[-1]) if len(keys) else 0
+    tail = set(int(p) for p in ident[k:])
+    seen: set[int] = set()
+    corrupt: set[int] = set()
+
+    def note(frames: list[Any]) -> None:
+        for f in frames:
+            if f.pts is not None:
+                seen.add(int(f.pts))
+                if f.is_corrupt:
+                    corrupt.add(int(f.pts))
+
+    cc = stream.codec_context
+    # from the keyframe before: the last group's leading pictures (open GOP) refer to it; at
+    # its decode time, the earlier of its two (MPEG-TS/PS seek by decode time)
+    j = int(keys[-2]) if len(keys) > 1 else k
+    start = min(int(t) for t in (pk.pts[j], pk.dts[j], ident[j]) if t != MISSING)
+    container.seek(start, stream=stream, backward=True, any_frame=False)
+    first = True
+    try:
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue
+            if first and _pos(ident, packet) > k:
+                log.debug("%s: tail check landed after the last keyframe; skipped", path)
+                return keep, -1
+            first = False
+            try:
+                note(cc.decode(packet))
+            except av.error.FFmpegError:
+                continue
+        note(cc.decode(None))
+    except av.error.FFmpegError as exc:
+        log.debug("%s: tail check stopped (%s)", path, av_reason(exc))
+    finally:
+        cc.flush_buffers()
+    lost = tail - seen
+    if lost:
+        keep &= ~np.isin(ident, np.fromiter(lost, dtype=np.int64))
+        log.info("%s: %d frame(s) at the cut-off end do not decode; dropped", path, len(lost))
+    bad = np.flatnonzero(np.isin(ident[k:], np.fromiter(corrupt & tail, dtype=np.int64)))
+    return keep, k + int(bad[0]) if len(bad) else -1
+
+
 def needs_decoding(container_name: str, codec: Any, packets: Packets) -> str | None:
     """Why the container's timestamps cannot give the decoder's output order (None: they
     can). The index is then built from a full labelled decode instead."""
+    if packets.damaged:
+        return "damaged stream (corrupt or missing packets): its frames are what decodes"
     if packets.max_pictures > 1:
         return "packed B-frames (two pictures in one packet, as DivX/XviD write them)"
     untimed = int(np.count_nonzero((packets.pts == MISSING) & (packets.dts == MISSING)))

@@ -66,6 +66,8 @@ def decord_refusal(index: VideoIndex) -> str | None:
         )
     if index.truncated:
         return "the file is cut short (decord may loop on missing frames)"
+    if index.damaged:
+        return "damaged stream (decord fills in what is lost differently from a full decode)"
     if index.container == "avi" and index.reordered:
         return "decord returns AVI frames with B-frames out of order"
     if index.order != "timestamps":

@@ -12,7 +12,8 @@ keyframe flag. Then one of two ways gives the decoder's output order:
   decode.
 - **From a full decode**, where the container's timestamps are not presentation times: AVI
   with a codec that reorders (DivX/XviD B-frames, "packed" or not, whose timestamps are only
-  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts. The
+  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts, and
+  damaged streams (corrupt packets, kept as a plain decode feeds them; MPEG-TS holes). The
   whole stream is decoded once with labels: each output frame names its packet, so the count,
   the order and the keyframes are the decoder's own; the times are the decoder's best-effort
   presentation times (:func:`framepipe.sources.video.decode.best_effort_ticks`).
@@ -34,6 +35,7 @@ import numpy as np
 
 from framepipe.errors import DecodeError, SourceError, UnsupportedInputError
 from framepipe.sources.video.decode import (
+    LOSSY,
     MISSING,
     Decoded,
     IndexMismatch,
@@ -42,10 +44,12 @@ from framepipe.sources.video.decode import (
     best_effort_ticks,
     decode_labels,
     demux_packets,
+    earliest,
     ident_kind,
     needs_decoding,
     release_freed_memory,
     rotation_of,
+    tail_decodable,
 )
 
 __all__ = ["IndexMismatch", "VideoIndex", "av_reason", "build_index", "load_index", "rotation_of"]
@@ -102,12 +106,22 @@ class VideoIndex:
     """Whether decode order differs from output order (B-frames)."""
     truncated: bool = False
     """Whether the file looked cut short (corrupt or missing packets at the end)."""
+    damage_pos: int = -1
+    """Decode position of the first damaged packet (corrupt, after missing ones as MPEG-TS
+    packet loss leaves, or making a frame the decoder flags corrupt); -1: none. What decodes
+    after it depends on how the decoder fills in what is lost, so it is read as a plain decode
+    reads it: from the start, nothing skipped, on a plain decode's threads (see
+    :func:`framepipe.sources.video.decode.plain_decoder`)."""
     notes: list[str] = field(default_factory=list)
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def num_frames(self) -> int:
         return len(self.pts)
+
+    @property
+    def damaged(self) -> bool:
+        return self.damage_pos >= 0
 
     @property
     def num_packets(self) -> int:
@@ -151,9 +165,9 @@ class VideoIndex:
         The last keyframe at or before the frame's packet in decode order whose own frame is
         not after it in output order (so open-GOP leading pictures start one group earlier).
         """
-        if not self.seekable:
-            return 0
         d = int(self.frame_decode_pos[index])
+        if not self.seekable or 0 <= self.damage_pos <= d:
+            return 0
         keys = self._key_pos
         pf = self.packet_frame
         k = int(np.searchsorted(keys, d, side="right")) - 1
@@ -278,7 +292,7 @@ def _decode(container: Any, stream: Any, pk: Packets, path: Path, **kw: Any) -> 
     """:func:`decode_labels`, in a freshly opened file when the seek back to the start did
     not land on the first packet (or to decode on threads once the decoder is open)."""
     kind = ident_kind(container.format.name)
-    if not (kw.get("threads") and stream.codec_context.is_open):
+    if not ((kw.get("threads") or kw.get("plain")) and stream.codec_context.is_open):
         try:
             return decode_labels(container, stream, pk, path, kind=kind, **kw)
         except IndexMismatch:
@@ -315,8 +329,12 @@ def _from_timestamps(container: Any, stream: Any, pk: Packets, path: Path) -> Vi
     # Frames before the first one that decodes (leading pictures of a cut stream) are not
     # frames a reader can return.
     keep = pk.shown & (times >= times[dec.labels[0]])
-    if truncated:
-        keep &= _tail_decodable(container, stream, times, key, path)
+    damage_pos = -1
+    if truncated or container.format.name in LOSSY:  # a recording may stop mid-picture
+        tail_ok, damage_pos = tail_decodable(container, stream, pk, key, path)
+        keep &= tail_ok
+    if damage_pos >= 0:
+        notes.append("the last picture is cut off (the decoder fills in the rest)")
     kept = np.flatnonzero(keep)
     if len(kept) == 0:
         raise DecodeError(path, "no decodable video frames")
@@ -345,13 +363,14 @@ def _from_timestamps(container: Any, stream: Any, pk: Packets, path: Path) -> Vi
         rotation=dec.rotation,
         reordered=bool(np.any(np.diff(shown_times) < 0)),
         truncated=truncated,
+        damage_pos=damage_pos,
         notes=notes,
     )
 
 
 def _from_decoding(container: Any, stream: Any, pk: Packets, path: Path, reason: str) -> VideoIndex:
     """The index from one full labelled decode: the decoder's frames, order and keyframes."""
-    dec = _decode(container, stream, pk, path, threads=True)
+    dec = _decode(container, stream, pk, path, threads=not pk.damaged, plain=pk.damaged)
     labels = np.asarray(dec.labels, dtype=np.int64)
     n = len(labels)
     if n == 0:
@@ -399,38 +418,6 @@ def _from_decoding(container: Any, stream: Any, pk: Packets, path: Path, reason:
         rotation=dec.rotation,
         reordered=bool(np.any(np.diff(labels) <= 0)),
         truncated=pk.truncated or dec.stopped is not None,
+        damage_pos=earliest(pk.damage_pos, dec.damage_pos),
         notes=notes,
     )
-
-
-def _tail_decodable(
-    container: Any, stream: Any, ident: np.ndarray, key: np.ndarray, path: Path
-) -> np.ndarray:
-    """Which packets really decode, checking the last group of pictures of a cut file."""
-    import av
-
-    keep = np.ones(len(ident), dtype=bool)
-    keys = np.flatnonzero(key)
-    k = int(keys[-1]) if len(keys) else 0
-    tail = set(int(p) for p in ident[k:])
-    seen: set[int] = set()
-    cc = stream.codec_context
-    container.seek(int(ident[k]), stream=stream, backward=True, any_frame=False)
-    try:
-        for packet in container.demux(stream):
-            if packet.size == 0 or packet.is_corrupt:
-                continue
-            try:
-                seen.update(int(f.pts) for f in cc.decode(packet) if f.pts is not None)
-            except av.error.FFmpegError:
-                continue
-        seen.update(int(f.pts) for f in cc.decode(None) if f.pts is not None)
-    except av.error.FFmpegError as exc:
-        log.debug("%s: tail check stopped (%s)", path, av_reason(exc))
-    finally:
-        cc.flush_buffers()
-    lost = tail - seen
-    if lost:
-        keep &= ~np.isin(ident, np.fromiter(lost, dtype=np.int64))
-        log.info("%s: %d frame(s) at the cut-off end do not decode; dropped", path, len(lost))
-    return keep

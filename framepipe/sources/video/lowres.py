@@ -17,7 +17,9 @@ file's index (:mod:`framepipe.sources.video.index`), so the indices are those of
 sequential decode whatever the container's timestamps say. Frames must come out in index
 order; when they do not, an index built from the container's timestamps is rebuilt from a
 full decode. Streams with packed B-frames are decoded without skipping (a decoder told to
-skip there decodes other pictures in their place). Decoding errors (a corrupt stretch) are
+skip there decodes other pictures in their place); the exact ranges of a damaged stream
+(MPEG-TS packet loss) as a full decode decodes it (threads, no skipping: see
+:func:`framepipe.sources.video.decode.plain_decoder`). Decoding errors (a corrupt stretch) are
 logged and skipped: the frames that cannot be decoded are missing from the result, never
 invented.
 """
@@ -32,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from framepipe.errors import DecodeError, SourceError
-from framepipe.sources.video.decode import open_decoder
+from framepipe.sources.video.decode import open_decoder, plain_decoder
 from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index, video_stream
 from framepipe.sources.video.pyav import check_packet, next_packet, seek_to
 from framepipe.types import SkipMode, SmallFrames, SourceInfo
@@ -313,14 +315,11 @@ def _read_ranges(
     small = _Shrink(size, index.rotation)
     errors = 0
     # NONREF, not BIDIR: later frames may refer to a reference B-frame (x264's B-pyramid)
-    skip_b = "DEFAULT" if index.packed or not index.seekable else "NONREF"
+    skip_b = "DEFAULT" if index.packed or index.damaged or not index.seekable else "NONREF"
     frame_of = index.packet_frame
-    container = _open(path)
+    container, stream = _ranges_decoder(path, index)
     try:
-        stream = video_stream(container, path)
-        stream.thread_type = "AUTO"
         cc = stream.codec_context
-        open_decoder(cc)  # before skip_frame turns to NONREF (see open_decoder)
         packets: Iterator[tuple[int, list[Any] | None]] | None = None
         label = _Labels(index)
         fed = -1  # decode position of the last packet decoded
@@ -358,6 +357,23 @@ def _read_ranges(
     finally:
         container.close()
     return SmallFrames(np.asarray(got, np.int64), small.frames(), errors)
+
+
+def _ranges_decoder(path: Path, index: VideoIndex) -> tuple[Any, Any]:
+    """A freshly opened file and its video stream, the decoder opened for exact ranges."""
+    container = _open(path)
+    try:
+        stream = video_stream(container, path)
+        cc = stream.codec_context
+        if index.damaged:  # decoded as a full decode does (see plain_decoder)
+            plain_decoder(cc)
+        else:
+            stream.thread_type = "AUTO"
+        open_decoder(cc)  # before skip_frame turns to NONREF (see open_decoder)
+    except BaseException:
+        container.close()
+        raise
+    return container, stream
 
 
 def _merge_ranges(ranges: Sequence[tuple[int, int]], n: int) -> list[tuple[int, int]]:

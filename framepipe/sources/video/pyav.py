@@ -10,9 +10,11 @@ frame is taken when its label is a wanted frame's packet, so index ``i`` is the 
 frame a full decode outputs whatever the container's timestamps say. Frames must come out in
 index order, else :class:`IndexMismatch`. On the way to a wanted frame, it tells the decoder
 to skip frames nothing refers to (``skip_frame = NONREF``), which never changes the frames
-that are decoded, except in streams with packed B-frames, where it is therefore off. The
+that are decoded, except in streams with packed B-frames and in damaged ones (a damaged
+picture is filled in from whatever was decoded before it), where it is therefore off. The
 decoder is opened before that (a decoder that reads ``skip_frame`` only when opened,
-libdav1d, then never skips).
+libdav1d, then never skips), on one thread, or for a damaged stream on a plain decode's
+threads (see :func:`framepipe.sources.video.decode.plain_decoder`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import DecodeError
-from framepipe.sources.video.decode import MISSING, open_decoder, packet_ident
+from framepipe.sources.video.decode import MISSING, open_decoder, packet_ident, plain_decoder
 from framepipe.sources.video.index import (
     IndexMismatch,
     VideoIndex,
@@ -105,8 +107,8 @@ class PyAVReader:
     def __init__(self, index: VideoIndex, *, threads: int | None = None, skip_nonref: bool = True):
         self.index = index
         self.threads = threads or default_threads()
-        # counted frames, packed B-frames: skip nothing (see VideoIndex.seekable, .packed)
-        self.skip_nonref = skip_nonref and index.seekable and not index.packed
+        # counted frames, packed B-frames, damage: skip nothing (see VideoIndex.seekable, ...)
+        self.skip_nonref = skip_nonref and index.seekable and not (index.packed or index.damaged)
         # built once here, then shared read-only by the workers
         index.pos_of  # noqa: B018
         index.packet_frame  # noqa: B018
@@ -182,7 +184,10 @@ class PyAVReader:
         try:
             stream = video_stream(container, self.index.path)
             cc = stream.codec_context
-            cc.thread_count = 1
+            if self.index.damaged:
+                plain_decoder(cc)
+            else:
+                cc.thread_count = 1
             open_decoder(cc)  # before any skip_frame change (see open_decoder)
         except BaseException:
             container.close()
@@ -369,9 +374,9 @@ def check_packet(index: VideoIndex, packet: Any, pos: int) -> None:
 
 
 def next_packet(demux: Any) -> Any:
-    """The next packet the index counts (not empty, not corrupt), or None at the end."""
+    """The next packet the index counts (not empty), or None at the end."""
     for packet in demux:
-        if packet.size and not packet.is_corrupt:
+        if packet.size:
             return packet
     return None
 
