@@ -17,6 +17,9 @@ used to fail.
   fills in what is lost from whatever it decoded before, and differently on other threads).
 - MPEG-TS cut mid-picture: its last frame, filled in by the decoder, was not the full
   decode's.
+- MPEG-TS segments joined end to end (``cat``, as HLS segments are, across a timestamp
+  discontinuity): the first segment's last packet, flagged corrupt, was dropped as the end
+  of the file, and 51 of 300 frames went missing, every later one shifted.
 
 Every file's frames are checked pixel for pixel against a full sequential decode with plain
 PyAV (the truth: frame i is the i-th frame it outputs).
@@ -123,6 +126,14 @@ def stream_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (d / "ts_hole.ts").write_bytes(data[: 188 * at] + data[188 * (at + 40) :])
         if 0 < corrupt_packets(d / "ts_hole.ts")[0] < 90:
             break
+    # two segments joined with ``cat``, the second's timestamps 5000 s on (a discontinuity)
+    later = d / "later.ts"
+    ffmpeg(
+        *("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-ss", "100", "-t", "4"),
+        *("-c:v", "libx264", "-x264-params", "bframes=3:keyint=50", "-pix_fmt", "yuv420p"),
+        *("-output_ts_offset", "5000", str(later)),
+    )
+    (d / "joined.ts").write_bytes(data + later.read_bytes())
     if _has_encoder("libsvtav1"):
         media.encode_video(
             d / "av1.webm", codec="libsvtav1", num_frames=N, gop=30, options={"preset": "10"}
@@ -131,7 +142,7 @@ def stream_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 NAMES = ["h264.ts", "mpeg2.mpg", "fragmented.mp4", "cut.mkv", "untimed.mkv", "av1.webm"]
-NAMES += ["ts_hole.ts", "ts_gap.ts", "ts_cut.ts"]
+NAMES += ["ts_hole.ts", "ts_gap.ts", "ts_cut.ts", "joined.ts"]
 _TRUTH: dict[Path, list[np.ndarray]] = {}
 
 
@@ -170,7 +181,7 @@ def test_the_files_are_what_they_claim(stream_dir: Path) -> None:
 
 def test_a_damaged_stream_counts_what_a_full_decode_outputs(stream_dir: Path) -> None:
     """The frames of a stream with a hole are what decodes, the damaged ones included."""
-    for name in ("ts_hole.ts", "ts_gap.ts", "ts_cut.ts"):
+    for name in ("ts_hole.ts", "ts_gap.ts", "ts_cut.ts", "joined.ts"):
         path = stream_dir / name
         info = VideoSource(path).info()
         assert info.num_frames == len(truth(path)), name
