@@ -19,7 +19,8 @@ used to fail.
   decode's.
 - MPEG-TS segments joined end to end (``cat``, as HLS segments are, across a timestamp
   discontinuity): the first segment's last packet, flagged corrupt, was dropped as the end
-  of the file, and 51 of 300 frames went missing, every later one shifted.
+  of the file, and frames went missing (249 of 300 in two 6 s segments), every later one
+  shifted.
 
 Every file's frames are checked pixel for pixel against a full sequential decode with plain
 PyAV (the truth: frame i is the i-th frame it outputs).
