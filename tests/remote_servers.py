@@ -187,11 +187,14 @@ def served_videos(root: Path, faults: dict[str, list[Fault]] | None = None) -> I
 
 
 @contextlib.contextmanager
-def moto_s3_server() -> Iterator[str]:
+def moto_s3_server(auth: bool = False) -> Iterator[str]:
     """An S3-compatible server process (``python -m moto.server``) on 127.0.0.1; yields its
-    endpoint URL. The AWS_* test credentials must be in the environment (``S3_ENV``)."""
+    endpoint URL. The AWS_* test credentials must be in the environment (``S3_ENV``). With
+    ``auth``, it checks the credentials of every request (and knows none)."""
     port = free_port()
     env = {**os.environ, **S3_ENV}
+    if auth:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env,

@@ -146,9 +146,9 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
-def retry_wait(exc: BaseException, attempt: int) -> float | None:
-    """Seconds to wait before trying again after ``exc`` (the ``attempt``-th retry, from 0),
-    or None when it is no transient failure."""
+def retry_wait(exc: BaseException, attempt: int, max_wait_s: float = MAX_WAIT_S) -> float | None:
+    """Seconds to wait (at most ``max_wait_s``) before trying again after ``exc`` (the
+    ``attempt``-th retry, from 0), or None when it is no transient failure."""
     for e in _chain(exc):
         names = {c.__name__ for c in type(e).__mro__}
         if names & _NOT_LISTENING or isinstance(e, (ConnectionRefusedError, DownloadStalled)):
@@ -159,7 +159,7 @@ def retry_wait(exc: BaseException, attempt: int) -> float | None:
         if transient:
             asked = _retry_after(getattr(e, "headers", None))
             wait = BACKOFF_S * 2**attempt if asked is None else asked
-            return min(wait, MAX_WAIT_S)
+            return min(wait, max_wait_s)
         if isinstance(status, int) and status >= 400:
             return None  # 404, 403 ...: the same again
     return None
@@ -184,15 +184,15 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def retrying(call: Callable[[], T], what: str) -> T:
-    """``call()``, tried again after a transient failure (:func:`retry_wait`); ``what``
-    names it in the log."""
+def retrying(call: Callable[[], T], what: str, max_wait_s: float = MAX_WAIT_S) -> T:
+    """``call()``, tried again after a transient failure (:func:`retry_wait`, waiting at
+    most ``max_wait_s``); ``what`` names it in the log."""
     attempt = 0
     while True:
         try:
             return call()
         except Exception as exc:
-            wait = retry_wait(exc, attempt) if attempt < RETRIES else None
+            wait = retry_wait(exc, attempt, max_wait_s) if attempt < RETRIES else None
             if wait is None:
                 raise
             attempt += 1
@@ -277,6 +277,18 @@ _BAD_TOKEN = frozenset(
 )
 
 
+def refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refusal (HTTP 400, 401 or 403, or a PermissionError), which may
+    be one of the credentials themselves (see :func:`every_input_problem`)."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        meta = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+        status = meta.get("HTTPStatusCode", getattr(e, "status", None))
+        if isinstance(e, PermissionError) or status in (400, 401, 403):
+            return True
+    return False
+
+
 def every_input_problem(exc: BaseException) -> str | None:
     """What in ``exc`` every input of its filesystem would hit too (no credentials, an
     expired or unknown token, a clock too far off), in words; None for anything else (a
@@ -287,7 +299,8 @@ def every_input_problem(exc: BaseException) -> str | None:
         if name in _NO_CREDENTIALS:
             return f"no usable credentials ({name}: {text})" if text else "no usable credentials"
         response = getattr(e, "response", None)
-        code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-        if code in _BAD_TOKEN:
-            return f"the credentials are refused ({code}: {text})"
+        error = response.get("Error", {}) if isinstance(response, dict) else {}
+        if error.get("Code") in _BAD_TOKEN:
+            said = " ".join(str(error.get("Message") or text).split())
+            return f"the credentials are refused ({error['Code']}: {said})"
     return None

@@ -46,11 +46,13 @@ from framepipe.errors import (
 )
 from framepipe.inputs.download import (
     DEFAULT_STALL_S,
+    MAX_WAIT_S,
     DownloadStalled,
     every_input_problem,
     fetch,
     http_status,
     part_path,
+    refused,
     remove_stale_parts,
     retrying,
 )
@@ -226,13 +228,22 @@ def _why(uri: str, exc: BaseException) -> RemoteError | StopRunError:
 
 def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> RemoteStat:
     """Size, ETag and modification time of ``uri`` (one metadata request); RemoteError when
-    the object is missing or the server cannot be reached."""
+    the object is missing or the server cannot be reached, StopRunError for an error every
+    input of the filesystem would hit (see :func:`_why`)."""
     try:
         fs, path = filesystem(uri, storage_options)
         info = retrying(lambda: fs.info(path), uri)
     except FramepipeError:
         raise
     except Exception as exc:
+        if refused(exc) and scheme_of(uri) not in ("http", "https"):
+            # an object store answers a metadata (HEAD) request without saying why: a
+            # one-byte read does, e.g. InvalidAccessKeyId or ExpiredToken for every input
+            try:
+                fs.cat_file(path, start=0, end=1)
+            except Exception as why:
+                if every_input_problem(why) is not None:
+                    exc = why
         raise _why(uri, exc) from None
     if info.get("type") == "directory":
         raise RemoteError(uri, "is a remote folder (remote inputs are single files)")
@@ -301,11 +312,15 @@ def stage(
     remove_stale_parts(dest, stall_s)
     tmp = part_path(dest)
     beat = None if on_download is None else (lambda: on_download(True))
+
+    def download() -> None:
+        if beat is not None:
+            beat()  # each try starts the stall clock again (a wait between tries is shorter)
+        fetch(fs, path, tmp, stall_s=stall_s, beat=beat)
+
     try:
-        if on_download is not None:
-            on_download(True)
         fs, path = filesystem(uri, storage_options)
-        retrying(lambda: fetch(fs, path, tmp, stall_s=stall_s, beat=beat), uri)
+        retrying(download, uri, max_wait_s=min(MAX_WAIT_S, stall_s))
         got = tmp.stat().st_size
         if stat.size is not None and got < stat.size:
             raise RemoteError(uri, f"download incomplete ({got} of {stat.size} bytes)")
