@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from framepipe.clips import check_clips
+from framepipe.errors import ConfigError
 from framepipe.extras import check_extras
+from framepipe.inputs.download import DEFAULT_STALL_S
 from framepipe.samplers.base import Sampler, canonical_params, check_sampler, get_sampler
 from framepipe.sources.base import check_source_options
 
@@ -42,6 +44,10 @@ class SampleConfig:
     (a re-run, a resume) uses it while the object is unchanged. False: each input is
     downloaded to a copy of its own that is removed once its clips are read, so the cache
     never grows (a current copy kept by an earlier run is still used, and left in place)."""
+    download_stall_s: float = DEFAULT_STALL_S
+    """Seconds a remote input's download may receive nothing before it is stopped (that
+    input fails); a download that makes progress may take as long as it needs. Not part of
+    the resume keys."""
 
     def check(self, kinds: Iterable[str] | None = None) -> None:
         """ConfigError (one line) for a setting the sampler, the clip planner or the sources
@@ -50,6 +56,8 @@ class SampleConfig:
         ``kinds`` (the kinds of the run's inputs, once known), else ``kind``, else every
         kind."""
         check_sampler(self.sampler, self.n, self.sampler_params)
+        if not self.download_stall_s > 0:
+            raise ConfigError(f"download stall ({self.download_stall_s}) must be > 0 seconds")
         check_extras(self.sampler_params)  # e.g. detector=transnetv2: its extra, up front
         check_extras(self.clip_params)
         check_clips(self.clips, self.clip_seconds, self.stride_seconds, **self.clip_params)

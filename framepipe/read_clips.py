@@ -7,7 +7,9 @@ becomes a failed :class:`~framepipe.records.ClipJob` here, and nothing about one
 the others. An input's own problem (a :class:`~framepipe.errors.FramepipeError`: a file that
 will not open, n too large) is its error as it is; any other exception (a bug in a plug-in,
 a library error) also names the ``stage`` where it happened (``open``, ``decode``, or
-``input`` after the clips) and has its traceback logged at DEBUG.
+``input`` after the clips) and has its traceback logged at DEBUG. The one exception is a
+:class:`~framepipe.errors.StopRunError` (an error every input would hit, such as missing
+credentials for a remote store): it stops the run.
 
 Its functions take plain (picklable) arguments, so the local engine runs it in worker
 processes and the Ray engine on a cluster.
@@ -26,7 +28,13 @@ from typing import Any
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
 from framepipe.discover import Input
-from framepipe.errors import FramepipeError, SamplingError, captured_warnings, one_line_error
+from framepipe.errors import (
+    FramepipeError,
+    SamplingError,
+    StopRunError,
+    captured_warnings,
+    one_line_error,
+)
 from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     ClipJob,
@@ -67,6 +75,7 @@ def read_clips(
     read_frames: bool = True,
     on_clip: Callable[[str, ClipSpec], None] | None = None,
     on_plan: Callable[[InputPlan], None] | None = None,
+    on_download: Callable[[bool], None] | None = None,
 ) -> Generator[ClipJob, None, None]:
     """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet,
     ok or failed (an input that cannot be opened or planned: one failed job for the input;
@@ -77,11 +86,13 @@ def read_clips(
     when its plan key is done (the ledger: it is then neither opened nor downloaded);
     ``on_clip(key, clip)`` is called just before a clip is sampled and read (the local
     engine's workers tell the supervisor which clip a hung decoder was on), ``on_plan`` with
-    the input's plan once it is read to its end and closed without error. A manifest row's
+    the input's plan once it is read to its end and closed without error, ``on_download``
+    while a remote input downloads (see :func:`~framepipe.inputs.remote.stage`: the
+    supervisor does not count that time as decoding). A manifest row's
     ``id`` and questions go on every job; a remote input's errors name its URI, never its
     copy in the cache.
     """
-    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip, on_plan)
+    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip, on_plan, on_download)
     try:
         while True:
             with captured_warnings(item.source):  # logged at DEBUG, not printed
@@ -126,6 +137,7 @@ def _read_clips(
     read_frames: bool,
     on_clip: Callable[[str, ClipSpec], None] | None,
     on_plan: Callable[[InputPlan], None] | None,
+    on_download: Callable[[bool], None] | None = None,
 ) -> Generator[ClipJob, None, None]:
     src = item.source
     whole: str | None = None  # the key of a failure of the whole input
@@ -138,6 +150,8 @@ def _read_clips(
         if item.uri and not item.error:
             try:
                 stat = remote_stat(item.uri, cfg.storage_options)
+            except StopRunError:
+                raise
             except FramepipeError as exc:
                 stat = exc
         fp = input_fingerprint(item, stat)
@@ -156,7 +170,13 @@ def _read_clips(
         t0 = time.perf_counter()
         if stat is not None:  # staged here, in the read stage (a worker), not the driver
             local, own_copy = stage_for_use(
-                src, item.path, stat, keep=cfg.keep_downloads, storage_options=cfg.storage_options
+                src,
+                item.path,
+                stat,
+                keep=cfg.keep_downloads,
+                storage_options=cfg.storage_options,
+                stall_s=cfg.download_stall_s,
+                on_download=on_download,
             )
         source = open_source(local, item.kind, **cfg.source_options)
         info = source.info()
@@ -190,6 +210,8 @@ def _read_clips(
             log.warning("closing failed: %s", one_line_error(exc, src))
         if on_plan is not None:
             on_plan(InputPlan(planned, tuple(keys), src, of=whole or ""))
+    except StopRunError:
+        raise
     except Exception as exc:
         stage = "input" if started else "open"
         if not isinstance(exc, FramepipeError):

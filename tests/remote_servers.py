@@ -1,5 +1,6 @@
 """Real servers on 127.0.0.1 for the tests: an HTTP file server in a thread (Content-Length,
-Last-Modified, ETag, HEAD; it counts the GETs of each path), an S3-compatible server process
+Last-Modified, ETag, HEAD; it counts the GETs of each path; it can be told to misbehave on a
+path: :class:`Fault`), an S3-compatible server process
 (moto's server mode; the ``s3`` and ``s3_credentials`` fixtures, for the modules that import
 them), an OpenAI-compatible server process (``transformers serve`` with a local model) and a
 scripted OpenAI-shaped server in a thread (it answers what a test tells it to, e.g. the
@@ -20,7 +21,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,75 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Fault:
+    """What the HTTP server does instead of answering one request for a path normally."""
+
+    method: str = "GET"
+    times: int | None = 1
+    """How many requests it spoils (None: every one)."""
+    status: int | None = None
+    """Answer with this status (and ``headers``), no body."""
+    headers: dict[str, str] = field(default_factory=dict)
+    cut_after: int | None = None
+    """Send this many bytes of the body, wait ``pause_s`` (or until the server stops),
+    then drop the connection."""
+    pause_s: float = 0.0
+    trickle_s: float | None = None
+    """Send the body in 10 pieces over this many seconds."""
+    extra: bytes = b""
+    """Bytes sent after the file (the Content-Length counts them)."""
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
     gets: Counter[str]
+    faults: dict[str, list[Fault]]
+    released: threading.Event
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+    def _fault(self) -> Fault | None:
+        queue = self.faults.get(self.path.split("?")[0], [])
+        for f in queue:
+            if f.method == self.command:
+                if f.times is not None:
+                    f.times -= 1
+                    if f.times <= 0:
+                        queue.remove(f)
+                return f
+        return None
+
+    def _misbehave(self, f: Fault) -> None:
+        if f.status is not None:
+            self.send_response(f.status)
+            for k, v in f.headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", "0")
+            super().end_headers()
+            return
+        body = Path(self.translate_path(self.path)).read_bytes() + f.extra
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(body)))
+        super().end_headers()
+        if self.command == "HEAD":
+            return
+        if f.cut_after is not None:
+            self.wfile.write(body[: f.cut_after])
+            self.wfile.flush()
+            self.released.wait(f.pause_s)
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        pieces = 10 if f.trickle_s else 1
+        step = -(-len(body) // pieces)
+        for k in range(0, len(body), step):
+            self.wfile.write(body[k : k + step])
+            self.wfile.flush()
+            if f.trickle_s:
+                self.released.wait(f.trickle_s / pieces)
 
     def end_headers(self) -> None:
         path = Path(self.translate_path(self.path))
@@ -55,21 +120,40 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.gets[self.path] += 1
-        super().do_GET()
+        fault = self._fault()
+        if fault is not None:
+            self._misbehave(fault)
+        else:
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        fault = self._fault()
+        if fault is not None:
+            self._misbehave(fault)
+        else:
+            super().do_HEAD()
 
 
 @contextlib.contextmanager
-def http_server(root: Path, port: int = 0) -> Iterator[tuple[str, Counter[str]]]:
+def http_server(
+    root: Path, port: int = 0, faults: dict[str, list[Fault]] | None = None
+) -> Iterator[tuple[str, Counter[str]]]:
     """Serve ``root`` on 127.0.0.1 (on ``port``, else any free one); yields the base URL and
-    the GET count per path."""
+    the GET count per path. ``faults``: what it does wrong on which path (changes to the
+    dict while it runs count)."""
     gets: Counter[str] = Counter()
-    handler = type("Handler", (_Handler,), {"gets": gets})
+    released = threading.Event()
+    attrs = {"gets": gets, "faults": faults if faults is not None else {}, "released": released}
+    handler = type("Handler", (_Handler,), attrs)
 
     def make(*args: object, **kwargs: object) -> http.server.BaseHTTPRequestHandler:
         return handler(*args, directory=str(root), **kwargs)
 
-    with serving(http.server.ThreadingHTTPServer(("127.0.0.1", port), make)) as url:
-        yield url, gets
+    try:
+        with serving(http.server.ThreadingHTTPServer(("127.0.0.1", port), make)) as url:
+            yield url, gets
+    finally:
+        released.set()  # a paused answer ends
 
 
 @contextlib.contextmanager
@@ -90,24 +174,27 @@ Served = tuple[Path, str, Counter[str]]
 
 
 @contextlib.contextmanager
-def served_videos(root: Path) -> Iterator[Served]:
+def served_videos(root: Path, faults: dict[str, list[Fault]] | None = None) -> Iterator[Served]:
     """``root`` served over HTTP, holding two small videos (``clips/a.mp4``: 30 frames,
-    ``b.mp4``: 20) and ``bad.mp4``, which is no video."""
+    ``b.mp4``: 20) and ``bad.mp4``, which is no video; ``faults`` as :func:`http_server`'s."""
     import engine_plugins
 
     engine_plugins.make_video(root / "clips" / "a.mp4", 30, seed=3)
     engine_plugins.make_video(root / "b.mp4", 20, seed=4)
     (root / "bad.mp4").write_bytes(bytes(range(256)) * 20)
-    with http_server(root) as (url, gets):
+    with http_server(root, faults=faults) as (url, gets):
         yield root, url, gets
 
 
 @contextlib.contextmanager
-def moto_s3_server() -> Iterator[str]:
+def moto_s3_server(auth: bool = False) -> Iterator[str]:
     """An S3-compatible server process (``python -m moto.server``) on 127.0.0.1; yields its
-    endpoint URL. The AWS_* test credentials must be in the environment (``S3_ENV``)."""
+    endpoint URL. The AWS_* test credentials must be in the environment (``S3_ENV``). With
+    ``auth``, it checks the credentials of every request (and knows none)."""
     port = free_port()
     env = {**os.environ, **S3_ENV}
+    if auth:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         env=env,

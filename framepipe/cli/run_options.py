@@ -79,6 +79,11 @@ INPUTS: list[Row] = [
      "Keep downloaded remote inputs in --cache-dir for later runs; with --no-keep-downloads "
      "each is removed once its clips are read (the cache never grows; a re-run downloads "
      "again what it must reopen)."),
+    ("--download-stall", click.FloatRange(min=0, min_open=True),
+     field_default(SampleConfig, "download_stall_s"),
+     "Seconds a remote input's download may receive nothing before that input fails (a "
+     "download that makes progress is not timed, nor counted in --decode-timeout).",
+     {"dest": "download_stall_s", "metavar": "SECONDS"}),
     ("--storage-option", KV, None,
      "fsspec option for remote inputs and remote outputs (-o s3://..., caption's --frames-dir "
      "s3://...), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true (repeatable; values "
@@ -191,6 +196,7 @@ def run_arguments(
         source_options=parse_kv(kw.pop("source_opt"), "--source-opt"),
         storage_options=parse_kv(kw.pop("storage_option"), "--storage-option"),
         keep_downloads=kw.pop("keep_downloads"),
+        download_stall_s=kw.pop("download_stall_s"),
     )
     manifests = list(kw.pop("inputs_from"))
     if not paths and not manifests:

@@ -6,7 +6,12 @@ a decoder, ``os._exit`` in a plug-in), is killed: the clip it was on becomes a f
 (:func:`lost_clip`) and the rest of its input is read by a fresh child, skipping the clips
 already delivered and the one that failed. A child that dies while starting up is not the
 input's fault: the input is handed to a new child, and after three such starts in a row the
-run stops with one line. This is the second error boundary of a run (the first is the read
+run stops with one line. A remote input's download is not decoding: while the child says it
+downloads, the limit is the configured stall time since bytes last arrived
+(``SampleConfig.download_stall_s``, which the child enforces itself; this is the backstop);
+the decode timeout starts when the download is over. An error every input would hit (the
+child's ``("stop", message)``) raises :class:`~framepipe.errors.StopRunError`. This is the
+second error boundary of a run (the first is the read
 stage, :mod:`framepipe.read_clips`); nothing in between catches.
 
 Both engines use it: the local engine runs one per worker thread, the Ray engine one per read
@@ -35,7 +40,13 @@ from typing import Any
 from framepipe.config import SampleConfig
 from framepipe.engine.transfer import PackedFrames, unpack_frames
 from framepipe.engine.worker import WorkerSetup, WorkItem, worker_main
-from framepipe.errors import DecodeError, DecodeTimeoutError, FramepipeError
+from framepipe.errors import (
+    DecodeError,
+    DecodeTimeoutError,
+    FramepipeError,
+    SourceError,
+    StopRunError,
+)
 from framepipe.read_clips import input_failure_key, tagged
 from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipSpec
@@ -47,6 +58,12 @@ STARTUP_TIMEOUT_S = 60.0
 
 MAX_FAILED_STARTS = 3
 """Decoder processes that may die in a row while starting before the run stops."""
+
+STALL_GRACE_S = 10.0
+"""How long past the stall time a downloading child that stopped answering is given (it
+stops a stalled download itself) before it is stopped."""
+
+STALLED = "download stalled"
 
 
 @dataclass(frozen=True)
@@ -123,6 +140,9 @@ class DecoderProcess:
             t = max(t, STARTUP_TIMEOUT_S)
         return None if t is None else time.monotonic() + t
 
+    def _stall_deadline(self) -> float:
+        return time.monotonic() + self.setup.cfg.download_stall_s + STALL_GRACE_S
+
     def run(self, work: WorkItem) -> Iterator[ClipJob | Skipped]:
         """The clips of ``work`` (ok or failed) as they are read, then its :class:`Skipped`
         count. Raises FramepipeError when decoder processes keep dying at start."""
@@ -145,6 +165,7 @@ class DecoderProcess:
                 self._stop()
                 self.start()
             lost: str | None = None
+            downloading = False
             clip: tuple[str, ClipSpec] | None = None
             seen: set[str] = set()
             try:
@@ -198,11 +219,17 @@ class DecoderProcess:
                         skipped += int(msg[1])
                         plan = msg[2]
                         break
+                    elif kind == "download":
+                        downloading = bool(msg[1])
+                    elif kind == "stop":  # an error every input would hit
+                        raise StopRunError(msg[1])
                     else:  # pragma: no cover - protocol bug
                         raise RuntimeError(f"unknown message from a decoder: {kind!r}")
-                    deadline = self._deadline()
+                    deadline = self._stall_deadline() if downloading else self._deadline()
                 elif proc.sentinel in ready or not proc.is_alive():
                     lost = died_reason(proc)
+                elif downloading and deadline is not None and time.monotonic() > deadline:
+                    lost = f"{STALLED} (no data for {self.setup.cfg.download_stall_s:g} s)"
                 elif deadline is not None and time.monotonic() > deadline:
                     lost = f"did not finish within {self.decode_timeout_s:g} s"
             if lost is None or self._closed:
@@ -239,8 +266,13 @@ def lost_clip(
     item = work.item
     timed_out = reason.startswith("did not finish")
     err_cls = DecodeTimeoutError if timed_out else DecodeError
-    err = err_cls(item.source, "the decoder " + reason + ("; it was stopped" if timed_out else ""))
-    log.warning("%s", err)
+    err: SourceError = err_cls(
+        item.source, "the decoder " + reason + ("; it was stopped" if timed_out else "")
+    )
+    if reason.startswith(STALLED):  # the input's own failure, as the child would say it
+        err = SourceError(item.source, reason)
+    else:
+        log.warning("%s", err)
     rest = WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
     whole = input_failure_key(item, cfg, work.extra_key)
     if clip is not None:  # the clip it was on fails

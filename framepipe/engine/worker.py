@@ -14,6 +14,12 @@ stage (:func:`framepipe.read_clips.read_clips`) on it, and for every clip sends:
   done, and its :class:`~framepipe.records.InputPlan` when it was read to its end (None
   else).
 
+While a remote input downloads it sends ``("download", True)`` at the start and while bytes
+arrive, ``("download", False)`` when the download is over: the supervisor does not count a
+download that makes progress against the decode timeout. An error every input would hit
+(:class:`~framepipe.errors.StopRunError`: no credentials for a store) is sent as
+``("stop", message)``, and the process ends.
+
 It says ``("ready",)`` once it has started. Log records are forwarded as
 ``("log", level, logger_name, message)``. It ignores Ctrl-C (the supervisor stops it) and
 exits as soon as it finds the pipe closed, so it does not outlive a killed main process by
@@ -38,7 +44,7 @@ from framepipe.config import SampleConfig
 from framepipe.discover import Input
 from framepipe.engine.base import Finish, Prepare
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
-from framepipe.errors import one_line_error
+from framepipe.errors import StopRunError, one_line_error
 from framepipe.read_clips import read_clips
 from framepipe.records import ClipJob, InputPlan, done_count
 
@@ -179,6 +185,9 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
     def on_clip(key: str, clip: Any) -> None:
         _send(conn, ("clip", key, clip))
 
+    def on_download(active: bool) -> None:
+        _send(conn, ("download", active))
+
     jobs = read_clips(
         work.item,
         setup.cfg,
@@ -186,12 +195,16 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
         is_done=is_done,
         on_clip=on_clip,
         on_plan=plan.append,
+        on_download=on_download,
     )
     try:
         for job in jobs:
             _send_job(conn, setup, run_prepare(setup.prepare, run_finish(setup.finish, job)))
             if conn.recv()[0] != "next":
                 return False
+    except StopRunError as exc:
+        _send(conn, ("stop", one_line_error(exc)))
+        return False
     finally:
         jobs.close()
     _send(conn, ("end", skipped, plan[0] if plan else None))

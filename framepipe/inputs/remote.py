@@ -16,6 +16,12 @@ Each scheme needs its fsspec implementation (the package extras ``s3``, ``gcs``,
 for the filesystems (``endpoint_url``, ``anon``, ``config_kwargs`` ...) come from
 ``SampleConfig.storage_options`` or fsspec's own configuration (``FSSPEC_S3_ENDPOINT_URL``).
 Remote folders (scenes) are not supported: a remote input is one file.
+
+Downloads are watched for stalls (not timed as a whole), transient HTTP failures are tried
+again, and part files of killed downloads are removed (:mod:`framepipe.inputs.download`). An
+error every input of a filesystem would hit (no credentials, an expired token) raises
+:class:`~framepipe.errors.StopRunError`: the run stops at the first such input instead of
+failing every one.
 """
 
 from __future__ import annotations
@@ -25,12 +31,31 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from framepipe.errors import ConfigError, FramepipeError, MissingDependencyError, SourceError
+from framepipe.errors import (
+    ConfigError,
+    FramepipeError,
+    MissingDependencyError,
+    SourceError,
+    StopRunError,
+)
+from framepipe.inputs.download import (
+    DEFAULT_STALL_S,
+    MAX_WAIT_S,
+    DownloadStalled,
+    every_input_problem,
+    fetch,
+    http_status,
+    part_path,
+    refused,
+    remove_stale_parts,
+    retrying,
+)
 from framepipe.utils import safe_stem, stable_digest
 
 log = logging.getLogger(__name__)
@@ -165,8 +190,18 @@ def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
     return fs, path
 
 
-def _why(uri: str, exc: BaseException) -> RemoteError:
-    """A one-line error naming ``uri`` for a failed remote call."""
+def _why(uri: str, exc: BaseException) -> RemoteError | StopRunError:
+    """A one-line error naming ``uri`` for a failed remote call: StopRunError for one that
+    every input of its filesystem would hit (no credentials, an expired token)."""
+    every = every_input_problem(exc)
+    if every is not None:
+        scheme = scheme_of(uri) or "remote"
+        return StopRunError(
+            f"{uri}: {every}; every {scheme}:// input would fail the same way, so the run "
+            "stops (what was written is kept: fix it and run the same command again)"
+        )
+    if isinstance(exc, DownloadStalled):
+        return RemoteError(uri, str(exc))
     cause = exc.__cause__
     if isinstance(exc, FileNotFoundError) and cause is not None:
         # fsspec's HTTP filesystem says "not found" for any failure: the cause tells
@@ -176,21 +211,39 @@ def _why(uri: str, exc: BaseException) -> RemoteError:
             exc = cause
     if isinstance(exc, FileNotFoundError) or getattr(exc, "status", None) == 404:
         return RemoteMissing(uri, "no such remote object")
-    if isinstance(exc, PermissionError):
-        return RemoteError(uri, f"access denied ({' '.join(str(exc).split())})")
+    status = http_status(exc)
+    if isinstance(exc, PermissionError) or status in (401, 403):
+        text = " ".join(str(exc).split())
+        if status in (401, 403):
+            text = f"HTTP {status} {getattr(exc, 'message', '') or ''}".strip()
+        return RemoteError(uri, f"access denied ({text})")
+    if type(exc).__name__ == "TooManyRedirects":
+        return RemoteError(uri, "cannot read the remote object (too many redirects)")
+    if status is not None and hasattr(exc, "message"):  # aiohttp's "503, message='...'"
+        text = f"HTTP {status} {exc.message or ''}".strip()
+        return RemoteError(uri, f"cannot read the remote object ({text})")
     text = " ".join(str(exc).split()) or type(exc).__name__
     return RemoteError(uri, f"cannot read the remote object ({type(exc).__name__}: {text})")
 
 
 def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> RemoteStat:
     """Size, ETag and modification time of ``uri`` (one metadata request); RemoteError when
-    the object is missing or the server cannot be reached."""
+    the object is missing or the server cannot be reached, StopRunError for an error every
+    input of the filesystem would hit (see :func:`_why`)."""
     try:
         fs, path = filesystem(uri, storage_options)
-        info = fs.info(path)
+        info = retrying(lambda: fs.info(path), uri)
     except FramepipeError:
         raise
     except Exception as exc:
+        if refused(exc) and scheme_of(uri) not in ("http", "https"):
+            # an object store answers a metadata (HEAD) request without saying why: a
+            # one-byte read does, e.g. InvalidAccessKeyId or ExpiredToken for every input
+            try:
+                fs.cat_file(path, start=0, end=1)
+            except Exception as why:
+                if every_input_problem(why) is not None:
+                    exc = why
         raise _why(uri, exc) from None
     if info.get("type") == "directory":
         raise RemoteError(uri, "is a remote folder (remote inputs are single files)")
@@ -232,12 +285,18 @@ def stage(
     *,
     stat: RemoteStat | None = None,
     storage_options: dict[str, Any] | None = None,
+    stall_s: float = DEFAULT_STALL_S,
+    on_download: Callable[[bool], None] | None = None,
 ) -> Path:
     """Download ``uri`` to ``dest`` (unless the cached copy is current) and return ``dest``.
 
     The object is written to a temporary file beside ``dest`` and renamed into place, so a
-    killed download never leaves a partial file under the final name; concurrent stagings of
-    one URI each rename a whole copy. RemoteError (one line, naming the URI) on failure.
+    killed download never leaves a partial file under the final name (the part files such
+    downloads leave are removed by the next download of the object); concurrent stagings of
+    one URI each rename a whole copy. RemoteError (one line, naming the URI) on failure: a
+    download that receives nothing for ``stall_s`` seconds is stopped, a transient failure
+    is tried again. ``on_download(True)`` is called when the download starts and while
+    bytes arrive, ``on_download(False)`` when it is over.
     """
     stat = stat or remote_stat(uri, storage_options)
     if _cached(dest, stat):
@@ -250,13 +309,26 @@ def stage(
             f"cannot create the cache folder {exc.filename or dest.parent} ({exc.strerror or exc})"
         )
         raise RemoteError(uri, why) from None
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:12]}.part")
+    remove_stale_parts(dest, stall_s)
+    tmp = part_path(dest)
+    beat = None if on_download is None else (lambda: on_download(True))
+
+    def download() -> None:
+        if beat is not None:
+            beat()  # each try starts the stall clock again (a wait between tries is shorter)
+        fetch(fs, path, tmp, stall_s=stall_s, beat=beat)
+
     try:
         fs, path = filesystem(uri, storage_options)
-        fs.get_file(path, str(tmp))
+        retrying(download, uri, max_wait_s=min(MAX_WAIT_S, stall_s))
         got = tmp.stat().st_size
-        if stat.size is not None and got != stat.size:
+        if stat.size is not None and got < stat.size:
             raise RemoteError(uri, f"download incomplete ({got} of {stat.size} bytes)")
+        if stat.size is not None and got > stat.size:
+            why = f"{got} bytes arrived where its size was {stat.size}"
+            raise RemoteError(
+                uri, f"the object changed during the download, or its size is wrong ({why})"
+            )
         os.replace(tmp, dest)
         remember(dest, stat)
     except FramepipeError:
@@ -264,6 +336,8 @@ def stage(
     except Exception as exc:
         raise _why(uri, exc) from None
     finally:
+        if on_download is not None:
+            on_download(False)
         with contextlib.suppress(OSError):
             tmp.unlink()
     log.debug("%s: staged to %s (%s bytes)", uri, dest, stat.size)
@@ -290,17 +364,22 @@ def stage_for_use(
     *,
     keep: bool,
     storage_options: dict[str, Any] | None = None,
+    stall_s: float = DEFAULT_STALL_S,
+    on_download: Callable[[bool], None] | None = None,
 ) -> tuple[Path, bool]:
     """Stage ``uri`` for one input's decoding: at ``dest`` (:func:`stage`) when ``keep`` or
     when ``dest`` already holds the current object; else to a copy of its own,
     ``<cache>/.in-use/<unique>/<file name>``, so that no other use of the URI (another
     worker, a second manifest row) ever loses it. Returns the path and whether it is such a
-    copy, which the caller removes with :func:`discard` once it is closed."""
+    copy, which the caller removes with :func:`discard` once it is closed (``stall_s`` and
+    ``on_download``: see :func:`stage`)."""
+    kw: dict[str, Any] = {"storage_options": storage_options, "stall_s": stall_s}
+    kw["on_download"] = on_download
     if keep or _cached(dest, stat):
-        return stage(uri, dest, stat=stat, storage_options=storage_options), False
+        return stage(uri, dest, stat=stat, **kw), False
     own = dest.parent.parent / IN_USE / uuid.uuid4().hex[:16] / dest.name
     try:
-        return stage(uri, own, stat=stat, storage_options=storage_options), True
+        return stage(uri, own, stat=stat, **kw), True
     except BaseException:
         discard(own)  # its folder, made before the download failed
         raise

@@ -11,10 +11,11 @@ from typing import Any
 import engine_plugins
 import pytest
 from click.testing import CliRunner
-from remote_servers import free_port, s3, s3_credentials  # noqa: F401 - fixtures
+from remote_servers import free_port, moto_s3_server, s3, s3_credentials  # noqa: F401 - fixtures
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
+from framepipe.errors import StopRunError
 from framepipe.inputs.remote import cache_path, remote_stat
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST, sample
@@ -94,3 +95,57 @@ def test_the_cli_takes_the_endpoint_as_a_storage_option(
     assert res.exit_code == 0, res.output
     (rec,) = read_records(out / MANIFEST)
     assert rec["source"] == "s3://media/b.mp4" and rec["status"] == "ok"
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance metadata to ask
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_missing_credentials_stop_the_run_with_one_line_keeping_what_was_written(
+    workers: int, bucket: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, src = bucket
+    _no_credentials(monkeypatch, tmp_path)
+    m = tmp_path / "l.txt"
+    rows = [str(src / "a.mp4"), "s3://media/b.mp4", "s3://media/v/a.mp4"]
+    m.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["sample", "--inputs-from", str(m), "-n", "2", "-o", str(out)]
+    args += ["--workers", str(workers), "--cache-dir", str(tmp_path / "c")]
+    args += [
+        "--storage-option",
+        f"endpoint_url={url}",
+        "--storage-option",
+        "skip_instance_cache=true",
+    ]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1, res.output
+    (line,) = [x for x in res.output.splitlines() if "credentials" in x]
+    assert "s3://media/b.mp4" in line and "Unable to locate credentials" in line
+    assert "every s3:// input would fail the same way" in line
+    recs = read_records(out / MANIFEST)  # the local input's record, no failed one per row
+    assert [(r["source"], r["status"]) for r in recs] == [(str(src / "a.mp4"), "ok")]
+
+
+def test_credentials_the_store_refuses_stop_the_run_with_one_line(
+    bucket: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, src = bucket
+    m = tmp_path / "l.txt"
+    rows = [str(src / "a.mp4"), "s3://media/b.mp4", "s3://media/v/a.mp4"]
+    m.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "out"
+    with moto_s3_server(auth=True) as url:  # it knows no access key: the test's is unknown
+        cfg = _cfg(url, skip_instance_cache=True)
+        with pytest.raises(StopRunError) as err:
+            sample([], out, cfg, inputs_from=m, cache_dir=tmp_path / "c", workers=0)
+    msg = str(err.value)
+    assert msg.startswith("s3://media/b.mp4: the credentials are refused (InvalidAccessKeyId: ")
+    assert "every s3:// input would fail the same way" in msg and "\n" not in msg
+    recs = read_records(out / MANIFEST)  # the local input's record, no failed one per row
+    assert [(r["source"], r["status"]) for r in recs] == [(str(src / "a.mp4"), "ok")]
