@@ -1,6 +1,7 @@
 """A manifest streams: memory does not grow with its number of rows (what tracemalloc finds
-still allocated by the open stream after every input but the last was made and dropped), and the local engine reads its tasks lazily (it never
-lists them). The 1,000,000-row figure is benchmarks/bench_manifest.py's (BENCHMARKS.md)."""
+still allocated by the open stream after every input but the last was made and dropped),
+and the local engine reads its tasks lazily (it never lists them). The 1,000,000-row figure
+is benchmarks/bench_manifest.py's (BENCHMARKS.md)."""
 
 from __future__ import annotations
 
