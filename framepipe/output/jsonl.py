@@ -223,11 +223,21 @@ def compact_jsonl(path: str | Path, ledgers: Iterable[Path] | None = None) -> in
     if not dropped:
         return 0
     kept = (rec for rec, k in zip(read_records(p, warn=False), keep) if k)
-    with atomic_output(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-        for rec in kept:
-            fh.write(record_line(rec))
+    with atomic_output(p) as tmp:
+        write_jsonl(kept, tmp)
     log.info("%s: %d superseded record(s) dropped", p, dropped)
     return dropped
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
+    """Write ``records`` to the JSONL file ``path`` (names that are not UTF-8 too: see
+    :func:`record_line`); returns how many."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(record_line(rec))
+            n += 1
+    return n
 
 
 @contextlib.contextmanager

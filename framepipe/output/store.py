@@ -53,8 +53,8 @@ from framepipe.output.jsonl import (
     atomic_output,
     read_jsonl_meta,
     read_records,
-    record_line,
     try_exclusive,
+    write_jsonl,
 )
 from framepipe.output.ledger import (
     Ledger,
@@ -406,7 +406,7 @@ def merge(
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = stage_merged_ledger([u.ledger for u in units], out)
         with atomic_output(out) as tmp:
-            write = write_parquet if fmt == "parquet" else _write_jsonl
+            write = write_parquet if fmt == "parquet" else write_jsonl
             n = write(kept(), tmp)
             # the old ledger goes before the records move, the new one comes after them:
             # stopped between, the file's records stand with no ledger (every one kept),
@@ -425,15 +425,6 @@ def merge(
     dropped = keep.count(False)
     log.info("%s: %d record(s) from %d file(s), %d superseded", out, n, files, dropped)
     return MergeResult(out, n, dropped, files)
-
-
-def _write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
-    n = 0
-    with open(path, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(record_line(rec))  # names that are not UTF-8 too (see there)
-            n += 1
-    return n
 
 
 def _rebase(rec: dict[str, Any], base: Path, out_dir: Path) -> dict[str, Any]:
