@@ -11,7 +11,9 @@ import pytest
 import scene_media as sm
 from PIL import Image
 
+from framepipe.discover import discover
 from framepipe.sources.multiview.source import MultiviewSource
+from framepipe.utils import natural_key
 
 # The EXIF/TIFF orientation tag -> the turn that shows the stored pixels upright.
 SHOW = {
@@ -44,3 +46,28 @@ def test_tiff_orientation_is_applied_once(tmp_path: Path, orientation: int, max_
         small = np.asarray(Image.fromarray(shown).reduce(4))
         assert frame.shape == small.shape
         assert np.abs(frame.astype(int) - small.astype(int)).max() <= 1
+
+
+def test_views_in_natural_order_whatever_the_case(tmp_path: Path) -> None:
+    for k, name in enumerate(["img10.png", "IMG3.PNG", "img2.png", "Img1.png", "img20.png"]):
+        Image.fromarray(sm.view_image(k * 30.0)).save(tmp_path / name)
+    info = MultiviewSource(tmp_path).info()
+    names = [v.name for v in info.views or ()]
+    assert names == ["Img1.png", "img2.png", "IMG3.PNG", "img10.png", "img20.png"]
+
+
+def test_natural_key_orders_digit_like_characters_without_error() -> None:
+    # "²" is a digit to str.isdigit but not a decimal digit: it is text between numbers
+    names = ["x10.png", "x1²2.png", "x2.png", "x1.png", "x01.png"]
+    assert sorted(names, key=natural_key) == ["x01.png", "x1.png", "x1²2.png", "x2.png", "x10.png"]
+
+
+def test_names_with_a_superscript_digit_are_discovered_and_read(tmp_path: Path) -> None:
+    for scene in ("s1²2", "s3"):  # scene folders, ordered by discovery
+        for k, name in enumerate(["v1²2.png", "v3.png"]):  # views, ordered by the scene
+            (tmp_path / scene).mkdir(exist_ok=True)
+            Image.fromarray(sm.view_image(k * 90.0)).save(tmp_path / scene / name)
+    inputs, _ = discover([tmp_path])
+    assert [(i.path.name, i.kind) for i in inputs] == [("s1²2", "multiview"), ("s3", "multiview")]
+    info = MultiviewSource(tmp_path / "s3").info()
+    assert [v.name for v in info.views or ()] == ["v1²2.png", "v3.png"]
