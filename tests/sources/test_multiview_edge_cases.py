@@ -4,6 +4,7 @@ and pose files that list names the system refuses or nest JSON absurdly deep."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import scene_media as sm
 from PIL import Image
 
 from framepipe.discover import discover
+from framepipe.errors import SourceError
 from framepipe.sources.multiview.source import MultiviewSource
 from framepipe.utils import natural_key
 
@@ -71,3 +73,24 @@ def test_names_with_a_superscript_digit_are_discovered_and_read(tmp_path: Path) 
     assert [(i.path.name, i.kind) for i in inputs] == [("s1²2", "multiview"), ("s3", "multiview")]
     info = MultiviewSource(tmp_path / "s3").info()
     assert [v.name for v in info.views or ()] == ["v1²2.png", "v3.png"]
+
+
+def test_pose_file_listing_a_name_too_long_counts_it_missing(tmp_path: Path) -> None:
+    Image.fromarray(sm.view_image(0)).save(tmp_path / "a.png")
+    frames = [
+        {"file_path": "x" * 5000, "transform_matrix": np.eye(4).tolist()},
+        {"file_path": "a.png", "transform_matrix": np.eye(4).tolist()},
+    ]
+    (tmp_path / "transforms.json").write_text(json.dumps({"frames": frames}))
+    info = MultiviewSource(tmp_path).info()
+    assert [v.name for v in info.views or ()] == ["a.png"]
+    assert info.extra["views_with_pose"] == 1 and info.extra["missing_files"] == 1
+
+
+def test_transforms_json_nested_too_deeply_is_a_one_line_error(tmp_path: Path) -> None:
+    Image.fromarray(sm.view_image(0)).save(tmp_path / "a.png")
+    (tmp_path / "transforms.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(SourceError) as err:
+        MultiviewSource(tmp_path).info()
+    assert str(tmp_path / "transforms.json") in str(err.value)
+    assert "nested too deeply" in str(err.value) and "\n" not in str(err.value)
