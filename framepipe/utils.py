@@ -16,9 +16,12 @@ _NUM = re.compile(r"(\d+)")
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key for natural order: ``img2`` before ``img10``, case-insensitive."""
-    parts = _NUM.split(name)
-    return tuple((0, int(p), p) if p.isdigit() else (1, p.lower(), p) for p in parts if p != "")
+    """Sort key for natural order: ``img2`` before ``img10``, case-insensitive (``img1``,
+    ``IMG2``, ``img3``); names equal but for case or leading zeros are then ordered by
+    the name itself, so the order is total and stable."""
+    parts = _NUM.split(name)  # the digit runs are at the odd positions
+    key = tuple((0, int(p)) if k % 2 else (1, p.lower()) for k, p in enumerate(parts) if p)
+    return (key, name)
 
 
 def stable_digest(obj: Any, length: int = 16) -> str:

@@ -47,9 +47,10 @@ class ImageHeader:
     mode: str
     """PIL mode as stored (``RGB``, ``L``, ``I;16``, ``P`` ...)."""
     stored_size: tuple[int, int]
-    """(width, height) as stored, before the EXIF orientation."""
+    """(width, height) as PIL decodes it, before the EXIF orientation."""
     orientation: int
-    """EXIF orientation (1 when absent)."""
+    """EXIF orientation still to apply after decoding (1 when absent, and for a TIFF,
+    which PIL turns by its tag as it decodes)."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -79,6 +80,24 @@ def _orientation(im: Any) -> int:
     return value if value in range(1, 9) else 1
 
 
+def _size_and_orientation(im: Any) -> tuple[tuple[int, int], int]:
+    """``(size as decoded, orientation left to apply)``.
+
+    Pillow turns a TIFF by its Orientation tag itself when it loads the pixels (and from
+    Pillow 11 reports the turned size as soon as the file is opened); applying the tag again
+    would turn the picture twice. For a TIFF, then, the size is the turned one and nothing
+    is left to apply.
+    """
+    orientation = _orientation(im)
+    if im.format != "TIFF" or orientation == 1:
+        return im.size, orientation
+    w, h = im.size
+    stored = (im.tag_v2.get(256), im.tag_v2.get(257))  # ImageWidth, ImageLength
+    if orientation in (5, 6, 7, 8) and (w, h) == stored:  # Pillow 10: not turned yet
+        w, h = h, w
+    return (w, h), 1
+
+
 def probe_image(path: Path) -> ImageHeader:
     """Read ``path``'s header (and, for JPEG and PNG, check that the file is complete).
 
@@ -90,7 +109,7 @@ def probe_image(path: Path) -> ImageHeader:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
-                header = ImageHeader(str(im.format), im.mode, im.size, _orientation(im))
+                header = ImageHeader(str(im.format), im.mode, *_size_and_orientation(im))
     except UnidentifiedImageError as exc:
         raise SourceError(path, "not a readable image") from exc
     except Image.DecompressionBombError as exc:

@@ -164,6 +164,8 @@ def parse_transforms(path: Path) -> PoseFile:
         raise SourceError(
             path, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from exc
+    except RecursionError as exc:  # [[[[...]]]]: deeper than the parser's stack
+        raise SourceError(path, "is not a pose file (JSON nested too deeply to read)") from exc
     if not isinstance(meta, dict):
         raise SourceError(path, f"top level must be a JSON object, got {type(meta).__name__}")
     frames = meta.get("frames")
@@ -219,14 +221,23 @@ def resolve_image(base: Path, file_path: str) -> Path | None:
     p = Path(rel)
     if not p.is_absolute():
         p = base / rel
-    if p.is_file():
+    if is_existing_file(p):
         return p
     if p.suffix.lower() not in IMAGE_EXTENSIONS:
         for ext in sorted(IMAGE_EXTENSIONS):
             for cand in (p.with_name(p.name + ext), p.with_name(p.name + ext.upper())):
-                if cand.is_file():
+                if is_existing_file(cand):
                     return cand
     return None
+
+
+def is_existing_file(p: Path) -> bool:
+    """Whether ``p`` is a file; False, not an error, for a path the system refuses to look
+    up (a name too long, a component that is not a folder): a pose file may list anything."""
+    try:
+        return p.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def complete_intrinsics(
@@ -288,7 +299,7 @@ def parse_colmap(images_file: Path, *, scene: Path) -> PoseFile:
             raise SourceError(
                 images_file, f"image {e.name!r} (IMAGE_ID {e.image_id}): {exc}"
             ) from exc
-        found = next((r / e.name for r in roots if (r / e.name).is_file()), None)
+        found = next((r / e.name for r in roots if is_existing_file(r / e.name)), None)
         if found is None:
             missing.append(e.name)
             continue
