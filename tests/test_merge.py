@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from framepipe.errors import ConfigError
 from framepipe.output import (
     JsonlWriter,
     ParquetWriter,
@@ -395,3 +396,13 @@ def test_parquet_keeps_its_types_where_json_inference_fails(tmp_path: Path) -> N
     )
     assert ds.num_rows == n and sum(e is not None for e in ds["error"]) == 10
     assert [json.loads(x)["stage"] for x in ds["extra"] if x is not None] == ["decode"] * 10
+
+
+def test_merge_refuses_a_file_name_of_the_other_format(tmp_path: Path) -> None:
+    src = tmp_path / "a.jsonl"
+    with open_writer(src) as w:
+        w.write(clip_rec("a.mp4", "k1"))
+    for name, named, fmt in (("y.jsonl", "jsonl", "parquet"), ("y.parquet", "parquet", "jsonl")):
+        with pytest.raises(ConfigError, match=f"a {named} file name for {fmt} output"):
+            merge([src], tmp_path / name, fmt)
+        assert not (tmp_path / name).exists()

@@ -88,12 +88,14 @@ def is_folder_output(path: PathLike) -> bool:
 
 
 def format_of(path: PathLike, format: str | None = None) -> str:
-    """``format`` checked, or the one the file's suffix says (``jsonl`` when it says none)."""
-    if format is not None:
-        if format not in FORMATS:
-            raise ConfigError(f"unknown output format {format!r} (choose from {FORMATS})")
-        return format
-    return SUFFIXES.get(Path(path).suffix.lower(), "jsonl")
+    """``format`` checked (a file name whose suffix says another is refused: ConfigError), or
+    the one the file's suffix says (``jsonl`` when it says none)."""
+    named = SUFFIXES.get(Path(path).suffix.lower())
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"unknown output format {format!r} (choose from {FORMATS})")
+    if format is not None and named not in (None, format):
+        raise ConfigError(f"{path}: a {named} file name for {format} output")
+    return format or named or "jsonl"
 
 
 def journal_of(path: Path) -> Path:
@@ -310,10 +312,7 @@ def writer_target(path: PathLike, format: str | None = None, part: str | int | N
     ConfigError)."""
     if is_folder_output(path) or part is not None:
         return part_path(path, 0 if part is None else part, format_of("", format))
-    fmt = format_of(path, format)
-    suffix = Path(path).suffix.lower()
-    if suffix in SUFFIXES and SUFFIXES[suffix] != fmt:
-        raise ConfigError(f"{path}: a {SUFFIXES[suffix]} file name for {fmt} output")
+    format_of(path, format)
     return Path(path)
 
 
