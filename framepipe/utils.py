@@ -50,13 +50,27 @@ def nonnegative(
     return x
 
 
+class NotTextError(json.JSONDecodeError):
+    """A line of a JSON-lines file that is not text in the file's encoding (binary bytes)."""
+
+
 def json_lines(
     path: Path, encoding: str = "utf-8"
 ) -> Iterator[tuple[int, Any | json.JSONDecodeError]]:
     """``(line number, value)`` for each non-blank line of a JSON-lines file, the value being
-    the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError`."""
-    with open(path, encoding=encoding) as fh:
-        for lineno, line in enumerate(fh, 1):
+    the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError` (a
+    :class:`NotTextError` for one that is not text in ``encoding``): one bad line never
+    stops the lines after it. Lines end at ``\\n`` (as JSON lines do)."""
+    what = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            try:
+                line = raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                doc = raw.decode(encoding, "replace")
+                pos = len(raw[: exc.start].decode(encoding, "replace"))
+                yield lineno, NotTextError(f"not {what} text", doc, pos)
+                continue
             if not line.strip():
                 continue
             try:

@@ -1,11 +1,16 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from framepipe.errors import OutputError
 from framepipe.output import JsonlWriter, contact_sheet, read_records, write_frames
+from framepipe.output.parquet import write_parquet
 from framepipe.records import failed_record
 from framepipe.types import ClipResult, FrameBatch
+from framepipe.utils import NotTextError, json_lines
 
 
 def test_append_resume_and_torn_line(tmp_path: Path) -> None:
@@ -65,3 +70,56 @@ def test_times_in_records_are_rounded_to_microseconds(tmp_path: Path) -> None:
     assert got["selection"]["shots"][0]["start_s"] == 0.3
     assert got["sampler"]["params"]["min_gap_s"] == 0.3 and got["timings_s"]["decode_s"] == 0.3
     assert got["t_s"] == [0.3] and line.count("0.30000000000000004") == 1
+
+
+def test_a_line_that_is_not_utf8_is_skipped_with_a_warning_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "r.jsonl"
+    with JsonlWriter(out) as w:
+        w.write(ClipResult(source="a", key="k1"))
+    with open(out, "ab") as fh:
+        fh.write(b"\xff\xff\n")  # a line of bytes that are no UTF-8 text
+    with JsonlWriter(out) as w:  # a resume
+        assert w.is_done("k1")
+        w.write(ClipResult(source="b", key="k2"))
+    assert [r["key"] for r in read_records(out)] == ["k1", "k2"]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{out}:2: skipping an unreadable line (not UTF-8 text)" in said
+    assert out.read_bytes().count(b"\n") == 3  # nothing rewritten away
+
+
+def test_json_lines_goes_on_after_a_line_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b'{"a": 1}\n\xff\xfe{"b"\n\n{"c": 3}\n')
+    got = list(json_lines(path))
+    assert [n for n, _ in got] == [1, 2, 4]
+    assert got[0][1] == {"a": 1} and got[2][1] == {"c": 3}
+    assert isinstance(got[1][1], NotTextError) and got[1][1].msg == "not UTF-8 text"
+
+
+def _parquet_bytes(tmp_path: Path) -> bytes:
+    pq = tmp_path / "p.parquet"
+    write_parquet([ClipResult(source="a", key="k1").to_json()], pq)
+    return pq.read_bytes()
+
+
+@pytest.mark.parametrize("what", ["parquet", "video"])
+def test_a_file_that_is_not_json_lines_is_refused_and_left_as_it_was(
+    tmp_path: Path, what: str
+) -> None:
+    path = tmp_path / "r.jsonl"
+    if what == "parquet":
+        data = _parquet_bytes(tmp_path)
+        needle = f"{path}: a Parquet file, not JSON lines (name it .parquet)"
+    else:
+        data = b"\0\0\0\x20ftypisom\0\0\x02\0\n\x8f\xa3\x00" * 50  # no newline at its end
+        needle = f"{path}: not a JSON-lines records file (line 1 is not UTF-8 text)"
+    path.write_bytes(data)
+    with pytest.raises(OutputError) as exc:
+        list(read_records(path))
+    assert str(exc.value) == needle
+    with pytest.raises(OutputError) as exc:
+        JsonlWriter(path)  # a resume onto it: refused before its "torn" tail is cut
+    assert str(exc.value) == needle
+    assert path.read_bytes() == data

@@ -10,6 +10,7 @@ record per clip (:func:`compact_jsonl`, the rule in :mod:`framepipe.output.compa
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -27,7 +28,7 @@ from framepipe.output.compact import done_keys as _done_keys
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing, json_lines, sync_due
+from framepipe.utils import Closing, NotTextError, json_lines, sync_due
 
 try:
     import fcntl
@@ -37,16 +38,52 @@ except ImportError:  # pragma: no cover - not POSIX: no locks between writers
 log = logging.getLogger(__name__)
 
 
+HEAD_BYTES = 1 << 16
+"""How much of a file's start :func:`check_jsonl` reads."""
+
+
+def check_jsonl(path: str | Path) -> None:
+    """Refuse (:class:`OutputError`, naming the file) a file that is no JSON-lines file at
+    all: one whose first line is not text (UTF-8 without NUL bytes; a Parquet file, a video
+    under a records file's name). Readers and writers call it before anything else, so
+    such a file is neither read as records nor cut at a "torn" last line. A later line that
+    is not text is one bad line (:func:`read_records` skips it with a warning, as it does
+    an interrupted write), never a reason to lose the records around it."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except (FileNotFoundError, IsADirectoryError):
+        return  # nothing there: nothing to refuse (opening it says what is wrong)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if head.startswith(b"PAR1"):
+        raise OutputError(f"{path}: a Parquet file, not JSON lines (name it .parquet)")
+    start = len(head) - len(head.lstrip())  # blank lines skipped
+    first = head[start:].split(b"\n", 1)[0]
+    try:  # (final=False: a character cut at HEAD_BYTES is no error)
+        codecs.getincrementaldecoder("utf-8")().decode(first, final=False)
+        text = b"\0" not in first
+    except UnicodeDecodeError:
+        text = False
+    if not text:
+        n = head.count(b"\n", 0, start) + 1
+        raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not UTF-8 text)")
+
+
 def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
-    """The records of a JSONL file; a torn or invalid line is skipped with a warning
-    (``warn=False``: silently, on a second pass over a file already read)."""
+    """The records of a JSONL file; a torn or invalid line, or one that is not UTF-8 text,
+    is skipped with a warning naming it (``warn=False``: silently, on a second pass over a
+    file already read). A file that is not JSON lines at all is refused (see
+    :func:`check_jsonl`)."""
     p = Path(path)
     if not p.exists():
         return
+    check_jsonl(p)
     for lineno, rec in json_lines(p):
         if isinstance(rec, json.JSONDecodeError):
             if warn:
-                log.warning("%s:%d: skipping an unreadable line (interrupted write?)", p, lineno)
+                why = rec.msg if isinstance(rec, NotTextError) else "interrupted write?"
+                log.warning("%s:%d: skipping an unreadable line (%s)", p, lineno, why)
         elif isinstance(rec, dict):
             yield rec
 
@@ -96,6 +133,7 @@ class JsonlWriter(Closing):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and self.path.exists():
                 self.path.unlink()
+            check_jsonl(self.path)  # before its "torn" tail is cut
             self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc

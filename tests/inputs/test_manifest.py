@@ -124,6 +124,17 @@ def test_bad_rows_are_failed_records_naming_the_line(videos: Path, tmp_path: Pat
     assert all("\n" not in r["error"] for r in recs if r["status"] == "failed")
 
 
+def test_a_jsonl_row_that_is_not_utf8_is_a_failed_record_naming_its_line(
+    videos: Path, tmp_path: Path
+) -> None:
+    m = tmp_path / "rows.jsonl"
+    row = json.dumps({"path": str(videos / "a.mp4")}).encode()
+    m.write_bytes(row + b"\n\xff\xfe\n" + row.replace(b"a.mp4", b"b.mp4") + b"\n")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert s.done == 2  # the rows around it
+    assert [e for _, e in s.failed] == [f"{m}:2: not a JSON object (not UTF-8 text)"]
+
+
 def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: Path) -> None:
     m = tmp_path / "rows.jsonl"
     rows = [
