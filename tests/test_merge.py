@@ -406,3 +406,19 @@ def test_merge_refuses_a_file_name_of_the_other_format(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=f"a {named} file name for {fmt} output"):
             merge([src], tmp_path / name, fmt)
         assert not (tmp_path / name).exists()
+
+
+def test_parquet_output_needs_a_parquet_name(tmp_path: Path) -> None:
+    """A name that says no format is read back as JSONL: Parquet bytes there would be lost
+    to every later read and resume."""
+    src = tmp_path / "a.jsonl"
+    with open_writer(src) as w:
+        w.write(clip_rec("a.mp4", "k1"))
+    with pytest.raises(ConfigError, match=r"r\.out: parquet output needs a \.parquet file name"):
+        open_writer(tmp_path / "r.out", "parquet")
+    with pytest.raises(ConfigError, match=r"parquet output needs a \.parquet file name"):
+        merge([src], tmp_path / "m.out", "parquet")
+    assert not (tmp_path / "r.out").exists() and not (tmp_path / "m.out").exists()
+    with open_writer(tmp_path / "r.out") as w:  # no format asked: JSONL, as it reads back
+        w.write(clip_rec("a.mp4", "k1"))
+    assert [r["key"] for r in read_output(tmp_path / "r.out")] == ["k1"]

@@ -64,7 +64,7 @@ def check_manifest(path: str | Path) -> str:
     columns: list[str] | None = None
     try:
         if fmt in ("csv", "tsv"):
-            with open(p, newline="", encoding="utf-8-sig") as fh:
+            with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
                 header = next(csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), None)
             columns = [c.strip() for c in header or []]
         elif fmt == "jsonl":
@@ -99,8 +99,10 @@ def _parquet_columns(p: Path) -> list[str]:
         raise ConfigError(f"{p}: not a readable Parquet file ({exc})") from None
 
 
+# Text and CSV lists are read as file names are (bytes that are not UTF-8 kept as surrogate
+# escapes, :func:`os.fsdecode`), so a listed name that is not UTF-8 is that file's name.
 def _txt_rows(p: Path) -> Iterator[Row]:
-    with open(p, encoding="utf-8-sig") as fh:
+    with open(p, encoding="utf-8-sig", errors="surrogateescape") as fh:
         for n, line in enumerate(fh, 1):
             text = line.strip()
             if text and not text.startswith("#"):
@@ -108,7 +110,7 @@ def _txt_rows(p: Path) -> Iterator[Row]:
 
 
 def _csv_rows(p: Path, delimiter: str) -> Iterator[Row]:
-    with open(p, newline="", encoding="utf-8-sig") as fh:
+    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
         for row in reader:

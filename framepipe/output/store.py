@@ -95,6 +95,8 @@ def format_of(path: PathLike, format: str | None = None) -> str:
         raise ConfigError(f"unknown output format {format!r} (choose from {FORMATS})")
     if format is not None and named not in (None, format):
         raise ConfigError(f"{path}: a {named} file name for {format} output")
+    if format == "parquet" and named is None and Path(path).name:  # read back as JSONL
+        raise ConfigError(f"{path}: parquet output needs a .parquet file name")
     return format or named or "jsonl"
 
 

@@ -5,6 +5,7 @@ row's id, clip range and questions reach its records only."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,22 @@ def test_a_jsonl_row_that_is_not_utf8_is_a_failed_record_naming_its_line(
     s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
     assert s.done == 2  # the rows around it
     assert [e for _, e in s.failed] == [f"{m}:2: not a JSON object (not UTF-8 text)"]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv"])
+def test_a_listed_name_that_is_not_utf8_is_that_files_name(
+    videos: Path, tmp_path: Path, fmt: str
+) -> None:
+    """Text and CSV lists are read as file names are: a name's bytes that are not UTF-8
+    (Latin-1 here) reach the file of that name, as discovery finds it."""
+    raw = os.fsencode(tmp_path) + b"/caf\xe9.mp4"
+    Path(os.fsdecode(raw)).write_bytes((videos / "a.mp4").read_bytes())
+    m = tmp_path / f"rows.{fmt}"
+    m.write_bytes((b"path\n" if fmt == "csv" else b"") + raw + b"\n")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert os.fsencode(rec["source"]) == raw
 
 
 def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: Path) -> None:
