@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, both_given, deprecated, given, run_with_progress
+from framepipe.cli.common import Command, both_given, deprecated, given, note, run_with_progress
 from framepipe.cli.options import FORMAT_TEXT, RETRY, FormatChoice, Row, Unset, options
 from framepipe.cli.run_options import RUN, decode_timeout, run_arguments
 
@@ -73,11 +73,10 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
         **kw,
         **run_kw,
     )
-    click.echo(
+    note(
         f"{summary.done} clip(s) written, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {summary.output} "
-        f"({summary.elapsed_s:.1f} s)",
-        err=True,
+        f"({summary.elapsed_s:.1f} s)"
     )
     if summary.failed:
         sys.exit(1)
