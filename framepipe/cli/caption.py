@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, field_default, note, run_with_progress
+from framepipe.cli.common import Command, SettingError, field_default, note, run_with_progress
 from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
 from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
 from framepipe.errors import FramepipeError
@@ -116,11 +116,11 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     if name == "transformers":
         return None  # the server's options were refused with it (see run_options.APPLIES)
     if not url:
-        raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
+        raise SettingError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:
         return BACKENDS.get(name)(url, model, settings, api_key=key, max_concurrency=concurrency)
     except FramepipeError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise SettingError(str(exc)) from None
 
 
 def read_questions_file(path: str) -> list[str]:

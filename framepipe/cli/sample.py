@@ -16,7 +16,8 @@ IMAGE_FORMATS = ("jpg", "png")
 # fmt: off
 ROWS: list[Row] = [
     ("-o --output", click.Path(file_okay=False, path_type=str), None,
-     "Output folder: frames, contact sheets and manifest.jsonl.",
+     "Output folder: frames, contact sheets and manifest.jsonl (manifest.parquet with "
+     "--format parquet).",
      {"required": True, "old": ("--out",)}),
     # old spellings, for one release: --format jpg|png (the image format), --manifest-format
     ("--format", FormatChoice(old=IMAGE_FORMATS),
@@ -40,7 +41,8 @@ LOCAL: list[Row] = [
 @click.command("sample", cls=Command)
 @options(ROWS, RUN, LOCAL)
 def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) -> None:
-    """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
+    """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl
+    (DIR/manifest.parquet with --format parquet).
 
     PATHS are files or folders (searched recursively) or remote URIs (s3://, gs://,
     https://); --inputs-from reads them from a manifest. Exit status is 1 when any clip
