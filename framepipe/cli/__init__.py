@@ -45,7 +45,13 @@ class _LazyGroup(Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="framepipe")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-@click.option("--quiet", is_flag=True, help="Only errors.")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="Only errors on stderr: no notes, warnings, summaries or progress bars. What a "
+    "command prints on stdout is its output and stays (info's and shots' tables or JSON, "
+    "make-tiny-model's line).",
+)
 @click.option("-q", "old_quiet", cls=OldSpelling, is_flag=True, new="quiet", use="--quiet")
 def cli(verbose: int, quiet: bool) -> None:
     """Turn videos, multi-view image sets and 3D models into n well-chosen frames, and ask a

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, field_default, run_with_progress
+from framepipe.cli.common import Command, SettingError, field_default, note, run_with_progress
 from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
 from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
 from framepipe.errors import FramepipeError
@@ -116,11 +116,11 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     if name == "transformers":
         return None  # the server's options were refused with it (see run_options.APPLIES)
     if not url:
-        raise click.UsageError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
+        raise SettingError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:
         return BACKENDS.get(name)(url, model, settings, api_key=key, max_concurrency=concurrency)
     except FramepipeError as exc:
-        raise click.UsageError(str(exc)) from exc
+        raise SettingError(str(exc)) from None
 
 
 def read_questions_file(path: str) -> list[str]:
@@ -179,14 +179,13 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
         **run_kw,
     )
     rate = f"{summary.clips_per_s:.2f} clips/s" if summary.done else "no clip answered"
-    click.echo(
+    note(
         f"{summary.done} clip(s) answered, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {output} in {summary.elapsed_s:.1f} s "
         f"(model check and loading {summary.load_s:.1f} s; {rate}; decoding "
-        f"{summary.decode_s:.1f} s in workers, generating {summary.generate_s:.1f} s)",
-        err=True,
+        f"{summary.decode_s:.1f} s in workers, generating {summary.generate_s:.1f} s)"
     )
     if summary.model and summary.model.get("random_weights"):
-        click.echo("note: the model has random weights; its answers are not captions", err=True)
+        note("note: the model has random weights; its answers are not captions")
     if summary.failed:
         sys.exit(1)

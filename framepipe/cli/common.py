@@ -37,9 +37,15 @@ class _TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
+AS_IS = "framepipe_as_is"
+"""The attribute of a log record printed as it is, without a level prefix (:func:`note`)."""
+
+
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         msg = record.getMessage()
+        if getattr(record, AS_IS, False):
+            return msg
         if (
             record.exc_info
             and record.levelno >= logging.ERROR
@@ -68,11 +74,20 @@ def setup_logging(level: int) -> None:
     # printed twice, and an embedding application's own handlers still see our records.
 
 
-def note(text: str) -> None:
-    """A one-line note on stderr, above any progress bar."""
-    from tqdm import tqdm
+_log = logging.getLogger("framepipe.cli")
 
-    tqdm.write(text, file=sys.stderr)
+
+def note(text: str) -> None:
+    """A line for the user on stderr, above any progress bar, as it is: a note, a warning
+    or a command's summary. It is a WARNING-level record of the ``framepipe.cli`` logger, so
+    the one switch that governs the library's log lines governs it too: ``--quiet`` (level
+    ERROR) leaves it out."""
+    _log.warning("%s", text, extra={AS_IS: True})
+
+
+def chatty() -> bool:
+    """Whether notes, summaries and progress bars are shown (not ``--quiet``)."""
+    return _log.isEnabledFor(logging.WARNING)
 
 
 def deprecated(old: str, use: str) -> None:
@@ -195,7 +210,13 @@ class Command(_Spellings, click.Command):
 
 
 class Group(_Spellings, click.Group):
-    """The ``framepipe`` group: old spellings of its own options merged too."""
+    """The ``framepipe`` group: old spellings of its own options merged too. Its own
+    options are parsed at the default verbosity (their notes shown); its callback then sets
+    the one chosen (``-v``, ``--quiet``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        setup_logging(logging.WARNING)
+        return super().parse_args(ctx, args)
 
 
 # -- runs: a progress bar of clips ----------------------------------------------------------
@@ -228,7 +249,7 @@ class Progress:
                 unit="clip",
                 desc=self.desc,
                 file=sys.stderr,
-                disable=None,
+                disable=None if chatty() else True,  # None: off when stderr is no terminal
                 dynamic_ncols=True,
             )
         return self.bar
@@ -312,7 +333,7 @@ def report_per_source(
         inputs, notes = discover(paths, kind=kind)
     check_source_options(source_options, [i.kind for i in inputs if not i.error])
     for n in notes:
-        click.echo(f"note: skipping {n.path}: {n.reason}", err=True)
+        note(f"note: skipping {n.path}: {n.reason}")
     rows: list[dict[str, Any]] = []
     failed = 0
     for item in inputs:

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command
+from framepipe.cli.common import Command, note
 from framepipe.cli.options import FORMAT, options
 
 # fmt: off
@@ -40,8 +40,7 @@ def command(inputs: tuple[str, ...], output: str, format: str | None) -> None:
 
     check_extras(format=format_of(output, format))  # before any input is read
     res = merge(inputs, output, format)  # inputs without a record: an error, nothing written
-    click.echo(
+    note(
         f"{res.records} record(s) from {res.files} file(s) -> {res.output} "
-        f"({res.dropped} superseded)",
-        err=True,
+        f"({res.dropped} superseded)"
     )

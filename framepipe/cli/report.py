@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command
+from framepipe.cli.common import Command, note
 from framepipe.cli.options import Unset, options
 
 # fmt: off
@@ -50,4 +50,4 @@ def command(
     path = write_report(
         records, output, base_dir=base_dir, thumbnails=not no_thumbnails, embed=embed, title=title
     )
-    click.echo(f"report -> {path}", err=True)
+    note(f"report -> {path}")

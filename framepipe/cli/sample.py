@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, both_given, deprecated, given, run_with_progress
+from framepipe.cli.common import Command, both_given, deprecated, given, note, run_with_progress
 from framepipe.cli.options import FORMAT_TEXT, RETRY, FormatChoice, Row, Unset, options
 from framepipe.cli.run_options import RUN, decode_timeout, run_arguments
 
@@ -16,7 +16,8 @@ IMAGE_FORMATS = ("jpg", "png")
 # fmt: off
 ROWS: list[Row] = [
     ("-o --output", click.Path(file_okay=False, path_type=str), None,
-     "Output folder: frames, contact sheets and manifest.jsonl.",
+     "Output folder: frames, contact sheets and manifest.jsonl (manifest.parquet with "
+     "--format parquet).",
      {"required": True, "old": ("--out",)}),
     # old spellings, for one release: --format jpg|png (the image format), --manifest-format
     ("--format", FormatChoice(old=IMAGE_FORMATS),
@@ -40,7 +41,8 @@ LOCAL: list[Row] = [
 @click.command("sample", cls=Command)
 @options(ROWS, RUN, LOCAL)
 def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) -> None:
-    """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl.
+    """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl
+    (DIR/manifest.parquet with --format parquet).
 
     PATHS are files or folders (searched recursively) or remote URIs (s3://, gs://,
     https://); --inputs-from reads them from a manifest. Exit status is 1 when any clip
@@ -73,11 +75,10 @@ def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) 
         **kw,
         **run_kw,
     )
-    click.echo(
+    note(
         f"{summary.done} clip(s) written, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {summary.output} "
-        f"({summary.elapsed_s:.1f} s)",
-        err=True,
+        f"({summary.elapsed_s:.1f} s)"
     )
     if summary.failed:
         sys.exit(1)

@@ -9,7 +9,21 @@ import click
 from framepipe.cli.common import Command
 from framepipe.cli.options import KV, SOURCE_OPT, options
 from framepipe.errors import FramepipeError
-from framepipe.shots.detectors import DETECTORS
+from framepipe.shots.detectors import DETECTORS, settings_help
+
+
+class SettingsHelp(click.Option):
+    """``--opt``, whose help names each detector's settings, read from the detector registry
+    when the help is shown (so it cannot drift from what the detectors take)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.template = self.help or ""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        self.help = self.template.format(settings=settings_help())
+        return super().get_help_record(ctx)
+
 
 # fmt: off
 ROWS: list[Any] = [
@@ -21,7 +35,9 @@ ROWS: list[Any] = [
      "Shot detector: builtin (fast, CPU) or transnetv2 (pip install 'framepipe[transnet]'; "
      "CUDA when present)."),
     ("--opt", KV, None,
-     "Shot detector setting, e.g. cut_ratio=3 or min_shot_s=1 (repeatable)."),
+     "Setting of the chosen --detector, e.g. cut_ratio=3 or min_shot_s=1 (repeatable); one "
+     "it does not take is refused. Settings of {settings}.",
+     {"cls": SettingsHelp}),
     SOURCE_OPT,
 ]
 # fmt: on
@@ -40,18 +56,19 @@ def command(
 
     PATHS are video files or folders (searched recursively) or remote URIs (s3://, gs://,
     https://: downloaded to the cache first, as by sample). Each shot is printed with its
-    first frame, its end frame (exclusive) and their times. Detector settings (--opt) of the
-    built-in detector: content_share, min_contrast, cut_threshold, cut_ratio,
-    cut_concentration, local_window_s, flash_s, flash_return, gradual, gradual_window_s,
-    gradual_threshold, gradual_ratio, gradual_motion, dark_level, min_shot_s, size, skip; of
-    transnetv2: transnet_threshold. Exit status is 1 when any input failed, after all the
-    others are done; 2 for a bad setting, refused before any input is opened.
+    first frame, its end frame (exclusive) and their times. Each detector takes its own
+    settings (--opt, listed below). Exit status is 1 when any input failed, after all the
+    others are done; 2 for a bad setting (or one the detector does not take), refused before
+    any input is opened.
     """
-    from framepipe.cli.common import parse_kv, report_per_source
-    from framepipe.shots import DetectorParams, detect_shots
+    from framepipe.cli.common import SettingError, parse_kv, report_per_source
+    from framepipe.shots import checked_params, detect_shots
 
-    params = {"detector": detector, **parse_kv(opt, "--opt")}
-    DetectorParams.from_params(params)  # a bad setting: refused before any input is read
+    settings = parse_kv(opt, "--opt")
+    if "detector" in settings:  # one spelling: --detector
+        raise SettingError("--opt detector: choose the shot detector with --detector")
+    params = {"detector": detector, **settings}
+    checked_params(params)  # a bad setting: refused before any input is read
     options = parse_kv(source_opt, "--source-opt")
 
     def describe(src: Any, name: str) -> dict[str, Any]:

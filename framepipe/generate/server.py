@@ -71,10 +71,19 @@ class APISettings(GenerationSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_beams != 1 or self.repetition_penalty != 1.0:
+        given = [
+            f"--{name.replace('_', '-')} ({value})"
+            for name, value in (
+                ("num_beams", self.num_beams),
+                ("repetition_penalty", self.repetition_penalty),
+            )
+            if value != 1
+        ]
+        if given:  # named as given: only those set away from 1
+            has, them = ("has", "it") if len(given) == 1 else ("have", "them")
             raise ConfigError(
-                "--num-beams and --repetition-penalty have no OpenAI API equivalent "
-                "(--backend openai): leave them at 1"
+                f"{' and '.join(given)} {has} no OpenAI API equivalent (--backend openai): "
+                f"leave {them} at 1"
             )
 
     def to_json(self) -> dict[str, Any]:

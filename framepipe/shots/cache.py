@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.errors import SamplingError
 from framepipe.shots.detector import DetectorParams, ShotDetection
-from framepipe.shots.detectors import get_detector
+from framepipe.shots.detectors import checked_detector
 from framepipe.types import SourceInfo
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ def detect_shots(
     """Detect the shots of frames ``[start, end)`` of ``source`` (default: all of it).
 
     ``params`` are :class:`~framepipe.shots.DetectorParams` fields, ``detector`` among
-    them. For the built-in detector the frames are the source's cheap signal
+    them; a setting the chosen detector does not read is refused (ConfigError). For the
+    built-in detector the frames are the source's cheap signal
     (``source.read_signal``: for videos a fast decode at the tiny size that skips B-frames;
     for other kinds every frame, from ``source.read_small``). A detector that cannot run
     here (TransNetV2 without its extra) raises MissingDependencyError before any frame is
@@ -56,8 +57,7 @@ def detect_shots(
     end = info.num_frames if end is None else end
     if not 0 <= start < end <= info.num_frames:
         raise SamplingError(f"{info.id}: range [{start}, {end}) outside 0..{info.num_frames}")
-    p = DetectorParams.from_params(params)
-    detector = get_detector(p.detector)
+    p, detector = checked_detector(params)
     key = _params_key(p)
     try:
         cache = _CACHE.setdefault(source, {})

@@ -4,7 +4,11 @@ sampler and the shots clip planner).
 A :class:`ShotDetector` gets the open source, its info, the range and the settings, and
 returns a :class:`~framepipe.shots.ShotDetection`; it reads its frames from the source
 (never a file). ``check`` raises :class:`~framepipe.errors.MissingDependencyError` (one line,
-naming the extra) when the detector cannot run here, before any frame is read.
+naming the extra) when the detector cannot run here, before any frame is read. ``settings``
+names the :class:`~framepipe.shots.DetectorParams` fields it reads: a setting given that the
+chosen detector does not read is refused (:func:`checked_params`, the one check that
+``framepipe shots``, the keyframe sampler, the shots clip planner and
+:func:`~framepipe.shots.detect_shots` all make), never ignored.
 
 Built in: ``builtin`` (:mod:`framepipe.shots.detector`, on the source's cheap signal) and
 ``transnetv2`` (:mod:`framepipe.shots.transnet`, ``pip install 'framepipe[transnet]'``).
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from framepipe.errors import ConfigError
 from framepipe.registry import Registry
 from framepipe.shots.detector import ShotDetection, detect
 from framepipe.shots.params import DetectorParams
@@ -47,6 +52,19 @@ class ShotDetector:
     check: Callable[[], None] = _always
     """Raises MissingDependencyError when the detector cannot run here (cheap; no model is
     loaded)."""
+    settings: tuple[str, ...] = ()
+    """The :class:`DetectorParams` fields it reads (``detector`` aside), in the order its
+    help lists them. Any other setting given with it is refused; a detector that declares
+    none takes none."""
+
+    def __post_init__(self) -> None:
+        known = {f.name for f in fields(DetectorParams)} - {"detector"}
+        unknown = sorted(set(self.settings) - known)
+        if unknown:
+            raise ValueError(
+                f"shot detector {self.name!r} declares settings DetectorParams does not have: "
+                f"{', '.join(unknown)}"
+            )
 
 
 DETECTORS: Registry[ShotDetector] = Registry(
@@ -71,12 +89,32 @@ def get_detector(name: str) -> ShotDetector:
     return detector
 
 
-def checked_params(params: Mapping[str, Any]) -> DetectorParams:
-    """The shot detector's settings ``params`` checked, its name included (an unknown
-    detector is a ConfigError, a missing library a MissingDependencyError, before any work)."""
+def checked_detector(params: Mapping[str, Any]) -> tuple[DetectorParams, ShotDetector]:
+    """The shot detector's settings ``params`` checked, and the detector they choose: an
+    unknown detector, a bad value or a setting the chosen detector does not read (given, even
+    at its default) is a one-line ConfigError, a missing library a MissingDependencyError,
+    before any work."""
     p = DetectorParams.from_params(dict(params))
-    get_detector(p.detector)
-    return p
+    detector = DETECTORS.get(p.detector)
+    unused = [k for k in params if k != "detector" and k not in detector.settings]
+    if unused:
+        names = ", ".join(sorted(unused))
+        are = "is not a setting" if len(unused) == 1 else "are not settings"
+        takes = ", ".join(detector.settings) or "none"
+        raise ConfigError(f"{names} {are} of shot detector {p.detector!r} (its settings: {takes})")
+    detector.check()
+    return p, detector
+
+
+def checked_params(params: Mapping[str, Any]) -> DetectorParams:
+    """The shot detector's settings ``params`` checked (:func:`checked_detector`)."""
+    return checked_detector(params)[0]
+
+
+def settings_help() -> str:
+    """Each registered detector and the settings it takes, for ``--help``: ``builtin:
+    size, skip, ...; transnetv2: ...``."""
+    return "; ".join(f"{n}: {', '.join(d.settings) or 'none'}" for n, d in DETECTORS.items())
 
 
 def detect_builtin(
@@ -95,4 +133,13 @@ def detect_builtin(
     return det
 
 
-register_detector(ShotDetector("builtin", detect_builtin))
+BUILTIN_SETTINGS = (
+    "content_share", "min_contrast", "cut_threshold", "structure_threshold", "cut_ratio",
+    "cut_concentration", "local_window_s", "flash_s", "flash_return", "gradual",
+    "gradual_window_s", "gradual_threshold", "gradual_ratio", "gradual_motion", "dark_level",
+    "min_shot_s", "size", "skip",
+)  # fmt: skip
+"""The settings the built-in detector reads: every :class:`DetectorParams` field but
+``detector`` and ``transnet_threshold``."""
+
+register_detector(ShotDetector("builtin", detect_builtin, settings=BUILTIN_SETTINGS))

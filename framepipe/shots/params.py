@@ -18,7 +18,10 @@ class DetectorParams:
     """Settings of the shot detector; the defaults suit ordinary edited video.
 
     ``detector`` chooses the detector (:data:`framepipe.shots.detectors.DETECTORS`):
-    ``builtin`` (the fields below ``transnet_threshold``) or ``transnetv2``.
+    ``builtin`` (the fields below ``transnet_threshold``) or ``transnetv2``
+    (``transnet_threshold``, ``dark_level`` and ``min_contrast``). Each detector declares
+    the fields it reads (``ShotDetector.settings``); one given that the chosen detector does
+    not read is refused (:func:`framepipe.shots.checked_params`), never ignored.
     """
 
     detector: str = "builtin"

@@ -171,4 +171,8 @@ def detect_transnet(
     return ShotDetection(start, end, found, feats, p, stats)
 
 
-register_detector(ShotDetector("transnetv2", detect_transnet, check))
+SETTINGS = ("transnet_threshold", "dark_level", "min_contrast")
+"""The settings TransNetV2 reads: its threshold, the black level that tells a fade from a
+dissolve, and the contrast floor of the features the keyframe sampler ranks frames by."""
+
+register_detector(ShotDetector("transnetv2", detect_transnet, check, settings=SETTINGS))

@@ -33,3 +33,17 @@ def test_every_command_that_writes_takes_what_the_top_level_help_says() -> None:
     assert [p.name for p in tiny.params if isinstance(p, click.Argument)] == ["out_dir"]
     assert not any("--output" in p.opts for p in tiny.params)
     assert "OUT_DIR" in _help("make-tiny-model")
+
+
+def test_sample_help_names_the_manifest_of_each_format() -> None:
+    text = _help("sample")
+    description = text.split("Options:", 1)[0]
+    assert "DIR/manifest.jsonl (DIR/manifest.parquet with --format parquet)" in description
+    output = text.split("-o, --output DIRECTORY", 1)[1].split("--format", 1)[0]
+    assert "manifest.jsonl (manifest.parquet with" in output
+
+
+def test_quiet_help_says_what_it_leaves_out_and_what_it_keeps() -> None:
+    quiet = _help().split("--quiet", 1)[1].split("-h, --help", 1)[0]
+    assert "Only errors on stderr: no notes, warnings, summaries or progress bars" in quiet
+    assert "stdout is its output and stays" in quiet

@@ -1,0 +1,87 @@
+"""Each shot detector declares the settings it reads; one given that the chosen detector
+does not read is refused (one line: the setting, the detector and its settings) by the one
+check every path makes (:func:`framepipe.shots.checked_params`): ``detect_shots``, the
+keyframe sampler and the shots clip planner, before any frame is read."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import engine_plugins
+import pytest
+
+from framepipe.clips import check_clips
+from framepipe.errors import ConfigError
+from framepipe.samplers.base import check_sampler
+from framepipe.shots import DetectorParams, checked_params, detect_shots
+from framepipe.shots.detectors import DETECTORS, ShotDetector, detect_builtin
+from framepipe.sources.base import open_source
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return engine_plugins.make_video(tmp_path_factory.mktemp("detector-settings") / "v.mp4", 6)
+
+
+class _NoFrames:
+    """A source whose frames must not be read."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"{name} read before the settings were checked")
+
+
+def test_the_built_in_detectors_declare_every_setting() -> None:
+    """A new DetectorParams field must be declared by the detectors that read it."""
+    declared = {s for _, d in DETECTORS.items() for s in d.settings}
+    assert declared >= {f.name for f in fields(DetectorParams)} - {"detector"}
+    assert "transnet_threshold" not in DETECTORS.get("builtin").settings
+    assert set(DETECTORS.get("transnetv2").settings) == {
+        "transnet_threshold",
+        "dark_level",
+        "min_contrast",
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "line"),
+    [
+        (
+            {"detector": "transnetv2", "cut_ratio": 3},
+            "cut_ratio is not a setting of shot detector 'transnetv2' (its settings: "
+            "transnet_threshold, dark_level, min_contrast)",
+        ),
+        (
+            {"detector": "transnetv2", "size": "32x32", "cut_ratio": 2.5},
+            "cut_ratio, size are not settings of shot detector 'transnetv2' (its settings: "
+            "transnet_threshold, dark_level, min_contrast)",
+        ),
+        ({"transnet_threshold": 0.9}, "transnet_threshold is not a setting of shot detector "),
+    ],
+)
+def test_a_setting_the_detector_does_not_read_is_refused(
+    video: Path, params: dict[str, Any], line: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        checked_params(params)
+    assert str(exc.value).startswith(line) and "\n" not in str(exc.value)
+    with open_source(video) as src:
+        info = src.info()
+    refused = r"is not a setting|are not settings"
+    with pytest.raises(ConfigError, match=refused):
+        detect_shots(_NoFrames(), info, **params)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=refused):
+        check_sampler("keyframe", 3, params)
+    with pytest.raises(ConfigError, match=refused):
+        check_clips("shots", None, None, **params)
+
+
+def test_the_settings_a_detector_reads_are_taken() -> None:
+    assert checked_params({"detector": "transnetv2", "dark_level": 0.1}).dark_level == 0.1
+    assert checked_params({"structure_threshold": 0.2}).structure_threshold == 0.2
+
+
+def test_a_detector_declares_only_settings_that_exist() -> None:
+    with pytest.raises(ValueError, match="nonsense"):
+        ShotDetector("mine", detect_builtin, settings=("cut_ratio", "nonsense"))
