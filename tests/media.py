@@ -12,6 +12,8 @@ tests need no ffmpeg command-line tool.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -227,3 +229,24 @@ def random_frames(n: int, seed: int, size: tuple[int, int]) -> list[np.ndarray]:
     """``n`` random RGB frames of ``size`` (height, width), the same for the same seed."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+FFMPEG = shutil.which("ffmpeg")
+"""The ffmpeg command-line tool (None when absent: the tests that need it skip)."""
+
+
+def ffmpeg(*args: str) -> None:
+    """Run the ffmpeg command line quietly (it must be there)."""
+    assert FFMPEG is not None
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def ffmpeg_encode(path: Path, args: list[str], n: int, fps: int = 25) -> Path:
+    """Self-indexing frames 0..n-1 (W x H, ``fps``) piped to the ffmpeg command line,
+    encoded with ``args``."""
+    raw = b"".join(frame_for_index(i).tobytes() for i in range(n))
+    head = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}", "-r", str(fps), "-i", "-"]
+    assert FFMPEG is not None
+    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *head, *args, str(path)]
+    subprocess.run(cmd, input=raw, check=True)
+    return path

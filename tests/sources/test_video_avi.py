@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from framepipe.sources.video.index import build_index, load_index
 from framepipe.sources.video.pyav import PyAVReader
 from framepipe.sources.video.source import VideoSource
 
-FFMPEG = shutil.which("ffmpeg")
+FFMPEG = media.FFMPEG
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command-line tool")
 
 
@@ -45,19 +44,12 @@ FPS = 25
 N = 100
 
 
-def ffmpeg(*args: str) -> None:
-    assert FFMPEG is not None
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+ffmpeg = media.ffmpeg
 
 
 def encode(path: Path, args: list[str], n: int = N) -> Path:
-    """Self-indexing frames 0..n-1 (160x120, 25 fps) piped to ffmpeg, encoded with ``args``."""
-    assert FFMPEG is not None
-    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo"]
-    cmd += ["-pix_fmt", "rgb24", "-s", f"{media.W}x{media.H}", "-r", str(FPS), "-i", "-"]
-    raw = b"".join(media.frame_for_index(i).tobytes() for i in range(n))
-    subprocess.run([*cmd, *args, str(path)], input=raw, check=True)
-    return path
+    """Self-indexing frames 0..n-1 (160x120, 25 fps), encoded by ffmpeg with ``args``."""
+    return media.ffmpeg_encode(path, args, n, FPS)
 
 
 def remux_with_decode_times(src: Path, dst: Path, after: int = 0) -> Path:

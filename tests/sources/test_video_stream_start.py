@@ -29,8 +29,6 @@ PyAV (the truth: frame i is the i-th frame it outputs).
 from __future__ import annotations
 
 import random
-import shutil
-import subprocess
 from pathlib import Path
 
 import media
@@ -39,7 +37,7 @@ import pytest
 
 from framepipe.sources.video.source import VideoSource
 
-FFMPEG = shutil.which("ffmpeg")
+FFMPEG = media.FFMPEG
 pytestmark = pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg command-line tool")
 FPS = 25
 N = 60
@@ -47,19 +45,12 @@ H264 = ["-c:v", "libx264", "-bf", "3", "-g", "20", "-pix_fmt", "yuv420p"]
 H264 += ["-x264-params", "scenecut=0:b-pyramid=normal"]
 
 
-def ffmpeg(*args: str) -> None:
-    assert FFMPEG is not None
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+ffmpeg = media.ffmpeg
 
 
 def encode(path: Path, args: list[str], n: int = N) -> Path:
-    """Self-indexing frames 0..n-1 (160x120, 25 fps) piped to ffmpeg, encoded with ``args``."""
-    assert FFMPEG is not None
-    cmd = [FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo"]
-    cmd += ["-pix_fmt", "rgb24", "-s", f"{media.W}x{media.H}", "-r", str(FPS), "-i", "-"]
-    raw = b"".join(media.frame_for_index(i).tobytes() for i in range(n))
-    subprocess.run([*cmd, *args, str(path)], input=raw, check=True)
-    return path
+    """Self-indexing frames 0..n-1 (160x120, 25 fps), encoded by ffmpeg with ``args``."""
+    return media.ffmpeg_encode(path, args, n, FPS)
 
 
 def busy_video(path: Path, args: list[str]) -> Path:
