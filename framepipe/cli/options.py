@@ -65,17 +65,17 @@ class RegistryChoice(click.Choice):
         return super().convert(value, param, ctx)
 
 
-class RegistryHelpOption(click.Option):
-    """An option whose help names a registry's entries (``{names}`` in ``help``), read when
-    the help is shown rather than when the module is imported (so it names plug-ins)."""
+class LateHelpOption(click.Option):
+    """An option whose help is filled in when it is shown (``help.format(**fill())``), not
+    when the module is imported: e.g. a registry's entries, plug-ins included."""
 
-    def __init__(self, *args: Any, registry: Registry[Any], **kw: Any) -> None:
+    def __init__(self, *args: Any, fill: Callable[[], dict[str, str]], **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.registry = registry
+        self.fill = fill
         self.template = self.help or ""
 
     def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        self.help = self.template.format(names=", ".join(self.registry.names()))
+        self.help = self.template.format(**self.fill())
         return super().get_help_record(ctx)
 
 
@@ -127,7 +127,7 @@ def option(row: Row) -> Callable[[Any], Any]:
     dest = kw.pop("dest", None)
     if isinstance(typ, Registry):
         if "{names}" in text:
-            kw.update(cls=RegistryHelpOption, registry=typ)
+            kw.update(cls=LateHelpOption, fill=lambda r=typ: {"names": ", ".join(r.names())})
         else:
             kw["type"] = RegistryChoice(typ)
     elif typ is bool:

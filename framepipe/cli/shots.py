@@ -7,23 +7,9 @@ from typing import Any
 import click
 
 from framepipe.cli.common import Command
-from framepipe.cli.options import KV, SOURCE_OPT, options
+from framepipe.cli.options import KV, SOURCE_OPT, LateHelpOption, options
 from framepipe.errors import FramepipeError
 from framepipe.shots.detectors import DETECTORS, settings_help
-
-
-class SettingsHelp(click.Option):
-    """``--opt``, whose help names each detector's settings, read from the detector registry
-    when the help is shown (so it cannot drift from what the detectors take)."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.template = self.help or ""
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
-        self.help = self.template.format(settings=settings_help())
-        return super().get_help_record(ctx)
-
 
 # fmt: off
 ROWS: list[Any] = [
@@ -37,7 +23,8 @@ ROWS: list[Any] = [
     ("--opt", KV, None,
      "Setting of the chosen --detector, e.g. cut_ratio=3 or min_shot_s=1 (repeatable); one "
      "it does not take is refused. Settings of {settings}.",
-     {"cls": SettingsHelp}),
+     # each detector's settings, read from the registry when the help is shown
+     {"cls": LateHelpOption, "fill": lambda: {"settings": settings_help()}}),
     SOURCE_OPT,
 ]
 # fmt: on
