@@ -128,16 +128,18 @@ class Answering:
                 "prompt": int(result.prompt_tokens),
                 "new": [int(x) for x in result.new_tokens],
             }
-            width = getattr(result, "batch_size", None)
+            # how many sequences were decoded together depends on the engine and the run's
+            # schedule, like the timings: logged, not a field of the record (the same on
+            # every engine)
+            width = getattr(result, "batch_size", "?")
+            log.debug("%s: decoded in a batch of %s", job.source, width)
             rec = self._record(
                 job,
                 prompt=result.prompt,
                 answers=list(result.answers),
                 timings_s={"generate_s": round(float(result.generate_s), 4)},
                 tokens=tokens,
-                generation={**self._generation, "effective_batch_size": width}
-                if width
-                else self._generation,
+                generation=self._generation,
             )
             out.append(rec)
         self.generate_s += time.perf_counter() - t0
