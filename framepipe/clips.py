@@ -99,9 +99,13 @@ def window_clips(
     t_end = max(t0 + float(info.duration_s), float(ts[-1]))  # duration_s runs from ts[0]
     clips: list[ClipSpec] = []
     k = 0
-    start_t = t0
-    while start_t < t_end - 1e-9:
-        end_t = min(start_t + clip_seconds, t_end)
+    for step in itertools.count():
+        start_t = t0 + step * stride  # not a running sum: its rounding would add a window
+        if start_t >= t_end - 1e-9:
+            break
+        end_t = start_t + clip_seconds
+        if end_t >= t_end - 1e-9:
+            end_t = t_end
         remaining_after = t_end - end_t
         if 0 < remaining_after < clip_seconds / 2 and stride >= clip_seconds:
             end_t = t_end  # fold a short tail into this window
@@ -112,7 +116,6 @@ def window_clips(
             k += 1
         if end_t >= t_end:
             break
-        start_t += stride
     return clips or [whole_clip(info)]
 
 

@@ -50,6 +50,25 @@ def test_stride_overlapping_windows() -> None:
     assert clips[-1].end_frame == 60
 
 
+def test_overlapping_windows_end_once_at_the_end_despite_rounding() -> None:
+    # 5.0 + 0.3 + 0.3 + 0.3 + 0.3 is 6.199999..., whose window ended just short of 7.0 and
+    # was followed by a window inside it (6.5..7.0)
+    ts = tuple(5.0 + i / 25 for i in range(50))
+    video = SourceInfo(
+        id="v", kind="video", num_frames=50, width=8, height=8, timestamps_s=ts, duration_s=2.0
+    )
+    clips = window_clips(video, 0.8, 0.3)
+    assert [(c.start_frame, c.end_frame) for c in clips] == [
+        (0, 20),
+        (8, 28),
+        (15, 35),
+        (23, 43),
+        (30, 50),
+    ]
+    assert [round(c.start_s or 0, 6) for c in clips] == [5.0, 5.3, 5.6, 5.9, 6.2]
+    assert len(window_clips(video, 0.7, 0.1)) == 14  # starts 5.0 .. 6.3, the last ends at 7.0
+
+
 def test_bad_window_options() -> None:
     with pytest.raises(ConfigError, match="clip-seconds"):
         window_clips(info(10), 0)

@@ -7,10 +7,8 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from framepipe.samplers.base import DEFAULT_OVERFLOW, apply_overflow, check_args, register_sampler
-from framepipe.samplers.uniform import uniform_indices
+from framepipe.samplers.uniform import nearest_distinct, uniform_indices
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
@@ -22,35 +20,6 @@ DEFAULTS: dict[str, Any] = {"overflow": DEFAULT_OVERFLOW}
 """The options, with their defaults."""
 check_iframe = functools.partial(check_args, "iframe", known=DEFAULTS)
 """The iframe sampler's check of its settings (``check_iframe(n, params)``)."""
-
-
-def nearest_distinct(targets: list[int], candidates: list[int]) -> list[int]:
-    """For sorted ``targets`` (k) and sorted distinct ``candidates`` (>= k), the k distinct
-    candidates, in order, that minimise the total distance to the targets (dynamic
-    programming over monotone matchings)."""
-    t = np.asarray(targets, dtype=np.float64)
-    c = np.asarray(candidates, dtype=np.float64)
-    k, m = len(t), len(c)
-    cost = np.abs(t[:, None] - c[None, :])
-    dp = np.full((k, m), np.inf)
-    arg = np.zeros((k, m), dtype=np.int64)
-    dp[0] = cost[0]
-    for i in range(1, k):
-        prev = np.full(m, np.inf)
-        prev[1:] = dp[i - 1][:-1]
-        # running minimum of prev and where it came from
-        best = np.minimum.accumulate(prev)
-        pos = np.arange(m)
-        where = np.where(prev == best, pos, 0)
-        where = np.maximum.accumulate(where)
-        dp[i] = best + cost[i]
-        arg[i] = where - 1  # prev[p] is dp[i - 1][p - 1]
-    j = int(np.argmin(dp[-1]))
-    out = [j]
-    for i in range(k - 1, 0, -1):
-        j = int(arg[i][j])
-        out.append(j)
-    return [int(c[j]) for j in reversed(out)]
 
 
 def iframe(

@@ -381,12 +381,12 @@ def nview(
       coverage, whatever the method.
     """
     method, size, max_sig = nview_settings(n, params)
+    overflow = params.get("overflow", DEFAULTS["overflow"])
     if source is not None:
         size_kw = {k: params[k] for k in ("resolution", "voxels") if k in params}
         surface = source.visible_surface(**size_kw)
         if surface is not None:
-            return surface_coverage(surface, n)
-    overflow = params.get("overflow", DEFAULTS["overflow"])
+            return surface_coverage(surface, n, overflow, clip, info.id)
     out_params: dict[str, Any] = {"n": n, "method": method, "overflow": overflow}
     if "signature_size" in params:
         out_params["signature_size"] = list(size)

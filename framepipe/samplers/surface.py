@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from framepipe.types import Selection, VisibleSurface
+from framepipe.samplers.base import OverflowPolicy, apply_overflow
+from framepipe.types import ClipSpec, Selection, VisibleSurface
 
 
-def surface_coverage(surface: VisibleSurface, n: int) -> Selection:
-    """The n views (all of them when there are fewer) that cover the most visible surface,
-    with the coverage they reach, the order they were picked in and what each added."""
+def surface_coverage(
+    surface: VisibleSurface, n: int, overflow: OverflowPolicy, clip: ClipSpec, source_id: str
+) -> Selection:
+    """The n views that cover the most visible surface, with the coverage they reach, the
+    order they were picked in and what each added. When there are fewer views than n, all of
+    them, completed by the ``overflow`` policy as for any clip shorter than n."""
     keys_per_view, w_per_view = surface.cells, surface.weights
     num = len(surface)
     all_keys = np.unique(np.concatenate(keys_per_view)) if num else np.zeros(0, np.int64)
@@ -40,9 +44,9 @@ def surface_coverage(surface: VisibleSurface, n: int) -> Selection:
     coverage = float(best.sum() / total) if total else 0.0
     indices = tuple(sorted(chosen))
     return Selection(
-        indices,
+        tuple(apply_overflow(list(indices), n, overflow, clip, source_id)),
         "nview",
-        {"n": n, "resolution": surface.resolution, "voxels": surface.voxels},
+        {"n": n, "overflow": overflow, "resolution": surface.resolution, "voxels": surface.voxels},
         {
             "method": "greedy visible-surface coverage (render source)",
             "candidates": num,

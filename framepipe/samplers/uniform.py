@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import numpy as np
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 UniformMode = Literal["centers", "endpoints"]
 OPTIONS = ("mode", "fps", "overflow")
+Num = TypeVar("Num", int, float)
 
 
 def uniform_indices(start: int, end: int, n: int, *, mode: UniformMode = "centers") -> list[int]:
@@ -57,9 +58,10 @@ def rate_indices(info: SourceInfo, clip: ClipSpec, fps: float, n: int) -> list[i
     """Frames every ``1/fps`` seconds of presentation time, from the clip's start, capped at n
     (``fps`` checked by :func:`check_uniform`).
 
-    Uses the container's timestamps, so variable frame rate is right. When the rate gives
-    more than n frames, n of those times are taken evenly (the cap keeps the whole clip
-    covered rather than its beginning).
+    Uses the container's timestamps, so variable frame rate is right. The rate gives the frame
+    showing at each of its times (a frame shown at several of them once). When those are more
+    than n frames, n of them are taken: the ones nearest in time to n of the rate's times
+    taken evenly (the cap keeps the whole clip covered rather than its beginning).
     """
     if info.timestamps_s is None:
         # No clock (scenes, renders): one view per 1/fps "seconds" makes no sense.
@@ -69,17 +71,46 @@ def rate_indices(info: SourceInfo, clip: ClipSpec, fps: float, n: int) -> list[i
     t_end = clip.end_s if clip.end_s is not None else float(ts[-1]) + 1e-9
     times = t0 + np.arange(0, max(1, math.ceil((t_end - t0) * fps - 1e-9))) / fps
     times = times[times < t_end]
-    if len(times) > n:
-        times = times[np.floor((np.arange(n) + 0.5) * len(times) / n).astype(np.int64)]
     # the frame showing at time t: last frame whose timestamp <= t
     pos = np.searchsorted(ts, times + 1e-9, side="right") - 1
     pos = np.clip(pos, 0, len(ts) - 1)
-    out: list[int] = []
-    for p in pos:
-        i = clip.start_frame + int(p)
-        if not out or out[-1] != i:
-            out.append(i)
-    return out
+    # each frame once, at the first of the rate's times that shows it
+    frames, first = np.unique(pos, return_index=True)
+    if len(frames) > n:
+        even = np.floor((np.arange(n) + 0.5) * len(times) / n).astype(np.int64)
+        if len(np.unique(pos[even])) == n:  # n frames already: no two times show one frame
+            frames = pos[even]
+        else:
+            picked = nearest_distinct(times[even].tolist(), times[first].tolist())
+            frames = frames[np.searchsorted(times[first], picked)]
+    return [clip.start_frame + int(p) for p in frames]
+
+
+def nearest_distinct(targets: Sequence[float], candidates: Sequence[Num]) -> list[Num]:
+    """For sorted ``targets`` (k) and sorted distinct ``candidates`` (>= k), the k distinct
+    candidates, in order, that minimise the total distance to the targets (dynamic
+    programming over monotone matchings)."""
+    t = np.asarray(targets, dtype=np.float64)
+    c = np.asarray(candidates, dtype=np.float64)
+    k, m = len(t), len(c)
+    cost = np.abs(t[:, None] - c[None, :])
+    dp = np.full((k, m), np.inf)
+    arg = np.zeros((k, m), dtype=np.int64)
+    dp[0] = cost[0]
+    for i in range(1, k):
+        prev = np.full(m, np.inf)
+        prev[1:] = dp[i - 1][:-1]
+        # running minimum of prev and where it came from
+        best = np.minimum.accumulate(prev)
+        where = np.maximum.accumulate(np.where(prev == best, np.arange(m), 0))
+        dp[i] = best + cost[i]
+        arg[i] = where - 1  # prev[p] is dp[i - 1][p - 1]
+    j = int(np.argmin(dp[-1]))
+    out = [j]
+    for i in range(k - 1, 0, -1):
+        j = int(arg[i][j])
+        out.append(j)
+    return [candidates[j] for j in reversed(out)]
 
 
 def check_uniform(n: int, params: Mapping[str, Any]) -> None:

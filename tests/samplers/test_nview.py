@@ -239,10 +239,15 @@ def test_a_source_measuring_its_surface_gets_the_views_that_cover_it(tmp_path: P
     sel = nview(info, whole_clip(info), n=2, source=src, overflow="all", resolution=48)
     assert calls == [{"resolution": 48}]
     assert sel.sampler == "nview" and sel.indices == (0, 3)
-    assert sel.params == {"n": 2, "resolution": 48, "voxels": 32}
+    assert sel.params == {"n": 2, "overflow": "all", "resolution": 48, "voxels": 32}
     assert sel.extra["greedy_order"] == [3, 0]  # the most surface first, then the most new
     assert sel.extra["coverage"] == 0.875 and sel.extra["gain"] == [0.5, 0.375]
-    assert nview(info, whole_clip(info), n=9, source=src).indices == (0, 1, 2, 3, 4)
+    # more views asked than the model has: the overflow policy, as for scenes and videos
+    clip = whole_clip(info)
+    assert nview(info, clip, n=7, source=src).indices == (0, 1, 2, 3, 4, 4, 4)
+    assert nview(info, clip, n=7, source=src, overflow="all").indices == (0, 1, 2, 3, 4)
+    with pytest.raises(SamplingError, match="fewer than n=7"):
+        nview(info, clip, n=7, source=src, overflow="error")
 
 
 def test_bad_settings_are_clear_errors() -> None:

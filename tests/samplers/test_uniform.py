@@ -81,6 +81,38 @@ def test_rate_sampling_uses_timestamps_and_caps_at_n() -> None:
     assert len(capped.indices) == 2
 
 
+def test_rate_sampling_caps_the_frames_not_the_rate_times() -> None:
+    # variable frame rate: 10 fps for 1 s, then 2 fps for 5 s, then 20 fps for 0.5 s
+    ts = [i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(10)]
+    ts += [6.0 + i / 20 for i in range(10)]
+    info = SourceInfo(
+        id="vfr",
+        kind="video",
+        num_frames=len(ts),
+        width=8,
+        height=8,
+        timestamps_s=tuple(ts),
+        duration_s=6.55,
+    )
+    # 20 fps shows every one of the 30 frames: n=40 caps nothing, as n=200 does
+    everything = uniform(info, whole(info), n=200, fps=20.0).indices
+    assert everything == tuple(range(30))
+    assert uniform(info, whole(info), n=40, fps=20.0).indices == everything
+    # fewer frames than the rate shows: exactly n of them, spread over the whole clip
+    for n in (5, 10, 20, 29):
+        idx = uniform(info, whole(info), n=n, fps=20.0).indices
+        assert len(set(idx)) == n == len(idx) and list(idx) == sorted(idx)
+    ten = uniform(info, whole(info), n=10, fps=20.0).indices
+    assert ten[0] < 10 and 10 <= ten[4] < 20 and ten[-1] >= 20  # every part of the clip
+
+
+def test_rate_sampling_below_the_frame_rate_keeps_the_rate_times() -> None:
+    info = video_info(300, fps=30.0)  # 10 s
+    assert uniform(info, whole(info), n=100, fps=1.0).indices == tuple(range(0, 300, 30))
+    # capped: n of the 10 rate times, evenly
+    assert uniform(info, whole(info), n=4, fps=1.0).indices == (30, 90, 180, 240)
+
+
 def test_deterministic() -> None:
     info = video_info(1234)
     a = uniform(info, whole(info), n=16)
