@@ -166,10 +166,23 @@ class Answering:
         one bad clip does not fail the others."""
         from framepipe.generate.config import Request
 
-        reqs = []
+        # A request that cannot be made (a manifest row's question the prompt refuses, e.g.
+        # one holding the image placeholder) is its clip's error; the others are answered.
+        made: list[Any] = []
         for job in jobs:
             qs = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
-            reqs.append(Request(job.images(), qs, self.spec.system))
+            try:
+                made.append(Request(job.images(), qs, self.spec.system))
+            except FramepipeError as exc:
+                made.append(exc)
+        reqs = [r for r in made if not isinstance(r, BaseException)]
+        if len(reqs) == len(made):
+            return self._answered(reqs)
+        answers = iter(self._answered(reqs) if reqs else [])
+        return [r if isinstance(r, BaseException) else next(answers) for r in made]
+
+    def _answered(self, reqs: list[Any]) -> list[Any]:
+        """Answers (or the exception) per request, as :meth:`_results`."""
         try:
             return self._answers(reqs)
         except StopRunError:
