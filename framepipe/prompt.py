@@ -76,6 +76,31 @@ def _no_placeholder(text: str, what: str) -> None:
         )
 
 
+def control_tokens(processor: Any) -> list[str]:
+    """The special tokens of ``processor``'s tokenizer (``<|im_end|>``, ``<|endoftext|>`` ...):
+    written in a text, the tokenizer reads them as the model's control tokens, not as text."""
+    tok = getattr(processor, "tokenizer", None)
+    if tok is None:
+        return []
+    found = set(getattr(tok, "all_special_tokens", None) or ())
+    decoder = getattr(tok, "added_tokens_decoder", None) or {}
+    found |= {str(t) for t in decoder.values() if getattr(t, "special", False)}
+    return sorted(t for t in found if t.strip())
+
+
+def _no_control_tokens(processor: Any, texts: Sequence[str]) -> None:
+    """The user's texts may not hold the model's special tokens: they would end the turn,
+    start another or end the text where the prompt's structure says otherwise."""
+    tokens = control_tokens(processor) if processor is not None else []
+    for text in texts:
+        hit = next((t for t in tokens if t in text), None)
+        if hit is not None:
+            raise PromptError(
+                f"the text {text[:80]!r} contains {hit}, one of the model's special tokens "
+                "(it would change the prompt's structure): reword it"
+            )
+
+
 def build_messages(
     n_images: int, question: str | Sequence[str], system: str | None = None
 ) -> list[dict[str, Any]]:
@@ -131,6 +156,7 @@ def render_prompt(
         if not system.strip():
             raise PromptError("the system prompt is empty")
         _no_placeholder(system, "the system prompt")
+    _no_control_tokens(processor, [*texts, system or "", *(s.text for s in segments or ())])
     template = getattr(processor, "chat_template", None) if processor is not None else None
     if not template:
         return _plain_prompt(n_images, texts, system, segments)
