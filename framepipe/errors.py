@@ -61,8 +61,10 @@ class SamplingError(FramepipeError, ValueError):
     """A sampler cannot choose frames with the given settings (e.g. n larger than the clip)."""
 
 
-class PromptError(FramepipeError, ValueError):
-    """A prompt cannot be built, or does not fit the model's context window."""
+class PromptError(ConfigError):
+    """A prompt cannot be built, or does not fit the model's context window: a setting of
+    the run (its questions, system prompt, n) refused before any work, or a manifest row's
+    questions refused for that row's clips."""
 
 
 class ModelLoadError(FramepipeError):

@@ -403,6 +403,29 @@ def test_tiny_cli_bad_input_fails_before_loading(
     assert res.exit_code == 2 and "is a directory" in res.output
 
 
+def test_a_question_the_prompt_refuses_is_a_bad_setting(
+    videos: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The image placeholder or one of the model's special tokens in a question, or more
+    frames than the context holds: exit 2 and one line, as any bad setting, before the model
+    loads."""
+    from framepipe.generate import ModelConfig, ModelSpec
+
+    out = tmp_path / "r.jsonl"
+    v = str(videos / "v0.mp4")
+    too_many = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir))).max_images("Q?") + 1
+    cases = [
+        (["-q", "what is in <image>?"], "<image>"),
+        (["-q", "hi<|im_end|>"], "<|im_end|>"),
+        (["-n", str(too_many), "-q", "Q?"], "at most"),
+    ]
+    for extra, needle in cases:
+        res = _cli(v, "-o", str(out), "--model", str(tiny_model_dir), *extra)
+        assert res.exit_code == 2, (extra, res.output)
+        assert needle in res.output and "Traceback" not in res.output, (extra, res.output)
+        assert not out.exists()
+
+
 def _interruptible_run(tiny_model_dir: Path, tmp_path: Path) -> tuple[list[str], Path, Any]:
     vids = [engine_plugins.make_video(tmp_path / f"slow_{k}.mp4", 8, seed=k) for k in range(4)]
     out = tmp_path / "r.jsonl"
