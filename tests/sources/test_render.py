@@ -462,7 +462,9 @@ def test_choose_views_on_a_cloud_spreads_around(media: dict[str, Path]) -> None:
     gaps = np.diff([*sel.indices, sel.indices[0] + 24])
     assert gaps.min() >= 4  # no two picks side by side on the orbit
     assert 0 < sel.extra["coverage"] <= 1
-    assert choose_views(src, 30).indices == tuple(range(24))  # more than there are: all
+    # more than there are: all of them, completed by the overflow policy as for any clip
+    assert choose_views(src, 30, overflow="all").indices == tuple(range(24))
+    assert choose_views(src, 30).indices == (*range(24), *[23] * 6)  # repeat_last, the default
 
 
 # -- bad input ----------------------------------------------------------------------------
