@@ -62,18 +62,18 @@ def test_n_must_be_positive() -> None:
         uniform(info, whole(info), n=0)
 
 
+def vfr_info(ts: list[float], duration_s: float) -> SourceInfo:
+    """A variable-frame-rate video's info: its frames at ``ts``."""
+    n = len(ts)
+    return SourceInfo(
+        id="vfr", kind="video", num_frames=n, width=8, height=8, timestamps_s=tuple(ts),
+        duration_s=duration_s,
+    )  # fmt: skip
+
+
 def test_rate_sampling_uses_timestamps_and_caps_at_n() -> None:
     # variable frame rate: first second at 10 fps, then 2 fps
-    ts = [i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(4)]
-    info = SourceInfo(
-        id="vfr",
-        kind="video",
-        num_frames=len(ts),
-        width=8,
-        height=8,
-        timestamps_s=tuple(ts),
-        duration_s=3.0,
-    )
+    info = vfr_info([i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(4)], 3.0)
     sel = uniform(info, whole(info), n=100, fps=1.0)
     # one frame per second: t=0 -> frame 0, t=1 -> frame 10, t=2 -> frame 12
     assert sel.indices == (0, 10, 12)
@@ -85,15 +85,7 @@ def test_rate_sampling_caps_the_frames_not_the_rate_times() -> None:
     # variable frame rate: 10 fps for 1 s, then 2 fps for 5 s, then 20 fps for 0.5 s
     ts = [i / 10 for i in range(10)] + [1.0 + i / 2 for i in range(10)]
     ts += [6.0 + i / 20 for i in range(10)]
-    info = SourceInfo(
-        id="vfr",
-        kind="video",
-        num_frames=len(ts),
-        width=8,
-        height=8,
-        timestamps_s=tuple(ts),
-        duration_s=6.55,
-    )
+    info = vfr_info(ts, 6.55)
     # 20 fps shows every one of the 30 frames: n=40 caps nothing, as n=200 does
     everything = uniform(info, whole(info), n=200, fps=20.0).indices
     assert everything == tuple(range(30))
