@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import math
@@ -112,3 +113,23 @@ class Closing:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """The seconds an HTTP ``Retry-After`` header of ``headers`` asks for (a number, or an
+    HTTP date), None without one."""
+    try:
+        value = headers.get("Retry-After") if headers is not None else None
+    except Exception:
+        return None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(str(value))
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -53,6 +53,7 @@ from framepipe.generate.backend import BACKENDS
 from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
+from framepipe.utils import retry_after_s
 
 log = logging.getLogger(__name__)
 
@@ -331,8 +332,8 @@ class OpenAIBackend:
                     raise self._stop from None
                 if exc.code != 429 and exc.code < 500:
                     raise GenerationError(f"the server at {self.where()} refused ({why})") from None
-                after = exc.headers.get("Retry-After") if exc.headers else None
-                wait = min(60.0, float(after)) if after and after.strip().isdigit() else wait
+                after = retry_after_s(exc.headers)
+                wait = min(60.0, after) if after is not None else wait
             except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
                 why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
             if attempt < self.retries:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from framepipe.utils import safe_stem
+from framepipe.utils import retry_after_s, safe_stem
 
 log = logging.getLogger(__name__)
 
@@ -157,31 +156,12 @@ def retry_wait(exc: BaseException, attempt: int, max_wait_s: float = MAX_WAIT_S)
         transient = status in RETRY_STATUSES or bool(names & _TRANSIENT)
         transient = transient or isinstance(e, (ConnectionResetError, ConnectionAbortedError))
         if transient:
-            asked = _retry_after(getattr(e, "headers", None))
+            asked = retry_after_s(getattr(e, "headers", None))
             wait = BACKOFF_S * 2**attempt if asked is None else asked
             return min(wait, max_wait_s)
         if isinstance(status, int) and status >= 400:
             return None  # 404, 403 ...: the same again
     return None
-
-
-def _retry_after(headers: Any) -> float | None:
-    """A ``Retry-After`` header's seconds (a number, or an HTTP date)."""
-    try:
-        value = headers.get("Retry-After") if headers is not None else None
-    except Exception:
-        return None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(str(value))
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def retrying(call: Callable[[], T], what: str, max_wait_s: float = MAX_WAIT_S) -> T:

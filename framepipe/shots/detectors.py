@@ -133,12 +133,9 @@ def detect_builtin(
     return det
 
 
-BUILTIN_SETTINGS = (
-    "content_share", "min_contrast", "cut_threshold", "structure_threshold", "cut_ratio",
-    "cut_concentration", "local_window_s", "flash_s", "flash_return", "gradual",
-    "gradual_window_s", "gradual_threshold", "gradual_ratio", "gradual_motion", "dark_level",
-    "min_shot_s", "size", "skip",
-)  # fmt: skip
+BUILTIN_SETTINGS = tuple(
+    f.name for f in fields(DetectorParams) if f.name not in ("detector", "transnet_threshold")
+)
 """The settings the built-in detector reads: every :class:`DetectorParams` field but
 ``detector`` and ``transnet_threshold``."""
 
