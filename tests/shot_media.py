@@ -83,11 +83,13 @@ def make_edit_video(
     gop: int = 250,
     bframes: int = 3,
     black: int = 4,
+    codec: str = "libx264",
 ) -> EditTruth:
     """Write ``script`` to ``path``: shots separated by ``("cut", 0)``,
     ``("dissolve", L)`` or ``("fade", L)`` (L frames: out, a few black, in). A ``("fade", L)``
     first in the script is a fade in from black (a few black frames, then L frames of ramp),
-    last a fade out to black (L frames of ramp, then ``black`` frames)."""
+    last a fade out to black (L frames of ramp, then ``black`` frames). ``codec``:
+    ``libx264`` or ``libx265`` (x265's defaults: B-frames that other frames refer to)."""
 
     frames: list[np.ndarray] = []
     truth = EditTruth(0)
@@ -149,7 +151,7 @@ def make_edit_video(
             truth.gradual.append((first, len(frames) - 1, kind))
         clean_start = len(frames)
     truth.num_frames = len(frames)
-    write_video(path, frames, gop=gop, bframes=bframes)
+    write_video(path, frames, gop=gop, bframes=bframes, codec=codec)
     return truth
 
 
@@ -207,14 +209,27 @@ def add_noise(img: np.ndarray, sigma: float, *, seed: int) -> np.ndarray:
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 
-def write_video(path: Path, frames: list[np.ndarray], *, gop: int = 250, bframes: int = 3) -> None:
+def write_video(
+    path: Path,
+    frames: list[np.ndarray],
+    *,
+    gop: int = 250,
+    bframes: int = 3,
+    codec: str = "libx264",
+) -> None:
     import av
 
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
+        stream = out.add_stream(codec, rate=FPS)
         stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
         stream.pix_fmt = "yuv420p"
         stream.options = {"g": str(gop), "bf": str(bframes), "preset": "veryfast", "crf": "20"}
+        if codec == "libx265":
+            stream.options = {
+                "x265-params": f"keyint={gop}:scenecut=0:bframes={bframes}:log-level=error",
+                "preset": "veryfast",
+                "crf": "20",
+            }
         for img in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             for packet in stream.encode(frame):

@@ -6,7 +6,8 @@ Decoding dominates the cost of shot detection, so this module decodes as little 
   decoder to skip every B-frame (``skip_frame = BIDIR``). Nothing references a B-frame in
   most streams, so the I- and P-frames that remain decode correctly and cost a fraction of
   the whole (about a third of the frames of an x264 stream). The signal then has gaps: the
-  indices of the frames that were decoded are returned with them.
+  indices of the frames that were decoded are returned with them. HEVC skips only frames
+  nothing refers to (see :data:`NO_BIDIR_SKIP`).
 - :func:`read_full_ranges` decodes every frame of a few short ranges (the neighbourhoods
   of candidate cuts), seeking to the keyframe before each and skipping only frames nothing
   refers to until the range begins, so that a cut is placed to the exact frame.
@@ -44,6 +45,11 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _SKIP = {"none": "DEFAULT", "nonref": "NONREF", "bidir": "BIDIR"}
+
+NO_BIDIR_SKIP = frozenset({"hevc"})
+"""Codecs whose decoder, told to skip B-frames, skips those that other frames refer to as
+well, so that nothing after the first one comes out until the next keyframe (HEVC: x265
+makes referenced B-frames by default). Their signal skips only frames nothing refers to."""
 
 
 def merge(a: SmallFrames, b: SmallFrames) -> SmallFrames:
@@ -247,6 +253,8 @@ def _read_signal(
 
     if index.packed or not index.seekable:
         skip = "none"
+    elif skip == "bidir" and index.codec in NO_BIDIR_SKIP:
+        skip = "nonref"
     idx: list[int] = []
     small = _Shrink(size, index.rotation)
     errors = 0
