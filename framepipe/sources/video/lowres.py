@@ -159,9 +159,11 @@ def _open(path: Path) -> Any:
 
 
 class _Shrink:
-    """Decoded frames made small: YUV (h x w x 3, as decoded: limited range) at ``size``.
+    """Decoded frames made small: YUV (h x w x 3, limited range) at ``size``.
 
-    A fast bilinear scale to twice the size in yuv420p (no colour conversion), then a 2x2
+    A fast bilinear scale to twice the size in limited-range yuv420p (no colour conversion
+    for the usual limited-range video; full-range video and grey pictures are brought to
+    the limited range that every other source's signal has), then a 2x2
     mean of the luma (cheap anti-aliasing: a plain fast scale aliases fine texture into false
     motion); the chroma planes of the doubled picture already have the target size. One
     ``VideoReformatter`` serves the whole read (a frame's own ``reformat`` sets up a new
@@ -189,7 +191,12 @@ class _Shrink:
     def add(self, frame: Any) -> None:
         w, h = self.w, self.h
         scaled = self.scaler.reformat(
-            frame, width=2 * w, height=2 * h, format="yuv420p", interpolation="FAST_BILINEAR"
+            frame,
+            width=2 * w,
+            height=2 * h,
+            format="yuv420p",
+            interpolation="FAST_BILINEAR",
+            dst_color_range="MPEG",
         )
         for buf, plane in zip(self.planes, scaled.planes):
             rows, cols = buf.shape[1:]
