@@ -360,3 +360,23 @@ def open_source(path: str | Path, kind: str | None = None, **options: Any) -> So
         kind = guessed
     cls = get_source_class(kind)
     return cls(p, **options)
+
+
+def colour_option(value: Any) -> tuple[int, int, int]:
+    """The source option ``background``: ``[r, g, b]`` in 0..255 or a colour name
+    (``white``, ``#808080``), what transparent pixels become (images, videos with alpha)."""
+    from PIL import ImageColor
+
+    rgb: tuple[int, ...]
+    try:
+        if isinstance(value, str):
+            rgb = tuple(ImageColor.getrgb(value)[:3])
+        else:
+            rgb = tuple(int(c) for c in value)
+    except (TypeError, ValueError):
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        raise ConfigError(
+            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
+        )
+    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))

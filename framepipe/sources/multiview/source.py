@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources.base import Source, register_source, source_kinds
+from framepipe.sources.base import Source, colour_option, register_source, source_kinds
 from framepipe.sources.multiview.images import (
     ImageHeader,
     decode_image,
@@ -120,7 +120,7 @@ class MultiviewSource(Source):
         self.verify = str(verify)
         if self.verify not in ("header", "decode"):
             raise ConfigError(f"source option verify ({self.verify!r}) must be header or decode")
-        self.background = _colour_option(background)
+        self.background = colour_option(background)
         self._views: list[_View] | None = None
         self._info: SourceInfo | None = None
         self.decode_counts = {"full": 0, "small": 0}
@@ -311,25 +311,6 @@ def _int_option(name: str, value: Any, *, minimum: int) -> int:
     if value < minimum:
         raise ConfigError(f"source option {name} ({value}) must be >= {minimum}")
     return int(value)
-
-
-def _colour_option(value: Any) -> tuple[int, int, int]:
-    """``[r, g, b]`` in 0..255 or a colour name (``white``, ``#808080``)."""
-    from PIL import ImageColor
-
-    rgb: tuple[int, ...]
-    try:
-        if isinstance(value, str):
-            rgb = tuple(ImageColor.getrgb(value)[:3])
-        else:
-            rgb = tuple(int(c) for c in value)
-    except (TypeError, ValueError):
-        rgb = ()
-    if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-        raise ConfigError(
-            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
-        )
-    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
 
 
 def _entry_is_file(entry: os.DirEntry[str]) -> bool:

@@ -183,6 +183,12 @@ def open_decoder(cc: Any) -> None:
         cc.open()
 
 
+def may_be_transparent(fmt: Any) -> bool:
+    """Whether pictures of the pixel format ``fmt`` (an ``av.VideoFormat``, None when
+    unknown) may be transparent: an alpha plane, or a palette (GIF's may hold alpha)."""
+    return fmt is not None and (bool(fmt.has_palette) or any(c.is_alpha for c in fmt.components))
+
+
 def rotation_of(frame: Any) -> int:
     """Counter-clockwise degrees (0/90/180/270) from the frame's display matrix."""
     try:

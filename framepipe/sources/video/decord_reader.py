@@ -77,6 +77,8 @@ def decord_refusal(index: VideoIndex) -> str | None:
         )
     if index.rotation:
         return "rotated video (decoded upright by the PyAV reader)"
+    if index.alpha:
+        return "video with alpha (decord drops it; the PyAV reader composites it)"
     if index.leading_dropped:
         return "the first frames do not decode"
     return None

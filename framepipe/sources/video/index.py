@@ -46,6 +46,7 @@ from framepipe.sources.video.decode import (
     demux_packets,
     earliest,
     ident_kind,
+    may_be_transparent,
     needs_decoding,
     release_freed_memory,
     rotation_of,
@@ -102,6 +103,8 @@ class VideoIndex:
     """Counter-clockwise degrees (0, 90, 180, 270) that turn the stored picture upright."""
     header_frames: int = 0
     """The frame count the container header claims (0 when it does not say)."""
+    alpha: bool = False
+    """Whether the stream's pictures may be transparent (an alpha plane or a palette)."""
     reordered: bool = False
     """Whether decode order differs from output order (B-frames)."""
     truncated: bool = False
@@ -272,6 +275,7 @@ def _common(container: Any, stream: Any, path: Path) -> dict[str, Any]:
         "coded_width": int(cc.width),
         "coded_height": int(cc.height),
         "header_frames": int(stream.frames or 0),
+        "alpha": may_be_transparent(cc.format),
     }
 
 

@@ -28,7 +28,10 @@ backends:
 Options (``--source-opt KEY=VALUE``): ``backend`` = ``auto`` (default), ``pyav`` or
 ``decord``; ``threads`` = decoders run at once (default: the CPUs, at most 4); ``skip_nonref``
 = let the PyAV reader skip unreferenced frames on the way to a wanted one (default true;
-never done on packed B-frames).
+never done on packed B-frames); ``background`` (``[r, g, b]`` or a colour name, default
+white): what transparent pixels of a video with alpha (PNG or QuickTime Animation in MOV,
+ProRes 4444, FFV1, GIF) become, as for images. VP9 alpha in WebM is not decoded (FFmpeg's
+VP9 decoder reads the colour only): such a video's frames are its colour planes.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import numpy as np
 
 import framepipe.sources.video.lowres as lowres
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.base import Source, colour_option, register_source
 from framepipe.sources.video.decord_reader import (
     DecordReader,
     decord_available,
@@ -107,9 +110,12 @@ class VideoSource(Source):
         backend: str = "auto",
         threads: int | None = None,
         skip_nonref: bool = True,
+        background: Any = (255, 255, 255),
         **options: Any,
     ) -> None:
-        super().__init__(path, backend=backend, threads=threads, skip_nonref=skip_nonref)
+        super().__init__(
+            path, backend=backend, threads=threads, skip_nonref=skip_nonref, background=background
+        )
         if options:  # options for other kinds share the command line: not an error here
             log.debug("%s: ignoring source option(s) %s", path, sorted(options))
         backend = str(backend).lower()
@@ -120,6 +126,7 @@ class VideoSource(Source):
         self.backend_option = backend
         self.threads = int(threads) if threads is not None else None
         self.skip_nonref = bool(skip_nonref)
+        self.background = colour_option(background)
         self._index: VideoIndex | None = None
         self._info: SourceInfo | None = None
         self._backend: str | None = None
@@ -230,7 +237,9 @@ class VideoSource(Source):
         else:
             arr = np.empty((len(idx), info.height, info.width, 3), dtype=np.uint8)
             try:
-                self._read_pyav(idx, _filler(arr, idx, to_rgb(self.index.rotation)))
+                self._read_pyav(
+                    idx, _filler(arr, idx, to_rgb(self.index.rotation, self.background))
+                )
             except DecodeError as exc:
                 if self.backend_option != "auto" or self._decord_refusal() is not None:
                     raise
@@ -256,7 +265,9 @@ class VideoSource(Source):
         threads, skipping unreferenced frames that fall between the wanted ones."""
         w, h = size
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
-        self._read_pyav(idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h))))
+        self._read_pyav(
+            idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h), self.background))
+        )
         return out
 
     def _read_pyav(self, idx: list[int], store: Store) -> None:
