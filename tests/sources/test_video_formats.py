@@ -8,6 +8,8 @@
   showed whatever colour the encoder left under transparent pixels (black, mostly), where
   the same pictures as images are composited on white (the source option ``background``);
   decord, which drops alpha, read such files too.
+- An audio file with cover art (M4A/MP4 with an ``attached_pic`` stream) failed as "no video
+  stream (audio-only or data file)"; it says it holds only a cover picture.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from framepipe.errors import SourceError
+from framepipe.errors import SourceError, UnsupportedInputError
 from framepipe.sources.base import open_source
 from framepipe.sources.video.decord_reader import decord_available
 from framepipe.sources.video.source import VideoSource
@@ -90,3 +92,16 @@ def test_decord_refuses_video_with_alpha(tmp_path: Path) -> None:
     video = _png_mov(tmp_path / "alpha.mov", _rgba_frames(3))
     with pytest.raises(SourceError, match="alpha"):
         VideoSource(video, backend="decord").info()
+
+
+@pytest.mark.skipif(media.FFMPEG is None, reason="needs the ffmpeg command-line tool")
+def test_audio_with_cover_art_is_no_video_and_says_so(tmp_path: Path) -> None:
+    cover = tmp_path / "cover.png"
+    Image.fromarray(media.frame_for_index(1)).save(cover)
+    song = tmp_path / "song.m4a"
+    media.ffmpeg(
+        *("-f", "lavfi", "-i", "sine=d=0.5", "-i", str(cover), "-map", "0:a", "-map", "1:v"),
+        *("-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", str(song)),
+    )
+    with pytest.raises(UnsupportedInputError, match="only a cover picture"):
+        VideoSource(song).info()

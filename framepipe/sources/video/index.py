@@ -207,12 +207,16 @@ def open_container(path: Path) -> Any:
 
 def video_stream(container: Any, path: Path) -> Any:
     """The first real video stream (not a cover picture), or UnsupportedInputError."""
+    covers = 0
     for s in container.streams.video:
         if s.disposition & 1024:  # AV_DISPOSITION_ATTACHED_PIC: cover art, not video
+            covers += 1
             continue
         if s.codec_context is None:
             raise UnsupportedInputError(path, f"no decoder for video codec {s.codec.name!r}")
         return s
+    if covers:
+        raise UnsupportedInputError(path, "no video stream, only a cover picture (audio file)")
     raise UnsupportedInputError(path, "no video stream (audio-only or data file)")
 
 
