@@ -5,6 +5,7 @@ and pose files that list names the system refuses or nest JSON absurdly deep."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,36 @@ def test_transforms_json_nested_too_deeply_is_a_one_line_error(tmp_path: Path) -
         MultiviewSource(tmp_path).info()
     assert str(tmp_path / "transforms.json") in str(err.value)
     assert "nested too deeply" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_images_in_subfolders_of_a_scene_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scene/a.png with scene/inside/b.png and scene/inside/deeper/c.png: discovery takes
+    ``scene`` and searches no further, so the two inner images were dropped without a word."""
+    scene = tmp_path / "scene"
+    sm.write_scene(scene, [(0, 0)], transforms=False)
+    sm.write_scene(scene / "inside", [(90, 0)], transforms=False)
+    sm.write_scene(scene / "inside" / "deeper", [(180, 0)], transforms=False)
+    (scene / "empty").mkdir()
+    inputs, _ = discover([tmp_path])
+    assert [i.path for i in inputs] == [scene]
+    with caplog.at_level("WARNING"):
+        info = MultiviewSource(scene).info()
+    assert info.num_frames == 1
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "1 subfolder(s) with images not read (inside)" in msg and str(scene) in msg
+
+
+def test_a_posed_scene_reads_its_image_folder_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sm.write_scene(tmp_path / "images", [(0, 0), (90, 0)], transforms=False)
+    frames = [
+        {"file_path": f"images/{n}", "transform_matrix": np.eye(4).tolist()}
+        for n in sorted(os.listdir(tmp_path / "images"))
+    ]
+    (tmp_path / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": frames}))
+    with caplog.at_level("WARNING"):
+        info = MultiviewSource(tmp_path).info()
+    assert info.num_frames == 2 and not caplog.records
