@@ -123,3 +123,14 @@ def test_a_file_that_is_not_json_lines_is_refused_and_left_as_it_was(
         JsonlWriter(path)  # a resume onto it: refused before its "torn" tail is cut
     assert str(exc.value) == needle
     assert path.read_bytes() == data
+
+
+def test_contact_sheet_of_a_very_tall_view_stays_bounded() -> None:
+    """A scene with a 2x3000 view beside ordinary ones: every cell was made 480,000 pixels
+    tall (3 GB, then a JPEG too large to write); the tall view is shrunk into the cell."""
+    frames = [np.full((30, 40, 3), 50, np.uint8), np.full((3000, 2, 3), 200, np.uint8)]
+    batch = FrameBatch(frames, (0, 1))
+    sheet = contact_sheet(batch, tile_width=60)
+    assert sheet.size == (120, 120 + 18)
+    tile = np.asarray(sheet)[:120, 60:120]
+    assert (tile == 200).all(axis=2).any()  # the tall view is drawn, shrunk

@@ -13,6 +13,11 @@ import numpy as np
 from framepipe.output.remote import join, relative, save_image
 from framepipe.types import FrameBatch
 
+MAX_TILE_ASPECT = 2.0
+"""Tallest cell of a contact sheet, as height / width: a taller frame (a scene view two
+pixels wide and thousands high) is shrunk into the cell instead of making every cell, and
+the sheet, that tall."""
+
 
 def write_frames(
     batch: FrameBatch,
@@ -53,7 +58,8 @@ def contact_sheet(
 ) -> Any:
     """One image with the frames in a grid, each labelled (index and time, or view name).
 
-    Returns a PIL image. Tiles keep each frame's aspect ratio inside a cell.
+    Returns a PIL image. Tiles keep each frame's aspect ratio inside a cell; cells are as
+    tall as the tallest frame needs, up to :data:`MAX_TILE_ASPECT` times their width.
     """
     from PIL import Image, ImageDraw
 
@@ -63,7 +69,7 @@ def contact_sheet(
         labels = _default_labels(batch)
     cols = columns or max(1, int(np.ceil(np.sqrt(n))))
     rows = int(np.ceil(n / cols))
-    aspect = max(f.shape[0] / max(1, f.shape[1]) for f in images)
+    aspect = min(MAX_TILE_ASPECT, max(f.shape[0] / max(1, f.shape[1]) for f in images))
     tile_h = max(1, round(tile_width * aspect))
     label_h = 18
     sheet = Image.new("RGB", (cols * tile_width, rows * (tile_h + label_h)), (24, 24, 24))

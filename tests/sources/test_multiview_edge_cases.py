@@ -5,6 +5,7 @@ and pose files that list names the system refuses or nest JSON absurdly deep."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,81 @@ def test_transforms_json_nested_too_deeply_is_a_one_line_error(tmp_path: Path) -
         MultiviewSource(tmp_path).info()
     assert str(tmp_path / "transforms.json") in str(err.value)
     assert "nested too deeply" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_images_in_subfolders_of_a_scene_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """scene/a.png with scene/inside/b.png and scene/inside/deeper/c.png: discovery takes
+    ``scene`` and searches no further, so the two inner images were dropped without a word."""
+    scene = tmp_path / "scene"
+    sm.write_scene(scene, [(0, 0)], transforms=False)
+    sm.write_scene(scene / "inside", [(90, 0)], transforms=False)
+    sm.write_scene(scene / "inside" / "deeper", [(180, 0)], transforms=False)
+    (scene / "empty").mkdir()
+    inputs, _ = discover([tmp_path])
+    assert [i.path for i in inputs] == [scene]
+    with caplog.at_level("WARNING"):
+        info = MultiviewSource(scene).info()
+    assert info.num_frames == 1
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "1 subfolder(s) with images not read (inside)" in msg and str(scene) in msg
+
+
+def test_a_posed_scene_reads_its_image_folder_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sm.write_scene(tmp_path / "images", [(0, 0), (90, 0)], transforms=False)
+    frames = [
+        {"file_path": f"images/{n}", "transform_matrix": np.eye(4).tolist()}
+        for n in sorted(os.listdir(tmp_path / "images"))
+    ]
+    (tmp_path / "transforms.json").write_text(json.dumps({"camera_angle_x": 0.8, "frames": frames}))
+    with caplog.at_level("WARNING"):
+        info = MultiviewSource(tmp_path).info()
+    assert info.num_frames == 2 and not caplog.records
+
+
+_PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+from framepipe.sources.multiview.source import MultiviewSource
+def kib(field):  # VmRSS: resident now; VmHWM: the highest (this process's, not inherited)
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return int(next(x for x in lines if x.startswith(field)).split()[1])
+src = MultiviewSource(Path(sys.argv[1]), max_side=1000)
+src.info()
+before = kib("VmRSS")
+frame = src.read([0]).images()[0]
+print(frame.shape[1], frame.shape[0], (kib("VmHWM") - before) * 1024)
+"""
+
+
+@pytest.mark.parametrize("kind", ["gray16", "rgba"])
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_decoding_a_large_png_needs_about_twice_its_pixels_in_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """A 4000x4000 16-bit depth map or RGBA PNG under max_side: decoding held float64
+    copies (16-bit) or four RGBA copies (transparency) at full size, 26 and 20 bytes a
+    pixel: a 12000x12000 16-bit PNG, under Pillow's bomb limit, took 3.7 GB to read. Now
+    about 7 and 8."""
+    import subprocess
+    import sys
+
+    side = 4000
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    if kind == "gray16":
+        ramp = np.arange(side * side, dtype=np.uint32).reshape(side, side) % 65536
+        sm.png16(scene / "depth.png", ramp.astype(np.uint16))
+    else:
+        rgba = np.zeros((side, side, 4), np.uint8)
+        rgba[:, : side // 2] = (200, 10, 10, 255)
+        Image.fromarray(rgba).save(scene / "cutout.png", compress_level=1)
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(scene)], capture_output=True, text=True, check=True
+    )
+    w, h, grown = (int(v) for v in done.stdout.split())
+    assert (w, h) == (1000, 1000)
+    assert grown < 12 * side * side, f"peak grew {grown / 2**20:.0f} MiB"

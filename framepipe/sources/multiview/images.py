@@ -150,33 +150,63 @@ def _tail_ok(path: Path, fmt: str) -> bool:
     return True
 
 
-def to_rgb8(im: Any, background: tuple[int, int, int] = (255, 255, 255)) -> Any:
-    """A PIL image of any mode as 8-bit RGB: 16-bit and float scaled, transparency
-    composited on ``background``, palette and CMYK converted."""
+def to_rgb8(im: Any, background: tuple[int, int, int] = (255, 255, 255), factor: int = 1) -> Any:
+    """A PIL image of any mode as 8-bit RGB, reduced by ``factor`` (box filter): 16-bit and
+    float scaled, transparency composited on ``background``, palette and CMYK converted.
+
+    Memory stays near twice the decoded image: grayscale stays one byte a pixel until it is
+    reduced, and transparency is composited in place on the background.
+    """
     from PIL import Image
 
     mode = im.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(im)
+        img = Image.fromarray(_gray8(im, mode))
+    elif mode in ("1", "L") and "transparency" not in im.info:
+        img = im.convert("L") if mode == "1" else im
+    elif mode == "RGB" and "transparency" not in im.info:
+        img = im
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im if mode == "RGBA" else im.convert("RGBA")
+        img = Image.new("RGB", rgba.size, background)
+        img.paste(rgba, mask=rgba)  # the same pixels as alpha_composite on an opaque colour
+        del rgba
+    else:
+        img = im.convert("RGB")
+    if factor > 1:
+        img = img.reduce(factor)
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _gray8(im: Any, mode: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image as uint8 gray, a band of rows at a time (a
+    float64 copy of a whole 12000x12000 image would be 1.1 GB)."""
+    a = np.asarray(im)
+    if mode == "F":
+        scale, divisor = (255.0 if _finite_max(a) <= 1.0 else 1.0), 1.0
+    else:
+        sixteen = mode.startswith("I;16") or int(a.max(initial=0)) > 255  # full range -> 8-bit
+        scale, divisor = 1.0, (257.0 if sixteen else 1.0)
+    out = np.empty(a.shape, dtype=np.uint8)
+    step = max(1, (1 << 20) // max(1, a.shape[1]))
+    for y in range(0, a.shape[0], step):
+        band = a[y : y + step].astype(np.float64)
         if mode == "F":
-            a = a.astype(np.float64)
-            finite = a[np.isfinite(a)]
-            top = float(finite.max()) if finite.size else 1.0
-            a = np.nan_to_num(a * (255.0 if top <= 1.0 else 1.0), nan=0.0)
-        elif mode.startswith("I;16") or int(a.max(initial=0)) > 255:
-            a = a.astype(np.float64) / 257.0  # full-range 16-bit -> 8-bit
-        g = np.clip(np.rint(a), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(g[:, :, None], 3, axis=2))
-    if mode == "RGB":
-        return im
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB") and "transparency" in im.info
-    )
-    if has_alpha:
-        rgba = im.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (*background, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
-    return im.convert("RGB")
+            band = np.nan_to_num(band * scale, nan=0.0)
+        elif divisor != 1.0:
+            band /= divisor
+        out[y : y + step] = np.clip(np.rint(band), 0, 255)
+    return out
+
+
+def _finite_max(a: np.ndarray) -> float:
+    """The largest finite value of a float array (1.0 when there is none)."""
+    tops = [
+        float(band[np.isfinite(band)].max(initial=-np.inf))
+        for band in np.array_split(a, max(1, a.size >> 20))
+    ]
+    top = max(tops, default=-np.inf)
+    return top if np.isfinite(top) else 1.0
 
 
 def fit_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
@@ -250,9 +280,7 @@ def decode_image(
                     im.draft(None, (max(1, want[0]), max(1, want[1])))
                     factor = 1
                 im.load()
-                img = to_rgb8(im, background)
-                if factor > 1:
-                    img = img.reduce(factor)
+                img = to_rgb8(im, background, factor)
                 if img.size != stored_out:
                     img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
                 method = _TRANSPOSE.get(header.orientation)

@@ -4,7 +4,8 @@ A folder is a scene when it has camera poses (``transforms.json``, NeRF split fi
 COLMAP model, see :mod:`framepipe.sources.multiview.poses`) or when it holds image files and no file
 of another kind (no video, no 3D model). Views are the posed images that exist on disk plus
 the other images in the scene folder and in the folders of the posed images (those have no
-pose), in natural file-name order (``img2`` before ``img10``).
+pose), in natural file-name order (``img2`` before ``img10``). In a scene without poses,
+images in subfolders are no views (a warning names those subfolders).
 
 :meth:`MultiviewSource.info` reads image headers only (size, format, EXIF orientation): it
 decodes no pixels. A JPEG or PNG whose end is missing (a truncated copy) is skipped with a
@@ -156,6 +157,8 @@ class MultiviewSource(Source):
                 p = d / name
                 if is_image_file(name) and p.is_file():
                     files.setdefault(p.resolve(), p)
+        if poses is None:
+            _note_subfolders(root)
         if not files:
             if poses is not None and poses.missing:
                 raise SourceError(
@@ -301,6 +304,32 @@ def _note_missing(poses: PoseFile) -> None:
             "%s: %d listed image(s) not found on disk, skipped (%s)",
             poses.path,
             len(poses.missing),
+            shown,
+        )
+
+
+def _note_subfolders(root: Path) -> None:
+    """Warn about the subfolders of a scene without poses that hold images: they are not
+    views of this scene, and discovery does not search inside a scene for others."""
+    nested: list[str] = []
+    try:
+        with os.scandir(root) as it:
+            subdirs = sorted((e.path for e in it if not e.name.startswith(".")), key=natural_key)
+    except OSError:
+        return
+    for d in subdirs:
+        try:
+            if os.path.isdir(d) and any(is_image_file(n) for n in os.listdir(d)):
+                nested.append(os.path.basename(d))
+        except OSError:
+            continue
+    if nested:
+        shown = ", ".join(nested[:3]) + (", ..." if len(nested) > 3 else "")
+        log.warning(
+            "%s: %d subfolder(s) with images not read (%s): a scene's views are the images "
+            "directly in its folder; name a subfolder to read it as a scene",
+            root,
+            len(nested),
             shown,
         )
 
