@@ -124,10 +124,12 @@ class Answering:
             if isinstance(result, BaseException):
                 out.append(self._record(job.fail(result, stage="generate")))
                 continue
-            tokens = {
-                "prompt": int(result.prompt_tokens),
-                "new": [int(x) for x in result.new_tokens],
-            }
+            tokens = None  # not known (a server that sent no counts): none recorded
+            if result.prompt_tokens is not None and result.new_tokens is not None:
+                tokens = {
+                    "prompt": int(result.prompt_tokens),
+                    "new": [int(x) for x in result.new_tokens],
+                }
             # how many sequences were decoded together depends on the engine and the run's
             # schedule, like the timings: logged, not a field of the record (the same on
             # every engine)

@@ -170,10 +170,11 @@ class Answer:
     answers: list[str]
     generate_s: float
     """Seconds of generation attributed to this request (its share of its batches)."""
-    prompt_tokens: int
-    """Tokens of the first question's prompt, image tokens included."""
-    new_tokens: list[int]
-    """Tokens generated per answer (the end-of-turn token not counted)."""
+    prompt_tokens: int | None
+    """Tokens of the first question's prompt, image tokens included (None: not known, e.g.
+    a server that sent no counts)."""
+    new_tokens: list[int] | None
+    """Tokens generated per answer, the end-of-turn token not counted (None: not known)."""
     prompts: list[str] = field(default_factory=list)
     """The prompt text of every question."""
     batch_size: int | None = None

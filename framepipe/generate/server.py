@@ -8,22 +8,25 @@ sent as ``max_tokens``; greedy decoding as ``temperature`` 0; sampling as ``temp
 ``top_p`` and ``seed``. ``top_k``, beams and a repetition penalty have no OpenAI API
 equivalent: the server's own ``top_k`` applies, the other two are refused.
 
-Requests run ``max_concurrency`` at a time. A connection error, a 429 or a 5xx is retried
-with exponential backoff (the server's ``Retry-After`` when it sends one), at most
-``retries`` times; a request that still fails makes its clip a failed record with the
-server's message, and the run goes on. An error every request would hit stops the run after
+Requests run ``max_concurrency`` at a time, on daemon threads (Ctrl-C stops at once). A
+connection error (a cut mid-answer too), a 429 or a 5xx is retried with exponential backoff
+(the server's ``Retry-After`` when it sends one), at most ``retries`` times; a request
+that still fails makes its clip a failed record with the server's message, and the run goes
+on. An error every request would hit stops the run after
 the first one (:class:`~framepipe.errors.StopRunError`) with one line that names the fix: a
 server that takes fewer images per prompt than a clip has (vLLM without
 ``--limit-mm-per-prompt``), a context too short for n frames, a model the server does not
 serve, a refused API key. A server that cannot be reached at start is a one-line error
 before any decoding. Records name the backend, the base URL (never a key) and the server's
-model id; resume keys the backend and the model.
+model id; resume keys the backend and the model. The API key never appears in a message,
+even where a server echoes it.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import io
 import json
 import logging
@@ -35,7 +38,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +53,7 @@ from framepipe.errors import (
 )
 from framepipe.generate.backend import BACKENDS
 from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request
+from framepipe.generate.replies import answer_text, error_message, token_count
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
 from framepipe.utils import retry_after_s
@@ -112,23 +115,6 @@ def encode_images(images: Sequence[np.ndarray]) -> Prepared:
     return Prepared(len(urls), urls)
 
 
-def _message(raw: bytes) -> str:
-    """The server's error message in its response body (OpenAI, vLLM, TGI or FastAPI
-    shapes), as one line."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        body = json.loads(text)
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        err = body.get("error")
-        found = (err.get("message") if isinstance(err, dict) else err) or body.get("message")
-        found = found or body.get("detail")
-        if found:
-            text = found if isinstance(found, str) else json.dumps(found)
-    return " ".join(text.split())[:300]
-
-
 class OpenAIBackend:
     """Any OpenAI-compatible server at ``base_url`` (``http://host:8000/v1``).
 
@@ -157,6 +143,11 @@ class OpenAIBackend:
         url = urlsplit(base_url or "")
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"--base-url {base_url!r} is not an http(s) URL")
+        if url.username is not None or url.password is not None:  # urllib cannot send them
+            raise ConfigError(
+                f"--base-url {url.scheme}://{url.hostname}/...: holds a user or password, "
+                "which is not sent; give the key with --api-key (or OPENAI_API_KEY)"
+            )
         if max_concurrency < 1:
             raise ConfigError(f"--max-concurrency ({max_concurrency}) must be >= 1")
         self.base_url = base_url.rstrip("/")
@@ -172,15 +163,16 @@ class OpenAIBackend:
         self.random = False
         """Whether the served model is a local folder marked as random weights."""
         self._checked = False
-        self._pool: ThreadPoolExecutor | None = None
         self._stop: StopRunError | None = None
         self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        return {**self.__dict__, "_pool": None, "_stop": None, "_lock": None}
+        return {**self.__dict__, "_stop": None, "_lock": None, "_cancel": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _lock=threading.Lock())
+        self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
@@ -202,14 +194,23 @@ class OpenAIBackend:
         try:
             data = self._request("/models", None, timeout=15)
         except urllib.error.HTTPError as exc:
+            hint = ""
+            if exc.code == 404 and not self.base_url.endswith("/v1"):
+                root = self.where().split("/v1/", 1)[0].rstrip("/") + "/v1"
+                hint = f": --base-url is the API root, e.g. --base-url {root}"
             raise ModelLoadError(
                 f"the server at {self.where()} refused GET /models "
-                f"({exc.code}: {_message(exc.read())})"
+                f"({exc.code}: {self._redact(error_message(exc.read()))}){hint}"
             ) from None
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            why = self._redact(str(getattr(exc, "reason", None) or exc))
             raise ModelLoadError(
-                f"cannot reach the server at {self.where()} "
-                f"({getattr(exc, 'reason', None) or exc}): start it, or fix --base-url"
+                f"cannot reach the server at {self.where()}{self._proxy()} ({why}): "
+                + (
+                    "start it, or fix --base-url"
+                    if not self._proxy()
+                    else "add its host to NO_PROXY, or fix the proxy or --base-url"
+                )
             ) from None
         served = [str(m.get("id")) for m in data.get("data", []) if isinstance(m, dict)]
         if self.model is None and len(served) != 1:
@@ -222,6 +223,21 @@ class OpenAIBackend:
             raise ConfigError(self._not_served(", ".join(served) or "none"))
         self.random = is_random(self.model)
         self._checked = True
+
+    def _proxy(self) -> str:
+        """' through the proxy URL' where the environment sends requests to the server
+        through one (its user and password left out), else ''."""
+        url = urlsplit(self.base_url)
+        proxy = urllib.request.getproxies().get(url.scheme)
+        if not proxy or urllib.request.proxy_bypass(url.hostname or ""):
+            return ""
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        port = f":{p.port}" if p.port else ""
+        return f" through the proxy {p.scheme}://{p.hostname}{port}"
+
+    def _redact(self, text: str) -> str:
+        """``text`` (a server's message) without the API key, should the server echo it."""
+        return text.replace(self.api_key, "[API key]") if self.api_key else text
 
     def _not_served(self, detail: str) -> str:
         return (
@@ -241,8 +257,8 @@ class OpenAIBackend:
     def load(self) -> OpenAIBackend:
         if self._stop is not None:  # an earlier run stopped: the server may be fixed since
             self._stop, self._checked = None, False
+        self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
         self.check(0, (), None)
-        self._pool = self._pool or ThreadPoolExecutor(self.max_concurrency)
         return self
 
     # -- the loaded backend ------------------------------------------------------------------
@@ -253,11 +269,15 @@ class OpenAIBackend:
     def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
         """One answer per request (its questions asked concurrently), or its clip's error;
         raises StopRunError for an error every request would hit."""
-        assert self._pool is not None, "load() first"
+        assert self._checked, "load() first"
         asks = [(r, q) for r in requests for q in r.questions]
-        done = iter(list(self._pool.map(lambda a: self._ask(*a), asks)))
+        done = iter(self._ask_all(asks))
         if self._stop is not None:
             raise self._stop
+
+        def counted(mine: list[Any]) -> bool:  # the server sent every count
+            return all(m[1] is not None and m[2] is not None for m in mine)
+
         out: list[Answer | FramepipeError] = []
         for r in requests:
             mine: list[Any] = [next(done) for _ in r.questions]
@@ -269,15 +289,48 @@ class OpenAIBackend:
                     prompt=texts[0],
                     answers=[m[0] for m in mine],
                     generate_s=round(sum(m[3] for m in mine), 4),
-                    prompt_tokens=mine[0][1],
-                    new_tokens=[m[2] for m in mine],
+                    prompt_tokens=mine[0][1] if counted(mine) else None,
+                    new_tokens=[m[2] for m in mine] if counted(mine) else None,
                     prompts=texts,
                 )
             )
         return out
 
-    def _ask(self, r: Request, question: str) -> tuple[str, int, int, float] | FramepipeError:
-        """One question: (answer, prompt tokens, new tokens, seconds), or the error."""
+    def _ask_all(self, asks: list[tuple[Request, str]]) -> list[Any]:
+        """:meth:`_ask` of each, ``max_concurrency`` at a time, on daemon threads: a request
+        in flight never holds the process at exit, so Ctrl-C stops the run at once (and the
+        requests of an interrupted call are neither retried nor followed by others)."""
+        out: list[Any] = [None] * len(asks)
+        todo = iter(range(len(asks)))
+        lock, cancel = threading.Lock(), self._cancel
+
+        def work() -> None:
+            while not cancel.is_set():
+                with lock:
+                    k = next(todo, None)
+                if k is None:
+                    return
+                out[k] = self._ask(*asks[k])
+
+        threads = [
+            threading.Thread(target=work, name="framepipe-openai", daemon=True)
+            for _ in range(min(self.max_concurrency, len(asks)))
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:  # KeyboardInterrupt: the caller stops waiting
+            cancel.set()
+            raise
+        return out
+
+    def _ask(
+        self, r: Request, question: str
+    ) -> tuple[str, int | None, int | None, float] | FramepipeError:
+        """One question: (answer, prompt tokens, new tokens, seconds; a count the server did
+        not send is None), or the error."""
         urls = (r.images if isinstance(r.images, Prepared) else encode_images(r.images)).data
         parts = iter({"type": "image_url", "image_url": {"url": u}} for u in urls)
         content: list[dict[str, Any]] = []
@@ -294,13 +347,16 @@ class OpenAIBackend:
         data: Any = None
         try:
             data = self._post(body, len(urls))
-            text = data["choices"][0]["message"]["content"] or ""
+            text = answer_text(data["choices"][0]["message"]["content"])
         except FramepipeError as exc:
             return exc
         except (KeyError, IndexError, TypeError):
-            return GenerationError(f"the server at {self.where()} sent no answer: {data!s:.200}")
-        usage = data.get("usage") or {}
-        tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            text = None
+        if text is None:
+            sent = self._redact(f"{data!s:.200}")
+            return GenerationError(f"the server at {self.where()} sent no answer: {sent}")
+        usage = data.get("usage")
+        tokens = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
         return text.strip(), *tokens, time.perf_counter() - t0
 
     def _request(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
@@ -310,7 +366,9 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {self.api_key}"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data, headers)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        # an opener per request: the proxy settings of the environment now (urlopen's are
+        # those of its first call)
+        with urllib.request.build_opener().open(req, timeout=timeout) as resp:
             out = json.loads(resp.read())
         return out if isinstance(out, dict) else {}
 
@@ -320,11 +378,13 @@ class OpenAIBackend:
         for attempt in range(self.retries + 1):
             if self._stop is not None:
                 raise self._stop
+            if self._cancel.is_set():
+                raise GenerationError(f"the request to {self.where()} was stopped")
             wait = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             try:
                 return self._request("/chat/completions", body, timeout=self.timeout_s)
             except urllib.error.HTTPError as exc:
-                why = f"{exc.code}: {_message(exc.read())}"
+                why = f"{exc.code}: {self._redact(error_message(exc.read()))}"
                 fatal = self._fatal(exc.code, why, n)
                 if fatal is not None:
                     with self._lock:
@@ -334,11 +394,13 @@ class OpenAIBackend:
                     raise GenerationError(f"the server at {self.where()} refused ({why})") from None
                 after = retry_after_s(exc.headers)
                 wait = min(60.0, after) if after is not None else wait
-            except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                # refused, reset (also mid-answer), timed out, not JSON
                 why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+                why = self._redact(why)
             if attempt < self.retries:
                 log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
-                time.sleep(wait)
+                self._cancel.wait(wait)
         tries = self.retries + 1
         raise GenerationError(f"the server at {self.where()} failed ({why}) after {tries} tries")
 
