@@ -55,13 +55,18 @@ LABEL = {
 }
 
 
+BUILTIN_OPTS: dict[str, Any] = {}
+"""``--builtin-opt KEY=VALUE``: settings of the built-in detector (``DetectorParams``)."""
+
+
 def run(name: str, path: Path) -> list[int]:
     if name in ("builtin", "transnetv2"):
         from framepipe.shots import detect_shots
         from framepipe.sources.base import open_source
 
+        opts = BUILTIN_OPTS if name == "builtin" else {}
         with open_source(path) as src:
-            det = detect_shots(src, detector=name)
+            det = detect_shots(src, detector=name, **opts)
             return [t.frame for t in det.transitions if det.start < t.frame < det.end]
     from scenedetect import AdaptiveDetector, ContentDetector, detect
 
@@ -295,10 +300,23 @@ def main() -> None:
     ap.add_argument("--real", action="store_true")
     ap.add_argument("--checks", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument(
+        "--preset", default="veryfast", help="libx264 preset the corpus is encoded with."
+    )
+    ap.add_argument(
+        "--builtin-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A setting of the built-in detector (e.g. skip=bidir).",
+    )
     args = ap.parse_args()
+    for opt in args.builtin_opt:
+        key, _, value = opt.partition("=")
+        BUILTIN_OPTS[key] = value
     w, h = (int(v) for v in args.size.split("x"))
     names = args.detectors.split(",")
-    data = corpus.ensure(_range(args.seeds), args.seconds, w, h)
+    data = corpus.ensure(_range(args.seeds), args.seconds, w, h, args.preset)
     if not args.no_accuracy:
         accuracy(data, names, set(_range(args.tune)))
     if args.checks:

@@ -283,13 +283,15 @@ def _plan(rng: np.random.Generator, total: int) -> list[dict[str, Any]]:
     return plan
 
 
-def make_video(path: Path, seed: int, seconds: float, w: int, h: int) -> dict[str, Any]:
-    """Write one edited video; return its truth."""
+def make_video(
+    path: Path, seed: int, seconds: float, w: int, h: int, preset: str = "veryfast"
+) -> dict[str, Any]:
+    """Write one edited video (libx264 at ``preset``); return its truth."""
     rng = np.random.default_rng(seed)
     plan = _plan(rng, int(seconds * FPS))
     cmd = ["ffmpeg", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
     cmd += ["-s", f"{w}x{h}", "-r", str(FPS), "-i", "-", "-c:v", "libx264"]
-    cmd += ["-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", str(path)]
+    cmd += ["-preset", preset, "-crf", "23", "-pix_fmt", "yuv420p", str(path)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
     truth: list[dict[str, Any]] = []
     traps: list[dict[str, Any]] = []
@@ -370,18 +372,23 @@ def _write(proc: subprocess.Popen[bytes], pics: np.ndarray) -> None:
     proc.stdin.write(np.ascontiguousarray(pics, dtype=np.uint8).tobytes())
 
 
-def ensure(seeds: list[int], seconds: float, w: int, h: int) -> list[tuple[Path, dict[str, Any]]]:
-    """The videos of ``seeds`` (generated once into ``.bench_cache/shots/``)."""
+def ensure(
+    seeds: list[int], seconds: float, w: int, h: int, preset: str = "veryfast"
+) -> list[tuple[Path, dict[str, Any]]]:
+    """The videos of ``seeds`` (generated once into ``.bench_cache/shots/``), encoded with
+    libx264's ``preset`` (``veryfast``: one reference frame; ffmpeg's default ``medium``:
+    three, and P-frames that refer to B-frames)."""
     if shutil.which("ffmpeg") is None:
         raise SystemExit("ffmpeg is needed to build the benchmark's videos")
-    folder = CACHE / "shots" / f"{w}x{h}_{int(seconds)}s"
+    name = f"{w}x{h}_{int(seconds)}s" + ("" if preset == "veryfast" else f"_{preset}")
+    folder = CACHE / "shots" / name
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for seed in seeds:
         path = folder / f"seed_{seed:02d}.mp4"
         meta = path.with_suffix(".json")
         if not (path.exists() and meta.exists()):
-            truth = make_video(path, seed, seconds, w, h)
+            truth = make_video(path, seed, seconds, w, h, preset)
             meta.write_text(json.dumps(truth))
         out.append((path, json.loads(meta.read_text())))
     return out
