@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from framepipe.config import SampleConfig
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine, Work
 from framepipe.engine.transfer import SHM_MIN_BYTES, pack_frames, unpack_frames
 from framepipe.records import ClipJob

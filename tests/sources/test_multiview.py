@@ -16,7 +16,7 @@ from PIL import Image, ImageFile, JpegImagePlugin
 
 from framepipe.cli import cli
 from framepipe.clips import whole_clip
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.samplers import get_sampler
 from framepipe.sources.base import open_source
