@@ -8,7 +8,7 @@ import pkgutil
 from pathlib import Path
 
 import framepipe
-import framepipe.runs.caption  # noqa: F401 - imports (nearly) every stage of the package
+import framepipe.runs.caption  # imports (nearly) every stage of the package
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,3 +23,13 @@ def test_exported_names_are_not_shadowed_by_submodules() -> None:
     assert inspect.isfunction(discover)
     submodules = {m.name for m in pkgutil.iter_modules(framepipe.__path__)}
     assert sorted(set(framepipe.__all__) & submodules) == []
+
+
+def test_package_ships_its_type_hints() -> None:
+    """A user's mypy reads framepipe's hints only from a package marked ``py.typed`` (PEP
+    561; unmarked, every framepipe name is an error or ``Any``): the marker is there and is
+    installed with the package."""
+    assert (ROOT / "framepipe" / "py.typed").is_file()
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert "py.typed" in cfg.get("options.package_data", "framepipe", fallback="").split()
