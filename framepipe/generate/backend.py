@@ -106,6 +106,20 @@ class TransformersBackend:
     ) -> None:
         if model is None or isinstance(model, (str, os.PathLike)):
             model = ModelConfig() if model is None else ModelConfig(model=str(model))
+        if not isinstance(model, ModelConfig):  # e.g. a model loaded with from_pretrained
+            raise TypeError(
+                f"model must be a hub id, a local folder or a ModelConfig, not "
+                f"{type(model).__name__} (framepipe loads the model itself)"
+            )
+        answers = any(callable(getattr(generator, a, None)) for a in ("answer_each", "answer"))
+        if generator is not None and not (
+            answers and callable(getattr(generator, "describe", None))
+        ):
+            raise TypeError(
+                f"generator must be a framepipe.generate.Generator (or have answer_each or "
+                f"answer, and describe), not {type(generator).__name__}; for a model of your "
+                f"own, pass its hub id or folder as model="
+            )
         self.model = model
         given = getattr(generator, "settings", None)
         self.settings = settings or given or GenerationSettings()

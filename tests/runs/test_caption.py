@@ -567,3 +567,18 @@ def test_a_warning_about_the_model_settings_is_logged_once_per_run(
         )
     assert summary.done == 1
     assert caplog.text.count("float16 on CPU is slow and lossy") == 1
+
+
+class _LoadedElsewhere:
+    """What ``LlavaForConditionalGeneration.from_pretrained`` returns, as far as framepipe can
+    tell: a model, not something that answers requests."""
+
+    def generate(self, **kw: Any) -> None: ...
+
+
+@pytest.mark.parametrize("where", ["model", "generator"])
+def test_a_model_loaded_by_the_user_is_refused_saying_what_to_pass(where: str) -> None:
+    """A transformers model passed as ``model=`` or ``generator=`` is a TypeError saying what
+    each takes (was an AttributeError about ``trust_remote_code`` or ``describe``)."""
+    with pytest.raises(TypeError, match=rf"^{where} must be a "):
+        Pipeline(**{where: _LoadedElsewhere()})  # type: ignore[arg-type]
