@@ -6,7 +6,7 @@ Data flows one way; each stage lives in one place and imports only the stages be
 ==================  ==============================================================================
 stage               where
 ==================  ==============================================================================
-inputs              :mod:`framepipe.discover` (paths and folders -> inputs and skip notes),
+inputs              :mod:`framepipe.discovery` (paths and folders -> inputs and skip notes),
                     :mod:`framepipe.inputs` (manifests, remote URIs staged locally, shards)
 source              :mod:`framepipe.sources` (one subpackage per kind; ``info``, ``read``, the
                     cheap signal ``read_signal``, what a render sees ``visible_surface``)
@@ -44,7 +44,7 @@ from framepipe.version import __version__
 _LAZY = {
     "plan_clips": "framepipe.clips",
     "SampleConfig": "framepipe.config",
-    "discover": "framepipe.discover",
+    "discover": "framepipe.discovery",
     "ConfigError": "framepipe.errors",
     "DecodeError": "framepipe.errors",
     "FramepipeError": "framepipe.errors",
@@ -70,7 +70,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from framepipe.clips import plan_clips
     from framepipe.config import SampleConfig
-    from framepipe.discover import discover
+    from framepipe.discovery import discover
     from framepipe.errors import (
         ConfigError,
         DecodeError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,11 @@ def check_windows(
     if clip_seconds is None:
         raise ConfigError("--clips windows needs --clip-seconds")
     for name, value in (("--clip-seconds", clip_seconds), ("--stride-seconds", stride_seconds)):
-        if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):  # "10": not a length
+            raise ConfigError(f"{name} ({value!r}) must be a number of seconds > 0")
+        if not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{name} ({value}) must be > 0")
 
 

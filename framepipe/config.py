@@ -3,6 +3,7 @@ chosen (:class:`SampleConfig`)."""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ class SampleConfig:
     """Seconds a remote input's download may receive nothing before it is stopped (that
     input fails); a download that makes progress may take as long as it needs. Not part of
     the resume keys."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, numbers.Integral) and not isinstance(self.n, bool):
+            self.n = int(self.n)  # a numpy integer is a count like any other (and JSON's)
 
     def check(self, kinds: Iterable[str] | None = None) -> None:
         """ConfigError (one line) for a setting the sampler, the clip planner or the sources

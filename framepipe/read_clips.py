@@ -27,7 +27,7 @@ from typing import Any
 
 from framepipe.clips import plan_clips
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import (
     FramepipeError,
     SamplingError,

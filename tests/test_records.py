@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import DecodeError, SourceError
 from framepipe.read_clips import read_clips
 from framepipe.records import (

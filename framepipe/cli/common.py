@@ -20,7 +20,7 @@ from framepipe.extras import AFTER_THE_DEVICE, check_extras
 
 if TYPE_CHECKING:
     from framepipe.config import SampleConfig
-    from framepipe.discover import Input, Skipped
+    from framepipe.discovery import Input, Skipped
     from framepipe.types import ClipResult
 
 
@@ -319,7 +319,7 @@ def report_per_source(
     as it happens, the others go on). Prints the rows as a JSON array or with ``table``;
     exits 1 when any input failed. The source options are checked against the kinds found
     before any input is opened."""
-    from framepipe.discover import discover
+    from framepipe.discovery import discover
     from framepipe.errors import one_line_error
     from framepipe.inputs import collect_inputs
     from framepipe.inputs.remote import is_remote, stage

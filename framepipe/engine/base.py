@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import ConfigError
 from framepipe.records import ClipJob, InputPlan
 from framepipe.registry import Registry

@@ -31,7 +31,7 @@ from framepipe.engine.base import (
     Work,
     default_workers,
 )
-from framepipe.engine.supervisor import DecoderProcess, Skipped
+from framepipe.engine.supervisor import DecoderProcess, Skipped, exit_if_starting
 from framepipe.engine.worker import (
     WorkerSetup,
     WorkItem,
@@ -74,6 +74,8 @@ class LocalEngine(EngineBase, Closing):
         self.workers = default_workers() if workers is None else int(workers)
         if self.workers < 0:
             raise ConfigError(f"workers ({self.workers}) must be >= 0")
+        if self.workers > 0:  # before the run that made it touches its output
+            exit_if_starting()
         if prefetch is not None and int(prefetch) < 1:
             raise ConfigError(f"prefetch ({prefetch}) must be >= 1")
         self.prefetch = prefetch

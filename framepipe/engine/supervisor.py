@@ -41,6 +41,7 @@ from framepipe.config import SampleConfig
 from framepipe.engine.transfer import PackedFrames, unpack_frames
 from framepipe.engine.worker import WorkerSetup, WorkItem, worker_main
 from framepipe.errors import (
+    ConfigError,
     DecodeError,
     DecodeTimeoutError,
     FramepipeError,
@@ -64,6 +65,27 @@ STALL_GRACE_S = 10.0
 stops a stalled download itself) before it is stopped."""
 
 STALLED = "download stalled"
+
+SCRIPT_RERUN_EXIT = 87
+"""The exit status of a decoder process whose start ran the caller's script again up to a
+run (spawn imports the main script in every new process): see :func:`exit_if_starting`."""
+
+UNGUARDED_SCRIPT = (
+    "decoding worker processes are started with spawn, which runs the calling script again "
+    "in each of them: put the code that runs framepipe under "
+    '`if __name__ == "__main__":` (or pass workers=0 to decode in this process)'
+)
+
+
+def exit_if_starting() -> None:
+    """In a process that is still starting (spawn runs the parent's main script in it
+    first), a run is that script's unguarded code, which would start processes of its own
+    and fail with a traceback per process: end this one quietly instead, with
+    :data:`SCRIPT_RERUN_EXIT`, which the parent reports as one line
+    (:data:`UNGUARDED_SCRIPT`)."""
+    # multiprocessing's own flag for "still starting", the one its bootstrapping check reads
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise SystemExit(SCRIPT_RERUN_EXIT)
 
 
 @dataclass(frozen=True)
@@ -102,13 +124,19 @@ class DecoderProcess:
 
     def start(self) -> None:
         """Start a child now (it imports its modules while the caller does other work)."""
+        exit_if_starting()
         parent, child = self._ctx.Pipe(duplex=True)
-        self._proc = self._ctx.Process(
+        proc = self._ctx.Process(
             target=worker_main, args=(child, self.setup), name="framepipe-decoder", daemon=True
         )
-        self._proc.start()
-        child.close()
-        self._conn, self._ready = parent, False
+        try:
+            proc.start()
+        except BaseException:  # no process to stop later: only the pipe to close
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self._proc, self._conn, self._ready = proc, parent, False
 
     @property
     def process(self) -> Any:
@@ -235,7 +263,10 @@ class DecoderProcess:
             if lost is None or self._closed:
                 continue
             was_ready = self._ready
+            code = self._proc.exitcode if self._proc is not None else None
             self._stop()
+            if not was_ready and code == SCRIPT_RERUN_EXIT:
+                raise ConfigError(UNGUARDED_SCRIPT)
             if not was_ready:  # it died starting up: not the input's fault
                 failed_starts += 1
                 if failed_starts >= MAX_FAILED_STARTS:

@@ -41,7 +41,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.engine.base import Finish, Prepare
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import StopRunError, one_line_error

@@ -32,6 +32,7 @@ from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, P
 from framepipe.registry import Registry
 
 if TYPE_CHECKING:
+    from framepipe.generate.device import Runtime
     from framepipe.generate.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -105,14 +106,39 @@ class TransformersBackend:
     ) -> None:
         if model is None or isinstance(model, (str, os.PathLike)):
             model = ModelConfig() if model is None else ModelConfig(model=str(model))
+        if not isinstance(model, ModelConfig):  # e.g. a model loaded with from_pretrained
+            raise TypeError(
+                f"model must be a hub id, a local folder or a ModelConfig, not "
+                f"{type(model).__name__} (framepipe loads the model itself)"
+            )
+        answers = any(callable(getattr(generator, a, None)) for a in ("answer_each", "answer"))
+        if generator is not None and not (
+            answers and callable(getattr(generator, "describe", None))
+        ):
+            raise TypeError(
+                f"generator must be a framepipe.generate.Generator (or have answer_each or "
+                f"answer, and describe), not {type(generator).__name__}; for a model of your "
+                f"own, pass its hub id or folder as model="
+            )
         self.model = model
         given = getattr(generator, "settings", None)
         self.settings = settings or given or GenerationSettings()
         self.generator = generator
         self.spec: ModelSpec | None = getattr(generator, "spec", None)
+        self._runtime: Runtime | None = None
 
-    def __getstate__(self) -> dict[str, Any]:  # the spec (processor, tokenizer) stays here
-        return {**self.__dict__, "spec": None, "generator": self.generator}
+    def __getstate__(self) -> dict[str, Any]:
+        # the spec (processor, tokenizer) stays here; the runtime is resolved where it runs
+        return {**self.__dict__, "spec": None, "generator": self.generator, "_runtime": None}
+
+    def runtime(self) -> Runtime:
+        """Device, dtype, attention and quantization, resolved once here (so a warning
+        about them is said once, not at every check, key and load)."""
+        if self._runtime is None:
+            from framepipe.generate.device import resolve_runtime
+
+            self._runtime = resolve_runtime(self.model)
+        return self._runtime
 
     def inspect(self) -> ModelSpec | None:
         """The model's spec (config and processor, no weights), read once; None for a given
@@ -133,12 +159,11 @@ class TransformersBackend:
     def describe(self) -> dict[str, Any]:
         if self.generator is not None:
             return dict(self.generator.describe())
-        from framepipe.generate.device import resolve_runtime
         from framepipe.generate.spec import describe_model
 
         spec = self.inspect()
         assert spec is not None
-        return describe_model(spec, resolve_runtime(self.model))
+        return describe_model(spec, self.runtime())
 
     def key(self) -> dict[str, Any]:
         info = self.describe()
@@ -167,7 +192,9 @@ class TransformersBackend:
         if self.generator is None:
             from framepipe.generate.generator import Generator
 
-            self.generator = Generator.load(self.model, self.settings, spec=self.inspect())
+            self.generator = Generator.load(
+                self.model, self.settings, spec=self.inspect(), runtime=self.runtime()
+            )
         return _as_backend(self.generator)
 
 

@@ -122,11 +122,13 @@ class Generator:
         cfg: ModelConfig,
         settings: GenerationSettings | None = None,
         spec: ModelSpec | None = None,
+        runtime: Runtime | None = None,
     ) -> Generator:
         """Load ``cfg.model``: device, dtype, attention and quantization are checked first
-        (one-line errors), then the config and processor, then the safetensors weights."""
+        (one-line errors; ``runtime``: already resolved from ``cfg`` here), then the config
+        and processor, then the safetensors weights."""
         settings = settings or GenerationSettings()
-        runtime = resolve_runtime(cfg)
+        runtime = runtime or resolve_runtime(cfg)
         spec = spec or ModelSpec.inspect(cfg)
         if spec.cfg != cfg:
             raise ValueError(f"spec was inspected for {spec.cfg}, not for {cfg}")

@@ -1,4 +1,4 @@
-"""Where a run's inputs come from: local paths and folders (:mod:`framepipe.discover`),
+"""Where a run's inputs come from: local paths and folders (:mod:`framepipe.discovery`),
 remote URIs (:mod:`framepipe.inputs.remote`), manifests (:mod:`framepipe.inputs.manifest`),
 and ``Input`` objects a program makes itself; and which of them a shard takes
 (:mod:`framepipe.inputs.shard`).
@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
-from framepipe.discover import Input, Skipped, discover
+from framepipe.discovery import Input, Skipped, discover
 from framepipe.inputs.manifest import RowError, bad_row, check_manifest, manifest_rows, row_fields
 from framepipe.inputs.remote import (
     UnknownScheme,

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import ConfigError
 from framepipe.utils import json_lines, nonnegative
 

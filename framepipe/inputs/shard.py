@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import ConfigError
 from framepipe.utils import stable_digest
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  # noqa: F401 - re-exported
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError
 from framepipe.generate.backend import BackendSpec, TransformersBackend

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input, Skipped
+from framepipe.discovery import Input, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
 from framepipe.errors import OutputError
 from framepipe.extras import check_extras

@@ -209,7 +209,9 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
 
 
 def check_n(n: int) -> None:
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool):  # "8", 8.0 or True: not silently 8, 8, 1
+        raise SamplingError(f"n ({n!r}) must be an integer >= 1, not {type(n).__name__}")
+    if n < 1:
         raise SamplingError(f"n ({n}) must be >= 1")
 
 

@@ -195,6 +195,20 @@ def small_request(
     return list(range(max(0, start), min(end, count), step)), (w, h)
 
 
+def frame_indices(indices: Iterable[Any], path: str | Path) -> list[int]:
+    """The one conversion of :meth:`Source.read`'s indices, for every kind: integers of any
+    type (numpy's too) as ints. A float (``np.linspace`` without rounding), a bool or text
+    is a :class:`TypeError` naming it, never cut down to a frame nobody asked for."""
+    out = []
+    for i in indices:
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            raise TypeError(
+                f"{path}: frame indices must be integers, got {i!r} ({type(i).__name__})"
+            )
+        out.append(int(i))
+    return out
+
+
 SourceFactory = Callable[..., Source]
 
 SOURCES: Registry[type[Source]] = Registry(

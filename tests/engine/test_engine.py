@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from framepipe.config import SampleConfig
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineTask, LocalEngine, Work
 from framepipe.engine.transfer import SHM_MIN_BYTES, pack_frames, unpack_frames
 from framepipe.records import ClipJob
@@ -357,3 +357,44 @@ def test_a_process_that_really_dies_is_still_replaced(
     assert len(failed) == 1 and failed[0].error is not None
     assert "exited with status 3" in failed[0].error
     assert eng.restarts == 1
+
+
+UNGUARDED_SCRIPT = """
+from framepipe import SampleConfig, sample
+
+summary = sample([{video!r}], {out!r}, SampleConfig(n=2), workers={workers})
+print("done", summary.done)
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 0])
+def test_a_script_without_the_main_guard_is_told_so_in_one_line(
+    videos: Path, tmp_path: Path, workers: int
+) -> None:
+    """The README's ``sample`` example run as a script without ``if __name__ ==
+    "__main__":``: spawn runs the script again in every decoding process, where the run
+    would start processes of its own. The child ends quietly and the caller gets one
+    ConfigError saying what to do (not a traceback per process, three starts per worker,
+    and an AssertionError from stopping a process that never started); with
+    ``workers=0`` no process starts and the script runs."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    out = tmp_path / "out"
+    script.write_text(
+        UNGUARDED_SCRIPT.format(video=str(videos / "c.mp4"), out=str(out), workers=workers)
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    if workers == 0:
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == ["done", "1"]
+        return
+    assert proc.returncode == 1
+    assert proc.stdout == ""  # the script's print never ran, in the parent or a child
+    assert proc.stderr.count("Traceback") == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("framepipe.errors.ConfigError: ")
+    assert 'if __name__ == "__main__":' in last and "workers=0" in last

@@ -27,7 +27,7 @@ from remote_servers import http_server
 
 from framepipe.answering import AnswerSpec
 from framepipe.config import SampleConfig
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.engine import EngineTask, Work
 from framepipe.engine.ray import RayEngine, RayOptions
 from framepipe.generate import GenerationSettings, ModelConfig

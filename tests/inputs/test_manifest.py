@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import ConfigError
 from framepipe.inputs import collect_inputs, manifest_inputs
 from framepipe.output import read_records

@@ -14,7 +14,7 @@ from pathlib import Path
 import engine_plugins
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.engine import EngineTask, LocalEngine, Work
 from framepipe.inputs import collect_inputs
 

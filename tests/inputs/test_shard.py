@@ -16,7 +16,7 @@ from generator_doubles import EchoGenerator
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import ConfigError
 from framepipe.inputs import collect_inputs
 from framepipe.inputs.shard import Shard, parse_shard, shard_of

@@ -546,3 +546,39 @@ def test_tiny_cli_exit_status_1_when_a_clip_failed(
     recs = {Path(r["source"]).name: r for r in read_records(out)}
     assert recs["v2.mp4"]["status"] == "ok" and recs["missing.mp4"]["status"] == "failed"
     assert recs["missing.mp4"]["model"]["random_weights"] is True
+
+
+def test_a_warning_about_the_model_settings_is_logged_once_per_run(
+    tiny_model_dir: Path, videos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """float16 asked for on the CPU is worth one warning: it was logged at every check, key
+    and load of the run (five times for one clip), as a user's notebook showed."""
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    cfg = ModelConfig(model=str(tiny_model_dir), dtype="float16", device="cpu")
+    with caplog.at_level("WARNING", logger="framepipe"):
+        summary = caption(
+            [videos / "v0.mp4"],
+            None,
+            model=cfg,
+            settings=GenerationSettings(max_new_tokens=2),
+            sample=SampleConfig(n=2),
+            workers=0,
+        )
+    assert summary.done == 1
+    assert caplog.text.count("float16 on CPU is slow and lossy") == 1
+
+
+class _LoadedElsewhere:
+    """What ``LlavaForConditionalGeneration.from_pretrained`` returns, as far as framepipe can
+    tell: a model, not something that answers requests."""
+
+    def generate(self, **kw: Any) -> None: ...
+
+
+@pytest.mark.parametrize("where", ["model", "generator"])
+def test_a_model_loaded_by_the_user_is_refused_saying_what_to_pass(where: str) -> None:
+    """A transformers model passed as ``model=`` or ``generator=`` is a TypeError saying what
+    each takes (was an AttributeError about ``trust_remote_code`` or ``describe``)."""
+    with pytest.raises(TypeError, match=rf"^{where} must be a "):
+        Pipeline(**{where: _LoadedElsewhere()})  # type: ignore[arg-type]

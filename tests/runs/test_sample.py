@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import engine_plugins
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
+from framepipe.errors import ConfigError
 from framepipe.output import read_records
 from framepipe.runs.common import RunSummary
 from framepipe.runs.sample import MANIFEST, sample
@@ -73,3 +75,35 @@ def test_the_cli_does_not_keep_records(
     assert summary.records == [] and _counts(summary) == (2, 0, 1)
     assert "2 clip(s) written, 0 already done, 1 failed" in res.output
     assert len(list(read_records(out / MANIFEST))) == 3
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        (SampleConfig(n="8"), "n ('8') must be an integer >= 1, not str"),  # type: ignore[arg-type]
+        (SampleConfig(n=8.0), "n (8.0) must be an integer >= 1, not float"),  # type: ignore[arg-type]
+        (SampleConfig(n=True), "n (True) must be an integer >= 1, not bool"),
+        (SampleConfig(clip_seconds="1"), "--clip-seconds ('1') must be a number of seconds > 0"),  # type: ignore[arg-type]
+        (
+            SampleConfig(clip_seconds=1, stride_seconds="1"),  # type: ignore[arg-type]
+            "--stride-seconds ('1') must be a number of seconds > 0",
+        ),
+    ],
+)
+def test_a_setting_of_the_wrong_type_is_refused_naming_it(
+    inputs: Path, tmp_path: Path, cfg: SampleConfig, message: str
+) -> None:
+    """``SampleConfig`` from a script: a value of the wrong type is refused before any input
+    is read, saying what it is (was "n (8) must be >= 1" for ``"8"``, and a clip length
+    given as text failed every input with a TypeError)."""
+    with pytest.raises(ConfigError) as err:
+        sample([inputs], tmp_path / "out", cfg, workers=0)
+    assert str(err.value) == message
+
+
+def test_a_numpy_integer_is_a_frame_count() -> None:
+    """n computed with numpy (``np.int64``) samples as the same int would, and its records
+    are JSON."""
+    cfg = SampleConfig(n=np.int64(8))  # type: ignore[arg-type]
+    assert type(cfg.n) is int and cfg.key_parts() == SampleConfig(n=8).key_parts()
+    cfg.check()

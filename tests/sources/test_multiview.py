@@ -16,7 +16,7 @@ from PIL import Image, ImageFile, JpegImagePlugin
 
 from framepipe.cli import cli
 from framepipe.clips import whole_clip
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.samplers import get_sampler
 from framepipe.sources.base import open_source
@@ -459,3 +459,12 @@ def test_sample_command_empty_folder_and_too_few_views(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, [args[0], *args[2:], "--overflow", "all", "-o", str(out2)])
     assert result.exit_code == 0, result.output
     assert _records(out2)["small"]["indices"] == [0, 1]
+
+
+def test_view_indices_that_are_not_integers_are_refused(tmp_path: Path) -> None:
+    """As for videos: view 1.5 is a TypeError naming it, not view 1."""
+    sm.write_scene(tmp_path, [(0, 0), (90, 0), (180, 0)], transforms=False)
+    src = MultiviewSource(tmp_path)
+    with pytest.raises(TypeError, match=r"frame indices must be integers, got 1.5 \(float\)"):
+        src.read([0, 1.5])  # type: ignore[list-item]
+    assert src.read([np.int64(2)]).indices == (2,)

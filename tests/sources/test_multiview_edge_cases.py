@@ -13,7 +13,7 @@ import pytest
 import scene_media as sm
 from PIL import Image
 
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.errors import SourceError
 from framepipe.sources.multiview.source import MultiviewSource
 from framepipe.utils import natural_key

@@ -612,3 +612,10 @@ def test_filament_for_real_never_crashes_the_caller(media: dict[str, Path]) -> N
     frames = np.asarray(src.read([0, 1]).frames)
     assert frames.shape == (2, SIZE, SIZE, 3)
     assert object_mask(frames[0]).mean() > 0.1
+
+
+def test_view_indices_that_are_not_integers_are_refused(media: dict[str, Path]) -> None:
+    """As for videos: view 1.5 is a TypeError naming it, not view 1 (nothing is rendered)."""
+    src = open_render(media["cube.ply"])
+    with pytest.raises(TypeError, match=r"frame indices must be integers, got 1.5 \(float\)"):
+        src.read([0, 1.5])  # type: ignore[list-item]

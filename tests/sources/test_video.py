@@ -345,3 +345,16 @@ def test_reads_reuse_nothing_between_calls(h264_path: Path) -> None:
     assert np.array_equal(a[0], b[2]) and np.array_equal(a[2], b[0])
     src.close()
     src.close()
+
+
+@pytest.mark.parametrize("bad", [1.5, 2.0, True, "3", np.float64(0.7)])
+def test_indices_that_are_not_integers_are_refused(h264_path: Path, bad: object) -> None:
+    """``read([1.5])`` (say ``np.linspace`` without rounding) is a TypeError naming the
+    value, not frame 1 (``int()`` cut it down: frame i must be the frame asked for); numpy
+    integers are indices like any other."""
+    src = VideoSource(h264_path)
+    with pytest.raises(TypeError, match=r"frame indices must be integers, got "):
+        src.read([0, bad])  # type: ignore[list-item]
+    batch = src.read(np.array([3, 1], dtype=np.int32))
+    assert batch.indices == (3, 1) and all(type(i) is int for i in batch.indices)
+    _assert_exact(batch.frames, [3, 1])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from framepipe.config import SampleConfig
-from framepipe.discover import Input
+from framepipe.discovery import Input
 from framepipe.errors import DecodeError
 from framepipe.read_clips import read_clips
 from framepipe.sources.video.decord_reader import DecordReader, decord_available, decord_reason

@@ -42,7 +42,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources.base import Source, colour_option, register_source, source_kinds
+from framepipe.sources.base import (
+    Source,
+    colour_option,
+    frame_indices,
+    register_source,
+    source_kinds,
+)
 from framepipe.sources.multiview.images import (
     ImageHeader,
     decode_image,
@@ -224,7 +230,7 @@ class MultiviewSource(Source):
     # -- reading ----------------------------------------------------------------------
     def read(self, indices: Sequence[int]) -> FrameBatch:
         views = self._view_list()
-        idx = [int(i) for i in indices]
+        idx = frame_indices(indices, self.path)
         self._check(idx, len(views))
         sizes = {read_size(views[i].header, self.max_side) for i in idx}
         if len(sizes) == 1 and idx:

@@ -20,7 +20,7 @@ import numpy as np
 
 import framepipe.sources.render.cameras as cams
 from framepipe.errors import ConfigError, DecodeError
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.base import Source, frame_indices, register_source
 from framepipe.sources.render.geometry import (
     CLOUD_EXTENSIONS,
     MESH_EXTENSIONS,
@@ -283,8 +283,7 @@ class RenderSource(Source):
     def _check(self, indices: Sequence[int]) -> list[int]:
         n = self.info().num_frames
         out = []
-        for i in indices:
-            i = int(i)
+        for i in frame_indices(indices, self.path):
             if not 0 <= i < n:
                 raise DecodeError(self.path, f"view {i} out of range (0..{n - 1})")
             out.append(i)

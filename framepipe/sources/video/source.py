@@ -46,7 +46,7 @@ import numpy as np
 
 import framepipe.sources.video.lowres as lowres
 from framepipe.errors import ConfigError, DecodeError, SourceError
-from framepipe.sources.base import Source, colour_option, register_source
+from framepipe.sources.base import Source, colour_option, frame_indices, register_source
 from framepipe.sources.video.decord_reader import (
     DecordReader,
     decord_available,
@@ -218,7 +218,7 @@ class VideoSource(Source):
     # -- frames ---------------------------------------------------------------------------
     def _check(self, indices: Sequence[int]) -> list[int]:
         n = self.index.num_frames
-        idx = [int(i) for i in indices]
+        idx = frame_indices(indices, self.path)
         bad = [i for i in idx if not 0 <= i < n]
         if bad:
             raise DecodeError(self.path, f"frame(s) {bad[:5]} out of range 0..{n - 1}")

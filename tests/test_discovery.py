@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from framepipe.discover import discover
+from framepipe.discovery import discover
 from framepipe.errors import UnsupportedInputError
 from framepipe.output import JsonlWriter, read_records
 from framepipe.records import failed_record
