@@ -42,12 +42,14 @@ SAMPLES = TESTS.parent / "samples"
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
-    """One local Ray for the suite; its workers import the tests' helper modules."""
+    """One local Ray for the suite, its own even where another Ray runs on the machine
+    (``address="local"``: never joined to it); its workers import the tests' helpers."""
     import ray
 
     path = os.pathsep.join(p for p in [str(TESTS), os.environ.get("PYTHONPATH", "")] if p)
     os.environ["PYTHONPATH"] = path  # also for the drivers started as subprocesses
     ray.init(
+        address="local",
         num_cpus=2,
         object_store_memory=512 * 1024**2,
         include_dashboard=False,
