@@ -55,6 +55,9 @@ BACKEND: list[Row] = [
     ("--base-url", str, None, OPENAI + "the server's API root, http://HOST:PORT/v1."),
     ("--api-key", str, Unset("OPENAI_API_KEY"), OPENAI + "its API key."),
     ("--max-concurrency", click.IntRange(min=1), 8, OPENAI + "requests in flight at once."),
+    ("--request-timeout", click.FloatRange(min=0, min_open=True), 600.0,
+     OPENAI + "seconds a request may wait for its answer (then tried once more, then its "
+     "clip fails)."),
 ]
 # fmt: on
 
@@ -113,12 +116,15 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     this process."""
     name, url = kw.pop("backend"), kw.pop("base_url")
     key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
+    timeout = kw.pop("request_timeout")
     if name == "transformers":
         return None  # the server's options were refused with it (see run_options.APPLIES)
     if not url:
         raise SettingError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:
-        return BACKENDS.get(name)(url, model, settings, api_key=key, max_concurrency=concurrency)
+        return BACKENDS.get(name)(
+            url, model, settings, api_key=key, max_concurrency=concurrency, timeout_s=timeout
+        )
     except FramepipeError as exc:
         raise SettingError(str(exc)) from None
 

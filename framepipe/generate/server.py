@@ -10,7 +10,8 @@ equivalent: the server's own ``top_k`` applies, the other two are refused.
 
 Requests run ``max_concurrency`` at a time, on daemon threads (Ctrl-C stops at once). A
 connection error (a cut mid-answer too), a 429 or a 5xx is retried with exponential backoff
-(the server's ``Retry-After`` when it sends one), at most ``retries`` times; a request
+(the server's ``Retry-After`` when it sends one), at most ``retries`` times (a request
+the server holds past ``timeout_s``, ``--request-timeout``, once more only); a request
 that still fails makes its clip a failed record with the server's message, and the run goes
 on. An error every request would hit stops the run after
 the first one (:class:`~framepipe.errors.StopRunError`) with one line that names the fix: a
@@ -150,6 +151,8 @@ class OpenAIBackend:
             )
         if max_concurrency < 1:
             raise ConfigError(f"--max-concurrency ({max_concurrency}) must be >= 1")
+        if not timeout_s > 0:
+            raise ConfigError(f"--request-timeout ({timeout_s}) must be > 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
         """The server's model id (found by :meth:`check` when not given)."""
@@ -373,8 +376,12 @@ class OpenAIBackend:
         return out if isinstance(out, dict) else {}
 
     def _post(self, body: dict[str, Any], n: int) -> dict[str, Any]:
-        """POST /chat/completions, retried with backoff on connection errors, 429 and 5xx."""
+        """POST /chat/completions, retried with backoff on connection errors, 429 and 5xx;
+        a request with no answer within ``timeout_s`` is tried once more only (a server that
+        holds it once will likely hold it again: ``retries`` times would hold the clip for
+        ``retries + 1`` timeouts)."""
         why = ""
+        timed_out = False
         for attempt in range(self.retries + 1):
             if self._stop is not None:
                 raise self._stop
@@ -396,8 +403,15 @@ class OpenAIBackend:
                 wait = min(60.0, after) if after is not None else wait
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 # refused, reset (also mid-answer), timed out, not JSON
-                why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-                why = self._redact(why)
+                reason = getattr(exc, "reason", None) or exc
+                if isinstance(reason, TimeoutError):  # tried once more, not `retries` times
+                    if timed_out:
+                        raise GenerationError(
+                            f"the server at {self.where()} sent no answer within "
+                            f"{self.timeout_s:g} s, twice (--request-timeout)"
+                        ) from None
+                    timed_out = True
+                why = self._redact(str(reason) or type(exc).__name__)
             if attempt < self.retries:
                 log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
                 self._cancel.wait(wait)

@@ -31,6 +31,8 @@ REFUSED = [
      "--base-url does not apply to --backend transformers"),
     ("caption", ["--max-concurrency", "2"],
      "--max-concurrency does not apply to --backend transformers"),
+    ("caption", ["--request-timeout", "30"],
+     "--request-timeout does not apply to --backend transformers"),
 ]  # fmt: skip
 OPENAI = ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1"]
 for opt, value in [("--quantize", "4bit"), ("--dtype", "float32"), ("--device", "cpu"),

@@ -274,3 +274,38 @@ def test_ctrl_c_while_requests_hang_stops_at_once_and_keeps_the_written_records(
             [videos], out, backend=OpenAIBackend(url), sample=SampleConfig(n=2), workers=1
         )
     assert (summary.done, summary.skipped) == (1, 2) and len(records(out)) == 3
+
+
+def test_a_request_the_server_holds_is_tried_once_more_then_fails_its_clip(
+    videos: Path, tmp_path: Path
+) -> None:
+    """A server that takes the request and never answers: each request waits
+    ``--request-timeout``, is tried once more (not ``retries`` times: that would hold a
+    clip for five timeouts), then fails its clip with one line naming the option; the
+    run goes on."""
+    release = threading.Event()
+
+    def reply(body: dict[str, Any]) -> Reply:
+        release.wait(60)
+        return chat_reply("late")
+
+    out = tmp_path / "out.jsonl"
+    try:
+        with scripted_openai_server(reply) as (url, received):
+            backend = OpenAIBackend(
+                url, max_concurrency=3, timeout_s=0.5, retries=4, backoff_s=0.01
+            )
+            summary = caption([videos], out, backend=backend, sample=SampleConfig(n=2), workers=1)
+            posts = len(received)
+    finally:
+        release.set()
+    assert summary.done == 0 and len(summary.failed) == 3
+    assert posts == 6, posts  # each of the 3 clips: two tries
+    for source, error in summary.failed:
+        assert error.startswith(source) and "\n" not in error
+        assert "no answer within 0.5 s, twice (--request-timeout)" in error
+
+
+def test_a_request_timeout_that_is_not_positive_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--request-timeout \(0\) must be > 0"):
+        OpenAIBackend("http://127.0.0.1:1/v1", timeout_s=0)
