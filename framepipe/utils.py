@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -86,6 +87,24 @@ fsync, and when its writer closes (group commit): a killed process loses nothing
 is flushed to the operating system as it is written); a machine that goes down may lose the
 lines since the last fsync, which the next run redoes. An fsync per line (about 2 ms here)
 would cap a cluster's driver at a few hundred records a second (BENCHMARKS.md)."""
+
+
+def append_whole(fh: Any, data: bytes) -> None:
+    """Append ``data`` to the unbuffered binary file ``fh`` (opened ``"ab", buffering=0``)
+    whole or not at all: when a write fails part-way (a full disk, a quota), the part that
+    went in is cut off again and the error raised, so the file never keeps half a line that
+    the next line appended would be glued to (and nothing is left in a buffer for ``close``
+    to fail on again)."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            done += fh.write(view[done:])
+    except OSError:
+        if done:  # (write(2) reports an error only when it wrote nothing)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fh.fileno(), os.fstat(fh.fileno()).st_size - done)
+        raise
 
 
 def sync_due(fh: Any, due: float, *, now: bool = False) -> float:

@@ -1,7 +1,10 @@
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
 
@@ -123,3 +126,76 @@ def test_a_file_that_is_not_json_lines_is_refused_and_left_as_it_was(
         JsonlWriter(path)  # a resume onto it: refused before its "torn" tail is cut
     assert str(exc.value) == needle
     assert path.read_bytes() == data
+
+
+# -- a full disk ----------------------------------------------------------------------------
+# RLIMIT_FSIZE (with SIGXFSZ ignored) makes a write past the limit go in part-way and then
+# fail (EFBIG), as a write to a full disk does (ENOSPC): in a child process, so nothing of
+# pytest's is limited.
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+"""
+
+
+def run_on_a_full_disk(limit: int, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run in a child whose files cannot grow past ``limit`` bytes."""
+    cmd = [sys.executable, "-c", FULL_DISK + code, str(limit), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+WRITE_UNTIL_FULL = """
+from framepipe.errors import OutputError
+from framepipe.output import JsonlWriter
+from framepipe.types import ClipResult
+w = JsonlWriter(sys.argv[1])
+try:
+    for i in range(100):
+        w.write(ClipResult(source="x" * 300, key=f"new{i}"))
+except OutputError as exc:
+    print("refused:", exc)
+w.close()
+"""
+
+
+def test_a_full_disk_leaves_no_half_line_and_the_writer_closes(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    with JsonlWriter(out) as w:
+        for i in range(3):
+            w.write(ClipResult(source="a", key=f"k{i}"))
+    size = out.stat().st_size
+    proc = run_on_a_full_disk(size + 1000, WRITE_UNTIL_FULL, str(out))
+    assert proc.returncode == 0, proc.stderr  # close() did not fail again
+    assert "refused:" in proc.stdout and "cannot write" in proc.stdout
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    keys = [json.loads(line)["key"] for line in text.splitlines()]  # every line whole
+    assert keys[:3] == ["k0", "k1", "k2"] and len(keys) > 3
+
+
+def test_a_run_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    videos = tmp_path / "v"
+    for i in range(4):
+        media.h264_mp4(videos / f"v{i}.mp4", num_frames=10)
+    out = tmp_path / "out"
+    run = "from framepipe.cli import main; main()"
+    proc = run_on_a_full_disk(3000, run, "sample", str(videos), "-n", "2", "-o", str(out))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"{out / 'manifest.jsonl'}: cannot write (File too large)" in proc.stderr
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    assert 0 < len(lines) < 4 and all(json.loads(line) for line in lines)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "framepipe", "sample", str(videos), "-n", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    recs = list(read_records(out / "manifest.jsonl"))
+    assert sorted(Path(r["source"]).name for r in recs) == [f"v{i}.mp4" for i in range(4)]
+    assert all(r["status"] == "ok" for r in recs)

@@ -28,7 +28,7 @@ from framepipe.output.compact import done_keys as _done_keys
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing, NotTextError, json_lines, sync_due
+from framepipe.utils import Closing, NotTextError, append_whole, json_lines, sync_due
 
 try:
     import fcntl
@@ -207,16 +207,15 @@ class JsonlWriter(Closing):
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record
-        line = record_line(rec)
+        line = record_line(rec).encode("utf-8")
         try:
-            self._fh.write(line)
-            self._fh.flush()
+            append_whole(self._fh, line)
             if self.fsync:
                 self._sync_at = sync_due(self._fh, self._sync_at)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.written += 1
-        self._size += len(line.encode("utf-8"))
+        self._size += len(line)
         if self._keys is not None:
             m = record_meta(rec)
             if m.key in self._keys or (m.input_key is not None and m.input_key in self._keys):
@@ -239,6 +238,11 @@ class JsonlWriter(Closing):
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:
                     compact_jsonl(self.path, self.ledger.scope if self.ledger else None)
+        except OSError as exc:  # (a full disk): every record stays, the next run compacts
+            raise OutputError(
+                f"{self.path}: cannot write ({exc.strerror or exc}); the records written "
+                "are kept, and the next run tidies the file"
+            ) from exc
         finally:
             self._fh.close()
 
@@ -328,7 +332,7 @@ def _open_locked(path: Path) -> Any:
     """``path`` opened for appending with a shared lock, on the file that is at ``path`` once
     locked (a compaction by another writer may have moved a new one there meanwhile)."""
     while True:
-        fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the writer
+        fh = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by the writer
         try:
             _lock(fh, shared=True)
             if _same_file(fh, path):

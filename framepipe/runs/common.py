@@ -257,11 +257,22 @@ def execute(
     finally:
         engine.close()
         if writer is not None:
-            writer.close()
+            close_writer(writer, stopped)
         if remote is not None:
             publish(remote, stopped)
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
+
+
+def close_writer(writer: RecordWriter, stopped: bool) -> None:
+    """Close ``writer``; when the run stopped on an error, a failure to close (a full disk:
+    the records stay, the next run tidies them) is logged, not raised over what stopped it."""
+    try:
+        writer.close()
+    except OutputError as exc:
+        if not stopped:
+            raise
+        log.error("%s", exc)
 
 
 def publish(remote: RemoteOutput, stopped: bool) -> None:
@@ -309,8 +320,8 @@ def check_output(path: str | Path, storage_options: dict[str, Any] | None = None
 
 def discard_if_empty(writer: RecordWriter) -> None:
     """Close ``writer`` and remove its file when it holds no record (a run that failed
-    before writing any, on an output it created)."""
-    writer.close()
+    before writing any, on an output it created), as a run stops on an error."""
+    close_writer(writer, stopped=True)
     with contextlib.suppress(OSError):
         if not any(True for _ in read_output(writer.path)):
             writer.path.unlink()
