@@ -128,6 +128,25 @@ def test_a_file_that_is_not_json_lines_is_refused_and_left_as_it_was(
     assert path.read_bytes() == data
 
 
+def test_a_file_of_text_that_is_no_records_is_not_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"  # a caption run's -o given a CSV's name
+    data = b"\n\nsource,answer\nv.mp4,a cat\n"
+    path.write_bytes(data)
+    with pytest.raises(OutputError) as exc:
+        JsonlWriter(path)
+    assert str(exc.value) == f"{path}: not a JSON-lines records file (line 3 is not a record)"
+    assert path.read_bytes() == data
+
+
+def test_a_records_file_with_a_utf8_bom_is_read_and_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"  # as a Windows editor saves it
+    lines = [json.dumps(ClipResult(source=s, key=f"k{s}").to_json()) for s in "ab"]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    assert [r["source"] for r in read_records(path)] == ["a", "b"]
+    with JsonlWriter(path) as w:
+        assert w.is_done("ka") and w.is_done("kb")  # not run again beside its record
+
+
 # -- a full disk ----------------------------------------------------------------------------
 # RLIMIT_FSIZE (with SIGXFSZ ignored) makes a write past the limit go in part-way and then
 # fail (EFBIG), as a write to a full disk does (ENOSPC): in a child process, so nothing of

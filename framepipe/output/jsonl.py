@@ -42,10 +42,12 @@ HEAD_BYTES = 1 << 16
 """How much of a file's start :func:`check_jsonl` reads."""
 
 
-def check_jsonl(path: str | Path) -> None:
+def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
     """Refuse (:class:`OutputError`, naming the file) a file that is no JSON-lines file at
     all: one whose first line is not text (UTF-8 without NUL bytes; a Parquet file, a video
-    under a records file's name). Readers and writers call it before anything else, so
+    under a records file's name) or, ``appending`` (a writer's resume), is no JSON object (a
+    CSV file, notes: records are not added to them). A UTF-8 byte order mark (BOM) is no
+    reason: readers skip it. Readers and writers call it before anything else, so
     such a file is neither read as records nor cut at a "torn" last line. A later line that
     is not text is one bad line (:func:`read_records` skips it with a warning, as it does
     an interrupted write), never a reason to lose the records around it."""
@@ -56,6 +58,7 @@ def check_jsonl(path: str | Path) -> None:
         return  # nothing there: nothing to refuse (opening it says what is wrong)
     except OSError as exc:
         raise OutputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    head = head.removeprefix(codecs.BOM_UTF8)  # (as Windows tools write): read as text
     if head.startswith(b"PAR1"):
         raise OutputError(f"{path}: a Parquet file, not JSON lines (name it .parquet)")
     start = len(head) - len(head.lstrip())  # blank lines skipped
@@ -65,9 +68,11 @@ def check_jsonl(path: str | Path) -> None:
         text = b"\0" not in first
     except UnicodeDecodeError:
         text = False
+    n = head.count(b"\n", 0, start) + 1
     if not text:
-        n = head.count(b"\n", 0, start) + 1
         raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not UTF-8 text)")
+    if appending and first and not first.startswith(b"{"):  # (a torn record starts so)
+        raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not a record)")
 
 
 def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
@@ -79,7 +84,7 @@ def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, A
     if not p.exists():
         return
     check_jsonl(p)
-    for lineno, rec in json_lines(p):
+    for lineno, rec in json_lines(p, encoding="utf-8-sig"):
         if isinstance(rec, json.JSONDecodeError):
             if warn:
                 why = rec.msg if isinstance(rec, NotTextError) else "interrupted write?"
@@ -133,7 +138,7 @@ class JsonlWriter(Closing):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if overwrite and self.path.exists():
                 self.path.unlink()
-            check_jsonl(self.path)  # before its "torn" tail is cut
+            check_jsonl(self.path, appending=True)  # before its "torn" tail is cut
             self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc

@@ -45,7 +45,7 @@ def _entries(ledger: Path) -> Iterator[dict[str, Any]]:
     """The entries of ``ledger`` in order (a torn line is skipped)."""
     if not ledger.exists():
         return
-    for _, entry in json_lines(ledger):
+    for _, entry in json_lines(ledger, encoding="utf-8-sig"):
         if isinstance(entry, dict) and isinstance(entry.get("input"), str):
             yield entry
 
