@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,15 @@ from framepipe.output.compact import done_keys as _done_keys
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing, NotTextError, append_whole, json_lines, sync_due
+from framepipe.utils import (
+    Closing,
+    NotTextError,
+    append_whole,
+    json_lines,
+    remove_stale_temps,
+    sync_due,
+    temp_beside,
+)
 
 try:
     import fcntl
@@ -136,6 +143,7 @@ class JsonlWriter(Closing):
         """Records written by this writer."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path)  # a compaction's, killed
             if overwrite and self.path.exists():
                 self.path.unlink()
             check_jsonl(self.path, appending=True)  # before its "torn" tail is cut
@@ -290,10 +298,10 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path``; when the body ends without error the file there is
-    fsynced and moved onto ``path`` (``os.replace``), else removed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    fsynced and moved onto ``path`` (``os.replace``), else removed. Those left by a killed
+    process go first (:func:`~framepipe.utils.remove_stale_temps`)."""
+    remove_stale_temps(path)
+    tmp = temp_beside(path)
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -301,19 +309,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
         if path.exists():
             with contextlib.suppress(OSError):
                 os.chmod(tmp, path.stat().st_mode & 0o7777)
-        else:
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _lock(fh: Any, *, shared: bool) -> None:

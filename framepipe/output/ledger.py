@@ -32,7 +32,7 @@ from typing import Any
 from framepipe.errors import OutputError
 from framepipe.output.compact import Current
 from framepipe.records import InputPlan
-from framepipe.utils import append_whole, json_lines, sync_due
+from framepipe.utils import append_whole, json_lines, remove_stale_temps, sync_due, temp_beside
 
 
 def ledger_of(path: str | os.PathLike[str]) -> Path:
@@ -203,9 +203,14 @@ def stage_merged_ledger(ledgers: Iterable[Path], records: Path) -> Path | None:
     last: dict[str, Order] = {}  # each plan's latest entry
     for order, entry in _ordered(ledgers):
         last[entry["input"]] = max(order, last.get(entry["input"], order))
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
-        for order, entry in _ordered(ledgers):
-            if last[entry["input"]] == order:
-                fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+    remove_stale_temps(target)
+    tmp = temp_beside(target)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
+            for order, entry in _ordered(ledgers):
+                if last[entry["input"]] == order:
+                    fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
