@@ -23,7 +23,7 @@ from typing import Any
 from framepipe.config import SampleConfig
 from framepipe.discover import Input, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
-from framepipe.errors import OutputError
+from framepipe.errors import OutputError, one_line_error
 from framepipe.extras import check_extras
 from framepipe.inputs import Shard, collect_inputs
 from framepipe.inputs.remote import is_remote
@@ -344,20 +344,25 @@ def save_clip_images(
 ) -> tuple[list[str], str | None]:
     """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir`` (a
     folder, or a URI: straight to the store); returns their paths relative to ``out_dir``
-    (the sheet's None without ``sheet``)."""
+    (the sheet's None without ``sheet``). OutputError, naming ``out_dir``, when they cannot
+    be written (a full disk)."""
     assert job.batch is not None
     name = clip_dir_name(job.source, (job.clip or {}).get("index", 0))
     folder = join(out_dir, name)
-    frames = write_frames(
-        job.batch, folder, out_dir, fmt=image_format, storage_options=storage_options
-    )
-    if not sheet:
-        return frames, None
-    save_image(
-        contact_sheet(job.batch),
-        join(folder, "contact_sheet.jpg"),
-        storage_options,
-        format="JPEG",
-        quality=90,
-    )
+    try:
+        frames = write_frames(
+            job.batch, folder, out_dir, fmt=image_format, storage_options=storage_options
+        )
+        if not sheet:
+            return frames, None
+        save_image(
+            contact_sheet(job.batch),
+            join(folder, "contact_sheet.jpg"),
+            storage_options,
+            format="JPEG",
+            quality=90,
+        )
+    except OSError as exc:
+        why = exc.strerror or one_line_error(exc)
+        raise OutputError(f"cannot write frames in {out_dir} ({why})") from exc
     return frames, f"{name}/contact_sheet.jpg"

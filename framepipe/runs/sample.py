@@ -184,7 +184,7 @@ def _save_or_fail(
         frames, sheet_path = save_clip_images(
             job, out_dir, image_format=image_format, sheet=sheet, storage_options=storage_options
         )
-    except OSError as exc:
-        job.fail(exc, doing="cannot write frames")
+    except OutputError as exc:
+        job.fail(exc)
         return
     job.add(frames=frames, contact_sheet=sheet_path)
