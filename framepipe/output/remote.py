@@ -194,7 +194,7 @@ def _put(fs: Any, local: Path, path: str) -> None:
     between the two is replaced and moved by the next publish, never one more stray object
     per kill."""
     head, _, name = path.rpartition("/")
-    tmp = f"{head}/.{name}.publishing.tmp"
+    tmp = f"{head}/.{name.lstrip('.')}.publishing.tmp"
     fs.put_file(str(local), tmp)
     try:
         fs.mv(tmp, path)
