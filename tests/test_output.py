@@ -36,6 +36,17 @@ def test_append_resume_and_torn_line(tmp_path: Path) -> None:
     assert out.read_text() == ""
 
 
+@pytest.mark.parametrize("lines", [1, 3])
+def test_a_whole_last_record_without_a_newline_is_kept(tmp_path: Path, lines: int) -> None:
+    out = tmp_path / "r.jsonl"  # as another tool writes it (no newline at its end)
+    recs = [json.dumps(ClipResult(source=f"s{i}", key=f"k{i}").to_json()) for i in range(lines)]
+    out.write_text("\n".join(recs))
+    with JsonlWriter(out) as w:
+        assert w.is_done(f"k{lines - 1}")  # not cut as a torn one, and not done again
+        w.write(ClipResult(source="new", key="new"))
+    assert [r["key"] for r in read_records(out)] == [*(f"k{i}" for i in range(lines)), "new"]
+
+
 def test_write_frames_and_sheet(tmp_path: Path) -> None:
     frames = np.zeros((3, 20, 30, 3), np.uint8)
     frames[1] = 255

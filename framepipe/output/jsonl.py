@@ -180,7 +180,9 @@ class JsonlWriter(Closing):
             fh.close()
 
     def _repair_tail(self) -> None:
-        """Cut a final line that has no newline (a write interrupted by a kill)."""
+        """End the file with a newline: a final line without one is cut (a write interrupted
+        by a kill), unless it is a whole record (a file written by another tool): that one
+        gets its newline."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as fh:
@@ -189,20 +191,22 @@ class JsonlWriter(Closing):
             fh.seek(max(0, size - 1))
             if fh.read(1) == b"\n":
                 return
-            # find the last newline and truncate after it
+            # find the last newline
             block = 1 << 16
-            pos = size
-            while pos > 0:
+            pos = cut = size
+            while pos > 0 and cut == size:
                 start = max(0, pos - block)
                 fh.seek(start)
-                chunk = fh.read(pos - start)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    fh.truncate(start + nl + 1)
-                    log.warning("%s: dropped a torn last record (interrupted run)", self.path)
-                    return
+                nl = fh.read(pos - start).rfind(b"\n")
+                cut = start + nl + 1 if nl >= 0 else size
                 pos = start
-            fh.truncate(0)
+            cut = 0 if cut == size else cut
+            fh.seek(cut)
+            if _is_record(fh.read()):
+                fh.write(b"\n")
+                return
+            fh.truncate(cut)
+            log.warning("%s: dropped a torn last record (interrupted run)", self.path)
 
     def is_done(self, key: str) -> bool:
         return key in self.done_keys
@@ -258,6 +262,13 @@ class JsonlWriter(Closing):
             ) from exc
         finally:
             self._fh.close()
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line.decode("utf-8-sig")), dict)
+    except ValueError:  # (UnicodeDecodeError too)
+        return False
 
 
 def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:
