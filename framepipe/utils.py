@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import glob
 import hashlib
 import json
 import math
 import os
 import re
+import socket
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +90,71 @@ fsync, and when its writer closes (group commit): a killed process loses nothing
 is flushed to the operating system as it is written); a machine that goes down may lose the
 lines since the last fsync, which the next run redoes. An fsync per line (about 2 ms here)
 would cap a cluster's driver at a few hundred records a second (BENCHMARKS.md)."""
+
+
+def append_whole(fh: Any, data: bytes) -> None:
+    """Append ``data`` to the unbuffered binary file ``fh`` (opened ``"ab", buffering=0``)
+    whole or not at all: when a write fails part-way (a full disk, a quota), the part that
+    went in is cut off again and the error raised, so the file never keeps half a line that
+    the next line appended would be glued to (and nothing is left in a buffer for ``close``
+    to fail on again)."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(data):
+            done += fh.write(view[done:])
+    except OSError:
+        if done:  # (write(2) reports an error only when it wrote nothing)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fh.fileno(), os.fstat(fh.fileno()).st_size - done)
+        raise
+
+
+HOST = socket.gethostname().replace("/", "_") or "host"
+
+
+def temp_beside(path: Path) -> Path:
+    """A new empty file beside ``path`` to be moved onto it: hidden, named for this host and
+    process (``.NAME.HOST-PID-XXXXXXXX.tmp``), so that :func:`remove_stale_temps` knows
+    one whose process was killed."""
+    prefix = f".{path.name.lstrip('.')}.{HOST}-{os.getpid()}-"
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+        with contextlib.suppress(OSError):  # a new file's mode, not mkstemp's 0600
+            os.chmod(name, 0o666 & ~mask)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the files of :func:`temp_beside` beside ``path`` whose process (on this host)
+    is gone: a merge or compaction killed half-way leaves a copy as large as the output."""
+    prefix = f".{path.name.lstrip('.')}."
+    try:
+        found = list(path.parent.glob(glob.escape(prefix) + "*.tmp"))
+    except OSError:
+        return
+    for p in found:
+        host, _, rest = p.name[len(prefix) : -len(".tmp")].rpartition("-")
+        host, _, pid = host.rpartition("-")
+        if host == HOST and pid.isdigit() and rest and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # (no harmless probe there): kept
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def sync_due(fh: Any, due: float, *, now: bool = False) -> float:

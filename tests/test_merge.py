@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -422,3 +425,25 @@ def test_parquet_output_needs_a_parquet_name(tmp_path: Path) -> None:
     with open_writer(tmp_path / "r.out") as w:  # no format asked: JSONL, as it reads back
         w.write(clip_rec("a.mp4", "k1"))
     assert [r["key"] for r in read_output(tmp_path / "r.out")] == ["k1"]
+
+
+def test_a_merge_killed_half_way_leaves_its_output_and_no_copy_behind(tmp_path: Path) -> None:
+    src, out = tmp_path / "in.jsonl", tmp_path / "m.jsonl"
+    with open(src, "w", encoding="utf-8") as fh:
+        for i in range(60000):
+            fh.write(json.dumps({"source": f"v{i}.mp4", "key": f"k{i}", "status": "ok"}) + "\n")
+    out.write_text('{"source": "old.mp4", "key": "old", "status": "ok"}\n')
+    before = out.read_bytes()
+    cmd = [sys.executable, "-m", "framepipe", "merge", str(src), "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".m.jsonl.*.tmp")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.kill()  # SIGKILL, while the merged copy is being written
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the merge ended before it could be killed")
+    assert out.read_bytes() == before  # the output as it was
+    assert merge([src], out).records == 60000  # the next merge clears the copy left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "m.jsonl"]

@@ -1,7 +1,10 @@
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
 
@@ -31,6 +34,17 @@ def test_append_resume_and_torn_line(tmp_path: Path) -> None:
     with JsonlWriter(out, overwrite=True) as w:
         assert not w.is_done("k1")
     assert out.read_text() == ""
+
+
+@pytest.mark.parametrize("lines", [1, 3])
+def test_a_whole_last_record_without_a_newline_is_kept(tmp_path: Path, lines: int) -> None:
+    out = tmp_path / "r.jsonl"  # as another tool writes it (no newline at its end)
+    recs = [json.dumps(ClipResult(source=f"s{i}", key=f"k{i}").to_json()) for i in range(lines)]
+    out.write_text("\n".join(recs))
+    with JsonlWriter(out) as w:
+        assert w.is_done(f"k{lines - 1}")  # not cut as a torn one, and not done again
+        w.write(ClipResult(source="new", key="new"))
+    assert [r["key"] for r in read_records(out)] == [*(f"k{i}" for i in range(lines)), "new"]
 
 
 def test_write_frames_and_sheet(tmp_path: Path) -> None:
@@ -134,3 +148,95 @@ def test_contact_sheet_of_a_very_tall_view_stays_bounded() -> None:
     assert sheet.size == (120, 120 + 18)
     tile = np.asarray(sheet)[:120, 60:120]
     assert (tile == 200).all(axis=2).any()  # the tall view is drawn, shrunk
+
+
+def test_a_file_of_text_that_is_no_records_is_not_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"  # a caption run's -o given a CSV's name
+    data = b"\n\nsource,answer\nv.mp4,a cat\n"
+    path.write_bytes(data)
+    with pytest.raises(OutputError) as exc:
+        JsonlWriter(path)
+    assert str(exc.value) == f"{path}: not a JSON-lines records file (line 3 is not a record)"
+    assert path.read_bytes() == data
+
+
+def test_a_records_file_with_a_utf8_bom_is_read_and_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"  # as a Windows editor saves it
+    lines = [json.dumps(ClipResult(source=s, key=f"k{s}").to_json()) for s in "ab"]
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    assert [r["source"] for r in read_records(path)] == ["a", "b"]
+    with JsonlWriter(path) as w:
+        assert w.is_done("ka") and w.is_done("kb")  # not run again beside its record
+
+
+# -- a full disk ----------------------------------------------------------------------------
+# RLIMIT_FSIZE (with SIGXFSZ ignored) makes a write past the limit go in part-way and then
+# fail (EFBIG), as a write to a full disk does (ENOSPC): in a child process, so nothing of
+# pytest's is limited.
+FULL_DISK = """
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+"""
+
+
+def run_on_a_full_disk(limit: int, code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``code`` run in a child whose files cannot grow past ``limit`` bytes."""
+    cmd = [sys.executable, "-c", FULL_DISK + code, str(limit), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+WRITE_UNTIL_FULL = """
+from framepipe.errors import OutputError
+from framepipe.output import JsonlWriter
+from framepipe.types import ClipResult
+w = JsonlWriter(sys.argv[1])
+try:
+    for i in range(100):
+        w.write(ClipResult(source="x" * 300, key=f"new{i}"))
+except OutputError as exc:
+    print("refused:", exc)
+w.close()
+"""
+
+
+def test_a_full_disk_leaves_no_half_line_and_the_writer_closes(tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    with JsonlWriter(out) as w:
+        for i in range(3):
+            w.write(ClipResult(source="a", key=f"k{i}"))
+    size = out.stat().st_size
+    proc = run_on_a_full_disk(size + 1000, WRITE_UNTIL_FULL, str(out))
+    assert proc.returncode == 0, proc.stderr  # close() did not fail again
+    assert "refused:" in proc.stdout and "cannot write" in proc.stdout
+    text = out.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    keys = [json.loads(line)["key"] for line in text.splitlines()]  # every line whole
+    assert keys[:3] == ["k0", "k1", "k2"] and len(keys) > 3
+
+
+def test_a_run_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(
+    tmp_path: Path,
+) -> None:
+    videos = tmp_path / "v"
+    for i in range(4):
+        media.h264_mp4(videos / f"v{i}.mp4", num_frames=10)
+    out = tmp_path / "out"
+    run = "from framepipe.cli import main; main()"
+    proc = run_on_a_full_disk(3000, run, "sample", str(videos), "-n", "2", "-o", str(out))
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert f"{out / 'manifest.jsonl'}: cannot write (File too large)" in proc.stderr
+    lines = (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()
+    assert 0 < len(lines) < 4 and all(json.loads(line) for line in lines)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "framepipe", "sample", str(videos), "-n", "2", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    recs = list(read_records(out / "manifest.jsonl"))
+    assert sorted(Path(r["source"]).name for r in recs) == [f"v{i}.mp4" for i in range(4)]
+    assert all(r["status"] == "ok" for r in recs)

@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,15 @@ from framepipe.output.compact import done_keys as _done_keys
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing, NotTextError, json_lines, sync_due
+from framepipe.utils import (
+    Closing,
+    NotTextError,
+    append_whole,
+    json_lines,
+    remove_stale_temps,
+    sync_due,
+    temp_beside,
+)
 
 try:
     import fcntl
@@ -42,10 +49,12 @@ HEAD_BYTES = 1 << 16
 """How much of a file's start :func:`check_jsonl` reads."""
 
 
-def check_jsonl(path: str | Path) -> None:
+def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
     """Refuse (:class:`OutputError`, naming the file) a file that is no JSON-lines file at
     all: one whose first line is not text (UTF-8 without NUL bytes; a Parquet file, a video
-    under a records file's name). Readers and writers call it before anything else, so
+    under a records file's name) or, ``appending`` (a writer's resume), is no JSON object (a
+    CSV file, notes: records are not added to them). A UTF-8 byte order mark (BOM) is no
+    reason: readers skip it. Readers and writers call it before anything else, so
     such a file is neither read as records nor cut at a "torn" last line. A later line that
     is not text is one bad line (:func:`read_records` skips it with a warning, as it does
     an interrupted write), never a reason to lose the records around it."""
@@ -56,6 +65,7 @@ def check_jsonl(path: str | Path) -> None:
         return  # nothing there: nothing to refuse (opening it says what is wrong)
     except OSError as exc:
         raise OutputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    head = head.removeprefix(codecs.BOM_UTF8)  # (as Windows tools write): read as text
     if head.startswith(b"PAR1"):
         raise OutputError(f"{path}: a Parquet file, not JSON lines (name it .parquet)")
     start = len(head) - len(head.lstrip())  # blank lines skipped
@@ -65,9 +75,11 @@ def check_jsonl(path: str | Path) -> None:
         text = b"\0" not in first
     except UnicodeDecodeError:
         text = False
+    n = head.count(b"\n", 0, start) + 1
     if not text:
-        n = head.count(b"\n", 0, start) + 1
         raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not UTF-8 text)")
+    if appending and first and not first.startswith(b"{"):  # (a torn record starts so)
+        raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not a record)")
 
 
 def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
@@ -79,7 +91,7 @@ def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, A
     if not p.exists():
         return
     check_jsonl(p)
-    for lineno, rec in json_lines(p):
+    for lineno, rec in json_lines(p, encoding="utf-8-sig"):
         if isinstance(rec, json.JSONDecodeError):
             if warn:
                 why = rec.msg if isinstance(rec, NotTextError) else "interrupted write?"
@@ -131,9 +143,10 @@ class JsonlWriter(Closing):
         """Records written by this writer."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path)  # a compaction's, killed
             if overwrite and self.path.exists():
                 self.path.unlink()
-            check_jsonl(self.path)  # before its "torn" tail is cut
+            check_jsonl(self.path, appending=True)  # before its "torn" tail is cut
             self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
@@ -167,7 +180,9 @@ class JsonlWriter(Closing):
             fh.close()
 
     def _repair_tail(self) -> None:
-        """Cut a final line that has no newline (a write interrupted by a kill)."""
+        """End the file with a newline: a final line without one is cut (a write interrupted
+        by a kill), unless it is a whole record (a file written by another tool): that one
+        gets its newline."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return
         with open(self.path, "rb+") as fh:
@@ -176,20 +191,22 @@ class JsonlWriter(Closing):
             fh.seek(max(0, size - 1))
             if fh.read(1) == b"\n":
                 return
-            # find the last newline and truncate after it
+            # find the last newline
             block = 1 << 16
-            pos = size
-            while pos > 0:
+            pos = cut = size
+            while pos > 0 and cut == size:
                 start = max(0, pos - block)
                 fh.seek(start)
-                chunk = fh.read(pos - start)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    fh.truncate(start + nl + 1)
-                    log.warning("%s: dropped a torn last record (interrupted run)", self.path)
-                    return
+                nl = fh.read(pos - start).rfind(b"\n")
+                cut = start + nl + 1 if nl >= 0 else size
                 pos = start
-            fh.truncate(0)
+            cut = 0 if cut == size else cut
+            fh.seek(cut)
+            if _is_record(fh.read()):
+                fh.write(b"\n")
+                return
+            fh.truncate(cut)
+            log.warning("%s: dropped a torn last record (interrupted run)", self.path)
 
     def is_done(self, key: str) -> bool:
         return key in self.done_keys
@@ -207,16 +224,15 @@ class JsonlWriter(Closing):
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record
-        line = record_line(rec)
+        line = record_line(rec).encode("utf-8")
         try:
-            self._fh.write(line)
-            self._fh.flush()
+            append_whole(self._fh, line)
             if self.fsync:
                 self._sync_at = sync_due(self._fh, self._sync_at)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.written += 1
-        self._size += len(line.encode("utf-8"))
+        self._size += len(line)
         if self._keys is not None:
             m = record_meta(rec)
             if m.key in self._keys or (m.input_key is not None and m.input_key in self._keys):
@@ -239,8 +255,20 @@ class JsonlWriter(Closing):
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:
                     compact_jsonl(self.path, self.ledger.scope if self.ledger else None)
+        except OSError as exc:  # (a full disk): every record stays, the next run compacts
+            raise OutputError(
+                f"{self.path}: cannot write ({exc.strerror or exc}); the records written "
+                "are kept, and the next run tidies the file"
+            ) from exc
         finally:
             self._fh.close()
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line.decode("utf-8-sig")), dict)
+    except ValueError:  # (UnicodeDecodeError too)
+        return False
 
 
 def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:
@@ -281,10 +309,10 @@ def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> int:
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path``; when the body ends without error the file there is
-    fsynced and moved onto ``path`` (``os.replace``), else removed."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
+    fsynced and moved onto ``path`` (``os.replace``), else removed. Those left by a killed
+    process go first (:func:`~framepipe.utils.remove_stale_temps`)."""
+    remove_stale_temps(path)
+    tmp = temp_beside(path)
     try:
         yield tmp
         with open(tmp, "rb") as fh:
@@ -292,19 +320,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
         if path.exists():
             with contextlib.suppress(OSError):
                 os.chmod(tmp, path.stat().st_mode & 0o7777)
-        else:
-            with contextlib.suppress(OSError):
-                os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _lock(fh: Any, *, shared: bool) -> None:
@@ -328,7 +347,7 @@ def _open_locked(path: Path) -> Any:
     """``path`` opened for appending with a shared lock, on the file that is at ``path`` once
     locked (a compaction by another writer may have moved a new one there meanwhile)."""
     while True:
-        fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by the writer
+        fh = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by the writer
         try:
             _lock(fh, shared=True)
             if _same_file(fh, path):

@@ -32,7 +32,7 @@ from typing import Any
 from framepipe.errors import OutputError
 from framepipe.output.compact import Current
 from framepipe.records import InputPlan
-from framepipe.utils import json_lines, sync_due
+from framepipe.utils import append_whole, json_lines, remove_stale_temps, sync_due, temp_beside
 
 
 def ledger_of(path: str | os.PathLike[str]) -> Path:
@@ -45,7 +45,7 @@ def _entries(ledger: Path) -> Iterator[dict[str, Any]]:
     """The entries of ``ledger`` in order (a torn line is skipped)."""
     if not ledger.exists():
         return
-    for _, entry in json_lines(ledger):
+    for _, entry in json_lines(ledger, encoding="utf-8-sig"):
         if isinstance(entry, dict) and isinstance(entry.get("input"), str):
             yield entry
 
@@ -151,7 +151,7 @@ class Ledger:
             return False
         try:
             if self._fh is None:
-                self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close
+                self._fh = open(self.path, "ab", buffering=0)  # noqa: SIM115 - closed in close
             entry: dict[str, Any] = {
                 "input": plan.key,
                 "source": plan.source,
@@ -160,8 +160,7 @@ class Ledger:
             }
             if plan.of:
                 entry["of"] = plan.of
-            self._fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
-            self._fh.flush()
+            append_whole(self._fh, (json.dumps(entry, ensure_ascii=True) + "\n").encode())
             if self.fsync:
                 self._sync_at = sync_due(self._fh, self._sync_at)
         except OSError as exc:
@@ -173,10 +172,14 @@ class Ledger:
 
     def close(self) -> None:
         if self._fh is not None:
-            if self.fsync:
-                sync_due(self._fh, 0.0, now=True)
-            self._fh.close()
-            self._fh = None
+            try:
+                if self.fsync:
+                    sync_due(self._fh, 0.0, now=True)
+            except OSError as exc:
+                raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
+            finally:
+                self._fh.close()
+                self._fh = None
 
 
 def merge_ledgers(ledgers: Iterable[Path], records: Path) -> None:
@@ -200,9 +203,14 @@ def stage_merged_ledger(ledgers: Iterable[Path], records: Path) -> Path | None:
     last: dict[str, Order] = {}  # each plan's latest entry
     for order, entry in _ordered(ledgers):
         last[entry["input"]] = max(order, last.get(entry["input"], order))
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
-        for order, entry in _ordered(ledgers):
-            if last[entry["input"]] == order:
-                fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+    remove_stale_temps(target)
+    tmp = temp_beside(target)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
+            for order, entry in _ordered(ledgers):
+                if last[entry["input"]] == order:
+                    fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp

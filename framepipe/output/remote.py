@@ -189,8 +189,12 @@ class RemoteOutput:
 
 
 def _put(fs: Any, local: Path, path: str) -> None:
-    """Upload ``local`` under a temporary key beside ``path``, then move it into place."""
-    tmp = f"{path}.{uuid.uuid4().hex[:12]}.tmp"
+    """Upload ``local`` under a temporary key beside ``path``, then move it into place. The
+    key is the same on every publish (one driver per output): one left by a driver killed
+    between the two is replaced and moved by the next publish, never one more stray object
+    per kill."""
+    head, _, name = path.rpartition("/")
+    tmp = f"{head}/.{name.lstrip('.')}.publishing.tmp"
     fs.put_file(str(local), tmp)
     try:
         fs.mv(tmp, path)

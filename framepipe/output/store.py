@@ -284,6 +284,9 @@ class ParquetWriter(Closing):
             if try_exclusive(fh):
                 ledger = self._log.ledger
                 fold_parquet(self.path, ledger.scope if ledger is not None else None)
+        except OSError as exc:  # (a full disk): the journal keeps them, the next run folds
+            why = f"{exc.strerror or exc}; its records wait in {self.journal.name} for the next run"
+            raise OutputError(f"{self.path}: cannot write ({why})") from exc
         finally:
             self._log.close()
 

@@ -32,7 +32,7 @@ from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  
 from framepipe.config import SampleConfig
 from framepipe.discovery import Input
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
-from framepipe.errors import ConfigError
+from framepipe.errors import ConfigError, OutputError
 from framepipe.generate.backend import BackendSpec, TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
 from framepipe.inputs.remote import is_remote
@@ -315,7 +315,11 @@ def _save_frames(
     """Decoder-side: write the clip's frames and contact sheet (in a folder, or straight to
     an object store) and add their paths, relative to the output (absolute without one, or
     when the output is elsewhere)."""
-    frames, sheet = save_clip_images(job, frames_dir, storage_options=storage_options)
+    try:
+        frames, sheet = save_clip_images(job, frames_dir, storage_options=storage_options)
+    except OutputError as exc:
+        job.fail(exc)
+        return
 
     def rel(p: str) -> str:
         full = join(frames_dir, p)

@@ -23,7 +23,7 @@ from typing import Any
 from framepipe.config import SampleConfig
 from framepipe.discovery import Input, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
-from framepipe.errors import OutputError
+from framepipe.errors import OutputError, one_line_error
 from framepipe.extras import check_extras
 from framepipe.inputs import Shard, collect_inputs
 from framepipe.inputs.remote import is_remote
@@ -257,11 +257,22 @@ def execute(
     finally:
         engine.close()
         if writer is not None:
-            writer.close()
+            close_writer(writer, stopped)
         if remote is not None:
             publish(remote, stopped)
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
+
+
+def close_writer(writer: RecordWriter, stopped: bool) -> None:
+    """Close ``writer``; when the run stopped on an error, a failure to close (a full disk:
+    the records stay, the next run tidies them) is logged, not raised over what stopped it."""
+    try:
+        writer.close()
+    except OutputError as exc:
+        if not stopped:
+            raise
+        log.error("%s", exc)
 
 
 def publish(remote: RemoteOutput, stopped: bool) -> None:
@@ -309,8 +320,8 @@ def check_output(path: str | Path, storage_options: dict[str, Any] | None = None
 
 def discard_if_empty(writer: RecordWriter) -> None:
     """Close ``writer`` and remove its file when it holds no record (a run that failed
-    before writing any, on an output it created)."""
-    writer.close()
+    before writing any, on an output it created), as a run stops on an error."""
+    close_writer(writer, stopped=True)
     with contextlib.suppress(OSError):
         if not any(True for _ in read_output(writer.path)):
             writer.path.unlink()
@@ -333,20 +344,25 @@ def save_clip_images(
 ) -> tuple[list[str], str | None]:
     """Write the job's frames (and contact sheet) in the clip's folder under ``out_dir`` (a
     folder, or a URI: straight to the store); returns their paths relative to ``out_dir``
-    (the sheet's None without ``sheet``)."""
+    (the sheet's None without ``sheet``). OutputError, naming ``out_dir``, when they cannot
+    be written (a full disk)."""
     assert job.batch is not None
     name = clip_dir_name(job.source, (job.clip or {}).get("index", 0))
     folder = join(out_dir, name)
-    frames = write_frames(
-        job.batch, folder, out_dir, fmt=image_format, storage_options=storage_options
-    )
-    if not sheet:
-        return frames, None
-    save_image(
-        contact_sheet(job.batch),
-        join(folder, "contact_sheet.jpg"),
-        storage_options,
-        format="JPEG",
-        quality=90,
-    )
+    try:
+        frames = write_frames(
+            job.batch, folder, out_dir, fmt=image_format, storage_options=storage_options
+        )
+        if not sheet:
+            return frames, None
+        save_image(
+            contact_sheet(job.batch),
+            join(folder, "contact_sheet.jpg"),
+            storage_options,
+            format="JPEG",
+            quality=90,
+        )
+    except OSError as exc:
+        why = exc.strerror or one_line_error(exc)
+        raise OutputError(f"cannot write frames in {out_dir} ({why})") from exc
     return frames, f"{name}/contact_sheet.jpg"

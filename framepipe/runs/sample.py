@@ -25,6 +25,7 @@ from framepipe.inputs import Shard
 from framepipe.inputs.remote import filesystem, is_remote
 from framepipe.output import format_of
 from framepipe.output.remote import join
+from framepipe.output.store import journal_of
 from framepipe.records import ClipJob
 from framepipe.runs.common import (
     OnInput,
@@ -49,11 +50,14 @@ def manifest_path(
 ) -> Path | str:
     """The records file of a ``sample`` output folder (in an object store: ``out_dir`` a
     URI): ``manifest.jsonl``, or ``manifest.parquet`` (``format="parquet"``, or without
-    ``format`` when only that one is there). ConfigError when ``format`` names another
+    ``format`` when only that one is there, or its journal: a run killed before it folded
+    its records in). ConfigError when ``format`` names another
     than the manifest the folder holds: its resume, or its ``overwrite``, would leave two."""
     remote = is_remote(str(out_dir))
     exists = remote_exists(storage_options) if remote else os.path.exists
-    there = [f for f in ("parquet", "jsonl") if exists(join(out_dir, f"manifest.{f}"))]
+    journal = journal_of(Path("manifest.parquet")).name  # (its records not folded in yet)
+    names = {"parquet": ("manifest.parquet", journal), "jsonl": ("manifest.jsonl",)}
+    there = [f for f, ns in names.items() if any(exists(join(out_dir, n)) for n in ns)]
     if format is None:
         format = "parquet" if there == ["parquet"] else "jsonl"
     elif there and format_of("", format) not in there:
@@ -180,7 +184,7 @@ def _save_or_fail(
         frames, sheet_path = save_clip_images(
             job, out_dir, image_format=image_format, sheet=sheet, storage_options=storage_options
         )
-    except OSError as exc:
-        job.fail(exc, doing="cannot write frames")
+    except OutputError as exc:
+        job.fail(exc)
         return
     job.add(frames=frames, contact_sheet=sheet_path)

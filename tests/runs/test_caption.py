@@ -110,6 +110,27 @@ def test_frames_dir_paths_are_relative_to_the_output(videos: Path, tmp_path: Pat
         assert not os.path.isabs(p) and (out.parent / p).is_file()
 
 
+@pytest.mark.parametrize("command", ["caption", "sample"])
+def test_frames_that_cannot_be_written_fail_the_clip_naming_the_frames_folder(
+    videos: Path, tmp_path: Path, command: str
+) -> None:
+    from framepipe.runs.common import clip_dir_name
+    from framepipe.runs.sample import sample
+
+    src = videos / "v1.mp4"
+    frames = tmp_path / "frames"
+    frames.mkdir()  # where the clip's folder goes, a file (as a full disk, a quota, EROFS)
+    (frames / clip_dir_name(str(src), 0).split("/")[0]).write_text("in the way")
+    if command == "caption":
+        s = _run([src], EchoGenerator(), output=tmp_path / "r.jsonl", frames_dir=frames)
+    else:
+        s = sample([src], frames, SampleConfig(n=3), workers=0)
+    (rec,) = s.records
+    assert rec.status == "failed" and rec.error is not None
+    assert rec.error.startswith(f"{src}: cannot write frames in {frames} (")
+    assert "\n" not in rec.error
+
+
 # -- resume --------------------------------------------------------------------------------------
 def test_resume_appends_only_missing_clips(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"

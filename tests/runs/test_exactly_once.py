@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from generator_doubles import EchoAnswer
 
+import framepipe.output.store
 import framepipe.read_clips
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
@@ -117,6 +118,27 @@ def test_a_sample_folder_keeps_the_format_of_its_manifest(inputs: Path, tmp_path
     assert sorted(p.name for p in out.glob("manifest.*")) == ["manifest.jsonl"]
     s = sample([inputs / "a.mp4"], out, SampleConfig(n=2), format="jsonl", workers=0)
     assert (s.done, s.skipped) == (0, 1)
+
+
+def test_a_parquet_sample_stopped_before_its_first_fold_resumes_as_parquet(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "s"
+
+    def killed(*a: Any, **kw: Any) -> None:
+        raise KeyboardInterrupt  # stopped (a kill, a full disk) before the fold
+
+    monkeypatch.setattr(framepipe.output.store, "fold_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sample([inputs / "a.mp4"], out, SampleConfig(n=2), format="parquet", workers=0)
+    monkeypatch.undo()
+    assert not (out / "manifest.parquet").exists() and (out / ".manifest.parquet.journal").exists()
+    # the same command without --format: the folder's manifest is the Parquet one
+    s = sample([inputs / "a.mp4"], out, SampleConfig(n=2), workers=0, sheets=False)
+    assert (s.done, s.skipped) == (0, 1) and not (out / "manifest.jsonl").exists()
+    assert len(list(read_output(out / "manifest.parquet"))) == 1
+    with pytest.raises(ConfigError, match=r"manifest.parquet: this output's manifest is parquet"):
+        sample([inputs / "a.mp4"], out, SampleConfig(n=2), format="jsonl", workers=0)
 
 
 def test_an_input_that_failed_whole_then_opens_leaves_only_its_clip_records(

@@ -8,6 +8,9 @@ file as it was and loses nothing."""
 from __future__ import annotations
 
 import importlib.util
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,36 @@ def test_a_failed_publish_keeps_the_store_as_it_was_and_loses_nothing(
     fs.invalidate_cache()
     fs.get_file("out/p/results.jsonl", str(tmp_path / "r.jsonl"))
     assert len(list(read_records(tmp_path / "r.jsonl"))) == 5
+
+
+KILLED_IN_PUBLISH = """
+import os, signal, sys
+import s3fs
+from framepipe.config import SampleConfig
+from framepipe.runs.sample import sample
+s3fs.S3FileSystem.mv = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+url, videos, cache = sys.argv[1:]
+cfg = SampleConfig(n=2, storage_options={"endpoint_url": url})
+sample([videos], "s3://out/k/", cfg, workers=0, cache_dir=cache)
+"""
+
+
+def test_a_driver_killed_while_it_publishes_leaves_no_stray_object_after_a_rerun(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    cache = tmp_path / "cache"
+    for _ in range(2):  # killed between the upload and the move, twice
+        cmd = [sys.executable, "-c", KILLED_IN_PUBLISH, url, str(videos), str(cache)]
+        proc = subprocess.run(cmd, capture_output=True, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+    s = sample([videos], "s3://out/k/", _cfg(url), workers=0, cache_dir=cache)
+    assert s.ok
+    fs.invalidate_cache()
+    assert sorted(k for k in fs.find("out/k") if "mp4-" not in k) == [
+        "out/k/.manifest.jsonl.inputs",
+        "out/k/manifest.jsonl",
+    ]
 
 
 def test_a_parquet_folder_in_the_store_resumes_without_its_format_named(
