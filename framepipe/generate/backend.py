@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -101,7 +101,7 @@ class TransformersBackend:
     def __init__(
         self,
         model: ModelConfig | str | os.PathLike[str] | None = None,
-        settings: GenerationSettings | None = None,
+        settings: GenerationSettings | Mapping[str, Any] | None = None,
         generator: Any = None,
     ) -> None:
         if model is None or isinstance(model, (str, os.PathLike)):
@@ -119,6 +119,13 @@ class TransformersBackend:
                 f"generator must be a framepipe.generate.Generator (or have answer_each or "
                 f"answer, and describe), not {type(generator).__name__}; for a model of your "
                 f"own, pass its hub id or folder as model="
+            )
+        if isinstance(settings, Mapping):  # settings={"max_new_tokens": 64}
+            settings = GenerationSettings(**settings)
+        if settings is not None and not isinstance(settings, GenerationSettings):
+            raise TypeError(
+                f"settings must be a framepipe.generate.GenerationSettings or a dict of its "
+                f"fields, not {type(settings).__name__}"
             )
         self.model = model
         given = getattr(generator, "settings", None)

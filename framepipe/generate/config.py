@@ -36,10 +36,11 @@ class ModelConfig:
     revision: str | None = None
     """Hub branch, tag or commit (ignored for a local folder)."""
     device: str = "auto"
-    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (a
+    ``torch.device`` is taken by its name)."""
     dtype: str = "auto"
     """``auto`` (bfloat16 where the hardware has it, else float16 on GPUs, float32 on CPUs),
-    ``float32``, ``bfloat16`` or ``float16``."""
+    ``float32``, ``bfloat16`` or ``float16`` (a ``torch.dtype`` is taken by its name)."""
     quantize: str | None = None
     """``4bit`` or ``8bit`` through bitsandbytes (CUDA only), or None."""
     attn: str = "auto"
@@ -53,6 +54,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
             raise ConfigError("--model is empty")
+        # torch.bfloat16 / torch.device("cuda", 1), as transformers takes them: their names
+        self.dtype = str(self.dtype).removeprefix("torch.")
+        self.device = str(self.device)
         if self.dtype not in DTYPES:
             aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
             if self.dtype not in aliases:

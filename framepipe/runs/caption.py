@@ -23,7 +23,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
         """The keywords of :func:`caption`: those of :class:`Pipeline`, then of its ``run``."""
 
         model: ModelConfig | str | None
-        settings: GenerationSettings | None
+        settings: GenerationSettings | Mapping[str, Any] | None
         sample: SampleConfig | None
         questions: Sequence[str] | str | None
         system: str | None
@@ -133,7 +133,7 @@ class Pipeline:
     def __init__(
         self,
         model: ModelConfig | str | None = None,
-        settings: GenerationSettings | None = None,
+        settings: GenerationSettings | Mapping[str, Any] | None = None,
         *,
         sample: SampleConfig | None = None,
         questions: Sequence[str] | str | None = None,
@@ -340,6 +340,10 @@ def caption(
     ``keep_records``, ``on_input``, ``on_record``, ``on_skip``). ``framepipe caption``
     calls this too."""
     run_names = inspect.signature(Pipeline.run).parameters.keys() - {"self", "paths", "output"}
+    known = run_names | inspect.signature(Pipeline).parameters.keys()
+    unknown = sorted(options.keys() - known)
+    if unknown:  # named as caption()'s, not as Pipeline's that it builds
+        raise TypeError(f"caption() got an unexpected keyword argument {unknown[0]!r}")
     kw: dict[str, Any] = dict(options)
     run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
     return Pipeline(**kw).run(paths, output, **run_options)

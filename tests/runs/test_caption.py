@@ -603,3 +603,30 @@ def test_a_model_loaded_by_the_user_is_refused_saying_what_to_pass(where: str) -
     each takes (was an AttributeError about ``trust_remote_code`` or ``describe``)."""
     with pytest.raises(TypeError, match=rf"^{where} must be a "):
         Pipeline(**{where: _LoadedElsewhere()})  # type: ignore[arg-type]
+
+
+def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_write_them() -> None:
+    """``settings={"max_new_tokens": 4}`` failed with an AttributeError after the model
+    loaded, and ``ModelConfig(dtype=torch.bfloat16)`` was refused: a dict of the settings'
+    fields and a torch dtype or device are taken by name; anything else is one TypeError."""
+    import torch
+
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    pipe = Pipeline(
+        ModelConfig("some/model", dtype=torch.bfloat16, device=torch.device("cpu")),
+        settings={"max_new_tokens": 4, "batch_size": 2},
+    )
+    assert pipe.settings == GenerationSettings(max_new_tokens=4, batch_size=2)
+    assert (pipe.model_config.dtype, pipe.model_config.device) == ("bfloat16", "cpu")
+    with pytest.raises(TypeError, match="max_tokens"):
+        Pipeline(settings={"max_tokens": 4})
+    with pytest.raises(TypeError, match=r"^settings must be a framepipe.generate.Generation"):
+        Pipeline(settings=4)  # type: ignore[arg-type]
+
+
+def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
+    with pytest.raises(
+        TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
+    ):
+        caption([], None, question="What?")  # type: ignore[call-arg]
