@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scene_media as sm
-from PIL import Image
+from PIL import Image, features
 
 from framepipe.discovery import discover
 from framepipe.errors import SourceError
@@ -57,6 +57,21 @@ def test_views_in_natural_order_whatever_the_case(tmp_path: Path) -> None:
     info = MultiviewSource(tmp_path).info()
     names = [v.name for v in info.views or ()]
     assert names == ["Img1.png", "img2.png", "IMG3.PNG", "img10.png", "img20.png"]
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow reads no AVIF")
+def test_a_folder_of_avif_images_is_one_scene(tmp_path: Path) -> None:
+    """A folder of AVIF stills was not a scene: each file was taken as a one-frame video."""
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    for k in range(3):
+        Image.fromarray(sm.view_image(k * 40.0)).save(scene / f"v{k}.avif")
+    inputs, _ = discover([tmp_path])
+    assert [(i.path, i.kind) for i in inputs] == [(scene, "multiview")]
+    with MultiviewSource(scene) as src:
+        batch = src.read([2])
+    with Image.open(scene / "v2.avif") as img:
+        np.testing.assert_array_equal(batch.frames[0], np.asarray(img.convert("RGB")))
 
 
 def test_natural_key_orders_digit_like_characters_without_error() -> None:

@@ -43,7 +43,9 @@ from framepipe.sources.multiview.colmap import (
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff", ".avif"}
+)
 """Lower-case suffixes of the image files a scene is made of."""
 
 TRANSFORMS_NAME = "transforms.json"
