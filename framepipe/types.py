@@ -239,7 +239,8 @@ class FrameBatch:
 
 SkipMode = Literal["none", "nonref", "bidir"]
 """Which frames a signal decoder may drop: ``none`` (decode all), ``nonref`` (frames nothing
-references) or ``bidir`` (every B-frame, the fastest)."""
+references; the default: what it keeps decodes exactly) or ``bidir`` (every B-frame, the
+fastest; inexact where other frames refer to B-frames)."""
 
 
 @dataclass(frozen=True)

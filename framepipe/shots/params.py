@@ -31,9 +31,11 @@ class DetectorParams:
     """TransNetV2 only: a frame whose transition probability exceeds this ends a shot."""
     size: tuple[int, int] = (64, 36)
     """Width and height of the decoded signal frames."""
-    skip: SkipMode = "bidir"
-    """Frames the signal decoder may drop: ``bidir`` (B-frames; fastest), ``nonref`` or
-    ``none`` (decode every frame; no refinement needed)."""
+    skip: SkipMode = "nonref"
+    """Frames the signal decoder may drop: ``nonref`` (frames nothing refers to: every
+    frame it keeps is exact), ``bidir`` (every B-frame: fastest, but where P-frames refer to
+    B-frames, as x264's at ffmpeg's default preset, the frames after a skipped one decode
+    wrong until the next keyframe) or ``none`` (decode every frame; no refinement needed)."""
     content_share: float = 0.4
     """A cut or a dissolve is a change of content, not of exposure: at least this share of
     its change must remain between the exposure-normalised pictures (means of luma and

@@ -128,12 +128,13 @@ class Source(Closing, ABC):
         end: int,
         *,
         size: tuple[int, int] = (64, 36),
-        skip: SkipMode = "bidir",
+        skip: SkipMode = "nonref",
     ) -> SmallFrames:
         """Frames of ``[start, end)`` at ``size`` (width, height) as limited-range YUV: the
         cheap signal that shot detection reads.
 
-        ``skip`` lets a kind with a fast decoder drop frames (B-frames for ``bidir``; the
+        ``skip`` lets a kind with a fast decoder drop frames (those nothing refers to for
+        ``nonref``, every B-frame for ``bidir``; the
         indices of the frames it kept come with them). Kinds give it their fast path by
         overriding :meth:`_read_signal`.
         """
