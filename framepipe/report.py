@@ -34,6 +34,7 @@ from typing import Any
 from framepipe.errors import OutputError
 from framepipe.output import is_folder_output, read_output
 from framepipe.output.images import fmt_time
+from framepipe.output.store import journal_of
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,11 @@ def _records_file(p: Path) -> Path:
     if p.is_dir() and is_folder_output(p):
         return p
     if p.is_dir():
-        parquet = p / "manifest.parquet"
-        p = parquet if parquet.is_file() and not (p / "manifest.jsonl").exists() else p
-        p = p if p.is_file() else p / "manifest.jsonl"
+        parquet, jsonl = p / "manifest.parquet", p / "manifest.jsonl"
+        # a first Parquet run killed before it folded its records in left its journal only
+        if (parquet.is_file() or journal_of(parquet).is_file()) and not jsonl.exists():
+            return parquet
+        p = jsonl
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")
     return p

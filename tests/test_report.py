@@ -9,6 +9,7 @@ import html
 import io
 import json
 import os
+import shutil
 import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
@@ -124,6 +125,17 @@ def test_sample_manifest_report(sampled: Path, tmp_path: Path) -> None:
     assert [str(lab).split()[0] for lab in labels] == want
     assert '<div class="banner">' not in html_path.read_text(encoding="utf-8")
     assert "http" not in html_path.read_text(encoding="utf-8")  # no CDN, no external URL
+
+
+def test_a_parquet_sample_folder_killed_before_its_first_fold_is_reported(
+    sampled: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "killed"
+    shutil.copytree(sampled, folder)
+    (folder / "manifest.jsonl").rename(folder / ".manifest.parquet.journal")  # its records
+    result = CliRunner().invoke(cli, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert len(parse(folder / "report.html").cards()) == 2
 
 
 def test_sheet_only_default_output(sampled: Path, tmp_path: Path) -> None:

@@ -6,12 +6,16 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 
-NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] ")
+NATIVE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWE] \d+ \d+\] (?:[\w.]+:\d+: )?")
 """A log line of Ray's C++ core (``[2026-01-02 10:11:12,345 E 123 123] core_worker.cc:..``)."""
+
+ENDS_THE_PROCESS = b"The program will terminate"
+"""What Ray's core says before it ends this process at once (the cluster's head, its GCS, lost
+for 60 s): the one native line that is shown, as the run's error."""
 
 
 @contextlib.contextmanager
@@ -20,36 +24,61 @@ def native_ray_lines_to_log(engine: str) -> Iterator[None]:
     to this process's stderr (an error-level line per actor pool: ``has constructor arguments
     in the object store and max_restarts > 0``) off the terminal: they are in the session's
     logs (``python-core-driver-*.log``), and ``-v`` shows them. Everything else written to
-    stderr passes as it is written."""
+    stderr passes as it is written, and so does the line with which Ray ends this process
+    (as ``Error: Ray stopped this run: ...``).
+
+    The lines pass through a small child process (:func:`pump`), not a thread: Ray ends the
+    process without any clean-up (``QuickExit``), and a thread of it would die with its
+    last line unwritten."""
     if engine != "ray" or logging.getLogger("framepipe").getEffectiveLevel() < logging.WARNING:
         yield
         return
     sys.stderr.flush()
     terminal = os.dup(2)
-    read, write = os.pipe()
-    os.dup2(write, 2)
-    os.close(write)
-
-    def pump() -> None:
-        held = b""
-        with os.fdopen(read, "rb", buffering=0) as pipe:
-            for chunk in iter(lambda: pipe.read(1 << 16), b""):
-                *lines, held = (held + chunk).split(b"\n")
-                os.write(
-                    terminal, b"".join(ln + b"\n" for ln in lines if not NATIVE_LINE.match(ln))
-                )
-                if held and not held.startswith(b"["):  # a progress bar's partial line
-                    os.write(terminal, held)
-                    held = b""
-        os.write(terminal, held)
-
-    thread = threading.Thread(target=pump, name="framepipe-stderr", daemon=True)
-    thread.start()
+    code = "from framepipe.cli.ray_logs import pump; pump()"
+    try:  # its own session: a Ctrl-C at the terminal is for the run, not for the pump
+        child = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=terminal,
+            stderr=terminal,
+            start_new_session=True,
+        )
+    except OSError:
+        os.close(terminal)
+        yield
+        return
+    assert child.stdin is not None
+    os.dup2(child.stdin.fileno(), 2)
+    child.stdin.close()
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(terminal, 2)  # the pipe ends once no process writes to it any more
-        thread.join(timeout=0.5)
-        if not thread.is_alive():
-            os.close(terminal)
+        os.close(terminal)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=0.5)  # else it ends with the local Ray that still holds it
+
+
+def pump(read_fd: int = 0, write_fd: int = 1) -> None:
+    """Copy ``read_fd`` to ``write_fd`` as it comes, without Ray's native log lines (those
+    but the last one of a process Ray ends: :data:`ENDS_THE_PROCESS`)."""
+    held = b""
+    for chunk in iter(lambda: os.read(read_fd, 1 << 16), b""):
+        *lines, held = (held + chunk).split(b"\n")
+        os.write(write_fd, b"".join(shown(ln) for ln in lines))
+        if held and not held.startswith(b"["):  # a progress bar's partial line
+            os.write(write_fd, held)
+            held = b""
+    os.write(write_fd, held)
+
+
+def shown(line: bytes) -> bytes:
+    """What of ``line`` reaches the terminal (with its newline)."""
+    native = NATIVE_LINE.match(line)
+    if native is None:
+        return line + b"\n"
+    if ENDS_THE_PROCESS in line:
+        return b"Error: Ray stopped this run: " + line[native.end() :] + b"\n"
+    return b""

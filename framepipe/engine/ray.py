@@ -74,21 +74,16 @@ def connect(address: str | None = None) -> Any:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray (kept
     for the process); an already connected Ray is used as is. Returns the ``ray`` module.
 
-    A ``host:port`` address is tried with one TCP connection (5 s) first: ``ray.init`` has
-    no connection timeout of its own and, given an address where nothing listens, retries
-    for over a minute (measured with Ray 2.60) before its error."""
+    A ``host:port`` address is checked first (:func:`check_gcs`): ``ray.init`` has no
+    connection timeout of its own and, given an address where nothing listens, retries for
+    over a minute, or, where another server listens (a dashboard's port, a web server), for
+    over ten minutes (measured with Ray 2.60), before its error."""
     ray = require_ray()
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address and address != "auto" and "://" not in address:
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=5):
-                pass
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or exc
-            raise FramepipeError(f"cannot reach the Ray cluster at {address} ({reason})") from None
+        check_gcs(address)
     kwargs: dict[str, Any] = {"logging_level": ray_console_level(), "log_to_driver": True}
     if not address:  # a local Ray: workers import what this process can (plug-ins, tests)
         path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
@@ -100,6 +95,42 @@ def connect(address: str | None = None) -> Any:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise FramepipeError(f"cannot start or join {where}: {text}") from None
     return ray
+
+
+# HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers
+# with its own SETTINGS frame (frame type 4, the fourth byte)
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def check_gcs(address: str, timeout_s: float = 5.0) -> None:
+    """A one-line FramepipeError unless a gRPC server, as a Ray head's GCS is, answers at
+    ``host:port`` within ``timeout_s`` (to connect, then to answer HTTP/2's preface); with
+    ``RAY_USE_TLS`` only the connection is tried."""
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise FramepipeError(f"cannot reach the Ray cluster at {address} (no port: HOST:PORT)")
+    try:
+        sock = socket.create_connection(
+            (host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s
+        )
+    except OSError as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise FramepipeError(f"cannot reach the Ray cluster at {address} ({reason})") from None
+    answer = b""
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        try:  # nothing said back in time, or a reset: not a gRPC server either
+            sock.sendall(H2_PREFACE)
+            while len(answer) < 4 and (part := sock.recv(9 - len(answer))):
+                answer += part
+        except OSError:
+            pass
+    if len(answer) < 4 or answer[3] != 4:
+        raise FramepipeError(
+            f"cannot reach the Ray cluster at {address} (what listens there is not a Ray "
+            "head: give the head's GCS port, 6379 by default)"
+        )
 
 
 def ray_console_level() -> int:

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -468,3 +469,24 @@ def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:
     last = r.stderr.strip().splitlines()[-1]
     assert "--engine ray needs Ray Data" in last and "framepipe[ray]" in last
     assert not out.exists()  # nothing was done
+
+
+def test_an_address_where_another_server_listens_is_one_line_at_once(tmp_path: Path) -> None:
+    """A web server's port (or a dashboard's), or a listener that says nothing, as
+    ``--ray-address``: Ray's own connect would retry for over ten minutes."""
+    video = engine_plugins.make_video(tmp_path / "a.mp4", 5)
+    silent = socket.create_server(("127.0.0.1", 0))
+    with http_server(tmp_path) as (url, _), silent:
+        silent_at = f"127.0.0.1:{silent.getsockname()[1]}"
+        for address in (url.removeprefix("http://"), silent_at, "127.0.0.1"):
+            t0 = time.monotonic()
+            out = tmp_path / "out"
+            r = _cli(
+                "sample", str(video), "-o", str(out), "--engine", "ray", "--ray-address", address
+            )
+            assert r.returncode == 1 and time.monotonic() - t0 < 60
+            last = r.stderr.strip().splitlines()
+            assert len(last) == 1 and last[0].startswith(
+                f"Error: cannot reach the Ray cluster at {address} ("
+            )
+            assert not out.exists()
