@@ -278,7 +278,7 @@ def test_the_signal_of_x264_at_ffmpegs_default_preset_is_exact(tmp_path: Path) -
     """x264 at ffmpeg's default preset (``medium``: B-pyramid, three reference frames)
     makes P-frames that refer to B-frames. A signal that skipped every B-frame decoded those
     P-frames from a missing reference: most of its frames were off by several levels until
-    the next keyframe (72 of 86 in this clip). The signal skips only frames nothing refers
+    the next keyframe (39 of 46 in this clip). The signal skips only frames nothing refers
     to: each frame it holds is the full decode's."""
     path = tmp_path / "medium.mp4"
     shots = "mandelbrot=s=160x90:r=25,trim=duration=3[a];testsrc2=s=160x90:r=25,trim=duration=3[b]"
