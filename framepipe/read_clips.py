@@ -47,7 +47,7 @@ from framepipe.records import (
     source_fingerprint,
 )
 from framepipe.samplers.base import get_sampler
-from framepipe.sources.base import Source, open_source
+from framepipe.sources.base import Source, frame_indices, open_source
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,11 @@ def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) 
     name, fn = get_sampler(cfg.sampler)
     sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
     if not isinstance(sel, Selection):  # a user's sampler may return plain indices
-        sel = Selection(tuple(int(i) for i in sel), name, {"n": cfg.n, **cfg.sampler_params})
+        try:  # integers of any type; a float (np.linspace unrounded) is not cut down
+            indices = frame_indices(sel, f"sampler {name!r}")
+        except TypeError as exc:
+            raise FramepipeError(str(exc)) from None
+        sel = Selection(tuple(indices), name, {"n": cfg.n, **cfg.sampler_params})
     bad = [i for i in sel.indices if not 0 <= i < info.num_frames]
     if bad:
         raise FramepipeError(

@@ -203,8 +203,9 @@ def frame_indices(indices: Iterable[Any], path: str | Path) -> list[int]:
     out = []
     for i in indices:
         if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+            shown = repr(i.item() if isinstance(i, np.generic) else i)  # 0.5, not np.float64(0.5)
             raise TypeError(
-                f"{path}: frame indices must be integers, got {i!r} ({type(i).__name__})"
+                f"{path}: frame indices must be integers, got {shown} ({type(i).__name__})"
             )
         out.append(int(i))
     return out

@@ -139,3 +139,30 @@ def test_unknown_option_is_a_one_line_error() -> None:
         uniform(info, whole(info), n=3, b=1, a=2)
     sel = uniform(info, whole(info), n=3, mode="endpoints", overflow="all")  # known: fine
     assert sel.params == {"n": 3, "mode": "endpoints", "overflow": "all"}
+
+
+def test_a_user_sampler_returning_float_indices_fails_its_clip_naming_the_sampler() -> None:
+    """A plug-in returning ``np.linspace`` without rounding had its frames cut down to the
+    ones below (1.5 -> 1) without a word; integers of numpy's types are frame numbers."""
+    import numpy as np
+
+    from framepipe.config import SampleConfig
+    from framepipe.errors import FramepipeError
+    from framepipe.read_clips import select
+
+    @register_sampler("linspace_test")
+    def spread(
+        info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None, **params: object
+    ) -> object:
+        idx = np.linspace(clip.start_frame, clip.end_frame - 1, n)
+        return idx if params.get("raw") else idx.round().astype(np.int64)
+
+    info = video_info(10)
+    sel = select(None, info, whole(info), SampleConfig(n=3, sampler="linspace_test"))  # type: ignore[arg-type]
+    assert sel.indices == (0, 4, 9) and all(type(i) is int for i in sel.indices)
+    cfg = SampleConfig(n=3, sampler="linspace_test", sampler_params={"raw": True})
+    with pytest.raises(
+        FramepipeError,
+        match=r"^sampler 'linspace_test': frame indices must be integers, got 0.0 \(float64\)",
+    ):
+        select(None, info, whole(info), cfg)  # type: ignore[arg-type]
