@@ -111,13 +111,17 @@ def begin(
         check_extras(format=format_of(writer_target(output, format, part)))
         check_output(output, cfg.storage_options)
     opened = open_engine(engine, options)
-    inputs, notes = collect_inputs(
-        paths, inputs_from=inputs_from, kind=cfg.kind, cache_dir=cache_dir, shard=shard
-    )
-    if on_input is not None:
-        on_input(inputs, notes)
-    if isinstance(inputs, list):
-        cfg.check([i.kind for i in inputs if not i.error])
+    try:
+        inputs, notes = collect_inputs(
+            paths, inputs_from=inputs_from, kind=cfg.kind, cache_dir=cache_dir, shard=shard
+        )
+        if on_input is not None:
+            on_input(inputs, notes)
+        if isinstance(inputs, list):
+            cfg.check([i.kind for i in inputs if not i.error])
+    except BaseException:
+        opened.close()
+        raise
     return opened, inputs, notes
 
 

@@ -148,6 +148,7 @@ def sample(
         if isinstance(out, Path):
             out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        eng.close()
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
     save = functools.partial(
         _save_or_fail,

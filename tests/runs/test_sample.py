@@ -107,3 +107,34 @@ def test_a_numpy_integer_is_a_frame_count() -> None:
     cfg = SampleConfig(n=np.int64(8))  # type: ignore[arg-type]
     assert type(cfg.n) is int and cfg.key_parts() == SampleConfig(n=8).key_parts()
     cfg.check()
+
+
+def test_a_run_refused_after_its_engine_opened_closes_the_engine(
+    inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inputs that cannot be listed (or a setting refused once they are) stop the run after
+    its engine opened: the engine is closed, not left open (a cluster joined, a pool)."""
+    import framepipe.runs.common as common
+
+    closed: list[bool] = []
+    opened = common.open_engine
+
+    def opening(*args: Any, **kwargs: Any) -> Any:
+        eng = opened(*args, **kwargs)
+        close = eng.close
+
+        def closing() -> None:
+            closed.append(True)
+            close()
+
+        eng.close = closing
+        return eng
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigError("refused")
+
+    monkeypatch.setattr(common, "open_engine", opening)
+    monkeypatch.setattr(common, "collect_inputs", refuse)
+    with pytest.raises(ConfigError, match="refused"):
+        sample([inputs], tmp_path / "out", SampleConfig(n=2), workers=1)
+    assert closed == [True]
