@@ -155,12 +155,15 @@ FLOOR = """import sys, av, numpy
 c = av.open(sys.argv[1])
 s = c.streams.video[0]
 s.thread_type = "AUTO"
-s.codec_context.skip_frame = "BIDIR"
+s.codec_context.skip_frame = sys.argv[2]
 for packet in c.demux(s):
     s.codec_context.decode(packet)
 """
-"""What any detector that reads the I- and P-frames exactly pays before it does anything:
-start Python, import numpy and PyAV, decode those frames (no scaling, no features)."""
+"""What any detector that reads a video's frames exactly pays before it does anything:
+start Python, import numpy and PyAV, decode the frames (no scaling, no features), skipping
+``sys.argv[2]``: ``NONREF`` (the frames nothing refers to: what framepipe's signal skips,
+exact on any encoder) or ``BIDIR`` (every B-frame: what it skipped before, exact only where
+no frame refers to a B-frame)."""
 
 
 def speed(files: list[Path], rounds: int) -> None:
@@ -185,7 +188,14 @@ def speed(files: list[Path], rounds: int) -> None:
     cmds = {
         "framepipe shots": lambda p: [sys.executable, "-m", "framepipe", "shots", str(p)],
         "scenedetect detect-content": lambda p: ["scenedetect", "-i", str(p), "detect-content"],
-        "floor: decode I/P only": lambda p: [sys.executable, "-c", FLOOR, str(p)],
+        "floor: decode, frames nothing refers to skipped": lambda p: [
+            sys.executable,
+            "-c",
+            FLOOR,
+            str(p),
+            "NONREF",
+        ],
+        "floor: decode I/P only": lambda p: [sys.executable, "-c", FLOOR, str(p), "BIDIR"],
     }
     totals: dict[str, list[float]] = {k: [] for k in cmds}
     cpus: dict[str, list[float]] = {k: [] for k in cmds}
@@ -206,9 +216,9 @@ def speed(files: list[Path], rounds: int) -> None:
     for name in cmds:
         pairs = ", ".join(f"{t:.1f} / {c:.1f}" for t, c in zip(totals[name], cpus[name]))
         print(f"- {name}: {pairs}")
-    ours, theirs, floor = cmds
+    ours, theirs, *floors = cmds
     for what, d in (("wall", totals), ("CPU", cpus)):
-        for name in (ours, floor):
+        for name in (ours, *floors):
             ratios = [b / a for a, b in zip(d[name], d[theirs])]
             print(
                 f"- {what} ratio, scenedetect / {name}, per round: "
