@@ -7,7 +7,10 @@ Formats, by extension:
 - CSV (``.csv``; ``.tsv`` tab-separated) with a header, JSON Lines (``.jsonl``, ``.ndjson``)
   and Parquet (``.parquet``, ``.pq``): a ``path`` column, and optional ``id``,
   ``questions`` (a JSON list of strings, or one question), ``start_s`` and ``end_s`` (the
-  clip range in seconds). Other columns are ignored.
+  clip range in seconds). Other columns are ignored. Column names are matched without
+  regard to case and surrounding spaces (Excel's `` Path ``); a ``.csv`` whose header
+  splits into a ``path`` column at ``;`` or tabs, not commas, is read so (European Excel;
+  its decimal commas in ``start_s``/``end_s`` are read as points).
 
 A relative path is taken relative to the manifest's folder. Rows are read lazily (the csv
 module, one JSON line at a time, Parquet record batches through pyarrow), so memory does not
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,8 @@ COLUMNS = ("path", "id", "questions", "start_s", "end_s")
 """The columns a manifest row may have (``path`` is required, except in text files)."""
 
 PARQUET_BATCH_ROWS = 4096
+
+DECIMAL_COMMA = re.compile(r"\d+,\d+")
 
 Row = tuple[str, dict[str, Any]]
 """``(where, fields)``: the row's location (``list.csv:7``) and its known columns."""
@@ -50,6 +56,39 @@ def manifest_format(path: Path) -> str:
     return "txt"
 
 
+def column(name: Any) -> Any:
+    """The known column ``name`` stands for (``" Path "`` is ``path``), else ``name``."""
+    if isinstance(name, str) and name.strip().lower() in COLUMNS:
+        return name.strip().lower()
+    return name
+
+
+def _known(p: Path, names: list[str]) -> list[str]:
+    """``names`` with the known columns named as :data:`COLUMNS` does; a one-line
+    ConfigError when two columns stand for one (``path`` and ``Path``)."""
+    out = [column(c) for c in names]
+    for c in COLUMNS:
+        twins = [names[k] for k, o in enumerate(out) if o == c]
+        if len(twins) > 1:
+            shown = ", ".join(repr(t) for t in twins)
+            raise ConfigError(f"{p}: the manifest has several {c!r} columns ({shown})")
+    return out
+
+
+def _csv_header(p: Path, fmt: str) -> tuple[str, list[str]]:
+    """The delimiter of a CSV/TSV manifest and its header's columns (known ones named as
+    :data:`COLUMNS`): a ``.csv`` whose header has no ``path`` column between commas but
+    has one between semicolons or tabs is read with those."""
+    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+        line = fh.readline()
+    tries = ["\t"] if fmt == "tsv" else [",", ";", "\t"]
+    headers = [(d, next(csv.reader([line], delimiter=d), [])) for d in tries]
+    for d, names in headers:
+        if "path" in [column(c) for c in names]:
+            return d, _known(p, names)
+    return headers[0][0], [c.strip() for c in headers[0][1]]
+
+
 def _open_error(path: Path, exc: OSError) -> ConfigError:
     return ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})")
 
@@ -64,13 +103,11 @@ def check_manifest(path: str | Path) -> str:
     columns: list[str] | None = None
     try:
         if fmt in ("csv", "tsv"):
-            with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-                header = next(csv.reader(fh, delimiter="\t" if fmt == "tsv" else ","), None)
-            columns = [c.strip() for c in header or []]
+            columns = _csv_header(p, fmt)[1]
         elif fmt == "jsonl":
             first = next(_jsonl_rows(p), None)
             if first is not None and first[1].get("__bad__") is None:
-                columns = list(first[1])
+                columns = [column(c) for c in first[1]]
             elif first is None:
                 columns = []
         elif fmt == "parquet":
@@ -92,11 +129,12 @@ def _parquet_columns(p: Path) -> list[str]:
     except ImportError:
         raise ConfigError(f"{p}: Parquet manifests need pyarrow: pip install pyarrow") from None
     try:
-        return list(pq.ParquetFile(p).schema_arrow.names)
+        names = list(pq.ParquetFile(p).schema_arrow.names)
     except OSError:
         raise
     except Exception as exc:
         raise ConfigError(f"{p}: not a readable Parquet file ({exc})") from None
+    return _known(p, names)
 
 
 # Text and CSV lists are read as file names are (bytes that are not UTF-8 kept as surrogate
@@ -109,14 +147,19 @@ def _txt_rows(p: Path) -> Iterator[Row]:
                 yield f"{p}:{n}", {"path": text}
 
 
-def _csv_rows(p: Path, delimiter: str) -> Iterator[Row]:
+def _csv_rows(p: Path, fmt: str) -> Iterator[Row]:
+    delimiter = _csv_header(p, fmt)[0]
     with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
-        reader.fieldnames = [c.strip() for c in reader.fieldnames or []]
+        reader.fieldnames = _known(p, list(reader.fieldnames or []))  # (reads the header)
         for row in reader:
             fields = {k: v for k, v in row.items() if k in COLUMNS and v not in (None, "")}
             if not any(v not in (None, "") for v in row.values()):
                 continue  # a blank line
+            if delimiter == ";":  # decimal commas: 0,5 is 0.5
+                for k in ("start_s", "end_s"):
+                    if k in fields and DECIMAL_COMMA.fullmatch(fields[k].strip()):
+                        fields[k] = fields[k].strip().replace(",", ".")
             yield f"{p}:{reader.line_num}", fields
 
 
@@ -127,19 +170,26 @@ def _jsonl_rows(p: Path) -> Iterator[Row]:
         elif not isinstance(obj, dict):
             yield f"{p}:{n}", {"__bad__": "not a JSON object"}
         else:
-            yield f"{p}:{n}", {k: v for k, v in obj.items() if k in COLUMNS and v is not None}
+            fields = {}
+            for k, v in obj.items():
+                if column(k) in COLUMNS and v is not None:
+                    if column(k) in fields:
+                        fields = {"__bad__": f"several keys stand for {column(k)!r}"}
+                        break
+                    fields[column(k)] = v
+            yield f"{p}:{n}", fields
 
 
 def _parquet_rows(p: Path) -> Iterator[Row]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(p)
-    columns = [c for c in COLUMNS if c in pf.schema_arrow.names]
+    columns = [c for c in pf.schema_arrow.names if column(c) in COLUMNS]
     n = 0
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
         for row in batch.to_pylist():
             n += 1
-            yield f"{p}:row {n}", {k: v for k, v in row.items() if v is not None}
+            yield f"{p}:row {n}", {column(k): v for k, v in row.items() if v is not None}
 
 
 def manifest_rows(path: str | Path) -> Iterator[Row]:
@@ -147,7 +197,7 @@ def manifest_rows(path: str | Path) -> Iterator[Row]:
     p = Path(path)
     fmt = check_manifest(p)
     if fmt in ("csv", "tsv"):
-        return _csv_rows(p, "\t" if fmt == "tsv" else ",")
+        return _csv_rows(p, fmt)
     if fmt == "jsonl":
         return _jsonl_rows(p)
     if fmt == "parquet":
@@ -162,6 +212,8 @@ class RowError(ValueError):
 def _seconds(value: Any, name: str) -> float | None:
     if value is None or value == "":
         return None
+    if isinstance(value, bool):  # JSON true is no number of seconds (float(True) is 1.0)
+        raise RowError(f"{name} ({value!r}) is not a number of seconds")
     return nonnegative(value, name, RowError, "is not a number of seconds")
 
 
@@ -202,6 +254,8 @@ def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if start_s is not None and end_s is not None and end_s <= start_s:
         raise RowError(f"end_s ({end_s:g}) must be greater than start_s ({start_s:g})")
     ident = fields.get("id")
+    if ident is not None and not isinstance(ident, (str, int, float)):
+        raise RowError(f"id {ident!r} is not a string or a number")
     return {
         "path": raw.strip(),
         "id": None if ident is None or ident == "" else str(ident),
@@ -214,5 +268,11 @@ def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
 def bad_row(where: str, reason: str, kind: str | None, ident: Any = None) -> Input:
     """The input standing for a row that cannot be one: it fails with ``where: reason``,
     and keeps the row's ``id`` (``ident``) when it has one."""
-    ident = None if ident is None or ident == "" else str(ident)
-    return Input(Path(where), kind or "video", error=f"{where}: {reason}", id=ident)
+    if not isinstance(ident, (str, int, float)) or ident == "":
+        ident = None
+    return Input(
+        Path(where),
+        kind or "video",
+        error=f"{where}: {reason}",
+        id=None if ident is None else str(ident),
+    )

@@ -224,3 +224,58 @@ def test_the_cli_bar_has_no_total_for_a_manifest(videos: Path, tmp_path: Path) -
     res = CliRunner().invoke(cli, ["sample", "--inputs-from", str(m), "-n", "2", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert "2 clip(s) written, 0 already done, 0 failed" in res.output
+
+
+def test_an_excel_csv_is_read(videos: Path, tmp_path: Path) -> None:
+    """Excel's CSV: a UTF-8 BOM, CRLF line ends, a header in another case with spaces
+    (`` Path ``, ``ID``), quoted fields holding commas and line ends, extra columns, and
+    empty trailing rows."""
+    m = tmp_path / "excel.csv"
+    m.write_bytes(
+        b"\xef\xbb\xbf Path ,Notes,ID,Start_S\r\n"
+        + f'{videos / "a.mp4"},"one, two\r\nthree",x1,0.5\r\n'.encode()
+        + f"{videos / 'b.mp4'},,x2,\r\n,,,\r\n,,,\r\n".encode()
+    )
+    items = list(manifest_inputs(m))
+    assert [(i.path, i.id, i.start_s, i.error) for i in items] == [
+        (videos / "a.mp4", "x1", 0.5, None),
+        (videos / "b.mp4", "x2", None, None),
+    ]
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert (s.done, s.failed) == (2, [])
+
+
+def test_a_semicolon_csv_is_read_with_its_decimal_commas(videos: Path, tmp_path: Path) -> None:
+    """European Excel writes ``;`` between fields and a decimal comma."""
+    m = tmp_path / "eu.csv"
+    m.write_text(f"path;id;start_s;end_s\n{videos / 'b.mp4'};e1;0,5;1\n", encoding="utf-8")
+    (item,) = manifest_inputs(m)
+    assert (item.path, item.id, item.start_s, item.end_s) == (videos / "b.mp4", "e1", 0.5, 1.0)
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "parquet"])
+def test_column_names_match_without_case_or_spaces(videos: Path, tmp_path: Path, fmt: str) -> None:
+    rows = [{" Path": str(videos / "a.mp4"), "ID": "k", "END_S": 0.5}]
+    (item,) = manifest_inputs(_write(tmp_path / f"l.{fmt}", rows, fmt))
+    assert (item.path, item.id, item.end_s, item.error) == (videos / "a.mp4", "k", 0.5, None)
+
+
+def test_two_columns_for_one_are_one_error(tmp_path: Path) -> None:
+    m = tmp_path / "twin.csv"
+    m.write_text("path,Path\na.mp4,b.mp4\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"twin\.csv: the manifest has several 'path' columns"):
+        collect_inputs([], inputs_from=m)
+
+
+def test_a_json_true_is_no_time_and_an_object_no_id(videos: Path, tmp_path: Path) -> None:
+    m = tmp_path / "rows.jsonl"
+    rows = [
+        {"path": str(videos / "b.mp4"), "id": "t", "start_s": True},
+        {"path": str(videos / "b.mp4"), "id": {"a": 1}},
+    ]
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    items = list(manifest_inputs(m))
+    assert [(i.id, i.error) for i in items] == [
+        ("t", f"{m}:1: start_s (True) is not a number of seconds"),
+        (None, f"{m}:2: id {{'a': 1}} is not a string or a number"),
+    ]
