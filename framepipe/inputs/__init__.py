@@ -29,6 +29,7 @@ from framepipe.inputs.remote import (
     check_scheme,
     default_cache_dir,
     file_name,
+    file_uri_path,
     is_remote,
     scheme_of,
     scheme_problem,
@@ -103,6 +104,7 @@ def manifest_inputs(
                 yield bad
             continue
         raw = row.pop("path")
+        raw = file_uri_path(raw) or raw
         if is_remote(raw):
             source = raw
         else:

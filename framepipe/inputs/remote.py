@@ -99,6 +99,17 @@ def is_remote(text: object) -> bool:
     return scheme is not None and scheme != "file"
 
 
+def file_uri_path(text: str) -> str | None:
+    """The local path of a ``file://`` URI (``file:///data/a%20b.mp4`` is ``/data/a b.mp4``;
+    the host may be empty or ``localhost``), else None."""
+    if scheme_of(text) != "file":
+        return None
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return unquote(parts.path, errors="surrogateescape")
+
+
 class UnknownScheme(ConfigError):
     """A URI scheme that fsspec does not know (a typo, ``foo://``): the URI is no input at
     all, unlike a known scheme whose package is missing here."""

@@ -279,3 +279,16 @@ def test_a_json_true_is_no_time_and_an_object_no_id(videos: Path, tmp_path: Path
         ("t", f"{m}:1: start_s (True) is not a number of seconds"),
         (None, f"{m}:2: id {{'a': 1}} is not a string or a number"),
     ]
+
+
+def test_a_file_uri_row_is_its_local_file(tmp_path: Path, videos: Path) -> None:
+    spaced = tmp_path / "my clips" / "a b.mp4"
+    spaced.parent.mkdir()
+    spaced.write_bytes((videos / "a.mp4").read_bytes())
+    m = tmp_path / "uris.txt"
+    m.write_text(f"{spaced.as_uri()}\nfile://localhost{videos / 'b.mp4'}\n", encoding="utf-8")
+    items = list(manifest_inputs(m))
+    assert [(i.path, i.uri, i.error) for i in items] == [
+        (spaced, None, None),
+        (videos / "b.mp4", None, None),
+    ]
