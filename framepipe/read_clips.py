@@ -268,28 +268,35 @@ def input_fingerprint(item: Input, stat: RemoteStat | FramepipeError | None) -> 
     """The identity of ``item`` in resume keys: a local file's path, size and mtime; a remote
     object's URI, size and ETag or mtime (``stat``: its metadata, one request and no
     download, or the error reading it); with the clip range of a manifest row, when it has
-    one."""
+    one, and its ``id`` (two rows naming one clip under two ids are two records, each with
+    its id, whichever finishes first)."""
     if isinstance(stat, RemoteStat):
         fp = stat.fingerprint()
     elif item.uri:
         fp = {"uri": item.uri}
     else:
         fp = source_fingerprint(item.path)
+    return {**fp, **_row_parts(item)}
+
+
+def _row_parts(item: Input) -> dict[str, Any]:
+    """What a manifest row adds to an input's identity: its clip range and its id."""
+    out: dict[str, Any] = {}
     if item.start_s is not None or item.end_s is not None:
-        fp["range_s"] = [item.start_s, item.end_s]
-    return fp
+        out["range_s"] = [item.start_s, item.end_s]
+    if item.id is not None:
+        out["id"] = item.id
+    return out
 
 
 def whole_input_fingerprint(item: Input) -> dict[str, Any]:
     """The identity in the key of a failure of the whole input: its URI, or a local file's
-    absolute path (and range), without size, ETag or modification time, so that a failure
+    absolute path (and range and id), without size, ETag or modification time, so that a failure
     while the input could not be reached, read or found (missing, half copied, its server
     down) is superseded by the clips of a later run (their ``input_key``) once it can, and
     no metadata request is needed for it."""
     out: dict[str, Any] = {"uri": item.uri} if item.uri else {"path": absolute(item.path)}
-    if item.start_s is not None or item.end_s is not None:
-        out["range_s"] = [item.start_s, item.end_s]
-    return out
+    return {**out, **_row_parts(item)}
 
 
 def absolute(path: Path) -> str:

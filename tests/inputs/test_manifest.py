@@ -177,6 +177,30 @@ def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: 
     assert "id" not in by_id[None]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_clip_on_two_rows_under_two_ids_is_two_records_each_with_its_id(
+    videos: Path, tmp_path: Path, workers: int
+) -> None:
+    """The same file and range on two rows with their own ids: two records, each with its
+    row's id. They were one record, with the id of whichever row finished last (so it
+    differed between engines and runs), and a rerun kept it whatever the ids now said."""
+    m = tmp_path / "rows.csv"
+    a = videos / "a.mp4"
+    m.write_text(f"path,id,start_s,end_s\n{a},r1,0,0.5\n{a},r3,0,0.5\n{a},r1,0,0.5\n")
+    out = tmp_path / "out"
+    s = sample([], out, SampleConfig(n=2), inputs_from=m, workers=workers)
+    assert s.failed == []
+    recs = list(read_records(out / MANIFEST))
+    assert sorted(r["id"] for r in recs) == ["r1", "r3"]
+    assert recs[0]["indices"] == recs[1]["indices"] and recs[0]["key"] != recs[1]["key"]
+    again = sample([], out, SampleConfig(n=2), inputs_from=m, workers=workers)
+    assert (again.done, again.skipped) == (0, 3)
+    m.write_text(f"path,id,start_s,end_s\n{a},r2,0,0.5\n")  # a row's id renamed: its record
+    renamed = sample([], out, SampleConfig(n=2), inputs_from=m, workers=workers)
+    assert renamed.done == 1
+    assert sorted(r["id"] for r in read_records(out / MANIFEST)) == ["r1", "r2", "r3"]
+
+
 def test_windows_are_cut_to_the_range(videos: Path) -> None:
     from framepipe.read_clips import read_clips
 
