@@ -18,6 +18,7 @@ Everything taken from the records is escaped (file names and answers are untrust
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import logging
@@ -68,6 +69,7 @@ def write_report(
     if not paths:
         raise OutputError("no records file given for the report")
     out = Path(out_html)
+    _check_replaceable(out, paths)
     stats = _Stats()
     tmp = out.with_name(f".{out.name}.tmp")
     try:
@@ -106,6 +108,38 @@ def _records_file(p: Path) -> Path:
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")
     return p
+
+
+_GENERATOR = '<meta name="generator" content="framepipe report">'
+
+
+def _check_replaceable(out: Path, inputs: list[Path]) -> None:
+    """Refuse an ``out`` that is an existing file with content other than a framepipe
+    report, such as one of the records read (a slip in ``-o`` must not destroy a file)."""
+    if not out.is_file() or _is_report(out):
+        return  # a folder fails to open below, with its own message
+    for p in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(out, p):
+                raise OutputError(f"{out}: is one of the records to report; not replaced")
+    raise OutputError(
+        f"{out}: exists and is not a framepipe report; not replaced "
+        "(remove it or choose another -o)"
+    )
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is empty or a page this module wrote (earlier versions included)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return True  # unreadable: writing over it reports the real problem
+    if not head:
+        return True
+    return _GENERATOR.encode() in head or (
+        head.startswith(b"<!DOCTYPE html>") and b'<select id="f-status">' in head
+    )
 
 
 @dataclass
@@ -161,7 +195,7 @@ class _Images:
                 return Path(self.base, rel).as_uri()
         else:
             rel_url = posix if self.prefix == "." else f"{self.prefix}/{posix}"
-        return urllib.parse.quote(rel_url)
+        return urllib.parse.quote(rel_url, errors="surrogateescape")
 
     def _relative(self, path: str) -> str | None:
         try:
@@ -187,7 +221,20 @@ def _data_uri(path: str, max_side: int) -> str | None:
 
 
 def _e(v: object) -> str:
-    return html.escape(str(v), quote=True)
+    return html.escape(_text(str(v)), quote=True)
+
+
+def _text(s: str) -> str:
+    """``s`` as UTF-8-safe text: a file name's bytes that are not UTF-8 (kept by Python as
+    surrogate escapes) shown as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
 
 
 def _as_list(v: object) -> list[Any]:
@@ -298,7 +345,7 @@ def _head(title: str, s: _Stats, paths: list[Path]) -> str:
     models = ", ".join(f"{_e(m)} ({c})" for m, c in s.models.most_common()) or "none"
     h = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width"><title>{_e(title)}</title>'
+        f'{_GENERATOR}<meta name="viewport" content="width=device-width"><title>{_e(title)}</title>'
         f"<style>{_CSS}</style></head><body><header><h1>{_e(title)}</h1>"
     ]
     if s.random_models:
