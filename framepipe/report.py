@@ -18,10 +18,12 @@ Everything taken from the records is escaped (file names and answers are untrust
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import urllib.parse
@@ -31,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from framepipe.errors import OutputError
+from framepipe.errors import FramepipeError, OutputError
+from framepipe.inputs.remote import filesystem, is_remote, remote_stat, stage
 from framepipe.output import is_folder_output, read_output
 from framepipe.output.images import fmt_time
 from framepipe.output.store import journal_of
@@ -52,6 +55,7 @@ def write_report(
     thumbnails: bool = True,
     embed: bool = False,
     title: str = "framepipe report",
+    storage_options: dict[str, Any] | None = None,
 ) -> Path:
     """Write the HTML report of the records in ``records_paths`` to ``out_html``.
 
@@ -60,25 +64,43 @@ def write_report(
     record). Frame paths in a record are relative to ``base_dir`` when given, else to the
     folder of the records file they come from. ``thumbnails`` shows every frame
     with its label (else the contact sheet only, where there is one); ``embed`` inlines
-    downsized JPEGs as ``data:`` URIs instead of linking the files. Returns the HTML path.
+    downsized JPEGs as ``data:`` URIs instead of linking the files. A records path may also be
+    a URI in an object store (``s3://``, ``gs://``, with ``storage_options`` for fsspec): its
+    records are downloaded and its frames always embedded (a browser cannot open such links).
+    Returns the HTML path.
     """
     if isinstance(records_paths, (str, os.PathLike)):
         records_paths = [records_paths]
-    paths = [_records_file(Path(p)) for p in records_paths]
-    if not paths:
+    names = [os.fspath(p) for p in records_paths]
+    if not names:
         raise OutputError("no records file given for the report")
+    paths: list[Path | str] = [p if is_remote(p) else _records_file(Path(p)) for p in names]
     out = Path(out_html)
+    _check_replaceable(out, [p for p in paths if isinstance(p, Path)])
     stats = _Stats()
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent) as cards:
-            for path in paths:
-                base = Path(base_dir) if base_dir else path if path.is_dir() else path.parent
-                imgs = _Images(base, out.parent, embed)
-                for rec in read_output(path):  # one record per clip, JSONL or Parquet
+        with (
+            tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as staged,
+            open(Path(staged, "cards"), "w+", encoding="utf-8") as cards,
+        ):
+            for k, path in enumerate(paths):
+                if isinstance(path, Path):
+                    base = str(base_dir or (path if path.is_dir() else path.parent))
+                    imgs, local, origin = _Images(base, out.parent, embed), path, path.name
+                else:  # a store's records: staged here, images inlined from the store
+                    local = _stage(path, staged, k, storage_options)
+                    base = str(base_dir or path.rstrip("/").rpartition("/")[0])
+                    if local.name == "manifest.jsonl" and not path.endswith(".jsonl"):
+                        base = str(base_dir or path.rstrip("/"))  # a sample output folder
+                    imgs, origin = (
+                        _Images(base, out.parent, True, storage_options),
+                        path.rpartition("/")[2],
+                    )
+                for rec in read_output(local):  # one record per clip, JSONL or Parquet
                     stats.add(rec)
-                    cards.write(_card(rec, stats.total, imgs, thumbnails, path.name))
+                    cards.write(_card(rec, stats.total, imgs, thumbnails, origin))
             cards.seek(0)
             with open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(_head(title, stats, paths))
@@ -90,6 +112,19 @@ def write_report(
         raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
     log.info("%s: %d records (%d ok, %d failed)", out, stats.total, stats.ok, stats.failed)
     return out
+
+
+def _stage(uri: str, folder: str, k: int, options: dict[str, Any] | None) -> Path:
+    """A local copy of the records file ``uri`` in a store (a ``sample`` output folder
+    there: its ``manifest.jsonl``)."""
+    name = uri.rpartition("/")[2]
+    if not name.endswith((".jsonl", ".parquet")):
+        uri, name = uri.rstrip("/") + "/manifest.jsonl", "manifest.jsonl"
+    try:
+        stat = remote_stat(uri, options)
+        return stage(uri, Path(folder, str(k), name), stat=stat, storage_options=options)
+    except FramepipeError as exc:
+        raise OutputError(f"{uri}: cannot read the records ({exc})") from None
 
 
 def _records_file(p: Path) -> Path:
@@ -106,6 +141,38 @@ def _records_file(p: Path) -> Path:
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")
     return p
+
+
+_GENERATOR = '<meta name="generator" content="framepipe report">'
+
+
+def _check_replaceable(out: Path, inputs: list[Path]) -> None:
+    """Refuse an ``out`` that is an existing file with content other than a framepipe
+    report, such as one of the records read (a slip in ``-o`` must not destroy a file)."""
+    if not out.is_file() or _is_report(out):
+        return  # a folder fails to open below, with its own message
+    for p in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(out, p):
+                raise OutputError(f"{out}: is one of the records to report; not replaced")
+    raise OutputError(
+        f"{out}: exists and is not a framepipe report; not replaced "
+        "(remove it or choose another -o)"
+    )
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is empty or a page this module wrote (earlier versions included)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return True  # unreadable: writing over it reports the real problem
+    if not head:
+        return True
+    return _GENERATOR.encode() in head or (
+        head.startswith(b"<!DOCTYPE html>") and b'<select id="f-status">' in head
+    )
 
 
 @dataclass
@@ -143,14 +210,21 @@ def _model_name(model: dict[str, Any]) -> str:
 class _Images:
     """Image URLs for one records file: relative to the HTML file, or inlined thumbnails."""
 
-    def __init__(self, base: Path, html_dir: Path, embed: bool) -> None:
-        self.base = os.path.abspath(base)
+    def __init__(
+        self, base: str, html_dir: Path, embed: bool, options: dict[str, Any] | None = None
+    ) -> None:
+        self.remote, self.options = is_remote(base), options
+        self.base = base if self.remote else os.path.abspath(base)
         self.html_dir = os.path.abspath(html_dir)
-        self.embed = embed
-        self.prefix = self._relative(self.base)  # the common case costs a string join
+        self.embed = embed or self.remote  # a browser cannot open s3:// or gs:// links
+        self.prefix = None if self.remote else self._relative(self.base)
 
     def url(self, rel: str, max_side: int) -> str | None:
         """``src`` for the image at ``rel`` (None when it cannot be embedded)."""
+        if self.remote:
+            uri = rel if is_remote(rel) else f"{self.base.rstrip('/')}/{rel}"
+            uri = posixpath.normpath(uri).replace(":/", "://", 1)
+            return _data_uri(uri, max_side, self.options)
         if self.embed:
             return _data_uri(os.path.join(self.base, rel), max_side)
         posix = rel.replace(os.sep, "/")
@@ -161,7 +235,7 @@ class _Images:
                 return Path(self.base, rel).as_uri()
         else:
             rel_url = posix if self.prefix == "." else f"{self.prefix}/{posix}"
-        return urllib.parse.quote(rel_url)
+        return urllib.parse.quote(rel_url, errors="surrogateescape")
 
     def _relative(self, path: str) -> str | None:
         try:
@@ -170,24 +244,38 @@ class _Images:
             return None
 
 
-def _data_uri(path: str, max_side: int) -> str | None:
+def _data_uri(path: str, max_side: int, options: dict[str, Any] | None = None) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as src:
+        fs, name = filesystem(path, options) if is_remote(path) else (None, path)
+        with fs.open(name, "rb") if fs else open(name, "rb") as fh, Image.open(fh) as src:
             src.draft("RGB", (max_side, max_side))
             img = src.convert("RGB")
         img.thumbnail((max_side, max_side))
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, Image.DecompressionBombError, FramepipeError) as exc:
         log.warning("%s: cannot embed image (%s)", path, exc)
         return None
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _e(v: object) -> str:
-    return html.escape(str(v), quote=True)
+    return html.escape(_text(str(v)), quote=True)
+
+
+def _text(s: str) -> str:
+    """``s`` as UTF-8-safe text: a file name's bytes that are not UTF-8 (kept by Python as
+    surrogate escapes) shown as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
 
 
 def _as_list(v: object) -> list[Any]:
@@ -289,7 +377,7 @@ def _images(rec: dict[str, Any], imgs: _Images, thumbnails: bool) -> str:
     return "".join(h)
 
 
-def _head(title: str, s: _Stats, paths: list[Path]) -> str:
+def _head(title: str, s: _Stats, paths: list[Path | str]) -> str:
     def options(counts: Counter[str]) -> str:
         return "".join(
             f'<option value="{_e(k)}">{_e(k)} ({v})</option>' for k, v in sorted(counts.items())
@@ -298,7 +386,7 @@ def _head(title: str, s: _Stats, paths: list[Path]) -> str:
     models = ", ".join(f"{_e(m)} ({c})" for m, c in s.models.most_common()) or "none"
     h = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width"><title>{_e(title)}</title>'
+        f'{_GENERATOR}<meta name="viewport" content="width=device-width"><title>{_e(title)}</title>'
         f"<style>{_CSS}</style></head><body><header><h1>{_e(title)}</h1>"
     ]
     if s.random_models:

@@ -233,3 +233,42 @@ def test_many_records_stream_into_one_page(tmp_path: Path) -> None:
     raw = html_path.read_text(encoding="utf-8")
     assert raw.count('<section class="card') == 2_000
     assert 'id="r2000"' in raw and "v1999.mp4" in raw
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_linked(tmp_path: Path) -> None:
+    folder = Path(os.fsdecode(bytes(tmp_path) + b"/fr\xffames #?"))
+    folder.mkdir()
+    Image.new("RGB", (8, 8)).save(folder / "f.jpg")
+    rec = {"source": os.fsdecode(b"vids/bad\xff\xfe.mp4"), "kind": "video", "status": "ok",
+           "frames": [os.path.relpath(folder / "f.jpg", tmp_path)], "indices": [0],
+           "answers": [os.fsdecode(b"a\xff")], "questions": ["q"]}  # fmt: skip
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["report", str(path), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = parse(tmp_path / "r.html")
+    assert "vids/bad\\xff\\xfe.mp4" in "".join(page.text)
+    (src,) = page.attrs("img", "src")
+    assert src == "fr%FFames%20%23%3F/f.jpg"
+    assert (tmp_path / os.fsdecode(urllib.parse.unquote_to_bytes(src))).is_file()
+
+
+def test_an_existing_file_that_is_not_a_report_is_not_replaced(
+    sampled: Path, tmp_path: Path
+) -> None:
+    records = tmp_path / "m.jsonl"
+    shutil.copy(sampled / "manifest.jsonl", records)
+    before = records.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    for target, why in ((records, "one of the records"), (notes, "not a framepipe report")):
+        result = CliRunner().invoke(cli, ["report", str(records), "-o", str(target)])
+        assert result.exit_code == 1 and why in result.output, result.output
+        assert "Traceback" not in result.output
+    assert records.read_bytes() == before and notes.read_text(encoding="utf-8") == "my notes\n"
+    html_path = tmp_path / "r.html"
+    for _ in range(2):  # a report replaces a report
+        result = CliRunner().invoke(cli, ["report", str(records), "-o", str(html_path)])
+        assert result.exit_code == 0, result.output
+    assert len(parse(html_path).cards()) == 2
+    assert not list(tmp_path.glob(".*.tmp"))

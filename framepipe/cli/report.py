@@ -13,8 +13,8 @@ from framepipe.cli.options import Unset, options
 # fmt: off
 ROWS: list[Any] = [
     click.argument(
-        "records", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path)
-    ),
+        "records", nargs=-1, required=True, type=click.Path(path_type=str)
+    ),  # local files are checked by the library (a URI names an object in a store)
     ("-o --output", click.Path(dir_okay=False, path_type=Path),
      Unset("report.html next to the first records file"), "HTML file to write.",
      {"old": ("--out",)}),
@@ -32,7 +32,7 @@ ROWS: list[Any] = [
 @click.command("report", cls=Command)
 @options(ROWS)
 def command(
-    records: tuple[Path, ...],
+    records: tuple[str, ...],
     output: Path | None,
     base_dir: Path | None,
     embed: bool,
@@ -42,10 +42,13 @@ def command(
     """Write one self-contained HTML page for the records in RECORDS (JSONL files written by
     'framepipe sample' or 'framepipe caption', or 'sample' output folders): a summary,
     filters, and one card per clip with its frames, questions and answers, or its error."""
+    from framepipe.inputs.remote import is_remote
     from framepipe.report import write_report
 
-    if output is None:
-        first = records[0]
+    if output is None and is_remote(records[0]):
+        output = Path("report.html")  # a store's output: the page is written here
+    elif output is None:
+        first = Path(records[0])
         output = (first if first.is_dir() else first.parent) / "report.html"
     path = write_report(
         records, output, base_dir=base_dir, thumbnails=not no_thumbnails, embed=embed, title=title

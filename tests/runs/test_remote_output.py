@@ -8,6 +8,7 @@ file as it was and loses nothing."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import framepipe.read_clips
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, OutputError
 from framepipe.output import read_output, read_records
+from framepipe.report import write_report
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import sample
 
@@ -220,3 +222,25 @@ def test_an_output_whose_store_has_no_package_here_exits_2_naming_the_extra(
         pytest.skip("gcsfs is installed here")
     r = CliRunner().invoke(cli, ["sample", str(videos), "-o", "gs://b/out/"])
     assert r.exit_code == 2 and "gs:// outputs" in r.output and "framepipe[gcs]" in r.output
+
+
+def test_a_report_of_outputs_in_the_store(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    assert sample([videos], "s3://out/rep/", _cfg(url), workers=1, cache_dir=tmp_path / "c").ok
+    fs.invalidate_cache()
+    fs.get_file("out/rep/manifest.jsonl", str(tmp_path / "m.jsonl"))
+    recs = list(read_records(tmp_path / "m.jsonl"))
+    html_path = tmp_path / "site" / "r.html"
+    options = {"endpoint_url": url, **FAST}
+    write_report(["s3://out/rep/", "s3://out/rep/manifest.jsonl"], html_path,
+                 storage_options=options)  # fmt: skip
+    raw = html_path.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]*)"', raw)
+    assert raw.count('<section class="card') == 2 * len(recs) == 10
+    assert len(srcs) == 2 * sum(len(r["frames"]) for r in recs)
+    assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)  # from the store
+    assert sorted(p.name for p in html_path.parent.iterdir()) == ["r.html"]  # nothing left
+    with pytest.raises(OutputError, match=r"s3://out/nope\.jsonl"):
+        write_report("s3://out/nope.jsonl", tmp_path / "n.html", storage_options=options)
