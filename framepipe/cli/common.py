@@ -8,6 +8,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
@@ -274,15 +275,30 @@ class Progress:
             self.bar = None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler at a job's time limit): it stops a run the way
+    Ctrl-C does, so what is written stays and the same command resumes."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
+    raise Terminated
+
+
 def run_with_progress(
     run: Callable[..., Any], config: SampleConfig, written_to: object, rest: str, **kw: Any
 ) -> Any:
     """``run(**kw)`` (``sample`` or ``caption``, with ``config``) with a :class:`Progress`
     bar of its clips, keeping no records in memory (the output has them); Ctrl-C says how
     many clips were written to ``written_to`` and exits with status 130 (``rest``: what the
-    same command does again)."""
+    same command does again), SIGTERM the same with status 143."""
     whole = config.clips == "whole" and config.clip_seconds is None
     progress = Progress(run.__name__, whole=whole)
+    try:
+        before: Any = signal.signal(signal.SIGTERM, _on_sigterm)
+        installed = True
+    except ValueError:  # not the main thread (an embedding application's): its own handler
+        installed = False
     try:
         return run(
             keep_records=False,
@@ -291,16 +307,21 @@ def run_with_progress(
             on_skip=progress.on_skip,
             **kw,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.close()
+        how, code = (
+            ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        )
         click.echo(
-            f"interrupted: {progress.written} clip(s) written to {written_to}; run the same "
+            f"{how}: {progress.written} clip(s) written to {written_to}; run the same "
             f"command again to {rest}",
             err=True,
         )
-        sys.exit(130)
+        sys.exit(code)
     finally:
         progress.close()
+        if installed:
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 # -- info and shots: one row per source -----------------------------------------------------

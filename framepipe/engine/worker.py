@@ -152,7 +152,11 @@ class _PipeLogHandler(logging.Handler):
 
 def worker_main(conn: Connection, setup: WorkerSetup) -> None:
     """Entry point of a decoder process (must stay a module-level function for spawn)."""
+    # Ctrl-C and SIGTERM (sent to the whole process group by a terminal, or by a batch
+    # scheduler to every process of a job) stop the run in the main process, which then
+    # stops this one: a decoder that died of them first would fail an innocent clip
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     root = logging.getLogger("framepipe")
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(setup.log_level)
