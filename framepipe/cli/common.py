@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence, Sized
@@ -221,6 +223,29 @@ class Group(_Spellings, click.Group):
 
 
 # -- runs: a progress bar of clips ----------------------------------------------------------
+NARROW_COLUMNS = 60
+"""A terminal narrower than this gets the short bar (:func:`bar_format`)."""
+
+
+def bar_format(columns: int | None, *, total: bool) -> str | None:
+    """tqdm's format of the bar for a terminal ``columns`` wide (``total``: whether the bar
+    has one): tqdm's own (None) where it fits; in a narrow terminal the count and the
+    failures first, then a short bar, and no timings (tqdm's own line would be cut in the
+    middle of a number, the failures lost)."""
+    if columns is None or columns >= NARROW_COLUMNS:
+        return None
+    if not total:
+        return "{desc}: {n_fmt} {unit}{postfix}"
+    return "{desc}: {n_fmt}/{total_fmt}{postfix} {percentage:3.0f}%|{bar}|"
+
+
+def _columns() -> int | None:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return None
+
+
 class Progress:
     """A tqdm bar of clips with clips/s and ETA (a total only when ``whole``: one clip per
     input). It appears with the first clip, so model loading does not count in the rate.
@@ -252,6 +277,7 @@ class Progress:
                 file=sys.stderr,
                 disable=None if chatty() else True,  # None: off when stderr is no terminal
                 dynamic_ncols=True,
+                bar_format=bar_format(_columns(), total=self.total is not None),
             )
         return self.bar
 
