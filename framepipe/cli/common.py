@@ -197,7 +197,8 @@ class Command(_Spellings, click.Command):
     the options that need an optional extra checked before it runs
     (:func:`framepipe.extras.check_extras`), and framepipe's errors as one line: a setting
     refused before any work (ConfigError, MissingDependencyError) exits with status 2,
-    another error (a model that will not load, an output that cannot be written) with 1."""
+    another error (a model that will not load, an output that cannot be written) with 1,
+    Ctrl-C with 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -210,6 +211,9 @@ class Command(_Spellings, click.Command):
             raise click.ClickException(msg) from None
         except FramepipeError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # a run says more (run_with_progress); 1 is "inputs failed"
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 class Group(_Spellings, click.Group):

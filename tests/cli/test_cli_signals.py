@@ -15,6 +15,10 @@ import time
 from pathlib import Path
 
 import engine_plugins
+import pytest
+from click.testing import CliRunner
+
+from framepipe.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,3 +76,19 @@ def test_sigterm_to_the_job_stops_a_run_like_ctrl_c_and_the_rerun_completes(
         "slow-d.mp4",
     ]
     assert all(r["status"] == "ok" for r in records)
+
+
+def test_ctrl_c_in_any_command_exits_130_not_the_status_of_failed_inputs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import framepipe.sources.base
+
+    def interrupted(*a: object, **kw: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(framepipe.sources.base, "open_source", interrupted)
+    video = ROOT / "samples" / "shots.mp4"
+    for command in (["info", "--json"], ["shots"]):
+        res = CliRunner().invoke(cli, [*command, str(video)])
+        assert res.exit_code == 130, res.output
+        assert res.stderr == "interrupted\n" and res.stdout == ""
