@@ -212,7 +212,8 @@ class Command(_Spellings, click.Command):
         except FramepipeError as exc:
             raise click.ClickException(str(exc)) from None
         except KeyboardInterrupt:  # a run says more (run_with_progress); 1 is "inputs failed"
-            click.echo("interrupted", err=True)
+            # in a terminal, a line of its own after its ^C (as click does)
+            click.echo("\ninterrupted" if sys.stderr.isatty() else "interrupted", err=True)
             sys.exit(130)
 
 
@@ -338,12 +339,15 @@ def run_with_progress(
             **kw,
         )
     except KeyboardInterrupt as exc:
+        # in a terminal, a line of its own after its ^C (a bar shown ends its own line)
+        shown = progress.bar is not None and not progress.bar.disable
+        lead = "\n" if sys.stderr.isatty() and not shown else ""
         progress.close()
         how, code = (
             ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         )
         click.echo(
-            f"{how}: {progress.written} clip(s) written to {written_to}; run the same "
+            f"{lead}{how}: {progress.written} clip(s) written to {written_to}; run the same "
             f"command again to {rest}",
             err=True,
         )
