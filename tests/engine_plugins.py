@@ -100,3 +100,18 @@ def video_folder(folder: Path, frame_counts: Sequence[int], *, seed: int = 1) ->
         make_video(folder / f"{chr(ord('a') + k)}.mp4", count, seed=seed + k)
     (folder / "broken.mp4").write_bytes(b"not a video")
     return folder
+
+
+def _slept(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+class SlowToSend:
+    """Takes ``seconds`` to unpickle in a decoder process (as a processor whose module
+    imports torch does): a window in which the process is still starting."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[Any, tuple[float]]:
+        return (_slept, (self.seconds,))

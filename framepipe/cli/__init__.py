@@ -3,6 +3,7 @@ and call the same Python API a user would. One module per command."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import logging
@@ -27,13 +28,31 @@ _COMMANDS: dict[str, str] = {
 
 class _LazyGroup(Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n in _COMMANDS if self._module_exists(n))
+        return sorted([*(n for n in _COMMANDS if self._module_exists(n)), "help"])
 
     @staticmethod
     def _module_exists(name: str) -> bool:
         return importlib.util.find_spec(_COMMANDS[name]) is not None
 
+    def no_such_command(self, ctx: click.Context, name: str) -> click.UsageError:
+        """The refusal of an unknown command, with the commands whose names are near it
+        (``sampel``: ``sample``)."""
+        near = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+        return click.UsageError(f"No such command {name!r}.{hint}", ctx)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        unknown = not name.startswith("-") and self.get_command(ctx, name) is None
+        if unknown and not ctx.resilient_parsing:
+            raise self.no_such_command(ctx, name)
+        return super().resolve_command(ctx, args)
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == "help":
+            return _help
         if name not in _COMMANDS or not self._module_exists(name):
             return None
         mod = importlib.import_module(_COMMANDS[name])
@@ -68,6 +87,23 @@ def cli(verbose: int, quiet: bool) -> None:
         else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     )
     setup_logging(level)
+
+
+@click.command("help", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("command_name", metavar="[COMMAND]", required=False)
+@click.pass_context
+def _help(ctx: click.Context, command_name: str | None) -> None:
+    """Show the help of framepipe, or of COMMAND (the same as COMMAND --help)."""
+    top = ctx.find_root()
+    if command_name is None:
+        click.echo(top.get_help())
+        return
+    group = top.command
+    assert isinstance(group, _LazyGroup)
+    cmd = group.get_command(top, command_name)
+    if cmd is None:
+        raise group.no_such_command(top, command_name)
+    click.echo(cmd.get_help(click.Context(cmd, info_name=command_name, parent=top)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import io
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import TYPE_CHECKING, Any
@@ -194,7 +197,8 @@ class Command(_Spellings, click.Command):
     the options that need an optional extra checked before it runs
     (:func:`framepipe.extras.check_extras`), and framepipe's errors as one line: a setting
     refused before any work (ConfigError, MissingDependencyError) exits with status 2,
-    another error (a model that will not load, an output that cannot be written) with 1."""
+    another error (a model that will not load, an output that cannot be written) with 1,
+    Ctrl-C with 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -207,6 +211,10 @@ class Command(_Spellings, click.Command):
             raise click.ClickException(msg) from None
         except FramepipeError as exc:
             raise click.ClickException(str(exc)) from None
+        except KeyboardInterrupt:  # a run says more (run_with_progress); 1 is "inputs failed"
+            # in a terminal, a line of its own after its ^C (as click does)
+            click.echo("\ninterrupted" if sys.stderr.isatty() else "interrupted", err=True)
+            sys.exit(130)
 
 
 class Group(_Spellings, click.Group):
@@ -220,6 +228,29 @@ class Group(_Spellings, click.Group):
 
 
 # -- runs: a progress bar of clips ----------------------------------------------------------
+NARROW_COLUMNS = 60
+"""A terminal narrower than this gets the short bar (:func:`bar_format`)."""
+
+
+def bar_format(columns: int | None, *, total: bool) -> str | None:
+    """tqdm's format of the bar for a terminal ``columns`` wide (``total``: whether the bar
+    has one): tqdm's own (None) where it fits; in a narrow terminal the count and the
+    failures first, then a short bar, and no timings (tqdm's own line would be cut in the
+    middle of a number, the failures lost)."""
+    if columns is None or columns >= NARROW_COLUMNS:
+        return None
+    if not total:
+        return "{desc}: {n_fmt} {unit}{postfix}"
+    return "{desc}: {n_fmt}/{total_fmt}{postfix} {percentage:3.0f}%|{bar}|"
+
+
+def _columns() -> int | None:
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return None
+
+
 class Progress:
     """A tqdm bar of clips with clips/s and ETA (a total only when ``whole``: one clip per
     input). It appears with the first clip, so model loading does not count in the rate.
@@ -251,6 +282,7 @@ class Progress:
                 file=sys.stderr,
                 disable=None if chatty() else True,  # None: off when stderr is no terminal
                 dynamic_ncols=True,
+                bar_format=bar_format(_columns(), total=self.total is not None),
             )
         return self.bar
 
@@ -274,15 +306,30 @@ class Progress:
             self.bar = None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler at a job's time limit): it stops a run the way
+    Ctrl-C does, so what is written stays and the same command resumes."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
+    raise Terminated
+
+
 def run_with_progress(
     run: Callable[..., Any], config: SampleConfig, written_to: object, rest: str, **kw: Any
 ) -> Any:
     """``run(**kw)`` (``sample`` or ``caption``, with ``config``) with a :class:`Progress`
     bar of its clips, keeping no records in memory (the output has them); Ctrl-C says how
     many clips were written to ``written_to`` and exits with status 130 (``rest``: what the
-    same command does again)."""
+    same command does again), SIGTERM the same with status 143."""
     whole = config.clips == "whole" and config.clip_seconds is None
     progress = Progress(run.__name__, whole=whole)
+    try:
+        before: Any = signal.signal(signal.SIGTERM, _on_sigterm)
+        installed = True
+    except ValueError:  # not the main thread (an embedding application's): its own handler
+        installed = False
     try:
         return run(
             keep_records=False,
@@ -291,16 +338,24 @@ def run_with_progress(
             on_skip=progress.on_skip,
             **kw,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        # in a terminal, a line of its own after its ^C (a bar shown ends its own line)
+        shown = progress.bar is not None and not progress.bar.disable
+        lead = "\n" if sys.stderr.isatty() and not shown else ""
         progress.close()
+        how, code = (
+            ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        )
         click.echo(
-            f"interrupted: {progress.written} clip(s) written to {written_to}; run the same "
+            f"{lead}{how}: {progress.written} clip(s) written to {written_to}; run the same "
             f"command again to {rest}",
             err=True,
         )
-        sys.exit(130)
+        sys.exit(code)
     finally:
         progress.close()
+        if installed:
+            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
 
 
 # -- info and shots: one row per source -----------------------------------------------------

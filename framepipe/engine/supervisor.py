@@ -34,12 +34,13 @@ import signal
 import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from typing import Any
 
 from framepipe.config import SampleConfig
 from framepipe.engine.transfer import PackedFrames, unpack_frames
-from framepipe.engine.worker import WorkerSetup, WorkItem, worker_main
+from framepipe.engine.worker import HELD_SIGNALS, WorkerSetup, WorkItem, worker_main
 from framepipe.errors import (
     ConfigError,
     DecodeError,
@@ -129,12 +130,19 @@ class DecoderProcess:
         proc = self._ctx.Process(
             target=worker_main, args=(child, self.setup), name="framepipe-decoder", daemon=True
         )
+        # the child inherits this thread's mask: Ctrl-C and SIGTERM wait in it until
+        # worker_main ignores them; here they wait until the child is started. The resource
+        # tracker starts first: starting it unblocks them (multiprocessing.resource_tracker)
+        if self._ctx.get_start_method() != "fork":
+            resource_tracker.ensure_running()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         try:
             proc.start()
         except BaseException:  # no process to stop later: only the pipe to close
             parent.close()
             raise
         finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             child.close()
         self._proc, self._conn, self._ready = proc, parent, False
 

@@ -150,9 +150,21 @@ class _PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals for the main process alone: a decoder process starts with them blocked (see
+``DecoderProcess.start``), so that one interrupted while it still imports (seconds, with
+torch) prints no traceback over the terminal, and :func:`worker_main` ignores them."""
+
+
 def worker_main(conn: Connection, setup: WorkerSetup) -> None:
     """Entry point of a decoder process (must stay a module-level function for spawn)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C and SIGTERM (sent to the whole process group by a terminal, or by a batch
+    # scheduler to every process of a job) stop the run in the main process, which then
+    # stops this one: a decoder that died of them first would fail an innocent clip. They
+    # were held back since the process began (HELD_SIGNALS): ignored now, then let through.
+    for sig in HELD_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     root = logging.getLogger("framepipe")
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(setup.log_level)

@@ -47,3 +47,31 @@ def test_quiet_help_says_what_it_leaves_out_and_what_it_keeps() -> None:
     quiet = _help().split("--quiet", 1)[1].split("-h, --help", 1)[0]
     assert "Only errors on stderr: no notes, warnings, summaries or progress bars" in quiet
     assert "stdout is its output and stays" in quiet
+
+
+def test_a_mistyped_command_is_refused_with_the_commands_near_it() -> None:
+    res = CliRunner().invoke(cli, ["sampel", "v.mp4"])
+    assert res.exit_code == 2
+    assert "No such command 'sampel'. Did you mean 'sample'?" in res.stderr
+    res = CliRunner().invoke(cli, ["shot", "v.mp4"])
+    assert "Did you mean 'shots'?" in res.stderr
+    res = CliRunner().invoke(cli, ["xyz"])
+    assert res.exit_code == 2 and "No such command 'xyz'." in res.stderr
+    assert "Did you mean" not in res.stderr
+
+
+def test_help_is_a_command_too() -> None:
+    res = CliRunner().invoke(cli, ["help"])
+    assert res.exit_code == 0 and res.stdout == CliRunner().invoke(cli, ["--help"]).stdout
+    res = CliRunner().invoke(cli, ["help", "sample"], terminal_width=300)
+    assert res.exit_code == 0 and res.stdout.startswith("Usage: cli sample [OPTIONS]")
+    assert "--image-format" in res.stdout
+    res = CliRunner().invoke(cli, ["help", "sampel"])
+    assert res.exit_code == 2 and "Did you mean 'sample'?" in res.stderr
+
+
+def test_the_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    res = CliRunner().invoke(cli, ["--version"])
+    assert res.exit_code == 0 and res.stdout == f"framepipe, version {version('framepipe')}\n"
