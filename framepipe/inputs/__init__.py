@@ -119,6 +119,11 @@ def manifest_inputs(
         if is_remote(raw):
             yield remote(raw, row)
             continue
+        if not os.path.lexists(source):  # named with its row, and where relative paths start
+            hint = "" if Path(raw).expanduser().is_absolute() else f", from {root}/"
+            error = f"{source}: no such file (listed at {where}{hint})"
+            yield Input(Path(source), kind or "video", error=error, **row)
+            continue
         found, notes = discover([Path(source)], kind=kind)
         for note in notes:
             log.info("skipping %s: %s", note.path, note.reason)

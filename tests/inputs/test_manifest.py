@@ -201,6 +201,23 @@ def test_one_clip_on_two_rows_under_two_ids_is_two_records_each_with_its_id(
     assert sorted(r["id"] for r in read_records(out / MANIFEST)) == ["r1", "r2", "r3"]
 
 
+def test_a_missing_file_is_named_with_its_row_and_where_relative_paths_start(
+    videos: Path, tmp_path: Path
+) -> None:
+    """A row naming a file that is not there said only ``lists/a.mp4: no such file``: a
+    user who wrote the path relative to the current folder could not tell why."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    m = lists / "m.txt"
+    m.write_text(f"{videos / 'a.mp4'}\na.mp4\n{tmp_path / 'gone.mp4'}\n")
+    s = sample([], tmp_path / "out", SampleConfig(n=2), inputs_from=m, workers=0)
+    assert s.done == 1
+    assert {error for _, error in s.failed} == {
+        f"{lists / 'a.mp4'}: no such file (listed at {m}:2, from {lists}/)",
+        f"{tmp_path / 'gone.mp4'}: no such file (listed at {m}:3)",
+    }
+
+
 def test_windows_are_cut_to_the_range(videos: Path) -> None:
     from framepipe.read_clips import read_clips
 
