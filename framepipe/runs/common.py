@@ -261,30 +261,20 @@ def execute(
     finally:
         engine.close()
         if writer is not None:
-            close_writer(writer, stopped)
+            finish_output(writer.close, stopped)
         if remote is not None:
-            publish(remote, stopped)
+            finish_output(remote.publish, stopped)
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
 
 
-def close_writer(writer: RecordWriter, stopped: bool) -> None:
-    """Close ``writer``; when the run stopped on an error, a failure to close (a full disk:
-    the records stay, the next run tidies them) is logged, not raised over what stopped it."""
+def finish_output(step: Callable[[], None], stopped: bool) -> None:
+    """Run ``step``, closing a writer or publishing to the store what a run wrote; when the
+    run stopped on an error (or Ctrl-C), its failure (a full disk, an unreachable store: the
+    records stay, and the next run tidies or publishes them) is logged, not raised over what
+    stopped the run."""
     try:
-        writer.close()
-    except OutputError as exc:
-        if not stopped:
-            raise
-        log.error("%s", exc)
-
-
-def publish(remote: RemoteOutput, stopped: bool) -> None:
-    """Publish what a run wrote to the store; when the run stopped on an error (or Ctrl-C),
-    a failure to publish is logged, not raised over what stopped it (its records stay
-    staged here, and the next run publishes them)."""
-    try:
-        remote.publish()
+        step()
     except OutputError as exc:
         if not stopped:
             raise
@@ -325,7 +315,7 @@ def check_output(path: str | Path, storage_options: dict[str, Any] | None = None
 def discard_if_empty(writer: RecordWriter) -> None:
     """Close ``writer`` and remove its file when it holds no record (a run that failed
     before writing any, on an output it created), as a run stops on an error."""
-    close_writer(writer, stopped=True)
+    finish_output(writer.close, stopped=True)
     with contextlib.suppress(OSError):
         if not any(True for _ in read_output(writer.path)):
             writer.path.unlink()
