@@ -508,7 +508,7 @@ def test_gltf_with_external_texture_and_with_it_missing(tmp_path: Path) -> None:
         ("empty.ply", b"", "empty"),
         ("garbage.ply", b"this is not a ply file\n", "not a PLY"),
         ("garbage.obj", b"\x00\x01\x02 binary junk", "no geometry"),
-        ("garbage.glb", b"glTF\x02\x00\x00\x00junk", "no geometry"),
+        ("garbage.glb", b"glTF\x02\x00\x00\x00junk", "truncated binary glTF"),
         ("nan.xyz", b"nan nan nan\nnan 1 2\n", "NaN"),
         ("novert.ply", b"ply\nformat ascii 1.0\nelement vertex 0\nend_header\n", "no points"),
     ],

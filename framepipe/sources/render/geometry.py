@@ -27,6 +27,7 @@ from framepipe.sources.render.check_formats import (
     check_pcd,
     obj_face_problem,
 )
+from framepipe.sources.render.check_gltf import check_gltf
 from framepipe.sources.render.check_ply import check_ply, quiet_open3d, read_ply_header
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,8 @@ def _check_file(path: Path, ext: str) -> tuple[int, int] | None:
         points = check_pcd(path)
         return None if points is None else (points, 0)
     check_other(path, ext)
+    if ext in (".gltf", ".glb"):
+        check_gltf(path)
     return None
 
 
@@ -291,7 +294,8 @@ def _missing_obj_textures(path: Path) -> list[str]:
 
 
 def _missing_gltf_files(path: Path) -> list[str]:
-    """Notes for images or buffers a .gltf file names but that are not on disk."""
+    """Notes for images a .gltf file names but that are not on disk (a missing buffer is an
+    error: see :func:`check_gltf`)."""
     import json
     from urllib.parse import unquote
 
@@ -300,16 +304,14 @@ def _missing_gltf_files(path: Path) -> list[str]:
     except (OSError, ValueError):
         return []
     notes = []
-    for what in ("images", "buffers"):
-        for item in doc.get(what, []) if isinstance(doc, dict) else []:
-            uri = item.get("uri") if isinstance(item, dict) else None
-            if (
-                isinstance(uri, str)
-                and not uri.startswith("data:")
-                and not (path.parent / unquote(uri)).is_file()
-            ):
-                kind = "texture" if what == "images" else "buffer"
-                notes.append(f"{kind} {uri} is missing: rendered with material colour")
+    for item in doc.get("images", []) if isinstance(doc, dict) else []:
+        uri = item.get("uri") if isinstance(item, dict) else None
+        if (
+            isinstance(uri, str)
+            and not uri.startswith("data:")
+            and not (path.parent / unquote(uri)).is_file()
+        ):
+            notes.append(f"texture {uri} is missing: rendered with material colour")
     return notes
 
 
