@@ -29,6 +29,7 @@ from framepipe.sources.render.check_formats import (
 )
 from framepipe.sources.render.check_gltf import check_gltf
 from framepipe.sources.render.check_ply import check_ply, quiet_open3d, read_ply_header
+from framepipe.sources.render.obj_precision import recentred_parts
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def _read_mesh(path: Path) -> Geometry:
     o3d = _o3d()
     ext = path.suffix.lower()
     notes: list[str] = []
+    offset = np.zeros(3)
     if ext in _ASSIMP_EXTENSIONS:
         model = o3d.io.read_triangle_model(str(path))
         if ext == ".obj":
@@ -163,6 +165,8 @@ def _read_mesh(path: Path) -> Geometry:
             notes += _missing_gltf_files(path)
         parts = [(mi.mesh, mi.material_idx) for mi in model.meshes]
         materials = [_material(m) for m in model.materials]
+        if ext == ".obj":  # Assimp reads float32: world coordinates lose their detail
+            parts, offset = recentred_parts(o3d, path, parts)
     else:
         mesh = o3d.io.read_triangle_mesh(str(path), enable_post_processing=True)
         parts = [(mesh, 0)]
@@ -182,7 +186,7 @@ def _read_mesh(path: Path) -> Geometry:
                 notes.append("OBJ has no faces: rendered as points")
                 return Geometry("points", pts, np.zeros((0, 3), np.int64), notes=notes)
         raise SourceError(path, "Open3D read no geometry (unreadable or empty file)")
-    return _merge(parts, materials, notes)
+    return _merge(parts, materials, notes, offset)
 
 
 def _obj_vertices(path: Path) -> np.ndarray:
@@ -233,14 +237,17 @@ def _to_rgb8(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def _merge(parts: list[tuple[Any, int]], materials: list[Material], notes: list[str]) -> Geometry:
+def _merge(
+    parts: list[tuple[Any, int]], materials: list[Material], notes: list[str], shift: np.ndarray
+) -> Geometry:
+    """One Geometry of ``parts``, their vertices moved by ``shift`` (float64)."""
     verts, tris, normals, colors, uvs, mids = [], [], [], [], [], []
     any_normals = all(m.has_vertex_normals() for m, _ in parts)
     any_colors = any(m.has_vertex_colors() for m, _ in parts)
     any_uvs = any(m.has_triangle_uvs() for m, _ in parts)
     offset = 0
     for mesh, mat in parts:
-        v = np.asarray(mesh.vertices, dtype=np.float64)
+        v = np.asarray(mesh.vertices, dtype=np.float64) + shift
         t = np.asarray(mesh.triangles, dtype=np.int64).reshape(-1, 3)
         verts.append(v)
         tris.append(t + offset)

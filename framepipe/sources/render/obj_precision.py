@@ -1,0 +1,102 @@
+"""OBJ files in world coordinates (CAD, scans: a model 1e6 units from the origin) keep their
+detail: Assimp reads positions as float32, which near 1e6 are 0.06 apart and near 1e8 are 8
+apart, so a small object far out collapses into a few points. The file's ``v`` lines are read
+in float64, a copy moved to the origin is read by Open3D for the positions, and the offset is
+added back in float64."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FAR_RATIO = 10.0
+"""Recentre when the centre is further from the origin than this many times the extent."""
+_NUMBER = re.compile(rb"\S+")
+
+
+def obj_centre_if_far(path: Path) -> np.ndarray | None:
+    """The centre (float64) of the OBJ's ``v`` lines when they lie far from the origin for
+    their extent; None when float32 holds them well enough (or nothing is parsed)."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.startswith((b"v ", b"v\t")):
+                tok = raw.split()
+                try:
+                    p = np.array([float(t) for t in tok[1:4]])
+                except ValueError:
+                    continue
+                if p.shape == (3,) and np.all(np.isfinite(p)):
+                    np.minimum(lo, p, out=lo)
+                    np.maximum(hi, p, out=hi)
+    if not np.all(hi >= lo):
+        return None
+    centre = (lo + hi) / 2.0
+    extent = float((hi - lo).max())
+    if float(np.abs(centre).max()) <= FAR_RATIO * max(extent, 1e-300):
+        return None
+    return np.asarray(centre)
+
+
+def _shifted_copy(path: Path, centre: np.ndarray, out: Path) -> None:
+    """``path`` with every ``v x y z`` moved by ``-centre`` (all other bytes unchanged)."""
+    with open(path, "rb") as src, open(out, "wb") as dst:
+        for raw in src:
+            if raw.startswith((b"v ", b"v\t")):
+                toks = _NUMBER.findall(raw)
+                try:
+                    p = np.array([float(t) for t in toks[1:4]]) - centre
+                except ValueError:
+                    p = None
+                if p is not None and p.shape == (3,):
+                    xyz = " ".join(repr(float(c)) for c in p).encode()
+                    rest = b" ".join(toks[4:])
+                    raw = b"v " + xyz + (b" " + rest if rest else b"") + b"\n"
+            dst.write(raw)
+
+
+def _link_material_libraries(path: Path, copy: Path) -> None:
+    """Beside ``copy``, links to the MTL files ``path`` names, so that the copy reads into
+    the same materials (and so the same parts) as the original."""
+    text = path.read_bytes().decode(errors="replace")
+    for lib in re.findall(r"^\s*mtllib\s+(.+?)\s*$", text, flags=re.MULTILINE):
+        target = path.parent / lib
+        link = Path(os.path.normpath(copy.parent / lib))
+        if target.is_file() and link.parent.is_relative_to(copy.parent) and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target.resolve())
+
+
+def recentred_parts(
+    o3d: Any, path: Path, parts: list[tuple[Any, int]]
+) -> tuple[list[tuple[Any, int]], np.ndarray]:
+    """``(parts, offset)``: what Open3D read from ``path`` and zero, or, when the file lies far
+    from the origin, the parts read from a copy moved by ``-offset`` (their vertices plus
+    ``offset`` in float64 are the file's own). Falls back to ``parts`` (with a log line) when
+    the copy does not read into parts of the same materials and face counts."""
+    centre = obj_centre_if_far(path)
+    if centre is None:
+        return parts, np.zeros(3)
+    with tempfile.TemporaryDirectory(prefix="framepipe-obj-") as tmp:
+        copy = Path(tmp) / "model" / "recentred.obj"
+        copy.parent.mkdir()
+        _shifted_copy(path, centre, copy)
+        _link_material_libraries(path, copy)
+        model = o3d.io.read_triangle_model(str(copy))
+    moved = [(mi.mesh, mi.material_idx) for mi in model.meshes]
+    same = len(moved) == len(parts) and all(
+        ma == mb and len(a.triangles) == len(b.triangles) for (a, ma), (b, mb) in zip(moved, parts)
+    )
+    if not same:
+        log.debug("%s: the recentred copy read differently; keeping float32 positions", path)
+        return parts, np.zeros(3)
+    return moved, np.asarray(centre)
