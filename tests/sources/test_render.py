@@ -564,6 +564,15 @@ def test_single_point_and_flat_objects_render(tmp_path: Path) -> None:
     assert 0.05 < object_mask(img).mean() < 0.9
 
 
+def test_mesh_whose_faces_all_sit_on_one_point_renders_that_point(tmp_path: Path) -> None:
+    p = tmp_path / "one.obj"
+    p.write_text("v 1 2 3\nv 1 2 3\nf 1 1 2\n")
+    src = open_render(p)
+    assert "single point" in " ".join(src.info().extra["notes"])
+    img = src.read([0]).frames[0]
+    assert 0 < object_mask(img).sum() < img.shape[0] * img.shape[1] * 0.2
+
+
 def test_bad_options_are_config_errors(media: dict[str, Path]) -> None:
     for kw in (
         {"cameras": "spiral"},

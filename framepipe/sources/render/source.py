@@ -176,13 +176,19 @@ class RenderSource(Source):
             g.notes.append("object is a single point")
             log.warning("%s: object is a single point", self.path)
             radius = 1.0
-        if g.kind == "mesh" and not degenerate:
-            v = (g.vertices - centre) / radius
-            tri = v[g.triangles]
-            area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-            if float(area.sum()) < 1e-10:
-                g.notes.append("all faces have zero area: rendered as points")
-                log.warning("%s: all faces have zero area: rendered as points", self.path)
+        if g.kind == "mesh":  # a mesh on a single point has no area either: a point is drawn
+            flat = degenerate
+            if not degenerate:
+                v = (g.vertices - centre) / radius
+                tri = v[g.triangles]
+                area = np.linalg.norm(
+                    np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1
+                )
+                flat = float(area.sum()) < 1e-10
+                if flat:
+                    g.notes.append("all faces have zero area: rendered as points")
+                    log.warning("%s: all faces have zero area: rendered as points", self.path)
+            if flat:
                 g.kind = "points"
                 g.vertices = pts
                 g.vertex_normals = None
