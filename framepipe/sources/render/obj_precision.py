@@ -22,6 +22,19 @@ FAR_RATIO = 10.0
 _NUMBER = re.compile(rb"\S+")
 
 
+def _far(vertex_sets: list[np.ndarray]) -> bool:
+    """Whether points (any precision) lie further from the origin than :data:`FAR_RATIO`
+    times their extent (the test :func:`obj_centre_if_far` makes exactly)."""
+    sets = [v.reshape(-1, 3) for v in vertex_sets if v.size]
+    if not sets:
+        return False
+    lo = np.min([v.min(axis=0) for v in sets], axis=0)
+    hi = np.max([v.max(axis=0) for v in sets], axis=0)
+    extent = float((hi - lo).max())
+    # float32 may round the extent to zero far out: compare with half the test's ratio
+    return float(np.abs((lo + hi) / 2.0).max()) > 0.5 * FAR_RATIO * max(extent, 1e-300)
+
+
 def obj_centre_if_far(path: Path) -> np.ndarray | None:
     """The centre (float64) of the OBJ's ``v`` lines when they lie far from the origin for
     their extent; None when float32 holds them well enough (or nothing is parsed)."""
@@ -82,7 +95,10 @@ def recentred_parts(
     """``(parts, offset)``: what Open3D read from ``path`` and zero, or, when the file lies far
     from the origin, the parts read from a copy moved by ``-offset`` (their vertices plus
     ``offset`` in float64 are the file's own). Falls back to ``parts`` (with a log line) when
-    the copy does not read into parts of the same materials and face counts."""
+    the copy does not read into parts of the same materials and face counts. The file is
+    parsed in Python only when the float32 positions already read lie far out."""
+    if not _far([np.asarray(m.vertices, dtype=np.float64) for m, _ in parts]):
+        return parts, np.zeros(3)
     centre = obj_centre_if_far(path)
     if centre is None:
         return parts, np.zeros(3)
