@@ -169,14 +169,35 @@ def named_by_flag(ctx: click.Context, msg: str) -> str:
     return f"{flag(ctx, name)} ({rest}" if sep and name.isidentifier() and given(ctx, name) else msg
 
 
+def spelled_option(typed: str, params: list[click.Parameter]) -> str | None:
+    """The option that ``typed`` spells another way: underscores for dashes
+    (``--num_frames``), or a short flag written long (``--n`` for ``-n``); its long name."""
+    for p in params:
+        if not isinstance(p, click.Option) or p.hidden:
+            continue
+        long = max(p.opts, key=len)
+        if typed.replace("_", "-") in p.opts or (
+            typed.startswith("--") and len(typed) == 3 and typed[1:] in p.opts
+        ):
+            return long
+    return None
+
+
 class _Spellings:
     """Parsing that moves the values of old spellings to their new options (with a note;
     both given: refused), then asks for the options that are required but have old
     spellings (click cannot)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        rest: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
         params: list[click.Parameter] = self.params  # type: ignore[attr-defined]
+        try:
+            rest: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
+        except click.NoSuchOption as exc:
+            meant = spelled_option(exc.option_name, params)
+            if meant is None:
+                raise
+            msg = f"No such option {exc.option_name!r}. Did you mean {meant!r}?"
+            raise click.NoSuchOption(exc.option_name, msg, ctx=ctx) from None
         for p in params:
             if isinstance(p, OldSpelling):
                 value = ctx.params.pop(p.name or "", None)

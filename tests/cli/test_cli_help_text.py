@@ -75,3 +75,16 @@ def test_the_version_is_the_package_version() -> None:
 
     res = CliRunner().invoke(cli, ["--version"])
     assert res.exit_code == 0 and res.stdout == f"framepipe, version {version('framepipe')}\n"
+
+
+def test_a_mistyped_option_is_refused_with_the_option_it_spells() -> None:
+    """An underscore for a dash, or a short flag written long, names that one option (click's
+    own guess by letters offered ``--kind`` for ``--n``)."""
+    for typed, meant in (("--n", "--num-frames"), ("--num_frames", "--num-frames")):
+        res = CliRunner().invoke(cli, ["sample", "v.mp4", typed, "8", "-o", "out"])
+        assert res.exit_code == 2
+        assert f"No such option '{typed}'. Did you mean '{meant}'?" in res.stderr, res.stderr
+    res = CliRunner().invoke(cli, ["caption", "v.mp4", "--max_new_tokens", "8", "-o", "o.jsonl"])
+    assert "Did you mean '--max-new-tokens'?" in res.stderr
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "--frames", "8", "-o", "out"])
+    assert "--num-frames" in res.stderr  # click's guesses by letters where nothing is spelled
