@@ -22,7 +22,8 @@ from PIL import Image
 
 from framepipe.cli import cli
 from framepipe.errors import OutputError
-from framepipe.output import read_records
+from framepipe.output import open_writer, read_records
+from framepipe.records import failed_record, ok_record
 from framepipe.report import THUMB_SIDE, write_report
 
 EVIL_ANSWER = '<script>alert("x")</script> & more'
@@ -59,8 +60,9 @@ def parse(path: Path) -> _Page:
 
 
 def local_targets(page: _Page, html_path: Path) -> list[Path]:
-    """Every image and link target of the page, as files relative to the page."""
-    urls = page.attrs("img", "src") + page.attrs("a", "href")
+    """Every image and link target of the page, as files relative to the page (links within
+    the page left out)."""
+    urls = page.attrs("img", "src") + [u for u in page.attrs("a", "href") if u[:1] != "#"]
     assert urls
     for u in urls:
         assert "://" not in u and not u.startswith(("/", "data:")), u
@@ -195,7 +197,7 @@ def test_embed_makes_data_uris(sampled: Path, tmp_path: Path) -> None:
         assert head == "data:image/jpeg;base64"
         img = Image.open(io.BytesIO(base64.b64decode(data)))
         assert img.format == "JPEG" and max(img.size) <= THUMB_SIDE
-    assert page.attrs("a", "href") == []  # nothing points at files
+    assert [u for u in page.attrs("a", "href") if u[:1] != "#"] == []  # none at files
 
 
 def test_torn_last_line_tolerated(sampled: Path, tmp_path: Path) -> None:
@@ -229,10 +231,53 @@ def test_many_records_stream_into_one_page(tmp_path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(2_000):
             fh.write(json.dumps({**rec, "source": f"v{i}.mp4"}) + "\n")
-    html_path = write_report(path, tmp_path / "big.html")
+    html_path = write_report(path, tmp_path / "big.html", page_size=0)  # 0: one page
     raw = html_path.read_text(encoding="utf-8")
     assert raw.count('<section class="card') == 2_000
     assert 'id="r2000"' in raw and "v1999.mp4" in raw
+
+
+def long_output(path: Path, n: int, failed_every: int) -> Path:
+    """``n`` records written by the library's writer, every ``failed_every``-th failed."""
+    with open_writer(path, overwrite=True) as w:
+        for i in range(n):
+            src, key = f"v{i}.mp4", f"k{i}"
+            if i % failed_every == 1:
+                w.write(failed_record(src, f"cannot decode frame {i}\n(damaged)", key=key))
+            else:
+                w.write(ok_record(src, kind="video", indices=[0], answers=["a"], key=key))
+    return path
+
+
+def test_a_long_output_is_cut_into_pages_failed_records_first(tmp_path: Path) -> None:
+    records = long_output(tmp_path / "r.jsonl", 2_500, failed_every=100)
+    html_path = tmp_path / "site" / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(records), "-o", str(html_path)])
+    assert result.exit_code == 0, result.output
+    pages = [html_path, html_path.with_name("report-2.html"), html_path.with_name("report-3.html")]
+    assert sorted(html_path.parent.iterdir()) == sorted(pages)
+    first, *rest = (parse(p) for p in pages)
+    assert [len(p.cards()) for p in (first, *rest)] == [1_000, 1_000, 500]
+    statuses = [c["data-status"] for p in (first, *rest) for c in p.cards()]
+    assert statuses == ["failed"] * 25 + ["ok"] * 2_475  # failed ones first
+    text = "".join(first.text)
+    assert "clips: 2500 (2475 ok, 25 failed) · sources: 2500" in text
+    assert "cannot decode frame N (damaged)" in text and "25" in text  # one kind of error
+    assert {"report-2.html", "report-3.html"} <= set(first.attrs("a", "href"))
+    assert "report.html" in rest[1].attrs("a", "href")  # back to the summary
+    for p in (first, *rest):  # a card is one line: an answer's line break is a reference
+        assert all("\n" not in c.get("class", "") for c in p.cards())
+    # a shorter report after it removes its pages that are not its own
+    long_output(records, 1_500, failed_every=100)
+    result = CliRunner().invoke(cli, ["report", str(records), "-o", str(html_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(html_path.parent.iterdir()) == sorted(pages[:2])
+    result = CliRunner().invoke(
+        cli, ["report", str(records), "-o", str(html_path), "--page-size", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(html_path.parent.iterdir()) == [html_path]
+    assert len(parse(html_path).cards()) == 1_500
 
 
 def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_linked(tmp_path: Path) -> None:

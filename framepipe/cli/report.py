@@ -9,6 +9,7 @@ import click
 
 from framepipe.cli.common import Command, note
 from framepipe.cli.options import Unset, options
+from framepipe.report.write import PAGE_SIZE
 
 # fmt: off
 ROWS: list[Any] = [
@@ -25,6 +26,9 @@ ROWS: list[Any] = [
     ("--no-thumbnails", bool, None,
      "Show each clip's contact sheet instead of its frames one by one."),
     ("--title", str, "framepipe report", "Page title."),
+    ("--page-size", click.IntRange(min=0), PAGE_SIZE,
+     "Clips per page (failed ones first); the first page has the summary, the commonest "
+     "errors and links to the others (REPORT-2.html ...). 0: all on one page."),
 ]
 # fmt: on
 
@@ -38,10 +42,12 @@ def command(
     embed: bool,
     no_thumbnails: bool,
     title: str,
+    page_size: int,
 ) -> None:
-    """Write one self-contained HTML page for the records in RECORDS (JSONL files written by
-    'framepipe sample' or 'framepipe caption', or 'sample' output folders): a summary,
-    filters, and one card per clip with its frames, questions and answers, or its error."""
+    """Write static HTML pages for the records in RECORDS (JSONL or Parquet files written by
+    'framepipe sample' or 'framepipe caption', folders of part files, or 'sample' output
+    folders): a summary with the commonest errors, filters, and one card per clip with its
+    frames, questions and answers, or its error; failed clips first, --page-size a page."""
     from framepipe.inputs.remote import is_remote
     from framepipe.report import write_report
 
@@ -51,6 +57,12 @@ def command(
         first = Path(records[0])
         output = (first if first.is_dir() else first.parent) / "report.html"
     path = write_report(
-        records, output, base_dir=base_dir, thumbnails=not no_thumbnails, embed=embed, title=title
+        records,
+        output,
+        base_dir=base_dir,
+        thumbnails=not no_thumbnails,
+        embed=embed,
+        title=title,
+        page_size=page_size,
     )
     note(f"report -> {path}")

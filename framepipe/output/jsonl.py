@@ -78,6 +78,11 @@ def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
     n = head.count(b"\n", 0, start) + 1
     if not text:
         raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not UTF-8 text)")
+    if first[:1] == b"<":  # no JSON value starts so: a report page (given for its records)
+        low = head[start : start + 1024].lower()
+        html = low.startswith(b"<!doctype html") or b"<html" in low
+        what = "an HTML page" if html else "an XML document"
+        raise OutputError(f"{path}: {what}, not a JSON-lines records file")
     if appending and first and not first.startswith(b"{"):  # (a torn record starts so)
         raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not a record)")
 

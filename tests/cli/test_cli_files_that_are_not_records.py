@@ -78,6 +78,20 @@ def test_a_video_given_as_records_is_one_line_naming_it(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["merge", "report"])
+def test_an_html_page_given_as_records_is_one_line_naming_it_and_left_as_it_is(
+    sampled: Path, command: str
+) -> None:
+    res = CliRunner().invoke(cli, ["report", str(sampled)])
+    assert res.exit_code == 0, res.output
+    page = sampled / "report.html"  # a report given as the records: read, then written over
+    before = page.read_bytes()
+    args = [command, str(page)] + (["-o", str(sampled / "m.jsonl")] if command == "merge" else [])
+    res = CliRunner().invoke(cli, args)
+    _one_error_line(res, 1, f"{page}: an HTML page, not a JSON-lines records file")
+    assert page.read_bytes() == before and not (sampled / "m.jsonl").exists()
+
+
 def test_a_resume_skips_a_line_that_is_not_utf8_with_one_warning(
     video: Path, sampled: Path
 ) -> None:
