@@ -12,7 +12,9 @@ Formats, by extension:
   splits into a ``path`` column at ``;`` or tabs, not commas, is read so (European Excel;
   its decimal commas in ``start_s``/``end_s`` are read as points).
 
-A relative path is taken relative to the manifest's folder. Rows are read lazily (the csv
+Text, CSV and TSV manifests are UTF-8, or UTF-16 when they start with its byte-order mark
+(Excel's "Unicode Text"); JSON Lines are UTF-8. A relative path is taken relative to the
+manifest's folder. Rows are read lazily (the csv
 module, one JSON line at a time, Parquet record batches through pyarrow), so memory does not
 grow with the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
 by :func:`check_manifest` before any heavy work; a bad row (empty path, a bad clip range or
@@ -22,6 +24,7 @@ becomes one failed record and the run goes on.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -56,6 +59,14 @@ def manifest_format(path: Path) -> str:
     return "txt"
 
 
+def text_encoding(path: Path) -> str:
+    """How a text manifest is decoded: ``utf-16`` when it starts with a UTF-16 byte-order
+    mark (Excel's "Unicode Text" and CSV UTF-16 exports), else UTF-8 (its mark skipped)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+
+
 def column(name: Any) -> Any:
     """The known column ``name`` stands for (``" Path "`` is ``path``), else ``name``."""
     if isinstance(name, str) and name.strip().lower() in COLUMNS:
@@ -79,7 +90,7 @@ def _csv_header(p: Path, fmt: str) -> tuple[str, list[str]]:
     """The delimiter of a CSV/TSV manifest and its header's columns (known ones named as
     :data:`COLUMNS`): a ``.csv`` whose header has no ``path`` column between commas but
     has one between semicolons or tabs is read with those."""
-    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, newline="", encoding=text_encoding(p), errors="surrogateescape") as fh:
         line = fh.readline()
     tries = ["\t"] if fmt == "tsv" else [",", ";", "\t"]
     headers = [(d, next(csv.reader([line], delimiter=d), [])) for d in tries]
@@ -105,6 +116,8 @@ def check_manifest(path: str | Path) -> str:
         if fmt in ("csv", "tsv"):
             columns = _csv_header(p, fmt)[1]
         elif fmt == "jsonl":
+            if text_encoding(p) != "utf-8-sig":
+                raise ConfigError(f"{p}: the manifest is UTF-16 text; JSON Lines are UTF-8")
             first = next(_jsonl_rows(p), None)
             if first is not None and first[1].get("__bad__") is None:
                 columns = [column(c) for c in first[1]]
@@ -140,7 +153,7 @@ def _parquet_columns(p: Path) -> list[str]:
 # Text and CSV lists are read as file names are (bytes that are not UTF-8 kept as surrogate
 # escapes, :func:`os.fsdecode`), so a listed name that is not UTF-8 is that file's name.
 def _txt_rows(p: Path) -> Iterator[Row]:
-    with open(p, encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, encoding=text_encoding(p), errors="surrogateescape") as fh:
         for n, line in enumerate(fh, 1):
             text = line.strip()
             if text and not text.startswith("#"):
@@ -149,7 +162,7 @@ def _txt_rows(p: Path) -> Iterator[Row]:
 
 def _csv_rows(p: Path, fmt: str) -> Iterator[Row]:
     delimiter = _csv_header(p, fmt)[0]
-    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, newline="", encoding=text_encoding(p), errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         reader.fieldnames = _known(p, list(reader.fieldnames or []))  # (reads the header)
         for row in reader:
@@ -249,6 +262,8 @@ def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
     raw = fields.get("path")
     if not isinstance(raw, str) or not raw.strip():
         raise RowError("empty path" if raw in (None, "") else f"path {raw!r} is not a string")
+    if "\0" in raw:  # no file name holds one (a manifest in another encoding, often)
+        raise RowError(f"path {raw.strip()!r} holds a NUL character")
     start_s = _seconds(fields.get("start_s"), "start_s")
     end_s = _seconds(fields.get("end_s"), "end_s")
     if start_s is not None and end_s is not None and end_s <= start_s:

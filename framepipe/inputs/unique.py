@@ -23,7 +23,12 @@ _EMPTY = 0
 def identity(item: Input) -> tuple[object, ...]:
     """What makes two inputs one: the URI, or the real path of a local file (links and
     ``./`` resolved), and what a manifest row adds (``id``, clip range, questions)."""
-    where = item.uri if item.uri is not None else os.path.realpath(item.path)
+    where = item.uri
+    if where is None:
+        try:
+            where = os.path.realpath(item.path)
+        except (OSError, ValueError):  # (a NUL in a name): the path as given
+            where = os.path.abspath(item.path)
     return (where, item.id, item.start_s, item.end_s, item.questions)
 
 

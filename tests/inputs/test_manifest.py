@@ -333,3 +333,29 @@ def test_a_file_uri_row_is_its_local_file(tmp_path: Path, videos: Path) -> None:
         (spaced, None, None),
         (videos / "b.mp4", None, None),
     ]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "tsv"])
+def test_a_utf16_manifest_is_read(videos: Path, tmp_path: Path, fmt: str) -> None:
+    """Excel's "Unicode Text" and "CSV UTF-16" exports start with a UTF-16 byte-order mark."""
+    text = {"txt": "a.mp4\n", "csv": "path,id\na.mp4,x\n", "tsv": "path\tid\na.mp4\tx\n"}[fmt]
+    m = tmp_path / f"list.{fmt}"
+    m.write_bytes(text.encode("utf-16"))
+    (tmp_path / "a.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    items = list(manifest_inputs(m))
+    assert [(i.path, i.error) for i in items] == [(tmp_path / "a.mp4", None)]
+
+
+def test_a_utf16_jsonl_is_one_error_and_a_nul_in_a_path_a_failed_record(
+    videos: Path, tmp_path: Path
+) -> None:
+    m = tmp_path / "list.jsonl"
+    m.write_bytes('{"path": "a.mp4"}\n'.encode("utf-16"))
+    with pytest.raises(ConfigError, match="the manifest is UTF-16 text; JSON Lines are UTF-8"):
+        collect_inputs([], inputs_from=m)
+    nul = tmp_path / "nul.txt"
+    nul.write_text(f"{videos / 'a'}\0.mp4\n{videos / 'b.mp4'}\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=nul, workers=0)
+    assert s.done == 1 and [e for _, e in s.failed] == [
+        f"{nul}:1: path '{videos / 'a'}\\x00.mp4' holds a NUL character"
+    ]
