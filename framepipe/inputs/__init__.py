@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.discovery import Input, Skipped, discover
-from framepipe.inputs.manifest import RowError, bad_row, check_manifest, manifest_rows, row_fields
+from framepipe.inputs.manifest import (
+    RowError,
+    bad_row,
+    check_manifest,
+    manifest_rows,
+    row_fields,
+    windows_spelling,
+)
 from framepipe.inputs.remote import (
     FILE_HOST,
     UnknownScheme,
@@ -107,7 +114,7 @@ def manifest_inputs(
             dropped += 1
     if dropped:
         log.warning(
-            "%s: %d duplicate row(s) dropped (the same file or URI, id, clip range and "
+            "%s: %d duplicate(s) dropped (the same file or URI, id, clip range and "
             "questions as an input listed before): each input is read once",
             manifest,
             dropped,
@@ -148,7 +155,10 @@ def _manifest_inputs(
         if is_remote(raw):
             yield remote(raw, row)
             continue
-        if not os.path.lexists(source):  # named with its row, and where relative paths start
+        other = None if os.path.lexists(source) else windows_spelling(source)
+        if other is not None and os.path.lexists(other):
+            source = other
+        elif not os.path.lexists(source):  # named with its row, and where relative paths start
             hint = "" if Path(raw).expanduser().is_absolute() else f", from {root}/"
             error = f"{source}: no such file (listed at {where}{hint})"
             yield Input(Path(source), kind or "video", error=error, **row)

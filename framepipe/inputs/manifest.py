@@ -13,10 +13,11 @@ Formats, by extension:
   its decimal commas in ``start_s``/``end_s`` are read as points).
 
 Text, CSV and TSV manifests are UTF-8, or UTF-16 when they start with its byte-order mark
-(Excel's "Unicode Text"); JSON Lines are UTF-8. A relative path is taken relative to the
-manifest's folder. Rows are read lazily (the csv
-module, one JSON line at a time, Parquet record batches through pyarrow), so memory does not
-grow with the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
+(Excel's "Unicode Text"); JSON Lines are UTF-8. A listed name that is not UTF-8 is the file
+of that name, or else the name read as Windows-1252 (Excel's CSV on Windows). A relative
+path is taken relative to the manifest's folder. Rows are read lazily (the csv module, one
+JSON line at a time, Parquet record batches through pyarrow), so memory does not grow with
+the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
 by :func:`check_manifest` before any heavy work; a bad row (empty path, a bad clip range or
 questions) is an input whose ``error`` names the manifest line (``list.csv:7: ...``), so it
 becomes one failed record and the run goes on.
@@ -65,6 +66,17 @@ def text_encoding(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(2)
     return "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+
+
+def windows_spelling(path: str) -> str | None:
+    """``path`` read as Windows-1252 text (Excel's CSV on Windows) where it is not UTF-8
+    (its other bytes kept as surrogate escapes), else None."""
+    if not any("\udc80" <= c <= "\udcff" for c in path):
+        return None
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("cp1252")
+    except UnicodeError:
+        return None
 
 
 def column(name: Any) -> Any:

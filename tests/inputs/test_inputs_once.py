@@ -61,7 +61,7 @@ def test_a_repeated_manifest_row_is_read_once_and_the_drop_is_logged(
     assert len(recs) == 5 and len({r["key"] for r in recs}) == 5
     said = [r.getMessage() for r in caplog.records if "duplicate" in r.getMessage()]
     assert said == [
-        f"{m}: 4 duplicate row(s) dropped (the same file or URI, id, clip range and "
+        f"{m}: 4 duplicate(s) dropped (the same file or URI, id, clip range and "
         "questions as an input listed before): each input is read once"
     ]
 

@@ -152,6 +152,21 @@ def test_a_listed_name_that_is_not_utf8_is_that_files_name(
     assert os.fsencode(rec["source"]) == raw
 
 
+@pytest.mark.parametrize("fmt", ["txt", "csv"])
+def test_a_windows_1252_name_reaches_its_utf8_named_file(
+    videos: Path, tmp_path: Path, fmt: str
+) -> None:
+    """Excel on Windows saves CSV as Windows-1252: ``café`` is the byte e9 there, while the
+    file on disk is named in UTF-8. No file has the Latin-1 name, so the UTF-8 one is read."""
+    (tmp_path / "café.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    m = tmp_path / f"rows.{fmt}"
+    m.write_bytes((b"path\n" if fmt == "csv" else b"") + b"caf\xe9.mp4\n")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["source"] == str(tmp_path / "café.mp4")
+
+
 def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: Path) -> None:
     m = tmp_path / "rows.jsonl"
     rows = [
