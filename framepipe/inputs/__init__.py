@@ -23,6 +23,7 @@ from typing import Any
 
 from framepipe.discovery import Input, Skipped, discover
 from framepipe.inputs.manifest import (
+    MANIFEST_SUFFIXES,
     RowError,
     bad_row,
     check_manifest,
@@ -163,11 +164,20 @@ def _manifest_inputs(
             error = f"{source}: no such file (listed at {where}{hint})"
             yield Input(Path(source), kind or "video", error=error, **row)
             continue
+        if kind is None and _a_manifest(Path(source)):  # itself, often: a clear error
+            error = f"{source}: a manifest, not an input (listed at {where}); manifests list inputs"
+            yield Input(Path(source), "video", error=error, **row)
+            continue
         found, notes = discover([Path(source)], kind=kind)
         for note in notes:
             log.info("skipping %s: %s", note.path, note.reason)
         for item in found:
             yield dataclasses.replace(item, **row)
+
+
+def _a_manifest(p: Path) -> bool:
+    """Whether ``p`` is a file named as a manifest that no source kind reads."""
+    return p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file() and guess_kind(p) is None
 
 
 def _first_remote_row(manifest: PathLike) -> str | None:

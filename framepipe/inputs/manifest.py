@@ -48,6 +48,10 @@ Row = tuple[str, dict[str, Any]]
 """``(where, fields)``: the row's location (``list.csv:7``) and its known columns."""
 
 
+MANIFEST_SUFFIXES = (".txt", ".lst", ".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
+"""The extensions of manifests (a row naming such a file no source reads is no input)."""
+
+
 def manifest_format(path: Path) -> str:
     """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension."""
     ext = path.suffix.lower()

@@ -374,3 +374,17 @@ def test_a_utf16_jsonl_is_one_error_and_a_nul_in_a_path_a_failed_record(
     assert s.done == 1 and [e for _, e in s.failed] == [
         f"{nul}:1: path '{videos / 'a'}\\x00.mp4' holds a NUL character"
     ]
+
+
+def test_a_manifest_listing_itself_or_another_is_a_failed_record_saying_so(
+    videos: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text(f"path\n{videos / 'a.mp4'}\n", encoding="utf-8")
+    m = tmp_path / "list.txt"
+    m.write_text(f"list.txt\nother.csv\n{videos / 'b.mp4'}\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert s.done == 1 and sorted(e for _, e in s.failed) == [
+        f"{m}: a manifest, not an input (listed at {m}:1); manifests list inputs",
+        f"{other}: a manifest, not an input (listed at {m}:2); manifests list inputs",
+    ]
