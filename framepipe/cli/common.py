@@ -395,18 +395,16 @@ def report_per_source(
     as it happens, the others go on). Prints the rows as a JSON array or with ``table``;
     exits 1 when any input failed. The source options are checked against the kinds found
     before any input is opened."""
-    from framepipe.discovery import discover
     from framepipe.errors import one_line_error
     from framepipe.inputs import collect_inputs
-    from framepipe.inputs.remote import is_remote, stage
+    from framepipe.inputs.remote import stage
     from framepipe.read_clips import named_by_uri
     from framepipe.sources.base import check_source_options, open_source
 
     check_source_options(source_options, [kind] if kind else None)
-    if any(is_remote(p) for p in paths):  # their schemes' extras checked before any work
-        inputs, notes = collect_inputs(list(paths), kind=kind)
-    else:
-        inputs, notes = discover(paths, kind=kind)
+    # remote URIs' schemes' extras checked before any work; file:// URIs are local paths
+    found, notes = collect_inputs(list(paths), kind=kind)
+    inputs = list(found)  # (a list already: paths, no manifest)
     check_source_options(source_options, [i.kind for i in inputs if not i.error])
     for n in notes:
         note(f"note: skipping {n.path}: {n.reason}")

@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.discovery import Input, Skipped, discover
-from framepipe.inputs.manifest import RowError, bad_row, check_manifest, manifest_rows, row_fields
+from framepipe.inputs.manifest import (
+    MANIFEST_SUFFIXES,
+    RowError,
+    bad_row,
+    check_manifest,
+    manifest_rows,
+    row_fields,
+    windows_spelling,
+)
 from framepipe.inputs.remote import (
+    FILE_HOST,
     UnknownScheme,
     cache_path,
     check_scheme,
@@ -35,6 +44,7 @@ from framepipe.inputs.remote import (
     scheme_problem,
 )
 from framepipe.inputs.shard import Shard, parse_shard, shard_by_identity, take_shard
+from framepipe.inputs.unique import Taken
 from framepipe.sources.base import guess_kind
 from framepipe.utils import stable_digest
 
@@ -87,12 +97,34 @@ def manifest_inputs(
     kind: str | None = None,
     cache_dir: PathLike | None = None,
     shard: Shard | None = None,
+    taken: Taken | None = None,
 ) -> Iterator[Input]:
     """The inputs a manifest lists, lazily (see :mod:`framepipe.inputs.manifest`). A local
     folder row is discovered (a scene is one input, another folder is walked); a bad row is
     an input that fails with an error naming the manifest line. With ``shard``, rows of
     other shards are dropped before anything is looked up (a row's shard is that of its
-    path or URI and clip range: the inputs of a folder row stay together)."""
+    path or URI and clip range: the inputs of a folder row stay together). An input taken
+    already (in ``taken``: by an earlier row, or before the manifest) is dropped, and the
+    number dropped logged once the manifest is read (see :mod:`framepipe.inputs.unique`)."""
+    taken = Taken() if taken is None else taken
+    dropped = 0
+    for item in _manifest_inputs(manifest, kind, cache_dir, shard):
+        if taken.first(item):
+            yield item
+        else:
+            dropped += 1
+    if dropped:
+        log.warning(
+            "%s: %d duplicate(s) dropped (the same file or URI, id, clip range and "
+            "questions as an input listed before): each input is read once",
+            manifest,
+            dropped,
+        )
+
+
+def _manifest_inputs(
+    manifest: PathLike, kind: str | None, cache_dir: PathLike | None, shard: Shard | None
+) -> Iterator[Input]:
     root = Path(manifest).parent
     remote = _RemoteRows(kind, cache_dir)
     for where, fields in manifest_rows(manifest):
@@ -104,6 +136,11 @@ def manifest_inputs(
                 yield bad
             continue
         raw = row.pop("path")
+        if scheme_of(raw) == "file" and file_uri_path(raw) is None:
+            bad = bad_row(where, f"{raw}: {FILE_HOST}", kind, row["id"])
+            if shard is None or shard.takes(bad):
+                yield bad
+            continue
         raw = file_uri_path(raw) or raw
         if is_remote(raw):
             source = raw
@@ -119,16 +156,28 @@ def manifest_inputs(
         if is_remote(raw):
             yield remote(raw, row)
             continue
-        if not os.path.lexists(source):  # named with its row, and where relative paths start
+        other = None if os.path.lexists(source) else windows_spelling(source)
+        if other is not None and os.path.lexists(other):
+            source = other
+        elif not os.path.lexists(source):  # named with its row, and where relative paths start
             hint = "" if Path(raw).expanduser().is_absolute() else f", from {root}/"
             error = f"{source}: no such file (listed at {where}{hint})"
             yield Input(Path(source), kind or "video", error=error, **row)
+            continue
+        if kind is None and _a_manifest(Path(source)):  # itself, often: a clear error
+            error = f"{source}: a manifest, not an input (listed at {where}); manifests list inputs"
+            yield Input(Path(source), "video", error=error, **row)
             continue
         found, notes = discover([Path(source)], kind=kind)
         for note in notes:
             log.info("skipping %s: %s", note.path, note.reason)
         for item in found:
             yield dataclasses.replace(item, **row)
+
+
+def _a_manifest(p: Path) -> bool:
+    """Whether ``p`` is a file named as a manifest that no source kind reads."""
+    return p.suffix.lower() in MANIFEST_SUFFIXES and p.is_file() and guess_kind(p) is None
 
 
 def _first_remote_row(manifest: PathLike) -> str | None:
@@ -138,34 +187,45 @@ def _first_remote_row(manifest: PathLike) -> str | None:
     return None
 
 
+def _file_uri(p: PathLike | Input, kind: str | None) -> PathLike | Input:
+    """``p``, a ``file://`` URI given as a string read as the local path it names
+    (percent-escapes decoded); one with another host is an input that fails saying so."""
+    if not isinstance(p, str) or scheme_of(p) != "file":
+        return p
+    local = file_uri_path(p)
+    if local is None:
+        return Input(Path(p), kind or "video", error=f"{p}: {FILE_HOST}", uri=p)  # named as given
+    return local
+
+
 def _given(
     paths: Iterable[PathLike | Input],
     *,
     kind: str | None,
     cache_dir: PathLike | None,
     notes: list[Skipped],
-    seen: set[Path] | None,
+    taken: Taken,
+    streamed: bool,
 ) -> Iterator[Input]:
-    """The inputs of paths, URIs and ``Input`` objects, in their order; local duplicates
-    are dropped when ``seen`` is a set (as discovery does)."""
-    for p in paths:
+    """The inputs of paths, URIs and ``Input`` objects, in their order, each once (see
+    :mod:`framepipe.inputs.unique`); ``streamed``: the notes are logged as they are found."""
+    for given in paths:
+        p = _file_uri(given, kind)
         if isinstance(p, Input):
-            yield p
+            found = [p]
         elif is_remote(str(p)):
-            yield remote_input(str(p), kind=kind, cache_dir=cache_dir)
+            found = [remote_input(str(p), kind=kind, cache_dir=cache_dir)]
         else:
             found, skipped = discover([p], kind=kind)
             notes.extend(skipped)
-            if seen is None:  # streamed: the notes are logged as they are found
+            if streamed:
                 for note in skipped:
                     log.info("skipping %s: %s", note.path, note.reason)
-            for item in found:
-                if seen is not None:
-                    key = item.path.resolve()
-                    if key in seen:
-                        continue
-                    seen.add(key)
+        for item in found:
+            if taken.first(item):
                 yield item
+            else:
+                log.info("%s: given more than once, read once", item.source)
 
 
 def collect_inputs(
@@ -178,12 +238,14 @@ def collect_inputs(
 ) -> tuple[list[Input] | Iterator[Input], list[Skipped]]:
     """The inputs of a run and the notes about paths not taken.
 
-    ``paths``: local paths and folders, remote URIs, or ``Input`` objects; ``inputs_from``:
-    one manifest or several. The inputs are a list when ``paths`` is a list (or tuple) and
-    there is no manifest; an iterator otherwise (streamed: its notes are only logged).
-    ``shard`` (``"I/N"``) keeps only that shard's inputs. Raises a one-line error before any
-    heavy work for a manifest without a ``path`` column or a URI scheme whose fsspec extra is
-    not installed.
+    ``paths``: local paths and folders (a ``file://`` URI names one), remote URIs, or
+    ``Input`` objects; ``inputs_from``: one manifest or several. The inputs are a list when
+    ``paths`` is a list (or tuple) and there is no manifest; an iterator otherwise
+    (streamed: its notes are only logged). An input given twice (two spellings of one
+    file, a folder and a file in it, a manifest row repeated or naming a path given too) is
+    one input. ``shard`` (``"I/N"``) keeps only that shard's inputs. Raises a one-line
+    error before any heavy work for a manifest without a ``path`` column or a URI scheme
+    whose fsspec extra is not installed.
     """
     sh = parse_shard(shard)
     if inputs_from is None:
@@ -199,16 +261,22 @@ def collect_inputs(
             with contextlib.suppress(UnknownScheme):  # a typo in a row: that row's record
                 check_scheme(first)
     notes: list[Skipped] = []
+    taken = Taken()
     if isinstance(paths, Sized) and not isinstance(paths, (str, os.PathLike)):
-        given: list[PathLike | Input] = list(paths)
+        given = [_file_uri(p, kind) for p in paths]
         for p in given:
             if not isinstance(p, Input) and is_remote(str(p)):
                 check_scheme(str(p))
         local = [p for p in given if not isinstance(p, Input) and not is_remote(str(p))]
         if len(local) == len(given):
-            found, notes = discover(local, kind=kind)  # exactly as before
+            found, notes = discover(local, kind=kind)  # each file once, as before
+            found = [item for item in found if taken.first(item)]
         else:
-            found = list(_given(given, kind=kind, cache_dir=cache_dir, notes=notes, seen=set()))
+            found = list(
+                _given(
+                    given, kind=kind, cache_dir=cache_dir, notes=notes, taken=taken, streamed=False
+                )
+            )
         for note in notes:
             log.info("skipping %s: %s", note.path, note.reason)
         if not manifests:
@@ -216,8 +284,12 @@ def collect_inputs(
         head: Iterable[Input] = found
     else:
         single = [paths] if isinstance(paths, (str, os.PathLike)) else paths
-        head = _given(single, kind=kind, cache_dir=cache_dir, notes=notes, seen=None)
-    streams = [manifest_inputs(m, kind=kind, cache_dir=cache_dir, shard=sh) for m in manifests]
+        head = _given(
+            single, kind=kind, cache_dir=cache_dir, notes=notes, taken=taken, streamed=True
+        )
+    streams = [
+        manifest_inputs(m, kind=kind, cache_dir=cache_dir, shard=sh, taken=taken) for m in manifests
+    ]
     return itertools.chain(take_shard(head, sh), *streams), notes
 
 

@@ -12,9 +12,12 @@ Formats, by extension:
   splits into a ``path`` column at ``;`` or tabs, not commas, is read so (European Excel;
   its decimal commas in ``start_s``/``end_s`` are read as points).
 
-A relative path is taken relative to the manifest's folder. Rows are read lazily (the csv
-module, one JSON line at a time, Parquet record batches through pyarrow), so memory does not
-grow with the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
+Text, CSV and TSV manifests are UTF-8, or UTF-16 when they start with its byte-order mark
+(Excel's "Unicode Text"); JSON Lines are UTF-8. A listed name that is not UTF-8 is the file
+of that name, or else the name read as Windows-1252 (Excel's CSV on Windows). A relative
+path is taken relative to the manifest's folder. Rows are read lazily (the csv module, one
+JSON line at a time, Parquet record batches through pyarrow), so memory does not grow with
+the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
 by :func:`check_manifest` before any heavy work; a bad row (empty path, a bad clip range or
 questions) is an input whose ``error`` names the manifest line (``list.csv:7: ...``), so it
 becomes one failed record and the run goes on.
@@ -22,6 +25,7 @@ becomes one failed record and the run goes on.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -44,6 +48,10 @@ Row = tuple[str, dict[str, Any]]
 """``(where, fields)``: the row's location (``list.csv:7``) and its known columns."""
 
 
+MANIFEST_SUFFIXES = (".txt", ".lst", ".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
+"""The extensions of manifests (a row naming such a file no source reads is no input)."""
+
+
 def manifest_format(path: Path) -> str:
     """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension."""
     ext = path.suffix.lower()
@@ -54,6 +62,25 @@ def manifest_format(path: Path) -> str:
     if ext in (".parquet", ".pq"):
         return "parquet"
     return "txt"
+
+
+def text_encoding(path: Path) -> str:
+    """How a text manifest is decoded: ``utf-16`` when it starts with a UTF-16 byte-order
+    mark (Excel's "Unicode Text" and CSV UTF-16 exports), else UTF-8 (its mark skipped)."""
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return "utf-16" if head in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+
+
+def windows_spelling(path: str) -> str | None:
+    """``path`` read as Windows-1252 text (Excel's CSV on Windows) where it is not UTF-8
+    (its other bytes kept as surrogate escapes), else None."""
+    if not any("\udc80" <= c <= "\udcff" for c in path):
+        return None
+    try:
+        return path.encode("utf-8", "surrogateescape").decode("cp1252")
+    except UnicodeError:
+        return None
 
 
 def column(name: Any) -> Any:
@@ -79,7 +106,7 @@ def _csv_header(p: Path, fmt: str) -> tuple[str, list[str]]:
     """The delimiter of a CSV/TSV manifest and its header's columns (known ones named as
     :data:`COLUMNS`): a ``.csv`` whose header has no ``path`` column between commas but
     has one between semicolons or tabs is read with those."""
-    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, newline="", encoding=text_encoding(p), errors="surrogateescape") as fh:
         line = fh.readline()
     tries = ["\t"] if fmt == "tsv" else [",", ";", "\t"]
     headers = [(d, next(csv.reader([line], delimiter=d), [])) for d in tries]
@@ -105,6 +132,8 @@ def check_manifest(path: str | Path) -> str:
         if fmt in ("csv", "tsv"):
             columns = _csv_header(p, fmt)[1]
         elif fmt == "jsonl":
+            if text_encoding(p) != "utf-8-sig":
+                raise ConfigError(f"{p}: the manifest is UTF-16 text; JSON Lines are UTF-8")
             first = next(_jsonl_rows(p), None)
             if first is not None and first[1].get("__bad__") is None:
                 columns = [column(c) for c in first[1]]
@@ -140,7 +169,7 @@ def _parquet_columns(p: Path) -> list[str]:
 # Text and CSV lists are read as file names are (bytes that are not UTF-8 kept as surrogate
 # escapes, :func:`os.fsdecode`), so a listed name that is not UTF-8 is that file's name.
 def _txt_rows(p: Path) -> Iterator[Row]:
-    with open(p, encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, encoding=text_encoding(p), errors="surrogateescape") as fh:
         for n, line in enumerate(fh, 1):
             text = line.strip()
             if text and not text.startswith("#"):
@@ -149,7 +178,7 @@ def _txt_rows(p: Path) -> Iterator[Row]:
 
 def _csv_rows(p: Path, fmt: str) -> Iterator[Row]:
     delimiter = _csv_header(p, fmt)[0]
-    with open(p, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
+    with open(p, newline="", encoding=text_encoding(p), errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         reader.fieldnames = _known(p, list(reader.fieldnames or []))  # (reads the header)
         for row in reader:
@@ -249,6 +278,8 @@ def row_fields(fields: dict[str, Any]) -> dict[str, Any]:
     raw = fields.get("path")
     if not isinstance(raw, str) or not raw.strip():
         raise RowError("empty path" if raw in (None, "") else f"path {raw!r} is not a string")
+    if "\0" in raw:  # no file name holds one (a manifest in another encoding, often)
+        raise RowError(f"path {raw.strip()!r} holds a NUL character")
     start_s = _seconds(fields.get("start_s"), "start_s")
     end_s = _seconds(fields.get("end_s"), "end_s")
     if start_s is not None and end_s is not None and end_s <= start_s:

@@ -110,6 +110,10 @@ def file_uri_path(text: str) -> str | None:
     return unquote(parts.path, errors="surrogateescape")
 
 
+FILE_HOST = "a file:// URI names a file of this machine: file:///path or file://localhost/path"
+"""Why a ``file://`` URI with another host is no input."""
+
+
 class UnknownScheme(ConfigError):
     """A URI scheme that fsspec does not know (a typo, ``foo://``): the URI is no input at
     all, unlike a known scheme whose package is missing here."""

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig
+from framepipe.discovery import Input
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError, OutputError
 from framepipe.inputs import Shard
@@ -167,8 +168,15 @@ def sample(
         storage_options=cfg.storage_options,
         cache_dir=cache_dir,
     )
-    execute(eng, (EngineTask(item) for item in inputs), work, output, summary, t0)
+    execute(eng, (_task(item) for item in inputs), work, output, summary, t0)
     return summary
+
+
+def _task(item: Input) -> EngineTask:
+    """The task of ``item``: a manifest row's questions join its clips' keys, so that rows
+    of one clip with other questions are one record each, with its questions (a row without
+    questions keeps the key it had)."""
+    return EngineTask(item, {"questions": list(item.questions)} if item.questions else {})
 
 
 def _save_or_fail(

@@ -152,6 +152,21 @@ def test_a_listed_name_that_is_not_utf8_is_that_files_name(
     assert os.fsencode(rec["source"]) == raw
 
 
+@pytest.mark.parametrize("fmt", ["txt", "csv"])
+def test_a_windows_1252_name_reaches_its_utf8_named_file(
+    videos: Path, tmp_path: Path, fmt: str
+) -> None:
+    """Excel on Windows saves CSV as Windows-1252: ``café`` is the byte e9 there, while the
+    file on disk is named in UTF-8. No file has the Latin-1 name, so the UTF-8 one is read."""
+    (tmp_path / "café.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    m = tmp_path / f"rows.{fmt}"
+    m.write_bytes((b"path\n" if fmt == "csv" else b"") + b"caf\xe9.mp4\n")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["source"] == str(tmp_path / "café.mp4")
+
+
 def test_row_id_and_clip_range_reach_only_their_records(videos: Path, tmp_path: Path) -> None:
     m = tmp_path / "rows.jsonl"
     rows = [
@@ -194,7 +209,7 @@ def test_one_clip_on_two_rows_under_two_ids_is_two_records_each_with_its_id(
     assert sorted(r["id"] for r in recs) == ["r1", "r3"]
     assert recs[0]["indices"] == recs[1]["indices"] and recs[0]["key"] != recs[1]["key"]
     again = sample([], out, SampleConfig(n=2), inputs_from=m, workers=workers)
-    assert (again.done, again.skipped) == (0, 3)
+    assert (again.done, again.skipped) == (0, 2)  # the repeated r1 row is one input
     m.write_text(f"path,id,start_s,end_s\n{a},r2,0,0.5\n")  # a row's id renamed: its record
     renamed = sample([], out, SampleConfig(n=2), inputs_from=m, workers=workers)
     assert renamed.done == 1
@@ -332,4 +347,44 @@ def test_a_file_uri_row_is_its_local_file(tmp_path: Path, videos: Path) -> None:
     assert [(i.path, i.uri, i.error) for i in items] == [
         (spaced, None, None),
         (videos / "b.mp4", None, None),
+    ]
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "tsv"])
+def test_a_utf16_manifest_is_read(videos: Path, tmp_path: Path, fmt: str) -> None:
+    """Excel's "Unicode Text" and "CSV UTF-16" exports start with a UTF-16 byte-order mark."""
+    text = {"txt": "a.mp4\n", "csv": "path,id\na.mp4,x\n", "tsv": "path\tid\na.mp4\tx\n"}[fmt]
+    m = tmp_path / f"list.{fmt}"
+    m.write_bytes(text.encode("utf-16"))
+    (tmp_path / "a.mp4").write_bytes((videos / "a.mp4").read_bytes())
+    items = list(manifest_inputs(m))
+    assert [(i.path, i.error) for i in items] == [(tmp_path / "a.mp4", None)]
+
+
+def test_a_utf16_jsonl_is_one_error_and_a_nul_in_a_path_a_failed_record(
+    videos: Path, tmp_path: Path
+) -> None:
+    m = tmp_path / "list.jsonl"
+    m.write_bytes('{"path": "a.mp4"}\n'.encode("utf-16"))
+    with pytest.raises(ConfigError, match="the manifest is UTF-16 text; JSON Lines are UTF-8"):
+        collect_inputs([], inputs_from=m)
+    nul = tmp_path / "nul.txt"
+    nul.write_text(f"{videos / 'a'}\0.mp4\n{videos / 'b.mp4'}\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=nul, workers=0)
+    assert s.done == 1 and [e for _, e in s.failed] == [
+        f"{nul}:1: path '{videos / 'a'}\\x00.mp4' holds a NUL character"
+    ]
+
+
+def test_a_manifest_listing_itself_or_another_is_a_failed_record_saying_so(
+    videos: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text(f"path\n{videos / 'a.mp4'}\n", encoding="utf-8")
+    m = tmp_path / "list.txt"
+    m.write_text(f"list.txt\nother.csv\n{videos / 'b.mp4'}\n", encoding="utf-8")
+    s = sample([], tmp_path / "out", CFG, inputs_from=m, workers=0)
+    assert s.done == 1 and sorted(e for _, e in s.failed) == [
+        f"{m}: a manifest, not an input (listed at {m}:1); manifests list inputs",
+        f"{other}: a manifest, not an input (listed at {m}:2); manifests list inputs",
     ]
