@@ -10,7 +10,8 @@ requests are prefilled side by side with left padding; a question's text is left
 the attention mask hides the padding and the position ids skip it, so the answers are those
 of separate runs. On a transformers release this path was not tested on
 (:func:`~framepipe.generate.batching.fast_path_supported`), or when its first batch finds an
-API changed, plain ``model.generate`` answers instead (slower, the same answers).
+API changed, plain ``model.generate`` answers instead (slower, the same answers). Seeded
+sampling draws each answer from its own stream, whatever the batch (:mod:`.sampling`).
 
 ``batch_size`` bounds the sequences generated together (requests x questions). On
 out-of-memory (``torch.OutOfMemoryError``; the CPU allocator's "can't allocate memory") it
