@@ -40,6 +40,15 @@ def questions_for(questions: Sequence[str] | None, kind: str | None) -> list[str
     return list(questions) if questions else [default_question(kind)]
 
 
+def truncated_of(answer: Any) -> list[bool | None] | None:
+    """Per answer, whether it stopped at the token limit (None: the backend cannot tell; a
+    backend of one's own may say nothing)."""
+    got = getattr(answer, "truncated", None)
+    if got is None or len(got) != len(answer.answers) or all(t is None for t in got):
+        return None
+    return [None if t is None else bool(t) for t in got]
+
+
 @dataclass(frozen=True)
 class AnswerSpec:
     """What answers every clip of a caption run (picklable)."""
@@ -139,6 +148,7 @@ class Answering:
                 job,
                 prompt=result.prompt,
                 answers=list(result.answers),
+                truncated=truncated_of(result),
                 timings_s={"generate_s": round(float(result.generate_s), 4)},
                 tokens=tokens,
                 generation=self._generation,
@@ -174,7 +184,8 @@ class Answering:
         for job in jobs:
             qs = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
             try:
-                made.append(Request(job.images(), qs, self.spec.system))
+                # the record key seeds its sampled answers: the same on every engine and run
+                made.append(Request(job.images(), qs, self.spec.system, key=job.key))
             except FramepipeError as exc:
                 made.append(exc)
         reqs = [r for r in made if not isinstance(r, BaseException)]

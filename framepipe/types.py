@@ -314,6 +314,10 @@ class ClipResult:
     prompt: str | None = None
     questions: list[str] | None = None
     answers: list[str] | None = None
+    truncated: list[bool | None] | None = None
+    """Per answer: whether it stopped at the token limit (``max_new_tokens``) rather than
+    ending itself; None where the backend could not tell (a server that sent no
+    ``finish_reason``)."""
     generation: dict[str, Any] | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     status: str = "ok"

@@ -114,6 +114,7 @@ def test_ok_record_json() -> None:
         "prompt": None,
         "questions": None,
         "answers": None,
+        "truncated": None,
         "generation": None,
         "timings_s": {"open_s": 0.1, "decode_s": 0.2},
         "status": "ok",

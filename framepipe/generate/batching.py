@@ -62,6 +62,8 @@ class Progress:
     seconds: list[float]
     widths: list[int]
     """The most sequences decoded together with each request's."""
+    truncated: list[list[bool]]
+    """Whether each answer stopped at the token limit (no end-of-turn token)."""
 
     @classmethod
     def of(cls, questions: Sequence[int]) -> Progress:
@@ -73,14 +75,17 @@ class Progress:
             [[False] * q for q in questions],
             [0.0] * n,
             [0] * n,
+            [[False] * q for q in questions],
         )
 
     def write(self, chunk: list[tuple[Unit, int]], new: Any, dt: float, decode: Any) -> None:
         """The answers of ``chunk`` (a unit and the index of one of its questions per row of
-        ``new``): ``decode(tokens)`` gives (text, new tokens); they took ``dt`` seconds."""
+        ``new``): ``decode(tokens)`` gives (text, new tokens before the end of the turn; all
+        of them: the answer ran to the token limit); they took ``dt`` seconds."""
         for r, (u, k) in enumerate(chunk):
-            q = u.questions[k]
-            self.texts[u.request][q], self.counts[u.request][q] = decode(new[r].tolist())
+            q, tokens = u.questions[k], new[r].tolist()
+            self.texts[u.request][q], self.counts[u.request][q] = decode(tokens)
+            self.truncated[u.request][q] = self.counts[u.request][q] >= len(tokens)
             self.answered[u.request][q] = True
             self.seconds[u.request] += dt / len(chunk)
             self.widths[u.request] = max(self.widths[u.request], len(chunk))
@@ -346,12 +351,18 @@ def pieces(
 
 
 def plain_generate(
-    model: Any, device: Any, dtype: Any, rows: list[tuple[Unit, int]], pad_id: int, gen_cfg: Any
+    model: Any,
+    device: Any,
+    dtype: Any,
+    rows: list[tuple[Unit, int]],
+    pad_id: int,
+    gen_cfg: Any,
+    logits_processor: Any = None,
 ) -> Any:
     """The new tokens of ``rows`` (a unit and the index of one of its questions each) through
     plain ``model.generate``: every row's whole prompt, left-padded, with its clip's images
     (the public API only, for transformers releases the shared-prefix path was not tested
-    on)."""
+    on); ``logits_processor``: the rows' seeded sampler, if any."""
     import torch
 
     input_ids, mask = left_pad([u.ids[q] for u, q in rows], pad_id)
@@ -363,6 +374,7 @@ def plain_generate(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
             generation_config=gen_cfg,
+            logits_processor=logits_processor,
             **kwargs,
         )
     return out[:, width:].cpu()
@@ -370,7 +382,8 @@ def plain_generate(
 
 def generation_config(model: Any, s: GenerationSettings, eos_ids: list[int], pad_id: int) -> Any:
     """The transformers GenerationConfig for ``s``: the model's own, with framepipe's
-    decoding settings."""
+    decoding settings. Seeded sampling runs greedy: its logits processor draws each row's
+    token (:mod:`framepipe.generate.sampling`); transformers samples only without a seed."""
     import copy
 
     from transformers import GenerationConfig
@@ -379,13 +392,13 @@ def generation_config(model: Any, s: GenerationSettings, eos_ids: list[int], pad
     gc = copy.deepcopy(base) if base is not None else GenerationConfig()
     gc.max_new_tokens = s.max_new_tokens
     gc.max_length = None
-    gc.do_sample = s.do_sample
+    gc.do_sample = s.do_sample and s.seed is None
     gc.num_beams = s.num_beams
     gc.repetition_penalty = s.repetition_penalty
     gc.eos_token_id = eos_ids or None
     gc.pad_token_id = pad_id
     gc.disable_compile = True  # batch shapes vary: compiling would recompile per batch
-    if s.do_sample:
+    if gc.do_sample:
         gc.temperature, gc.top_p, gc.top_k = s.temperature, s.top_p, s.top_k
     else:
         gc.temperature, gc.top_p, gc.top_k = None, None, None

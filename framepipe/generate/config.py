@@ -3,6 +3,7 @@ how to decode (:class:`GenerationSettings`), and the requests and answers themse
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -92,7 +93,9 @@ class GenerationSettings:
     num_beams: int = 1
     repetition_penalty: float = 1.0
     seed: int | None = 0
-    """Seed of the sampler (set before every generate call); None leaves torch's RNG alone."""
+    """Seed of the sampler: each answer draws from its own stream, seeded from it, its clip
+    and its question (:func:`answer_seed`), whatever the batch; None: torch's global RNG
+    (not reproducible)."""
     batch_size: int = 4
     """Sequences generated together (clips x questions); halved on CUDA out-of-memory."""
 
@@ -111,6 +114,12 @@ class GenerationSettings:
             raise ConfigError(f"--top-k ({self.top_k}) must be >= 0")
         if self.repetition_penalty <= 0:
             raise ConfigError(f"--repetition-penalty ({self.repetition_penalty}) must be > 0")
+        if self.do_sample and self.seed is not None and self.num_beams > 1:
+            raise ConfigError(
+                f"--num-beams ({self.num_beams}) with --do-sample: seeded sampling draws each "
+                "answer from its own stream, which beam search (drawing its beams jointly) "
+                "cannot; use --num-beams 1, or beams without --do-sample"
+            )
 
     def to_json(self) -> dict[str, Any]:
         """The settings that shape the answers (for the record and the resume key); the
@@ -149,6 +158,10 @@ class Request:
     """Optional interleaved layout: several sources in one turn, each with its label; their
     ``num_images`` add up to ``len(images)``."""
 
+    key: str | None = None
+    """A stable identity of the request (the clip's record key): what seeds its sampled
+    answers (:meth:`identity`). None: one made from the request's content."""
+
     def __post_init__(self) -> None:
         if isinstance(self.questions, str):
             self.questions = [self.questions]
@@ -163,6 +176,29 @@ class Request:
                 raise PromptError(
                     f"the segments hold {total} images but the request has {len(self.images)}"
                 )
+
+    def identity(self) -> str:
+        """What seeds this request's sampled answers (:func:`answer_seed`): ``key``, else a
+        digest of the frames, questions, system prompt and layout, so that the same request
+        draws the same answers whatever requests share its batch."""
+        if self.key is not None:
+            return self.key
+        h = hashlib.sha256()
+        data = self.images.data if isinstance(self.images, Prepared) else self.images
+        for part in data if isinstance(data, (list, tuple)) else [data]:
+            h.update(part.encode() if isinstance(part, str) else np.asarray(part).tobytes())
+        extra = [list(self.questions), self.system, [str(s) for s in self.segments or ()]]
+        h.update(repr(extra).encode())
+        return h.hexdigest()
+
+
+def answer_seed(seed: int, identity: str, question: int) -> int:
+    """The seed of one sampled answer: a digest of the run's ``seed``, the request's
+    ``identity`` (:meth:`Request.identity`) and the question's index, as a non-negative
+    63-bit integer (what torch generators and servers take). Never Python's ``hash()``,
+    which differs between processes."""
+    text = f"{int(seed)}\0{identity}\0{int(question)}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
 @dataclass
@@ -184,3 +220,6 @@ class Answer:
     batch_size: int | None = None
     """The most sequences decoded together with this request's (its effective batch size:
     in half precision the answers may depend on it); None where the backend cannot tell."""
+    truncated: list[bool | None] | None = None
+    """Per answer: True where it stopped at ``max_new_tokens`` (cut off), False where the
+    model ended it, None where the backend cannot tell (None for all: not known)."""

@@ -10,7 +10,8 @@ requests are prefilled side by side with left padding; a question's text is left
 the attention mask hides the padding and the position ids skip it, so the answers are those
 of separate runs. On a transformers release this path was not tested on
 (:func:`~framepipe.generate.batching.fast_path_supported`), or when its first batch finds an
-API changed, plain ``model.generate`` answers instead (slower, the same answers).
+API changed, plain ``model.generate`` answers instead (slower, the same answers). Seeded
+sampling draws each answer from its own stream, whatever the batch (:mod:`.sampling`).
 
 ``batch_size`` bounds the sequences generated together (requests x questions). On
 out-of-memory (``torch.OutOfMemoryError``; the CPU allocator's "can't allocate memory") it
@@ -222,6 +223,8 @@ class Generator:
             if results[i] is None:
                 units.extend(self._units(i, r, prompts[i], layouts))
         done = Progress.of([len(r.questions) for r in requests])
+        seeded = s.do_sample and s.seed is not None  # each answer draws its own stream
+        idents = [r.identity() for r in requests] if seeded else None
 
         queue = deque(units)
         while queue:
@@ -232,7 +235,7 @@ class Generator:
                 group.append(queue.popleft())
             tried = min(rows, self.batch_size)
             try:
-                self._run_group(group, done)
+                self._run_group(group, done, idents)
                 continue
             except Exception as exc:
                 if is_sticky_cuda_error(exc):
@@ -285,6 +288,7 @@ class Generator:
                     new_tokens=done.counts[i],
                     prompts=[p.text for p in ps],
                     batch_size=done.widths[i],
+                    truncated=list(done.truncated[i]),
                 )
         return [x for x in results if x is not None]
 
@@ -342,12 +346,12 @@ class Generator:
         ids = [p.ids for p in prompts]
         return units_of(index, ids, pixel_values, self.spec.image_token_id, layouts, key)
 
-    def _run_group(self, group: list[Unit], done: Progress) -> None:
+    def _run_group(self, group: list[Unit], done: Progress, idents: list[str] | None) -> None:
         """Answer the group's questions not answered yet, ``batch_size`` rows at a time; each
         answer is written (and marked answered) as soon as its rows end."""
         if self.fast:
             try:
-                self._shared_prefix(group, done)
+                self._shared_prefix(group, done, idents)
                 self._fast_ok = True
                 return
             except (TypeError, AttributeError, ValueError) as exc:
@@ -368,12 +372,11 @@ class Generator:
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
             t1 = time.perf_counter()
-            self._seed()
-            dev, dtype = self.runtime.device, self.runtime.dtype
-            new = plain_generate(self.model, dev, dtype, chunk, self.pad_id, gen_cfg)
+            dev, dtype, draw = self.runtime.device, self.runtime.dtype, self._draw(idents, chunk)
+            new = plain_generate(self.model, dev, dtype, chunk, self.pad_id, gen_cfg, draw)
             done.write(chunk, new, time.perf_counter() - t1, self._decode)
 
-    def _shared_prefix(self, group: list[Unit], done: Progress) -> None:
+    def _shared_prefix(self, group: list[Unit], done: Progress, idents: list[str] | None) -> None:
         """Prefill the group's prefixes once and answer their questions from copies of the
         prefilled cache rows."""
         import torch
@@ -415,16 +418,16 @@ class Generator:
                 fill_static_layer(layer, k, v, cache_idx)
             input_ids = torch.cat([prefix[idx], suffix], dim=1).to(dev)
             attention_mask = torch.cat([prefix_mask[idx], suffix_mask], dim=1).to(dev)
-            self._seed()
+            chunk_units = [(group[b], k) for b, k in chunk]
             with torch.inference_mode():
                 ids = model.generate(
                     input_ids=input_ids,
                     attention_mask=attention_mask,
                     generation_config=gen_cfg,
+                    logits_processor=self._draw(idents, chunk_units),
                     **{cache_argument(model): sub},
                 )
             new = ids[:, input_ids.shape[1] :].cpu()
-            chunk_units = [(group[b], k) for b, k in chunk]
             done.write(chunk_units, new, time.perf_counter() - t1, self._decode)
             del sub
 
@@ -433,11 +436,13 @@ class Generator:
         n = answer_length(tokens, self.eos_ids)
         return self.spec.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip(), n
 
-    def _seed(self) -> None:
-        if self.settings.do_sample and self.settings.seed is not None:
-            import torch
+    def _draw(self, idents: list[str] | None, rows: list[tuple[Unit, int]]) -> Any:
+        """Seeded sampling's logits processors for ``rows`` (:mod:`.sampling`), else None."""
+        if idents is None:
+            return None
+        from framepipe.generate.sampling import row_sampler
 
-            torch.manual_seed(self.settings.seed)
+        return row_sampler(self.settings, [(idents[u.request], u.questions[k]) for u, k in rows])
 
     def _generation_config(self) -> Any:
         """The GenerationConfig of every batch (a hook: the benchmarks force answer lengths)."""

@@ -1,7 +1,7 @@
 """What an OpenAI-compatible server sends back, read the same for every server: an
 answer's text (a string, or a list of text parts), its token counts (None where the server
-sent none: never a made-up zero) and an error's message (OpenAI, vLLM, TGI or FastAPI
-shapes) as one line."""
+sent none: never a made-up zero), whether it stopped at the token limit, and an error's
+message (OpenAI, vLLM, TGI or FastAPI shapes) as one line."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def token_count(usage: Any, name: str) -> int | None:
     """A token count of the answer's ``usage`` (None where the server sent none)."""
     value = usage.get(name) if isinstance(usage, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def cut_at_limit(choice: Any) -> bool | None:
+    """Whether a chat completion ``choice`` stopped at ``max_tokens`` (its ``finish_reason``
+    is ``length``); None where the server sent no reason."""
+    reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return reason == "length" if isinstance(reason, str) else None
 
 
 def error_message(raw: bytes) -> str:

@@ -5,8 +5,10 @@ Each question about a clip is one chat request: a user message with the clip's f
 ``image_url`` parts (lossless PNG data URLs, encoded where the clip was decoded) and then the
 question, so the server sees the pixels the in-process backend would. ``max_new_tokens`` is
 sent as ``max_tokens``; greedy decoding as ``temperature`` 0; sampling as ``temperature``,
-``top_p`` and ``seed``. ``top_k``, beams and a repetition penalty have no OpenAI API
-equivalent: the server's own ``top_k`` applies, the other two are refused.
+``top_p`` and each answer's own ``seed`` (:func:`~framepipe.generate.config.answer_seed`: from
+the run's seed, the clip and the question; clips never share a stream of draws); a
+``finish_reason`` of ``length`` marks the answer truncated. ``top_k``, beams and a repetition
+penalty have no OpenAI API equivalent: the server's own ``top_k`` applies, the others are refused.
 
 Requests run ``max_concurrency`` at a time, on daemon threads (Ctrl-C stops at once). A
 connection error (a cut mid-answer too), a 429 or a 5xx is retried with exponential backoff
@@ -53,8 +55,8 @@ from framepipe.errors import (
     StopRunError,
 )
 from framepipe.generate.backend import BACKENDS
-from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request
-from framepipe.generate.replies import answer_text, error_message, token_count
+from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request, answer_seed
+from framepipe.generate.replies import answer_text, cut_at_limit, error_message, token_count
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
 from framepipe.utils import retry_after_s
@@ -95,13 +97,15 @@ class APISettings(GenerationSettings):
         skip = ("top_k", "num_beams", "repetition_penalty")
         return {k: v for k, v in super().to_json().items() if k not in skip}
 
-    def body(self) -> dict[str, Any]:
-        """The request's generation parameters."""
+    def body(self, r: Request, question: int) -> dict[str, Any]:
+        """The generation parameters of question ``question`` of ``r``."""
         if not self.do_sample:
             return {"max_tokens": self.max_new_tokens, "temperature": 0.0}
         out = {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
         out["top_p"] = self.top_p
-        return out if self.seed is None else {**out, "seed": self.seed}
+        if self.seed is None:
+            return out
+        return {**out, "seed": answer_seed(self.seed, r.identity(), question)}
 
 
 def encode_images(images: Sequence[np.ndarray]) -> Prepared:
@@ -273,7 +277,7 @@ class OpenAIBackend:
         """One answer per request (its questions asked concurrently), or its clip's error;
         raises StopRunError for an error every request would hit."""
         assert self._checked, "load() first"
-        asks = [(r, q) for r in requests for q in r.questions]
+        asks = [(r, k) for r in requests for k in range(len(r.questions))]
         done = iter(self._ask_all(asks))
         if self._stop is not None:
             raise self._stop
@@ -295,11 +299,12 @@ class OpenAIBackend:
                     prompt_tokens=mine[0][1] if counted(mine) else None,
                     new_tokens=[m[2] for m in mine] if counted(mine) else None,
                     prompts=texts,
+                    truncated=[m[4] for m in mine],
                 )
             )
         return out
 
-    def _ask_all(self, asks: list[tuple[Request, str]]) -> list[Any]:
+    def _ask_all(self, asks: list[tuple[Request, int]]) -> list[Any]:
         """:meth:`_ask` of each, ``max_concurrency`` at a time, on daemon threads: a request
         in flight never holds the process at exit, so Ctrl-C stops the run at once (and the
         requests of an interrupted call are neither retried nor followed by others)."""
@@ -330,10 +335,11 @@ class OpenAIBackend:
         return out
 
     def _ask(
-        self, r: Request, question: str
-    ) -> tuple[str, int | None, int | None, float] | FramepipeError:
-        """One question: (answer, prompt tokens, new tokens, seconds; a count the server did
-        not send is None), or the error."""
+        self, r: Request, k: int
+    ) -> tuple[str, int | None, int | None, float, bool | None] | FramepipeError:
+        """Question ``k`` of ``r``: (answer, prompt tokens, new tokens, seconds, whether it
+        stopped at ``max_tokens``; what the server did not send is None), or the error."""
+        question = r.questions[k]
         urls = (r.images if isinstance(r.images, Prepared) else encode_images(r.images)).data
         parts = iter({"type": "image_url", "image_url": {"url": u}} for u in urls)
         content: list[dict[str, Any]] = []
@@ -345,12 +351,13 @@ class OpenAIBackend:
         content += [*parts, {"type": "text", "text": question}]
         system = [] if r.system is None else [{"role": "system", "content": r.system}]
         messages = [*system, {"role": "user", "content": content}]
-        body = {"model": self.model, "messages": messages, **self.settings.body()}
+        body = {"model": self.model, "messages": messages, **self.settings.body(r, k)}
         t0 = time.perf_counter()
         data: Any = None
         try:
             data = self._post(body, len(urls))
-            text = answer_text(data["choices"][0]["message"]["content"])
+            choice = data["choices"][0]
+            text = answer_text(choice["message"]["content"])
         except FramepipeError as exc:
             return exc
         except (KeyError, IndexError, TypeError):
@@ -360,7 +367,7 @@ class OpenAIBackend:
             return GenerationError(f"the server at {self.where()} sent no answer: {sent}")
         usage = data.get("usage")
         tokens = token_count(usage, "prompt_tokens"), token_count(usage, "completion_tokens")
-        return text.strip(), *tokens, time.perf_counter() - t0
+        return text.strip(), *tokens, time.perf_counter() - t0, cut_at_limit(choice)
 
     def _request(self, path: str, body: dict[str, Any] | None, timeout: float) -> dict[str, Any]:
         """GET (no ``body``) or POST ``path`` under the base URL; the JSON answer."""

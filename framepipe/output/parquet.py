@@ -6,7 +6,8 @@ One fixed schema for every file, so that part files concatenate and load alike i
 - text columns: ``source``, ``kind``, ``status``, ``error``, ``key``, ``input_key``,
   ``prompt``, ``contact_sheet``;
 - lists of scalars as Parquet lists: ``indices`` (int64), ``timestamps_s`` (float64, null
-  where unknown), ``frames``, ``questions``, ``answers`` (strings);
+  where unknown), ``frames``, ``questions``, ``answers`` (strings), ``truncated`` (bool, null
+  where unknown; a file written before it had the column reads as records without it);
 - every field whose value is an object of varying shape as a **JSON string**: ``clip``,
   ``sampler``, ``selection``, ``views``, ``model``, ``generation``, ``timings_s``, and
   ``extra``: the record's other top-level fields (``stage``, ``tokens``, ``note`` ...) as one
@@ -35,6 +36,7 @@ TEXT = ("source", "kind", "status", "error", "key", "input_key", "prompt", "cont
 INT_LISTS = ("indices",)
 FLOAT_LISTS = ("timestamps_s",)
 TEXT_LISTS = ("frames", "questions", "answers")
+BOOL_LISTS = ("truncated",)
 JSON_FIELDS = (
     "clip",
     "sampler",
@@ -45,7 +47,7 @@ JSON_FIELDS = (
     "timings_s",
     "extra",
 )
-COLUMNS = (*TEXT, *INT_LISTS, *FLOAT_LISTS, *TEXT_LISTS, *JSON_FIELDS)
+COLUMNS = (*TEXT, *INT_LISTS, *FLOAT_LISTS, *TEXT_LISTS, *BOOL_LISTS, *JSON_FIELDS)
 ROWS_PER_GROUP = 2048
 
 
@@ -65,6 +67,7 @@ def schema() -> pa.Schema:
     fields += [pa.field(n, pa.list_(pa.int64())) for n in INT_LISTS]
     fields += [pa.field(n, pa.list_(pa.float64())) for n in FLOAT_LISTS]
     fields += [pa.field(n, pa.list_(pa.string())) for n in TEXT_LISTS]
+    fields += [pa.field(n, pa.list_(pa.bool_())) for n in BOOL_LISTS]
     fields += [pa.field(n, pa.string()) for n in JSON_FIELDS]
     return pa.schema(fields)
 
@@ -94,7 +97,7 @@ def to_row(rec: dict[str, Any]) -> dict[str, Any]:
     for name in TEXT:
         v = rec.get(name)
         row[name] = None if v is None else _text(v)
-    for name in (*INT_LISTS, *FLOAT_LISTS):
+    for name in (*INT_LISTS, *FLOAT_LISTS, *BOOL_LISTS):
         v = rec.get(name)
         row[name] = None if v is None else list(v)
     for name in TEXT_LISTS:

@@ -142,9 +142,12 @@ def test_the_cli_runs_on_ray(ray_cluster: Any, media: dict[str, Path], tmp_path:
     assert r.exit_code != 0 and "the cluster has 2 CPUs" in r.output  # before any work
 
 
+@pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
 def test_caption_records_equal_the_local_engines(
-    ray_cluster: Any, media: dict[str, Path], tiny_model_dir: Path, tmp_path: Path
+    ray_cluster: Any, media: dict[str, Path], tiny_model_dir: Path, tmp_path: Path, sampled: bool
 ) -> None:
+    """The same records on both engines, greedy or sampled with a seed (each answer draws
+    from its own stream: the batches the engines make do not matter)."""
     import numpy as np
 
     from framepipe.generate import GenerationSettings
@@ -157,7 +160,7 @@ def test_caption_records_equal_the_local_engines(
     assert prepare(frames).data.shape == (2, 3, 56, 56)
     kw: dict[str, Any] = {
         "model": str(tiny_model_dir),
-        "settings": GenerationSettings(max_new_tokens=4),
+        "settings": GenerationSettings(max_new_tokens=4, do_sample=sampled, temperature=1.5),
         "sample": SampleConfig(n=2, clip_seconds=0.5),
         "questions": ["What is shown?"],
     }

@@ -4,6 +4,7 @@ device, dtype, attention and quantization choices are checked before any weight 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
@@ -127,6 +128,78 @@ def test_sampling_is_seeded(gen: Generator) -> None:
     a, b = g.answer([r])[0].answers, g.answer([r])[0].answers
     assert a == b
     assert s.to_json()["seed"] == 7 and "seed" not in GenerationSettings().to_json()
+
+
+SAMPLED = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.5, seed=7)
+
+
+def with_settings(gen: Generator, settings: GenerationSettings, fast: bool = True) -> Generator:
+    g = Generator(gen.model, gen.spec, gen.runtime, settings)
+    g.fast = fast
+    return g
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["shared-prefix", "plain-generate"])
+def test_sampled_answers_of_a_clip_do_not_depend_on_its_batch(gen: Generator, fast: bool) -> None:
+    """Seeded sampling draws each answer from its own stream (seed, clip, question): a clip
+    draws the same whatever the batch size, whichever clips share its batch, and in a
+    resumed run that answers only the clips not done yet. A request without a key is
+    identified by its content."""
+    reqs = [
+        Request(frames(1 + i % 3, 80 + i), QUESTIONS[: 1 + i % 2], key=f"clip-{i}" if i else None)
+        for i in range(5)
+    ]
+    got = {}
+    for size in (1, 3):
+        g = with_settings(gen, dataclasses.replace(SAMPLED, batch_size=size), fast)
+        got[size] = [a.answers for a in g.answer(reqs)]
+    assert got[1] == got[3]
+    g = with_settings(gen, SAMPLED, fast)
+    resumed = [a.answers for a in g.answer(reqs[3:])]  # clips 0-2 done, then a resume
+    assert [a.answers for a in g.answer(reqs[::-1])][::-1] == got[1]
+    assert resumed == got[1][3:]
+    greedy = [a.answers for a in with_settings(gen, gen.settings, fast).answer(reqs)]
+    assert greedy == [
+        a.answers for a in gen.answer([dataclasses.replace(r, key=None) for r in reqs])
+    ]
+    assert greedy != got[1]
+
+
+def test_seeds_clips_and_questions_each_draw_their_own_answers(gen: Generator) -> None:
+    r = Request(frames(2, 90), [QUESTIONS[0], QUESTIONS[0]], key="a")
+    by_seed = [
+        with_settings(gen, dataclasses.replace(SAMPLED, seed=seed)).answer([r])[0].answers
+        for seed in range(3)
+    ]
+    assert len({tuple(a) for a in by_seed}) == 3  # a vocabulary of hundreds of tokens
+    assert by_seed[0][0] != by_seed[0][1]  # the same question twice: two draws
+    a, b = with_settings(gen, SAMPLED).answer([r, dataclasses.replace(r, key="b")])
+    assert a.answers != b.answers  # two clips with the same frames: their own draws
+
+
+def test_beam_search_with_seeded_sampling_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--num-beams \(2\) with --do-sample"):
+        GenerationSettings(do_sample=True, num_beams=2)
+    GenerationSettings(do_sample=True, num_beams=2, seed=None)  # unseeded: transformers'
+    GenerationSettings(num_beams=2)
+
+
+def test_an_answer_cut_at_max_new_tokens_is_marked_truncated(gen: Generator) -> None:
+    r = Request(frames(2, 95), QUESTIONS[:2])
+    seen: list[list[int]] = []
+    g = with_settings(gen, dataclasses.replace(gen.settings, max_new_tokens=3))
+    decode = g._decode
+    g._decode = lambda tokens: (seen.append(tokens), decode(tokens))[1]  # type: ignore[method-assign]
+    cut = g.answer([r])[0]
+    assert cut.truncated == [True, True] and cut.new_tokens == [3, 3]
+    # the same model, its second token of the first answer made an end-of-turn token: the
+    # first answer ends before the limit
+    end = seen[0][1]
+    g = with_settings(gen, dataclasses.replace(gen.settings, max_new_tokens=3))
+    g.eos_ids = [*g.eos_ids, end]
+    ended = g.answer([r])[0]
+    assert ended.truncated == [False, end not in seen[1]] and ended.new_tokens[0] == 1
+    assert gen.answer([r])[0].truncated == [True, True]  # the 8 tokens of the fixture
 
 
 def test_too_many_frames_refused_before_generation(gen: Generator) -> None:

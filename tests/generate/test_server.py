@@ -36,7 +36,8 @@ from framepipe.cli import cli
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, ModelLoadError, StopRunError
 from framepipe.generate import GenerationSettings, ModelConfig, OpenAIBackend
-from framepipe.output import read_records
+from framepipe.generate.config import answer_seed
+from framepipe.output import read_output, read_records
 from framepipe.runs.caption import Pipeline, caption
 from framepipe.sources import open_source
 
@@ -87,6 +88,7 @@ def test_same_answers_as_the_in_process_backend(
         assert got["key"] != rec["key"]  # the backend is part of the resume key
         assert got["tokens"]["prompt"] == rec["tokens"]["prompt"]  # the same prompt
         assert len(got["tokens"]["new"]) == 2
+        assert got["truncated"] == rec["truncated"] == [n == 8 for n in rec["tokens"]["new"]]
     assert key not in (tmp_path / "served.jsonl").read_text() and key not in repr(backend)
     again = caption([videos], tmp_path / "served.jsonl", backend=backend, **kw)
     assert (again.done, again.skipped) == (0, 3)
@@ -321,19 +323,45 @@ def test_an_error_every_request_would_hit_stops_the_run(
 
 
 def test_sampling_settings_are_sent_as_api_parameters(videos: Path, tmp_path: Path) -> None:
+    """Each answer's own seed, from the run's, the clip's record key and the question: two
+    clips (or questions) never share a stream of draws, whatever batches they were in."""
     with scripted_openai_server(lambda body: chat_reply("x")) as (url, received):
         s = GenerationSettings(max_new_tokens=5, do_sample=True, temperature=0.7, top_p=0.9)
-        backend = OpenAIBackend(url, settings=s)
-        caption([videos / "v0.mp4"], tmp_path / "o.jsonl", backend=backend, workers=1)
+        backend = OpenAIBackend(url, settings=s, max_concurrency=1)
+        out = tmp_path / "o.jsonl"
+        caption([videos], out, backend=backend, questions=QUESTIONS, workers=1)
     body = received[0]
-    assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"]) == (
-        5,
-        0.7,
-        0.9,
-        0,
-    )
+    assert (body["max_tokens"], body["temperature"], body["top_p"]) == (5, 0.7, 0.9)
+    keys = sorted(r["key"] for r in by_clip(out).values())
+    expected = sorted(answer_seed(0, k, q) for k in keys for q in range(2))
+    assert sorted(b["seed"] for b in received) == expected and len(set(expected)) == 6
     assert "top_k" not in body and json.dumps(backend.settings.to_json()) == json.dumps(
         {"max_new_tokens": 5, "do_sample": True, "temperature": 0.7, "top_p": 0.9, "seed": 0}
     )
     with pytest.raises(ConfigError, match="no OpenAI API equivalent"):
         OpenAIBackend(url, settings=GenerationSettings(num_beams=2))
+
+
+def test_an_answer_the_server_cut_at_max_tokens_is_marked_truncated(
+    videos: Path, tmp_path: Path
+) -> None:
+    """``finish_reason: "length"`` marks the answer truncated, ``stop`` does not; a server
+    that sends no reason leaves it unknown (no value made up), in JSONL and Parquet alike."""
+    reasons = {QUESTIONS[0]: "length", QUESTIONS[1]: "stop"}
+
+    def reply(body: dict[str, Any]) -> Reply:
+        status, data, headers = chat_reply("x")
+        question = body["messages"][-1]["content"][-1]["text"]  # type: ignore[index]
+        if question in reasons:
+            data["choices"][0]["finish_reason"] = reasons[question]  # type: ignore[index]
+        return status, data, headers
+
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "workers": 1}
+    with scripted_openai_server(reply) as (url, _):
+        backend = OpenAIBackend(url, max_concurrency=2)
+        for out in (tmp_path / "o.jsonl", tmp_path / "o.parquet"):
+            caption([videos], out, backend=backend, questions=QUESTIONS, **kw)
+            recs = list(read_output(out))
+            assert len(recs) == 3 and all(r["truncated"] == [True, False] for r in recs)
+        caption([videos], tmp_path / "n.jsonl", backend=backend, questions=["Other?"], **kw)
+    assert all(r["truncated"] is None for r in by_clip(tmp_path / "n.jsonl").values())

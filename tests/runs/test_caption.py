@@ -390,6 +390,7 @@ def test_tiny_cli(tiny_model_dir: Path, videos: Path, tmp_path: Path) -> None:
         assert r["model"]["dtype"] == "float32" and r["note"] == RANDOM_WEIGHTS_NOTE
         assert r["generation"]["max_new_tokens"] == 4
         assert all(n <= 4 for n in r["tokens"]["new"])
+        assert r["truncated"] == [n == 4 for n in r["tokens"]["new"]]  # cut at the limit
         assert len(r["frames"]) == 2
     res = _cli(*args)  # everything done already
     assert res.exit_code == 0 and "0 clip(s) answered, 2 already done" in res.output
