@@ -29,6 +29,20 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return (key, name)
 
 
+def as_path(value: Any, what: str = "path") -> Path:
+    """``value`` (a ``str``, an ``os.PathLike`` or ``bytes``: a name as the OS gives it, kept
+    exactly through :func:`os.fsdecode`) as a ``Path``; a TypeError naming ``what`` and the
+    value for anything else (``None``, a number)."""
+    if isinstance(value, bytes):
+        return Path(os.fsdecode(value))
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise TypeError(
+        f"{what} must be a file or folder path (str, pathlib.Path or bytes), "
+        f"not {type(value).__name__}: {value!r}"
+    )
+
+
 def stable_digest(obj: Any, length: int = 16) -> str:
     """A short hex digest of a JSON-able object (keys sorted), stable across runs."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

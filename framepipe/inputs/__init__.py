@@ -199,7 +199,7 @@ def collect_inputs(
             with contextlib.suppress(UnknownScheme):  # a typo in a row: that row's record
                 check_scheme(first)
     notes: list[Skipped] = []
-    if isinstance(paths, Sized) and not isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, Sized) and not isinstance(paths, (str, bytes, os.PathLike)):
         given: list[PathLike | Input] = list(paths)
         for p in given:
             if not isinstance(p, Input) and is_remote(str(p)):
@@ -215,7 +215,7 @@ def collect_inputs(
             return list(take_shard(found, sh)), notes
         head: Iterable[Input] = found
     else:
-        single = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+        single = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else paths
         head = _given(single, kind=kind, cache_dir=cache_dir, notes=notes, seen=None)
     streams = [manifest_inputs(m, kind=kind, cache_dir=cache_dir, shard=sh) for m in manifests]
     return itertools.chain(take_shard(head, sh), *streams), notes
