@@ -38,6 +38,7 @@ from framepipe.inputs.remote import filesystem, is_remote, remote_stat, stage
 from framepipe.output import is_folder_output, read_output
 from framepipe.output.images import fmt_time
 from framepipe.output.store import journal_of
+from framepipe.utils import shown_text
 
 log = logging.getLogger(__name__)
 
@@ -262,20 +263,7 @@ def _data_uri(path: str, max_side: int, options: dict[str, Any] | None = None) -
 
 
 def _e(v: object) -> str:
-    return html.escape(_text(str(v)), quote=True)
-
-
-def _text(s: str) -> str:
-    """``s`` as UTF-8-safe text: a file name's bytes that are not UTF-8 (kept by Python as
-    surrogate escapes) shown as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return s
+    return html.escape(shown_text(str(v)), quote=True)
 
 
 def _as_list(v: object) -> list[Any]:
