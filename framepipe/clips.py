@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import ConfigError
-from framepipe.registry import Registry
+from framepipe.registry import Registry, run_check
 from framepipe.shots import checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
@@ -277,7 +277,7 @@ def check_clips(
     mode, params = planner_params(mode, clip_seconds, stride_seconds, params)
     check = getattr(CLIP_PLANNERS.get(mode), CHECK_ATTRIBUTE, None)
     if check is not None:
-        check(**params)
+        run_check(CLIP_PLANNERS.family, mode, check, **params)
 
 
 def plan_clips(

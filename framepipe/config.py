@@ -4,8 +4,8 @@ chosen (:class:`SampleConfig`)."""
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from framepipe.clips import check_clips
@@ -89,3 +89,29 @@ class SampleConfig:
             "source_options": self.source_options,
             "kind": self.kind,
         }
+
+
+def as_sample_config(value: Any, what: str = "cfg") -> SampleConfig:
+    """The run's :class:`SampleConfig` from what a caller plausibly passes as ``what``: a
+    SampleConfig, None (the defaults), n as an int (``sample(paths, out, 8)``) or a mapping
+    of SampleConfig's fields; ConfigError naming ``what`` for a field it does not have, a
+    TypeError for anything else."""
+    if value is None:
+        return SampleConfig()
+    if isinstance(value, SampleConfig):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return SampleConfig(n=int(value))
+    if isinstance(value, Mapping):
+        names = {f.name for f in fields(SampleConfig)}
+        unknown = sorted(map(str, set(value) - names))
+        if unknown:
+            raise ConfigError(
+                f"{what}: SampleConfig has no field {unknown[0]!r} "
+                f"(fields: {', '.join(sorted(names))})"
+            )
+        return SampleConfig(**value)
+    raise TypeError(
+        f"{what} must be a SampleConfig (or n, the frames per clip, as an int), "
+        f"not {type(value).__name__}: e.g. SampleConfig(n=8)"
+    )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framepipe.sources.base import guess_kind, path_problem, source_kinds
-from framepipe.utils import natural_key
+from framepipe.utils import as_path, natural_key
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,10 @@ class Skipped:
 
 
 def discover(
-    paths: Iterable[str | Path], *, kind: str | None = None
+    paths: Iterable[str | Path] | str | Path, *, kind: str | None = None
 ) -> tuple[list[Input], list[Skipped]]:
-    """Expand ``paths`` into inputs, in a stable (natural, sorted) order.
+    """Expand ``paths`` into inputs, in a stable (natural, sorted) order. One path (a
+    ``str``, ``Path`` or ``bytes``) is one path, never a sequence of characters.
 
     A path named explicitly is always returned as an input when it exists and is a file,
     even when no kind claims it: the source then fails on it with a clear error and a
@@ -89,8 +90,10 @@ def discover(
         seen.add(key)
         inputs.append(Input(p, k, error))
 
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
     for raw in paths:
-        p = Path(raw)
+        p = as_path(raw, "each of paths")
         st, problem = path_problem(p)
         if problem is not None:
             add(p, kind or guess_kind(p, sniff=False) or "video", error=f"{p}: {problem}")

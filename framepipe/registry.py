@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from framepipe.errors import ConfigError
+from framepipe.errors import ConfigError, FramepipeError, one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +144,16 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.family!r}, {len(self._items)} registered)"
+
+
+def run_check(family: str, name: str, check: Callable[..., object], *args: Any, **kw: Any) -> None:
+    """Call plug-in ``name``'s check of its settings (``check(*args, **kw)``). It refuses
+    with ConfigError, which passes as it is (so do framepipe's other errors); anything else
+    it raises (a ValueError, a KeyError of an option it looked up) is the same refusal in
+    another type: one line, a ConfigError naming the plug-in, never a traceback."""
+    try:
+        check(*args, **kw)
+    except FramepipeError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{family} {name!r} refused its settings: {one_line_error(exc)}") from exc

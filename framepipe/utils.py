@@ -29,6 +29,35 @@ def natural_key(name: str) -> tuple[Any, ...]:
     return (key, name)
 
 
+def as_path(value: Any, what: str = "path") -> Path:
+    """``value`` (a ``str``, an ``os.PathLike`` or ``bytes``: a name as the OS gives it, kept
+    exactly through :func:`os.fsdecode`) as a ``Path``; a TypeError naming ``what`` and the
+    value for anything else (``None``, a number)."""
+    if isinstance(value, bytes):
+        return Path(os.fsdecode(value))
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise TypeError(
+        f"{what} must be a file or folder path (str, pathlib.Path or bytes), "
+        f"not {type(value).__name__}: {value!r}"
+    )
+
+
+def shown_text(s: str) -> str:
+    """``s`` as UTF-8-safe text to show a user: a file name's bytes that are not UTF-8
+    (kept by Python as surrogate escapes, :func:`os.fsdecode`) shown as ``\\xff``, any
+    other lone surrogate as ``\\udXXX``. The one way the command line and the HTML report
+    show such names."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def stable_digest(obj: Any, length: int = 16) -> str:
     """A short hex digest of a JSON-able object (keys sorted), stable across runs."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import configparser
 import inspect
+import os
 import pkgutil
 from pathlib import Path
+
+import pytest
 
 import framepipe
 import framepipe.runs.caption  # imports (nearly) every stage of the package
@@ -33,3 +36,35 @@ def test_package_ships_its_type_hints() -> None:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     assert "py.typed" in cfg.get("options.package_data", "framepipe", fallback="").split()
+
+
+def test_sample_takes_n_as_its_third_argument_and_one_path_as_a_str_or_bytes(
+    h264_path: Path, tmp_path: Path
+) -> None:
+    """``framepipe.sample(paths, out, 8)`` (n where the config goes, as a user guesses) ran
+    into ``AttributeError: 'int' object has no attribute 'storage_options'``: an int there
+    is n. One path given as a ``str``, ``Path`` or ``bytes`` (a name that is not UTF-8) is
+    that path, and anything else that is not a config is one clear TypeError."""
+    summary = framepipe.sample([h264_path], tmp_path / "a", 3, workers=0)
+    assert (summary.done, [len(r.indices) for r in summary.records]) == (1, [3])
+    summary = framepipe.sample(os.fsencode(h264_path), tmp_path / "b", 2, workers=0)
+    assert [r.source for r in summary.records] == [str(h264_path)]
+    with pytest.raises(TypeError, match=r"cfg must be a SampleConfig .*not str"):
+        framepipe.sample([h264_path], tmp_path / "c", "8", workers=0)
+    with pytest.raises(framepipe.ConfigError, match=r"sample: SampleConfig has no field 'frames'"):
+        framepipe.Pipeline(sample={"frames": 8})
+    assert framepipe.Pipeline(sample=4).sample.n == 4
+
+
+def test_discover_takes_one_path_as_a_path_not_as_its_characters(
+    h264_path: Path, tmp_path: Path
+) -> None:
+    """``discover("videos/a.mp4")`` walked each character of the string as a path: ``/``
+    among them, the whole file system. One path (``str``, ``Path``, ``bytes``) is one path;
+    an item that is no path is a TypeError naming it, not one from deep in pathlib."""
+    for one in (str(h264_path), h264_path, os.fsencode(h264_path)):
+        inputs, notes = framepipe.discover(one)
+        assert ([i.path for i in inputs], notes) == ([h264_path], [])
+    with pytest.raises(TypeError, match=r"each of paths must be a file or folder path.*None"):
+        framepipe.discover([h264_path, None])  # type: ignore[list-item]
+    assert framepipe.open_source(os.fsencode(h264_path)).info().num_frames > 0

@@ -240,3 +240,23 @@ def test_a_run_on_a_full_disk_stops_with_one_line_and_a_rerun_completes(
     recs = list(read_records(out / "manifest.jsonl"))
     assert sorted(Path(r["source"]).name for r in recs) == [f"v{i}.mp4" for i in range(4)]
     assert all(r["status"] == "ok" for r in recs)
+
+
+def test_a_parquet_output_whose_name_is_not_utf8_is_written_and_resumed(tmp_path: Path) -> None:
+    """``framepipe sample ... -o $'out\\xff' --format parquet`` wrote its records and then
+    failed closing them with a UnicodeEncodeError traceback from pyarrow (which cannot open
+    such a name); the file is opened by Python, so it is written, read back and resumed."""
+    import os
+
+    from framepipe.config import SampleConfig
+    from framepipe.output import read_output
+    from framepipe.runs.sample import sample
+
+    video = media.h264_mp4(tmp_path / "v.mp4", num_frames=10)
+    out = Path(os.fsdecode(bytes(tmp_path) + b"/out\xff"))
+    first = sample([video], out, SampleConfig(n=2), format="parquet", workers=0)
+    assert (first.done, first.failed) == (1, [])
+    again = sample([video], out, SampleConfig(n=2), workers=0)
+    assert (again.done, again.skipped) == (0, 1)
+    (rec,) = read_output(out / "manifest.parquet")
+    assert rec["source"] == str(video) and rec["status"] == "ok"

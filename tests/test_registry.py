@@ -93,3 +93,59 @@ def test_registry_finds_installed_plugins_through_entry_points(
         ConfigError, match="'broken' is unavailable: plug-in fp_test_plugin:missing"
     ):
         reg.get("broken")
+
+
+def test_a_plugins_check_that_raises_any_error_is_one_line_naming_the_plugin(
+    h264_path: Path, tmp_path: Path
+) -> None:
+    """A plug-in's check refusing with ValueError or KeyError (not ConfigError, as the
+    README asks) was a traceback from ``framepipe sample`` and the API: it is the same
+    refusal, one line naming the plug-in and its message, exit status 2."""
+    from click.testing import CliRunner
+
+    from framepipe.cli import cli
+    from framepipe.clips import CLIP_PLANNERS, register_clip_planner
+    from framepipe.config import SampleConfig
+    from framepipe.samplers.base import SAMPLERS, register_sampler
+    from framepipe.sources.base import SOURCES, Source, register_source
+
+    def sampler_check(n: int, params: dict[str, Any]) -> None:
+        raise ValueError("step must be even")
+
+    def planner_check(**params: Any) -> None:
+        params["span"]
+
+    class Picky(Source):
+        kind = "test_picky"
+
+        def __init__(self, path: Path, *, depth: int = 1) -> None:
+            raise ValueError(f"depth ({depth}) must be 1")
+
+        info = read = None  # type: ignore[assignment]
+
+    register_sampler("test_picky", check=sampler_check)(lambda *a, **k: [0])
+    register_clip_planner("test_picky", check=planner_check)(lambda *a, **k: [])
+    register_source(Picky)
+    try:
+        cases = [
+            (SampleConfig(sampler="test_picky"), "sampler 'test_picky'", "ValueError: step"),
+            (SampleConfig(clips="test_picky"), "clip mode 'test_picky'", "KeyError: 'span'"),
+            (
+                SampleConfig(kind="test_picky", source_options={"depth": 2}),
+                "source kind 'test_picky'",
+                r"ValueError: depth \(2\) must be 1",
+            ),
+        ]
+        for cfg, who, what in cases:
+            with pytest.raises(ConfigError, match=rf"^{who} refused its settings: {what}"):
+                cfg.check()
+        res = CliRunner().invoke(
+            cli, ["sample", str(h264_path), "-o", str(tmp_path), "--sampler", "test_picky"]
+        )
+        assert res.exit_code == 2, res.output
+        assert res.output.strip().splitlines() == [
+            "Error: sampler 'test_picky' refused its settings: ValueError: step must be even"
+        ]
+    finally:
+        for reg in (SAMPLERS, CLIP_PLANNERS, SOURCES):
+            reg._items.pop("test_picky", None)

@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
 from framepipe.extras import AFTER_THE_DEVICE, check_extras
+from framepipe.utils import shown_text
 
 if TYPE_CHECKING:
     from framepipe.config import SampleConfig
@@ -45,8 +46,11 @@ AS_IS = "framepipe_as_is"
 
 
 class _Formatter(logging.Formatter):
+    """``error: msg``, ``warning: msg``; a name that is not UTF-8 shown as the HTML report
+    shows it (``bad\\xff.mp4``: :func:`~framepipe.utils.shown_text`)."""
+
     def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
+        msg = shown_text(record.getMessage())
         if getattr(record, AS_IS, False):
             return msg
         if (
@@ -226,12 +230,12 @@ class Command(_Spellings, click.Command):
             check_extras({k: v for k, v in ctx.params.items() if k not in AFTER_THE_DEVICE})
             return super().invoke(ctx)
         except (ConfigError, MissingDependencyError) as exc:
-            raise SettingError(named_by_flag(ctx, str(exc))) from None
+            raise SettingError(named_by_flag(ctx, shown_text(str(exc)))) from None
         except AlreadyThereError as exc:
             msg = f"{exc.path}: {exc.what} is already there (pass --overwrite to replace it)"
-            raise click.ClickException(msg) from None
+            raise click.ClickException(shown_text(msg)) from None
         except FramepipeError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(shown_text(str(exc))) from None
         except KeyboardInterrupt:  # a run says more (run_with_progress); 1 is "inputs failed"
             # in a terminal, a line of its own after its ^C (as click does)
             click.echo("\ninterrupted" if sys.stderr.isatty() else "interrupted", err=True)
@@ -368,7 +372,8 @@ def run_with_progress(
             ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         )
         click.echo(
-            f"{lead}{how}: {progress.written} clip(s) written to {written_to}; run the same "
+            f"{lead}{how}: {progress.written} clip(s) written to {shown_text(str(written_to))}; "
+            "run the same "
             f"command again to {rest}",
             err=True,
         )
@@ -423,9 +428,12 @@ def report_per_source(
             if item.uri:  # never the cached copy
                 msg = named_by_uri(msg, item)
             rows.append({"source": item.source, "status": "failed", "error": msg})
-            click.echo(f"error: {msg}", err=True)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+            click.echo(f"error: {shown_text(msg)}", err=True)
+    if as_json:  # a name that is not UTF-8 as the records keep it (``\\udcff``)
+        text = json.dumps(rows, indent=2, ensure_ascii=False)
+        if shown_text(text) != text:
+            text = json.dumps(rows, indent=2, ensure_ascii=True)
+        click.echo(text)
     else:
         table(rows)
     if failed:

@@ -35,6 +35,7 @@ from framepipe.engine.supervisor import DecoderProcess, Skipped, exit_if_startin
 from framepipe.engine.worker import (
     WorkerSetup,
     WorkItem,
+    check_sendable,
     plugin_modules,
     run_finish,
     run_prepare,
@@ -142,6 +143,7 @@ class LocalEngine(EngineBase, Closing):
             imports=self.imports,
             log_level=logging.getLogger("framepipe").getEffectiveLevel(),
         )
+        check_sendable(setup)
         pending = _Pending(tasks)
         for _ in range(self.workers):
             decoder = DecoderProcess(setup, work.decode_timeout_s, self.start_method)

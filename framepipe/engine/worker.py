@@ -30,11 +30,14 @@ pickled) is sent as a failed job (``stage: send``) instead.
 from __future__ import annotations
 
 import importlib
+import io
 import logging
 import pickle
 import signal
+import sys
 import threading
 import traceback
+import types
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -44,9 +47,10 @@ from framepipe.config import SampleConfig
 from framepipe.discovery import Input
 from framepipe.engine.base import Finish, Prepare
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
-from framepipe.errors import StopRunError, one_line_error
+from framepipe.errors import ConfigError, StopRunError, one_line_error
 from framepipe.read_clips import read_clips
 from framepipe.records import ClipJob, InputPlan, done_count
+from framepipe.samplers.base import get_sampler
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,46 @@ class WorkerSetup:
     imports: tuple[str, ...] = ()
     """Modules to import first (plug-ins: user samplers and source kinds registered there)."""
     log_level: int = logging.WARNING
+
+
+class _FindMain(pickle.Pickler):
+    """Pickles to nowhere, noting the first function or class defined in ``__main__``."""
+
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO())
+        self.found: Any = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        code = isinstance(obj, (type, types.FunctionType))
+        if self.found is None and code and getattr(obj, "__module__", None) == "__main__":
+            self.found = obj
+        return NotImplemented
+
+
+def check_sendable(setup: WorkerSetup) -> None:
+    """ConfigError (one line) when the decoder processes could not get what ``setup``
+    holds, before any starts: an object that cannot be pickled (a lambda sampler), or a
+    function or class of ``__main__`` where spawned processes cannot import ``__main__``
+    (a notebook, ``python -c``: a sampler defined in a cell). Each process would otherwise
+    die at its start with a traceback of its own."""
+    sampler = get_sampler(setup.cfg.sampler)[1]  # a name registered in __main__ too
+    finder = _FindMain()
+    try:
+        finder.dump((sampler, setup))
+    except Exception as exc:
+        raise ConfigError(
+            f"the decoding worker processes cannot be sent what this run uses "
+            f"({one_line_error(exc)}): define it with def in a module, or pass workers=0 to "
+            "decode in this process"
+        ) from None
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    if finder.found is not None and (main_file is None or main_file.startswith("<")):
+        name = getattr(finder.found, "__qualname__", repr(finder.found))
+        raise ConfigError(
+            f"{name} is defined in __main__ (a notebook or an interactive session), which the "
+            "decoding worker processes cannot import: put it in a module and import it from "
+            "there, or pass workers=0 to decode in this process"
+        )
 
 
 @dataclass(frozen=True)

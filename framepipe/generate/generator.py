@@ -64,7 +64,7 @@ from framepipe.generate.batching import (
 )
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
-from framepipe.generate.hub import quiet_hf
+from framepipe.generate.hub import check_loaded_weights, quiet_hf
 from framepipe.generate.spec import ModelSpec, PixelValues, describe_model
 
 log = logging.getLogger(__name__)
@@ -147,10 +147,11 @@ class Generator:
         quant = quantization_config(runtime.quantize, runtime.dtype)
         if quant is not None:
             kwargs["quantization_config"] = quant
+        load: Any = LlavaForConditionalGeneration.from_pretrained  # -> (model, loading info)
         t0 = time.perf_counter()
         try:
             with quiet_hf():
-                model: Any = LlavaForConditionalGeneration.from_pretrained(spec.source, **kwargs)
+                model, info = load(spec.source, output_loading_info=True, **kwargs)
         except torch.OutOfMemoryError:
             raise ModelLoadError(
                 f"{cfg.model}: out of memory while loading on {runtime.device} "
@@ -159,6 +160,7 @@ class Generator:
         except Exception as exc:
             text = " ".join(str(exc).split())[:300]
             raise ModelLoadError(f"{cfg.model}: cannot load the weights: {text}") from None
+        check_loaded_weights(cfg.model, info, random_weights=spec.random_weights)
         model.eval()
         log.info(
             "loaded %s on %s (%s, attn=%s%s) in %.1fs%s",

@@ -5,7 +5,7 @@ one metadata request of the model's config with a short timeout (huggingface_hub
 request, through its proxies and endpoint) tells whether the hub can be reached, so that a
 machine without network uses its cache or fails in seconds instead of retrying for half a
 minute. Every failure is a one-line :class:`ModelLoadError` naming the model and what is
-missing. Nothing here loads weights.
+missing. Nothing here loads weights; :func:`check_loaded_weights` judges what a load found.
 """
 
 from __future__ import annotations
@@ -134,6 +134,31 @@ def _check_weights_in(folder: Path, name: str) -> None:
             "only (convert them with save_pretrained(..., safe_serialization=True))"
         )
     raise ModelLoadError(f"{name}: no weights in the folder (no *.safetensors file)")
+
+
+def check_loaded_weights(name: str, info: dict[str, Any], *, random_weights: bool) -> None:
+    """ModelLoadError when the checkpoint lacked some of the model's tensors, or held them
+    with another shape (``info``: transformers' ``output_loading_info``): transformers fills
+    those with random values and only logs it, and answers from partly random weights must
+    never pass as the model's. A model labelled random (the tiny test model) is noise anyway:
+    it is only logged."""
+    missing = sorted(info.get("missing_keys") or ())
+    missing += sorted(
+        str(m[0] if isinstance(m, tuple) else m) for m in info.get("mismatched_keys") or ()
+    )
+    if not missing:
+        return
+    few = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+    what = (
+        f"{len(missing)} of the model's tensors are missing from its checkpoint "
+        f"or of another shape ({few})"
+    )
+    if random_weights:
+        log.warning("%s: %s; its weights are random anyway", name, what)
+        return
+    raise ModelLoadError(
+        f"{name}: {what}; they would be random, so its answers would not be the model's"
+    )
 
 
 def _check_weights_cached(repo: str, revision: str | None) -> None:

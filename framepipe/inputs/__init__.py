@@ -262,7 +262,7 @@ def collect_inputs(
                 check_scheme(first)
     notes: list[Skipped] = []
     taken = Taken()
-    if isinstance(paths, Sized) and not isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, Sized) and not isinstance(paths, (str, bytes, os.PathLike)):
         given = [_file_uri(p, kind) for p in paths]
         for p in given:
             if not isinstance(p, Input) and is_remote(str(p)):
@@ -283,7 +283,7 @@ def collect_inputs(
             return list(take_shard(found, sh)), notes
         head: Iterable[Input] = found
     else:
-        single = [paths] if isinstance(paths, (str, os.PathLike)) else paths
+        single = [paths] if isinstance(paths, (str, bytes, os.PathLike)) else paths
         head = _given(
             single, kind=kind, cache_dir=cache_dir, notes=notes, taken=taken, streamed=True
         )

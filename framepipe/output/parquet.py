@@ -132,9 +132,12 @@ def _check(path: Path) -> Any:
     pa = _pa()
     import pyarrow.parquet as pq
 
+    # opened here: pyarrow cannot open a name that is not UTF-8; the ParquetFile holds it
+    fh = open(path, "rb")  # noqa: SIM115
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(fh)
     except (OSError, pa.ArrowException) as exc:
+        fh.close()
         raise OutputError(f"{path}: not a readable Parquet records file ({exc})") from exc
 
 
@@ -175,7 +178,8 @@ def write_parquet(records: Iterable[dict[str, Any]], path: str | Path) -> int:
 
     sch = schema()
     n = 0
-    with pq.ParquetWriter(str(path), sch) as w:
+    # opened here: pyarrow cannot open a name that is not UTF-8
+    with open(path, "wb") as fh, pq.ParquetWriter(fh, sch) as w:
         rows: list[dict[str, Any]] = []
         for rec in records:
             rows.append(to_row(rec))

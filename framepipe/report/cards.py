@@ -19,6 +19,7 @@ from typing import Any
 from framepipe.errors import FramepipeError
 from framepipe.inputs.remote import filesystem, is_remote
 from framepipe.output.images import fmt_time
+from framepipe.utils import shown_text
 
 log = logging.getLogger(__name__)
 
@@ -90,21 +91,8 @@ def _data_uri(path: str, max_side: int, options: dict[str, Any] | None = None) -
 def esc(v: object) -> str:
     """``v`` as HTML text or attribute value; its line breaks as character references, so
     that a card stays one line."""
-    text = html.escape(_text(str(v)), quote=True)
+    text = html.escape(shown_text(str(v)), quote=True)
     return text.replace("\n", "&#10;").replace("\r", "&#13;")
-
-
-def _text(s: str) -> str:
-    """``s`` as UTF-8-safe text: a file name's bytes that are not UTF-8 (kept by Python as
-    surrogate escapes) shown as ``\\xff``, any other lone surrogate as ``\\udXXX``."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        try:
-            return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        except UnicodeEncodeError:
-            return s.encode("utf-8", "backslashreplace").decode("utf-8")
-    return s
 
 
 def _as_list(v: object) -> list[Any]:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  # noqa: F401 - re-exported
-from framepipe.config import SampleConfig
+from framepipe.config import SampleConfig, as_sample_config
 from framepipe.discovery import Input
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError, OutputError
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
 
         model: ModelConfig | str | None
         settings: GenerationSettings | Mapping[str, Any] | None
-        sample: SampleConfig | None
+        sample: SampleConfig | int | None
         questions: Sequence[str] | str | None
         system: str | None
         workers: int | None
@@ -135,7 +135,7 @@ class Pipeline:
         model: ModelConfig | str | None = None,
         settings: GenerationSettings | Mapping[str, Any] | None = None,
         *,
-        sample: SampleConfig | None = None,
+        sample: SampleConfig | int | None = None,
         questions: Sequence[str] | str | None = None,
         system: str | None = None,
         workers: int | None = None,
@@ -149,7 +149,7 @@ class Pipeline:
     ) -> None:
         self.questions = check_questions(questions)
         self.system = check_system(system)
-        self.sample = sample or SampleConfig()
+        self.sample = as_sample_config(sample, "sample")
         if backend is not None and (model, settings, generator) != (None, None, None):
             raise ConfigError("pass the model and its settings to the backend itself")
         self.backend: BackendSpec = backend or TransformersBackend(model, settings, generator)

@@ -63,7 +63,9 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     notes: list[Skipped] = field(default_factory=list)
     elapsed_s: float = 0.0
-    records: list[ClipResult] = field(default_factory=list)
+    records: list[ClipResult] = field(default_factory=list, repr=False)
+    """The records written (``keep_records``); left out of the repr, which a notebook shows
+    for a summary (thousands of records would be pages of text)."""
     output: Path | str | None = None
     """The records file (a URI for one in an object store; None: nothing written)."""
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from framepipe.config import SampleConfig
+from framepipe.config import SampleConfig, as_sample_config
 from framepipe.discovery import Input
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError, OutputError
@@ -87,7 +87,7 @@ def remote_exists(storage_options: dict[str, Any] | None) -> Callable[[str], boo
 def sample(
     paths: Iterable[str | Path],
     out_dir: str | Path,
-    cfg: SampleConfig | None = None,
+    cfg: SampleConfig | int | None = None,
     *,
     overwrite: bool = False,
     format: str | None = None,
@@ -112,6 +112,7 @@ def sample(
     per clip. A re-run skips clips whose ``ok`` record is already there (same source file
     and settings; ``retry_failed=False``: failed ones too) and its new records replace the
     old ones of the same clips; ``overwrite`` starts afresh.
+    ``cfg`` is a :class:`SampleConfig`; an int is its ``n`` (``sample(paths, out, 8)``).
     Failures are records; the run always goes on. ``on_input`` is called once with what
     discovery found, ``on_record`` after each record, ``on_skip`` with each count of clips
     skipped as done (for progress bars); a bad setting is refused (ConfigError) before
@@ -129,7 +130,7 @@ def sample(
     Ray Data (``ray_options``: the cluster, actors and resources; see
     :mod:`framepipe.engine.ray`); ``workers`` is then not used.
     """
-    cfg = cfg or SampleConfig()
+    cfg = as_sample_config(cfg)
     t0 = time.perf_counter()
     manifest = manifest_path(out_dir, format, cfg.storage_options)
     eng, inputs, notes = begin(

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from framepipe.errors import ConfigError, SamplingError
-from framepipe.registry import Registry
+from framepipe.registry import Registry, run_check
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
@@ -111,12 +111,12 @@ def check_sampler(sampler: str | Sampler, n: int, params: Mapping[str, Any]) -> 
     unknown sampler, n below 1, or what the sampler's own check refuses (an option it does not
     take, a bad value; a sampler registered without ``check`` has n checked only). Called
     before any input is read, so that a bad setting is refused once, not once per clip."""
-    _, fn = get_sampler(sampler)
+    name, fn = get_sampler(sampler)
     check: SamplerCheck | None = getattr(fn, CHECK_ATTRIBUTE, None)
     try:
         check_n(n)
         if check is not None:
-            check(n, params)
+            run_check(SAMPLERS.family, name, check, n, params)
     except SamplingError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -169,6 +169,11 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
     if callable(name_or_fn):
         fn = name_or_fn
         return getattr(fn, "__name__", type(fn).__name__), fn
+    if not isinstance(name_or_fn, str):
+        raise ConfigError(
+            "sampler must be a name, module:function or a callable, "
+            f"not {type(name_or_fn).__name__}: {name_or_fn!r}"
+        )
     name = name_or_fn
     if name in SAMPLERS or name in SAMPLERS.unavailable():
         return name, SAMPLERS.get(name)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
-from framepipe.registry import Registry
+from framepipe.registry import Registry, run_check
 from framepipe.types import (
     FrameBatch,
     SkipMode,
@@ -32,7 +32,7 @@ from framepipe.types import (
     VisibleSurface,
     rgb_to_yuv,
 )
-from framepipe.utils import Closing
+from framepipe.utils import Closing, as_path
 
 log = logging.getLogger(__name__)
 
@@ -345,8 +345,8 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
     }
     for kind, accepts in takes.items():
         own = {k: v for k, v in options.items() if accepts is not None and k in accepts}
-        if own:
-            SOURCES.get(kind)(Path(os.devnull), **own).close()
+        if own:  # a kind's constructor checks its options (and opens nothing)
+            run_check(SOURCES.family, kind, _make_and_close, SOURCES.get(kind), **own)
     if any(accepts is None for accepts in takes.values()):
         return
     unknown = sorted(set(options).difference(*(a or () for a in takes.values())))
@@ -358,6 +358,10 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
         )
 
 
+def _make_and_close(cls: type[Source], **options: Any) -> None:
+    cls(Path(os.devnull), **options).close()
+
+
 def get_source_class(kind: str) -> type[Source]:
     """The class of ``kind``; a one-line ConfigError when unknown or unavailable here."""
     return SOURCES.get(kind)
@@ -365,7 +369,7 @@ def get_source_class(kind: str) -> type[Source]:
 
 def open_source(path: str | Path, kind: str | None = None, **options: Any) -> Source:
     """Open ``path`` as ``kind`` (guessed from the path when None)."""
-    p = Path(path)
+    p = as_path(path)
     problem = path_problem(p)[1]
     if problem is not None:  # never open a FIFO, a device, a link loop
         raise UnsupportedInputError(p, problem)

@@ -398,3 +398,45 @@ def test_a_script_without_the_main_guard_is_told_so_in_one_line(
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("framepipe.errors.ConfigError: ")
     assert 'if __name__ == "__main__":' in last and "workers=0" in last
+
+
+NOTEBOOK_CELL = """
+import sys
+from framepipe import SampleConfig, register_sampler, sample
+
+def firsts(info, clip, *, n, source=None, **params):
+    return list(range(clip.start_frame, clip.start_frame + n))
+
+register_sampler("cell_firsts")(firsts)
+for sampler in (firsts, "cell_firsts", lambda info, clip, *, n, **kw: [0] * n):
+    try:
+        sample([{video!r}], {out!r}, SampleConfig(n=2, sampler=sampler))
+    except Exception as exc:
+        print(type(exc).__name__, exc, file=sys.stderr)
+print("inline", sample([{video!r}], {out!r}, SampleConfig(n=2, sampler=firsts), workers=0).done)
+"""
+
+
+def test_a_sampler_defined_in_a_notebook_cell_is_refused_in_one_line_naming_it(
+    videos: Path, tmp_path: Path
+) -> None:
+    """A sampler defined in a notebook (``__main__`` that spawned processes cannot import;
+    ``python -c`` is the same) made every decoding process die at its start with a
+    traceback of its own, then ``decoder processes die at start``; a lambda gave a raw
+    PicklingError. Each is one ConfigError naming it and what to do; ``workers=0`` runs."""
+    import subprocess
+    import sys
+
+    cell = NOTEBOOK_CELL.format(video=str(videos / "c.mp4"), out=str(tmp_path / "out"))
+    proc = subprocess.run(
+        [sys.executable, "-c", cell], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["inline", "1"]
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr and len(lines) == 3, proc.stderr
+    for line in lines[:2]:
+        assert line.startswith("ConfigError firsts is defined in __main__ (a notebook")
+        assert "put it in a module" in line and "workers=0" in line
+    assert lines[2].startswith("ConfigError the decoding worker processes cannot be sent")
+    assert "PicklingError" in lines[2] and "workers=0" in lines[2]

@@ -307,13 +307,14 @@ def test_weights_load_straight_onto_the_device(
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.update(kwargs)
-        model = real(*args, **kwargs)  # type: ignore[arg-type]
+        loaded = real(*args, **kwargs)  # type: ignore[arg-type]
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # (output_loading_info)
 
         def moved(*a: object, **k: object) -> None:
             raise AssertionError("the model was moved after loading")
 
         model.to = moved  # type: ignore[method-assign]
-        return model
+        return loaded
 
     monkeypatch.setattr(LlavaForConditionalGeneration, "from_pretrained", spy)
     cfg = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
@@ -335,6 +336,41 @@ def test_load_refuses_a_spec_inspected_for_another_config(tiny_model_dir: Path) 
     with pytest.raises(ValueError, match="spec was inspected for"):
         Generator.load(other, spec=spec)
     assert Generator.load(spec.cfg, spec=spec).cfg is spec.cfg
+
+
+def test_a_checkpoint_missing_tensors_is_refused_not_filled_with_random_weights(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A local checkpoint lacking some tensors loaded silently (transformers filled them
+    with random values and only logged it) and answered: it is refused, naming a few of the
+    missing tensors and their count. The tiny model, labelled random, still loads (a
+    warning) and keeps its label."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    tensors = load_file(broken / "model.safetensors")
+    gone = sorted(k for k in tensors if ".layers.0." in k and "language_model" in k)
+    assert len(gone) > 3
+    save_file({k: v for k, v in tensors.items() if k not in gone}, broken / "model.safetensors")
+    random_cfg = (broken / "config.json").read_text()
+    cfg = json.loads(random_cfg)
+    del cfg["framepipe_random_weights"]  # as a real model's config
+    (broken / "config.json").write_text(json.dumps(cfg))
+    load = functools.partial(Generator.load, settings=GenerationSettings(max_new_tokens=2))
+    model = ModelConfig(model=str(broken), device="cpu", dtype="float32")
+    with pytest.raises(ModelLoadError) as err:
+        load(model)
+    msg = str(err.value)
+    assert msg.startswith(f"{broken}: {len(gone)} of the model's tensors are missing"), msg
+    assert "layers.0." in msg and "\n" not in msg and "would be random" in msg
+    (broken / "config.json").write_text(random_cfg)
+    with caplog.at_level("WARNING", logger="framepipe"):
+        g = load(model)
+    assert g.describe()["random_weights"] is True
+    assert f"{len(gone)} of the model's tensors are missing" in caplog.text
 
 
 @pytest.mark.parametrize("offline", [True, False])

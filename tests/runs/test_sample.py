@@ -34,6 +34,18 @@ def _counts(s: RunSummary) -> tuple[int, int, int]:
     return s.done, s.skipped, len(s.failed)
 
 
+def test_a_summary_shown_in_a_notebook_counts_its_records_without_printing_them(
+    inputs: Path, tmp_path: Path
+) -> None:
+    """A notebook cell ending with the summary showed its repr: every record in full (about
+    1 kB each; pages for a folder of videos). The counts show, the records stay a field."""
+    summary = sample([inputs], tmp_path / "out", CFG, workers=0)
+    assert len(summary.records) == 4
+    shown = repr(summary)
+    assert shown.startswith("RunSummary(done=3, skipped=0, failed=[(")
+    assert "ClipResult" not in shown and "indices" not in shown
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_counts_without_keeping_records(inputs: Path, tmp_path: Path, workers: int) -> None:
     kept = sample([inputs], tmp_path / "kept", CFG, workers=workers)
