@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.errors import ConfigError
 from framepipe.extras import check_extras, installed
+from framepipe.generate.attention import register as register_cpu_sdpa
 
 if TYPE_CHECKING:
     import torch
@@ -186,6 +187,26 @@ def check_quantize(quantize: str | None, device: torch.device) -> None:
     if device.type != "cuda":
         raise ConfigError(f"--quantize {quantize} needs a CUDA GPU (device is {device})")
     check_extras(quantize=quantize)
+
+
+def weights_kwargs(runtime: Runtime) -> dict[str, Any]:
+    """``from_pretrained``'s keyword arguments that load a model's weights for ``runtime``:
+    straight onto its device (no copy in host memory first), in its dtype, with its
+    attention (on the CPU, SDPA with matmuls for the decoding steps' queries: see
+    :mod:`framepipe.generate.attention`) and quantization."""
+    attn = runtime.attn
+    if attn == "sdpa" and runtime.device.type == "cpu":
+        attn = register_cpu_sdpa()
+    kwargs: dict[str, Any] = {
+        "dtype": runtime.dtype,
+        "attn_implementation": attn,
+        "use_safetensors": True,
+        "device_map": {"": runtime.device},
+    }
+    quant = quantization_config(runtime.quantize, runtime.dtype)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    return kwargs
 
 
 def quantization_config(quantize: str | None, dtype: torch.dtype) -> Any:

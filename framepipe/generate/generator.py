@@ -41,7 +41,6 @@ from framepipe.errors import (
     PromptError,
     StopRunError,
 )
-from framepipe.generate.attention import register as register_cpu_sdpa
 from framepipe.generate.batching import (
     Progress,
     Prompt,
@@ -63,7 +62,7 @@ from framepipe.generate.batching import (
     units_of,
 )
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
-from framepipe.generate.device import Runtime, quantization_config, resolve_runtime
+from framepipe.generate.device import Runtime, resolve_runtime, weights_kwargs
 from framepipe.generate.hub import check_loaded_weights, quiet_hf
 from framepipe.generate.spec import ModelSpec, PixelValues, describe_model
 
@@ -137,16 +136,7 @@ class Generator:
         import torch
         from transformers import LlavaForConditionalGeneration
 
-        kwargs: dict[str, Any] = dict(spec.load_kwargs)
-        attn = runtime.attn
-        if attn == "sdpa" and runtime.device.type == "cpu":
-            attn = register_cpu_sdpa()  # SDPA, with matmuls for the decoding steps' queries
-        # straight onto the device (no copy in host memory first)
-        kwargs.update(dtype=runtime.dtype, attn_implementation=attn, use_safetensors=True)
-        kwargs["device_map"] = {"": runtime.device}
-        quant = quantization_config(runtime.quantize, runtime.dtype)
-        if quant is not None:
-            kwargs["quantization_config"] = quant
+        kwargs = {**spec.load_kwargs, **weights_kwargs(runtime)}
         load: Any = LlavaForConditionalGeneration.from_pretrained  # -> (model, loading info)
         t0 = time.perf_counter()
         try:
