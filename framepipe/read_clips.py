@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from framepipe.records import (
     ClipJob,
     InputPlan,
     clip_fields,
+    done_count,
     key_parts,
     plan_key,
     read_fields,
@@ -131,6 +132,26 @@ def input_failure_key(
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key or {})
     return record_key(whole_input_fingerprint(item), parts)
+
+
+def skipped_unopened(
+    item: Input, cfg: SampleConfig, extra_key: dict[str, Any] | None, done: Collection[str]
+) -> int:
+    """How many clips of ``item`` a resume with ``done`` skips before opening it (what
+    :func:`read_clips` checks first: its failure record, or its plan in the ledger), decided
+    where no decoder runs, so that a run with nothing left to read starts none; 0 when it
+    must be read, or when finding out takes more than a stat (a remote input's metadata
+    request is left to the read stage, under the decoder supervisor's watch)."""
+    if item.uri and not item.error:
+        return 0
+    try:
+        parts = key_parts(cfg, extra_key)
+        whole = done_count(done, record_key(whole_input_fingerprint(item), parts))
+        if whole or item.error:
+            return whole
+        return done_count(done, plan_key(input_fingerprint(item, None), parts))
+    except Exception:  # the read stage says what is wrong
+        return 0
 
 
 def _read_clips(

@@ -70,8 +70,8 @@ class ReadStage:
         rs: ReadSpec = pickle.loads(spec)
         _prepare(rs.setup.imports, rs.setup.log_level)
         setup = dataclasses.replace(rs.setup, done=ray.get(done[0]) if done else {})
+        # the child starts with the first input it must read (a resume may have none)
         self.decoder = DecoderProcess(setup, rs.decode_timeout_s)
-        self.decoder.start()  # the child starts (imports) while Ray schedules the first task
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         rows = []

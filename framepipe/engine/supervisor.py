@@ -49,7 +49,7 @@ from framepipe.errors import (
     SourceError,
     StopRunError,
 )
-from framepipe.read_clips import input_failure_key, tagged
+from framepipe.read_clips import input_failure_key, skipped_unopened, tagged
 from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipSpec
 
@@ -122,6 +122,8 @@ class DecoderProcess:
         self._running = False
         self.restarts = 0
         """Children replaced after a crash or a hang (not counting failed starts)."""
+        self.starts = 0
+        """Children started (the first with the first input that needs reading)."""
 
     def start(self) -> None:
         """Start a child now (it imports its modules while the caller does other work)."""
@@ -145,6 +147,7 @@ class DecoderProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
             child.close()
         self._proc, self._conn, self._ready = proc, parent, False
+        self.starts += 1
 
     @property
     def process(self) -> Any:
@@ -181,7 +184,13 @@ class DecoderProcess:
 
     def run(self, work: WorkItem) -> Iterator[ClipJob | Skipped]:
         """The clips of ``work`` (ok or failed) as they are read, then its :class:`Skipped`
-        count. Raises FramepipeError when decoder processes keep dying at start."""
+        count. An input the resume skips whole (its plan in the ledger) is skipped here,
+        without a child: a run with nothing left to read starts none. Raises
+        FramepipeError when decoder processes keep dying at start."""
+        done = skipped_unopened(work.item, self.setup.cfg, work.extra_key, self.setup.done)
+        if done:
+            yield Skipped(done)
+            return
         self._running = True
         try:
             yield from self._run(work)

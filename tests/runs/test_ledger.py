@@ -19,8 +19,12 @@ from generator_doubles import EchoGenerator
 from remote_servers import http_server
 
 import framepipe.read_clips
+import framepipe.runs.common
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
+from framepipe.errors import GenerationError
+from framepipe.generate import GenerationSettings
+from framepipe.generate.backend import TransformersBackend
 from framepipe.output import ledger_of, read_output, read_records
 from framepipe.runs.caption import Pipeline
 from framepipe.runs.sample import MANIFEST, sample
@@ -40,6 +44,25 @@ def opened(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
     monkeypatch.setattr(framepipe.read_clips, "open_source", counting)
     return counts
+
+
+@pytest.fixture()
+def engines(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The engines the runs open, in order."""
+    made: list[Any] = []
+    real = framepipe.runs.common.open_engine
+
+    def spying(*args: Any, **kw: Any) -> Any:
+        made.append(real(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(framepipe.runs.common, "open_engine", spying)
+    return made
+
+
+def _decoders_started(engine: Any) -> int:
+    """Decoder processes the local engine ``engine`` started."""
+    return sum(d.starts for d in engine.decoders)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +237,76 @@ def test_other_settings_into_one_output_keep_their_own_records(
     assert sample([src], out, CFG, workers=0).done == 5
     assert sample([src], out, SampleConfig(n=3, clip_seconds=0.34), workers=0).done == 5
     assert len(list(read_output(out))) == 10
+
+
+class _CountedLoads(TransformersBackend):
+    """TEST DOUBLE: the in-process backend around a given generator, counting its loads."""
+
+    def __init__(self, generator: Any) -> None:
+        super().__init__(settings=GenerationSettings(batch_size=1), generator=generator)
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        return super().load()
+
+
+class _FailsFirstClip(EchoGenerator):
+    """TEST DOUBLE: the first clip asked about cannot be answered, the others can."""
+
+    def answer(self, requests: Any) -> Any:
+        if not self.batches:
+            self.batches.append(len(requests))
+            raise GenerationError("echo: not this time")
+        return super().answer(requests)
+
+
+def test_a_finished_caption_rerun_starts_no_decoder_and_loads_no_model(
+    videos: Path, tmp_path: Path, engines: list[Any]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "r.jsonl"
+
+    def caption(gen: EchoGenerator) -> tuple[Any, _CountedLoads]:
+        backend = _CountedLoads(gen)
+        return Pipeline(backend=backend, sample=CFG, workers=1).run([src], out), backend
+
+    first, backend = caption(EchoGenerator())
+    assert (first.done, first.skipped) == (5, 0) and backend.loads == 1
+    assert _decoders_started(engines[-1]) == 1
+    records = out.read_text()
+    again, backend = caption(EchoGenerator())
+    assert (again.done, again.skipped, again.failed) == (0, 5, [])
+    assert backend.loads == 0 and engines[-1].load_s == 0.0
+    assert _decoders_started(engines[-1]) == 0  # was 1: a decoder started to skip every input
+    assert out.read_text() == records
+
+
+def test_a_caption_rerun_with_a_failed_clip_loads_the_model_to_answer_it(
+    videos: Path, tmp_path: Path, engines: list[Any]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "r.jsonl"
+
+    def caption(gen: EchoGenerator) -> tuple[Any, _CountedLoads]:
+        backend = _CountedLoads(gen)
+        return Pipeline(backend=backend, sample=CFG, workers=1).run([src], out), backend
+
+    first, _ = caption(_FailsFirstClip())
+    assert (first.done, len(first.failed)) == (4, 1)
+    again, backend = caption(EchoGenerator())
+    assert (again.done, again.skipped, again.failed) == (1, 4, []) and backend.loads == 1
+    assert _decoders_started(engines[-1]) == 1
+    recs = list(read_records(out))
+    assert len(recs) == 5 and {r["status"] for r in recs} == {"ok"}
+
+
+def test_a_finished_sample_rerun_starts_no_decoder(
+    videos: Path, tmp_path: Path, engines: list[Any]
+) -> None:
+    src = _copy(videos, tmp_path / "in")
+    out = tmp_path / "out"
+    assert sample([src], out, CFG, workers=2).done == 5
+    assert _decoders_started(engines[-1]) >= 1
+    again = sample([src], out, CFG, workers=2)
+    assert (again.done, again.skipped) == (0, 5) and _decoders_started(engines[-1]) == 0
