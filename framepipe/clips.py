@@ -190,8 +190,12 @@ def shot_limits(
         raise ConfigError(
             f"min_shot_s ({min_shot_s!r}) and max_shot_s ({max_shot_s!r}) must be numbers"
         ) from None
-    if min_s < 0 or (max_s is not None and max_s <= 0):
-        raise ConfigError(f"min_shot_s ({min_s}) must be >= 0 and max_shot_s ({max_s}) > 0")
+    finite = math.isfinite(min_s) and (max_s is None or math.isfinite(max_s))
+    if not finite or min_s < 0 or (max_s is not None and max_s <= 0):  # NaN passes < and <=
+        raise ConfigError(
+            f"min_shot_s ({min_s}) must be a finite number >= 0 and max_shot_s ({max_s}) a "
+            "finite number > 0 (0 or none: no split)"
+        )
     if max_s is not None and min_s > max_s:
         raise ConfigError(f"min_shot_s ({min_s}) must not exceed max_shot_s ({max_s})")
     return min_s, max_s

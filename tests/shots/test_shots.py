@@ -120,3 +120,17 @@ def test_every_sampler_takes_the_cli_overflow_and_refuses_a_typo(
     assert res.exit_code == 2  # refused before any work, not a failed record per input
     assert f"unknown parameter 'bogus' for sampler '{sampler}'" in res.output
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("setting", ["min_shot_s=nan", "max_shot_s=nan", "min_shot_s=inf"])
+def test_shot_clips_refuse_a_limit_that_is_not_a_finite_number(
+    cuts_video: tuple[Path, EditTruth], tmp_path: Path, setting: str
+) -> None:
+    # NaN passed every comparison: min_shot_s=nan merged the whole video into one clip and
+    # max_shot_s=nan failed every input with "ValueError: cannot convert float NaN to integer"
+    path, _ = cuts_video
+    args = ["sample", str(path), "-o", str(tmp_path / "out"), "--clips", "shots"]
+    res = CliRunner().invoke(cli, [*args, "--clip-opt", setting, "--no-sheet"])
+    assert res.exit_code == 2, res.output
+    assert setting.split("=")[0] in res.output
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
