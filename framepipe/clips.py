@@ -180,8 +180,9 @@ def shot_ranges(
 def shot_limits(
     min_shot_s: float = 2.0, max_shot_s: float | None = 30.0, **params: Any
 ) -> tuple[float, float | None]:
-    """The shots planner's check: ``min_shot_s`` and ``max_shot_s`` (in seconds; None, 0
-    or ``none``: no split) and the shot detector's settings ``params``; the two limits."""
+    """The shots planner's check: ``min_shot_s`` and ``max_shot_s`` (in seconds; None, 0,
+    ``none`` or ``inf``: no split) and the shot detector's settings ``params``; the two
+    limits."""
     checked_params(params)
     try:
         min_s = float(min_shot_s)
@@ -190,11 +191,13 @@ def shot_limits(
         raise ConfigError(
             f"min_shot_s ({min_shot_s!r}) and max_shot_s ({max_shot_s!r}) must be numbers"
         ) from None
+    if max_s == math.inf:
+        max_s = None
     finite = math.isfinite(min_s) and (max_s is None or math.isfinite(max_s))
     if not finite or min_s < 0 or (max_s is not None and max_s <= 0):  # NaN passes < and <=
         raise ConfigError(
             f"min_shot_s ({min_s}) must be a finite number >= 0 and max_shot_s ({max_s}) a "
-            "finite number > 0 (0 or none: no split)"
+            "finite number > 0 (0, none or inf: no split)"
         )
     if max_s is not None and min_s > max_s:
         raise ConfigError(f"min_shot_s ({min_s}) must not exceed max_shot_s ({max_s})")

@@ -84,6 +84,9 @@ def test_shot_clips_merge_and_split(cuts_video: tuple[Path, EditTruth]) -> None:
         assert len(split) > len(clips)
         with pytest.raises(ConfigError):
             plan_clips(info, mode="shots", source=src, min_shot_s=5, max_shot_s=2)
+        for unbounded in (None, 0, "none", float("inf"), "inf"):  # no split
+            kw = {"min_shot_s": 0.5, "max_shot_s": unbounded}
+            assert plan_clips(info, mode="shots", source=src, **kw) == clips
 
 
 def test_sample_with_keyframe_sampler_and_shot_clips(
