@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -159,7 +160,7 @@ def _step(what: str, path: str, scratch: str) -> dict[str, Any]:
     return {"wall_s": time.perf_counter() - t0, "rss_mb": _rss_mb(), "base_mb": base, "n": n}
 
 
-def _run(what: str, path: Path, scratch: Path) -> dict[str, Any]:
+def _run(what: str, path: Path, scratch: Path, tree: str | None = None) -> dict[str, Any]:
     if what == "resume":  # it tidies the file: on a copy
         copy = scratch / f"copy-{path.name}"
         shutil.copyfile(path, copy)
@@ -170,7 +171,8 @@ def _run(what: str, path: Path, scratch: Path) -> dict[str, Any]:
                 )
         path = copy
     cmd = [sys.executable, __file__, "--step", what, str(path), str(scratch)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    env = {**os.environ, "PYTHONPATH": tree} if tree else None  # (the framepipe to run)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -178,17 +180,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--keep", type=Path, help="make (or reuse) the outputs in this folder")
+    ap.add_argument(
+        "--baseline",
+        metavar="TREE",
+        help="also run each step with the framepipe in this source tree (a checkout of "
+        "another commit), just before the current one: the ratios compare the two",
+    )
     ap.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--make", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.make:
+        make(Path(args.make[0]), int(args.make[1]))
+        return
     if args.step:
         print(json.dumps(_step(*args.step)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "data"
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "one.jsonl").exists():
-            t0 = time.perf_counter()
-            make(folder, args.records)
+        if not (folder / "one.jsonl").exists():  # in a process of its own, so that this one
+            t0 = time.perf_counter()  # stays small (a child's ru_maxrss starts at its parent's)
+            cmd = [sys.executable, __file__, "--make", str(folder), str(args.records)]
+            subprocess.run(cmd, check=True)
             print(
                 f"made {args.records} records in {time.perf_counter() - t0:.0f} s", file=sys.stderr
             )
@@ -203,19 +216,30 @@ def main() -> None:
             ("report", "one.jsonl"),
         ]
         size = sum(f.stat().st_size for f in (folder / "parts").iterdir()) / 2**20
-        print(f"\n{args.records} records ({size:.0f} MB of JSONL)\n")
-        print("| step | output | wall s | peak RSS MB | over imports MB | records |")
-        print("|---|---|---|---|---|---|")
+        print(
+            f"\n{args.records} records ({size:.0f} MB of JSONL; this process: {_rss_mb():.0f} MB)\n"
+        )
+        trees = [(args.baseline, "baseline"), (None, "this")] if args.baseline else [(None, "")]
+        print("| step | output | framepipe | wall s | peak RSS MB | over imports MB | records |")
+        print("|---|---|---|---|---|---|---|")
         for what, name in rows:
-            scratch.mkdir(exist_ok=True)
-            r = _run(what, folder / name, scratch)
-            shutil.rmtree(scratch)
-            grow = r["rss_mb"] - r["base_mb"]
-            print(
-                f"| {what} | {name} | {r['wall_s']:.2f} | {r['rss_mb']:.0f} | {grow:.0f} "
-                f"| {r['n']} |",
-                flush=True,
-            )
+            first: dict[str, Any] = {}
+            for i, (tree, label) in enumerate(trees):
+                scratch.mkdir(exist_ok=True)
+                r = _run(what, folder / name, scratch, tree)
+                shutil.rmtree(scratch)
+                grow = r["rss_mb"] - r["base_mb"]
+                ratio = ""
+                if i == 0:
+                    first = {**r, "grow": grow}
+                else:
+                    t, g = r["wall_s"] / first["wall_s"], grow / max(first["grow"], 1)
+                    ratio = f" (x{t:.2f} time, x{g:.2f} memory)"
+                print(
+                    f"| {what} | {name} | {label}{ratio} | {r['wall_s']:.2f} | {r['rss_mb']:.0f} "
+                    f"| {grow:.0f} | {r['n']} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
