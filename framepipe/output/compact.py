@@ -119,7 +119,7 @@ def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[boo
             keep[failures[later]] = False
     if current is not None:  # another version's clips
         other = np.isin(ik, digests(current.inputs)) & ~np.isin(k, digests(current.clips))
-        keep &= ~(has_ik & other)
+        keep &= ~(has_key & has_ik & other)
     return keep.tolist()  # type: ignore[no-any-return]
 
 
