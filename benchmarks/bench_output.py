@@ -1,6 +1,7 @@
 """Outputs at scale: the driver's peak memory and wall time over outputs of many records.
 
-    python benchmarks/bench_output.py [--records 200000] [--keep DIR]
+    python benchmarks/bench_output.py [--records 200000] [--keep DIR] [--baseline TREE]
+                                      [--parts-only]
 
 Makes, with the library's own writers and record constructors (``open_writer``,
 ``ok_record``, ``failed_record``, input plans in the ledger), outputs of RECORDS clip
@@ -21,7 +22,11 @@ imported the same modules; wall time of the step alone):
 (c) ``merge`` of the 4 parts into one JSONL file;
 (d) ``report`` (``write_report``, paged, no thumbnails) of the JSONL file.
 
-Prints a markdown table (MB = MiB).
+``--parts-only`` makes the folder of parts only, and runs the four steps on it (the resume:
+a new part, its done keys read from all four). ``--baseline TREE`` runs every step also with
+the framepipe of another source tree (e.g. a ``git worktree`` of an earlier commit), right
+before this one, and prints the ratios: compare times only within one run (the machine's load
+varies). Prints a markdown table (MB = MiB).
 """
 
 from __future__ import annotations
@@ -127,9 +132,10 @@ def _write(path: Path, first: int, last: int, part: int | None = None) -> None:
     retry.close()
 
 
-def make(folder: Path, n: int) -> None:
-    _write(folder / "one.jsonl", 0, n)
-    _write(folder / "one.parquet", 0, n)
+def make(folder: Path, n: int, parts_only: bool = False) -> None:
+    if not parts_only:
+        _write(folder / "one.jsonl", 0, n)
+        _write(folder / "one.parquet", 0, n)
     step = -(-n // PARTS)
     for p in range(PARTS):
         _write(folder / "parts", p * step, min(n, (p + 1) * step), part=p)
@@ -161,7 +167,9 @@ def _step(what: str, path: str, scratch: str) -> dict[str, Any]:
 
 
 def _run(what: str, path: Path, scratch: Path, tree: str | None = None) -> dict[str, Any]:
-    if what == "resume":  # it tidies the file: on a copy
+    if what == "resume" and path.is_dir():  # it tidies the files: on a copy
+        path = Path(shutil.copytree(path, scratch / f"copy-{path.name}"))
+    elif what == "resume":
         copy = scratch / f"copy-{path.name}"
         shutil.copyfile(path, copy)
         for extra in (f".{path.name}.inputs", f".{path.name}.journal"):
@@ -186,11 +194,14 @@ def main() -> None:
         help="also run each step with the framepipe in this source tree (a checkout of "
         "another commit), just before the current one: the ratios compare the two",
     )
+    ap.add_argument(
+        "--parts-only", action="store_true", help="only the folder of parts (quicker to make)"
+    )
     ap.add_argument("--step", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--make", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make:
-        make(Path(args.make[0]), int(args.make[1]))
+        make(Path(args.make[0]), int(args.make[1]), args.parts_only)
         return
     if args.step:
         print(json.dumps(_step(*args.step)))
@@ -198,23 +209,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp) / "data"
         folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "one.jsonl").exists():  # in a process of its own, so that this one
+        if not (
+            folder / ("parts" if args.parts_only else "one.jsonl")
+        ).exists():  # in a process of its own, so that this one
             t0 = time.perf_counter()  # stays small (a child's ru_maxrss starts at its parent's)
             cmd = [sys.executable, __file__, "--make", str(folder), str(args.records)]
+            cmd += ["--parts-only"] if args.parts_only else []
             subprocess.run(cmd, check=True)
             print(
                 f"made {args.records} records in {time.perf_counter() - t0:.0f} s", file=sys.stderr
             )
         scratch = Path(tmp) / "scratch"
-        rows = [
-            ("resume", "one.jsonl"),
-            ("resume", "one.parquet"),
-            ("read_output", "one.jsonl"),
-            ("read_output", "one.parquet"),
-            ("read_output", "parts"),
-            ("merge", "parts"),
-            ("report", "one.jsonl"),
-        ]
+        rows = [("resume", "parts"), ("read_output", "parts"), ("merge", "parts")]
+        rows += (
+            [("report", "parts")]
+            if args.parts_only
+            else [
+                ("resume", "one.jsonl"),
+                ("resume", "one.parquet"),
+                ("read_output", "one.jsonl"),
+                ("read_output", "one.parquet"),
+                ("report", "one.jsonl"),
+            ]
+        )
         size = sum(f.stat().st_size for f in (folder / "parts").iterdir()) / 2**20
         print(
             f"\n{args.records} records ({size:.0f} MB of JSONL; this process: {_rss_mb():.0f} MB)\n"

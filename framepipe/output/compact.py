@@ -108,19 +108,26 @@ def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[boo
     keep[at[_last_of_runs(k[at])]] = True
     # a whole input's failure goes once a clip record of that input came after it
     failures = np.flatnonzero(has_key & whole)
-    if len(failures):
+    if len(failures) and has_ik.any():
         clips = np.flatnonzero(has_ik)
         clips = clips[np.lexsort((clips, ik[clips]))]
         last = clips[_last_of_runs(ik[clips])]  # each input's latest clip record
-        inputs = ik[last]
-        pos = np.minimum(np.searchsorted(inputs, k[failures]), max(len(inputs) - 1, 0))
-        if len(inputs):
-            later = (inputs[pos] == k[failures]) & (last[pos] > failures)
-            keep[failures[later]] = False
+        found, pos = _find(k[failures], ik[last])
+        keep[failures[found & (last[pos] > failures)]] = False
     if current is not None:  # another version's clips
-        other = np.isin(ik, digests(current.inputs)) & ~np.isin(k, digests(current.clips))
-        keep &= ~(has_key & has_ik & other)
+        other = has_key & has_ik & _find(ik, digests(current.inputs))[0]
+        other[other] = ~_find(k[other], digests(current.clips))[0]
+        keep &= ~other
     return keep.tolist()  # type: ignore[no-any-return]
+
+
+def _find(values: np.ndarray, sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each of ``values`` is in ``sorted_unique``, and where (lighter than
+    :func:`numpy.isin`, which sorts copies of both)."""
+    if not len(sorted_unique):
+        return np.zeros(len(values), bool), np.zeros(len(values), np.intp)
+    pos = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[pos] == values, pos
 
 
 def _last_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
