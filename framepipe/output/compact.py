@@ -118,7 +118,7 @@ def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[boo
         other = has_key & has_ik & _find(ik, digests(current.inputs))[0]
         other[other] = ~_find(k[other], digests(current.clips))[0]
         keep &= ~other
-    return keep.tolist()  # type: ignore[no-any-return]
+    return keep.tolist()
 
 
 def _find(values: np.ndarray, sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
