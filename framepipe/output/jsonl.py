@@ -220,7 +220,9 @@ class JsonlWriter(Closing):
     def done(self) -> dict[str, int]:
         """What the run skips: each done clip's key (one clip), and the plan key of each
         input whose clips are all done (its clips; see :func:`~framepipe.records.done_count`)."""
-        return {**dict.fromkeys(self.done_keys, 1), **self.done_inputs}
+        done = dict.fromkeys(self.done_keys, 1)  # (one dict built: a million keys are many)
+        done.update(self.done_inputs)
+        return done
 
     def plan(self, plan: InputPlan) -> None:
         """Keep an input's plan in the ledger."""
