@@ -92,6 +92,14 @@ def test_an_inputs_latest_plan_supersedes_the_records_of_its_earlier_versions() 
     assert keep_mask(metas, latest) == [False, False, True, True, True]
 
 
+def test_records_without_a_key_stay_whatever_the_ledger_says() -> None:
+    keyless = {**clip_rec("a", "A1v1", ikey="A").to_json(), "key": None}
+    metas = [record_meta(keyless), record_meta(clip_rec("a", "A1v2", ikey="A").to_json())]
+    latest = Current(frozenset({"A"}), frozenset({"A1v2"}))
+    assert keep_mask(metas, latest) == [True, True]
+    assert keep_mask(metas, current_clips([], digested=True)) == [True, True]
+
+
 A_V1 = Current(frozenset({"A"}), frozenset({"A1v1"}))
 
 

@@ -24,14 +24,20 @@ done keys:
   holds two versions of a clip;
 - records without a key are all kept.
 
-Only digests are held per record (never the records), so memory stays small however long
-the output is.
+Only fixed-size digests of the keys are held per record (never the records, nor the keys
+as text), so memory stays small however long the output is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from hashlib import blake2b
 from typing import Any, NamedTuple
+
+import numpy as np
+
+DIGEST = 16
+"""Bytes of a key's digest."""
 
 
 class Meta(NamedTuple):
@@ -47,10 +53,10 @@ class Current(NamedTuple):
     """What an output's ledgers say of its inputs' versions (see
     :func:`framepipe.output.ledger.current_clips`)."""
 
-    inputs: frozenset[str]
-    """The inputs (``input_key``) with a plan."""
-    clips: frozenset[str]
-    """The keys of the clips of each such input's latest plan."""
+    inputs: Collection[str] | np.ndarray
+    """The inputs (``input_key``) with a plan (or their :func:`digests`)."""
+    clips: Collection[str] | np.ndarray
+    """The keys of the clips of each such input's latest plan (or their :func:`digests`)."""
 
 
 def record_meta(rec: Mapping[str, Any]) -> Meta:
@@ -67,43 +73,96 @@ def record_meta(rec: Mapping[str, Any]) -> Meta:
     )
 
 
+def digest(key: str) -> bytes:
+    """A key's fixed-size digest (16 bytes of BLAKE2b): what is held per record."""
+    return blake2b(key.encode("utf-8", "surrogatepass"), digest_size=DIGEST).digest()
+
+
+def digests(keys: Iterable[str] | np.ndarray) -> np.ndarray:
+    """The digests of ``keys``, sorted and unique (digests already: as they are)."""
+    if isinstance(keys, np.ndarray):
+        return keys
+    return np.unique(np.fromiter((digest(k) for k in keys), dtype=f"S{DIGEST}"))
+
+
 def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[bool]:
-    """For each record (in write order): whether it survives (see the module's rule);
-    ``current``: the inputs with a plan and their latest plans' clips."""
-    metas = list(metas)
-    current = current or Current(frozenset(), frozenset())
-    last: dict[str, int] = {}
-    last_ok: dict[str, int] = {}
-    input_last: dict[str, int] = {}
-    for i, m in enumerate(metas):
-        if m.key is not None:
-            last[m.key] = i
-            if m.ok:
-                last_ok[m.key] = i
-        if m.input_key is not None:
-            input_last[m.input_key] = i
-    out = []
-    for i, m in enumerate(metas):
-        if m.key is None:
-            out.append(True)
-            continue
-        superseded = m.whole_input_failure and input_last.get(m.key, -1) > i
-        if m.input_key is not None and m.input_key in current.inputs:
-            superseded = superseded or m.key not in current.clips  # another version's
-        out.append(last_ok.get(m.key, last[m.key]) == i and not superseded)
-    return out
+    """For each record (in write order, read once): whether it survives (see the module's
+    rule); ``current``: the inputs with a plan and their latest plans' clips. Held per
+    record: its key's and input key's digests and its flags (33 bytes), and the answer."""
+    keys, ikeys, flags = bytearray(), bytearray(), bytearray()
+    none = bytes(DIGEST)
+    for m in metas:
+        keys += none if m.key is None else digest(m.key)
+        ikeys += none if m.input_key is None else digest(m.input_key)
+        flags.append(
+            (m.key is not None) | m.ok << 1 | m.whole_input_failure << 2
+            | (m.input_key is not None) << 3
+        )  # fmt: skip
+    f = np.frombuffer(flags, np.uint8)
+    k, ik = np.frombuffer(keys, f"S{DIGEST}"), np.frombuffer(ikeys, f"S{DIGEST}")
+    has_key, ok, whole, has_ik = (f & 1) > 0, (f & 2) > 0, (f & 4) > 0, (f & 8) > 0
+    keep = ~has_key  # records without a key are all kept
+    # of each key, its latest ok record, else its latest
+    at = np.flatnonzero(has_key)
+    at = at[np.lexsort((at, ok[at], k[at]))]  # by key, failed before ok, then in order
+    keep[at[_last_of_runs(k[at])]] = True
+    # a whole input's failure goes once a clip record of that input came after it
+    failures = np.flatnonzero(has_key & whole)
+    if len(failures) and has_ik.any():
+        clips = np.flatnonzero(has_ik)
+        clips = clips[np.lexsort((clips, ik[clips]))]
+        last = clips[_last_of_runs(ik[clips])]  # each input's latest clip record
+        found, pos = _find(k[failures], ik[last])
+        keep[failures[found & (last[pos] > failures)]] = False
+    if current is not None:  # another version's clips
+        other = has_key & has_ik & _find(ik, digests(current.inputs))[0]
+        other[other] = ~_find(k[other], digests(current.clips))[0]
+        keep &= ~other
+    return keep.tolist()
+
+
+def _find(values: np.ndarray, sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each of ``values`` is in ``sorted_unique``, and where (lighter than
+    :func:`numpy.isin`, which sorts copies of both)."""
+    if not len(sorted_unique):
+        return np.zeros(len(values), bool), np.zeros(len(values), np.intp)
+    pos = np.minimum(np.searchsorted(sorted_unique, values), len(sorted_unique) - 1)
+    return sorted_unique[pos] == values, pos
+
+
+def _last_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
+    """Where each run of equal values in ``sorted_keys`` ends (a boolean mask)."""
+    return np.append(sorted_keys[1:] != sorted_keys[:-1], True)[: len(sorted_keys)]
+
+
+def kept_keys(
+    metas: Iterable[Meta], current: Current | None = None, *, retry_failed: bool = True
+) -> tuple[set[str], set[str], bool]:
+    """The keys of the surviving records (``metas`` read once): those a re-run skips (of
+    ``ok`` records; with ``retry_failed=False`` of every record) and the others (failed
+    records, retried); and whether every record survives."""
+    winner: dict[str, int] = {}  # each key's candidate survivor: i if ok, else ~i
+
+    def seen() -> Iterator[Meta]:
+        for i, m in enumerate(metas):
+            if m.key is not None:
+                before = winner.get(m.key, -1)
+                if m.ok or before < 0:
+                    winner[m.key] = i if m.ok else ~i
+            yield m
+
+    keep = keep_mask(seen(), current)
+    done: set[str] = set()
+    others: set[str] = set()
+    for key, i in winner.items():
+        if keep[i if i >= 0 else ~i]:
+            (done if i >= 0 or not retry_failed else others).add(key)
+    return done, others, all(keep)
 
 
 def done_keys(
-    metas: Iterable[Meta], *, retry_failed: bool = True, keep: list[bool] | None = None
+    metas: Iterable[Meta], *, retry_failed: bool = True, current: Current | None = None
 ) -> set[str]:
     """The keys a re-run skips: those of surviving ``ok`` records (with ``retry_failed=False``
-    those of every surviving record, failed ones too). ``keep``: the metas'
-    :func:`keep_mask`, when known."""
-    metas = list(metas)
-    mask = keep_mask(metas) if keep is None else keep
-    return {
-        m.key
-        for m, kept in zip(metas, mask)
-        if kept and m.key is not None and (m.ok or not retry_failed)
-    }
+    those of every surviving record, failed ones too); see :func:`kept_keys`."""
+    return kept_keys(metas, current, retry_failed=retry_failed)[0]

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import OutputError
-from framepipe.output.compact import Meta, keep_mask, record_meta
-from framepipe.output.compact import done_keys as _done_keys
+from framepipe.output.compact import Meta, keep_mask, kept_keys, record_meta
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
@@ -158,17 +157,18 @@ class JsonlWriter(Closing):
         # compacting at close reads the file again: skipped when nothing can be superseded
         # (the file held one record per clip, no key written here was in it, nobody else
         # appended); known only when the keys were read here
-        self._keys: set[str] | None = None
+        self._others: set[str] | None = None  # with done_keys: every key in the file
         self._dirty = True
         self._size = os.fstat(self._fh.fileno()).st_size
         if done_keys is not None:
             self.done_keys: set[str] = set(done_keys)
         else:
-            metas = list(read_jsonl_meta(self.path))
-            keep = keep_mask(metas, current_clips([ledger_of(self.path)]))
-            self.done_keys = _done_keys(metas, retry_failed=retry_failed, keep=keep)
-            self._keys = {m.key for m in metas if m.key is not None}
-            self._dirty = not all(keep)
+            current = current_clips([ledger_of(self.path)], digested=True)
+            metas = read_jsonl_meta(self.path)
+            self.done_keys, self._others, every = kept_keys(
+                metas, current, retry_failed=retry_failed
+            )
+            self._dirty = not every
 
     def _open(self) -> Any:
         while True:
@@ -220,7 +220,9 @@ class JsonlWriter(Closing):
     def done(self) -> dict[str, int]:
         """What the run skips: each done clip's key (one clip), and the plan key of each
         input whose clips are all done (its clips; see :func:`~framepipe.records.done_count`)."""
-        return {**dict.fromkeys(self.done_keys, 1), **self.done_inputs}
+        done = dict.fromkeys(self.done_keys, 1)  # (one dict built: a million keys are many)
+        done.update(self.done_inputs)
+        return done
 
     def plan(self, plan: InputPlan) -> None:
         """Keep an input's plan in the ledger."""
@@ -238,14 +240,14 @@ class JsonlWriter(Closing):
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
         self.written += 1
         self._size += len(line)
-        if self._keys is not None:
+        if self._others is not None:  # the file holds another record of it (or its input)?
             m = record_meta(rec)
-            if m.key in self._keys or (m.input_key is not None and m.input_key in self._keys):
-                self._dirty = True
-            if m.key is not None:
-                self._keys.add(m.key)
+            for k in (m.key, m.input_key):
+                self._dirty |= k is not None and (k in self.done_keys or k in self._others)
         if rec.get("key") and (rec.get("status") == "ok" or not self.retry_failed):
             self.done_keys.add(str(rec["key"]))
+        elif self._others is not None and rec.get("key") is not None:
+            self._others.add(str(rec["key"]))
 
     def close(self) -> None:
         """Compact (see the class) and close; safe to call twice."""
@@ -289,7 +291,8 @@ def compact_jsonl(path: str | Path, ledgers: Iterable[Path] | None = None) -> in
     Returns how many records were dropped. The caller makes sure no other process appends
     meanwhile."""
     p = Path(path)
-    keep = keep_mask(read_jsonl_meta(p), current_clips(ledgers or [ledger_of(p)]))
+    current = current_clips(ledgers or [ledger_of(p)], digested=True)
+    keep = keep_mask(read_jsonl_meta(p), current)
     dropped = keep.count(False)
     if not dropped:
         return 0

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import OutputError
-from framepipe.output.compact import Current
+from framepipe.output.compact import Current, digests
 from framepipe.records import InputPlan
 from framepipe.utils import append_whole, json_lines, remove_stale_temps, sync_due, temp_beside
 
@@ -87,17 +87,21 @@ def _latest(ledgers: Iterable[Path]) -> dict[str, tuple[Order, str]]:
     return out
 
 
-def current_clips(ledgers: Iterable[Path]) -> Current:
+def current_clips(ledgers: Iterable[Path], *, digested: bool = False) -> Current:
     """The inputs (their ``of`` keys) with a plan in ``ledgers``, and the clip keys of each
     one's latest plan: the clips of the version of it read last (two passes over the
-    ledgers; what is held is one key per input and per current clip)."""
+    ledgers; what is held is one key per input and one per current clip: ``digested``, its
+    16-byte digest, see :func:`~framepipe.output.compact.digests`)."""
     ledgers = list(ledgers)
     latest = _latest(ledgers)
-    clips: set[str] = set()
-    for order, entry in _ordered(ledgers):
-        of = _of(entry)
-        if of is not None and latest[of][0] == order:
-            clips.update(str(k) for k in entry.get("clips") or ())
+    clips = (
+        str(k)
+        for order, entry in _ordered(ledgers)
+        if (of := _of(entry)) is not None and latest[of][0] == order
+        for k in entry.get("clips") or ()
+    )
+    if digested:
+        return Current(digests(latest), digests(clips))
     return Current(frozenset(latest), frozenset(clips))
 
 

@@ -160,12 +160,14 @@ def read_parquet_meta(path: str | Path) -> Iterator[Meta]:
     pf = _check(p)
     cols = [c for c in ("key", "status", "clip", "input_key") if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=65536, columns=cols):
-        d = batch.to_pydict()
+        d = {c: batch.column(c).to_pylist() for c in cols if c != "clip"}
+        if "clip" in cols:  # (whether there is one: its JSON text is not needed)
+            d["clip"] = batch.column("clip").is_valid().to_pylist()
         n = batch.num_rows
         for i in range(n):
             key = d["key"][i] if "key" in d else None
             ok = (d["status"][i] if "status" in d else "ok") in ("ok", None)
-            has_clip = "clip" in d and d["clip"][i] is not None
+            has_clip = "clip" in d and d["clip"][i]
             ikey = d["input_key"][i] if "input_key" in d and has_clip else None
             yield Meta(key, ok, not has_clip and not ok, ikey)
 

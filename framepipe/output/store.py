@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from framepipe.errors import ConfigError, OutputError
-from framepipe.output.compact import Meta, done_keys, keep_mask
+from framepipe.output.compact import Current, Meta, done_keys, keep_mask
 from framepipe.output.jsonl import (
     JsonlWriter,
     atomic_output,
@@ -185,19 +185,18 @@ def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
     return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
-def _metas(units: Sequence[_Unit]) -> list[Meta]:
-    return [m for u in units for m in u.metas()]
+def _metas(units: Sequence[_Unit]) -> Iterator[Meta]:
+    return (m for u in units for m in u.metas())
 
 
-def _keep(
-    units: Sequence[_Unit],
-    metas: list[Meta] | None = None,
-    ledgers: Iterable[Path] | None = None,
-) -> list[bool]:
-    """Which records of ``units`` (in write order; ``metas``: theirs, when read already)
-    survive, by the inputs' latest versions in ``ledgers`` (by default the units' own)."""
-    metas = _metas(units) if metas is None else metas
-    return keep_mask(metas, current_clips(ledgers or [u.ledger for u in units]))
+def _current(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> Current:
+    return current_clips(ledgers or [u.ledger for u in units], digested=True)
+
+
+def _keep(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> list[bool]:
+    """Which records of ``units`` (in write order) survive, by the inputs' latest versions
+    in ``ledgers`` (by default the units' own)."""
+    return keep_mask(_metas(units), _current(units, ledgers))
 
 
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
@@ -215,8 +214,7 @@ def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool =
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
     units = _ordered_units(paths)
-    metas = _metas(units)
-    return done_keys(metas, retry_failed=retry_failed, keep=_keep(units, metas))
+    return done_keys(_metas(units), retry_failed=retry_failed, current=_current(units))
 
 
 # -- writing --------------------------------------------------------------------------------
