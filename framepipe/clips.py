@@ -193,12 +193,10 @@ def shot_limits(
         ) from None
     if max_s == math.inf:
         max_s = None
-    finite = math.isfinite(min_s) and (max_s is None or math.isfinite(max_s))
-    if not finite or min_s < 0 or (max_s is not None and max_s <= 0):  # NaN passes < and <=
-        raise ConfigError(
-            f"min_shot_s ({min_s}) must be a finite number >= 0 and max_shot_s ({max_s}) a "
-            "finite number > 0 (0, none or inf: no split)"
-        )
+    if not (math.isfinite(min_s) and min_s >= 0):  # NaN passes < and <=
+        raise ConfigError(f"min_shot_s ({min_s}) must be >= 0 (a finite number)")
+    if max_s is not None and not (math.isfinite(max_s) and max_s > 0):
+        raise ConfigError(f"max_shot_s ({max_s}) must be > 0 (0, none or inf: no split)")
     if max_s is not None and min_s > max_s:
         raise ConfigError(f"min_shot_s ({min_s}) must not exceed max_shot_s ({max_s})")
     return min_s, max_s
