@@ -71,7 +71,11 @@ GENERATION_OPTIONS: dict[str, tuple[Any, str]] = {
     "top_k": (int, "Sample among the k most likely tokens (with --do-sample)."),
     "num_beams": (int, "Beam search width (1: greedy or sampling)."),
     "repetition_penalty": (float, "Penalty for repeated tokens (1: none)."),
-    "seed": (int, "Random seed for sampling."),
+    "seed": (
+        int,
+        "Random seed for sampling (with --do-sample): each answer draws from its own "
+        "stream, seeded from it, the clip and the question.",
+    ),
 }
 
 # fmt: off
@@ -91,8 +95,8 @@ LOCAL: list[Row] = [
      "Decoding processes (0: decode in the main process)."),
     ("--prefetch", click.IntRange(min=1), Unset("the larger of 2 x workers and the batch size"),
      "Decoded clips kept ready ahead of the model."),
-    decode_timeout("Seconds one clip may take to decode before its decoder is stopped (clip "
-                   "failed)."),
+    decode_timeout("Seconds one input may take to open, or one clip to decode, before its "
+                   "decoder is stopped (that clip or input failed; the run goes on)."),
 ]
 # fmt: on
 GENERATION_ROWS = [

@@ -51,22 +51,21 @@ from framepipe.engine.base import (
 )
 from framepipe.engine.ray_stages import GenerateSpec, GenerateStage, ReadSpec, ReadStage
 from framepipe.engine.worker import WorkerSetup, plugin_modules
-from framepipe.errors import ConfigError, FramepipeError
+from framepipe.errors import ConfigError, FramepipeError, MissingDependencyError
 from framepipe.records import ClipJob
 from framepipe.types import ClipResult
 
 log = logging.getLogger(__name__)
 
-RAY_EXTRA = "pip install 'framepipe[ray]'"
-
 
 def require_ray() -> Any:
-    """The ``ray`` module with Ray Data, or a one-line FramepipeError naming the extra."""
+    """The ``ray`` module with Ray Data, or a one-line MissingDependencyError naming the
+    extra (a usage error, exit status 2, as every missing extra)."""
     try:
         import ray
         import ray.data
     except ImportError as exc:
-        raise FramepipeError(f"--engine ray needs Ray Data ({exc}); {RAY_EXTRA}") from None
+        raise MissingDependencyError("ray[data]", "ray", f"--engine ray; {exc}") from None
     return ray
 
 

@@ -140,7 +140,7 @@ class Generator:
         load: Any = LlavaForConditionalGeneration.from_pretrained  # -> (model, loading info)
         t0 = time.perf_counter()
         try:
-            with quiet_hf():
+            with quiet_hf(errors_only=True):
                 model, info = load(spec.source, output_loading_info=True, **kwargs)
         except torch.OutOfMemoryError:
             raise ModelLoadError(

@@ -47,16 +47,21 @@ def hub_reachable(repo: str, revision: str | None = None) -> bool:
 
 
 @contextlib.contextmanager
-def quiet_hf() -> Iterator[None]:
+def quiet_hf(*, errors_only: bool = False) -> Iterator[None]:
     """No progress bars from transformers while loading or saving (library code never
-    prints; the CLI owns the terminal)."""
+    prints; the CLI owns the terminal). ``errors_only``: its warnings held back too (a
+    weights load: its multi-line LOAD REPORT of missing tensors is
+    :func:`check_loaded_weights`' one line)."""
     from transformers.utils import logging as hf_logging
 
-    was = hf_logging.is_progress_bar_enabled()
+    was, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    if errors_only:
+        hf_logging.set_verbosity(max(level, hf_logging.ERROR))
     try:
         yield
     finally:
+        hf_logging.set_verbosity(level)
         if was:
             hf_logging.enable_progress_bar()
 

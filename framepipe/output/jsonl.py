@@ -86,6 +86,17 @@ def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
         raise OutputError(f"{path}: not a JSON-lines records file (line {n} is not a record)")
 
 
+def check_replaceable(path: Path, fmt: str) -> None:
+    """Refuse (:class:`OutputError`, one line) to replace a JSONL ``path`` that holds no
+    records (a CSV, notes, a video given as ``-o`` by a slip); a missing or empty file, or
+    one of records, may be replaced."""
+    if fmt == "jsonl":
+        try:
+            check_jsonl(path, appending=True)
+        except OutputError as exc:
+            raise OutputError(f"{exc}; not replaced") from None
+
+
 def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
     """The records of a JSONL file; a torn or invalid line, or one that is not UTF-8 text,
     is skipped with a warning naming it (``warn=False``: silently, on a second pass over a

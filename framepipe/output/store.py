@@ -51,6 +51,7 @@ from framepipe.output.compact import Current, Meta, done_keys, keep_mask
 from framepipe.output.jsonl import (
     JsonlWriter,
     atomic_output,
+    check_replaceable,
     read_jsonl_meta,
     read_records,
     try_exclusive,
@@ -363,12 +364,9 @@ class MergeResult:
     """What :func:`merge` did."""
 
     output: Path
-    records: int
-    """Records in the output."""
-    dropped: int
-    """Records of the inputs superseded by later ones."""
-    files: int
-    """Records files read."""
+    records: int  # records in the output
+    dropped: int  # records of the inputs superseded by later ones
+    files: int  # records files read
 
 
 class NothingToMerge(OutputError):
@@ -385,6 +383,7 @@ def merge(
     if is_folder_output(out):
         raise ConfigError(f"{out}: merge writes one file, not a folder")
     fmt = format_of(out, format)
+    check_replaceable(out, fmt)
     units = _ordered_units(inputs)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")

@@ -92,6 +92,31 @@ def test_an_html_page_given_as_records_is_one_line_naming_it_and_left_as_it_is(
     assert page.read_bytes() == before and not (sampled / "m.jsonl").exists()
 
 
+@pytest.mark.parametrize("name", ["notes.csv", "notes.jsonl", "video.mp4"])
+def test_merge_never_replaces_a_file_that_holds_no_records(
+    sampled: Path, video: Path, tmp_path: Path, name: str
+) -> None:
+    """-o naming a CSV, notes or a video (a slip of the shell) is refused and left as it
+    is, as a run refuses to append to it and report to replace it; records merge over
+    records (an earlier output) as before."""
+    out = tmp_path / name
+    if name == "video.mp4":
+        out.write_bytes(video.read_bytes())
+        why = "line 1 is not UTF-8 text"
+    else:
+        out.write_text("a,b\n1,2\n")
+        why = "line 1 is not a record"
+    before = out.read_bytes()
+    res = CliRunner().invoke(cli, ["merge", str(sampled), "-o", str(out)])
+    _one_error_line(res, 1, f"{out}: not a JSON-lines records file ({why}); not replaced")
+    assert out.read_bytes() == before
+    records = tmp_path / "m.jsonl"
+    for _ in range(2):  # into a new file, then over the records it wrote
+        res = CliRunner().invoke(cli, ["merge", str(sampled), "-o", str(records)])
+        assert res.exit_code == 0, res.output
+        assert len(list(read_records(records))) == 1
+
+
 def test_a_resume_skips_a_line_that_is_not_utf8_with_one_warning(
     video: Path, sampled: Path
 ) -> None:

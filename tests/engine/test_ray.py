@@ -459,19 +459,21 @@ def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:
         .splitlines()[-1]
         .startswith("Error: cannot reach the Ray cluster at 127.0.0.1:9")
     )
-    r = _cli(
-        "sample",
-        str(video),
-        "-o",
-        str(out),
-        "--engine",
-        "ray",
-        prelude="import sys; sys.modules['ray'] = None",
-    )
-    assert r.returncode != 0
-    last = r.stderr.strip().splitlines()[-1]
-    assert "--engine ray needs Ray Data" in last and "framepipe[ray]" in last
     assert not out.exists()  # nothing was done
+
+
+def test_engine_ray_without_the_extra_exits_2_as_every_missing_extra(tmp_path: Path) -> None:
+    """A missing Ray is a missing extra, refused before any work with exit status 2, as
+    pyarrow for --format parquet or transnetv2 for --detector transnetv2 are."""
+    video = engine_plugins.make_video(tmp_path / "a.mp4", 5)
+    out = tmp_path / "out"
+    args = ("sample", str(video), "-o", str(out), "--engine", "ray")
+    r = _cli(*args, prelude="import sys; sys.modules['ray'] = None")
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needed for --engine ray" in lines[0], lines
+    assert "pip install 'framepipe[ray]'" in lines[0]
+    assert not out.exists()
 
 
 def test_an_address_where_another_server_listens_is_one_line_at_once(tmp_path: Path) -> None:

@@ -373,6 +373,37 @@ def test_a_checkpoint_missing_tensors_is_refused_not_filled_with_random_weights(
     assert f"{len(gone)} of the model's tensors are missing" in caplog.text
 
 
+def test_a_refused_checkpoint_is_one_line_without_transformers_load_report(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """framepipe's one line says which tensors are missing; transformers' own multi-line
+    LOAD REPORT table (and its "checkpoint seem corrupted" note) went to stderr before it."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    tensors = load_file(broken / "model.safetensors")
+    kept = {k: v for k, v in tensors.items() if "embed_tokens" not in k}
+    save_file(kept, broken / "model.safetensors")
+    cfg = json.loads((broken / "config.json").read_text())
+    del cfg["framepipe_random_weights"]  # as a real model's config
+    (broken / "config.json").write_text(json.dumps(cfg))
+    said: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    hf = logging.getLogger("transformers")
+    hf.addHandler(handler)
+    try:
+        with pytest.raises(ModelLoadError, match="missing from its checkpoint"):
+            Generator.load(ModelConfig(model=str(broken), device="cpu", dtype="float32"))
+    finally:
+        hf.removeHandler(handler)
+    assert not any("LOAD REPORT" in m or "MISSING" in m for m in said), said
+
+
 @pytest.mark.parametrize("offline", [True, False])
 def test_missing_hub_model_fails_fast_and_clearly(
     offline: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
