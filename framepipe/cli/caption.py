@@ -189,10 +189,12 @@ def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
         **run_kw,
     )
     rate = f"{summary.clips_per_s:.2f} clips/s" if summary.done else "no clip answered"
+    loaded = summary.load_s > summary.check_s
+    load = "model check and loading" if loaded else "model check, no weights loaded:"
     note(
         f"{summary.done} clip(s) answered, {summary.skipped} already done, "
         f"{len(summary.failed)} failed -> {output} in {summary.elapsed_s:.1f} s "
-        f"(model check and loading {summary.load_s:.1f} s; {rate}; decoding "
+        f"({load} {summary.load_s:.1f} s; {rate}; decoding "
         f"{summary.decode_s:.1f} s in workers, generating {summary.generate_s:.1f} s)"
     )
     if summary.model and summary.model.get("random_weights"):

@@ -105,6 +105,9 @@ class CaptionSummary(RunSummary):
     """Sum of the batches' generation times."""
     load_s: float = 0.0
     """Time spent checking and loading the model (part of ``elapsed_s``)."""
+    check_s: float = 0.0
+    """Of ``load_s``, the checks before any work; the rest is loading (none when no clip
+    needed answering: the model loads with the first that does)."""
 
     def add(self, rec: ClipResult, *, keep: bool = True) -> None:
         """Count one written record, and its decode time in ``decode_s``."""
@@ -288,7 +291,7 @@ class Pipeline:
             execute(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
         finally:
             summary.model = engine.model
-            summary.load_s = t_check + engine.load_s
+            summary.load_s, summary.check_s = t_check + engine.load_s, t_check
             summary.generate_s = engine.generate_s
         return summary
 

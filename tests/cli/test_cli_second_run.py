@@ -83,10 +83,11 @@ def test_a_resume_with_nothing_left_loads_no_model(
     monkeypatch.setattr(TransformersBackend, "load", counted)
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0 and "2 clip(s) answered" in res.output, res.output
-    assert loads == [1]
+    assert loads == [1] and "(model check and loading " in res.output
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 0 and "0 clip(s) answered, 2 already done" in res.output, res.output
-    assert loads == [1]  # the second run loaded nothing
+    assert loads == [1]  # the second run loaded nothing, and says so
+    assert "(model check, no weights loaded: " in res.output, res.output
     assert len(list(read_output(out))) == 2
 
 
