@@ -127,6 +127,48 @@ def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
     assert current_clips([one.path]) == A_V1
 
 
+class _GrowingLedger(type(Path())):  # type: ignore[misc]
+    """A ledger that another writer appends ``plan`` to once it was read ``after`` times
+    (its ``exists`` is asked once per pass over it): a run still going while a merge, a
+    report or a part's compaction reads it."""
+
+    reads = after = 0
+    plan: InputPlan
+
+    def exists(self, *args: Any, **kw: Any) -> bool:
+        _GrowingLedger.reads += 1
+        if _GrowingLedger.reads == _GrowingLedger.after + 1:
+            other = Ledger(self.with_name(self.name[1 : -len(".inputs")]))
+            other.add(_GrowingLedger.plan)
+            other.close()
+        return super().exists(*args, **kw)
+
+
+@pytest.mark.parametrize("new_input", [True, False])
+@pytest.mark.parametrize("reader", ["current_clips", "merge_ledgers"])
+def test_the_inputs_latest_plans_stay_right_while_a_ledger_grows(
+    tmp_path: Path, new_input: bool, reader: str
+) -> None:
+    a, b = Ledger(tmp_path / "part-a.jsonl"), Ledger(tmp_path / "part-b.jsonl")
+    a.add(InputPlan("a1", ("A1v1",), "a", of="A"))
+    b.add(InputPlan("c1", ("C1",), "c", of="C"))
+    a.close()
+    b.close()
+    # while it is read, another writer appends a plan: of a new input, or of a new version
+    _GrowingLedger.plan = (
+        InputPlan("d1", ("D1",), "d", of="D")
+        if new_input
+        else InputPlan("a2", ("A1v2",), "a", of="A")
+    )
+    _GrowingLedger.reads, _GrowingLedger.after = 0, 1 if reader == "current_clips" else 2
+    ledgers = [_GrowingLedger(a.path), b.path]
+    if reader == "merge_ledgers":
+        merge_ledgers(ledgers, tmp_path / "all.jsonl")
+        ledgers = [ledger_of(tmp_path / "all.jsonl")]
+    # as the ledgers were when first read: the plan appended since is left out, none lost
+    assert current_clips(ledgers) == Current(frozenset({"A", "C"}), frozenset({"A1v1", "C1"}))
+
+
 def _run(
     path: Path, plan: InputPlan, *keys: str, part: str | None = None, fmt: str | None = None
 ) -> None:
