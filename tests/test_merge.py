@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import framepipe.output.store
 from framepipe.errors import ConfigError
 from framepipe.output import (
     JsonlWriter,
@@ -204,6 +205,31 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     _run(folder, v1, "A1v1", part="1")
     assert [r["key"] for r in read_records(folder / "part-1.jsonl")] == ["A1v1"]
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    with open_writer(out) as w:
+        w.write(clip_rec("a", "A1", ok=False))
+        w.write(clip_rec("b", "B1"))
+    real = framepipe.output.store.keep_mask
+    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
+
+    def appending(*args: Any, **kw: Any) -> list[bool]:  # a run appends meanwhile
+        keep = real(*args, **kw)
+        with open(log, "a", encoding="utf-8") as fh:
+            for rec in (clip_rec("a", "A1"), clip_rec("c", "C1")):  # (A1 retried)
+                fh.write(json.dumps(rec.to_json()) + "\n")
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
+        return keep
+
+    monkeypatch.setattr(framepipe.output.store, "keep_mask", appending)
+    merge([out], tmp_path / "m.jsonl")
+    assert keys_and_status(tmp_path / "m.jsonl") == [("A1", "failed"), ("B1", "ok")]
+    assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
 
 
 def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
