@@ -321,6 +321,20 @@ def test_a_killed_run_keeps_its_records_and_the_next_run_compacts(tmp_path: Path
     assert compact_jsonl(out) == 0  # nothing left to drop: the file is not rewritten
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_changed_input_read_to_its_end_replaces_an_earlier_versions_unplanned_records(
+    tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    # a run stopped half-way through a's first version: one record of its two, no plan
+    _write(out, [clip_rec("a", "A1v1", ikey="A")])
+    # a changed in place, then read to its end: its plan supersedes the first version
+    _run(out, InputPlan("a2", ("A1v2", "A2v2"), "a", of="A"), "A1v2", "A2v2")
+    assert [r["key"] for r in read_output(out)] == ["A1v2", "A2v2"]
+    raw = read_records(out) if fmt == "jsonl" else read_parquet(out)
+    assert [r["key"] for r in raw] == ["A1v2", "A2v2"]  # the file itself: one per clip
+
+
 def test_the_file_is_rewritten_only_when_something_is_superseded(tmp_path: Path) -> None:
     out = tmp_path / "r.jsonl"
     _write(out, [clip_rec("a", "k1")])
