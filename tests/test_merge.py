@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import framepipe.output.store
 from framepipe.errors import ConfigError
 from framepipe.output import (
     JsonlWriter,
@@ -127,6 +128,48 @@ def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
     assert current_clips([one.path]) == A_V1
 
 
+class _GrowingLedger(type(Path())):  # type: ignore[misc]
+    """A ledger that another writer appends ``plan`` to once it was read ``after`` times
+    (its ``exists`` is asked once per pass over it): a run still going while a merge, a
+    report or a part's compaction reads it."""
+
+    reads = after = 0
+    plan: InputPlan
+
+    def exists(self, *args: Any, **kw: Any) -> bool:
+        _GrowingLedger.reads += 1
+        if _GrowingLedger.reads == _GrowingLedger.after + 1:
+            other = Ledger(self.with_name(self.name[1 : -len(".inputs")]))
+            other.add(_GrowingLedger.plan)
+            other.close()
+        return super().exists(*args, **kw)
+
+
+@pytest.mark.parametrize("new_input", [True, False])
+@pytest.mark.parametrize("reader", ["current_clips", "merge_ledgers"])
+def test_the_inputs_latest_plans_stay_right_while_a_ledger_grows(
+    tmp_path: Path, new_input: bool, reader: str
+) -> None:
+    a, b = Ledger(tmp_path / "part-a.jsonl"), Ledger(tmp_path / "part-b.jsonl")
+    a.add(InputPlan("a1", ("A1v1",), "a", of="A"))
+    b.add(InputPlan("c1", ("C1",), "c", of="C"))
+    a.close()
+    b.close()
+    # while it is read, another writer appends a plan: of a new input, or of a new version
+    _GrowingLedger.plan = (
+        InputPlan("d1", ("D1",), "d", of="D")
+        if new_input
+        else InputPlan("a2", ("A1v2",), "a", of="A")
+    )
+    _GrowingLedger.reads, _GrowingLedger.after = 0, 1 if reader == "current_clips" else 2
+    ledgers = [_GrowingLedger(a.path), b.path]
+    if reader == "merge_ledgers":
+        merge_ledgers(ledgers, tmp_path / "all.jsonl")
+        ledgers = [ledger_of(tmp_path / "all.jsonl")]
+    # as the ledgers were when first read: the plan appended since is left out, none lost
+    assert current_clips(ledgers) == Current(frozenset({"A", "C"}), frozenset({"A1v1", "C1"}))
+
+
 def _run(
     path: Path, plan: InputPlan, *keys: str, part: str | None = None, fmt: str | None = None
 ) -> None:
@@ -162,6 +205,31 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     _run(folder, v1, "A1v1", part="1")
     assert [r["key"] for r in read_records(folder / "part-1.jsonl")] == ["A1v1"]
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    with open_writer(out) as w:
+        w.write(clip_rec("a", "A1", ok=False))
+        w.write(clip_rec("b", "B1"))
+    real = framepipe.output.store.keep_mask
+    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
+
+    def appending(*args: Any, **kw: Any) -> list[bool]:  # a run appends meanwhile
+        keep = real(*args, **kw)
+        with open(log, "a", encoding="utf-8") as fh:
+            for rec in (clip_rec("a", "A1"), clip_rec("c", "C1")):  # (A1 retried)
+                fh.write(json.dumps(rec.to_json()) + "\n")
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
+        return keep
+
+    monkeypatch.setattr(framepipe.output.store, "keep_mask", appending)
+    merge([out], tmp_path / "m.jsonl")
+    assert keys_and_status(tmp_path / "m.jsonl") == [("A1", "failed"), ("B1", "ok")]
+    assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
 
 
 def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
@@ -251,6 +319,20 @@ def test_a_killed_run_keeps_its_records_and_the_next_run_compacts(tmp_path: Path
         assert w2.done_keys == {"k1", "k2"}
     assert [(r["key"], r["status"]) for r in read_records(out)] == [("k2", "ok"), ("k1", "ok")]
     assert compact_jsonl(out) == 0  # nothing left to drop: the file is not rewritten
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_changed_input_read_to_its_end_replaces_an_earlier_versions_unplanned_records(
+    tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    # a run stopped half-way through a's first version: one record of its two, no plan
+    _write(out, [clip_rec("a", "A1v1", ikey="A")])
+    # a changed in place, then read to its end: its plan supersedes the first version
+    _run(out, InputPlan("a2", ("A1v2", "A2v2"), "a", of="A"), "A1v2", "A2v2")
+    assert [r["key"] for r in read_output(out)] == ["A1v2", "A2v2"]
+    raw = read_records(out) if fmt == "jsonl" else read_parquet(out)
+    assert [r["key"] for r in raw] == ["A1v2", "A2v2"]  # the file itself: one per clip
 
 
 def test_the_file_is_rewritten_only_when_something_is_superseded(tmp_path: Path) -> None:

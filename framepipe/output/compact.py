@@ -89,6 +89,12 @@ def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[boo
     """For each record (in write order, read once): whether it survives (see the module's
     rule); ``current``: the inputs with a plan and their latest plans' clips. Held per
     record: its key's and input key's digests and its flags (33 bytes), and the answer."""
+    return _survivors(metas, current)[0].tolist()
+
+
+def _survivors(metas: Iterable[Meta], current: Current | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`keep_mask` as an array, and the digests (sorted) of the inputs of surviving
+    clip records that have no plan in ``current`` (a run stopped half-way through them)."""
     keys, ikeys, flags = bytearray(), bytearray(), bytearray()
     none = bytes(DIGEST)
     for m in metas:
@@ -114,11 +120,18 @@ def keep_mask(metas: Iterable[Meta], current: Current | None = None) -> list[boo
         last = clips[_last_of_runs(ik[clips])]  # each input's latest clip record
         found, pos = _find(k[failures], ik[last])
         keep[failures[found & (last[pos] > failures)]] = False
+    planned = np.zeros(len(f), bool)
     if current is not None:  # another version's clips
-        other = has_key & has_ik & _find(ik, digests(current.inputs))[0]
+        planned = _find(ik, digests(current.inputs))[0]
+        other = has_key & has_ik & planned
         other[other] = ~_find(k[other], digests(current.clips))[0]
         keep &= ~other
-    return keep.tolist()
+    return keep, np.unique(ik[keep & has_key & has_ik & ~planned])
+
+
+def holds(sorted_digests: np.ndarray, key: str) -> bool:
+    """Whether the :func:`digests` ``sorted_digests`` hold ``key``'s."""
+    return bool(_find(np.array([digest(key)], f"S{DIGEST}"), sorted_digests)[0][0])
 
 
 def _find(values: np.ndarray, sorted_unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,10 +150,12 @@ def _last_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
 
 def kept_keys(
     metas: Iterable[Meta], current: Current | None = None, *, retry_failed: bool = True
-) -> tuple[set[str], set[str], bool]:
+) -> tuple[set[str], set[str], bool, np.ndarray]:
     """The keys of the surviving records (``metas`` read once): those a re-run skips (of
     ``ok`` records; with ``retry_failed=False`` of every record) and the others (failed
-    records, retried); and whether every record survives."""
+    records, retried); whether every record survives; and the digests of the inputs of
+    surviving clip records without a plan in ``current`` (a plan of one, written later,
+    may supersede them: see :func:`holds`)."""
     winner: dict[str, int] = {}  # each key's candidate survivor: i if ok, else ~i
 
     def seen() -> Iterator[Meta]:
@@ -151,13 +166,13 @@ def kept_keys(
                     winner[m.key] = i if m.ok else ~i
             yield m
 
-    keep = keep_mask(seen(), current)
+    keep, unplanned = _survivors(seen(), current)
     done: set[str] = set()
     others: set[str] = set()
     for key, i in winner.items():
         if keep[i if i >= 0 else ~i]:
             (done if i >= 0 or not retry_failed else others).add(key)
-    return done, others, all(keep)
+    return done, others, bool(keep.all()), unplanned
 
 
 def done_keys(

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from framepipe.errors import OutputError
-from framepipe.output.compact import Meta, keep_mask, kept_keys, record_meta
+from framepipe.output.compact import Meta, holds, keep_mask, kept_keys, record_meta
 from framepipe.output.ledger import Ledger, current_clips, ledger_of
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
@@ -169,6 +169,7 @@ class JsonlWriter(Closing):
         # (the file held one record per clip, no key written here was in it, nobody else
         # appended); known only when the keys were read here
         self._others: set[str] | None = None  # with done_keys: every key in the file
+        self._unplanned: np.ndarray | None = None  # inputs with records and no plan
         self._dirty = True
         self._size = os.fstat(self._fh.fileno()).st_size
         if done_keys is not None:
@@ -176,7 +177,7 @@ class JsonlWriter(Closing):
         else:
             current = current_clips([ledger_of(self.path)], digested=True)
             metas = read_jsonl_meta(self.path)
-            self.done_keys, self._others, every = kept_keys(
+            self.done_keys, self._others, every, self._unplanned = kept_keys(
                 metas, current, retry_failed=retry_failed
             )
             self._dirty = not every
@@ -237,8 +238,12 @@ class JsonlWriter(Closing):
 
     def plan(self, plan: InputPlan) -> None:
         """Keep an input's plan in the ledger."""
-        if self.ledger is not None and self.ledger.add(plan):
+        if self.ledger is None:
+            return
+        if self.ledger.add(plan):
             self._dirty = True  # the records of the input's earlier version go at close
+        elif plan.of and self._unplanned is not None and holds(self._unplanned, plan.of):
+            self._dirty = True  # its first plan: records of a version stopped half-way go
 
     def write(self, record: ClipResult | dict[str, Any]) -> None:
         rec = record.to_json() if isinstance(record, ClipResult) else record

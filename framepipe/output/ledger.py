@@ -56,20 +56,20 @@ def read_plans(ledger: Path) -> Iterator[tuple[str, list[str]]]:
         yield entry["input"], [str(k) for k in entry.get("clips") or ()]
 
 
-Order = tuple[int, int]
+Order = tuple[int, int, int]
 """When an entry was written: its ``at`` (0 without one), then its place in the ledgers
-read (for entries of one time, or without one)."""
+read (for entries of one time, or without one): the ledger's, then its own in the ledger.
+An entry keeps its order while other writers append to any of the ledgers (a second pass
+over them finds each entry of the first under the same order)."""
 
 
 def _ordered(ledgers: Iterable[Path]) -> Iterator[tuple[Order, dict[str, Any]]]:
     """The entries of ``ledgers`` (in that order, each file's in its own), each with its
     :data:`Order`."""
-    seq = 0
-    for ledger in ledgers:
-        for entry in _entries(ledger):
+    for i, ledger in enumerate(ledgers):
+        for j, entry in enumerate(_entries(ledger)):
             at = entry.get("at")
-            yield (at if isinstance(at, int) else 0, seq), entry
-            seq += 1
+            yield (at if isinstance(at, int) else 0, i, j), entry
 
 
 def _of(entry: dict[str, Any]) -> str | None:
@@ -91,13 +91,15 @@ def current_clips(ledgers: Iterable[Path], *, digested: bool = False) -> Current
     """The inputs (their ``of`` keys) with a plan in ``ledgers``, and the clip keys of each
     one's latest plan: the clips of the version of it read last (two passes over the
     ledgers; what is held is one key per input and one per current clip: ``digested``, its
-    16-byte digest, see :func:`~framepipe.output.compact.digests`)."""
+    16-byte digest, see :func:`~framepipe.output.compact.digests`). Entries appended
+    between the passes (a run still writing) are left out: they are as the first pass
+    found them."""
     ledgers = list(ledgers)
     latest = _latest(ledgers)
     clips = (
         str(k)
         for order, entry in _ordered(ledgers)
-        if (of := _of(entry)) is not None and latest[of][0] == order
+        if (of := _of(entry)) is not None and of in latest and latest[of][0] == order
         for k in entry.get("clips") or ()
     )
     if digested:
@@ -211,8 +213,8 @@ def stage_merged_ledger(ledgers: Iterable[Path], records: Path) -> Path | None:
     tmp = temp_beside(target)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:  # in the order read: ``at`` keeps the time
-            for order, entry in _ordered(ledgers):
-                if last[entry["input"]] == order:
+            for order, entry in _ordered(ledgers):  # (one appended since: left out)
+                if last.get(entry["input"]) == order:
                     fh.write(json.dumps(entry, ensure_ascii=True) + "\n")
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ order; a Parquet file's journal (records of a run not folded in yet) comes right
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -186,36 +187,43 @@ def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
     return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
-def _metas(units: Sequence[_Unit]) -> Iterator[Meta]:
-    return (m for u in units for m in u.metas())
+def _metas(units: Sequence[_Unit], counts: list[int]) -> Iterator[Meta]:
+    """The metas of ``units``' records; how many each unit held is appended to ``counts``."""
+    for u in units:
+        counts.append(0)
+        for m in u.metas():
+            counts[-1] += 1
+            yield m
 
 
 def _current(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> Current:
     return current_clips(ledgers or [u.ledger for u in units], digested=True)
 
 
-def _keep(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> list[bool]:
-    """Which records of ``units`` (in write order) survive, by the inputs' latest versions
-    in ``ledgers`` (by default the units' own)."""
-    return keep_mask(_metas(units), _current(units, ledgers))
+def _kept(
+    units: Sequence[_Unit], ledgers: Iterable[Path] | None = None
+) -> tuple[list[bool], Iterator[tuple[_Unit, dict[str, Any]]]]:
+    """Which records of ``units`` (in write order) survive, by the inputs' latest versions in
+    ``ledgers`` (by default the units' own), and the survivors with their unit, read again:
+    of each unit as many as first read (what a run appended since, nothing says of)."""
+    counts: list[int] = []
+    keep = keep_mask(_metas(units, counts), _current(units, ledgers))
+    read = ((u, r) for u, n in zip(units, counts) for r in itertools.islice(u.records(), n))
+    return keep, itertools.compress(read, keep)
 
 
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
     """The records of the outputs ``paths`` (files or folders), one per clip, in write
     order (see :mod:`framepipe.output.compact`)."""
-    units = _ordered_units(paths)
-    keep = _keep(units)
-    records = (r for u in units for r in u.records())
-    for rec, k in zip(records, keep):
-        if k:
-            yield rec
+    for _, rec in _kept(_ordered_units(paths))[1]:
+        yield rec
 
 
 def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
     units = _ordered_units(paths)
-    return done_keys(_metas(units), retry_failed=retry_failed, current=_current(units))
+    return done_keys(_metas(units, []), retry_failed=retry_failed, current=_current(units))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -300,9 +308,9 @@ def fold_parquet(path: PathLike, ledgers: Iterable[Path] | None = None) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    keep = _keep([unit], ledgers=ledgers)
+    kept = _kept([unit], ledgers)[1]
     with atomic_output(p) as tmp:
-        n = write_parquet((r for r, k in zip(unit.records(), keep) if k), tmp)
+        n = write_parquet((r for _, r in kept), tmp)
     journal.unlink(missing_ok=True)
     return n
 
@@ -387,28 +395,20 @@ def merge(
     units = _ordered_units(inputs)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
-    keep = _keep(units)
+    keep, survivors = _kept(units)
     if not keep:  # before anything is written: an output that held records stays
         names = ", ".join(str(u.path) for u in units)
         raise NothingToMerge(f"{names}: no record to merge")
     out_dir = out.resolve().parent
 
-    def kept() -> Iterator[dict[str, Any]]:
-        i = 0
-        for u in units:
-            base = u.path.resolve().parent
-            for rec in u.records():
-                if keep[i]:
-                    yield _rebase(rec, base, out_dir)
-                i += 1
-
+    kept = (_rebase(rec, u.path.resolve().parent, out_dir) for u, rec in survivors)
     staged: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         staged = stage_merged_ledger([u.ledger for u in units], out)
         with atomic_output(out) as tmp:
             write = write_parquet if fmt == "parquet" else write_jsonl
-            n = write(kept(), tmp)
+            n = write(kept, tmp)
             # the old ledger goes before the records move, the new one comes after them:
             # stopped between, the file's records stand with no ledger (every one kept),
             # never under a ledger whose plans supersede records that are not written yet
