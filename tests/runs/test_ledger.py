@@ -261,21 +261,23 @@ class _FailsFirstClip(EchoGenerator):
         return super().answer(requests)
 
 
+def _caption(src: Path, out: Path, gen: EchoGenerator) -> tuple[Any, _CountedLoads]:
+    """A caption run of ``src`` into ``out`` answered by ``gen``, and its counted backend."""
+    backend = _CountedLoads(gen)
+    return Pipeline(backend=backend, sample=CFG, workers=1).run([src], out), backend
+
+
 def test_a_finished_caption_rerun_starts_no_decoder_and_loads_no_model(
     videos: Path, tmp_path: Path, engines: list[Any]
 ) -> None:
     src = _copy(videos, tmp_path / "in")
     out = tmp_path / "r.jsonl"
 
-    def caption(gen: EchoGenerator) -> tuple[Any, _CountedLoads]:
-        backend = _CountedLoads(gen)
-        return Pipeline(backend=backend, sample=CFG, workers=1).run([src], out), backend
-
-    first, backend = caption(EchoGenerator())
+    first, backend = _caption(src, out, EchoGenerator())
     assert (first.done, first.skipped) == (5, 0) and backend.loads == 1
     assert _decoders_started(engines[-1]) == 1
     records = out.read_text()
-    again, backend = caption(EchoGenerator())
+    again, backend = _caption(src, out, EchoGenerator())
     assert (again.done, again.skipped, again.failed) == (0, 5, [])
     assert backend.loads == 0 and engines[-1].load_s == 0.0
     assert _decoders_started(engines[-1]) == 0  # was 1: a decoder started to skip every input
@@ -288,13 +290,9 @@ def test_a_caption_rerun_with_a_failed_clip_loads_the_model_to_answer_it(
     src = _copy(videos, tmp_path / "in")
     out = tmp_path / "r.jsonl"
 
-    def caption(gen: EchoGenerator) -> tuple[Any, _CountedLoads]:
-        backend = _CountedLoads(gen)
-        return Pipeline(backend=backend, sample=CFG, workers=1).run([src], out), backend
-
-    first, _ = caption(_FailsFirstClip())
+    first, _ = _caption(src, out, _FailsFirstClip())
     assert (first.done, len(first.failed)) == (4, 1)
-    again, backend = caption(EchoGenerator())
+    again, backend = _caption(src, out, EchoGenerator())
     assert (again.done, again.skipped, again.failed) == (1, 4, []) and backend.loads == 1
     assert _decoders_started(engines[-1]) == 1
     recs = list(read_records(out))
