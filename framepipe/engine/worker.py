@@ -39,7 +39,7 @@ import threading
 import traceback
 import types
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -96,7 +96,7 @@ def check_sendable(setup: WorkerSetup) -> None:
     sampler = get_sampler(setup.cfg.sampler)[1]  # a name registered in __main__ too
     finder = _FindMain()
     try:
-        finder.dump((sampler, setup))
+        finder.dump((sampler, replace(setup, done=frozenset())))  # the done keys are plain str
     except Exception as exc:
         raise ConfigError(
             f"the decoding worker processes cannot be sent what this run uses "
