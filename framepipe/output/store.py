@@ -401,7 +401,8 @@ def merge(
         raise NothingToMerge(f"{names}: no record to merge")
     out_dir = out.resolve().parent
 
-    kept = (_rebase(rec, u.path.resolve().parent, out_dir) for u, rec in survivors)
+    base = {id(u): u.path.resolve().parent for u in units}  # once a file, not a record
+    kept = (_rebase(rec, base[id(u)], out_dir) for u, rec in survivors)
     staged: Path | None = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
