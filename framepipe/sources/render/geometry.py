@@ -29,7 +29,7 @@ from framepipe.sources.render.check_formats import (
 )
 from framepipe.sources.render.check_gltf import check_gltf
 from framepipe.sources.render.check_ply import check_ply, quiet_open3d, read_ply_header
-from framepipe.sources.render.obj_precision import recentred_parts
+from framepipe.sources.render.obj_precision import obj_vertices, recentred_parts
 
 log = logging.getLogger(__name__)
 
@@ -181,27 +181,12 @@ def _read_mesh(path: Path) -> Geometry:
                 raise SourceError(path, f"cannot read file: {exc.strerror or exc}") from exc
             if problem is not None:
                 raise SourceError(path, f"bad OBJ: {problem}")
-            pts = _obj_vertices(path)
+            pts = obj_vertices(path)
             if len(pts):
                 notes.append("OBJ has no faces: rendered as points")
                 return Geometry("points", pts, np.zeros((0, 3), np.int64), notes=notes)
         raise SourceError(path, "Open3D read no geometry (unreadable or empty file)")
     return _merge(parts, materials, notes, offset)
-
-
-def _obj_vertices(path: Path) -> np.ndarray:
-    """The ``v x y z`` lines of an OBJ file (float64 N x 3)."""
-    rows = []
-    with open(path, errors="replace") as fh:
-        for line in fh:
-            if line.startswith("v "):
-                parts = line.split()
-                if len(parts) >= 4:
-                    try:
-                        rows.append([float(x) for x in parts[1:4]])
-                    except ValueError:
-                        continue
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
 
 
 def _material(rec: Any) -> Material:

@@ -19,61 +19,65 @@ log = logging.getLogger(__name__)
 
 FAR_RATIO = 10.0
 """Recentre when the centre is further from the origin than this many times the extent."""
-_NUMBER = re.compile(rb"\S+")
+
+
+def obj_vertex(raw: bytes) -> tuple[float, float, float] | None:
+    """The position of an OBJ ``v x y z`` line; None for any other line, or a bad one."""
+    if not raw.startswith((b"v ", b"v\t")):
+        return None
+    tok = raw.split()
+    if len(tok) < 4:
+        return None
+    try:
+        return float(tok[1]), float(tok[2]), float(tok[3])
+    except ValueError:
+        return None
+
+
+def obj_vertices(path: Path) -> np.ndarray:
+    """The ``v x y z`` lines of an OBJ file (float64 N x 3), 24 bytes a vertex held."""
+    with open(path, "rb") as fh:
+        lines = (obj_vertex(raw) for raw in fh)
+        flat = np.fromiter((c for v in lines if v is not None for c in v), np.float64)
+    return flat.reshape(-1, 3)
+
+
+def _far_centre(lo: np.ndarray, hi: np.ndarray, ratio: float) -> np.ndarray | None:
+    """The centre of the box ``lo``..``hi`` when it lies further from the origin than
+    ``ratio`` times the box's extent, else None."""
+    centre = (lo + hi) / 2.0
+    extent = float((hi - lo).max())
+    return centre if float(np.abs(centre).max()) > ratio * max(extent, 1e-300) else None
 
 
 def _far(vertex_sets: list[np.ndarray]) -> bool:
-    """Whether points (any precision) lie further from the origin than :data:`FAR_RATIO`
-    times their extent (the test :func:`obj_centre_if_far` makes exactly)."""
+    """Whether points (any precision) may lie far out for :func:`obj_centre_if_far`: float32
+    may round the extent to zero far out, so the test is made at half its ratio."""
     sets = [v.reshape(-1, 3) for v in vertex_sets if v.size]
     if not sets:
         return False
     lo = np.min([v.min(axis=0) for v in sets], axis=0)
     hi = np.max([v.max(axis=0) for v in sets], axis=0)
-    extent = float((hi - lo).max())
-    # float32 may round the extent to zero far out: compare with half the test's ratio
-    return float(np.abs((lo + hi) / 2.0).max()) > 0.5 * FAR_RATIO * max(extent, 1e-300)
+    return _far_centre(lo, hi, 0.5 * FAR_RATIO) is not None
 
 
 def obj_centre_if_far(path: Path) -> np.ndarray | None:
-    """The centre (float64) of the OBJ's ``v`` lines when they lie far from the origin for
-    their extent; None when float32 holds them well enough (or nothing is parsed)."""
-    lo = np.full(3, np.inf)
-    hi = np.full(3, -np.inf)
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.startswith((b"v ", b"v\t")):
-                tok = raw.split()
-                try:
-                    p = np.array([float(t) for t in tok[1:4]])
-                except ValueError:
-                    continue
-                if p.shape == (3,) and np.all(np.isfinite(p)):
-                    np.minimum(lo, p, out=lo)
-                    np.maximum(hi, p, out=hi)
-    if not np.all(hi >= lo):
-        return None
-    centre = (lo + hi) / 2.0
-    extent = float((hi - lo).max())
-    if float(np.abs(centre).max()) <= FAR_RATIO * max(extent, 1e-300):
-        return None
-    return np.asarray(centre)
+    """The centre (float64) of the OBJ's finite ``v`` positions when they lie far from the
+    origin for their extent; None when float32 holds them well enough (or there are none)."""
+    v = obj_vertices(path)
+    v = v[np.isfinite(v).all(axis=1)]
+    return _far_centre(v.min(axis=0), v.max(axis=0), FAR_RATIO) if len(v) else None
 
 
 def _shifted_copy(path: Path, centre: np.ndarray, out: Path) -> None:
     """``path`` with every ``v x y z`` moved by ``-centre`` (all other bytes unchanged)."""
     with open(path, "rb") as src, open(out, "wb") as dst:
         for raw in src:
-            if raw.startswith((b"v ", b"v\t")):
-                toks = _NUMBER.findall(raw)
-                try:
-                    p = np.array([float(t) for t in toks[1:4]]) - centre
-                except ValueError:
-                    p = None
-                if p is not None and p.shape == (3,):
-                    xyz = " ".join(repr(float(c)) for c in p).encode()
-                    rest = b" ".join(toks[4:])
-                    raw = b"v " + xyz + (b" " + rest if rest else b"") + b"\n"
+            v = obj_vertex(raw)
+            if v is not None:
+                xyz = " ".join(repr(float(c)) for c in np.subtract(v, centre)).encode()
+                rest = b" ".join(raw.split()[4:])
+                raw = b"v " + xyz + (b" " + rest if rest else b"") + b"\n"
             dst.write(raw)
 
 
