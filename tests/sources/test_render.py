@@ -548,13 +548,17 @@ def test_mesh_without_faces_is_drawn_as_points(tmp_path: Path) -> None:
     assert object_mask(src.read([0]).frames[0]).mean() > 0.05
 
 
-def test_single_point_and_flat_objects_render(tmp_path: Path) -> None:
-    p = tmp_path / "one.xyz"
-    p.write_text("1 2 3\n")
+def _renders_one_point(p: Path, text: str) -> None:
+    """``text`` written to ``p`` renders as one small point, with a note saying so."""
+    p.write_text(text)
     src = open_render(p)
     assert "single point" in " ".join(src.info().extra["notes"])
     img = src.read([0]).frames[0]
     assert 0 < object_mask(img).sum() < img.shape[0] * img.shape[1] * 0.2
+
+
+def test_single_point_and_flat_objects_render(tmp_path: Path) -> None:
+    _renders_one_point(tmp_path / "one.xyz", "1 2 3\n")
     # a flat disc of points in the z = 0 plane (up z: seen from 20 degrees above)
     flat = tmp_path / "flat.xyz"
     ang = np.arange(3000) * 2.399963  # golden angle: an even disc
@@ -565,12 +569,7 @@ def test_single_point_and_flat_objects_render(tmp_path: Path) -> None:
 
 
 def test_mesh_whose_faces_all_sit_on_one_point_renders_that_point(tmp_path: Path) -> None:
-    p = tmp_path / "one.obj"
-    p.write_text("v 1 2 3\nv 1 2 3\nf 1 1 2\n")
-    src = open_render(p)
-    assert "single point" in " ".join(src.info().extra["notes"])
-    img = src.read([0]).frames[0]
-    assert 0 < object_mask(img).sum() < img.shape[0] * img.shape[1] * 0.2
+    _renders_one_point(tmp_path / "one.obj", "v 1 2 3\nv 1 2 3\nf 1 1 2\n")
 
 
 def test_bad_options_are_config_errors(media: dict[str, Path]) -> None:
