@@ -48,20 +48,25 @@ Row = tuple[str, dict[str, Any]]
 """``(where, fields)``: the row's location (``list.csv:7``) and its known columns."""
 
 
-MANIFEST_SUFFIXES = (".txt", ".lst", ".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
+FORMATS = {
+    ".txt": "txt",
+    ".lst": "txt",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+"""The format of a manifest, by its extension (another extension is read as ``txt``)."""
+
+MANIFEST_SUFFIXES = tuple(FORMATS)
 """The extensions of manifests (a row naming such a file no source reads is no input)."""
 
 
 def manifest_format(path: Path) -> str:
     """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension."""
-    ext = path.suffix.lower()
-    if ext in (".csv", ".tsv"):
-        return ext[1:]
-    if ext in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if ext in (".parquet", ".pq"):
-        return "parquet"
-    return "txt"
+    return FORMATS.get(path.suffix.lower(), "txt")
 
 
 def text_encoding(path: Path) -> str:
