@@ -43,14 +43,21 @@ from framepipe.inputs.remote import (
     scheme_of,
     scheme_problem,
 )
-from framepipe.inputs.shard import Shard, parse_shard, shard_by_identity, take_shard
-from framepipe.inputs.unique import Taken
+from framepipe.inputs.shard import Shard, parse_shard, take_shard
+from framepipe.inputs.unique import DefaultQuestions, Taken
 from framepipe.sources.base import guess_kind
 from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Shard", "collect_inputs", "manifest_inputs", "parse_shard", "remote_input"]
+__all__ = [
+    "DefaultQuestions",
+    "Shard",
+    "collect_inputs",
+    "manifest_inputs",
+    "parse_shard",
+    "remote_input",
+]
 
 PathLike = str | Path
 
@@ -101,16 +108,20 @@ def manifest_inputs(
 ) -> Iterator[Input]:
     """The inputs a manifest lists, lazily (see :mod:`framepipe.inputs.manifest`). A local
     folder row is discovered (a scene is one input, another folder is walked); a bad row is
-    an input that fails with an error naming the manifest line. With ``shard``, rows of
-    other shards are dropped before anything is looked up (a row's shard is that of its
-    path or URI and clip range: the inputs of a folder row stay together). An input taken
-    already (in ``taken``: by an earlier row, or before the manifest) is dropped, and the
-    number dropped logged once the manifest is read (see :mod:`framepipe.inputs.unique`)."""
+    an input that fails with an error naming the manifest line. An input taken already (in
+    ``taken``: by an earlier row, or before the manifest) is dropped, and the number
+    dropped logged once the manifest is read (see :mod:`framepipe.inputs.unique`). With
+    ``shard``, only that shard's inputs are kept: an input's shard is that of the file it
+    resolves to (see :mod:`framepipe.inputs.shard`), so the files of a folder row are
+    split like the others, and a file listed in two ways (a folder row and a row of its
+    own) is in one shard. A remote row of another shard is dropped before anything is
+    looked up (its URI is its place); a local row is found first."""
     taken = Taken() if taken is None else taken
     dropped = 0
     for item in _manifest_inputs(manifest, kind, cache_dir, shard):
         if taken.first(item):
-            yield item
+            if shard is None or shard.takes(item):
+                yield item
         else:
             dropped += 1
     if dropped:
@@ -131,31 +142,19 @@ def _manifest_inputs(
         try:
             row = row_fields(fields)
         except RowError as exc:
-            bad = bad_row(where, str(exc), kind, fields.get("id"))
-            if shard is None or shard.takes(bad):
-                yield bad
+            yield bad_row(where, str(exc), kind, fields.get("id"))
             continue
         raw = row.pop("path")
         if scheme_of(raw) == "file" and file_uri_path(raw) is None:
-            bad = bad_row(where, f"{raw}: {FILE_HOST}", kind, row["id"])
-            if shard is None or shard.takes(bad):
-                yield bad
+            yield bad_row(where, f"{raw}: {FILE_HOST}", kind, row["id"])
             continue
         raw = file_uri_path(raw) or raw
         if is_remote(raw):
-            source = raw
-        else:
-            p = Path(raw).expanduser()
-            source = str(p if p.is_absolute() else root / p)
-        if (
-            shard is not None
-            and shard_by_identity([source, row["start_s"], row["end_s"]], shard.count)
-            != shard.index
-        ):
+            if shard is None or shard.takes_place(raw, row["start_s"], row["end_s"]):
+                yield remote(raw, row)
             continue
-        if is_remote(raw):
-            yield remote(raw, row)
-            continue
+        p = Path(raw).expanduser()
+        source = str(p if p.is_absolute() else root / p)
         other = None if os.path.lexists(source) else windows_spelling(source)
         if other is not None and os.path.lexists(other):
             source = other
@@ -235,6 +234,7 @@ def collect_inputs(
     kind: str | None = None,
     cache_dir: PathLike | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
+    default_questions: DefaultQuestions | None = None,
 ) -> tuple[list[Input] | Iterator[Input], list[Skipped]]:
     """The inputs of a run and the notes about paths not taken.
 
@@ -243,7 +243,10 @@ def collect_inputs(
     ``paths`` is a list (or tuple) and there is no manifest; an iterator otherwise
     (streamed: its notes are only logged). An input given twice (two spellings of one
     file, a folder and a file in it, a manifest row repeated or naming a path given too) is
-    one input. ``shard`` (``"I/N"``) keeps only that shard's inputs. Raises a one-line
+    one input; so are two rows of one file, one with no questions and one with the
+    ``default_questions(kind)`` of the run (``caption``: what it asks when a row has none).
+    ``shard`` (``"I/N"``) keeps only that shard's inputs, found and de-duplicated first
+    (an input's shard is that of the file it resolves to). Raises a one-line
     error before any heavy work for a manifest without a ``path`` column or a URI scheme
     whose fsspec extra is not installed.
     """
@@ -261,7 +264,7 @@ def collect_inputs(
             with contextlib.suppress(UnknownScheme):  # a typo in a row: that row's record
                 check_scheme(first)
     notes: list[Skipped] = []
-    taken = Taken()
+    taken = Taken(default_questions)
     if isinstance(paths, Sized) and not isinstance(paths, (str, bytes, os.PathLike)):
         given = [_file_uri(p, kind) for p in paths]
         for p in given:

@@ -2,10 +2,15 @@
 on clusters without a cluster engine.
 
 Shard ``I`` (0-based) of ``N`` takes the inputs whose identity hashes to ``I`` modulo ``N``:
-the identity is the input's URI or path as given (with its clip range, when a manifest row
-has one), hashed with a stable digest, so the split is the same on every machine and in every
-run, and independent of the order of the inputs. Every clip of an input belongs to the same
-shard, so the N outputs together hold exactly the records of one run (``framepipe merge``).
+the identity is where the input is, its URI or the real path of its file (however it was
+named: relative or absolute, through a link, inside a folder given or listed, see
+:func:`framepipe.inputs.unique.place`), with its clip range when a manifest row has one,
+hashed with a stable digest, so the split is the same on every machine and in every run,
+and independent of the order of the inputs and of how they were listed. Shards are taken
+after the inputs are found and de-duplicated: the files of a folder are split among the
+shards one by one, and a file named twice (a folder and the file in it) is in one shard
+only. Every clip of an input belongs to the same shard, so the N outputs together hold
+exactly the records of one run (``framepipe merge``).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 
 from framepipe.discovery import Input
 from framepipe.errors import ConfigError
+from framepipe.inputs.unique import place
 from framepipe.utils import stable_digest
 
 
@@ -40,6 +46,11 @@ class Shard:
         """Whether ``item`` belongs to this shard."""
         return shard_of(item, self.count) == self.index
 
+    def takes_place(self, where: str, start_s: float | None, end_s: float | None) -> bool:
+        """Whether the input at ``where`` (a URI, or a real path) with this clip range
+        belongs to this shard (known before the input is made)."""
+        return shard_by_identity([where, start_s, end_s], self.count) == self.index
+
 
 def parse_shard(text: str | Shard | tuple[int, int] | None) -> Shard | None:
     """``"I/N"`` (or a Shard, or ``(I, N)``) -> :class:`Shard`; a one-line ConfigError for
@@ -61,8 +72,9 @@ def parse_shard(text: str | Shard | tuple[int, int] | None) -> Shard | None:
 
 
 def identity(item: Input) -> list[object]:
-    """What decides an input's shard: its URI or path as given, and its clip range."""
-    return [item.source, item.start_s, item.end_s]
+    """What decides an input's shard: where it is (its URI, or its file's real path), and
+    its clip range."""
+    return [place(item), item.start_s, item.end_s]
 
 
 def shard_of(item: Input, count: int) -> int:

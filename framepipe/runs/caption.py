@@ -254,6 +254,7 @@ class Pipeline:
             inputs_from=inputs_from,
             cache_dir=cache_dir,
             shard=shard,
+            default_questions=self.questions_for,
         )
         out = None if output is None else local_or_uri(output)
         summary = CaptionSummary(notes=list(notes), output=out)

@@ -25,7 +25,7 @@ from framepipe.discovery import Input, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
 from framepipe.errors import OutputError, one_line_error
 from framepipe.extras import check_extras
-from framepipe.inputs import Shard, collect_inputs
+from framepipe.inputs import DefaultQuestions, Shard, collect_inputs
 from framepipe.inputs.remote import is_remote
 from framepipe.output import (
     RecordWriter,
@@ -98,6 +98,7 @@ def begin(
     inputs_from: str | Path | Iterable[str | Path] | None = None,
     cache_dir: str | Path | None = None,
     shard: Shard | str | tuple[int, int] | None = None,
+    default_questions: DefaultQuestions | None = None,
 ) -> tuple[Engine, list[Input] | Iterator[Input], list[Skipped]]:
     """What every run does first: a bad setting (``cfg``, the extra that the records
     format needs) and an ``output`` that cannot be written (see :func:`check_output`) are
@@ -105,6 +106,8 @@ def begin(
     inputs under ``paths`` and in the manifests ``inputs_from`` are found, those of
     ``shard`` (``"I/N"``) only, with the notes about paths not taken (logged, and passed to
     ``on_input`` with the inputs); the source options are checked against the kinds found.
+    A run that asks questions gives its ``default_questions`` (asked where a manifest row
+    has none): a row asking just those is the same input as one asking none.
     The inputs are a list, or an iterator when they stream (a manifest; ``paths`` given as
     an iterator): it has no ``len()`` and is read once, by the engine (see
     :func:`framepipe.inputs.collect_inputs`)."""
@@ -115,7 +118,12 @@ def begin(
     opened = open_engine(engine, options)
     try:
         inputs, notes = collect_inputs(
-            paths, inputs_from=inputs_from, kind=cfg.kind, cache_dir=cache_dir, shard=shard
+            paths,
+            inputs_from=inputs_from,
+            kind=cfg.kind,
+            cache_dir=cache_dir,
+            shard=shard,
+            default_questions=default_questions,
         )
         if on_input is not None:
             on_input(inputs, notes)

@@ -98,7 +98,7 @@ def test_merged_shards_equal_one_run(videos: Path, tmp_path: Path) -> None:
     for i in range(n):
         out = tmp_path / "parts" / f"shard-{i}.jsonl"
         s = _caption([videos], out, shard=f"{i}/{n}", workers=1)
-        if out.exists():  # a shard may be empty: the split hangs on the folder's absolute path
+        if out.exists():  # a shard may be empty
             parts.append(out)
         counts.append(s.done + len(s.failed))
     assert sum(counts) == one.done + len(one.failed)  # every clip in exactly one shard
@@ -110,6 +110,26 @@ def test_merged_shards_equal_one_run(videos: Path, tmp_path: Path) -> None:
     # no clip is in two shards
     keys = [r["key"] for p in parts for r in read_records(p)]
     assert len(keys) == len(set(keys))
+
+
+def test_a_file_listed_in_a_folder_row_and_a_row_of_its_own_is_read_by_one_shard(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = tmp_path / "list.txt"
+    (tmp_path / "vids").symlink_to(videos)
+    files = sorted(p for p in videos.iterdir() if p.name.startswith("v"))
+    # the folder, then each of its files spelled another way (relative, through a link)
+    m.write_text(f"{videos}\n" + "".join(f"vids/{p.name}\n" for p in files), encoding="utf-8")
+    n = 3
+    parts = [list(collect_inputs(inputs_from=m, shard=f"{i}/{n}")[0]) for i in range(n)]
+    taken = [str(item.path.resolve()) for part in parts for item in part]
+    assert sorted(taken) == sorted(str(p.resolve()) for p in videos.iterdir())  # each once
+    assert sum(1 for part in parts if part) > 1  # the folder's files are split too
+    # a file named relative, absolute or through a link is in one shard
+    monkeypatch.chdir(tmp_path)
+    for f in files:
+        spellings = [f, Path("vids") / f.name, tmp_path / "." / "vids" / f.name]
+        assert len({shard_of(Input(p, "video"), n) for p in spellings}) == 1
 
 
 def test_the_cli_takes_a_shard(videos: Path, tmp_path: Path) -> None:

@@ -42,3 +42,26 @@ def test_a_row_question_with_the_image_placeholder_fails_its_clip_only(tmp_path:
         "What is shown? => "
     )
     assert recs["v2.mp4"]["status"] == "ok" and recs["v2.mp4"]["questions"] == ["Default?"]
+
+
+def test_a_row_asking_the_runs_own_questions_and_a_row_asking_none_are_one_clip(
+    tmp_path: Path,
+) -> None:
+    from framepipe.questions import default_question
+
+    vid = engine_plugins.make_video(tmp_path / "v.mp4", 12, seed=1)
+    for given, asked in ((["Default?"], ["Default?"]), (None, [default_question("video")])):
+        manifest = tmp_path / "rows.jsonl"
+        rows = [{"path": str(vid), "questions": asked}, {"path": "v.mp4"}]
+        manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = tmp_path / f"r-{bool(given)}.jsonl"
+        pipe = Pipeline(
+            generator=EchoGenerator(),  # type: ignore[arg-type]
+            sample=SampleConfig(n=2),
+            questions=given,
+            workers=0,
+        )
+        s = pipe.run([vid], out, inputs_from=manifest)  # named three ways: one clip
+        recs = list(read_records(out))
+        assert len(recs) == 1 and recs[0]["questions"] == asked
+        assert (s.done, s.failed) == (1, [])  # read and counted once
