@@ -109,16 +109,61 @@ def register_sampler(
 def check_sampler(sampler: str | Sampler, n: int, params: Mapping[str, Any]) -> None:
     """ConfigError (one line) when the sampler cannot run with ``n`` and ``params``: an
     unknown sampler, n below 1, or what the sampler's own check refuses (an option it does not
-    take, a bad value; a sampler registered without ``check`` has n checked only). Called
-    before any input is read, so that a bad setting is refused once, not once per clip."""
+    take, a bad value). A sampler registered without ``check`` has its options checked
+    against those it declares (:func:`check_declared`). Called before any input is read, so
+    that a bad setting is refused once, not once per clip."""
     name, fn = get_sampler(sampler)
     check: SamplerCheck | None = getattr(fn, CHECK_ATTRIBUTE, None)
     try:
         check_n(n)
         if check is not None:
             run_check(SAMPLERS.family, name, check, n, params)
+        else:
+            check_declared(name, fn, params)
     except SamplingError as exc:
         raise ConfigError(str(exc)) from None
+
+
+_WARNED: set[tuple[str, tuple[str, ...]]] = set()
+
+
+def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any]) -> None:
+    """The check of a sampler without a ``check`` of its own: ``params`` against the options
+    it declares: its keyword parameters (but ``info``, ``clip``, ``n`` and ``source``), the
+    defaults it declares for what it reads from ``**params`` (``register_sampler(name,
+    defaults=...)``) and ``overflow`` (which every sampler is given). An option outside
+    them is a one-line ConfigError (a typo is never ignored), unless the sampler takes
+    ``**params`` and declares no defaults: it says nothing of what it reads, so the option
+    is passed to it with a warning (once a process), naming it. A sampler that takes any
+    option at all says so with a ``check`` of its own."""
+    try:
+        sig: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # no signature to read: nothing to check against
+        return
+    assert sig is not None
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    own = [p.name for p in list(sig.parameters.values())[2:] if p.kind in keyword]  # (info, clip)
+    declared = getattr(fn, DEFAULTS_ATTRIBUTE, None) or {}
+    options = [o for o in dict.fromkeys([*own, *declared, "overflow"]) if o not in ("n", "source")]
+    unknown = tuple(sorted(k for k in params if k not in options and k not in ("n", "source")))
+    if not unknown:
+        return
+    names = ", ".join(repr(k) for k in unknown)
+    many = "s" if len(unknown) > 1 else ""
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    if not takes_any or declared:
+        raise ConfigError(
+            f"unknown parameter{many} {names} for sampler {name!r} (options: {', '.join(options)})"
+        )
+    if (name, unknown) not in _WARNED:
+        _WARNED.add((name, unknown))
+        log.warning(
+            "sampler %r declares no options: %s passed to it unchecked (a misspelt option "
+            "would be ignored; its author can declare them: register_sampler(name, "
+            "defaults=... or check=...))",
+            name,
+            f"parameter{many} {names}",
+        )
 
 
 def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -108,3 +108,49 @@ def test_values_are_compared_as_values() -> None:
     assert _parts("keyframe", gradual=1) != _parts("keyframe")  # True is not 1
     assert _parts("keyframe", size="64x36") != _parts("keyframe")  # another spelling
     assert _parts("nview", voxels=32) != _parts("nview")  # the source's default, not nview's
+
+
+def test_a_misspelt_option_to_a_plugin_without_a_check_is_never_silent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from framepipe.errors import ConfigError
+    from framepipe.samplers.base import check_sampler
+
+    def anything(info: SourceInfo, clip: ClipSpec, *, n: int, **params: Any) -> Selection:
+        raise AssertionError("never called")
+
+    def keywords(info: SourceInfo, clip: ClipSpec, *, n: int, stride: int = 1) -> Selection:
+        raise AssertionError("never called")
+
+    # it declares its options (keyword parameters, or defaults of **params): a typo is refused
+    register_sampler("test_declared_plugin", defaults={"stride": 2})(_plugin)
+    try:
+        for sampler, options in (
+            ("test_declared_plugin", "offset, stride, overflow"),
+            (keywords, "stride, overflow"),
+        ):
+            with pytest.raises(ConfigError) as exc:
+                check_sampler(sampler, 4, {"strdie": 2, "overflow": "all"})
+            name = sampler if isinstance(sampler, str) else "keywords"
+            want = f"unknown parameter 'strdie' for sampler {name!r} (options: {options})"
+            assert str(exc.value) == want
+            check_sampler(sampler, 4, {"stride": 3, "overflow": "all"})  # its own: fine
+    finally:
+        SAMPLERS._items.pop("test_declared_plugin", None)
+    # **params and nothing declared: the option is passed, with a warning naming it, once
+    with caplog.at_level(logging.WARNING, logger="framepipe"):
+        for _ in range(2):
+            check_sampler(anything, 4, {"strdie": 2, "overflow": "all"})
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "'anything' declares no options: parameter 'strdie'" in said[0]
+    # a plug-in that takes any option says so with a check of its own: nothing to say
+    caplog.clear()
+    register_sampler("test_open_plugin", check=lambda n, params: None)(anything)
+    try:
+        with caplog.at_level(logging.WARNING, logger="framepipe"):
+            check_sampler("test_open_plugin", 4, {"whatever": 1})
+        assert not caplog.records
+    finally:
+        SAMPLERS._items.pop("test_open_plugin", None)
