@@ -69,7 +69,8 @@ INPUTS: list[Row] = [
     ("--inputs-from", click.Path(dir_okay=False, path_type=str), None,
      "A manifest of inputs (repeatable): .txt (one path or URI a line), .csv, .jsonl or "
      ".parquet with a 'path' column and optional id, questions, start_s, end_s. Streamed: "
-     "millions of rows are fine.", {"multiple": True}),
+     "millions of rows are fine. '-' reads stdin (format from its content).",
+     {"multiple": True}),
     ("--cache-dir", click.Path(file_okay=False, path_type=str),
      Unset("$FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote"),
      "Where remote inputs (s3://, gs://, https://) are downloaded before decoding, and "

@@ -1,6 +1,6 @@
 """Manifests: files that list the inputs, streamed row by row (millions of rows).
 
-Formats, by extension:
+Formats, by extension (``-``, the standard input: by content, see :func:`stdin_copy`):
 
 - text (``.txt``, ``.lst``, any other): one path or URI a line; blank lines and lines
   starting with ``#`` are skipped;
@@ -15,20 +15,25 @@ Formats, by extension:
 Text, CSV and TSV manifests are UTF-8, or UTF-16 when they start with its byte-order mark
 (Excel's "Unicode Text"); JSON Lines are UTF-8. A listed name that is not UTF-8 is the file
 of that name, or else the name read as Windows-1252 (Excel's CSV on Windows). A relative
-path is taken relative to the manifest's folder. Rows are read lazily (the csv module, one
-JSON line at a time, Parquet record batches through pyarrow), so memory does not grow with
-the manifest. A manifest without a ``path`` column is a one-line ConfigError raised
-by :func:`check_manifest` before any heavy work; a bad row (empty path, a bad clip range or
-questions) is an input whose ``error`` names the manifest line (``list.csv:7: ...``), so it
-becomes one failed record and the run goes on.
+path is taken relative to the manifest's folder (stdin's: the current folder). Rows are
+read lazily (the csv module, one JSON line at a time, Parquet record batches through
+pyarrow), so memory does not grow with the manifest. A manifest without a ``path`` column
+is a one-line ConfigError raised by :func:`check_manifest` before any heavy work; a bad row
+(empty path, a bad clip range or questions) is an input whose ``error`` names the manifest
+line (``list.csv:7: ...``), so it becomes one failed record and the run goes on.
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import csv
 import json
+import os
 import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,9 +69,62 @@ MANIFEST_SUFFIXES = tuple(FORMATS)
 """The extensions of manifests (a row naming such a file no source reads is no input)."""
 
 
+STDIN = "-"
+"""The manifest name that stands for the standard input."""
+
+_stdin: dict[str, Any] = {}  # the copy of stdin ("path") and its format ("format")
+
+
 def manifest_format(path: Path) -> str:
-    """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension."""
+    """``txt``, ``csv``, ``tsv``, ``jsonl`` or ``parquet``, from the extension (the copy of
+    stdin: from its content, see :func:`stdin_copy`)."""
+    if _stdin and path == _stdin["path"]:
+        return str(_stdin["format"])
     return FORMATS.get(path.suffix.lower(), "txt")
+
+
+def _name(p: Path) -> str:
+    """The manifest as messages name it (``<stdin>`` for the copy of the standard input)."""
+    return "<stdin>" if _stdin and p == _stdin["path"] else str(p)
+
+
+def stdin_copy() -> Path:
+    """The standard input, read once (to its end) into a temporary file, removed when the
+    process exits; its format is found from its content: Parquet is refused (give its
+    file), a first line that is a JSON object makes JSON Lines, a first line that is a
+    header with a ``path`` column (split at commas, semicolons or tabs) makes CSV, anything
+    else is a text list. A ConfigError when stdin is a terminal (nothing piped in)."""
+    if _stdin:
+        return Path(_stdin["path"])
+    stream = sys.stdin
+    if stream is None or stream.isatty():
+        raise ConfigError(
+            "--inputs-from -: stdin is a terminal; pipe the list in (find ... | framepipe ...)"
+        )
+    fd, name = tempfile.mkstemp(prefix="framepipe-stdin-", suffix=".manifest")
+    atexit.register(lambda: Path(name).unlink(missing_ok=True))
+    with os.fdopen(fd, "wb") as fh:
+        shutil.copyfileobj(stream.buffer, fh)
+    path = Path(name)
+    with open(path, "rb") as fh:
+        if fh.read(4) == b"PAR1":
+            path.unlink()
+            raise ConfigError(
+                "<stdin>: a Parquet manifest cannot be read from stdin; give its file"
+            )
+    with open(path, encoding=text_encoding(path), errors="surrogateescape") as fh:
+        first = next((line.strip() for line in fh if line.strip()), "")
+    _stdin.update(path=path, format="txt")
+    if first.startswith("{"):
+        _stdin["format"] = "jsonl"
+    elif "path" in _csv_header(path, "csv")[1]:
+        _stdin["format"] = "csv"
+    return path
+
+
+def manifest_file(path: str | Path) -> Path:
+    """The file a manifest is read from: ``path``, or for ``-`` the copy of stdin."""
+    return stdin_copy() if str(path) == STDIN else Path(path)
 
 
 def text_encoding(path: Path) -> str:
@@ -103,7 +161,7 @@ def _known(p: Path, names: list[str]) -> list[str]:
         twins = [names[k] for k, o in enumerate(out) if o == c]
         if len(twins) > 1:
             shown = ", ".join(repr(t) for t in twins)
-            raise ConfigError(f"{p}: the manifest has several {c!r} columns ({shown})")
+            raise ConfigError(f"{_name(p)}: the manifest has several {c!r} columns ({shown})")
     return out
 
 
@@ -122,23 +180,23 @@ def _csv_header(p: Path, fmt: str) -> tuple[str, list[str]]:
 
 
 def _open_error(path: Path, exc: OSError) -> ConfigError:
-    return ConfigError(f"{path}: cannot read the manifest ({exc.strerror or exc})")
+    return ConfigError(f"{_name(path)}: cannot read the manifest ({exc.strerror or exc})")
 
 
 def check_manifest(path: str | Path) -> str:
     """The manifest's format; a one-line ConfigError when it cannot be read or has no
     ``path`` column (only the header, or the first row of JSON Lines, is read)."""
-    p = Path(path)
+    p = manifest_file(path)
     fmt = manifest_format(p)
     if p.is_dir():
-        raise ConfigError(f"{p}: the manifest is a folder, not a file")
+        raise ConfigError(f"{_name(p)}: the manifest is a folder, not a file")
     columns: list[str] | None = None
     try:
         if fmt in ("csv", "tsv"):
             columns = _csv_header(p, fmt)[1]
         elif fmt == "jsonl":
             if text_encoding(p) != "utf-8-sig":
-                raise ConfigError(f"{p}: the manifest is UTF-16 text; JSON Lines are UTF-8")
+                raise ConfigError(f"{_name(p)}: the manifest is UTF-16 text; JSON Lines are UTF-8")
             first = next(_jsonl_rows(p), None)
             if first is not None and first[1].get("__bad__") is None:
                 columns = [column(c) for c in first[1]]
@@ -153,7 +211,7 @@ def check_manifest(path: str | Path) -> str:
         raise _open_error(p, exc) from None
     if columns is not None and "path" not in columns:
         shown = ", ".join(columns[:8]) or "none"
-        raise ConfigError(f"{p}: the manifest has no 'path' column (columns: {shown})")
+        raise ConfigError(f"{_name(p)}: the manifest has no 'path' column (columns: {shown})")
     return fmt
 
 
@@ -161,27 +219,31 @@ def _parquet_columns(p: Path) -> list[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise ConfigError(f"{p}: Parquet manifests need pyarrow: pip install pyarrow") from None
+        raise ConfigError(
+            f"{_name(p)}: Parquet manifests need pyarrow: pip install pyarrow"
+        ) from None
     try:
         names = list(pq.ParquetFile(p).schema_arrow.names)
     except OSError:
         raise
     except Exception as exc:
-        raise ConfigError(f"{p}: not a readable Parquet file ({exc})") from None
+        raise ConfigError(f"{_name(p)}: not a readable Parquet file ({exc})") from None
     return _known(p, names)
 
 
 # Text and CSV lists are read as file names are (bytes that are not UTF-8 kept as surrogate
 # escapes, :func:`os.fsdecode`), so a listed name that is not UTF-8 is that file's name.
 def _txt_rows(p: Path) -> Iterator[Row]:
+    name = _name(p)
     with open(p, encoding=text_encoding(p), errors="surrogateescape") as fh:
         for n, line in enumerate(fh, 1):
             text = line.strip()
             if text and not text.startswith("#"):
-                yield f"{p}:{n}", {"path": text}
+                yield f"{name}:{n}", {"path": text}
 
 
 def _csv_rows(p: Path, fmt: str) -> Iterator[Row]:
+    name = _name(p)
     delimiter = _csv_header(p, fmt)[0]
     with open(p, newline="", encoding=text_encoding(p), errors="surrogateescape") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
@@ -194,15 +256,16 @@ def _csv_rows(p: Path, fmt: str) -> Iterator[Row]:
                 for k in ("start_s", "end_s"):
                     if k in fields and DECIMAL_COMMA.fullmatch(fields[k].strip()):
                         fields[k] = fields[k].strip().replace(",", ".")
-            yield f"{p}:{reader.line_num}", fields
+            yield f"{name}:{reader.line_num}", fields
 
 
 def _jsonl_rows(p: Path) -> Iterator[Row]:
+    name = _name(p)
     for n, obj in json_lines(p, encoding="utf-8-sig"):
         if isinstance(obj, json.JSONDecodeError):
-            yield f"{p}:{n}", {"__bad__": f"not a JSON object ({obj.msg})"}
+            yield f"{name}:{n}", {"__bad__": f"not a JSON object ({obj.msg})"}
         elif not isinstance(obj, dict):
-            yield f"{p}:{n}", {"__bad__": "not a JSON object"}
+            yield f"{name}:{n}", {"__bad__": "not a JSON object"}
         else:
             fields = {}
             for k, v in obj.items():
@@ -211,10 +274,11 @@ def _jsonl_rows(p: Path) -> Iterator[Row]:
                         fields = {"__bad__": f"several keys stand for {column(k)!r}"}
                         break
                     fields[column(k)] = v
-            yield f"{p}:{n}", fields
+            yield f"{name}:{n}", fields
 
 
 def _parquet_rows(p: Path) -> Iterator[Row]:
+    name = _name(p)
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(p)
@@ -223,12 +287,12 @@ def _parquet_rows(p: Path) -> Iterator[Row]:
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
         for row in batch.to_pylist():
             n += 1
-            yield f"{p}:row {n}", {column(k): v for k, v in row.items() if v is not None}
+            yield f"{name}:row {n}", {column(k): v for k, v in row.items() if v is not None}
 
 
 def manifest_rows(path: str | Path) -> Iterator[Row]:
     """The rows of a manifest, lazily, as ``(where, fields)``."""
-    p = Path(path)
+    p = manifest_file(path)
     fmt = check_manifest(p)
     if fmt in ("csv", "tsv"):
         return _csv_rows(p, fmt)

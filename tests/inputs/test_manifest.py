@@ -388,3 +388,35 @@ def test_a_manifest_listing_itself_or_another_is_a_failed_record_saying_so(
         f"{m}: a manifest, not an input (listed at {m}:1); manifests list inputs",
         f"{other}: a manifest, not an input (listed at {m}:2); manifests list inputs",
     ]
+
+
+def test_a_list_piped_to_inputs_from_dash_is_read_and_a_second_pipe_resumes(
+    videos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = tmp_path / "w"
+    (work / "v").mkdir(parents=True)
+    for name in ("a.mp4", "b.mp4"):
+        (work / "v" / name).write_bytes((videos / name).read_bytes())
+    monkeypatch.chdir(work)
+    found = "./v/a.mp4\n./v/b.mp4\n./v/gone.mp4\n"  # as `find . -name '*.mp4'` prints them
+    cmd = ["sample", "-n", "2", "--inputs-from", "-", "-o", "out"]
+    for again in (False, True):
+        monkeypatch.setattr("framepipe.inputs.manifest._stdin", {}, raising=False)  # a new process
+        res = CliRunner().invoke(cli, cmd, input=found)
+        assert res.exit_code == 1, res.output
+        done = "0 clip(s) written, 2 already done" if again else "2 clip(s) written"
+        assert done in res.output and "1 failed" in res.output
+        assert "v/gone.mp4: no such file (listed at <stdin>:3" in res.output
+    recs = {r["source"]: r["status"] for r in read_records(work / "out" / MANIFEST)}
+    assert recs == {"v/a.mp4": "ok", "v/b.mp4": "ok", "v/gone.mp4": "failed"}
+    # JSON Lines and CSV are told by their content
+    for text in ('{"path": "v/a.mp4", "id": "j"}\n', "Path;id\nv/a.mp4;c\n"):
+        monkeypatch.setattr("framepipe.inputs.manifest._stdin", {}, raising=False)
+        res = CliRunner().invoke(cli, [*cmd[:-1], "o2"], input=text)
+        assert res.exit_code == 0, res.output
+    assert {r["id"] for r in read_records(work / "o2" / MANIFEST)} == {"j", "c"}
+    # nothing piped in: one line, not a wait
+    monkeypatch.setattr("framepipe.inputs.manifest._stdin", {}, raising=False)
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
+    with pytest.raises(ConfigError, match="stdin is a terminal"):
+        collect_inputs(inputs_from="-")
