@@ -22,8 +22,9 @@ answer              :mod:`framepipe.answering` (decoded clips in, records out)
 write               :mod:`framepipe.output` (JSONL/Parquet records, part files, merge, images)
 engines             :mod:`framepipe.engine` (one protocol; local: decoding worker processes;
                     ray: Ray Data; one decoder supervisor for both)
-runs                :mod:`framepipe.runs` (``sample`` and ``caption``, on one skeleton that
-                    owns resume and writing)
+runs                :mod:`framepipe.runs` (``sample`` and ``caption``, and ``iter_sample`` and
+                    ``iter_caption`` record by record, on one skeleton that owns resume and
+                    writing)
 command line        :mod:`framepipe.cli` (parses options, calls the runs)
 ==================  ==============================================================================
 
@@ -55,6 +56,8 @@ _LAZY = {
     "CaptionSummary": "framepipe.runs.caption",
     "Pipeline": "framepipe.runs.caption",
     "caption": "framepipe.runs.caption",
+    "iter_caption": "framepipe.runs.caption",
+    "iter_sample": "framepipe.runs.sample",
     "sample": "framepipe.runs.sample",
     "get_sampler": "framepipe.samplers",
     "register_sampler": "framepipe.samplers",
@@ -80,8 +83,8 @@ if TYPE_CHECKING:
         SamplingError,
         SourceError,
     )
-    from framepipe.runs.caption import CaptionSummary, Pipeline, caption
-    from framepipe.runs.sample import sample
+    from framepipe.runs.caption import CaptionSummary, Pipeline, caption, iter_caption
+    from framepipe.runs.sample import iter_sample, sample
     from framepipe.samplers import get_sampler, register_sampler
     from framepipe.sources import open_source
     from framepipe.types import ClipResult, ClipSpec, FrameBatch, Selection, SourceInfo, ViewInfo
@@ -121,6 +124,8 @@ __all__ = [
     "caption",
     "discover",
     "get_sampler",
+    "iter_caption",
+    "iter_sample",
     "open_source",
     "plan_clips",
     "register_sampler",

@@ -2,10 +2,12 @@
 
 The Python API behind ``framepipe caption``::
 
-    from framepipe import SampleConfig, caption
+    from framepipe import SampleConfig, caption, iter_caption
     summary = caption(["videos/"], sample=SampleConfig(n=8), questions=["What happens?"],
                       output="results.jsonl")
     for rec in summary.records:
+        print(rec.source, rec.answers)
+    for rec in iter_caption(["videos/"], sample=8):  # the same run, record by record
         print(rec.source, rec.answers)
 
 :class:`Pipeline` keeps the model loaded between runs. Frames are decoded by the local
@@ -24,6 +26,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Generator as Gen
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +50,9 @@ from framepipe.runs.common import (
     RunSummary,
     begin,
     check_writable,
-    execute,
+    drain,
     save_clip_images,
+    stream,
 )
 from framepipe.types import ClipResult
 
@@ -165,6 +169,7 @@ class Pipeline:
         """``local`` (decoding worker processes, the model here) or ``ray`` (Ray Data: read
         and generation actors, see :mod:`framepipe.engine.ray`; ``ray_options``)."""
         self.ray_options = ray_options
+        self._noted_random = False  # the random-weights warning, said once per loaded model
 
     @property
     def model_config(self) -> ModelConfig:
@@ -235,7 +240,53 @@ class Pipeline:
         hold remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed;
         a row's questions replace ``questions`` for it); remote inputs are staged under
         ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
+        :meth:`iter` is the same run, its records handed over one by one as they finish.
         """
+        return drain(
+            self.iter(
+                paths,
+                output,
+                overwrite=overwrite,
+                format=format,
+                retry_failed=retry_failed,
+                part=part,
+                keep_records=keep_records,
+                on_input=on_input,
+                on_record=on_record,
+                on_skip=on_skip,
+                inputs_from=inputs_from,
+                cache_dir=cache_dir,
+                shard=shard,
+            )
+        )
+
+    def iter(
+        self,
+        paths: Iterable[str | Path],
+        output: str | Path | None = None,
+        *,
+        overwrite: bool = False,
+        format: str | None = None,
+        retry_failed: bool = True,
+        part: str | None = None,
+        keep_records: bool = False,
+        on_input: OnInput | None = None,
+        on_record: OnRecord | None = None,
+        on_skip: Callable[[int], None] | None = None,
+        inputs_from: str | Path | Iterable[str | Path] | None = None,
+        cache_dir: str | Path | None = None,
+        shard: Shard | str | tuple[int, int] | None = None,
+    ) -> Gen[ClipResult, None, CaptionSummary]:
+        """:meth:`run`, lazily: yields each clip's record as it finishes (the records
+        ``run`` returns and the output holds), in the order they are written. Nothing starts
+        before the first record is asked for, and the run goes on only as they are: the
+        decoding processes work at most ``prefetch`` clips ahead of the loop. Without
+        ``output`` nothing is written (the default here); with one, each record is in it
+        before it is yielded, and a re-run resumes as after :meth:`run`. Leaving the loop
+        (``break``, an exception, Ctrl-C; or ``close()`` on the generator) stops the run:
+        the decoders stop and the output keeps one record per clip yielded so far. An error
+        that stops the run is raised in the loop. The generator returns the run's
+        :class:`CaptionSummary` (its ``records`` only with ``keep_records``)."""
         t0 = time.perf_counter()
         frames, so = self.frames_dir, self.sample.storage_options
         if isinstance(frames, Path):
@@ -267,7 +318,8 @@ class Pipeline:
         t_check = time.perf_counter()
         self.check(kinds)
         answer = self.answer_spec()
-        if self.backend.random_weights():
+        if self.backend.random_weights() and not self._noted_random:
+            self._noted_random = True  # once per loaded model, not at every run
             name = self.backend.key().get("id")
             log.warning("%s has random weights: its answers are not captions", name)
 
@@ -289,7 +341,7 @@ class Pipeline:
             output, format, part, overwrite, retry_failed, keep_records, on_record, so, cache_dir
         )
         try:
-            execute(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
+            yield from stream(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
         finally:
             summary.model = engine.model
             summary.load_s, summary.check_s = t_check + engine.load_s, t_check
@@ -343,11 +395,34 @@ def caption(
     with those of :meth:`Pipeline.run` (``overwrite``, ``format``, ``retry_failed``, ``part``,
     ``keep_records``, ``on_input``, ``on_record``, ``on_skip``). ``framepipe caption``
     calls this too."""
+    pipe, run_options = _pipeline("caption", options)
+    return pipe.run(paths, output, **run_options)
+
+
+def iter_caption(
+    paths: Iterable[str | Path],
+    output: str | Path | None = None,
+    **options: Unpack[CaptionOptions],
+) -> Gen[ClipResult, None, CaptionSummary]:
+    """:func:`caption`, lazily: each clip's record as it finishes (see
+    :meth:`Pipeline.iter`; nothing is written without ``output``)::
+
+        for rec in iter_caption(["videos/"], sample=8, questions=["What happens?"]):
+            print(rec.source, rec.answers)
+
+    The options are checked now; the run starts with the first record asked for."""
+    pipe, run_options = _pipeline("iter_caption", options)
+    return pipe.iter(paths, output, **run_options)
+
+
+def _pipeline(name: str, options: Mapping[str, Any]) -> tuple[Pipeline, dict[str, Any]]:
+    """The :class:`Pipeline` made from the ``options`` of :func:`caption` (called ``name``),
+    and the options left for its run."""
     run_names = inspect.signature(Pipeline.run).parameters.keys() - {"self", "paths", "output"}
     known = run_names | inspect.signature(Pipeline).parameters.keys()
     unknown = sorted(options.keys() - known)
     if unknown:  # named as caption()'s, not as Pipeline's that it builds
-        raise TypeError(f"caption() got an unexpected keyword argument {unknown[0]!r}")
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
     kw: dict[str, Any] = dict(options)
     run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
-    return Pipeline(**kw).run(paths, output, **run_options)
+    return Pipeline(**kw), run_options

@@ -15,10 +15,10 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from framepipe.config import SampleConfig
 from framepipe.discovery import Input, Skipped
@@ -45,6 +45,8 @@ from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
 
 OnInput = Callable[[Sequence[Input] | Iterator[Input], Sequence[Skipped]], None]
 """Called once with what discovery found: the inputs, and the paths not taken (notes). The
@@ -222,17 +224,36 @@ def execute(
     summary: RunSummary,
     t0: float,
 ) -> None:
-    """Run ``tasks`` on ``engine`` and write every record to ``out``: a re-run skips the
-    clips the output already holds (their keys go to the engine), and its records replace
-    the old ones of the same clips. With ``overwrite`` the output is truncated only when the
-    first record comes (a model that fails to load leaves it as it was). Then (also on an
-    error) the engine is closed, an output in an object store is published, and ``summary``
-    gets its skipped count and the time since ``t0`` (``time.perf_counter()``)."""
+    """Run ``tasks`` on ``engine`` to the end: :func:`stream`, its records not kept here."""
+    for _ in stream(engine, tasks, work, out, summary, t0):
+        pass
+
+
+def stream(
+    engine: Engine,
+    tasks: Iterable[EngineTask],
+    work: Work,
+    out: Output,
+    summary: RunSummary,
+    t0: float,
+) -> Iterator[ClipResult]:
+    """Run ``tasks`` on ``engine`` and write every record to ``out``, yielding each once it
+    is written, counted and given to ``on_record``: a re-run skips the clips the output
+    already holds (their keys go to the engine), and its records replace the old ones of
+    the same clips. With ``overwrite`` the output is truncated only when the first record
+    comes (a model that fails to load leaves it as it was). The engine does the next clips'
+    work only as the caller asks for their records (decoding runs at most its prefetch
+    ahead). Then (also on an error, and when the caller closes the generator: a ``break``)
+    the engine is closed, an output in an object store is published, and ``summary`` gets
+    its skipped count and the time since ``t0`` (``time.perf_counter()``). A run stopped
+    before its first record removes the output it created, and the folders it made for it."""
     writer: RecordWriter | None = None
     created = stopped = False
+    made: list[Path] = []  # folders made for the output (removed with an empty one)
     plans: list[InputPlan] = []  # until the writer is open (``overwrite``)
     held = HeldPlans()  # until their clips' records are written
     path, part, fmt, remote = out.path, out.part, out.format, out.remote()
+    records: Iterator[ClipResult] | None = None
 
     def on_plan(plan: InputPlan) -> None:
         if writer is not None:
@@ -245,11 +266,13 @@ def execute(
             path, fmt = remote.fetch(overwrite=out.overwrite), remote.format
             part = f"run-{uuid.uuid4().hex[:12]}"
         if path is not None:
-            created = not record_files(writer_target(path, fmt, part))
+            target = writer_target(path, fmt, part)
+            created, made = not record_files(target), missing_folders(target.parent)
             if not out.overwrite:
                 writer = open_writer(path, fmt, part=part, retry_failed=out.retry_failed)
         resume = Resume(writer.done if writer is not None else (), on_plan)
-        for rec in engine.run(tasks, work, resume):
+        records = engine.run(tasks, work, resume)
+        for rec in records:
             if writer is None and path is not None:
                 writer = open_writer(
                     path, fmt, part=part, overwrite=True, retry_failed=out.retry_failed
@@ -263,12 +286,17 @@ def execute(
             summary.add(rec, keep=out.keep_records)
             if out.on_record is not None:
                 out.on_record(rec)
+            yield rec
     except BaseException:
         stopped = True
         if writer is not None and created:
-            discard_if_empty(writer)  # e.g. the weights failed to load
+            discard_if_empty(writer, made)  # e.g. the weights failed to load
+        elif created:
+            remove_empty(made)
         raise
     finally:
+        if records is not None and hasattr(records, "close"):
+            records.close()  # the engine's own clean-up, before its times are read
         engine.close()
         if writer is not None:
             finish_output(writer.close, stopped)
@@ -276,6 +304,31 @@ def execute(
             finish_output(remote.publish, stopped)
         summary.skipped = engine.skipped
         summary.elapsed_s = time.perf_counter() - t0
+
+
+def drain(run: Generator[Any, None, R]) -> R:
+    """Run the generator ``run`` to its end and return what it returns (a run's summary)."""
+    while True:
+        try:
+            next(run)
+        except StopIteration as end:
+            return end.value
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that are not there yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty; leave the others."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def finish_output(step: Callable[[], None], stopped: bool) -> None:
@@ -322,14 +375,16 @@ def check_output(path: str | Path, storage_options: dict[str, Any] | None = None
         check_writable(Path(path))
 
 
-def discard_if_empty(writer: RecordWriter) -> None:
+def discard_if_empty(writer: RecordWriter, made: Iterable[Path] = ()) -> None:
     """Close ``writer`` and remove its file when it holds no record (a run that failed
-    before writing any, on an output it created), as a run stops on an error."""
+    before writing any, on an output it created), and then the folders ``made`` for it
+    that are left empty, as a run stops on an error."""
     finish_output(writer.close, stopped=True)
     with contextlib.suppress(OSError):
         if not any(True for _ in read_output(writer.path)):
             writer.path.unlink()
             ledger_of(writer.path).unlink(missing_ok=True)
+            remove_empty(made)
 
 
 def clip_dir_name(source: str, clip_index: int) -> str:

@@ -2,8 +2,10 @@
 
 The Python API behind ``framepipe sample``::
 
-    from framepipe import SampleConfig, sample
+    from framepipe import SampleConfig, iter_sample, sample
     summary = sample(["videos/"], "out/", SampleConfig(n=8))
+    for rec in iter_sample(["videos/"], "out/", 8):  # the same run, record by record
+        print(rec.source, rec.indices)
 
 The run is the shared skeleton (:mod:`framepipe.runs.common`): the engine's decoding
 processes save each clip's images as it is read (no frames come back to this process).
@@ -14,7 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +36,11 @@ from framepipe.runs.common import (
     Output,
     RunSummary,
     begin,
-    execute,
+    drain,
     save_clip_images,
+    stream,
 )
+from framepipe.types import ClipResult
 
 if TYPE_CHECKING:
     from framepipe.engine import RayOptions
@@ -129,7 +133,63 @@ def sample(
     shard of the inputs (see :mod:`framepipe.inputs`). ``engine="ray"`` runs the stages on
     Ray Data (``ray_options``: the cluster, actors and resources; see
     :mod:`framepipe.engine.ray`); ``workers`` is then not used.
+    :func:`iter_sample` is the same run, its records handed over one by one as they finish.
     """
+    return drain(
+        iter_sample(
+            paths,
+            out_dir,
+            cfg,
+            overwrite=overwrite,
+            format=format,
+            retry_failed=retry_failed,
+            image_format=image_format,
+            sheets=sheets,
+            workers=workers,
+            decode_timeout_s=decode_timeout_s,
+            keep_records=keep_records,
+            on_input=on_input,
+            on_record=on_record,
+            on_skip=on_skip,
+            engine=engine,
+            ray_options=ray_options,
+            inputs_from=inputs_from,
+            cache_dir=cache_dir,
+            shard=shard,
+        )
+    )
+
+
+def iter_sample(
+    paths: Iterable[str | Path],
+    out_dir: str | Path,
+    cfg: SampleConfig | int | None = None,
+    *,
+    overwrite: bool = False,
+    format: str | None = None,
+    retry_failed: bool = True,
+    image_format: str = "jpg",
+    sheets: bool = True,
+    workers: int = 1,
+    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
+    keep_records: bool = False,
+    on_input: OnInput | None = None,
+    on_record: OnRecord | None = None,
+    on_skip: Callable[[int], None] | None = None,
+    engine: str = "local",
+    ray_options: RayOptions | None = None,
+    inputs_from: str | Path | Iterable[str | Path] | None = None,
+    cache_dir: str | Path | None = None,
+    shard: Shard | str | tuple[int, int] | None = None,
+) -> Generator[ClipResult, None, RunSummary]:
+    """:func:`sample`, lazily: yields each clip's record as it finishes (the records the
+    manifest holds; each is in it before it is yielded), in the order they are written.
+    Nothing starts before the first record is asked for, and the run goes on only as they
+    are (the decoders work at most a few clips ahead). Leaving the loop (``break``, an
+    exception, Ctrl-C; or ``close()``) stops the run: the decoders stop, and the manifest
+    keeps one record per clip yielded so far (a re-run resumes). An error that stops the
+    run is raised in the loop. Returns the run's summary (its ``records`` only with
+    ``keep_records``)."""
     cfg = as_sample_config(cfg)
     t0 = time.perf_counter()
     manifest = manifest_path(out_dir, format, cfg.storage_options)
@@ -145,13 +205,9 @@ def sample(
         shard=shard,
     )
     out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
+    # the folder is made as the manifest opens (and removed when the run stops before any
+    # record: a refused run leaves nothing); ``begin`` checked that it can be
     summary = RunSummary(notes=list(notes), output=manifest)
-    try:
-        if isinstance(out, Path):
-            out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        eng.close()
-        raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
     save = functools.partial(
         _save_or_fail,
         out_dir=out,
@@ -169,7 +225,7 @@ def sample(
         storage_options=cfg.storage_options,
         cache_dir=cache_dir,
     )
-    execute(eng, (_task(item) for item in inputs), work, output, summary, t0)
+    yield from stream(eng, (_task(item) for item in inputs), work, output, summary, t0)
     return summary
 
 

@@ -591,6 +591,20 @@ def test_a_warning_about_the_model_settings_is_logged_once_per_run(
     assert caplog.text.count("float16 on CPU is slow and lossy") == 1
 
 
+def test_the_random_weights_warning_is_said_once_per_loaded_model(
+    videos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notebook running one Pipeline over and over was told at every run that the model
+    it had already been told about has random weights."""
+    pipe = Pipeline(generator=EchoGenerator(), sample=SampleConfig(n=2), workers=0)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING", logger="framepipe"):
+        for _ in range(3):
+            assert pipe.run([videos / "v0.mp4"], None).done == 1
+        assert caplog.text.count("has random weights") == 1
+        _run([videos / "v0.mp4"], EchoGenerator(), workers=0)  # another pipeline: said again
+        assert caplog.text.count("has random weights") == 2
+
+
 class _LoadedElsewhere:
     """What ``LlavaForConditionalGeneration.from_pretrained`` returns, as far as framepipe can
     tell: a model, not something that answers requests."""

@@ -150,3 +150,20 @@ def test_a_run_refused_after_its_engine_opened_closes_the_engine(
     with pytest.raises(ConfigError, match="refused"):
         sample([inputs], tmp_path / "out", SampleConfig(n=2), workers=1)
     assert closed == [True]
+
+
+def test_a_run_refused_before_its_first_clip_leaves_nothing_on_disk(
+    inputs: Path, tmp_path: Path
+) -> None:
+    """A sampler the decoding processes cannot be sent (a lambda; one defined in a notebook
+    cell is refused the same way) is refused as the run starts: the output folder it had
+    made, with the folders above it, stayed behind, empty."""
+    out = tmp_path / "new" / "out"
+    lam = SampleConfig(n=2, sampler=lambda info, clip, *, n, **kw: [0] * n)
+    with pytest.raises(ConfigError, match="cannot be sent"):
+        sample([inputs], out, lam, workers=1)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "new").mkdir()
+    with pytest.raises(ConfigError, match="cannot be sent"):
+        sample([inputs], out, lam, workers=1)
+    assert list(tmp_path.iterdir()) == [tmp_path / "new"]  # a folder that was there stays
