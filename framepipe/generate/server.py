@@ -1,9 +1,10 @@
 """The ``openai`` backend: an OpenAI-compatible server answers (vLLM, SGLang, TGI,
 ``transformers serve``); the pipeline stays the same.
 
-Each question about a clip is one chat request: a user message with the clip's frames as
-``image_url`` parts (lossless PNG data URLs, encoded where the clip was decoded) and then the
-question, so the server sees the pixels the in-process backend would. ``max_new_tokens`` is
+Each question about a clip is one chat request (:mod:`framepipe.generate.chat`): a user
+message with the clip's frames as ``image_url`` parts (lossless PNG data URLs, encoded where
+the clip was decoded) and then the question, so the server sees the pixels the in-process
+backend would. ``max_new_tokens`` is
 sent as ``max_tokens``; greedy decoding as ``temperature`` 0; sampling as ``temperature``,
 ``top_p`` and each answer's own ``seed`` (:func:`~framepipe.generate.config.answer_seed`: from
 the run's seed, the clip and the question; clips never share a stream of draws); a
@@ -27,10 +28,8 @@ even where a server echoes it.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import http.client
-import io
 import json
 import logging
 import os
@@ -41,11 +40,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import numpy as np
 
 from framepipe.errors import (
     ConfigError,
@@ -55,7 +51,8 @@ from framepipe.errors import (
     StopRunError,
 )
 from framepipe.generate.backend import BACKENDS
-from framepipe.generate.config import Answer, GenerationSettings, Prepared, Request, answer_seed
+from framepipe.generate.chat import APISettings, chat_messages, encode_images
+from framepipe.generate.config import Answer, GenerationSettings, Request
 from framepipe.generate.replies import answer_text, cut_at_limit, error_message, token_count
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
@@ -69,55 +66,6 @@ _CONTEXT = re.compile(
     re.IGNORECASE,
 )
 """What vLLM, SGLang, TGI and transformers serve say of a prompt longer than their context."""
-
-
-@dataclass
-class APISettings(GenerationSettings):
-    """:class:`GenerationSettings` as the OpenAI API takes them: records and resume keys name
-    what is sent (no ``top_k``, beams or repetition penalty)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        given = [
-            f"--{name.replace('_', '-')} ({value})"
-            for name, value in (
-                ("num_beams", self.num_beams),
-                ("repetition_penalty", self.repetition_penalty),
-            )
-            if value != 1
-        ]
-        if given:  # named as given: only those set away from 1
-            has, them = ("has", "it") if len(given) == 1 else ("have", "them")
-            raise ConfigError(
-                f"{' and '.join(given)} {has} no OpenAI API equivalent (--backend openai): "
-                f"leave {them} at 1"
-            )
-
-    def to_json(self) -> dict[str, Any]:
-        skip = ("top_k", "num_beams", "repetition_penalty")
-        return {k: v for k, v in super().to_json().items() if k not in skip}
-
-    def body(self, r: Request, question: int) -> dict[str, Any]:
-        """The generation parameters of question ``question`` of ``r``."""
-        if not self.do_sample:
-            return {"max_tokens": self.max_new_tokens, "temperature": 0.0}
-        out = {"max_tokens": self.max_new_tokens, "temperature": self.temperature}
-        out["top_p"] = self.top_p
-        if self.seed is None:
-            return out
-        return {**out, "seed": answer_seed(self.seed, r.identity(), question)}
-
-
-def encode_images(images: Sequence[np.ndarray]) -> Prepared:
-    """Frames as PNG data URLs (lossless); run where clips are decoded."""
-    from PIL import Image
-
-    urls = []
-    for f in images:
-        buf = io.BytesIO()
-        Image.fromarray(np.asarray(f)).save(buf, format="PNG", compress_level=1)
-        urls.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
-    return Prepared(len(urls), urls)
 
 
 class OpenAIBackend:
@@ -339,23 +287,12 @@ class OpenAIBackend:
     ) -> tuple[str, int | None, int | None, float, bool | None] | FramepipeError:
         """Question ``k`` of ``r``: (answer, prompt tokens, new tokens, seconds, whether it
         stopped at ``max_tokens``; what the server did not send is None), or the error."""
-        question = r.questions[k]
-        urls = (r.images if isinstance(r.images, Prepared) else encode_images(r.images)).data
-        parts = iter({"type": "image_url", "image_url": {"url": u}} for u in urls)
-        content: list[dict[str, Any]] = []
-        for seg in r.segments or ():  # each source's label, then its images
-            content += [
-                {"type": "text", "text": seg.text},
-                *(next(parts) for _ in range(seg.num_images)),
-            ]
-        content += [*parts, {"type": "text", "text": question}]
-        system = [] if r.system is None else [{"role": "system", "content": r.system}]
-        messages = [*system, {"role": "user", "content": content}]
+        messages, n = chat_messages(r, k)
         body = {"model": self.model, "messages": messages, **self.settings.body(r, k)}
         t0 = time.perf_counter()
         data: Any = None
         try:
-            data = self._post(body, len(urls))
+            data = self._post(body, n)
             choice = data["choices"][0]
             text = answer_text(choice["message"]["content"])
         except FramepipeError as exc:
