@@ -58,6 +58,9 @@ BACKEND: list[Row] = [
     ("--request-timeout", click.FloatRange(min=0, min_open=True), 600.0,
      OPENAI + "seconds a request may wait for its answer (then tried once more, then its "
      "clip fails)."),
+    ("--server-wait", click.FloatRange(min=0), 300.0,
+     OPENAI + "seconds a server that refuses every connection mid-run is waited for (then "
+     "the run stops; the same command resumes)."),
 ]
 # fmt: on
 
@@ -120,14 +123,20 @@ def backend_from(kw: dict[str, Any], model: str | None, settings: GenerationSett
     this process."""
     name, url = kw.pop("backend"), kw.pop("base_url")
     key, concurrency = kw.pop("api_key"), kw.pop("max_concurrency")
-    timeout = kw.pop("request_timeout")
+    timeout, wait = kw.pop("request_timeout"), kw.pop("server_wait")
     if name == "transformers":
         return None  # the server's options were refused with it (see run_options.APPLIES)
     if not url:
         raise SettingError(f"--backend {name} needs --base-url (e.g. http://host:8000/v1)")
     try:
         return BACKENDS.get(name)(
-            url, model, settings, api_key=key, max_concurrency=concurrency, timeout_s=timeout
+            url,
+            model,
+            settings,
+            api_key=key,
+            max_concurrency=concurrency,
+            timeout_s=timeout,
+            wait_s=wait,
         )
     except FramepipeError as exc:
         raise SettingError(str(exc)) from None

@@ -134,7 +134,7 @@ RAY_FIELDS = {
 MODEL_IN_PROCESS = ("revision", "device", "dtype", "quantize", "attn", "trust_remote_code",
                     "offline")  # fmt: skip
 """``caption``'s options of the model loaded in this process (``--backend transformers``)."""
-SERVER = ("base_url", "api_key", "max_concurrency", "request_timeout")
+SERVER = ("base_url", "api_key", "max_concurrency", "request_timeout", "server_wait")
 """``caption``'s options of a model server (every other backend)."""
 
 APPLIES: dict[str, tuple[str, str, bool]] = {

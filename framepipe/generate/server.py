@@ -18,6 +18,10 @@ the server holds past ``timeout_s``, ``--request-timeout``, once more only); a r
 that still fails makes its clip a failed record with the server's message, and the run goes
 on. An error every request would hit stops the run after
 the first one (:class:`~framepipe.errors.StopRunError`) with one line that names the fix: a
+server that has refused every connection for ``wait_s`` (``--server-wait``: it went away
+mid-run; requests that find nothing listening wait for it, with backoff, without failing
+their clips, so a restart costs no clip and a server gone for good stops a night's run
+instead of failing every clip left), a
 server that takes fewer images per prompt than a clip has (vLLM without
 ``--limit-mm-per-prompt``), a context too short for n frames, a model the server does not
 serve, a refused API key. A server that cannot be reached at start is a one-line error
@@ -29,12 +33,14 @@ even where a server echoes it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import http.client
 import json
 import logging
 import os
 import random
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -75,6 +81,8 @@ class OpenAIBackend:
     ``OPENAI_API_KEY``. ``max_concurrency``: requests in flight at once (a batch holds at
     least twice as many clips). ``retries``, ``backoff_s``: retries of a request after a
     connection error, 429 or 5xx, and the first wait (doubled each time, 30 s at most).
+    ``wait_s``: how long a server that refuses every connection mid-run is waited for
+    before the run stops.
     Loaded, it is its own :class:`~framepipe.generate.backend.Backend`.
     """
 
@@ -92,6 +100,7 @@ class OpenAIBackend:
         timeout_s: float = 600.0,
         retries: int = 4,
         backoff_s: float = 0.5,
+        wait_s: float = 300.0,
     ) -> None:
         url = urlsplit(base_url or "")
         if url.scheme not in ("http", "https") or not url.hostname:
@@ -105,6 +114,8 @@ class OpenAIBackend:
             raise ConfigError(f"--max-concurrency ({max_concurrency}) must be >= 1")
         if not timeout_s > 0:
             raise ConfigError(f"--request-timeout ({timeout_s}) must be > 0")
+        if not wait_s >= 0:
+            raise ConfigError(f"--server-wait ({wait_s:g}) must be >= 0")
         self.base_url = base_url.rstrip("/")
         self.model = model
         """The server's model id (found by :meth:`check` when not given)."""
@@ -115,6 +126,9 @@ class OpenAIBackend:
         """Read here, where the run starts: a cluster's actors get it with the backend."""
         self.max_concurrency = max_concurrency
         self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), backoff_s
+        self.wait_s = wait_s
+        self._down_since: float | None = None
+        """When the server began refusing every connection (None: it answers)."""
         self.random = False
         """Whether the served model is a local folder marked as random weights."""
         self._checked = False
@@ -124,7 +138,7 @@ class OpenAIBackend:
         """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        return {**self.__dict__, "_stop": None, "_lock": None, "_cancel": None}
+        return {**self.__dict__, "_stop": None, "_lock": None, "_cancel": None, "_down_since": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
@@ -212,6 +226,7 @@ class OpenAIBackend:
     def load(self) -> OpenAIBackend:
         if self._stop is not None:  # an earlier run stopped: the server may be fixed since
             self._stop, self._checked = None, False
+        self._down_since = None
         self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
         self.check(0, (), None)
         return self
@@ -326,15 +341,19 @@ class OpenAIBackend:
         ``retries + 1`` timeouts)."""
         why = ""
         timed_out = False
-        for attempt in range(self.retries + 1):
+        attempt = down = 0
+        while attempt <= self.retries:
             if self._stop is not None:
                 raise self._stop
             if self._cancel.is_set():
                 raise GenerationError(f"the request to {self.where()} was stopped")
             wait = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
             try:
-                return self._request("/chat/completions", body, timeout=self.timeout_s)
+                out = self._request("/chat/completions", body, timeout=self.timeout_s)
+                self._down_since = None
+                return out
             except urllib.error.HTTPError as exc:
+                self._down_since = None
                 why = f"{exc.code}: {self._redact(error_message(exc.read()))}"
                 fatal = self._fatal(exc.code, why, n)
                 if fatal is not None:
@@ -348,6 +367,14 @@ class OpenAIBackend:
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 # refused, reset (also mid-answer), timed out, not JSON
                 reason = getattr(exc, "reason", None) or exc
+                if _unreachable(reason):  # nothing listens: wait for it, no try counted
+                    why = self._redact(str(reason) or type(reason).__name__)
+                    left = self._gone(why)
+                    pause = min(30.0, self.backoff_s * 2**down) * random.uniform(0.5, 1.0)
+                    log.debug("%s: %s; trying again in %.1f s", self.where(), why, pause)
+                    self._cancel.wait(min(pause, left))
+                    down += 1
+                    continue
                 if isinstance(reason, TimeoutError):  # tried once more, not `retries` times
                     if timed_out:
                         raise GenerationError(
@@ -359,8 +386,28 @@ class OpenAIBackend:
             if attempt < self.retries:
                 log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
                 self._cancel.wait(wait)
+            attempt += 1
         tries = self.retries + 1
         raise GenerationError(f"the server at {self.where()} failed ({why}) after {tries} tries")
+
+    def _gone(self, why: str) -> float:
+        """A connection found nothing listening: the seconds left to wait for the server,
+        or the StopRunError once it has refused every connection for ``wait_s``."""
+        now = time.monotonic()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("the server at %s refused a connection (%s)", self.where(), why)
+            left = self._down_since + self.wait_s - now
+            if left <= 0:
+                self._stop = self._stop or StopRunError(
+                    f"the server at {self.where()} refused every connection for "
+                    f"{self.wait_s:g} s ({why}): start it again and run the same command to "
+                    "answer the clips left (the answered ones are kept; --server-wait to "
+                    "wait longer)"
+                )
+                raise self._stop
+        return left
 
     def _fatal(self, code: int, why: str, n: int) -> str | None:
         """The one line that stops the run, for an error every request would hit."""
@@ -381,6 +428,15 @@ class OpenAIBackend:
         if code in (401, 403):
             return f"{where} refused the API key ({why}): set --api-key or OPENAI_API_KEY"
         return None
+
+
+def _unreachable(reason: object) -> bool:
+    """Whether a connection error means nothing listens at the server's address (refused,
+    no route, the host name gone), not a request that went wrong."""
+    gone = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
+    return isinstance(reason, socket.gaierror) or (
+        isinstance(reason, OSError) and reason.errno in gone
+    )
 
 
 BACKENDS.register("openai", OpenAIBackend)

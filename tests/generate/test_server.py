@@ -94,20 +94,19 @@ def test_same_answers_as_the_in_process_backend(
     assert (again.done, again.skipped) == (0, 3)
 
 
-def test_a_server_killed_mid_run_gives_failed_records_and_a_rerun_completes_them(
+def test_a_server_killed_mid_run_stops_the_run_and_a_rerun_completes_it(
     openai_server: ModelServer, tiny_model_dir: Path, videos: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.jsonl"
     kw: dict[str, Any] = {"sample": SampleConfig(n=2, clip_seconds=0.5), "workers": 1}
     with transformers_serve(tiny_model_dir, tmp_path / "serve.log") as server:
         backend = OpenAIBackend(
-            server.url, settings=SETTINGS, max_concurrency=1, retries=1, backoff_s=0.05
+            server.url, settings=SETTINGS, max_concurrency=1, backoff_s=0.05, wait_s=0.5
         )
-        first = caption([videos], out, backend=backend, on_record=lambda rec: server.kill(), **kw)
-    assert first.done == 4 and len(first.failed) == 2  # a batch of 4, then the server is gone
-    for source, error in first.failed:
-        assert error.startswith(source) and "\n" not in error
-        assert f"the server at {server.url} failed" in error and "after 2 tries" in error
+        with pytest.raises(StopRunError) as err:  # a batch of 4, then the server is gone
+            caption([videos], out, backend=backend, on_record=lambda rec: server.kill(), **kw)
+    assert str(err.value).startswith(f"the server at {server.url} refused every connection")
+    assert len(by_clip(out)) == 4 and all(r["status"] == "ok" for r in by_clip(out).values())
     # the same model served at another address: the resume key holds the model, not the URL
     second = caption(
         [videos], out, backend=OpenAIBackend(openai_server.url, settings=SETTINGS), **kw

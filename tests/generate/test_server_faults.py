@@ -32,7 +32,7 @@ from remote_servers import (
 
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, ModelLoadError, StopRunError
-from framepipe.generate import OpenAIBackend
+from framepipe.generate import GenerationSettings, OpenAIBackend
 from framepipe.output import read_records
 from framepipe.runs.caption import caption
 
@@ -309,3 +309,113 @@ def test_a_request_the_server_holds_is_tried_once_more_then_fails_its_clip(
 def test_a_request_timeout_that_is_not_positive_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"--request-timeout \(0\) must be > 0"):
         OpenAIBackend("http://127.0.0.1:1/v1", timeout_s=0)
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-shaped server that answers every request ("up")."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def send(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.send(json.dumps({"data": [{"id": "scripted"}]}).encode())
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send(json.dumps(chat_reply("up")[1]).encode())
+
+
+def test_a_server_gone_for_good_mid_run_stops_the_run_and_the_same_command_resumes(
+    videos: Path, tmp_path: Path
+) -> None:
+    """A night's run whose server goes away: requests that find nothing listening are
+    tried again for ``wait_s`` (``--server-wait``), then the run stops with one line
+    naming the server and the reason; no clip is failed for it (a million clips would be a
+    million failed records), the clips answered stay, and the same run against the server
+    started again answers the rest."""
+    out = tmp_path / "out.jsonl"
+    kw: dict[str, Any] = {"sample": SampleConfig(n=2), "workers": 1}
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    port = server.server_address[1]
+    with serving(server) as url:
+
+        def gone(rec: dict[str, Any]) -> None:
+            if server.socket.fileno() != -1:
+                server.shutdown()
+                server.server_close()
+
+        backend = OpenAIBackend(
+            f"{url}/v1",
+            settings=GenerationSettings(batch_size=1),
+            max_concurrency=1,
+            retries=1,
+            backoff_s=0.01,
+            wait_s=1.0,
+        )  # batches of 2 clips (twice max_concurrency): the server goes after the first
+        t0 = time.monotonic()
+        with pytest.raises(StopRunError) as err:
+            caption([videos], out, backend=backend, on_record=gone, **kw)
+    took = time.monotonic() - t0
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"the server at {url}/v1 refused every connection")
+    assert "for 1 s" in msg and "--server-wait" in msg and 1 <= took < 10
+    first = records(out)
+    assert len(first) == 2 and all(r["status"] == "ok" for r in first.values())
+    again = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Answering)
+    with serving(again) as url:
+        summary = caption([videos], out, backend=OpenAIBackend(f"{url}/v1"), **kw)
+    assert (summary.done, summary.skipped, summary.failed) == (1, 2, [])
+    assert len(records(out)) == 3 and all(r["status"] == "ok" for r in records(out).values())
+
+
+def test_a_server_restarted_mid_run_is_waited_for_and_no_clip_fails(
+    videos: Path, tmp_path: Path
+) -> None:
+    """A server that refuses connections for a while (vLLM restarting) and comes back on
+    the same port: the requests wait for it (not ``retries`` quick tries that fail clips)."""
+    out = tmp_path / "out.jsonl"
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    port = server.server_address[1]
+    back: list[http.server.ThreadingHTTPServer] = []
+
+    def restart() -> None:
+        time.sleep(1.5)
+        back.append(http.server.ThreadingHTTPServer(("127.0.0.1", port), _Answering))
+        threading.Thread(target=back[0].serve_forever, daemon=True).start()
+
+    with serving(server) as url:
+
+        def gone(rec: dict[str, Any]) -> None:
+            if server.socket.fileno() != -1:
+                server.shutdown()
+                server.server_close()
+                threading.Thread(target=restart, daemon=True).start()
+
+        backend = OpenAIBackend(
+            f"{url}/v1",
+            settings=GenerationSettings(batch_size=1),
+            max_concurrency=1,
+            retries=1,
+            backoff_s=0.01,
+            wait_s=30.0,
+        )
+        summary = caption(
+            [videos], out, backend=backend, on_record=gone, sample=SampleConfig(n=2), workers=1
+        )
+    for s in back:
+        s.shutdown()
+        s.server_close()
+    assert (summary.done, summary.failed) == (3, [])
+    assert all(r["answers"] == ["up"] for r in records(out).values())
+
+
+def test_a_server_wait_that_is_negative_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"--server-wait \(-1\) must be >= 0"):
+        OpenAIBackend("http://127.0.0.1:1/v1", wait_s=-1)
