@@ -10,10 +10,12 @@ from typing import Any
 
 
 def answer_text(content: Any) -> str | None:
-    """An answer's text: a string, nothing (""), or a list of text parts (joined); None
-    for any other shape."""
-    if content is None or isinstance(content, str):
-        return content or ""
+    """An answer's text: a string (an empty one is the model's own empty answer), or a list
+    of text parts (joined); None for any other shape and for no content (``null``: a
+    refusal, a tool call, a reasoning model that spent ``max_tokens`` thinking), which is
+    no answer."""
+    if isinstance(content, str):
+        return content
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
         texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
         if all(isinstance(t, str) for t in texts):

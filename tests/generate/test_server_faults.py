@@ -419,3 +419,35 @@ def test_a_server_restarted_mid_run_is_waited_for_and_no_clip_fails(
 def test_a_server_wait_that_is_negative_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"--server-wait \(-1\) must be >= 0"):
         OpenAIBackend("http://127.0.0.1:1/v1", wait_s=-1)
+
+
+def test_an_answer_with_null_content_is_its_clips_failed_record_not_an_empty_answer(
+    videos: Path, tmp_path: Path
+) -> None:
+    """``content: null`` is no answer (a refusal, a tool call, a reasoning model that spent
+    ``max_tokens`` thinking): the clip fails naming the server and what it sent, and a
+    re-run asks again; an empty string is the model's own (empty) answer."""
+
+    def reply(body: dict[str, Any]) -> Reply:
+        q = body["messages"][-1]["content"][-1]["text"]
+        message = {"role": "assistant", "content": "" if q == "empty?" else None}
+        if q == "null?":
+            message["reasoning_content"] = "Let me think"
+        return 200, {"choices": [{"message": message, "finish_reason": "length"}]}, {}
+
+    with scripted_openai_server(reply) as (url, _):
+        for q in ("null?", "empty?"):
+            caption(
+                [videos / "v0.mp4"],
+                tmp_path / f"{q[:-1]}.jsonl",
+                backend=OpenAIBackend(url, max_concurrency=1),
+                questions=[q],
+                sample=SampleConfig(n=2),
+                workers=1,
+            )
+    null = records(tmp_path / "null.jsonl")["v0.mp4"]
+    assert null["status"] == "failed" and not null.get("answers")
+    assert f"the server at {url} sent no answer" in null["error"]
+    assert "'content': None" in null["error"] and "\n" not in null["error"]
+    empty = records(tmp_path / "empty.jsonl")["v0.mp4"]
+    assert empty["status"] == "ok" and empty["answers"] == [""]
