@@ -81,6 +81,7 @@ def read_clips(
     on_clip: Callable[[str, ClipSpec], None] | None = None,
     on_plan: Callable[[InputPlan], None] | None = None,
     on_download: Callable[[bool], None] | None = None,
+    stat: RemoteStat | None = None,
 ) -> Generator[ClipJob, None, None]:
     """Open one input, plan its clips, and yield a :class:`ClipJob` per clip not done yet,
     ok or failed (an input that cannot be opened or planned: one failed job for the input;
@@ -93,11 +94,14 @@ def read_clips(
     engine's workers tell the supervisor which clip a hung decoder was on), ``on_plan`` with
     the input's plan once it is read to its end and closed without error, ``on_download``
     while a remote input downloads (see :func:`~framepipe.inputs.remote.stage`: the
-    supervisor does not count that time as decoding). A manifest row's
+    supervisor does not count that time as decoding); ``stat``: a remote input's metadata
+    when the caller has just read it (else one request here). A manifest row's
     ``id`` and questions go on every job; a remote input's errors name its URI, never its
     copy in the cache.
     """
-    jobs = _read_clips(item, cfg, extra_key, is_done, read_frames, on_clip, on_plan, on_download)
+    jobs = _read_clips(
+        item, cfg, extra_key, is_done, read_frames, on_clip, on_plan, on_download, stat
+    )
     try:
         while True:
             with captured_warnings(item.source):  # logged at DEBUG, not printed
@@ -135,21 +139,26 @@ def input_failure_key(
 
 
 def skipped_unopened(
-    item: Input, cfg: SampleConfig, extra_key: dict[str, Any] | None, done: Collection[str]
+    item: Input,
+    cfg: SampleConfig,
+    extra_key: dict[str, Any] | None,
+    done: Collection[str],
+    stat: RemoteStat | None = None,
 ) -> int:
     """How many clips of ``item`` a resume with ``done`` skips before opening it (what
     :func:`read_clips` checks first: its failure record, or its plan in the ledger), decided
     where no decoder runs, so that a run with nothing left to read starts none; 0 when it
-    must be read, or when finding out takes more than a stat (a remote input's metadata
-    request is left to the read stage, under the decoder supervisor's watch)."""
-    if item.uri and not item.error:
+    must be read, or when finding out takes more than a stat: a remote input's plan is
+    looked up only with its metadata, ``stat`` (the object's size and ETag or mtime, what
+    its plan key holds: a changed object is read again)."""
+    if item.uri and not item.error and stat is None:
         return 0
     try:
         parts = key_parts(cfg, extra_key)
         whole = done_count(done, record_key(whole_input_fingerprint(item), parts))
         if whole or item.error:
             return whole
-        return done_count(done, plan_key(input_fingerprint(item, None), parts))
+        return done_count(done, plan_key(input_fingerprint(item, stat), parts))
     except Exception:  # the read stage says what is wrong
         return 0
 
@@ -163,6 +172,7 @@ def _read_clips(
     on_clip: Callable[[str, ClipSpec], None] | None,
     on_plan: Callable[[InputPlan], None] | None,
     on_download: Callable[[bool], None] | None = None,
+    known: RemoteStat | None = None,
 ) -> Generator[ClipJob, None, None]:
     src = item.source
     whole: str | None = None  # the key of a failure of the whole input
@@ -171,8 +181,8 @@ def _read_clips(
     source: Source | None = None
     try:
         parts = key_parts(cfg, extra_key)
-        stat: RemoteStat | FramepipeError | None = None
-        if item.uri and not item.error:
+        stat: RemoteStat | FramepipeError | None = known
+        if item.uri and not item.error and stat is None:
             try:
                 stat = remote_stat(item.uri, cfg.storage_options)
             except StopRunError:

@@ -58,6 +58,29 @@ def shown_text(s: str) -> str:
     return s
 
 
+_URL = re.compile(r"\b([a-zA-Z][\w+.-]*://)([^\s/?#@'\"]*@)?([^\s?#'\"]*)(\?[^\s#'\"]*)?")
+
+
+def without_secrets(text: str) -> str:
+    """``text`` with what a URL in it may carry as a secret hidden: each query parameter's
+    value (a signed URL's token, ``?token=***&X-Amz-Signature=***``) and a password
+    (``user:***@host``). For what is shown or logged: the records name an input as given."""
+
+    def hide(m: re.Match[str]) -> str:
+        scheme, user, rest, query = m.group(1), m.group(2) or "", m.group(3), m.group(4) or ""
+        if ":" in user:
+            user = user.split(":", 1)[0] + ":***@"
+        tail = query[len(query.rstrip(":;,.)]")) :]  # the sentence's, not the URL's
+        if query:
+            parts = query[1 : len(query) - len(tail)].split("&")
+            query = "?" + "&".join(
+                p.split("=", 1)[0] + "=***" if "=" in p else p and "***" for p in parts
+            )
+        return scheme + user + rest + query + tail
+
+    return _URL.sub(hide, text)
+
+
 def stable_digest(obj: Any, length: int = 16) -> str:
     """A short hex digest of a JSON-able object (keys sorted), stable across runs."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
 from framepipe.extras import AFTER_THE_DEVICE, check_extras
-from framepipe.utils import shown_text
+from framepipe.utils import shown_text, without_secrets
 
 if TYPE_CHECKING:
     from framepipe.config import SampleConfig
@@ -47,10 +47,11 @@ AS_IS = "framepipe_as_is"
 
 class _Formatter(logging.Formatter):
     """``error: msg``, ``warning: msg``; a name that is not UTF-8 shown as the HTML report
-    shows it (``bad\\xff.mp4``: :func:`~framepipe.utils.shown_text`)."""
+    shows it (``bad\\xff.mp4``: :func:`~framepipe.utils.shown_text`), a URL's query values
+    and password hidden (a signed URL's token: :func:`~framepipe.utils.without_secrets`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        msg = shown_text(record.getMessage())
+        msg = shown_text(without_secrets(record.getMessage()))
         if getattr(record, AS_IS, False):
             return msg
         if (
@@ -428,7 +429,7 @@ def report_per_source(
             if item.uri:  # never the cached copy
                 msg = named_by_uri(msg, item)
             rows.append({"source": item.source, "status": "failed", "error": msg})
-            click.echo(f"error: {shown_text(msg)}", err=True)
+            click.echo(f"error: {shown_text(without_secrets(msg))}", err=True)
     if as_json:  # a name that is not UTF-8 as the records keep it (``\\udcff``)
         text = json.dumps(rows, indent=2, ensure_ascii=False)
         if shown_text(text) != text:

@@ -33,7 +33,7 @@ import multiprocessing as mp
 import signal
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait
 from typing import Any
@@ -49,6 +49,7 @@ from framepipe.errors import (
     SourceError,
     StopRunError,
 )
+from framepipe.inputs.remote import stat_within
 from framepipe.read_clips import input_failure_key, skipped_unopened, tagged
 from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipSpec
@@ -185,9 +186,15 @@ class DecoderProcess:
     def run(self, work: WorkItem) -> Iterator[ClipJob | Skipped]:
         """The clips of ``work`` (ok or failed) as they are read, then its :class:`Skipped`
         count. An input the resume skips whole (its plan in the ledger) is skipped here,
-        without a child: a run with nothing left to read starts none. Raises
+        without a child: a run with nothing left to read starts none. For a remote input
+        that takes its metadata (one request, here, within
+        :data:`~framepipe.inputs.remote.METADATA_TIMEOUT_S`; the child is handed it, and
+        without it, the child asks itself and its record says what went wrong). Raises
         FramepipeError when decoder processes keep dying at start."""
-        done = skipped_unopened(work.item, self.setup.cfg, work.extra_key, self.setup.done)
+        item, cfg = work.item, self.setup.cfg
+        if item.uri and not item.error and self.setup.done and work.stat is None:
+            work = replace(work, stat=stat_within(item.uri, cfg.storage_options))
+        done = skipped_unopened(item, cfg, work.extra_key, self.setup.done, work.stat)
         if done:
             yield Skipped(done)
             return
@@ -321,7 +328,7 @@ def lost_clip(
         err = SourceError(item.source, reason)
     else:
         log.warning("%s", err)
-    rest = WorkItem(work.task_id, item, work.extra_key, work.skip | frozenset(seen))
+    rest = replace(work, skip=work.skip | frozenset(seen))
     whole = input_failure_key(item, cfg, work.extra_key)
     if clip is not None:  # the clip it was on fails
         key, spec = clip

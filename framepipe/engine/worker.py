@@ -48,6 +48,7 @@ from framepipe.discovery import Input
 from framepipe.engine.base import Finish, Prepare
 from framepipe.engine.transfer import PackedFrames, discard, pack_frames
 from framepipe.errors import ConfigError, StopRunError, one_line_error
+from framepipe.inputs.remote import RemoteStat
 from framepipe.read_clips import read_clips
 from framepipe.records import ClipJob, InputPlan, done_count
 from framepipe.samplers.base import get_sampler
@@ -115,12 +116,15 @@ def check_sendable(setup: WorkerSetup) -> None:
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One input for a decoder; ``skip`` holds clip keys not to read again after a restart."""
+    """One input for a decoder; ``skip`` holds clip keys not to read again after a restart;
+    ``stat``: a remote input's metadata, when the supervisor read it (see
+    :meth:`~framepipe.engine.supervisor.DecoderProcess.run`)."""
 
     task_id: int
     item: Input
     extra_key: dict[str, Any] = field(default_factory=dict)
     skip: frozenset[str] = frozenset()
+    stat: RemoteStat | None = None
 
 
 def plugin_modules() -> tuple[str, ...]:
@@ -252,6 +256,7 @@ def _run_item(conn: Connection, setup: WorkerSetup, work: WorkItem) -> bool:
         on_clip=on_clip,
         on_plan=plan.append,
         on_download=on_download,
+        stat=work.stat,
     )
     try:
         for job in jobs:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from framepipe.utils import retry_after_s, safe_stem
+from framepipe.utils import retry_after_s, safe_stem, without_secrets
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,8 @@ def retrying(call: Callable[[], T], what: str, max_wait_s: float = MAX_WAIT_S) -
             if wait is None:
                 raise
             attempt += 1
-            why = " ".join(str(exc).split()) or type(exc).__name__
+            why = without_secrets(" ".join(str(exc).split()) or type(exc).__name__)
+            what = without_secrets(what)  # a signed URL's token is no business of a log
             log.info("%s: %s; try %d of %d in %.1f s", what, why, attempt + 1, RETRIES + 1, wait)
             time.sleep(wait)
 

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -277,6 +278,30 @@ def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> Remo
         None if etag is None else str(etag).strip('"'),
         None if mtime is None else str(mtime),
     )
+
+
+METADATA_TIMEOUT_S = 5.0
+"""How long the decoder supervisor waits for a remote input's metadata before it leaves the
+question (is the input done?) to a decoder process (:func:`stat_within`)."""
+
+
+def stat_within(
+    uri: str, storage_options: dict[str, Any] | None, timeout_s: float = METADATA_TIMEOUT_S
+) -> RemoteStat | None:
+    """:func:`remote_stat` of ``uri`` if it answers within ``timeout_s`` seconds, else None;
+    None too for any error (the read stage asks again, and its failed record says what is
+    wrong). The request runs in a daemon thread, so a server that never answers holds up
+    nothing: its answer is dropped."""
+    got: list[RemoteStat] = []
+
+    def ask() -> None:
+        with contextlib.suppress(Exception):
+            got.append(remote_stat(uri, storage_options))
+
+    asking = threading.Thread(target=ask, name="framepipe-metadata", daemon=True)
+    asking.start()
+    asking.join(timeout_s)
+    return got[0] if got else None
 
 
 def _cached(dest: Path, stat: RemoteStat) -> bool:

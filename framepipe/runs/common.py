@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from framepipe.config import SampleConfig
 from framepipe.discovery import Input, Skipped
@@ -388,8 +389,9 @@ def discard_if_empty(writer: RecordWriter, made: Iterable[Path] = ()) -> None:
 
 
 def clip_dir_name(source: str, clip_index: int) -> str:
-    """A folder name per clip: readable stem, a digest of the full path (no collisions)."""
-    stem = safe_stem(Path(source).name, 60)
+    """A folder name per clip: readable stem, a digest of the full path (no collisions); a
+    URI's stem is its path's file name, never its query (a signed URL's token)."""
+    stem = safe_stem(Path(urlsplit(source).path if is_remote(source) else source).name, 60)
     return f"{stem}-{stable_digest(source, 8)}/clip_{clip_index:03d}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import engine_plugins
 import pytest
 from click.testing import CliRunner
-from remote_servers import Served, free_port, http_server, served_videos
+from remote_servers import Fault, Served, free_port, http_server, served_videos
 
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
@@ -196,3 +196,19 @@ def test_a_server_back_up_replaces_the_failed_record(tmp_path: Path) -> None:
     # exactly one record for the input: its clip; the failure while it was down is gone
     (rec,) = read_records(out / MANIFEST)
     assert rec["status"] == "ok" and rec["source"] == uri
+
+
+def test_a_signed_urls_token_is_in_no_log_line_and_no_frame_folder(tmp_path: Path) -> None:
+    faults = {"/b.mp4": [Fault(status=503)]}  # one retry, logged at -v
+    with served_videos(tmp_path / "www", faults) as (_, url, _):
+        good = f"{url}/b.mp4?token=SECRET1&X-Amz-Signature=SECRET2"
+        missing = f"{url}/nope.mp4?token=SECRET3"
+        args = ["-v", "sample", good, missing, "-o", str(tmp_path / "out"), "-n", "2"]
+        res = CliRunner().invoke(cli, [*args, "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 1, res.output
+    assert f"error: {url}/nope.mp4?token=***: no such remote object" in res.output
+    assert "try 2 of 4" in res.output and "SECRET" not in res.output
+    recs = {r["status"]: r for r in read_records(tmp_path / "out" / MANIFEST)}
+    assert recs["ok"]["source"] == good  # the records name the input as it was given
+    assert "SECRET" not in json.dumps(recs["ok"]["frames"]) + recs["ok"]["contact_sheet"]
+    assert not [p for p in (tmp_path / "out").rglob("*") if "SECRET" in p.name]

@@ -308,3 +308,24 @@ def test_a_finished_sample_rerun_starts_no_decoder(
     assert _decoders_started(engines[-1]) >= 1
     again = sample([src], out, CFG, workers=2)
     assert (again.done, again.skipped) == (0, 5) and _decoders_started(engines[-1]) == 0
+
+
+def test_a_finished_rerun_over_http_inputs_starts_no_decoder_and_a_changed_object_is_read_again(
+    videos: Path, tmp_path: Path, engines: list[Any]
+) -> None:
+    root = _copy(videos, tmp_path / "www")
+    with http_server(root) as (url, gets):
+        uris = [f"{url}/a.mp4", f"{url}/b.mp4"]
+        out = tmp_path / "out"
+        assert sample(uris, out, CFG, cache_dir=tmp_path / "cache", workers=2).done == 5
+        assert _decoders_started(engines[-1]) >= 1
+        again = sample(uris, out, CFG, cache_dir=tmp_path / "cache", workers=2)
+        assert (again.done, again.skipped, again.failed) == (0, 5, [])
+        assert _decoders_started(engines[-1]) == 0  # was 2: one a worker, to ask for the metadata
+        assert sum(gets.values()) == 2  # and nothing downloaded
+        engine_plugins.make_video(root / "b.mp4", 30, seed=9)  # another object: a new ETag
+        changed = sample(uris, out, CFG, cache_dir=tmp_path / "cache", workers=2)
+        assert (changed.done, changed.skipped, changed.failed) == (3, 3, [])
+        assert _decoders_started(engines[-1]) == 1 and gets["/b.mp4"] == 2
+    recs = list(read_output(out))
+    assert len(recs) == 6 and len({r["key"] for r in recs}) == 6
