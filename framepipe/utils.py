@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 _NUM = re.compile(r"(\d+)")
 
@@ -89,15 +89,18 @@ class NotTextError(json.JSONDecodeError):
 
 
 def json_lines(
-    path: Path, encoding: str = "utf-8"
+    path: Path, encoding: str = "utf-8", *, fh: BinaryIO | None = None
 ) -> Iterator[tuple[int, Any | json.JSONDecodeError]]:
     """``(line number, value)`` for each non-blank line of a JSON-lines file, the value being
     the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError` (a
     :class:`NotTextError` for one that is not text in ``encoding``): one bad line never
-    stops the lines after it. Lines end at ``\\n`` (as JSON lines do)."""
+    stops the lines after it. Lines end at ``\\n`` (as JSON lines do). ``fh``: ``path``
+    already open (binary), read from its start."""
     what = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+    with contextlib.ExitStack() as files:
+        src = fh if fh is not None else files.enter_context(open(path, "rb"))
+        src.seek(0)
+        for lineno, raw in enumerate(src, 1):
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:

@@ -232,6 +232,37 @@ def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    with open_writer(out) as w:
+        w.write(clip_rec("a", "A1", ok=False))
+        w.write(clip_rec("b", "B1"))
+    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
+    with open(log, "a", encoding="utf-8") as fh:  # A1 retried by a run killed before its end
+        fh.write(json.dumps(clip_rec("a", "A1").to_json()) + "\n")
+    real = framepipe.output.store.keep_mask
+
+    def compacting(*args: Any, **kw: Any) -> list[bool]:  # between the reader's two passes,
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
+        keep = real(*args, **kw)  # a run ends and compacts (folds) the file: replaced
+        with open_writer(out):
+            pass
+        return keep
+
+    for read in (
+        lambda: merge([out], tmp_path / "m.jsonl") and read_output(tmp_path / "m.jsonl"),
+        lambda: read_output(out),
+    ):
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", compacting)
+        assert sorted((r["key"], r["status"]) for r in read()) == [("A1", "ok"), ("B1", "ok")]
+        with open(log, "a", encoding="utf-8") as fh:  # (superseded again, for the next read)
+            fh.write(json.dumps(clip_rec("b", "B1").to_json()) + "\n")
+    assert sorted(keys_and_status(out)) == [("A1", "ok"), ("B1", "ok")]
+
+
 def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

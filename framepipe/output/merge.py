@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,12 +55,28 @@ def merge(
     units = ordered_units(inputs)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
-    keep, survivors = kept_records(units)
+    with kept_records(units) as (keep, survivors):  # (a run may compact meanwhile)
+        n = _write(units, keep, survivors, out, fmt)
+    if fmt == "parquet":
+        journal_of(out).unlink(missing_ok=True)
+    files = sum(len(u.files()) for u in units)
+    dropped = keep.count(False)
+    log.info("%s: %d record(s) from %d file(s), %d superseded", out, n, files, dropped)
+    return MergeResult(out, n, dropped, files)
+
+
+def _write(
+    units: Sequence[Any],
+    keep: list[bool],
+    survivors: Iterator[tuple[Any, dict[str, Any]]],
+    out: Path,
+    fmt: str,
+) -> int:
+    """Write ``survivors`` (of ``units``, the mask ``keep``) and the merged ledger to ``out``."""
     if not keep:  # before anything is written: an output that held records stays
         names = ", ".join(str(u.path) for u in units)
         raise NothingToMerge(f"{names}: no record to merge")
     out_dir = out.resolve().parent
-
     base = {id(u): u.path.resolve().parent for u in units}  # once a file, not a record
     kept = (_rebase(rec, base[id(u)], out_dir) for u, rec in survivors)
     staged: Path | None = None
@@ -81,12 +97,7 @@ def merge(
     finally:
         if staged is not None:
             staged.unlink(missing_ok=True)
-    if fmt == "parquet":
-        journal_of(out).unlink(missing_ok=True)
-    files = sum(len(u.files()) for u in units)
-    dropped = keep.count(False)
-    log.info("%s: %d record(s) from %d file(s), %d superseded", out, n, files, dropped)
-    return MergeResult(out, n, dropped, files)
+    return n
 
 
 def _rebase(rec: dict[str, Any], base: Path, out_dir: Path) -> dict[str, Any]:

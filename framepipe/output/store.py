@@ -46,7 +46,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from framepipe.errors import ConfigError, OutputError
 from framepipe.output.compact import Current, Meta, done_keys, keep_mask
@@ -127,24 +127,58 @@ class _Unit:
             out.append(journal_of(self.path))
         return out
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Its records, on a second pass (its metas were read first, with the warnings)."""
-        if self.format == "parquet":
-            yield from read_parquet(self.path)
-            yield from read_records(journal_of(self.path), warn=False)
-        else:
-            yield from read_records(self.path, warn=False)
-
     @property
     def ledger(self) -> Path:
         return ledger_of(self.path)
 
+    def open(self, files: contextlib.ExitStack) -> _Open:
+        """Its files opened (closed with ``files``), the journal first: a fold moves the
+        folded file into place before it removes the journal, so the file opened after
+        the journal holds the journal's records or comes before them, never lacks them
+        (read twice, a record is the same record: the latest of its key wins)."""
+
+        def opened(p: Path) -> BinaryIO | None:
+            try:
+                return files.enter_context(open(p, "rb"))
+            except (FileNotFoundError, IsADirectoryError):
+                return None  # (nothing to read; a folder given as a file says so below)
+
+        journal = opened(journal_of(self.path)) if self.format == "parquet" else None
+        return _Open(self, opened(self.path), journal)
+
+
+@dataclass(frozen=True)
+class _Open:
+    """A unit with its files open: every pass of a read reads these same files, so a
+    compaction or a fold that moves a new file into place meanwhile (``os.replace``: the
+    open file stays readable) changes nothing of what the read sees but appended records,
+    which it leaves out (see :func:`kept_records`). No lock: a reader never holds up or
+    skips a run's compaction, and a killed reader leaves nothing behind."""
+
+    unit: _Unit
+    fh: BinaryIO | None
+    journal: BinaryIO | None
+
     def metas(self) -> Iterator[Meta]:
-        if self.format == "parquet":
-            yield from read_parquet_meta(self.path)
-            yield from read_jsonl_meta(journal_of(self.path))
-        else:
-            yield from read_jsonl_meta(self.path)
+        p, fh = self.unit.path, self.fh
+        if self.unit.format == "parquet":
+            if fh is not None:
+                yield from read_parquet_meta(p, fh)
+            if self.journal is not None:
+                yield from read_jsonl_meta(journal_of(p), self.journal)
+        elif fh is not None:
+            yield from read_jsonl_meta(p, fh)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Its records, on a second pass (its metas were read first, with the warnings)."""
+        p, fh = self.unit.path, self.fh
+        if self.unit.format == "parquet":
+            if fh is not None:
+                yield from read_parquet(p, fh)
+            if self.journal is not None:
+                yield from read_records(journal_of(p), warn=False, fh=self.journal)
+        elif fh is not None:
+            yield from read_records(p, warn=False, fh=fh)
 
 
 def _units(path: PathLike) -> list[_Unit]:
@@ -181,7 +215,7 @@ def ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
     return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
-def _metas(units: Sequence[_Unit], counts: list[int]) -> Iterator[Meta]:
+def _metas(units: Sequence[_Open], counts: list[int]) -> Iterator[Meta]:
     """The metas of ``units``' records; how many each unit held is appended to ``counts``."""
     for u in units:
         counts.append(0)
@@ -194,30 +228,39 @@ def _current(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> C
     return current_clips(ledgers or [u.ledger for u in units], digested=True)
 
 
+@contextlib.contextmanager
 def kept_records(
     units: Sequence[_Unit], ledgers: Iterable[Path] | None = None
-) -> tuple[list[bool], Iterator[tuple[_Unit, dict[str, Any]]]]:
+) -> Iterator[tuple[list[bool], Iterator[tuple[_Unit, dict[str, Any]]]]]:
     """Which records of ``units`` (in write order) survive, by the inputs' latest versions in
-    ``ledgers`` (by default the units' own), and the survivors with their unit, read again:
-    of each unit as many as first read (what a run appended since, nothing says of)."""
-    counts: list[int] = []
-    keep = keep_mask(_metas(units, counts), _current(units, ledgers))
-    read = ((u, r) for u, n in zip(units, counts) for r in itertools.islice(u.records(), n))
-    return keep, itertools.compress(read, keep)
+    ``ledgers`` (by default the units' own), and the survivors with their unit, read again
+    from the same open files (:class:`_Open`; closed when the context ends): of each unit
+    as many as first read (what a run appended since, nothing says of)."""
+    with contextlib.ExitStack() as files:
+        opened = [u.open(files) for u in units]
+        counts: list[int] = []
+        keep = keep_mask(_metas(opened, counts), _current(units, ledgers))
+        read = (
+            (o.unit, r) for o, n in zip(opened, counts) for r in itertools.islice(o.records(), n)
+        )
+        yield keep, itertools.compress(read, keep)
 
 
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
     """The records of the outputs ``paths`` (files or folders), one per clip, in write
     order (see :mod:`framepipe.output.compact`)."""
-    for _, rec in kept_records(ordered_units(paths))[1]:
-        yield rec
+    with kept_records(ordered_units(paths)) as (_, survivors):
+        for _, rec in survivors:
+            yield rec
 
 
 def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
     units = ordered_units(paths)
-    return done_keys(_metas(units, []), retry_failed=retry_failed, current=_current(units))
+    with contextlib.ExitStack() as files:
+        metas = _metas([u.open(files) for u in units], [])
+        return done_keys(metas, retry_failed=retry_failed, current=_current(units))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -302,8 +345,7 @@ def fold_parquet(path: PathLike, ledgers: Iterable[Path] | None = None) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    kept = kept_records([unit], ledgers)[1]
-    with atomic_output(p) as tmp:
+    with kept_records([unit], ledgers) as (_, kept), atomic_output(p) as tmp:
         n = write_parquet((r for _, r in kept), tmp)
     journal.unlink(missing_ok=True)
     return n
