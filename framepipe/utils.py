@@ -116,6 +116,27 @@ def json_lines(
                 yield lineno, exc
 
 
+def allow_open_files(n: int) -> int:
+    """Raise this process's soft limit of open files (``ulimit -n``), up to its hard limit,
+    so that ``n`` more files can be open at once (a read holding every part file of a
+    folder); returns how many of them may be (fewer where the hard limit says so, leaving
+    room for what the process opens besides)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return n
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = 256  # (what the process opens besides, roughly)
+    if soft != resource.RLIM_INFINITY and soft < n + spare:
+        new = n + spare if hard == resource.RLIM_INFINITY else min(n + spare, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return n
+    return max(0, min(n, soft - min(spare, soft // 2)))
+
+
 SYNC_EVERY_S = 0.1
 """A records file is fsynced with the first line appended this long or longer after its last
 fsync, and when its writer closes (group commit): a killed process loses nothing (each line

@@ -263,6 +263,26 @@ def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
     assert sorted(keys_and_status(out)) == [("A1", "ok"), ("B1", "ok")]
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX open-file limits")
+def test_a_folder_of_more_parts_than_open_files_allowed_reads_every_record(
+    tmp_path: Path,
+) -> None:
+    # a read holds its files open between its passes (above); past the limit, by name
+    for i in range(120):
+        with open_writer(tmp_path / "out", part=str(i)) as w:
+            w.write(clip_rec(f"s{i}", f"K{i}"))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))\n"
+        "from framepipe.output import merge, read_output\n"
+        "print(sum(1 for _ in read_output(sys.argv[1])), merge([sys.argv[1]], sys.argv[2]).records)"
+    )
+    args = [sys.executable, "-c", code, str(tmp_path / "out"), str(tmp_path / "m.jsonl")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["120", "120"]
+
+
 def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

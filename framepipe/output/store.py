@@ -40,6 +40,7 @@ order; a Parquet file's journal (records of a run not folded in yet) comes right
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -61,7 +62,7 @@ from framepipe.output.ledger import Ledger, current_clips, done_inputs, ledger_o
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing
+from framepipe.utils import Closing, allow_open_files
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +136,24 @@ class _Unit:
         """Its files opened (closed with ``files``), the journal first: a fold moves the
         folded file into place before it removes the journal, so the file opened after
         the journal holds the journal's records or comes before them, never lacks them
-        (read twice, a record is the same record: the latest of its key wins)."""
+        (read twice, a record is the same record: the latest of its key wins). Past the
+        open-file limit (``ulimit -n``; thousands of part files) it is read by name."""
+        names = [journal_of(self.path)] if self.format == "parquet" else []
+        try:
+            handles = [_open_if_there(p, files) for p in [*names, self.path]]
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise OutputError(f"{exc.filename}: cannot read ({exc.strerror})") from exc
+            return _Open(self, None, None, by_name=True)
+        return _Open(self, handles[-1], handles[0] if len(handles) > 1 else None)
 
-        def opened(p: Path) -> BinaryIO | None:
-            try:
-                return files.enter_context(open(p, "rb"))
-            except (FileNotFoundError, IsADirectoryError):
-                return None  # (nothing to read; a folder given as a file says so below)
 
-        journal = opened(journal_of(self.path)) if self.format == "parquet" else None
-        return _Open(self, opened(self.path), journal)
+def _open_if_there(path: Path, files: contextlib.ExitStack) -> BinaryIO | None:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed with ``files``
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return files.enter_context(fh)
 
 
 @dataclass(frozen=True)
@@ -158,26 +167,27 @@ class _Open:
     unit: _Unit
     fh: BinaryIO | None
     journal: BinaryIO | None
+    by_name: bool = False  # (not open: the open-file limit was reached)
 
     def metas(self) -> Iterator[Meta]:
-        p, fh = self.unit.path, self.fh
+        p, fh, read = self.unit.path, self.fh, self.fh is not None or self.by_name
         if self.unit.format == "parquet":
-            if fh is not None:
+            if read:
                 yield from read_parquet_meta(p, fh)
-            if self.journal is not None:
+            if self.journal is not None or self.by_name:
                 yield from read_jsonl_meta(journal_of(p), self.journal)
-        elif fh is not None:
+        elif read:
             yield from read_jsonl_meta(p, fh)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Its records, on a second pass (its metas were read first, with the warnings)."""
-        p, fh = self.unit.path, self.fh
+        p, fh, read = self.unit.path, self.fh, self.fh is not None or self.by_name
         if self.unit.format == "parquet":
-            if fh is not None:
+            if read:
                 yield from read_parquet(p, fh)
-            if self.journal is not None:
+            if self.journal is not None or self.by_name:
                 yield from read_records(journal_of(p), warn=False, fh=self.journal)
-        elif fh is not None:
+        elif read:
             yield from read_records(p, warn=False, fh=fh)
 
 
@@ -237,7 +247,10 @@ def kept_records(
     from the same open files (:class:`_Open`; closed when the context ends): of each unit
     as many as first read (what a run appended since, nothing says of)."""
     with contextlib.ExitStack() as files:
-        opened = [u.open(files) for u in units]
+        room = allow_open_files(2 * len(units)) // 2  # (past it: read by name)
+        opened = [
+            u.open(files) if i < room else _Open(u, None, None, True) for i, u in enumerate(units)
+        ]
         counts: list[int] = []
         keep = keep_mask(_metas(opened, counts), _current(units, ledgers))
         read = (
@@ -258,9 +271,8 @@ def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool =
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
     units = ordered_units(paths)
-    with contextlib.ExitStack() as files:
-        metas = _metas([u.open(files) for u in units], [])
-        return done_keys(metas, retry_failed=retry_failed, current=_current(units))
+    metas = _metas([_Open(u, None, None, by_name=True) for u in units], [])  # (one pass)
+    return done_keys(metas, retry_failed=retry_failed, current=_current(units))
 
 
 # -- writing --------------------------------------------------------------------------------
