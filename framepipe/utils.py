@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 _NUM = re.compile(r"(\d+)")
 
@@ -112,15 +112,18 @@ class NotTextError(json.JSONDecodeError):
 
 
 def json_lines(
-    path: Path, encoding: str = "utf-8"
+    path: Path, encoding: str = "utf-8", *, fh: BinaryIO | None = None
 ) -> Iterator[tuple[int, Any | json.JSONDecodeError]]:
     """``(line number, value)`` for each non-blank line of a JSON-lines file, the value being
     the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError` (a
     :class:`NotTextError` for one that is not text in ``encoding``): one bad line never
-    stops the lines after it. Lines end at ``\\n`` (as JSON lines do)."""
+    stops the lines after it. Lines end at ``\\n`` (as JSON lines do). ``fh``: ``path``
+    already open (binary), read from its start."""
     what = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
+    with contextlib.ExitStack() as files:
+        src = fh if fh is not None else files.enter_context(open(path, "rb"))
+        src.seek(0)
+        for lineno, raw in enumerate(src, 1):
             try:
                 line = raw.decode(encoding)
             except UnicodeDecodeError as exc:
@@ -134,6 +137,27 @@ def json_lines(
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 yield lineno, exc
+
+
+def allow_open_files(n: int) -> int:
+    """Raise this process's soft limit of open files (``ulimit -n``), up to its hard limit,
+    so that ``n`` more files can be open at once (a read holding every part file of a
+    folder); returns how many of them may be (fewer where the hard limit says so, leaving
+    room for what the process opens besides)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return n
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    spare = 256  # (what the process opens besides, roughly)
+    if soft != resource.RLIM_INFINITY and soft < n + spare:
+        new = n + spare if hard == resource.RLIM_INFINITY else min(n + spare, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return n
+    return max(0, min(n, soft - min(spare, soft // 2)))
 
 
 SYNC_EVERY_S = 0.1

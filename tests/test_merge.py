@@ -232,6 +232,57 @@ def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
+    tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / f"r.{fmt}"
+    with open_writer(out) as w:
+        w.write(clip_rec("a", "A1", ok=False))
+        w.write(clip_rec("b", "B1"))
+    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
+    with open(log, "a", encoding="utf-8") as fh:  # A1 retried by a run killed before its end
+        fh.write(json.dumps(clip_rec("a", "A1").to_json()) + "\n")
+    real = framepipe.output.store.keep_mask
+
+    def compacting(*args: Any, **kw: Any) -> list[bool]:  # between the reader's two passes,
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
+        keep = real(*args, **kw)  # a run ends and compacts (folds) the file: replaced
+        with open_writer(out):
+            pass
+        return keep
+
+    for read in (
+        lambda: merge([out], tmp_path / "m.jsonl") and read_output(tmp_path / "m.jsonl"),
+        lambda: read_output(out),
+    ):
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", compacting)
+        assert sorted((r["key"], r["status"]) for r in read()) == [("A1", "ok"), ("B1", "ok")]
+        with open(log, "a", encoding="utf-8") as fh:  # (superseded again, for the next read)
+            fh.write(json.dumps(clip_rec("b", "B1").to_json()) + "\n")
+    assert sorted(keys_and_status(out)) == [("A1", "ok"), ("B1", "ok")]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX open-file limits")
+def test_a_folder_of_more_parts_than_open_files_allowed_reads_every_record(
+    tmp_path: Path,
+) -> None:
+    # a read holds its files open between its passes (above); past the limit, by name
+    for i in range(120):
+        with open_writer(tmp_path / "out", part=str(i)) as w:
+            w.write(clip_rec(f"s{i}", f"K{i}"))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (100, 100))\n"
+        "from framepipe.output import merge, read_output\n"
+        "print(sum(1 for _ in read_output(sys.argv[1])), merge([sys.argv[1]], sys.argv[2]).records)"
+    )
+    args = [sys.executable, "-c", code, str(tmp_path / "out"), str(tmp_path / "m.jsonl")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["120", "120"]
+
+
 def test_a_merge_stopped_at_either_move_leaves_one_version_of_each_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

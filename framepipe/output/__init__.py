@@ -1,5 +1,6 @@
 """Writers: the records (:mod:`~framepipe.output.store`: one JSONL or Parquet file or a
-folder of part files, one record per clip, resumable, and ``merge``; each records file's
+folder of part files, one record per clip, resumable; ``merge`` in
+:mod:`~framepipe.output.merge`; each records file's
 input ledger in :mod:`~framepipe.output.ledger`; the JSONL file itself in
 :mod:`~framepipe.output.jsonl`, Parquet in :mod:`~framepipe.output.parquet`, the
 one-record-per-clip rule in :mod:`~framepipe.output.compact`) and a clip's frame images and
@@ -8,14 +9,13 @@ contact sheet (:mod:`~framepipe.output.images`). The HTML report is :mod:`framep
 from framepipe.output.images import contact_sheet, write_frames
 from framepipe.output.jsonl import JsonlWriter, compact_jsonl, read_records
 from framepipe.output.ledger import ledger_of
+from framepipe.output.merge import MergeResult, merge
 from framepipe.output.store import (
     FORMATS,
-    MergeResult,
     ParquetWriter,
     RecordWriter,
     format_of,
     is_folder_output,
-    merge,
     open_writer,
     part_path,
     read_done_keys,

@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -48,7 +48,7 @@ HEAD_BYTES = 1 << 16
 """How much of a file's start :func:`check_jsonl` reads."""
 
 
-def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
+def check_jsonl(path: str | Path, *, appending: bool = False, fh: BinaryIO | None = None) -> None:
     """Refuse (:class:`OutputError`, naming the file) a file that is no JSON-lines file at
     all: one whose first line is not text (UTF-8 without NUL bytes; a Parquet file, a video
     under a records file's name) or, ``appending`` (a writer's resume), is no JSON object (a
@@ -56,10 +56,15 @@ def check_jsonl(path: str | Path, *, appending: bool = False) -> None:
     reason: readers skip it. Readers and writers call it before anything else, so
     such a file is neither read as records nor cut at a "torn" last line. A later line that
     is not text is one bad line (:func:`read_records` skips it with a warning, as it does
-    an interrupted write), never a reason to lose the records around it."""
+    an interrupted write), never a reason to lose the records around it. ``fh``: ``path``
+    already open (binary)."""
     try:
-        with open(path, "rb") as fh:
+        if fh is not None:
+            fh.seek(0)
             head = fh.read(HEAD_BYTES)
+        else:
+            with open(path, "rb") as f:
+                head = f.read(HEAD_BYTES)
     except (FileNotFoundError, IsADirectoryError):
         return  # nothing there: nothing to refuse (opening it says what is wrong)
     except OSError as exc:
@@ -97,16 +102,18 @@ def check_replaceable(path: Path, fmt: str) -> None:
             raise OutputError(f"{exc}; not replaced") from None
 
 
-def read_records(path: str | Path, *, warn: bool = True) -> Iterator[dict[str, Any]]:
+def read_records(
+    path: str | Path, *, warn: bool = True, fh: BinaryIO | None = None
+) -> Iterator[dict[str, Any]]:
     """The records of a JSONL file; a torn or invalid line, or one that is not UTF-8 text,
     is skipped with a warning naming it (``warn=False``: silently, on a second pass over a
     file already read). A file that is not JSON lines at all is refused (see
-    :func:`check_jsonl`)."""
+    :func:`check_jsonl`). ``fh``: ``path`` already open (binary), read from its start."""
     p = Path(path)
-    if not p.exists():
+    if fh is None and not p.exists():
         return
-    check_jsonl(p)
-    for lineno, rec in json_lines(p, encoding="utf-8-sig"):
+    check_jsonl(p, fh=fh)
+    for lineno, rec in json_lines(p, encoding="utf-8-sig", fh=fh):
         if isinstance(rec, json.JSONDecodeError):
             if warn:
                 why = rec.msg if isinstance(rec, NotTextError) else "interrupted write?"
@@ -294,9 +301,10 @@ def _is_record(line: bytes) -> bool:
         return False
 
 
-def read_jsonl_meta(path: str | Path) -> Iterator[Meta]:
-    """The :class:`~framepipe.output.compact.Meta` of each record of a JSONL file."""
-    for rec in read_records(path):
+def read_jsonl_meta(path: str | Path, fh: BinaryIO | None = None) -> Iterator[Meta]:
+    """The :class:`~framepipe.output.compact.Meta` of each record of a JSONL file (``fh``:
+    ``path`` already open)."""
+    for rec in read_records(path, fh=fh):
         yield record_meta(rec)
 
 

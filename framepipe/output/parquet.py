@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from framepipe.errors import MissingDependencyError, OutputError
 from framepipe.output.compact import Meta
@@ -128,36 +128,39 @@ def from_row(row: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def _check(path: Path) -> Any:
+def _check(path: Path, fh: BinaryIO | None = None) -> Any:
     pa = _pa()
     import pyarrow.parquet as pq
 
     # opened here: pyarrow cannot open a name that is not UTF-8; the ParquetFile holds it
-    fh = open(path, "rb")  # noqa: SIM115
+    src = fh if fh is not None else open(path, "rb")  # noqa: SIM115
     try:
-        return pq.ParquetFile(fh)
+        src.seek(0)
+        return pq.ParquetFile(src)
     except (OSError, pa.ArrowException) as exc:
-        fh.close()
+        if fh is None:
+            src.close()
         raise OutputError(f"{path}: not a readable Parquet records file ({exc})") from exc
 
 
-def read_parquet(path: str | Path) -> Iterator[dict[str, Any]]:
-    """The records of a Parquet records file, in row order."""
+def read_parquet(path: str | Path, fh: BinaryIO | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a Parquet records file, in row order (``fh``: ``path`` already open)."""
     p = Path(path)
-    if not p.exists():
+    if fh is None and not p.exists():
         return
-    pf = _check(p)
+    pf = _check(p, fh)
     for batch in pf.iter_batches(batch_size=ROWS_PER_GROUP):
         for row in batch.to_pylist():
             yield from_row(row)
 
 
-def read_parquet_meta(path: str | Path) -> Iterator[Meta]:
-    """The :class:`~framepipe.output.compact.Meta` of each row (only the columns it needs)."""
+def read_parquet_meta(path: str | Path, fh: BinaryIO | None = None) -> Iterator[Meta]:
+    """The :class:`~framepipe.output.compact.Meta` of each row (only the columns it needs;
+    ``fh``: ``path`` already open)."""
     p = Path(path)
-    if not p.exists():
+    if fh is None and not p.exists():
         return
-    pf = _check(p)
+    pf = _check(p, fh)
     cols = [c for c in ("key", "status", "clip", "input_key") if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=65536, columns=cols):
         d = {c: batch.column(c).to_pylist() for c in cols if c != "clip"}

@@ -38,7 +38,8 @@ from framepipe.inputs.remote import (
     stage,
 )
 from framepipe.output.ledger import ledger_of
-from framepipe.output.store import NothingToMerge, format_of, merge, part_path, record_files
+from framepipe.output.merge import NothingToMerge, merge
+from framepipe.output.store import format_of, part_path, record_files
 from framepipe.utils import stable_digest
 
 PUBLISHED = "published"

@@ -12,6 +12,7 @@ and ``merge``. The API every run and engine writes records through::
     with open_writer("results/", part="00003") as w:  # results/part-00003.jsonl
         ...
     merge(["results/"], "all.parquet")                # latest record per clip, atomic
+                                                      # (framepipe.output.merge)
 
 - ``open_writer(path, format=None, *, part=None, overwrite=False, retry_failed=True)`` ->
   a writer with ``.write(record)``, ``.done_keys`` (a set of resume keys), ``.is_done(key)``,
@@ -28,9 +29,9 @@ and ``merge``. The API every run and engine writes records through::
   :mod:`framepipe.output.compact`: the latest record of a key wins, a failed one never over
   an ``ok`` one).
 - ``read_done_keys(paths, retry_failed=True)``: the keys a re-run skips (digests only).
-- ``merge(inputs, output, format=None)``: ``read_output(inputs)`` written to ``output``
-  atomically (a temporary file moved into place), the inputs' ledgers merged into its
-  ledger; ``output`` may be one of the inputs.
+- ``merge(inputs, output, format=None)`` (:mod:`framepipe.output.merge`):
+  ``read_output(inputs)`` written to ``output`` atomically (a temporary file moved into
+  place), the inputs' ledgers merged into its ledger; ``output`` may be one of the inputs.
 
 In write order, files come oldest first (modification time, then name), records in file
 order; a Parquet file's journal (records of a run not folded in yet) comes right after it.
@@ -39,36 +40,29 @@ order; a Parquet file's journal (records of a run not folded in yet) comes right
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from framepipe.errors import ConfigError, OutputError
 from framepipe.output.compact import Current, Meta, done_keys, keep_mask
 from framepipe.output.jsonl import (
     JsonlWriter,
     atomic_output,
-    check_replaceable,
     read_jsonl_meta,
     read_records,
     try_exclusive,
-    write_jsonl,
 )
-from framepipe.output.ledger import (
-    Ledger,
-    current_clips,
-    done_inputs,
-    ledger_of,
-    stage_merged_ledger,
-)
+from framepipe.output.ledger import Ledger, current_clips, done_inputs, ledger_of
 from framepipe.output.parquet import read_parquet, read_parquet_meta, write_parquet
 from framepipe.records import InputPlan
 from framepipe.types import ClipResult
-from framepipe.utils import Closing
+from framepipe.utils import Closing, allow_open_files
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +128,67 @@ class _Unit:
             out.append(journal_of(self.path))
         return out
 
-    def records(self) -> Iterator[dict[str, Any]]:
-        """Its records, on a second pass (its metas were read first, with the warnings)."""
-        if self.format == "parquet":
-            yield from read_parquet(self.path)
-            yield from read_records(journal_of(self.path), warn=False)
-        else:
-            yield from read_records(self.path, warn=False)
-
     @property
     def ledger(self) -> Path:
         return ledger_of(self.path)
 
+    def open(self, files: contextlib.ExitStack) -> _Open:
+        """Its files opened (closed with ``files``), the journal first: a fold moves the
+        folded file into place before it removes the journal, so the file opened after
+        the journal holds the journal's records or comes before them, never lacks them
+        (read twice, a record is the same record: the latest of its key wins). Past the
+        open-file limit (``ulimit -n``; thousands of part files) it is read by name."""
+        names = [journal_of(self.path)] if self.format == "parquet" else []
+        try:
+            handles = [_open_if_there(p, files) for p in [*names, self.path]]
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE):
+                raise OutputError(f"{exc.filename}: cannot read ({exc.strerror})") from exc
+            return _Open(self, None, None, by_name=True)
+        return _Open(self, handles[-1], handles[0] if len(handles) > 1 else None)
+
+
+def _open_if_there(path: Path, files: contextlib.ExitStack) -> BinaryIO | None:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed with ``files``
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    return files.enter_context(fh)
+
+
+@dataclass(frozen=True)
+class _Open:
+    """A unit with its files open: every pass of a read reads these same files, so a
+    compaction or a fold that moves a new file into place meanwhile (``os.replace``: the
+    open file stays readable) changes nothing of what the read sees but appended records,
+    which it leaves out (see :func:`kept_records`). No lock: a reader never holds up or
+    skips a run's compaction, and a killed reader leaves nothing behind."""
+
+    unit: _Unit
+    fh: BinaryIO | None
+    journal: BinaryIO | None
+    by_name: bool = False  # (not open: the open-file limit was reached)
+
     def metas(self) -> Iterator[Meta]:
-        if self.format == "parquet":
-            yield from read_parquet_meta(self.path)
-            yield from read_jsonl_meta(journal_of(self.path))
-        else:
-            yield from read_jsonl_meta(self.path)
+        p, fh, read = self.unit.path, self.fh, self.fh is not None or self.by_name
+        if self.unit.format == "parquet":
+            if read:
+                yield from read_parquet_meta(p, fh)
+            if self.journal is not None or self.by_name:
+                yield from read_jsonl_meta(journal_of(p), self.journal)
+        elif read:
+            yield from read_jsonl_meta(p, fh)
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Its records, on a second pass (its metas were read first, with the warnings)."""
+        p, fh, read = self.unit.path, self.fh, self.fh is not None or self.by_name
+        if self.unit.format == "parquet":
+            if read:
+                yield from read_parquet(p, fh)
+            if self.journal is not None or self.by_name:
+                yield from read_records(journal_of(p), warn=False, fh=self.journal)
+        elif read:
+            yield from read_records(p, warn=False, fh=fh)
 
 
 def _units(path: PathLike) -> list[_Unit]:
@@ -174,10 +211,11 @@ def _units(path: PathLike) -> list[_Unit]:
 
 def record_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     """The records files of the outputs ``paths``, in write order (journals included)."""
-    return [f for u in _ordered_units(paths) for f in u.files()]
+    return [f for u in ordered_units(paths) for f in u.files()]
 
 
-def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
+def ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
+    """The records files of the outputs ``paths`` (each with its journal), in write order."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     units: dict[Path, _Unit] = {}
@@ -187,7 +225,7 @@ def _ordered_units(paths: PathLike | Iterable[PathLike]) -> list[_Unit]:
     return sorted(units.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
-def _metas(units: Sequence[_Unit], counts: list[int]) -> Iterator[Meta]:
+def _metas(units: Sequence[_Open], counts: list[int]) -> Iterator[Meta]:
     """The metas of ``units``' records; how many each unit held is appended to ``counts``."""
     for u in units:
         counts.append(0)
@@ -200,30 +238,41 @@ def _current(units: Sequence[_Unit], ledgers: Iterable[Path] | None = None) -> C
     return current_clips(ledgers or [u.ledger for u in units], digested=True)
 
 
-def _kept(
+@contextlib.contextmanager
+def kept_records(
     units: Sequence[_Unit], ledgers: Iterable[Path] | None = None
-) -> tuple[list[bool], Iterator[tuple[_Unit, dict[str, Any]]]]:
+) -> Iterator[tuple[list[bool], Iterator[tuple[_Unit, dict[str, Any]]]]]:
     """Which records of ``units`` (in write order) survive, by the inputs' latest versions in
-    ``ledgers`` (by default the units' own), and the survivors with their unit, read again:
-    of each unit as many as first read (what a run appended since, nothing says of)."""
-    counts: list[int] = []
-    keep = keep_mask(_metas(units, counts), _current(units, ledgers))
-    read = ((u, r) for u, n in zip(units, counts) for r in itertools.islice(u.records(), n))
-    return keep, itertools.compress(read, keep)
+    ``ledgers`` (by default the units' own), and the survivors with their unit, read again
+    from the same open files (:class:`_Open`; closed when the context ends): of each unit
+    as many as first read (what a run appended since, nothing says of)."""
+    with contextlib.ExitStack() as files:
+        room = allow_open_files(2 * len(units)) // 2  # (past it: read by name)
+        opened = [
+            u.open(files) if i < room else _Open(u, None, None, True) for i, u in enumerate(units)
+        ]
+        counts: list[int] = []
+        keep = keep_mask(_metas(opened, counts), _current(units, ledgers))
+        read = (
+            (o.unit, r) for o, n in zip(opened, counts) for r in itertools.islice(o.records(), n)
+        )
+        yield keep, itertools.compress(read, keep)
 
 
 def read_output(paths: PathLike | Iterable[PathLike]) -> Iterator[dict[str, Any]]:
     """The records of the outputs ``paths`` (files or folders), one per clip, in write
     order (see :mod:`framepipe.output.compact`)."""
-    for _, rec in _kept(_ordered_units(paths))[1]:
-        yield rec
+    with kept_records(ordered_units(paths)) as (_, survivors):
+        for _, rec in survivors:
+            yield rec
 
 
 def read_done_keys(paths: PathLike | Iterable[PathLike], *, retry_failed: bool = True) -> set[str]:
     """The resume keys a re-run over the outputs ``paths`` skips (see
     :func:`framepipe.output.compact.done_keys`)."""
-    units = _ordered_units(paths)
-    return done_keys(_metas(units, []), retry_failed=retry_failed, current=_current(units))
+    units = ordered_units(paths)
+    metas = _metas([_Open(u, None, None, by_name=True) for u in units], [])  # (one pass)
+    return done_keys(metas, retry_failed=retry_failed, current=_current(units))
 
 
 # -- writing --------------------------------------------------------------------------------
@@ -308,8 +357,7 @@ def fold_parquet(path: PathLike, ledgers: Iterable[Path] | None = None) -> int:
     journal = journal_of(p)
     if p.exists() and not journal.exists():
         return -1
-    kept = _kept([unit], ledgers)[1]
-    with atomic_output(p) as tmp:
+    with kept_records([unit], ledgers) as (_, kept), atomic_output(p) as tmp:
         n = write_parquet((r for _, r in kept), tmp)
     journal.unlink(missing_ok=True)
     return n
@@ -353,7 +401,7 @@ def open_writer(
         done = set()
     elif folder or fmt == "parquet":
         done = read_done_keys(scope, retry_failed=retry_failed)
-    ledgers = [u.ledger for u in _ordered_units(scope)] if folder else []
+    ledgers = [u.ledger for u in ordered_units(scope)] if folder else []
     ledger = Ledger(target, overwrite=overwrite, fsync=fsync, scope=ledgers)
     kw: dict[str, Any] = {"overwrite": overwrite, "retry_failed": retry_failed, "fsync": fsync}
     writer: RecordWriter
@@ -364,85 +412,3 @@ def open_writer(
     if not overwrite:
         writer.done_inputs.update(done_inputs({*ledgers, ledger.path}, writer.done_keys))
     return writer
-
-
-# -- merge ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MergeResult:
-    """What :func:`merge` did."""
-
-    output: Path
-    records: int  # records in the output
-    dropped: int  # records of the inputs superseded by later ones
-    files: int  # records files read
-
-
-class NothingToMerge(OutputError):
-    """The inputs of a merge hold no record at all."""
-
-
-def merge(
-    inputs: PathLike | Iterable[PathLike], output: PathLike, format: str | None = None
-) -> MergeResult:
-    """Merge outputs (files, folders of parts, ``sample`` output folders) into one file,
-    one record per clip (latest wins), written atomically. Relative frame paths are
-    rewritten to stay right from the output's folder."""
-    out = Path(output)
-    if is_folder_output(out):
-        raise ConfigError(f"{out}: merge writes one file, not a folder")
-    fmt = format_of(out, format)
-    check_replaceable(out, fmt)
-    units = _ordered_units(inputs)
-    if not units or not any(u.files() for u in units):
-        raise OutputError("merge: no records files among the inputs")
-    keep, survivors = _kept(units)
-    if not keep:  # before anything is written: an output that held records stays
-        names = ", ".join(str(u.path) for u in units)
-        raise NothingToMerge(f"{names}: no record to merge")
-    out_dir = out.resolve().parent
-
-    base = {id(u): u.path.resolve().parent for u in units}  # once a file, not a record
-    kept = (_rebase(rec, base[id(u)], out_dir) for u, rec in survivors)
-    staged: Path | None = None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staged = stage_merged_ledger([u.ledger for u in units], out)
-        with atomic_output(out) as tmp:
-            write = write_parquet if fmt == "parquet" else write_jsonl
-            n = write(kept, tmp)
-            # the old ledger goes before the records move, the new one comes after them:
-            # stopped between, the file's records stand with no ledger (every one kept),
-            # never under a ledger whose plans supersede records that are not written yet
-            ledger_of(out).unlink(missing_ok=True)
-        if staged is not None:
-            os.replace(staged, ledger_of(out))
-    except OSError as exc:
-        raise OutputError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    finally:
-        if staged is not None:
-            staged.unlink(missing_ok=True)
-    if fmt == "parquet":
-        journal_of(out).unlink(missing_ok=True)
-    files = sum(len(u.files()) for u in units)
-    dropped = keep.count(False)
-    log.info("%s: %d record(s) from %d file(s), %d superseded", out, n, files, dropped)
-    return MergeResult(out, n, dropped, files)
-
-
-def _rebase(rec: dict[str, Any], base: Path, out_dir: Path) -> dict[str, Any]:
-    """``rec`` with its relative ``frames`` / ``contact_sheet`` paths (relative to ``base``)
-    made relative to ``out_dir``."""
-    if base == out_dir:
-        return rec
-
-    def move(p: Any) -> Any:
-        if not isinstance(p, str) or os.path.isabs(p):
-            return p
-        return Path(os.path.relpath(base / p, out_dir)).as_posix()
-
-    out = dict(rec)
-    if isinstance(out.get("frames"), list):
-        out["frames"] = [move(p) for p in out["frames"]]
-    if out.get("contact_sheet"):
-        out["contact_sheet"] = move(out["contact_sheet"])
-    return out
