@@ -152,9 +152,9 @@ def sample(
     except OSError as exc:
         eng.close()
         raise OutputError(f"{out}: cannot create output folder ({exc.strerror or exc})") from exc
-    save = functools.partial(
+    save = functools.partial(  # in decoding processes, maybe with another working directory
         _save_or_fail,
-        out_dir=out,
+        out_dir=out.absolute() if isinstance(out, Path) else out,
         image_format=image_format,
         sheet=sheets,
         storage_options=cfg.storage_options,
