@@ -97,6 +97,11 @@ class TransformersBackend:
 
     name = "transformers"
     wants_gpu = True
+    folder: Path | None = None
+    """The local folder the model was found in where the backend was sent from (set when
+    it is pickled), where it loads: a worker with another working directory (a cluster's)
+    would take a relative path, or a hub id a folder there shadowed, as naming something
+    else. A class default, so that a backend pickled without it (an older driver) loads."""
 
     def __init__(
         self,
@@ -132,10 +137,6 @@ class TransformersBackend:
         self.settings = settings or given or GenerationSettings()
         self.generator = generator
         self.spec: ModelSpec | None = getattr(generator, "spec", None)
-        self.folder: Path | None = None
-        """The local folder the model was found in where the backend was sent from (set
-        when it is pickled), where it loads: a worker with another working directory (a
-        cluster's) would take a relative path or a hub id as naming something else."""
         self._runtime: Runtime | None = None
 
     def __getstate__(self) -> dict[str, Any]:
