@@ -139,7 +139,11 @@ def test_the_cli_runs_on_ray(ray_cluster: Any, media: dict[str, Path], tmp_path:
     assert "2 clip(s) written, 0 already done, 0 failed" in r.output
     assert len(_records(tmp_path / "out/manifest.jsonl")) == 2
     r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "3"])
+    assert r.exit_code == 0 and "0 clip(s) written, 2 already done" in r.output  # no Ray
+    args[-1] = str(tmp_path / "more")  # clips to read: the stages are planned, and refused
+    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "3"])
     assert r.exit_code != 0 and "the cluster has 2 CPUs" in r.output  # before any work
+    assert not (tmp_path / "more/manifest.jsonl").exists()
 
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
