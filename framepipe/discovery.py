@@ -9,6 +9,7 @@ error.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import stat
@@ -42,11 +43,25 @@ class Input:
     uri: str | None = None
     """A remote input's URI (``s3://``, ``gs://``, ``https://``); ``path`` is then where it
     is staged in the local cache (by the decode stage, not by discovery)."""
+    given: str | None = None
+    """A local input's path as it was given, where ``path`` was made absolute for processes
+    with another working directory (:func:`anchored`): what its records still name."""
 
     @property
     def source(self) -> str:
-        """What records name as their ``source``: the URI of a remote input, else the path."""
-        return self.uri or str(self.path)
+        """What records name as their ``source``: the URI of a remote input, else the path
+        (as it was given)."""
+        return self.uri or self.given or str(self.path)
+
+
+def anchored(item: Input) -> Input:
+    """``item`` for a process whose working directory is another (a cluster's workers: a
+    temporary folder of their node): a relative local path joined to this process's working
+    directory (links not followed, so that it names what the path names here), its records
+    naming it as given; a remote input or an absolute path as it is."""
+    if item.uri or item.path.is_absolute():
+        return item
+    return dataclasses.replace(item, path=Path.cwd() / item.path, given=str(item.path))
 
 
 @dataclass(frozen=True)

@@ -115,13 +115,17 @@ def read_clips(
 
 def tagged(job: ClipJob, item: Input) -> ClipJob:
     """``job`` with what the input's manifest row adds (its questions, its ``id``); a remote
-    input's error names its URI where it named the input's copy in the cache."""
+    input's error names its URI where it named the input's copy in the cache, an
+    :func:`~framepipe.discovery.anchored` one's the path as given where it named the
+    absolute path."""
     if item.questions is not None and job.fields.get("questions") is None:
         job.fields["questions"] = list(item.questions)
     if item.id is not None and "id" not in job.extra:
         job.fields["extra"] = {**job.extra, "id": item.id}
     if item.uri and job.error is not None:
         job.error = named_by_uri(job.error, item)
+    elif item.given and job.error is not None:  # the path as given, as on every engine
+        job.error = job.error.replace(str(item.path), item.given)
     return job
 
 
@@ -215,8 +219,8 @@ def _read_clips(
             )
         source = open_source(local, item.kind, **cfg.source_options)
         info = source.info()
-        if item.uri:  # records name the URI, not the cached copy
-            info = dataclasses.replace(info, id=item.uri)
+        if item.uri or item.given:  # records name the URI (not the cached copy), the path given
+            info = dataclasses.replace(info, id=item.source)
         clips = plan_clips(
             info,
             mode=cfg.clips,

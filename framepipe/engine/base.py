@@ -226,6 +226,7 @@ ENGINES: Registry[Callable[[EngineOptions], Engine]] = Registry(
 
 
 def open_engine(name: str, options: EngineOptions | None = None) -> Engine:
-    """The engine ``name`` made from ``options``: a cluster engine joins its cluster now, so
-    that a cluster that cannot be reached is a one-line error before any heavy work."""
+    """The engine ``name`` made from ``options``: a cluster engine checks now that its
+    cluster's address answers, so that a cluster that cannot be reached is a one-line error
+    before any heavy work (it joins it with the first input it must read)."""
     return ENGINES.get(name)(options or EngineOptions())

@@ -34,10 +34,11 @@ import os
 import pickle
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any
 
+from framepipe.discovery import anchored
 from framepipe.engine.base import (
     ENGINES,
     FRESH,
@@ -52,10 +53,15 @@ from framepipe.engine.base import (
 from framepipe.engine.ray_stages import GenerateSpec, GenerateStage, ReadSpec, ReadStage
 from framepipe.engine.worker import WorkerSetup, plugin_modules
 from framepipe.errors import ConfigError, FramepipeError, MissingDependencyError
+from framepipe.read_clips import skipped_unopened
 from framepipe.records import ClipJob
 from framepipe.types import ClipResult
 
 log = logging.getLogger(__name__)
+
+Stages = Callable[[list[dict[str, bytes]]], Any]
+"""A window's rows (pickled tasks) to their Ray dataset through the read (and generate)
+stages."""
 
 
 def require_ray() -> Any:
@@ -80,9 +86,7 @@ def connect(address: str | None = None) -> Any:
     ray = require_ray()
     if ray.is_initialized():
         return ray
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address != "auto" and "://" not in address:
-        check_gcs(address)
+    address = checked_address(address)
     kwargs: dict[str, Any] = {"logging_level": ray_console_level(), "log_to_driver": True}
     if not address:  # a local Ray: workers import what this process can (plug-ins, tests)
         path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
@@ -94,6 +98,15 @@ def connect(address: str | None = None) -> Any:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise FramepipeError(f"cannot start or join {where}: {text}") from None
     return ray
+
+
+def checked_address(address: str | None) -> str | None:
+    """The cluster to join: ``address``, else ``RAY_ADDRESS`` (None: a local Ray); a
+    ``host:port`` one checked first (:func:`check_gcs`)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address != "auto" and "://" not in address:
+        check_gcs(address)
+    return address
 
 
 # HTTP/2's client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS) answers
@@ -151,7 +164,9 @@ def quiet_ray_data() -> None:
 
 class RayEngine(EngineBase):
     """Run tasks through the read (and, with ``work.answer``, generate) stages on Ray Data;
-    :meth:`run` yields final records. Made, it has joined (or started) Ray.
+    :meth:`run` yields final records. Made, it has checked that Ray is installed and that a
+    ``host:port`` address answers; it joins (or starts) Ray with the first input it must
+    read, so that a run with nothing left to read starts neither Ray nor actors.
 
     ``stats`` holds Ray Data's stats of the last execution (its operators:
     ``MapBatches(ReadStage)``, ``MapBatches(GenerateStage)``); ``plan`` the actors and
@@ -163,9 +178,23 @@ class RayEngine(EngineBase):
     ) -> None:
         super().__init__(on_skip)
         self.options = options or RayOptions()
-        self.ray = connect(self.options.address)
+        require_ray()  # a missing extra, or an address where no Ray listens: one line now
+        checked_address(self.options.address)
+        self._ray: Any = None
         self.stats = ""
         self.plan: dict[str, Any] = {}
+
+    @property
+    def ray(self) -> Any:
+        """The ``ray`` module, Ray joined (or started) on first use: a run that finds every
+        input done never starts it."""
+        if self._ray is None:
+            self._ray = connect(self.options.address)
+        return self._ray
+
+    @ray.setter
+    def ray(self, module: Any) -> None:
+        self._ray = module
 
     @classmethod
     def from_options(cls, options: EngineOptions) -> RayEngine:
@@ -213,11 +242,50 @@ class RayEngine(EngineBase):
         self, tasks: Iterable[EngineTask], work: Work, resume: Resume = FRESH
     ) -> Iterator[ClipResult]:
         """The final record of every clip of ``tasks`` not in ``resume.done``, as they
-        finish (each input's plan to ``resume.on_plan``)."""
+        finish (each input's plan to ``resume.on_plan``). An input the resume skips whole
+        (its plan in the ledger, or its failure) is skipped here, as the local engine's
+        decoder supervisor skips it: Ray starts, and the actors are made, only for a window
+        with an input to read. Relative local paths go to the actors made absolute
+        (:func:`~framepipe.discovery.anchored`): their working directory is another."""
+        self.on_plan, done = resume.on_plan, resume.done
+        it = iter(tasks)
+        base = 0
+        stages: Stages | None = None
+        while True:
+            window = list(islice(it, self.options.window))
+            if not window:
+                return
+            rows = []
+            for k, t in enumerate(window, base):
+                skipped = skipped_unopened(t.item, work.cfg, t.extra_key, done)
+                if skipped:
+                    self.input_end(skipped, None)
+                    continue
+                task = EngineTask(anchored(t.item), t.extra_key)
+                rows.append({"task": pickle.dumps((k, task))})
+            base += len(window)
+            del window
+            if not rows:
+                continue
+            stages = stages or self._stages(work, done)
+            ds = stages(rows)
+            del rows
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                self.load_s = max(self.load_s, float(batch["load_s"].max(initial=0.0)))
+                self.generate_s += float(batch["generate_s"].sum())
+                for blob, count, plan in zip(batch["out"], batch["skipped"], batch["plan"]):
+                    if not blob:
+                        self.input_end(int(count), pickle.loads(plan) if plan else None)
+                        continue
+                    yield self._received(pickle.loads(blob))
+            self.stats = ds.stats()
+
+    def _stages(self, work: Work, done: Collection[str]) -> Stages:
+        """Ray joined, the stages' resources planned (:attr:`plan`) and their specs sent
+        once: a function of a window's rows to its dataset through the stages."""
         from ray.data import ActorPoolStrategy, DataContext
 
         ray = self.ray
-        self.on_plan, done = resume.on_plan, resume.done
         answer = work.answer
         gpu = answer is not None and bool(getattr(answer.backend, "wants_gpu", True))
         self.plan = res = self.resources(answer is not None, gpu)
@@ -238,19 +306,11 @@ class RayEngine(EngineBase):
         read_spec = pickle.dumps(ReadSpec(setup, work.decode_timeout_s))
         done_ref = [ray.put(done)] if done else []
         gen_spec = None if answer is None else pickle.dumps(GenerateSpec(answer, imports, level))
-        it = iter(tasks)
-        base = 0
-        while True:
-            window = list(islice(it, self.options.window))
-            if not window:
-                return
-            count = len(window)
-            rows = [{"task": pickle.dumps((base + k, t))} for k, t in enumerate(window)]
-            base += count
-            del window
+
+        def stages(rows: list[dict[str, bytes]]) -> Any:
+            count = len(rows)
             blocks = min(count, max(200, 8 * res["read"]["actors"][0]))
             ds = ray.data.from_items(rows, override_num_blocks=blocks)
-            del rows
             ds = ds.map_batches(
                 ReadStage,
                 batch_size=1,
@@ -270,15 +330,9 @@ class RayEngine(EngineBase):
                     num_gpus=g["num_gpus"],
                     fn_constructor_kwargs={"spec": gen_spec},
                 )
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                self.load_s = max(self.load_s, float(batch["load_s"].max(initial=0.0)))
-                self.generate_s += float(batch["generate_s"].sum())
-                for blob, count, plan in zip(batch["out"], batch["skipped"], batch["plan"]):
-                    if not blob:
-                        self.input_end(int(count), pickle.loads(plan) if plan else None)
-                        continue
-                    yield self._received(pickle.loads(blob))
-            self.stats = ds.stats()
+            return ds
+
+        return stages
 
     def _received(self, out: ClipJob | ClipResult | Exception) -> ClipResult:
         if isinstance(out, Exception):  # an error that stops the run (StopRunError)

@@ -97,6 +97,11 @@ class TransformersBackend:
 
     name = "transformers"
     wants_gpu = True
+    folder: Path | None = None
+    """The local folder the model was found in where the backend was sent from (set when
+    it is pickled), where it loads: a worker with another working directory (a cluster's)
+    would take a relative path, or a hub id a folder there shadowed, as naming something
+    else. A class default, so that a backend pickled without it (an older driver) loads."""
 
     def __init__(
         self,
@@ -135,8 +140,10 @@ class TransformersBackend:
         self._runtime: Runtime | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # the spec (processor, tokenizer) stays here; the runtime is resolved where it runs
-        return {**self.__dict__, "spec": None, "generator": self.generator, "_runtime": None}
+        # the spec (processor, tokenizer) stays here, and its folder goes; the runtime is
+        # resolved where it runs
+        folder = self.spec.local_dir if self.spec is not None else self.folder
+        return {**self.__dict__, "spec": None, "folder": folder, "_runtime": None}
 
     def runtime(self) -> Runtime:
         """Device, dtype, attention and quantization, resolved once here (so a warning
@@ -153,7 +160,7 @@ class TransformersBackend:
         if self.spec is None and self.generator is None:
             from framepipe.generate.spec import ModelSpec
 
-            self.spec = ModelSpec.inspect(self.model)
+            self.spec = ModelSpec.inspect(self.model, self.folder)
         return self.spec
 
     def check(self, n: int, questions: Iterable[Sequence[str]], system: str | None) -> None:

@@ -66,10 +66,16 @@ def quiet_hf(*, errors_only: bool = False) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def locate(cfg: ModelConfig) -> tuple[str, Path | None, dict[str, Any]]:
-    """Where the model is: (what to give ``from_pretrained``, local folder or None, kwargs)."""
+def locate(cfg: ModelConfig, folder: Path | None = None) -> tuple[str, Path | None, dict[str, Any]]:
+    """Where the model is: (what to give ``from_pretrained``, local folder or None, kwargs).
+
+    ``folder``: the model's folder as it was found where the run was planned (a cluster's
+    driver), looked at instead of ``cfg.model`` (a relative path, or a hub id that a folder
+    of the driver's working directory shadowed, would name something else in a worker's)."""
     kwargs: dict[str, Any] = {"trust_remote_code": bool(cfg.trust_remote_code)}
-    path = Path(cfg.model).expanduser()
+    path = Path(cfg.model).expanduser() if folder is None else folder
+    if folder is not None and not path.exists():
+        raise ModelLoadError(f"{cfg.model}: no model folder {folder} on this machine")
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{path}: not a model folder (it is a file)")

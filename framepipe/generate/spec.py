@@ -75,10 +75,12 @@ class ModelSpec:
     # -- finding the model -------------------------------------------------------------
 
     @classmethod
-    def inspect(cls, cfg: ModelConfig) -> ModelSpec:
-        """Read the config and processor of ``cfg.model``; raises :class:`ModelLoadError` (one
-        line) when the model is missing, unreachable, not a model, or not a LLaVA model."""
-        source, local_dir, kwargs = locate(cfg)
+    def inspect(cls, cfg: ModelConfig, folder: Path | None = None) -> ModelSpec:
+        """Read the config and processor of ``cfg.model`` (in ``folder``, the local folder it
+        was found in elsewhere: see :func:`~framepipe.generate.hub.locate`); raises
+        :class:`ModelLoadError` (one line) when the model is missing, unreachable, not a
+        model, or not a LLaVA model."""
+        source, local_dir, kwargs = locate(cfg, folder)
         from transformers import AutoConfig, AutoProcessor
 
         try:

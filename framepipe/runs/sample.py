@@ -208,9 +208,9 @@ def iter_sample(
     # the folder is made as the manifest opens (and removed when the run stops before any
     # record: a refused run leaves nothing); ``begin`` checked that it can be
     summary = RunSummary(notes=list(notes), output=manifest)
-    save = functools.partial(
+    save = functools.partial(  # in decoding processes, maybe with another working directory
         _save_or_fail,
-        out_dir=out,
+        out_dir=out.absolute() if isinstance(out, Path) else out,
         image_format=image_format,
         sheet=sheets,
         storage_options=cfg.storage_options,

@@ -29,11 +29,11 @@ from remote_servers import http_server
 from framepipe.answering import AnswerSpec
 from framepipe.config import SampleConfig
 from framepipe.discovery import discover
-from framepipe.engine import EngineTask, Work
+from framepipe.engine import EngineTask, Resume, Work
 from framepipe.engine.ray import RayEngine, RayOptions
 from framepipe.generate import GenerationSettings, ModelConfig
 from framepipe.generate.backend import TransformersBackend
-from framepipe.output import ledger_of, read_records
+from framepipe.output import ledger_of, open_writer, read_records
 from framepipe.runs.caption import caption
 from framepipe.runs.sample import sample
 
@@ -139,7 +139,11 @@ def test_the_cli_runs_on_ray(ray_cluster: Any, media: dict[str, Path], tmp_path:
     assert "2 clip(s) written, 0 already done, 0 failed" in r.output
     assert len(_records(tmp_path / "out/manifest.jsonl")) == 2
     r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "3"])
+    assert r.exit_code == 0 and "0 clip(s) written, 2 already done" in r.output  # no Ray
+    args[-1] = str(tmp_path / "more")  # clips to read: the stages are planned, and refused
+    r = CliRunner().invoke(cli, [*args, "--engine", "ray", "--decode-actors", "3"])
     assert r.exit_code != 0 and "the cluster has 2 CPUs" in r.output  # before any work
+    assert not (tmp_path / "more/manifest.jsonl").exists()
 
 
 @pytest.mark.parametrize("sampled", [False, True], ids=["greedy", "sampled"])
@@ -177,6 +181,96 @@ def test_caption_records_equal_the_local_engines(
         assert rec["answers"] and _same(b[key]) == _same(rec)  # prepared there: same answers
     again = caption([media["videos"]], tmp_path / "ray.jsonl", engine="ray", ray_options=opts, **kw)
     assert (again.done, again.skipped) == (0, 3)
+
+
+def test_relative_inputs_and_model_are_read_where_the_driver_finds_them(
+    ray_cluster: Any,
+    media: dict[str, Path],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The actors' working directory is their node's (here: where Ray started), not the
+    driver's: a relative model, inputs and output folder still name the driver's files, and
+    the records are the local engine's (their sources as given)."""
+    shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    shutil.copytree(media["videos"], tmp_path / "videos")
+    monkeypatch.chdir(tmp_path)
+
+    @ray_cluster.remote
+    def cwd() -> str:
+        return os.getcwd()
+
+    assert Path(ray_cluster.get(cwd.remote())) != tmp_path  # the actors' is another
+    kw: dict[str, Any] = {
+        "model": "./tiny",
+        "settings": GenerationSettings(max_new_tokens=4),
+        "sample": SampleConfig(n=2, clip_seconds=0.5),
+    }
+    local = caption(["videos"], "local.jsonl", workers=1, **kw)
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    on_ray = caption(
+        ["videos/a.mp4", "videos/b.mp4"], "ray.jsonl", engine="ray", ray_options=opts, **kw
+    )
+    assert on_ray.failed == [] and on_ray.done == local.done == 3
+    a, b = _records(tmp_path / "local.jsonl"), _records(tmp_path / "ray.jsonl")
+    assert {r["source"] for r in b.values()} == {"videos/a.mp4", "videos/b.mp4"}
+    assert {k: _same(r) for k, r in a.items()} == {k: _same(r) for k, r in b.items()}
+    frames = sample(["videos/b.mp4"], "out", SampleConfig(n=2), engine="ray", ray_options=opts)
+    assert frames.ok and all((tmp_path / "out" / f).is_file() for f in frames.records[0].frames)
+
+
+FINISHED_RERUN = """
+import sys, ray
+from framepipe.config import SampleConfig
+from framepipe.engine.ray import RayOptions
+from framepipe.runs.caption import caption
+from ray_helpers import EchoGenerator
+*paths, out, address = sys.argv[1:]
+opts = RayOptions(address=address, decode_actors=1, generate_actors=1)
+cfg = SampleConfig(n=2, clip_seconds=0.5)
+s = caption(paths, out, generator=EchoGenerator(), sample=cfg, engine="ray", ray_options=opts)
+print("DONE", s.done, s.skipped, len(s.failed), ray.is_initialized())
+"""
+
+
+def test_a_finished_rerun_on_ray_starts_neither_ray_nor_actors(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """A re-run that finds every input done (its plan in the ledger) says so without
+    joining Ray, as the local engine starts no decoder."""
+    videos = [str(p) for p in sorted(media["videos"].glob("*.mp4"))]
+    opts = RayOptions(decode_actors=1, generate_actors=1)
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    kw: dict[str, Any] = {"sample": cfg, "engine": "ray", "ray_options": opts}
+    out = tmp_path / "r.jsonl"
+    first = caption(videos, out, generator=ray_helpers.EchoGenerator(), **kw)
+    assert first.ok and first.done == 3
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-c", FINISHED_RERUN, *videos, str(out), address]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("DONE")[1].split() == ["0", "3", "0", "False"]
+
+
+def test_a_partly_done_rerun_on_ray_sends_ray_only_the_inputs_to_read(
+    ray_cluster: Any, media: dict[str, Path], tmp_path: Path
+) -> None:
+    import re
+
+    videos = [str(p) for p in sorted(media["videos"].glob("*.mp4"))]
+    opts = RayOptions(decode_actors=1)
+    cfg = SampleConfig(n=2, clip_seconds=0.5)
+    done = sample(videos[:1], tmp_path / "s", cfg, engine="ray", ray_options=opts)
+    assert done.ok and done.done == 2
+    writer = open_writer(tmp_path / "s/manifest.jsonl")
+    engine = RayEngine(opts)
+    tasks = [EngineTask(i) for i in discover(videos)[0]]
+    recs = list(engine.run(tasks, Work(cfg), Resume(writer.done)))
+    writer.close()
+    assert len(recs) == 1 and recs[0].source == videos[1] and engine.skipped == 2
+    sent = re.search(r"FromItems:.*?Total output num rows: (\d+)", engine.stats, re.S)
+    assert sent is not None and sent.group(1) == "1"  # the input done never went to Ray
 
 
 def test_caption_frames_dir_and_a_given_generator(
