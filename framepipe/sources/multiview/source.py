@@ -178,7 +178,7 @@ class MultiviewSource(Source):
             key=lambda t: natural_key(t[0]),
         )
         views: list[_View] = []
-        bad: list[str] = []
+        bad: dict[str, str] = {}
         for name, key, p in named:
             try:
                 header = probe_image(p)
@@ -186,7 +186,7 @@ class MultiviewSource(Source):
                     decode_image(p, header, size=_VERIFY_SIZE)
             except SourceError as exc:  # DecodeError too
                 log.warning("%s: skipping view %s: %s", root, name, exc.reason)
-                bad.append(name)
+                bad[name] = exc.reason
                 continue
             pose, intr = posed.get(key, (None, {}))
             intrinsics = _intrinsics(p, intr, header.stored_size)
@@ -196,7 +196,7 @@ class MultiviewSource(Source):
             raise SourceError(
                 root,
                 f"{len(views)} readable image(s), fewer than min_views={self.min_views}"
-                + (f" ({len(bad)} unreadable, e.g. {bad[0]})" if bad else ""),
+                + (f" ({len(bad)} unreadable, e.g. {next(iter(bad))})" if bad else ""),
             )
         self._views = views
         sizes = {read_size(v.header, self.max_side) for v in views}
@@ -207,10 +207,16 @@ class MultiviewSource(Source):
             "views_with_pose": sum(v.view.pose_c2w is not None for v in views),
             "max_side": self.max_side,
         }
+        # on every record of the scene: the views it lost, so that no view is lost silently
+        record: dict[str, Any] = {}
         if poses is not None and poses.missing:
             extra["missing_files"] = len(poses.missing)
+            record["missing_files"] = list(poses.missing)
         if bad:
-            extra["unreadable_images"] = bad
+            extra["unreadable_images"] = list(bad)
+            record["skipped_views"] = dict(bad)
+        if record:
+            extra["record"] = record
         return SourceInfo(
             id=str(root),
             kind=self.kind,

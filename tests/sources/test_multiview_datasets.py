@@ -1,0 +1,33 @@
+"""Multi-view scenes as datasets ship them: a view lost to a bad file is named on the
+scene's records (not only in a warning that scrolls past)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import scene_media as sm
+from click.testing import CliRunner
+
+from framepipe.cli import cli
+from framepipe.output import read_records
+from framepipe.runs.sample import MANIFEST
+
+
+def test_a_scenes_records_name_the_views_it_skipped(tmp_path: Path) -> None:
+    scene = tmp_path / "scene"
+    names = [f"images/v{k}.jpg" for k in range(6)]
+    sm.write_scene(scene, [(k * 60.0, 0) for k in range(6)], names=names, fmt="jpg")
+    data = (scene / "images/v3.jpg").read_bytes()
+    (scene / "images/v3.jpg").write_bytes(data[: len(data) // 2])  # a truncated copy
+    meta = json.loads((scene / "transforms.json").read_text())
+    meta["frames"].append({**meta["frames"][0], "file_path": "images/gone.jpg"})
+    (scene / "transforms.json").write_text(json.dumps(meta))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sample", str(scene), "-n", "4", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["status"] == "ok" and len(rec["views"]) == 4
+    assert list(rec["multiview"]["skipped_views"]) == ["images/v3.jpg"]
+    assert "truncated" in rec["multiview"]["skipped_views"]["images/v3.jpg"].lower()
+    assert rec["multiview"]["missing_files"] == ["images/gone.jpg"]
