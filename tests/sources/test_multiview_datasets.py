@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from framepipe.cli import cli
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST
+from framepipe.sources.multiview.source import MultiviewSource
 
 
 def test_a_scenes_records_name_the_views_it_skipped(tmp_path: Path) -> None:
@@ -31,3 +32,12 @@ def test_a_scenes_records_name_the_views_it_skipped(tmp_path: Path) -> None:
     assert list(rec["multiview"]["skipped_views"]) == ["images/v3.jpg"]
     assert "truncated" in rec["multiview"]["skipped_views"]["images/v3.jpg"].lower()
     assert rec["multiview"]["missing_files"] == ["images/gone.jpg"]
+
+
+def test_a_view_is_named_by_its_file_however_the_pose_file_spells_the_way(tmp_path: Path) -> None:
+    names = [f"images/f{k}.jpg" for k in range(3)]
+    spelt = ["./images/f0", "images\\f1.jpg", "./images/../images/f2"]
+    sm.write_scene(tmp_path, [(0, 0), (90, 0), (180, 0)], names=names, file_paths=spelt)
+    info = MultiviewSource(tmp_path).info()
+    assert [v.name for v in info.views or ()] == names
+    assert info.extra["views_with_pose"] == 3
