@@ -10,6 +10,7 @@ import scene_media as sm
 from click.testing import CliRunner
 
 from framepipe.cli import cli
+from framepipe.discovery import discover
 from framepipe.output import read_records
 from framepipe.runs.sample import MANIFEST
 from framepipe.sources.multiview.source import MultiviewSource
@@ -41,3 +42,23 @@ def test_a_view_is_named_by_its_file_however_the_pose_file_spells_the_way(tmp_pa
     info = MultiviewSource(tmp_path).info()
     assert [v.name for v in info.views or ()] == names
     assert info.extra["views_with_pose"] == 3
+
+
+def test_downscaled_copies_beside_images_are_no_scenes_of_their_own(tmp_path: Path) -> None:
+    for scene in ("garden", "room"):  # a dataset root, scenes without poses
+        for folder, size in (("images", (64, 48)), ("images_2", (32, 24)), ("images_4", (16, 12))):
+            names = [f"{folder}/DSC{k:04d}.JPG" for k in range(3)]
+            angles = [(k * 90.0, 0) for k in range(3)]
+            sm.write_scene(tmp_path / scene, angles, names=names, transforms=False, size=size)
+    inputs, skipped = discover(tmp_path)
+    assert [i.path for i in inputs] == [tmp_path / "garden/images", tmp_path / "room/images"]
+    assert {s.path.relative_to(tmp_path).as_posix() for s in skipped} == {
+        "garden/images_2",
+        "garden/images_4",
+        "room/images_2",
+        "room/images_4",
+    }
+    assert all("downscaled copy" in s.reason for s in skipped)
+    # named explicitly, a copy is read as asked
+    (one,), _ = discover(tmp_path / "room/images_2")
+    assert one.kind == "multiview" and one.error is None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,7 @@ from framepipe.utils import natural_key
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 2048
+_DOWNSCALED = re.compile(r"images_\d+")
 _VERIFY_SIZE = (32, 32)
 
 
@@ -106,6 +108,14 @@ class MultiviewSource(Source):
         except OSError:
             return False
         return images > 0
+
+    @classmethod
+    def copy_of(cls, path: Path) -> str | None:
+        """``images_2``, ``images_4`` ... beside ``images`` (nerfstudio, LLFF, Mip-NeRF 360)
+        are downscaled copies of its views, not scenes of their own."""
+        if _DOWNSCALED.fullmatch(path.name) and (path.parent / "images").is_dir():
+            return "a downscaled copy of the views in images/ beside it, not a scene of its own"
+        return None
 
     def __init__(
         self,
