@@ -4,8 +4,10 @@ scene's records (not only in a warning that scrolls past)."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
+import pytest
 import scene_media as sm
 from click.testing import CliRunner
 
@@ -62,3 +64,19 @@ def test_downscaled_copies_beside_images_are_no_scenes_of_their_own(tmp_path: Pa
     # named explicitly, a copy is read as asked
     (one,), _ = discover(tmp_path / "room/images_2")
     assert one.kind == "multiview" and one.error is None
+
+
+def test_heic_photos_in_a_scene_are_named_as_skipped_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    names = ["IMG_0001.JPG", "IMG_0002.JPG"]
+    sm.write_scene(tmp_path, [(0, 0), (90, 0)], names=names, transforms=False)
+    (tmp_path / "IMG_0003.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64)
+    with caplog.at_level(logging.WARNING, logger="framepipe"):
+        info = MultiviewSource(tmp_path).info()
+    assert [v.name for v in info.views or ()] == names
+    assert info.extra["record"]["skipped_views"] == {
+        "IMG_0003.HEIC": "HEIC/HEIF images cannot be read here (no decoder): convert them to JPEG"
+    }
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "IMG_0003.HEIC" in line and "convert them to JPEG" in line

@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 2048
 _DOWNSCALED = re.compile(r"images_\d+")
+_UNREADABLE = re.compile(r"[^.].*\.(heic|heif|hif)", re.IGNORECASE)
+_HEIC_REASON = "HEIC/HEIF images cannot be read here (no decoder): convert them to JPEG"
 _VERIFY_SIZE = (32, 32)
 
 
@@ -162,6 +164,7 @@ class MultiviewSource(Source):
             dirs += [d for d in poses.image_dirs if d.resolve() != root.resolve()]
             _note_missing(poses)
         files: dict[Path, Path] = {}
+        unsupported: list[str] = []  # photos of a kind Pillow cannot decode (HEIC)
         for im in poses.images if poses is not None else ():
             files.setdefault(im.path.resolve(), im.path)
         for d in dirs:
@@ -173,6 +176,8 @@ class MultiviewSource(Source):
                 p = d / name
                 if is_image_file(name) and p.is_file():
                     files.setdefault(p.resolve(), p)
+                elif _UNREADABLE.fullmatch(name) and p.is_file():
+                    unsupported.append(_rel_name(p, root))
         if poses is None:
             _note_subfolders(root)
         if not files:
@@ -188,7 +193,9 @@ class MultiviewSource(Source):
             key=lambda t: natural_key(t[0]),
         )
         views: list[_View] = []
-        bad: dict[str, str] = {}
+        bad: dict[str, str] = {n: _HEIC_REASON for n in sorted(unsupported, key=natural_key)}
+        if bad:
+            log.warning("%s: skipping %d view(s) (%s): %s", root, len(bad), _few(bad), _HEIC_REASON)
         for name, key, p in named:
             try:
                 header = probe_image(p)
@@ -319,9 +326,14 @@ def _rel_name(p: Path, root: Path) -> str:
             return p.as_posix()
 
 
+def _few(names: Sequence[str]) -> str:
+    names = list(names)
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def _note_missing(poses: PoseFile) -> None:
     if poses.missing:
-        shown = ", ".join(poses.missing[:3]) + (", ..." if len(poses.missing) > 3 else "")
+        shown = _few(poses.missing)
         log.warning(
             "%s: %d listed image(s) not found on disk, skipped (%s)",
             poses.path,
