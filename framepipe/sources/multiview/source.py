@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -326,7 +326,7 @@ def _rel_name(p: Path, root: Path) -> str:
             return p.as_posix()
 
 
-def _few(names: Sequence[str]) -> str:
+def _few(names: Iterable[str]) -> str:
     names = list(names)
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
