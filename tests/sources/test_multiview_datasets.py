@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,13 @@ def test_heic_photos_in_a_scene_are_named_as_skipped_not_dropped_silently(
     }
     (line,) = [r.getMessage() for r in caplog.records]
     assert "IMG_0003.HEIC" in line and "convert them to JPEG" in line
+
+
+def test_views_keep_their_order_whichever_unicode_form_the_names_are_in(tmp_path: Path) -> None:
+    orders = []
+    for form in ("NFC", "NFD"):  # Linux keeps names as written; macOS HFS+ writes NFD
+        names = [unicodedata.normalize(form, n) for n in ("e_3.jpg", "f.jpg", "é_2.jpg")]
+        sm.write_scene(tmp_path / form, [(0, 0), (90, 0), (180, 0)], names=names, transforms=False)
+        info = MultiviewSource(tmp_path / form).info()
+        orders.append([unicodedata.normalize("NFC", v.name) for v in info.views or ()])
+    assert orders[0] == orders[1] == ["e_3.jpg", "f.jpg", "é_2.jpg"]
