@@ -3,7 +3,8 @@
 A file is claimed by a source kind by its extension, or, for unknown extensions, by its
 first bytes (:func:`framepipe.sources.base.guess_kind`: the sources know their kinds,
 discovery only walks the paths). A folder is one input when a kind claims it (a multi-view
-scene); otherwise it is walked. Files that no kind claims are skipped with a note, not an
+scene); otherwise it is walked, but for a folder a kind calls a copy of another input
+(``images_4`` beside ``images``): a note. Files that no kind claims are skipped with a note, not an
 error.
 """
 
@@ -203,6 +204,10 @@ def _walk(
             found -= 1
             continue
         if stat.S_ISDIR(est.st_mode):
+            copy = _copy_of(p, kind)
+            if copy is not None:
+                skipped.append(Skipped(p, copy))
+                continue
             below = _walk(p, est, kind, add, skipped, searched)
             if below == 0 and _looks_like_file(p):
                 skipped.append(Skipped(p, "a folder named like a media file, with nothing in it"))
@@ -215,6 +220,20 @@ def _walk(
             continue
         add(p, k)
     return found
+
+
+def _copy_of(p: Path, kind: str | None) -> str | None:
+    """Why a kind (the forced one, or any) passes over the folder ``p`` as a copy of
+    another input (downscaled views beside a scene's images), or None."""
+    for name, cls in source_kinds().items():
+        if kind is None or name == kind:
+            try:
+                why = cls.copy_of(p)
+            except OSError:
+                why = None
+            if why is not None:
+                return why
+    return None
 
 
 def _looks_like_file(p: Path) -> bool:

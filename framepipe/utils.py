@@ -13,6 +13,7 @@ import re
 import socket
 import tempfile
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -23,8 +24,11 @@ _NUM = re.compile(r"(\d+)")
 def natural_key(name: str) -> tuple[Any, ...]:
     """Sort key for natural order: ``img2`` before ``img10``, case-insensitive (``img1``,
     ``IMG2``, ``img3``); names equal but for case or leading zeros are then ordered by
-    the name itself, so the order is total and stable."""
-    parts = _NUM.split(name)  # the digit runs are at the odd positions
+    the name itself, so the order is total and stable. Letters are compared in Unicode's
+    composed form (NFC), so that a name as macOS writes it (``e`` + combining accent) sorts
+    where the same name written as one character (``é``) does: a copied scene's views keep
+    their order on every machine."""
+    parts = _NUM.split(unicodedata.normalize("NFC", name))  # digit runs at the odd positions
     key = tuple((0, int(p)) if k % 2 else (1, p.lower()) for k, p in enumerate(parts) if p)
     return (key, name)
 

@@ -21,6 +21,14 @@ from framepipe.sources.base import Source, register_source
 from framepipe.types import ClipSpec, FrameBatch, Selection, SourceInfo
 
 
+def kwonly(
+    info: SourceInfo, clip: ClipSpec, *, n: int, source: Source | None = None, step: int = 1
+) -> Selection:
+    """A plug-in with a keyword-only option and no ``overflow``: every ``step``-th frame."""
+    idx = tuple(range(clip.start_frame, clip.end_frame, step))[:n]
+    return Selection(idx, "kwonly", {"n": n, "step": step})
+
+
 def misbehaving(info: SourceInfo, clip: ClipSpec, *, n: int, **params: Any) -> Selection:
     name = os.path.basename(info.id)
     bad_clip = params.pop("bad_clip", None)  # misbehave on this clip only (default: all)

@@ -178,7 +178,12 @@ def run_arguments(
     if ctx is not None:  # before anything is made of the options
         refuse_what_does_not_apply(ctx)
     sampler = kw.pop("sampler")
-    params: dict[str, Any] = {"overflow": kw.pop("overflow")}
+    # --overflow goes to the sampler only when the user set it: a plug-in that declares no
+    # overflow runs with its default left out, and refuses it (one line) when it is given.
+    overflow = kw.pop("overflow")
+    params: dict[str, Any] = {}
+    if ctx is None or given(ctx, "overflow") or overflow != param_default(uniform, "overflow"):
+        params["overflow"] = overflow
     mode, fps = kw.pop("mode"), kw.pop("fps")
     if sampler == "uniform":
         params.update({"mode": mode} if fps is None else {"mode": mode, "fps": fps})

@@ -131,7 +131,8 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
     """The check of a sampler without a ``check`` of its own: ``params`` against the options
     it declares: its keyword parameters (but ``info``, ``clip``, ``n`` and ``source``), the
     defaults it declares for what it reads from ``**params`` (``register_sampler(name,
-    defaults=...)``) and ``overflow`` (which every sampler is given). An option outside
+    defaults=...)``); ``overflow`` is one only when it declares it (the command line passes
+    ``--overflow`` only when the user gives it). An option outside
     them is a one-line ConfigError (a typo is never ignored), unless the sampler takes
     ``**params`` and declares no defaults: it says nothing of what it reads, so the option
     is passed to it with a warning (once a process), naming it. A sampler that takes any
@@ -144,7 +145,7 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     own = [p.name for p in list(sig.parameters.values())[2:] if p.kind in keyword]  # (info, clip)
     declared = getattr(fn, DEFAULTS_ATTRIBUTE, None) or {}
-    options = [o for o in dict.fromkeys([*own, *declared, "overflow"]) if o not in ("n", "source")]
+    options = [o for o in dict.fromkeys([*own, *declared]) if o not in ("n", "source")]
     unknown = tuple(sorted(k for k in params if k not in options and k not in ("n", "source")))
     if not unknown:
         return

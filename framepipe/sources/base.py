@@ -83,6 +83,12 @@ class Source(Closing, ABC):
         """Whether the folder ``path`` is itself one input of this kind (e.g. a scene)."""
         return False
 
+    @classmethod
+    def copy_of(cls, path: Path) -> str | None:
+        """Why the folder ``path``, met while searching a folder, is a copy of another
+        input of this kind that discovery passes over (a note), or None."""
+        return None
+
     # -- reading --------------------------------------------------------------------------
     @abstractmethod
     def info(self) -> SourceInfo:

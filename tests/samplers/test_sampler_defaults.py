@@ -128,21 +128,21 @@ def test_a_misspelt_option_to_a_plugin_without_a_check_is_never_silent(
     register_sampler("test_declared_plugin", defaults={"stride": 2})(_plugin)
     try:
         for sampler, options in (
-            ("test_declared_plugin", "offset, stride, overflow"),
-            (keywords, "stride, overflow"),
+            ("test_declared_plugin", "offset, stride"),
+            (keywords, "stride"),
         ):
             with pytest.raises(ConfigError) as exc:
-                check_sampler(sampler, 4, {"strdie": 2, "overflow": "all"})
+                check_sampler(sampler, 4, {"strdie": 2})
             name = sampler if isinstance(sampler, str) else "keywords"
             want = f"unknown parameter 'strdie' for sampler {name!r} (options: {options})"
             assert str(exc.value) == want
-            check_sampler(sampler, 4, {"stride": 3, "overflow": "all"})  # its own: fine
+            check_sampler(sampler, 4, {"stride": 3})  # its own: fine
     finally:
         SAMPLERS._items.pop("test_declared_plugin", None)
     # **params and nothing declared: the option is passed, with a warning naming it, once
     with caplog.at_level(logging.WARNING, logger="framepipe"):
         for _ in range(2):
-            check_sampler(anything, 4, {"strdie": 2, "overflow": "all"})
+            check_sampler(anything, 4, {"strdie": 2})
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 1 and "'anything' declares no options: parameter 'strdie'" in said[0]
     # a plug-in that takes any option says so with a check of its own: nothing to say
@@ -154,3 +154,22 @@ def test_a_misspelt_option_to_a_plugin_without_a_check_is_never_silent(
         assert not caplog.records
     finally:
         SAMPLERS._items.pop("test_open_plugin", None)
+
+
+def test_a_plugin_without_overflow_runs_from_the_cli_and_refuses_an_overflow_given(
+    tmp_path: Path,
+) -> None:
+    video = engine_plugins.make_video(tmp_path / "v.mp4", 12, seed=1)
+    out = tmp_path / "out"
+    args = ["sample", str(video), "-n", "3", "--sampler", "engine_plugins:kwonly", "-o", str(out)]
+    res = CliRunner().invoke(cli, [*args, "--sampler-opt", "step=2"])
+    assert res.exit_code == 0, res.output
+    (rec,) = read_records(out / MANIFEST)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["indices"] == [0, 2, 4]
+    # given explicitly (even at its default) to a sampler that has no such option: one line
+    res = CliRunner().invoke(cli, [*args, "--overflow", "repeat_last"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == (
+        "Error: unknown parameter 'overflow' for sampler 'engine_plugins:kwonly' (options: step)"
+    )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,9 @@ def resolve_image(base: Path, file_path: str) -> Path | None:
     p = Path(rel)
     if not p.is_absolute():
         p = base / rel
+    # ``./images/../images/r_2`` is ``images/r_2``: the view's name and its place in the
+    # natural order are those of the file, however the pose file spells the way to it.
+    p = Path(os.path.normpath(p))
     if is_existing_file(p):
         return p
     if p.suffix.lower() not in IMAGE_EXTENSIONS:

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +69,9 @@ from framepipe.utils import natural_key
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIDE = 2048
+_DOWNSCALED = re.compile(r"images_\d+")
+_UNREADABLE = re.compile(r"[^.].*\.(heic|heif|hif)", re.IGNORECASE)
+_HEIC_REASON = "HEIC/HEIF images cannot be read here (no decoder): convert them to JPEG"
 _VERIFY_SIZE = (32, 32)
 
 
@@ -106,6 +110,14 @@ class MultiviewSource(Source):
         except OSError:
             return False
         return images > 0
+
+    @classmethod
+    def copy_of(cls, path: Path) -> str | None:
+        """``images_2``, ``images_4`` ... beside ``images`` (nerfstudio, LLFF, Mip-NeRF 360)
+        are downscaled copies of its views, not scenes of their own."""
+        if _DOWNSCALED.fullmatch(path.name) and (path.parent / "images").is_dir():
+            return "a downscaled copy of the views in images/ beside it, not a scene of its own"
+        return None
 
     def __init__(
         self,
@@ -152,6 +164,7 @@ class MultiviewSource(Source):
             dirs += [d for d in poses.image_dirs if d.resolve() != root.resolve()]
             _note_missing(poses)
         files: dict[Path, Path] = {}
+        unsupported: list[str] = []  # photos of a kind Pillow cannot decode (HEIC)
         for im in poses.images if poses is not None else ():
             files.setdefault(im.path.resolve(), im.path)
         for d in dirs:
@@ -163,6 +176,8 @@ class MultiviewSource(Source):
                 p = d / name
                 if is_image_file(name) and p.is_file():
                     files.setdefault(p.resolve(), p)
+                elif _UNREADABLE.fullmatch(name) and p.is_file():
+                    unsupported.append(_rel_name(p, root))
         if poses is None:
             _note_subfolders(root)
         if not files:
@@ -178,7 +193,9 @@ class MultiviewSource(Source):
             key=lambda t: natural_key(t[0]),
         )
         views: list[_View] = []
-        bad: list[str] = []
+        bad: dict[str, str] = {n: _HEIC_REASON for n in sorted(unsupported, key=natural_key)}
+        if bad:
+            log.warning("%s: skipping %d view(s) (%s): %s", root, len(bad), _few(bad), _HEIC_REASON)
         for name, key, p in named:
             try:
                 header = probe_image(p)
@@ -186,7 +203,7 @@ class MultiviewSource(Source):
                     decode_image(p, header, size=_VERIFY_SIZE)
             except SourceError as exc:  # DecodeError too
                 log.warning("%s: skipping view %s: %s", root, name, exc.reason)
-                bad.append(name)
+                bad[name] = exc.reason
                 continue
             pose, intr = posed.get(key, (None, {}))
             intrinsics = _intrinsics(p, intr, header.stored_size)
@@ -196,7 +213,7 @@ class MultiviewSource(Source):
             raise SourceError(
                 root,
                 f"{len(views)} readable image(s), fewer than min_views={self.min_views}"
-                + (f" ({len(bad)} unreadable, e.g. {bad[0]})" if bad else ""),
+                + (f" ({len(bad)} unreadable, e.g. {next(iter(bad))})" if bad else ""),
             )
         self._views = views
         sizes = {read_size(v.header, self.max_side) for v in views}
@@ -207,10 +224,16 @@ class MultiviewSource(Source):
             "views_with_pose": sum(v.view.pose_c2w is not None for v in views),
             "max_side": self.max_side,
         }
+        # on every record of the scene: the views it lost, so that no view is lost silently
+        record: dict[str, Any] = {}
         if poses is not None and poses.missing:
             extra["missing_files"] = len(poses.missing)
+            record["missing_files"] = list(poses.missing)
         if bad:
-            extra["unreadable_images"] = bad
+            extra["unreadable_images"] = list(bad)
+            record["skipped_views"] = dict(bad)
+        if record:
+            extra["record"] = record
         return SourceInfo(
             id=str(root),
             kind=self.kind,
@@ -303,9 +326,14 @@ def _rel_name(p: Path, root: Path) -> str:
             return p.as_posix()
 
 
+def _few(names: Iterable[str]) -> str:
+    names = list(names)
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
 def _note_missing(poses: PoseFile) -> None:
     if poses.missing:
-        shown = ", ".join(poses.missing[:3]) + (", ..." if len(poses.missing) > 3 else "")
+        shown = _few(poses.missing)
         log.warning(
             "%s: %d listed image(s) not found on disk, skipped (%s)",
             poses.path,
