@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import framepipe.output.store
@@ -28,7 +29,7 @@ from framepipe.output import (
     read_records,
     record_files,
 )
-from framepipe.output.compact import Current, keep_mask, record_meta
+from framepipe.output.compact import Current, digests, keep_mask, record_meta
 from framepipe.output.ledger import Ledger, current_clips, ledger_of, merge_ledgers
 from framepipe.output.parquet import from_row, read_parquet, to_row
 from framepipe.records import InputPlan, failed_record
@@ -73,6 +74,25 @@ def test_latest_record_of_a_key_wins_and_whole_input_failures_are_superseded() -
     assert keep_mask([record_meta(r.to_json()) for r in late]) == [True, True]
 
 
+def test_a_whole_input_failure_goes_when_the_input_was_read_and_its_records_stand() -> None:
+    recs = [
+        clip_rec("a", "A1", ikey="A"),  # a read to its end: two clips
+        clip_rec("a", "A2", ok=False, ikey="A"),
+        clip_rec("b", "B1", ikey="B"),  # b: one of its two clips so far
+        input_failure("a", "A"),  # a, b missing for a run (a 404, moved away)
+        input_failure("b", "B"),
+        input_failure("c", "C"),  # c never read
+    ]
+    metas = [record_meta(r.to_json()) for r in recs]
+    plans = Current(frozenset("AB"), frozenset({"A1", "A2", "B1", "B2"}), {"A": 2, "B": 2})
+    assert keep_mask(metas, plans) == [True, True, True, False, True, True]
+    # the same with digests, as the ledgers give them
+    digested = Current(digests(plans.inputs), digests(plans.clips), np.array([2, 2]))
+    assert keep_mask(metas, digested) == [True, True, True, False, True, True]
+    # without the plans' sizes nothing says an input is complete: the failures stay
+    assert keep_mask(metas, Current(plans.inputs, plans.clips)) == [True] * 6
+
+
 def test_an_inputs_latest_plan_supersedes_the_records_of_its_earlier_versions() -> None:
     recs = [
         clip_rec("a", "A1v1", ikey="A"),  # a's first version: two clips
@@ -101,7 +121,7 @@ def test_records_without_a_key_stay_whatever_the_ledger_says() -> None:
     assert keep_mask(metas, current_clips([], digested=True)) == [True, True]
 
 
-A_V1 = Current(frozenset({"A"}), frozenset({"A1v1"}))
+A_V1 = Current(frozenset({"A"}), frozenset({"A1v1"}), {"A": 1})
 
 
 def test_merged_ledgers_keep_each_inputs_latest_plan(tmp_path: Path) -> None:
@@ -167,7 +187,8 @@ def test_the_inputs_latest_plans_stay_right_while_a_ledger_grows(
         merge_ledgers(ledgers, tmp_path / "all.jsonl")
         ledgers = [ledger_of(tmp_path / "all.jsonl")]
     # as the ledgers were when first read: the plan appended since is left out, none lost
-    assert current_clips(ledgers) == Current(frozenset({"A", "C"}), frozenset({"A1v1", "C1"}))
+    latest = Current(frozenset({"A", "C"}), frozenset({"A1v1", "C1"}), {"A": 1, "C": 1})
+    assert current_clips(ledgers) == latest
 
 
 def _run(

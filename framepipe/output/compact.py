@@ -13,6 +13,12 @@ done keys:
   clips planned) is dropped once a clip record of the same input under the same settings
   was written after it: clip records carry the key such a failure would have had, as
   ``input_key`` (see :func:`framepipe.records.read_fields`);
+- a failed record of a whole input also goes when the input was **read to its end** before
+  and its records stand: every clip of its latest plan has a surviving record (the input was
+  missing for a run, a server answered 404 for a while; a later run that finds it done
+  again writes nothing after the failure). Like a clip's ``ok`` record, an input's
+  complete records are not replaced by a failure; a run still tries such an input again
+  (its plan is skipped only when its identity, a stat or a HEAD, is the plan's);
 - the records of an input's **earlier versions** go once a later version of it was read to
   its end (a file changed in place, an object replaced): ``current`` holds the inputs
   (their ``input_key``) with a plan in the output's ledger and the clip keys of each one's
@@ -57,6 +63,9 @@ class Current(NamedTuple):
     """The inputs (``input_key``) with a plan (or their :func:`digests`)."""
     clips: Collection[str] | np.ndarray
     """The keys of the clips of each such input's latest plan (or their :func:`digests`)."""
+    sizes: Mapping[str, int] | np.ndarray | None = None
+    """How many clips each input's latest plan has (by input; with digests, in the order of
+    ``inputs``); None: not known (no input's records count as complete)."""
 
 
 def record_meta(rec: Mapping[str, Any]) -> Meta:
@@ -126,7 +135,32 @@ def _survivors(metas: Iterable[Meta], current: Current | None) -> tuple[np.ndarr
         other = has_key & has_ik & planned
         other[other] = ~_find(k[other], digests(current.clips))[0]
         keep &= ~other
+        if len(failures) and current.sizes is not None:  # and a read input's failure
+            complete = _complete_inputs(ik[keep & has_key & has_ik & planned], current)
+            keep[failures[_find(k[failures], complete)[0]]] = False
     return keep, np.unique(ik[keep & has_key & has_ik & ~planned])
+
+
+def _complete_inputs(clip_inputs: np.ndarray, current: Current) -> np.ndarray:
+    """The inputs (digests, sorted) whose latest plan's clips all have a surviving record,
+    of ``clip_inputs``: the input digest of each surviving clip record of a latest plan
+    (one per clip key)."""
+    inputs, sizes = _sizes(current)
+    if not len(inputs):
+        return inputs
+    seen, count = np.unique(clip_inputs, return_counts=True)
+    found, pos = _find(seen, inputs)
+    return seen[found & (count >= sizes[pos])]
+
+
+def _sizes(current: Current) -> tuple[np.ndarray, np.ndarray]:
+    """``current``'s inputs (digests, sorted) and the clip count of each one's latest plan."""
+    if isinstance(current.sizes, np.ndarray):
+        return digests(current.inputs), current.sizes
+    sizes = current.sizes or {}
+    d = np.array([digest(k) for k in sizes], f"S{DIGEST}")
+    order = np.argsort(d)
+    return d[order], np.array(list(sizes.values()), np.int64)[order]
 
 
 def holds(sorted_digests: np.ndarray, key: str) -> bool:

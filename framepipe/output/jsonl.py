@@ -267,6 +267,8 @@ class JsonlWriter(Closing):
             m = record_meta(rec)
             for k in (m.key, m.input_key):
                 self._dirty |= k is not None and (k in self.done_keys or k in self._others)
+            if m.whole_input_failure and self.ledger is not None:  # of an input read before:
+                self._dirty |= m.key in self.ledger.newest  # its records may stand
         if rec.get("key") and (rec.get("status") == "ok" or not self.retry_failed):
             self.done_keys.add(str(rec["key"]))
         elif self._others is not None and rec.get("key") is not None:

@@ -29,8 +29,10 @@ from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from framepipe.errors import OutputError
-from framepipe.output.compact import Current, digests
+from framepipe.output.compact import Current, digest, digests
 from framepipe.records import InputPlan
 from framepipe.utils import append_whole, json_lines, remove_stale_temps, sync_due, temp_beside
 
@@ -96,15 +98,22 @@ def current_clips(ledgers: Iterable[Path], *, digested: bool = False) -> Current
     found them."""
     ledgers = list(ledgers)
     latest = _latest(ledgers)
-    clips = (
-        str(k)
-        for order, entry in _ordered(ledgers)
-        if (of := _of(entry)) is not None and of in latest and latest[of][0] == order
-        for k in entry.get("clips") or ()
-    )
+    sizes: dict[str, int] = {}  # each input's latest plan's clip count
+
+    def clips() -> Iterator[str]:
+        for order, entry in _ordered(ledgers):
+            if (of := _of(entry)) is not None and of in latest and latest[of][0] == order:
+                keys = {str(k) for k in entry.get("clips") or ()}
+                sizes[of] = len(keys)
+                yield from keys
+
     if digested:
-        return Current(digests(latest), digests(clips))
-    return Current(frozenset(latest), frozenset(clips))
+        current = digests(clips())
+        inputs = digests(latest)  # (sorted: the sizes go in their order)
+        by_digest = {digest(of): n for of, n in sizes.items()}
+        counts = np.array([by_digest.get(bytes(d), 0) for d in inputs], np.int64)
+        return Current(inputs, current, counts)
+    return Current(frozenset(latest), frozenset(clips()), sizes)
 
 
 def done_inputs(ledgers: Iterable[Path], done_keys: Collection[str]) -> dict[str, int]:

@@ -184,6 +184,48 @@ def test_an_input_missing_or_not_readable_then_fixed_leaves_only_its_clip_record
     assert _by_source(recs) == {"a.mp4": ["ok"], "b.mp4": ["ok"]}  # the failures went
 
 
+def _rows(manifest: Path) -> int:
+    """How many records the file holds, read as other tools read it."""
+    if manifest.suffix == ".jsonl":
+        return len(manifest.read_text().splitlines())
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(manifest).metadata.num_rows)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_an_input_done_then_gone_for_a_run_then_back_unchanged_keeps_only_its_clip_records(
+    tmp_path: Path, fmt: str
+) -> None:
+    src = tmp_path / "in"
+    a, b = engine_plugins.make_video(src / "a.mp4", 8, seed=1), src / "b.mp4"
+    engine_plugins.make_video(b, 8, seed=2)
+    out, away = tmp_path / "s", tmp_path / "away.mp4"
+    manifest = out / f"manifest.{fmt}"
+    cfg = SampleConfig(n=2, clip_seconds=4 / 30)  # two clips an input
+
+    def run() -> Any:
+        return sample([a, b], out, cfg, format=fmt, workers=0, sheets=False)
+
+    s = run()
+    assert (s.done, s.failed) == (4, [])
+    os.replace(a, away)  # moved away for a run (or a server's brief 404): it fails whole
+    s = run()
+    assert (s.done, s.skipped, len(s.failed)) == (0, 2, 1)
+    # its clips were read and their records stand: a failure of the whole input beside them
+    # would be one record more than the input has clips
+    assert _by_source(read_output(manifest)) == {"a.mp4": ["ok"] * 2, "b.mp4": ["ok"] * 2}
+    assert _rows(manifest) == 4  # the file itself, as pandas or jq read it
+    os.replace(away, a)  # back, unchanged: done, skipped unopened
+    s = run()
+    assert (s.done, s.skipped, s.failed) == (0, 4, [])
+    assert _by_source(read_output(manifest)) == {"a.mp4": ["ok"] * 2, "b.mp4": ["ok"] * 2}
+    assert _rows(manifest) == 4
+    os.replace(a, away)  # gone again: still tried (and failed) by every run
+    s = run()
+    assert (s.done, s.skipped, len(s.failed)) == (0, 2, 1)
+
+
 def test_caption_into_a_folder_of_parts_resumes_and_merges(inputs: Path, tmp_path: Path) -> None:
     files = [inputs / "a.mp4", inputs / "b.mp4"]
     parts = f"{tmp_path / 'results'}/"
