@@ -309,15 +309,19 @@ class Pipeline:
         )
         out = None if output is None else local_or_uri(output)
         summary = CaptionSummary(notes=list(notes), output=out)
-        kinds, inputs = peek_kinds(inputs)
-        if not kinds:
-            log.warning("no inputs found: nothing to do")
-            summary.elapsed_s = time.perf_counter() - t0
-            return summary
-
-        t_check = time.perf_counter()
-        self.check(kinds)
-        answer = self.answer_spec()
+        try:  # the engine is open: closed on every way out before ``stream`` owns it
+            kinds, inputs = peek_kinds(inputs)
+            if not kinds:
+                log.warning("no inputs found: nothing to do")
+                summary.elapsed_s = time.perf_counter() - t0
+                engine.close()
+                return summary
+            t_check = time.perf_counter()
+            self.check(kinds)
+            answer = self.answer_spec()
+        except BaseException:
+            engine.close()
+            raise
         if self.backend.random_weights() and not self._noted_random:
             self._noted_random = True  # once per loaded model, not at every run
             name = self.backend.key().get("id")

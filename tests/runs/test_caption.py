@@ -645,3 +645,39 @@ def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
         TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
     ):
         caption([], None, question="What?")  # type: ignore[call-arg]
+
+
+class _RefusingGenerator(EchoGenerator):
+    """A generator whose model check refuses the run."""
+
+    def describe(self) -> dict[str, Any]:
+        raise ModelLoadError("test/refusing: refused by its check")
+
+
+@pytest.mark.parametrize("why", ["no inputs", "model check refuses"])
+def test_an_engine_opened_for_a_run_that_stops_before_its_first_clip_is_closed(
+    videos: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """A run that found no inputs, or whose model check refused it, returned or raised with
+    its engine still open: an engine with something to stop (a cluster connection, a pool)
+    was left running."""
+    from framepipe.engine import ENGINES
+    from framepipe.engine.local import LocalEngine
+
+    closed: list[int] = []
+
+    class Counted(LocalEngine):
+        def close(self) -> None:
+            closed.append(1)
+            super().close()
+
+    monkeypatch.setitem(ENGINES._items, "counted", Counted.from_options)
+    gen = EchoGenerator() if why == "no inputs" else _RefusingGenerator()
+    pipe = Pipeline(generator=gen, sample=SampleConfig(n=2), workers=0, engine="counted")  # type: ignore[arg-type]
+    paths = [] if why == "no inputs" else [videos / "v0.mp4"]
+    if why == "no inputs":
+        assert pipe.run(paths, None).done == 0
+    else:
+        with pytest.raises(ModelLoadError, match="refused by its check"):
+            pipe.run(paths, None)
+    assert closed, "the engine was left open"
