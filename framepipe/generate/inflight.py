@@ -11,15 +11,21 @@ has submitted and not taken back (their frames are held until then).
 Threads are daemons: a request in flight never holds the process at exit, so Ctrl-C stops
 at once. :meth:`InFlight.close` with clips still in flight (Ctrl-C, a stopped run, a caller
 that stopped iterating) sets ``cancel``: requests not started never start, and those in
-flight are neither retried nor followed by others; idle threads end at once.
+flight are neither retried nor followed by others; their connections are shut
+(:class:`Connections`: the server stops working on them, vLLM aborts a request whose client
+went away) so that their threads end at once too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.client
 import logging
 import queue
+import socket
 import threading
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -47,9 +53,10 @@ class InFlight:
         workers: int,
         cancel: threading.Event,
         stop: Callable[[], StopRunError | None] = lambda: None,
+        connections: Connections | None = None,
     ) -> None:
         self.ask, self.assemble, self.workers = ask, assemble, max(1, int(workers))
-        self.cancel, self.stop = cancel, stop
+        self.cancel, self.stop, self.connections = cancel, stop, connections
         self._todo: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._ended: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._clips: dict[int, tuple[Any, Any, list[Any], list[int]]] = {}
@@ -106,6 +113,8 @@ class InFlight:
         """End the threads; with clips still in flight, cancel their requests."""
         if self._clips:
             self.cancel.set()
+            if self.connections is not None:
+                self.connections.shut()
         for _ in self._threads:
             self._todo.put(None)
         self._threads = [t for t in self._threads if t.is_alive()]
@@ -136,3 +145,91 @@ class InFlight:
                 last = left[0] == 0
             if last:
                 self._ended.put(n)
+
+
+class Connections:
+    """The connections of the requests in flight (made through :meth:`opener`), to shut
+    them when the requests are cancelled: a thread blocked reading an answer returns at
+    once. One per run (a backend loaded again makes a new one)."""
+
+    def __init__(self) -> None:
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._shut = False
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """An opener whose HTTP(S) connections are tracked (the environment's proxies as
+        ``urllib.request.build_opener`` finds them now)."""
+        return urllib.request.build_opener(_HTTP(self), _HTTPS(self))
+
+    def shut(self) -> None:
+        """Shut every connection open now, and those opened later (a request that was
+        starting): their requests fail at once."""
+        with self._lock:
+            self._shut = True
+            socks = list(self._open)
+        for sock in socks:
+            _shut(sock)
+
+    def add(self, sock: socket.socket | None) -> None:
+        if sock is not None:
+            with self._lock:
+                self._open.add(sock)
+                late = self._shut
+            if late:
+                _shut(sock)
+
+    def discard(self, sock: Any) -> None:
+        with self._lock:
+            self._open.discard(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Tracked:
+    """Mixed into an ``http.client`` connection: its socket is in ``track`` while open."""
+
+    track: Connections
+    sock: Any
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.track.add(self.sock)
+
+    def close(self) -> None:
+        self.track.discard(self.sock)
+        super().close()  # type: ignore[misc]
+
+
+class _HTTPConnection(_Tracked, http.client.HTTPConnection):
+    def __init__(self, *args: Any, track: Connections, **kw: Any) -> None:
+        self.track = track
+        super().__init__(*args, **kw)
+
+
+class _HTTPSConnection(_Tracked, http.client.HTTPSConnection):
+    def __init__(self, *args: Any, track: Connections, **kw: Any) -> None:
+        self.track = track
+        super().__init__(*args, **kw)
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def __init__(self, track: Connections) -> None:
+        super().__init__()
+        self.track = track
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(functools.partial(_HTTPConnection, track=self.track), req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, track: Connections) -> None:
+        super().__init__()
+        self.track = track
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        make = functools.partial(_HTTPSConnection, track=self.track)
+        return self.do_open(make, req, context=self._context)  # type: ignore[attr-defined]

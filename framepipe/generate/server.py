@@ -59,7 +59,7 @@ from framepipe.errors import (
 from framepipe.generate.backend import BACKENDS
 from framepipe.generate.chat import APISettings, chat_messages, encode_images
 from framepipe.generate.config import Answer, GenerationSettings, Request
-from framepipe.generate.inflight import InFlight
+from framepipe.generate.inflight import Connections, InFlight
 from framepipe.generate.replies import answer_text, cut_at_limit, error_message, token_count
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
@@ -138,12 +138,15 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
+        self._connections = Connections()
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        return {**self.__dict__, "_stop": None, "_lock": None, "_cancel": None, "_down_since": None}
+        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections"))
+        return {**self.__dict__, **gone}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
+        self._connections = Connections()
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
@@ -230,6 +233,7 @@ class OpenAIBackend:
             self._stop, self._checked = None, False
         self._down_since = None
         self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
+        self._connections = Connections()
         self.check(0, (), None)
         return self
 
@@ -259,7 +263,12 @@ class OpenAIBackend:
         ``done()`` hands back each clip's answer or error as its last request ends."""
         assert self._checked, "load() first"
         return InFlight(
-            self._ask, self._answer_of, self.max_concurrency, self._cancel, lambda: self._stop
+            self._ask,
+            self._answer_of,
+            self.max_concurrency,
+            self._cancel,
+            lambda: self._stop,
+            self._connections,
         )
 
     def _answer_of(self, r: Request, mine: list[Any]) -> Answer | Exception:
@@ -312,8 +321,8 @@ class OpenAIBackend:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data, headers)
         # an opener per request: the proxy settings of the environment now (urlopen's are
-        # those of its first call)
-        with urllib.request.build_opener().open(req, timeout=timeout) as resp:
+        # those of its first call); its connection shut if the request is cancelled
+        with self._connections.opener().open(req, timeout=timeout) as resp:
             out = json.loads(resp.read())
         return out if isinstance(out, dict) else {}
 

@@ -17,7 +17,7 @@ from remote_servers import Reply, chat_reply, scripted_openai_server
 from framepipe.config import SampleConfig
 from framepipe.generate import GenerationSettings, OpenAIBackend
 from framepipe.output import read_records
-from framepipe.runs.caption import caption
+from framepipe.runs.caption import caption, iter_caption
 
 CLIPS = 12
 
@@ -76,3 +76,46 @@ def test_a_slow_answer_holds_no_other_clip_back_the_next_clips_requests_start_me
     assert count.posts == CLIPS and count.most == 2
     # clip 5 (the first of the second batch) and on started before clip 1 was answered
     assert count.started_during_slow > 4, count.started_during_slow
+
+
+def test_a_caller_that_stops_iterating_leaves_no_request_thread_and_no_request_held(
+    videos: Path,
+) -> None:
+    """A record is handed out as soon as its clip is answered, while other clips' requests
+    are held (before: when its whole batch was answered); a caller that stops
+    (``break``) gets back at once, the requests in flight are dropped (their connections
+    shut, so a server stops working on them) and their threads end; no request follows."""
+    release = threading.Event()
+    posts = [0]
+
+    def reply(body: dict[str, Any]) -> Reply:
+        posts[0] += 1
+        if posts[0] == 1:
+            time.sleep(1.0)  # the others are in flight when the first record comes
+        else:
+            release.wait(60)
+        return chat_reply("ok")
+
+    def request_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "framepipe-openai"]
+
+    try:
+        with scripted_openai_server(reply) as (url, received):
+            backend = OpenAIBackend(url, max_concurrency=3)
+            run = iter_caption([videos], None, backend=backend, sample=SampleConfig(n=2))
+            t0 = time.monotonic()
+            first = next(run)  # as soon as its clip is answered, not when its batch is
+            assert first.status == "ok" and time.monotonic() - t0 < 30
+            assert len(received) >= 2  # others held by the server
+            t0 = time.monotonic()
+            run.close()
+            held = len(received)
+            deadline = time.monotonic() + 10
+            while request_threads() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not request_threads() and time.monotonic() - t0 < 10
+            release.set()
+            time.sleep(0.5)
+            assert len(received) == held  # nothing asked after the caller stopped
+    finally:
+        release.set()
