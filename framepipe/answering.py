@@ -4,7 +4,9 @@
 :mod:`framepipe.generate.backend`, with the run's questions and system prompt); it is
 picklable, so a cluster's generation actors receive it. :class:`Answering` loads the backend
 once where the answers are made and turns a stream of decoded
-:class:`~framepipe.records.ClipJob`\\ s into records, ``batch_size`` clips at a time: a clip
+:class:`~framepipe.records.ClipJob`\\ s into records, ``batch_size`` clips at a time (a
+backend that keeps requests in flight across clips, a server, gets each clip as it comes and
+its record is made as its answers come back, ``batch_size`` clips in flight at most): a clip
 that failed before passes through as its failed record, a batch that fails is retried clip
 by clip so that one bad clip does not fail the others, and a clip the backend cannot answer
 becomes a failed record (``stage: generate``); an error every later clip would hit too
@@ -92,7 +94,8 @@ class Answering:
         self.load_s = 0.0
         """Seconds spent loading the backend."""
         self.generate_s = 0.0
-        """Seconds spent answering."""
+        """Seconds spent answering (with requests in flight: with a clip in flight)."""
+        self._busy_since = 0.0
         self.model = dict(spec.backend.describe())
         """The model, as written on every record (known before it loads)."""
         self._generation = spec.generation()
@@ -101,20 +104,57 @@ class Answering:
         self._note = {"note": RANDOM_WEIGHTS_NOTE} if self.model.get("random_weights") else {}
 
     def records(self, jobs: Iterable[ClipJob]) -> Iterator[ClipResult]:
-        """The final record of every clip of ``jobs``, answered ``batch_size`` at a time (a
-        failed clip's at once; the last batch when ``jobs`` ends)."""
+        """The final record of every clip of ``jobs`` (a failed clip's at once): answered
+        ``batch_size`` at a time (the last batch when ``jobs`` ends), or, by a backend that
+        keeps requests in flight across clips (``in_flight``: a server), each clip as its
+        answers come back, with at most ``batch_size`` clips in flight."""
         pending: list[ClipJob] = []
-        for job in jobs:
-            if not job.ok:
-                yield self._record(job)
-                continue
-            self.load()  # with the first clip to answer, while the next ones decode
-            pending.append(job)
-            if len(pending) >= self.spec.batch_size:
+        flight: Any = None
+        try:
+            for job in jobs:
+                if not job.ok:
+                    yield self._record(job)
+                    continue
+                backend = self.load()  # with the first clip to answer, while others decode
+                make = getattr(backend, "in_flight", None)
+                if flight is None and callable(make):
+                    flight = make()
+                if flight is not None:
+                    yield from self._submit(flight, job)
+                    continue
+                pending.append(job)
+                if len(pending) >= self.spec.batch_size:
+                    yield from self.answer(pending)
+                    pending = []
+            if pending:
                 yield from self.answer(pending)
-                pending = []
-        if pending:
-            yield from self.answer(pending)
+            while flight is not None and flight.pending:
+                yield from self._taken(flight, block=True)
+        finally:
+            if flight is not None:  # clips still in flight (stopped): their requests too
+                flight.close()
+
+    def _submit(self, flight: Any, job: ClipJob) -> Iterator[ClipResult]:
+        """Put ``job``'s questions in ``flight``; the records of the clips done meanwhile,
+        waiting for some while ``batch_size`` clips are in flight."""
+        req = self._requests([job])[0]
+        if isinstance(req, BaseException):
+            yield self._finished(job, req)
+            return
+        if not flight.pending:
+            self._busy_since = time.perf_counter()
+        flight.submit(job, req, len(req.questions))
+        yield from self._taken(flight, block=False)
+        while flight.pending >= self.spec.batch_size:
+            yield from self._taken(flight, block=True)
+
+    def _taken(self, flight: Any, *, block: bool) -> Iterator[ClipResult]:
+        """The records of the clips whose answers all came back (with ``block``: one at
+        least); the seconds with a clip in flight count as generating."""
+        for job, result in flight.done(block=block):
+            yield self._finished(job, result)
+        if not flight.pending:
+            self.generate_s += time.perf_counter() - self._busy_since
 
     def load(self) -> Backend:
         """The backend, loaded on first use."""
@@ -127,35 +167,35 @@ class Answering:
     def answer(self, jobs: list[ClipJob]) -> list[ClipResult]:
         """The final records of decoded ``jobs``, answered together (their frames freed)."""
         t0 = time.perf_counter()
-        out: list[ClipResult] = []
-        for job, result in zip(jobs, self._results(jobs)):
-            job.batch = job.prepared = None  # free the frames
-            if isinstance(result, BaseException):
-                out.append(self._record(job.fail(result, stage="generate")))
-                continue
-            tokens = None  # not known (a server that sent no counts): none recorded
-            if result.prompt_tokens is not None and result.new_tokens is not None:
-                tokens = {
-                    "prompt": int(result.prompt_tokens),
-                    "new": [int(x) for x in result.new_tokens],
-                }
-            # how many sequences were decoded together depends on the engine and the run's
-            # schedule, like the timings: logged, not a field of the record (the same on
-            # every engine)
-            width = getattr(result, "batch_size", "?")
-            log.debug("%s: decoded in a batch of %s", job.source, width)
-            rec = self._record(
-                job,
-                prompt=result.prompt,
-                answers=list(result.answers),
-                truncated=truncated_of(result),
-                timings_s={"generate_s": round(float(result.generate_s), 4)},
-                tokens=tokens,
-                generation=self._generation,
-            )
-            out.append(rec)
+        out = [self._finished(job, result) for job, result in zip(jobs, self._results(jobs))]
         self.generate_s += time.perf_counter() - t0
         return out
+
+    def _finished(self, job: ClipJob, result: Any) -> ClipResult:
+        """The final record of ``job`` given its answer or its error (its frames freed)."""
+        job.batch = job.prepared = None  # free the frames
+        if isinstance(result, BaseException):
+            return self._record(job.fail(result, stage="generate"))
+        tokens = None  # not known (a server that sent no counts): none recorded
+        if result.prompt_tokens is not None and result.new_tokens is not None:
+            tokens = {
+                "prompt": int(result.prompt_tokens),
+                "new": [int(x) for x in result.new_tokens],
+            }
+        # how many sequences were decoded together depends on the engine and the run's
+        # schedule, like the timings: logged, not a field of the record (the same on
+        # every engine)
+        width = getattr(result, "batch_size", "?")
+        log.debug("%s: decoded in a batch of %s", job.source, width)
+        return self._record(
+            job,
+            prompt=result.prompt,
+            answers=list(result.answers),
+            truncated=truncated_of(result),
+            timings_s={"generate_s": round(float(result.generate_s), 4)},
+            tokens=tokens,
+            generation=self._generation,
+        )
 
     def _record(
         self,
@@ -176,10 +216,19 @@ class Answering:
     def _results(self, jobs: list[ClipJob]) -> list[Any]:
         """Answers (or the exception) per job; a failed batch is retried clip by clip so that
         one bad clip does not fail the others."""
+        made = self._requests(jobs)
+        reqs = [r for r in made if not isinstance(r, BaseException)]
+        if len(reqs) == len(made):
+            return self._answered(reqs)
+        answers = iter(self._answered(reqs) if reqs else [])
+        return [r if isinstance(r, BaseException) else next(answers) for r in made]
+
+    def _requests(self, jobs: list[ClipJob]) -> list[Any]:
+        """The request of each job, or its error: a request that cannot be made (a manifest
+        row's question the prompt refuses, e.g. one holding the image placeholder) is its
+        clip's error; the others are answered."""
         from framepipe.generate.config import Request
 
-        # A request that cannot be made (a manifest row's question the prompt refuses, e.g.
-        # one holding the image placeholder) is its clip's error; the others are answered.
         made: list[Any] = []
         for job in jobs:
             qs = job.fields.get("questions") or questions_for(self.spec.questions, job.kind)
@@ -188,11 +237,7 @@ class Answering:
                 made.append(Request(job.images(), qs, self.spec.system, key=job.key))
             except FramepipeError as exc:
                 made.append(exc)
-        reqs = [r for r in made if not isinstance(r, BaseException)]
-        if len(reqs) == len(made):
-            return self._answered(reqs)
-        answers = iter(self._answered(reqs) if reqs else [])
-        return [r if isinstance(r, BaseException) else next(answers) for r in made]
+        return made
 
     def _answered(self, reqs: list[Any]) -> list[Any]:
         """Answers (or the exception) per request, as :meth:`_results`."""

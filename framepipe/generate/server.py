@@ -11,23 +11,23 @@ the run's seed, the clip and the question; clips never share a stream of draws);
 ``finish_reason`` of ``length`` marks the answer truncated. ``top_k``, beams and a repetition
 penalty have no OpenAI API equivalent: the server's own ``top_k`` applies, the others are refused.
 
-Requests run ``max_concurrency`` at a time, on daemon threads (Ctrl-C stops at once). A
-connection error (a cut mid-answer too), a 429 or a 5xx is retried with exponential backoff
-(the server's ``Retry-After`` when it sends one), at most ``retries`` times (a request
-the server holds past ``timeout_s``, ``--request-timeout``, once more only); a request
-that still fails makes its clip a failed record with the server's message, and the run goes
-on. An error every request would hit stops the run after
-the first one (:class:`~framepipe.errors.StopRunError`) with one line that names the fix: a
-server that has refused every connection for ``wait_s`` (``--server-wait``: it went away
-mid-run; requests that find nothing listening wait for it, with backoff, without failing
-their clips, so a restart costs no clip and a server gone for good stops a night's run
-instead of failing every clip left), a
-server that takes fewer images per prompt than a clip has (vLLM without
-``--limit-mm-per-prompt``), a context too short for n frames, a model the server does not
-serve, a refused API key. A server that cannot be reached at start is a one-line error
-before any decoding. Records name the backend, the base URL (never a key) and the server's
-model id; resume keys the backend and the model. The API key never appears in a message,
-even where a server echoes it.
+Requests run ``max_concurrency`` at a time, on daemon threads (Ctrl-C stops at once), kept
+in flight across clips (:meth:`OpenAIBackend.in_flight`: the next clip's request starts as
+soon as one ends, not when a whole batch has). A connection error (a cut mid-answer too), a
+429 or a 5xx is retried with exponential backoff (the server's ``Retry-After`` when it sends
+one), at most ``retries`` times (a request the server holds past ``timeout_s``,
+``--request-timeout``, once more only); a request that still fails makes its clip a failed
+record with the server's message, and the run goes on. An error every request would hit
+stops the run after the first one (:class:`~framepipe.errors.StopRunError`) with one line
+that names the fix: a server that has refused every connection for ``wait_s``
+(``--server-wait``: it went away mid-run; requests that find nothing listening wait for it,
+with backoff, without failing their clips, so a restart costs no clip and a server gone for
+good stops a night's run instead of failing every clip left), a server that takes fewer
+images per prompt than a clip has (vLLM without ``--limit-mm-per-prompt``), a context too
+short for n frames, a model the server does not serve, a refused API key. A server that
+cannot be reached at start is a one-line error before any decoding. Records name the
+backend, the base URL (never a key) and the server's model id; resume keys the backend and
+the model. The API key never appears in a message, even where a server echoes it.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from framepipe.errors import (
 from framepipe.generate.backend import BACKENDS
 from framepipe.generate.chat import APISettings, chat_messages, encode_images
 from framepipe.generate.config import Answer, GenerationSettings, Request
+from framepipe.generate.inflight import Connections, InFlight
 from framepipe.generate.replies import answer_text, cut_at_limit, error_message, token_count
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
@@ -78,9 +79,10 @@ class OpenAIBackend:
     """Any OpenAI-compatible server at ``base_url`` (``http://host:8000/v1``).
 
     ``model``: the server's model id (None: the one model it serves). ``api_key``: default
-    ``OPENAI_API_KEY``. ``max_concurrency``: requests in flight at once (a batch holds at
-    least twice as many clips). ``retries``, ``backoff_s``: retries of a request after a
-    connection error, 429 or 5xx, and the first wait (doubled each time, 30 s at most).
+    ``OPENAI_API_KEY``. ``max_concurrency``: requests in flight at once, across clips
+    (a run holds at most ``batch_size`` clips in flight, at least twice as many).
+    ``retries``, ``backoff_s``: retries of a request after a connection error, 429 or 5xx,
+    and the first wait (doubled each time, 30 s at most).
     ``wait_s``: how long a server that refuses every connection mid-run is waited for
     before the run stops.
     Loaded, it is its own :class:`~framepipe.generate.backend.Backend`.
@@ -136,12 +138,15 @@ class OpenAIBackend:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
+        self._connections = Connections()
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        return {**self.__dict__, "_stop": None, "_lock": None, "_cancel": None, "_down_since": None}
+        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections"))
+        return {**self.__dict__, **gone}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
+        self._connections = Connections()
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
@@ -228,6 +233,7 @@ class OpenAIBackend:
             self._stop, self._checked = None, False
         self._down_since = None
         self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
+        self._connections = Connections()
         self.check(0, (), None)
         return self
 
@@ -239,63 +245,49 @@ class OpenAIBackend:
     def answer_each(self, requests: Sequence[Request]) -> list[Answer | FramepipeError]:
         """One answer per request (its questions asked concurrently), or its clip's error;
         raises StopRunError for an error every request would hit."""
-        assert self._checked, "load() first"
-        asks = [(r, k) for r in requests for k in range(len(r.questions))]
-        done = iter(self._ask_all(asks))
-        if self._stop is not None:
-            raise self._stop
-
-        def counted(mine: list[Any]) -> bool:  # the server sent every count
-            return all(m[1] is not None and m[2] is not None for m in mine)
-
-        out: list[Answer | FramepipeError] = []
-        for r in requests:
-            mine: list[Any] = [next(done) for _ in r.questions]
-            err = next((x for x in mine if isinstance(x, FramepipeError)), None)
-            texts = [user_body(len(r.images), [q], r.segments) for q in r.questions]
-            out.append(
-                err
-                or Answer(
-                    prompt=texts[0],
-                    answers=[m[0] for m in mine],
-                    generate_s=round(sum(m[3] for m in mine), 4),
-                    prompt_tokens=mine[0][1] if counted(mine) else None,
-                    new_tokens=[m[2] for m in mine] if counted(mine) else None,
-                    prompts=texts,
-                    truncated=[m[4] for m in mine],
-                )
-            )
-        return out
-
-    def _ask_all(self, asks: list[tuple[Request, int]]) -> list[Any]:
-        """:meth:`_ask` of each, ``max_concurrency`` at a time, on daemon threads: a request
-        in flight never holds the process at exit, so Ctrl-C stops the run at once (and the
-        requests of an interrupted call are neither retried nor followed by others)."""
-        out: list[Any] = [None] * len(asks)
-        todo = iter(range(len(asks)))
-        lock, cancel = threading.Lock(), self._cancel
-
-        def work() -> None:
-            while not cancel.is_set():
-                with lock:
-                    k = next(todo, None)
-                if k is None:
-                    return
-                out[k] = self._ask(*asks[k])
-
-        threads = [
-            threading.Thread(target=work, name="framepipe-openai", daemon=True)
-            for _ in range(min(self.max_concurrency, len(asks)))
-        ]
-        for t in threads:
-            t.start()
+        pool = self.in_flight()
+        out: list[Any] = [None] * len(requests)
         try:
-            for t in threads:
-                t.join()
-        except BaseException:  # KeyboardInterrupt: the caller stops waiting
-            cancel.set()
-            raise
+            for i, r in enumerate(requests):
+                pool.submit(i, r, len(r.questions))
+            while pool.pending:
+                for i, answer in pool.done(block=True):
+                    out[i] = answer
+        finally:
+            pool.close()  # Ctrl-C: the requests of an interrupted call stop
         return out
+
+    def in_flight(self) -> InFlight:
+        """Requests kept in flight across clips, ``max_concurrency`` at a time (see
+        :mod:`framepipe.generate.inflight`): ``submit(tag, request, len(questions))``, then
+        ``done()`` hands back each clip's answer or error as its last request ends."""
+        assert self._checked, "load() first"
+        return InFlight(
+            self._ask,
+            self._answer_of,
+            self.max_concurrency,
+            self._cancel,
+            lambda: self._stop,
+            self._connections,
+        )
+
+    def _answer_of(self, r: Request, mine: list[Any]) -> Answer | Exception:
+        """The answer made of the results of ``r``'s questions (:meth:`_ask`), or the first
+        error."""
+        err = next((x for x in mine if isinstance(x, Exception)), None)
+        if err is not None:
+            return err
+        counted = all(m[1] is not None and m[2] is not None for m in mine)  # every count sent
+        texts = [user_body(len(r.images), [q], r.segments) for q in r.questions]
+        return Answer(
+            prompt=texts[0],
+            answers=[m[0] for m in mine],
+            generate_s=round(sum(m[3] for m in mine), 4),
+            prompt_tokens=mine[0][1] if counted else None,
+            new_tokens=[m[2] for m in mine] if counted else None,
+            prompts=texts,
+            truncated=[m[4] for m in mine],
+        )
 
     def _ask(
         self, r: Request, k: int
@@ -329,8 +321,8 @@ class OpenAIBackend:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.base_url + path, data, headers)
         # an opener per request: the proxy settings of the environment now (urlopen's are
-        # those of its first call)
-        with urllib.request.build_opener().open(req, timeout=timeout) as resp:
+        # those of its first call); its connection shut if the request is cancelled
+        with self._connections.opener().open(req, timeout=timeout) as resp:
             out = json.loads(resp.read())
         return out if isinstance(out, dict) else {}
 

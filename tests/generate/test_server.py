@@ -103,15 +103,16 @@ def test_a_server_killed_mid_run_stops_the_run_and_a_rerun_completes_it(
         backend = OpenAIBackend(
             server.url, settings=SETTINGS, max_concurrency=1, backoff_s=0.05, wait_s=0.5
         )
-        with pytest.raises(StopRunError) as err:  # a batch of 4, then the server is gone
+        with pytest.raises(StopRunError) as err:  # the server is gone after the first answer
             caption([videos], out, backend=backend, on_record=lambda rec: server.kill(), **kw)
     assert str(err.value).startswith(f"the server at {server.url} refused every connection")
-    assert len(by_clip(out)) == 4 and all(r["status"] == "ok" for r in by_clip(out).values())
+    first = by_clip(out)  # the clips answered before it went (requests in flight: 1 or more)
+    assert 1 <= len(first) < 6 and all(r["status"] == "ok" for r in first.values())
     # the same model served at another address: the resume key holds the model, not the URL
     second = caption(
         [videos], out, backend=OpenAIBackend(openai_server.url, settings=SETTINGS), **kw
     )
-    assert (second.done, second.skipped, len(second.failed)) == (2, 4, 0)
+    assert (second.done, second.skipped, len(second.failed)) == (6 - len(first), len(first), 0)
     recs = by_clip(out)  # exactly one record per clip, all answered
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs.values())
 
