@@ -86,8 +86,7 @@ def test_each_python_snippet_of_the_readme_runs_as_a_script(
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
-    proc = subprocess.run(
-        [sys.executable, "snippet.py"], cwd=run, env=env, capture_output=True, text=True, timeout=300
-    )
+    cmd = [sys.executable, "snippet.py"]
+    proc = subprocess.run(cmd, cwd=run, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     assert "Traceback" not in proc.stderr
