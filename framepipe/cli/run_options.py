@@ -72,7 +72,8 @@ INPUTS: list[Row] = [
      "millions of rows are fine. '-' reads stdin (format from its content).",
      {"multiple": True}),
     ("--cache-dir", click.Path(file_okay=False, path_type=str),
-     Unset("$FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote"),
+     Unset("$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote, else "
+           "~/.cache/framepipe/remote"),
      "Where remote inputs (s3://, gs://, https://) are downloaded before decoding, and "
      "where the records of a remote -o (s3://...) wait, in .outputs/, until the run "
      "publishes them."),

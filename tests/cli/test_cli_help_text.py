@@ -100,3 +100,13 @@ def test_caption_help_lists_do_sample_with_the_other_decoding_options() -> None:
     start = names.index("--do-sample")
     assert names[start : start + 4] == decoding
     assert names.index("--server-wait") < start
+
+
+def test_cache_dir_help_names_every_place_the_default_is_taken_from() -> None:
+    """The default cache is ``$FRAMEPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/framepipe/remote``
+    (``~/.cache`` when XDG_CACHE_HOME is unset), as the README says; the help named only the
+    first and ``~/.cache``, so a user with XDG_CACHE_HOME set looked for downloads in the
+    wrong folder."""
+    for command in ("sample", "caption"):
+        cache = _help(command).split("--cache-dir DIRECTORY", 1)[1].split("--keep-downloads")[0]
+        assert "$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote" in cache
