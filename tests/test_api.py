@@ -101,3 +101,16 @@ def test_paths_of_every_kind_the_readme_names_pass_a_users_type_check(tmp_path: 
     cmd = [sys.executable, "-m", "mypy", "--no-error-summary", str(script)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_settings_as_a_dict_with_a_field_it_lacks_is_a_config_error_naming_it() -> None:
+    """``settings`` may be a dict of GenerationSettings' fields (the README); a misspelt one
+    (``max_tokens``, the OpenAI name) was ``TypeError: GenerationSettings.__init__() got an
+    unexpected keyword argument``, where ``sample={"frames": 8}`` is a ConfigError naming
+    the argument, the field and the fields there are."""
+    with pytest.raises(
+        framepipe.ConfigError,
+        match=r"^settings: GenerationSettings has no field 'max_tokens' \(fields: .*max_new_tokens",
+    ):
+        framepipe.Pipeline(settings={"max_tokens": 64})
+    assert framepipe.Pipeline(settings={"max_new_tokens": 64}).settings.max_new_tokens == 64
