@@ -28,10 +28,11 @@ class PoolSize(click.ParamType):
     name = "N|MIN:MAX"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        option = param.opts[-1] if param is not None else "the pool size"
         try:
-            return pool_bounds(str(value), "the pool size")
+            return pool_bounds(str(value), option)
         except ConfigError as exc:
-            self.fail(str(exc), param, ctx)
+            raise SettingError(str(exc)) from None  # one line, as the library's checks
 
 
 def decode_timeout(text: str) -> Row:
