@@ -17,6 +17,7 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from framepipe.sources.base import guess_kind, path_problem, source_kinds
 from framepipe.utils import as_path, natural_key
@@ -55,6 +56,13 @@ class Input:
         return self.uri or self.given or str(self.path)
 
 
+OnePath: TypeAlias = str | bytes | Path
+"""One file or folder path (``bytes``: a name that is not UTF-8), or a URI."""
+InputPaths: TypeAlias = OnePath | Iterable[OnePath | Input]
+"""What a run's ``paths`` may be: one path, or a list or any iterator of paths and
+:class:`Input` objects (manifest rows, with their ``id``, questions and range)."""
+
+
 def anchored(item: Input) -> Input:
     """``item`` for a process whose working directory is another (a cluster's workers: a
     temporary folder of their node): a relative local path joined to this process's working
@@ -74,7 +82,7 @@ class Skipped:
 
 
 def discover(
-    paths: Iterable[str | Path] | str | Path, *, kind: str | None = None
+    paths: OnePath | Iterable[OnePath], *, kind: str | None = None
 ) -> tuple[list[Input], list[Skipped]]:
     """Expand ``paths`` into inputs, in a stable (natural, sorted) order. One path (a
     ``str``, ``Path`` or ``bytes``) is one path, never a sequence of characters.

@@ -6,6 +6,8 @@ import configparser
 import inspect
 import os
 import pkgutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,47 @@ def test_discover_takes_one_path_as_a_path_not_as_its_characters(
     with pytest.raises(TypeError, match=r"each of paths must be a file or folder path.*None"):
         framepipe.discover([h264_path, None])  # type: ignore[list-item]
     assert framepipe.open_source(os.fsencode(h264_path)).info().num_frames > 0
+
+
+USER_SCRIPT = """
+from pathlib import Path
+from framepipe import Pipeline, caption, discover, iter_caption, iter_sample, sample
+from framepipe.discovery import Input
+
+row = Input(Path("a.mp4"), "video", id="x", start_s=0.0, end_s=2.0)
+sample([row, "videos/", Path("b.mp4"), b"c.mp4"], "out/", 8)
+sample(b"videos/", "out/", 8)
+sample(Path("videos/"), "out/")
+iter_sample(iter([row]), "out/")
+caption(iter([row]), "results.jsonl")
+iter_caption("videos/")
+Pipeline().run([row], "day1.jsonl")
+Pipeline().iter(Path("day2/"))
+discover(b"videos/")
+"""
+
+
+def test_paths_of_every_kind_the_readme_names_pass_a_users_type_check(tmp_path: Path) -> None:
+    """The README says one path may be a ``str``, ``Path`` or ``bytes``, and that
+    ``framepipe.discovery.Input`` objects (manifest rows) may be passed in ``paths``, as a
+    list or any iterator; the functions were typed ``Iterable[str | Path]``, so a user's
+    mypy refused each of those calls (``incompatible type "Input"``, ``"bytes"``, ``"Path"``)
+    although they run."""
+    script = tmp_path / "user.py"
+    script.write_text(USER_SCRIPT)
+    cmd = [sys.executable, "-m", "mypy", "--no-error-summary", str(script)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_settings_as_a_dict_with_a_field_it_lacks_is_a_config_error_naming_it() -> None:
+    """``settings`` may be a dict of GenerationSettings' fields (the README); a misspelt one
+    (``max_tokens``, the OpenAI name) was ``TypeError: GenerationSettings.__init__() got an
+    unexpected keyword argument``, where ``sample={"frames": 8}`` is a ConfigError naming
+    the argument, the field and the fields there are."""
+    with pytest.raises(
+        framepipe.ConfigError,
+        match=r"^settings: GenerationSettings has no field 'max_tokens' \(fields: .*max_new_tokens",
+    ):
+        framepipe.Pipeline(settings={"max_tokens": 64})
+    assert framepipe.Pipeline(settings={"max_new_tokens": 64}).settings.max_new_tokens == 64

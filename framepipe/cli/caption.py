@@ -44,7 +44,6 @@ MODEL: list[Row] = [
     ("--trust-remote-code", bool, None, "Allow the model repository's own Python code to run."),
     ("--offline", bool, None,
      "Never contact the hub; use the local cache only (also: HF_HUB_OFFLINE=1)."),
-    ("--do-sample", bool, None, "Sample instead of greedy decoding."),
 ]
 OPENAI = "--backend openai: "
 BACKEND: list[Row] = [
@@ -102,9 +101,12 @@ LOCAL: list[Row] = [
                    "decoder is stopped (that clip or input failed; the run goes on)."),
 ]
 # fmt: on
-GENERATION_ROWS = [
-    (f"--{name.replace('_', '-')}", typ, Unset(field_default(GenerationSettings, name)), text)
-    for name, (typ, text) in GENERATION_OPTIONS.items()
+GENERATION_ROWS: list[Row] = [
+    ("--do-sample", bool, None, "Sample instead of greedy decoding."),
+    *(
+        (f"--{name.replace('_', '-')}", typ, Unset(field_default(GenerationSettings, name)), text)
+        for name, (typ, text) in GENERATION_OPTIONS.items()
+    ),
 ]
 
 

@@ -28,10 +28,11 @@ class PoolSize(click.ParamType):
     name = "N|MIN:MAX"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        option = param.opts[-1] if param is not None else "the pool size"
         try:
-            return pool_bounds(str(value), "the pool size")
+            return pool_bounds(str(value), option)
         except ConfigError as exc:
-            self.fail(str(exc), param, ctx)
+            raise SettingError(str(exc)) from None  # one line, as the library's checks
 
 
 def decode_timeout(text: str) -> Row:
@@ -72,7 +73,8 @@ INPUTS: list[Row] = [
      "millions of rows are fine. '-' reads stdin (format from its content).",
      {"multiple": True}),
     ("--cache-dir", click.Path(file_okay=False, path_type=str),
-     Unset("$FRAMEPIPE_CACHE_DIR or ~/.cache/framepipe/remote"),
+     Unset("$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote, else "
+           "~/.cache/framepipe/remote"),
      "Where remote inputs (s3://, gs://, https://) are downloaded before decoding, and "
      "where the records of a remote -o (s3://...) wait, in .outputs/, until the run "
      "publishes them."),

@@ -105,15 +105,19 @@ def pool_bounds(pool: Pool | str | None, name: str) -> tuple[int, int | None] | 
     ConfigError unless 1 <= min <= max."""
     if pool is None:
         return None
+    shown = f"{name} {pool if isinstance(pool, str) else repr(pool)}:"
     if isinstance(pool, str):
         lo_text, sep, hi_text = pool.partition(":")
         try:
             pool = (int(lo_text), int(hi_text) if hi_text else None) if sep else int(pool)
         except ValueError:
-            raise ConfigError(f"{name} ({pool!r}) must be N or MIN:MAX") from None
-    lo, hi = (pool, pool) if isinstance(pool, int) else pool
-    if int(lo) < 1 or (hi is not None and int(hi) < int(lo)):
-        raise ConfigError(f"{name} ({pool!r}) must be >= 1, and MIN <= MAX")
+            raise ConfigError(f"{shown} must be N or MIN:MAX") from None
+    lo, hi = (int(pool), int(pool)) if isinstance(pool, int) else pool
+    if hi is not None and int(hi) < int(lo):
+        raise ConfigError(f"{shown} MIN ({lo}) must be <= MAX ({hi})")
+    if int(lo) < 1:
+        which = "" if isinstance(pool, int) else f" MIN ({lo})"
+        raise ConfigError(f"{shown}{which} must be >= 1")
     return int(lo), None if hi is None else int(hi)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sized
 from pathlib import Path
 from typing import Any
 
-from framepipe.discovery import Input, Skipped, discover
+from framepipe.discovery import Input, InputPaths, OnePath, Skipped, discover
 from framepipe.inputs.manifest import (
     MANIFEST_SUFFIXES,
     RowError,
@@ -186,7 +186,7 @@ def _first_remote_row(manifest: PathLike) -> str | None:
     return None
 
 
-def _file_uri(p: PathLike | Input, kind: str | None) -> PathLike | Input:
+def _file_uri(p: OnePath | Input, kind: str | None) -> OnePath | Input:
     """``p``, a ``file://`` URI given as a string read as the local path it names
     (percent-escapes decoded); one with another host is an input that fails saying so."""
     if not isinstance(p, str) or scheme_of(p) != "file":
@@ -198,7 +198,7 @@ def _file_uri(p: PathLike | Input, kind: str | None) -> PathLike | Input:
 
 
 def _given(
-    paths: Iterable[PathLike | Input],
+    paths: Iterable[OnePath | Input],
     *,
     kind: str | None,
     cache_dir: PathLike | None,
@@ -228,7 +228,7 @@ def _given(
 
 
 def collect_inputs(
-    paths: Iterable[PathLike | Input] = (),
+    paths: InputPaths = (),
     *,
     inputs_from: PathLike | Iterable[PathLike] | None = None,
     kind: str | None = None,

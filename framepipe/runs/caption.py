@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from framepipe.answering import RANDOM_WEIGHTS_NOTE, AnswerSpec, questions_for  # noqa: F401 - re-exported
 from framepipe.config import SampleConfig, as_sample_config
-from framepipe.discovery import Input
+from framepipe.discovery import Input, InputPaths
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError, OutputError
 from framepipe.generate.backend import BackendSpec, TransformersBackend
@@ -212,7 +212,7 @@ class Pipeline:
     # -- running ------------------------------------------------------------------------------
     def run(
         self,
-        paths: Iterable[str | Path],
+        paths: InputPaths,
         output: str | Path | None = "results.jsonl",
         *,
         overwrite: bool = False,
@@ -262,7 +262,7 @@ class Pipeline:
 
     def iter(
         self,
-        paths: Iterable[str | Path],
+        paths: InputPaths,
         output: str | Path | None = None,
         *,
         overwrite: bool = False,
@@ -389,7 +389,7 @@ def _save_frames(
 
 
 def caption(
-    paths: Iterable[str | Path],
+    paths: InputPaths,
     output: str | Path | None = "results.jsonl",
     **options: Unpack[CaptionOptions],
 ) -> CaptionSummary:
@@ -404,7 +404,7 @@ def caption(
 
 
 def iter_caption(
-    paths: Iterable[str | Path],
+    paths: InputPaths,
     output: str | Path | None = None,
     **options: Unpack[CaptionOptions],
 ) -> Gen[ClipResult, None, CaptionSummary]:

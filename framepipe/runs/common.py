@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from framepipe.config import SampleConfig
-from framepipe.discovery import Input, Skipped
+from framepipe.discovery import Input, InputPaths, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
 from framepipe.errors import OutputError, one_line_error
 from framepipe.extras import check_extras
@@ -89,7 +89,7 @@ class RunSummary:
 
 
 def begin(
-    paths: Iterable[str | Path | Input],
+    paths: InputPaths,
     cfg: SampleConfig,
     engine: str,
     options: EngineOptions,

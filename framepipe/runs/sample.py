@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from framepipe.config import SampleConfig, as_sample_config
-from framepipe.discovery import Input
+from framepipe.discovery import Input, InputPaths
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, EngineOptions, EngineTask, Work
 from framepipe.errors import ConfigError, OutputError
 from framepipe.inputs import Shard
@@ -89,7 +89,7 @@ def remote_exists(storage_options: dict[str, Any] | None) -> Callable[[str], boo
 
 
 def sample(
-    paths: Iterable[str | Path],
+    paths: InputPaths,
     out_dir: str | Path,
     cfg: SampleConfig | int | None = None,
     *,
@@ -161,7 +161,7 @@ def sample(
 
 
 def iter_sample(
-    paths: Iterable[str | Path],
+    paths: InputPaths,
     out_dir: str | Path,
     cfg: SampleConfig | int | None = None,
     *,

@@ -88,3 +88,25 @@ def test_a_mistyped_option_is_refused_with_the_option_it_spells() -> None:
     assert "Did you mean '--max-new-tokens'?" in res.stderr
     res = CliRunner().invoke(cli, ["sample", "v.mp4", "--frames", "8", "-o", "out"])
     assert "--num-frames" in res.stderr  # click's guesses by letters where nothing is spelled
+
+
+def test_caption_help_lists_do_sample_with_the_other_decoding_options() -> None:
+    """``--do-sample`` was listed among the model's options, after ``--offline`` and before
+    the server's, far from ``--temperature``, ``--top-p`` and ``--seed`` that only apply
+    with it: it is listed with the decoding options, just before them."""
+    out = CliRunner().invoke(cli, ["caption", "--help"], terminal_width=300).output
+    names = [ln.split()[0].strip(",") for ln in out.splitlines() if ln.startswith("  --")]
+    decoding = ["--do-sample", "--batch-size", "--max-new-tokens", "--temperature"]
+    start = names.index("--do-sample")
+    assert names[start : start + 4] == decoding
+    assert names.index("--server-wait") < start
+
+
+def test_cache_dir_help_names_every_place_the_default_is_taken_from() -> None:
+    """The default cache is ``$FRAMEPIPE_CACHE_DIR``, else ``$XDG_CACHE_HOME/framepipe/remote``
+    (``~/.cache`` when XDG_CACHE_HOME is unset), as the README says; the help named only the
+    first and ``~/.cache``, so a user with XDG_CACHE_HOME set looked for downloads in the
+    wrong folder."""
+    for command in ("sample", "caption"):
+        cache = _help(command).split("--cache-dir DIRECTORY", 1)[1].split("--keep-downloads")[0]
+        assert "$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote" in cache

@@ -194,3 +194,21 @@ def test_a_refused_setting_is_named_by_its_flag(
                     ["caption", str(video), "-o", str(tmp_path / "r.jsonl")]):  # fmt: skip
         res = CliRunner().invoke(cli, [*command, *args])
         assert res.exit_code == 2 and res.output.strip().splitlines() == [f"Error: {line}"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("3:2", "--decode-actors 3:2: MIN (3) must be <= MAX (2)"),
+        ("0", "--decode-actors 0: must be >= 1"),
+        ("0:4", "--decode-actors 0:4: MIN (0) must be >= 1"),
+        ("x", "--decode-actors x: must be N or MIN:MAX"),
+    ],
+)
+def test_a_bad_pool_size_says_which_bound_is_wrong(value: str, reason: str) -> None:
+    """``--decode-actors 3:2`` said ``the pool size ((3, 2)) must be >= 1, and MIN <= MAX``:
+    a tuple's repr in double brackets and both rules at once. It names the flag and the
+    value as given, and the one rule it breaks."""
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "-o", "out", "--decode-actors", value])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines()[-1] == f"Error: {reason}"
