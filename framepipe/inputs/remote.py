@@ -213,8 +213,8 @@ def _why(uri: str, exc: BaseException) -> RemoteError | StopRunError:
     if every is not None:
         scheme = scheme_of(uri) or "remote"
         return StopRunError(
-            f"{uri}: {every}; every {scheme}:// input would fail the same way, so the run "
-            "stops (what was written is kept: fix it and run the same command again)"
+            f"{uri}: {every}; every {scheme}:// input would fail the same way: fix it and "
+            "run the same command again (a run stops here, keeping what it wrote)"
         )
     if isinstance(exc, DownloadStalled):
         return RemoteError(uri, str(exc))
