@@ -188,6 +188,13 @@ def _walk(
     if claimed is not None:
         add(root, claimed)
         return 1
+    other = None if kind is None else guess_kind(root)
+    if other is not None:  # one input of another kind (a scene): one note, not one a file
+        what = wanted(other)
+        skipped.append(
+            Skipped(root, f"{'an' if what[0] in 'aeiou' else 'a'} {what}, not a {wanted(kind)}")
+        )
+        return 1
     try:
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: natural_key(e.name))

@@ -188,3 +188,19 @@ def test_sources_never_open_fifos_or_devices(tmp_path: Path) -> None:
         with pytest.raises(UnsupportedInputError, match=needle) as exc:
             open_source(path, kind)
         assert str(exc.value).startswith(f"{path}: ")
+
+
+def test_a_scene_in_a_folder_given_to_a_video_only_command_is_one_note_not_one_a_view(
+    tmp_path: Path,
+) -> None:
+    """``framepipe shots DATA/`` (a forced kind) walked a multi-view scene inside the folder
+    file by file: one 'not a video' note for each of its views and its pose file. The scene
+    is one input of another kind: one note naming it, and the videos beside it are found."""
+    from media import h264_mp4
+    from scene_media import write_scene
+
+    h264_mp4(tmp_path / "data" / "a.mp4", num_frames=10)
+    write_scene(tmp_path / "data" / "scene", [(a, 10.0) for a in range(0, 360, 45)])
+    inputs, skipped = discover([tmp_path / "data"], kind="video")
+    assert [(i.path.name, i.kind) for i in inputs] == [("a.mp4", "video")]
+    assert [(s.path.name, s.reason) for s in skipped] == [("scene", "an image scene, not a video")]
