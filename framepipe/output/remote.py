@@ -4,11 +4,15 @@ A run whose records file is a URI writes where it runs, into a staging folder of
 (``<cache>/.outputs/<digest of the URI>/``): ``part-published.<format>``, the store's copy
 of the output (with its ledger), and this run's own part. At the end, :meth:`RemoteOutput.
 publish` merges them (one record per clip, :func:`~framepipe.output.store.merge`) and puts
-the result in the store under a temporary key beside the output, then moves it into place,
-ledger first: a reader never sees half a file. A resume reads its state from the store (the
-copy is downloaded again only when the object's ETag changed) and from the parts of a run
-on this machine that was killed before it could publish. One driver per output URI: two
-publishing to one URI keep only the last one's (give shards outputs of their own).
+the result in the store under a temporary key beside the output, then moves it into place:
+a reader never sees half a file. The old ledger goes before the records move and the new one
+comes after them (as :func:`~framepipe.output.merge.merge` does in a folder): a driver
+stopped between leaves records with no ledger, all kept, never a ledger whose newer plans
+drop the records of an input's earlier version while its new records are not there. A
+resume reads its state from the store (the copy is downloaded again only when the object's
+ETag changed) and from the parts of a run on this machine that was killed before it could
+publish. One driver per output URI: two publishing to one URI keep only the last one's
+(give shards outputs of their own).
 
 Frames go to the store from where they are decoded (:func:`save_image`), straight to their
 final keys: each is one object, whole or absent.
@@ -166,10 +170,21 @@ class RemoteOutput:
         except NothingToMerge:
             return  # a run that wrote no record (and none was there)
         fs, path = filesystem(self.uri, self.storage_options)
+        ledger = filesystem(self.ledger_uri(), self.storage_options)[1]
+        new_ledger = ledger_of(merged) if ledger_of(merged).exists() else None
         try:
-            if ledger_of(merged).exists():
-                _put(fs, ledger_of(merged), filesystem(self.ledger_uri(), self.storage_options)[1])
-            _put(fs, merged, path)
+            # both uploaded first; then, as merge does in a folder, the old ledger goes
+            # before the records move and the new one comes after them: stopped between
+            # (a kill, a store gone), the store's records stand with no ledger (every one
+            # kept, a resume reopens the inputs), never under a ledger whose plans
+            # supersede records the store does not hold yet
+            staged = [(_upload(fs, merged, path), path)]
+            if new_ledger is not None:
+                staged.append((_upload(fs, new_ledger, ledger), ledger))
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(ledger)
+            for tmp, final in staged:
+                _move(fs, tmp, final)
         except Exception as exc:
             raise OutputError(
                 f"{self.uri}: cannot publish ({' '.join(str(exc).split())})"
@@ -189,14 +204,19 @@ class RemoteOutput:
             )
 
 
-def _put(fs: Any, local: Path, path: str) -> None:
-    """Upload ``local`` under a temporary key beside ``path``, then move it into place. The
-    key is the same on every publish (one driver per output): one left by a driver killed
-    between the two is replaced and moved by the next publish, never one more stray object
-    per kill."""
+def _upload(fs: Any, local: Path, path: str) -> str:
+    """Upload ``local`` under a temporary key beside ``path`` (returned), for :func:`_move`.
+    The key is the same on every publish (one driver per output): one left by a driver
+    killed before its move is replaced and moved by the next publish, never one more stray
+    object per kill."""
     head, _, name = path.rpartition("/")
     tmp = f"{head}/.{name.lstrip('.')}.publishing.tmp"
     fs.put_file(str(local), tmp)
+    return tmp
+
+
+def _move(fs: Any, tmp: str, path: str) -> None:
+    """Move the uploaded ``tmp`` onto ``path`` (removed when that fails)."""
     try:
         fs.mv(tmp, path)
     except BaseException:
