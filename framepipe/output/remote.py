@@ -171,20 +171,10 @@ class RemoteOutput:
             return  # a run that wrote no record (and none was there)
         fs, path = filesystem(self.uri, self.storage_options)
         ledger = filesystem(self.ledger_uri(), self.storage_options)[1]
-        new_ledger = ledger_of(merged) if ledger_of(merged).exists() else None
+        new_ledger = ledger_of(merged).exists()
+        uploads = [(merged, path)] + ([(ledger_of(merged), ledger)] if new_ledger else [])
         try:
-            # both uploaded first; then, as merge does in a folder, the old ledger goes
-            # before the records move and the new one comes after them: stopped between
-            # (a kill, a store gone), the store's records stand with no ledger (every one
-            # kept, a resume reopens the inputs), never under a ledger whose plans
-            # supersede records the store does not hold yet
-            staged = [(_upload(fs, merged, path), path)]
-            if new_ledger is not None:
-                staged.append((_upload(fs, new_ledger, ledger), ledger))
-            with contextlib.suppress(FileNotFoundError):
-                fs.rm(ledger)
-            for tmp, final in staged:
-                _move(fs, tmp, final)
+            _publish(fs, uploads, ledger)
         except Exception as exc:
             raise OutputError(
                 f"{self.uri}: cannot publish ({' '.join(str(exc).split())})"
@@ -204,22 +194,28 @@ class RemoteOutput:
             )
 
 
-def _upload(fs: Any, local: Path, path: str) -> str:
-    """Upload ``local`` under a temporary key beside ``path`` (returned), for :func:`_move`.
-    The key is the same on every publish (one driver per output): one left by a driver
-    killed before its move is replaced and moved by the next publish, never one more stray
-    object per kill."""
-    head, _, name = path.rpartition("/")
-    tmp = f"{head}/.{name.lstrip('.')}.publishing.tmp"
-    fs.put_file(str(local), tmp)
-    return tmp
-
-
-def _move(fs: Any, tmp: str, path: str) -> None:
-    """Move the uploaded ``tmp`` onto ``path`` (removed when that fails)."""
+def _publish(fs: Any, uploads: list[tuple[Path, str]], ledger: str) -> None:
+    """Put each ``(local file, key)`` of ``uploads`` (the records, then their ledger, if
+    any) in place, replacing the ledger ``ledger``. Each is uploaded under a temporary key
+    beside its own first; then, as merge does in a folder, the old ledger goes before the
+    records move and the new one comes after them: stopped between (a kill, a store gone),
+    the store's records stand with no ledger (every one kept, a resume reopens the
+    inputs), never under a ledger whose plans supersede records the store does not hold
+    yet. A temporary key is the same on every publish (one driver per output): one left by
+    a driver killed before its move is replaced and moved by the next publish, never one
+    more stray object per kill; on an error they are removed."""
+    moves: list[tuple[str, str]] = []
     try:
-        fs.mv(tmp, path)
+        for local, path in uploads:
+            head, _, name = path.rpartition("/")
+            moves.append((f"{head}/.{name.lstrip('.')}.publishing.tmp", path))
+            fs.put_file(str(local), moves[-1][0])
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(ledger)
+        for tmp, path in moves:
+            fs.mv(tmp, path)
     except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
+        for tmp, _ in moves:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
         raise
