@@ -226,6 +226,21 @@ def test_a_driver_killed_at_any_step_of_its_publish_keeps_an_inputs_records_till
     assert _stored(fs, folder, tmp_path / "s3") == {"a.mp4": 2, "b.mp4": 2}
 
 
+def test_a_rerun_with_nothing_to_do_writes_nothing_to_the_store_nor_leaves_a_staged_part(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, _ = store
+    cache = tmp_path / "cache"
+    assert sample([videos], "s3://out/n/", _cfg(url), workers=0, cache_dir=cache).done == 5
+    staged = sorted(p.name for p in cache.joinpath(".outputs").rglob("*"))
+    with holding_proxy(url, "manifest.jsonl", 0) as (proxy, _, changes):
+        cfg = SampleConfig(n=2, clip_seconds=0.34, storage_options={"endpoint_url": proxy})
+        again = sample([videos], "s3://out/n/", cfg, workers=0, cache_dir=cache)
+    assert (again.done, again.skipped) == (0, 5)
+    assert changes == []  # not published again
+    assert sorted(p.name for p in cache.joinpath(".outputs").rglob("*")) == staged
+
+
 def test_a_parquet_folder_in_the_store_resumes_without_its_format_named(
     store: tuple[str, Any], videos: Path, tmp_path: Path
 ) -> None:
