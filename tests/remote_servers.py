@@ -290,10 +290,11 @@ class _Proxy(http.server.BaseHTTPRequestHandler):
 @contextlib.contextmanager
 def holding_proxy(
     upstream: str, match: str, nth: int
-) -> Iterator[tuple[str, threading.Event, list[str]]]:
+) -> Iterator[tuple[str, threading.Event, list[str], threading.Event]]:
     """A proxy in front of the server ``upstream`` (``http://127.0.0.1:PORT``) that holds
     the ``nth`` change whose path or body holds ``match`` (see :class:`_Proxy`); yields its
-    URL, the event set once that change is held, and the changes seen."""
+    URL, the event set once that change is held, the changes seen, and the event that
+    releases it (its connection dropped unanswered: the client tries again)."""
     held, released, seen = threading.Event(), threading.Event(), []
     attrs = {
         "upstream": int(upstream.rsplit(":", 1)[1]),
@@ -306,7 +307,7 @@ def holding_proxy(
     handler = type("Proxy", (_Proxy,), attrs)
     try:
         with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
-            yield url, held, seen
+            yield url, held, seen, released
             released.set()
     finally:
         released.set()

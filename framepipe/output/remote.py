@@ -11,8 +11,9 @@ stopped between leaves records with no ledger, all kept, never a ledger whose ne
 drop the records of an input's earlier version while its new records are not there. A
 resume reads its state from the store (the copy is downloaded again only when the object's
 ETag changed) and from the parts of a run on this machine that was killed before it could
-publish. One driver per output URI: two publishing to one URI keep only the last one's
-(give shards outputs of their own).
+publish. A publish first downloads the store's copy again if it changed since the run began
+(two drivers on one URI, shards of one folder: each one's records stay), but two publishing
+at the same instant may still keep only the last one's: give shards outputs of their own.
 
 Frames go to the store from where they are decoded (:func:`save_image`), straight to their
 final keys: each is one object, whole or absent.
@@ -126,6 +127,8 @@ class RemoteOutput:
         self.folder = root / ".outputs" / stable_digest(uri, 20)
         """The staging folder (a folder output of part files)."""
         self.published = part_path(self.folder, PUBLISHED, self.format)
+        self.overwrite = False
+        """Whether the run starts afresh (:meth:`fetch`): the store's records are replaced."""
 
     def ledger_uri(self) -> str:
         head, _, name = self.uri.rpartition("/")
@@ -135,6 +138,7 @@ class RemoteOutput:
         """The staging folder, holding the store's copy of the output and of its ledger
         (OutputError, one line, when the store cannot be reached)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
         if overwrite:
             for p in record_files(self.folder):
                 for f in (p, ledger_of(p)):
@@ -164,6 +168,8 @@ class RemoteOutput:
         files = record_files(self.folder)
         if all(f == self.published for f in files):
             return  # nothing new to publish
+        if not self.overwrite:  # the store's copy again if it changed since (another driver)
+            self.fetch()
         merged = self.folder / f".merging.{self.format}"
         try:
             merge([self.folder], merged, self.format)

@@ -204,7 +204,7 @@ def test_a_driver_killed_at_any_step_of_its_publish_keeps_an_inputs_records_till
     a, out, folder = tmp_path / "v" / "a.mp4", f"s3://out/v{step}/", f"out/v{step}"
     assert sample([tmp_path / "v"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c0").ok
     engine_plugins.make_video(a, 20, seed=7)  # a changes in place: two clips, not three
-    with holding_proxy(url, "manifest.jsonl", step) as (proxy, held, seen):
+    with holding_proxy(url, "manifest.jsonl", step) as (proxy, held, seen, _):
         cmd = [sys.executable, "-c", SAMPLE, proxy, str(tmp_path / "v"), str(tmp_path / "c1"), out]
         proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
         while not held.wait(0.2):  # the step-th change to the records or the ledger
@@ -233,12 +233,38 @@ def test_a_rerun_with_nothing_to_do_writes_nothing_to_the_store_nor_leaves_a_sta
     cache = tmp_path / "cache"
     assert sample([videos], "s3://out/n/", _cfg(url), workers=0, cache_dir=cache).done == 5
     staged = sorted(p.name for p in cache.joinpath(".outputs").rglob("*"))
-    with holding_proxy(url, "manifest.jsonl", 0) as (proxy, _, changes):
+    with holding_proxy(url, "manifest.jsonl", 0) as (proxy, _, changes, _):
         cfg = SampleConfig(n=2, clip_seconds=0.34, storage_options={"endpoint_url": proxy})
         again = sample([videos], "s3://out/n/", cfg, workers=0, cache_dir=cache)
     assert (again.done, again.skipped) == (0, 5)
     assert changes == []  # not published again
     assert sorted(p.name for p in cache.joinpath(".outputs").rglob("*")) == staged
+
+
+def test_two_shards_publishing_to_one_folder_in_the_store_keep_each_others_records(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    out = "s3://out/sh/"
+    with holding_proxy(url, "/a.mp4-", 1) as (proxy, held, _, release):  # a frame of a
+        cmd = [
+            sys.executable,
+            "-c",
+            SAMPLE,
+            proxy,
+            str(videos / "a.mp4"),
+            str(tmp_path / "c0"),
+            out,
+        ]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        while not held.wait(0.2):  # the first shard has read the store's state
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        other = sample([videos / "b.mp4"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c1")
+        assert other.done == 2  # published meanwhile
+        release.set()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert _stored(fs, "out/sh", tmp_path / "s") == {"a.mp4": 3, "b.mp4": 2}
 
 
 def test_a_parquet_folder_in_the_store_resumes_without_its_format_named(
