@@ -222,6 +222,97 @@ def moto_s3_server(auth: bool = False) -> Iterator[str]:
             proc.wait()
 
 
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """Forwards each request to ``upstream`` (a port on 127.0.0.1), but holds the ``nth``
+    change (PUT, POST, DELETE) whose path or body holds ``match``: never forwarded, never
+    answered (``held`` is set) until the proxy stops."""
+
+    protocol_version = "HTTP/1.1"
+    upstream: int
+    match: bytes
+    nth: int
+    seen: list[str]
+    held: threading.Event
+    released: threading.Event
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        while size := int(self.rfile.readline().split(b";")[0], 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+            pass
+        return body
+
+    def _forward(self) -> None:
+        import http.client
+
+        body = self._body()
+        if (
+            self.command != "GET"
+            and self.command != "HEAD"
+            and self.match in (self.path.encode() + body)
+        ):
+            self.seen.append(f"{self.command} {self.path}")
+            if len(self.seen) == self.nth:
+                self.held.set()
+                self.released.wait()
+                self.close_connection = True
+                return
+        skip = {"transfer-encoding", "content-length", "connection", "expect"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        headers["Content-Length"] = str(len(body))
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=60)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            r = conn.getresponse()
+            data = r.read()
+        finally:
+            conn.close()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "content-length", "connection"):
+                self.send_header(k, v)
+        size = r.getheader("Content-Length", "0") if self.command == "HEAD" else len(data)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+
+@contextlib.contextmanager
+def holding_proxy(
+    upstream: str, match: str, nth: int
+) -> Iterator[tuple[str, threading.Event, list[str], threading.Event]]:
+    """A proxy in front of the server ``upstream`` (``http://127.0.0.1:PORT``) that holds
+    the ``nth`` change whose path or body holds ``match`` (see :class:`_Proxy`); yields its
+    URL, the event set once that change is held, the changes seen, and the event that
+    releases it (its connection dropped unanswered: the client tries again)."""
+    held, released, seen = threading.Event(), threading.Event(), []
+    attrs = {
+        "upstream": int(upstream.rsplit(":", 1)[1]),
+        "match": match.encode(),
+        "nth": nth,
+        "seen": seen,
+        "held": held,
+        "released": released,
+    }
+    handler = type("Proxy", (_Proxy,), attrs)
+    try:
+        with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)) as url:
+            yield url, held, seen, released
+            released.set()
+    finally:
+        released.set()
+
+
 @pytest.fixture(scope="module")
 def s3() -> Iterator[str]:
     """An S3-compatible server for the module; yields its endpoint URL."""

@@ -201,6 +201,24 @@ def _run(
         w.plan(plan)
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_run_with_nothing_to_write_leaves_no_empty_part_in_a_folder(
+    tmp_path: Path, fmt: str
+) -> None:
+    v1 = InputPlan("a1", ("A1v1",), "a", of="A")
+    folder = tmp_path / "out"
+    _run(folder, v1, "A1v1", part="1", fmt=fmt)
+    with open_writer(folder, fmt, part="2") as w:  # everything done already
+        assert w.is_done("A1v1")
+    assert sorted(p.name for p in folder.iterdir()) == [f".part-1.{fmt}.inputs", f"part-1.{fmt}"]
+    with open_writer(folder, fmt, part="1"):  # a part that was there stays
+        pass
+    assert [r["key"] for r in read_output(folder)] == ["A1v1"]
+    with open_writer(tmp_path / f"r.{fmt}") as w:  # a single file is the output: kept
+        pass
+    assert (tmp_path / f"r.{fmt}").exists() and list(read_output(tmp_path / f"r.{fmt}")) == []
+
+
 def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     tmp_path: Path,
 ) -> None:

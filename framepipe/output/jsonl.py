@@ -128,7 +128,8 @@ class JsonlWriter(Closing):
     ``overwrite`` truncates the file first. Otherwise records whose ``status`` is ``ok``
     count as done (failed clips are retried on a re-run; with ``retry_failed=False`` every
     record counts as done), and a torn last line left by a killed process is cut off before
-    anything new is appended. ``done_keys`` given (e.g. read from several part files by
+    anything new is appended (``keep_empty=False``: a file it made is removed at :meth:`close`
+    when it stayed empty). ``done_keys`` given (e.g. read from several part files by
     :func:`~framepipe.output.store.open_writer`) replaces reading them from the file.
     ``ledger``: where :meth:`plan` keeps the inputs' plans (see :mod:`.ledger`); the
     ``done_inputs`` a re-run skips whole are filled in by ``open_writer``.
@@ -152,9 +153,11 @@ class JsonlWriter(Closing):
         compact: bool = True,
         done_keys: Iterable[str] | None = None,
         ledger: Ledger | None = None,
+        keep_empty: bool = True,
     ) -> None:
         self.path = Path(path)
         self.ledger = ledger
+        self.keep_empty = keep_empty
         self.done_inputs: dict[str, int] = {}
         """Plan keys of inputs whose clips are all done, with their clip counts."""
         self.fsync = fsync
@@ -169,6 +172,7 @@ class JsonlWriter(Closing):
             if overwrite and self.path.exists():
                 self.path.unlink()
             check_jsonl(self.path, appending=True)  # before its "torn" tail is cut
+            self._new = not self.path.exists()
             self._fh = self._open()
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write ({exc.strerror or exc})") from exc
@@ -274,6 +278,13 @@ class JsonlWriter(Closing):
         elif self._others is not None and rec.get("key") is not None:
             self._others.add(str(rec["key"]))
 
+    def unused(self) -> bool:
+        """Whether the file was made by this writer and is still empty, with no plan in its
+        ledger: ``keep_empty=False`` (a folder's part file) removes it at :meth:`close`, so
+        a run with nothing to write leaves no empty part."""
+        ledger = self.ledger is not None and self.ledger.path.exists()
+        return self._new and not ledger and os.fstat(self._fh.fileno()).st_size == 0
+
     def close(self) -> None:
         """Compact (see the class) and close; safe to call twice."""
         if self._fh.closed:
@@ -283,7 +294,10 @@ class JsonlWriter(Closing):
                 self.ledger.close()
             if self.fsync and self.written:
                 sync_due(self._fh, 0.0, now=True)
-            if self.compact and try_exclusive(self._fh):
+            alone = (self.compact or not self.keep_empty) and try_exclusive(self._fh)
+            if alone and not self.keep_empty and self.unused():
+                self.path.unlink()  # (locked: no other writer has it open)
+            elif self.compact and alone:
                 appended = os.fstat(self._fh.fileno()).st_size != self._size  # by others
                 if self._dirty or appended:
                     compact_jsonl(self.path, self.ledger.scope if self.ledger else None)

@@ -4,11 +4,16 @@ A run whose records file is a URI writes where it runs, into a staging folder of
 (``<cache>/.outputs/<digest of the URI>/``): ``part-published.<format>``, the store's copy
 of the output (with its ledger), and this run's own part. At the end, :meth:`RemoteOutput.
 publish` merges them (one record per clip, :func:`~framepipe.output.store.merge`) and puts
-the result in the store under a temporary key beside the output, then moves it into place,
-ledger first: a reader never sees half a file. A resume reads its state from the store (the
-copy is downloaded again only when the object's ETag changed) and from the parts of a run
-on this machine that was killed before it could publish. One driver per output URI: two
-publishing to one URI keep only the last one's (give shards outputs of their own).
+the result in the store under a temporary key beside the output, then moves it into place:
+a reader never sees half a file. The old ledger goes before the records move and the new one
+comes after them (as :func:`~framepipe.output.merge.merge` does in a folder): a driver
+stopped between leaves records with no ledger, all kept, never a ledger whose newer plans
+drop the records of an input's earlier version while its new records are not there. A
+resume reads its state from the store (the copy is downloaded again only when the object's
+ETag changed) and from the parts of a run on this machine that was killed before it could
+publish. A publish first downloads the store's copy again if it changed since the run began
+(two drivers on one URI, shards of one folder: each one's records stay), but two publishing
+at the same instant may still keep only the last one's: give shards outputs of their own.
 
 Frames go to the store from where they are decoded (:func:`save_image`), straight to their
 final keys: each is one object, whole or absent.
@@ -122,6 +127,8 @@ class RemoteOutput:
         self.folder = root / ".outputs" / stable_digest(uri, 20)
         """The staging folder (a folder output of part files)."""
         self.published = part_path(self.folder, PUBLISHED, self.format)
+        self.overwrite = False
+        """Whether the run starts afresh (:meth:`fetch`): the store's records are replaced."""
 
     def ledger_uri(self) -> str:
         head, _, name = self.uri.rpartition("/")
@@ -131,6 +138,7 @@ class RemoteOutput:
         """The staging folder, holding the store's copy of the output and of its ledger
         (OutputError, one line, when the store cannot be reached)."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
         if overwrite:
             for p in record_files(self.folder):
                 for f in (p, ledger_of(p)):
@@ -160,16 +168,19 @@ class RemoteOutput:
         files = record_files(self.folder)
         if all(f == self.published for f in files):
             return  # nothing new to publish
+        if not self.overwrite:  # the store's copy again if it changed since (another driver)
+            self.fetch()
         merged = self.folder / f".merging.{self.format}"
         try:
             merge([self.folder], merged, self.format)
         except NothingToMerge:
             return  # a run that wrote no record (and none was there)
         fs, path = filesystem(self.uri, self.storage_options)
+        ledger = filesystem(self.ledger_uri(), self.storage_options)[1]
+        new_ledger = ledger_of(merged).exists()
+        uploads = [(merged, path)] + ([(ledger_of(merged), ledger)] if new_ledger else [])
         try:
-            if ledger_of(merged).exists():
-                _put(fs, ledger_of(merged), filesystem(self.ledger_uri(), self.storage_options)[1])
-            _put(fs, merged, path)
+            _publish(fs, uploads, ledger)
         except Exception as exc:
             raise OutputError(
                 f"{self.uri}: cannot publish ({' '.join(str(exc).split())})"
@@ -189,17 +200,28 @@ class RemoteOutput:
             )
 
 
-def _put(fs: Any, local: Path, path: str) -> None:
-    """Upload ``local`` under a temporary key beside ``path``, then move it into place. The
-    key is the same on every publish (one driver per output): one left by a driver killed
-    between the two is replaced and moved by the next publish, never one more stray object
-    per kill."""
-    head, _, name = path.rpartition("/")
-    tmp = f"{head}/.{name.lstrip('.')}.publishing.tmp"
-    fs.put_file(str(local), tmp)
+def _publish(fs: Any, uploads: list[tuple[Path, str]], ledger: str) -> None:
+    """Put each ``(local file, key)`` of ``uploads`` (the records, then their ledger, if
+    any) in place, replacing the ledger ``ledger``. Each is uploaded under a temporary key
+    beside its own first; then, as merge does in a folder, the old ledger goes before the
+    records move and the new one comes after them: stopped between (a kill, a store gone),
+    the store's records stand with no ledger (every one kept, a resume reopens the
+    inputs), never under a ledger whose plans supersede records the store does not hold
+    yet. A temporary key is the same on every publish (one driver per output): one left by
+    a driver killed before its move is replaced and moved by the next publish, never one
+    more stray object per kill; on an error they are removed."""
+    moves: list[tuple[str, str]] = []
     try:
-        fs.mv(tmp, path)
+        for local, path in uploads:
+            head, _, name = path.rpartition("/")
+            moves.append((f"{head}/.{name.lstrip('.')}.publishing.tmp", path))
+            fs.put_file(str(local), moves[-1][0])
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(ledger)
+        for tmp, path in moves:
+            fs.mv(tmp, path)
     except BaseException:
-        with contextlib.suppress(Exception):
-            fs.rm(tmp)
+        for tmp, _ in moves:
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
         raise

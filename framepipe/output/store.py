@@ -292,6 +292,7 @@ class ParquetWriter(Closing):
         done_keys: Iterable[str] | None = None,
         fsync: bool = True,
         ledger: Ledger | None = None,
+        keep_empty: bool = True,
     ) -> None:
         self.path = Path(path)
         self.journal = journal_of(self.path)
@@ -309,6 +310,7 @@ class ParquetWriter(Closing):
             compact=False,
             done_keys=done_keys,
             ledger=ledger,
+            keep_empty=keep_empty and not self.path.exists(),  # (else nothing to fold)
         )
         self.done_keys = self._log.done_keys
         self.done_inputs = self._log.done_inputs
@@ -337,7 +339,7 @@ class ParquetWriter(Closing):
         if fh.closed:
             return
         try:
-            if try_exclusive(fh):
+            if try_exclusive(fh) and not (self._log.unused() and not self._log.keep_empty):
                 ledger = self._log.ledger
                 fold_parquet(self.path, ledger.scope if ledger is not None else None)
         except OSError as exc:  # (a full disk): the journal keeps them, the next run folds
@@ -404,6 +406,7 @@ def open_writer(
     ledgers = [u.ledger for u in ordered_units(scope)] if folder else []
     ledger = Ledger(target, overwrite=overwrite, fsync=fsync, scope=ledgers)
     kw: dict[str, Any] = {"overwrite": overwrite, "retry_failed": retry_failed, "fsync": fsync}
+    kw["keep_empty"] = not folder  # a part a run made and wrote nothing to goes
     writer: RecordWriter
     if fmt == "parquet":
         writer = ParquetWriter(target, done_keys=done, ledger=ledger, **kw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 import engine_plugins
 import pytest
 from generator_doubles import EchoGenerator
-from remote_servers import s3, s3_credentials  # noqa: F401 - fixtures
+from remote_servers import holding_proxy, s3, s3_credentials  # noqa: F401 - fixtures
 
 import framepipe.read_clips
 from framepipe.config import SampleConfig
@@ -167,6 +168,103 @@ def test_a_driver_killed_while_it_publishes_leaves_no_stray_object_after_a_rerun
         "out/k/.manifest.jsonl.inputs",
         "out/k/manifest.jsonl",
     ]
+
+
+SAMPLE = """
+import sys
+from framepipe.config import SampleConfig
+from framepipe.runs.sample import sample
+url, videos, cache, out = sys.argv[1:]
+cfg = SampleConfig(n=2, clip_seconds=0.34, storage_options={"endpoint_url": url})
+sample([videos], out, cfg, workers=0, cache_dir=cache)
+"""
+
+
+def _stored(fs: Any, folder: str, tmp: Path) -> dict[str, int]:
+    """The records a reader of the store's ``folder`` gets (with its ledger, if any), as
+    the count of records per source file name."""
+    fs.invalidate_cache()
+    tmp.mkdir()
+    for name in ("manifest.jsonl", ".manifest.jsonl.inputs"):
+        if fs.exists(f"{folder}/{name}"):
+            fs.get_file(f"{folder}/{name}", str(tmp / name))
+    counts: dict[str, int] = {}
+    for rec in read_output(tmp / "manifest.jsonl"):
+        name = Path(rec["source"]).name
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("step", range(1, 8))
+def test_a_driver_killed_at_any_step_of_its_publish_keeps_an_inputs_records_till_new_ones_are_in(
+    store: tuple[str, Any], videos: Path, tmp_path: Path, step: int
+) -> None:
+    url, fs = store
+    shutil.copytree(videos, tmp_path / "v")
+    a, out, folder = tmp_path / "v" / "a.mp4", f"s3://out/v{step}/", f"out/v{step}"
+    assert sample([tmp_path / "v"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c0").ok
+    engine_plugins.make_video(a, 20, seed=7)  # a changes in place: two clips, not three
+    with holding_proxy(url, "manifest.jsonl", step) as (proxy, held, seen, _):
+        cmd = [sys.executable, "-c", SAMPLE, proxy, str(tmp_path / "v"), str(tmp_path / "c1"), out]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        while not held.wait(0.2):  # the step-th change to the records or the ledger
+            assert proc.poll() is None, f"the publish ended after {seen}"
+        proc.kill()
+        proc.communicate(timeout=60)
+    # every input has its records, of one version: the new ones, or still the old ones
+    assert _stored(fs, folder, tmp_path / "s1") in (
+        {"a.mp4": 3, "b.mp4": 2},
+        {"a.mp4": 2, "b.mp4": 2},
+    )
+    # another machine goes on with b alone: a's records stay
+    assert sample(
+        [tmp_path / "v" / "b.mp4"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c2"
+    ).ok
+    assert _stored(fs, folder, tmp_path / "s2").get("a.mp4") in (3, 2)
+    # and with both: one record per clip of a's new version
+    assert sample([tmp_path / "v"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c3").ok
+    assert _stored(fs, folder, tmp_path / "s3") == {"a.mp4": 2, "b.mp4": 2}
+
+
+def test_a_rerun_with_nothing_to_do_writes_nothing_to_the_store_nor_leaves_a_staged_part(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, _ = store
+    cache = tmp_path / "cache"
+    assert sample([videos], "s3://out/n/", _cfg(url), workers=0, cache_dir=cache).done == 5
+    staged = sorted(p.name for p in cache.joinpath(".outputs").rglob("*"))
+    with holding_proxy(url, "manifest.jsonl", 0) as (proxy, _, changes, _):
+        cfg = SampleConfig(n=2, clip_seconds=0.34, storage_options={"endpoint_url": proxy})
+        again = sample([videos], "s3://out/n/", cfg, workers=0, cache_dir=cache)
+    assert (again.done, again.skipped) == (0, 5)
+    assert changes == []  # not published again
+    assert sorted(p.name for p in cache.joinpath(".outputs").rglob("*")) == staged
+
+
+def test_two_shards_publishing_to_one_folder_in_the_store_keep_each_others_records(
+    store: tuple[str, Any], videos: Path, tmp_path: Path
+) -> None:
+    url, fs = store
+    out = "s3://out/sh/"
+    with holding_proxy(url, "/a.mp4-", 1) as (proxy, held, _, release):  # a frame of a
+        cmd = [
+            sys.executable,
+            "-c",
+            SAMPLE,
+            proxy,
+            str(videos / "a.mp4"),
+            str(tmp_path / "c0"),
+            out,
+        ]
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+        while not held.wait(0.2):  # the first shard has read the store's state
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        other = sample([videos / "b.mp4"], out, _cfg(url), workers=0, cache_dir=tmp_path / "c1")
+        assert other.done == 2  # published meanwhile
+        release.set()
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    assert _stored(fs, "out/sh", tmp_path / "s") == {"a.mp4": 3, "b.mp4": 2}
 
 
 def test_a_parquet_folder_in_the_store_resumes_without_its_format_named(
