@@ -144,14 +144,17 @@ class OpenAIBackend:
         self._cancel = threading.Event()
         """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
         self._connections = Connections()
+        self._slots = threading.Semaphore(max_concurrency)
+        """Requests in flight over every pool of this backend (:meth:`in_flight`)."""
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections"))
+        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections", "_slots"))
         return {**self.__dict__, **gone}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
         self._connections = Connections()
+        self._slots = threading.Semaphore(self.max_concurrency)
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
@@ -233,6 +236,7 @@ class OpenAIBackend:
         self._down_since = None
         self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
         self._connections = Connections()
+        self._slots = threading.Semaphore(self.max_concurrency)
         self.check(0, (), None)
         return self
 
@@ -259,7 +263,9 @@ class OpenAIBackend:
     def in_flight(self) -> InFlight:
         """Requests kept in flight across clips, ``max_concurrency`` at a time (see
         :mod:`framepipe.generate.inflight`): ``submit(tag, request, len(questions))``, then
-        ``done()`` hands back each clip's answer or error as its last request ends."""
+        ``done()`` hands back each clip's answer or error as its last request ends. Pools
+        used at once (from threads: a Ray actor answering several batches) share the
+        ``max_concurrency`` requests."""
         assert self._checked, "load() first"
         return InFlight(
             self._ask,
@@ -268,6 +274,7 @@ class OpenAIBackend:
             self._cancel,
             lambda: self._stop,
             self._connections,
+            self._slots,
         )
 
     def _answer_of(self, r: Request, mine: list[Any]) -> Answer | Exception:
