@@ -17,6 +17,7 @@ local one in the caption process, the Ray engine inside each generation actor.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,7 +86,8 @@ class AnswerSpec:
 class Answering:
     """The answer stage where it runs: the backend, loaded once, with the first clip that
     needs an answer (a run with nothing left to answer loads nothing), and the run's
-    fields."""
+    fields. :meth:`records` may run in several threads at once for a backend that keeps
+    requests in flight (their pools share its ``max_concurrency``)."""
 
     def __init__(self, spec: AnswerSpec) -> None:
         self.spec = spec
@@ -95,7 +97,7 @@ class Answering:
         """Seconds spent loading the backend."""
         self.generate_s = 0.0
         """Seconds spent answering (with requests in flight: with a clip in flight)."""
-        self._busy_since = 0.0
+        self._lock = threading.Lock()
         self.model = dict(spec.backend.describe())
         """The model, as written on every record (known before it loads)."""
         self._generation = spec.generation()
@@ -110,6 +112,7 @@ class Answering:
         answers come back, with at most ``batch_size`` clips in flight."""
         pending: list[ClipJob] = []
         flight: Any = None
+        busy = [0.0]  # since when this call has had a clip in flight
         try:
             for job in jobs:
                 if not job.ok:
@@ -120,7 +123,7 @@ class Answering:
                 if flight is None and callable(make):
                     flight = make()
                 if flight is not None:
-                    yield from self._submit(flight, job)
+                    yield from self._submit(flight, job, busy)
                     continue
                 pending.append(job)
                 if len(pending) >= self.spec.batch_size:
@@ -129,12 +132,12 @@ class Answering:
             if pending:
                 yield from self.answer(pending)
             while flight is not None and flight.pending:
-                yield from self._taken(flight, block=True)
+                yield from self._taken(flight, busy, block=True)
         finally:
             if flight is not None:  # clips still in flight (stopped): their requests too
                 flight.close()
 
-    def _submit(self, flight: Any, job: ClipJob) -> Iterator[ClipResult]:
+    def _submit(self, flight: Any, job: ClipJob, busy: list[float]) -> Iterator[ClipResult]:
         """Put ``job``'s questions in ``flight``; the records of the clips done meanwhile,
         waiting for some while ``batch_size`` clips are in flight."""
         req = self._requests([job])[0]
@@ -142,27 +145,29 @@ class Answering:
             yield self._finished(job, req)
             return
         if not flight.pending:
-            self._busy_since = time.perf_counter()
+            busy[0] = time.perf_counter()
         flight.submit(job, req, len(req.questions))
-        yield from self._taken(flight, block=False)
+        yield from self._taken(flight, busy, block=False)
         while flight.pending >= self.spec.batch_size:
-            yield from self._taken(flight, block=True)
+            yield from self._taken(flight, busy, block=True)
 
-    def _taken(self, flight: Any, *, block: bool) -> Iterator[ClipResult]:
+    def _taken(self, flight: Any, busy: list[float], *, block: bool) -> Iterator[ClipResult]:
         """The records of the clips whose answers all came back (with ``block``: one at
         least); the seconds with a clip in flight count as generating."""
         for job, result in flight.done(block=block):
             yield self._finished(job, result)
         if not flight.pending:
-            self.generate_s += time.perf_counter() - self._busy_since
+            with self._lock:
+                self.generate_s += time.perf_counter() - busy[0]
 
     def load(self) -> Backend:
         """The backend, loaded on first use."""
-        if self.backend is None:
-            t0 = time.perf_counter()
-            self.backend = self.spec.backend.load()
-            self.load_s = time.perf_counter() - t0
-        return self.backend
+        with self._lock:
+            if self.backend is None:
+                t0 = time.perf_counter()
+                self.backend = self.spec.backend.load()
+                self.load_s = time.perf_counter() - t0
+            return self.backend
 
     def answer(self, jobs: list[ClipJob]) -> list[ClipResult]:
         """The final records of decoded ``jobs``, answered together (their frames freed)."""

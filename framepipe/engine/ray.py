@@ -29,6 +29,7 @@ session's logs).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import pickle
@@ -58,6 +59,10 @@ from framepipe.records import ClipJob
 from framepipe.types import ClipResult
 
 log = logging.getLogger(__name__)
+
+BATCHES_IN_FLIGHT = 2
+"""Batches a generation actor answers at once for a backend that keeps requests in flight
+(a server's clients): the next batch's requests start while one batch's last ones end."""
 
 Stages = Callable[[list[dict[str, bytes]]], Any]
 """A window's rows (pickled tasks) to their Ray dataset through the read (and generate)
@@ -321,11 +326,15 @@ class RayEngine(EngineBase):
             )
             if answer is not None:
                 g = res["generate"]
+                # a server's clients: the next batch's requests start while one drains
+                calls = (
+                    BATCHES_IN_FLIGHT if callable(getattr(answer.backend, "in_flight", None)) else 1
+                )
                 ds = ds.map_batches(
                     GenerateStage,
                     batch_size=answer.batch_size,
                     batch_format="numpy",
-                    compute=pool(ActorPoolStrategy, g["actors"]),
+                    compute=pool(ActorPoolStrategy, g["actors"], calls=calls),
                     num_cpus=g["num_cpus"],
                     num_gpus=g["num_gpus"],
                     fn_constructor_kwargs={"spec": gen_spec},
@@ -346,13 +355,22 @@ class RayEngine(EngineBase):
         """Nothing to stop between runs (the local Ray stays up for the process)."""
 
 
-def pool(strategy: Any, bounds: tuple[int, int | None], inputs: int | None = None) -> Any:
+def pool(
+    strategy: Any, bounds: tuple[int, int | None], inputs: int | None = None, calls: int = 1
+) -> Any:
     """Ray Data's actor pool of ``(min, max)`` actors (max None: no limit), no more than
-    ``inputs`` (an actor without an input to read is never started)."""
+    ``inputs`` (an actor without an input to read is never started); ``calls``: batches
+    each actor works on at once, in threads (where this Ray has
+    ``max_concurrent_calls_per_actor`` and ``enable_true_multi_threading``, Ray 2.5x;
+    one at a time on an older one)."""
     lo, hi = bounds
     if inputs is not None:
         lo, hi = min(lo, inputs), min(hi or inputs, inputs)
-    return strategy(size=lo) if lo == hi else strategy(min_size=lo, max_size=hi)
+    kw: dict[str, Any] = {"size": lo} if lo == hi else {"min_size": lo, "max_size": hi}
+    params = inspect.signature(strategy).parameters
+    if calls > 1 and "enable_true_multi_threading" in params:
+        kw.update(max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True)
+    return strategy(**kw)
 
 
 def node_shapes(ray: Any) -> tuple[list[dict[str, float]], bool]:

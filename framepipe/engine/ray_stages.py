@@ -8,12 +8,15 @@
   "plan": b""}`` per clip, and one ``{"out": b"", "skipped": k, "plan": pickle of its
   InputPlan or b""}`` per input counting its clips skipped as done.
 - :class:`GenerateStage` (GPU, or CPU on clusters without GPUs): loads the backend once and
-  answers with :class:`~framepipe.answering.Answering`. Rows out: ``{"out": pickle of the
-  final ClipResult, ...}`` per clip, the inputs' rows unchanged; ``load_s`` and
-  ``generate_s`` carry the actor's own seconds (each on one row) for the run's summary; an
-  error that stops the run (a model that does not load, decoders that die at start, a
-  :class:`~framepipe.errors.StopRunError`) comes as a pickled StopRunError after the records
-  made before it, so the driver stops with its one line. An actor that dies (killed, out of
+  answers with :class:`~framepipe.answering.Answering` (for a backend that keeps requests in
+  flight, a server, several batches at once in threads, their requests in one pool of
+  ``max_concurrency``, so they never drain to zero between batches). Rows out:
+  ``{"out": pickle of the final ClipResult, ...}`` per clip, the inputs' rows unchanged;
+  ``load_s`` and ``generate_s`` carry the actor's own seconds (each on one row) for the
+  run's summary; an error that stops the run (a model that does not load, decoders that
+  die at start, a :class:`~framepipe.errors.StopRunError`) comes as a pickled StopRunError
+  after the records made before it, so the driver stops with its one line. An actor that
+  dies (killed, out of
   host memory) is restarted by Ray and its batch retried, so no clip is lost.
 """
 
@@ -23,6 +26,7 @@ import dataclasses
 import importlib
 import logging
 import pickle
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +115,8 @@ class GenerateStage:
         except FramepipeError as exc:
             self.failed = exc
         self.load_s = 0.0  # the load seconds reported so far (the backend loads on first use)
+        self.generate_s = 0.0  # the generation seconds reported so far
+        self.lock = threading.Lock()  # batches answered at once report their seconds once
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         inputs = zip(batch["out"], batch["skipped"], batch["plan"])
@@ -125,15 +131,16 @@ class GenerateStage:
         if answering is None:
             assert self.failed is not None
             return _batch([*rows, (stop_row(self.failed), 0, b"")])
-        t = answering.generate_s
         try:
             for rec in answering.records(jobs):
                 rows.append((pickle.dumps(rec, protocol=5), 0, b""))
         except FramepipeError as exc:  # the model does not load, or a stop: to the driver
             stops.append(exc)
         rows += [(stop_row(exc), 0, b"") for exc in stops]
-        load_s, self.load_s = answering.load_s - self.load_s, answering.load_s
-        return _batch(rows, load_s, answering.generate_s - t)
+        with self.lock:
+            load_s, self.load_s = answering.load_s - self.load_s, answering.load_s
+            gen_s, self.generate_s = answering.generate_s - self.generate_s, answering.generate_s
+        return _batch(rows, load_s, gen_s)
 
 
 def stop_row(exc: FramepipeError) -> bytes:

@@ -14,6 +14,10 @@ that stopped iterating) sets ``cancel``: requests not started never start, and t
 flight are neither retried nor followed by others; their connections are shut
 (:class:`Connections`: the server stops working on them, vLLM aborts a request whose client
 went away) so that their threads end at once too.
+
+Pools used at once from several threads (a Ray actor answering several batches at once,
+so that requests never drain between them) may share ``slots``: then ``workers`` requests
+run at once over all of them, not per pool.
 """
 
 from __future__ import annotations
@@ -54,9 +58,12 @@ class InFlight:
         cancel: threading.Event,
         stop: Callable[[], StopRunError | None] = lambda: None,
         connections: Connections | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.ask, self.assemble, self.workers = ask, assemble, max(1, int(workers))
         self.cancel, self.stop, self.connections = cancel, stop, connections
+        self.slots = slots
+        """Held by each request while it runs, shared with other pools (None: none)."""
         self._todo: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self._ended: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._clips: dict[int, tuple[Any, Any, list[Any], list[int]]] = {}
@@ -135,11 +142,17 @@ class InFlight:
             if self.cancel.is_set():
                 return
             _, request, results, left = self._clips[n]
+            while self.slots is not None and not self.slots.acquire(timeout=0.2):
+                if self.cancel.is_set():
+                    return
             try:
                 results[k] = self.ask(request, k)
             except Exception as exc:  # a bug: the clip's failed record, the run goes on
                 log.exception("a request failed")
                 results[k] = exc
+            finally:
+                if self.slots is not None:
+                    self.slots.release()
             with self._lock:
                 left[0] -= 1
                 last = left[0] == 0

@@ -19,10 +19,14 @@ one), at most ``retries`` times (a request the server holds past ``timeout_s``,
 ``--request-timeout``, once more only); a request that still fails makes its clip a failed
 record with the server's message, and the run goes on. An error every request would hit
 stops the run after the first one (:class:`~framepipe.errors.StopRunError`) with one line
-that names the fix: a server that has refused every connection for ``wait_s``
-(``--server-wait``: it went away mid-run; requests that find nothing listening wait for it,
-with backoff, without failing their clips, so a restart costs no clip and a server gone for
-good stops a night's run instead of failing every clip left), a server that takes fewer
+that names the fix: a server that is down for ``wait_s`` (``--server-wait``): every
+connection refused, or a gateway in front of it (a load balancer, an ingress) answering
+502, 503 or 504 (:data:`~framepipe.generate.replies.GATEWAY`) to every request. Requests
+that find it down wait for it, with backoff (the gateway's ``Retry-After`` when it sends
+one), without failing their clips, until any request gets an answer; so a restart costs no
+clip and a server gone for good stops a night's run instead of failing every clip left. A
+gateway's error for a request after the server has answered others is that request's own
+(a gateway timing out on it alone) and counts as a try. Also a server that takes fewer
 images per prompt than a clip has (vLLM without ``--limit-mm-per-prompt``), a context too
 short for n frames, a model the server does not serve, a refused API key. A server that
 cannot be reached at start is a one-line error before any decoding. Records name the
@@ -33,14 +37,11 @@ the model. The API key never appears in a message, even where a server echoes it
 from __future__ import annotations
 
 import dataclasses
-import errno
 import http.client
 import json
 import logging
 import os
 import random
-import re
-import socket
 import threading
 import time
 import urllib.error
@@ -60,19 +61,21 @@ from framepipe.generate.backend import BACKENDS
 from framepipe.generate.chat import APISettings, chat_messages, encode_images
 from framepipe.generate.config import Answer, GenerationSettings, Request
 from framepipe.generate.inflight import Connections, InFlight
-from framepipe.generate.replies import answer_text, cut_at_limit, error_message, token_count
+from framepipe.generate.replies import (
+    GATEWAY,
+    answer_text,
+    cut_at_limit,
+    error_message,
+    fatal_error,
+    not_served,
+    token_count,
+    unreachable,
+)
 from framepipe.generate.tiny import is_random
 from framepipe.prompt import as_texts, user_body
 from framepipe.utils import retry_after_s
 
 log = logging.getLogger(__name__)
-
-_CONTEXT = re.compile(
-    r"context length|max_model_len|max-model-len|maximum model length|takes at most \d+"
-    r"|max_new_tokens`? must be <=",
-    re.IGNORECASE,
-)
-"""What vLLM, SGLang, TGI and transformers serve say of a prompt longer than their context."""
 
 
 class OpenAIBackend:
@@ -83,8 +86,8 @@ class OpenAIBackend:
     (a run holds at most ``batch_size`` clips in flight, at least twice as many).
     ``retries``, ``backoff_s``: retries of a request after a connection error, 429 or 5xx,
     and the first wait (doubled each time, 30 s at most).
-    ``wait_s``: how long a server that refuses every connection mid-run is waited for
-    before the run stops.
+    ``wait_s``: how long a server that is down mid-run (every connection refused, or a
+    gateway's 502, 503 or 504 to every request) is waited for before the run stops.
     Loaded, it is its own :class:`~framepipe.generate.backend.Backend`.
     """
 
@@ -130,7 +133,9 @@ class OpenAIBackend:
         self.timeout_s, self.retries, self.backoff_s = timeout_s, max(0, retries), backoff_s
         self.wait_s = wait_s
         self._down_since: float | None = None
-        """When the server began refusing every connection (None: it answers)."""
+        """When the server was found down (None: it answers)."""
+        self._answers = 0
+        """The server's answers so far (any reply but a gateway's 502, 503 or 504)."""
         self.random = False
         """Whether the served model is a local folder marked as random weights."""
         self._checked = False
@@ -139,14 +144,17 @@ class OpenAIBackend:
         self._cancel = threading.Event()
         """Set when the caller stopped waiting (Ctrl-C): no new request, no retry."""
         self._connections = Connections()
+        self._slots = threading.Semaphore(max_concurrency)
+        """Requests in flight over every pool of this backend (:meth:`in_flight`)."""
 
     def __getstate__(self) -> dict[str, Any]:  # what travels to a cluster's actors
-        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections"))
+        gone = dict.fromkeys(("_stop", "_lock", "_cancel", "_down_since", "_connections", "_slots"))
         return {**self.__dict__, **gone}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _lock=threading.Lock(), _cancel=threading.Event())
         self._connections = Connections()
+        self._slots = threading.Semaphore(self.max_concurrency)
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIBackend({self.where()!r}, model={self.model!r})"
@@ -194,7 +202,7 @@ class OpenAIBackend:
             )
         self.model = self.model or served[0]
         if self.model not in served:
-            raise ConfigError(self._not_served(", ".join(served) or "none"))
+            raise ConfigError(not_served(self.where(), self.model, ", ".join(served) or "none"))
         self.random = is_random(self.model)
         self._checked = True
 
@@ -213,12 +221,6 @@ class OpenAIBackend:
         """``text`` (a server's message) without the API key, should the server echo it."""
         return text.replace(self.api_key, "[API key]") if self.api_key else text
 
-    def _not_served(self, detail: str) -> str:
-        return (
-            f"the server at {self.where()} does not serve model {self.model!r} ({detail}); "
-            "name one it serves with --model"
-        )
-
     def key(self) -> dict[str, Any]:
         return {"backend": self.name, "id": self.model}
 
@@ -234,6 +236,7 @@ class OpenAIBackend:
         self._down_since = None
         self._cancel = threading.Event()  # an earlier run's requests, if any, stay stopped
         self._connections = Connections()
+        self._slots = threading.Semaphore(self.max_concurrency)
         self.check(0, (), None)
         return self
 
@@ -260,7 +263,9 @@ class OpenAIBackend:
     def in_flight(self) -> InFlight:
         """Requests kept in flight across clips, ``max_concurrency`` at a time (see
         :mod:`framepipe.generate.inflight`): ``submit(tag, request, len(questions))``, then
-        ``done()`` hands back each clip's answer or error as its last request ends."""
+        ``done()`` hands back each clip's answer or error as its last request ends. Pools
+        used at once (from threads: a Ray actor answering several batches) share the
+        ``max_concurrency`` requests."""
         assert self._checked, "load() first"
         return InFlight(
             self._ask,
@@ -269,6 +274,7 @@ class OpenAIBackend:
             self._cancel,
             lambda: self._stop,
             self._connections,
+            self._slots,
         )
 
     def _answer_of(self, r: Request, mine: list[Any]) -> Answer | Exception:
@@ -330,105 +336,97 @@ class OpenAIBackend:
         """POST /chat/completions, retried with backoff on connection errors, 429 and 5xx;
         a request with no answer within ``timeout_s`` is tried once more only (a server that
         holds it once will likely hold it again: ``retries`` times would hold the clip for
-        ``retries + 1`` timeouts)."""
+        ``retries + 1`` timeouts). A server that is down (nothing listens, or a gateway in
+        front of it answers 502, 503 or 504) is waited for (:meth:`_down`) without counting
+        tries, until it has answered another request since: then the error is this
+        request's own (a gateway timing out on it alone) and counts."""
         why = ""
         timed_out = False
         attempt = down = 0
-        while attempt <= self.retries:
+        mark: int | None = None  # the server's answers when this request first found it down
+        while True:
             if self._stop is not None:
                 raise self._stop
             if self._cancel.is_set():
                 raise GenerationError(f"the request to {self.where()} was stopped")
             wait = min(30.0, self.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
+            after = None
+            gone: str | None = None  # what says the server is down
             try:
                 out = self._request("/chat/completions", body, timeout=self.timeout_s)
-                self._down_since = None
+                self._answered()
                 return out
             except urllib.error.HTTPError as exc:
-                self._down_since = None
-                why = f"{exc.code}: {self._redact(error_message(exc.read()))}"
-                fatal = self._fatal(exc.code, why, n)
-                if fatal is not None:
-                    with self._lock:
-                        self._stop = self._stop or StopRunError(fatal)
-                    raise self._stop from None
-                if exc.code != 429 and exc.code < 500:
-                    raise GenerationError(f"the server at {self.where()} refused ({why})") from None
+                why = f"{exc.code}: {self._redact(error_message(exc.read()) or exc.reason)}"
                 after = retry_after_s(exc.headers)
-                wait = min(60.0, after) if after is not None else wait
+                if exc.code in GATEWAY:  # a gateway with no server behind it
+                    gone = f"answered {exc.code} to every request"
+                else:
+                    self._answered()
+                    fatal = fatal_error(self.where(), self.model, exc.code, why, n)
+                    if fatal is not None:
+                        with self._lock:
+                            self._stop = self._stop or StopRunError(fatal)
+                        raise self._stop from None
+                    if exc.code != 429 and exc.code < 500:
+                        raise GenerationError(
+                            f"the server at {self.where()} refused ({why})"
+                        ) from None
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 # refused, reset (also mid-answer), timed out, not JSON
                 reason = getattr(exc, "reason", None) or exc
-                if _unreachable(reason):  # nothing listens: wait for it, no try counted
-                    why = self._redact(str(reason) or type(reason).__name__)
-                    left = self._gone(why)
-                    pause = min(30.0, self.backoff_s * 2**down) * random.uniform(0.5, 1.0)
-                    log.debug("%s: %s; trying again in %.1f s", self.where(), why, pause)
-                    self._cancel.wait(min(pause, left))
-                    down += 1
-                    continue
-                if isinstance(reason, TimeoutError):  # tried once more, not `retries` times
+                why = self._redact(str(reason) or type(exc).__name__)
+                if unreachable(reason):  # nothing listens
+                    gone = "refused every connection"
+                elif isinstance(reason, TimeoutError):  # tried once more, not `retries` times
                     if timed_out:
                         raise GenerationError(
                             f"the server at {self.where()} sent no answer within "
                             f"{self.timeout_s:g} s, twice (--request-timeout)"
                         ) from None
                     timed_out = True
-                why = self._redact(str(reason) or type(exc).__name__)
-            if attempt < self.retries:
-                log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
-                self._cancel.wait(wait)
+            if gone is not None and (mark is None or mark == self._answers):
+                mark = self._answers if mark is None else mark
+                left = self._down(why, gone)
+                pause = min(30.0, self.backoff_s * 2**down) * random.uniform(0.5, 1.0)
+                pause = min(after if after is not None else pause, left)
+                log.debug("%s: %s; trying again in %.1f s", self.where(), why, pause)
+                self._cancel.wait(pause)
+                down += 1
+                continue
+            if attempt >= self.retries:
+                break
+            wait = min(60.0, after) if after is not None else wait
+            log.debug("%s: %s; retrying in %.1f s", self.where(), why, wait)
+            self._cancel.wait(wait)
             attempt += 1
         tries = self.retries + 1
         raise GenerationError(f"the server at {self.where()} failed ({why}) after {tries} tries")
 
-    def _gone(self, why: str) -> float:
-        """A connection found nothing listening: the seconds left to wait for the server,
-        or the StopRunError once it has refused every connection for ``wait_s``."""
+    def _answered(self) -> None:
+        """The server answered a request: it is up."""
+        with self._lock:
+            self._down_since = None
+            self._answers += 1
+
+    def _down(self, why: str, gone: str) -> float:
+        """A request found the server down (``why``; ``gone`` says so of every request,
+        e.g. ``refused every connection``): the seconds left to wait for it, or the
+        StopRunError once it has answered no request for ``wait_s``."""
         now = time.monotonic()
         with self._lock:
             if self._down_since is None:
                 self._down_since = now
-                log.warning("the server at %s refused a connection (%s)", self.where(), why)
+                log.warning("the server at %s is down (%s): waiting for it", self.where(), why)
             left = self._down_since + self.wait_s - now
             if left <= 0:
                 self._stop = self._stop or StopRunError(
-                    f"the server at {self.where()} refused every connection for "
-                    f"{self.wait_s:g} s ({why}): start it again and run the same command to "
-                    "answer the clips left (the answered ones are kept; --server-wait to "
-                    "wait longer)"
+                    f"the server at {self.where()} {gone} for {self.wait_s:g} s ({why}): start "
+                    "it again and run the same command to answer the clips left (the answered "
+                    "ones are kept; --server-wait to wait longer)"
                 )
                 raise self._stop
         return left
-
-    def _fatal(self, code: int, why: str, n: int) -> str | None:
-        """The one line that stops the run, for an error every request would hit."""
-        where = f"the server at {self.where()}"
-        most = re.search(r"At most (\d+) image", why)
-        if most:
-            return (
-                f"{where} takes at most {most.group(1)} image(s) per prompt and a clip has {n} "
-                f"({why}); start vLLM with --limit-mm-per-prompt '{{\"image\": {n}}}'"
-            )
-        if code in (400, 413, 422) and _CONTEXT.search(why):
-            return (
-                f"{where} has too short a context for {n} frames ({why}); start it with a "
-                "longer one (vLLM: --max-model-len) or ask for fewer frames (-n)"
-            )
-        if code == 404 or re.search(r"does not exist|not served|pinned to", why):
-            return self._not_served(why)
-        if code in (401, 403):
-            return f"{where} refused the API key ({why}): set --api-key or OPENAI_API_KEY"
-        return None
-
-
-def _unreachable(reason: object) -> bool:
-    """Whether a connection error means nothing listens at the server's address (refused,
-    no route, the host name gone), not a request that went wrong."""
-    gone = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
-    return isinstance(reason, socket.gaierror) or (
-        isinstance(reason, OSError) and reason.errno in gone
-    )
 
 
 BACKENDS.register("openai", OpenAIBackend)

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import engine_plugins
 import pytest
 import ray_helpers
 import scene_media
-from remote_servers import http_server
+from remote_servers import chat_reply, http_server, scripted_openai_server
 
 from framepipe.answering import AnswerSpec
 from framepipe.config import SampleConfig
@@ -360,6 +361,50 @@ def test_caption_through_a_server_uses_cpu_clients_and_the_local_engines_records
     engine.ray = type("FakeRay", (), calls)
     assert engine.resources(True, gpu=False)["generate"]["num_gpus"] == 0
     assert engine.resources(True, gpu=True)["generate"]["num_gpus"] == 1
+
+
+def test_a_servers_requests_do_not_drain_between_ray_batches_while_clips_wait(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """A generation actor answering through a server works on the next batch while one
+    drains: seen from the server, the requests in flight never fall to zero while clips
+    are still to be asked (before, each ``map_batches`` call answered its batch to the
+    last request before the next began: the server idled at every batch's tail); the
+    ``max_concurrency`` requests are shared, never exceeded."""
+    from framepipe.generate import OpenAIBackend
+
+    clips = 12
+    for k in range(clips):
+        engine_plugins.make_video(tmp_path / "v" / f"v{k:02d}.mp4", 6, seed=70 + k, size=(32, 24))
+    lock = threading.Lock()
+    state = {"now": 0, "most": 0, "posts": 0, "idle_while_waiting": 0}
+
+    def reply(body: dict[str, Any]) -> Any:
+        with lock:
+            state["posts"] += 1
+            first = state["posts"] == 1
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.5 if first else 0.3)  # the two slots end out of step
+        with lock:
+            state["now"] -= 1
+            if state["now"] == 0 and state["posts"] < clips:
+                state["idle_while_waiting"] += 1
+        return chat_reply("ok")
+
+    with scripted_openai_server(reply) as (url, _):
+        backend = OpenAIBackend(url, max_concurrency=2)  # batches of 4 clips
+        summary = caption(
+            [tmp_path / "v"],
+            tmp_path / "out.jsonl",
+            backend=backend,
+            sample=SampleConfig(n=2),
+            engine="ray",
+            ray_options=RayOptions(decode_actors=1, generate_actors=1),
+        )
+    assert summary.done == clips and not summary.failed
+    assert state["posts"] == clips and state["most"] == 2
+    assert state["idle_while_waiting"] == 0
 
 
 def test_an_error_that_stops_the_run_stops_it_on_ray(

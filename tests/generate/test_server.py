@@ -273,8 +273,11 @@ def test_429_and_5xx_are_retried_and_frames_arrive_losslessly(videos: Path, tmp_
 def test_a_request_that_keeps_failing_is_its_clips_failed_record(
     videos: Path, tmp_path: Path
 ) -> None:
+    """A 500 is the request's own (a 503 to every request is a server that is down: see
+    test_server_gateway.py)."""
+
     def reply(body: dict[str, Any]) -> Reply:
-        return 503, {"error": {"message": "engine\nrestarting"}}, {}
+        return 500, {"error": {"message": "engine\nrestarting"}}, {}
 
     out = tmp_path / "out.jsonl"
     with scripted_openai_server(reply) as (url, received):
@@ -283,7 +286,7 @@ def test_a_request_that_keeps_failing_is_its_clips_failed_record(
     assert summary.done == 0 and len(summary.failed) == 3 and len(received) == 3 * 3
     for source, error in summary.failed:
         assert error.startswith(source) and "\n" not in error
-        assert "(503: engine restarting) after 3 tries" in error
+        assert "(500: engine restarting) after 3 tries" in error
     assert all(r["status"] == "failed" for r in by_clip(out).values())
 
 
