@@ -623,7 +623,8 @@ def test_a_model_loaded_by_the_user_is_refused_saying_what_to_pass(where: str) -
 def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_write_them() -> None:
     """``settings={"max_new_tokens": 4}`` failed with an AttributeError after the model
     loaded, and ``ModelConfig(dtype=torch.bfloat16)`` was refused: a dict of the settings'
-    fields and a torch dtype or device are taken by name; anything else is one TypeError."""
+    fields and a torch dtype or device are taken by name; a field it lacks is a ConfigError,
+    anything else one TypeError."""
     import torch
 
     from framepipe.generate import GenerationSettings, ModelConfig
@@ -634,8 +635,8 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
     )
     assert pipe.settings == GenerationSettings(max_new_tokens=4, batch_size=2)
     assert (pipe.model_config.dtype, pipe.model_config.device) == ("bfloat16", "cpu")
-    with pytest.raises(TypeError, match="max_tokens"):
-        Pipeline(settings={"max_tokens": 4})
+    with pytest.raises(ConfigError, match="has no field 'max_tokens'"):
+        Pipeline(settings={"max_tokens": 4})  # as sample={"frames": 8} is
     with pytest.raises(TypeError, match=r"^settings must be a framepipe.generate.Generation"):
         Pipeline(settings=4)  # type: ignore[arg-type]
 
