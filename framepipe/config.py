@@ -76,19 +76,34 @@ class SampleConfig:
     def key_parts(self) -> dict[str, Any]:
         """What, with the source, determines the selected frames (for resume keys). Sampler
         options given at their default are left out (:func:`canonical_params`): giving one
-        is the same setting as leaving it out."""
+        is the same setting as leaving it out; so are the windows said another way:
+        ``clip_seconds`` alone (``--clip-seconds``, which implies windows, the form the keys
+        keep) or with ``clips="windows"``, a stride equal to the length (the default), and
+        seconds as int or float."""
         name, fn = get_sampler(self.sampler)
+        clips = self.clips
+        length, stride = _seconds(self.clip_seconds), _seconds(self.stride_seconds)
+        if length is not None and clips == "windows":
+            clips = "whole"
+        if stride is not None and stride == length:
+            stride = None
         return {
             "n": self.n,
             "sampler": name,
             "sampler_params": canonical_params(fn, self.sampler_params),
-            "clips": self.clips,
-            "clip_seconds": self.clip_seconds,
-            "stride_seconds": self.stride_seconds,
+            "clips": clips,
+            "clip_seconds": length,
+            "stride_seconds": stride,
             "clip_params": self.clip_params,
             "source_options": self.source_options,
             "kind": self.kind,
         }
+
+
+def _seconds(value: float | None) -> float | None:
+    """Seconds as the keys hold them (a float: 1 and 1.0 are one setting)."""
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return float(value) if is_number else value  # type: ignore[arg-type]
 
 
 def as_sample_config(value: Any, what: str = "cfg") -> SampleConfig:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import email.utils
+import functools
 import glob
 import hashlib
 import json
@@ -14,9 +16,10 @@ import socket
 import tempfile
 import time
 import unicodedata
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar
 
 _NUM = re.compile(r"(\d+)")
 
@@ -282,3 +285,29 @@ def retry_after_s(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+P = ParamSpec("P")
+G = TypeVar("G", bound=Generator[Any, Any, Any])
+
+
+def closed_at_exit(fn: Callable[P, G]) -> Callable[P, G]:
+    """The generator function ``fn``, its generators closed as the interpreter begins to
+    exit when they are still open (a loop left with ``break`` while a variable holds the
+    generator): their ``finally`` (a run's decoders stopped, its output tidied) runs while
+    Python still works, not as its modules are torn down (where it fails)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> G:
+        gen = fn(*args, **kwargs)
+        ref = weakref.ref(gen)
+
+        def close() -> None:
+            if (g := ref()) is not None:
+                g.close()
+
+        atexit.register(close)
+        weakref.finalize(gen, atexit.unregister, close).atexit = False  # collected: forgotten
+        return gen
+
+    return wrapper

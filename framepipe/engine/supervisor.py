@@ -28,6 +28,7 @@ bounded streaming.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import signal
@@ -149,6 +150,10 @@ class DecoderProcess:
             child.close()
         self._proc, self._conn, self._ready = proc, parent, False
         self.starts += 1
+        # a child still running when the interpreter exits (a run's generator never closed:
+        # a loop left with ``break`` while a variable holds it) is stopped first: Python
+        # then joins its processes after a SIGTERM, which a decoder ignores (HELD_SIGNALS)
+        atexit.register(self.close)
 
     @property
     def process(self) -> Any:
@@ -166,6 +171,7 @@ class DecoderProcess:
             proc.kill()
 
     def _stop(self) -> None:
+        atexit.unregister(self.close)
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None
         if conn is not None:

@@ -55,6 +55,7 @@ from framepipe.runs.common import (
     stream,
 )
 from framepipe.types import ClipResult
+from framepipe.utils import closed_at_exit
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -260,6 +261,7 @@ class Pipeline:
             )
         )
 
+    @closed_at_exit
     def iter(
         self,
         paths: InputPaths,

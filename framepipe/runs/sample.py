@@ -41,6 +41,7 @@ from framepipe.runs.common import (
     stream,
 )
 from framepipe.types import ClipResult
+from framepipe.utils import closed_at_exit
 
 if TYPE_CHECKING:
     from framepipe.engine import RayOptions
@@ -160,6 +161,7 @@ def sample(
     )
 
 
+@closed_at_exit
 def iter_sample(
     paths: InputPaths,
     out_dir: str | Path,

@@ -313,3 +313,25 @@ def test_a_killed_run_then_a_rerun_leaves_one_record_per_clip(tmp_path: Path) ->
     recs = list(read_records(manifest))
     assert len(recs) == 41 and len({r["key"] for r in recs}) == 41
     assert _by_source(recs)["a_broken.mp4"] == ["failed"]
+
+
+def test_clip_seconds_written_another_way_is_the_same_setting(inputs: Path, tmp_path: Path) -> None:
+    # --clip-seconds implies --clips windows, a window's stride is its length by default,
+    # and 1 second is 1.0: said either way, a re-run finds its clips done (it answered
+    # them all again, and the output held two records of every clip)
+    out = tmp_path / "s"
+    ways = [
+        SampleConfig(n=2, clip_seconds=0.25),  # what `--clip-seconds 0.25` gives
+        SampleConfig(n=2, clips="windows", clip_seconds=0.25),
+        SampleConfig(n=2, clips="windows", clip_seconds=0.25, stride_seconds=0.25),
+    ]
+    first = sample([inputs], out, ways[0], workers=0, sheets=False)
+    assert first.done == 5  # a.mp4 (20 frames at 30 fps) in 3 windows, b.mp4 in 2
+    for cfg in ways[1:]:
+        s = sample([inputs], out, cfg, workers=0, sheets=False)
+        assert (s.done, s.skipped) == (0, 5)
+    ints = tmp_path / "i"
+    sample([inputs], ints, SampleConfig(n=2, clip_seconds=1), workers=0, sheets=False)
+    s = sample([inputs], ints, SampleConfig(n=2, clip_seconds=1.0), workers=0, sheets=False)
+    assert (s.done, s.skipped) == (0, 2)
+    assert len(list(read_output(out / "manifest.jsonl"))) == 6  # 5 clips and broken.mp4

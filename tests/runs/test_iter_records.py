@@ -6,6 +6,9 @@ that a later run resumes)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -169,3 +172,36 @@ def test_iter_sample_yields_the_manifests_records_and_stops_on_break(
         3,
         4,
     )
+
+
+HELD_AND_LEFT = """
+import sys
+from framepipe import iter_sample
+
+if __name__ == "__main__":
+    run = iter_sample([sys.argv[1]], sys.argv[2], 2, workers=1)  # held in a variable
+    for rec in run:
+        break
+    print("left the loop", flush=True)
+"""
+
+
+def test_a_script_that_leaves_the_loop_with_the_run_in_a_variable_exits(
+    videos: Path, tmp_path: Path
+) -> None:
+    # the generator is not closed by the ``break`` (a variable holds it): at exit Python
+    # joined the decoder process after a SIGTERM, which a decoder ignores: it never exited
+    script = tmp_path / "held.py"
+    script.write_text(HELD_AND_LEFT)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(videos), str(out)],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "left the loop" in done.stdout
+    # and its output was tidied while Python still worked (not as its modules went away)
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+    assert len(list(read_records(out / "manifest.jsonl"))) == 1
+    assert sample([videos], out, 2).done == 3
