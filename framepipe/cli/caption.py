@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, SettingError, field_default, note, run_with_progress
+from framepipe.cli.common import Command, SettingError, field_default, note
 from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
+from framepipe.cli.progress import run_with_progress
 from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
 from framepipe.errors import FramepipeError
 from framepipe.generate.backend import BACKENDS

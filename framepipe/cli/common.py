@@ -1,19 +1,18 @@
 """What the commands share: logging through the progress bar, the command class (old
-spellings, optional extras and framepipe's errors, the same for every command), the progress
-bar of a run, and the per-source report of ``info`` and ``shots``."""
+spellings, optional extras and framepipe's errors, the same for every command; usage errors
+as one line), and the per-source report of ``info`` and ``shots``. A run's progress bar is
+in :mod:`framepipe.cli.progress`."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
-import io
 import json
 import logging
-import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence, Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -21,11 +20,6 @@ from click.core import ParameterSource
 from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
 from framepipe.extras import AFTER_THE_DEVICE, check_extras
 from framepipe.utils import shown_text, without_secrets
-
-if TYPE_CHECKING:
-    from framepipe.config import SampleConfig
-    from framepipe.discovery import Input, Skipped
-    from framepipe.types import ClipResult
 
 
 class _TqdmHandler(logging.Handler):
@@ -252,137 +246,26 @@ class Group(_Spellings, click.Group):
         setup_logging(logging.WARNING)
         return super().parse_args(ctx, args)
 
+    # A usage error (a bad value click's own parsing refuses, a missing option, an unknown
+    # command) is one line, ``Error: ...``, as framepipe's own refusals are: without its
+    # context click would not print the usage and the help hint above it.
+    def make_context(self, *args: Any, **kw: Any) -> click.Context:
+        with one_line_usage_errors():
+            return super().make_context(*args, **kw)
 
-# -- runs: a progress bar of clips ----------------------------------------------------------
-NARROW_COLUMNS = 60
-"""A terminal narrower than this gets the short bar (:func:`bar_format`)."""
-
-
-def bar_format(columns: int | None, *, total: bool) -> str | None:
-    """tqdm's format of the bar for a terminal ``columns`` wide (``total``: whether the bar
-    has one): tqdm's own (None) where it fits; in a narrow terminal the count and the
-    failures first, then a short bar, and no timings (tqdm's own line would be cut in the
-    middle of a number, the failures lost)."""
-    if columns is None or columns >= NARROW_COLUMNS:
-        return None
-    if not total:
-        return "{desc}: {n_fmt} {unit}{postfix}"
-    return "{desc}: {n_fmt}/{total_fmt}{postfix} {percentage:3.0f}%|{bar}|"
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_usage_errors():
+            return super().invoke(ctx)
 
 
-def _columns() -> int | None:
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Click's usage errors raised inside, printed as their ``Error:`` line alone."""
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
-    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
-        return None
-
-
-class Progress:
-    """A tqdm bar of clips with clips/s and ETA (a total only when ``whole``: one clip per
-    input). It appears with the first clip, so model loading does not count in the rate.
-    Its methods are a run's ``on_input``, ``on_record`` and ``on_skip``."""
-
-    def __init__(self, desc: str, *, whole: bool) -> None:
-        self.desc = desc
-        self.whole = whole
-        self.total: int | None = None
-        self.bar: Any = None
-        self.written = 0
-        self.failed = 0
-
-    def on_input(self, inputs: Sequence[Input] | Iterator[Input], notes: Sequence[Skipped]) -> None:
-        if not logging.getLogger("framepipe.inputs").isEnabledFor(logging.INFO):
-            for n in notes:  # else the library's own line (-v) says it, once
-                note(f"note: skipping {n.path}: {n.reason}")
-        # a streamed manifest has no len(): no total
-        self.total = len(inputs) if self.whole and isinstance(inputs, Sized) else None
-
-    def _ensure(self) -> Any:
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=self.total,
-                unit="clip",
-                desc=self.desc,
-                file=sys.stderr,
-                disable=None if chatty() else True,  # None: off when stderr is no terminal
-                dynamic_ncols=True,
-                bar_format=bar_format(_columns(), total=self.total is not None),
-            )
-        return self.bar
-
-    def on_skip(self, count: int) -> None:
-        bar = self._ensure()
-        if bar.total is not None:
-            bar.total = max(bar.n, bar.total - count)
-            bar.refresh()
-
-    def on_record(self, rec: ClipResult) -> None:
-        bar = self._ensure()
-        self.written += 1
-        if rec.status != "ok":
-            self.failed += 1
-            bar.set_postfix_str(f"{self.failed} failed", refresh=False)
-        bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch scheduler at a job's time limit): it stops a run the way
-    Ctrl-C does, so what is written stays and the same command resumes."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends the process at once
-    raise Terminated
-
-
-def run_with_progress(
-    run: Callable[..., Any], config: SampleConfig, written_to: object, rest: str, **kw: Any
-) -> Any:
-    """``run(**kw)`` (``sample`` or ``caption``, with ``config``) with a :class:`Progress`
-    bar of its clips, keeping no records in memory (the output has them); Ctrl-C says how
-    many clips were written to ``written_to`` and exits with status 130 (``rest``: what the
-    same command does again), SIGTERM the same with status 143."""
-    whole = config.clips == "whole" and config.clip_seconds is None
-    progress = Progress(run.__name__, whole=whole)
-    try:
-        before: Any = signal.signal(signal.SIGTERM, _on_sigterm)
-        installed = True
-    except ValueError:  # not the main thread (an embedding application's): its own handler
-        installed = False
-    try:
-        return run(
-            keep_records=False,
-            on_input=progress.on_input,
-            on_record=progress.on_record,
-            on_skip=progress.on_skip,
-            **kw,
-        )
-    except KeyboardInterrupt as exc:
-        # in a terminal, a line of its own after its ^C (a bar shown ends its own line)
-        shown = progress.bar is not None and not progress.bar.disable
-        lead = "\n" if sys.stderr.isatty() and not shown else ""
-        progress.close()
-        how, code = (
-            ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
-        )
-        click.echo(
-            f"{lead}{how}: {progress.written} clip(s) written to {shown_text(str(written_to))}; "
-            "run the same "
-            f"command again to {rest}",
-            err=True,
-        )
-        sys.exit(code)
-    finally:
-        progress.close()
-        if installed:
-            signal.signal(signal.SIGTERM, before if before is not None else signal.SIG_DFL)
+        yield
+    except click.UsageError as exc:
+        exc.ctx = None
+        raise
 
 
 # -- info and shots: one row per source -----------------------------------------------------

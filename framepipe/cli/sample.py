@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, both_given, deprecated, given, note, run_with_progress
+from framepipe.cli.common import Command, both_given, deprecated, given, note
 from framepipe.cli.options import FORMAT_TEXT, RETRY, FormatChoice, Row, Unset, options
+from framepipe.cli.progress import run_with_progress
 from framepipe.cli.run_options import RUN, decode_timeout, run_arguments
 
 IMAGE_FORMATS = ("jpg", "png")

@@ -10,7 +10,8 @@ import types
 
 import pytest
 
-from framepipe.cli.common import Progress, setup_logging
+from framepipe.cli.common import setup_logging
+from framepipe.cli.progress import Progress
 
 
 class _Terminal(io.StringIO):

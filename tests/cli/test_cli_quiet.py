@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from framepipe.cli import cli
-from framepipe.cli.common import Progress, setup_logging
+from framepipe.cli.common import setup_logging
+from framepipe.cli.progress import Progress
 
 
 @pytest.fixture(scope="module")

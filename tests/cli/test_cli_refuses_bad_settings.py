@@ -212,3 +212,31 @@ def test_a_bad_pool_size_says_which_bound_is_wrong(value: str, reason: str) -> N
     res = CliRunner().invoke(cli, ["sample", "v.mp4", "-o", "out", "--decode-actors", value])
     assert res.exit_code == 2
     assert res.stderr.strip().splitlines()[-1] == f"Error: {reason}"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["sample", "{v}", "-o", "{out}", "--workers", "-1"],
+            "'--workers': -1 is not in the range",
+        ),
+        (["sample", "{v}"], "Missing option '-o' / '--output'"),
+        (["sampel", "{v}"], "No such command 'sampel'. Did you mean 'sample'?"),
+        (["caption", "{v}", "-o", "{out}", "--questions-file", "{empty}"], "holds no question"),
+    ],
+)
+def test_a_setting_clicks_own_parsing_refuses_is_one_line_too(
+    video: Path, tmp_path: Path, args: list[str], says: str
+) -> None:
+    """Values that click's own parsing refuses (a range, a missing option, an unknown
+    command, a file the option reads) printed click's usage line and help hint above the
+    error: three lines, where the README promises one, as framepipe's own refusals are."""
+    empty = tmp_path / "q.txt"
+    empty.write_text("\n")
+    args = [a.format(v=video, out=tmp_path / "out", empty=empty) for a in args]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], lines
+    assert not (tmp_path / "out").exists()
