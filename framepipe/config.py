@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from framepipe.clips import check_clips
-from framepipe.errors import ConfigError
+from framepipe.errors import ConfigError, check_fields
 from framepipe.extras import check_extras
 from framepipe.inputs.download import DEFAULT_STALL_S
 from framepipe.samplers.base import Sampler, canonical_params, check_sampler, get_sampler
@@ -118,13 +118,7 @@ def as_sample_config(value: Any, what: str = "cfg") -> SampleConfig:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return SampleConfig(n=int(value))
     if isinstance(value, Mapping):
-        names = {f.name for f in fields(SampleConfig)}
-        unknown = sorted(map(str, set(value) - names))
-        if unknown:
-            raise ConfigError(
-                f"{what}: SampleConfig has no field {unknown[0]!r} "
-                f"(fields: {', '.join(sorted(names))})"
-            )
+        check_fields(SampleConfig, value, what)
         return SampleConfig(**value)
     raise TypeError(
         f"{what} must be a SampleConfig (or n, the frames per clip, as an int), "

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 _log = logging.getLogger("framepipe.warnings")
 
@@ -125,3 +125,17 @@ def captured_warnings(source: object) -> Iterator[None]:
         seen.add(what)
         where = f"{os.path.basename(w.filename)}:{w.lineno}"
         _log.debug("%s: %s: %s (%s)", source, what[0], " ".join(what[1].split()), where)
+
+
+def check_fields(cls: type, given: Iterable[object], what: str) -> None:
+    """A one-line ConfigError when ``given`` (a dict's keys meant for the dataclass ``cls``,
+    e.g. ``sample={"frames": 8}``) holds a name that is not one of ``cls``'s fields."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(map(str, set(given) - names))
+    if unknown:
+        raise ConfigError(
+            f"{what}: {cls.__name__} has no field {unknown[0]!r} "
+            f"(fields: {', '.join(sorted(names))})"
+        )

@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from framepipe.errors import ConfigError, FramepipeError
+from framepipe.errors import FramepipeError, check_fields
 from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
 from framepipe.registry import Registry
 
@@ -127,13 +126,7 @@ class TransformersBackend:
                 f"own, pass its hub id or folder as model="
             )
         if isinstance(settings, Mapping):  # settings={"max_new_tokens": 64}
-            names = {f.name for f in fields(GenerationSettings)}
-            unknown = sorted(map(str, set(settings) - names))
-            if unknown:
-                raise ConfigError(
-                    f"settings: GenerationSettings has no field {unknown[0]!r} "
-                    f"(fields: {', '.join(sorted(names))})"
-                )
+            check_fields(GenerationSettings, settings, "settings")
             settings = GenerationSettings(**settings)
         if settings is not None and not isinstance(settings, GenerationSettings):
             raise TypeError(

@@ -3,7 +3,7 @@
 A run (``sample``, ``caption``) starts with :func:`begin` (settings checked, the engine
 opened, the inputs found: the notes about paths not taken are logged and handed to
 ``on_input``), says what to do with every clip (a :class:`~framepipe.engine.Work`) and
-calls :func:`execute`: the engine yields each clip's record, which is written
+yields from :func:`stream`: the engine yields each clip's record, which is written
 (:class:`Output`: resuming what the output holds), counted in the :class:`RunSummary` and
 given to ``on_record``. Resume and writing are the run's alone, the same on every engine.
 """
@@ -215,19 +215,6 @@ class HeldPlans:
         entry[1] -= 1
         if entry[1] == 0:
             writer.plan(entry[0])
-
-
-def execute(
-    engine: Engine,
-    tasks: Iterable[EngineTask],
-    work: Work,
-    out: Output,
-    summary: RunSummary,
-    t0: float,
-) -> None:
-    """Run ``tasks`` on ``engine`` to the end: :func:`stream`, its records not kept here."""
-    for _ in stream(engine, tasks, work, out, summary, t0):
-        pass
 
 
 def stream(
