@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -447,3 +448,30 @@ def scripted_openai_server(
 
     with serving(http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as url:
         yield f"{url}/v1", received
+
+
+def records_by_name(path: Path) -> dict[str, dict[str, Any]]:
+    """The records of a run against these servers by their input's file name (one each:
+    asserted)."""
+    from framepipe.output import read_records
+
+    recs = list(read_records(path))
+    out = {Path(r["source"]).name: r for r in recs}
+    assert len(out) == len(recs), "a clip has more than one record"
+    return out
+
+
+def one_request_at_a_time(url: str, wait_s: float) -> Any:
+    """An openai backend for the server at ``url`` (its API root) that asks one question at
+    a time (batches of two clips), tries a failed request once more at once, and waits
+    ``wait_s`` for a server that is down."""
+    from framepipe.generate import GenerationSettings, OpenAIBackend
+
+    return OpenAIBackend(
+        f"{url}/v1",
+        settings=GenerationSettings(batch_size=1),
+        max_concurrency=1,
+        retries=1,
+        backoff_s=0.01,
+        wait_s=wait_s,
+    )

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,20 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
 
 
+def between_a_reads_passes(monkeypatch: pytest.MonkeyPatch, then: Callable[[], None]) -> None:
+    """``then()`` once, when the next read has counted its files' records (its first pass)
+    and not yet read them (its second)."""
+    real = framepipe.output.store.keep_mask
+
+    def hooked(*args: Any, **kw: Any) -> list[bool]:
+        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
+        keep = real(*args, **kw)
+        then()
+        return keep
+
+    monkeypatch.setattr(framepipe.output.store, "keep_mask", hooked)
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
@@ -254,18 +269,14 @@ def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     with open_writer(out) as w:
         w.write(clip_rec("a", "A1", ok=False))
         w.write(clip_rec("b", "B1"))
-    real = framepipe.output.store.keep_mask
     log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
 
-    def appending(*args: Any, **kw: Any) -> list[bool]:  # a run appends meanwhile
-        keep = real(*args, **kw)
+    def appending() -> None:  # a run appends meanwhile
         with open(log, "a", encoding="utf-8") as fh:
             for rec in (clip_rec("a", "A1"), clip_rec("c", "C1")):  # (A1 retried)
                 fh.write(json.dumps(rec.to_json()) + "\n")
-        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
-        return keep
 
-    monkeypatch.setattr(framepipe.output.store, "keep_mask", appending)
+    between_a_reads_passes(monkeypatch, appending)
     merge([out], tmp_path / "m.jsonl")
     assert keys_and_status(tmp_path / "m.jsonl") == [("A1", "failed"), ("B1", "ok")]
     assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
@@ -282,20 +293,16 @@ def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
     log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
     with open(log, "a", encoding="utf-8") as fh:  # A1 retried by a run killed before its end
         fh.write(json.dumps(clip_rec("a", "A1").to_json()) + "\n")
-    real = framepipe.output.store.keep_mask
 
-    def compacting(*args: Any, **kw: Any) -> list[bool]:  # between the reader's two passes,
-        monkeypatch.setattr(framepipe.output.store, "keep_mask", real)
-        keep = real(*args, **kw)  # a run ends and compacts (folds) the file: replaced
+    def compacting() -> None:  # a run ends and compacts (folds) the file: replaced
         with open_writer(out):
             pass
-        return keep
 
     for read in (
         lambda: merge([out], tmp_path / "m.jsonl") and read_output(tmp_path / "m.jsonl"),
         lambda: read_output(out),
     ):
-        monkeypatch.setattr(framepipe.output.store, "keep_mask", compacting)
+        between_a_reads_passes(monkeypatch, compacting)
         assert sorted((r["key"], r["status"]) for r in read()) == [("A1", "ok"), ("B1", "ok")]
         with open(log, "a", encoding="utf-8") as fh:  # (superseded again, for the next read)
             fh.write(json.dumps(clip_rec("b", "B1").to_json()) + "\n")

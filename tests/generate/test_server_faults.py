@@ -26,14 +26,15 @@ from remote_servers import (
     Reply,
     chat_reply,
     free_port,
+    one_request_at_a_time,
+    records_by_name,
     scripted_openai_server,
     serving,
 )
 
 from framepipe.config import SampleConfig
 from framepipe.errors import ConfigError, ModelLoadError, StopRunError
-from framepipe.generate import GenerationSettings, OpenAIBackend
-from framepipe.output import read_records
+from framepipe.generate import OpenAIBackend
 from framepipe.runs.caption import caption
 
 KEY = "sk-framepipe-fault-secret"
@@ -45,13 +46,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(3):
         engine_plugins.make_video(d / f"v{k}.mp4", 20, seed=20 + k, size=(32, 24))
     return d
-
-
-def records(path: Path) -> dict[str, dict[str, Any]]:
-    recs = list(read_records(path))
-    out = {Path(r["source"]).name: r for r in recs}
-    assert len(out) == len(recs), "a clip has more than one record"
-    return out
 
 
 def test_a_connection_cut_mid_answer_is_retried(
@@ -90,7 +84,7 @@ def test_a_connection_cut_mid_answer_is_retried(
         backend = OpenAIBackend(f"{url}/v1", max_concurrency=1, retries=2, backoff_s=0.01)
         summary = caption([videos], out, backend=backend, sample=SampleConfig(n=2), workers=1)
     assert summary.done == 3 and not summary.failed and posts[0] == 3 + 1
-    assert all(r["answers"] == ["whole"] for r in records(out).values())
+    assert all(r["answers"] == ["whole"] for r in records_by_name(out).values())
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
@@ -156,12 +150,12 @@ def test_an_answer_in_content_parts_or_without_usage_is_recorded_as_sent(
                 sample=SampleConfig(n=2),
                 workers=1,
             )
-    parts = records(tmp_path / "parts.jsonl")["v0.mp4"]
+    parts = records_by_name(tmp_path / "parts.jsonl")["v0.mp4"]
     assert parts["answers"] == ["two parts"] and parts["tokens"] == {"prompt": 11, "new": [2]}
-    counts = records(tmp_path / "counts.jsonl")["v0.mp4"]
+    counts = records_by_name(tmp_path / "counts.jsonl")["v0.mp4"]
     assert counts["answers"] == ["no counts"] and counts["status"] == "ok"
     assert "tokens" not in counts
-    odd = records(tmp_path / "odd.jsonl")["v0.mp4"]
+    odd = records_by_name(tmp_path / "odd.jsonl")["v0.mp4"]
     assert odd["status"] == "failed" and f"the server at {url} sent no answer" in odd["error"]
     assert not out.exists()
 
@@ -269,11 +263,11 @@ def test_ctrl_c_while_requests_hang_stops_at_once_and_keeps_the_written_records(
                 proc.wait()
         assert proc.returncode == 130 and took < 10, (took, stdout[-2000:])
         assert b"interrupted: 2 clip(s) written" in stdout and b"Traceback" not in stdout
-        assert len(records(out)) == 2
+        assert len(records_by_name(out)) == 2
         summary = caption(
             [videos], out, backend=OpenAIBackend(url), sample=SampleConfig(n=2), workers=1
         )
-    assert (summary.done, summary.skipped) == (1, 2) and len(records(out)) == 3
+    assert (summary.done, summary.skipped) == (1, 2) and len(records_by_name(out)) == 3
 
 
 def test_a_request_the_server_holds_is_tried_once_more_then_fails_its_clip(
@@ -351,14 +345,8 @@ def test_a_server_gone_for_good_mid_run_stops_the_run_and_the_same_command_resum
                 server.shutdown()
                 server.server_close()
 
-        backend = OpenAIBackend(
-            f"{url}/v1",
-            settings=GenerationSettings(batch_size=1),
-            max_concurrency=1,
-            retries=1,
-            backoff_s=0.01,
-            wait_s=1.0,
-        )  # batches of 2 clips (twice max_concurrency): the server goes after the first
+        # batches of 2 clips (twice max_concurrency): the server goes after the first
+        backend = one_request_at_a_time(url, wait_s=1.0)
         t0 = time.monotonic()
         with pytest.raises(StopRunError) as err:
             caption([videos], out, backend=backend, on_record=gone, **kw)
@@ -366,13 +354,15 @@ def test_a_server_gone_for_good_mid_run_stops_the_run_and_the_same_command_resum
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith(f"the server at {url}/v1 refused every connection")
     assert "for 1 s" in msg and "--server-wait" in msg and 1 <= took < 10
-    first = records(out)
+    first = records_by_name(out)
     assert len(first) == 2 and all(r["status"] == "ok" for r in first.values())
     again = http.server.ThreadingHTTPServer(("127.0.0.1", port), _Answering)
     with serving(again) as url:
         summary = caption([videos], out, backend=OpenAIBackend(f"{url}/v1"), **kw)
     assert (summary.done, summary.skipped, summary.failed) == (1, 2, [])
-    assert len(records(out)) == 3 and all(r["status"] == "ok" for r in records(out).values())
+    assert len(records_by_name(out)) == 3 and all(
+        r["status"] == "ok" for r in records_by_name(out).values()
+    )
 
 
 def test_a_server_restarted_mid_run_is_waited_for_and_no_clip_fails(
@@ -398,14 +388,7 @@ def test_a_server_restarted_mid_run_is_waited_for_and_no_clip_fails(
                 server.server_close()
                 threading.Thread(target=restart, daemon=True).start()
 
-        backend = OpenAIBackend(
-            f"{url}/v1",
-            settings=GenerationSettings(batch_size=1),
-            max_concurrency=1,
-            retries=1,
-            backoff_s=0.01,
-            wait_s=30.0,
-        )
+        backend = one_request_at_a_time(url, wait_s=30.0)
         summary = caption(
             [videos], out, backend=backend, on_record=gone, sample=SampleConfig(n=2), workers=1
         )
@@ -413,7 +396,7 @@ def test_a_server_restarted_mid_run_is_waited_for_and_no_clip_fails(
         s.shutdown()
         s.server_close()
     assert (summary.done, summary.failed) == (3, [])
-    assert all(r["answers"] == ["up"] for r in records(out).values())
+    assert all(r["answers"] == ["up"] for r in records_by_name(out).values())
 
 
 def test_a_server_wait_that_is_negative_is_refused() -> None:
@@ -445,9 +428,9 @@ def test_an_answer_with_null_content_is_its_clips_failed_record_not_an_empty_ans
                 sample=SampleConfig(n=2),
                 workers=1,
             )
-    null = records(tmp_path / "null.jsonl")["v0.mp4"]
+    null = records_by_name(tmp_path / "null.jsonl")["v0.mp4"]
     assert null["status"] == "failed" and not null.get("answers")
     assert f"the server at {url} sent no answer" in null["error"]
     assert "'content': None" in null["error"] and "\n" not in null["error"]
-    empty = records(tmp_path / "empty.jsonl")["v0.mp4"]
+    empty = records_by_name(tmp_path / "empty.jsonl")["v0.mp4"]
     assert empty["status"] == "ok" and empty["answers"] == [""]

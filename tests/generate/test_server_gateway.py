@@ -18,12 +18,11 @@ from typing import Any
 
 import engine_plugins
 import pytest
-from remote_servers import chat_reply, serving
+from remote_servers import chat_reply, one_request_at_a_time, records_by_name, serving
 
 from framepipe.config import SampleConfig
 from framepipe.errors import StopRunError
-from framepipe.generate import GenerationSettings, OpenAIBackend
-from framepipe.output import read_records
+from framepipe.generate import OpenAIBackend
 from framepipe.runs.caption import caption
 
 
@@ -42,13 +41,6 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(3):
         engine_plugins.make_video(d / f"v{k}.mp4", 12, seed=60 + k, size=(32, 24))
     return d
-
-
-def records(path: Path) -> dict[str, dict[str, Any]]:
-    recs = list(read_records(path))
-    out = {Path(r["source"]).name: r for r in recs}
-    assert len(out) == len(recs), "a clip has more than one record"
-    return out
 
 
 class Gateway:
@@ -128,7 +120,7 @@ def test_a_gateway_answering_503_while_the_server_restarts_is_waited_for_and_no_
         )
         summary = caption([videos], out, backend=backend, sample=SampleConfig(n=2), workers=1)
     assert (summary.done, summary.failed) == (3, [])
-    assert all(r["answers"] == ["up"] for r in records(out).values())
+    assert all(r["answers"] == ["up"] for r in records_by_name(out).values())
     assert 503 in gateway.posts
 
 
@@ -171,14 +163,7 @@ def test_a_gateway_answering_502_for_good_stops_the_run_with_one_line_and_the_sa
         gateway.broken = True
 
     with serving(gateway.server()) as url:
-        backend = OpenAIBackend(
-            f"{url}/v1",
-            settings=GenerationSettings(batch_size=1),
-            max_concurrency=1,
-            retries=1,
-            backoff_s=0.01,
-            wait_s=1.0,
-        )
+        backend = one_request_at_a_time(url, wait_s=1.0)
         t0 = time.monotonic()
         with pytest.raises(StopRunError) as err:
             caption([videos], out, backend=backend, on_record=breaks, **kw)
@@ -189,12 +174,14 @@ def test_a_gateway_answering_502_for_good_stops_the_run_with_one_line_and_the_sa
             f"the server at {url}/v1 answered 502 to every request for 1 s "
             "(502: 502 Bad Gateway): start it again and run the same command"
         )
-        first = records(out)
+        first = records_by_name(out)
         assert 1 <= len(first) <= 2 and all(r["status"] == "ok" for r in first.values())
         gateway.broken = False
         summary = caption([videos], out, backend=backend, **kw)
     assert (summary.done, summary.skipped, summary.failed) == (3 - len(first), len(first), [])
-    assert len(records(out)) == 3 and all(r["status"] == "ok" for r in records(out).values())
+    assert len(records_by_name(out)) == 3 and all(
+        r["status"] == "ok" for r in records_by_name(out).values()
+    )
 
 
 class OneSlow(Gateway):
