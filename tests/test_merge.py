@@ -247,6 +247,22 @@ def test_an_inputs_latest_version_wins_whatever_the_files_modification_times(
     assert [r["key"] for r in read_output(folder)] == ["A1v1"]
 
 
+def a_failed_and_b_ok(out: Path) -> tuple[Path, Path]:
+    """``out`` holding A1 failed and B1 ok, and the file a run appends to (Parquet: its
+    journal)."""
+    with open_writer(out) as w:
+        w.write(clip_rec("a", "A1", ok=False))
+        w.write(clip_rec("b", "B1"))
+    return out, framepipe.output.store.journal_of(out) if out.suffix == ".parquet" else out
+
+
+def appended(log: Path, *recs: Any) -> None:
+    """``recs`` appended to ``log`` as a run appends them."""
+    with open(log, "a", encoding="utf-8") as fh:
+        for rec in recs:
+            fh.write(json.dumps(rec.to_json()) + "\n")
+
+
 def between_a_reads_passes(monkeypatch: pytest.MonkeyPatch, then: Callable[[], None]) -> None:
     """``then()`` once, when the next read has counted its files' records (its first pass)
     and not yet read them (its second)."""
@@ -265,16 +281,10 @@ def between_a_reads_passes(monkeypatch: pytest.MonkeyPatch, then: Callable[[], N
 def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / f"r.{fmt}"
-    with open_writer(out) as w:
-        w.write(clip_rec("a", "A1", ok=False))
-        w.write(clip_rec("b", "B1"))
-    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
+    out, log = a_failed_and_b_ok(tmp_path / f"r.{fmt}")
 
     def appending() -> None:  # a run appends meanwhile
-        with open(log, "a", encoding="utf-8") as fh:
-            for rec in (clip_rec("a", "A1"), clip_rec("c", "C1")):  # (A1 retried)
-                fh.write(json.dumps(rec.to_json()) + "\n")
+        appended(log, clip_rec("a", "A1"), clip_rec("c", "C1"))  # (A1 retried)
 
     between_a_reads_passes(monkeypatch, appending)
     merge([out], tmp_path / "m.jsonl")
@@ -286,13 +296,8 @@ def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
 def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
     tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / f"r.{fmt}"
-    with open_writer(out) as w:
-        w.write(clip_rec("a", "A1", ok=False))
-        w.write(clip_rec("b", "B1"))
-    log = framepipe.output.store.journal_of(out) if fmt == "parquet" else out
-    with open(log, "a", encoding="utf-8") as fh:  # A1 retried by a run killed before its end
-        fh.write(json.dumps(clip_rec("a", "A1").to_json()) + "\n")
+    out, log = a_failed_and_b_ok(tmp_path / f"r.{fmt}")
+    appended(log, clip_rec("a", "A1"))  # A1 retried by a run killed before its end
 
     def compacting() -> None:  # a run ends and compacts (folds) the file: replaced
         with open_writer(out):
@@ -304,8 +309,7 @@ def test_a_merge_racing_a_runs_compaction_keeps_every_clip(
     ):
         between_a_reads_passes(monkeypatch, compacting)
         assert sorted((r["key"], r["status"]) for r in read()) == [("A1", "ok"), ("B1", "ok")]
-        with open(log, "a", encoding="utf-8") as fh:  # (superseded again, for the next read)
-            fh.write(json.dumps(clip_rec("b", "B1").to_json()) + "\n")
+        appended(log, clip_rec("b", "B1"))  # (superseded again, for the next read)
     assert sorted(keys_and_status(out)) == [("A1", "ok"), ("B1", "ok")]
 
 
