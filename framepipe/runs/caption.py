@@ -50,7 +50,7 @@ from framepipe.runs.common import (
     RunSummary,
     begin,
     check_writable,
-    drain,
+    eager,
     save_clip_images,
     stream,
 )
@@ -211,56 +211,6 @@ class Pipeline:
         return self.backend.load()
 
     # -- running ------------------------------------------------------------------------------
-    def run(
-        self,
-        paths: InputPaths,
-        output: str | Path | None = "results.jsonl",
-        *,
-        overwrite: bool = False,
-        format: str | None = None,
-        retry_failed: bool = True,
-        part: str | None = None,
-        keep_records: bool = True,
-        on_input: OnInput | None = None,
-        on_record: OnRecord | None = None,
-        on_skip: Callable[[int], None] | None = None,
-        inputs_from: str | Path | Iterable[str | Path] | None = None,
-        cache_dir: str | Path | None = None,
-        shard: Shard | str | tuple[int, int] | None = None,
-    ) -> CaptionSummary:
-        """Answer every clip of every input under ``paths``.
-
-        With ``output`` (a JSONL or, ``format="parquet"`` or by its suffix, a Parquet file;
-        a folder, or a path ending with ``/``, gets the part file ``part-<part>.<format>``:
-        see :func:`framepipe.output.open_writer`), records are appended as they finish and a
-        re-run with the same settings skips the clips already answered (``retry_failed=False``:
-        failed ones too); its records replace the old ones of the same clips, so the output
-        holds one record per clip (``overwrite`` starts afresh); with ``output=None``
-        nothing is written and the records are only returned.
-        Failed clips are records with ``status: failed``; the run goes on. ``paths`` may
-        hold remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed;
-        a row's questions replace ``questions`` for it); remote inputs are staged under
-        ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
-        :meth:`iter` is the same run, its records handed over one by one as they finish.
-        """
-        return drain(
-            self.iter(
-                paths,
-                output,
-                overwrite=overwrite,
-                format=format,
-                retry_failed=retry_failed,
-                part=part,
-                keep_records=keep_records,
-                on_input=on_input,
-                on_record=on_record,
-                on_skip=on_skip,
-                inputs_from=inputs_from,
-                cache_dir=cache_dir,
-                shard=shard,
-            )
-        )
-
     @closed_at_exit
     def iter(
         self,
@@ -353,6 +303,28 @@ class Pipeline:
             summary.load_s, summary.check_s = t_check + engine.load_s, t_check
             summary.generate_s = engine.generate_s
         return summary
+
+    run = eager(
+        iter,
+        "run",
+        """Answer every clip of every input under ``paths``.
+
+        With ``output`` (a JSONL or, ``format="parquet"`` or by its suffix, a Parquet file;
+        a folder, or a path ending with ``/``, gets the part file ``part-<part>.<format>``:
+        see :func:`framepipe.output.open_writer`), records are appended as they finish and a
+        re-run with the same settings skips the clips already answered (``retry_failed=False``:
+        failed ones too); its records replace the old ones of the same clips, so the output
+        holds one record per clip (``overwrite`` starts afresh); with ``output=None``
+        nothing is written and the records are only returned.
+        Failed clips are records with ``status: failed``; the run goes on. ``paths`` may
+        hold remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed;
+        a row's questions replace ``questions`` for it); remote inputs are staged under
+        ``cache_dir``; ``shard="I/N"`` runs only that shard of the inputs.
+        :meth:`iter` is the same run, its records handed over one by one as they finish.
+        """,
+        output="results.jsonl",
+        keep_records=True,
+    )
 
 
 def local_or_uri(path: str | Path) -> str | Path:

@@ -11,6 +11,8 @@ given to ``on_record``. Resume and writing are the run's alone, the same on ever
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import os
 import time
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 from framepipe.config import SampleConfig
@@ -47,6 +49,7 @@ from framepipe.utils import safe_stem, stable_digest
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 R = TypeVar("R")
 
 OnInput = Callable[[Sequence[Input] | Iterator[Input], Sequence[Skipped]], None]
@@ -294,13 +297,44 @@ def stream(
         summary.elapsed_s = time.perf_counter() - t0
 
 
-def drain(run: Generator[Any, None, R]) -> R:
-    """Run the generator ``run`` to its end and return what it returns (a run's summary)."""
-    while True:
-        try:
-            next(run)
-        except StopIteration as end:
-            return end.value
+def eager(
+    lazy: Callable[P, Generator[Any, None, R]], name: str, doc: str, **defaults: Any
+) -> Callable[P, R]:
+    """The run ``lazy`` (a generator function yielding records) as the function ``name``
+    that runs it to its end and returns what it returns (the run's summary), documented by
+    ``doc``.
+    ``defaults`` replace some of ``lazy``'s defaults (what the eager form's caller expects,
+    e.g. ``keep_records=True``); its signature (``help``, ``inspect``, IDEs through mypy's
+    ``ParamSpec``) is ``lazy``'s, with those defaults."""
+    sig = inspect.signature(lazy)
+    params = [
+        p.replace(default=defaults.pop(p.name)) if p.name in defaults else p
+        for p in sig.parameters.values()
+    ]
+    if defaults:
+        raise TypeError(f"{lazy.__name__} has no parameter {next(iter(defaults))!r}")
+    ret = sig.return_annotation  # "Generator[record, None, summary]" -> "summary"
+    if isinstance(ret, str):
+        ret = ret.rpartition(",")[2].strip(" ]")
+    sig = sig.replace(parameters=params, return_annotation=ret)
+
+    @functools.wraps(lazy)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        gen = lazy(*bound.args, **bound.kwargs)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as end:
+                return end.value
+
+    run.__name__ = name
+    run.__qualname__ = f"{lazy.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
+    run.__doc__ = inspect.cleandoc(doc)
+    run.__signature__ = sig  # type: ignore[attr-defined]
+    del run.__wrapped__  # help() shows ``sig``, not ``lazy``'s own
+    return run
 
 
 def missing_folders(folder: Path) -> list[Path]:

@@ -36,7 +36,7 @@ from framepipe.runs.common import (
     Output,
     RunSummary,
     begin,
-    drain,
+    eager,
     save_clip_images,
     stream,
 )
@@ -87,78 +87,6 @@ def remote_exists(storage_options: dict[str, Any] | None) -> Callable[[str], boo
             return False
 
     return exists
-
-
-def sample(
-    paths: InputPaths,
-    out_dir: str | Path,
-    cfg: SampleConfig | int | None = None,
-    *,
-    overwrite: bool = False,
-    format: str | None = None,
-    retry_failed: bool = True,
-    image_format: str = "jpg",
-    sheets: bool = True,
-    workers: int = 1,
-    decode_timeout_s: float | None = DEFAULT_DECODE_TIMEOUT_S,
-    keep_records: bool = True,
-    on_input: OnInput | None = None,
-    on_record: OnRecord | None = None,
-    on_skip: Callable[[int], None] | None = None,
-    engine: str = "local",
-    ray_options: RayOptions | None = None,
-    inputs_from: str | Path | Iterable[str | Path] | None = None,
-    cache_dir: str | Path | None = None,
-    shard: Shard | str | tuple[int, int] | None = None,
-) -> RunSummary:
-    """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
-
-    ``out_dir/manifest.jsonl`` (``format="parquet"``: ``manifest.parquet``) gets one record
-    per clip. A re-run skips clips whose ``ok`` record is already there (same source file
-    and settings; ``retry_failed=False``: failed ones too) and its new records replace the
-    old ones of the same clips; ``overwrite`` starts afresh.
-    ``cfg`` is a :class:`SampleConfig`; an int is its ``n`` (``sample(paths, out, 8)``).
-    Failures are records; the run always goes on. ``on_input`` is called once with what
-    discovery found, ``on_record`` after each record, ``on_skip`` with each count of clips
-    skipped as done (for progress bars); a bad setting is refused (ConfigError) before
-    anything runs. ``workers`` processes decode and write the frames (one by default; with
-    more, records come in the order they finish), and ``decode_timeout_s`` stops a decoder
-    stuck on one input or clip (its clip becomes a failed record, the run goes on).
-    ``workers=0`` reads everything in this process, in input order: easy to debug, but
-    *unprotected*: no timeout can stop a decoder that hangs there, and a crash in a
-    decoding library ends the run.
-    ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
-    manifest has them all, and a long run does not hold them in memory. ``paths`` may hold
-    remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed, never
-    listed); remote inputs are staged under ``cache_dir``; ``shard="I/N"`` samples only that
-    shard of the inputs (see :mod:`framepipe.inputs`). ``engine="ray"`` runs the stages on
-    Ray Data (``ray_options``: the cluster, actors and resources; see
-    :mod:`framepipe.engine.ray`); ``workers`` is then not used.
-    :func:`iter_sample` is the same run, its records handed over one by one as they finish.
-    """
-    return drain(
-        iter_sample(
-            paths,
-            out_dir,
-            cfg,
-            overwrite=overwrite,
-            format=format,
-            retry_failed=retry_failed,
-            image_format=image_format,
-            sheets=sheets,
-            workers=workers,
-            decode_timeout_s=decode_timeout_s,
-            keep_records=keep_records,
-            on_input=on_input,
-            on_record=on_record,
-            on_skip=on_skip,
-            engine=engine,
-            ray_options=ray_options,
-            inputs_from=inputs_from,
-            cache_dir=cache_dir,
-            shard=shard,
-        )
-    )
 
 
 @closed_at_exit
@@ -229,6 +157,38 @@ def iter_sample(
     )
     yield from stream(eng, (_task(item) for item in inputs), work, output, summary, t0)
     return summary
+
+
+sample = eager(
+    iter_sample,
+    "sample",
+    """Sample every clip of every input under ``paths`` and write them to ``out_dir``.
+
+    ``out_dir/manifest.jsonl`` (``format="parquet"``: ``manifest.parquet``) gets one record
+    per clip. A re-run skips clips whose ``ok`` record is already there (same source file
+    and settings; ``retry_failed=False``: failed ones too) and its new records replace the
+    old ones of the same clips; ``overwrite`` starts afresh.
+    ``cfg`` is a :class:`SampleConfig`; an int is its ``n`` (``sample(paths, out, 8)``).
+    Failures are records; the run always goes on. ``on_input`` is called once with what
+    discovery found, ``on_record`` after each record, ``on_skip`` with each count of clips
+    skipped as done (for progress bars); a bad setting is refused (ConfigError) before
+    anything runs. ``workers`` processes decode and write the frames (one by default; with
+    more, records come in the order they finish), and ``decode_timeout_s`` stops a decoder
+    stuck on one input or clip (its clip becomes a failed record, the run goes on).
+    ``workers=0`` reads everything in this process, in input order: easy to debug, but
+    *unprotected*: no timeout can stop a decoder that hangs there, and a crash in a
+    decoding library ends the run.
+    ``keep_records=False`` only counts the records (``summary.records`` stays empty): the
+    manifest has them all, and a long run does not hold them in memory. ``paths`` may hold
+    remote URIs and ``Input`` objects; ``inputs_from`` names manifests (streamed, never
+    listed); remote inputs are staged under ``cache_dir``; ``shard="I/N"`` samples only that
+    shard of the inputs (see :mod:`framepipe.inputs`). ``engine="ray"`` runs the stages on
+    Ray Data (``ray_options``: the cluster, actors and resources; see
+    :mod:`framepipe.engine.ray`); ``workers`` is then not used.
+    :func:`iter_sample` is the same run, its records handed over one by one as they finish.
+    """,
+    keep_records=True,
+)
 
 
 def _task(item: Input) -> EngineTask:

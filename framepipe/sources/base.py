@@ -54,9 +54,13 @@ class Source(Closing, ABC):
     def __init__(self, path: str | Path, **options: Any) -> None:
         """Check the options (a one-line ConfigError naming a bad one) and open nothing: the
         file is opened by :meth:`info` (so :func:`check_source_options` can make a kind on
-        no file to check a run's options before any input is read)."""
+        no file to check a run's options before any input is read). A kind that names its
+        options hands the others here: they are other kinds' (a run's options are shared by
+        every kind of its inputs), noted at debug level, not an error."""
         self.path = Path(path)
         self.options = options
+        if options and self.option_names() is not None:
+            log.debug("%s: ignoring source option(s) %s", path, sorted(options))
 
     @classmethod
     def option_names(cls) -> frozenset[str] | None:

@@ -129,11 +129,7 @@ class MultiviewSource(Source):
         background: Any = (255, 255, 255),
         **options: Any,
     ) -> None:
-        super().__init__(
-            path, max_side=max_side, min_views=min_views, verify=verify, background=background
-        )
-        if options:  # options for other kinds share the command line: not an error here
-            log.debug("%s: ignoring source option(s) %s", path, sorted(options))
+        super().__init__(path, **options)
         self.max_side = _int_option("max_side", max_side, minimum=0)
         self.min_views = _int_option("min_views", min_views, minimum=1)
         self.verify = str(verify)

@@ -113,11 +113,7 @@ class VideoSource(Source):
         background: Any = (255, 255, 255),
         **options: Any,
     ) -> None:
-        super().__init__(
-            path, backend=backend, threads=threads, skip_nonref=skip_nonref, background=background
-        )
-        if options:  # options for other kinds share the command line: not an error here
-            log.debug("%s: ignoring source option(s) %s", path, sorted(options))
+        super().__init__(path, **options)
         backend = str(backend).lower()
         if backend not in BACKENDS:
             raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
