@@ -70,9 +70,6 @@ class SampleConfig:
             kinds = [self.kind]
         check_source_options(self.source_options, kinds)
 
-    def sampler_name(self) -> str:
-        return get_sampler(self.sampler)[0]
-
     def key_parts(self) -> dict[str, Any]:
         """What, with the source, determines the selected frames (for resume keys). Sampler
         options given at their default are left out (:func:`canonical_params`): giving one

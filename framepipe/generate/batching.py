@@ -202,10 +202,8 @@ def answer_length(tokens: list[int], eos_ids: list[int]) -> int:
 
 
 def is_oom(exc: BaseException) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
+    import torch
+
     if isinstance(exc, torch.OutOfMemoryError):  # CUDA (and other accelerators)
         return True
     # the CPU allocator raises a plain RuntimeError

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NViewMethod = Literal["auto", "poses", "appearance", "even"]
 SIGNATURE_SIZE = (16, 12)
 """Width x height of the colour thumbnails compared when there are no poses."""
 MAX_SIGNATURES = 1024

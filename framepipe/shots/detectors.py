@@ -81,14 +81,6 @@ def register_detector(detector: ShotDetector) -> ShotDetector:
     return detector
 
 
-def get_detector(name: str) -> ShotDetector:
-    """The detector ``name``, checked usable here: ConfigError for an unknown name,
-    MissingDependencyError (naming the extra) for a missing library."""
-    detector = DETECTORS.get(name)
-    detector.check()
-    return detector
-
-
 def checked_detector(params: Mapping[str, Any]) -> tuple[DetectorParams, ShotDetector]:
     """The shot detector's settings ``params`` checked, and the detector they choose: an
     unknown detector, a bad value or a setting the chosen detector does not read (given, even

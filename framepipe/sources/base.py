@@ -16,7 +16,7 @@ import logging
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -220,8 +220,6 @@ def frame_indices(indices: Iterable[Any], path: str | Path) -> list[int]:
         out.append(int(i))
     return out
 
-
-SourceFactory = Callable[..., Source]
 
 SOURCES: Registry[type[Source]] = Registry(
     "source kind",

@@ -70,7 +70,6 @@ class VideoIndex:
     """Demuxer name (``mov,mp4,m4a,3gp,3g2,mj2``, ``avi``, ``matroska,webm`` ...)."""
     codec: str
     time_base: Fraction
-    stream_index: int
     pts: np.ndarray
     """int64 presentation time (stream ticks) of frame ``i``, strictly increasing."""
     packet_ts: np.ndarray
@@ -274,7 +273,6 @@ def _common(container: Any, stream: Any, path: Path) -> dict[str, Any]:
         "container": container.format.name,
         "codec": cc.name,
         "time_base": Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000),
-        "stream_index": stream.index,
         "fps": Fraction(rate) if rate else None,
         "coded_width": int(cc.width),
         "coded_height": int(cc.height),
