@@ -185,3 +185,39 @@ def test_decord_read_error_is_a_failed_record_not_an_unexpected_error(
     assert rec.indices is not None and len(rec.indices) == 4  # the selection is kept
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "unexpected" not in caplog.text
+
+
+# -- files whose first frame is not at time 0 ------------------------------------------------
+def _late_start(d: Path, name: str) -> Path:
+    """150 self-indexing frames (H.264 with B-frames, 25 fps) in a file whose first frame
+    is not at 0 s: a delayed start (``-itsoffset``), a fragmented MP4 as recorders write it,
+    a Matroska file with a start offset."""
+    h264 = ["-c:v", "libx264", "-bf", "3", "-g", "50", "-pix_fmt", "yuv420p"]
+    src = media.ffmpeg_encode(d / "src.mp4", h264, 150, 25)
+    out = d / name
+    if name == "delayed.mp4":
+        media.ffmpeg("-itsoffset", "0.5", "-i", str(src), "-c", "copy", str(out))
+    elif name == "fragmented.mp4":
+        media.ffmpeg(
+            "-i", str(src), "-c", "copy", "-movflags", "frag_keyframe+empty_moov", str(out)
+        )
+    else:
+        media.ffmpeg("-i", str(src), "-c", "copy", "-output_ts_offset", "3.2", str(out))
+    return out
+
+
+@needs_decord
+@pytest.mark.skipif(media.FFMPEG is None, reason="needs the ffmpeg command-line tool")
+@pytest.mark.parametrize("name", ["delayed.mp4", "fragmented.mp4", "offset.mkv"])
+def test_decord_reads_a_video_whose_first_frame_is_not_at_zero(tmp_path: Path, name: str) -> None:
+    """decord counts its timestamps from the stream's start; that alone is no reason to
+    refuse a file it reads exactly (the frames' timestamps stay the index's)."""
+    path = _late_start(tmp_path, name)
+    pyav = VideoSource(path, backend="pyav").info()
+    assert pyav.timestamps_s is not None and pyav.timestamps_s[0] > 0.05  # a late start
+    src = VideoSource(path, backend="decord")
+    assert src.info().backend == "decord"
+    want = [0, 1, 49, 50, 51, 97, 149]
+    batch = src.read(want)
+    assert [media.read_index(f) for f in batch.frames] == want
+    assert batch.timestamps_s == tuple(pyav.timestamps_s[i] for i in want)
