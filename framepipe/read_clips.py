@@ -358,9 +358,11 @@ def restrict_clips(
     range): a clip keeps its frames whose timestamps fall in the range, and a clip with none
     is dropped. SamplingError when the source has no timestamps (not a video) or no frame
     falls in the range."""
-    lo = 0.0 if start_s is None else start_s
+    # no start_s: from the first frame, even one before 0 s (a negative start time)
+    lo = -float("inf") if start_s is None else start_s
     hi = float("inf") if end_s is None else end_s
-    what = f"clip range {lo:g}..{'end' if end_s is None else f'{hi:g}'} s"
+    what = f"clip range {'start' if start_s is None else f'{lo:g}'}"
+    what += f"..{'end' if end_s is None else f'{hi:g}'} s"
     if info.timestamps_s is None:
         raise SamplingError(f"{info.id}: a {what} applies to videos, not to a {info.kind} input")
     ts = info.timestamps_s
@@ -371,6 +373,8 @@ def restrict_clips(
             continue
         a, b = inside[0], inside[-1] + 1
         c_start = lo if clip.start_s is None else max(clip.start_s, lo)
+        if c_start == -float("inf"):
+            c_start = ts[a]
         c_end = hi if clip.end_s is None else min(clip.end_s, hi)
         out.append(
             dataclasses.replace(

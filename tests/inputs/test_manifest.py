@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -420,3 +421,27 @@ def test_a_list_piped_to_inputs_from_dash_is_read_and_a_second_pipe_resumes(
     monkeypatch.setattr("sys.stdin.isatty", lambda: True, raising=False)
     with pytest.raises(ConfigError, match="stdin is a terminal"):
         collect_inputs(inputs_from="-")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command-line tool")
+def test_a_range_without_start_keeps_the_frames_before_zero(tmp_path: Path) -> None:
+    """A row with only ``end_s`` holds the video from its first frame. On a video whose
+    first frames are at negative times (a Matroska file written with a negative offset),
+    those frames were silently left out, as if the range began at 0 s."""
+    import media
+
+    from framepipe.read_clips import read_clips
+
+    src = media.ffmpeg_encode(tmp_path / "src.mkv", ["-c:v", "libx264", "-g", "25"], 50, 25)
+    neg = tmp_path / "neg.mkv"
+    media.ffmpeg(
+        *("-i", str(src), "-c", "copy", "-output_ts_offset", "-0.5"),
+        *("-avoid_negative_ts", "disabled", str(neg)),
+    )
+    item = Input(neg, "video", end_s=0.5)
+    (rec,) = [j.record() for j in read_clips(item, SampleConfig(n=2), read_frames=False)]
+    assert rec.clip is not None
+    # 25 fps from -0.5 s: frames 0..24 are the ones before 0.5 s
+    assert (rec.clip["start_frame"], rec.clip["end_frame"]) == (0, 25)
+    assert rec.clip["start_s"] == pytest.approx(-0.5)
+    assert rec.timestamps_s is not None and rec.timestamps_s[0] < 0
