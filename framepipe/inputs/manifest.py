@@ -29,6 +29,7 @@ import atexit
 import codecs
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ from typing import Any
 
 from framepipe.discovery import Input
 from framepipe.errors import ConfigError
-from framepipe.utils import json_lines, nonnegative
+from framepipe.utils import json_lines
 
 COLUMNS = ("path", "id", "questions", "start_s", "end_s")
 """The columns a manifest row may have (``path`` is required, except in text files)."""
@@ -312,7 +313,13 @@ def _seconds(value: Any, name: str) -> float | None:
         return None
     if isinstance(value, bool):  # JSON true is no number of seconds (float(True) is 1.0)
         raise RowError(f"{name} ({value!r}) is not a number of seconds")
-    return nonnegative(value, name, RowError, "is not a number of seconds")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"{name} ({value!r}) is not a number of seconds") from None
+    if not math.isfinite(x):  # negative is fine: a video's first frame may be before 0 s
+        raise RowError(f"{name} ({value!r}) must be a finite number")
+    return x
 
 
 def _questions(value: Any) -> tuple[str, ...] | None:

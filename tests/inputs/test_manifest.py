@@ -423,21 +423,28 @@ def test_a_list_piped_to_inputs_from_dash_is_read_and_a_second_pipe_resumes(
         collect_inputs(inputs_from="-")
 
 
+def _starts_before_zero(d: Path) -> Path:
+    """50 self-indexing frames at 25 fps in Matroska, the first at -0.5 s (written with a
+    negative offset, as a stream-copy cut that keeps its timing does)."""
+    import media
+
+    src = media.ffmpeg_encode(d / "src.mkv", ["-c:v", "libx264", "-g", "25"], 50, 25)
+    neg = d / "neg.mkv"
+    media.ffmpeg(
+        *("-i", str(src), "-c", "copy", "-output_ts_offset", "-0.5"),
+        *("-avoid_negative_ts", "disabled", str(neg)),
+    )
+    return neg
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command-line tool")
 def test_a_range_without_start_keeps_the_frames_before_zero(tmp_path: Path) -> None:
     """A row with only ``end_s`` holds the video from its first frame. On a video whose
     first frames are at negative times (a Matroska file written with a negative offset),
     those frames were silently left out, as if the range began at 0 s."""
-    import media
-
     from framepipe.read_clips import read_clips
 
-    src = media.ffmpeg_encode(tmp_path / "src.mkv", ["-c:v", "libx264", "-g", "25"], 50, 25)
-    neg = tmp_path / "neg.mkv"
-    media.ffmpeg(
-        *("-i", str(src), "-c", "copy", "-output_ts_offset", "-0.5"),
-        *("-avoid_negative_ts", "disabled", str(neg)),
-    )
+    neg = _starts_before_zero(tmp_path)
     item = Input(neg, "video", end_s=0.5)
     (rec,) = [j.record() for j in read_clips(item, SampleConfig(n=2), read_frames=False)]
     assert rec.clip is not None
@@ -445,3 +452,20 @@ def test_a_range_without_start_keeps_the_frames_before_zero(tmp_path: Path) -> N
     assert (rec.clip["start_frame"], rec.clip["end_frame"]) == (0, 25)
     assert rec.clip["start_s"] == pytest.approx(-0.5)
     assert rec.timestamps_s is not None and rec.timestamps_s[0] < 0
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command-line tool")
+def test_a_row_range_may_be_at_negative_times(tmp_path: Path) -> None:
+    """Times are on the clock of the records' ``timestamps_s``, which is before 0 s at the
+    start of some videos: a row asking for that part was refused ("must be a finite number
+    >= 0")."""
+    neg = _starts_before_zero(tmp_path)
+    m = tmp_path / "rows.csv"
+    m.write_text(f"path,start_s,end_s\n{neg},-0.3,0.1\n{neg},inf,\n")
+    s = sample([], tmp_path / "out", SampleConfig(n=2), inputs_from=m, workers=0)
+    assert s.done == 1
+    assert [e.split(": ", 1)[1] for _, e in s.failed] == ["start_s ('inf') must be a finite number"]
+    (rec,) = [r for r in read_records(tmp_path / "out" / MANIFEST) if r["status"] == "ok"]
+    # 25 fps from -0.5 s: frames 5..14 are the ones from -0.3 s to before 0.1 s
+    assert (rec["clip"]["start_frame"], rec["clip"]["end_frame"]) == (5, 15)
+    assert rec["clip"]["start_s"] == pytest.approx(-0.3)
