@@ -50,6 +50,8 @@ class Packets:
     duration: np.ndarray
     shown: np.ndarray
     """bool: not an invisible frame (VP8 alternate reference frames are never shown)."""
+    discard: np.ndarray
+    """bool: flagged discard (outside an MP4/MOV edit list): the decoder drops its frame."""
     max_pictures: int = 1
     """Most MPEG-4 Part 2 pictures found in one packet (2: packed B-frames)."""
     truncated: bool = False
@@ -124,7 +126,7 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
     count_vops = codec == "mpeg4"
     # compact arrays, not lists of int objects: a long file has hundreds of thousands
     pts, dts, size, dur = array("q"), array("q"), array("q"), array("q")
-    key, shown = array("b"), array("b")
+    key, shown, discard = array("b"), array("b"), array("b")
     max_pictures = 1
     truncated = False
     corrupt = array("q")
@@ -142,6 +144,7 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
             size.append(int(packet.size))
             dur.append(int(packet.duration or 0))
             shown.append(not is_vp8 or _vp8_shown(bytes(packet)))
+            discard.append(bool(packet.is_discard))
             if count_vops and len(size) <= _VOP_SAMPLE:
                 max_pictures = max(max_pictures, bytes(packet).count(_VOP_START))
     except av.error.FFmpegError as exc:
@@ -166,6 +169,7 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
         size=np.frombuffer(size, dtype=np.int64).copy(),
         duration=np.frombuffer(dur, dtype=np.int64).copy(),
         shown=np.frombuffer(shown, dtype=np.int8).astype(bool),
+        discard=np.frombuffer(discard, dtype=np.int8).astype(bool),
         max_pictures=max_pictures,
         truncated=truncated,
         damage_pos=min(bad + holes, default=-1),

@@ -12,8 +12,9 @@ keyframe flag. Then one of two ways gives the decoder's output order:
   decode.
 - **From a full decode**, where the container's timestamps are not presentation times: AVI
   with a codec that reorders (DivX/XviD B-frames, "packed" or not, whose timestamps are only
-  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts, and
-  damaged streams (corrupt packets, kept as a plain decode feeds them; MPEG-TS holes). The
+  guesses), MPEG-4 Part 2 with packed B-frames in any container, packets with no pts, MP4/MOV
+  edit lists of several edits, and damaged streams (corrupt packets, kept as a plain decode
+  feeds them; MPEG-TS holes). The
   whole stream is decoded once with labels: each output frame names its packet, so the count,
   the order and the keyframes are the decoder's own; the times are the decoder's best-effort
   presentation times (:func:`framepipe.sources.video.decode.best_effort_ticks`).
@@ -254,6 +255,7 @@ def build_index(path: Path, *, decode_reason: str | None = None) -> VideoIndex:
         reason = decode_reason or needs_decoding(
             container.format.name, stream.codec_context.codec, packets
         )
+        reason = reason or _edited(packets)
         if reason is None:
             idx = _from_timestamps(container, stream, packets, path)
             if idx is not None:
@@ -263,6 +265,19 @@ def build_index(path: Path, *, decode_reason: str | None = None) -> VideoIndex:
         return _from_decoding(container, stream, packets, path, reason)
     finally:
         container.close()
+
+
+def _edited(pk: Packets) -> str | None:
+    """Why an edit list keeps the container's timestamps from giving the frames (None: it
+    does not). One that only drops the first frames (a stream-copy cut) is fine: those are
+    before the first frame that decodes. One with several edits plays parts of the stream
+    and drops others in between (or repeats them): its dropped packets come after kept
+    ones, and the demuxer may hand out one timestamp twice."""
+    times = pk.ident("pts")
+    dropped, kept = times[pk.discard], times[~pk.discard]
+    if len(dropped) and len(kept) and dropped.max() > kept.min():
+        return "an edit list that skips or repeats parts of the stream"
+    return None
 
 
 def _common(container: Any, stream: Any, path: Path) -> dict[str, Any]:
