@@ -29,6 +29,7 @@ from framepipe.errors import ConfigError, ModelLoadError, OutputError
 from framepipe.output import read_records
 from framepipe.questions import default_question
 from framepipe.runs.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
+from framepipe.runs.sample import sample
 from framepipe.sources import open_source
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -646,6 +647,24 @@ def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
         TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
     ):
         caption([], None, question="What?")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: sample(["a.mp4"], "out", 4, frames=8), r"^sample\(\) got an unexpected keyword"),
+        (lambda: sample(), r"^sample\(\) missing a required argument: 'paths'"),
+        (lambda: sample(["a.mp4"], "out", 4, 5), r"^sample\(\) too many positional"),
+        (lambda: Pipeline().run(["a.mp4"], sample=8), r"^Pipeline.run\(\) got an unexpected"),
+    ],
+)
+def test_a_bad_call_of_an_eager_run_is_a_type_error_naming_the_function(
+    call: Any, message: str
+) -> None:
+    """``sample`` and ``Pipeline.run`` (the lazy runs run to their end) said only "got an
+    unexpected keyword argument 'frames'", naming no function, unlike every other call."""
+    with pytest.raises(TypeError, match=message):
+        call()
 
 
 class _RefusingGenerator(EchoGenerator):
