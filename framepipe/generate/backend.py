@@ -102,6 +102,10 @@ class TransformersBackend:
     it is pickled), where it loads: a worker with another working directory (a cluster's)
     would take a relative path, or a hub id a folder there shadowed, as naming something
     else. A class default, so that a backend pickled without it (an older driver) loads."""
+    loaded_here = False
+    """Whether ``generator`` is the model this backend loaded (:meth:`load`), not one given:
+    a pickled copy (a cluster's actor, a process pool's worker) leaves it behind, as the
+    spec, and loads its own; a loaded torch model neither pickles nor should travel."""
 
     def __init__(
         self,
@@ -144,7 +148,10 @@ class TransformersBackend:
         # the spec (processor, tokenizer) stays here, and its folder goes; the runtime is
         # resolved where it runs
         folder = self.spec.local_dir if self.spec is not None else self.folder
-        return {**self.__dict__, "spec": None, "folder": folder, "_runtime": None}
+        state = {**self.__dict__, "spec": None, "folder": folder, "_runtime": None}
+        if self.loaded_here:
+            state.update(generator=None, loaded_here=False)
+        return state
 
     def runtime(self) -> Runtime:
         """Device, dtype, attention and quantization, resolved once here (so a warning
@@ -210,6 +217,7 @@ class TransformersBackend:
             self.generator = Generator.load(
                 self.model, self.settings, spec=self.inspect(), runtime=self.runtime()
             )
+            self.loaded_here = True
         return _as_backend(self.generator)
 
 
