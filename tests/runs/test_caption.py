@@ -273,6 +273,24 @@ def test_empty_question(questions: list[str]) -> None:
         Pipeline(generator=_NeverLoaded(), questions=questions)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"questions": 3}, r"^questions must be a str or a list of str, not int$"),
+        ({"questions": b"What?"}, r"^questions must be a str or a list of str, not bytes$"),
+        ({"questions": ["What?", 2]}, r"^question 2 must be a str, not int$"),
+        ({"system": ["Be terse."]}, r"^the system prompt must be a str, not list$"),
+    ],
+)
+def test_questions_or_a_system_prompt_that_are_not_text_are_a_type_error_naming_them(
+    given: dict[str, Any], message: str
+) -> None:
+    """``questions=3`` said "'int' object is not iterable", ``system=[...]`` an
+    AttributeError on ``strip``, and a number among the questions "question 2 is empty"."""
+    with pytest.raises(TypeError, match=message):
+        Pipeline(generator=_NeverLoaded(), **given)
+
+
 def test_unwritable_output(videos: Path, tmp_path: Path) -> None:
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
