@@ -27,8 +27,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from framepipe.errors import FramepipeError, check_fields
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
+from framepipe.errors import FramepipeError
+from framepipe.generate.config import (
+    Answer,
+    GenerationSettings,
+    ModelConfig,
+    Prepared,
+    Request,
+    as_settings,
+)
 from framepipe.registry import Registry
 
 if TYPE_CHECKING:
@@ -129,14 +136,7 @@ class TransformersBackend:
                 f"answer, and describe), not {type(generator).__name__}; for a model of your "
                 f"own, pass its hub id or folder as model="
             )
-        if isinstance(settings, Mapping):  # settings={"max_new_tokens": 64}
-            check_fields(GenerationSettings, settings, "settings")
-            settings = GenerationSettings(**settings)
-        if settings is not None and not isinstance(settings, GenerationSettings):
-            raise TypeError(
-                f"settings must be a framepipe.generate.GenerationSettings or a dict of its "
-                f"fields, not {type(settings).__name__}"
-            )
+        settings = as_settings(settings)
         self.model = model
         given = getattr(generator, "settings", None)
         self.settings = settings or given or GenerationSettings()

@@ -660,6 +660,21 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
         Pipeline(settings=4)  # type: ignore[arg-type]
 
 
+def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
+    """``settings=GenerationConfig(max_new_tokens=8)``, as transformers users write it, was
+    refused ("not GenerationConfig"); a field framepipe would not apply is still refused."""
+    from transformers import GenerationConfig
+
+    from framepipe.generate import GenerationSettings
+
+    given = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
+    pipe = Pipeline(settings=given)
+    want = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
+    assert pipe.settings == want
+    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'eos_token_id'"):
+        Pipeline(settings=GenerationConfig(max_new_tokens=8, eos_token_id=3))
+
+
 def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
     with pytest.raises(
         TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
