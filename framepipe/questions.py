@@ -3,7 +3,7 @@ user gives none), and the checks of the user's questions and system prompt."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from framepipe.errors import ConfigError
 
@@ -22,14 +22,19 @@ def default_question(kind: str | None) -> str:
 
 
 def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
-    """The questions, stripped; ConfigError for an empty one. None means per-kind defaults."""
+    """The questions, stripped; ConfigError for an empty one, TypeError naming what is not
+    text (``questions=3``, a list holding a number). None means per-kind defaults."""
     if questions is None:
         return None
     if isinstance(questions, str):
         questions = [questions]
+    if not isinstance(questions, Iterable) or isinstance(questions, (bytes, Mapping)):
+        raise TypeError(f"questions must be a str or a list of str, not {_name(questions)}")
     out = []
     for k, q in enumerate(questions, 1):
-        if not isinstance(q, str) or not q.strip():
+        if not isinstance(q, str):
+            raise TypeError(f"question {k} must be a str, not {_name(q)}")
+        if not q.strip():
             raise ConfigError(f"question {k} is empty")
         out.append(q.strip())
     if not out:
@@ -38,7 +43,13 @@ def check_questions(questions: Sequence[str] | str | None) -> list[str] | None:
 
 
 def check_system(system: str | None) -> str | None:
-    """The system prompt; ConfigError when it is given but empty."""
+    """The system prompt; ConfigError when it is given but empty, TypeError when not text."""
+    if system is not None and not isinstance(system, str):
+        raise TypeError(f"the system prompt must be a str, not {_name(system)}")
     if system is not None and not system.strip():
         raise ConfigError("the system prompt is empty")
     return system
+
+
+def _name(value: object) -> str:
+    return type(value).__name__

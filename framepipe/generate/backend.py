@@ -27,8 +27,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from framepipe.errors import FramepipeError, check_fields
-from framepipe.generate.config import Answer, GenerationSettings, ModelConfig, Prepared, Request
+from framepipe.errors import FramepipeError
+from framepipe.generate.config import (
+    Answer,
+    GenerationSettings,
+    ModelConfig,
+    Prepared,
+    Request,
+    as_settings,
+)
 from framepipe.registry import Registry
 
 if TYPE_CHECKING:
@@ -102,6 +109,10 @@ class TransformersBackend:
     it is pickled), where it loads: a worker with another working directory (a cluster's)
     would take a relative path, or a hub id a folder there shadowed, as naming something
     else. A class default, so that a backend pickled without it (an older driver) loads."""
+    loaded_here = False
+    """Whether ``generator`` is the model this backend loaded (:meth:`load`), not one given:
+    a pickled copy (a cluster's actor, a process pool's worker) leaves it behind, as the
+    spec, and loads its own; a loaded torch model neither pickles nor should travel."""
 
     def __init__(
         self,
@@ -125,14 +136,7 @@ class TransformersBackend:
                 f"answer, and describe), not {type(generator).__name__}; for a model of your "
                 f"own, pass its hub id or folder as model="
             )
-        if isinstance(settings, Mapping):  # settings={"max_new_tokens": 64}
-            check_fields(GenerationSettings, settings, "settings")
-            settings = GenerationSettings(**settings)
-        if settings is not None and not isinstance(settings, GenerationSettings):
-            raise TypeError(
-                f"settings must be a framepipe.generate.GenerationSettings or a dict of its "
-                f"fields, not {type(settings).__name__}"
-            )
+        settings = as_settings(settings)
         self.model = model
         given = getattr(generator, "settings", None)
         self.settings = settings or given or GenerationSettings()
@@ -144,7 +148,10 @@ class TransformersBackend:
         # the spec (processor, tokenizer) stays here, and its folder goes; the runtime is
         # resolved where it runs
         folder = self.spec.local_dir if self.spec is not None else self.folder
-        return {**self.__dict__, "spec": None, "folder": folder, "_runtime": None}
+        state = {**self.__dict__, "spec": None, "folder": folder, "_runtime": None}
+        if self.loaded_here:
+            state.update(generator=None, loaded_here=False)
+        return state
 
     def runtime(self) -> Runtime:
         """Device, dtype, attention and quantization, resolved once here (so a warning
@@ -210,6 +217,7 @@ class TransformersBackend:
             self.generator = Generator.load(
                 self.model, self.settings, spec=self.inspect(), runtime=self.runtime()
             )
+            self.loaded_here = True
         return _as_backend(self.generator)
 
 

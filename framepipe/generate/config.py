@@ -4,13 +4,13 @@ how to decode (:class:`GenerationSettings`), and the requests and answers themse
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from framepipe.errors import ConfigError, PromptError
+from framepipe.errors import ConfigError, PromptError, check_fields
 from framepipe.prompt import Segment, as_texts
 
 DEFAULT_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
@@ -126,6 +126,25 @@ class GenerationSettings:
         sampling knobs only when sampling, since greedy decoding ignores them."""
         names = _SHAPING + (_SAMPLING if self.do_sample else ())
         return {name: getattr(self, name) for name in names}
+
+
+def as_settings(value: Any, what: str = "settings") -> GenerationSettings | None:
+    """The :class:`GenerationSettings` from what a caller plausibly passes as ``what``: the
+    settings, None, a dict of their fields, or transformers' ``GenerationConfig`` (the
+    fields it sets; ConfigError naming one it sets that framepipe has not, such as
+    ``eos_token_id``, which would not be applied); a TypeError for anything else."""
+    if value is None or isinstance(value, GenerationSettings):
+        return value
+    if type(value).__name__ == "GenerationConfig" and hasattr(value, "to_diff_dict"):
+        value = {k: v for k, v in value.to_diff_dict().items() if k != "transformers_version"}
+        what = f"{what} (a GenerationConfig)"
+    if isinstance(value, Mapping):  # settings={"max_new_tokens": 64}
+        check_fields(GenerationSettings, value, what)
+        return GenerationSettings(**value)
+    raise TypeError(
+        f"{what} must be a framepipe.generate.GenerationSettings, a dict of its fields or a "
+        f"transformers GenerationConfig, not {type(value).__name__}"
+    )
 
 
 @dataclass(frozen=True)

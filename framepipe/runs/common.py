@@ -300,12 +300,9 @@ def stream(
 def eager(
     lazy: Callable[P, Generator[Any, None, R]], name: str, doc: str, **defaults: Any
 ) -> Callable[P, R]:
-    """The run ``lazy`` (a generator function yielding records) as the function ``name``
-    that runs it to its end and returns what it returns (the run's summary), documented by
-    ``doc``.
-    ``defaults`` replace some of ``lazy``'s defaults (what the eager form's caller expects,
-    e.g. ``keep_records=True``); its signature (``help``, ``inspect``, IDEs through mypy's
-    ``ParamSpec``) is ``lazy``'s, with those defaults."""
+    """The run ``lazy`` (a generator function of records) as ``name``, documented by ``doc``:
+    run to its end, it returns the summary. Its signature (``help``, ``inspect``, mypy), and a
+    bad call's TypeError, are ``lazy``'s, with ``defaults`` (e.g. ``keep_records=True``)."""
     sig = inspect.signature(lazy)
     params = [
         p.replace(default=defaults.pop(p.name)) if p.name in defaults else p
@@ -320,7 +317,10 @@ def eager(
 
     @functools.wraps(lazy)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        bound = sig.bind(*args, **kwargs)
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{run.__qualname__}() {exc}") from None  # bind names none
         bound.apply_defaults()
         gen = lazy(*bound.args, **bound.kwargs)
         while True:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import pickle
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from media import random_frames
 
 from framepipe.errors import ConfigError, GenerationError, ModelLoadError, PromptError
 from framepipe.generate import (
+    Answer,
     GenerationSettings,
     Generator,
     ModelConfig,
@@ -328,6 +330,27 @@ def test_load_kwargs_never_trust_remote_code_unless_asked(tiny_model_dir: Path) 
     assert spec.load_kwargs["trust_remote_code"] is False
     spec = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir), trust_remote_code=True))
     assert spec.load_kwargs["trust_remote_code"] is True
+
+
+def test_a_pipeline_that_loaded_its_model_pickles_and_its_copy_loads_its_own(
+    tiny_model_dir: Path,
+) -> None:
+    """A Pipeline pickled after a run (for a process pool, or Ray) failed with "Can't pickle
+    local object 'install_output_capuring_hook...'": its backend sent the loaded torch model.
+    """
+    from framepipe.runs.caption import Pipeline
+
+    cfg = ModelConfig(model=str(tiny_model_dir), device="cpu", dtype="float32")
+    pipe = Pipeline(cfg, {"max_new_tokens": 4}, questions="What?")
+    pipe.check()
+    request = Request(frames(2, 0), ["What?"])
+    (answered,) = pipe.load().answer_each([request])
+    copy = pickle.loads(pickle.dumps(pipe))
+    assert copy.backend.generator is None and pipe.backend.generator is not None
+    assert copy.model_key() == pipe.model_key()
+    (again,) = copy.load().answer_each([request])
+    assert isinstance(again, Answer) and isinstance(answered, Answer)
+    assert again.answers == answered.answers
 
 
 def test_load_refuses_a_spec_inspected_for_another_config(tiny_model_dir: Path) -> None:

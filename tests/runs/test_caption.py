@@ -29,6 +29,7 @@ from framepipe.errors import ConfigError, ModelLoadError, OutputError
 from framepipe.output import read_records
 from framepipe.questions import default_question
 from framepipe.runs.caption import RANDOM_WEIGHTS_NOTE, CaptionSummary, Pipeline, caption
+from framepipe.runs.sample import sample
 from framepipe.sources import open_source
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -270,6 +271,24 @@ class _NeverLoaded(EchoGenerator):
 def test_empty_question(questions: list[str]) -> None:
     with pytest.raises(ConfigError, match="empty"):
         Pipeline(generator=_NeverLoaded(), questions=questions)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"questions": 3}, r"^questions must be a str or a list of str, not int$"),
+        ({"questions": b"What?"}, r"^questions must be a str or a list of str, not bytes$"),
+        ({"questions": ["What?", 2]}, r"^question 2 must be a str, not int$"),
+        ({"system": ["Be terse."]}, r"^the system prompt must be a str, not list$"),
+    ],
+)
+def test_questions_or_a_system_prompt_that_are_not_text_are_a_type_error_naming_them(
+    given: dict[str, Any], message: str
+) -> None:
+    """``questions=3`` said "'int' object is not iterable", ``system=[...]`` an
+    AttributeError on ``strip``, and a number among the questions "question 2 is empty"."""
+    with pytest.raises(TypeError, match=message):
+        Pipeline(generator=_NeverLoaded(), **given)
 
 
 def test_unwritable_output(videos: Path, tmp_path: Path) -> None:
@@ -641,11 +660,44 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
         Pipeline(settings=4)  # type: ignore[arg-type]
 
 
+def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
+    """``settings=GenerationConfig(max_new_tokens=8)``, as transformers users write it, was
+    refused ("not GenerationConfig"); a field framepipe would not apply is still refused."""
+    from transformers import GenerationConfig
+
+    from framepipe.generate import GenerationSettings
+
+    given = GenerationConfig(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
+    pipe = Pipeline(settings=given)
+    want = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
+    assert pipe.settings == want
+    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'eos_token_id'"):
+        Pipeline(settings=GenerationConfig(max_new_tokens=8, eos_token_id=3))
+
+
 def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
     with pytest.raises(
         TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
     ):
         caption([], None, question="What?")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: sample(["a.mp4"], "out", 4, frames=8), r"^sample\(\) got an unexpected keyword"),
+        (lambda: sample(), r"^sample\(\) missing a required argument: 'paths'"),
+        (lambda: sample(["a.mp4"], "out", 4, 5), r"^sample\(\) too many positional"),
+        (lambda: Pipeline().run(["a.mp4"], sample=8), r"^Pipeline.run\(\) got an unexpected"),
+    ],
+)
+def test_a_bad_call_of_an_eager_run_is_a_type_error_naming_the_function(
+    call: Any, message: str
+) -> None:
+    """``sample`` and ``Pipeline.run`` (the lazy runs run to their end) said only "got an
+    unexpected keyword argument 'frames'", naming no function, unlike every other call."""
+    with pytest.raises(TypeError, match=message):
+        call()
 
 
 class _RefusingGenerator(EchoGenerator):
