@@ -38,7 +38,8 @@ class ModelConfig:
     """Hub branch, tag or commit (ignored for a local folder)."""
     device: str = "auto"
     """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (a
-    ``torch.device`` is taken by its name)."""
+    ``torch.device`` is taken by its name; an int as transformers' pipelines take it: ``N``
+    is ``cuda:N``, ``-1`` the CPU)."""
     dtype: str = "auto"
     """``auto`` (bfloat16 where the hardware has it, else float16 on GPUs, float32 on CPUs),
     ``float32``, ``bfloat16`` or ``float16`` (a ``torch.dtype`` is taken by its name)."""
@@ -57,6 +58,8 @@ class ModelConfig:
             raise ConfigError("--model is empty")
         # torch.bfloat16 / torch.device("cuda", 1), as transformers takes them: their names
         self.dtype = str(self.dtype).removeprefix("torch.")
+        if isinstance(self.device, int) and not isinstance(self.device, bool):
+            self.device = "cpu" if self.device == -1 else f"cuda:{self.device}"
         self.device = str(self.device)
         if self.dtype not in DTYPES:
             aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}

@@ -76,3 +76,13 @@ def test_flash_attention_only_on_sm80_or_newer_in_half_precision(
         resolve_runtime(ModelConfig(device="cuda:1", dtype="float32", attn="flash_attention_2"))
     gpus(A100, flash=False)  # not installed: never chosen
     assert resolve_runtime(ModelConfig(device="cuda")).attn == "sdpa"
+
+
+def test_an_int_device_is_taken_as_transformers_pipelines_take_it() -> None:
+    """``device=0``, as transformers' pipelines take it, was refused ("--device '0' is not
+    one of ..."): an int N is ``cuda:N`` and -1 the CPU."""
+    assert ModelConfig(device=0).device == "cuda:0"  # type: ignore[arg-type]
+    assert ModelConfig(device=1).device == "cuda:1"  # type: ignore[arg-type]
+    assert ModelConfig(device=-1).device == "cpu"  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--device 'True'"):
+        ModelConfig(device=True)  # type: ignore[arg-type]
