@@ -58,9 +58,10 @@ class Input:
 
 OnePath: TypeAlias = str | bytes | Path
 """One file or folder path (``bytes``: a name that is not UTF-8), or a URI."""
-InputPaths: TypeAlias = OnePath | Iterable[OnePath | Input]
-"""What a run's ``paths`` may be: one path, or a list or any iterator of paths and
-:class:`Input` objects (manifest rows, with their ``id``, questions and range)."""
+InputPaths: TypeAlias = OnePath | Input | Iterable[OnePath | Input] | None
+"""What a run's ``paths`` may be: one path or :class:`Input` (a manifest row, with its
+``id``, questions and range), a list or any iterator of them, or None (none: the inputs
+come from ``inputs_from`` alone)."""
 
 
 def anchored(item: Input) -> Input:

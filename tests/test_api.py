@@ -72,6 +72,25 @@ def test_discover_takes_one_path_as_a_path_not_as_its_characters(
     assert framepipe.open_source(os.fsencode(h264_path)).info().num_frames > 0
 
 
+def test_paths_of_none_or_one_input_are_taken_and_anything_else_is_a_type_error(
+    h264_path: Path, tmp_path: Path
+) -> None:
+    """``sample(None, out, inputs_from="rows.jsonl")`` (a run of a manifest alone) failed
+    with ``'NoneType' object is not iterable``, one ``Input`` with ``'Input' object is not
+    iterable``, and an int the same way: None is no paths, one Input is that input, and
+    anything else is a TypeError saying what paths may be."""
+    from framepipe.discovery import Input
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(f'{{"path": "{h264_path}"}}\n')
+    summary = framepipe.sample(None, tmp_path / "a", 2, workers=0, inputs_from=rows)
+    assert [r.source for r in summary.records] == [str(h264_path)]
+    summary = framepipe.sample(Input(h264_path, "video"), tmp_path / "b", 2, workers=0)
+    assert [r.source for r in summary.records] == [str(h264_path)]
+    with pytest.raises(TypeError, match=r"^paths must be a path, a URI, an Input .*not int$"):
+        framepipe.sample(3, tmp_path / "c", 2, workers=0)  # type: ignore[arg-type]
+
+
 USER_SCRIPT = """
 from pathlib import Path
 from framepipe import Pipeline, caption, discover, iter_caption, iter_sample, sample

@@ -250,6 +250,14 @@ def collect_inputs(
     error before any heavy work for a manifest without a ``path`` column or a URI scheme
     whose fsspec extra is not installed.
     """
+    if paths is None:  # only a manifest: sample(None, out, inputs_from="rows.jsonl")
+        paths = ()
+    elif isinstance(paths, Input):
+        paths = [paths]
+    elif not isinstance(paths, (str, bytes, os.PathLike, Iterable)):
+        raise TypeError(
+            f"paths must be a path, a URI, an Input or a list of them, not {type(paths).__name__}"
+        )
     sh = parse_shard(shard)
     if inputs_from is None:
         manifests: list[PathLike] = []
