@@ -4,8 +4,9 @@ how to decode (:class:`GenerationSettings`), and the requests and answers themse
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,24 @@ class GenerationSettings:
     """Sequences generated together (clips x questions); halved on CUDA out-of-memory."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # a dict or JSON file's "8" or a numpy int, as plain types
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.endswith("None"):
+                continue
+            flag = f"--{f.name.replace('_', '-')}"
+            if kind == "bool":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ConfigError(f"{flag} ({value!r}) must be true or false")
+                setattr(self, f.name, bool(value))
+            elif kind == "float":
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                    raise ConfigError(f"{flag} ({value!r}) must be a number")
+                if not isinstance(value, (int, float)):
+                    setattr(self, f.name, float(value))
+            elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise ConfigError(f"{flag} ({value!r}) must be an integer")
+            else:
+                setattr(self, f.name, int(value))
         if self.max_new_tokens < 1:
             raise ConfigError(f"--max-new-tokens ({self.max_new_tokens}) must be >= 1")
         if self.batch_size < 1:

@@ -186,6 +186,30 @@ def test_beam_search_with_seeded_sampling_is_refused() -> None:
     GenerationSettings(num_beams=2)
 
 
+def test_settings_of_the_wrong_type_are_a_config_error_and_numpy_numbers_plain_ones() -> None:
+    """``GenerationSettings(max_new_tokens="8")`` (a dict read from a JSON or YAML file)
+    failed with ``'<' not supported between 'str' and 'int'``, and a numpy int stayed one
+    (the resume key's JSON cannot hold it): a value of the wrong type is a ConfigError
+    naming the setting, a numpy number becomes the plain one."""
+    import numpy as np
+
+    for bad, message in (
+        ({"max_new_tokens": "8"}, r"--max-new-tokens \('8'\) must be an integer"),
+        ({"batch_size": 2.5}, r"--batch-size \(2.5\) must be an integer"),
+        ({"do_sample": "yes"}, r"--do-sample \('yes'\) must be true or false"),
+        ({"temperature": "hot"}, r"--temperature \('hot'\) must be a number"),
+        ({"seed": True}, r"--seed \(True\) must be an integer"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            GenerationSettings(**bad)
+    s = GenerationSettings(
+        max_new_tokens=np.int64(8), do_sample=np.bool_(True), top_p=np.float32(0.5)
+    )
+    assert (type(s.max_new_tokens), type(s.do_sample), type(s.top_p)) == (int, bool, float)
+    assert json.dumps(s.to_json())  # plain types: the record and the key hold them
+    assert GenerationSettings(seed=None).seed is None
+
+
 def test_an_answer_cut_at_max_new_tokens_is_marked_truncated(gen: Generator) -> None:
     r = Request(frames(2, 95), QUESTIONS[:2])
     seen: list[list[int]] = []
