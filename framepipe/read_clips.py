@@ -49,7 +49,7 @@ from framepipe.records import (
 )
 from framepipe.samplers.base import get_sampler
 from framepipe.sources.base import Source, frame_indices, open_source
-from framepipe.types import ClipSpec, Selection, SourceInfo
+from framepipe.types import ClipSpec, FrameBatch, Selection, SourceInfo
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,23 @@ def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) 
     if not isinstance(sel, Selection):
         sel = Selection(tuple(indices), name, {"n": cfg.n, **cfg.sampler_params})
     return sel
+
+
+def checked_read(source: Source, info: SourceInfo, indices: list[int]) -> FrameBatch:
+    """``source.read(indices)``, checked: a batch of other frames than those asked for (a
+    source kind's bug: another count, other indices) is a one-line :class:`FramepipeError`
+    naming the kind, never a record that says frames it does not hold."""
+    batch = source.read(indices)
+    if not isinstance(batch, FrameBatch):
+        raise FramepipeError(
+            f"source kind {info.kind!r} read {type(batch).__name__}, not a FrameBatch"
+        )
+    if list(batch.indices) != indices:
+        raise FramepipeError(
+            f"source kind {info.kind!r} read frames {list(batch.indices)[:8]} when asked for "
+            f"{indices[:8]}"
+        )
+    return batch
 
 
 def read_clips(
@@ -307,7 +324,7 @@ def _one_clip(
     try:
         sel = select(source, info, clip, cfg)
         t1 = time.perf_counter()
-        batch = source.read(list(sel.indices)) if read_frames else None
+        batch = checked_read(source, info, list(sel.indices)) if read_frames else None
         t2 = time.perf_counter()
         timings_s = {
             "open_s": round(t_open, 4),
