@@ -75,3 +75,17 @@ def test_a_raising_user_sampler_is_one_failed_record_per_clip_and_the_run_goes_o
     assert recs["b.mp4"]["error"] == (
         f"{b}: sampler 'raise_on_b' failed: KeyError: 'no such thing'"
     )
+
+
+def test_an_option_given_to_a_sampler_that_takes_none_says_it_takes_none() -> None:
+    """The refusal ended with an empty list: ``(options: )``."""
+    from framepipe.errors import ConfigError
+    from framepipe.samplers.base import check_sampler
+
+    def plain(info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None) -> list[int]:
+        return [clip.start_frame]
+
+    with pytest.raises(
+        ConfigError, match=r"^unknown parameter 'overflow' for sampler 'plain' \(options: none\)$"
+    ):
+        check_sampler(plain, 3, {"overflow": "all"})
