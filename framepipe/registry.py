@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
@@ -23,6 +22,16 @@ from framepipe.errors import ConfigError, FramepipeError, one_line_error
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_IN_WORKER = False
+
+
+def in_worker() -> None:
+    """Called by a worker process of a run (a decoder, a Ray actor): what the run's own
+    process says of the plug-ins (one ignored for its built-in name) is said here at DEBUG
+    only, not once more per worker."""
+    global _IN_WORKER
+    _IN_WORKER = True
 
 
 class Registry(Generic[T]):
@@ -111,11 +120,8 @@ class Registry(Generic[T]):
             return
         for ep in eps:
             if ep.name in self._builtins:  # said once, by the run's own process
-                level = (
-                    logging.WARNING if multiprocessing.parent_process() is None else logging.DEBUG
-                )
                 log.log(
-                    level,
+                    logging.DEBUG if _IN_WORKER else logging.WARNING,
                     "%s plug-in %r (%s) is ignored: %r is a built-in %s; its package must "
                     "name it otherwise",
                     self.family,
