@@ -337,4 +337,12 @@ def plan_clips(
             f"clip planner {mode!r} returned {repr(wrong[0])[:200]}, not a list of clips "
             f"within frames 0..{end}"
         )
+    seen: set[tuple[int, int, str]] = set()
+    for c in clips:  # a clip's resume key is its range and label: one record for both
+        if (c.start_frame, c.end_frame, c.label) in seen:
+            raise FramepipeError(
+                f"clip planner {mode!r} planned frames {c.start_frame}..{c.end_frame} "
+                f"({c.label!r}) twice"
+            )
+        seen.add((c.start_frame, c.end_frame, c.label))
     return clips

@@ -97,12 +97,14 @@ def test_a_planner_without_check_refuses_an_option_it_does_not_take_before_any_i
 
 
 def test_a_planner_that_raises_or_returns_wrong_clips_fails_in_one_line_naming_it() -> None:
-    """A planner's own error did not name it (``ValueError: planner exploded``), and clips
-    past the end of the source were planned."""
+    """A planner's own error did not name it (``ValueError: planner exploded``), clips past
+    the end of the source were planned, and so was one clip twice."""
 
     def exploding(src: SourceInfo, *, source: object = None, how: str = "") -> object:
         if how == "raise":
             raise ValueError("planner exploded")
+        if how == "twice":  # one clip's key: "2 clip(s) written", one record in the file
+            return [ClipSpec(src.id, 0, 5, 0, label="x"), ClipSpec(src.id, 0, 5, 1, label="x")]
         return None if how == "none" else [ClipSpec(src.id, 0, src.num_frames + 5)]
 
     register_clip_planner("test_wrong_planner")(exploding)
@@ -119,3 +121,8 @@ def test_a_planner_that_raises_or_returns_wrong_clips_fails_in_one_line_naming_i
             r"within frames 0..10$",
         ):
             plan_clips(v, mode="test_wrong_planner", how=how)
+    with pytest.raises(
+        FramepipeError,
+        match=r"^clip planner 'test_wrong_planner' planned frames 0..5 \('x'\) twice$",
+    ):
+        plan_clips(v, mode="test_wrong_planner", how="twice")
