@@ -8,7 +8,9 @@ it never imports them. Other planners are registered with :func:`register_clip_p
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import logging
 import math
 import numbers
 from collections.abc import Callable
@@ -16,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.errors import ConfigError
+from framepipe.errors import ConfigError, FramepipeError, one_line_error
 from framepipe.registry import Registry, run_check
 from framepipe.shots import checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
 if TYPE_CHECKING:
     from framepipe.sources.base import Source
+
+log = logging.getLogger(__name__)
 
 ClipPlanner = Callable[..., list[ClipSpec]]
 """``planner(info, *, source=None, **params) -> list[ClipSpec]``: the clips of one source."""
@@ -277,12 +281,29 @@ def check_clips(
     **params: Any,
 ) -> None:
     """ConfigError (one line) when the clips cannot be planned with these settings: an
-    unknown planner, or what the planner's own check refuses (a planner registered without
-    ``check`` is not checked). Called before any input is read."""
+    unknown planner, or what the planner's own check refuses; a planner registered without
+    ``check`` has ``params`` checked against its keyword parameters (one it does not take
+    is refused, unless it takes ``**params``). Called before any input is read."""
     mode, params = planner_params(mode, clip_seconds, stride_seconds, params)
-    check = getattr(CLIP_PLANNERS.get(mode), CHECK_ATTRIBUTE, None)
+    planner = CLIP_PLANNERS.get(mode)
+    check = getattr(planner, CHECK_ATTRIBUTE, None)
     if check is not None:
         run_check(CLIP_PLANNERS.family, mode, check, **params)
+        return
+    try:
+        sig = inspect.signature(planner)
+    except (TypeError, ValueError):  # no signature to read: nothing to check against
+        return
+    kinds = [p.kind for p in sig.parameters.values()]
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    options = [p.name for p in list(sig.parameters.values())[1:] if p.kind in keyword]
+    options = [o for o in options if o != "source"]
+    unknown = sorted(k for k in params if k not in options)
+    if unknown and inspect.Parameter.VAR_KEYWORD not in kinds:
+        raise ConfigError(
+            f"unknown parameter(s) {', '.join(unknown)} for --clips {mode} "
+            f"(its options: {', '.join(options) or 'none'})"
+        )
 
 
 def plan_clips(
@@ -298,4 +319,30 @@ def plan_clips(
     ``shots`` or a plug-in); ``clip_seconds`` implies ``windows``, which is given
     ``clip_seconds`` and ``stride_seconds``; ``params`` go to the planner."""
     mode, params = planner_params(mode, clip_seconds, stride_seconds, params)
-    return CLIP_PLANNERS.get(mode)(info, source=source, **params)
+    try:
+        clips = CLIP_PLANNERS.get(mode)(info, source=source, **params)
+    except FramepipeError:
+        raise
+    except Exception as exc:  # a plug-in's bug: one line naming it (traceback at DEBUG)
+        log.debug("%s: clip planner %r failed", info.id, mode, exc_info=True)
+        raise FramepipeError(f"clip planner {mode!r} failed: {one_line_error(exc)}") from exc
+    end = max(1, info.num_frames)  # (the whole of a source without frames is one clip)
+    wrong = (
+        [c for c in clips if not isinstance(c, ClipSpec) or c.end_frame > end]
+        if isinstance(clips, list)
+        else [clips]
+    )
+    if wrong:
+        raise FramepipeError(
+            f"clip planner {mode!r} returned {repr(wrong[0])[:200]}, not a list of clips "
+            f"within frames 0..{end}"
+        )
+    seen: set[tuple[int, int, str]] = set()
+    for c in clips:  # a clip's resume key is its range and label: one record for both
+        if (c.start_frame, c.end_frame, c.label) in seen:
+            raise FramepipeError(
+                f"clip planner {mode!r} planned frames {c.start_frame}..{c.end_frame} "
+                f"({c.label!r}) twice"
+            )
+        seen.add((c.start_frame, c.end_frame, c.label))
+    return clips

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +49,67 @@ from framepipe.records import (
 )
 from framepipe.samplers.base import get_sampler
 from framepipe.sources.base import Source, frame_indices, open_source
-from framepipe.types import ClipSpec, Selection, SourceInfo
+from framepipe.types import ClipSpec, FrameBatch, Selection, SourceInfo
 
 log = logging.getLogger(__name__)
 
 
 def select(source: Source, info: SourceInfo, clip: ClipSpec, cfg: SampleConfig) -> Selection:
+    """The sampler's selection for ``clip``, checked: what a sampler (a plug-in above all)
+    gets wrong is a one-line :class:`FramepipeError` naming it, never a record of frames
+    nobody asked for: an error it raises (its traceback logged at DEBUG), a result that is
+    no list of frame numbers, no index, more than n, or indices outside the clip."""
     name, fn = get_sampler(cfg.sampler)
-    sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
-    if not isinstance(sel, Selection):  # a user's sampler may return plain indices
-        try:  # integers of any type; a float (np.linspace unrounded) is not cut down
+    try:
+        sel = fn(info, clip, n=cfg.n, source=source, **cfg.sampler_params)
+    except FramepipeError:
+        raise
+    except Exception as exc:
+        log.debug("%s: sampler %r failed on clip %d", info.id, name, clip.index, exc_info=True)
+        raise FramepipeError(f"sampler {name!r} failed: {one_line_error(exc)}") from exc
+    if isinstance(sel, Selection):
+        indices = list(sel.indices)
+    elif not isinstance(sel, Iterable) or isinstance(sel, (str, bytes, Mapping)):
+        raise FramepipeError(
+            f"sampler {name!r} returned {type(sel).__name__}, not a Selection or a list of "
+            "frame indices"
+        )
+    else:  # a user's sampler may return plain indices: integers of any type; a float
+        try:  # (np.linspace unrounded) is not cut down
             indices = frame_indices(sel, f"sampler {name!r}")
         except TypeError as exc:
-            raise FramepipeError(str(exc)) from None
-        sel = Selection(tuple(indices), name, {"n": cfg.n, **cfg.sampler_params})
-    bad = [i for i in sel.indices if not 0 <= i < info.num_frames]
+            text = str(exc) if str(exc).startswith("sampler") else f"sampler {name!r}: {exc}"
+            raise FramepipeError(text) from None
+    if not indices:
+        raise FramepipeError(f"sampler {name!r} returned no frame index")
+    if len(indices) > cfg.n:
+        raise FramepipeError(f"sampler {name!r} returned {len(indices)} indices for n={cfg.n}")
+    last = min(clip.end_frame, info.num_frames) - 1
+    bad = [i for i in indices if not clip.start_frame <= i <= last]
     if bad:
         raise FramepipeError(
-            f"sampler {name!r} returned indices outside 0..{info.num_frames - 1}: {bad[:5]}"
+            f"sampler {name!r} returned indices outside {clip.start_frame}..{last}: {bad[:5]}"
         )
+    if not isinstance(sel, Selection):
+        sel = Selection(tuple(indices), name, {"n": cfg.n, **cfg.sampler_params})
     return sel
+
+
+def checked_read(source: Source, info: SourceInfo, indices: list[int]) -> FrameBatch:
+    """``source.read(indices)``, checked: a batch of other frames than those asked for (a
+    source kind's bug: another count, other indices) is a one-line :class:`FramepipeError`
+    naming the kind, never a record that says frames it does not hold."""
+    batch = source.read(indices)
+    if not isinstance(batch, FrameBatch):
+        raise FramepipeError(
+            f"source kind {info.kind!r} read {type(batch).__name__}, not a FrameBatch"
+        )
+    if list(batch.indices) != indices:
+        raise FramepipeError(
+            f"source kind {info.kind!r} read frames {list(batch.indices)[:8]} when asked for "
+            f"{indices[:8]}"
+        )
+    return batch
 
 
 def read_clips(
@@ -283,7 +324,7 @@ def _one_clip(
     try:
         sel = select(source, info, clip, cfg)
         t1 = time.perf_counter()
-        batch = source.read(list(sel.indices)) if read_frames else None
+        batch = checked_read(source, info, list(sel.indices)) if read_frames else None
         t2 = time.perf_counter()
         timings_s = {
             "open_s": round(t_open, 4),

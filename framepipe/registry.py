@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -21,6 +22,16 @@ from framepipe.errors import ConfigError, FramepipeError, one_line_error
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_IN_WORKER = False
+
+
+def in_worker() -> None:
+    """Called by a worker process of a run (a decoder, a Ray actor): what the run's own
+    process says of the plug-ins (one ignored for its built-in name) is said here at DEBUG
+    only, not once more per worker."""
+    global _IN_WORKER
+    _IN_WORKER = True
 
 
 class Registry(Generic[T]):
@@ -52,11 +63,28 @@ class Registry(Generic[T]):
             raise ValueError(f"a {self.family} needs a non-empty name, got {name!r}")
 
         def deco(o: T) -> T:
+            self._refuse_builtin_name(name, o)
             self._items[name] = o
             self._unavailable.pop(name, None)
             return o
 
         return deco if obj is None else deco(obj)
+
+    def _refuse_builtin_name(self, name: str, obj: object) -> None:
+        """A one-line ConfigError when ``name`` is a built-in's and ``obj`` is not that
+        built-in: a plug-in never replaces a built-in (silently, everywhere: the default
+        sampler too), nor is itself replaced when the built-in's module is imported later.
+        The built-in's own module registers it while it is being imported."""
+        module = self._builtins.get(name)
+        if module is None:
+            return
+        if module not in sys.modules:  # the built-in registers itself first
+            self._load_builtin(module)
+        current = self._items.get(name, obj)
+        if current is not obj or name in self._unavailable:
+            raise ConfigError(
+                f"{self.family} {name!r} is built into framepipe; register yours under another name"
+            )
 
     def mark_unavailable(self, name: str, reason: str) -> None:
         """Record that ``name`` exists but cannot be used here (e.g. a missing library)."""
@@ -91,6 +119,18 @@ class Registry(Generic[T]):
             log.warning("cannot list the %s plug-ins (%s)", self.family, exc)
             return
         for ep in eps:
+            if ep.name in self._builtins:  # said once, by the run's own process
+                log.log(
+                    logging.DEBUG if _IN_WORKER else logging.WARNING,
+                    "%s plug-in %r (%s) is ignored: %r is a built-in %s; its package must "
+                    "name it otherwise",
+                    self.family,
+                    ep.name,
+                    ep.value,
+                    ep.name,
+                    self.family,
+                )
+                continue
             if ep.name in self._items:
                 continue
             try:

@@ -1,10 +1,11 @@
+import itertools
 from fractions import Fraction
 
 import pytest
 
-from framepipe.clips import plan_clips, window_clips
-from framepipe.errors import ConfigError
-from framepipe.types import SourceInfo
+from framepipe.clips import check_clips, plan_clips, register_clip_planner, window_clips
+from framepipe.errors import ConfigError, FramepipeError
+from framepipe.types import ClipSpec, SourceInfo
 
 
 def info(n: int, fps: int = 10) -> SourceInfo:
@@ -74,3 +75,54 @@ def test_bad_window_options() -> None:
         window_clips(info(10), 0)
     with pytest.raises(ConfigError, match="stride"):
         window_clips(info(10), 1.0, -1)
+
+
+def _halves(src: SourceInfo, *, source: object = None, parts: int = 2) -> list[ClipSpec]:
+    edges = [k * src.num_frames // parts for k in range(parts + 1)]
+    return [ClipSpec(src.id, a, b, k) for k, (a, b) in enumerate(itertools.pairwise(edges))]
+
+
+def test_a_planner_without_check_refuses_an_option_it_does_not_take_before_any_input() -> None:
+    """``--clips halves --clip-opt prts=4`` was accepted, then failed every input with
+    ``TypeError: halves() got an unexpected keyword argument 'prts'`` (exit status 1)."""
+    register_clip_planner("test_halves_opts")(_halves)
+    check_clips("test_halves_opts", parts=3)
+    with pytest.raises(
+        ConfigError,
+        match=r"^unknown parameter\(s\) prts for --clips test_halves_opts \(its options: parts\)$",
+    ):
+        check_clips("test_halves_opts", prts=3)
+    register_clip_planner("test_open_planner")(lambda src, *, source=None, **params: [])
+    check_clips("test_open_planner", anything=1)  # it takes **params: its own business
+
+
+def test_a_planner_that_raises_or_returns_wrong_clips_fails_in_one_line_naming_it() -> None:
+    """A planner's own error did not name it (``ValueError: planner exploded``), clips past
+    the end of the source were planned, and so was one clip twice."""
+
+    def exploding(src: SourceInfo, *, source: object = None, how: str = "") -> object:
+        if how == "raise":
+            raise ValueError("planner exploded")
+        if how == "twice":  # one clip's key: "2 clip(s) written", one record in the file
+            return [ClipSpec(src.id, 0, 5, 0, label="x"), ClipSpec(src.id, 0, 5, 1, label="x")]
+        return None if how == "none" else [ClipSpec(src.id, 0, src.num_frames + 5)]
+
+    register_clip_planner("test_wrong_planner")(exploding)
+    v = info(10)
+    with pytest.raises(
+        FramepipeError,
+        match=r"^clip planner 'test_wrong_planner' failed: ValueError: planner exploded$",
+    ):
+        plan_clips(v, mode="test_wrong_planner", how="raise")
+    for how, shown in (("none", "None"), ("past", "ClipSpec")):
+        with pytest.raises(
+            FramepipeError,
+            match=rf"^clip planner 'test_wrong_planner' returned {shown}.*, not a list of clips "
+            r"within frames 0..10$",
+        ):
+            plan_clips(v, mode="test_wrong_planner", how=how)
+    with pytest.raises(
+        FramepipeError,
+        match=r"^clip planner 'test_wrong_planner' planned frames 0..5 \('x'\) twice$",
+    ):
+        plan_clips(v, mode="test_wrong_planner", how="twice")

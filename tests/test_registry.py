@@ -149,3 +149,44 @@ def test_a_plugins_check_that_raises_any_error_is_one_line_naming_the_plugin(
     finally:
         for reg in (SAMPLERS, CLIP_PLANNERS, SOURCES):
             reg._items.pop("test_picky", None)
+
+
+def test_a_plugin_registered_under_a_builtins_name_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``@register_sampler("uniform")`` silently replaced the built-in everywhere (the
+    default sampler too); one named like a built-in whose module was not imported yet was
+    itself replaced, without a word, once that module was."""
+    builtins = {"a": "fp_test_builtin_a", "b": "fp_test_builtin_b"}
+    files = {f"fp_test_builtin_{n}": f"reg.register('{n}', '{n} built in')\n" for n in "ab"}
+    reg = _registry_of_modules(monkeypatch, tmp_path, builtins, files)
+    assert reg.get("a") == "a built in"
+    for name in ("a", "b"):  # b's module is imported first, and registers the built-in
+        with pytest.raises(
+            ConfigError, match=rf"^widget '{name}' is built into framepipe; register yours"
+        ):
+            reg.register(name, "mine")
+        assert reg.get(name) == f"{name} built in"
+    reg.register("a", reg.get("a"))  # the built-in itself, again: nothing changes
+    reg.register("c", "mine")
+    assert reg.names() == ["a", "b", "c"]
+
+
+def test_an_installed_plugin_named_like_a_builtin_is_ignored_with_a_warning_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib.metadata as md
+
+    files = {"fp_test_builtin_c": "reg.register('a', 1)\n"}
+    reg = _registry_of_modules(monkeypatch, tmp_path, {"a": "fp_test_builtin_c"}, files)
+    reg = Registry("widget", {"a": "fp_test_builtin_c"}, entry_point_group="framepipe.test_family")
+    sys.modules["fp_test_reg"].reg = reg  # type: ignore[attr-defined]
+    _module(monkeypatch, "fp_test_plugin2", "def pick(*a, **k):\n    return [0]\n")
+    clash = md.EntryPoint("a", "fp_test_plugin2:pick", "framepipe.test_family")
+    monkeypatch.setattr(md, "entry_points", lambda group: [clash])
+    with caplog.at_level("WARNING", logger="framepipe.registry"):
+        assert reg.names() == ["a"] and reg.get("a") == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        "widget plug-in 'a' (fp_test_plugin2:pick) is ignored: 'a' is a built-in widget; its "
+        "package must name it otherwise"
+    ]

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from framepipe import registry
 from framepipe.answering import Answering, AnswerSpec
 from framepipe.engine.base import EngineTask
 from framepipe.engine.supervisor import DecoderProcess, Skipped
@@ -61,6 +62,7 @@ class GenerateSpec:
 
 def _prepare(imports: tuple[str, ...], log_level: int) -> None:
     logging.getLogger("framepipe").setLevel(log_level)
+    registry.in_worker()
     for name in imports:  # plug-ins (a user's samplers and source kinds)
         importlib.import_module(name)
 

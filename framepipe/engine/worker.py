@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from framepipe import registry
 from framepipe.config import SampleConfig
 from framepipe.discovery import Input
 from framepipe.engine.base import Finish, Prepare
@@ -217,6 +218,7 @@ def worker_main(conn: Connection, setup: WorkerSetup) -> None:
     root.handlers[:] = [_PipeLogHandler(conn)]
     root.setLevel(setup.log_level)
     root.propagate = False
+    registry.in_worker()
     for name in setup.imports:
         importlib.import_module(name)
     try:

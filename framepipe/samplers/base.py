@@ -154,7 +154,8 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     if not takes_any or declared:
         raise ConfigError(
-            f"unknown parameter{many} {names} for sampler {name!r} (options: {', '.join(options)})"
+            f"unknown parameter{many} {names} for sampler {name!r} "
+            f"(options: {', '.join(options) or 'none'})"
         )
     if (name, unknown) not in _WARNED:
         _WARNED.add((name, unknown))
@@ -250,7 +251,7 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
         names = ", ".join(repr(k) for k in unknown)
         raise ConfigError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for sampler "
-            f"{sampler!r} (options: {', '.join(options)})"
+            f"{sampler!r} (options: {', '.join(options) or 'none'})"
         )
     policy = params.get("overflow", DEFAULT_OVERFLOW)
     if policy not in get_args(OverflowPolicy):

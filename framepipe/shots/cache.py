@@ -17,7 +17,7 @@ import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from framepipe.errors import SamplingError
+from framepipe.errors import FramepipeError, SamplingError, one_line_error
 from framepipe.shots.detector import DetectorParams, ShotDetection
 from framepipe.shots.detectors import checked_detector
 from framepipe.types import SourceInfo
@@ -66,7 +66,17 @@ def detect_shots(
     for (s, e, k), det in cache.items():
         if k == key and s <= start and end <= e:
             return det if (s, e) == (start, end) else det.restrict(start, end)
-    det = detector.detect(source, info, start, end, p)
+    try:
+        det = detector.detect(source, info, start, end, p)
+    except FramepipeError:
+        raise
+    except Exception as exc:  # a plug-in's bug: one line naming it (traceback at DEBUG)
+        log.debug("%s: shot detector %r failed", info.id, p.detector, exc_info=True)
+        raise FramepipeError(f"shot detector {p.detector!r} failed: {one_line_error(exc)}") from exc
+    if not isinstance(det, ShotDetection):
+        raise FramepipeError(
+            f"shot detector {p.detector!r} returned {type(det).__name__}, not a ShotDetection"
+        )
     det.stats["detector"] = p.detector
     log.debug("%s: shots in [%d, %d): %s", info.id, start, end, det.stats)
     cache[(start, end, key)] = det

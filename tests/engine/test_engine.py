@@ -252,7 +252,8 @@ def _expected_errors(paths: dict[str, Path]) -> dict[str, str]:
     with pytest.raises(TypeError) as unpicklable:
         pickle.dumps(types.MappingProxyType({}))
     return {
-        "zdiv": f"{paths['zdiv']}: ZeroDivisionError: {zero.value}",
+        "zdiv": f"{paths['zdiv']}: sampler 'engine_faults:zero_div' failed: "
+        f"ZeroDivisionError: {zero.value}",
         "view": f"{paths['view']}: ZeroDivisionError: {view.value}",
         "close": f"{paths['close']}: ZeroDivisionError: {zero.value}",
         "pickle": f"{paths['pickle']}: TypeError: {unpicklable.value}",

@@ -85,3 +85,26 @@ def test_the_settings_a_detector_reads_are_taken() -> None:
 def test_a_detector_declares_only_settings_that_exist() -> None:
     with pytest.raises(ValueError, match="nonsense"):
         ShotDetector("mine", detect_builtin, settings=("cut_ratio", "nonsense"))
+
+
+def test_a_plugin_detector_that_raises_fails_in_one_line_naming_the_detector(video: Path) -> None:
+    """Its error reached the record bare (``RuntimeError: detector model missing``), or,
+    once the keyframe sampler and the shots planner named themselves, as theirs."""
+    from framepipe.errors import FramepipeError
+    from framepipe.shots.detectors import register_detector
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("detector model missing")
+
+    register_detector(ShotDetector("test_raiser", broken))
+    register_detector(ShotDetector("test_none", lambda *args: None))
+    with open_source(video) as src:
+        with pytest.raises(
+            FramepipeError,
+            match=r"^shot detector 'test_raiser' failed: RuntimeError: detector model missing$",
+        ):
+            detect_shots(src, detector="test_raiser")
+        with pytest.raises(
+            FramepipeError, match=r"^shot detector 'test_none' returned NoneType, not a Shot"
+        ):
+            detect_shots(src, detector="test_none")
