@@ -343,3 +343,19 @@ def test_a_clip_in_several_records_files_is_shown_once(sampled: Path, tmp_path: 
     assert [c["data-status"] for c in page.cards()] == ["ok", "ok"]
     for target in local_targets(page, html_path):
         assert target.is_file(), target
+
+
+def test_records_moved_without_their_frames_are_reported_with_a_warning(
+    sampled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(sampled / "manifest.jsonl", moved)  # (the frame folders left behind)
+    result = CliRunner().invoke(cli, ["report", str(moved)])
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("framepipe.report")]
+    assert len(warned) == 1 and "no such image" in warned[0] and str(moved) in warned[0]
+    caplog.clear()
+    result = CliRunner().invoke(cli, ["report", str(sampled), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.name.startswith("framepipe.report")]
