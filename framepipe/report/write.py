@@ -26,7 +26,7 @@ from typing import Any
 from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.inputs.remote import is_remote, remote_stat, stage
 from framepipe.output import is_folder_output, read_output
-from framepipe.output.store import journal_of, kept_records, ordered_units
+from framepipe.output.store import journal_of, kept_records, no_records_in, ordered_units
 from framepipe.report.cards import Images, card
 from framepipe.report.page import GENERATOR, TAIL, Stats, head, page_name
 
@@ -184,6 +184,8 @@ def _records_file(p: Path) -> Path:
         # a first Parquet run killed before it folded its records in left its journal only
         if (parquet.is_file() or journal_of(parquet).is_file()) and not jsonl.exists():
             return parquet
+        if not jsonl.exists():
+            raise no_records_in(p)
         p = jsonl
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")
