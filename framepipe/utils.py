@@ -124,8 +124,10 @@ def json_lines(
     """``(line number, value)`` for each non-blank line of a JSON-lines file, the value being
     the line's JSON or, for a line that is not JSON, the :class:`json.JSONDecodeError` (a
     :class:`NotTextError` for one that is not text in ``encoding``): one bad line never
-    stops the lines after it. Lines end at ``\\n`` (as JSON lines do). ``fh``: ``path``
-    already open (binary), read from its start."""
+    stops the lines after it. Lines end at ``\\n`` (as JSON lines do); a line without its
+    ``\\n`` ends the lines read: the file ended there when it was read, and a writer may
+    have been half-way through it (what follows it by now is its rest, not lines of their
+    own). ``fh``: ``path`` already open (binary), read from its start."""
     what = "UTF-8" if encoding.lower().replace("_", "-").startswith("utf-8") else encoding
     with contextlib.ExitStack() as files:
         src = fh if fh is not None else files.enter_context(open(path, "rb"))
@@ -137,13 +139,14 @@ def json_lines(
                 doc = raw.decode(encoding, "replace")
                 pos = len(raw[: exc.start].decode(encoding, "replace"))
                 yield lineno, NotTextError(f"not {what} text", doc, pos)
-                continue
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, exc
+            else:
+                if line.strip():
+                    try:
+                        yield lineno, json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield lineno, exc
+            if not raw.endswith(b"\n"):
+                return  # (the end of the file when it was read)
 
 
 def allow_open_files(n: int) -> int:

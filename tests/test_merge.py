@@ -4,6 +4,7 @@ pyarrow and datasets."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -290,6 +291,46 @@ def test_a_merge_or_read_while_a_run_appends_has_the_records_first_read(
     merge([out], tmp_path / "m.jsonl")
     assert keys_and_status(tmp_path / "m.jsonl") == [("A1", "failed"), ("B1", "ok")]
     assert keys_and_status(out) == [("B1", "ok"), ("A1", "ok"), ("C1", "ok")]  # read after
+
+
+def test_a_read_that_catches_a_line_mid_write_keeps_every_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a run appends a long record (several pages: more than one write reaches the file)
+    # while a read's first pass is at the end of the file: it sees half a line, then,
+    # reading on, the rest of it and the records after it; the second pass sees them whole
+    out = tmp_path / "r.jsonl"
+    lines = [json.dumps(clip_rec(s, k, ok=ok).to_json()) + "\n" for s, k, ok in
+             [("a", "A1", False), ("b", "B1", True), ("a", "A1", True)]]  # fmt: skip
+    cut = len(lines[1]) // 2
+    out.write_text(lines[0] + lines[1][:cut], encoding="utf-8")
+    real_open = open
+
+    class Growing(io.FileIO):
+        """The file, with the rest appended when a read finds its end the second time
+        (the first: the check of its head, before the lines are read)."""
+
+        ends = 0
+
+        def readinto(self, buffer: Any) -> int:
+            n = super().readinto(buffer)
+            Growing.ends += n == 0
+            if n == 0 and Growing.ends == 2:
+                with real_open(out, "a", encoding="utf-8") as fh:
+                    fh.write(lines[1][cut:] + lines[2])
+            return n or 0
+
+    def opened(path: Any, mode: str = "r", *args: Any, **kw: Any) -> Any:
+        if Path(path) == out and mode == "rb":
+            return io.BufferedReader(Growing(path))
+        return real_open(path, mode, *args, **kw)
+
+    monkeypatch.setattr(framepipe.output.store, "open", opened, raising=False)
+    got = keys_and_status(out)
+    monkeypatch.undo()
+    # what the first pass saw whole: A1 failed (B1 was half written, A1 ok not yet there)
+    assert got == [("A1", "failed")]
+    assert sorted(keys_and_status(out)) == [("A1", "ok"), ("B1", "ok")]  # read after
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])

@@ -97,6 +97,8 @@ def caption_records(sampled: Path, dest: Path, *, random_weights: bool) -> Path:
         if k == 1:
             rec["frames"] = rec["contact_sheet"] = None  # run without --frames-dir
         rec.update(model=model, questions=["What happens?", "Colors?"])
+        for field in ("key", "input_key"):  # (a model and questions make other keys)
+            rec[field] = f"caption-{rec[field]}"
         rec.update(answers=[EVIL_ANSWER, f"answer {k}"], prompt="<image>x", generation={})
         recs.append(rec)
     recs.append(
@@ -317,3 +319,43 @@ def test_an_existing_file_that_is_not_a_report_is_not_replaced(
         assert result.exit_code == 0, result.output
     assert len(parse(html_path).cards()) == 2
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_clip_in_several_records_files_is_shown_once(sampled: Path, tmp_path: Path) -> None:
+    # two part files given one by one, as a shell glob gives them: a clip failed in the
+    # first and retried ok into the second is one clip, shown with its ok record (as
+    # ``merge`` keeps it), and its frames are linked from the file the record came from
+    first, second = tmp_path / "part-0.jsonl", tmp_path / "sub" / "part-1.jsonl"
+    second.parent.mkdir()
+
+    def moved(rec: dict[str, Any], to: Path) -> dict[str, Any]:  # frames relative to ``to``
+        rel = [os.path.relpath(sampled / p, to.parent) for p in rec["frames"]]
+        return {**rec, "frames": rel, "contact_sheet": None}
+
+    a, b = read_records(sampled / "manifest.jsonl")
+    with open_writer(first) as w:
+        w.write(failed_record(a["source"], "cannot decode frame 3", key=a["key"]))
+        w.write(moved(b, first))
+    with open_writer(second) as w:
+        w.write(moved(a, second))
+    html_path = write_report([first, second], tmp_path / "report.html")
+    page = parse(html_path)
+    assert [c["data-status"] for c in page.cards()] == ["ok", "ok"]
+    for target in local_targets(page, html_path):
+        assert target.is_file(), target
+
+
+def test_records_moved_without_their_frames_are_reported_with_a_warning(
+    sampled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(sampled / "manifest.jsonl", moved)  # (the frame folders left behind)
+    result = CliRunner().invoke(cli, ["report", str(moved)])
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("framepipe.report")]
+    assert len(warned) == 1 and "no such image" in warned[0] and str(moved) in warned[0]
+    caplog.clear()
+    result = CliRunner().invoke(cli, ["report", str(sampled), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    assert not [r for r in caplog.records if r.name.startswith("framepipe.report")]

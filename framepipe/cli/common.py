@@ -10,6 +10,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -77,6 +78,17 @@ def setup_logging(level: int) -> None:
 
 
 _log = logging.getLogger("framepipe.cli")
+
+
+def cell_text(value: object) -> str:
+    """``value`` as text for one cell of a table printed on a terminal: as
+    :func:`~framepipe.utils.shown_text` shows it, its control characters (a line break,
+    a terminal escape in a file name) as backslash escapes (``\\n``, ``\\x1b``), so that a
+    row stays one line and a name cannot colour or move the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], shown_text(str(value)))
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def note(text: str) -> None:

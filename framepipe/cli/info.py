@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
-from framepipe.cli.common import Command
+from framepipe.cli.common import Command, cell_text
 from framepipe.cli.options import KIND, SOURCE_OPT, options
-from framepipe.utils import shown_text
 
 
 @click.command("info", cls=Command)
@@ -64,7 +63,7 @@ def _table(rows: list[dict[str, object]]) -> None:
             return "-"
         if isinstance(v, float):
             return f"{v:.3f}"
-        return shown_text(str(v))
+        return cell_text(v)
 
     table = [cols] + [[cell(r, c) for c in cols] for r in ok]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]

@@ -6,11 +6,10 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command
+from framepipe.cli.common import Command, cell_text
 from framepipe.cli.options import KV, SOURCE_OPT, LateHelpOption, options
 from framepipe.errors import FramepipeError
 from framepipe.shots.detectors import DETECTORS, settings_help
-from framepipe.utils import shown_text
 
 # fmt: off
 ROWS: list[Any] = [
@@ -101,7 +100,7 @@ def _table(results: list[dict[str, Any]]) -> None:
         if "shots" not in r:
             continue
         kinds = {t["frame"]: t["kind"] for t in r["transitions"]}
-        click.echo(f"{shown_text(r['source'])}: {len(r['shots'])} shot(s)")
+        click.echo(f"{cell_text(r['source'])}: {len(r['shots'])} shot(s)")
         rows = [["shot", "start_frame", "end_frame", "start_s", "end_s", "begins_with"]]
         for k, s in enumerate(r["shots"]):
             rows.append(

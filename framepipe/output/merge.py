@@ -21,6 +21,7 @@ from framepipe.output.store import (
     is_folder_output,
     journal_of,
     kept_records,
+    no_records_in,
     ordered_units,
 )
 
@@ -52,7 +53,11 @@ def merge(
         raise ConfigError(f"{out}: merge writes one file, not a folder")
     fmt = format_of(out, format)
     check_replaceable(out, fmt)
-    units = ordered_units(inputs)
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    for p in paths:  # (a shard's folder left empty is no folder of records to leave out)
+        if Path(p).is_dir() and not any(u.files() for u in ordered_units(p)):
+            raise no_records_in(p)
+    units = ordered_units(paths)
     if not units or not any(u.files() for u in units):
         raise OutputError("merge: no records files among the inputs")
     with kept_records(units) as (keep, survivors):  # (a run may compact meanwhile)

@@ -209,6 +209,14 @@ def _units(path: PathLike) -> list[_Unit]:
     return sorted(found.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
+def no_records_in(folder: PathLike) -> OutputError:
+    """The error for a folder given for its records that holds no records file."""
+    return OutputError(
+        f"{folder}: no records file in the folder (part-*.jsonl or part-*.parquet files, "
+        "or a sample output's manifest.jsonl or manifest.parquet)"
+    )
+
+
 def record_files(paths: PathLike | Iterable[PathLike]) -> list[Path]:
     """The records files of the outputs ``paths``, in write order (journals included)."""
     return [f for u in ordered_units(paths) for f in u.files()]

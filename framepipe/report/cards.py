@@ -45,6 +45,7 @@ class Images:
         self.html_dir = os.path.abspath(html_dir)
         self.embed = embed or self.remote  # a browser cannot open s3:// or gs:// links
         self.prefix = None if self.remote else self._relative(self.base)
+        self.checked = False  # (whether a linked image was looked for)
 
     def url(self, rel: str, max_side: int) -> str | None:
         """``src`` for the image at ``rel`` (None when it cannot be embedded)."""
@@ -54,6 +55,14 @@ class Images:
             return _data_uri(uri, max_side, self.options)
         if self.embed:
             return _data_uri(os.path.join(self.base, rel), max_side)
+        if not self.checked:  # one stat a records file: moved without its frames?
+            self.checked = True
+            if not os.path.exists(os.path.join(self.base, rel)):
+                log.warning(
+                    "%s: no such image: the frames of the records read relative to %s are "
+                    "not there (moved without them? --base-dir names their folder)",
+                    os.path.join(self.base, rel), self.base,
+                )  # fmt: skip
         posix = rel.replace(os.sep, "/")
         parts = posix.split("/")
         if self.prefix is None or os.path.isabs(rel) or ".." in parts or "." in parts:

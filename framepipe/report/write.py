@@ -19,18 +19,20 @@ import itertools
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.inputs.remote import is_remote, remote_stat, stage
 from framepipe.output import is_folder_output, read_output
-from framepipe.output.store import journal_of
+from framepipe.output.store import journal_of, kept_records, no_records_in, ordered_units
 from framepipe.report.cards import Images, card
 from framepipe.report.page import GENERATOR, TAIL, Stats, head, page_name
 
 log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
 
 PAGE_SIZE = 1000
 """Cards on a page by default: a page a browser opens at once (about 2.5 MB)."""
@@ -50,8 +52,9 @@ def write_report(
     """Write the HTML report of the records in ``records_paths`` to ``out_html``.
 
     A records path may be a JSONL or Parquet file, a folder of part files, or a
-    ``framepipe sample`` output folder (its manifest); each clip is shown once (its latest
-    record). Frame paths in a record are relative to ``base_dir`` when given, else to the
+    ``framepipe sample`` output folder (its manifest); each clip is shown once, across all
+    the local paths (the record ``merge`` keeps: the latest, never a failed one over an ok
+    one). Frame paths in a record are relative to ``base_dir`` when given, else to the
     folder of the records file they come from. ``thumbnails`` shows every frame
     with its label (else the contact sheet only, where there is one); ``embed`` inlines
     downsized JPEGs as ``data:`` URIs instead of linking the files. A records path may also be
@@ -79,23 +82,14 @@ def write_report(
             open(Path(staged, "failed"), "w+", encoding="utf-8", newline="\n") as failed,
             open(Path(staged, "others"), "w+", encoding="utf-8", newline="\n") as others,
         ):
-            for k, path in enumerate(paths):
-                if isinstance(path, Path):
-                    base = str(base_dir or (path if path.is_dir() else path.parent))
-                    imgs, local, origin = Images(base, out.parent, embed), path, path.name
-                else:  # a store's records: staged here, images inlined from the store
-                    local = _stage(path, staged, k, storage_options)
-                    base = str(base_dir or path.rstrip("/").rpartition("/")[0])
-                    if local.name == "manifest.jsonl" and not path.endswith(".jsonl"):
-                        base = str(base_dir or path.rstrip("/"))  # a sample output folder
-                    imgs, origin = (
-                        Images(base, out.parent, True, storage_options),
-                        path.rpartition("/")[2],
-                    )
-                for rec in read_output(local):  # one record per clip, JSONL or Parquet
-                    stats.add(rec)
-                    to = failed if rec.get("status") == "failed" else others
-                    to.write(card(rec, stats.total, imgs, thumbnails, origin))  # one line
+            local = [p for p in paths if isinstance(p, Path)]
+            for rec, imgs, origin in itertools.chain(
+                _local_records(local, base_dir, out.parent, embed),
+                _remote_records(paths, staged, base_dir, out.parent, storage_options),
+            ):
+                stats.add(rec)
+                to = failed if rec.get("status") == "failed" else others
+                to.write(card(rec, stats.total, imgs, thumbnails, origin))  # one line
             size = page_size or max(stats.total, 1)
             pages = max(1, -(-stats.total // size))
             targets = [out.with_name(page_name(out.name, k)) for k in range(1, pages + 1)]
@@ -119,6 +113,44 @@ def write_report(
         out, stats.total, stats.ok, stats.failed, pages,
     )  # fmt: skip
     return out
+
+
+def _local_records(
+    paths: list[Path], base_dir: PathLike | None, html_dir: Path, embed: bool
+) -> Iterator[tuple[dict[str, Any], Images, str]]:
+    """The records of the local ``paths`` read as one output (one record per clip across
+    them all, as ``merge`` keeps: part files given one by one, a re-run's outputs), each with
+    the images of the file it comes from and that file's name."""
+    if not paths:
+        return
+    images: dict[Path, Images] = {}
+    with kept_records(ordered_units(paths)) as (_, survivors):
+        for unit, rec in survivors:
+            if unit.path not in images:
+                base = str(base_dir or unit.path.parent)
+                images[unit.path] = Images(base, html_dir, embed)
+            yield rec, images[unit.path], unit.path.name
+
+
+def _remote_records(
+    paths: list[Path | str],
+    staged: str,
+    base_dir: PathLike | None,
+    html_dir: Path,
+    options: dict[str, Any] | None,
+) -> Iterator[tuple[dict[str, Any], Images, str]]:
+    """The records of the store URIs among ``paths``: each staged here, its images inlined
+    from the store."""
+    for k, path in enumerate(paths):
+        if isinstance(path, Path):
+            continue
+        local = _stage(path, staged, k, options)
+        base = str(base_dir or path.rstrip("/").rpartition("/")[0])
+        if local.name == "manifest.jsonl" and not path.endswith(".jsonl"):
+            base = str(base_dir or path.rstrip("/"))  # a sample output folder
+        imgs = Images(base, html_dir, True, options)
+        for rec in read_output(local):  # one record per clip, JSONL or Parquet
+            yield rec, imgs, path.rpartition("/")[2]
 
 
 def _remove_pages_after(out: Path, pages: int) -> None:
@@ -152,6 +184,8 @@ def _records_file(p: Path) -> Path:
         # a first Parquet run killed before it folded its records in left its journal only
         if (parquet.is_file() or journal_of(parquet).is_file()) and not jsonl.exists():
             return parquet
+        if not jsonl.exists():
+            raise no_records_in(p)
         p = jsonl
     if not p.is_file():
         raise OutputError(f"{p}: no such records file")

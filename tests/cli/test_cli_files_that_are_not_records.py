@@ -137,3 +137,18 @@ def test_a_resume_skips_a_line_that_is_not_utf8_with_one_warning(
     res = CliRunner().invoke(cli, ["report", str(sampled)])
     assert res.exit_code == 0, res.output
     assert [ln for ln in res.stderr.splitlines() if ln.startswith("warning:")] == warned
+
+
+def test_a_folder_without_records_given_to_merge_or_report_is_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not records\n")
+    for args in (["merge", str(folder), "-o", str(tmp_path / "m.jsonl")],
+                 ["report", str(folder), "-o", str(tmp_path / "r.html")]):  # fmt: skip
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        line = f"Error: {folder}: no records file in the folder"
+        assert result.output.startswith(line) and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "r.html").exists()

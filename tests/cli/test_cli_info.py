@@ -54,3 +54,15 @@ def test_info_and_shots_read_remote_uris_and_name_them(
             }
             assert broken["source"] == bad and broken["error"].startswith(f"{bad}: ")
             assert str(tmp_path / "cache") not in result.output  # never the cached copy
+
+
+def test_info_and_shots_tables_show_a_name_with_a_line_break_on_one_row(tmp_path: Path) -> None:
+    video = tmp_path / "two\nlines\x1b[31m.mp4"  # a newline and a terminal escape in a name
+    video.write_bytes((SAMPLES / "shots.mp4").read_bytes())
+    result = CliRunner().invoke(cli, ["info", str(video)])
+    assert result.exit_code == 0, result.output
+    _, row = result.stdout.splitlines()
+    assert row.startswith(f"{tmp_path}/two\\nlines\\x1b[31m.mp4 ") and "\x1b" not in row
+    result = CliRunner().invoke(cli, ["shots", str(video)])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path}/two\\nlines\\x1b[31m.mp4: " in result.stdout
