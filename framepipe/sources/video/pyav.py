@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,6 +119,10 @@ class PyAVReader:
         # built once here, then shared read-only by the workers
         index.pos_of  # noqa: B018
         index.packet_frame  # noqa: B018
+        # files a read's workers left open, for the next read's: opening parses the whole
+        # container (an MP4's sample tables grow with its length), never once per clip
+        self._idle: list[tuple[Any, Any]] = []
+        self._lock = threading.Lock()
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -143,8 +148,10 @@ class PyAVReader:
 
         idx = self.index
         out: set[int] = set()
-        opened: tuple[Any, Any] | None = None  # (container, stream)
+        with self._lock:  # (container, stream), maybe where a former read stopped
+            opened: tuple[Any, Any] | None = self._idle.pop() if self._idle else None
         fresh = False  # nothing demuxed from ``opened`` yet
+        kept = False
         try:
             k = 0
             while k < len(groups):
@@ -177,12 +184,23 @@ class PyAVReader:
                     got |= self._run(container, stream, start, end_pos, rest, store, skip, fresh)
                     fresh = False
                 out |= got
+            if opened is not None:
+                with self._lock:
+                    self._idle.append(opened)
+                kept = True
         except av.error.FFmpegError as exc:
             raise DecodeError(idx.path, f"decoding failed ({av_reason(exc)})") from None
         finally:
-            if opened is not None:
+            if opened is not None and not kept:  # a failed read: never reuse its file
                 opened[0].close()
         return out
+
+    def close(self) -> None:
+        """Close the files reads left open (a later read opens its own)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for container, _ in idle:
+            container.close()
 
     def _open(self) -> tuple[Any, Any]:
         """A freshly opened file and its video stream, the decoder opened on one thread."""

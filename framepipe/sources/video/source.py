@@ -279,7 +279,8 @@ class VideoSource(Source):
                 raise
             log.warning("%s; indexing it again by decoding every frame", exc)
             new = load_index(self.path, rebuild=str(exc).split(": ", 1)[-1])
-            self._index, self._info, self._pyav = new, None, None
+            self._close_pyav()
+            self._index, self._info = new, None
             if new.num_frames != old.num_frames:
                 raise DecodeError(
                     self.path,
@@ -310,6 +311,11 @@ class VideoSource(Source):
         if self._decord is not None:
             self._decord.close()
         self._decord = None
+        self._close_pyav()
+
+    def _close_pyav(self) -> None:
+        if self._pyav is not None:
+            self._pyav.close()
         self._pyav = None
 
 
