@@ -400,3 +400,42 @@ def _points_at(fd: Path, target: Path) -> bool:
     with contextlib.suppress(OSError):
         return Path(os.readlink(fd)) == target.resolve()
     return False
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frames_are_converted_by_a_few_reused_swscale_contexts(
+    h264_path: Path, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame read is converted through one of at most
+    ``threads`` swscale contexts kept across reads (a frame's own ``to_ndarray`` sets up a
+    context, and its threads, per frame: on small frames that cost more than decoding them),
+    and the pixels are a fresh context's."""
+    import av.video.reformatter as avr
+
+    from framepipe.sources.video import convert
+
+    real = avr.VideoReformatter
+    made: list[object] = []
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.r = real()
+            made.append(self)
+
+        def reformat(self, frame: object, **kw: object) -> object:
+            calls.append(1)
+            return self.r.reformat(frame, **kw)
+
+    monkeypatch.setattr(avr, "VideoReformatter", Counting)
+    monkeypatch.setattr(convert, "REFORMATTERS", convert.Reformatters())  # none made yet
+    src = VideoSource(h264_path, backend="pyav", threads=threads)
+    clips = [[35, 40, 5], [50, 88], [65, 70, 61, 10], [80, 89], [45, 1]]
+    for want in clips:
+        _assert_exact(src.read(want).frames, want)
+    assert len(calls) == sum(len(c) for c in clips)
+    assert 1 <= len(made) <= threads
+    with av.open(str(h264_path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for want in clips:
+        assert np.array_equal(src.read(want).frames, np.stack([frames[i] for i in want]))

@@ -32,7 +32,6 @@ import numpy as np
 from framepipe.errors import DecodeError
 from framepipe.sources.video.decode import (
     MISSING,
-    may_be_transparent,
     open_decoder,
     packet_ident,
     plain_decoder,
@@ -47,7 +46,6 @@ from framepipe.sources.video.index import (
 
 log = logging.getLogger(__name__)
 
-Convert = Callable[[Any], np.ndarray]
 Store = Callable[[int, Any], None]
 """``store(index, frame)``: convert a decoded frame and put it where it belongs."""
 
@@ -403,48 +401,3 @@ def next_packet(demux: Any) -> Any:
         if packet.size:
             return packet
     return None
-
-
-WHITE = (255, 255, 255)
-
-
-def over(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """RGBA (straight alpha, as FFmpeg decodes it) composited on ``background``: RGB."""
-    a = rgba[..., 3:].astype(np.uint32)
-    bg = np.asarray(background, dtype=np.uint32)
-    mixed = rgba[..., :3].astype(np.uint32) * a + bg * (255 - a) + 127
-    return (mixed // 255).astype(np.uint8)
-
-
-def to_rgb(rotation: int, background: tuple[int, int, int] = WHITE) -> Convert:
-    """Frame -> upright RGB array; a picture with alpha composited on ``background`` (as
-    images are: what lies under a transparent pixel is whatever the encoder left there)."""
-    k = rotation // 90
-
-    def convert(frame: Any) -> np.ndarray:
-        if may_be_transparent(frame.format):
-            img = over(frame.to_ndarray(format="rgba"), background)
-        else:
-            img = frame.to_ndarray(format="rgb24")
-        return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
-
-    return convert
-
-
-def to_small_rgb(
-    rotation: int, size: tuple[int, int], background: tuple[int, int, int] = WHITE
-) -> Convert:
-    """Frame -> upright RGB array of ``size`` = (width, height), scaled by swscale (alpha
-    composited on ``background``, see :func:`to_rgb`)."""
-    w, h = size
-    k = rotation // 90
-    sw, sh = (h, w) if k % 2 else (w, h)
-
-    def convert(frame: Any) -> np.ndarray:
-        alpha = may_be_transparent(frame.format)
-        fmt = "rgba" if alpha else "rgb24"
-        img = frame.reformat(width=sw, height=sh, format=fmt, interpolation="AREA")
-        arr = over(img.to_ndarray(), background) if alpha else img.to_ndarray()
-        return np.ascontiguousarray(np.rot90(arr, k=k)) if k else arr
-
-    return convert

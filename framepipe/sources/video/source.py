@@ -47,6 +47,7 @@ import numpy as np
 import framepipe.sources.video.lowres as lowres
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.sources.base import Source, colour_option, frame_indices, register_source
+from framepipe.sources.video.convert import Convert, to_rgb, to_small_rgb
 from framepipe.sources.video.decord_reader import (
     DecordReader,
     decord_available,
@@ -54,7 +55,7 @@ from framepipe.sources.video.decord_reader import (
     decord_refusal,
 )
 from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index
-from framepipe.sources.video.pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
+from framepipe.sources.video.pyav import PyAVReader, Store
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
