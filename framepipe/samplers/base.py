@@ -23,6 +23,7 @@ parameters and those it declares for the options it reads from ``**params``
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -171,17 +172,28 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
 def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     """The options of sampler ``fn`` that have a known default, with that default: those of
     its keyword parameters (but ``n`` and ``source``) and those it declares."""
-    out: dict[str, Any] = {}
+    try:
+        out = dict(_signature_defaults(fn))
+    except TypeError:  # an unhashable callable: read its signature every time
+        out = dict(_signature_defaults.__wrapped__(fn))
+    out.update(getattr(fn, DEFAULTS_ATTRIBUTE, None) or {})
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _signature_defaults(fn: Callable[..., Any]) -> tuple[tuple[str, Any], ...]:
+    """The keyword parameters of ``fn`` with a default: read once per sampler (every
+    input's resume keys ask; ``inspect.signature`` costs more than the rest of a key)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin or an odd callable: no signature to read
-        sig = None
+        return ()
     keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    for p in sig.parameters.values() if sig is not None else ():
-        if p.kind in keyword and p.default is not p.empty and p.name not in ("n", "source"):
-            out[p.name] = p.default
-    out.update(getattr(fn, DEFAULTS_ATTRIBUTE, None) or {})
-    return out
+    return tuple(
+        (p.name, p.default)
+        for p in sig.parameters.values()
+        if p.kind in keyword and p.default is not p.empty and p.name not in ("n", "source")
+    )
 
 
 def canonical_params(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:

@@ -173,3 +173,24 @@ def test_a_plugin_without_overflow_runs_from_the_cli_and_refuses_an_overflow_giv
     assert res.output.strip().splitlines()[-1] == (
         "Error: unknown parameter 'overflow' for sampler 'engine_plugins:kwonly' (options: step)"
     )
+
+
+def test_resume_keys_read_a_samplers_signature_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every input's resume keys ask which sampler options are at their default: the
+    sampler's signature is read once per run, not once per input (a million-row manifest
+    paid ``inspect.signature`` a million times), and the answer stays the same."""
+    import inspect
+
+    real = inspect.signature
+    calls: list[object] = []
+
+    def counting(fn: Any, *args: Any, **kw: Any) -> inspect.Signature:
+        calls.append(fn)
+        return real(fn, *args, **kw)
+
+    monkeypatch.setattr(inspect, "signature", counting)
+    cfg = SampleConfig(n=4, sampler="uniform", sampler_params={"mode": "centers"})
+    first = cfg.key_parts()
+    for _ in range(500):
+        assert cfg.key_parts() == first
+    assert len(calls) <= 1

@@ -7,6 +7,8 @@ sampled frame is checked against the index it was asked for.
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 import random
 from fractions import Fraction
 from pathlib import Path
@@ -358,3 +360,82 @@ def test_indices_that_are_not_integers_are_refused(h264_path: Path, bad: object)
     batch = src.read(np.array([3, 1], dtype=np.int32))
     assert batch.indices == (3, 1) and all(type(i) is int for i in batch.indices)
     _assert_exact(batch.frames, [3, 1])
+
+
+def test_reading_clip_by_clip_opens_the_file_once(
+    h264_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long video cut into windows is read one clip at a time: each read reuses the file
+    the last one opened (opening an MP4 parses its sample tables, which grow with its
+    length: once per clip made windows over a long video cost clips x length), the frames
+    stay exact, and close() leaves no file open."""
+    from framepipe.sources.video import pyav
+
+    opened: list[Path] = []
+    real_open = pyav.open_container
+
+    def counting_open(path: Path) -> object:
+        opened.append(path)
+        return real_open(path)
+
+    def open_fds() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if _points_at(fd, h264_path)) if fds.exists() else 0
+
+    monkeypatch.setattr(pyav, "open_container", counting_open)
+    gc.collect()  # other tests' sources of this file
+    before = open_fds()
+    src = VideoSource(h264_path, backend="pyav", threads=1)
+    clips = [[35, 40], [50], [65, 70, 61], [80, 89], [45]]  # none decodes from packet 0
+    for want in clips:
+        _assert_exact(src.read(want).frames, want)
+    assert len(opened) == 1
+    _assert_exact(src.read([3, 5]).frames, [3, 5])  # packet 0: from a freshly opened file
+    assert len(opened) == 2
+    src.close()
+    assert open_fds() == before
+
+
+def _points_at(fd: Path, target: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(os.readlink(fd)) == target.resolve()
+    return False
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frames_are_converted_by_a_few_reused_swscale_contexts(
+    h264_path: Path, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame read is converted through one of at most
+    ``threads`` swscale contexts kept across reads (a frame's own ``to_ndarray`` sets up a
+    context, and its threads, per frame: on small frames that cost more than decoding them),
+    and the pixels are a fresh context's."""
+    import av.video.reformatter as avr
+
+    from framepipe.sources.video import convert
+
+    real = avr.VideoReformatter
+    made: list[object] = []
+    calls: list[int] = []
+
+    class Counting:
+        def __init__(self) -> None:
+            self.r = real()
+            made.append(self)
+
+        def reformat(self, frame: object, **kw: object) -> object:
+            calls.append(1)
+            return self.r.reformat(frame, **kw)
+
+    monkeypatch.setattr(avr, "VideoReformatter", Counting)
+    monkeypatch.setattr(convert, "REFORMATTERS", convert.Reformatters())  # none made yet
+    src = VideoSource(h264_path, backend="pyav", threads=threads)
+    clips = [[35, 40, 5], [50, 88], [65, 70, 61, 10], [80, 89], [45, 1]]
+    for want in clips:
+        _assert_exact(src.read(want).frames, want)
+    assert len(calls) == sum(len(c) for c in clips)
+    assert 1 <= len(made) <= threads
+    with av.open(str(h264_path)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    for want in clips:
+        assert np.array_equal(src.read(want).frames, np.stack([frames[i] for i in want]))

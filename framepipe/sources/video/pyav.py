@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ import numpy as np
 from framepipe.errors import DecodeError
 from framepipe.sources.video.decode import (
     MISSING,
-    may_be_transparent,
     open_decoder,
     packet_ident,
     plain_decoder,
@@ -46,7 +46,6 @@ from framepipe.sources.video.index import (
 
 log = logging.getLogger(__name__)
 
-Convert = Callable[[Any], np.ndarray]
 Store = Callable[[int, Any], None]
 """``store(index, frame)``: convert a decoded frame and put it where it belongs."""
 
@@ -118,6 +117,10 @@ class PyAVReader:
         # built once here, then shared read-only by the workers
         index.pos_of  # noqa: B018
         index.packet_frame  # noqa: B018
+        # files a read's workers left open, for the next read's: opening parses the whole
+        # container (an MP4's sample tables grow with its length), never once per clip
+        self._idle: list[tuple[Any, Any]] = []
+        self._lock = threading.Lock()
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -143,8 +146,10 @@ class PyAVReader:
 
         idx = self.index
         out: set[int] = set()
-        opened: tuple[Any, Any] | None = None  # (container, stream)
+        with self._lock:  # (container, stream), maybe where a former read stopped
+            opened: tuple[Any, Any] | None = self._idle.pop() if self._idle else None
         fresh = False  # nothing demuxed from ``opened`` yet
+        kept = False
         try:
             k = 0
             while k < len(groups):
@@ -177,12 +182,23 @@ class PyAVReader:
                     got |= self._run(container, stream, start, end_pos, rest, store, skip, fresh)
                     fresh = False
                 out |= got
+            if opened is not None:
+                with self._lock:
+                    self._idle.append(opened)
+                kept = True
         except av.error.FFmpegError as exc:
             raise DecodeError(idx.path, f"decoding failed ({av_reason(exc)})") from None
         finally:
-            if opened is not None:
+            if opened is not None and not kept:  # a failed read: never reuse its file
                 opened[0].close()
         return out
+
+    def close(self) -> None:
+        """Close the files reads left open (a later read opens its own)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for container, _ in idle:
+            container.close()
 
     def _open(self) -> tuple[Any, Any]:
         """A freshly opened file and its video stream, the decoder opened on one thread."""
@@ -385,48 +401,3 @@ def next_packet(demux: Any) -> Any:
         if packet.size:
             return packet
     return None
-
-
-WHITE = (255, 255, 255)
-
-
-def over(rgba: np.ndarray, background: tuple[int, int, int]) -> np.ndarray:
-    """RGBA (straight alpha, as FFmpeg decodes it) composited on ``background``: RGB."""
-    a = rgba[..., 3:].astype(np.uint32)
-    bg = np.asarray(background, dtype=np.uint32)
-    mixed = rgba[..., :3].astype(np.uint32) * a + bg * (255 - a) + 127
-    return (mixed // 255).astype(np.uint8)
-
-
-def to_rgb(rotation: int, background: tuple[int, int, int] = WHITE) -> Convert:
-    """Frame -> upright RGB array; a picture with alpha composited on ``background`` (as
-    images are: what lies under a transparent pixel is whatever the encoder left there)."""
-    k = rotation // 90
-
-    def convert(frame: Any) -> np.ndarray:
-        if may_be_transparent(frame.format):
-            img = over(frame.to_ndarray(format="rgba"), background)
-        else:
-            img = frame.to_ndarray(format="rgb24")
-        return np.ascontiguousarray(np.rot90(img, k=k)) if k else img
-
-    return convert
-
-
-def to_small_rgb(
-    rotation: int, size: tuple[int, int], background: tuple[int, int, int] = WHITE
-) -> Convert:
-    """Frame -> upright RGB array of ``size`` = (width, height), scaled by swscale (alpha
-    composited on ``background``, see :func:`to_rgb`)."""
-    w, h = size
-    k = rotation // 90
-    sw, sh = (h, w) if k % 2 else (w, h)
-
-    def convert(frame: Any) -> np.ndarray:
-        alpha = may_be_transparent(frame.format)
-        fmt = "rgba" if alpha else "rgb24"
-        img = frame.reformat(width=sw, height=sh, format=fmt, interpolation="AREA")
-        arr = over(img.to_ndarray(), background) if alpha else img.to_ndarray()
-        return np.ascontiguousarray(np.rot90(arr, k=k)) if k else arr
-
-    return convert

@@ -47,6 +47,7 @@ import numpy as np
 import framepipe.sources.video.lowres as lowres
 from framepipe.errors import ConfigError, DecodeError, SourceError
 from framepipe.sources.base import Source, colour_option, frame_indices, register_source
+from framepipe.sources.video.convert import Convert, to_rgb, to_small_rgb
 from framepipe.sources.video.decord_reader import (
     DecordReader,
     decord_available,
@@ -54,7 +55,7 @@ from framepipe.sources.video.decord_reader import (
     decord_refusal,
 )
 from framepipe.sources.video.index import IndexMismatch, VideoIndex, load_index
-from framepipe.sources.video.pyav import Convert, PyAVReader, Store, to_rgb, to_small_rgb
+from framepipe.sources.video.pyav import PyAVReader, Store
 from framepipe.types import FrameBatch, SkipMode, SmallFrames, SourceInfo
 
 log = logging.getLogger(__name__)
@@ -279,7 +280,8 @@ class VideoSource(Source):
                 raise
             log.warning("%s; indexing it again by decoding every frame", exc)
             new = load_index(self.path, rebuild=str(exc).split(": ", 1)[-1])
-            self._index, self._info, self._pyav = new, None, None
+            self._close_pyav()
+            self._index, self._info = new, None
             if new.num_frames != old.num_frames:
                 raise DecodeError(
                     self.path,
@@ -310,6 +312,11 @@ class VideoSource(Source):
         if self._decord is not None:
             self._decord.close()
         self._decord = None
+        self._close_pyav()
+
+    def _close_pyav(self) -> None:
+        if self._pyav is not None:
+            self._pyav.close()
         self._pyav = None
 
 
