@@ -4,6 +4,7 @@ naming the sampler and the problem; the run goes on with the other clips."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,10 @@ from framepipe.config import SampleConfig
 from framepipe.errors import FramepipeError
 from framepipe.read_clips import select
 from framepipe.samplers import register_sampler
+from framepipe.samplers.base import SAMPLERS
 from framepipe.types import ClipSpec, SourceInfo
 
 
-@register_sampler("wrong_test")
 def wrong(info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None, how: str = "") -> Any:
     """Returns what ``how`` names: each a mistake a plug-in can make."""
     if how == "raise":
@@ -29,6 +30,17 @@ def wrong(info: SourceInfo, clip: ClipSpec, *, n: int, source: object = None, ho
         "next_clip": [clip.end_frame],
         "before_clip": [clip.start_frame - 1],
     }[how]
+
+
+@pytest.fixture(autouse=True)
+def registered() -> Iterator[None]:
+    """``wrong_test`` registered for this module's tests only: a sampler left registered
+    would be imported by every later run's decoders and Ray workers, where this module is
+    not importable."""
+    register_sampler("wrong_test")(wrong)
+    yield
+    for name in ("wrong_test", "raise_on_b_test"):
+        SAMPLERS._items.pop(name, None)
 
 
 @pytest.mark.parametrize(

@@ -11,13 +11,14 @@ from typing import ClassVar
 import numpy as np
 
 from framepipe import SampleConfig, sample
-from framepipe.sources.base import Source, register_source
+from framepipe.sources.base import SOURCES, Source, register_source
 from framepipe.types import FrameBatch, SourceInfo
 
 
-@register_source
 class MisreadSource(Source):
-    """``*.misread`` files of 20 frames; the file's text says what its read gets wrong."""
+    """``*.misread`` files of 20 frames; the file's text says what its read gets wrong.
+    Registered by the test that uses it only (a kind left registered would be imported by
+    every later run's decoders and Ray workers, where this module is not importable)."""
 
     kind: ClassVar[str] = "test_misread"
     extensions: ClassVar[frozenset[str]] = frozenset({".misread"})
@@ -38,7 +39,11 @@ def test_a_source_reading_other_frames_than_asked_fails_its_clip_naming_the_kind
     ``indices`` said frames it did not hold."""
     for how in ("shifted", "short", "right"):
         (tmp_path / f"{how}.misread").write_text(how)
-    sample(tmp_path, tmp_path / "out", SampleConfig(n=3), workers=0)
+    register_source(MisreadSource)
+    try:
+        sample(tmp_path, tmp_path / "out", SampleConfig(n=3), workers=0)
+    finally:
+        SOURCES._items.pop(MisreadSource.kind, None)
     lines = (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()
     recs = {Path(r["source"]).stem: r for r in map(json.loads, lines)}
     assert recs["right"]["status"] == "ok" and recs["right"]["indices"] == [3, 10, 16]
