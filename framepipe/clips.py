@@ -13,14 +13,15 @@ import itertools
 import logging
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framepipe.errors import ConfigError, FramepipeError, one_line_error
-from framepipe.registry import Registry, run_check
-from framepipe.shots import checked_params, detect_shots
+from framepipe.registry import DEFAULTS_ATTRIBUTE, Registry, run_check
+from framepipe.shots import DetectorParams, checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
 if TYPE_CHECKING:
@@ -44,14 +45,21 @@ CHECK_ATTRIBUTE = "framepipe_check"
 
 
 def register_clip_planner(
-    name: str, *, check: Callable[..., object] | None = None
+    name: str,
+    *,
+    check: Callable[..., object] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[ClipPlanner], ClipPlanner]:
     """Decorator: register a clip planner under ``name``. ``check(**params)``: the planner's
     own check of its settings (the first thing it does), which a run also calls before any
-    input is read (:func:`check_clips`)."""
+    input is read (:func:`check_clips`). ``defaults``: the value each option it reads from
+    ``**params`` has when it is not given (those of its keyword parameters are read from its
+    signature): an option given at its default makes the same resume keys as none."""
     register: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(name)
 
     def deco(fn: ClipPlanner) -> ClipPlanner:
+        if defaults is not None:
+            setattr(fn, DEFAULTS_ATTRIBUTE, dict(defaults))
         if check is not None:
             setattr(fn, CHECK_ATTRIBUTE, check)
         return register(fn)
@@ -206,7 +214,14 @@ def shot_limits(
     return min_s, max_s
 
 
-@register_clip_planner("shots", check=shot_limits)
+_SHOT_DETECTOR_DEFAULTS = {
+    k: v for k, v in asdict(DetectorParams()).items() if k not in ("min_shot_s", "max_shot_s")
+}
+"""The shot detector's settings, which the shots planner hands on (``min_shot_s`` and
+``max_shot_s`` are its own, with its own defaults)."""
+
+
+@register_clip_planner("shots", check=shot_limits, defaults=_SHOT_DETECTOR_DEFAULTS)
 def plan_shot_clips(
     info: SourceInfo,
     *,
@@ -304,6 +319,11 @@ def check_clips(
             f"unknown parameter(s) {', '.join(unknown)} for --clips {mode} "
             f"(its options: {', '.join(options) or 'none'})"
         )
+
+
+def planner_of(mode: str) -> ClipPlanner:
+    """The clip planner ``mode`` names."""
+    return CLIP_PLANNERS.get(mode)
 
 
 def plan_clips(

@@ -8,11 +8,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from framepipe.clips import check_clips
+from framepipe.clips import check_clips, planner_of
 from framepipe.errors import ConfigError, check_fields
 from framepipe.extras import check_extras
 from framepipe.inputs.download import DEFAULT_STALL_S
-from framepipe.samplers.base import Sampler, canonical_params, check_sampler, get_sampler
+from framepipe.registry import canonical_params
+from framepipe.samplers.base import Sampler, check_sampler, get_sampler
 from framepipe.sources.base import check_source_options
 
 
@@ -72,8 +73,9 @@ class SampleConfig:
 
     def key_parts(self) -> dict[str, Any]:
         """What, with the source, determines the selected frames (for resume keys). Sampler
-        options given at their default are left out (:func:`canonical_params`): giving one
-        is the same setting as leaving it out; so are the windows said another way:
+        and clip planner options given at their default are left out
+        (:func:`~framepipe.registry.canonical_params`): giving one is the same setting as
+        leaving it out; so are the windows said another way:
         ``clip_seconds`` alone (``--clip-seconds``, which implies windows, the form the keys
         keep) or with ``clips="windows"``, a stride equal to the length (the default), and
         seconds as int or float."""
@@ -91,7 +93,7 @@ class SampleConfig:
             "clips": clips,
             "clip_seconds": length,
             "stride_seconds": stride,
-            "clip_params": self.clip_params,
+            "clip_params": canonical_params(planner_of(clips), self.clip_params),
             "source_options": self.source_options,
             "kind": self.kind,
         }

@@ -11,7 +11,9 @@ so an installed plug-in is selectable from the command line without any import b
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -197,3 +199,58 @@ def run_check(family: str, name: str, check: Callable[..., object], *args: Any, 
         raise
     except Exception as exc:
         raise ConfigError(f"{family} {name!r} refused its settings: {one_line_error(exc)}") from exc
+
+
+DEFAULTS_ATTRIBUTE = "framepipe_defaults"
+"""Where a plug-in's registration (``register_sampler``, ``register_clip_planner``) keeps
+the defaults it declares for the options it reads from ``**params``."""
+
+
+def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The options of the plug-in ``fn`` (a sampler, a clip planner) that have a known
+    default, with that default: those of its keyword parameters (but ``n`` and ``source``)
+    and those it declares (``defaults=`` where it is registered)."""
+    try:
+        out = dict(_signature_defaults(fn))
+    except TypeError:  # an unhashable callable: read its signature every time
+        out = dict(_signature_defaults.__wrapped__(fn))
+    out.update(getattr(fn, DEFAULTS_ATTRIBUTE, None) or {})
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _signature_defaults(fn: Callable[..., Any]) -> tuple[tuple[str, Any], ...]:
+    """The keyword parameters of ``fn`` with a default: read once per plug-in (every
+    input's resume keys ask; ``inspect.signature`` costs more than the rest of a key)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin or an odd callable: no signature to read
+        return ()
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return tuple(
+        (p.name, p.default)
+        for p in sig.parameters.values()
+        if p.kind in keyword and p.default is not p.empty and p.name not in ("n", "source")
+    )
+
+
+def canonical_params(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` without the options given at their default (:func:`option_defaults`):
+    what the resume keys are made of. Values are compared as values (a list equals a tuple,
+    2 equals 2.0, True is not 1); one written another way (a size as ``"64x36"``) is
+    another setting."""
+    defaults = option_defaults(fn)
+    return {k: v for k, v in params.items() if k not in defaults or not _same(v, defaults[k])}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return bool(a == b)
+    except Exception:  # an odd value that cannot be compared: another setting
+        return False

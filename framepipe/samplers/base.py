@@ -23,7 +23,6 @@ parameters and those it declares for the options it reads from ``**params``
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 import logging
@@ -31,7 +30,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from framepipe.errors import ConfigError, SamplingError
-from framepipe.registry import Registry, run_check
+from framepipe.registry import (
+    DEFAULTS_ATTRIBUTE,
+    Registry,
+    run_check,
+)
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
@@ -76,8 +79,6 @@ SAMPLERS: Registry[Sampler] = Registry(
 installed plug-ins (entry-point group ``framepipe.samplers``)."""
 
 
-DEFAULTS_ATTRIBUTE = "framepipe_defaults"
-"""Where :func:`register_sampler` keeps the defaults a sampler declares."""
 CHECK_ATTRIBUTE = "framepipe_check"
 """Where :func:`register_sampler` keeps a sampler's check of its settings."""
 
@@ -167,55 +168,6 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
             name,
             f"parameter{many} {names}",
         )
-
-
-def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
-    """The options of sampler ``fn`` that have a known default, with that default: those of
-    its keyword parameters (but ``n`` and ``source``) and those it declares."""
-    try:
-        out = dict(_signature_defaults(fn))
-    except TypeError:  # an unhashable callable: read its signature every time
-        out = dict(_signature_defaults.__wrapped__(fn))
-    out.update(getattr(fn, DEFAULTS_ATTRIBUTE, None) or {})
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _signature_defaults(fn: Callable[..., Any]) -> tuple[tuple[str, Any], ...]:
-    """The keyword parameters of ``fn`` with a default: read once per sampler (every
-    input's resume keys ask; ``inspect.signature`` costs more than the rest of a key)."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # a builtin or an odd callable: no signature to read
-        return ()
-    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    return tuple(
-        (p.name, p.default)
-        for p in sig.parameters.values()
-        if p.kind in keyword and p.default is not p.empty and p.name not in ("n", "source")
-    )
-
-
-def canonical_params(fn: Callable[..., Any], params: Mapping[str, Any]) -> dict[str, Any]:
-    """``params`` without the options given at their default (:func:`option_defaults`):
-    what the resume keys are made of. Values are compared as values (a list equals a tuple,
-    2 equals 2.0, True is not 1); one written another way (a size as ``"64x36"``) is
-    another setting."""
-    defaults = option_defaults(fn)
-    return {k: v for k, v in params.items() if k not in defaults or not _same(v, defaults[k])}
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    try:
-        return bool(a == b)
-    except Exception:  # an odd value that cannot be compared: another setting
-        return False
 
 
 def available_samplers() -> list[str]:

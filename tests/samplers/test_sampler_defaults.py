@@ -15,15 +15,9 @@ from click.testing import CliRunner
 from framepipe.cli import cli
 from framepipe.config import SampleConfig
 from framepipe.output import read_records
+from framepipe.registry import canonical_params, option_defaults
 from framepipe.runs.sample import MANIFEST, sample
-from framepipe.samplers.base import (
-    DEFAULT_OVERFLOW,
-    SAMPLERS,
-    canonical_params,
-    get_sampler,
-    option_defaults,
-    register_sampler,
-)
+from framepipe.samplers.base import DEFAULT_OVERFLOW, SAMPLERS, get_sampler, register_sampler
 from framepipe.sources.base import Source
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -194,3 +188,24 @@ def test_resume_keys_read_a_samplers_signature_once(monkeypatch: pytest.MonkeyPa
     for _ in range(500):
         assert cfg.key_parts() == first
     assert len(calls) <= 1
+
+
+def test_a_clip_planner_option_at_its_default_makes_the_keys_of_one_left_out() -> None:
+    """``--clips shots --clip-opt min_shot_s=2`` (the planner's default) or a detector
+    setting at its default re-ran every clip: the keys held the option as given. As for a
+    sampler's options, one given at its default is the same setting as one left out (the
+    planner's own ``min_shot_s`` is 2 s, not the detector's 0.5 s); another value is not."""
+    from dataclasses import asdict
+
+    from framepipe.shots import DetectorParams
+
+    plain = SampleConfig(n=4, clips="shots").key_parts()
+    detector = asdict(DetectorParams())
+    for at_default in (
+        {"min_shot_s": 2.0},
+        {"min_shot_s": 2, "max_shot_s": 30.0},
+        {"cut_threshold": detector["cut_threshold"], "detector": "builtin"},
+    ):
+        assert SampleConfig(n=4, clips="shots", clip_params=at_default).key_parts() == plain
+    for other in ({"min_shot_s": 0.5}, {"cut_threshold": detector["cut_threshold"] * 2}):
+        assert SampleConfig(n=4, clips="shots", clip_params=other).key_parts() != plain
