@@ -116,8 +116,8 @@ class GenerationSettings:
             elif kind == "float":
                 if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
                     raise ConfigError(f"{flag} ({value!r}) must be a number")
-                if not isinstance(value, (int, float)):
-                    setattr(self, f.name, float(value))
+                # 1 is 1.0 (as the command line and the defaults give it): one resume key
+                setattr(self, f.name, float(value))
             elif isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
                 raise ConfigError(f"{flag} ({value!r}) must be an integer")
             else:

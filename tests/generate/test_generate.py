@@ -210,6 +210,20 @@ def test_settings_of_the_wrong_type_are_a_config_error_and_numpy_numbers_plain_o
     assert GenerationSettings(seed=None).seed is None
 
 
+def test_a_whole_number_for_a_float_setting_gives_the_same_resume_key() -> None:
+    """``repetition_penalty=1`` (a dict, a JSON config, a Python call) is the ``1.0`` the
+    command line and the defaults give: the records and resume keys held ``1`` and ``1.0``
+    apart, so a re-run from Python of a command-line run's output redid every clip and
+    wrote each a second record."""
+    from framepipe.utils import stable_digest
+
+    given = GenerationSettings(repetition_penalty=1, temperature=2, top_p=1, do_sample=True)
+    cli = GenerationSettings(repetition_penalty=1.0, temperature=2.0, top_p=1.0, do_sample=True)
+    assert json.dumps(given.to_json()) == json.dumps(cli.to_json())
+    assert stable_digest(given.to_json()) == stable_digest(cli.to_json())
+    assert type(dataclasses.replace(cli, temperature=3).temperature) is float
+
+
 def test_an_answer_cut_at_max_new_tokens_is_marked_truncated(gen: Generator) -> None:
     r = Request(frames(2, 95), QUESTIONS[:2])
     seen: list[list[int]] = []

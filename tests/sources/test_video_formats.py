@@ -105,3 +105,21 @@ def test_audio_with_cover_art_is_no_video_and_says_so(tmp_path: Path) -> None:
     )
     with pytest.raises(UnsupportedInputError, match="only a cover picture"):
         VideoSource(song).info()
+
+
+def test_a_picture_size_change_mid_stream_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """MPEG-TS files joined end to end may change picture size mid-stream: reading a frame
+    of the other size is a one-line SourceError naming the file and the sizes (it was a
+    bare 'ValueError: could not broadcast input array from shape ...')."""
+    parts = []
+    for k, size in enumerate(("320x240", "176x144")):
+        part = tmp_path / f"part{k}.ts"
+        src = f"testsrc2=size={size}:rate=25"
+        media.ffmpeg("-f", "lavfi", "-i", src, "-t", "2", "-c:v", "libx264", "-g", "25", str(part))
+        parts.append(part.read_bytes())
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(parts))
+    src = VideoSource(joined, backend="pyav")
+    with pytest.raises(SourceError, match=r"joined\.ts: the picture size changes mid-stream"):
+        src.read([5, src.info().num_frames - 5])
+    src.close()

@@ -4,11 +4,13 @@ Conversions go through a few shared ``VideoReformatter`` objects, each used by o
 at a time: a frame's own ``to_ndarray`` / ``reformat`` sets up a new swscale context (and
 its threads) for every frame, which costs far more than converting a small picture. A
 context is only reused, never shared at once; swscale sets itself up again when a frame's
-size or format differs from the last, so the pixels are those of a fresh context.
+size or format differs from the last, so the pixels are those of a fresh context. A forked
+child starts with none (see :meth:`Reformatters.forget`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +28,16 @@ class Reformatters:
 
     def __init__(self) -> None:
         self.idle: list[Any] = []
+        self.lock = threading.Lock()
+        self.inherited: list[Any] = []
+        """A parent's reformatters in a forked child: kept, never used nor freed."""
+
+    def forget(self) -> None:
+        """In a forked child: the parent's contexts convert on the parent's swscale threads,
+        which the child does not have (a conversion through one waits for them forever, as
+        freeing one would), and the lock may be held by a parent thread: start afresh."""
+        self.inherited.extend(self.idle)
+        self.idle = []
         self.lock = threading.Lock()
 
     @contextmanager
@@ -46,6 +58,14 @@ class Reformatters:
 
 REFORMATTERS = Reformatters()
 """Shared by every video's reads in this process (as many as ever converted at once)."""
+
+
+def _after_fork_in_child() -> None:
+    REFORMATTERS.forget()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 WHITE = (255, 255, 255)

@@ -46,6 +46,9 @@ from framepipe.sources.video.index import (
 
 log = logging.getLogger(__name__)
 
+_INHERITED: list[tuple[Any, Any]] = []
+"""Files a forked child's readers inherited from the parent (see PyAVReader._forget_if_forked)."""
+
 Store = Callable[[int, Any], None]
 """``store(index, frame)``: convert a decoded frame and put it where it belongs."""
 
@@ -121,6 +124,7 @@ class PyAVReader:
         # container (an MP4's sample tables grow with its length), never once per clip
         self._idle: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
+        self._pid = os.getpid()
 
     def read(self, wanted: Sequence[int], store: Store) -> None:
         """Decode the frames ``wanted``, handing each to ``store(index, frame)`` once.
@@ -146,8 +150,7 @@ class PyAVReader:
 
         idx = self.index
         out: set[int] = set()
-        with self._lock:  # (container, stream), maybe where a former read stopped
-            opened: tuple[Any, Any] | None = self._idle.pop() if self._idle else None
+        opened: tuple[Any, Any] | None = self._take_idle()  # maybe where a read stopped
         fresh = False  # nothing demuxed from ``opened`` yet
         kept = False
         try:
@@ -193,8 +196,23 @@ class PyAVReader:
                 opened[0].close()
         return out
 
+    def _take_idle(self) -> tuple[Any, Any] | None:
+        """A (container, stream) a former read left open in this process, or None."""
+        self._forget_if_forked()
+        with self._lock:
+            return self._idle.pop() if self._idle else None
+
+    def _forget_if_forked(self) -> None:
+        """In a forked child, the files left open are the parent's: their file offsets are
+        shared with it (reads in both would move each other's), and their decoder's threads
+        are not here. They are kept, never used nor closed; the child opens its own."""
+        if self._pid != os.getpid():
+            _INHERITED.extend(self._idle)
+            self._idle, self._lock, self._pid = [], threading.Lock(), os.getpid()
+
     def close(self) -> None:
         """Close the files reads left open (a later read opens its own)."""
+        self._forget_if_forked()
         with self._lock:
             idle, self._idle = self._idle, []
         for container, _ in idle:

@@ -235,7 +235,7 @@ class VideoSource(Source):
             arr = np.empty((len(idx), info.height, info.width, 3), dtype=np.uint8)
             try:
                 self._read_pyav(
-                    idx, _filler(arr, idx, to_rgb(self.index.rotation, self.background))
+                    idx, _filler(arr, idx, to_rgb(self.index.rotation, self.background), self.path)
                 )
             except DecodeError as exc:
                 if self.backend_option != "auto" or self._decord_refusal() is not None:
@@ -263,7 +263,10 @@ class VideoSource(Source):
         w, h = size
         out = np.empty((len(idx), h, w, 3), dtype=np.uint8)
         self._read_pyav(
-            idx, _filler(out, idx, to_small_rgb(self.index.rotation, (w, h), self.background))
+            idx,
+            _filler(
+                out, idx, to_small_rgb(self.index.rotation, (w, h), self.background), self.path
+            ),
         )
         return out
 
@@ -320,14 +323,23 @@ class VideoSource(Source):
         self._pyav = None
 
 
-def _filler(out: np.ndarray, idx: list[int], convert: Convert) -> Store:
-    """A ``store`` that converts a frame once and writes it to every row that asked for it."""
+def _filler(out: np.ndarray, idx: list[int], convert: Convert, path: Path) -> Store:
+    """A ``store`` that converts a frame once and writes it to every row that asked for it;
+    a frame of another size than the stream's (the picture size changes mid-stream, as in
+    MPEG-TS files joined end to end) is a one-line :class:`SourceError`."""
     rows: dict[int, list[int]] = {}
     for k, i in enumerate(idx):
         rows.setdefault(i, []).append(k)
 
     def store(i: int, frame: Any) -> None:
         img = convert(frame)
+        if img.shape != out.shape[1:]:
+            h, w = out.shape[1:3]
+            raise SourceError(
+                path,
+                f"the picture size changes mid-stream: frame {i} is "
+                f"{frame.width}x{frame.height}, the stream {w}x{h} (not supported)",
+            )
         for k in rows[i]:
             out[k] = img
 
