@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framepipe.errors import ConfigError, FramepipeError, one_line_error
-from framepipe.registry import DEFAULTS_ATTRIBUTE, Registry, run_check
+from framepipe.registry import CHECK_ATTRIBUTE, Registry, run_check
 from framepipe.shots import DetectorParams, checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
 
@@ -40,10 +40,6 @@ CLIP_PLANNERS: Registry[ClipPlanner] = Registry(
 """Clip planners by name (``--clips``): the built-ins below and installed plug-ins."""
 
 
-CHECK_ATTRIBUTE = "framepipe_check"
-"""Where :func:`register_clip_planner` keeps a planner's check of its settings."""
-
-
 def register_clip_planner(
     name: str,
     *,
@@ -55,16 +51,10 @@ def register_clip_planner(
     input is read (:func:`check_clips`). ``defaults``: the value each option it reads from
     ``**params`` has when it is not given (those of its keyword parameters are read from its
     signature): an option given at its default makes the same resume keys as none."""
-    register: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(name)
-
-    def deco(fn: ClipPlanner) -> ClipPlanner:
-        if defaults is not None:
-            setattr(fn, DEFAULTS_ATTRIBUTE, dict(defaults))
-        if check is not None:
-            setattr(fn, CHECK_ATTRIBUTE, check)
-        return register(fn)
-
-    return deco
+    register: Callable[[ClipPlanner], ClipPlanner] = CLIP_PLANNERS.register(
+        name, check=check, defaults=defaults
+    )
+    return register
 
 
 def _no_params(mode: str, params: dict[str, Any]) -> None:

@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+DEFAULTS_ATTRIBUTE = "framepipe_defaults"
+"""Where a plug-in's registration (:meth:`Registry.register`) keeps the defaults it
+declares for the options it reads from ``**params``."""
+CHECK_ATTRIBUTE = "framepipe_check"
+"""Where a plug-in's registration keeps its own check of its settings."""
+
 _IN_WORKER = False
 
 
@@ -59,13 +65,27 @@ class Registry(Generic[T]):
         self._loaded = False
 
     # -- registering ---------------------------------------------------------------------------
-    def register(self, name: str, obj: T | None = None) -> Any:
-        """Register ``obj`` under ``name``; without ``obj``, a decorator that does so."""
+    def register(
+        self,
+        name: str,
+        obj: T | None = None,
+        *,
+        check: Callable[..., object] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Register ``obj`` under ``name``; without ``obj``, a decorator that does so.
+        ``check``: the plug-in's own check of its settings, ``defaults``: those of the options
+        it reads from ``**params`` (kept on it, as :data:`CHECK_ATTRIBUTE` and
+        :data:`DEFAULTS_ATTRIBUTE`)."""
         if not name or not isinstance(name, str):
             raise ValueError(f"a {self.family} needs a non-empty name, got {name!r}")
 
         def deco(o: T) -> T:
             self._refuse_builtin_name(name, o)
+            if defaults is not None:
+                setattr(o, DEFAULTS_ATTRIBUTE, dict(defaults))
+            if check is not None:
+                setattr(o, CHECK_ATTRIBUTE, check)
             self._items[name] = o
             self._unavailable.pop(name, None)
             return o
@@ -199,11 +219,6 @@ def run_check(family: str, name: str, check: Callable[..., object], *args: Any, 
         raise
     except Exception as exc:
         raise ConfigError(f"{family} {name!r} refused its settings: {one_line_error(exc)}") from exc
-
-
-DEFAULTS_ATTRIBUTE = "framepipe_defaults"
-"""Where a plug-in's registration (``register_sampler``, ``register_clip_planner``) keeps
-the defaults it declares for the options it reads from ``**params``."""
 
 
 def option_defaults(fn: Callable[..., Any]) -> dict[str, Any]:

@@ -30,11 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from framepipe.errors import ConfigError, SamplingError
-from framepipe.registry import (
-    DEFAULTS_ATTRIBUTE,
-    Registry,
-    run_check,
-)
+from framepipe.registry import CHECK_ATTRIBUTE, DEFAULTS_ATTRIBUTE, Registry, run_check
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
 if TYPE_CHECKING:
@@ -79,9 +75,6 @@ SAMPLERS: Registry[Sampler] = Registry(
 installed plug-ins (entry-point group ``framepipe.samplers``)."""
 
 
-CHECK_ATTRIBUTE = "framepipe_check"
-"""Where :func:`register_sampler` keeps a sampler's check of its settings."""
-
 SamplerCheck = Callable[[int, Mapping[str, Any]], object]
 """``check(n, params)``: raise (one line) when a sampler cannot run with these settings."""
 
@@ -96,16 +89,8 @@ def register_sampler(
     ``check(n, params)``: the sampler's own check of its settings (the first thing it does),
     which a run also calls before any input is read (:func:`check_sampler`).
     """
-    register: Callable[[Any], Any] = SAMPLERS.register(name)
-
-    def deco(fn: Any) -> Any:
-        if defaults is not None:
-            setattr(fn, DEFAULTS_ATTRIBUTE, dict(defaults))
-        if check is not None:
-            setattr(fn, CHECK_ATTRIBUTE, check)
-        return register(fn)
-
-    return deco
+    register: Callable[[Any], Any] = SAMPLERS.register(name, check=check, defaults=defaults)
+    return register
 
 
 def check_sampler(sampler: str | Sampler, n: int, params: Mapping[str, Any]) -> None:
