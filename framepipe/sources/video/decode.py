@@ -266,6 +266,8 @@ def decode_labels(
                 out.damage_pos = earliest(out.damage_pos, max(0, out.labels[-1]))
 
     pos = 0
+    # closed when done: PyAV frees a demux's packet and stream table only when it ends or
+    # is closed, so each one dropped before its end leaks them for the life of the process
     demux = container.demux(stream)
     try:
         while True:
@@ -298,6 +300,7 @@ def decode_labels(
             raise DecodeError(path, f"video does not decode ({av_reason(exc)})") from None
         out.stopped = av_reason(exc)
     finally:
+        demux.close()  # stopped at ``limit``
         cc.flush_buffers()
     return out
 
@@ -355,8 +358,9 @@ def tail_decodable(
     start = min(int(t) for t in (pk.pts[j], pk.dts[j], ident[j]) if t != MISSING)
     container.seek(start, stream=stream, backward=True, any_frame=False)
     first = True
+    demux = container.demux(stream)
     try:
-        for packet in container.demux(stream):
+        for packet in demux:
             if packet.size == 0:
                 continue
             if first and _pos(ident, packet) > k:
@@ -371,6 +375,7 @@ def tail_decodable(
     except av.error.FFmpegError as exc:
         log.debug("%s: tail check stopped (%s)", path, av_reason(exc))
     finally:
+        demux.close()  # see decode_labels
         cc.flush_buffers()
     lost = tail - seen
     if lost:

@@ -134,20 +134,23 @@ def _labelled(
         if landed is None:
             return
         demux, packet, pos = landed
-    while packet is not None:
-        check_packet(index, packet, pos)
-        packet.pts = pos
-        try:
-            yield pos, list(stream.codec_context.decode(packet))
-        except av.error.FFmpegError as exc:
-            log.debug("packet %d failed to decode: %s", pos, _reason(exc))
-            yield pos, None
-        try:
-            packet = next_packet(demux)
-        except av.error.FFmpegError as exc:
-            log.warning("demuxing stopped early (%s)", _reason(exc))
-            return
-        pos += 1
+    try:  # a reader may stop before the end: see decode.decode_labels
+        while packet is not None:
+            check_packet(index, packet, pos)
+            packet.pts = pos
+            try:
+                yield pos, list(stream.codec_context.decode(packet))
+            except av.error.FFmpegError as exc:
+                log.debug("packet %d failed to decode: %s", pos, _reason(exc))
+                yield pos, None
+            try:
+                packet = next_packet(demux)
+            except av.error.FFmpegError as exc:
+                log.warning("demuxing stopped early (%s)", _reason(exc))
+                return
+            pos += 1
+    finally:
+        demux.close()
     try:
         yield pos, list(stream.codec_context.decode(None))
     except av.error.FFmpegError as exc:

@@ -282,6 +282,7 @@ class PyAVReader:
             if len(out) < len(targets):
                 take(cc.decode(None))
         finally:
+            demux.close()  # a run stops once it has its frames: see decode_labels
             cc.skip_frame = "DEFAULT"
             cc.flush_buffers()
         return out
@@ -348,6 +349,7 @@ def seek_to(container: Any, stream: Any, index: VideoIndex, key_pos: int) -> Any
             fpos = _landed_at(index, first, pos_of, key_pos)
             if fpos >= 0:
                 return demux, first, fpos
+            demux.close()
             # landed after the keyframe we need (or somewhere unknown): aim earlier
             step = int(index.pts[-1] - index.pts[0]) // max(1, index.num_frames)
             seek_ts -= step * 8 + 1
@@ -382,6 +384,7 @@ def _seek_start(container: Any, stream: Any, index: VideoIndex) -> Any:
         ident = packet_ident(first, index.packet_ts_kind)
         if ident == int(ts[0]) and first.size == int(index.packet_size[0]):
             return demux, first, 0
+        demux.close()
     check_packet(index, first, 0)  # raises: the demuxer does not go back to packet 0
     return None
 
