@@ -2,8 +2,9 @@
 
 A file is claimed by a source kind by its extension, or, for unknown extensions, by its
 first bytes (:func:`framepipe.sources.base.guess_kind`: the sources know their kinds,
-discovery only walks the paths). A folder is one input when a kind claims it (a multi-view
-scene); otherwise it is walked, but for a folder a kind calls a copy of another input
+discovery only walks the paths); a file named explicitly also by the extensions a kind reads
+only when named (an image: a scene of one view). A folder is one input when a kind claims it
+(a multi-view scene); otherwise it is walked, but for a folder a kind calls a copy of another input
 (``images_4`` beside ``images``): a note. Files that no kind claims are skipped with a note, not an
 error.
 """
@@ -121,14 +122,15 @@ def discover(
         p = as_path(raw, "each of paths")
         st, problem = path_problem(p)
         if problem is not None:
-            add(p, kind or guess_kind(p, sniff=False) or "video", error=f"{p}: {problem}")
+            k = kind or guess_kind(p, sniff=False, given=True) or "video"
+            add(p, k, error=f"{p}: {problem}")
             continue
         if st is None:
             # Named explicitly: the user expects a record for it.
             add(p, kind or "video")
             continue
         if not stat.S_ISDIR(st.st_mode):
-            k = kind or guess_kind(p) or "video"
+            k = kind or guess_kind(p, given=True) or "video"
             add(p, k)
             continue
         if kind is not None and kind != "video" and _kind_claims_dir(kind, p):

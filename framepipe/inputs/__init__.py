@@ -65,7 +65,7 @@ PathLike = str | Path
 def remote_input(uri: str, *, kind: str | None = None, cache_dir: PathLike | None = None) -> Input:
     """The input of a remote URI: staged (later, by the decode stage) under ``cache_dir``;
     its kind from the object's extension (``video`` when none claims it)."""
-    k = kind or guess_kind(Path(file_name(uri)), sniff=False) or "video"
+    k = kind or guess_kind(Path(file_name(uri)), sniff=False, given=True) or "video"
     return Input(cache_path(uri, cache_dir), k, uri=uri)
 
 
@@ -85,7 +85,7 @@ class _RemoteRows:
         if kind is None:
             ext = name.rpartition(".")[2].lower()
             if ext not in self.kinds:
-                self.kinds[ext] = guess_kind(Path(name), sniff=False) or "video"
+                self.kinds[ext] = guess_kind(Path(name), sniff=False, given=True) or "video"
             kind = self.kinds[ext]
         scheme = scheme_of(uri) or ""
         if scheme not in self.schemes:  # checked once a scheme; the message names no URI

@@ -78,6 +78,12 @@ class Source(Closing, ABC):
         return path.suffix.lower() in cls.extensions
 
     @classmethod
+    def claims_given_file(cls, path: Path) -> bool:
+        """Whether this kind reads the file ``path`` when a user names it (by extension;
+        cheap), though no kind claims it in a folder (a single image: a one-view scene)."""
+        return False
+
+    @classmethod
     def sniff_file(cls, path: Path, head: bytes) -> bool:
         """Whether the first bytes of a file with an unknown extension look like this kind."""
         return False
@@ -254,9 +260,11 @@ def source_kinds() -> dict[str, type[Source]]:
 _SNIFF_BYTES = 64
 
 
-def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
+def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | None:
     """The kind that reads ``path``, or None. Folders: only if a kind claims the folder.
-    Files: by extension, then (``sniff``) by their first bytes.
+    Files: by extension, then (``given``: a path the user named, not one met in a folder)
+    by the extensions kinds read only when named (:meth:`Source.claims_given_file`), then
+    (``sniff``) by their first bytes.
 
     Only a regular file is ever opened to sniff (never a FIFO, socket or device, which
     could block or never end), and a path that cannot be examined (a link loop) is simply
@@ -277,6 +285,9 @@ def guess_kind(path: Path, *, sniff: bool = True) -> str | None:
         return None
     for kind, cls in kinds.items():
         if cls.claims_file(path):
+            return kind
+    for kind, cls in kinds.items():
+        if given and cls.claims_given_file(path):
             return kind
     if sniff and st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
         head = _read_head(path)
@@ -382,7 +393,7 @@ def open_source(path: str | Path, kind: str | None = None, **options: Any) -> So
     if problem is not None:  # never open a FIFO, a device, a link loop
         raise UnsupportedInputError(p, problem)
     if kind is None:
-        guessed = guess_kind(p)
+        guessed = guess_kind(p, given=True)
         if guessed is None:
             raise UnsupportedInputError(p, "not a video, image scene or 3D model")
         kind = guessed

@@ -1,4 +1,5 @@
-"""The multi-view source: a folder of images is one scene, each image one view.
+"""The multi-view source: a folder of images is one scene, each image one view; an image
+file a user names is a scene of one view (its view named by its file name, no pose).
 
 A folder is a scene when it has camera poses (``transforms.json``, NeRF split files, or a
 COLMAP model, see :mod:`framepipe.sources.multiview.poses`) or when it holds image files and no file
@@ -87,7 +88,12 @@ class MultiviewSource(Source):
     """A scene folder: one view per image, with camera poses when the folder has them."""
 
     kind: ClassVar[str] = "multiview"
-    extensions: ClassVar[frozenset[str]] = frozenset()  # single images are not scenes
+    extensions: ClassVar[frozenset[str]] = frozenset()  # images in a folder walk: no scenes
+
+    @classmethod
+    def claims_given_file(cls, path: Path) -> bool:
+        """An image file a user names is a scene of one view (HEIC too: a clear error)."""
+        return is_image_file(path.name) or bool(_UNREADABLE.fullmatch(path.name))
 
     @classmethod
     def claims_dir(cls, path: Path) -> bool:
@@ -149,14 +155,15 @@ class MultiviewSource(Source):
 
     def _scan(self) -> SourceInfo:
         root = self.path
+        if root.is_file() and _UNREADABLE.fullmatch(root.name):
+            raise SourceError(root, _HEIC_REASON)
+        if root.is_file() and is_image_file(root.name):
+            return self._finish(root, root.parent, None, {root.resolve(): root}, [])
         if not root.is_dir():
             raise SourceError(root, "not a folder (a multi-view scene is a folder of images)")
         poses = load_poses(root)
-        posed: dict[Path, tuple[np.ndarray, dict[str, float]]] = {}
         dirs = [root]
         if poses is not None:
-            for im in poses.images:
-                posed.setdefault(im.path.resolve(), (im.pose_c2w, dict(im.intrinsics)))
             dirs += [d for d in poses.image_dirs if d.resolve() != root.resolve()]
             _note_missing(poses)
         files: dict[Path, Path] = {}
@@ -184,8 +191,23 @@ class MultiviewSource(Source):
                     f"(e.g. {poses.missing[0]})",
                 )
             raise SourceError(root, "folder holds no images (.jpg .png .webp .bmp .tif)")
+        return self._finish(root, root, poses, files, unsupported)
+
+    def _finish(
+        self,
+        root: Path,
+        base: Path,
+        poses: PoseFile | None,
+        files: dict[Path, Path],
+        unsupported: list[str],
+    ) -> SourceInfo:
+        """The scene ``root`` of the image ``files`` (resolved path: path), views named
+        relative to the folder ``base`` (the scene folder, or a single image's folder)."""
+        posed: dict[Path, tuple[np.ndarray, dict[str, float]]] = {}
+        for im in poses.images if poses is not None else ():
+            posed.setdefault(im.path.resolve(), (im.pose_c2w, dict(im.intrinsics)))
         named = sorted(
-            ((_rel_name(p, root), key, p) for key, p in files.items()),
+            ((_rel_name(p, base), key, p) for key, p in files.items()),
             key=lambda t: natural_key(t[0]),
         )
         views: list[_View] = []
@@ -198,6 +220,8 @@ class MultiviewSource(Source):
                 if self.verify == "decode":
                     decode_image(p, header, size=_VERIFY_SIZE)
             except SourceError as exc:  # DecodeError too
+                if root.is_file():  # a single image: its own error
+                    raise
                 log.warning("%s: skipping view %s: %s", root, name, exc.reason)
                 bad[name] = exc.reason
                 continue

@@ -1,0 +1,77 @@
+"""An image file a user names is an image: a scene of one view (the multi-view kind), not a
+one-frame video with a made-up frame rate; an image met in a folder walk beside videos is
+still skipped with a note, and an animated GIF named directly is still a video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scene_media as sm
+from click.testing import CliRunner
+from media import ffmpeg
+from PIL import Image
+
+from framepipe.cli import cli
+from framepipe.discovery import discover
+from framepipe.errors import SourceError
+from framepipe.sources.base import open_source
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.JPEG", "p.png", "p.webp", "p.bmp", "p.tiff"])
+def test_an_image_named_directly_is_a_one_view_scene(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    Image.fromarray(sm.view_image(0)).save(
+        path, format=Image.registered_extensions()[path.suffix.lower()]
+    )
+    ((item,), skipped) = discover([path])
+    assert (item.kind, item.error, skipped) == ("multiview", None, [])
+    src = open_source(path)
+    info = src.info()
+    assert (info.kind, info.num_frames, info.fps, info.duration_s) == ("multiview", 1, None, None)
+    assert [v.name for v in info.views or ()] == [name]
+    batch = src.read([0])
+    assert batch.indices == (0,) and batch.timestamps_s is None
+    assert np.asarray(batch.frames).shape == (1, sm.H, sm.W, 3)
+
+
+def test_sampling_an_image_named_directly_records_one_view(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(sm.view_image(0)).save(photo)
+    out = tmp_path / "out"
+    args = ["sample", str(photo), "-n", "4", "--overflow", "all", "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (rec,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert (rec["kind"], rec["indices"], rec["timestamps_s"]) == ("multiview", [0], None)
+    assert rec["clip"]["start_s"] is None and rec["clip"]["end_s"] is None
+    assert [v["name"] for v in rec["views"]] == ["photo.jpg"]
+
+
+def test_an_image_in_a_folder_beside_a_video_is_still_skipped(tmp_path: Path) -> None:
+    Image.fromarray(sm.view_image(0)).save(tmp_path / "poster.jpg")
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.2", str(tmp_path / "clip.mp4"))
+    inputs, skipped = discover([tmp_path])
+    assert [(i.path.name, i.kind) for i in inputs] == [("clip.mp4", "video")]
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("poster.jpg", "not a video, image scene or 3D model")
+    ]
+
+
+def test_an_animated_gif_named_directly_stays_a_video(tmp_path: Path) -> None:
+    gif = tmp_path / "anim.gif"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=1:r=10", str(gif))
+    ((item,), _) = discover([gif])
+    assert item.kind == "video"
+    assert open_source(gif).info().num_frames == 10
+
+
+def test_a_broken_image_named_directly_fails_with_its_own_error(tmp_path: Path) -> None:
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(sm.view_image(0)).save(photo)
+    photo.write_bytes(photo.read_bytes()[:100])
+    with pytest.raises(SourceError, match="cannot read image header") as info:
+        open_source(photo).info()
+    assert str(info.value).startswith(str(photo))
