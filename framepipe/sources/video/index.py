@@ -26,7 +26,6 @@ Readers take frames by label, check that they come out in index order, and raise
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -53,6 +52,7 @@ from framepipe.sources.video.decode import (
     rotation_of,
     tail_decodable,
 )
+from framepipe.sources.video.index_cache import IndexCache
 
 __all__ = ["IndexMismatch", "VideoIndex", "av_reason", "build_index", "load_index", "rotation_of"]
 
@@ -220,8 +220,8 @@ def video_stream(container: Any, path: Path) -> Any:
     raise UnsupportedInputError(path, "no video stream (audio-only or data file)")
 
 
-_INDEXES: OrderedDict[tuple[str, int, int, int], VideoIndex] = OrderedDict()
-_INDEXES_KEPT = 16
+INDEX_CACHE = IndexCache(kept=16, max_bytes=128 << 20)
+"""The indexes this process keeps (by file version), bounded by count and estimated bytes."""
 
 
 def load_index(path: Path, *, rebuild: str | None = None) -> VideoIndex:
@@ -233,15 +233,11 @@ def load_index(path: Path, *, rebuild: str | None = None) -> VideoIndex:
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
     except OSError:
         return build_index(path)
-    idx = _INDEXES.get(key)
+    idx = INDEX_CACHE.get(key)
     if idx is None or rebuild is not None:
         idx = build_index(path, decode_reason=rebuild)
         release_freed_memory()  # the decoder is gone now
-        _INDEXES[key] = idx
-        while len(_INDEXES) > _INDEXES_KEPT:
-            _INDEXES.popitem(last=False)
-    else:
-        _INDEXES.move_to_end(key)
+        INDEX_CACHE.put(key, idx)
     return idx
 
 
