@@ -4,6 +4,8 @@ is tens of MB, so sixteen of them must not stay in every decoding process."""
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 
 import media
@@ -61,3 +63,33 @@ def test_load_index_keeps_indexes_within_the_byte_bound(
     loaded = [load_index(v) for v in videos]
     assert len(INDEX_CACHE) == 1 and INDEX_CACHE.nbytes() <= INDEX_CACHE.max_bytes
     assert load_index(videos[2]) is loaded[2]  # the last one is still shared
+
+
+def test_the_index_cache_is_safe_to_use_from_threads(videos: list[Path]) -> None:
+    """Threads of a library user loading indexes at once: a trim walks the indexes kept
+    while another thread adds one ("OrderedDict mutated during iteration" without a lock)."""
+    indexes = [build_index(v) for v in videos]
+    cache = IndexCache(kept=2, max_bytes=index_bytes(indexes[0]) * 2)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for r in range(2000):
+                k = (t + r) % len(indexes)
+                if cache.get(k) is None:
+                    cache.put(k, indexes[k])
+        except BaseException as exc:
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[:3]
+    assert len(cache) <= 2

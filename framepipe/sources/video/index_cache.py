@@ -9,7 +9,10 @@ index used last is always kept, however large.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
@@ -39,39 +42,56 @@ def index_bytes(index: Any) -> int:
 class IndexCache:
     """Least recently used indexes: at most ``kept`` of them, and no more than ``max_bytes``
     (:func:`index_bytes`, measured when one is added or used, as an index grows when
-    read) beyond the one used last."""
+    read) beyond the one used last. Safe to share between threads (a library user's, say):
+    each call holds a lock, as a trim walks the indexes kept."""
 
     def __init__(self, kept: int, max_bytes: int) -> None:
         self.kept = kept
         self.max_bytes = max_bytes
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+        # a child forked while another thread held the lock would wait on it for ever
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _new_lock(ref()))
 
     def get(self, key: Hashable) -> Any | None:
         """The index of ``key`` (now the one used last), or None."""
-        index = self._items.get(key)
-        if index is not None:
-            self._items.move_to_end(key)
-            self._trim()
-        return index
+        with self._lock:
+            index = self._items.get(key)
+            if index is not None:
+                self._items.move_to_end(key)
+                self._trim()
+            return index
 
     def put(self, key: Hashable, index: Any) -> None:
-        self._items[key] = index
-        self._items.move_to_end(key)
-        self._trim()
+        with self._lock:
+            self._items[key] = index
+            self._items.move_to_end(key)
+            self._trim()
 
     def __len__(self) -> int:
         return len(self._items)
 
     def keys(self) -> list[Hashable]:
         """The keys kept, least recently used first."""
-        return list(self._items)
+        with self._lock:
+            return list(self._items)
 
     def nbytes(self) -> int:
         """The estimated bytes of the indexes kept."""
+        with self._lock:
+            return self._nbytes()
+
+    def _nbytes(self) -> int:
         return sum(index_bytes(i) for i in self._items.values())
 
     def _trim(self) -> None:
         while len(self._items) > 1 and (
-            len(self._items) > self.kept or self.nbytes() > self.max_bytes
+            len(self._items) > self.kept or self._nbytes() > self.max_bytes
         ):
             self._items.popitem(last=False)
+
+
+def _new_lock(cache: IndexCache | None) -> None:
+    if cache is not None:
+        cache._lock = threading.Lock()
