@@ -126,8 +126,8 @@ def discover(
             add(p, k, error=f"{p}: {problem}")
             continue
         if st is None:
-            # Named explicitly: the user expects a record for it.
-            add(p, kind or "video")
+            # Named explicitly: the user expects a record for it, of the kind its name says.
+            add(p, kind or guess_kind(p, sniff=False, given=True) or "video")
             continue
         if not stat.S_ISDIR(st.st_mode):
             k = kind or guess_kind(p, given=True) or "video"

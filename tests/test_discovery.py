@@ -36,6 +36,19 @@ def test_explicit_files_are_inputs_even_if_unknown(tmp_path: Path) -> None:
     assert skipped == []
 
 
+def test_a_missing_file_named_directly_has_the_kind_its_name_says(tmp_path: Path) -> None:
+    """A photo or a mesh that is not there yet fails as what it is (the record's kind), as
+    it does when it is there, and as a missing manifest row or URI of that name does."""
+    names = ["photo.jpg", "mesh.obj", "clip.mp4", "noext"]
+    inputs, _ = discover([tmp_path / n for n in names])
+    assert [(i.path.name, i.kind) for i in inputs] == [
+        ("photo.jpg", "multiview"),
+        ("mesh.obj", "render"),
+        ("clip.mp4", "video"),
+        ("noext", "video"),
+    ]
+
+
 def test_sniffs_video_without_extension(tmp_path: Path) -> None:
     f = tmp_path / "video_noext"
     f.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 20)

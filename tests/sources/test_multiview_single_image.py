@@ -75,3 +75,16 @@ def test_a_broken_image_named_directly_fails_with_its_own_error(tmp_path: Path) 
     with pytest.raises(SourceError, match="cannot read image header") as info:
         open_source(photo).info()
     assert str(info.value).startswith(str(photo))
+
+
+def test_a_missing_image_named_directly_fails_as_a_missing_image(tmp_path: Path) -> None:
+    """Its record is of the image's kind, and its error says the file is not there (not
+    that it is "not a folder")."""
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["sample", str(tmp_path / "gone.jpg"), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    (rec,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert (rec["kind"], rec["status"]) == ("multiview", "failed")
+    assert rec["error"] == f"{tmp_path / 'gone.jpg'}: no such file"
+    with pytest.raises(SourceError, match=r"no such folder$"):
+        open_source(tmp_path / "gone_scene", kind="multiview").info()

@@ -155,6 +155,10 @@ class MultiviewSource(Source):
 
     def _scan(self) -> SourceInfo:
         root = self.path
+        if not root.exists():  # an image's name: a one-view scene that is not there
+            raise SourceError(
+                root, "no such file" if self.claims_given_file(root) else "no such folder"
+            )
         if root.is_file() and _UNREADABLE.fullmatch(root.name):
             raise SourceError(root, _HEIC_REASON)
         if root.is_file() and is_image_file(root.name):
