@@ -89,6 +89,12 @@ class Source(Closing, ABC):
         return False
 
     @classmethod
+    def sniff_given_file(cls, path: Path, head: bytes) -> bool:
+        """Whether the first bytes of a file a user names, with an unknown extension, look
+        like this kind, though no kind claims such a file in a folder (an image)."""
+        return False
+
+    @classmethod
     def claims_dir(cls, path: Path) -> bool:
         """Whether the folder ``path`` is itself one input of this kind (e.g. a scene)."""
         return False
@@ -264,7 +270,7 @@ def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | 
     """The kind that reads ``path``, or None. Folders: only if a kind claims the folder.
     Files: by extension, then (``given``: a path the user named, not one met in a folder)
     by the extensions kinds read only when named (:meth:`Source.claims_given_file`), then
-    (``sniff``) by their first bytes.
+    (``sniff``) by their first bytes (``given``: also as kinds read them only when named).
 
     Only a regular file is ever opened to sniff (never a FIFO, socket or device, which
     could block or never end), and a path that cannot be examined (a link loop) is simply
@@ -293,6 +299,9 @@ def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | 
         head = _read_head(path)
         for kind, cls in kinds.items():
             if head and cls.sniff_file(path, head):
+                return kind
+        for kind, cls in kinds.items():
+            if head and given and cls.sniff_given_file(path, head):
                 return kind
     return None
 

@@ -88,3 +88,23 @@ def test_a_missing_image_named_directly_fails_as_a_missing_image(tmp_path: Path)
     assert rec["error"] == f"{tmp_path / 'gone.jpg'}: no such file"
     with pytest.raises(SourceError, match=r"no such folder$"):
         open_source(tmp_path / "gone_scene", kind="multiview").info()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF"])
+def test_an_image_named_without_an_image_extension_is_a_one_view_scene(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Told by its first bytes (a content-addressed store's ``3f9a...``), as a video without
+    an extension is: not a one-frame video with a made-up frame rate. In a folder walk
+    such a file stays unclaimed."""
+    path = tmp_path / "3f9a0c"
+    Image.fromarray(sm.view_image(0)).save(path, format=fmt)
+    ((item,), _) = discover([path])
+    assert (item.kind, item.error) == ("multiview", None)
+    info = open_source(path).info()
+    assert (info.kind, info.num_frames, info.fps) == ("multiview", 1, None)
+    assert [v.name for v in info.views or ()] == ["3f9a0c"]
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.2", str(tmp_path / "clip.mp4"))
+    inputs, skipped = discover([tmp_path])
+    assert [i.path.name for i in inputs] == ["clip.mp4"]
+    assert [s.path.name for s in skipped] == ["3f9a0c"]

@@ -38,6 +38,25 @@ def is_image_file(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM", b"II*\x00", b"MM\x00*")
+"""First bytes of JPEG, PNG, BMP and TIFF files."""
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether a file's first bytes (12 or more) are an image's that scenes read (JPEG,
+    PNG, WebP, BMP, TIFF), whatever its name."""
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+def file_looks_like_image(path: Path) -> bool:
+    """:func:`looks_like_image` of a regular file's first bytes (False if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return looks_like_image(f.read(12))
+    except OSError:
+        return False
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What a file's header says, without decoding pixels."""

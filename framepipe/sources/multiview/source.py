@@ -54,7 +54,9 @@ from framepipe.sources.base import (
 from framepipe.sources.multiview.images import (
     ImageHeader,
     decode_image,
+    file_looks_like_image,
     is_image_file,
+    looks_like_image,
     probe_image,
     read_size,
 )
@@ -94,6 +96,11 @@ class MultiviewSource(Source):
     def claims_given_file(cls, path: Path) -> bool:
         """An image file a user names is a scene of one view (HEIC too: a clear error)."""
         return is_image_file(path.name) or bool(_UNREADABLE.fullmatch(path.name))
+
+    @classmethod
+    def sniff_given_file(cls, path: Path, head: bytes) -> bool:
+        """An image a user names without an image's extension (``photo``, a hash)."""
+        return looks_like_image(head)
 
     @classmethod
     def claims_dir(cls, path: Path) -> bool:
@@ -161,7 +168,7 @@ class MultiviewSource(Source):
             )
         if root.is_file() and _UNREADABLE.fullmatch(root.name):
             raise SourceError(root, _HEIC_REASON)
-        if root.is_file() and is_image_file(root.name):
+        if root.is_file() and (is_image_file(root.name) or file_looks_like_image(root)):
             return self._finish(root, root.parent, None, {root.resolve(): root}, [])
         if not root.is_dir():
             raise SourceError(root, "not a folder (a multi-view scene is a folder of images)")
