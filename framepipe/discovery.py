@@ -140,6 +140,10 @@ def discover(
         walked = _walk(p, st, kind, add, skipped, searched)
         if walked is not None and len(inputs) == before:
             add(p, kind or "video", error=f"{p}: folder holds no {wanted(kind)}")
+    # an image named beside its folder is an input, though the folder's walk passed it over
+    if skipped:
+        taken = {os.path.abspath(i.path) for i in inputs}
+        skipped = [s for s in skipped if os.path.abspath(s.path) not in taken]
     return inputs, skipped
 
 

@@ -60,6 +60,22 @@ def test_an_image_in_a_folder_beside_a_video_is_still_skipped(tmp_path: Path) ->
     ]
 
 
+def test_an_image_named_beside_its_folder_is_an_input_and_not_noted_as_skipped(
+    tmp_path: Path,
+) -> None:
+    """Whichever comes first, the image is one input and no note says it was skipped."""
+    poster = tmp_path / "poster.jpg"
+    Image.fromarray(sm.view_image(0)).save(poster)
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.2", str(tmp_path / "clip.mp4"))
+    for order in ([tmp_path, poster], [poster, tmp_path]):
+        inputs, skipped = discover(order)
+        assert sorted((i.path.name, i.kind) for i in inputs) == [
+            ("clip.mp4", "video"),
+            ("poster.jpg", "multiview"),
+        ]
+        assert skipped == []
+
+
 def test_an_animated_gif_named_directly_stays_a_video(tmp_path: Path) -> None:
     gif = tmp_path / "anim.gif"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=1:r=10", str(gif))
