@@ -108,6 +108,7 @@ def discover(
     skipped: list[Skipped] = []
     seen: set[Path] = set()
     searched: set[tuple[int, int]] = set()
+    named: set[str] = set()  # files named explicitly: inputs, whatever a walk says of them
 
     def add(p: Path, k: str, error: str | None = None) -> None:
         key = _identity(p)
@@ -132,6 +133,7 @@ def discover(
         if not stat.S_ISDIR(st.st_mode):
             k = kind or guess_kind(p, given=True) or "video"
             add(p, k)
+            named.add(os.path.abspath(p))
             continue
         if kind is not None and kind != "video" and _kind_claims_dir(kind, p):
             add(p, kind)
@@ -141,9 +143,8 @@ def discover(
         if walked is not None and len(inputs) == before:
             add(p, kind or "video", error=f"{p}: folder holds no {wanted(kind)}")
     # an image named beside its folder is an input, though the folder's walk passed it over
-    if skipped:
-        taken = {os.path.abspath(i.path) for i in inputs}
-        skipped = [s for s in skipped if os.path.abspath(s.path) not in taken]
+    if skipped and named:
+        skipped = [s for s in skipped if os.path.abspath(s.path) not in named]
     return inputs, skipped
 
 
