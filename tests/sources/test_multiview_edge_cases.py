@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,16 @@ def test_decoding_a_large_png_needs_about_twice_its_pixels_in_memory(
     w, h, grown = (int(v) for v in done.stdout.split())
     assert (w, h) == (1000, 1000)
     assert grown < 12 * side * side, f"peak grew {grown / 2**20:.0f} MiB"
+
+
+def test_a_corrupt_tiff_view_is_skipped_without_a_python_warning(tmp_path: Path) -> None:
+    """Pillow warns ("Corrupt EXIF data") as it opens such a file, and Python prints a
+    warning on stderr: library code logs, it never prints, so a run's stderr holds the
+    one-line skip warning and no Python warning."""
+    Image.fromarray(sm.view_image(0)).save(tmp_path / "a.jpg")
+    (tmp_path / "b.tif").write_bytes(b"II*\x00" + b"garbage" * 2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = MultiviewSource(tmp_path).info()
+    assert [v.name for v in info.views or ()] == ["a.jpg"]
+    assert [str(w.message) for w in caught] == []

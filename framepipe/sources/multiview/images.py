@@ -6,9 +6,11 @@ converted to 8-bit RGB. Used by :mod:`framepipe.sources.multiview.source`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,17 @@ def _size_and_orientation(im: Any) -> tuple[tuple[int, int], int]:
     return (w, h), 1
 
 
+@contextlib.contextmanager
+def pillow_warnings_logged(path: Path) -> Iterator[None]:
+    """Pillow's warnings while reading ``path`` (a decompression bomb's size, corrupt EXIF)
+    logged at debug, never printed: library code does not write to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        log.debug("%s: %s", path, w.message)
+
+
 def probe_image(path: Path) -> ImageHeader:
     """Read ``path``'s header (and, for JPEG and PNG, check that the file is complete).
 
@@ -125,10 +138,8 @@ def probe_image(path: Path) -> ImageHeader:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                header = ImageHeader(str(im.format), im.mode, *_size_and_orientation(im))
+        with pillow_warnings_logged(path), Image.open(path) as im:
+            header = ImageHeader(str(im.format), im.mode, *_size_and_orientation(im))
     except UnidentifiedImageError as exc:
         raise SourceError(path, "not a readable image") from exc
     except Image.DecompressionBombError as exc:
@@ -289,23 +300,21 @@ def decode_image(
     else:
         stored_out, factor = plan_size(header.format, header.stored_size, max_side)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                if im.format == "JPEG" and stored_out != im.size:
-                    w, h = im.size
-                    # draft() picks the largest DCT scale with a result at least this size
-                    want = (w // factor, h // factor) if size is None else stored_out
-                    im.draft(None, (max(1, want[0]), max(1, want[1])))
-                    factor = 1
-                im.load()
-                img = to_rgb8(im, background, factor)
-                if img.size != stored_out:
-                    img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
-                method = _TRANSPOSE.get(header.orientation)
-                if method is not None:
-                    img = img.transpose(getattr(Image.Transpose, method))
-                arr = np.asarray(img, dtype=np.uint8)
+        with pillow_warnings_logged(path), Image.open(path) as im:
+            if im.format == "JPEG" and stored_out != im.size:
+                w, h = im.size
+                # draft() picks the largest DCT scale with a result at least this size
+                want = (w // factor, h // factor) if size is None else stored_out
+                im.draft(None, (max(1, want[0]), max(1, want[1])))
+                factor = 1
+            im.load()
+            img = to_rgb8(im, background, factor)
+            if img.size != stored_out:
+                img = img.resize(stored_out, Image.Resampling.BICUBIC, reducing_gap=2.0)
+            method = _TRANSPOSE.get(header.orientation)
+            if method is not None:
+                img = img.transpose(getattr(Image.Transpose, method))
+            arr = np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DecodeError(
             path, f"cannot decode image ({exc}; --source-opt verify=decode skips such views)"
