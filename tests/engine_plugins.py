@@ -70,6 +70,22 @@ def frame_color(i: int, seed: int = 0) -> tuple[int, int, int]:
     return ((37 * i + 11 * seed) % 200 + 28, (91 * i + 53 * seed) % 200 + 28, (13 * i) % 200 + 28)
 
 
+def make_videos(
+    folder: Path,
+    count: int,
+    num_frames: int,
+    *,
+    seed: int,
+    size: tuple[int, int] = (64, 48),
+    digits: int = 1,
+) -> Path:
+    """``folder`` with ``count`` videos ``v0.mp4``... (:func:`make_video`, seeds ``seed``,
+    ``seed + 1``...; names zero-padded to ``digits``)."""
+    for k in range(count):
+        make_video(folder / f"v{k:0{digits}d}.mp4", num_frames, seed=seed + k, size=size)
+    return folder
+
+
 def make_video(
     path: Path,
     num_frames: int = 30,

@@ -475,3 +475,19 @@ def one_request_at_a_time(url: str, wait_s: float) -> Any:
         backoff_s=0.01,
         wait_s=wait_s,
     )
+
+
+def stopped_run(
+    url: str, paths: list[Path], out: Path, on_record: Callable[[Any], None], **kw: Any
+) -> tuple[str, float]:
+    """``caption`` of ``paths`` into ``out`` through :func:`one_request_at_a_time` (a 1 s
+    wait for a server that is down), expected to stop (StopRunError): its message and the
+    seconds the run took."""
+    from framepipe.errors import StopRunError
+    from framepipe.runs.caption import caption
+
+    backend = one_request_at_a_time(url, wait_s=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(StopRunError) as err:
+        caption(paths, out, backend=backend, on_record=on_record, **kw)
+    return str(err.value), time.monotonic() - t0

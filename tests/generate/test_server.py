@@ -49,9 +49,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("server_videos")
-    for k in range(3):
-        engine_plugins.make_video(d / f"v{k}.mp4", 30, seed=10 + k, size=(64, 48))
-    return d
+    return engine_plugins.make_videos(d, 3, 30, seed=10, size=(64, 48))
 
 
 def by_clip(path: Path) -> dict[tuple[str, int], dict[str, Any]]:

@@ -30,6 +30,7 @@ from remote_servers import (
     records_by_name,
     scripted_openai_server,
     serving,
+    stopped_run,
 )
 
 from framepipe.config import SampleConfig
@@ -43,9 +44,7 @@ KEY = "sk-framepipe-fault-secret"
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("fault_videos")
-    for k in range(3):
-        engine_plugins.make_video(d / f"v{k}.mp4", 20, seed=20 + k, size=(32, 24))
-    return d
+    return engine_plugins.make_videos(d, 3, 20, seed=20, size=(32, 24))
 
 
 def test_a_connection_cut_mid_answer_is_retried(
@@ -346,12 +345,7 @@ def test_a_server_gone_for_good_mid_run_stops_the_run_and_the_same_command_resum
                 server.server_close()
 
         # batches of 2 clips (twice max_concurrency): the server goes after the first
-        backend = one_request_at_a_time(url, wait_s=1.0)
-        t0 = time.monotonic()
-        with pytest.raises(StopRunError) as err:
-            caption([videos], out, backend=backend, on_record=gone, **kw)
-    took = time.monotonic() - t0
-    msg = str(err.value)
+        msg, took = stopped_run(url, [videos], out, gone, **kw)
     assert "\n" not in msg and msg.startswith(f"the server at {url}/v1 refused every connection")
     assert "for 1 s" in msg and "--server-wait" in msg and 1 <= took < 10
     first = records_by_name(out)

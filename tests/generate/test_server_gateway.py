@@ -18,10 +18,15 @@ from typing import Any
 
 import engine_plugins
 import pytest
-from remote_servers import chat_reply, one_request_at_a_time, records_by_name, serving
+from remote_servers import (
+    chat_reply,
+    one_request_at_a_time,
+    records_by_name,
+    serving,
+    stopped_run,
+)
 
 from framepipe.config import SampleConfig
-from framepipe.errors import StopRunError
 from framepipe.generate import OpenAIBackend
 from framepipe.runs.caption import caption
 
@@ -38,9 +43,7 @@ def nginx_page(code: int) -> bytes:
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("gateway_videos")
-    for k in range(3):
-        engine_plugins.make_video(d / f"v{k}.mp4", 12, seed=60 + k, size=(32, 24))
-    return d
+    return engine_plugins.make_videos(d, 3, 12, seed=60, size=(32, 24))
 
 
 class Gateway:
@@ -163,12 +166,7 @@ def test_a_gateway_answering_502_for_good_stops_the_run_with_one_line_and_the_sa
         gateway.broken = True
 
     with serving(gateway.server()) as url:
-        backend = one_request_at_a_time(url, wait_s=1.0)
-        t0 = time.monotonic()
-        with pytest.raises(StopRunError) as err:
-            caption([videos], out, backend=backend, on_record=breaks, **kw)
-        took = time.monotonic() - t0
-        msg = str(err.value)
+        msg, took = stopped_run(url, [videos], out, breaks, **kw)
         assert "\n" not in msg and 1 <= took < 10
         assert msg.startswith(
             f"the server at {url}/v1 answered 502 to every request for 1 s "
@@ -177,7 +175,7 @@ def test_a_gateway_answering_502_for_good_stops_the_run_with_one_line_and_the_sa
         first = records_by_name(out)
         assert 1 <= len(first) <= 2 and all(r["status"] == "ok" for r in first.values())
         gateway.broken = False
-        summary = caption([videos], out, backend=backend, **kw)
+        summary = caption([videos], out, backend=one_request_at_a_time(url, wait_s=1.0), **kw)
     assert (summary.done, summary.skipped, summary.failed) == (3 - len(first), len(first), [])
     assert len(records_by_name(out)) == 3 and all(
         r["status"] == "ok" for r in records_by_name(out).values()

@@ -25,9 +25,7 @@ CLIPS = 12
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("inflight_videos")
-    for k in range(CLIPS):
-        engine_plugins.make_video(d / f"v{k:02d}.mp4", 8, seed=40 + k, size=(32, 24))
-    return d
+    return engine_plugins.make_videos(d, CLIPS, 8, seed=40, size=(32, 24), digits=2)
 
 
 class Counting:
