@@ -177,7 +177,7 @@ def input_failure_key(
     such a record), computed without opening it: for the decoder supervisor, whose decoder
     died before it could say."""
     try:
-        parts = key_parts(cfg, extra_key)
+        parts = key_parts(cfg, extra_key, item.kind)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key or {})
     return record_key(whole_input_fingerprint(item), parts)
@@ -199,7 +199,7 @@ def skipped_unopened(
     if item.uri and not item.error and stat is None:
         return 0
     try:
-        parts = key_parts(cfg, extra_key)
+        parts = key_parts(cfg, extra_key, item.kind)
         whole = done_count(done, record_key(whole_input_fingerprint(item), parts))
         if whole or item.error:
             return whole
@@ -225,7 +225,7 @@ def _read_clips(
     local, own_copy = item.path, False
     source: Source | None = None
     try:
-        parts = key_parts(cfg, extra_key)
+        parts = key_parts(cfg, extra_key, item.kind)
         stat: RemoteStat | FramepipeError | None = known
         if item.uri and not item.error and stat is None:
             try:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
-from framepipe.registry import Registry, run_check
+from framepipe.registry import Registry, canonical_params, run_check
 from framepipe.types import (
     FrameBatch,
     SkipMode,
@@ -384,6 +384,19 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
             f"unknown source option{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))} for {' or '.join(names)} inputs ({known})"
         )
+
+
+def keyed_source_options(options: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
+    """What of a run's source ``options`` can change the frames of a ``kind`` input: those
+    it takes, less those given at its default (:func:`~framepipe.registry.canonical_params`);
+    the resume keys hold this, so ``--source-opt size=512`` for the 3D models of a mixed run
+    redoes no video. All of them when the kind is unknown or takes any option."""
+    if not options or kind is None or not SOURCES.has(kind):
+        return dict(options)
+    cls = SOURCES.get(kind)
+    takes = cls.option_names()
+    own = {k: v for k, v in options.items() if takes is None or k in takes}
+    return canonical_params(cls.__init__, own)
 
 
 def _make_and_close(cls: type[Source], **options: Any) -> None:
