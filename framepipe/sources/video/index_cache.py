@@ -52,7 +52,8 @@ class IndexCache:
         self._lock = threading.Lock()
         # a child forked while another thread held the lock would wait on it for ever
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _new_lock(ref()))
+        if hasattr(os, "register_at_fork"):  # pragma: no branch - not on Windows
+            os.register_at_fork(after_in_child=lambda: _new_lock(ref()))
 
     def get(self, key: Hashable) -> Any | None:
         """The index of ``key`` (now the one used last), or None."""
