@@ -35,8 +35,8 @@ from framepipe.inputs.remote import (
     FILE_HOST,
     UnknownScheme,
     cache_path,
+    cache_root,
     check_scheme,
-    default_cache_dir,
     file_name,
     file_uri_path,
     is_remote,
@@ -75,7 +75,7 @@ class _RemoteRows:
 
     def __init__(self, kind: str | None, cache_dir: PathLike | None) -> None:
         self.kind = kind
-        self.root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        self.root = cache_root(cache_dir)
         self.kinds: dict[str, str] = {}
         self.schemes: dict[str, str | None] = {}
 

@@ -172,10 +172,17 @@ def file_name(uri: str) -> str:
     return f"{safe_stem(stem, 80)}.{safe_stem(ext, 16)}"
 
 
-def cache_path(uri: str, cache_dir: str | Path | None = None) -> Path:
-    """Where ``uri`` is staged: ``<cache_dir>/<digest of the URI>/<file name>`` (no I/O)."""
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder remote objects are staged in: ``cache_dir``, else
+    :func:`default_cache_dir`; absolute (no I/O), so that a cluster's workers, each in a
+    folder of its own, stage where the run was told."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return root / stable_digest(uri, 20) / file_name(uri)
+    return root.absolute()
+
+
+def cache_path(uri: str, cache_dir: str | Path | None = None) -> Path:
+    """Where ``uri`` is staged: ``<cache_dir>/<digest of the URI>/<file name>``."""
+    return cache_root(cache_dir) / stable_digest(uri, 20) / file_name(uri)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.inputs.remote import (
     RemoteMissing,
+    cache_root,
     check_scheme,
-    default_cache_dir,
     filesystem,
     is_remote,
     remember,
@@ -123,8 +123,7 @@ class RemoteOutput:
         self.uri = uri
         self.format = format_of(urlsplit(uri).path, format)
         self.storage_options = storage_options
-        root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        self.folder = root / ".outputs" / stable_digest(uri, 20)
+        self.folder = cache_root(cache_dir) / ".outputs" / stable_digest(uri, 20)
         """The staging folder (a folder output of part files)."""
         self.published = part_path(self.folder, PUBLISHED, self.format)
         self.overwrite = False

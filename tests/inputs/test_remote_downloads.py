@@ -140,3 +140,19 @@ def test_an_error_names_the_uri_for_a_copy_and_keeps_a_cache_folder() -> None:
     assert named_by_uri(f"{uri}: no such file {item.path}", item) == f"{uri}: no such file {uri}"
     folder = f"{uri}: cannot create the cache folder /c/{remote.IN_USE} (Permission denied)"
     assert named_by_uri(folder, item) == folder
+
+
+def test_a_relative_cache_dir_stays_where_the_run_began_for_a_process_elsewhere(
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cluster's workers run in a folder of their own: a relative ``--cache-dir`` used to
+    stage each object under the worker's folder, not the one the run was started in."""
+    _, url, _ = served
+    monkeypatch.chdir(tmp_path)
+    item = remote_input(f"{url}/b.mp4", cache_dir="cache")
+    assert item.path.is_absolute() and item.path.is_relative_to(tmp_path / "cache")
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the worker's own folder
+    assert sample([item], tmp_path / "out", KEEP, workers=0).done == 1
+    assert _files(tmp_path / "cache") and not _files(elsewhere)
