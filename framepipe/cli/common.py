@@ -297,7 +297,7 @@ def report_per_source(
     exits 1 when any input failed. The source options are checked against the kinds found
     before any input is opened."""
     from framepipe.errors import one_line_error
-    from framepipe.inputs import collect_inputs
+    from framepipe.inputs import collect_inputs, staged_kind
     from framepipe.inputs.remote import stage
     from framepipe.read_clips import named_by_uri
     from framepipe.sources.base import check_source_options, open_source
@@ -316,7 +316,7 @@ def report_per_source(
             if item.error:
                 raise FramepipeError(item.error)
             local = stage(item.uri, item.path) if item.uri else item.path
-            with open_source(local, item.kind, **source_options) as src:
+            with open_source(local, staged_kind(item, local, kind), **source_options) as src:
                 rows.append(describe(src, item.source))
         except Exception as exc:
             failed += 1

@@ -57,6 +57,7 @@ __all__ = [
     "manifest_inputs",
     "parse_shard",
     "remote_input",
+    "staged_kind",
 ]
 
 PathLike = str | Path
@@ -67,6 +68,19 @@ def remote_input(uri: str, *, kind: str | None = None, cache_dir: PathLike | Non
     its kind from the object's extension (``video`` when none claims it)."""
     k = kind or guess_kind(Path(file_name(uri)), sniff=False, given=True) or "video"
     return Input(cache_path(uri, cache_dir), k, uri=uri)
+
+
+def staged_kind(item: Input, local: Path, forced: str | None = None) -> str:
+    """The kind that reads ``item`` from ``local``, its staged copy: the kind the run was
+    told (``forced``) or the object's name claims, else the one the copy's first bytes say
+    (an image URL without an image extension, ``https://host/photo``: a scene of one view,
+    as a local file named so is), else ``item.kind``. Decided in the read stage, once the
+    object is here: discovery of remote inputs does no I/O."""
+    if not item.uri or forced is not None:
+        return item.kind
+    if guess_kind(Path(file_name(item.uri)), sniff=False, given=True) is not None:
+        return item.kind
+    return guess_kind(local, given=True) or item.kind
 
 
 class _RemoteRows:
