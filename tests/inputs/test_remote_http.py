@@ -248,3 +248,28 @@ def test_an_image_url_without_an_image_extension_is_a_one_view_scene(
     assert f.done == 0 and len(f.failed) == 1
     (rec,) = read_records(tmp_path / "forced" / MANIFEST)
     assert (rec["kind"], rec["error"]) == ("video", f"{uris[0]}: an image, not a video")
+
+
+def test_an_image_url_without_an_image_extension_takes_the_image_source_options(
+    served: Served, tmp_path: Path
+) -> None:
+    """Its kind is known once it is downloaded, so the run's settings are not refused as
+    though it were a video (``--source-opt max_side=32``): the view is read at that size."""
+    from PIL import Image
+
+    root, url, _ = served
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "photo", format="JPEG")
+    cfg = SampleConfig(n=1, source_options={"max_side": 32})
+    s = sample([f"{url}/photo"], tmp_path / "out", cfg, cache_dir=tmp_path / "c", workers=0)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["kind"] == "multiview"
+    env = {"FRAMEPIPE_CACHE_DIR": str(tmp_path / "c")}
+    result = CliRunner().invoke(
+        cli, ["info", "--json", f"{url}/photo", "--source-opt", "max_side=32"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.output)[0]["width"], json.loads(result.output)[0]["height"]) == (
+        32,
+        24,
+    )
