@@ -35,6 +35,7 @@ from framepipe.errors import (
     captured_warnings,
     one_line_error,
 )
+from framepipe.inputs import staged_kind
 from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     ClipJob,
@@ -224,6 +225,7 @@ def _read_clips(
     started = False  # whether a clip of the input was reached
     local, own_copy = item.path, False
     source: Source | None = None
+    kind = item.kind
     try:
         parts = key_parts(cfg, extra_key, item.kind)
         stat: RemoteStat | FramepipeError | None = known
@@ -258,7 +260,8 @@ def _read_clips(
                 stall_s=cfg.download_stall_s,
                 on_download=on_download,
             )
-        source = open_source(local, item.kind, **cfg.source_options)
+        kind = staged_kind(item, local, cfg.kind)
+        source = open_source(local, kind, **cfg.source_options)
         info = source.info()
         if item.uri or item.given:  # records name the URI (not the cached copy), the path given
             info = dataclasses.replace(info, id=item.source)
@@ -298,7 +301,7 @@ def _read_clips(
             log.debug("%s: unexpected error (%s stage)", src, stage, exc_info=True)
         if whole is None:  # the settings themselves failed
             whole = input_failure_key(item, cfg, extra_key)
-        yield ClipJob(src, {"kind": item.kind, "key": whole}).fail_unexpected(exc, stage)
+        yield ClipJob(src, {"kind": kind, "key": whole}).fail_unexpected(exc, stage)
     finally:
         if source is not None:  # the caller stopped early (or a failure above)
             try:

@@ -297,7 +297,7 @@ def report_per_source(
     exits 1 when any input failed. The source options are checked against the kinds found
     before any input is opened."""
     from framepipe.errors import one_line_error
-    from framepipe.inputs import collect_inputs
+    from framepipe.inputs import collect_inputs, possible_kinds, staged_kind
     from framepipe.inputs.remote import stage
     from framepipe.read_clips import named_by_uri
     from framepipe.sources.base import check_source_options, open_source
@@ -306,7 +306,8 @@ def report_per_source(
     # remote URIs' schemes' extras checked before any work; file:// URIs are local paths
     found, notes = collect_inputs(list(paths), kind=kind)
     inputs = list(found)  # (a list already: paths, no manifest)
-    check_source_options(source_options, [i.kind for i in inputs if not i.error])
+    kinds = [k for i in inputs if not i.error for k in possible_kinds(i, kind)]
+    check_source_options(source_options, kinds)
     for n in notes:
         note(f"note: skipping {n.path}: {n.reason}")
     rows: list[dict[str, Any]] = []
@@ -316,7 +317,7 @@ def report_per_source(
             if item.error:
                 raise FramepipeError(item.error)
             local = stage(item.uri, item.path) if item.uri else item.path
-            with open_source(local, item.kind, **source_options) as src:
+            with open_source(local, staged_kind(item, local, kind), **source_options) as src:
                 rows.append(describe(src, item.source))
         except Exception as exc:
             failed += 1

@@ -45,7 +45,7 @@ from framepipe.inputs.remote import (
 )
 from framepipe.inputs.shard import Shard, parse_shard, take_shard
 from framepipe.inputs.unique import DefaultQuestions, Taken
-from framepipe.sources.base import guess_kind
+from framepipe.sources.base import guess_kind, source_kinds
 from framepipe.utils import stable_digest
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,9 @@ __all__ = [
     "collect_inputs",
     "manifest_inputs",
     "parse_shard",
+    "possible_kinds",
     "remote_input",
+    "staged_kind",
 ]
 
 PathLike = str | Path
@@ -67,6 +69,32 @@ def remote_input(uri: str, *, kind: str | None = None, cache_dir: PathLike | Non
     its kind from the object's extension (``video`` when none claims it)."""
     k = kind or guess_kind(Path(file_name(uri)), sniff=False, given=True) or "video"
     return Input(cache_path(uri, cache_dir), k, uri=uri)
+
+
+def _kind_unnamed(item: Input, forced: str | None) -> bool:
+    """Whether ``item`` is a remote input whose kind neither the run (``forced``) nor the
+    object's name gives (``video`` only by default)."""
+    if not item.uri or forced is not None:
+        return False
+    return guess_kind(Path(file_name(item.uri)), sniff=False, given=True) is None
+
+
+def staged_kind(item: Input, local: Path, forced: str | None = None) -> str:
+    """The kind that reads ``item`` from ``local``, its staged copy: the kind the run was
+    told (``forced``) or the object's name claims, else the one the copy's first bytes say
+    (an image URL without an image extension, ``https://host/photo``: a scene of one view,
+    as a local file named so is), else ``item.kind``. Decided in the read stage, once the
+    object is here: discovery of remote inputs does no I/O."""
+    if not _kind_unnamed(item, forced):
+        return item.kind
+    return guess_kind(local, given=True) or item.kind
+
+
+def possible_kinds(item: Input, forced: str | None = None) -> list[str]:
+    """The kinds that may read ``item``, to check a run's settings against before any input
+    is read: its own, or every kind for a remote input whose kind its first bytes decide
+    (:func:`staged_kind`)."""
+    return list(source_kinds()) if _kind_unnamed(item, forced) else [item.kind]
 
 
 class _RemoteRows:
@@ -312,8 +340,8 @@ def peek_kinds(
     kinds; a stream the first input's kind (a later one is checked as it is read). No kinds:
     no input."""
     if isinstance(inputs, list):
-        return sorted({i.kind for i in inputs}), inputs
+        return sorted({k for i in inputs for k in possible_kinds(i)}), inputs
     first = next(inputs, None)
     if first is None:
         return [], inputs
-    return [first.kind], itertools.chain([first], inputs)
+    return possible_kinds(first), itertools.chain([first], inputs)

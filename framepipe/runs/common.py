@@ -28,7 +28,7 @@ from framepipe.discovery import Input, InputPaths, Skipped
 from framepipe.engine import Engine, EngineOptions, EngineTask, Resume, Work, open_engine
 from framepipe.errors import OutputError, one_line_error
 from framepipe.extras import check_extras
-from framepipe.inputs import DefaultQuestions, Shard, collect_inputs
+from framepipe.inputs import DefaultQuestions, Shard, collect_inputs, possible_kinds
 from framepipe.inputs.remote import is_remote
 from framepipe.output import (
     RecordWriter,
@@ -134,7 +134,7 @@ def begin(
         if on_input is not None:
             on_input(inputs, notes)
         if isinstance(inputs, list):
-            cfg.check([i.kind for i in inputs if not i.error])
+            cfg.check([k for i in inputs if not i.error for k in possible_kinds(i, cfg.kind)])
     except BaseException:
         opened.close()
         raise

@@ -212,3 +212,64 @@ def test_a_signed_urls_token_is_in_no_log_line_and_no_frame_folder(tmp_path: Pat
     assert recs["ok"]["source"] == good  # the records name the input as it was given
     assert "SECRET" not in json.dumps(recs["ok"]["frames"]) + recs["ok"]["contact_sheet"]
     assert not [p for p in (tmp_path / "out").rglob("*") if "SECRET" in p.name]
+
+
+def test_an_image_url_without_an_image_extension_is_a_one_view_scene(
+    served: Served, tmp_path: Path
+) -> None:
+    """Told by the downloaded copy's first bytes, as a local file named so is: not a
+    "video" that fails; a URL without an extension holding a video stays a video, and
+    ``--kind video`` still reads the image as a video (and says it is an image)."""
+    from PIL import Image
+
+    root, url, _ = served
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "photo", format="JPEG")
+    Image.new("RGB", (64, 48), (30, 200, 30)).save(root / "3f9a0c", format="PNG")
+    (root / "vid").write_bytes((root / "b.mp4").read_bytes())
+    uris = [f"{url}/photo", f"{url}/3f9a0c", f"{url}/vid"]
+    cache = tmp_path / "cache"
+    s = sample(uris, tmp_path / "out", CFG, cache_dir=cache, workers=1)
+    assert (s.done, s.failed) == (3, [])
+    recs = {r["source"]: r for r in read_records(tmp_path / "out" / MANIFEST)}
+    assert [(recs[u]["kind"], recs[u]["status"]) for u in uris] == [
+        ("multiview", "ok"),
+        ("multiview", "ok"),
+        ("video", "ok"),
+    ]
+    assert {v["name"] for v in recs[uris[0]]["views"]} == {"photo"}
+    again = sample(uris, tmp_path / "out", CFG, cache_dir=cache, workers=0)
+    assert (again.done, again.skipped) == (0, 3)
+    env = {"FRAMEPIPE_CACHE_DIR": str(cache)}
+    result = CliRunner().invoke(cli, ["info", uris[0]], env=env)
+    assert result.exit_code == 0, result.output
+    assert "multiview" in result.output
+    forced = SampleConfig(n=2, kind="video")
+    f = sample(uris[:1], tmp_path / "forced", forced, cache_dir=cache, workers=0)
+    assert f.done == 0 and len(f.failed) == 1
+    (rec,) = read_records(tmp_path / "forced" / MANIFEST)
+    assert (rec["kind"], rec["error"]) == ("video", f"{uris[0]}: an image, not a video")
+
+
+def test_an_image_url_without_an_image_extension_takes_the_image_source_options(
+    served: Served, tmp_path: Path
+) -> None:
+    """Its kind is known once it is downloaded, so the run's settings are not refused as
+    though it were a video (``--source-opt max_side=32``): the view is read at that size."""
+    from PIL import Image
+
+    root, url, _ = served
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(root / "photo", format="JPEG")
+    cfg = SampleConfig(n=1, source_options={"max_side": 32})
+    s = sample([f"{url}/photo"], tmp_path / "out", cfg, cache_dir=tmp_path / "c", workers=0)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert rec["kind"] == "multiview"
+    env = {"FRAMEPIPE_CACHE_DIR": str(tmp_path / "c")}
+    result = CliRunner().invoke(
+        cli, ["info", "--json", f"{url}/photo", "--source-opt", "max_side=32"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert (json.loads(result.output)[0]["width"], json.loads(result.output)[0]["height"]) == (
+        32,
+        24,
+    )

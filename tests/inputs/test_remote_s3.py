@@ -65,6 +65,26 @@ def test_an_s3_input_is_staged_and_named_by_its_uri(
     assert (again.done, again.skipped) == (0, 1)
 
 
+def test_an_image_object_without_an_image_extension_is_a_one_view_scene(
+    bucket: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A content-addressed object (``s3://media/blobs/3f9a0c``) holding a PNG: told by the
+    staged copy's first bytes, as over HTTP, not a "video" that fails."""
+    import s3fs
+    from PIL import Image
+
+    url, src = bucket
+    Image.new("RGB", (64, 48), (30, 30, 200)).save(src / "blob.png")
+    s3fs.S3FileSystem(endpoint_url=url, skip_instance_cache=True).put_file(
+        str(src / "blob.png"), "media/blobs/3f9a0c"
+    )
+    uri = "s3://media/blobs/3f9a0c"
+    s = sample([uri], tmp_path / "out", _cfg(url), cache_dir=tmp_path / "cache", workers=1)
+    assert (s.done, s.failed) == (1, [])
+    (rec,) = read_records(tmp_path / "out" / MANIFEST)
+    assert (rec["source"], rec["kind"], rec["indices"][0]) == (uri, "multiview", 0)
+
+
 def test_missing_object_and_dead_server_are_one_failed_record_each(
     bucket: tuple[str, Path], tmp_path: Path
 ) -> None:

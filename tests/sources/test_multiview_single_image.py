@@ -124,3 +124,30 @@ def test_an_image_named_without_an_image_extension_is_a_one_view_scene(
     inputs, skipped = discover([tmp_path])
     assert [i.path.name for i in inputs] == ["clip.mp4"]
     assert [s.path.name for s in skipped] == ["3f9a0c"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF"])
+def test_an_image_read_as_a_video_fails_as_an_image_not_a_video(tmp_path: Path, fmt: str) -> None:
+    """``framepipe shots photo.jpg`` and ``sample --kind video``: one line naming the file
+    and what it is (not "no decodable video frames"), and the other inputs go on."""
+    photo, blob = tmp_path / f"photo.{fmt.lower()}", tmp_path / "3f9a0c"
+    for path in (photo, blob):
+        Image.fromarray(sm.view_image(0)).save(path, format=fmt)
+    clip = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=64x48:d=0.2", str(clip))
+    result = CliRunner().invoke(cli, ["shots", str(photo), str(blob), str(clip)])
+    assert result.exit_code == 1, result.output
+    assert f"error: {photo}: an image, not a video\n" in result.output
+    assert f"error: {blob}: an image, not a video\n" in result.output
+    assert f"{clip}: 1 shot(s)" in result.output
+    out = tmp_path / "out"
+    args = ["sample", "--kind", "video", str(photo), str(clip), "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    recs = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {r["source"]: (r["status"], r["error"]) for r in recs} == {
+        str(photo): ("failed", f"{photo}: an image, not a video"),
+        str(clip): ("ok", None),
+    }
+    with pytest.raises(SourceError, match=r"an image, not a video$"):
+        open_source(photo, kind="video").info()

@@ -248,6 +248,8 @@ def build_index(path: Path, *, decode_reason: str | None = None) -> VideoIndex:
     try:
         stream = video_stream(container, path)
         packets = demux_packets(container, stream, path)
+        if _still_image(container.format.name, packets):  # a .jpg named with --kind video
+            raise UnsupportedInputError(path, "an image, not a video")
         reason = decode_reason or needs_decoding(
             container.format.name, stream.codec_context.codec, packets
         )
@@ -261,6 +263,12 @@ def build_index(path: Path, *, decode_reason: str | None = None) -> VideoIndex:
         return _from_decoding(container, stream, packets, path, reason)
     finally:
         container.close()
+
+
+def _still_image(container_name: str, pk: Packets) -> bool:
+    """One picture in an image demuxer (``image2`` for a ``.jpg``, ``png_pipe`` ...)."""
+    image = container_name.startswith("image2") or container_name.endswith("_pipe")
+    return image and int(np.count_nonzero(pk.shown)) == 1
 
 
 def _edited(pk: Packets) -> str | None:
