@@ -273,3 +273,7 @@ def test_an_image_url_without_an_image_extension_takes_the_image_source_options(
         32,
         24,
     )
+    # its keys hold the image options: another max_side reads it again
+    other = SampleConfig(n=1, source_options={"max_side": 16})
+    again = sample([f"{url}/photo"], tmp_path / "out", other, cache_dir=tmp_path / "c", workers=0)
+    assert (again.done, again.skipped) == (1, 0)
