@@ -25,6 +25,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from framepipe.cli.common import OldSpelling
+from framepipe.errors import did_you_mean
 from framepipe.registry import Registry
 from framepipe.sources.base import SOURCES
 
@@ -43,7 +44,17 @@ class Unset:
 Row = tuple[Any, ...]
 
 
-class RegistryChoice(click.Choice):
+class NearChoice(click.Choice):
+    """click's choice, whose refusal of a mistyped value names the choice near it
+    (``--clips shot``: ``Did you mean 'shots'?``), as a mistyped command's does."""
+
+    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
+        return super().get_invalid_choice_message(value, ctx) + did_you_mean(
+            [value], self.choices, after=""
+        )
+
+
+class RegistryChoice(NearChoice):
     """A click choice among a registry's names, read when the command line is parsed (so an
     installed plug-in is a valid choice) rather than when the module is imported."""
 
@@ -96,7 +107,7 @@ class OutputPath(click.Path):
         return super().convert(value, param, ctx)
 
 
-class FormatChoice(click.Choice):
+class FormatChoice(NearChoice):
     """``jsonl`` or ``parquet``; ``old`` values are taken too (not shown): an old meaning of
     the option that the command moves elsewhere, with a note."""
 
@@ -135,7 +146,7 @@ def option(row: Row) -> Callable[[Any], Any]:
     elif typ == KV:
         kw.update(multiple=True, metavar=KV)
     elif get_origin(typ) is Literal or isinstance(typ, (tuple, list)):
-        kw["type"] = click.Choice(get_args(typ) if get_origin(typ) is Literal else typ)
+        kw["type"] = NearChoice(get_args(typ) if get_origin(typ) is Literal else typ)
     elif typ is not None:
         kw["type"] = typ
     if isinstance(default, Unset):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
+from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError, did_you_mean
 from framepipe.registry import Registry, run_check
 from framepipe.types import (
     FrameBatch,
@@ -383,6 +383,7 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
         raise ConfigError(
             f"unknown source option{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))} for {' or '.join(names)} inputs ({known})"
+            + did_you_mean(unknown, set().union(*(a or () for a in takes.values())))
         )
 
 
