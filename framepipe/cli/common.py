@@ -224,6 +224,12 @@ class _Spellings:
         return rest
 
 
+def examples(*lines: str) -> str:
+    """A command's ``Examples:`` for the end of its ``--help`` (click's epilog), each
+    command line kept as written (not rewrapped)."""
+    return "\n".join(["Examples:", "", "\b", *(f"  {line}" for line in lines)])
+
+
 class Command(_Spellings, click.Command):
     """A framepipe command: old spellings merged into their options (:class:`OldSpelling`),
     the options that need an optional extra checked before it runs

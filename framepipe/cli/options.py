@@ -190,7 +190,15 @@ def options(*tables: Sequence[Row | Callable[[Any], Any]]) -> Callable[[Any], An
 
 
 KIND: Row = ("--kind", SOURCES, Unset("guessed"), "Force the input kind.")
-SOURCE_OPT: Row = ("--source-opt", KV, None, "Extra source option, e.g. backend=pyav (repeatable).")
+KV_VALUES = "repeatable; values parsed as JSON when they can be: a number, true, a list"
+"""What every ``KEY=VALUE`` option's help says of its values (see ``parse_kv``)."""
+SOURCE_OPT: Row = (
+    "--source-opt",
+    KV,
+    None,
+    "Option of the inputs' kind, e.g. backend=decord (video), max_side=1024 (scenes) or "
+    f"background=[0,0,0] (all kinds); one no kind takes is refused ({KV_VALUES}).",
+)
 FORMAT_TEXT = "Format of the records: jsonl or parquet (needs pyarrow)."
 FORMAT: Row = ("--format", FormatChoice(), Unset("from the file's suffix, else jsonl"), FORMAT_TEXT)
 RETRY: Row = (

@@ -110,3 +110,58 @@ def test_cache_dir_help_names_every_place_the_default_is_taken_from() -> None:
     for command in ("sample", "caption"):
         cache = _help(command).split("--cache-dir DIRECTORY", 1)[1].split("--keep-downloads")[0]
         assert "$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote" in cache
+
+
+def _examples(text: str) -> list[list[str]]:
+    import shlex
+
+    assert "Examples:" in text
+    lines = text.split("Examples:", 1)[1].splitlines()
+    return [shlex.split(line) for line in lines if line.strip().startswith("framepipe ")]
+
+
+def test_every_help_ends_with_examples_the_command_takes() -> None:
+    """No --help showed an example command line (the README had them, the terminal did
+    not): each command's help, and the top-level one, now ends with examples, whose every
+    option is one that command has."""
+    ctx = click.Context(cli)
+    assert isinstance(cli, click.Group)
+    names = [n for n in cli.list_commands(ctx) if n != "help"]
+    top = CliRunner().invoke(cli, ["--help"], terminal_width=300).output
+    tried = {line[1] for line in _examples(top)}
+    assert {"sample", "caption"} <= tried
+    for name in names:
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        text = CliRunner().invoke(cli, [name, "--help"], terminal_width=300).output
+        found = _examples(text)
+        assert found and any(line[1] == name for line in found), name
+        for line in found + [t for t in _examples(top) if t[1] == name]:
+            sub = cli.get_command(ctx, line[1])
+            assert sub is not None, line
+            flags = {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+            for token in line[2:]:
+                if token.startswith("-"):
+                    assert token.split("=", 1)[0] in flags, (line, token)
+
+
+def test_every_key_value_option_says_how_its_values_are_read_with_an_example() -> None:
+    """--sampler-opt said only 'Extra sampler parameter', --source-opt and --clip-opt gave
+    no word of their values being JSON (how to pass background=[0,0,0] or a number): only
+    --storage-option did. Every KEY=VALUE option's help now says it, with an example."""
+    ctx = click.Context(cli)
+    assert isinstance(cli, click.Group)
+    seen = set()
+    for name in ("info", "sample", "caption", "shots"):
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        sub = click.Context(cmd, info_name=name, parent=ctx)
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.metavar == "KEY=VALUE":
+                record = param.get_help_record(sub)
+                assert record is not None, param.opts
+                text = " ".join(record[1].split())
+                assert "values parsed as JSON when they can be" in text, (name, param.opts)
+                assert "e.g. " in text and "=" in text.split("e.g. ", 1)[1], (name, param.opts)
+                seen.add(param.opts[0])
+    assert seen == {"--sampler-opt", "--clip-opt", "--source-opt", "--storage-option", "--opt"}
