@@ -18,6 +18,7 @@ each command's own are in its module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
@@ -104,7 +105,12 @@ class OutputPath(click.Path):
 
         if isinstance(value, str) and is_folder_output(value):
             return value
-        return super().convert(value, param, ctx)
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:  # a folder without part files: say how to mean one
+            if isinstance(value, str) and os.path.isdir(value):
+                exc.message += f" End it with '/' for a folder of part files: {value}/"
+            raise
 
 
 class FormatChoice(NearChoice):

@@ -3,6 +3,8 @@ well as inputs, and the top-level help's promise about -o/--output holds for eve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from click.testing import CliRunner
 
@@ -88,6 +90,47 @@ def test_a_mistyped_option_is_refused_with_the_option_it_spells() -> None:
     assert "Did you mean '--max-new-tokens'?" in res.stderr
     res = CliRunner().invoke(cli, ["sample", "v.mp4", "--frames", "8", "-o", "out"])
     assert "--num-frames" in res.stderr  # click's guesses by letters where nothing is spelled
+
+
+def test_a_top_level_option_given_after_the_command_says_where_it_goes() -> None:
+    """``framepipe sample ... --quiet`` (or ``-v``) was refused as an unknown option, and
+    ``caption ... --quiet`` guessed ``--question``: it is framepipe's own option, and the
+    one line now says to give it before the command."""
+    for command, typed, meant in (
+        ("sample", "--quiet", "--quiet"),
+        ("caption", "--quiet", "--quiet"),
+        ("info", "-v", "-v"),
+        ("sample", "--quite", "--quiet"),
+    ):
+        res = CliRunner().invoke(cli, [command, "v.mp4", typed, "-o", "out"])
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: No such option '{typed}'"), lines
+        assert f"given before the command: framepipe {meant} {command} ..." in lines[0]
+
+
+def test_a_mistyped_option_is_never_offered_an_old_hidden_spelling() -> None:
+    """``sample --quite`` guessed ``--out``, ``sample --outt`` offered ``--out`` beside
+    ``--output``: old spellings are hidden from --help, and not offered as what was meant."""
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "--outt", "out"])
+    assert res.exit_code == 2
+    assert "No such option '--outt'. Did you mean '--output'?" in res.stderr, res.stderr
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "--manifest-formt", "jsonl", "-o", "o"])
+    assert "'--manifest-format'" not in res.stderr, res.stderr
+
+
+def test_an_existing_folder_as_a_caption_output_says_how_to_mean_part_files(
+    tmp_path: Path,
+) -> None:
+    """``caption ... -o results`` with a folder ``results`` was refused with click's
+    ``File 'results' is a directory.`` only; the line now says how to ask for its part
+    files (``results/``)."""
+    (tmp_path / "results").mkdir()
+    res = CliRunner().invoke(cli, ["caption", "v.mp4", "-o", str(tmp_path / "results")])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a directory" in lines[0], lines
+    assert lines[0].endswith(f"End it with '/' for a folder of part files: {tmp_path}/results/")
 
 
 def test_caption_help_lists_do_sample_with_the_other_decoding_options() -> None:
