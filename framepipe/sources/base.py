@@ -425,7 +425,9 @@ def colour_option(value: Any) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         rgb = ()
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        near = did_you_mean([value], ImageColor.colormap) if isinstance(value, str) else ""
         raise ConfigError(
-            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
+            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour "
+            f"name{near}"
         )
     return (int(rgb[0]), int(rgb[1]), int(rgb[2]))

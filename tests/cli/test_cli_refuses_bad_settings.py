@@ -252,6 +252,8 @@ TYPOS = [
     (["--source-opt", "backnd=pyav"], "unknown source option 'backnd'", "'backend'"),
     (["--sampler", "keyframe", "--sampler-opt", "cut_ratoi=2"], "'cut_ratoi'", "'cut_ratio'"),
     (["--clips", "shots", "--clip-opt", "min_shot=1"], "min_shot", "'min_shot_s'"),
+    (["--source-opt", "backend=decrd"], "backend 'decrd' is not one of", "'decord'"),
+    (["--source-opt", "background=blak"], "background ('blak')", "'black'"),
 ]
 
 
