@@ -105,12 +105,13 @@ class OutputPath(click.Path):
 
         if isinstance(value, str) and is_folder_output(value):
             return value
-        try:
-            return super().convert(value, param, ctx)
-        except click.BadParameter as exc:  # a folder without part files: say how to mean one
-            if isinstance(value, str) and os.path.isdir(value):
-                exc.message += f" End it with '/' for a folder of part files: {value}/"
-            raise
+        if isinstance(value, str) and os.path.isdir(value):  # no part files: say how to mean one
+            self.fail(
+                f"{value!r} is a folder; end it with '/' for a folder of part files: {value}/",
+                param,
+                ctx,
+            )
+        return super().convert(value, param, ctx)
 
 
 class FormatChoice(NearChoice):

@@ -129,8 +129,8 @@ def test_an_existing_folder_as_a_caption_output_says_how_to_mean_part_files(
     res = CliRunner().invoke(cli, ["caption", "v.mp4", "-o", str(tmp_path / "results")])
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is a directory" in lines[0], lines
-    assert lines[0].endswith(f"End it with '/' for a folder of part files: {tmp_path}/results/")
+    assert len(lines) == 1 and "is a folder" in lines[0], lines
+    assert lines[0].endswith(f"end it with '/' for a folder of part files: {tmp_path}/results/")
 
 
 def test_caption_help_lists_do_sample_with_the_other_decoding_options() -> None:
