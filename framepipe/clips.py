@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framepipe.errors import ConfigError, FramepipeError, one_line_error
+from framepipe.errors import ConfigError, FramepipeError, did_you_mean, one_line_error
 from framepipe.registry import CHECK_ATTRIBUTE, Registry, run_check
 from framepipe.shots import DetectorParams, checked_params, detect_shots
 from framepipe.types import ClipSpec, SourceInfo
@@ -307,7 +307,7 @@ def check_clips(
     if unknown and inspect.Parameter.VAR_KEYWORD not in kinds:
         raise ConfigError(
             f"unknown parameter(s) {', '.join(unknown)} for --clips {mode} "
-            f"(its options: {', '.join(options) or 'none'})"
+            f"(its options: {', '.join(options) or 'none'})" + did_you_mean(unknown, options)
         )
 
 

@@ -9,6 +9,7 @@ before any heavy work. Messages are one line and name the file or value that is 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import os
 import warnings
@@ -139,3 +140,18 @@ def check_fields(cls: type, given: Iterable[object], what: str) -> None:
             f"{what}: {cls.__name__} has no field {unknown[0]!r} "
             f"(fields: {', '.join(sorted(names))})"
         )
+
+
+def did_you_mean(given: Iterable[object], choices: Iterable[object], after: str = ".") -> str:
+    """``. Did you mean 'uniform'?`` (``after``, then the guess) for the names of ``given``
+    (a mistyped sampler, kind, option) that are near one of ``choices``, to end a refusal's
+    message; ``""`` when none is near (a name that is not a typo gets no guess)."""
+    known = [str(c) for c in choices]
+    near = [
+        m
+        for g in given
+        for m in difflib.get_close_matches(str(g), known, n=1, cutoff=0.6)
+        if str(g) not in known
+    ]
+    near = list(dict.fromkeys(near))
+    return f"{after} Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""

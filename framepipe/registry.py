@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from framepipe.errors import ConfigError, FramepipeError, one_line_error
+from framepipe.errors import ConfigError, FramepipeError, did_you_mean, one_line_error
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,11 @@ class Registry(Generic[T]):
             return self._items[name]
         if name in self._unavailable:
             raise ConfigError(f"{self.family} {name!r} is unavailable: {self._unavailable[name]}")
-        raise ConfigError(f"unknown {self.family} {name!r}; known: {', '.join(self.names())}")
+        known = self.names()
+        raise ConfigError(
+            f"unknown {self.family} {name!r}; known: {', '.join(known)}"
+            + did_you_mean([name], known)
+        )
 
     def has(self, name: str) -> bool:
         """Whether ``name`` can be used here; a built-in is checked by importing its own

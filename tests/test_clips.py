@@ -89,7 +89,8 @@ def test_a_planner_without_check_refuses_an_option_it_does_not_take_before_any_i
     check_clips("test_halves_opts", parts=3)
     with pytest.raises(
         ConfigError,
-        match=r"^unknown parameter\(s\) prts for --clips test_halves_opts \(its options: parts\)$",
+        match=r"^unknown parameter\(s\) prts for --clips test_halves_opts \(its options: parts\)"
+        r"\. Did you mean 'parts'\?$",
     ):
         check_clips("test_halves_opts", prts=3)
     register_clip_planner("test_open_planner")(lambda src, *, source=None, **params: [])

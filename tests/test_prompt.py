@@ -163,3 +163,29 @@ def test_the_models_special_tokens_in_a_text_are_refused(
 def test_text_that_only_looks_like_a_special_token_is_kept(spec: ModelSpec) -> None:
     q = "Is <|im_end| or im_end> or <|other|> shown? مرحبا 🙂"
     assert spec.build_prompt(1, q) == reference(1, q)
+
+
+def test_too_many_frames_is_one_line_without_the_tokenizers_warning(
+    tiny_model_dir: Path,
+) -> None:
+    """``caption -n 100000`` printed transformers' 'Token indices sequence length is longer
+    than the specified maximum sequence length ...' above framepipe's one-line refusal: the
+    count of the prompt's text tokens runs the tokenizer over n placeholders."""
+    import logging
+
+    fresh = ModelSpec.inspect(ModelConfig(model=str(tiny_model_dir)))  # it warns once each
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    hf = logging.getLogger("transformers")
+    keep = Keep(logging.DEBUG)
+    hf.addHandler(keep)
+    try:
+        with pytest.raises(PromptError, match="frames fit"):
+            fresh.check_fits(100_000, ["What happens?"])
+    finally:
+        hf.removeHandler(keep)
+    assert not [s for s in said if "sequence length" in s], said

@@ -73,6 +73,19 @@ def test_registry_unknown_and_unavailable_names_are_one_line_errors() -> None:
     assert reg.names() == ["here"]
 
 
+def test_registry_names_the_name_near_an_unknown_one() -> None:
+    """``--detector builtn`` (Python: ``detect_shots(detector="builtn")``) listed the names
+    only; the one near it is named too, and a name near none gets no guess."""
+    reg: Registry[int] = Registry("widget")
+    reg.register("keyframe", 1)
+    reg.register("uniform", 2)
+    with pytest.raises(ConfigError, match=r"unknown widget 'keyfram'.* Did you mean 'keyframe'\?$"):
+        reg.get("keyfram")
+    with pytest.raises(ConfigError) as info:
+        reg.get("zzz")
+    assert "Did you mean" not in str(info.value)
+
+
 def test_registry_finds_installed_plugins_through_entry_points(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

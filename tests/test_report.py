@@ -221,6 +221,22 @@ def test_missing_records_file(tmp_path: Path) -> None:
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.parametrize("under", ["notes.txt/r.html", "notes.txt/sub/r.html"])
+def test_an_output_under_a_file_names_the_file_in_its_way(
+    sampled: Path, tmp_path: Path, under: str
+) -> None:
+    """``-o notes.txt/r.html`` said ``cannot write (File exists)`` (or ``Not a directory``),
+    naming no file in the way; ``sample`` and ``caption`` name it."""
+    (tmp_path / "notes.txt").write_text("mine\n", encoding="utf-8")
+    out = tmp_path / under
+    result = CliRunner().invoke(cli, ["report", str(sampled), "-o", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (
+        f"Error: {out}: cannot create the report ({tmp_path / 'notes.txt'} is not a folder)"
+    )
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine\n"
+
+
 def test_many_records_stream_into_one_page(tmp_path: Path) -> None:
     rec = {
         "source": "v.mp4", "kind": "video", "clip": {"index": 0, "start_s": 0.0, "end_s": 1.0},

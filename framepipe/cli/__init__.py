@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from framepipe.cli.common import Group, OldSpelling, setup_logging
+from framepipe.cli.common import Group, OldSpelling, examples, setup_logging
 from framepipe.version import __version__
 
 # command name -> module that defines it (imported lazily so `--help` stays fast)
@@ -61,7 +61,17 @@ class _LazyGroup(Group):
         return cmd
 
 
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "framepipe info video.mp4",
+        "framepipe sample videos/ -n 8 -o out/",
+        'framepipe caption videos/ -n 8 -q "What happens?" -o results.jsonl',
+        "framepipe report results.jsonl",
+        "framepipe help caption",
+    ),
+)
 @click.version_option(__version__, prog_name="framepipe")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.option(

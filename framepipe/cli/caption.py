@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, SettingError, field_default, note
+from framepipe.cli.common import Command, SettingError, examples, field_default, note
 from framepipe.cli.options import FORMAT, RETRY, OutputPath, Row, Unset, options
 from framepipe.cli.progress import run_with_progress
 from framepipe.cli.run_options import GENERATE_ACTORS, RUN, decode_timeout, run_arguments
@@ -160,7 +160,16 @@ def read_questions_file(path: str) -> list[str]:
     return qs
 
 
-@click.command("caption", cls=Command)
+@click.command(
+    "caption",
+    cls=Command,
+    epilog=examples(
+        'framepipe caption videos/ -n 8 -q "What happens in this video?" -o results.jsonl',
+        'framepipe caption scenes/ -n 12 --sampler nview -q "List the objects." -o scenes.jsonl',
+        "framepipe caption videos/ -o results.jsonl --model MODEL_DIR --frames-dir frames/",
+        "framepipe caption videos/ -o results.jsonl --backend openai --base-url http://HOST:8000/v1",
+    ),
+)
 @options(ROWS, MODEL, BACKEND, GENERATION_ROWS, RUN, LOCAL, GENERATE_ACTORS)
 def command(paths: tuple[str, ...], output: str, **kw: Any) -> None:
     """Ask a vision-language model about n frames of every clip; one JSON line per clip.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import inspect
 import json
 import logging
@@ -194,6 +195,24 @@ def spelled_option(typed: str, params: list[click.Parameter]) -> str | None:
     return None
 
 
+def _top_level(ctx: click.Context, typed: str) -> str | None:
+    """The option of ``framepipe`` itself (``--quiet``, ``-v``) that ``typed``, unknown to
+    ``ctx``'s command, is or spells nearly (``--quite``), given after the command name."""
+    root = ctx.find_root()
+    if root is ctx:
+        return None
+    own = [
+        o
+        for p in root.command.params
+        if isinstance(p, click.Option) and p.expose_value and not p.hidden
+        for o in p.opts
+    ]
+    if typed in own:
+        return typed
+    near = difflib.get_close_matches(typed, [o for o in own if o.startswith("--")], 1, 0.8)
+    return near[0] if near else None
+
+
 class _Spellings:
     """Parsing that moves the values of old spellings to their new options (with a note;
     both given: refused), then asks for the options that are required but have old
@@ -205,8 +224,21 @@ class _Spellings:
             rest: list[str] = super().parse_args(ctx, args)  # type: ignore[misc]
         except click.NoSuchOption as exc:
             meant = spelled_option(exc.option_name, params)
+            top = _top_level(ctx, exc.option_name)
+            if meant is None and top is not None:
+                said = "it is" if top == exc.option_name else f"did you mean {top!r}? It is"
+                msg = (
+                    f"No such option {exc.option_name!r}: {said} framepipe's own, given "
+                    f"before the command: framepipe {top} {ctx.info_name} ..."
+                )
+                raise click.NoSuchOption(exc.option_name, msg, ctx=ctx) from None
             if meant is None:
-                raise
+                hidden = {o for p in params if getattr(p, "hidden", False) for o in p.opts}
+                near = [o for o in exc.possibilities or () if o not in hidden]
+                if near == list(exc.possibilities or ()):
+                    raise
+                # an old spelling (hidden: ``--out``) is never offered as what was meant
+                raise click.NoSuchOption(exc.option_name, possibilities=near, ctx=ctx) from None
             msg = f"No such option {exc.option_name!r}. Did you mean {meant!r}?"
             raise click.NoSuchOption(exc.option_name, msg, ctx=ctx) from None
         for p in params:
@@ -222,6 +254,12 @@ class _Spellings:
             if getattr(p, "required_after_spellings", False) and ctx.params.get(p.name) is None:
                 raise click.MissingParameter(ctx=ctx, param=p)
         return rest
+
+
+def examples(*lines: str) -> str:
+    """A command's ``Examples:`` for the end of its ``--help`` (click's epilog), each
+    command line kept as written (not rewrapped)."""
+    return "\n".join(["Examples:", "", "\b", *(f"  {line}" for line in lines)])
 
 
 class Command(_Spellings, click.Command):

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import click
 
-from framepipe.cli.common import Command, cell_text
+from framepipe.cli.common import Command, cell_text, examples
 from framepipe.cli.options import KIND, SOURCE_OPT, options
 
 
-@click.command("info", cls=Command)
+@click.command(
+    "info",
+    cls=Command,
+    epilog=examples(
+        "framepipe info video.mp4 scene_folder/ model.ply",
+        "framepipe info videos/ --json",
+    ),
+)
 @options(
     [
         click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=str)),

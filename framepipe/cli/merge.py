@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, note
+from framepipe.cli.common import Command, examples, note
 from framepipe.cli.options import FORMAT, options
 
 # fmt: off
@@ -21,7 +21,14 @@ ROWS: list[Any] = [
 # fmt: on
 
 
-@click.command("merge", cls=Command)
+@click.command(
+    "merge",
+    cls=Command,
+    epilog=examples(
+        "framepipe merge results/ -o results.jsonl",
+        "framepipe merge results.jsonl -o results.parquet",
+    ),
+)
 @options(ROWS)
 def command(inputs: tuple[str, ...], output: str, format: str | None) -> None:
     """Merge records files into OUTPUT, one record per clip: where several records have the

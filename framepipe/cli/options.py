@@ -18,6 +18,7 @@ each command's own are in its module.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
@@ -25,6 +26,7 @@ from typing import Any, Literal, get_args, get_origin
 import click
 
 from framepipe.cli.common import OldSpelling
+from framepipe.errors import did_you_mean
 from framepipe.registry import Registry
 from framepipe.sources.base import SOURCES
 
@@ -43,7 +45,17 @@ class Unset:
 Row = tuple[Any, ...]
 
 
-class RegistryChoice(click.Choice):
+class NearChoice(click.Choice):
+    """click's choice, whose refusal of a mistyped value names the choice near it
+    (``--clips shot``: ``Did you mean 'shots'?``), as a mistyped command's does."""
+
+    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
+        return super().get_invalid_choice_message(value, ctx) + did_you_mean(
+            [value], self.choices, after=""
+        )
+
+
+class RegistryChoice(NearChoice):
     """A click choice among a registry's names, read when the command line is parsed (so an
     installed plug-in is a valid choice) rather than when the module is imported."""
 
@@ -93,10 +105,16 @@ class OutputPath(click.Path):
 
         if isinstance(value, str) and is_folder_output(value):
             return value
+        if isinstance(value, str) and os.path.isdir(value):  # no part files: say how to mean one
+            self.fail(
+                f"{value!r} is a folder; end it with '/' for a folder of part files: {value}/",
+                param,
+                ctx,
+            )
         return super().convert(value, param, ctx)
 
 
-class FormatChoice(click.Choice):
+class FormatChoice(NearChoice):
     """``jsonl`` or ``parquet``; ``old`` values are taken too (not shown): an old meaning of
     the option that the command moves elsewhere, with a note."""
 
@@ -135,7 +153,7 @@ def option(row: Row) -> Callable[[Any], Any]:
     elif typ == KV:
         kw.update(multiple=True, metavar=KV)
     elif get_origin(typ) is Literal or isinstance(typ, (tuple, list)):
-        kw["type"] = click.Choice(get_args(typ) if get_origin(typ) is Literal else typ)
+        kw["type"] = NearChoice(get_args(typ) if get_origin(typ) is Literal else typ)
     elif typ is not None:
         kw["type"] = typ
     if isinstance(default, Unset):
@@ -179,7 +197,15 @@ def options(*tables: Sequence[Row | Callable[[Any], Any]]) -> Callable[[Any], An
 
 
 KIND: Row = ("--kind", SOURCES, Unset("guessed"), "Force the input kind.")
-SOURCE_OPT: Row = ("--source-opt", KV, None, "Extra source option, e.g. backend=pyav (repeatable).")
+KV_VALUES = "repeatable; values parsed as JSON when they can be: a number, true, a list"
+"""What every ``KEY=VALUE`` option's help says of its values (see ``parse_kv``)."""
+SOURCE_OPT: Row = (
+    "--source-opt",
+    KV,
+    None,
+    "Option of the inputs' kind, e.g. backend=decord (video), max_side=1024 (scenes) or "
+    f"background=[0,0,0] (all kinds); one no kind takes is refused ({KV_VALUES}).",
+)
 FORMAT_TEXT = "Format of the records: jsonl or parquet (needs pyarrow)."
 FORMAT: Row = ("--format", FormatChoice(), Unset("from the file's suffix, else jsonl"), FORMAT_TEXT)
 RETRY: Row = (

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, note
+from framepipe.cli.common import Command, examples, note
 from framepipe.cli.options import Unset, options
 from framepipe.report.write import PAGE_SIZE
 
@@ -33,7 +33,15 @@ ROWS: list[Any] = [
 # fmt: on
 
 
-@click.command("report", cls=Command)
+@click.command(
+    "report",
+    cls=Command,
+    epilog=examples(
+        "framepipe report out/",
+        "framepipe report results.jsonl -o site/report.html",
+        "framepipe report results.jsonl --embed -o mail.html",
+    ),
+)
 @options(ROWS)
 def command(
     records: tuple[str, ...],

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from framepipe.cli.common import SettingError, field_default, flag, given, param_default, parse_kv
-from framepipe.cli.options import KIND, KV, SOURCE_OPT, Row, Unset
+from framepipe.cli.options import KIND, KV, KV_VALUES, SOURCE_OPT, Row, Unset
 from framepipe.clips import CLIP_PLANNERS
 from framepipe.config import SampleConfig
 from framepipe.engine import DEFAULT_DECODE_TIMEOUT_S, ENGINES
@@ -53,13 +53,16 @@ SAMPLING: list[Row] = [
     ("--fps", float, None, "uniform: one frame every 1/FPS seconds, capped at n."),
     ("--overflow", OverflowPolicy, param_default(uniform, "overflow"),
      "When a clip has fewer frames than n: repeat_last, all (use fewer) or error."),
-    ("--sampler-opt", KV, None, "Extra sampler parameter (repeatable)."),
+    ("--sampler-opt", KV, None,
+     "Option of the chosen --sampler, e.g. method=appearance (nview) or detector=transnetv2 "
+     f"(keyframe); one it does not take is refused, naming those it takes ({KV_VALUES})."),
     ("--clips", CLIP_PLANNERS, field_default(SampleConfig, "clips"),
      "How to cut sources into clips."),
     ("--clip-seconds", float, None,
      "Cut videos into windows of this many seconds (implies windows)."),
     ("--stride-seconds", float, Unset("clip length"), "Start a window every this many seconds."),
-    ("--clip-opt", KV, None, "Extra clip-planner parameter, e.g. min_shot_s=1 (repeatable)."),
+    ("--clip-opt", KV, None,
+     f"Option of the --clips planner, e.g. min_shot_s=1 or max_shot_s=20 (shots) ({KV_VALUES})."),
     KIND,
     SOURCE_OPT,
 ]
@@ -89,8 +92,7 @@ INPUTS: list[Row] = [
      {"dest": "download_stall_s", "metavar": "SECONDS"}),
     ("--storage-option", KV, None,
      "fsspec option for remote inputs and remote outputs (-o s3://..., caption's --frames-dir "
-     "s3://...), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true (repeatable; values "
-     "parsed as JSON when they can be)."),
+     f"s3://...), e.g. endpoint_url=http://127.0.0.1:9000 or anon=true ({KV_VALUES})."),
     ("--shard", str, None,
      "Run only shard I (from 0) of N: a stable 1/N of the inputs, for array jobs; merge the "
      "N outputs with 'framepipe merge'.", {"metavar": "I/N"}),

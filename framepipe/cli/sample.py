@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, both_given, deprecated, given, note
+from framepipe.cli.common import Command, both_given, deprecated, examples, given, note
 from framepipe.cli.options import FORMAT_TEXT, RETRY, FormatChoice, Row, Unset, options
 from framepipe.cli.progress import run_with_progress
 from framepipe.cli.run_options import RUN, decode_timeout, run_arguments
@@ -39,7 +39,16 @@ LOCAL: list[Row] = [
 # fmt: on
 
 
-@click.command("sample", cls=Command)
+@click.command(
+    "sample",
+    cls=Command,
+    epilog=examples(
+        "framepipe sample videos/ -n 8 -o out/",
+        "framepipe sample movie.mp4 -n 6 --sampler keyframe -o out/",
+        "framepipe sample movie.mp4 -n 4 --clip-seconds 10 -o out/",
+        "framepipe sample --inputs-from clips.csv -n 8 -o out/ --format parquet",
+    ),
+)
 @options(ROWS, RUN, LOCAL)
 def command(paths: tuple[str, ...], output: str, format: str | None, **kw: Any) -> None:
     """Choose n frames per clip and write them, a contact sheet, and DIR/manifest.jsonl

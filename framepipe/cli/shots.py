@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from framepipe.cli.common import Command, cell_text
-from framepipe.cli.options import KV, SOURCE_OPT, LateHelpOption, options
+from framepipe.cli.common import Command, cell_text, examples
+from framepipe.cli.options import KV, KV_VALUES, SOURCE_OPT, LateHelpOption, options
 from framepipe.errors import FramepipeError
 from framepipe.shots.detectors import DETECTORS, settings_help
 
@@ -21,8 +21,8 @@ ROWS: list[Any] = [
      "Shot detector: builtin (fast, CPU) or transnetv2 (pip install 'framepipe[transnet]'; "
      "CUDA when present)."),
     ("--opt", KV, None,
-     "Setting of the chosen --detector, e.g. cut_ratio=3 or min_shot_s=1 (repeatable); one "
-     "it does not take is refused. Settings of {settings}.",
+     "Setting of the chosen --detector, e.g. cut_ratio=3 or min_shot_s=1; one it does not "
+     f"take is refused ({KV_VALUES}). Settings of {{settings}}.",
      # each detector's settings, read from the registry when the help is shown
      {"cls": LateHelpOption, "fill": lambda: {"settings": settings_help()}}),
     SOURCE_OPT,
@@ -30,7 +30,14 @@ ROWS: list[Any] = [
 # fmt: on
 
 
-@click.command("shots", cls=Command)
+@click.command(
+    "shots",
+    cls=Command,
+    epilog=examples(
+        "framepipe shots movie.mp4",
+        "framepipe shots videos/ --opt min_shot_s=1 --json",
+    ),
+)
 @options(ROWS)
 def command(
     paths: tuple[str, ...],

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import click
 
-from framepipe.cli.common import Command
+from framepipe.cli.common import Command, examples
 from framepipe.cli.options import options
 
 
-@click.command("make-tiny-model", cls=Command)
+@click.command(
+    "make-tiny-model",
+    cls=Command,
+    epilog=examples(
+        "framepipe make-tiny-model tiny-model/",
+        "framepipe caption video.mp4 -n 4 --model tiny-model/ -o smoke.jsonl",
+    ),
+)
 @options(
     [
         click.argument("out_dir", type=click.Path(file_okay=False, path_type=str)),

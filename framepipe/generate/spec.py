@@ -153,7 +153,7 @@ class ModelSpec:
 
     def text_tokens(self, prompt: str) -> int:
         """Tokens of ``prompt`` that are not image placeholders."""
-        ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        ids = self.tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]
         return sum(1 for i in ids if i != self.image_token_id)
 
     def prompt_tokens(self, prompt: str) -> int:

@@ -76,7 +76,7 @@ def write_report(
     _check_replaceable(out, [p for p in paths if isinstance(p, Path)])
     stats = Stats()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(out)
         with (
             tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as staged,
             open(Path(staged, "failed"), "w+", encoding="utf-8", newline="\n") as failed,
@@ -172,6 +172,17 @@ def _stage(uri: str, folder: str, k: int, options: dict[str, Any] | None) -> Pat
         return stage(uri, Path(folder, str(k), name), stat=stat, storage_options=options)
     except FramepipeError as exc:
         raise OutputError(f"{uri}: cannot read the records ({exc})") from None
+
+
+def _make_folder(out: Path) -> None:
+    """Create ``out``'s folder; a file in its way (``-o notes.txt/report.html``) is an
+    OutputError naming it, not the OS's bare 'File exists' or 'Not a directory'."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{out}: cannot create the report ({parent} is not a folder)")
+    out.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _records_file(p: Path) -> Path:

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
-from framepipe.errors import ConfigError, SamplingError
+from framepipe.errors import ConfigError, SamplingError, did_you_mean
 from framepipe.registry import CHECK_ATTRIBUTE, DEFAULTS_ATTRIBUTE, Registry, run_check
 from framepipe.types import ClipSpec, Selection, SourceInfo
 
@@ -142,7 +142,7 @@ def check_declared(name: str, fn: Callable[..., Any], params: Mapping[str, Any])
     if not takes_any or declared:
         raise ConfigError(
             f"unknown parameter{many} {names} for sampler {name!r} "
-            f"(options: {', '.join(options) or 'none'})"
+            f"(options: {', '.join(options) or 'none'})" + did_you_mean(unknown, options)
         )
     if (name, unknown) not in _WARNED:
         _WARNED.add((name, unknown))
@@ -182,9 +182,10 @@ def get_sampler(name_or_fn: str | Sampler) -> tuple[str, Sampler]:
         if not callable(fn):
             raise ConfigError(f"sampler {name!r} is not callable")
         return name, fn
+    known = available_samplers()
     raise ConfigError(
-        f"unknown sampler {name!r}; known: {', '.join(available_samplers())} "
-        "(or give module:function)"
+        f"unknown sampler {name!r}; known: {', '.join(known)} (or give module:function)"
+        + did_you_mean([name], known)
     )
 
 
@@ -201,6 +202,7 @@ def check_args(sampler: str, n: int, params: Mapping[str, Any], known: Iterable[
         raise ConfigError(
             f"unknown parameter{'s' if len(unknown) > 1 else ''} {names} for sampler "
             f"{sampler!r} (options: {', '.join(options) or 'none'})"
+            + did_you_mean(unknown, options)
         )
     policy = params.get("overflow", DEFAULT_OVERFLOW)
     if policy not in get_args(OverflowPolicy):

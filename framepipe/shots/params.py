@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-from framepipe.errors import ConfigError
+from framepipe.errors import ConfigError, did_you_mean
 from framepipe.types import SkipMode
 from framepipe.utils import nonnegative
 
@@ -91,7 +91,7 @@ class DetectorParams:
         if unknown:
             raise ConfigError(
                 f"unknown shot detector parameter(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
+                f"known: {', '.join(sorted(known))}" + did_you_mean(unknown, known)
             )
         kw = dict(params)
         if "size" in kw:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError
+from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError, did_you_mean
 from framepipe.registry import Registry, canonical_params, run_check
 from framepipe.types import (
     FrameBatch,
@@ -383,6 +383,7 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
         raise ConfigError(
             f"unknown source option{'s' if len(unknown) > 1 else ''} "
             f"{', '.join(map(repr, unknown))} for {' or '.join(names)} inputs ({known})"
+            + did_you_mean(unknown, set().union(*(a or () for a in takes.values())))
         )
 
 
@@ -437,7 +438,9 @@ def colour_option(value: Any) -> tuple[int, int, int]:
     except (TypeError, ValueError):
         rgb = ()
     if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+        near = did_you_mean([value], ImageColor.colormap) if isinstance(value, str) else ""
         raise ConfigError(
-            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour name"
+            f"source option background ({value!r}) must be [r, g, b] in 0..255 or a colour "
+            f"name{near}"
         )
     return (int(rgb[0]), int(rgb[1]), int(rgb[2]))

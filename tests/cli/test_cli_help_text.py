@@ -3,6 +3,8 @@ well as inputs, and the top-level help's promise about -o/--output holds for eve
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from click.testing import CliRunner
 
@@ -90,6 +92,47 @@ def test_a_mistyped_option_is_refused_with_the_option_it_spells() -> None:
     assert "--num-frames" in res.stderr  # click's guesses by letters where nothing is spelled
 
 
+def test_a_top_level_option_given_after_the_command_says_where_it_goes() -> None:
+    """``framepipe sample ... --quiet`` (or ``-v``) was refused as an unknown option, and
+    ``caption ... --quiet`` guessed ``--question``: it is framepipe's own option, and the
+    one line now says to give it before the command."""
+    for command, typed, meant in (
+        ("sample", "--quiet", "--quiet"),
+        ("caption", "--quiet", "--quiet"),
+        ("info", "-v", "-v"),
+        ("sample", "--quite", "--quiet"),
+    ):
+        res = CliRunner().invoke(cli, [command, "v.mp4", typed, "-o", "out"])
+        assert res.exit_code == 2
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: No such option '{typed}'"), lines
+        assert f"given before the command: framepipe {meant} {command} ..." in lines[0]
+
+
+def test_a_mistyped_option_is_never_offered_an_old_hidden_spelling() -> None:
+    """``sample --quite`` guessed ``--out``, ``sample --outt`` offered ``--out`` beside
+    ``--output``: old spellings are hidden from --help, and not offered as what was meant."""
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "--outt", "out"])
+    assert res.exit_code == 2
+    assert "No such option '--outt'. Did you mean '--output'?" in res.stderr, res.stderr
+    res = CliRunner().invoke(cli, ["sample", "v.mp4", "--manifest-formt", "jsonl", "-o", "o"])
+    assert "'--manifest-format'" not in res.stderr, res.stderr
+
+
+def test_an_existing_folder_as_a_caption_output_says_how_to_mean_part_files(
+    tmp_path: Path,
+) -> None:
+    """``caption ... -o results`` with a folder ``results`` was refused with click's
+    ``File 'results' is a directory.`` only; the line now says how to ask for its part
+    files (``results/``)."""
+    (tmp_path / "results").mkdir()
+    res = CliRunner().invoke(cli, ["caption", "v.mp4", "-o", str(tmp_path / "results")])
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a folder" in lines[0], lines
+    assert lines[0].endswith(f"end it with '/' for a folder of part files: {tmp_path}/results/")
+
+
 def test_caption_help_lists_do_sample_with_the_other_decoding_options() -> None:
     """``--do-sample`` was listed among the model's options, after ``--offline`` and before
     the server's, far from ``--temperature``, ``--top-p`` and ``--seed`` that only apply
@@ -110,3 +153,58 @@ def test_cache_dir_help_names_every_place_the_default_is_taken_from() -> None:
     for command in ("sample", "caption"):
         cache = _help(command).split("--cache-dir DIRECTORY", 1)[1].split("--keep-downloads")[0]
         assert "$FRAMEPIPE_CACHE_DIR, else $XDG_CACHE_HOME/framepipe/remote" in cache
+
+
+def _examples(text: str) -> list[list[str]]:
+    import shlex
+
+    assert "Examples:" in text
+    lines = text.split("Examples:", 1)[1].splitlines()
+    return [shlex.split(line) for line in lines if line.strip().startswith("framepipe ")]
+
+
+def test_every_help_ends_with_examples_the_command_takes() -> None:
+    """No --help showed an example command line (the README had them, the terminal did
+    not): each command's help, and the top-level one, now ends with examples, whose every
+    option is one that command has."""
+    ctx = click.Context(cli)
+    assert isinstance(cli, click.Group)
+    names = [n for n in cli.list_commands(ctx) if n != "help"]
+    top = CliRunner().invoke(cli, ["--help"], terminal_width=300).output
+    tried = {line[1] for line in _examples(top)}
+    assert {"sample", "caption"} <= tried
+    for name in names:
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        text = CliRunner().invoke(cli, [name, "--help"], terminal_width=300).output
+        found = _examples(text)
+        assert found and any(line[1] == name for line in found), name
+        for line in found + [t for t in _examples(top) if t[1] == name]:
+            sub = cli.get_command(ctx, line[1])
+            assert sub is not None, line
+            flags = {o for p in sub.params for o in (*p.opts, *p.secondary_opts)}
+            for token in line[2:]:
+                if token.startswith("-"):
+                    assert token.split("=", 1)[0] in flags, (line, token)
+
+
+def test_every_key_value_option_says_how_its_values_are_read_with_an_example() -> None:
+    """--sampler-opt said only 'Extra sampler parameter', --source-opt and --clip-opt gave
+    no word of their values being JSON (how to pass background=[0,0,0] or a number): only
+    --storage-option did. Every KEY=VALUE option's help now says it, with an example."""
+    ctx = click.Context(cli)
+    assert isinstance(cli, click.Group)
+    seen = set()
+    for name in ("info", "sample", "caption", "shots"):
+        cmd = cli.get_command(ctx, name)
+        assert cmd is not None
+        sub = click.Context(cmd, info_name=name, parent=ctx)
+        for param in cmd.params:
+            if isinstance(param, click.Option) and param.metavar == "KEY=VALUE":
+                record = param.get_help_record(sub)
+                assert record is not None, param.opts
+                text = " ".join(record[1].split())
+                assert "values parsed as JSON when they can be" in text, (name, param.opts)
+                assert "e.g. " in text and "=" in text.split("e.g. ", 1)[1], (name, param.opts)
+                seen.add(param.opts[0])
+    assert seen == {"--sampler-opt", "--clip-opt", "--source-opt", "--storage-option", "--opt"}

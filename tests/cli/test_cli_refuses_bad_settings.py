@@ -240,3 +240,57 @@ def test_a_setting_clicks_own_parsing_refuses_is_one_line_too(
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+TYPOS = [
+    (["--sampler", "unifrom"], "unknown sampler 'unifrom'", "'uniform'"),
+    (["--kind", "vidoe"], "'vidoe' is not one of", "'video'"),
+    (["--clips", "shot"], "'shot' is not one of", "'shots'"),
+    (["--mode", "center"], "'center' is not one of", "'centers'"),
+    (["--overflow", "repeat"], "'repeat' is not one of", "'repeat_last'"),
+    (["--sampler-opt", "fsp=1"], "unknown parameter 'fsp'", "'fps'"),
+    (["--source-opt", "backnd=pyav"], "unknown source option 'backnd'", "'backend'"),
+    (["--sampler", "keyframe", "--sampler-opt", "cut_ratoi=2"], "'cut_ratoi'", "'cut_ratio'"),
+    (["--clips", "shots", "--clip-opt", "min_shot=1"], "min_shot", "'min_shot_s'"),
+    (["--source-opt", "backend=decrd"], "backend 'decrd' is not one of", "'decord'"),
+    (["--source-opt", "background=blak"], "background ('blak')", "'black'"),
+]
+
+
+@pytest.mark.parametrize(("args", "needle", "near"), TYPOS, ids=[" ".join(a) for a, *_ in TYPOS])
+def test_a_mistyped_name_is_refused_with_the_name_near_it(
+    video: Path, tmp_path: Path, args: list[str], needle: str, near: str
+) -> None:
+    """A typo in a sampler, kind, clip planner, choice or option name was refused with the
+    list of names only (a mistyped command already got 'Did you mean'): the one near it is
+    now named, on the same one line."""
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["sample", str(video), "-o", str(out), *args])
+    _one_line_usage_error(res, needle)
+    assert f"Did you mean {near}?" in res.output
+    assert not out.exists()
+
+
+def test_a_name_near_nothing_gets_no_guess(video: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["sample", str(video), "-o", str(tmp_path), "--sampler", "zzz"])
+    _one_line_usage_error(res, "unknown sampler 'zzz'")
+    assert "Did you mean" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "near"),
+    [
+        (["shots", "{v}", "--detector", "builtn"], "'builtin'"),
+        (["shots", "{v}", "--opt", "cut_ratoi=3"], "'cut_ratio'"),
+        (["caption", "{v}", "-o", "{out}", "--dtype", "flaot32"], "'float32'"),
+        (["caption", "{v}", "-o", "{out}", "--backend", "opneai"], "'openai'"),
+        (["caption", "{v}", "-o", "{out}", "--format", "josnl"], "'jsonl'"),
+    ],
+)
+def test_every_command_names_the_choice_near_a_mistyped_one(
+    video: Path, tmp_path: Path, args: list[str], near: str, no_model: list[str]
+) -> None:
+    args = [a.format(v=video, out=tmp_path / "r.jsonl") for a in args]
+    res = CliRunner().invoke(cli, args)
+    _one_line_usage_error(res, f"Did you mean {near}?")
+    assert not (tmp_path / "r.jsonl").exists() and no_model == []

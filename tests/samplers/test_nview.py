@@ -275,6 +275,6 @@ def test_unknown_option_is_a_one_line_error() -> None:
         nview(info, whole_clip(info), n=2, metod="even")
     assert str(exc.value) == (
         "unknown parameter 'metod' for sampler 'nview' (options: method, overflow, "
-        "signature_size, max_signatures, resolution, voxels)"
+        "signature_size, max_signatures, resolution, voxels). Did you mean 'method'?"
     )
     assert nview(info, whole_clip(info), n=2, method="even", overflow="all").indices == (1, 3)

@@ -128,7 +128,10 @@ def test_a_misspelt_option_to_a_plugin_without_a_check_is_never_silent(
             with pytest.raises(ConfigError) as exc:
                 check_sampler(sampler, 4, {"strdie": 2})
             name = sampler if isinstance(sampler, str) else "keywords"
-            want = f"unknown parameter 'strdie' for sampler {name!r} (options: {options})"
+            want = (
+                f"unknown parameter 'strdie' for sampler {name!r} (options: {options}). "
+                "Did you mean 'stride'?"
+            )
             assert str(exc.value) == want
             check_sampler(sampler, 4, {"stride": 3})  # its own: fine
     finally:

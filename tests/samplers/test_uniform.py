@@ -134,7 +134,10 @@ def test_unknown_option_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError) as exc:
         uniform(info, whole(info), n=3, mdoe="endpoints")
     msg = str(exc.value)
-    assert msg == "unknown parameter 'mdoe' for sampler 'uniform' (options: mode, fps, overflow)"
+    assert msg == (
+        "unknown parameter 'mdoe' for sampler 'uniform' (options: mode, fps, overflow). "
+        "Did you mean 'mode'?"
+    )
     with pytest.raises(ConfigError, match=r"^unknown parameters 'a', 'b' for sampler 'uniform'"):
         uniform(info, whole(info), n=3, b=1, a=2)
     sel = uniform(info, whole(info), n=3, mode="endpoints", overflow="all")  # known: fine

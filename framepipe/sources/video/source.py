@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 import framepipe.sources.video.lowres as lowres
-from framepipe.errors import ConfigError, DecodeError, SourceError
+from framepipe.errors import ConfigError, DecodeError, SourceError, did_you_mean
 from framepipe.sources.base import Source, colour_option, frame_indices, register_source
 from framepipe.sources.video.convert import Convert, to_rgb, to_small_rgb
 from framepipe.sources.video.decord_reader import (
@@ -117,7 +117,10 @@ class VideoSource(Source):
         super().__init__(path, **options)
         backend = str(backend).lower()
         if backend not in BACKENDS:
-            raise ConfigError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+            raise ConfigError(
+                f"backend {backend!r} is not one of {', '.join(BACKENDS)}"
+                + did_you_mean([backend], BACKENDS)
+            )
         if threads is not None and int(threads) < 1:
             raise ConfigError(f"threads ({threads}) must be >= 1")
         self.backend_option = backend
