@@ -23,6 +23,35 @@ QUANTIZE = ("4bit", "8bit")
 ATTN = ("auto", "sdpa", "flash_attention_2", "eager")
 
 
+OTHER_NAMES = {
+    "torch_dtype": "dtype=",
+    "device_map": "device=",
+    "attn_implementation": "attn=",
+    "load_in_4bit": "quantize='4bit'",
+    "load_in_8bit": "quantize='8bit'",
+    "quantization_config": "quantize='4bit' or '8bit'",
+    "pretrained_model_name_or_path": "model=",
+    "model_id": "model=",
+    "model_name": "model=",
+    "max_tokens": "max_new_tokens=",
+    "max_length": "max_new_tokens= (it counts the answer's tokens only)",
+}
+"""Names a transformers (or OpenAI) user plausibly gives a config here, and framepipe's own
+for them: refused with a pointer to it (never taken in its place: the keys stay one)."""
+
+
+def refuse_other_names(cls: type, given: Any) -> None:
+    """TypeError, in one line naming framepipe's own spelling, when the keywords ``given`` to
+    ``cls`` hold one of :data:`OTHER_NAMES` (Python's own would not say what is meant)."""
+    names = {f.name for f in fields(cls)}
+    for name in sorted(given):
+        if name in OTHER_NAMES and name not in names:
+            raise TypeError(
+                f"{cls.__name__}() got an unexpected keyword argument {name!r}: "
+                f"framepipe's is {OTHER_NAMES[name]}"
+            )
+
+
 RANDOM_WEIGHTS_KEY = "framepipe_random_weights"
 """Config attribute that marks a model whose weights are random (see
 :func:`framepipe.generate.is_random`)."""
@@ -53,6 +82,10 @@ class ModelConfig:
     """Run code shipped with the model (never unless asked)."""
     local_files_only: bool | None = None
     """True: never contact the hub. None: follow ``HF_HUB_OFFLINE``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
+        refuse_other_names(cls, kwargs)  # ModelConfig(torch_dtype=...): say it is dtype=
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         if not self.model or not str(self.model).strip():
@@ -102,6 +135,10 @@ class GenerationSettings:
     (not reproducible)."""
     batch_size: int = 4
     """Sequences generated together (clips x questions); halved on CUDA out-of-memory."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GenerationSettings:
+        refuse_other_names(cls, kwargs)  # GenerationSettings(max_tokens=...): max_new_tokens=
+        return super().__new__(cls)
 
     def __post_init__(self) -> None:
         for f in fields(self):  # a dict or JSON file's "8" or a numpy int, as plain types

@@ -21,6 +21,7 @@ options; ``framepipe caption`` calls it too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -413,7 +414,20 @@ def _pipeline(name: str, options: Mapping[str, Any]) -> tuple[Pipeline, dict[str
     known = run_names | inspect.signature(Pipeline).parameters.keys()
     unknown = sorted(options.keys() - known)
     if unknown:  # named as caption()'s, not as Pipeline's that it builds
-        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
+        where = _config_of(unknown[0])
+        hint = f" (pass {where}({unknown[0]}=...))" if where else ""
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}{hint}")
     kw: dict[str, Any] = dict(options)
     run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
     return Pipeline(**kw), run_options
+
+
+def _config_of(name: str) -> str | None:
+    """The config that has a field ``name`` (``caption(dtype=...)``: ``model=ModelConfig``)."""
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    configs = (("model", ModelConfig), ("settings", GenerationSettings), ("sample", SampleConfig))
+    for arg, cls in configs:
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{arg}={cls.__name__}"
+    return None

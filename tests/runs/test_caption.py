@@ -660,6 +660,32 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
         Pipeline(settings=4)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"torch_dtype": "bfloat16"}, "dtype="),
+        ({"device_map": "auto"}, "device="),
+        ({"attn_implementation": "sdpa"}, "attn="),
+        ({"load_in_4bit": True}, "quantize='4bit'"),
+        ({"pretrained_model_name_or_path": "some/model"}, "model="),
+    ],
+)
+def test_a_transformers_spelling_of_a_model_option_names_framepipes(
+    given: dict[str, Any], said: str
+) -> None:
+    """``ModelConfig(torch_dtype=...)`` was Python's bare "unexpected keyword argument":
+    one line now says framepipe's own name for it (never taken in its place)."""
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    name = next(iter(given))
+    with pytest.raises(TypeError, match=rf"^ModelConfig\(\) .* '{name}': framepipe's is {said}"):
+        ModelConfig(**given)
+    with pytest.raises(TypeError, match=r"'max_tokens': framepipe's is max_new_tokens="):
+        GenerationSettings(max_tokens=8)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"ModelConfig.__init__\(\) got an unexpected .* 'dtpye'"):
+        ModelConfig(dtpye="float32")  # type: ignore[call-arg]
+
+
 def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
     """``settings=GenerationConfig(max_new_tokens=8)``, as transformers users write it, was
     refused ("not GenerationConfig"); a field framepipe would not apply is still refused."""
@@ -673,6 +699,17 @@ def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
     assert pipe.settings == want
     with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'eos_token_id'"):
         Pipeline(settings=GenerationConfig(max_new_tokens=8, eos_token_id=3))
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [("dtype", "model=ModelConfig"), ("max_new_tokens", "settings=GenerationSettings"),
+     ("clip_seconds", "sample=SampleConfig")],
+)  # fmt: skip
+def test_a_config_field_given_to_caption_says_which_config_takes_it(name: str, where: str) -> None:
+    """``caption(paths, dtype="bfloat16")`` was a bare "unexpected keyword argument"."""
+    with pytest.raises(TypeError, match=rf"'{name}' \(pass {where}\({name}=\.\.\.\)\)$"):
+        caption(["x"], **{name: 1})  # type: ignore[arg-type]
 
 
 def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
