@@ -697,8 +697,37 @@ def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
     pipe = Pipeline(settings=given)
     want = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
     assert pipe.settings == want
-    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'eos_token_id'"):
-        Pipeline(settings=GenerationConfig(max_new_tokens=8, eos_token_id=3))
+    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'forced_eos_token_id'"):
+        Pipeline(settings=GenerationConfig(max_new_tokens=8, forced_eos_token_id=3))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_models_own_generation_config_is_taken_as_the_settings(
+    tiny_model_dir: Path, videos: Path, tmp_path: Path
+) -> None:
+    """``GenerationConfig.from_pretrained(model_dir)`` (it sets the model's bos, eos and pad
+    ids) was refused ("no field 'bos_token_id'"): its ids are the ones the model decodes
+    with, so it is the default settings: the clips a run with those did are done (the same
+    resume keys). A token id that is not the model's is refused before any work."""
+    from transformers import GenerationConfig
+
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    own = GenerationConfig.from_pretrained(tiny_model_dir)
+    assert own.eos_token_id is not None
+    cfg = ModelConfig(str(tiny_model_dir), dtype="float32", device="cpu")
+    opts: dict[str, Any] = dict(sample=SampleConfig(n=2), questions=["What?"], workers=0)
+    out, one = tmp_path / "r.jsonl", [videos / "v0.mp4"]
+    assert Pipeline(cfg, {"max_new_tokens": 4}, **opts).run(one, out).done == 1
+    own.max_new_tokens = 4
+    pipe = Pipeline(cfg, own, **opts)
+    assert pipe.settings == GenerationSettings(max_new_tokens=4)
+    again = pipe.run(one, out)
+    assert (again.done, again.skipped) == (0, 1)
+    other = GenerationConfig(max_new_tokens=4, eos_token_id=own.eos_token_id + 1)
+    with pytest.raises(ConfigError, match=r"eos_token_id \d+ is not .*'s own \(\d+\)"):
+        Pipeline(cfg, other, **opts).run(one, tmp_path / "other.jsonl")
+    assert not (tmp_path / "other.jsonl").exists()
 
 
 @pytest.mark.parametrize(
