@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -91,6 +92,8 @@ class ModelConfig:
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, os.PathLike):  # a folder as a Path: its name, as the CLI's
+            self.model = os.fspath(self.model)
         if not self.model or not str(self.model).strip():
             raise ConfigError("--model is empty")
         # torch.bfloat16 / torch.device("cuda", 1), as transformers takes them: their names

@@ -660,6 +660,16 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
         Pipeline(settings=4)  # type: ignore[arg-type]
 
 
+def test_a_model_folder_given_as_a_path_is_its_name_in_the_model_config(tmp_path: Path) -> None:
+    """``ModelConfig(model=Path("models/tiny"))`` kept the Path: ``to_json()`` could not be
+    written as JSON, and it differed from the same config given the name as a str."""
+    from framepipe.generate import ModelConfig
+
+    given = ModelConfig(model=tmp_path / "tiny")
+    assert given == ModelConfig(model=str(tmp_path / "tiny"))
+    assert json.loads(json.dumps(given.to_json()))["model"] == str(tmp_path / "tiny")
+
+
 @pytest.mark.parametrize(
     ("given", "said"),
     [
