@@ -44,10 +44,24 @@ def as_path(value: Any, what: str = "path") -> Path:
         return Path(os.fsdecode(value))
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
+    shown = repr(value)  # one line: an array's repr is pages of them
+    shown = f": {shown}" if len(shown) <= 120 and "\n" not in shown else ""
     raise TypeError(
         f"{what} must be a file or folder path (str, pathlib.Path or bytes), "
-        f"not {type(value).__name__}: {value!r}"
+        f"not {type(value).__name__}{shown}{in_memory_note(value)}"
     )
+
+
+def in_memory_note(value: Any) -> str:
+    """What to do with pictures held in memory (a numpy array, a PIL image, a tensor: what
+    has ``__array__`` or ``__array_interface__``) given where files are read; "" for
+    anything else."""
+    if hasattr(value, "__array__") or hasattr(value, "__array_interface__"):
+        return (
+            " (framepipe reads media files: save frames held in memory as a video or a "
+            "folder of images first)"
+        )
+    return ""
 
 
 def shown_text(s: str) -> str:

@@ -91,6 +91,22 @@ def test_paths_of_none_or_one_input_are_taken_and_anything_else_is_a_type_error(
         framepipe.sample(3, tmp_path / "c", 2, workers=0)  # type: ignore[arg-type]
 
 
+def test_frames_held_in_memory_as_paths_are_refused_in_one_line_saying_to_save_them(
+    tmp_path: Path,
+) -> None:
+    """``sample(frames, out)`` with a numpy array (or ``[frames]``) was a TypeError holding
+    the array's whole repr, pages of lines; a PIL image did not say what to do either."""
+    import numpy as np
+    from PIL import Image
+
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    for given in (frames, [frames[0]], Image.new("RGB", (8, 8)), [Image.new("RGB", (8, 8))]):
+        with pytest.raises(TypeError, match=r"save frames held in memory as a video") as err:
+            framepipe.sample(given, tmp_path / "out", 2, workers=0)  # type: ignore[arg-type]
+        assert "\n" not in str(err.value) and len(str(err.value)) < 300
+    assert not (tmp_path / "out").exists()
+
+
 USER_SCRIPT = """
 from pathlib import Path
 from framepipe import Pipeline, caption, discover, iter_caption, iter_sample, sample

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from framepipe.errors import FramepipeError
+from framepipe.errors import ConfigError, FramepipeError
 from framepipe.generate.config import (
     Answer,
     GenerationSettings,
@@ -35,6 +35,8 @@ from framepipe.generate.config import (
     Prepared,
     Request,
     as_settings,
+    check_token_ids,
+    given_token_ids,
 )
 from framepipe.registry import Registry
 
@@ -136,7 +138,10 @@ class TransformersBackend:
                 f"answer, and describe), not {type(generator).__name__}; for a model of your "
                 f"own, pass its hub id or folder as model="
             )
-        settings = as_settings(settings)
+        self.token_ids = given_token_ids(settings)
+        """The token ids a GenerationConfig given as ``settings`` set (:meth:`check` makes
+        sure they are the model's own: see :func:`~framepipe.generate.config.as_settings`)."""
+        settings = as_settings(settings, token_ids=True)
         self.model = model
         given = getattr(generator, "settings", None)
         self.settings = settings or given or GenerationSettings()
@@ -174,7 +179,14 @@ class TransformersBackend:
     def check(self, n: int, questions: Iterable[Sequence[str]], system: str | None) -> None:
         spec = self.inspect()
         if spec is None:
+            if self.token_ids:
+                raise ConfigError(
+                    f"settings (a GenerationConfig): {', '.join(self.token_ids)} cannot be "
+                    "checked against a given generator's model (leave them out)"
+                )
             return
+        if self.token_ids:
+            check_token_ids(self.token_ids, spec.generation_config(), self.model.model)
         for qs in dict.fromkeys(tuple(q) for q in questions):
             spec.check_fits(n, list(qs), system=system, max_new_tokens=self.settings.max_new_tokens)
 

@@ -4,7 +4,9 @@ how to decode (:class:`GenerationSettings`), and the requests and answers themse
 from __future__ import annotations
 
 import hashlib
+import logging
 import numbers
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -14,6 +16,8 @@ import numpy as np
 from framepipe.errors import ConfigError, PromptError, check_fields
 from framepipe.prompt import Segment, as_texts
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MODEL = "llava-hf/llava-interleave-qwen-0.5b-hf"
 """The model used when none is given (see ``shared/MODEL_FACTS.md``)."""
 
@@ -21,6 +25,35 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("4bit", "8bit")
 ATTN = ("auto", "sdpa", "flash_attention_2", "eager")
+
+
+OTHER_NAMES = {
+    "torch_dtype": "dtype=",
+    "device_map": "device=",
+    "attn_implementation": "attn=",
+    "load_in_4bit": "quantize='4bit'",
+    "load_in_8bit": "quantize='8bit'",
+    "quantization_config": "quantize='4bit' or '8bit'",
+    "pretrained_model_name_or_path": "model=",
+    "model_id": "model=",
+    "model_name": "model=",
+    "max_tokens": "max_new_tokens=",
+    "max_length": "max_new_tokens= (it counts the answer's tokens only)",
+}
+"""Names a transformers (or OpenAI) user plausibly gives a config here, and framepipe's own
+for them: refused with a pointer to it (never taken in its place: the keys stay one)."""
+
+
+def refuse_other_names(cls: type, given: Any) -> None:
+    """TypeError, in one line naming framepipe's own spelling, when the keywords ``given`` to
+    ``cls`` hold one of :data:`OTHER_NAMES` (Python's own would not say what is meant)."""
+    names = {f.name for f in fields(cls)}
+    for name in sorted(given):
+        if name in OTHER_NAMES and name not in names:
+            raise TypeError(
+                f"{cls.__name__}() got an unexpected keyword argument {name!r}: "
+                f"framepipe's is {OTHER_NAMES[name]}"
+            )
 
 
 RANDOM_WEIGHTS_KEY = "framepipe_random_weights"
@@ -54,7 +87,13 @@ class ModelConfig:
     local_files_only: bool | None = None
     """True: never contact the hub. None: follow ``HF_HUB_OFFLINE``."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> ModelConfig:
+        refuse_other_names(cls, kwargs)  # ModelConfig(torch_dtype=...): say it is dtype=
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
+        if isinstance(self.model, os.PathLike):  # a folder as a Path: its name, as the CLI's
+            self.model = os.fspath(self.model)
         if not self.model or not str(self.model).strip():
             raise ConfigError("--model is empty")
         # torch.bfloat16 / torch.device("cuda", 1), as transformers takes them: their names
@@ -103,6 +142,10 @@ class GenerationSettings:
     batch_size: int = 4
     """Sequences generated together (clips x questions); halved on CUDA out-of-memory."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> GenerationSettings:
+        refuse_other_names(cls, kwargs)  # GenerationSettings(max_tokens=...): max_new_tokens=
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
         for f in fields(self):  # a dict or JSON file's "8" or a numpy int, as plain types
             value, kind = getattr(self, f.name), str(f.type)
@@ -150,15 +193,26 @@ class GenerationSettings:
         return {name: getattr(self, name) for name in names}
 
 
-def as_settings(value: Any, what: str = "settings") -> GenerationSettings | None:
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+"""The token ids a model's own ``GenerationConfig`` sets: a backend that runs the model
+decodes with the model's own, so a GenerationConfig given as settings may hold them when
+they are the model's (checked before any work: :func:`check_token_ids`)."""
+
+
+def as_settings(
+    value: Any, what: str = "settings", *, token_ids: bool = False
+) -> GenerationSettings | None:
     """The :class:`GenerationSettings` from what a caller plausibly passes as ``what``: the
     settings, None, a dict of their fields, or transformers' ``GenerationConfig`` (the
     fields it sets; ConfigError naming one it sets that framepipe has not, such as
-    ``eos_token_id``, which would not be applied); a TypeError for anything else."""
+    ``forced_eos_token_id``, which would not be applied; its :data:`TOKEN_IDS` are left to
+    the caller with ``token_ids``: see :func:`given_token_ids`); a TypeError for anything
+    else."""
     if value is None or isinstance(value, GenerationSettings):
         return value
-    if type(value).__name__ == "GenerationConfig" and hasattr(value, "to_diff_dict"):
-        value = {k: v for k, v in value.to_diff_dict().items() if k != "transformers_version"}
+    if is_generation_config(value):
+        skip = {"transformers_version", *(TOKEN_IDS if token_ids else ())}
+        value = {k: v for k, v in value.to_diff_dict().items() if k not in skip}
         what = f"{what} (a GenerationConfig)"
     if isinstance(value, Mapping):  # settings={"max_new_tokens": 64}
         check_fields(GenerationSettings, value, what)
@@ -167,6 +221,43 @@ def as_settings(value: Any, what: str = "settings") -> GenerationSettings | None
         f"{what} must be a framepipe.generate.GenerationSettings, a dict of its fields or a "
         f"transformers GenerationConfig, not {type(value).__name__}"
     )
+
+
+def is_generation_config(value: Any) -> bool:
+    """Whether ``value`` is transformers' ``GenerationConfig`` (without importing it)."""
+    return type(value).__name__ == "GenerationConfig" and hasattr(value, "to_diff_dict")
+
+
+def given_token_ids(value: Any) -> dict[str, list[int]]:
+    """The :data:`TOKEN_IDS` that ``value``, a ``GenerationConfig``, sets (each as a list:
+    ``eos_token_id`` may be one id or several); none for anything else."""
+    if not is_generation_config(value):
+        return {}
+    diff = value.to_diff_dict()
+    return {k: as_ids(diff[k]) for k in TOKEN_IDS if diff.get(k) is not None}
+
+
+def as_ids(value: Any) -> list[int]:
+    """A token id, or several, as a sorted list of ints (None: none)."""
+    if value is None:
+        return []
+    return sorted({int(v) for v in (value if isinstance(value, (list, tuple)) else [value])})
+
+
+def check_token_ids(given: Mapping[str, list[int]], own: Any, model: str) -> None:
+    """ConfigError unless each token id ``given`` (see :func:`given_token_ids`) is ``own``'s
+    (the model's own ``GenerationConfig``), which is what a backend decodes with: another
+    end-of-answer or padding token would not be applied."""
+    for name, ids in given.items():
+        theirs = as_ids(getattr(own, name, None))
+        if ids != theirs:
+            shown = ids[0] if len(ids) == 1 else ids
+            raise ConfigError(
+                f"settings (a GenerationConfig): {name} {shown} is not {model}'s own "
+                f"({theirs[0] if len(theirs) == 1 else theirs or 'none'}); framepipe decodes "
+                "with the model's own token ids (leave it out)"
+            )
+        log.debug("settings (a GenerationConfig): %s is %s's own", name, model)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -59,7 +59,7 @@ from framepipe.errors import (
 )
 from framepipe.generate.backend import BACKENDS
 from framepipe.generate.chat import APISettings, chat_messages, encode_images
-from framepipe.generate.config import Answer, GenerationSettings, Request
+from framepipe.generate.config import Answer, GenerationSettings, Request, as_settings
 from framepipe.generate.inflight import Connections, InFlight
 from framepipe.generate.replies import (
     GATEWAY,
@@ -82,8 +82,10 @@ class OpenAIBackend:
     """Any OpenAI-compatible server at ``base_url`` (``http://host:8000/v1``).
 
     ``model``: the server's model id (None: the one model it serves). ``api_key``: default
-    ``OPENAI_API_KEY``. ``max_concurrency``: requests in flight at once, across clips
-    (a run holds at most ``batch_size`` clips in flight, at least twice as many).
+    ``OPENAI_API_KEY``. ``settings``: as :class:`~framepipe.runs.caption.Pipeline` takes
+    them (a dict of their fields, or a GenerationConfig). ``max_concurrency``: requests in
+    flight at once, across clips (a run holds at most ``batch_size`` clips in flight, at
+    least twice as many).
     ``retries``, ``backoff_s``: retries of a request after a connection error, 429 or 5xx,
     and the first wait (doubled each time, 30 s at most).
     ``wait_s``: how long a server that is down mid-run (every connection refused, or a
@@ -98,7 +100,7 @@ class OpenAIBackend:
         self,
         base_url: str,
         model: str | None = None,
-        settings: GenerationSettings | None = None,
+        settings: GenerationSettings | Mapping[str, Any] | None = None,
         *,
         api_key: str | None = None,
         max_concurrency: int = 8,
@@ -124,7 +126,7 @@ class OpenAIBackend:
         self.base_url = base_url.rstrip("/")
         self.model = model
         """The server's model id (found by :meth:`check` when not given)."""
-        s = settings or GenerationSettings()
+        s = as_settings(settings) or GenerationSettings()  # also a dict or GenerationConfig
         batch = max(s.batch_size, 2 * max_concurrency)
         self.settings = APISettings(**{**dataclasses.asdict(s), "batch_size": batch})
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY")

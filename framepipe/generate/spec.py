@@ -211,6 +211,18 @@ class ModelSpec:
         text = max(self.text_tokens(self.build_prompt(1, q, system)) for q in qs)
         return max(0, (self.context_window - text - max_new_tokens) // self.tokens_per_image)
 
+    def generation_config(self) -> Any:
+        """The model's own ``GenerationConfig`` (its ``generation_config.json``, else the one
+        transformers derives from its config), as the loaded model has it."""
+        from transformers import GenerationConfig
+
+        kwargs = {k: v for k, v in self.load_kwargs.items() if k != "trust_remote_code"}
+        try:
+            with quiet_hf():
+                return GenerationConfig.from_pretrained(self.source, **kwargs)
+        except OSError:  # no generation_config.json
+            return GenerationConfig.from_model_config(self.config)
+
     def describe(self) -> dict[str, Any]:
         return {
             "id": self.cfg.model,

@@ -46,7 +46,7 @@ from framepipe.inputs.remote import (
 from framepipe.inputs.shard import Shard, parse_shard, take_shard
 from framepipe.inputs.unique import DefaultQuestions, Taken
 from framepipe.sources.base import guess_kind, source_kinds
-from framepipe.utils import stable_digest
+from framepipe.utils import in_memory_note, stable_digest
 
 log = logging.getLogger(__name__)
 
@@ -282,9 +282,10 @@ def collect_inputs(
         paths = ()
     elif isinstance(paths, Input):
         paths = [paths]
-    elif not isinstance(paths, (str, bytes, os.PathLike, Iterable)):
+    elif not isinstance(paths, (str, bytes, os.PathLike, Iterable)) or in_memory_note(paths):
         raise TypeError(
-            f"paths must be a path, a URI, an Input or a list of them, not {type(paths).__name__}"
+            f"paths must be a path, a URI, an Input or a list of them, not "
+            f"{type(paths).__name__}{in_memory_note(paths)}"
         )
     sh = parse_shard(shard)
     if inputs_from is None:

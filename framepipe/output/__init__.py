@@ -4,8 +4,10 @@ folder of part files, one record per clip, resumable; ``merge`` in
 input ledger in :mod:`~framepipe.output.ledger`; the JSONL file itself in
 :mod:`~framepipe.output.jsonl`, Parquet in :mod:`~framepipe.output.parquet`, the
 one-record-per-clip rule in :mod:`~framepipe.output.compact`) and a clip's frame images and
-contact sheet (:mod:`~framepipe.output.images`). The HTML report is :mod:`framepipe.report`."""
+contact sheet (:mod:`~framepipe.output.images`); whether an output can be written
+(:mod:`~framepipe.output.checks`). The HTML report is :mod:`framepipe.report`."""
 
+from framepipe.output.checks import check_output, check_writable
 from framepipe.output.images import contact_sheet, write_frames
 from framepipe.output.jsonl import JsonlWriter, compact_jsonl, read_records
 from framepipe.output.ledger import ledger_of
@@ -30,6 +32,8 @@ __all__ = [
     "MergeResult",
     "ParquetWriter",
     "RecordWriter",
+    "check_output",
+    "check_writable",
     "compact_jsonl",
     "contact_sheet",
     "format_of",

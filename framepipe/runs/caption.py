@@ -21,6 +21,7 @@ options; ``framepipe caption`` calls it too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -39,7 +40,7 @@ from framepipe.errors import ConfigError, OutputError
 from framepipe.generate.backend import BackendSpec, TransformersBackend
 from framepipe.inputs import Shard, peek_kinds
 from framepipe.inputs.remote import is_remote
-from framepipe.output import writer_target
+from framepipe.output import check_writable, writer_target
 from framepipe.output.remote import check_store, join, relative
 from framepipe.questions import check_questions, check_system
 from framepipe.records import ClipJob
@@ -49,7 +50,7 @@ from framepipe.runs.common import (
     Output,
     RunSummary,
     begin,
-    check_writable,
+    check_run,
     eager,
     save_clip_images,
     stream,
@@ -236,73 +237,86 @@ class Pipeline:
         ``output`` nothing is written (the default here); with one, each record is in it
         before it is yielded, and a re-run resumes as after :meth:`run`. Leaving the loop
         (``break``, an exception, Ctrl-C; or ``close()`` on the generator) stops the run:
-        the decoders stop and the output keeps one record per clip yielded so far. An error
-        that stops the run is raised in the loop. The generator returns the run's
-        :class:`CaptionSummary` (its ``records`` only with ``keep_records``)."""
-        t0 = time.perf_counter()
+        the decoders stop and the output keeps one record per clip yielded so far. A bad
+        setting, or an output or ``frames_dir`` that cannot be written, is refused at the
+        call; an error that stops the run is raised in the loop. The generator returns the
+        run's :class:`CaptionSummary` (its ``records`` only with ``keep_records``)."""
         frames, so = self.frames_dir, self.sample.storage_options
         if isinstance(frames, Path):
             check_writable(frames / ".framepipe-check", "frames folder")
         elif frames is not None:
             check_store(join(frames, ""), so, "frames folder")
-        engine, inputs, notes = begin(
-            paths,
-            self.sample,
-            self.engine,
-            EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip),
-            output,
-            format,
-            part,
-            on_input=on_input,
-            inputs_from=inputs_from,
-            cache_dir=cache_dir,
-            shard=shard,
-            default_questions=self.questions_for,
-        )
-        out = None if output is None else local_or_uri(output)
-        summary = CaptionSummary(notes=list(notes), output=out)
-        try:  # the engine is open: closed on every way out before ``stream`` owns it
-            kinds, inputs = peek_kinds(inputs)
-            if not kinds:
-                log.warning("no inputs found: nothing to do")
-                summary.elapsed_s = time.perf_counter() - t0
-                engine.close()
-                return summary
-            t_check = time.perf_counter()
-            self.check(kinds)
-            answer = self.answer_spec()
-        except BaseException:
-            engine.close()
-            raise
-        if self.backend.random_weights() and not self._noted_random:
-            self._noted_random = True  # once per loaded model, not at every run
-            name = self.backend.key().get("id")
-            log.warning("%s has random weights: its answers are not captions", name)
+        check_run(self.sample, output, format, part)
 
-        def task(item: Input) -> EngineTask:
-            return EngineTask(item, answer.extra_key(item.kind, item.questions))
-
-        finish = None
-        if frames is not None:
-            rel_to = None if out is None else records_folder(out, format, part)
-            finish = functools.partial(
-                _save_frames,
-                frames_dir=frames.resolve() if isinstance(frames, Path) else frames,
-                rel_to=rel_to,
-                storage_options=so,
+        def run() -> Gen[ClipResult, None, CaptionSummary]:
+            t0 = time.perf_counter()
+            engine, inputs, notes = begin(
+                paths,
+                self.sample,
+                self.engine,
+                EngineOptions(self.workers, self.prefetch, self.ray_options, on_skip),
+                on_input=on_input,
+                inputs_from=inputs_from,
+                cache_dir=cache_dir,
+                shard=shard,
+                default_questions=self.questions_for,
             )
-        work = Work(self.sample, self.decode_timeout_s, finish=finish, answer=answer)
-        t_check = time.perf_counter() - t_check
-        out_spec = Output(
-            output, format, part, overwrite, retry_failed, keep_records, on_record, so, cache_dir
-        )
-        try:
-            yield from stream(engine, (task(item) for item in inputs), work, out_spec, summary, t0)
-        finally:
-            summary.model = engine.model
-            summary.load_s, summary.check_s = t_check + engine.load_s, t_check
-            summary.generate_s = engine.generate_s
-        return summary
+            out = None if output is None else local_or_uri(output)
+            summary = CaptionSummary(notes=list(notes), output=out)
+            try:  # the engine is open: closed on every way out before ``stream`` owns it
+                kinds, inputs = peek_kinds(inputs)
+                if not kinds:
+                    log.warning("no inputs found: nothing to do")
+                    summary.elapsed_s = time.perf_counter() - t0
+                    engine.close()
+                    return summary
+                t_check = time.perf_counter()
+                self.check(kinds)
+                answer = self.answer_spec()
+            except BaseException:
+                engine.close()
+                raise
+            if self.backend.random_weights() and not self._noted_random:
+                self._noted_random = True  # once per loaded model, not at every run
+                name = self.backend.key().get("id")
+                log.warning("%s has random weights: its answers are not captions", name)
+
+            def task(item: Input) -> EngineTask:
+                return EngineTask(item, answer.extra_key(item.kind, item.questions))
+
+            finish = None
+            if frames is not None:
+                rel_to = None if out is None else records_folder(out, format, part)
+                finish = functools.partial(
+                    _save_frames,
+                    frames_dir=frames.resolve() if isinstance(frames, Path) else frames,
+                    rel_to=rel_to,
+                    storage_options=so,
+                )
+            work = Work(self.sample, self.decode_timeout_s, finish=finish, answer=answer)
+            t_check = time.perf_counter() - t_check
+            out_spec = Output(
+                output,
+                format,
+                part,
+                overwrite,
+                retry_failed,
+                keep_records,
+                on_record,
+                so,
+                cache_dir,
+            )
+            try:
+                yield from stream(
+                    engine, (task(item) for item in inputs), work, out_spec, summary, t0
+                )
+            finally:
+                summary.model = engine.model
+                summary.load_s, summary.check_s = t_check + engine.load_s, t_check
+                summary.generate_s = engine.generate_s
+            return summary
+
+        return run()
 
     run = eager(
         iter,
@@ -400,7 +414,20 @@ def _pipeline(name: str, options: Mapping[str, Any]) -> tuple[Pipeline, dict[str
     known = run_names | inspect.signature(Pipeline).parameters.keys()
     unknown = sorted(options.keys() - known)
     if unknown:  # named as caption()'s, not as Pipeline's that it builds
-        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}")
+        where = _config_of(unknown[0])
+        hint = f" (pass {where}({unknown[0]}=...))" if where else ""
+        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}{hint}")
     kw: dict[str, Any] = dict(options)
     run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
     return Pipeline(**kw), run_options
+
+
+def _config_of(name: str) -> str | None:
+    """The config that has a field ``name`` (``caption(dtype=...)``: ``model=ModelConfig``)."""
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    configs = (("model", ModelConfig), ("settings", GenerationSettings), ("sample", SampleConfig))
+    for arg, cls in configs:
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return f"{arg}={cls.__name__}"
+    return None

@@ -32,9 +32,9 @@ from framepipe.inputs import DefaultQuestions, Shard, collect_inputs, possible_k
 from framepipe.inputs.remote import is_remote
 from framepipe.output import (
     RecordWriter,
+    check_output,
     contact_sheet,
     format_of,
-    is_folder_output,
     ledger_of,
     open_writer,
     read_output,
@@ -42,7 +42,7 @@ from framepipe.output import (
     write_frames,
     writer_target,
 )
-from framepipe.output.remote import RemoteOutput, check_store, join, save_image
+from framepipe.output.remote import RemoteOutput, join, save_image
 from framepipe.records import ClipJob, InputPlan
 from framepipe.types import ClipResult
 from framepipe.utils import safe_stem, stable_digest
@@ -91,14 +91,23 @@ class RunSummary:
             log.error("%s", rec.error)
 
 
+def check_run(
+    cfg: SampleConfig, output: str | Path | None, format: str | None = None, part: str | None = None
+) -> None:
+    """What a run checks as it is called, before it starts (its generator made, nothing
+    run): a bad setting (``cfg``, the extra that the records format needs) and an ``output``
+    that cannot be written (see :func:`~framepipe.output.check_output`) are refused."""
+    cfg.check()
+    if output is not None:
+        check_extras(format=format_of(writer_target(output, format, part)))
+        check_output(output, cfg.storage_options)
+
+
 def begin(
     paths: InputPaths,
     cfg: SampleConfig,
     engine: str,
     options: EngineOptions,
-    output: str | Path | None,
-    format: str | None = None,
-    part: str | None = None,
     *,
     on_input: OnInput | None = None,
     inputs_from: str | Path | Iterable[str | Path] | None = None,
@@ -106,21 +115,16 @@ def begin(
     shard: Shard | str | tuple[int, int] | None = None,
     default_questions: DefaultQuestions | None = None,
 ) -> tuple[Engine, list[Input] | Iterator[Input], list[Skipped]]:
-    """What every run does first: a bad setting (``cfg``, the extra that the records
-    format needs) and an ``output`` that cannot be written (see :func:`check_output`) are
-    refused before any work; the engine opens (a cluster engine joins its cluster now); the
-    inputs under ``paths`` and in the manifests ``inputs_from`` are found, those of
-    ``shard`` (``"I/N"``) only, with the notes about paths not taken (logged, and passed to
-    ``on_input`` with the inputs); the source options are checked against the kinds found.
+    """What every run does first, once started (:func:`check_run` checked it as it was
+    called): the engine opens (a cluster engine joins its cluster now); the inputs under
+    ``paths`` and in the manifests ``inputs_from`` are found, those of ``shard`` (``"I/N"``)
+    only, with the notes about paths not taken (logged, and passed to ``on_input`` with the
+    inputs); the source options are checked against the kinds found.
     A run that asks questions gives its ``default_questions`` (asked where a manifest row
     has none): a row asking just those is the same input as one asking none.
     The inputs are a list, or an iterator when they stream (a manifest; ``paths`` given as
     an iterator): it has no ``len()`` and is read once, by the engine (see
     :func:`framepipe.inputs.collect_inputs`)."""
-    cfg.check()
-    if output is not None:
-        check_extras(format=format_of(writer_target(output, format, part)))
-        check_output(output, cfg.storage_options)
     opened = open_engine(engine, options)
     try:
         inputs, notes = collect_inputs(
@@ -322,12 +326,12 @@ def eager(
         except TypeError as exc:
             raise TypeError(f"{run.__qualname__}() {exc}") from None  # bind names none
         bound.apply_defaults()
-        gen = lazy(*bound.args, **bound.kwargs)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as end:
-                return end.value
+        with contextlib.closing(lazy(*bound.args, **bound.kwargs)) as gen:  # also on Ctrl-C
+            while True:
+                try:
+                    next(gen)
+                except StopIteration as end:
+                    return end.value
 
     run.__name__ = name
     run.__qualname__ = f"{lazy.__qualname__.rpartition('.')[0]}.{name}".lstrip(".")
@@ -364,37 +368,6 @@ def finish_output(step: Callable[[], None], stopped: bool) -> None:
         if not stopped:
             raise
         log.error("%s", exc)
-
-
-def check_writable(path: Path, what: str = "output") -> None:
-    """OutputError unless ``path`` (a file, maybe not there yet) can be written."""
-    if path.is_dir():
-        raise OutputError(f"{path}: the {what} is a folder, not a file")
-    if path.exists():
-        if not os.access(path, os.W_OK):
-            raise OutputError(f"{path}: the {what} file is not writable")
-        return
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{path}: cannot create the {what} ({parent} is not writable)")
-
-
-def check_output(path: str | Path, storage_options: dict[str, Any] | None = None) -> None:
-    """OutputError unless the output ``path`` (a records file, or a folder of part files:
-    see :func:`framepipe.output.open_writer`; or one in an object store) can be written."""
-    if is_remote(str(path)):
-        check_store(str(path), storage_options)
-        return
-    if is_folder_output(path):
-        check_writable(Path(path) / ".framepipe-check", "output folder")
-    else:
-        check_writable(Path(path))
 
 
 def discard_if_empty(writer: RecordWriter, made: Iterable[Path] = ()) -> None:

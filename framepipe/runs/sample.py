@@ -36,6 +36,7 @@ from framepipe.runs.common import (
     Output,
     RunSummary,
     begin,
+    check_run,
     eager,
     save_clip_images,
     stream,
@@ -117,46 +118,52 @@ def iter_sample(
     Nothing starts before the first record is asked for, and the run goes on only as they
     are (the decoders work at most a few clips ahead). Leaving the loop (``break``, an
     exception, Ctrl-C; or ``close()``) stops the run: the decoders stop, and the manifest
-    keeps one record per clip yielded so far (a re-run resumes). An error that stops the
+    keeps one record per clip yielded so far (a re-run resumes). A bad setting, or an
+    ``out_dir`` that cannot be written, is refused at the call; an error that stops the
     run is raised in the loop. Returns the run's summary (its ``records`` only with
     ``keep_records``)."""
     cfg = as_sample_config(cfg)
-    t0 = time.perf_counter()
     manifest = manifest_path(out_dir, format, cfg.storage_options)
-    eng, inputs, notes = begin(
-        paths,
-        cfg,
-        engine,
-        EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip),
-        manifest,
-        on_input=on_input,
-        inputs_from=inputs_from,
-        cache_dir=cache_dir,
-        shard=shard,
-    )
-    out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
-    # the folder is made as the manifest opens (and removed when the run stops before any
-    # record: a refused run leaves nothing); ``begin`` checked that it can be
-    summary = RunSummary(notes=list(notes), output=manifest)
-    save = functools.partial(  # in decoding processes, maybe with another working directory
-        _save_or_fail,
-        out_dir=out.absolute() if isinstance(out, Path) else out,
-        image_format=image_format,
-        sheet=sheets,
-        storage_options=cfg.storage_options,
-    )
-    work = Work(cfg, decode_timeout_s, finish=save)
-    output = Output(
-        manifest,
-        overwrite=overwrite,
-        retry_failed=retry_failed,
-        keep_records=keep_records,
-        on_record=on_record,
-        storage_options=cfg.storage_options,
-        cache_dir=cache_dir,
-    )
-    yield from stream(eng, (_task(item) for item in inputs), work, output, summary, t0)
-    return summary
+    check_run(cfg, manifest)
+
+    def run() -> Generator[ClipResult, None, RunSummary]:
+        t0 = time.perf_counter()
+        eng, inputs, notes = begin(
+            paths,
+            cfg,
+            engine,
+            EngineOptions(workers=workers, ray=ray_options, on_skip=on_skip),
+            on_input=on_input,
+            inputs_from=inputs_from,
+            cache_dir=cache_dir,
+            shard=shard,
+        )
+        out = out_dir if is_remote(str(out_dir)) else Path(out_dir)
+        # the folder is made as the manifest opens (and removed when the run stops before
+        # any record: a refused run leaves nothing); ``check_run`` checked that it can be
+        summary = RunSummary(notes=list(notes), output=manifest)
+        # in decoding processes, maybe with another working directory
+        save = functools.partial(
+            _save_or_fail,
+            out_dir=out.absolute() if isinstance(out, Path) else out,
+            image_format=image_format,
+            sheet=sheets,
+            storage_options=cfg.storage_options,
+        )
+        work = Work(cfg, decode_timeout_s, finish=save)
+        output = Output(
+            manifest,
+            overwrite=overwrite,
+            retry_failed=retry_failed,
+            keep_records=keep_records,
+            on_record=on_record,
+            storage_options=cfg.storage_options,
+            cache_dir=cache_dir,
+        )
+        yield from stream(eng, (_task(item) for item in inputs), work, output, summary, t0)
+        return summary
+
+    return run()
 
 
 sample = eager(

@@ -323,6 +323,19 @@ def test_an_error_every_request_would_hit_stops_the_run(
     assert 1 <= len(received) <= 2 and not out.exists()  # those in flight, no retries
 
 
+def test_the_servers_settings_may_be_a_dict_or_a_generation_config_as_the_pipelines() -> None:
+    """``OpenAIBackend(url, settings={"max_new_tokens": 8})``, as ``Pipeline`` takes them,
+    was an AttributeError ('dict' object has no attribute 'batch_size')."""
+    from transformers import GenerationConfig
+
+    url = "http://127.0.0.1:9/v1"
+    want = OpenAIBackend(url, settings=GenerationSettings(max_new_tokens=8)).settings
+    assert OpenAIBackend(url, settings={"max_new_tokens": 8}).settings == want
+    assert OpenAIBackend(url, settings=GenerationConfig(max_new_tokens=8)).settings == want
+    with pytest.raises(ConfigError, match="no field 'eos_token_id'"):  # not the server's to check
+        OpenAIBackend(url, settings=GenerationConfig(eos_token_id=3))
+
+
 def test_sampling_settings_are_sent_as_api_parameters(videos: Path, tmp_path: Path) -> None:
     """Each answer's own seed, from the run's, the clip's record key and the question: two
     clips (or questions) never share a stream of draws, whatever batches they were in."""

@@ -660,6 +660,42 @@ def test_settings_as_a_dict_and_torch_dtypes_are_taken_as_transformers_users_wri
         Pipeline(settings=4)  # type: ignore[arg-type]
 
 
+def test_a_model_folder_given_as_a_path_is_its_name_in_the_model_config(tmp_path: Path) -> None:
+    """``ModelConfig(model=Path("models/tiny"))`` kept the Path: ``to_json()`` could not be
+    written as JSON, and it differed from the same config given the name as a str."""
+    from framepipe.generate import ModelConfig
+
+    given = ModelConfig(model=tmp_path / "tiny")
+    assert given == ModelConfig(model=str(tmp_path / "tiny"))
+    assert json.loads(json.dumps(given.to_json()))["model"] == str(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"torch_dtype": "bfloat16"}, "dtype="),
+        ({"device_map": "auto"}, "device="),
+        ({"attn_implementation": "sdpa"}, "attn="),
+        ({"load_in_4bit": True}, "quantize='4bit'"),
+        ({"pretrained_model_name_or_path": "some/model"}, "model="),
+    ],
+)
+def test_a_transformers_spelling_of_a_model_option_names_framepipes(
+    given: dict[str, Any], said: str
+) -> None:
+    """``ModelConfig(torch_dtype=...)`` was Python's bare "unexpected keyword argument":
+    one line now says framepipe's own name for it (never taken in its place)."""
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    name = next(iter(given))
+    with pytest.raises(TypeError, match=rf"^ModelConfig\(\) .* '{name}': framepipe's is {said}"):
+        ModelConfig(**given)
+    with pytest.raises(TypeError, match=r"'max_tokens': framepipe's is max_new_tokens="):
+        GenerationSettings(max_tokens=8)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"ModelConfig.__init__\(\) got an unexpected .* 'dtpye'"):
+        ModelConfig(dtpye="float32")  # type: ignore[call-arg]
+
+
 def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
     """``settings=GenerationConfig(max_new_tokens=8)``, as transformers users write it, was
     refused ("not GenerationConfig"); a field framepipe would not apply is still refused."""
@@ -671,8 +707,48 @@ def test_a_transformers_generation_config_is_taken_as_the_settings() -> None:
     pipe = Pipeline(settings=given)
     want = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=0.5, top_k=5)
     assert pipe.settings == want
-    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'eos_token_id'"):
-        Pipeline(settings=GenerationConfig(max_new_tokens=8, eos_token_id=3))
+    with pytest.raises(ConfigError, match=r"GenerationConfig\).*no field 'forced_eos_token_id'"):
+        Pipeline(settings=GenerationConfig(max_new_tokens=8, forced_eos_token_id=3))
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_models_own_generation_config_is_taken_as_the_settings(
+    tiny_model_dir: Path, videos: Path, tmp_path: Path
+) -> None:
+    """``GenerationConfig.from_pretrained(model_dir)`` (it sets the model's bos, eos and pad
+    ids) was refused ("no field 'bos_token_id'"): its ids are the ones the model decodes
+    with, so it is the default settings: the clips a run with those did are done (the same
+    resume keys). A token id that is not the model's is refused before any work."""
+    from transformers import GenerationConfig
+
+    from framepipe.generate import GenerationSettings, ModelConfig
+
+    own = GenerationConfig.from_pretrained(tiny_model_dir)
+    assert own.eos_token_id is not None
+    cfg = ModelConfig(str(tiny_model_dir), dtype="float32", device="cpu")
+    opts: dict[str, Any] = dict(sample=SampleConfig(n=2), questions=["What?"], workers=0)
+    out, one = tmp_path / "r.jsonl", [videos / "v0.mp4"]
+    assert Pipeline(cfg, {"max_new_tokens": 4}, **opts).run(one, out).done == 1
+    own.max_new_tokens = 4
+    pipe = Pipeline(cfg, own, **opts)
+    assert pipe.settings == GenerationSettings(max_new_tokens=4)
+    again = pipe.run(one, out)
+    assert (again.done, again.skipped) == (0, 1)
+    other = GenerationConfig(max_new_tokens=4, eos_token_id=own.eos_token_id + 1)
+    with pytest.raises(ConfigError, match=r"eos_token_id \d+ is not .*'s own \(\d+\)"):
+        Pipeline(cfg, other, **opts).run(one, tmp_path / "other.jsonl")
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [("dtype", "model=ModelConfig"), ("max_new_tokens", "settings=GenerationSettings"),
+     ("clip_seconds", "sample=SampleConfig")],
+)  # fmt: skip
+def test_a_config_field_given_to_caption_says_which_config_takes_it(name: str, where: str) -> None:
+    """``caption(paths, dtype="bfloat16")`` was a bare "unexpected keyword argument"."""
+    with pytest.raises(TypeError, match=rf"'{name}' \(pass {where}\({name}=\.\.\.\)\)$"):
+        caption(["x"], **{name: 1})  # type: ignore[arg-type]
 
 
 def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:

@@ -18,7 +18,7 @@ import pytest
 from generator_doubles import EchoGenerator
 
 from framepipe import Pipeline, SampleConfig, caption, iter_caption, iter_sample, sample
-from framepipe.errors import StopRunError
+from framepipe.errors import ConfigError, OutputError, StopRunError
 from framepipe.generate import GenerationSettings, ModelConfig
 from framepipe.output import read_records
 
@@ -205,3 +205,83 @@ def test_a_script_that_leaves_the_loop_with_the_run_in_a_variable_exits(
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert len(list(read_records(out / "manifest.jsonl"))) == 1
     assert sample([videos], out, 2).done == 3
+
+
+def test_iter_sample_refuses_a_bad_setting_at_the_call(tmp_path: Path) -> None:
+    """``iter_sample(..., 0)`` was refused only at the first ``next()`` (the generator's
+    body had not run): the error is at the call, as ``sample``'s is, and nothing is made."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"n \(0\) must be >= 1"):
+        iter_sample([tmp_path], tmp_path / "out", 0)
+    with pytest.raises(ConfigError, match="no_such_sampler"):
+        iter_sample([tmp_path], tmp_path / "out", SampleConfig(n=2, sampler="no_such_sampler"))
+    with pytest.raises(OutputError, match="not a folder"):
+        iter_sample([tmp_path], tmp_path / "file" / "out", 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_pipeline_iter_refuses_an_unwritable_output_at_the_call(
+    videos: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    pipe = _echo_pipeline()
+    with pytest.raises(OutputError, match="is not a folder"):
+        pipe.iter([videos], tmp_path / "file" / "r.jsonl")
+    with pytest.raises(OutputError, match="frames folder"):
+        Pipeline(generator=EchoGenerator(), frames_dir=tmp_path / "file").iter([videos])  # type: ignore[arg-type]
+    pipe.sample = SampleConfig(n=2, sampler="no_such_sampler")
+    with pytest.raises(ConfigError, match="no_such_sampler"):
+        pipe.iter([videos])
+
+
+def _interrupt_between_records() -> Any:
+    """A trace function that raises KeyboardInterrupt in the frame of an eager run
+    (``sample``, ``Pipeline.run``: the ``run`` that :func:`~framepipe.runs.common.eager`
+    makes) once it has one record: Ctrl-C landing between two ``next()``."""
+    calls = 0
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal calls
+        if event == "line" and "next(gen)" in _line(frame):
+            calls += 1
+            if calls == 2:
+                sys.settrace(None)
+                raise KeyboardInterrupt
+        return local
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if frame.f_code.co_name == "run" and frame.f_code.co_filename.endswith("common.py"):
+            return local
+        return None
+
+    return tracer
+
+
+def _line(frame: Any) -> str:
+    import linecache
+
+    return linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+
+
+@pytest.mark.parametrize("run", ["sample", "run"])
+def test_ctrl_c_between_records_of_an_eager_run_stops_it_at_once(
+    videos: Path, tmp_path: Path, run: str
+) -> None:
+    """Ctrl-C landing in ``sample()``/``Pipeline.run()`` between two records (not inside
+    the run's generator) left the generator suspended, held by the traceback (a REPL keeps
+    the last one): its decoders ran on and its output stayed open. It is closed at once."""
+    out = tmp_path / "out"
+    previous = sys.gettrace()
+    sys.settrace(_interrupt_between_records())
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            if run == "sample":
+                sample([videos], out, 2, workers=1)
+            else:
+                _echo_pipeline().run([videos], out / "r.jsonl")
+    finally:
+        sys.settrace(previous)
+    assert stopped.tb is not None  # the traceback, and the frames it holds, still there
+    _no_run_left()
+    records = out / ("manifest.jsonl" if run == "sample" else "r.jsonl")
+    assert len(list(read_records(records))) == 1
