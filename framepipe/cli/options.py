@@ -107,7 +107,7 @@ class OutputPath(click.Path):
             return value
         if isinstance(value, str) and os.path.isdir(value):  # no part files: say how to mean one
             self.fail(
-                f"{value!r} is a folder; end it with '/' for a folder of part files: {value}/",
+                f"{value!r} is a directory; end it with '/' for a folder of part files: {value}/",
                 param,
                 ctx,
             )

@@ -129,7 +129,7 @@ def test_an_existing_folder_as_a_caption_output_says_how_to_mean_part_files(
     res = CliRunner().invoke(cli, ["caption", "v.mp4", "-o", str(tmp_path / "results")])
     assert res.exit_code == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is a folder" in lines[0], lines
+    assert len(lines) == 1 and "is a directory" in lines[0], lines
     assert lines[0].endswith(f"end it with '/' for a folder of part files: {tmp_path}/results/")
 
 
