@@ -563,6 +563,44 @@ def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
     assert set(written) <= recs.keys()
 
 
+def test_sigterm_to_a_ray_driver_stops_it_like_ctrl_c_with_its_line_and_status_143(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """``ray.init`` put its own SIGTERM handler in the CLI's place: a stack dump from Ray's
+    core and exit status 15, without the line that says what was written."""
+    d = tmp_path / "in"
+    for k in range(3):
+        engine_plugins.make_video(d / f"slow_{k}.mp4", 30, seed=k)  # 3 clips each, 0.4 s each
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address
+    code = "import sys\nfrom framepipe.cli import main\nmain(sys.argv[1:])"
+    args = ["sample", str(d), "-o", str(out), "-n", "2", "--clip-seconds", "0.34"]
+    args += ["--sampler", "engine_plugins:misbehaving", "--sampler-opt", "delay_s=0.4"]
+    args += ["--engine", "ray", "--ray-address", address, "--decode-actors", "1"]
+    manifest = out / "manifest.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the driver finished before it could be stopped"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    written = len(list(read_records(manifest)))
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM received" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"terminated (SIGTERM): {written} clip(s) written to {out}; "
+        "run the same command again to do the rest"
+    )
+    assert 2 <= written < 9
+
+
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     code = f"{prelude}\nimport sys\nfrom framepipe.cli import main\nmain(sys.argv[1:])"
     return subprocess.run(
