@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -621,6 +622,34 @@ def test_a_no_op_resume_on_ray_downloads_nothing(ray_cluster: Any, tmp_path: Pat
         assert first.ok and first.done == 6 and sum(gets.values()) == 3
         again = sample(uris, out, cfg, cache_dir=tmp_path / "c2", engine="ray", ray_options=opts)
         assert (again.done, again.skipped) == (0, 6) and sum(gets.values()) == 3
+
+
+def test_a_read_actor_that_stopped_the_run_starts_no_decoder_for_later_inputs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until the driver stops it, a read actor is handed more inputs: each started a decoder
+    that the actor's end killed, with a line naming an input that was not at fault (no Ray
+    needed: the actor's class on its own)."""
+    from framepipe.engine.ray_stages import ReadSpec, ReadStage
+    from framepipe.engine.worker import WorkerSetup
+    from framepipe.errors import StopRunError
+
+    for name in ("stop.stall", "a.mp4"):
+        if name.endswith(".mp4"):
+            engine_plugins.make_video(tmp_path / name, 10)
+        else:
+            (tmp_path / name).write_bytes(b"")
+    items, _ = discover([tmp_path / "stop.stall", tmp_path / "a.mp4"])
+    setup = WorkerSetup(cfg=SampleConfig(n=2), imports=("engine_plugins",))
+    actor = ReadStage(spec=pickle.dumps(ReadSpec(setup, None)), done=[])
+    try:
+        for k, item in enumerate(items):
+            out = actor({"task": [pickle.dumps((k, EngineTask(item, {})))]})["out"]
+            assert len(out) == 1 and isinstance(pickle.loads(out[0]), StopRunError)
+        assert actor.decoder.starts == 1
+    finally:
+        actor.decoder.close()
+    assert "decoder" not in caplog.text
 
 
 def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:
