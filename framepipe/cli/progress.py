@@ -47,6 +47,12 @@ def _stderr_fd() -> int:
     return pumped if pumped is not None else sys.stderr.fileno()
 
 
+def _stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (with Ray's log pump, whether the one it replaced is)."""
+    pumped = ray_logs.terminal_fd
+    return os.isatty(pumped) if pumped is not None else sys.stderr.isatty()
+
+
 def _columns() -> int | None:
     try:
         return os.get_terminal_size(_stderr_fd()).columns
@@ -83,7 +89,7 @@ class Progress:
             pumped = ray_logs.terminal_fd is not None
             disable = None if chatty() else True
             if pumped:
-                disable = not (chatty() and os.isatty(_stderr_fd()))
+                disable = not (chatty() and _stderr_is_terminal())
             columns = _columns()
             self.bar = tqdm(
                 total=self.total,
@@ -152,7 +158,7 @@ def run_with_progress(
     except KeyboardInterrupt as exc:
         # in a terminal, a line of its own after its ^C (a bar shown ends its own line)
         shown = progress.bar is not None and not progress.bar.disable
-        lead = "\n" if sys.stderr.isatty() and not shown else ""
+        lead = "\n" if _stderr_is_terminal() and not shown else ""
         progress.close()
         how, code = (
             ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)

@@ -49,11 +49,12 @@ with native_ray_lines_to_log("ray"):
 """
 
 
-def test_the_progress_bar_of_a_ray_run_shows_in_a_terminal_as_wide_as_it() -> None:
-    """The pump's pipe in place of stderr is no terminal: tqdm had hidden the bar."""
-    main, side = os.openpty()  # a terminal 70 columns wide
-    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 70, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-c", BAR], stderr=side, stdout=subprocess.DEVNULL)
+def _in_a_terminal(code: str, columns: int = 70) -> tuple[int, str]:
+    """Run ``code`` with its stderr a terminal ``columns`` wide; its exit status and what
+    it wrote there."""
+    main, side = os.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=side, stdout=subprocess.DEVNULL)
     os.close(side)
     out = b""
     while True:
@@ -65,7 +66,31 @@ def test_the_progress_bar_of_a_ray_run_shows_in_a_terminal_as_wide_as_it() -> No
             break
         out += chunk
     os.close(main)
-    assert proc.wait(timeout=60) == 0
-    lines = [ln for ln in re.split(r"[\r\n]+", out.decode()) if ln.strip()]
+    return proc.wait(timeout=60), out.decode()
+
+
+def test_the_progress_bar_of_a_ray_run_shows_in_a_terminal_as_wide_as_it() -> None:
+    """The pump's pipe in place of stderr is no terminal: tqdm had hidden the bar."""
+    status, out = _in_a_terminal(BAR)
+    assert status == 0
+    lines = [ln for ln in re.split(r"[\r\n]+", out) if ln.strip()]
     assert lines and lines[-1].startswith("sample: 100%") and "3/3" in lines[-1]
     assert all(len(ln) <= 70 for ln in lines)
+
+
+CTRL_C = """
+from framepipe.cli.progress import run_with_progress
+from framepipe.cli.ray_logs import native_ray_lines_to_log
+from framepipe.config import SampleConfig
+def sample(**kw):
+    raise KeyboardInterrupt  # Ctrl-C while Ray starts, before the first clip
+with native_ray_lines_to_log("ray"):
+    run_with_progress(sample, SampleConfig(n=2), "out", "do the rest")
+"""
+
+
+def test_ctrl_c_before_the_first_clip_of_a_ray_run_says_so_on_a_line_of_its_own() -> None:
+    """The terminal's ^C stays on the line where it was typed: the message went after it."""
+    status, out = _in_a_terminal(CTRL_C)
+    assert status == 130
+    assert out.startswith("\r\ninterrupted: 0 clip(s) written to out;"), out
