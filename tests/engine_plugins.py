@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from framepipe.errors import StopRunError
 from framepipe.samplers.uniform import uniform
 from framepipe.sources.base import Source, register_source
 from framepipe.types import ClipSpec, FrameBatch, Selection, SourceInfo
@@ -49,7 +50,9 @@ def misbehaving(info: SourceInfo, clip: ClipSpec, *, n: int, **params: Any) -> S
 # -- a source kind whose opening hangs or crashes (files ``*.stall``) ---------------------------
 @register_source
 class StallSource(Source):
-    """Claims ``*.stall`` files; ``info()`` hangs, or crashes when the name says ``segv``."""
+    """Claims ``*.stall`` files; ``info()`` hangs, or crashes when the name says ``segv``, or
+    raises the error that stops a run (as a store's refused credentials do) when it says
+    ``stop``."""
 
     kind: ClassVar[str] = "stall"
     extensions: ClassVar[frozenset[str]] = frozenset({".stall"})
@@ -57,6 +60,8 @@ class StallSource(Source):
     def info(self) -> SourceInfo:
         if "segv" in self.path.name:
             os.kill(os.getpid(), signal.SIGSEGV)
+        if "stop" in self.path.name:
+            raise StopRunError(f"{self.path.name}: every input would fail the same way")
         time.sleep(3600)
         raise AssertionError("unreachable")
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from framepipe.cli import ray_logs
 from framepipe.cli.common import chatty, note
 from framepipe.utils import shown_text
 
@@ -39,9 +40,22 @@ def bar_format(columns: int | None, *, total: bool) -> str | None:
     return "{desc}: {n_fmt}/{total_fmt}{postfix} {percentage:3.0f}%|{bar}|"
 
 
+def _stderr_fd() -> int:
+    """The descriptor that stands for stderr's terminal: the one Ray's log pump replaced
+    (:data:`~framepipe.cli.ray_logs.terminal_fd`; stderr is its pipe then), else stderr's."""
+    pumped = ray_logs.terminal_fd
+    return pumped if pumped is not None else sys.stderr.fileno()
+
+
+def _stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (with Ray's log pump, whether the one it replaced is)."""
+    pumped = ray_logs.terminal_fd
+    return os.isatty(pumped) if pumped is not None else sys.stderr.isatty()
+
+
 def _columns() -> int | None:
     try:
-        return os.get_terminal_size(sys.stderr.fileno()).columns
+        return os.get_terminal_size(_stderr_fd()).columns
     except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
         return None
 
@@ -70,14 +84,22 @@ class Progress:
         if self.bar is None:
             from tqdm import tqdm
 
+            # None: off when stderr is no terminal; stderr piped through Ray's log pump:
+            # whether the stderr behind the pump is one
+            pumped = ray_logs.terminal_fd is not None
+            disable = None if chatty() else True
+            if pumped:
+                disable = not (chatty() and _stderr_is_terminal())
+            columns = _columns()
             self.bar = tqdm(
                 total=self.total,
                 unit="clip",
                 desc=self.desc,
                 file=sys.stderr,
-                disable=None if chatty() else True,  # None: off when stderr is no terminal
-                dynamic_ncols=True,
-                bar_format=bar_format(_columns(), total=self.total is not None),
+                disable=disable,
+                dynamic_ncols=not pumped,
+                ncols=columns if pumped else None,
+                bar_format=bar_format(columns, total=self.total is not None),
             )
         return self.bar
 
@@ -136,7 +158,7 @@ def run_with_progress(
     except KeyboardInterrupt as exc:
         # in a terminal, a line of its own after its ^C (a bar shown ends its own line)
         shown = progress.bar is not None and not progress.bar.disable
-        lead = "\n" if sys.stderr.isatty() and not shown else ""
+        lead = "\n" if _stderr_is_terminal() and not shown else ""
         progress.close()
         how, code = (
             ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)

@@ -17,6 +17,11 @@ ENDS_THE_PROCESS = b"The program will terminate"
 """What Ray's core says before it ends this process at once (the cluster's head, its GCS, lost
 for 60 s): the one native line that is shown, as the run's error."""
 
+terminal_fd: int | None = None
+"""While :func:`native_ray_lines_to_log` pumps stderr: a copy of the file descriptor 2 it
+replaced (the terminal, where there is one), for the progress bar to ask whether stderr
+is a terminal and how wide it is (descriptor 2 is a pipe then)."""
+
 
 @contextlib.contextmanager
 def native_ray_lines_to_log(engine: str) -> Iterator[None]:
@@ -49,12 +54,15 @@ def native_ray_lines_to_log(engine: str) -> Iterator[None]:
         yield
         return
     assert child.stdin is not None
+    global terminal_fd
     os.dup2(child.stdin.fileno(), 2)
     child.stdin.close()
+    terminal_fd = terminal
     try:
         yield
     finally:
         sys.stderr.flush()
+        terminal_fd = None
         os.dup2(terminal, 2)  # the pipe ends once no process writes to it any more
         os.close(terminal)
         with contextlib.suppress(subprocess.TimeoutExpired):

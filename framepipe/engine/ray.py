@@ -33,8 +33,10 @@ import inspect
 import logging
 import os
 import pickle
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -87,7 +89,11 @@ def connect(address: str | None = None) -> Any:
     A ``host:port`` address is checked first (:func:`check_gcs`): ``ray.init`` has no
     connection timeout of its own and, given an address where nothing listens, retries for
     over a minute, or, where another server listens (a dashboard's port, a web server), for
-    over ten minutes (measured with Ray 2.60), before its error."""
+    over ten minutes (measured with Ray 2.60), before its error.
+
+    ``ray.init`` replaces the process's SIGTERM handler with its own (``sys.exit(15)``, after
+    its core's stack dump on stderr); a handler this process had chosen (the CLI's, which
+    stops a run as Ctrl-C does: its line and exit status 143) is put back."""
     ray = require_ray()
     if ray.is_initialized():
         return ray
@@ -96,12 +102,17 @@ def connect(address: str | None = None) -> Any:
     if not address:  # a local Ray: workers import what this process can (plug-ins, tests)
         path = os.pathsep.join(p for p in sys.path if p and os.path.isdir(p))
         kwargs.update(include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
     try:
         ray.init(address=address, **kwargs)
     except Exception as exc:
         text = " ".join(str(exc).split())[:300]
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         raise FramepipeError(f"cannot start or join {where}: {text}") from None
+    finally:
+        if callable(before):  # not SIG_DFL / SIG_IGN (ints), nor a handler set outside Python
+            signal.signal(signal.SIGTERM, before)
     return ray
 
 

@@ -78,8 +78,13 @@ class ReadStage:
         setup = dataclasses.replace(rs.setup, done=ray.get(done[0]) if done else {})
         # the child starts with the first input it must read (a resume may have none)
         self.decoder = DecoderProcess(setup, rs.decode_timeout_s)
+        self.stopped: bytes | None = None
+        """The row that stopped the run: every later input gets it (the driver stops), and
+        no decoder starts for it only to be killed with this actor."""
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.stopped is not None:
+            return _batch([(self.stopped, 0, b"")])
         rows = []
         for blob in batch["task"]:
             task_id, task = pickle.loads(blob)
@@ -94,7 +99,8 @@ class ReadStage:
                         continue
                     rows.append((pickle.dumps(job, protocol=5), 0, b""))
             except FramepipeError as exc:  # e.g. decoders that die at start: to the driver
-                rows.append((stop_row(exc), 0, b""))
+                self.stopped = stop_row(exc)
+                rows.append((self.stopped, 0, b""))
                 break
         return _batch(rows)
 

@@ -279,7 +279,8 @@ class DecoderProcess:
                         break
                     elif kind == "download":
                         downloading = bool(msg[1])
-                    elif kind == "stop":  # an error every input would hit
+                    elif kind == "stop":  # an error every input would hit; the child
+                        self._stop()  # ends: the next input (a Ray actor's) gets another
                         raise StopRunError(msg[1])
                     else:  # pragma: no cover - protocol bug
                         raise RuntimeError(f"unknown message from a decoder: {kind!r}")

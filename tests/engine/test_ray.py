@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -563,6 +564,44 @@ def test_a_killed_driver_then_the_same_command_gives_every_clip_once(
     assert set(written) <= recs.keys()
 
 
+def test_sigterm_to_a_ray_driver_stops_it_like_ctrl_c_with_its_line_and_status_143(
+    ray_cluster: Any, tmp_path: Path
+) -> None:
+    """``ray.init`` put its own SIGTERM handler in the CLI's place: a stack dump from Ray's
+    core and exit status 15, without the line that says what was written."""
+    d = tmp_path / "in"
+    for k in range(3):
+        engine_plugins.make_video(d / f"slow_{k}.mp4", 30, seed=k)  # 3 clips each, 0.4 s each
+    out = tmp_path / "out"
+    address = ray_cluster.get_runtime_context().gcs_address
+    code = "import sys\nfrom framepipe.cli import main\nmain(sys.argv[1:])"
+    args = ["sample", str(d), "-o", str(out), "-n", "2", "--clip-seconds", "0.34"]
+    args += ["--sampler", "engine_plugins:misbehaving", "--sampler-opt", "delay_s=0.4"]
+    args += ["--engine", "ray", "--ray-address", address, "--decode-actors", "1"]
+    manifest = out / "manifest.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if manifest.exists() and len(manifest.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the driver finished before it could be stopped"
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    written = len(list(read_records(manifest)))
+    assert proc.returncode == 143, err[-2000:]
+    assert "SIGTERM received" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"terminated (SIGTERM): {written} clip(s) written to {out}; "
+        "run the same command again to do the rest"
+    )
+    assert 2 <= written < 9
+
+
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess[str]:
     code = f"{prelude}\nimport sys\nfrom framepipe.cli import main\nmain(sys.argv[1:])"
     return subprocess.run(
@@ -583,6 +622,34 @@ def test_a_no_op_resume_on_ray_downloads_nothing(ray_cluster: Any, tmp_path: Pat
         assert first.ok and first.done == 6 and sum(gets.values()) == 3
         again = sample(uris, out, cfg, cache_dir=tmp_path / "c2", engine="ray", ray_options=opts)
         assert (again.done, again.skipped) == (0, 6) and sum(gets.values()) == 3
+
+
+def test_a_read_actor_that_stopped_the_run_starts_no_decoder_for_later_inputs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Until the driver stops it, a read actor is handed more inputs: each started a decoder
+    that the actor's end killed, with a line naming an input that was not at fault (no Ray
+    needed: the actor's class on its own)."""
+    from framepipe.engine.ray_stages import ReadSpec, ReadStage
+    from framepipe.engine.worker import WorkerSetup
+    from framepipe.errors import StopRunError
+
+    for name in ("stop.stall", "a.mp4"):
+        if name.endswith(".mp4"):
+            engine_plugins.make_video(tmp_path / name, 10)
+        else:
+            (tmp_path / name).write_bytes(b"")
+    items, _ = discover([tmp_path / "stop.stall", tmp_path / "a.mp4"])
+    setup = WorkerSetup(cfg=SampleConfig(n=2), imports=("engine_plugins",))
+    actor = ReadStage(spec=pickle.dumps(ReadSpec(setup, None)), done=[])
+    try:
+        for k, item in enumerate(items):
+            out = actor({"task": [pickle.dumps((k, EngineTask(item, {})))]})["out"]
+            assert len(out) == 1 and isinstance(pickle.loads(out[0]), StopRunError)
+        assert actor.decoder.starts == 1
+    finally:
+        actor.decoder.close()
+    assert "decoder" not in caplog.text
 
 
 def test_bad_engine_input_is_one_line_before_any_work(tmp_path: Path) -> None:
