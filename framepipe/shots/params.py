@@ -113,7 +113,7 @@ class DetectorParams:
             if name in ("size", "skip", "detector"):
                 continue
             if name == "gradual":
-                kw[name] = bool(value)
+                kw[name] = _flag(value, name)
                 continue
             kw[name] = nonnegative(value, name, ConfigError)
         return cls(**kw)
@@ -122,6 +122,21 @@ class DetectorParams:
         d = asdict(self)
         d["size"] = list(self.size)
         return d
+
+
+_FLAGS = {"true": True, "yes": True, "on": True, "1": True}
+_FLAGS.update({"false": False, "no": False, "off": False, "0": False})
+
+
+def _flag(value: Any, name: str) -> bool:
+    """``value`` as a yes/no setting (``--opt gradual=no`` is False, not a non-empty string
+    taken as True), else a one-line ConfigError naming it."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    flag = _FLAGS.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if flag is None:
+        raise ConfigError(f"{name} ({value!r}) must be true or false (yes/no, on/off, 1/0)")
+    return flag
 
 
 @dataclass(frozen=True)
