@@ -130,6 +130,11 @@ def discover(
             # Named explicitly: the user expects a record for it, of the kind its name says.
             add(p, kind or guess_kind(p, sniff=False, given=True) or "video")
             continue
+        other = None if kind is None else other_kind(p, kind, folder=stat.S_ISDIR(st.st_mode))
+        if other is not None:  # a 3D model or a scene named with the kind video: one error
+            add(p, kind or "video", error=f"{p}: {other}, not {a_kind(kind)}")
+            named.add(os.path.abspath(p))
+            continue
         if not stat.S_ISDIR(st.st_mode):
             k = kind or guess_kind(p, given=True) or "video"
             add(p, k)
@@ -157,6 +162,36 @@ def wanted(kind: str | None) -> str:
     if kind is None:
         return "video, image scene or 3D model"
     return KIND_NOUNS.get(kind, f"{kind} input")
+
+
+def a_kind(kind: str | None, *, folder: bool = True) -> str:
+    """One input of ``kind``, with its article: ``a video``, ``an image scene`` (``an
+    image``: a file, not a ``folder``), ``a 3D model``."""
+    what = "image" if kind == "multiview" and not folder else wanted(kind)
+    return f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+
+
+def other_kind(p: Path, kind: str, *, folder: bool) -> str | None:
+    """What the path ``p``, named with the kind ``kind`` forced, is by its name when that
+    is another kind (``a 3D model``, ``an image``, ``an image scene``: a folder another
+    kind claims, a file whose extension only another kind reads), else None (opened as
+    ``kind``, which says what is wrong with it)."""
+    kinds = source_kinds()
+    forced = kinds.get(kind)
+    if forced is None:
+        return None
+    try:
+        if folder:
+            if forced.claims_dir(p):
+                return None
+            other = next((k for k, c in kinds.items() if k != kind and c.claims_dir(p)), None)
+        else:
+            if forced.claims_file(p) or forced.claims_given_file(p):
+                return None
+            other = guess_kind(p, sniff=False, given=True)
+    except OSError:
+        return None
+    return None if other in (None, kind) else a_kind(other, folder=folder)
 
 
 def _identity(p: Path) -> Path:
@@ -198,10 +233,7 @@ def _walk(
         return 1
     other = None if kind is None else guess_kind(root)
     if other is not None:  # one input of another kind (a scene): one note, not one a file
-        what = wanted(other)
-        skipped.append(
-            Skipped(root, f"{'an' if what[0] in 'aeiou' else 'a'} {what}, not a {wanted(kind)}")
-        )
+        skipped.append(Skipped(root, f"{a_kind(other)}, not {a_kind(kind)}"))
         return 1
     try:
         with os.scandir(root) as it:

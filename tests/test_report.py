@@ -375,3 +375,20 @@ def test_records_moved_without_their_frames_are_reported_with_a_warning(
     result = CliRunner().invoke(cli, ["report", str(sampled), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 0, result.output
     assert not [r for r in caplog.records if r.name.startswith("framepipe.report")]
+
+
+def test_a_folder_of_part_files_moved_without_their_frames_warns_once(
+    sampled: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``framepipe report parts/`` on a folder of part files moved without the frames gave
+    the same warning once per part file (200 parts: 200 lines): it is one folder's frames
+    that are missing, so one warning."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k, line in enumerate((sampled / "manifest.jsonl").read_text().splitlines()):
+        (parts / f"part-{k}.jsonl").write_text(line + "\n")
+    assert len(list(parts.glob("part-*.jsonl"))) >= 2
+    result = CliRunner().invoke(cli, ["report", f"{parts}/", "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    warned = [r.getMessage() for r in caplog.records if r.name.startswith("framepipe.report")]
+    assert len(warned) == 1 and "no such image" in warned[0] and str(parts) in warned[0]

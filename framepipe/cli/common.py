@@ -327,11 +327,14 @@ def report_per_source(
     describe: Callable[[Any, str], dict[str, Any]],
     as_json: bool,
     table: Callable[[list[dict[str, Any]]], None],
+    table_each: bool = False,
 ) -> None:
     """Open each input found under ``paths`` and print one row per input: ``describe(source,
     name)`` (``name``: the path, or the URI of a remote input, which is downloaded to the
     cache first, as a run does), or a ``failed`` row with a one-line error naming it (printed
-    as it happens, the others go on). Prints the rows as a JSON array or with ``table``;
+    as it happens, the others go on). Prints the rows as a JSON array or with ``table``
+    (``table_each``: called with each row as soon as it is done, so a long folder's first
+    inputs show at once and an interrupted command keeps them; else once, with all rows);
     exits 1 when any input failed. The source options are checked against the kinds found
     before any input is opened."""
     from framepipe.errors import one_line_error
@@ -364,12 +367,14 @@ def report_per_source(
                 msg = named_by_uri(msg, item)
             rows.append({"source": item.source, "status": "failed", "error": msg})
             click.echo(f"error: {shown_text(without_secrets(msg))}", err=True)
+        if table_each and not as_json:
+            table(rows[-1:])
     if as_json:  # a name that is not UTF-8 as the records keep it (``\\udcff``)
         text = json.dumps(rows, indent=2, ensure_ascii=False)
         if shown_text(text) != text:
             text = json.dumps(rows, indent=2, ensure_ascii=True)
         click.echo(text)
-    else:
+    elif not table_each:
         table(rows)
     if failed:
         sys.exit(1)

@@ -50,7 +50,8 @@ def command(
 
     PATHS are video files or folders (searched recursively) or remote URIs (s3://, gs://,
     https://: downloaded to the cache first, as by sample). Each shot is printed with its
-    first frame, its end frame (exclusive) and their times. Each detector takes its own
+    first frame, its end frame (exclusive) and their times; each video's table as soon as
+    its shots are found (--json: one array at the end). Each detector takes its own
     settings (--opt, listed below). Exit status is 1 when any input failed, after all the
     others are done; 2 for a bad setting (or one the detector does not take), refused before
     any input is opened.
@@ -99,6 +100,7 @@ def command(
         describe=describe,
         as_json=as_json,
         table=_table,
+        table_each=True,  # each video's shots printed when found
     )
 
 

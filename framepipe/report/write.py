@@ -123,13 +123,13 @@ def _local_records(
     the images of the file it comes from and that file's name."""
     if not paths:
         return
-    images: dict[Path, Images] = {}
+    images: dict[str, Images] = {}  # by folder: part files beside each other share one
     with kept_records(ordered_units(paths)) as (_, survivors):
         for unit, rec in survivors:
-            if unit.path not in images:
-                base = str(base_dir or unit.path.parent)
-                images[unit.path] = Images(base, html_dir, embed)
-            yield rec, images[unit.path], unit.path.name
+            base = str(base_dir or unit.path.parent)
+            if base not in images:
+                images[base] = Images(base, html_dir, embed)
+            yield rec, images[base], unit.path.name
 
 
 def _remote_records(

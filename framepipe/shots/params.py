@@ -113,15 +113,47 @@ class DetectorParams:
             if name in ("size", "skip", "detector"):
                 continue
             if name == "gradual":
-                kw[name] = bool(value)
+                kw[name] = _flag(value, name)
                 continue
             kw[name] = nonnegative(value, name, ConfigError)
+            if name in _AT_MOST_ONE and kw[name] > 1:  # never reached: nothing detected
+                raise ConfigError(f"{name} ({value!r}) must be between 0 and 1")
         return cls(**kw)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["size"] = list(self.size)
         return d
+
+
+_AT_MOST_ONE = frozenset(
+    {
+        "transnet_threshold",
+        "content_share",
+        "min_contrast",
+        "cut_threshold",
+        "structure_threshold",
+        "cut_concentration",
+        "gradual_threshold",
+        "dark_level",
+    }
+)
+"""The settings that are a probability, a share or a level on 0..1: above 1, the test they
+set can never pass (``--opt transnet_threshold=2`` found no shot at all, silently)."""
+
+_FLAGS = {"true": True, "yes": True, "on": True, "1": True}
+_FLAGS.update({"false": False, "no": False, "off": False, "0": False})
+
+
+def _flag(value: Any, name: str) -> bool:
+    """``value`` as a yes/no setting (``--opt gradual=no`` is False, not a non-empty string
+    taken as True), else a one-line ConfigError naming it."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    flag = _FLAGS.get(str(value).strip().lower()) if isinstance(value, str) else None
+    if flag is None:
+        raise ConfigError(f"{name} ({value!r}) must be true or false (yes/no, on/off, 1/0)")
+    return flag
 
 
 @dataclass(frozen=True)

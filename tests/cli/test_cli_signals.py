@@ -92,3 +92,29 @@ def test_ctrl_c_in_any_command_exits_130_not_the_status_of_failed_inputs(
         res = CliRunner().invoke(cli, [*command, str(video)])
         assert res.exit_code == 130, res.output
         assert res.stderr == "interrupted\n" and res.stdout == ""
+
+
+def test_ctrl_c_in_shots_over_a_folder_keeps_the_shots_of_the_videos_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``framepipe shots videos/`` printed its tables only once every video was done: a long
+    folder showed nothing for minutes, and Ctrl-C lost every video's shots. Each video's table
+    is printed when its shots are found (errors in between, in order)."""
+    import framepipe.shots
+
+    real = framepipe.shots.detect_shots
+    calls: list[object] = []
+
+    def detect_then_interrupt(*a: object, **kw: object) -> object:
+        calls.append(a)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(framepipe.shots, "detect_shots", detect_then_interrupt)
+    a = engine_plugins.make_video(tmp_path / "a.mp4", 4)
+    b = engine_plugins.make_video(tmp_path / "b.mp4", 4)
+    res = CliRunner().invoke(cli, ["shots", str(a), str(b)])
+    assert res.exit_code == 130, res.output
+    assert res.stdout.startswith(f"{a}: 1 shot(s)\n"), res.stdout
+    assert str(b) not in res.stdout

@@ -108,3 +108,34 @@ def test_a_plugin_detector_that_raises_fails_in_one_line_naming_the_detector(vid
             FramepipeError, match=r"^shot detector 'test_none' returned NoneType, not a Shot"
         ):
             detect_shots(src, detector="test_none")
+
+
+@pytest.mark.parametrize("spelling", ["no", "off", "false", "0", False, 0])
+def test_gradual_spelled_no_or_off_turns_dissolves_off(spelling: Any) -> None:
+    """``--opt gradual=no`` reaches the settings as the string ``"no"``: it must mean
+    False, not a non-empty string taken as True."""
+    assert checked_params({"gradual": spelling}).gradual is False
+    assert checked_params({"gradual": "yes"}).gradual is True
+
+
+def test_a_gradual_that_is_no_yes_or_no_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"gradual \('maybe'\) must be true or false"):
+        checked_params({"gradual": "maybe"})
+    with pytest.raises(ConfigError, match=r"gradual \(1\.5\) must be true or false"):
+        checked_params({"gradual": 1.5})
+
+
+@pytest.mark.parametrize(
+    ("setting", "detector"),
+    [
+        ("transnet_threshold", "transnetv2"),
+        ("dark_level", "transnetv2"),
+        ("cut_threshold", "builtin"),
+    ],
+)
+def test_a_threshold_on_0_to_1_above_1_is_refused(setting: str, detector: str) -> None:
+    """``framepipe shots --detector transnetv2 --opt transnet_threshold=2`` ran and found one
+    shot per video: a probability above 1 is never reached. Refused in one line instead."""
+    with pytest.raises(ConfigError, match=rf"^{setting} \(2\) must be between 0 and 1$"):
+        checked_params({"detector": detector, setting: 2})
+    assert getattr(checked_params({"detector": detector, setting: 1}), setting) == 1

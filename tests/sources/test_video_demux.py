@@ -86,3 +86,38 @@ def test_indexing_and_reading_leave_no_demux_unfinished(
     assert len(made) >= 8
     left = [k for k, d in enumerate(made) if not d.finished]
     assert left == []
+
+
+class _FlushFails(_Container):
+    """PyAV's demux on a damaged MPEG-TS where a stream appeared mid-file: every packet comes
+    out, then its flush reads past its table of streams (IndexError)."""
+
+    def demux(self, *args: Any, **kw: Any) -> Any:
+        for packet in self._real.demux(*args, **kw):
+            if packet.size == 0:  # the flush, after the last packet read
+                raise IndexError("list index out of range")
+            yield packet
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])  # .ts: indexed by decoding
+def test_a_stream_appearing_mid_file_is_no_list_index_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    """``framepipe shots damaged.ts`` said 'damaged.ts: IndexError: list index out of range'
+    (and ``sample`` failed the file) where ffmpeg decodes every frame: PyAV's demux raises
+    at its flush once the file's stream table grew. Every packet was read by then: the file
+    has all its frames, exact, and its shots."""
+    from framepipe.shots import detect_shots
+
+    path = media.h264_mp4(tmp_path / "v.mp4", num_frames=30)
+    if suffix == ".ts":
+        media.ffmpeg("-i", str(path), "-c", "copy", str(tmp_path / "v.ts"))
+        path = tmp_path / "v.ts"
+    real_open = av.open
+    monkeypatch.setattr(av, "open", lambda *a, **kw: _FlushFails(real_open(*a, **kw), []))
+    with VideoSource(path, backend="pyav", threads=1) as src:
+        info = src.info()
+        assert info.num_frames == 30
+        batch = src.read([0, 17, 29])
+        assert [media.read_index(f) for f in batch.frames] == [0, 17, 29]
+        assert detect_shots(src, info).shots == [(0, 30)]

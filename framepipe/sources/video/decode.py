@@ -12,9 +12,11 @@ that take frames by label, therefore agree with a full sequential decode by cons
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,13 +105,18 @@ LOSSY = ("mpegts", "mpeg")
 
 
 def _holes(dts: np.ndarray) -> np.ndarray:
-    """Decode positions of the packets after a decode-time step over twice the usual one:
-    where packets went missing."""
+    """Decode positions after a decode-time step over twice the usual one (packets lost)."""
     timed = np.flatnonzero(dts != MISSING)
     steps = np.diff(dts[timed])
     if np.count_nonzero(steps > 0) < 4:
         return timed[:0]
     return timed[1:][steps > 2 * np.median(steps[steps > 0])]
+
+
+def demuxed(demux: Any) -> Iterator[Any]:
+    """``demux``'s packets with content, to PyAV's flush (IndexError after a new stream)."""
+    with contextlib.suppress(IndexError):
+        yield from (packet for packet in demux if packet.size)
 
 
 def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
@@ -132,9 +139,7 @@ def demux_packets(container: Any, stream: Any, path: Path) -> Packets:
     corrupt = array("q")
     notes: list[str] = []
     try:
-        for packet in container.demux(stream):
-            if packet.size == 0:
-                continue
+        for packet in demuxed(container.demux(stream)):
             if packet.is_corrupt:
                 corrupt.append(len(size))
             p, d = packet.pts, packet.dts
@@ -266,20 +271,18 @@ def decode_labels(
                 out.damage_pos = earliest(out.damage_pos, max(0, out.labels[-1]))
 
     pos = 0
-    # closed when done: PyAV frees a demux's packet and stream table only when it ends or
-    # is closed, so each one dropped before its end leaks them for the life of the process
+    # closed when done: a demux dropped before its end leaks PyAV's packet and stream table
     demux = container.demux(stream)
+    with_content = demuxed(demux)
     try:
         while True:
             try:
-                packet = next(demux)
+                packet = next(with_content)
             except StopIteration:
                 break
             except av.error.FFmpegError as exc:
                 out.stopped = av_reason(exc)
                 break
-            if packet.size == 0:
-                continue
             if pos >= len(packets) or (
                 packet_ident(packet, kind) != ident[pos] or packet.size != packets.size[pos]
             ):
@@ -360,9 +363,7 @@ def tail_decodable(
     first = True
     demux = container.demux(stream)
     try:
-        for packet in demux:
-            if packet.size == 0:
-                continue
+        for packet in demuxed(demux):
             if first and _pos(ident, packet) > k:
                 log.debug("%s: tail check landed after the last keyframe; skipped", path)
                 return keep, -1

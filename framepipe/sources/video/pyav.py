@@ -32,6 +32,7 @@ import numpy as np
 from framepipe.errors import DecodeError
 from framepipe.sources.video.decode import (
     MISSING,
+    demuxed,
     open_decoder,
     packet_ident,
     plain_decoder,
@@ -417,8 +418,5 @@ def check_packet(index: VideoIndex, packet: Any, pos: int) -> None:
 
 
 def next_packet(demux: Any) -> Any:
-    """The next packet the index counts (not empty), or None at the end."""
-    for packet in demux:
-        if packet.size:
-            return packet
-    return None
+    """The next packet the index counts (not empty), or None at the end (:func:`demuxed`)."""
+    return next(demuxed(demux), None)
