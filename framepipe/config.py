@@ -14,7 +14,7 @@ from framepipe.extras import check_extras
 from framepipe.inputs.download import DEFAULT_STALL_S
 from framepipe.registry import canonical_params
 from framepipe.samplers.base import Sampler, check_sampler, get_sampler
-from framepipe.sources.base import check_source_options, keyed_source_options
+from framepipe.sources.base import check_source_options
 
 
 @dataclass
@@ -71,10 +71,9 @@ class SampleConfig:
             kinds = [self.kind]
         check_source_options(self.source_options, kinds)
 
-    def key_parts(self, kind: str | None = None) -> dict[str, Any]:
-        """What, with the source, determines the selected frames of a ``kind`` input (for
-        resume keys). Source options it does not take are left out, and so are sampler, clip
-        planner and source options given at their default
+    def key_parts(self) -> dict[str, Any]:
+        """What, with the source, determines the selected frames (for resume keys). Sampler
+        and clip planner options given at their default are left out
         (:func:`~framepipe.registry.canonical_params`): giving one is the same setting as
         leaving it out; so are the windows said another way:
         ``clip_seconds`` alone (``--clip-seconds``, which implies windows, the form the keys
@@ -95,7 +94,7 @@ class SampleConfig:
             "clip_seconds": length,
             "stride_seconds": stride,
             "clip_params": canonical_params(planner_of(clips), self.clip_params),
-            "source_options": keyed_source_options(self.source_options, kind or self.kind),
+            "source_options": self.source_options,
             "kind": self.kind,
         }
 

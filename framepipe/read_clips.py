@@ -35,7 +35,7 @@ from framepipe.errors import (
     captured_warnings,
     one_line_error,
 )
-from framepipe.inputs import possible_kinds, staged_kind
+from framepipe.inputs import staged_kind
 from framepipe.inputs.remote import RemoteStat, discard, remote_stat, stage_for_use
 from framepipe.records import (
     ClipJob,
@@ -171,13 +171,6 @@ def tagged(job: ClipJob, item: Input) -> ClipJob:
     return job
 
 
-def _key_parts(item: Input, cfg: SampleConfig, extra_key: dict[str, Any] | None) -> dict[str, Any]:
-    """The settings in ``item``'s keys: its kind's source options, or all of them where its
-    staged copy's first bytes will decide the kind (the same keys before and after)."""
-    kinds = possible_kinds(item, cfg.kind)
-    return key_parts(cfg, extra_key, kinds[0] if len(kinds) == 1 else None)
-
-
 def input_failure_key(
     item: Input, cfg: SampleConfig, extra_key: dict[str, Any] | None = None
 ) -> str:
@@ -185,7 +178,7 @@ def input_failure_key(
     such a record), computed without opening it: for the decoder supervisor, whose decoder
     died before it could say."""
     try:
-        parts = _key_parts(item, cfg, extra_key)
+        parts = key_parts(cfg, extra_key)
     except Exception:  # the settings themselves may be what failed
         parts = dict(extra_key or {})
     return record_key(whole_input_fingerprint(item), parts)
@@ -207,7 +200,7 @@ def skipped_unopened(
     if item.uri and not item.error and stat is None:
         return 0
     try:
-        parts = _key_parts(item, cfg, extra_key)
+        parts = key_parts(cfg, extra_key)
         whole = done_count(done, record_key(whole_input_fingerprint(item), parts))
         if whole or item.error:
             return whole
@@ -234,7 +227,7 @@ def _read_clips(
     source: Source | None = None
     kind = item.kind
     try:
-        parts = _key_parts(item, cfg, extra_key)
+        parts = key_parts(cfg, extra_key)
         stat: RemoteStat | FramepipeError | None = known
         if item.uri and not item.error and stat is None:
             try:

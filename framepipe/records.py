@@ -69,13 +69,10 @@ def local_weights_fingerprint(folder: Path) -> list[list[Any]]:
     return out
 
 
-def key_parts(
-    cfg: SampleConfig, extra_key: dict[str, Any] | None = None, kind: str | None = None
-) -> dict[str, Any]:
-    """The settings that join every key of a run's ``kind`` inputs: what determines the
-    frames (``cfg``) and what the run adds (``extra_key``: the caption run's model,
-    questions, generation)."""
-    return {**cfg.key_parts(kind), **(extra_key or {})}
+def key_parts(cfg: SampleConfig, extra_key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings that join every key of a run: what determines the frames (``cfg``) and
+    what the run adds (``extra_key``: the caption run's model, questions, generation)."""
+    return {**cfg.key_parts(), **(extra_key or {})}
 
 
 def record_key(

@@ -45,7 +45,7 @@ from framepipe.inputs.remote import (
 )
 from framepipe.inputs.shard import Shard, parse_shard, take_shard
 from framepipe.inputs.unique import DefaultQuestions, Taken
-from framepipe.sources.base import guess_kind, source_kinds
+from framepipe.sources.base import guess_kind, kind_of_name, source_kinds
 from framepipe.utils import in_memory_note, stable_digest
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ PathLike = str | Path
 def remote_input(uri: str, *, kind: str | None = None, cache_dir: PathLike | None = None) -> Input:
     """The input of a remote URI: staged (later, by the decode stage) under ``cache_dir``;
     its kind from the object's extension (``video`` when none claims it)."""
-    k = kind or guess_kind(Path(file_name(uri)), sniff=False, given=True) or "video"
+    k = kind or kind_of_name(file_name(uri)) or "video"
     return Input(cache_path(uri, cache_dir), k, uri=uri)
 
 
@@ -76,7 +76,7 @@ def _kind_unnamed(item: Input, forced: str | None) -> bool:
     object's name gives (``video`` only by default)."""
     if not item.uri or forced is not None:
         return False
-    return guess_kind(Path(file_name(item.uri)), sniff=False, given=True) is None
+    return kind_of_name(file_name(item.uri)) is None
 
 
 def staged_kind(item: Input, local: Path, forced: str | None = None) -> str:
@@ -113,7 +113,7 @@ class _RemoteRows:
         if kind is None:
             ext = name.rpartition(".")[2].lower()
             if ext not in self.kinds:
-                self.kinds[ext] = guess_kind(Path(name), sniff=False, given=True) or "video"
+                self.kinds[ext] = kind_of_name(name) or "video"
             kind = self.kinds[ext]
         scheme = scheme_of(uri) or ""
         if scheme not in self.schemes:  # checked once a scheme; the message names no URI

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from framepipe.errors import ConfigError, DecodeError, UnsupportedInputError, did_you_mean
-from framepipe.registry import Registry, canonical_params, run_check
+from framepipe.registry import Registry, run_check
 from framepipe.types import (
     FrameBatch,
     SkipMode,
@@ -306,6 +306,17 @@ def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | 
     return None
 
 
+def kind_of_name(name: str) -> str | None:
+    """The kind that reads a file named ``name`` by its extension (as one named directly),
+    or None; the name alone (a remote object's: nothing here is looked at)."""
+    path, kinds = Path(name), source_kinds()
+    for claims in ("claims_file", "claims_given_file"):  # in guess_kind's order
+        for kind, cls in kinds.items():
+            if getattr(cls, claims)(path):
+                return kind
+    return None
+
+
 def _read_head(path: Path) -> bytes:
     """The first bytes of the regular file ``path`` (empty if it cannot be read or is not a
     regular file any more: opened non-blocking, so a FIFO put in its place cannot hang)."""
@@ -385,19 +396,6 @@ def check_source_options(options: Mapping[str, Any], kinds: Iterable[str] | None
             f"{', '.join(map(repr, unknown))} for {' or '.join(names)} inputs ({known})"
             + did_you_mean(unknown, set().union(*(a or () for a in takes.values())))
         )
-
-
-def keyed_source_options(options: Mapping[str, Any], kind: str | None) -> dict[str, Any]:
-    """What of a run's source ``options`` can change the frames of a ``kind`` input: those
-    it takes, less those given at its default (:func:`~framepipe.registry.canonical_params`);
-    the resume keys hold this, so ``--source-opt size=512`` for the 3D models of a mixed run
-    redoes no video. All of them when the kind is unknown or takes any option."""
-    if not options or kind is None or not SOURCES.has(kind):
-        return dict(options)
-    cls = SOURCES.get(kind)
-    takes = cls.option_names()
-    own = {k: v for k, v in options.items() if takes is None or k in takes}
-    return canonical_params(cls.__init__, own)
 
 
 def _make_and_close(cls: type[Source], **options: Any) -> None:

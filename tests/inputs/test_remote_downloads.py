@@ -156,3 +156,26 @@ def test_a_relative_cache_dir_stays_where_the_run_began_for_a_process_elsewhere(
     monkeypatch.chdir(elsewhere)  # the worker's own folder
     assert sample([item], tmp_path / "out", KEEP, workers=0).done == 1
     assert _files(tmp_path / "cache") and not _files(elsewhere)
+
+
+def test_a_remote_objects_kind_comes_from_its_name_never_from_a_local_path_so_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``https://host/photo`` from a folder holding a scene ``photo/`` was a scene (its name
+    was looked up as a local path), from elsewhere one whose first bytes decide: the kind,
+    and so the keys, depended on the working directory (a cluster's workers have another)."""
+    from PIL import Image
+
+    from framepipe.inputs import possible_kinds
+
+    for name in ("photo", "model.ply", "clip.mp4"):  # a scene, and files of other kinds
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "a.png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    seen = []
+    for cwd in (tmp_path, elsewhere):
+        monkeypatch.chdir(cwd)
+        items = [remote_input(f"https://host/{n}") for n in ("photo", "model.ply", "clip.mp4")]
+        seen.append([(i.kind, len(possible_kinds(i)) > 1) for i in items])
+    assert seen[0] == seen[1] == [("video", True), ("render", False), ("video", False)]
