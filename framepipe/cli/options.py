@@ -49,10 +49,14 @@ class NearChoice(click.Choice):
     """click's choice, whose refusal of a mistyped value names the choice near it
     (``--clips shot``: ``Did you mean 'shots'?``), as a mistyped command's does."""
 
-    def get_invalid_choice_message(self, value: Any, ctx: click.Context | None) -> str:
-        return super().get_invalid_choice_message(value, ctx) + did_you_mean(
-            [value], self.choices, after=""
-        )
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:  # click's refusal, then the guess (on every click the requirements allow)
+            return super().convert(value, param, ctx)
+        except click.BadParameter as exc:
+            near = did_you_mean([value], self.choices, after="") if isinstance(value, str) else ""
+            if not near or near in exc.message:
+                raise
+            self.fail(exc.message.rstrip() + near, param, ctx)
 
 
 class RegistryChoice(NearChoice):
