@@ -55,7 +55,9 @@ def as_path(value: Any, what: str = "path") -> Path:
 def in_memory_note(value: Any) -> str:
     """What to do with pictures held in memory (a numpy array, a PIL image, a tensor: what
     has ``__array__`` or ``__array_interface__``) given where files are read; "" for
-    anything else."""
+    anything else, and for an array of text (paths in a numpy array or a pandas Series)."""
+    if getattr(getattr(value, "dtype", None), "kind", None) in ("U", "S", "O"):
+        return ""
     if hasattr(value, "__array__") or hasattr(value, "__array_interface__"):
         return (
             " (framepipe reads media files: save frames held in memory as a video or a "

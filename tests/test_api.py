@@ -107,6 +107,19 @@ def test_frames_held_in_memory_as_paths_are_refused_in_one_line_saying_to_save_t
     assert not (tmp_path / "out").exists()
 
 
+def test_paths_held_in_a_numpy_array_or_a_pandas_series_are_paths(
+    h264_path: Path, tmp_path: Path
+) -> None:
+    """A column of paths (``df["path"]``, ``np.array([...])``) is a list of paths, not
+    frames held in memory."""
+    import numpy as np
+    import pandas as pd
+
+    for k, given in enumerate((np.array([str(h264_path)]), pd.Series([str(h264_path)]))):
+        summary = framepipe.sample(given, tmp_path / f"out{k}", 2, workers=0)
+        assert [r.source for r in summary.records] == [str(h264_path)]
+
+
 USER_SCRIPT = """
 from pathlib import Path
 from framepipe import Pipeline, caption, discover, iter_caption, iter_sample, sample
