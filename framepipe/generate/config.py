@@ -215,6 +215,12 @@ def as_settings(
         value = {k: v for k, v in value.to_diff_dict().items() if k not in skip}
         what = f"{what} (a GenerationConfig)"
     if isinstance(value, Mapping):  # settings={"max_new_tokens": 64}
+        other = sorted(k for k in value if k in OTHER_NAMES)  # GenerationConfig(max_length=)
+        if other:
+            raise ConfigError(
+                f"{what}: GenerationSettings has no field {other[0]!r}: framepipe's is "
+                f"{OTHER_NAMES[other[0]]}"
+            )
         check_fields(GenerationSettings, value, what)
         return GenerationSettings(**value)
     raise TypeError(

@@ -414,20 +414,25 @@ def _pipeline(name: str, options: Mapping[str, Any]) -> tuple[Pipeline, dict[str
     known = run_names | inspect.signature(Pipeline).parameters.keys()
     unknown = sorted(options.keys() - known)
     if unknown:  # named as caption()'s, not as Pipeline's that it builds
-        where = _config_of(unknown[0])
-        hint = f" (pass {where}({unknown[0]}=...))" if where else ""
-        raise TypeError(f"{name}() got an unexpected keyword argument {unknown[0]!r}{hint}")
+        raise TypeError(
+            f"{name}() got an unexpected keyword argument {unknown[0]!r}{_hint(unknown[0])}"
+        )
     kw: dict[str, Any] = dict(options)
     run_options = {k: kw.pop(k) for k in run_names & kw.keys()}
     return Pipeline(**kw), run_options
 
 
-def _config_of(name: str) -> str | None:
-    """The config that has a field ``name`` (``caption(dtype=...)``: ``model=ModelConfig``)."""
+def _hint(name: str) -> str:
+    """Which config takes a field ``name`` (``caption(dtype=...)``: ``model=ModelConfig``),
+    or its own name for transformers' ``name`` (``torch_dtype``), for the caller's error."""
     from framepipe.generate import GenerationSettings, ModelConfig
+    from framepipe.generate.config import OTHER_NAMES
 
+    own = OTHER_NAMES.get(name, "").partition("=")[0]
     configs = (("model", ModelConfig), ("settings", GenerationSettings), ("sample", SampleConfig))
     for arg, cls in configs:
-        if name in {f.name for f in dataclasses.fields(cls)}:
-            return f"{arg}={cls.__name__}"
-    return None
+        if (own or name) in {f.name for f in dataclasses.fields(cls)}:
+            if own:
+                return f" (framepipe's is {OTHER_NAMES[name]} in {arg}={cls.__name__}(...))"
+            return f" (pass {arg}={cls.__name__}({name}=...))"
+    return ""

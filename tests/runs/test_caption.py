@@ -751,6 +751,18 @@ def test_a_config_field_given_to_caption_says_which_config_takes_it(name: str, w
         caption(["x"], **{name: 1})  # type: ignore[arg-type]
 
 
+def test_a_transformers_spelling_given_to_caption_or_as_settings_names_framepipes() -> None:
+    """``caption(paths, torch_dtype=...)`` and ``settings=GenerationConfig(max_length=...)``
+    said only "unexpected keyword" / "has no field", though ModelConfig names framepipe's."""
+    from transformers import GenerationConfig
+
+    with pytest.raises(TypeError, match=r"'torch_dtype' \(framepipe's is dtype= in model=Mo"):
+        caption(["x"], torch_dtype="bfloat16")  # type: ignore[call-arg]
+    for settings in ({"max_tokens": 5}, GenerationConfig(max_length=100)):
+        with pytest.raises(ConfigError, match=r"'max_(tokens|length)': framepipe's is max_new_"):
+            Pipeline(settings=settings)
+
+
 def test_a_misspelt_keyword_of_caption_is_named_as_captions() -> None:
     with pytest.raises(
         TypeError, match=r"^caption\(\) got an unexpected keyword argument 'question'"
