@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-from framepipe.sources.base import guess_kind, path_problem, source_kinds
+from framepipe.errors import ConfigError
+from framepipe.sources.base import get_source_class, guess_kind, path_problem, source_kinds
 from framepipe.utils import as_path, natural_key
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,8 @@ def discover(
             # Named explicitly: the user expects a record for it, of the kind its name says.
             add(p, kind or guess_kind(p, sniff=False, given=True) or "video")
             continue
-        other = None if kind is None else other_kind(p, kind, folder=stat.S_ISDIR(st.st_mode))
+        folder = stat.S_ISDIR(st.st_mode)
+        other = None if kind is None or folder else other_kind(p, kind)
         if other is not None:  # a 3D model or a scene named with the kind video: one error
             add(p, kind or "video", error=f"{p}: {other}, not {a_kind(kind)}")
             named.add(os.path.abspath(p))
@@ -171,27 +173,19 @@ def a_kind(kind: str | None, *, folder: bool = True) -> str:
     return f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
 
 
-def other_kind(p: Path, kind: str, *, folder: bool) -> str | None:
-    """What the path ``p``, named with the kind ``kind`` forced, is by its name when that
-    is another kind (``a 3D model``, ``an image``, ``an image scene``: a folder another
-    kind claims, a file whose extension only another kind reads), else None (opened as
-    ``kind``, which says what is wrong with it)."""
-    kinds = source_kinds()
-    forced = kinds.get(kind)
-    if forced is None:
+def other_kind(p: Path, kind: str) -> str | None:
+    """What the file ``p``, named with the kind ``kind`` forced, is by its name when that is
+    another kind (``a 3D model``, ``an image``: an extension only another kind reads), else
+    None (opened as ``kind``, which says what is wrong with it). A folder is walked as
+    before (a scene folder: a note, then "folder holds no video")."""
+    try:  # the forced kind's module only: a path it claims imports no other kind's
+        forced = get_source_class(kind)
+    except ConfigError:
         return None
-    try:
-        if folder:
-            if forced.claims_dir(p):
-                return None
-            other = next((k for k, c in kinds.items() if k != kind and c.claims_dir(p)), None)
-        else:
-            if forced.claims_file(p) or forced.claims_given_file(p):
-                return None
-            other = guess_kind(p, sniff=False, given=True)
-    except OSError:
+    if forced.claims_file(p) or forced.claims_given_file(p):
         return None
-    return None if other in (None, kind) else a_kind(other, folder=folder)
+    other = guess_kind(p, sniff=False, given=True)
+    return None if other in (None, kind) else a_kind(other, folder=False)
 
 
 def _identity(p: Path) -> Path:

@@ -219,26 +219,23 @@ def test_a_scene_in_a_folder_given_to_a_video_only_command_is_one_note_not_one_a
     assert [(s.path.name, s.reason) for s in skipped] == [("scene", "an image scene, not a video")]
 
 
-def test_a_3d_model_or_a_scene_named_for_a_video_only_command_says_what_it_is(
-    tmp_path: Path,
-) -> None:
+def test_a_3d_model_named_for_a_video_only_command_says_what_it_is(tmp_path: Path) -> None:
     """``framepipe shots model.ply`` said 'not a readable video (Invalid data found when
-    processing input)' and ``framepipe shots scene/`` a note 'an image scene, not a video'
-    and then the error 'folder holds no video'. A path named with a forced kind whose name
-    says another kind is one failed input saying what it is, as a named image is."""
+    processing input)'. A file named with a forced kind whose extension says another kind
+    is one failed input saying what it is, as a named image is; a scene folder is walked as
+    before (its note, then 'folder holds no video')."""
     from scene_media import write_scene
 
     model = tmp_path / "model.ply"
     model.write_text("ply\nformat ascii 1.0\nelement vertex 0\nend_header\n")
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
     write_scene(tmp_path / "scene", [(a, 10.0) for a in range(0, 360, 90)])
     inputs, skipped = discover([model, tmp_path / "scene"], kind="video")
     assert [(i.path.name, i.kind, i.error) for i in inputs] == [
         ("model.ply", "video", f"{model}: a 3D model, not a video"),
-        ("scene", "video", f"{tmp_path / 'scene'}: an image scene, not a video"),
+        ("scene", "video", f"{tmp_path / 'scene'}: folder holds no video"),
     ]
-    assert skipped == []
-    inputs, _ = discover([tmp_path / "scene", model], kind="render")
-    assert [i.error for i in inputs] == [
-        f"{tmp_path / 'scene'}: an image scene, not a 3D model",
-        None,
-    ]
+    assert [s.reason for s in skipped] == ["an image scene, not a video"]
+    inputs, _ = discover([clip, model], kind="render")
+    assert [i.error for i in inputs] == [f"{clip}: a video, not a 3D model", None]

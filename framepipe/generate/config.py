@@ -215,13 +215,14 @@ def as_settings(
         value = {k: v for k, v in value.to_diff_dict().items() if k not in skip}
         what = f"{what} (a GenerationConfig)"
     if isinstance(value, Mapping):  # settings={"max_new_tokens": 64}
-        other = sorted(k for k in value if k in OTHER_NAMES)  # GenerationConfig(max_length=)
-        if other:
-            raise ConfigError(
-                f"{what}: GenerationSettings has no field {other[0]!r}: framepipe's is "
-                f"{OTHER_NAMES[other[0]]}"
-            )
-        check_fields(GenerationSettings, value, what)
+        try:
+            check_fields(GenerationSettings, value, what)
+        except ConfigError as exc:  # GenerationConfig(max_length=): say framepipe's name
+            other = sorted(k for k in map(str, value) if k in OTHER_NAMES)
+            if not other:
+                raise
+            hint = f"; framepipe's for {other[0]!r} is {OTHER_NAMES[other[0]]}"
+            raise ConfigError(f"{exc}{hint}") from None
         return GenerationSettings(**value)
     raise TypeError(
         f"{what} must be a framepipe.generate.GenerationSettings, a dict of its fields or a "

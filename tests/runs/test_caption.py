@@ -759,7 +759,7 @@ def test_a_transformers_spelling_given_to_caption_or_as_settings_names_framepipe
     with pytest.raises(TypeError, match=r"'torch_dtype' \(framepipe's is dtype= in model=Mo"):
         caption(["x"], torch_dtype="bfloat16")  # type: ignore[call-arg]
     for settings in ({"max_tokens": 5}, GenerationConfig(max_length=100)):
-        with pytest.raises(ConfigError, match=r"'max_(tokens|length)': framepipe's is max_new_"):
+        with pytest.raises(ConfigError, match=r"framepipe's for 'max_(tokens|length)' is max_new_"):
             Pipeline(settings=settings)
 
 
