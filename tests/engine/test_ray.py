@@ -625,12 +625,16 @@ def test_a_no_op_resume_on_ray_downloads_nothing(ray_cluster: Any, tmp_path: Pat
 
 
 def test_a_read_actor_that_stopped_the_run_starts_no_decoder_for_later_inputs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Until the driver stops it, a read actor is handed more inputs: each started a decoder
     that the actor's end killed, with a line naming an input that was not at fault (no Ray
     needed: the actor's class on its own)."""
+    from framepipe import registry
     from framepipe.engine.ray_stages import ReadSpec, ReadStage
+
+    # the actor says it is a worker: this test process must not stay one for later tests
+    monkeypatch.setattr(registry, "_IN_WORKER", registry._IN_WORKER)
     from framepipe.engine.worker import WorkerSetup
     from framepipe.errors import StopRunError
 
