@@ -64,7 +64,8 @@ def command(
 
     INPUTS are records files (JSONL or Parquet), folders of part files (part-*.jsonl,
     part-*.parquet) and 'framepipe sample' output folders (manifest.jsonl), here or in an
-    object store (s3://bucket/results/, s3://bucket/out/shard-3.jsonl; downloaded first).
+    object store (s3://bucket/results/, s3://bucket/out/shard-3.jsonl, or a pattern such
+    as 's3://bucket/out/shard-*.jsonl'; downloaded first).
     Relative frame paths are rewritten to stay right from OUTPUT's folder (a store's frames:
     as URIs). OUTPUT is written to a temporary
     file beside it and moved into place, so a failed merge leaves it as it was. Inputs
