@@ -213,7 +213,7 @@ def filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> tuple
     return fs, path
 
 
-def _why(uri: str, exc: BaseException) -> RemoteError | StopRunError:
+def remote_error(uri: str, exc: BaseException) -> RemoteError | StopRunError:
     """A one-line error naming ``uri`` for a failed remote call: StopRunError for one that
     every input of its filesystem would hit (no credentials, an expired token)."""
     every = every_input_problem(exc)
@@ -252,7 +252,7 @@ def _why(uri: str, exc: BaseException) -> RemoteError | StopRunError:
 def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> RemoteStat:
     """Size, ETag and modification time of ``uri`` (one metadata request); RemoteError when
     the object is missing or the server cannot be reached, StopRunError for an error every
-    input of the filesystem would hit (see :func:`_why`)."""
+    input of the filesystem would hit (see :func:`remote_error`)."""
     try:
         fs, path = filesystem(uri, storage_options)
         info = retrying(lambda: fs.info(path), uri)
@@ -267,7 +267,7 @@ def remote_stat(uri: str, storage_options: dict[str, Any] | None = None) -> Remo
             except Exception as why:
                 if every_input_problem(why) is not None:
                     exc = why
-        raise _why(uri, exc) from None
+        raise remote_error(uri, exc) from None
     if info.get("type") == "directory":
         raise RemoteError(uri, "is a remote folder (remote inputs are single files)")
     etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
@@ -381,7 +381,7 @@ def stage(
     except FramepipeError:
         raise
     except Exception as exc:
-        raise _why(uri, exc) from None
+        raise remote_error(uri, exc) from None
     finally:
         if on_download is not None:
             on_download(False)

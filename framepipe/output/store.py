@@ -191,21 +191,29 @@ class _Open:
             yield from read_records(p, warn=False, fh=fh)
 
 
+def records_name(name: str) -> tuple[str, str] | None:
+    """For a file name in a folder output: the records file it belongs to (itself, or the
+    file of a journal, ``.NAME.journal``) and that file's format; None for any other name
+    (a ledger, frames, notes)."""
+    if name.startswith(".") and name.endswith(".journal"):  # a journal without its file
+        name = name[1 : -len(".journal")]
+    suffix = Path(name).suffix.lower()
+    if suffix in (".jsonl", ".parquet") and (
+        name.startswith(PART_PREFIX) or Path(name).stem == MANIFEST_STEM
+    ):
+        return name, SUFFIXES[suffix]
+    return None
+
+
 def _units(path: PathLike) -> list[_Unit]:
     p = Path(path)
     if not p.is_dir():
         return [_Unit(p, format_of(p))]
     found: dict[Path, _Unit] = {}
     for child in p.iterdir():
-        name = child.name
-        if name.startswith(".") and name.endswith(".journal"):  # a journal without its file
-            name = name[1 : -len(".journal")]
-            child = child.with_name(name)
-        suffix = Path(name).suffix.lower()
-        if suffix in (".jsonl", ".parquet") and (
-            name.startswith(PART_PREFIX) or Path(name).stem == MANIFEST_STEM
-        ):
-            found[child] = _Unit(child, SUFFIXES[suffix])
+        named = records_name(child.name)
+        if named is not None:
+            found[child.with_name(named[0])] = _Unit(child.with_name(named[0]), named[1])
     return sorted(found.values(), key=lambda u: (u.mtime_ns, u.path.name))
 
 
