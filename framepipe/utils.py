@@ -311,10 +311,11 @@ G = TypeVar("G", bound=Generator[Any, Any, Any])
 
 
 def closed_at_exit(fn: Callable[P, G]) -> Callable[P, G]:
-    """The generator function ``fn``, its generators closed as the interpreter begins to
-    exit when they are still open (a loop left with ``break`` while a variable holds the
-    generator): their ``finally`` (a run's decoders stopped, its output tidied) runs while
-    Python still works, not as its modules are torn down (where it fails)."""
+    """``fn`` (a function that returns a generator), its generators closed as the
+    interpreter begins to exit when they are still open (a loop left with ``break`` while a
+    variable holds the generator): their ``finally`` (a run's decoders stopped, its output
+    tidied) runs while Python still works, not as its modules are torn down (where it
+    fails)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> G:
