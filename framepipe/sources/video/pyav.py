@@ -19,6 +19,7 @@ threads (see :func:`framepipe.sources.video.decode.plain_decoder`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,7 +33,6 @@ import numpy as np
 from framepipe.errors import DecodeError
 from framepipe.sources.video.decode import (
     MISSING,
-    demuxed,
     open_decoder,
     packet_ident,
     plain_decoder,
@@ -418,5 +418,11 @@ def check_packet(index: VideoIndex, packet: Any, pos: int) -> None:
 
 
 def next_packet(demux: Any) -> Any:
-    """The next packet the index counts (not empty), or None at the end (:func:`demuxed`)."""
-    return next(demuxed(demux), None)
+    """The next packet the index counts (not empty), or None at the end (PyAV's flush may
+    raise IndexError after a new stream: :func:`demuxed`); called per packet, so no
+    generator is made for each."""
+    with contextlib.suppress(IndexError):
+        for packet in demux:
+            if packet.size:
+                return packet
+    return None
