@@ -289,12 +289,9 @@ def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | 
             except OSError as exc:  # e.g. a link loop inside the folder
                 log.debug("%s: %s cannot examine the folder (%s)", path, kind, exc)
         return None
-    for kind, cls in kinds.items():
-        if cls.claims_file(path):
-            return kind
-    for kind, cls in kinds.items():
-        if given and cls.claims_given_file(path):
-            return kind
+    named = kind_of_name(path, given=given)
+    if named is not None:
+        return named
     if sniff and st is not None and stat.S_ISREG(st.st_mode) and st.st_size > 0:
         head = _read_head(path)
         for kind, cls in kinds.items():
@@ -306,14 +303,17 @@ def guess_kind(path: Path, *, sniff: bool = True, given: bool = False) -> str | 
     return None
 
 
-def kind_of_name(name: str) -> str | None:
-    """The kind that reads a file named ``name`` by its extension (as one named directly),
-    or None; the name alone (a remote object's: nothing here is looked at)."""
+def kind_of_name(name: str | Path, *, given: bool = True) -> str | None:
+    """The kind that reads a file named ``name`` by its extension, or None: the name alone
+    (a remote object's: nothing here is looked at). ``given``: as a file a user names (an
+    image: a one-view scene), not one met in a folder."""
     path, kinds = Path(name), source_kinds()
-    for claims in ("claims_file", "claims_given_file"):  # in guess_kind's order
-        for kind, cls in kinds.items():
-            if getattr(cls, claims)(path):
-                return kind
+    for kind, cls in kinds.items():
+        if cls.claims_file(path):
+            return kind
+    for kind, cls in kinds.items():
+        if given and cls.claims_given_file(path):
+            return kind
     return None
 
 
