@@ -13,6 +13,14 @@ from framepipe.output.remote import check_store
 from framepipe.output.store import is_folder_output
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path``, or the nearest of its parents that exists (what a new file's folders would
+    be made in; a file there is what stands in their way)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def check_writable(path: Path, what: str = "output") -> None:
     """OutputError unless ``path`` (a file, maybe not there yet) can be written."""
     if path.is_dir():
@@ -21,11 +29,7 @@ def check_writable(path: Path, what: str = "output") -> None:
         if not os.access(path, os.W_OK):
             raise OutputError(f"{path}: the {what} file is not writable")
         return
-    parent = path.parent
-    while not parent.exists():
-        if parent == parent.parent:
-            break
-        parent = parent.parent
+    parent = nearest_existing(path.parent)
     if not parent.is_dir():
         raise OutputError(f"{path}: cannot create the {what} ({parent} is not a folder)")
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -26,6 +26,7 @@ from typing import Any
 from framepipe.errors import ConfigError, FramepipeError, OutputError
 from framepipe.inputs.remote import is_remote, remote_stat, stage
 from framepipe.output import is_folder_output, read_output
+from framepipe.output.checks import nearest_existing
 from framepipe.output.store import journal_of, kept_records, no_records_in, ordered_units
 from framepipe.report.cards import Images, card
 from framepipe.report.page import GENERATOR, TAIL, Stats, head, page_name
@@ -177,9 +178,7 @@ def _stage(uri: str, folder: str, k: int, options: dict[str, Any] | None) -> Pat
 def _make_folder(out: Path) -> None:
     """Create ``out``'s folder; a file in its way (``-o notes.txt/report.html``) is an
     OutputError naming it, not the OS's bare 'File exists' or 'Not a directory'."""
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise OutputError(f"{out}: cannot create the report ({parent} is not a folder)")
     out.parent.mkdir(parents=True, exist_ok=True)
