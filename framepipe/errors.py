@@ -142,16 +142,19 @@ def check_fields(cls: type, given: Iterable[object], what: str) -> None:
         )
 
 
+def near_name(typed: str, known: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The one of ``known`` that ``typed`` (not one of them) nearly spells, or None."""
+    known = list(known)
+    if typed in known:
+        return None
+    near = difflib.get_close_matches(typed, known, n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+
 def did_you_mean(given: Iterable[object], choices: Iterable[object], after: str = ".") -> str:
     """``. Did you mean 'uniform'?`` (``after``, then the guess) for the names of ``given``
     (a mistyped sampler, kind, option) that are near one of ``choices``, to end a refusal's
     message; ``""`` when none is near (a name that is not a typo gets no guess)."""
     known = [str(c) for c in choices]
-    near = [
-        m
-        for g in given
-        for m in difflib.get_close_matches(str(g), known, n=1, cutoff=0.6)
-        if str(g) not in known
-    ]
-    near = list(dict.fromkeys(near))
+    near = list(dict.fromkeys(m for g in given if (m := near_name(str(g), known)) is not None))
     return f"{after} Did you mean {' or '.join(repr(m) for m in near)}?" if near else ""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import inspect
 import json
 import logging
@@ -19,7 +18,13 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from framepipe.errors import AlreadyThereError, ConfigError, FramepipeError, MissingDependencyError
+from framepipe.errors import (
+    AlreadyThereError,
+    ConfigError,
+    FramepipeError,
+    MissingDependencyError,
+    near_name,
+)
 from framepipe.extras import AFTER_THE_DEVICE, check_extras
 from framepipe.utils import shown_text, without_secrets
 
@@ -209,8 +214,7 @@ def _top_level(ctx: click.Context, typed: str) -> str | None:
     ]
     if typed in own:
         return typed
-    near = difflib.get_close_matches(typed, [o for o in own if o.startswith("--")], 1, 0.8)
-    return near[0] if near else None
+    return near_name(typed, [o for o in own if o.startswith("--")], cutoff=0.8)
 
 
 class _Spellings:
